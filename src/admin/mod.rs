@@ -1,0 +1,300 @@
+//! The Admin API, on a thread of its own so it never stalls a worker.
+//!
+//! It reads what workers publish (the config snapshot, per-worker counters, the drain
+//! flag) and never takes anything from them. HTTP/1.1 with keep-alive, one connection
+//! handled at a time per task on a small epoll runtime: admin traffic is light.
+
+use std::mem::MaybeUninit;
+use std::net::TcpListener as StdListener;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use httparse::Header;
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::{TcpListener, TcpStream};
+
+use crate::config::Limits;
+use crate::http::generated::{self, write_u64};
+use crate::http::{framing, BodyKind, HeadScanner, HeadStatus};
+use crate::metrics;
+use crate::proxy::Shared;
+use crate::server::RunningDriver;
+
+/// Admin requests are small; bodies beyond this are refused.
+const MAX_ADMIN_BODY_BYTES: u64 = 8 * 1024 * 1024;
+const ADMIN_LIMITS: Limits = Limits {
+    max_request_line_bytes: 8192,
+    max_header_line_bytes: 8192,
+    max_header_bytes: 65_536,
+    max_headers: 100,
+};
+/// An idle admin connection is closed after this.
+const ADMIN_IDLE: Duration = Duration::from_secs(60);
+
+/// What the admin thread needs besides the shared state.
+pub struct Settings {
+    pub token: Option<String>,
+    pub driver: RunningDriver,
+    pub workers: usize,
+}
+
+/// Runs the Admin API on the calling thread until the process exits.
+pub fn run(listener: StdListener, shared: Arc<Shared>, settings: Settings) {
+    let runtime = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build();
+    let mut runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            log::error!("admin API cannot start: {e}");
+            return;
+        }
+    };
+    let settings = Arc::new(settings);
+    runtime.block_on(async move {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(e) => {
+                log::error!("admin API cannot listen: {e}");
+                return;
+            }
+        };
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    monoio::spawn(serve(stream, shared.clone(), settings.clone()));
+                }
+                Err(e) => {
+                    log::warn!("admin accept failed: {e}");
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    });
+}
+
+/// One answer of the Admin API.
+struct Reply {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(status: u16, value: &serde_json::Value) -> Reply {
+        Reply {
+            status,
+            body: serde_json::to_vec(value).unwrap_or_default(),
+        }
+    }
+
+    fn message(status: u16, message: &str) -> Reply {
+        Reply::json(status, &serde_json::json!({ "message": message }))
+    }
+}
+
+async fn serve(mut stream: TcpStream, shared: Arc<Shared>, settings: Arc<Settings>) {
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    loop {
+        let mut scanner = HeadScanner::new();
+        let (start, end) = loop {
+            if !buf.is_empty() {
+                match scanner.scan(&buf, &ADMIN_LIMITS) {
+                    Ok(HeadStatus::Complete { start, end }) => break (start, end),
+                    Ok(HeadStatus::Partial) => {}
+                    Err(kind) => {
+                        let _ = write_reply(
+                            &mut stream,
+                            Reply::message(kind.status(), kind.message()),
+                            true,
+                        )
+                        .await;
+                        return;
+                    }
+                }
+            }
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(4096);
+            }
+            let len = buf.len();
+            let cap = buf.capacity();
+            let read = monoio::io::AsyncReadRent::read(
+                &mut stream,
+                monoio::buf::IoBufMut::slice_mut(buf, len..cap),
+            );
+            match monoio::time::timeout(ADMIN_IDLE, read).await {
+                Ok((Ok(n), slice)) if n > 0 => buf = slice.into_inner(),
+                _ => return,
+            }
+        };
+        let mut slots = [const { MaybeUninit::<Header<'_>>::uninit() }; 100];
+        let mut request = httparse::Request::new(&mut []);
+        let parsed = request.parse_with_uninit_headers(&buf[start..end], &mut slots);
+        let (method, target, version) =
+            match (parsed, request.method, request.path, request.version) {
+                (Ok(httparse::Status::Complete(_)), Some(m), Some(p), Some(v)) => {
+                    (m.to_owned(), p.to_owned(), v)
+                }
+                _ => {
+                    let _ =
+                        write_reply(&mut stream, Reply::message(400, "Bad request"), true).await;
+                    return;
+                }
+            };
+        let framing = match framing::request(version, request.headers) {
+            Ok(framing) => framing,
+            Err(kind) => {
+                let _ = write_reply(
+                    &mut stream,
+                    Reply::message(kind.status(), kind.message()),
+                    true,
+                )
+                .await;
+                return;
+            }
+        };
+        let authorized = settings
+            .token
+            .as_deref()
+            .is_none_or(|token| has_token(request.headers, token));
+        drop(request);
+        buf.drain(..end);
+
+        // Read (and for now, only bound) the body.
+        let body_len = match framing.body {
+            BodyKind::None => 0,
+            BodyKind::Length(n) if n <= MAX_ADMIN_BODY_BYTES => n as usize,
+            _ => {
+                let _ = write_reply(
+                    &mut stream,
+                    Reply::message(413, "Request body too large"),
+                    true,
+                )
+                .await;
+                return;
+            }
+        };
+        while buf.len() < body_len {
+            buf.reserve(body_len - buf.len());
+            let len = buf.len();
+            let cap = buf.capacity();
+            let read = monoio::io::AsyncReadRent::read(
+                &mut stream,
+                monoio::buf::IoBufMut::slice_mut(buf, len..cap),
+            );
+            match monoio::time::timeout(ADMIN_IDLE, read).await {
+                Ok((Ok(n), slice)) if n > 0 => buf = slice.into_inner(),
+                _ => return,
+            }
+        }
+        buf.drain(..body_len);
+
+        let path = target.split('?').next().unwrap_or("/");
+        let reply = if !authorized && !(method == "GET" && path == "/status/ready") {
+            Reply::message(401, "Unauthorized")
+        } else {
+            route(&method, path, &shared, &settings)
+        };
+        let close = !framing.keep_alive;
+        if write_reply(&mut stream, reply, close).await.is_err() || close {
+            return;
+        }
+    }
+}
+
+/// Compares the presented token in constant time with the configured one.
+fn has_token(headers: &[Header<'_>], token: &str) -> bool {
+    headers.iter().any(|h| {
+        let presented = if h.name.eq_ignore_ascii_case("authorization") {
+            let value = crate::http::trim_ows(h.value);
+            match value.get(..7) {
+                Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => {
+                    crate::http::trim_ows(&value[7..])
+                }
+                _ => return false,
+            }
+        } else if h.name.eq_ignore_ascii_case("kong-admin-token") {
+            crate::http::trim_ows(h.value)
+        } else {
+            return false;
+        };
+        constant_time_eq(presented, token.as_bytes())
+    })
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn route(method: &str, path: &str, shared: &Shared, settings: &Settings) -> Reply {
+    let path = path.trim_end_matches('/');
+    match (method, path) {
+        ("GET", "") => Reply::json(
+            200,
+            &serde_json::json!({
+                "tagline": "Welcome to ringway",
+                "version": crate::VERSION,
+                "node": { "workers": settings.workers, "driver": settings.driver.name() },
+            }),
+        ),
+        ("GET", "/status") => status(shared, settings),
+        ("GET", "/status/ready") => ready(shared, settings),
+        (_, "" | "/status" | "/status/ready") => Reply::message(405, "Method not allowed"),
+        _ => Reply::message(404, "Not found"),
+    }
+}
+
+fn status(shared: &Shared, settings: &Settings) -> Reply {
+    let totals = metrics::totals(shared.stats.iter().map(|s| &**s));
+    let snapshot = shared.snapshot();
+    Reply::json(
+        200,
+        &serde_json::json!({
+            "server": {
+                "connections_active": totals.connections_active,
+                "connections_accepted": totals.connections_accepted,
+                "connections_handled": totals.connections_accepted,
+                "connections_refused": totals.connections_refused,
+                "total_requests": totals.total_requests,
+            },
+            "upstream": {
+                "connections_opened": totals.upstream_connects,
+                "connections_reused": totals.upstream_reused,
+                "retries": totals.upstream_retries,
+            },
+            "configuration_hash": snapshot.config.hash,
+            "workers": settings.workers,
+            "driver": settings.driver.name(),
+            "version": crate::VERSION,
+        }),
+    )
+}
+
+fn ready(shared: &Shared, settings: &Settings) -> Reply {
+    if shared.draining.load(Ordering::Acquire) {
+        return Reply::message(503, "draining");
+    }
+    if shared.workers_ready.load(Ordering::Acquire) < settings.workers as u64 {
+        return Reply::message(503, "starting");
+    }
+    Reply::message(200, "ready")
+}
+
+async fn write_reply(stream: &mut TcpStream, reply: Reply, close: bool) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(256 + reply.body.len());
+    generated::response(
+        &mut out,
+        reply.status,
+        b"application/json; charset=utf-8",
+        &reply.body,
+        close,
+        false,
+        &[],
+    );
+    let _ = write_u64;
+    let (result, _) = stream.write_all(out).await;
+    result.map(|_| ())
+}

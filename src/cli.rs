@@ -1,0 +1,158 @@
+//! The command line (SPEC §1): `run`, `check`, `version`.
+//!
+//! Every failure ends in one line on stderr and a non-zero exit code; nothing here
+//! panics on bad input.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, LoadError, NodeOverrides};
+
+/// Exit code for an invalid configuration (sysexits' EX_CONFIG).
+pub const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(
+    name = "ringway",
+    about = "A thread-per-core io_uring API gateway that reads Kong's declarative config",
+    disable_version_flag = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        /// The declarative config file (Kong's kong.yaml format plus a `ringway:` section).
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: PathBuf,
+        /// A proxy listen address (repeatable); replaces ringway.proxy_listen.
+        #[arg(long = "proxy-listen", value_name = "ADDR")]
+        proxy_listen: Vec<String>,
+        /// The Admin API address; replaces ringway.admin_listen.
+        #[arg(long = "admin-listen", value_name = "ADDR")]
+        admin_listen: Option<String>,
+        /// Worker threads (default: one per CPU).
+        #[arg(long, value_name = "N")]
+        workers: Option<u64>,
+        /// Where Admin API state is kept.
+        #[arg(long = "data-dir", value_name = "DIR")]
+        data_dir: Option<String>,
+        /// error, warn, info, debug or trace (also RINGWAY_LOG).
+        #[arg(long = "log-level", value_name = "LEVEL")]
+        log_level: Option<String>,
+    },
+    /// Validate a config file: every problem is printed with its path.
+    Check {
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Print the version, the commit and which io drivers this kernel offers.
+    Version,
+}
+
+/// Parses the arguments and runs the command.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version output go to stdout with success; usage errors to stderr.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    crate::logging::init(log::LevelFilter::Info);
+    match cli.command {
+        Command::Version => {
+            version();
+            ExitCode::SUCCESS
+        }
+        Command::Check { config } => check(&config),
+        Command::Run {
+            config,
+            proxy_listen,
+            admin_listen,
+            workers,
+            data_dir,
+            log_level,
+        } => {
+            let log_level =
+                log_level.or_else(|| std::env::var("RINGWAY_LOG").ok().filter(|v| !v.is_empty()));
+            if let Some(level) = &log_level {
+                match crate::logging::parse_level(level) {
+                    Some(level) => crate::logging::init(level),
+                    None => {
+                        eprintln!("ringway: unknown log level '{level}' (error, warn, info, debug, trace)");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            let overrides = NodeOverrides {
+                proxy_listen,
+                admin_listen,
+                workers,
+                data_dir,
+                log_level,
+            };
+            match crate::server::run(config, overrides) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    let message = format!("{e:#}");
+                    eprintln!("ringway: {}", message.replace('\n', "; "));
+                    if message.starts_with("invalid config") {
+                        ExitCode::from(EXIT_CONFIG)
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match Config::load(path, &NodeOverrides::default()) {
+        Ok(config) => {
+            println!(
+                "{}: OK ({} services, {} routes, configuration_hash {})",
+                path.display(),
+                config.services.len(),
+                config.routes.len(),
+                config.hash
+            );
+            ExitCode::SUCCESS
+        }
+        Err(LoadError::Read(file, e)) => {
+            eprintln!("ringway: cannot read config file {file}: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(LoadError::Invalid(problems)) => {
+            for problem in &problems.0 {
+                eprintln!("{problem}");
+            }
+            eprintln!("{}: {} problem(s) found", path.display(), problems.0.len());
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn version() {
+    let uring = crate::server::io_uring_available();
+    let default = if uring { "io_uring" } else { "epoll" };
+    println!(
+        "ringway {} (commit {})",
+        crate::VERSION,
+        env!("RINGWAY_COMMIT")
+    );
+    println!(
+        "io_uring: {}",
+        if uring { "available" } else { "unavailable" }
+    );
+    println!("epoll: available");
+    println!("driver: {default}");
+}

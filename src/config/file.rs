@@ -1,0 +1,238 @@
+//! Serde structs that mirror Kong's declarative file, field for field.
+//!
+//! Only shape lives here: every struct denies unknown fields, and defaults are the named
+//! consts below. Meaning (ranges, references, regexes) is checked by `config::validate`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_norway::Value;
+
+pub const DEFAULT_RETRIES: u32 = 5;
+pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
+
+fn yes() -> bool {
+    true
+}
+fn default_retries() -> u32 {
+    DEFAULT_RETRIES
+}
+fn default_timeout_ms() -> u64 {
+    DEFAULT_TIMEOUT_MS
+}
+
+/// The top level: every entity list is kept as raw values so that each item is
+/// deserialized on its own and every broken item is reported, not only the first.
+/// Kong bookkeeping fields (`_transform`, `tags`, `created_at`, ...) are accepted so
+/// files exported from Kong load, and otherwise unused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct Top {
+    #[serde(rename = "_format_version")]
+    pub format_version: Option<Value>,
+    #[serde(rename = "_transform", default)]
+    pub transform: Option<bool>,
+    #[serde(rename = "_comment", default)]
+    pub comment: Option<Value>,
+    #[serde(rename = "_ignore", default)]
+    pub ignore: Option<Value>,
+    #[serde(rename = "_workspace", default)]
+    pub workspace: Option<String>,
+    #[serde(default)]
+    pub services: Vec<Value>,
+    #[serde(default)]
+    pub routes: Vec<Value>,
+    #[serde(default)]
+    pub plugins: Vec<Value>,
+    #[serde(default)]
+    pub consumers: Vec<Value>,
+    #[serde(default)]
+    pub consumer_groups: Vec<Value>,
+    #[serde(default)]
+    pub jwt_secrets: Vec<Value>,
+    #[serde(default)]
+    pub upstreams: Vec<Value>,
+    #[serde(default)]
+    pub targets: Vec<Value>,
+    #[serde(default)]
+    pub certificates: Vec<Value>,
+    #[serde(default)]
+    pub snis: Vec<Value>,
+    #[serde(default)]
+    pub ca_certificates: Vec<Value>,
+    #[serde(default)]
+    pub vaults: Vec<Value>,
+    #[serde(default)]
+    pub ringway: Option<Value>,
+}
+
+/// A `services[]` item (Kong `services` entity).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ServiceFile {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub protocol: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub path: Option<String>,
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    #[serde(default = "default_timeout_ms")]
+    pub connect_timeout: u64,
+    #[serde(default = "default_timeout_ms")]
+    pub read_timeout: u64,
+    #[serde(default = "default_timeout_ms")]
+    pub write_timeout: u64,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub tls_verify: Option<bool>,
+    pub tls_verify_depth: Option<u32>,
+    pub ca_certificates: Option<Vec<String>>,
+    pub client_certificate: Option<Value>,
+    pub created_at: Option<u64>,
+    pub updated_at: Option<u64>,
+    #[serde(default)]
+    pub routes: Vec<Value>,
+    #[serde(default)]
+    pub plugins: Vec<Value>,
+}
+
+/// A reference to a parent entity at top level: its name, or `{name: ...}` / `{id: ...}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Reference {
+    Name(String),
+    Object(ReferenceObject),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceObject {
+    pub name: Option<String>,
+    pub id: Option<String>,
+}
+
+impl Reference {
+    /// The name or id this reference points at.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Reference::Name(name) => Some(name),
+            Reference::Object(object) => object.name.as_deref().or(object.id.as_deref()),
+        }
+    }
+}
+
+/// One or many header values (`headers: {x-version: v1}` or `[v1, v2]`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(value) => vec![value],
+            OneOrMany::Many(values) => values,
+        }
+    }
+}
+
+/// A `routes[]` item (Kong `routes` entity).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RouteFile {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub service: Option<Reference>,
+    #[serde(default)]
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, OneOrMany>,
+    #[serde(default = "yes")]
+    pub strip_path: bool,
+    #[serde(default)]
+    pub preserve_host: bool,
+    #[serde(default)]
+    pub regex_priority: i64,
+    pub protocols: Option<Vec<String>>,
+    pub path_handling: Option<String>,
+    pub https_redirect_status_code: Option<u16>,
+    pub request_buffering: Option<bool>,
+    pub response_buffering: Option<bool>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub snis: Vec<String>,
+    #[serde(default)]
+    pub sources: Vec<Value>,
+    #[serde(default)]
+    pub destinations: Vec<Value>,
+    pub created_at: Option<u64>,
+    pub updated_at: Option<u64>,
+    #[serde(default)]
+    pub plugins: Vec<Value>,
+}
+
+/// The `ringway:` node section: our extension, every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    pub proxy_listen: Option<ListenList>,
+    pub admin_listen: Option<String>,
+    pub workers: Option<u64>,
+    pub data_dir: Option<String>,
+    pub admin_token: Option<String>,
+    pub trusted_ips: Option<Vec<String>>,
+    pub max_connections: Option<u64>,
+    pub upstream_keepalive_idle_timeout: Option<u64>,
+    pub upstream_keepalive_max_idle: Option<u64>,
+    pub client_header_timeout: Option<u64>,
+    pub client_body_timeout: Option<u64>,
+    pub keepalive_timeout: Option<u64>,
+    pub drain_timeout: Option<u64>,
+    pub max_request_line_bytes: Option<u64>,
+    pub max_header_line_bytes: Option<u64>,
+    pub max_header_bytes: Option<u64>,
+    pub max_headers: Option<u64>,
+    pub log_level: Option<String>,
+    pub ssl_cert: Option<String>,
+    pub ssl_cert_key: Option<String>,
+    /// `auto` (io_uring when the kernel has it), `io_uring` or `epoll`.
+    pub driver: Option<String>,
+}
+
+/// `proxy_listen` as a single string or a list, as Kong's `proxy_listen` allows.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ListenList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl ListenList {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            ListenList::One(value) => value.split(',').map(|s| s.trim().to_owned()).collect(),
+            ListenList::Many(values) => values,
+        }
+    }
+}
+
+/// A plugin item: only its name is read until plugins are implemented.
+#[derive(Debug, Deserialize)]
+pub struct PluginName {
+    pub name: Option<String>,
+}

@@ -1,0 +1,815 @@
+//! Configuration: Kong's declarative file plus the `ringway:` node section.
+//!
+//! Two stages. `file` holds serde structs that mirror the file; this module validates
+//! them into the typed model below (`Duration`s, resolved references, compiled regexes),
+//! collecting every problem with its path (`services[1].routes[0].paths[2]: ...`) before
+//! anything is bound. The model is immutable once built; workers share it through an
+//! `Arc` that reload swaps whole.
+
+mod file;
+mod node;
+mod vault;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_norway::Value;
+use sha2::{Digest, Sha256};
+
+pub use node::{Driver, Limits, Listen, Node, NodeOverrides, MAX_HEADERS_LIMIT};
+
+use file::{PluginName, RouteFile, ServiceFile, Top};
+
+/// Upper bound on the compiled size of one route regex, so a hostile or careless pattern
+/// cannot take unbounded memory.
+const REGEX_SIZE_LIMIT_BYTES: usize = 1 << 20;
+
+/// One problem in a config file, with the path of the value it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in one file.
+#[derive(Debug)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// Collects problems while validating.
+#[derive(Default)]
+pub(crate) struct Report {
+    problems: Vec<Problem>,
+}
+
+impl Report {
+    pub(crate) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// The validated configuration: what workers route and proxy with.
+#[derive(Debug)]
+pub struct Config {
+    pub node: Node,
+    pub services: Vec<Service>,
+    pub routes: Vec<Route>,
+    /// Hex digest of the file's bytes, reported as `configuration_hash`.
+    pub hash: String,
+}
+
+/// An upstream service.
+#[derive(Debug)]
+pub struct Service {
+    pub name: Arc<str>,
+    pub host: String,
+    pub port: u16,
+    /// The base path requests are joined to; `/` when the service has none.
+    pub path: String,
+    /// The `Host` header sent upstream: the host, with `:port` unless it is 80.
+    pub host_header: String,
+    /// The resolved address; `None` when the host did not resolve at load time.
+    pub addr: Option<SocketAddr>,
+    pub retries: u32,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub enabled: bool,
+}
+
+/// How a route path matches.
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    /// A plain string prefix (Kong's `^=`): `/api` matches `/apiv2`.
+    Prefix(String),
+    /// A regex anchored at the start of the path.
+    Regex(regex::Regex),
+}
+
+/// How a route header value matches.
+#[derive(Debug, Clone)]
+pub enum ValueMatch {
+    /// Case-insensitive equality (stored lower-cased).
+    Exact(String),
+    /// `~*regex`: a case-insensitive regex.
+    Regex(regex::Regex),
+}
+
+/// How a route host matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    Exact(String),
+    /// `*.example.com`: stored as `.example.com`.
+    Suffix(String),
+    /// `example.*`: stored as `example.`.
+    Prefix(String),
+}
+
+/// A route, with references resolved to service indices.
+#[derive(Debug)]
+pub struct Route {
+    pub name: Option<Arc<str>>,
+    pub service: usize,
+    pub paths: Vec<PathMatch>,
+    pub methods: Vec<String>,
+    pub hosts: Vec<HostMatch>,
+    /// Lower-cased header names, each with the values any of which must match.
+    pub headers: Vec<(String, Vec<ValueMatch>)>,
+    pub strip_path: bool,
+    pub preserve_host: bool,
+    pub regex_priority: i64,
+    pub http: bool,
+    pub https: bool,
+    pub https_redirect_status_code: u16,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file, applying command-line overrides.
+    pub fn load(path: &Path, overrides: &NodeOverrides) -> Result<Config, LoadError> {
+        let bytes =
+            std::fs::read(path).map_err(|e| LoadError::Read(path.display().to_string(), e))?;
+        Config::from_bytes(&bytes, overrides).map_err(LoadError::Invalid)
+    }
+
+    /// Parses and validates a config held in memory.
+    pub fn from_bytes(bytes: &[u8], overrides: &NodeOverrides) -> Result<Config, Problems> {
+        let mut report = Report::default();
+        let text = match std::str::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => {
+                report.add("", format!("the file is not valid UTF-8: {e}"));
+                return Err(Problems(report.problems));
+            }
+        };
+        let mut doc: Value = match serde_norway::from_str(text) {
+            Ok(Value::Null) => Value::Mapping(Default::default()),
+            Ok(doc) => doc,
+            Err(e) => {
+                report.add("", format!("invalid YAML: {e}"));
+                return Err(Problems(report.problems));
+            }
+        };
+        vault::resolve(&mut doc, &mut String::new(), &mut report);
+        let config = build(doc, overrides, &mut report);
+        match config {
+            Some(mut config) if report.problems.is_empty() => {
+                config.hash = hex_digest(bytes);
+                Ok(config)
+            }
+            _ => Err(Problems(report.problems)),
+        }
+    }
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read config file {0}: {1}")]
+    Read(String, std::io::Error),
+    #[error("{0}")]
+    Invalid(Problems),
+}
+
+fn hex_digest(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Deserializes one item, reporting a failure with the path of the offending field.
+fn parse_item<T: DeserializeOwned>(value: Value, path: &str, report: &mut Report) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(item) => Some(item),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let full = if inner == "." || inner.is_empty() {
+                path.to_owned()
+            } else if path.is_empty() {
+                inner
+            } else {
+                format!("{path}.{inner}")
+            };
+            report.add(full, e.into_inner().to_string());
+            None
+        }
+    }
+}
+
+fn build(doc: Value, overrides: &NodeOverrides, report: &mut Report) -> Option<Config> {
+    if !doc.is_mapping() {
+        report.add("", "the top level must be a mapping");
+        return None;
+    }
+    let top: Top = parse_item(doc, "", report)?;
+
+    match top.format_version.as_ref() {
+        None => report.add("_format_version", "required field missing (use \"3.0\")"),
+        Some(Value::String(v)) if v == "3.0" || v == "2.1" => {}
+        Some(other) => report.add(
+            "_format_version",
+            format!(
+                "unsupported version {}; expected \"3.0\" or \"2.1\"",
+                yaml_inline(other)
+            ),
+        ),
+    }
+
+    let node = node::build(top.ringway, overrides, report);
+
+    for (key, items) in [
+        ("consumers", &top.consumers),
+        ("consumer_groups", &top.consumer_groups),
+        ("jwt_secrets", &top.jwt_secrets),
+        ("upstreams", &top.upstreams),
+        ("targets", &top.targets),
+        ("certificates", &top.certificates),
+        ("snis", &top.snis),
+        ("ca_certificates", &top.ca_certificates),
+        ("vaults", &top.vaults),
+    ] {
+        if !items.is_empty() {
+            report.add(
+                key,
+                format!("`{key}` entities are not supported by this version of ringway"),
+            );
+        }
+    }
+    check_plugins(&top.plugins, "plugins", report);
+
+    // Services first (nested routes are collected with their service), then top-level
+    // routes that refer to a service by name or id.
+    let mut services = Vec::new();
+    let mut service_keys: HashMap<String, usize> = HashMap::new();
+    let mut route_files: Vec<(String, RouteFile, Option<usize>)> = Vec::new();
+    for (i, value) in top.services.into_iter().enumerate() {
+        let path = format!("services[{i}]");
+        let Some(file) = parse_item::<ServiceFile>(value, &path, report) else {
+            continue;
+        };
+        check_plugins(&file.plugins, &format!("{path}.plugins"), report);
+        let index = services.len();
+        let nested: Vec<Value> = file.routes.clone();
+        if let Some(service) = build_service(file, &path, report, &mut service_keys, index) {
+            services.push(service);
+            for (j, route) in nested.into_iter().enumerate() {
+                let route_path = format!("{path}.routes[{j}]");
+                if let Some(route) = parse_item::<RouteFile>(route, &route_path, report) {
+                    if route.service.is_some() {
+                        report.add(
+                            format!("{route_path}.service"),
+                            "a nested route takes its service from its parent",
+                        );
+                    }
+                    route_files.push((route_path, route, Some(index)));
+                }
+            }
+        }
+    }
+    for (i, value) in top.routes.into_iter().enumerate() {
+        let path = format!("routes[{i}]");
+        if let Some(route) = parse_item::<RouteFile>(value, &path, report) {
+            route_files.push((path, route, None));
+        }
+    }
+
+    let mut routes = Vec::new();
+    let mut route_names: HashMap<String, String> = HashMap::new();
+    for (path, file, parent) in route_files {
+        check_plugins(&file.plugins, &format!("{path}.plugins"), report);
+        let service = match parent {
+            Some(index) => Some(index),
+            None => match file.service.as_ref().and_then(|r| r.key()) {
+                None => {
+                    report.add(format!("{path}.service"), "required field missing");
+                    None
+                }
+                Some(key) => match service_keys.get(key) {
+                    Some(&index) => Some(index),
+                    None => {
+                        report.add(
+                            format!("{path}.service"),
+                            format!("no service named '{key}'"),
+                        );
+                        None
+                    }
+                },
+            },
+        };
+        if let Some(name) = &file.name {
+            if let Some(first) = route_names.insert(name.clone(), path.clone()) {
+                report.add(
+                    format!("{path}.name"),
+                    format!("duplicate route name '{name}' (first at {first})"),
+                );
+            }
+        }
+        if let Some(route) = build_route(file, service, &path, report) {
+            routes.push(route);
+        }
+    }
+
+    Some(Config {
+        node: node?,
+        services,
+        routes,
+        hash: String::new(),
+    })
+}
+
+fn yaml_inline(value: &Value) -> String {
+    serde_norway::to_string(value)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
+/// Plugins are not available in this version: each configured one is an error, so that
+/// an `acl` or `jwt` the operator relies on is never silently skipped.
+fn check_plugins(plugins: &[Value], path: &str, report: &mut Report) {
+    for (i, value) in plugins.iter().enumerate() {
+        let item_path = format!("{path}[{i}]");
+        match serde_norway::from_value::<PluginName>(value.clone()) {
+            Ok(PluginName { name: Some(name) }) => report.add(
+                format!("{item_path}.name"),
+                format!("unknown plugin '{name}' (not available in this version of ringway)"),
+            ),
+            _ => report.add(format!("{item_path}.name"), "required field missing"),
+        }
+    }
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~')
+}
+
+fn build_service(
+    file: ServiceFile,
+    path: &str,
+    report: &mut Report,
+    keys: &mut HashMap<String, usize>,
+    index: usize,
+) -> Option<Service> {
+    let before = report.problems.len();
+    let name = match &file.name {
+        Some(name) if !name.is_empty() && name.chars().all(is_name_char) => name.clone(),
+        Some(name) => {
+            report.add(
+                format!("{path}.name"),
+                format!("invalid name '{name}': use letters, digits, '-', '_', '.', '~'"),
+            );
+            name.clone()
+        }
+        None => match &file.id {
+            Some(id) => id.clone(),
+            None => {
+                report.add(format!("{path}.name"), "required field missing");
+                String::new()
+            }
+        },
+    };
+    for key in [file.name.as_ref(), file.id.as_ref()].into_iter().flatten() {
+        if keys.insert(key.clone(), index).is_some() {
+            report.add(format!("{path}.name"), format!("duplicate service '{key}'"));
+        }
+    }
+
+    let (mut protocol, mut host, mut port, mut base) = (
+        file.protocol.clone(),
+        file.host.clone(),
+        file.port,
+        file.path.clone(),
+    );
+    if let Some(url) = &file.url {
+        if file.protocol.is_some()
+            || file.host.is_some()
+            || file.port.is_some()
+            || file.path.is_some()
+        {
+            report.add(
+                format!("{path}.url"),
+                "give either url or protocol/host/port/path, not both",
+            );
+        }
+        match parse_url(url) {
+            Ok(parts) => {
+                protocol = Some(parts.0);
+                host = Some(parts.1);
+                port = parts.2;
+                base = parts.3;
+            }
+            Err(message) => report.add(format!("{path}.url"), message),
+        }
+    }
+    let protocol = protocol.unwrap_or_else(|| "http".to_owned());
+    match protocol.as_str() {
+        "http" => {}
+        "https" => report.add(
+            format!("{path}.protocol"),
+            "https upstreams are not supported by this version of ringway",
+        ),
+        other => report.add(
+            format!("{path}.protocol"),
+            format!("unsupported protocol '{other}' (expected http)"),
+        ),
+    }
+    if file.client_certificate.is_some() {
+        report.add(
+            format!("{path}.client_certificate"),
+            "client certificates are not supported by this version of ringway",
+        );
+    }
+    let host = match host {
+        Some(host) if valid_host(&host) => host.to_ascii_lowercase(),
+        Some(host) => {
+            report.add(format!("{path}.host"), format!("invalid host '{host}'"));
+            String::new()
+        }
+        None => {
+            report.add(format!("{path}.host"), "required field missing");
+            String::new()
+        }
+    };
+    let port = port.unwrap_or(80);
+    if port == 0 {
+        report.add(format!("{path}.port"), "must be between 1 and 65535");
+    }
+    let base = match base {
+        None => "/".to_owned(),
+        Some(p) if p.starts_with('/') && !p.contains("//") && !p.contains(['?', '#', ' ']) => p,
+        Some(p) => {
+            report.add(format!("{path}.path"), format!("invalid path '{p}': must start with '/' and have no empty segments, query or fragment"));
+            "/".to_owned()
+        }
+    };
+    if file.retries > 32_767 {
+        report.add(format!("{path}.retries"), "must be between 0 and 32767");
+    }
+    let timeout = |field: &str, ms: u64, report: &mut Report| {
+        if ms == 0 || ms > (1 << 31) - 2 {
+            report.add(
+                format!("{path}.{field}"),
+                "must be between 1 and 2147483646",
+            );
+        }
+        Duration::from_millis(ms)
+    };
+    let connect_timeout = timeout("connect_timeout", file.connect_timeout, report);
+    let read_timeout = timeout("read_timeout", file.read_timeout, report);
+    let write_timeout = timeout("write_timeout", file.write_timeout, report);
+    if report.problems.len() > before {
+        return None;
+    }
+
+    let addr = resolve(&host, port);
+    if addr.is_none() {
+        log::warn!("service '{name}': host '{host}' did not resolve; its requests get 503 until a reload resolves it");
+    }
+    let host_header = if port == 80 {
+        host.clone()
+    } else {
+        format!("{host}:{port}")
+    };
+    Some(Service {
+        name: name.into(),
+        host,
+        port,
+        path: base,
+        host_header,
+        addr,
+        retries: file.retries,
+        connect_timeout,
+        read_timeout,
+        write_timeout,
+        enabled: file.enabled,
+    })
+}
+
+/// Resolves a service host once, at load time; an IP literal needs no lookup.
+fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return Some(SocketAddr::new(ip, port));
+    }
+    (host, port).to_socket_addrs().ok()?.next()
+}
+
+fn valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && (host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+            || (host.starts_with('[')
+                && host.ends_with(']')
+                && host[1..host.len() - 1]
+                    .parse::<std::net::Ipv6Addr>()
+                    .is_ok()))
+}
+
+/// Splits `scheme://host[:port][/path]` into its parts.
+fn parse_url(url: &str) -> Result<(String, String, Option<u16>, Option<String>), String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("invalid url '{url}': expected scheme://host[:port][/path]"))?;
+    let scheme = scheme.to_ascii_lowercase();
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], Some(rest[i..].to_owned())),
+        None => (rest, None),
+    };
+    if authority.contains('@') {
+        return Err(format!(
+            "invalid url '{url}': credentials in the url are not supported"
+        ));
+    }
+    let (host, port) = if let Some(stripped) = authority.strip_prefix('[') {
+        let end = stripped
+            .find(']')
+            .ok_or_else(|| format!("invalid url '{url}'"))?;
+        let host = format!("[{}]", &stripped[..end]);
+        let after = &stripped[end + 1..];
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .map_err(|_| format!("invalid port in url '{url}'"))?,
+            ),
+            None if after.is_empty() => None,
+            None => return Err(format!("invalid url '{url}'")),
+        };
+        (host, port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (
+                h.to_owned(),
+                Some(
+                    p.parse::<u16>()
+                        .map_err(|_| format!("invalid port in url '{url}'"))?,
+                ),
+            ),
+            None => (authority.to_owned(), None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("invalid url '{url}': no host"));
+    }
+    let port = port.or(match scheme.as_str() {
+        "https" => Some(443),
+        _ => None,
+    });
+    Ok((scheme, host, port, path))
+}
+
+fn build_route(
+    file: RouteFile,
+    service: Option<usize>,
+    path: &str,
+    report: &mut Report,
+) -> Option<Route> {
+    let before = report.problems.len();
+    let mut http = true;
+    let mut https = true;
+    if let Some(protocols) = &file.protocols {
+        http = false;
+        https = false;
+        for (i, p) in protocols.iter().enumerate() {
+            match p.as_str() {
+                "http" => http = true,
+                "https" => https = true,
+                other => report.add(
+                    format!("{path}.protocols[{i}]"),
+                    format!("unsupported protocol '{other}' (expected http or https)"),
+                ),
+            }
+        }
+        if protocols.is_empty() {
+            report.add(format!("{path}.protocols"), "must not be empty");
+        }
+    }
+    if file.paths.is_empty()
+        && file.methods.is_empty()
+        && file.hosts.is_empty()
+        && file.headers.is_empty()
+    {
+        report.add(
+            path.to_owned(),
+            "must set at least one of 'methods', 'hosts', 'headers' or 'paths'",
+        );
+    }
+    let mut paths = Vec::new();
+    for (i, p) in file.paths.iter().enumerate() {
+        let field = format!("{path}.paths[{i}]");
+        if let Some(pattern) = p.strip_prefix('~') {
+            if !pattern.starts_with('/') {
+                report.add(
+                    field,
+                    format!("invalid regex path '{p}': must start with '~/'"),
+                );
+                continue;
+            }
+            match regex::RegexBuilder::new(&format!("^(?:{pattern})"))
+                .size_limit(REGEX_SIZE_LIMIT_BYTES)
+                .build()
+            {
+                Ok(re) => paths.push(PathMatch::Regex(re)),
+                Err(e) => report.add(
+                    field,
+                    format!(
+                        "invalid regex: {}",
+                        e.to_string().lines().last().unwrap_or("")
+                    ),
+                ),
+            }
+        } else if !p.starts_with('/') {
+            report.add(
+                field,
+                format!("invalid path '{p}': must start with '/' (or '~/' for a regex)"),
+            );
+        } else if p.contains("//") {
+            report.add(
+                field,
+                format!("invalid path '{p}': must not have empty segments"),
+            );
+        } else if p.contains(['?', '#', ' ']) || p.bytes().any(|b| b.is_ascii_control()) {
+            report.add(field, format!("invalid path '{p}': must not contain a query, fragment, space or control character"));
+        } else {
+            paths.push(PathMatch::Prefix(p.clone()));
+        }
+    }
+    let mut methods = Vec::new();
+    for (i, m) in file.methods.iter().enumerate() {
+        if m.is_empty()
+            || !m
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
+        {
+            report.add(
+                format!("{path}.methods[{i}]"),
+                format!("invalid method '{m}': must be upper-case letters"),
+            );
+        } else {
+            methods.push(m.clone());
+        }
+    }
+    let mut hosts = Vec::new();
+    for (i, h) in file.hosts.iter().enumerate() {
+        match parse_host_match(h) {
+            Ok(m) => hosts.push(m),
+            Err(message) => report.add(format!("{path}.hosts[{i}]"), message),
+        }
+    }
+    let mut headers = Vec::new();
+    for (name, values) in file.headers {
+        let field = format!("{path}.headers.{name}");
+        let lower = name.to_ascii_lowercase();
+        if lower == "host" {
+            report.add(field, "cannot match on 'host': use 'hosts'");
+            continue;
+        }
+        if lower.is_empty() || !lower.bytes().all(crate::http::is_token_byte) {
+            report.add(field, format!("invalid header name '{name}'"));
+            continue;
+        }
+        let mut matches = Vec::new();
+        for value in values.into_vec() {
+            if let Some(pattern) = value.strip_prefix("~*") {
+                match regex::RegexBuilder::new(pattern)
+                    .case_insensitive(true)
+                    .size_limit(REGEX_SIZE_LIMIT_BYTES)
+                    .build()
+                {
+                    Ok(re) => matches.push(ValueMatch::Regex(re)),
+                    Err(e) => report.add(
+                        field.clone(),
+                        format!(
+                            "invalid regex: {}",
+                            e.to_string().lines().last().unwrap_or("")
+                        ),
+                    ),
+                }
+            } else {
+                matches.push(ValueMatch::Exact(value.to_ascii_lowercase()));
+            }
+        }
+        if matches.is_empty() {
+            report.add(field, "must list at least one value");
+            continue;
+        }
+        headers.push((lower, matches));
+    }
+    if let Some(handling) = &file.path_handling {
+        if handling != "v0" {
+            report.add(
+                format!("{path}.path_handling"),
+                format!(
+                    "unsupported path_handling '{handling}' (only v0, Kong 3's default router's)"
+                ),
+            );
+        }
+    }
+    let https_redirect_status_code = file.https_redirect_status_code.unwrap_or(426);
+    if ![426, 301, 302, 307, 308].contains(&https_redirect_status_code) {
+        report.add(
+            format!("{path}.https_redirect_status_code"),
+            "must be one of 426, 301, 302, 307, 308",
+        );
+    }
+    if !file.snis.is_empty() {
+        report.add(
+            format!("{path}.snis"),
+            "SNI matching is not supported by this version of ringway",
+        );
+    }
+    if !file.sources.is_empty() || !file.destinations.is_empty() {
+        report.add(
+            format!("{path}.sources"),
+            "stream routes (sources/destinations) are not supported",
+        );
+    }
+    if file.request_buffering == Some(true) || file.response_buffering == Some(true) {
+        // Kong buffers by default; ringway always streams. Accepted so Kong files load.
+    }
+    if report.problems.len() > before {
+        return None;
+    }
+    Some(Route {
+        name: file.name.map(Arc::from),
+        service: service?,
+        paths,
+        methods,
+        hosts,
+        headers,
+        strip_path: file.strip_path,
+        preserve_host: file.preserve_host,
+        regex_priority: file.regex_priority,
+        http,
+        https,
+        https_redirect_status_code,
+    })
+}
+
+fn parse_host_match(host: &str) -> Result<HostMatch, String> {
+    let lower = host.to_ascii_lowercase();
+    let stars = lower.matches('*').count();
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':' | '[' | ']')
+            })
+    };
+    if stars == 0 {
+        return if valid(&lower) {
+            Ok(HostMatch::Exact(lower))
+        } else {
+            Err(format!("invalid host '{host}'"))
+        };
+    }
+    if stars > 1 {
+        return Err(format!(
+            "invalid host '{host}': only one wildcard is allowed"
+        ));
+    }
+    if let Some(rest) = lower.strip_prefix("*.") {
+        if valid(rest) {
+            return Ok(HostMatch::Suffix(format!(".{rest}")));
+        }
+    }
+    if let Some(rest) = lower.strip_suffix(".*") {
+        if valid(rest) {
+            return Ok(HostMatch::Prefix(format!("{rest}.")));
+        }
+    }
+    Err(format!(
+        "invalid wildcard host '{host}': the wildcard must be the leftmost or rightmost label"
+    ))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,349 @@
+//! The `ringway:` node section: listeners, workers, limits and timeouts.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use log::LevelFilter;
+use serde_norway::Value;
+
+use super::file::NodeFile;
+use super::{parse_item, Report};
+
+pub const DEFAULT_PROXY_LISTEN: &str = "0.0.0.0:8000";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8001";
+pub const DEFAULT_DATA_DIR: &str = "./data";
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 100_000;
+pub const DEFAULT_UPSTREAM_KEEPALIVE_IDLE_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_UPSTREAM_KEEPALIVE_MAX_IDLE: u64 = 256;
+pub const DEFAULT_CLIENT_HEADER_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_CLIENT_BODY_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_KEEPALIVE_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_MAX_REQUEST_LINE_BYTES: u64 = 8192;
+pub const DEFAULT_MAX_HEADER_LINE_BYTES: u64 = 8192;
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 32_768;
+pub const DEFAULT_MAX_HEADERS: u64 = 100;
+/// The parser keeps header slots on the stack; more than this cannot be configured.
+pub const MAX_HEADERS_LIMIT: u64 = 512;
+/// A head larger than this is never buffered, whatever the config says.
+pub const MAX_HEAD_BYTES_LIMIT: u64 = 1 << 20;
+
+/// Which io driver the workers run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// io_uring when the kernel supports it, else epoll.
+    Auto,
+    IoUring,
+    Epoll,
+}
+
+/// One proxy listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    pub backlog: u32,
+}
+
+/// Request-head limits, enforced before a request is parsed further.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_request_line_bytes: usize,
+    pub max_header_line_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+}
+
+/// Validated node settings.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub proxy_listen: Vec<Listen>,
+    pub admin_listen: SocketAddr,
+    pub workers: usize,
+    pub data_dir: PathBuf,
+    pub admin_token: Option<String>,
+    pub trusted_ips: Vec<IpNet>,
+    pub max_connections: usize,
+    pub upstream_keepalive_idle_timeout: Duration,
+    pub upstream_keepalive_max_idle: usize,
+    pub client_header_timeout: Duration,
+    pub client_body_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub limits: Limits,
+    pub log_level: LevelFilter,
+    pub driver: Driver,
+}
+
+impl Node {
+    /// Whether a client address is in `trusted_ips`.
+    pub fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_ips.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// Command-line flags that override the file's `ringway:` section.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOverrides {
+    pub proxy_listen: Vec<String>,
+    pub admin_listen: Option<String>,
+    pub workers: Option<u64>,
+    pub data_dir: Option<String>,
+    pub log_level: Option<String>,
+}
+
+pub(super) fn build(
+    value: Option<Value>,
+    overrides: &NodeOverrides,
+    report: &mut Report,
+) -> Option<Node> {
+    let before = report.problems.len();
+    let file: NodeFile = match value {
+        None | Some(Value::Null) => NodeFile::default(),
+        Some(value) => parse_item(value, "ringway", report)?,
+    };
+
+    let listen_strings = if !overrides.proxy_listen.is_empty() {
+        overrides.proxy_listen.clone()
+    } else {
+        file.proxy_listen
+            .map(|l| l.into_vec())
+            .unwrap_or_else(|| vec![DEFAULT_PROXY_LISTEN.to_owned()])
+    };
+    let mut proxy_listen = Vec::new();
+    for (i, entry) in listen_strings.iter().enumerate() {
+        match parse_listen(entry) {
+            Ok(listen) => proxy_listen.push(listen),
+            Err(message) => report.add(format!("ringway.proxy_listen[{i}]"), message),
+        }
+    }
+    if listen_strings.is_empty() {
+        report.add("ringway.proxy_listen", "must list at least one address");
+    }
+
+    let admin_string = overrides
+        .admin_listen
+        .clone()
+        .or(file.admin_listen)
+        .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.to_owned());
+    let admin_listen = match parse_addr(&admin_string) {
+        Ok(addr) => Some(addr),
+        Err(message) => {
+            report.add("ringway.admin_listen", message);
+            None
+        }
+    };
+    let admin_token = file.admin_token.filter(|t| !t.is_empty());
+    if let Some(addr) = admin_listen {
+        if !addr.ip().is_loopback() && admin_token.is_none() {
+            report.add(
+                "ringway.admin_listen",
+                format!("{addr} is not a loopback address: set ringway.admin_token to expose the Admin API"),
+            );
+        }
+    }
+
+    let workers = overrides.workers.or(file.workers).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get() as u64)
+            .unwrap_or(1)
+    });
+    if workers == 0 || workers > 1024 {
+        report.add("ringway.workers", "must be between 1 and 1024");
+    }
+
+    let mut trusted_ips = Vec::new();
+    for (i, cidr) in file.trusted_ips.unwrap_or_default().iter().enumerate() {
+        match cidr
+            .parse::<IpNet>()
+            .or_else(|_| cidr.parse::<std::net::IpAddr>().map(IpNet::from))
+        {
+            Ok(net) => trusted_ips.push(net),
+            Err(_) => report.add(
+                format!("ringway.trusted_ips[{i}]"),
+                format!("invalid CIDR '{cidr}'"),
+            ),
+        }
+    }
+
+    let mut positive = |key: &str, value: Option<u64>, default: u64, max: u64| -> u64 {
+        let v = value.unwrap_or(default);
+        if v == 0 || v > max {
+            report.add(
+                format!("ringway.{key}"),
+                format!("must be between 1 and {max}"),
+            );
+        }
+        v
+    };
+    const MAX_MS: u64 = 86_400_000;
+    let max_connections = positive(
+        "max_connections",
+        file.max_connections,
+        DEFAULT_MAX_CONNECTIONS,
+        10_000_000,
+    );
+    let upstream_idle = positive(
+        "upstream_keepalive_idle_timeout",
+        file.upstream_keepalive_idle_timeout,
+        DEFAULT_UPSTREAM_KEEPALIVE_IDLE_TIMEOUT_MS,
+        MAX_MS,
+    );
+    let upstream_max_idle = file
+        .upstream_keepalive_max_idle
+        .unwrap_or(DEFAULT_UPSTREAM_KEEPALIVE_MAX_IDLE);
+    let header_timeout = positive(
+        "client_header_timeout",
+        file.client_header_timeout,
+        DEFAULT_CLIENT_HEADER_TIMEOUT_MS,
+        MAX_MS,
+    );
+    let body_timeout = positive(
+        "client_body_timeout",
+        file.client_body_timeout,
+        DEFAULT_CLIENT_BODY_TIMEOUT_MS,
+        MAX_MS,
+    );
+    let keepalive_timeout = positive(
+        "keepalive_timeout",
+        file.keepalive_timeout,
+        DEFAULT_KEEPALIVE_TIMEOUT_MS,
+        MAX_MS,
+    );
+    let drain_timeout = positive(
+        "drain_timeout",
+        file.drain_timeout,
+        DEFAULT_DRAIN_TIMEOUT_MS,
+        MAX_MS,
+    );
+    let request_line = positive(
+        "max_request_line_bytes",
+        file.max_request_line_bytes,
+        DEFAULT_MAX_REQUEST_LINE_BYTES,
+        MAX_HEAD_BYTES_LIMIT,
+    );
+    let header_line = positive(
+        "max_header_line_bytes",
+        file.max_header_line_bytes,
+        DEFAULT_MAX_HEADER_LINE_BYTES,
+        MAX_HEAD_BYTES_LIMIT,
+    );
+    let header_bytes = positive(
+        "max_header_bytes",
+        file.max_header_bytes,
+        DEFAULT_MAX_HEADER_BYTES,
+        MAX_HEAD_BYTES_LIMIT,
+    );
+    let max_headers = positive(
+        "max_headers",
+        file.max_headers,
+        DEFAULT_MAX_HEADERS,
+        MAX_HEADERS_LIMIT,
+    );
+    if upstream_max_idle > 1_000_000 {
+        report.add(
+            "ringway.upstream_keepalive_max_idle",
+            "must be at most 1000000",
+        );
+    }
+
+    let level_name = overrides
+        .log_level
+        .clone()
+        .or(file.log_level)
+        .unwrap_or_else(|| "info".to_owned());
+    let log_level = match crate::logging::parse_level(&level_name) {
+        Some(level) => level,
+        None => {
+            report.add(
+                "ringway.log_level",
+                format!("unknown level '{level_name}' (error, warn, info, debug, trace)"),
+            );
+            LevelFilter::Info
+        }
+    };
+    let driver = match file.driver.as_deref().unwrap_or("auto") {
+        "auto" => Driver::Auto,
+        "io_uring" => Driver::IoUring,
+        "epoll" => Driver::Epoll,
+        other => {
+            report.add(
+                "ringway.driver",
+                format!("unknown driver '{other}' (auto, io_uring, epoll)"),
+            );
+            Driver::Auto
+        }
+    };
+    if file.ssl_cert.is_some() || file.ssl_cert_key.is_some() {
+        report.add(
+            "ringway.ssl_cert",
+            "TLS is not supported by this version of ringway",
+        );
+    }
+
+    if report.problems.len() > before {
+        return None;
+    }
+    Some(Node {
+        proxy_listen,
+        admin_listen: admin_listen?,
+        workers: workers as usize,
+        data_dir: PathBuf::from(
+            overrides
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| DEFAULT_DATA_DIR.to_owned()),
+        ),
+        admin_token,
+        trusted_ips,
+        max_connections: max_connections as usize,
+        upstream_keepalive_idle_timeout: Duration::from_millis(upstream_idle),
+        upstream_keepalive_max_idle: upstream_max_idle as usize,
+        client_header_timeout: Duration::from_millis(header_timeout),
+        client_body_timeout: Duration::from_millis(body_timeout),
+        keepalive_timeout: Duration::from_millis(keepalive_timeout),
+        drain_timeout: Duration::from_millis(drain_timeout),
+        limits: Limits {
+            max_request_line_bytes: request_line as usize,
+            max_header_line_bytes: header_line as usize,
+            max_header_bytes: header_bytes as usize,
+            max_headers: max_headers as usize,
+        },
+        log_level,
+        driver,
+    })
+}
+
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    text.to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| format!("invalid address '{text}': expected HOST:PORT"))
+}
+
+/// Parses a Kong-style listen entry: `ADDR [ssl] [reuseport] [backlog=N]`.
+fn parse_listen(entry: &str) -> Result<Listen, String> {
+    let mut words = entry.split_whitespace();
+    let addr = parse_addr(words.next().ok_or("empty listen entry")?)?;
+    let mut backlog = 16_384;
+    for word in words {
+        match word {
+            "reuseport" => {}
+            "ssl" => {
+                return Err(format!(
+                    "'{entry}': TLS listeners are not supported by this version of ringway"
+                ))
+            }
+            _ => match word.strip_prefix("backlog=").map(str::parse::<u32>) {
+                Some(Ok(n)) if n > 0 => backlog = n,
+                _ => return Err(format!("'{entry}': unknown listen flag '{word}'")),
+            },
+        }
+    }
+    Ok(Listen { addr, backlog })
+}

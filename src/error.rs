@@ -1,0 +1,136 @@
+//! The one error kind a request can end with.
+//!
+//! Every per-request failure is one `Copy` value that knows its HTTP status, which side
+//! caused it, its metric label and whether the upstream attempt may be retried. The
+//! connection loop answers it once, through `http::generated`.
+
+/// Who caused a failure: decides logging level and metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Upstream,
+    Internal,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Malformed or ambiguous request framing or syntax (RFC 9112): 400 and close.
+    BadRequest,
+    /// A transfer coding other than `chunked` (RFC 9112 §6.1): 501 and close.
+    NotImplemented,
+    /// Request line longer than `max_request_line_bytes`: 414.
+    UriTooLong,
+    /// A header line, the header block or the header count over its limit: 431.
+    HeadersTooLarge,
+    /// The head or the body did not arrive within its deadline: 408.
+    RequestTimeout,
+    /// No route matched: 404.
+    NoRoute,
+    /// The route does not accept this protocol (an https-only route over plain HTTP): 426.
+    ProtocolNotAllowed,
+    /// The service host did not resolve: 503.
+    NameResolution,
+    /// Connecting to the upstream failed (refused, unreachable): 502, retryable.
+    ConnectFailed,
+    /// Connecting to the upstream did not finish within `connect_timeout`: 504, retryable.
+    ConnectTimeout,
+    /// The upstream closed or reset before any response byte: 502, retryable when idempotent.
+    UpstreamClosed,
+    /// The upstream sent an invalid response head or body framing: 502.
+    BadResponse,
+    /// The upstream did not answer within `read_timeout` / `write_timeout`: 504.
+    UpstreamTimeout,
+    /// The client went away; nothing is answered.
+    ClientGone,
+}
+
+impl ErrorKind {
+    /// The status a client sees.
+    pub const fn status(self) -> u16 {
+        match self {
+            ErrorKind::BadRequest => 400,
+            ErrorKind::NotImplemented => 501,
+            ErrorKind::UriTooLong => 414,
+            ErrorKind::HeadersTooLarge => 431,
+            ErrorKind::RequestTimeout => 408,
+            ErrorKind::NoRoute => 404,
+            ErrorKind::ProtocolNotAllowed => 426,
+            ErrorKind::NameResolution => 503,
+            ErrorKind::ConnectFailed | ErrorKind::UpstreamClosed | ErrorKind::BadResponse => 502,
+            ErrorKind::ConnectTimeout | ErrorKind::UpstreamTimeout => 504,
+            ErrorKind::ClientGone => 499,
+        }
+    }
+
+    /// The message in the generated JSON body; Kong's wording where Kong has one.
+    pub const fn message(self) -> &'static str {
+        match self {
+            ErrorKind::BadRequest => "Bad request",
+            ErrorKind::NotImplemented => "Not implemented",
+            ErrorKind::UriTooLong => "Request-URI too long",
+            ErrorKind::HeadersTooLarge => "Request header fields too large",
+            ErrorKind::RequestTimeout => "Request timeout",
+            ErrorKind::NoRoute => "no Route matched with those values",
+            ErrorKind::ProtocolNotAllowed => "Please use HTTPS protocol",
+            ErrorKind::NameResolution => "name resolution failed",
+            ErrorKind::ConnectFailed | ErrorKind::UpstreamClosed | ErrorKind::BadResponse => {
+                "An invalid response was received from the upstream server"
+            }
+            ErrorKind::ConnectTimeout | ErrorKind::UpstreamTimeout => {
+                "The upstream server is timing out"
+            }
+            ErrorKind::ClientGone => "Client closed request",
+        }
+    }
+
+    pub const fn side(self) -> Side {
+        match self {
+            ErrorKind::BadRequest
+            | ErrorKind::NotImplemented
+            | ErrorKind::UriTooLong
+            | ErrorKind::HeadersTooLarge
+            | ErrorKind::RequestTimeout
+            | ErrorKind::NoRoute
+            | ErrorKind::ProtocolNotAllowed
+            | ErrorKind::ClientGone => Side::Client,
+            ErrorKind::NameResolution => Side::Internal,
+            ErrorKind::ConnectFailed
+            | ErrorKind::ConnectTimeout
+            | ErrorKind::UpstreamClosed
+            | ErrorKind::BadResponse
+            | ErrorKind::UpstreamTimeout => Side::Upstream,
+        }
+    }
+
+    /// A short stable label for metrics and logs.
+    pub const fn label(self) -> &'static str {
+        match self {
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::NotImplemented => "not_implemented",
+            ErrorKind::UriTooLong => "uri_too_long",
+            ErrorKind::HeadersTooLarge => "headers_too_large",
+            ErrorKind::RequestTimeout => "request_timeout",
+            ErrorKind::NoRoute => "no_route",
+            ErrorKind::ProtocolNotAllowed => "protocol_not_allowed",
+            ErrorKind::NameResolution => "name_resolution",
+            ErrorKind::ConnectFailed => "connect_failed",
+            ErrorKind::ConnectTimeout => "connect_timeout",
+            ErrorKind::UpstreamClosed => "upstream_closed",
+            ErrorKind::BadResponse => "bad_response",
+            ErrorKind::UpstreamTimeout => "upstream_timeout",
+            ErrorKind::ClientGone => "client_gone",
+        }
+    }
+
+    /// Whether nothing reached the upstream, so any method may be tried again.
+    pub const fn nothing_sent(self) -> bool {
+        matches!(self, ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout)
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}

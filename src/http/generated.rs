@@ -1,0 +1,192 @@
+//! Responses ringway writes itself: JSON errors in Kong's shape, `100 Continue`, and the
+//! per-core cached `Date` value.
+
+use std::cell::RefCell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::ErrorKind;
+
+/// The interim response sent when a client waits with `Expect: 100-continue`.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// The reason phrase for the statuses ringway generates.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Unknown",
+    }
+}
+
+/// The `Date` header value, formatted at most once a second per worker thread.
+struct DateCache {
+    second: u64,
+    value: [u8; 29],
+}
+
+thread_local! {
+    static DATE: RefCell<DateCache> = const { RefCell::new(DateCache { second: u64::MAX, value: [0; 29] }) };
+}
+
+/// Appends the current IMF-fixdate (RFC 9110 §5.6.7).
+pub fn write_date(out: &mut Vec<u8>) {
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.second != second {
+            let text = httpdate::fmt_http_date(now);
+            if text.len() == cache.value.len() {
+                cache.value.copy_from_slice(text.as_bytes());
+            }
+            cache.second = second;
+        }
+        out.extend_from_slice(&cache.value);
+    });
+}
+
+/// Appends a decimal number without allocating.
+pub fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    for c in s.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            c if (c as u32) < 0x20 => {
+                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
+            }
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+/// Appends a complete JSON response `{"message": ...}` with Kong's content type.
+/// `close` adds `Connection: close`; `head` leaves the body out but keeps its length.
+pub fn json_response(out: &mut Vec<u8>, status: u16, message: &str, close: bool, head: bool) {
+    let mut body = Vec::with_capacity(64 + message.len());
+    body.extend_from_slice(b"{\"message\":");
+    write_json_string(&mut body, message);
+    body.extend_from_slice(b"}");
+    response(
+        out,
+        status,
+        b"application/json; charset=utf-8",
+        &body,
+        close,
+        head,
+        &[],
+    );
+}
+
+/// Appends a complete response with a body and any extra header lines (each ending CRLF).
+pub fn response(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &[u8],
+    body: &[u8],
+    close: bool,
+    head: bool,
+    extra: &[&[u8]],
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    write_u64(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(b"\r\nDate: ");
+    write_date(out);
+    out.extend_from_slice(b"\r\nContent-Type: ");
+    out.extend_from_slice(content_type);
+    out.extend_from_slice(b"\r\nContent-Length: ");
+    write_u64(out, body.len() as u64);
+    out.extend_from_slice(b"\r\nServer: ringway\r\n");
+    for line in extra {
+        out.extend_from_slice(line);
+    }
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head {
+        out.extend_from_slice(body);
+    }
+}
+
+/// Appends the generated response for a failed request.
+pub fn error_response(out: &mut Vec<u8>, kind: ErrorKind, close: bool, head: bool) {
+    json_response(out, kind.status(), kind.message(), close, head);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_is_kongs() {
+        let mut out = Vec::new();
+        error_response(&mut out, ErrorKind::NoRoute, true, false);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n"));
+        assert!(text.contains("\r\nContent-Type: application/json; charset=utf-8\r\n"));
+        assert!(text.contains("\r\nConnection: close\r\n"));
+        let body = text.split("\r\n\r\n").nth(1).unwrap();
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["message"], "no Route matched with those values");
+        assert!(text.contains(&format!("Content-Length: {}\r\n", body.len())));
+    }
+
+    #[test]
+    fn numbers_and_strings() {
+        let mut out = Vec::new();
+        write_u64(&mut out, 0);
+        out.push(b' ');
+        write_u64(&mut out, u64::MAX);
+        assert_eq!(out, b"0 18446744073709551615");
+        let mut out = Vec::new();
+        write_json_string(&mut out, "a\"b\\c\n\u{1}");
+        assert_eq!(out, b"\"a\\\"b\\\\c\\n\\u0001\"");
+    }
+}

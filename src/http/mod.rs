@@ -1,0 +1,45 @@
+//! HTTP/1.1 wire handling: head scanning and parsing, message framing, chunked coding,
+//! and the responses ringway generates itself.
+//!
+//! Everything here is synchronous and works on byte slices, so it can be unit-tested,
+//! benched and fuzzed without sockets. Parsing is zero-copy: httparse fills a stack array
+//! of header slots that borrow the connection's read buffer.
+
+pub mod chunked;
+pub mod framing;
+pub mod generated;
+pub mod head;
+
+pub use framing::{BodyKind, RequestFraming};
+pub use head::{HeadScanner, HeadStatus};
+
+/// `tchar` from RFC 9110 §5.6.2.
+pub const fn is_token_byte(b: u8) -> bool {
+    matches!(b,
+        b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
+        | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
+}
+
+/// Splits a comma-separated header value into trimmed elements (RFC 9110 §5.6.1).
+pub fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|b| *b == b',').map(trim_ows)
+}
+
+/// Trims optional whitespace (SP / HTAB) from both ends.
+pub fn trim_ows(mut value: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = value {
+        value = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = value {
+        value = rest;
+    }
+    value
+}
+
+/// Whether a method may be replayed after a failure (RFC 9110 §9.2.2).
+pub fn is_idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
+    )
+}

@@ -1,0 +1,22 @@
+//! ringway: a thread-per-core API gateway on io_uring that reads Kong's declarative config.
+//!
+//! Dependencies point down the request path:
+//! `cli` → `server` (workers, listeners, shutdown, reload) → `proxy` (the per-connection
+//! loop) → leaves: `http` (parse, framing, chunked, generated responses), `route`,
+//! `upstream` (connect, pool). Beside them sit `config` (file structs → validated model),
+//! `admin` (its own thread) and `metrics` (per-worker counters published for the admin).
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod route;
+pub mod server;
+pub mod upstream;
+
+/// The version string printed by `ringway version` and reported in `/status`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,83 @@
+//! Per-worker counters, published for the admin thread without locks.
+//!
+//! Each worker owns one `WorkerStats` and is its only writer, so an increment is a plain
+//! load and store (no locked read-modify-write on the hot path); the admin thread sums
+//! the workers' slots when it is asked. The struct is cache-line aligned so two workers'
+//! counters never share a line.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// One counter with a single writer.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Only the owning worker may call this.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Subtracts one. Only the owning worker may call this.
+    #[inline]
+    pub fn dec(&self) {
+        self.0.store(self.0.load(Relaxed).wrapping_sub(1), Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// The counters of one worker.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct WorkerStats {
+    pub connections_active: Counter,
+    pub connections_accepted: Counter,
+    /// Connections refused because the worker was at its share of `max_connections`.
+    pub connections_refused: Counter,
+    pub total_requests: Counter,
+    pub upstream_connects: Counter,
+    pub upstream_reused: Counter,
+    pub upstream_retries: Counter,
+    /// Requests answered with a generated error, by cause.
+    pub client_errors: Counter,
+    pub upstream_errors: Counter,
+}
+
+/// Sums of all workers' counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub connections_active: u64,
+    pub connections_accepted: u64,
+    pub connections_refused: u64,
+    pub total_requests: u64,
+    pub upstream_connects: u64,
+    pub upstream_reused: u64,
+    pub upstream_retries: u64,
+    pub client_errors: u64,
+    pub upstream_errors: u64,
+}
+
+/// Adds up every worker's slots; called off the request path.
+pub fn totals<'a>(workers: impl IntoIterator<Item = &'a WorkerStats>) -> Totals {
+    let mut t = Totals::default();
+    for w in workers {
+        t.connections_active += w.connections_active.get();
+        t.connections_accepted += w.connections_accepted.get();
+        t.connections_refused += w.connections_refused.get();
+        t.total_requests += w.total_requests.get();
+        t.upstream_connects += w.upstream_connects.get();
+        t.upstream_reused += w.upstream_reused.get();
+        t.upstream_retries += w.upstream_retries.get();
+        t.client_errors += w.client_errors.get();
+        t.upstream_errors += w.upstream_errors.get();
+    }
+    t
+}

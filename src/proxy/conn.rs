@@ -1,0 +1,718 @@
+//! The per-connection loop: the one place that sequences a request.
+//!
+//! read head → parse, frame and route (`request::prepare`, synchronous) → send the
+//! upstream head with any body bytes already read, in one write → stream the rest of the
+//! body → read the response head → rewrite it (`response::rewrite`) → write it with the
+//! body bytes already read, in one write → stream the rest → pool the upstream
+//! connection after a clean exchange → next request (keep-alive, pipelining in order).
+//!
+//! Hot-path notes: the client read buffer, the write buffer and the upstream read buffer
+//! live as long as the connection and are reused for every request; nothing is
+//! allocated per request once warm. The response head and the first body bytes go out
+//! in one write, as do the upstream head and a small request body.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+use super::io::{read_more_until, read_more_within, write_all_within, write_range_within, IoFail};
+use super::request::{self, ClientInfo, Exchange};
+use super::response::{self, ClientBody, Parsed, ResponsePlan};
+use super::worker::{Snapshot, Worker};
+use crate::config::{Limits, Service};
+use crate::error::ErrorKind;
+use crate::http::chunked::{self, Decoder, Emit};
+use crate::http::generated::{self, CONTINUE};
+use crate::http::{BodyKind, HeadScanner, HeadStatus};
+use crate::upstream;
+
+/// Request body bytes already read are sent with the head when they fit in this much.
+const COALESCE_BYTES: usize = 64 * 1024;
+/// Buffers grown past this by one large message are dropped after it.
+const KEEP_BUFFER_BYTES: usize = 64 * 1024;
+/// Limits for upstream response heads: generous, but bounded.
+const RESPONSE_LIMITS: Limits = Limits {
+    max_request_line_bytes: 8192,
+    max_header_line_bytes: 64 * 1024,
+    max_header_bytes: 256 * 1024,
+    max_headers: 256,
+};
+
+/// How a connection's request ended.
+enum Next {
+    KeepAlive,
+    Close,
+    /// `101 Switching Protocols` was relayed: bytes now flow both ways unparsed.
+    Tunnel(TcpStream),
+}
+
+/// Why a head could not be read.
+enum HeadEnd {
+    /// The client left, idled out, or draining began: close without a word.
+    Closed,
+    /// Answer with this error and close.
+    Reject(ErrorKind),
+}
+
+/// Where the request body stands.
+enum RequestBody {
+    Done,
+    Length(u64),
+    Chunked(Decoder),
+}
+
+/// Why sending the request failed.
+enum SendFail {
+    /// The upstream failed: before any response byte, so maybe retryable.
+    Upstream(ErrorKind),
+    /// The client failed while its body was being streamed.
+    Client(ErrorKind),
+}
+
+struct Conn {
+    worker: Rc<Worker>,
+    client: TcpStream,
+    info: ClientInfo,
+    /// Client bytes read and not yet consumed.
+    buf: Vec<u8>,
+    /// What is written next, to either side.
+    out: Vec<u8>,
+    /// Upstream bytes read.
+    ubuf: Vec<u8>,
+}
+
+/// Serves one client connection until it closes.
+pub async fn serve(
+    worker: Rc<Worker>,
+    client: TcpStream,
+    peer: SocketAddr,
+    local_port: u16,
+    https: bool,
+) {
+    let _ = client.set_nodelay(true);
+    let trusted = worker.snapshot().config.node.is_trusted(peer.ip());
+    let info = ClientInfo {
+        ip: peer.ip().to_string(),
+        port: local_port.to_string(),
+        trusted,
+        https,
+    };
+    let mut conn = Conn {
+        worker,
+        client,
+        info,
+        buf: Vec::with_capacity(4096),
+        out: Vec::with_capacity(4096),
+        ubuf: Vec::new(),
+    };
+    if let Some(upstream) = conn.run().await {
+        tunnel(conn.client, upstream, conn.buf).await;
+    }
+}
+
+/// Copies bytes both ways after a protocol switch until each side has closed.
+async fn tunnel(client: TcpStream, upstream: TcpStream, pending: Vec<u8>) {
+    use monoio::io::Splitable;
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut upstream_read, mut upstream_write) = upstream.into_split();
+    if !pending.is_empty() {
+        let (result, _) = upstream_write.write_all(pending).await;
+        if result.is_err() {
+            return;
+        }
+    }
+    let up = async {
+        let _ = monoio::io::copy(&mut client_read, &mut upstream_write).await;
+        let _ = upstream_write.shutdown().await;
+    };
+    let down = async {
+        let _ = monoio::io::copy(&mut upstream_read, &mut client_write).await;
+        let _ = client_write.shutdown().await;
+    };
+    monoio::join!(up, down);
+}
+
+impl Conn {
+    /// Serves requests; returns the upstream connection when the exchange became a tunnel.
+    async fn run(&mut self) -> Option<TcpStream> {
+        let mut first = true;
+        loop {
+            let snapshot = self.worker.snapshot();
+            let (start, end) = match self
+                .read_head(&snapshot.config.node.limits, &snapshot, first)
+                .await
+            {
+                Ok(range) => range,
+                Err(HeadEnd::Closed) => return None,
+                Err(HeadEnd::Reject(kind)) => {
+                    self.worker.stats.total_requests.inc();
+                    self.answer(kind, true, false).await;
+                    return None;
+                }
+            };
+            first = false;
+            self.worker.stats.total_requests.inc();
+            self.out.clear();
+            let prepared =
+                request::prepare(&self.buf[start..end], &self.info, &snapshot, &mut self.out);
+            self.buf.drain(..end);
+            let next = match prepared {
+                Err(reject) => {
+                    self.out.clear();
+                    let keep = reject.keep_alive && !self.worker.drain.fired();
+                    if self.answer(reject.kind, !keep, reject.head).await {
+                        Next::KeepAlive
+                    } else {
+                        Next::Close
+                    }
+                }
+                Ok(exchange) => self.proxy(&snapshot, exchange).await,
+            };
+            match next {
+                Next::KeepAlive if !self.worker.drain.fired() => self.trim_buffers(),
+                Next::Tunnel(upstream) => return Some(upstream),
+                _ => return None,
+            }
+        }
+    }
+
+    fn trim_buffers(&mut self) {
+        if self.buf.capacity() > KEEP_BUFFER_BYTES && self.buf.len() < 4096 {
+            self.buf.shrink_to(4096);
+        }
+        if self.out.capacity() > KEEP_BUFFER_BYTES {
+            self.out = Vec::with_capacity(4096);
+        }
+        if self.ubuf.capacity() > KEEP_BUFFER_BYTES {
+            self.ubuf = Vec::new();
+        }
+    }
+
+    /// Reads until `buf` holds a complete head; returns its range.
+    async fn read_head(
+        &mut self,
+        limits: &Limits,
+        snapshot: &Arc<Snapshot>,
+        first: bool,
+    ) -> Result<(usize, usize), HeadEnd> {
+        let node = &snapshot.config.node;
+        let mut scanner = HeadScanner::new();
+        let mut deadline: Option<Instant> = None;
+        loop {
+            if !self.buf.is_empty() {
+                match scanner.scan(&self.buf, limits) {
+                    Ok(HeadStatus::Complete { start, end }) => return Ok((start, end)),
+                    Ok(HeadStatus::Partial) => {}
+                    Err(kind) => return Err(HeadEnd::Reject(kind)),
+                }
+                if deadline.is_none() && scanner.started() {
+                    // RFC-free policy: one deadline for the whole head, from its first
+                    // byte, so trickling bytes cannot keep a connection forever.
+                    deadline = Some(Instant::now() + node.client_header_timeout);
+                }
+            }
+            let buf = std::mem::take(&mut self.buf);
+            let (result, buf) = match deadline {
+                Some(deadline) => read_more_until(&mut self.client, buf, deadline).await,
+                None => {
+                    // Waiting for a request to start: the idle timeout applies, and
+                    // draining closes the connection at once.
+                    let idle = if first {
+                        node.client_header_timeout
+                    } else {
+                        node.keepalive_timeout
+                    };
+                    let drain = self.worker.drain.wait();
+                    let read = read_more_within(&mut self.client, buf, idle);
+                    monoio::select! {
+                        r = read => r,
+                        _ = drain => return Err(HeadEnd::Closed),
+                    }
+                }
+            };
+            self.buf = buf;
+            match result {
+                Ok(0) => return Err(HeadEnd::Closed),
+                Ok(_) => {}
+                Err(IoFail::TimedOut) if deadline.is_some() => {
+                    return Err(HeadEnd::Reject(ErrorKind::RequestTimeout))
+                }
+                Err(_) => return Err(HeadEnd::Closed),
+            }
+        }
+    }
+
+    /// Writes a generated error response. Returns whether the connection may continue.
+    async fn answer(&mut self, kind: ErrorKind, close: bool, head: bool) -> bool {
+        self.count_error(kind);
+        if kind == ErrorKind::ClientGone {
+            return false;
+        }
+        self.out.clear();
+        generated::error_response(&mut self.out, kind, close, head);
+        let out = std::mem::take(&mut self.out);
+        let (result, out) = self.client.write_all(out).await;
+        self.out = out;
+        result.is_ok() && !close
+    }
+
+    fn count_error(&self, kind: ErrorKind) {
+        match kind.side() {
+            crate::error::Side::Upstream => self.worker.stats.upstream_errors.inc(),
+            _ => self.worker.stats.client_errors.inc(),
+        }
+    }
+
+    /// Proxies one routed request whose upstream head is in `out`.
+    async fn proxy(&mut self, snapshot: &Arc<Snapshot>, exchange: Exchange) -> Next {
+        let service = &snapshot.config.services[exchange.service];
+        let node = &snapshot.config.node;
+        let Some(addr) = service.addr else {
+            return self.fail(ErrorKind::NameResolution).await;
+        };
+
+        // Move body bytes that arrived with the head behind the upstream head.
+        let mut body = match exchange.framing.body {
+            BodyKind::None | BodyKind::UntilClose => RequestBody::Done,
+            BodyKind::Length(n) => RequestBody::Length(n),
+            BodyKind::Chunked => RequestBody::Chunked(Decoder::new()),
+        };
+        if let Err(kind) = self.take_buffered_body(&mut body) {
+            // Nothing has reached the upstream yet.
+            return self.fail_close(kind).await;
+        }
+        let complete = matches!(body, RequestBody::Done);
+        if !complete && exchange.framing.expect_continue {
+            let (result, _) = self.client.write_all(CONTINUE).await;
+            if result.is_err() {
+                return Next::Close;
+            }
+        }
+
+        let mut retries_left = service.retries;
+        let mut fresh_retry = true;
+        let mut force_fresh = false;
+        loop {
+            let (mut upstream, reused) = match self.checkout(addr, service, force_fresh).await {
+                Ok(checkout) => checkout,
+                Err(kind) => {
+                    // Nothing was sent: any method may try again.
+                    if retries_left > 0 {
+                        retries_left -= 1;
+                        self.worker.stats.upstream_retries.inc();
+                        continue;
+                    }
+                    return self.fail(kind).await;
+                }
+            };
+            let failure = match self
+                .send_request(&mut upstream, service, node.client_body_timeout, &mut body)
+                .await
+            {
+                Ok(()) => match self
+                    .read_response_head(&mut upstream, service, &exchange)
+                    .await
+                {
+                    Ok((plan, pos)) => {
+                        return self
+                            .relay_response(
+                                upstream,
+                                addr,
+                                service,
+                                plan,
+                                pos,
+                                node.keepalive_timeout,
+                            )
+                            .await;
+                    }
+                    Err(kind) => kind,
+                },
+                Err(SendFail::Client(kind)) => return self.fail_close(kind).await,
+                Err(SendFail::Upstream(kind)) => kind,
+            };
+            drop(upstream);
+            // RFC 9110 §9.2.2: only an idempotent request whose bytes we still hold is
+            // sent again, and only when the upstream sent nothing back.
+            let replayable =
+                complete && exchange.idempotent && failure == ErrorKind::UpstreamClosed;
+            if replayable && reused && fresh_retry {
+                fresh_retry = false;
+                force_fresh = true;
+                self.worker.stats.upstream_retries.inc();
+                continue;
+            }
+            if replayable && retries_left > 0 {
+                retries_left -= 1;
+                force_fresh = true;
+                self.worker.stats.upstream_retries.inc();
+                continue;
+            }
+            return self.fail(failure).await;
+        }
+    }
+
+    /// Answers an upstream-side failure; the connection continues when it can.
+    async fn fail(&mut self, kind: ErrorKind) -> Next {
+        let keep = !self.worker.drain.fired();
+        if self.answer(kind, !keep, false).await {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        }
+    }
+
+    /// Answers a failure that leaves the client connection unusable.
+    async fn fail_close(&mut self, kind: ErrorKind) -> Next {
+        self.answer(kind, true, false).await;
+        Next::Close
+    }
+
+    /// Appends body bytes already in `buf` to `out` (re-framed when chunked).
+    fn take_buffered_body(&mut self, body: &mut RequestBody) -> Result<(), ErrorKind> {
+        match body {
+            RequestBody::Done => {}
+            RequestBody::Length(remaining) => {
+                let take = (*remaining).min(self.buf.len() as u64) as usize;
+                if take > 0 && self.out.len() + take <= COALESCE_BYTES {
+                    self.out.extend_from_slice(&self.buf[..take]);
+                    self.buf.drain(..take);
+                    *remaining -= take as u64;
+                    if *remaining == 0 {
+                        *body = RequestBody::Done;
+                    }
+                }
+            }
+            RequestBody::Chunked(decoder) => {
+                if !self.buf.is_empty() && self.buf.len() <= COALESCE_BYTES {
+                    let used = decoder
+                        .decode(&self.buf, &mut self.out, Emit::Chunked)
+                        .map_err(|_| ErrorKind::BadRequest)?;
+                    self.buf.drain(..used);
+                    if decoder.is_done() {
+                        *body = RequestBody::Done;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn checkout(
+        &mut self,
+        addr: SocketAddr,
+        service: &Service,
+        fresh: bool,
+    ) -> Result<(TcpStream, bool), ErrorKind> {
+        if !fresh {
+            if let Some(stream) = self.worker.pool.take(addr, Instant::now()) {
+                self.worker.stats.upstream_reused.inc();
+                return Ok((stream, true));
+            }
+        }
+        let stream = upstream::connect(addr, service.connect_timeout).await?;
+        self.worker.stats.upstream_connects.inc();
+        Ok((stream, false))
+    }
+
+    /// Sends the head in `out`, then streams what remains of the body from the client.
+    async fn send_request(
+        &mut self,
+        upstream: &mut TcpStream,
+        service: &Service,
+        body_timeout: Duration,
+        body: &mut RequestBody,
+    ) -> Result<(), SendFail> {
+        let out = std::mem::take(&mut self.out);
+        let (result, out) = write_all_within(upstream, out, service.write_timeout).await;
+        self.out = out.unwrap_or_default();
+        match result {
+            Ok(()) => {}
+            Err(IoFail::TimedOut) => return Err(SendFail::Upstream(ErrorKind::UpstreamTimeout)),
+            Err(IoFail::Io) => return Err(SendFail::Upstream(ErrorKind::UpstreamClosed)),
+        }
+        loop {
+            // Body bytes still in `buf` (those that did not fit the first write) go first.
+            if self.buf.is_empty() && !matches!(body, RequestBody::Done) {
+                let buf = std::mem::take(&mut self.buf);
+                let (result, buf) = read_more_within(&mut self.client, buf, body_timeout).await;
+                self.buf = buf;
+                match result {
+                    Ok(0) | Err(IoFail::Io) => return Err(SendFail::Client(ErrorKind::ClientGone)),
+                    Err(IoFail::TimedOut) => {
+                        return Err(SendFail::Client(ErrorKind::RequestTimeout))
+                    }
+                    Ok(_) => {}
+                }
+            }
+            match body {
+                RequestBody::Done => return Ok(()),
+                RequestBody::Length(remaining) => {
+                    let take = (*remaining).min(self.buf.len() as u64) as usize;
+                    let buf = std::mem::take(&mut self.buf);
+                    let (result, mut buf) =
+                        write_range_within(upstream, buf, 0, take, service.write_timeout).await;
+                    if let Err(fail) = result {
+                        return Err(SendFail::Upstream(body_write_failure(fail)));
+                    }
+                    buf.drain(..take);
+                    self.buf = buf;
+                    *remaining -= take as u64;
+                    if *remaining == 0 {
+                        *body = RequestBody::Done;
+                    }
+                }
+                RequestBody::Chunked(decoder) => {
+                    self.out.clear();
+                    // An error here leaves the upstream with an incomplete request; the
+                    // caller drops (closes) that connection before answering 400.
+                    let used = decoder
+                        .decode(&self.buf, &mut self.out, Emit::Chunked)
+                        .map_err(|_| SendFail::Client(ErrorKind::BadRequest))?;
+                    self.buf.drain(..used);
+                    let done = decoder.is_done();
+                    let out = std::mem::take(&mut self.out);
+                    let (result, out) =
+                        write_all_within(upstream, out, service.write_timeout).await;
+                    self.out = out.unwrap_or_default();
+                    if let Err(fail) = result {
+                        return Err(SendFail::Upstream(body_write_failure(fail)));
+                    }
+                    if done {
+                        *body = RequestBody::Done;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the upstream response head, skipping interim responses. On success the
+    /// client's head is in `out` and the body starts at the returned offset of `ubuf`.
+    async fn read_response_head(
+        &mut self,
+        upstream: &mut TcpStream,
+        service: &Service,
+        exchange: &Exchange,
+    ) -> Result<(ResponsePlan, usize), ErrorKind> {
+        self.ubuf.clear();
+        let mut scanner = HeadScanner::new();
+        let mut received_any = false;
+        let keep_client = exchange.framing.keep_alive && !self.worker.drain.fired();
+        loop {
+            let ubuf = std::mem::take(&mut self.ubuf);
+            let (result, ubuf) = read_more_within(upstream, ubuf, service.read_timeout).await;
+            self.ubuf = ubuf;
+            match result {
+                Ok(0) | Err(IoFail::Io) if !received_any => return Err(ErrorKind::UpstreamClosed),
+                Ok(0) | Err(IoFail::Io) => return Err(ErrorKind::BadResponse),
+                Err(IoFail::TimedOut) => return Err(ErrorKind::UpstreamTimeout),
+                Ok(_) => received_any = true,
+            }
+            loop {
+                match scanner.scan(&self.ubuf, &RESPONSE_LIMITS) {
+                    Ok(HeadStatus::Partial) => break,
+                    Err(_) => return Err(ErrorKind::BadResponse),
+                    Ok(HeadStatus::Complete { start, end }) => {
+                        self.out.clear();
+                        match response::rewrite(
+                            &self.ubuf[start..end],
+                            exchange,
+                            keep_client,
+                            &mut self.out,
+                        )? {
+                            Parsed::Final(plan) => return Ok((plan, end)),
+                            Parsed::Informational => {
+                                self.ubuf.drain(..end);
+                                scanner = HeadScanner::new();
+                                if self.ubuf.is_empty() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the response head and streams the body; pools the upstream when clean.
+    async fn relay_response(
+        &mut self,
+        mut upstream: TcpStream,
+        addr: SocketAddr,
+        service: &Service,
+        plan: ResponsePlan,
+        mut pos: usize,
+        client_timeout: Duration,
+    ) -> Next {
+        if plan.switching {
+            self.out.extend_from_slice(&self.ubuf[pos..]);
+            if !self.flush_out(client_timeout).await {
+                return Next::Close;
+            }
+            return Next::Tunnel(upstream);
+        }
+        let emit = if plan.client_body == ClientBody::Raw {
+            Emit::Raw
+        } else {
+            Emit::Chunked
+        };
+        let clean;
+        match plan.upstream_body {
+            BodyKind::None => {
+                clean = pos == self.ubuf.len();
+                if !self.flush_out(client_timeout).await {
+                    return Next::Close;
+                }
+            }
+            BodyKind::Length(mut remaining) => {
+                let take = remaining.min((self.ubuf.len() - pos) as u64) as usize;
+                self.out.extend_from_slice(&self.ubuf[pos..pos + take]);
+                pos += take;
+                remaining -= take as u64;
+                if !self.flush_out(client_timeout).await {
+                    return Next::Close;
+                }
+                let extra = pos < self.ubuf.len();
+                while remaining > 0 {
+                    self.ubuf.clear();
+                    let ubuf = std::mem::take(&mut self.ubuf);
+                    let (result, ubuf) =
+                        read_more_within(&mut upstream, ubuf, service.read_timeout).await;
+                    self.ubuf = ubuf;
+                    match result {
+                        Ok(n) if n > 0 => {}
+                        // Short body or a stalled upstream: the client must not see a
+                        // complete-looking response, so its connection is cut.
+                        _ => return Next::Close,
+                    }
+                    let take = remaining.min(self.ubuf.len() as u64) as usize;
+                    let extra_now = take < self.ubuf.len();
+                    let ubuf = std::mem::take(&mut self.ubuf);
+                    let (result, ubuf) =
+                        write_range_within(&mut self.client, ubuf, 0, take, client_timeout).await;
+                    self.ubuf = ubuf;
+                    if result.is_err() {
+                        return Next::Close;
+                    }
+                    remaining -= take as u64;
+                    if extra_now {
+                        // More bytes than declared: the upstream is out of step.
+                        return finish(plan);
+                    }
+                }
+                clean = !extra;
+            }
+            BodyKind::Chunked => {
+                let mut decoder = Decoder::new();
+                let used = match decoder.decode(&self.ubuf[pos..], &mut self.out, emit) {
+                    Ok(used) => used,
+                    Err(_) => return self.bad_response_after_head(plan).await,
+                };
+                pos += used;
+                if !self.flush_out(client_timeout).await {
+                    return Next::Close;
+                }
+                while !decoder.is_done() {
+                    self.ubuf.clear();
+                    let ubuf = std::mem::take(&mut self.ubuf);
+                    let (result, ubuf) =
+                        read_more_within(&mut upstream, ubuf, service.read_timeout).await;
+                    self.ubuf = ubuf;
+                    match result {
+                        Ok(n) if n > 0 => {}
+                        _ => return Next::Close,
+                    }
+                    pos = match decoder.decode(&self.ubuf, &mut self.out, emit) {
+                        Ok(used) => used,
+                        Err(_) => return Next::Close,
+                    };
+                    if !self.flush_out(client_timeout).await {
+                        return Next::Close;
+                    }
+                }
+                clean = pos == self.ubuf.len();
+            }
+            BodyKind::UntilClose => {
+                self.encode_body(pos, emit);
+                if !self.flush_out(client_timeout).await {
+                    return Next::Close;
+                }
+                loop {
+                    self.ubuf.clear();
+                    let ubuf = std::mem::take(&mut self.ubuf);
+                    let (result, ubuf) =
+                        read_more_within(&mut upstream, ubuf, service.read_timeout).await;
+                    self.ubuf = ubuf;
+                    match result {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(_) => return Next::Close,
+                    }
+                    self.encode_body(0, emit);
+                    if !self.flush_out(client_timeout).await {
+                        return Next::Close;
+                    }
+                }
+                // The upstream closed: that connection is never reused.
+                clean = false;
+                if emit == Emit::Chunked {
+                    self.out.extend_from_slice(chunked::LAST_CHUNK);
+                    if !self.flush_out(client_timeout).await {
+                        return Next::Close;
+                    }
+                }
+            }
+        }
+        if clean && !plan.upstream_close {
+            self.worker.pool.put(addr, upstream, Instant::now());
+        }
+        finish(plan)
+    }
+
+    /// The upstream broke chunked framing before anything of the body was sent.
+    async fn bad_response_after_head(&mut self, _plan: ResponsePlan) -> Next {
+        self.out.clear();
+        self.fail_close(ErrorKind::BadResponse).await
+    }
+
+    /// Appends `ubuf[pos..]` to `out`, as a chunk or raw.
+    fn encode_body(&mut self, pos: usize, emit: Emit) {
+        let data = &self.ubuf[pos..];
+        match emit {
+            Emit::Chunked => chunked::encode_chunk(&mut self.out, data),
+            Emit::Raw => self.out.extend_from_slice(data),
+        }
+    }
+
+    /// Writes `out` to the client and clears it. Returns false when the client is gone.
+    async fn flush_out(&mut self, timeout: Duration) -> bool {
+        if self.out.is_empty() {
+            return true;
+        }
+        let out = std::mem::take(&mut self.out);
+        let (result, out) = write_all_within(&mut self.client, out, timeout).await;
+        self.out = out.unwrap_or_default();
+        self.out.clear();
+        result.is_ok()
+    }
+}
+
+fn finish(plan: ResponsePlan) -> Next {
+    if plan.close_client {
+        Next::Close
+    } else {
+        Next::KeepAlive
+    }
+}
+
+/// A failed body write: after part of the request went out it is never retried.
+fn body_write_failure(fail: IoFail) -> ErrorKind {
+    match fail {
+        IoFail::TimedOut => ErrorKind::UpstreamTimeout,
+        IoFail::Io => ErrorKind::BadResponse,
+    }
+}

@@ -1,0 +1,81 @@
+//! Socket reads and writes with deadlines, over monoio's owned buffers.
+//!
+//! With io_uring a buffer belongs to the kernel while an operation is in flight, so each
+//! call takes the buffer and gives it back. A read or write cut off by its deadline
+//! cannot give it back (the cancelled operation keeps it until the kernel lets go); the
+//! caller gets an empty buffer and closes the connection anyway.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+/// The least free space a read is given, so small reads do not fragment into syscalls.
+pub const MIN_READ_SPACE: usize = 4096;
+
+/// Why a read or write did not finish.
+#[derive(Debug)]
+pub enum IoFail {
+    TimedOut,
+    Io,
+}
+
+/// Reads more bytes after those already in `buf`. `Ok(0)` is end of stream.
+pub async fn read_more(stream: &mut TcpStream, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+    if buf.capacity() - buf.len() < MIN_READ_SPACE {
+        buf.reserve(MIN_READ_SPACE);
+    }
+    let len = buf.len();
+    let cap = buf.capacity();
+    let (result, slice) = stream.read(buf.slice_mut(len..cap)).await;
+    (result, slice.into_inner())
+}
+
+/// `read_more` with a deadline.
+pub async fn read_more_until(
+    stream: &mut TcpStream,
+    buf: Vec<u8>,
+    deadline: Instant,
+) -> (Result<usize, IoFail>, Vec<u8>) {
+    match monoio::time::timeout_at(deadline.into(), read_more(stream, buf)).await {
+        Ok((Ok(n), buf)) => (Ok(n), buf),
+        Ok((Err(_), buf)) => (Err(IoFail::Io), buf),
+        Err(_) => (Err(IoFail::TimedOut), Vec::new()),
+    }
+}
+
+/// `read_more` that gives up after `timeout`.
+pub async fn read_more_within(
+    stream: &mut TcpStream,
+    buf: Vec<u8>,
+    timeout: Duration,
+) -> (Result<usize, IoFail>, Vec<u8>) {
+    read_more_until(stream, buf, Instant::now() + timeout).await
+}
+
+/// Writes all of `buf` within `timeout`.
+pub async fn write_all_within<T: IoBuf + 'static>(
+    stream: &mut TcpStream,
+    buf: T,
+    timeout: Duration,
+) -> (Result<(), IoFail>, Option<T>) {
+    match monoio::time::timeout(timeout, stream.write_all(buf)).await {
+        Ok((Ok(_), buf)) => (Ok(()), Some(buf)),
+        Ok((Err(_), buf)) => (Err(IoFail::Io), Some(buf)),
+        Err(_) => (Err(IoFail::TimedOut), None),
+    }
+}
+
+/// Writes `buf[range]` within `timeout`, giving the whole vector back.
+pub async fn write_range_within(
+    stream: &mut TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    timeout: Duration,
+) -> (Result<(), IoFail>, Vec<u8>) {
+    let (result, slice) = write_all_within(stream, buf.slice(start..end), timeout).await;
+    (result, slice.map(|s| s.into_inner()).unwrap_or_default())
+}

@@ -1,0 +1,10 @@
+//! The proxy: the per-connection loop and the per-core context it runs in.
+
+mod conn;
+mod io;
+pub mod request;
+pub mod response;
+pub mod worker;
+
+pub use conn::serve;
+pub use worker::{Drain, Shared, Snapshot, Worker};

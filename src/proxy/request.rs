@@ -1,0 +1,332 @@
+//! Deciding what to do with a request head, synchronously: parse, frame, route, and
+//! write the upstream request head. No `.await` happens here, so the httparse headers
+//! may borrow the read buffer, and the whole step can be tested and benched alone.
+
+use std::mem::MaybeUninit;
+
+use httparse::Header;
+
+use super::worker::Snapshot;
+use crate::config::MAX_HEADERS_LIMIT;
+use crate::error::ErrorKind;
+use crate::http::{
+    framing, generated::write_u64, is_idempotent, list_elements, BodyKind, RequestFraming,
+};
+use crate::route::{self, RequestView};
+
+/// Facts about the client connection that shape the upstream head.
+pub struct ClientInfo {
+    /// The client's IP, formatted once per connection.
+    pub ip: String,
+    /// The local port the client connected to, formatted once.
+    pub port: String,
+    /// Whether the client is in `trusted_ips` (its `X-Forwarded-*` are kept).
+    pub trusted: bool,
+    pub https: bool,
+}
+
+/// A routed request whose upstream head is ready.
+#[derive(Debug, Clone, Copy)]
+pub struct Exchange {
+    pub route: usize,
+    pub service: usize,
+    pub framing: RequestFraming,
+    pub version: u8,
+    pub head: bool,
+    pub idempotent: bool,
+}
+
+/// A request answered by ringway itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reject {
+    pub kind: ErrorKind,
+    pub head: bool,
+    /// The connection may serve another request after the answer.
+    pub keep_alive: bool,
+}
+
+impl Reject {
+    fn fatal(kind: ErrorKind) -> Reject {
+        Reject {
+            kind,
+            head: false,
+            keep_alive: false,
+        }
+    }
+}
+
+/// Parses `head` (one complete request head) and, when it routes, appends the upstream
+/// request head to `out`.
+pub fn prepare(
+    head: &[u8],
+    client: &ClientInfo,
+    snapshot: &Snapshot,
+    out: &mut Vec<u8>,
+) -> Result<Exchange, Reject> {
+    let mut slots = [const { MaybeUninit::<Header<'_>>::uninit() }; MAX_HEADERS_LIMIT as usize];
+    let limit = snapshot.config.node.limits.max_headers.min(slots.len());
+    let mut request = httparse::Request::new(&mut []);
+    match request.parse_with_uninit_headers(head, &mut slots[..limit]) {
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Reject::fatal(ErrorKind::HeadersTooLarge))
+        }
+        _ => return Err(Reject::fatal(ErrorKind::BadRequest)),
+    }
+    let (Some(method), Some(target), Some(version)) =
+        (request.method, request.path, request.version)
+    else {
+        return Err(Reject::fatal(ErrorKind::BadRequest));
+    };
+    let headers: &[Header<'_>] = request.headers;
+    let framing = framing::request(version, headers).map_err(Reject::fatal)?;
+    let is_head = method == "HEAD";
+    let has_body = framing.body != BodyKind::None;
+    // A rejected request with a body unread cannot be followed by another on this
+    // connection, so those answers close it.
+    let soft = |kind| Reject {
+        kind,
+        head: is_head,
+        keep_alive: framing.keep_alive && !has_body,
+    };
+
+    let (authority, path_and_query) =
+        split_target(target).ok_or(Reject::fatal(ErrorKind::BadRequest))?;
+    let host = authority.or_else(|| {
+        framing
+            .host
+            .and_then(|i| std::str::from_utf8(headers[i].value).ok())
+            .map(str::trim)
+    });
+    let (raw_path, query) = match path_and_query.find('?') {
+        Some(i) => (&path_and_query[..i], Some(&path_and_query[i + 1..])),
+        None => (path_and_query, None),
+    };
+    let path = route::normalize(raw_path).map_err(|_| Reject::fatal(ErrorKind::BadRequest))?;
+
+    let view = RequestView {
+        method,
+        path: &path,
+        host,
+        headers,
+        https: client.https,
+    };
+    let config = &snapshot.config;
+    let matched = snapshot
+        .router
+        .select(&config.routes, &view)
+        .ok_or(soft(ErrorKind::NoRoute))?;
+    let route = &config.routes[matched.route];
+    if !(if client.https {
+        route.https
+    } else {
+        route.http
+    }) {
+        return Err(soft(ErrorKind::ProtocolNotAllowed));
+    }
+    let service = &config.services[matched.service];
+    if service.addr.is_none() {
+        return Err(soft(ErrorKind::NameResolution));
+    }
+
+    // Request line: the method, the joined path and the original query.
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    route::upstream_path(
+        out,
+        &service.path,
+        &path,
+        matched.matched_len,
+        route.strip_path,
+    );
+    if let Some(query) = query {
+        out.push(b'?');
+        out.extend_from_slice(query.as_bytes());
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    match (route.preserve_host, host) {
+        (true, Some(h)) => out.extend_from_slice(h.as_bytes()),
+        _ => out.extend_from_slice(service.host_header.as_bytes()),
+    }
+    out.extend_from_slice(b"\r\n");
+
+    write_forwarded_headers(out, headers, &framing, client, host, &path);
+
+    match framing.body {
+        BodyKind::Length(n) => {
+            // RFC 9112 §6.3: forwarded in canonical form (`010` → `10`).
+            out.extend_from_slice(b"Content-Length: ");
+            write_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        BodyKind::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        BodyKind::None | BodyKind::UntilClose => {}
+    }
+    if framing.upgrade {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+
+    Ok(Exchange {
+        route: matched.route,
+        service: matched.service,
+        framing,
+        version,
+        head: is_head,
+        idempotent: is_idempotent(method),
+    })
+}
+
+/// Splits a request target into an optional authority (absolute-form) and the
+/// origin-form path with query. RFC 9112 §3.2.2: with absolute-form the target's
+/// authority replaces `Host`.
+fn split_target(target: &str) -> Option<(Option<&str>, &str)> {
+    if target.contains('#') {
+        return None;
+    }
+    if target.starts_with('/') {
+        return Some((None, target));
+    }
+    let lower_scheme = target.get(..8).map(|s| s.to_ascii_lowercase());
+    let rest = match lower_scheme.as_deref() {
+        Some(s) if s.starts_with("http://") => &target[7..],
+        Some("https://") => &target[8..],
+        _ => return None,
+    };
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], &rest[i..]),
+        Some(_) => return None,
+        None => (rest, "/"),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    Some((Some(authority), path))
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus those
+/// ringway rewrites itself.
+fn is_connection_specific(name: &str, upgrade: bool) -> bool {
+    let eq = |s: &str| name.eq_ignore_ascii_case(s);
+    match name.len() {
+        2 => eq("te"),
+        4 => eq("host"),
+        6 => eq("expect"),
+        7 => eq("trailer") || (!upgrade && eq("upgrade")),
+        10 => eq("connection") || eq("keep-alive"),
+        14 => eq("content-length"),
+        16 => eq("proxy-connection"),
+        17 => eq("transfer-encoding"),
+        _ => false,
+    }
+}
+
+/// Whether a `Connection` header names this header (RFC 9110 §7.6.1: remove them).
+fn named_by_connection(name: &str, headers: &[Header<'_>]) -> bool {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .any(|h| list_elements(h.value).any(|token| token.eq_ignore_ascii_case(name.as_bytes())))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Forwarded {
+    For = 0,
+    Proto = 1,
+    Host = 2,
+    Port = 3,
+    Path = 4,
+    RealIp = 5,
+}
+
+fn forwarded_kind(name: &str) -> Option<Forwarded> {
+    let eq = |s: &str| name.eq_ignore_ascii_case(s);
+    match name.len() {
+        9 if eq("x-real-ip") => Some(Forwarded::RealIp),
+        15 if eq("x-forwarded-for") => Some(Forwarded::For),
+        16 if eq("x-forwarded-host") => Some(Forwarded::Host),
+        16 if eq("x-forwarded-port") => Some(Forwarded::Port),
+        16 if eq("x-forwarded-path") => Some(Forwarded::Path),
+        17 if eq("x-forwarded-proto") => Some(Forwarded::Proto),
+        _ => None,
+    }
+}
+
+fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Copies the end-to-end headers and writes the `X-Forwarded-*` set.
+fn write_forwarded_headers(
+    out: &mut Vec<u8>,
+    headers: &[Header<'_>],
+    framing: &RequestFraming,
+    client: &ClientInfo,
+    host: Option<&str>,
+    path: &str,
+) {
+    let has_connection = headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("connection"));
+    // Which X-Forwarded-* values a trusted client supplied (and so are kept).
+    let mut kept = [false; 6];
+    for header in headers {
+        if is_connection_specific(header.name, framing.upgrade)
+            || (has_connection && named_by_connection(header.name, headers))
+        {
+            continue;
+        }
+        match forwarded_kind(header.name) {
+            None => write_header(out, header.name.as_bytes(), header.value),
+            // Written below as one list.
+            Some(Forwarded::For) => {}
+            Some(kind) => {
+                if client.trusted {
+                    kept[kind as usize] = true;
+                    write_header(out, header.name.as_bytes(), header.value);
+                }
+            }
+        }
+    }
+    // X-Forwarded-For is appended to, never replaced: earlier hops are kept.
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    for header in headers
+        .iter()
+        .filter(|h| forwarded_kind(h.name) == Some(Forwarded::For))
+    {
+        let value = crate::http::trim_ows(header.value);
+        if !value.is_empty() {
+            out.extend_from_slice(value);
+            out.extend_from_slice(b", ");
+        }
+    }
+    out.extend_from_slice(client.ip.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if !kept[Forwarded::Proto as usize] {
+        write_header(
+            out,
+            b"X-Forwarded-Proto",
+            if client.https { b"https" } else { b"http" },
+        );
+    }
+    if !kept[Forwarded::Host as usize] {
+        if let Some(host) = host {
+            write_header(out, b"X-Forwarded-Host", route::strip_port(host).as_bytes());
+        }
+    }
+    if !kept[Forwarded::Port as usize] {
+        write_header(out, b"X-Forwarded-Port", client.port.as_bytes());
+    }
+    if !kept[Forwarded::Path as usize] {
+        write_header(out, b"X-Forwarded-Path", path.as_bytes());
+    }
+    if !kept[Forwarded::RealIp as usize] {
+        write_header(out, b"X-Real-IP", client.ip.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,169 @@
+//! Turning an upstream response head into the client's, synchronously.
+
+use std::mem::MaybeUninit;
+
+use httparse::Header;
+
+use super::request::Exchange;
+use crate::error::ErrorKind;
+use crate::http::{framing, generated::write_u64, list_elements, BodyKind};
+
+/// Upstream response heads may carry more headers than we accept from clients.
+const MAX_RESPONSE_HEADERS: usize = 256;
+
+/// How the body goes to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientBody {
+    None,
+    Length(u64),
+    /// Re-framed as chunked (from a chunked or close-delimited upstream body).
+    Chunked,
+    /// Only the data, delimited by closing the connection (HTTP/1.0 clients).
+    Raw,
+}
+
+/// What the rest of the exchange looks like once the head is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponsePlan {
+    pub status: u16,
+    pub upstream_body: BodyKind,
+    pub client_body: ClientBody,
+    /// Close the client connection after this response.
+    pub close_client: bool,
+    /// The upstream connection cannot be reused.
+    pub upstream_close: bool,
+    /// A `101 Switching Protocols` for an upgrade request: bytes flow both ways after it.
+    pub switching: bool,
+}
+
+/// The result of reading one upstream head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed {
+    /// A 1xx other than 101: skip it and read the next head.
+    Informational,
+    Final(ResponsePlan),
+}
+
+fn is_connection_specific(name: &str, switching: bool) -> bool {
+    let eq = |s: &str| name.eq_ignore_ascii_case(s);
+    match name.len() {
+        2 => eq("te"),
+        7 => eq("trailer") || (!switching && eq("upgrade")),
+        10 => eq("connection") || eq("keep-alive"),
+        14 => eq("content-length"),
+        16 => eq("proxy-connection"),
+        17 => eq("transfer-encoding"),
+        _ => false,
+    }
+}
+
+/// Parses the upstream head and, for a final response, appends the client's head to
+/// `out`. `keep_client` says whether the client connection may stay open.
+pub fn rewrite(
+    head: &[u8],
+    exchange: &Exchange,
+    keep_client: bool,
+    out: &mut Vec<u8>,
+) -> Result<Parsed, ErrorKind> {
+    let mut slots = [const { MaybeUninit::<Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        head,
+        &mut slots,
+    ) {
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+        _ => return Err(ErrorKind::BadResponse),
+    }
+    let (Some(version), Some(status)) = (response.version, response.code) else {
+        return Err(ErrorKind::BadResponse);
+    };
+    let headers: &[Header<'_>] = response.headers;
+    let switching = status == 101;
+    if switching && !exchange.framing.upgrade {
+        return Err(ErrorKind::BadResponse);
+    }
+    if (100..200).contains(&status) && !switching {
+        return Ok(Parsed::Informational);
+    }
+    let framing = framing::response(version, status, exchange.head, headers)?;
+    let client_version = exchange.version;
+    let client_body = match framing.body {
+        BodyKind::None => ClientBody::None,
+        BodyKind::Length(n) => ClientBody::Length(n),
+        BodyKind::Chunked | BodyKind::UntilClose if client_version == 1 => ClientBody::Chunked,
+        BodyKind::Chunked | BodyKind::UntilClose => ClientBody::Raw,
+    };
+    let close_client = !keep_client || client_body == ClientBody::Raw || switching;
+
+    out.extend_from_slice(b"HTTP/1.1 ");
+    write_u64(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(response.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let has_connection = headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("connection"));
+    let mut upstream_length = None;
+    let mut upstream_chunked = false;
+    for header in headers {
+        if header.name.eq_ignore_ascii_case("content-length") {
+            upstream_length = list_elements(header.value).next().map(<[u8]>::to_vec);
+        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            upstream_chunked = true;
+        }
+        if is_connection_specific(header.name, switching) {
+            continue;
+        }
+        if has_connection
+            && headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+                .any(|h| {
+                    list_elements(h.value).any(|t| t.eq_ignore_ascii_case(header.name.as_bytes()))
+                })
+        {
+            continue;
+        }
+        out.extend_from_slice(header.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(header.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    match client_body {
+        ClientBody::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            write_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        ClientBody::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        ClientBody::Raw => {}
+        // A HEAD or 304 answer describes the body it would have had.
+        ClientBody::None if status != 204 && !(100..200).contains(&status) => {
+            if let Some(length) = upstream_length {
+                out.extend_from_slice(b"Content-Length: ");
+                out.extend_from_slice(&length);
+                out.extend_from_slice(b"\r\n");
+            } else if upstream_chunked && client_version == 1 {
+                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+            }
+        }
+        ClientBody::None => {}
+    }
+    if switching {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+    } else if close_client {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if client_version == 0 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(Parsed::Final(ResponsePlan {
+        status,
+        upstream_body: framing.body,
+        client_body,
+        close_client,
+        upstream_close: framing.close || switching,
+        switching,
+    }))
+}

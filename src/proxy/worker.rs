@@ -1,0 +1,185 @@
+//! The per-core context a connection runs in: the config snapshot, the upstream pool,
+//! the worker's counters and its drain signal.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use arc_swap::ArcSwap;
+use slab::Slab;
+
+use crate::config::Config;
+use crate::metrics::WorkerStats;
+use crate::route::Router;
+use crate::upstream::Pool;
+
+/// One immutable config with its compiled router; swapped whole on reload.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub config: Config,
+    pub router: Router,
+}
+
+impl Snapshot {
+    pub fn new(config: Config) -> Snapshot {
+        let router = Router::new(&config);
+        Snapshot { config, router }
+    }
+}
+
+/// What every worker and the admin thread share. Read on the request path only through
+/// one relaxed-cheap generation check; the snapshot itself is loaded when it changed.
+#[derive(Debug)]
+pub struct Shared {
+    current: ArcSwap<Snapshot>,
+    generation: AtomicU64,
+    pub draining: AtomicBool,
+    pub stats: Vec<Arc<WorkerStats>>,
+    /// Workers whose listeners are accepting.
+    pub workers_ready: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(snapshot: Snapshot, workers: usize) -> Shared {
+        Shared {
+            current: ArcSwap::from_pointee(snapshot),
+            generation: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            stats: (0..workers)
+                .map(|_| Arc::new(WorkerStats::default()))
+                .collect(),
+            workers_ready: AtomicU64::new(0),
+        }
+    }
+
+    /// The current snapshot (admin thread and reload).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Publishes a new snapshot to every worker.
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.current.store(Arc::new(snapshot));
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// Wakes every connection of one worker that waits idle, when draining starts.
+#[derive(Default)]
+pub struct Drain {
+    fired: Cell<bool>,
+    waiters: RefCell<Slab<Waker>>,
+}
+
+impl Drain {
+    pub fn fire(&self) {
+        self.fired.set(true);
+        for waker in self.waiters.borrow_mut().drain() {
+            waker.wake();
+        }
+    }
+
+    pub fn fired(&self) -> bool {
+        self.fired.get()
+    }
+
+    /// A future that completes once draining starts.
+    pub fn wait(&self) -> DrainWait<'_> {
+        DrainWait {
+            drain: self,
+            key: None,
+        }
+    }
+}
+
+pub struct DrainWait<'a> {
+    drain: &'a Drain,
+    key: Option<usize>,
+}
+
+impl Future for DrainWait<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.drain.fired.get() {
+            return Poll::Ready(());
+        }
+        let mut waiters = self.drain.waiters.borrow_mut();
+        match self.key {
+            Some(key) if waiters.contains(key) => {
+                if !waiters[key].will_wake(cx.waker()) {
+                    waiters[key] = cx.waker().clone();
+                }
+            }
+            _ => {
+                let key = waiters.insert(cx.waker().clone());
+                drop(waiters);
+                self.key = Some(key);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for DrainWait<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            let mut waiters = self.drain.waiters.borrow_mut();
+            if waiters.contains(key) {
+                waiters.remove(key);
+            }
+        }
+    }
+}
+
+/// One worker's state. Lives in an `Rc` on its thread; nothing in it is locked.
+pub struct Worker {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    pub stats: Arc<WorkerStats>,
+    pub pool: Pool,
+    pub drain: Drain,
+    /// This worker's share of `max_connections`.
+    pub max_connections: usize,
+    local: RefCell<(u64, Rc<Arc<Snapshot>>)>,
+}
+
+impl Worker {
+    pub fn new(id: usize, shared: Arc<Shared>) -> Worker {
+        let snapshot = shared.snapshot();
+        let node = &snapshot.config.node;
+        let workers = node.workers.max(1);
+        let max_connections = node.max_connections.div_ceil(workers);
+        let pool = Pool::new(
+            node.upstream_keepalive_max_idle,
+            node.upstream_keepalive_idle_timeout,
+        );
+        let stats = shared.stats[id].clone();
+        let generation = shared.generation.load(Ordering::Acquire);
+        Worker {
+            id,
+            shared,
+            stats,
+            pool,
+            drain: Drain::default(),
+            max_connections,
+            local: RefCell::new((generation, Rc::new(snapshot))),
+        }
+    }
+
+    /// The config to use for the next request: the worker's cached snapshot, refreshed
+    /// only when a reload published a new one. Cloning the `Rc` is not atomic, so workers
+    /// never contend on the shared `Arc`'s count per request.
+    pub fn snapshot(&self) -> Rc<Arc<Snapshot>> {
+        let generation = self.shared.generation.load(Ordering::Acquire);
+        let mut local = self.local.borrow_mut();
+        if local.0 != generation {
+            *local = (generation, Rc::new(self.shared.snapshot()));
+        }
+        local.1.clone()
+    }
+}

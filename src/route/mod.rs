@@ -1,0 +1,217 @@
+//! Route selection with Kong 3's default (`traditional_compatible`) semantics.
+//!
+//! Routes are expanded when the config loads into one entry per path (a route with
+//! several paths matches by whichever fits, each with its own priority), sorted by Kong's
+//! priority: more match fields, then plain hosts only, then more headers, then regex over
+//! prefix, then `regex_priority`, then the longest prefix; ties keep file order. Selection
+//! is a linear scan over that order and allocates nothing.
+
+mod path;
+
+use std::cmp::Reverse;
+
+pub use path::{normalize, upstream_path, PathError};
+
+use crate::config::{Config, HostMatch, PathMatch, Route, ValueMatch};
+
+/// What the router looks at in a request.
+pub struct RequestView<'a> {
+    pub method: &'a str,
+    /// The normalized path, without the query.
+    pub path: &'a str,
+    /// The `Host` value (or the absolute-form authority), port included if sent.
+    pub host: Option<&'a str>,
+    pub headers: &'a [httparse::Header<'a>],
+    pub https: bool,
+}
+
+/// A selected route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Match {
+    pub route: usize,
+    pub service: usize,
+    /// How many leading bytes of the path the matched path consumed (0 without a path).
+    pub matched_len: usize,
+}
+
+#[derive(Debug)]
+struct Entry {
+    route: usize,
+    service: usize,
+    /// Index into the route's `paths`, or `None` for a route without paths.
+    path: Option<usize>,
+}
+
+/// The compiled routing table of one config.
+#[derive(Debug, Default)]
+pub struct Router {
+    entries: Vec<Entry>,
+}
+
+type Priority = (u8, bool, u8, bool, i64, usize);
+
+fn priority(route: &Route, path: Option<&PathMatch>) -> Priority {
+    let weight = [
+        !route.methods.is_empty(),
+        !route.hosts.is_empty(),
+        !route.headers.is_empty(),
+        !route.paths.is_empty(),
+    ]
+    .iter()
+    .filter(|set| **set)
+    .count() as u8;
+    let plain_hosts =
+        !route.hosts.is_empty() && route.hosts.iter().all(|h| matches!(h, HostMatch::Exact(_)));
+    let headers = route.headers.len().min(255) as u8;
+    let (regex, regex_priority, prefix_len) = match path {
+        Some(PathMatch::Regex(_)) => (true, route.regex_priority, 0),
+        Some(PathMatch::Prefix(prefix)) => (false, 0, prefix.len()),
+        None => (false, 0, 0),
+    };
+    (
+        weight,
+        plain_hosts,
+        headers,
+        regex,
+        regex_priority,
+        prefix_len,
+    )
+}
+
+impl Router {
+    /// Compiles the routes of a config; disabled services' routes are left out, as in Kong.
+    pub fn new(config: &Config) -> Router {
+        let mut keyed: Vec<(Reverse<Priority>, usize, usize, Entry)> = Vec::new();
+        for (index, route) in config.routes.iter().enumerate() {
+            if !config.services[route.service].enabled {
+                continue;
+            }
+            if route.paths.is_empty() {
+                keyed.push((
+                    Reverse(priority(route, None)),
+                    index,
+                    0,
+                    Entry {
+                        route: index,
+                        service: route.service,
+                        path: None,
+                    },
+                ));
+            }
+            for (p, path) in route.paths.iter().enumerate() {
+                keyed.push((
+                    Reverse(priority(route, Some(path))),
+                    index,
+                    p,
+                    Entry {
+                        route: index,
+                        service: route.service,
+                        path: Some(p),
+                    },
+                ));
+            }
+        }
+        keyed.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        Router {
+            entries: keyed.into_iter().map(|(_, _, _, entry)| entry).collect(),
+        }
+    }
+
+    /// The highest-priority route that matches, ignoring protocols.
+    pub fn select(&self, routes: &[Route], request: &RequestView<'_>) -> Option<Match> {
+        for entry in &self.entries {
+            let route = &routes[entry.route];
+            if !route.methods.is_empty() && !route.methods.iter().any(|m| m == request.method) {
+                continue;
+            }
+            if !route.hosts.is_empty() && !hosts_match(&route.hosts, request.host) {
+                continue;
+            }
+            if !route
+                .headers
+                .iter()
+                .all(|(name, values)| header_matches(name, values, request.headers))
+            {
+                continue;
+            }
+            let matched_len = match entry.path.map(|p| &route.paths[p]) {
+                None => 0,
+                Some(PathMatch::Prefix(prefix)) => {
+                    if !request.path.starts_with(prefix.as_str()) {
+                        continue;
+                    }
+                    prefix.len()
+                }
+                Some(PathMatch::Regex(re)) => match re.find(request.path) {
+                    Some(m) => m.end(),
+                    None => continue,
+                },
+            };
+            return Some(Match {
+                route: entry.route,
+                service: entry.service,
+                matched_len,
+            });
+        }
+        None
+    }
+}
+
+fn hosts_match(hosts: &[HostMatch], host: Option<&str>) -> bool {
+    let Some(full) = host else {
+        return false;
+    };
+    let bare = strip_port(full);
+    hosts.iter().any(|m| match m {
+        HostMatch::Exact(h) => {
+            let candidate = if h.contains(':') && !h.starts_with('[') || h.contains("]:") {
+                full
+            } else {
+                bare
+            };
+            candidate.eq_ignore_ascii_case(h)
+        }
+        HostMatch::Suffix(suffix) => {
+            bare.len() > suffix.len()
+                && bare.as_bytes()[bare.len() - suffix.len()..]
+                    .eq_ignore_ascii_case(suffix.as_bytes())
+        }
+        HostMatch::Prefix(prefix) => {
+            bare.len() > prefix.len()
+                && bare.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+        }
+    })
+}
+
+/// `example.com:8080` → `example.com`; `[::1]:80` → `[::1]`.
+pub fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.rfind(':') {
+        Some(i) => &host[..i],
+        None => host,
+    }
+}
+
+fn header_matches(name: &str, values: &[ValueMatch], headers: &[httparse::Header<'_>]) -> bool {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case(name))
+        .any(|h| {
+            let Ok(value) = std::str::from_utf8(h.value) else {
+                return false;
+            };
+            let value = value.trim();
+            values.iter().any(|v| match v {
+                ValueMatch::Exact(expected) => value.eq_ignore_ascii_case(expected),
+                ValueMatch::Regex(re) => re.is_match(value),
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests;

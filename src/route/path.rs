@@ -1,0 +1,231 @@
+//! Request-path normalization and Kong's service-path join (`path_handling: v0`).
+
+use std::borrow::Cow;
+
+/// The request path could not be normalized (bad percent-encoding or escaping above root).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathError;
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Normalizes a request path as Kong does before routing: percent-encoded unreserved
+/// characters are decoded, other escapes upper-cased, and dot segments removed
+/// (RFC 3986 §6.2.2, §5.2.4). Routing and forwarding both use the result, so the
+/// upstream never sees `/public/../private` that the router read as `/public`.
+/// Paths that need no change are returned borrowed.
+pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
+    let bytes = path.as_bytes();
+    let needs_work = memchr::memchr(b'%', bytes).is_some() || has_dot_segment(bytes);
+    if !needs_work {
+        return Ok(Cow::Borrowed(path));
+    }
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).and_then(|b| hex(*b)),
+                bytes.get(i + 2).and_then(|b| hex(*b)),
+            ) else {
+                return Err(PathError);
+            };
+            let value = hi << 4 | lo;
+            if is_unreserved(value) {
+                decoded.push(value);
+            } else {
+                decoded.push(b'%');
+                decoded.push(bytes[i + 1].to_ascii_uppercase());
+                decoded.push(bytes[i + 2].to_ascii_uppercase());
+            }
+            i += 3;
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let out = remove_dot_segments(&decoded)?;
+    // Only ASCII bytes were produced from an ASCII-or-UTF-8 input.
+    String::from_utf8(out)
+        .map(Cow::Owned)
+        .map_err(|_| PathError)
+}
+
+fn has_dot_segment(bytes: &[u8]) -> bool {
+    memchr::memmem::find(bytes, b"/.").is_some_and(|_| {
+        bytes
+            .split(|b| *b == b'/')
+            .any(|seg| seg == b"." || seg == b"..")
+    })
+}
+
+fn remove_dot_segments(input: &[u8]) -> Result<Vec<u8>, PathError> {
+    let mut segments: Vec<&[u8]> = Vec::new();
+    let ends_with_slash_like =
+        input.ends_with(b"/") || input.ends_with(b"/.") || input.ends_with(b"/..");
+    for seg in input.split(|b| *b == b'/').skip(1) {
+        match seg {
+            b"." => {}
+            b".." => {
+                if segments.pop().is_none() {
+                    return Err(PathError);
+                }
+            }
+            _ => segments.push(seg),
+        }
+    }
+    let mut out = Vec::with_capacity(input.len());
+    for seg in &segments {
+        out.push(b'/');
+        out.extend_from_slice(seg);
+    }
+    if ends_with_slash_like && !out.ends_with(b"/") {
+        out.push(b'/');
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    // "/a/" splits into ["a", ""]: the empty last segment already carries the slash.
+    Ok(out)
+}
+
+/// Joins the service path with the request path the way Kong's `v0` path handling does:
+/// with `strip_path` the matched prefix is removed first; a slash is never doubled, and a
+/// trailing slash of the request is kept. Appends to `out`.
+pub fn upstream_path(
+    out: &mut Vec<u8>,
+    service_path: &str,
+    request_path: &str,
+    matched_len: usize,
+    strip_path: bool,
+) {
+    let base = service_path.as_bytes();
+    let req = request_path.as_bytes();
+    let postfix = if strip_path {
+        &req[matched_len.min(req.len())..]
+    } else {
+        req
+    };
+    let base_ends_slash = base.last() == Some(&b'/');
+    let req_ends_slash = req.last() == Some(&b'/');
+    if base_ends_slash {
+        if strip_path {
+            if postfix.is_empty() {
+                if base == b"/" {
+                    out.push(b'/');
+                } else if req_ends_slash {
+                    out.extend_from_slice(base);
+                } else {
+                    out.extend_from_slice(&base[..base.len() - 1]);
+                }
+            } else if postfix[0] == b'/' {
+                out.extend_from_slice(&base[..base.len() - 1]);
+                out.extend_from_slice(postfix);
+            } else {
+                out.extend_from_slice(base);
+                out.extend_from_slice(postfix);
+            }
+        } else {
+            out.extend_from_slice(base);
+            out.extend_from_slice(req.get(1..).unwrap_or_default());
+        }
+        return;
+    }
+    if strip_path {
+        if postfix.is_empty() {
+            out.extend_from_slice(base);
+            if req.len() > 1 && req_ends_slash {
+                out.push(b'/');
+            }
+        } else if postfix[0] == b'/' {
+            out.extend_from_slice(base);
+            out.extend_from_slice(postfix);
+        } else {
+            out.extend_from_slice(base);
+            out.push(b'/');
+            out.extend_from_slice(postfix);
+        }
+        return;
+    }
+    if req == b"/" {
+        out.extend_from_slice(base);
+    } else {
+        out.extend_from_slice(base);
+        out.extend_from_slice(req);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn join(base: &str, req: &str, matched: usize, strip: bool) -> String {
+        let mut out = Vec::new();
+        upstream_path(&mut out, base, req, matched, strip);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn join_follows_kong_v0() {
+        // (service path, request path, matched prefix, strip_path, expected)
+        let cases = [
+            ("/", "/api/x", 4, true, "/x"),
+            ("/", "/api", 4, true, "/"),
+            ("/", "/api/", 4, true, "/"),
+            ("/v1", "/api/x", 4, true, "/v1/x"),
+            ("/v1", "/api", 4, true, "/v1"),
+            ("/v1", "/api/", 4, true, "/v1/"),
+            ("/v1/", "/api/x", 4, true, "/v1/x"),
+            ("/v1/", "/api", 4, true, "/v1"),
+            ("/v1/", "/api/", 4, true, "/v1/"),
+            ("/v1", "/apix", 4, true, "/v1/x"),
+            ("/v1/", "/apix", 4, true, "/v1/x"),
+            ("/v1", "/api/x", 4, false, "/v1/api/x"),
+            ("/v1/", "/api/x", 4, false, "/v1/api/x"),
+            ("/v1", "/", 1, false, "/v1"),
+            ("/", "/api/x", 4, false, "/api/x"),
+            ("/", "/", 1, true, "/"),
+        ];
+        for (base, req, matched, strip, expected) in cases {
+            assert_eq!(
+                join(base, req, matched, strip),
+                expected,
+                "{base} + {req} strip={strip}"
+            );
+        }
+    }
+
+    #[test]
+    fn normalize_decodes_unreserved_and_removes_dots() {
+        let cases = [
+            ("/a/b", Ok("/a/b")),
+            ("/a/%62", Ok("/a/b")),
+            ("/a/%2f", Ok("/a/%2F")),
+            ("/public/../private", Ok("/private")),
+            ("/a/./b/", Ok("/a/b/")),
+            ("/a/b/..", Ok("/a/")),
+            ("/a/%2e%2e/b", Ok("/b")),
+            ("/..", Err(PathError)),
+            ("/a/%zz", Err(PathError)),
+            ("/a/%4", Err(PathError)),
+            ("/a.b/c..d", Ok("/a.b/c..d")),
+        ];
+        for (input, expected) in cases {
+            let got = normalize(input);
+            match expected {
+                Ok(e) => assert_eq!(got.as_deref(), Ok(e), "{input}"),
+                Err(e) => assert_eq!(got, Err(e), "{input}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Start-up, workers, signals, reload and shutdown.
+//!
+//! Thread model: one worker thread per core, each with its own monoio runtime (io_uring,
+//! or epoll where io_uring is missing), its own SO_REUSEPORT listener per proxy address,
+//! its own upstream pool and counters. The kernel spreads connections over the workers'
+//! listeners; a connection lives and dies on the worker that accepted it. The Admin API
+//! runs on a thread of its own. The main thread only waits for signals: SIGHUP reloads,
+//! SIGTERM / SIGINT drain and exit.
+
+mod listen;
+mod worker;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::config::{Config, Driver, LoadError, NodeOverrides};
+use crate::proxy::{Shared, Snapshot};
+
+/// Which io driver runs, as `/status` and `ringway version` report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunningDriver {
+    IoUring,
+    Epoll,
+}
+
+impl RunningDriver {
+    pub fn name(self) -> &'static str {
+        match self {
+            RunningDriver::IoUring => "io_uring",
+            RunningDriver::Epoll => "epoll",
+        }
+    }
+}
+
+/// Whether this kernel lets monoio run on io_uring.
+pub fn io_uring_available() -> bool {
+    monoio::utils::detect_uring()
+}
+
+/// Picks the driver: the config's choice, overridden by `RINGWAY_DRIVER`.
+pub fn choose_driver(configured: Driver) -> anyhow::Result<RunningDriver> {
+    let wanted = match std::env::var("RINGWAY_DRIVER").ok().as_deref() {
+        None | Some("") => configured,
+        Some("auto") => Driver::Auto,
+        Some("io_uring") => Driver::IoUring,
+        Some("epoll") => Driver::Epoll,
+        Some(other) => bail!("RINGWAY_DRIVER: unknown driver '{other}' (auto, io_uring, epoll)"),
+    };
+    Ok(match wanted {
+        Driver::Epoll => RunningDriver::Epoll,
+        Driver::Auto if io_uring_available() => RunningDriver::IoUring,
+        Driver::Auto => RunningDriver::Epoll,
+        Driver::IoUring if io_uring_available() => RunningDriver::IoUring,
+        Driver::IoUring => bail!("io_uring was requested but this kernel does not provide it"),
+    })
+}
+
+/// Loads the config, describing every problem on its own line.
+pub fn load(path: &std::path::Path, overrides: &NodeOverrides) -> anyhow::Result<Config> {
+    match Config::load(path, overrides) {
+        Ok(config) => Ok(config),
+        Err(LoadError::Read(file, e)) => bail!("cannot read config file {file}: {e}"),
+        Err(LoadError::Invalid(problems)) => {
+            let lines: Vec<String> = problems.0.iter().map(|p| p.to_string()).collect();
+            bail!("invalid config {}: {}", path.display(), lines.join("; "))
+        }
+    }
+}
+
+/// Runs the gateway until SIGTERM / SIGINT; returns once drained.
+pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
+    let config = load(&path, &overrides)?;
+    crate::logging::init(config.node.log_level);
+    let node = config.node.clone();
+    let driver = choose_driver(node.driver)?;
+
+    // Bind everything before starting anything, so a busy port is a clean error.
+    let listeners = listen::bind_proxy(&node.proxy_listen, node.workers)?;
+    let admin = listen::bind_single(node.admin_listen)
+        .with_context(|| format!("cannot listen on {} (admin_listen)", node.admin_listen))?;
+    std::fs::create_dir_all(&node.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", node.data_dir.display()))?;
+
+    // Signals are registered before workers start so none is lost.
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT, SIGHUP]).context("cannot install signal handlers")?;
+
+    let shared = Arc::new(Shared::new(Snapshot::new(config), node.workers));
+    let running = Arc::new(AtomicUsize::new(node.workers));
+    let mut threads = Vec::new();
+    for (id, worker_listeners) in listeners.into_iter().enumerate() {
+        let shared = shared.clone();
+        let running = running.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("ringway-worker-{id}"))
+            .spawn(move || {
+                if let Err(e) = worker::run(id, shared, worker_listeners, driver) {
+                    log::error!("worker {id} stopped: {e}");
+                }
+                running.fetch_sub(1, Ordering::AcqRel);
+            })
+            .context("cannot start a worker thread")?;
+        threads.push(thread);
+    }
+    let admin_shared = shared.clone();
+    let admin_config = crate::admin::Settings {
+        token: node.admin_token.clone(),
+        driver,
+        workers: node.workers,
+    };
+    std::thread::Builder::new()
+        .name("ringway-admin".into())
+        .spawn(move || crate::admin::run(admin, admin_shared, admin_config))
+        .context("cannot start the admin thread")?;
+
+    let addresses: Vec<String> = node
+        .proxy_listen
+        .iter()
+        .map(|l| l.addr.to_string())
+        .collect();
+    log::info!(
+        "ringway {} listening on {} (admin {}), {} workers on {}",
+        crate::VERSION,
+        addresses.join(", "),
+        node.admin_listen,
+        node.workers,
+        driver.name()
+    );
+
+    for signal in signals.forever() {
+        match signal {
+            SIGHUP => reload(&path, &overrides, &shared),
+            _ => break,
+        }
+    }
+
+    log::info!(
+        "draining: no new connections; finishing in-flight requests (up to {:?})",
+        node.drain_timeout
+    );
+    shared.draining.store(true, Ordering::Release);
+    let deadline = Instant::now() + node.drain_timeout;
+    while running.load(Ordering::Acquire) > 0 {
+        if Instant::now() >= deadline {
+            log::warn!("drain_timeout reached with connections still open; exiting");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for thread in threads {
+        let _ = thread.join();
+    }
+    log::info!("drained; exiting");
+    Ok(())
+}
+
+/// Re-reads the config file; an invalid file leaves the running config in place.
+fn reload(path: &std::path::Path, overrides: &NodeOverrides, shared: &Shared) {
+    match load(path, overrides) {
+        Ok(config) => {
+            let current = shared.snapshot();
+            let old = &current.config.node;
+            if config.node.proxy_listen != old.proxy_listen
+                || config.node.admin_listen != old.admin_listen
+                || config.node.workers != old.workers
+            {
+                log::warn!("reload: listener and worker changes take effect on restart only");
+            }
+            log::set_max_level(config.node.log_level);
+            let hash = config.hash.clone();
+            shared.publish(Snapshot::new(config));
+            log::info!("reloaded {} (configuration_hash {hash})", path.display());
+        }
+        Err(e) => log::error!("reload failed, keeping the running configuration: {e:#}"),
+    }
+}

@@ -1,0 +1,107 @@
+//! Upstream connections: connecting with a deadline, and the per-worker keep-alive pool.
+//!
+//! The pool belongs to one worker and is never shared, so checkout and checkin are a
+//! `RefCell` borrow that is never held across an `.await`. Checkout says whether the
+//! connection was reused, because a failure on a reused connection before any response
+//! byte may be retried once on a fresh one (idempotent methods only). Checkin happens
+//! only after a clean exchange. Idle connections are taken newest first, so the oldest
+//! age out, and are dropped past `upstream_keepalive_idle_timeout` or beyond
+//! `upstream_keepalive_max_idle` per address.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+
+use crate::error::ErrorKind;
+
+struct Idle {
+    stream: TcpStream,
+    since: Instant,
+}
+
+/// A connection handed out by the pool or freshly connected.
+pub struct Checkout {
+    pub stream: TcpStream,
+    pub reused: bool,
+}
+
+/// One worker's idle upstream connections, keyed by address.
+pub struct Pool {
+    idle: RefCell<HashMap<SocketAddr, Vec<Idle>>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+impl Pool {
+    pub fn new(max_idle: usize, idle_timeout: Duration) -> Pool {
+        Pool {
+            idle: RefCell::new(HashMap::new()),
+            max_idle,
+            idle_timeout,
+        }
+    }
+
+    /// Takes the most recently used live connection to `addr`, if any.
+    pub fn take(&self, addr: SocketAddr, now: Instant) -> Option<TcpStream> {
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.get_mut(&addr)?;
+        while let Some(entry) = list.pop() {
+            if now.saturating_duration_since(entry.since) < self.idle_timeout {
+                return Some(entry.stream);
+            }
+            // Expired: dropping it closes it.
+        }
+        None
+    }
+
+    /// Returns a connection after a clean exchange.
+    pub fn put(&self, addr: SocketAddr, stream: TcpStream, now: Instant) {
+        if self.max_idle == 0 {
+            return;
+        }
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.entry(addr).or_default();
+        if list.len() >= self.max_idle {
+            // Drop the oldest so the newest (most likely alive) stay.
+            list.remove(0);
+        }
+        list.push(Idle { stream, since: now });
+    }
+
+    /// Closes connections idle past the timeout; run periodically by the worker.
+    pub fn sweep(&self, now: Instant) {
+        let mut idle = self.idle.borrow_mut();
+        idle.retain(|_, list| {
+            list.retain(|entry| now.saturating_duration_since(entry.since) < self.idle_timeout);
+            !list.is_empty()
+        });
+    }
+
+    /// How many idle connections the pool holds.
+    pub fn idle_count(&self) -> usize {
+        self.idle.borrow().values().map(Vec::len).sum()
+    }
+
+    /// Closes every idle connection (on shutdown).
+    pub fn clear(&self) {
+        self.idle.borrow_mut().clear();
+    }
+}
+
+/// Opens a new connection within `timeout`.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ErrorKind> {
+    match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+        Ok(Err(e)) => {
+            log::debug!("connect to {addr} failed: {e}");
+            Err(ErrorKind::ConnectFailed)
+        }
+        Err(_) => Err(ErrorKind::ConnectTimeout),
+    }
+}
