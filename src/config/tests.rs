@@ -1,1 +1,301 @@
+use super::*;
 
+fn load(yaml: &str) -> Result<Config, Vec<String>> {
+    Config::from_bytes(yaml.as_bytes(), &NodeOverrides::default())
+        .map_err(|p| p.0.iter().map(|p| p.to_string()).collect())
+}
+
+fn problems(yaml: &str) -> Vec<String> {
+    match load(yaml) {
+        Ok(_) => panic!("expected problems in:\n{yaml}"),
+        Err(p) => p,
+    }
+}
+
+#[test]
+fn kong_defaults_apply() {
+    let config = load(
+        r#"
+_format_version: "3.0"
+services:
+  - name: users
+    url: http://127.0.0.1:8080/v1
+    routes:
+      - name: users-api
+        paths: [/api/users]
+"#,
+    )
+    .unwrap();
+    let service = &config.services[0];
+    assert_eq!(&*service.name, "users");
+    assert_eq!(service.port, 8080);
+    assert_eq!(service.path, "/v1");
+    assert_eq!(service.retries, 5);
+    assert_eq!(service.connect_timeout, Duration::from_millis(60_000));
+    assert_eq!(service.host_header, "127.0.0.1:8080");
+    let route = &config.routes[0];
+    assert!(route.strip_path && !route.preserve_host && route.http && route.https);
+    assert_eq!(
+        config.node.proxy_listen[0].addr,
+        "0.0.0.0:8000".parse().unwrap()
+    );
+    assert_eq!(config.node.admin_listen, "127.0.0.1:8001".parse().unwrap());
+    assert_eq!(config.node.limits.max_headers, 100);
+    assert_eq!(config.hash.len(), 32);
+}
+
+#[test]
+fn top_level_routes_refer_to_services() {
+    let config = load(
+        r#"
+_format_version: "2.1"
+services:
+  - name: a
+    host: 127.0.0.1
+    port: 80
+routes:
+  - name: by-name
+    service: a
+    paths: [/a]
+  - name: by-object
+    service: { name: a }
+    hosts: [example.com]
+"#,
+    )
+    .unwrap();
+    assert_eq!(config.routes.len(), 2);
+    assert_eq!(config.services[0].host_header, "127.0.0.1");
+    assert_eq!(config.services[0].path, "/");
+}
+
+#[test]
+fn every_problem_is_reported_with_its_path() {
+    let found = problems(
+        r#"
+_format_version: "3.0"
+services:
+  - name: a
+    url: http://127.0.0.1:1
+    colour: blue
+  - name: b
+    url: http://127.0.0.1:2
+    routes:
+      - paths: [/ok, nope, "~(unclosed"]
+        hosts: ["*.a.*"]
+      - methods: [get]
+routes:
+  - service: missing
+    paths: [/x]
+plugins:
+  - name: acl-typo
+ringway:
+  log_level: nope
+  proxy_listen: ["0.0.0.0:8443 ssl"]
+"#,
+    );
+    let expect = [
+        "services[0].colour: unknown field `colour`",
+        "services[1].routes[0].paths[1]: invalid path 'nope'",
+        "services[1].routes[0].paths[2]: invalid regex",
+        "services[1].routes[0].hosts[0]: invalid host '*.a.*': only one wildcard",
+        "services[1].routes[1].methods[0]: invalid method 'get'",
+        "routes[0].service: no service named 'missing'",
+        "plugins[0].name: unknown plugin 'acl-typo'",
+        "ringway.log_level: unknown level 'nope'",
+        "ringway.proxy_listen[0]:",
+    ];
+    for prefix in expect {
+        assert!(
+            found.iter().any(|p| p.starts_with(prefix)),
+            "missing {prefix:?} in {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn unsupported_entities_and_versions_are_errors() {
+    let found = problems("_format_version: \"1.0\"\nconsumers:\n  - username: a\n");
+    assert!(found.iter().any(|p| p.starts_with("_format_version:")));
+    assert!(found.iter().any(|p| p.starts_with("consumers:")));
+    let found = problems("services: []\n");
+    assert!(found
+        .iter()
+        .any(|p| p.starts_with("_format_version: required")));
+    let found = problems("_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://a:1\n    plugins:\n      - name: jwt\n");
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("services[0].plugins[0].name: unknown plugin 'jwt'")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn invalid_yaml_is_one_problem() {
+    let found = problems("_format_version: \"3.0\"\nservices: [\n");
+    assert_eq!(found.len(), 1);
+    assert!(found[0].starts_with("invalid YAML"));
+    let found = problems("- just\n- a list\n");
+    assert_eq!(found, vec!["the top level must be a mapping".to_owned()]);
+}
+
+#[test]
+fn route_needs_a_match_field_and_valid_values() {
+    let found = problems(
+        r#"
+_format_version: "3.0"
+services:
+  - name: s
+    url: http://127.0.0.1:1
+    routes:
+      - name: empty
+      - name: dup
+        paths: [/a]
+      - name: dup
+        paths: [/b//c]
+        headers: { host: [x] }
+        https_redirect_status_code: 200
+"#,
+    );
+    for prefix in [
+        "services[0].routes[0]: must set at least one of",
+        "services[0].routes[2].name: duplicate route name 'dup'",
+        "services[0].routes[2].paths[0]: invalid path '/b//c'",
+        "services[0].routes[2].headers.host:",
+        "services[0].routes[2].https_redirect_status_code:",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(prefix)),
+            "missing {prefix:?} in {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn urls_and_service_fields() {
+    for (url, host, port, path) in [
+        ("http://example.com", "example.com", 80, "/"),
+        ("http://127.0.0.1:9000/", "127.0.0.1", 9000, "/"),
+        ("http://[::1]:9000/x/y", "[::1]", 9000, "/x/y"),
+    ] {
+        let config = load(&format!(
+            "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: {url}\n"
+        ))
+        .unwrap();
+        let s = &config.services[0];
+        assert_eq!(
+            (s.host.as_str(), s.port, s.path.as_str()),
+            (host, port, path),
+            "{url}"
+        );
+    }
+    for (url, prefix) in [
+        ("example.com", "services[0].url: invalid url"),
+        ("http://a:99999", "services[0].url: invalid port"),
+        ("https://a", "services[0].protocol: https upstreams"),
+        (
+            "ftp://a",
+            "services[0].protocol: unsupported protocol 'ftp'",
+        ),
+        ("http://u:p@a", "services[0].url: invalid url"),
+    ] {
+        let found = problems(&format!(
+            "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: {url}\n"
+        ));
+        assert!(
+            found.iter().any(|p| p.starts_with(prefix)),
+            "{url}: {found:?}"
+        );
+    }
+    let found = problems("_format_version: \"3.0\"\nservices:\n  - name: s\n    host: a\n    retries: 40000\n    read_timeout: 0\n");
+    assert!(found.iter().any(|p| p.starts_with("services[0].retries")));
+    assert!(found
+        .iter()
+        .any(|p| p.starts_with("services[0].read_timeout")));
+}
+
+#[test]
+fn vault_references_read_the_environment() {
+    std::env::set_var("RINGWAY_TEST_UPSTREAM_HOST", "127.0.0.1");
+    let config = load("_format_version: \"3.0\"\nservices:\n  - name: s\n    host: \"{vault://env/ringway-test-upstream-host}\"\n").unwrap();
+    assert_eq!(config.services[0].host, "127.0.0.1");
+    let found = problems("_format_version: \"3.0\"\nservices:\n  - name: s\n    host: \"{vault://env/ringway-test-not-set}\"\n");
+    assert!(
+        found[0].starts_with("services[0].host: environment variable RINGWAY_TEST_NOT_SET"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn node_section_and_overrides() {
+    let yaml = r#"
+_format_version: "3.0"
+ringway:
+  proxy_listen: ["127.0.0.1:9000", "127.0.0.1:9001 reuseport backlog=128"]
+  workers: 3
+  client_header_timeout: 500
+  trusted_ips: [10.0.0.0/8, 192.168.1.1]
+"#;
+    let config = load(yaml).unwrap();
+    assert_eq!(config.node.proxy_listen.len(), 2);
+    assert_eq!(config.node.proxy_listen[1].backlog, 128);
+    assert_eq!(config.node.workers, 3);
+    assert_eq!(
+        config.node.client_header_timeout,
+        Duration::from_millis(500)
+    );
+    assert!(config.node.is_trusted("10.1.2.3".parse().unwrap()));
+    assert!(config.node.is_trusted("192.168.1.1".parse().unwrap()));
+    assert!(!config.node.is_trusted("192.168.1.2".parse().unwrap()));
+
+    let overrides = NodeOverrides {
+        proxy_listen: vec!["127.0.0.1:7000".into()],
+        workers: Some(1),
+        ..Default::default()
+    };
+    let config = Config::from_bytes(yaml.as_bytes(), &overrides).unwrap();
+    assert_eq!(config.node.proxy_listen.len(), 1);
+    assert_eq!(config.node.workers, 1);
+
+    let found = problems("_format_version: \"3.0\"\nringway:\n  admin_listen: 0.0.0.0:8001\n  workers: 0\n  max_headers: 100000\n");
+    for prefix in [
+        "ringway.admin_listen: 0.0.0.0:8001 is not a loopback",
+        "ringway.workers",
+        "ringway.max_headers",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(prefix)),
+            "missing {prefix:?} in {found:?}"
+        );
+    }
+    let with_token = load(
+        "_format_version: \"3.0\"\nringway:\n  admin_listen: 0.0.0.0:8001\n  admin_token: s3cret\n",
+    )
+    .unwrap();
+    assert_eq!(with_token.node.admin_token.as_deref(), Some("s3cret"));
+}
+
+/// Every file shipped in config/ must load, so examples cannot rot.
+#[test]
+fn every_bundled_config_loads() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if !matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            continue;
+        }
+        if let Err(e) = Config::load(&path, &NodeOverrides::default()) {
+            panic!("{}: {e}", path.display());
+        }
+        seen += 1;
+    }
+    assert!(
+        seen >= 2,
+        "expected the example and the demo config in {}",
+        dir.display()
+    );
+}

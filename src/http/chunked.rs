@@ -425,7 +425,7 @@ mod tests {
         let input = b"3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.1\r\n";
         let (_, used, done) = decode(input, Emit::Raw).unwrap();
         assert!(done);
-        assert_eq!(used, 15);
+        assert_eq!(used, 13);
     }
 
     #[test]

@@ -8,3 +8,6 @@ pub mod worker;
 
 pub use conn::serve;
 pub use worker::{Drain, Shared, Snapshot, Worker};
+
+#[cfg(test)]
+mod tests;

@@ -327,6 +327,3 @@ fn write_forwarded_headers(
         write_header(out, b"X-Real-IP", client.ip.as_bytes());
     }
 }
-
-#[cfg(test)]
-mod tests;
