@@ -18,7 +18,7 @@ impl Log for StderrLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let now = httpdate::fmt_http_date(std::time::SystemTime::now());
+        let now = rfc3339(std::time::SystemTime::now());
         let level = match record.level() {
             Level::Error => "error",
             Level::Warn => "warn",
@@ -34,6 +34,42 @@ impl Log for StderrLogger {
 }
 
 static LOGGER: StderrLogger = StderrLogger;
+
+/// `2026-11-28T13:50:11.123Z`, computed from the Unix time (civil-from-days).
+fn rfc3339(time: std::time::SystemTime) -> String {
+    let since = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_dates() {
+        let at = |s: u64| super::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
+        assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00.000Z");
+        assert_eq!(at(1_300_819_380), "2011-03-22T18:43:00.000Z");
+    }
+}
 
 /// Parses a level name as accepted by `--log-level`, `RINGWAY_LOG` and `log_level`.
 pub fn parse_level(name: &str) -> Option<LevelFilter> {

@@ -157,7 +157,6 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>, settings: Arc<Setting
             .token
             .as_deref()
             .is_none_or(|token| has_token(request.headers, token));
-        drop(request);
         buf.drain(..end);
 
         // Read (and for now, only bound) the body.
@@ -190,7 +189,7 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>, settings: Arc<Setting
         buf.drain(..body_len);
 
         let path = target.split('?').next().unwrap_or("/");
-        let reply = if !authorized && !(method == "GET" && path == "/status/ready") {
+        let reply = if !(authorized || method == "GET" && path == "/status/ready") {
             Reply::message(401, "Unauthorized")
         } else {
             route(&method, path, &shared, &settings)

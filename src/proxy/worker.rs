@@ -145,6 +145,10 @@ pub struct Worker {
     pub drain: Drain,
     /// This worker's share of `max_connections`.
     pub max_connections: usize,
+    /// The snapshot this worker uses and its generation. The `Rc` around the `Arc` is
+    /// deliberate: requests clone the `Rc` (a plain increment), never the shared `Arc`
+    /// (an atomic one on a cache line every worker touches).
+    #[allow(clippy::redundant_allocation)]
     local: RefCell<(u64, Rc<Arc<Snapshot>>)>,
 }
 
@@ -174,6 +178,7 @@ impl Worker {
     /// The config to use for the next request: the worker's cached snapshot, refreshed
     /// only when a reload published a new one. Cloning the `Rc` is not atomic, so workers
     /// never contend on the shared `Arc`'s count per request.
+    #[allow(clippy::redundant_allocation)]
     pub fn snapshot(&self) -> Rc<Arc<Snapshot>> {
         let generation = self.shared.generation.load(Ordering::Acquire);
         let mut local = self.local.borrow_mut();

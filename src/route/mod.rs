@@ -111,7 +111,7 @@ impl Router {
                 ));
             }
         }
-        keyed.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        keyed.sort_by_key(|k| (k.0, k.1, k.2));
         Router {
             entries: keyed.into_iter().map(|(_, _, _, entry)| entry).collect(),
         }

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Builds ringway, starts the bundled upstream and the gateway on config/demo.yaml, and
+# sends a few requests through it. The gateway keeps running until Ctrl-C; with --once
+# the script stops everything after the requests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+once=false
+[ "${1:-}" = "--once" ] && once=true
+
+echo "==> building (release)"
+cargo build --release --locked --bins
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+get() {
+  # GET a URL and print the status line, a few headers and the body.
+  if command -v curl >/dev/null; then
+    curl -sS -i --max-time 5 "$@" || true
+  else
+    python3 - "$@" <<'PY'
+import sys, urllib.request, urllib.error
+url = sys.argv[-1]
+try:
+    r = urllib.request.urlopen(url, timeout=5)
+except urllib.error.HTTPError as e:
+    r = e
+print(f"HTTP/1.1 {r.status}")
+for k, v in r.headers.items():
+    print(f"{k}: {v}")
+print()
+print(r.read().decode(errors="replace"))
+PY
+  fi
+  echo
+}
+
+wait_ready() {
+  for _ in $(seq 1 100); do
+    if (exec 3<>/dev/tcp/127.0.0.1/8001) 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "the gateway did not come up; see its log above" >&2
+  exit 1
+}
+
+echo "==> starting the bundled upstream on 127.0.0.1:9001"
+target/release/ringway-upstream --listen 127.0.0.1:9001 --name demo-upstream >/dev/null &
+pids+=($!)
+echo "==> starting ringway on config/demo.yaml (proxy 127.0.0.1:8000, admin 127.0.0.1:8001)"
+target/release/ringway run -c config/demo.yaml &
+pids+=($!)
+wait_ready
+
+echo "==> GET /api/users/123 (routed to user-service, /api/users stripped)"
+get http://127.0.0.1:8000/api/users/123
+echo "==> GET /echo/hello?x=1 (the upstream echoes what it received: note X-Forwarded-*)"
+get http://127.0.0.1:8000/echo/hello?x=1
+echo "==> GET /nowhere (no route: Kong's 404)"
+get http://127.0.0.1:8000/nowhere
+echo "==> GET http://127.0.0.1:8001/status (Admin API)"
+get http://127.0.0.1:8001/status
+
+if $once; then
+  exit 0
+fi
+echo "==> ringway is running: proxy http://127.0.0.1:8000, admin http://127.0.0.1:8001. Ctrl-C stops it."
+wait
