@@ -135,7 +135,6 @@ fn check(path: &std::path::Path) -> ExitCode {
             for problem in &problems.0 {
                 eprintln!("{problem}");
             }
-            eprintln!("{}: {} problem(s) found", path.display(), problems.0.len());
             ExitCode::from(EXIT_CONFIG)
         }
     }

@@ -273,7 +273,15 @@ fn build(doc: Value, overrides: &NodeOverrides, report: &mut Report) -> Option<C
     let mut route_files: Vec<(String, RouteFile, Option<usize>)> = Vec::new();
     for (i, value) in top.services.into_iter().enumerate() {
         let path = format!("services[{i}]");
+        let nested_if_broken = nested_routes(&value);
         let Some(file) = parse_item::<ServiceFile>(value, &path, report) else {
+            // Report the nested routes' own problems too, so one pass shows them all.
+            for (j, route) in nested_if_broken.into_iter().enumerate() {
+                let route_path = format!("{path}.routes[{j}]");
+                if let Some(route) = parse_item::<RouteFile>(route, &route_path, report) {
+                    build_route(route, None, &route_path, report);
+                }
+            }
             continue;
         };
         check_plugins(&file.plugins, &format!("{path}.plugins"), report);
@@ -344,6 +352,14 @@ fn build(doc: Value, overrides: &NodeOverrides, report: &mut Report) -> Option<C
         routes,
         hash: String::new(),
     })
+}
+
+/// The raw `routes` list of a service item, if it has one.
+fn nested_routes(service: &Value) -> Vec<Value> {
+    match service.get("routes") {
+        Some(Value::Sequence(routes)) => routes.clone(),
+        _ => Vec::new(),
+    }
 }
 
 fn yaml_inline(value: &Value) -> String {

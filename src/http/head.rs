@@ -27,6 +27,8 @@ pub struct HeadScanner {
     line_start: usize,
     /// Start of the request (or status) line, after any leading empty lines.
     start: Option<usize>,
+    /// End of the request (or status) line, without its CRLF.
+    first_line_end: usize,
     /// Bytes of complete header lines, CRLFs included.
     header_bytes: usize,
     lines: usize,
@@ -44,6 +46,11 @@ impl HeadScanner {
     /// Whether any byte of a message has been seen (empty lines excluded).
     pub fn started(&self) -> bool {
         self.start.is_some() || self.pos > self.line_start
+    }
+
+    /// The request (or status) line, once it has ended.
+    pub fn first_line<'b>(&self, buf: &'b [u8]) -> Option<&'b [u8]> {
+        self.start.map(|start| &buf[start..self.first_line_end])
     }
 
     /// Scans the bytes not seen yet. `buf` must start at the message's first byte.
@@ -85,6 +92,7 @@ impl HeadScanner {
                         return Err(ErrorKind::UriTooLong);
                     }
                     self.start = Some(self.line_start);
+                    self.first_line_end = at;
                 }
                 Some(start) => {
                     if line_len == 0 {

@@ -156,6 +156,9 @@ impl Conn {
             };
             first = false;
             self.worker.stats.total_requests.inc();
+            // The request uses the config current when its head arrived, not the one
+            // current when the connection went idle: a reload in between applies.
+            let snapshot = self.worker.snapshot();
             self.out.clear();
             let prepared =
                 request::prepare(&self.buf[start..end], &self.info, &snapshot, &mut self.out);
@@ -208,6 +211,13 @@ impl Conn {
                     Ok(HeadStatus::Complete { start, end }) => return Ok((start, end)),
                     Ok(HeadStatus::Partial) => {}
                     Err(kind) => return Err(HeadEnd::Reject(kind)),
+                }
+                // Refuse a request line that can never become HTTP/1.x (HTTP/0.9, the
+                // HTTP/2 preface, garbage) now, rather than waiting for headers.
+                if let Some(line) = scanner.first_line(&self.buf) {
+                    if !(line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0")) {
+                        return Err(HeadEnd::Reject(ErrorKind::BadRequest));
+                    }
                 }
                 if deadline.is_none() && scanner.started() {
                     // RFC-free policy: one deadline for the whole head, from its first
@@ -297,18 +307,22 @@ impl Conn {
         let mut fresh_retry = true;
         let mut force_fresh = false;
         loop {
-            let (mut upstream, reused) = match self.checkout(addr, service, force_fresh).await {
-                Ok(checkout) => checkout,
-                Err(kind) => {
-                    // Nothing was sent: any method may try again.
-                    if retries_left > 0 {
-                        retries_left -= 1;
-                        self.worker.stats.upstream_retries.inc();
-                        continue;
+            // A request that could not be replayed is not risked on a pooled connection
+            // the upstream has already closed.
+            let check_stale = !(complete && exchange.idempotent);
+            let (mut upstream, reused) =
+                match self.checkout(addr, service, force_fresh, check_stale).await {
+                    Ok(checkout) => checkout,
+                    Err(kind) => {
+                        // Nothing was sent: any method may try again.
+                        if retries_left > 0 {
+                            retries_left -= 1;
+                            self.worker.stats.upstream_retries.inc();
+                            continue;
+                        }
+                        return self.fail(kind).await;
                     }
-                    return self.fail(kind).await;
-                }
-            };
+                };
             let failure = match self
                 .send_request(&mut upstream, service, node.client_body_timeout, &mut body)
                 .await
@@ -406,9 +420,13 @@ impl Conn {
         addr: SocketAddr,
         service: &Service,
         fresh: bool,
+        check_stale: bool,
     ) -> Result<(TcpStream, bool), ErrorKind> {
         if !fresh {
-            if let Some(stream) = self.worker.pool.take(addr, Instant::now()) {
+            while let Some(stream) = self.worker.pool.take(addr, Instant::now()) {
+                if check_stale && upstream::is_closed(&stream) {
+                    continue;
+                }
                 self.worker.stats.upstream_reused.inc();
                 return Ok((stream, true));
             }

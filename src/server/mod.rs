@@ -82,8 +82,13 @@ pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
 
     // Bind everything before starting anything, so a busy port is a clean error.
     let listeners = listen::bind_proxy(&node.proxy_listen, node.workers)?;
+    let bound: Vec<std::net::SocketAddr> = listeners[0]
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
     let admin = listen::bind_single(node.admin_listen)
         .with_context(|| format!("cannot listen on {} (admin_listen)", node.admin_listen))?;
+    let admin_addr = admin.local_addr().unwrap_or(node.admin_listen);
     std::fs::create_dir_all(&node.data_dir)
         .with_context(|| format!("cannot create data_dir {}", node.data_dir.display()))?;
 
@@ -119,16 +124,13 @@ pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
         .spawn(move || crate::admin::run(admin, admin_shared, admin_config))
         .context("cannot start the admin thread")?;
 
-    let addresses: Vec<String> = node
-        .proxy_listen
-        .iter()
-        .map(|l| l.addr.to_string())
-        .collect();
+    // The bound addresses, so `:0` shows the port the kernel chose.
+    let addresses: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
     log::info!(
         "ringway {} listening on {} (admin {}), {} workers on {}",
         crate::VERSION,
         addresses.join(", "),
-        node.admin_listen,
+        admin_addr,
         node.workers,
         driver.name()
     );

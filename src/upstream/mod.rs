@@ -11,6 +11,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
@@ -104,4 +105,29 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, E
         }
         Err(_) => Err(ErrorKind::ConnectTimeout),
     }
+}
+
+/// Whether the upstream has closed (or reset, or spoken out of turn on) an idle pooled
+/// connection: a non-blocking one-byte peek. It costs a syscall, so it is used only for
+/// requests that could not be replayed if the connection turned out to be dead.
+#[allow(unsafe_code)]
+pub fn is_closed(stream: &TcpStream) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: the descriptor belongs to `stream`, which outlives the call and has no
+    // operation in flight (it was idle in the pool); the buffer is one valid local byte,
+    // and MSG_PEEK leaves the socket's data untouched.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        let err = std::io::Error::last_os_error();
+        return err.kind() != std::io::ErrorKind::WouldBlock;
+    }
+    // 0: the upstream closed; > 0: bytes nobody asked for, the connection is out of step.
+    true
 }
