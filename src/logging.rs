@@ -60,17 +60,6 @@ fn rfc3339(time: std::time::SystemTime) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rfc3339_dates() {
-        let at = |s: u64| super::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
-        assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(at(951_782_400), "2000-02-29T00:00:00.000Z");
-        assert_eq!(at(1_300_819_380), "2011-03-22T18:43:00.000Z");
-    }
-}
-
 /// Parses a level name as accepted by `--log-level`, `RINGWAY_LOG` and `log_level`.
 pub fn parse_level(name: &str) -> Option<LevelFilter> {
     match name {
@@ -87,4 +76,15 @@ pub fn parse_level(name: &str) -> Option<LevelFilter> {
 pub fn init(level: LevelFilter) {
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_dates() {
+        let at = |s: u64| super::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
+        assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00.000Z");
+        assert_eq!(at(1_300_819_380), "2011-03-22T18:43:00.000Z");
+    }
 }
