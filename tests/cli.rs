@@ -1,0 +1,381 @@
+//! The command line (SPEC §1, §2 validation and vault references).
+
+mod support;
+
+use std::fs;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const CLI_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn write_tmp(name: &str, text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join(name);
+    fs::write(&p, text).unwrap();
+    (dir, p.to_string_lossy().to_string())
+}
+
+fn stderr_of(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+const VALID: &str = r#"_format_version: "3.0"
+services:
+  - name: users
+    url: http://127.0.0.1:9/v1
+    retries: 2
+    connect_timeout: 1000
+    read_timeout: 2000
+    write_timeout: 2000
+    routes:
+      - name: users-api
+        paths: ["/api/users", "~/api/u/(?<id>\\d+)$"]
+        methods: [GET, POST]
+        hosts: ["*.example.com", "api.example.*"]
+        headers:
+          x-version: ["v1"]
+        strip_path: true
+        preserve_host: false
+        regex_priority: 3
+  - name: orders
+    url: http://127.0.0.1:9
+routes:
+  - name: orders-api
+    service: orders
+    paths: ["/orders"]
+ringway:
+  client_header_timeout: 5000
+  keepalive_timeout: 1000
+  max_request_line_bytes: 4096
+  upstream_keepalive_idle_timeout: 2000
+  log_level: warn
+"#;
+
+#[test]
+fn check_valid_file_exits_0() {
+    let (_d, p) = write_tmp("kong.yaml", VALID);
+    let out = run_cli(&["check", "-c", &p], &[], CLI_TIMEOUT);
+    let err = stderr_of(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "check on a valid file; stderr:\n{err}"
+    );
+    assert_no_panic(&err);
+}
+
+#[test]
+fn check_format_version_2_1_is_valid() {
+    let text = VALID.replace("\"3.0\"", "\"2.1\"");
+    let (_d, p) = write_tmp("kong.yaml", &text);
+    let out = run_cli(&["check", "-c", &p], &[], CLI_TIMEOUT);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{}", stderr_of(&out));
+}
+
+#[test]
+fn check_reports_every_problem_with_its_path() {
+    let text = r#"_format_version: "3.0"
+services:
+  - name: a
+    url: http://127.0.0.1:9
+    bogus_field: 1
+    routes:
+      - name: r1
+        paths: ["nope"]
+routes:
+  - name: r2
+    service: missing-svc
+    paths: ["/x"]
+ringway:
+  log_level: nope
+"#;
+    let (_d, p) = write_tmp("kong.yaml", text);
+    let out = run_cli(&["check", "-c", &p], &[], CLI_TIMEOUT);
+    let err = stderr_of(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "check on an invalid file must exit 78; stderr:\n{err}"
+    );
+    assert_no_panic(&err);
+    let lines = nonempty_lines(&err);
+    let has = |prefix: &str, contains: &str| {
+        lines
+            .iter()
+            .any(|l| l.trim_start().starts_with(prefix) && l.contains(contains))
+    };
+    let mut missing = Vec::new();
+    if !has("services[0]", "bogus_field") {
+        missing.push("unknown field: a line starting with `services[0]` naming `bogus_field`");
+    }
+    if !has("services[0].routes[0].paths[0]", "") {
+        missing.push(
+            "path not starting with '/': a line starting with `services[0].routes[0].paths[0]`",
+        );
+    }
+    if !has("routes[0]", "missing-svc") {
+        missing.push(
+            "route to a missing service: a line starting with `routes[0]` naming `missing-svc`",
+        );
+    }
+    if !has("ringway.log_level", "") {
+        missing.push("bad log level: a line starting with `ringway.log_level`");
+    }
+    assert!(
+        missing.is_empty(),
+        "missing problem lines: {missing:#?}\nstderr:\n{err}"
+    );
+    assert!(
+        lines.len() >= 4,
+        "each problem on its own line; stderr:\n{err}"
+    );
+}
+
+#[test]
+fn check_unknown_plugin_is_an_error_with_path() {
+    let text = r#"_format_version: "3.0"
+services:
+  - name: a
+    url: http://127.0.0.1:9
+    routes:
+      - name: r1
+        paths: ["/a"]
+plugins:
+  - name: acl-typo
+"#;
+    let (_d, p) = write_tmp("kong.yaml", text);
+    let out = run_cli(&["check", "-c", &p], &[], CLI_TIMEOUT);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(78), "stderr:\n{err}");
+    assert!(
+        nonempty_lines(&err)
+            .iter()
+            .any(|l| l.trim_start().starts_with("plugins[0].name") && l.contains("acl-typo")),
+        "expected `plugins[0].name: unknown plugin 'acl-typo'`; stderr:\n{err}"
+    );
+}
+
+#[test]
+fn check_missing_file_is_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("does-not-exist.yaml");
+    let p = p.to_string_lossy().to_string();
+    let out = run_cli(&["check", "-c", &p], &[], CLI_TIMEOUT);
+    let err = stderr_of(&out);
+    assert!(
+        !out.status.success(),
+        "missing file must fail; stderr:\n{err}"
+    );
+    assert_no_panic(&err);
+    let lines = nonempty_lines(&err);
+    assert_eq!(lines.len(), 1, "a one-line error; stderr:\n{err}");
+    assert!(
+        lines[0].contains("does-not-exist.yaml"),
+        "the error names the file; stderr:\n{err}"
+    );
+}
+
+#[test]
+fn check_unreadable_yaml_is_one_line_error() {
+    let (_d, p) = write_tmp(
+        "broken.yaml",
+        "_format_version: \"3.0\"\nservices: [\n  - name: {a: b\n\t:::\n",
+    );
+    let out = run_cli(&["check", "-c", &p], &[], CLI_TIMEOUT);
+    let err = stderr_of(&out);
+    assert!(
+        !out.status.success(),
+        "broken YAML must fail; stderr:\n{err}"
+    );
+    assert_no_panic(&err);
+    assert_eq!(
+        nonempty_lines(&err).len(),
+        1,
+        "a one-line error; stderr:\n{err}"
+    );
+}
+
+#[test]
+fn run_missing_file_is_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("nope.yaml").to_string_lossy().to_string();
+    let data = dir.path().join("data").to_string_lossy().to_string();
+    let proxy = free_addr().to_string();
+    let admin = free_addr().to_string();
+    let out = run_cli(
+        &[
+            "run",
+            "-c",
+            &p,
+            "--proxy-listen",
+            &proxy,
+            "--admin-listen",
+            &admin,
+            "--workers",
+            "1",
+            "--data-dir",
+            &data,
+            "--log-level",
+            "warn",
+        ],
+        &[],
+        CLI_TIMEOUT,
+    );
+    let err = stderr_of(&out);
+    assert!(!out.status.success(), "stderr:\n{err}");
+    assert_no_panic(&err);
+    let lines = nonempty_lines(&err);
+    assert_eq!(lines.len(), 1, "a one-line error; stderr:\n{err}");
+    assert!(
+        lines[0].contains("nope.yaml"),
+        "names the file; stderr:\n{err}"
+    );
+}
+
+fn run_on_busy(port_is_proxy: bool) {
+    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = holder.local_addr().unwrap().to_string();
+    let other = free_addr().to_string();
+    let (proxy, admin) = if port_is_proxy {
+        (busy.clone(), other)
+    } else {
+        (other, busy.clone())
+    };
+    let (d, p) = write_tmp("kong.yaml", &one_service_config("http://127.0.0.1:9", ""));
+    let data = d.path().join("data").to_string_lossy().to_string();
+    let start = Instant::now();
+    let out = run_cli(
+        &[
+            "run",
+            "-c",
+            &p,
+            "--proxy-listen",
+            &proxy,
+            "--admin-listen",
+            &admin,
+            "--workers",
+            "1",
+            "--data-dir",
+            &data,
+            "--log-level",
+            "warn",
+        ],
+        &[],
+        CLI_TIMEOUT,
+    );
+    let took = start.elapsed();
+    let err = stderr_of(&out);
+    assert!(
+        !out.status.success(),
+        "run on a busy port must fail; stderr:\n{err}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "must fail quickly, took {took:?}"
+    );
+    assert_no_panic(&err);
+    // the error is one line naming the address (other warn-level lines, e.g. a driver
+    // fallback notice, are tolerated)
+    let naming: Vec<&str> = nonempty_lines(&err)
+        .into_iter()
+        .filter(|l| l.contains(&busy))
+        .collect();
+    assert_eq!(
+        naming.len(),
+        1,
+        "one error line names the address {busy}; stderr:\n{err}"
+    );
+    drop(holder);
+}
+
+#[test]
+fn run_on_busy_proxy_port_fails_fast_naming_the_address() {
+    run_on_busy(true);
+}
+
+#[test]
+fn run_on_busy_admin_port_fails_fast_naming_the_address() {
+    run_on_busy(false);
+}
+
+#[test]
+fn run_with_invalid_config_fails_without_panic() {
+    let (d, p) = write_tmp("kong.yaml", "_format_version: \"3.0\"\nservices:\n  - name: a\n    url: http://127.0.0.1:9\n    nonsense: true\n");
+    let data = d.path().join("data").to_string_lossy().to_string();
+    let proxy = free_addr().to_string();
+    let admin = free_addr().to_string();
+    let out = run_cli(
+        &[
+            "run",
+            "-c",
+            &p,
+            "--proxy-listen",
+            &proxy,
+            "--admin-listen",
+            &admin,
+            "--workers",
+            "1",
+            "--data-dir",
+            &data,
+            "--log-level",
+            "warn",
+        ],
+        &[],
+        CLI_TIMEOUT,
+    );
+    let err = stderr_of(&out);
+    assert!(!out.status.success(), "stderr:\n{err}");
+    assert_no_panic(&err);
+    assert!(
+        err.contains("nonsense"),
+        "names the problem; stderr:\n{err}"
+    );
+}
+
+#[test]
+fn version_prints_version_and_driver() {
+    let out = run_cli(&["version"], &[], CLI_TIMEOUT);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "output:\n{text}");
+    assert!(
+        text.contains(env!("CARGO_PKG_VERSION")),
+        "prints version {}; output:\n{text}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(
+        text.contains("io_uring") || text.contains("epoll"),
+        "names the driver; output:\n{text}"
+    );
+}
+
+#[test]
+fn vault_env_reference_is_substituted() {
+    let origin = Origin::start();
+    let config = one_service_config("\"{vault://env/ringway-test-origin-url}\"", "");
+    let gw = Gateway::start_with(
+        &config,
+        GatewayOpts::default().env("RINGWAY_TEST_ORIGIN_URL", &origin.url()),
+    );
+    let r = gw.get("/through-vault");
+    assert_eq!(r.status, 200, "{r:?}\nstderr:\n{}", gw.stderr_text());
+    assert_eq!(r.body, b"ok");
+    assert_eq!(origin.requests()[0].target, "/through-vault");
+}
+
+#[test]
+fn check_with_vault_reference_resolves_env() {
+    let config = one_service_config("\"{vault://env/ringway-test-check-url}\"", "");
+    let (_d, p) = write_tmp("kong.yaml", &config);
+    let out = run_cli(
+        &["check", "-c", &p],
+        &[("RINGWAY_TEST_CHECK_URL", "http://127.0.0.1:9/x")],
+        CLI_TIMEOUT,
+    );
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{}", stderr_of(&out));
+}

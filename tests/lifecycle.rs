@@ -1,0 +1,436 @@
+//! Process lifecycle and status (SPEC §1 signals, §5 `GET /status`, `GET /status/ready`).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn two_route_config(origin: &Origin, with_new: bool) -> String {
+    let new = if with_new {
+        "      - name: new\n        paths: [\"/new\"]\n        strip_path: false\n"
+    } else {
+        ""
+    };
+    format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: svc\n    url: {}\n    routes:\n      - name: old\n        paths: [\"/old\"]\n        strip_path: false\n{new}",
+        origin.url()
+    )
+}
+
+#[test]
+fn status_ready_answers_200_ready() {
+    let o = Origin::start();
+    let gw = Gateway::start(&one_service_config(&o.url(), ""));
+    let r = gw.admin_get("/status/ready");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["message"], "ready", "{r:?}");
+}
+
+#[test]
+fn status_reports_counters_hash_workers_driver() {
+    let o = Origin::start();
+    let gw = Gateway::start_with(
+        &one_service_config(&o.url(), ""),
+        GatewayOpts::default().workers(2),
+    );
+    let j = gw.status_json();
+    let server = &j["server"];
+    for k in [
+        "connections_active",
+        "connections_accepted",
+        "total_requests",
+    ] {
+        assert!(server[k].is_u64(), "server.{k} must be a number: {j}");
+    }
+    assert!(
+        j["configuration_hash"]
+            .as_str()
+            .map(|s| !s.is_empty())
+            .unwrap_or(false),
+        "configuration_hash: {j}"
+    );
+    assert_eq!(j["workers"], 2, "{j}");
+    let driver = j["driver"].as_str().unwrap_or("");
+    assert!(driver == "io_uring" || driver == "epoll", "driver: {j}");
+
+    // counters move with traffic: 5 requests on one connection
+    let base_req = server["total_requests"].as_u64().unwrap_or(0);
+    let base_acc = server["connections_accepted"].as_u64().unwrap_or(0);
+    let mut c = gw.client();
+    for i in 0..5 {
+        assert_eq!(c.roundtrip(&get_req(&format!("/s{i}"), "a")).status, 200);
+    }
+    let got = wait_for(Duration::from_secs(5), || {
+        let j = gw.status_json();
+        let s = &j["server"];
+        let ok = s["total_requests"].as_u64().unwrap_or(0) >= base_req + 5
+            && s["connections_accepted"].as_u64().unwrap_or(0) > base_acc
+            && s["connections_active"].as_u64().unwrap_or(0) >= 1;
+        if ok {
+            Some(j)
+        } else {
+            None
+        }
+    });
+    assert!(
+        got.is_some(),
+        "counters did not reflect 5 requests on an open connection: {}",
+        gw.status_json()
+    );
+    drop(c);
+    // the closed connection leaves connections_active
+    let drained = wait_for(Duration::from_secs(5), || {
+        if gw.status_json()["server"]["connections_active"].as_u64() == Some(0) {
+            Some(())
+        } else {
+            None
+        }
+    });
+    assert!(
+        drained.is_some(),
+        "connections_active did not return to 0: {}",
+        gw.status_json()
+    );
+}
+
+#[test]
+fn epoll_driver_can_be_forced() {
+    let o = Origin::start();
+    let gw = Gateway::start_with(
+        &one_service_config(&o.url(), ""),
+        GatewayOpts::default().env("RINGWAY_DRIVER", "epoll"),
+    );
+    assert_eq!(gw.status_json()["driver"], "epoll");
+    let r = gw.get("/on-epoll");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, b"ok");
+}
+
+#[test]
+fn sigterm_finishes_in_flight_request_then_exits_0() {
+    let o =
+        Origin::with_handler(|_| Action::Delay(Duration::from_millis(500), Box::new(Action::Ok)));
+    let mut gw = Gateway::start(&one_service_config(&o.url(), ""));
+    let addr = gw.proxy_addr();
+    let mut c = gw.client();
+    c.send(&get_req("/slow", "a")).unwrap();
+    o.wait_requests(1, RESPONSE_DEADLINE);
+    gw.send_signal("TERM");
+    let r = c
+        .read_response()
+        .expect("the in-flight request completes during drain");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, b"ok");
+    let st = gw.wait_exit(Duration::from_secs(10)).unwrap_or_else(|| {
+        panic!(
+            "still running 10 s after SIGTERM; stderr:\n{}",
+            gw.stderr_text()
+        )
+    });
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "exit status after SIGTERM; stderr:\n{}",
+        gw.stderr_text()
+    );
+    assert!(
+        Client::try_connect_timeout(addr, Duration::from_secs(1)).is_err(),
+        "new connections refused after exit"
+    );
+    assert_no_panic(&gw.stderr_text());
+}
+
+#[test]
+fn sigterm_idle_gateway_exits_0_promptly() {
+    let o = Origin::start();
+    let mut gw = Gateway::start(&one_service_config(&o.url(), ""));
+    // an idle keep-alive connection must not hold the drain for drain_timeout (30 s)
+    let mut c = gw.client();
+    assert_eq!(c.roundtrip(&get_req("/x", "a")).status, 200);
+    let start = Instant::now();
+    gw.send_signal("TERM");
+    let st = gw
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits after SIGTERM");
+    assert_eq!(st.code(), Some(0));
+    assert!(start.elapsed() < Duration::from_secs(10));
+    drop(c);
+}
+
+#[test]
+fn sigint_drains_like_sigterm() {
+    let o = Origin::start();
+    let mut gw = Gateway::start(&one_service_config(&o.url(), ""));
+    gw.send_signal("INT");
+    let st = gw
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits after SIGINT");
+    assert_eq!(st.code(), Some(0));
+}
+
+#[test]
+fn draining_ready_answers_503_and_new_connections_refused() {
+    let o =
+        Origin::with_handler(|_| Action::Delay(Duration::from_millis(2500), Box::new(Action::Ok)));
+    let mut gw = Gateway::start(&one_service_config(&o.url(), ""));
+    let addr = gw.proxy_addr();
+    let mut c = gw.client();
+    c.send(&get_req("/slow", "a")).unwrap();
+    o.wait_requests(1, RESPONSE_DEADLINE);
+    gw.send_signal("TERM");
+    // while the slow request drains, /status/ready says 503 draining
+    let ready = wait_for(Duration::from_millis(2000), || {
+        let mut a =
+            Client::try_connect_timeout(gw.admin_addr(), Duration::from_millis(500)).ok()?;
+        a.send(&get_req("/status/ready", "localhost")).ok()?;
+        let r = a.read_response_within(Duration::from_millis(1000)).ok()?;
+        if r.status == 503 {
+            Some(r)
+        } else {
+            None
+        }
+    });
+    let ready = ready.expect("/status/ready answers 503 while draining");
+    assert_eq!(ready.json()["message"], "draining", "{ready:?}");
+    // stop accepting: a new proxy connection gets no service
+    let refused = match Client::try_connect_timeout(addr, Duration::from_millis(500)) {
+        Err(_) => true,
+        Ok(mut n) => {
+            let _ = n.send(&get_req("/new", "a"));
+            !matches!(n.read_response_within(Duration::from_millis(1000)), Ok(r) if r.status == 200)
+        }
+    };
+    assert!(refused, "a new connection was served while draining");
+    let r = c.read_response().expect("in-flight request completes");
+    assert_eq!(r.status, 200);
+    let st = gw
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits after drain");
+    assert_eq!(st.code(), Some(0));
+}
+
+#[test]
+fn sighup_with_invalid_file_keeps_old_config() {
+    let o = Origin::start();
+    let mut gw = Gateway::start(&two_route_config(&o, false));
+    let hash = gw.status_json()["configuration_hash"].clone();
+    let mut c = gw.client();
+    assert_eq!(c.roundtrip(&get_req("/old", "a")).status, 200);
+    gw.write_config("_format_version: \"3.0\"\nservices:\n  - name: broken\n    url: http://127.0.0.1:9\n    no_such_field: 1\n");
+    let before = gw.stderr_text();
+    gw.send_signal("HUP");
+    let logged = wait_for(Duration::from_secs(5), || {
+        if gw.stderr_text().len() > before.len() {
+            Some(())
+        } else {
+            None
+        }
+    });
+    assert!(
+        logged.is_some(),
+        "an invalid reload is logged (at warn or error)"
+    );
+    let log = gw.stderr_text();
+    assert!(
+        log[before.len()..].contains("no_such_field"),
+        "the log says why: {log}"
+    );
+    assert!(gw.is_running(), "still running after an invalid reload");
+    assert_eq!(
+        c.roundtrip(&get_req("/old", "a")).status,
+        200,
+        "old config still served on an open connection"
+    );
+    assert_eq!(
+        gw.get("/old").status,
+        200,
+        "old config still served on a new connection"
+    );
+    assert_eq!(
+        gw.status_json()["configuration_hash"],
+        hash,
+        "configuration_hash unchanged"
+    );
+    assert_no_panic(&log);
+}
+
+/// Reloads with a new `/new` route; returns once `/status` reports the new hash.
+fn reload_adding_route(gw: &Gateway, o: &Origin) {
+    let hash = gw.status_json()["configuration_hash"].clone();
+    gw.write_config(&two_route_config(o, true));
+    gw.send_signal("HUP");
+    let changed = wait_for(Duration::from_secs(10), || {
+        let h = gw.status_json()["configuration_hash"].clone();
+        if h != hash {
+            Some(h)
+        } else {
+            None
+        }
+    });
+    assert!(
+        changed.is_some(),
+        "configuration_hash did not change after SIGHUP; stderr:\n{}",
+        gw.stderr_text()
+    );
+}
+
+#[test]
+fn sighup_with_valid_file_adds_route_without_dropping_connections() {
+    let o = Origin::start();
+    let mut gw = Gateway::start(&two_route_config(&o, false));
+    let mut c = gw.client();
+    assert_eq!(c.roundtrip(&get_req("/old", "a")).status, 200);
+    assert_eq!(c.roundtrip(&get_req("/new", "a")).status, 404);
+    reload_adding_route(&gw, &o);
+    assert_eq!(gw.get("/new").status, 200, "new route on a new connection");
+    // the open keep-alive connection is still served and picks up the new route
+    let mut last = None;
+    let picked_up = wait_for(Duration::from_secs(5), || {
+        let r = c.roundtrip(&get_req("/new", "a"));
+        let ok = r.status == 200;
+        last = Some(r);
+        if ok {
+            Some(())
+        } else {
+            None
+        }
+    });
+    assert!(
+        picked_up.is_some(),
+        "the existing connection never saw the new route: {last:?}"
+    );
+    assert_eq!(c.roundtrip(&get_req("/old", "a")).status, 200);
+    assert!(gw.is_running());
+}
+
+#[test]
+fn after_reload_is_reported_every_request_uses_the_new_config() {
+    // once /status reports the new configuration_hash, a request on a connection opened
+    // before the reload must be routed by the new config, like one on a new connection
+    let o = Origin::start();
+    let gw = Gateway::start(&two_route_config(&o, false));
+    let mut c = gw.client();
+    assert_eq!(c.roundtrip(&get_req("/old", "a")).status, 200);
+    reload_adding_route(&gw, &o);
+    let r = c.roundtrip(&get_req("/new", "a"));
+    assert_eq!(
+        r.status, 200,
+        "existing connection still on the old config after the new hash was reported: {r:?}"
+    );
+}
+
+#[test]
+fn sighup_during_in_flight_request_does_not_fail_it() {
+    let o =
+        Origin::with_handler(|_| Action::Delay(Duration::from_millis(700), Box::new(Action::Ok)));
+    let gw = Gateway::start(&two_route_config(&o, false));
+    let mut c = gw.client();
+    c.send(&get_req("/old", "a")).unwrap();
+    o.wait_requests(1, RESPONSE_DEADLINE);
+    gw.write_config(&two_route_config(&o, true));
+    gw.send_signal("HUP");
+    let r = c
+        .read_response()
+        .expect("in-flight request survives a reload");
+    assert_eq!(r.status, 200);
+    let ok = wait_for(Duration::from_secs(10), || {
+        if gw.get("/new").status == 200 {
+            Some(())
+        } else {
+            None
+        }
+    });
+    assert!(ok.is_some(), "reload applied");
+}
+
+#[test]
+fn drain_timeout_bounds_the_drain() {
+    let o = Origin::with_handler(|_| Action::Delay(Duration::from_secs(20), Box::new(Action::Ok)));
+    let mut gw = Gateway::start(&one_service_config(
+        &o.url(),
+        "ringway:\n  drain_timeout: 500\n",
+    ));
+    let mut c = gw.client();
+    c.send(&get_req("/forever", "a")).unwrap();
+    o.wait_requests(1, RESPONSE_DEADLINE);
+    let start = Instant::now();
+    gw.send_signal("TERM");
+    let st = gw
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits once drain_timeout passed");
+    let took = start.elapsed();
+    assert_eq!(st.code(), Some(0), "stderr:\n{}", gw.stderr_text());
+    assert!(
+        took >= Duration::from_millis(400),
+        "exited before drain_timeout: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "drain_timeout 500 ms, exit after {took:?}"
+    );
+    drop(c);
+}
+
+#[test]
+fn several_proxy_listeners() {
+    let o = Origin::start();
+    let second = free_addr();
+    let opts = GatewayOpts {
+        extra_args: vec!["--proxy-listen".into(), second.to_string()],
+        ..Default::default()
+    };
+    let gw = Gateway::start_with(&one_service_config(&o.url(), ""), opts);
+    assert_eq!(gw.get("/one").status, 200);
+    let r = Client::connect(second).roundtrip(&get_req("/two", "a"));
+    assert_eq!(r.status, 200, "second --proxy-listen serves too: {r:?}");
+}
+
+#[test]
+fn flags_override_the_file_section() {
+    let o = Origin::start();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let extra = format!(
+        "ringway:\n  proxy_listen: [\"{}\"]\n  admin_listen: \"{}\"\n  workers: 3\n",
+        busy.local_addr().unwrap(),
+        busy.local_addr().unwrap()
+    );
+    let gw = Gateway::start(&one_service_config(&o.url(), &extra));
+    assert_eq!(gw.get("/flags").status, 200);
+    assert_eq!(
+        gw.status_json()["workers"],
+        1,
+        "--workers overrides ringway.workers"
+    );
+}
+
+#[test]
+fn authorization_values_never_logged_even_at_trace() {
+    let o = Origin::start();
+    let opts = GatewayOpts {
+        log_level: "trace".into(),
+        ..Default::default()
+    };
+    let gw = Gateway::start_with(&one_service_config(&o.url(), ""), opts);
+    let secret = "s3cr3t-T0KEN-value-42";
+    let mut c = gw.client();
+    let r = c.roundtrip(
+        format!("GET /log HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {secret}\r\n\r\n")
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    // a malformed request carrying the token, and one that matches no route
+    let _ = gw.client().send(
+        format!(
+            "GET /log HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {secret}\r\nX-A : b\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let r = gw.client().roundtrip(
+        format!("GET /log HTTP/1.1\r\nHost: a\r\nKong-Admin-Token: {secret}\r\nAuthorization: Basic {secret}\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let log = gw.stderr_text();
+    assert!(!log.contains(secret), "a secret reached the log:\n{log}");
+}

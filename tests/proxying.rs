@@ -1,0 +1,694 @@
+//! Proxying behaviour (SPEC §3): keep-alive, pipelining, Expect, bodiless responses,
+//! re-framing, HTTP/1.0, hop-by-hop and X-Forwarded-* headers, large streamed bodies.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn gateway_for(o: &Origin) -> Gateway {
+    Gateway::start(&one_service_config(&o.url(), ""))
+}
+
+#[test]
+fn keepalive_client_and_upstream_connection_reused() {
+    let o = Origin::start();
+    let gw = gateway_for(&o);
+    let mut c = gw.client();
+    for i in 0..10 {
+        let r = c.roundtrip(&get_req(&format!("/ka/{i}"), "a"));
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.body, b"ok");
+        assert_eq!(
+            r.origin_conn(),
+            Some(1),
+            "request {i} should reuse upstream connection 1: {r:?}"
+        );
+    }
+    assert_eq!(
+        o.connections(),
+        1,
+        "one upstream connection for ten sequential requests"
+    );
+    // a second client connection on the same worker also reuses the pooled connection
+    let mut c2 = gw.client();
+    let r = c2.roundtrip(&get_req("/ka/other", "a"));
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        o.connections(),
+        1,
+        "idle pooled connection reused by another client"
+    );
+}
+
+#[test]
+fn pipelined_requests_answered_in_order() {
+    // the first request is the slowest, so answering out of order would show
+    let o = Origin::with_handler(|ctx| {
+        let n: u64 = ctx
+            .req
+            .target
+            .rsplit('/')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        Action::Delay(
+            Duration::from_millis(200u64.saturating_sub(n * 40)),
+            Box::new(Action::Ok),
+        )
+    });
+    let gw = gateway_for(&o);
+    let mut c = gw.client();
+    let mut batch = Vec::new();
+    for i in 0..5 {
+        batch.extend_from_slice(&get_req(&format!("/pipe/{i}"), "a"));
+    }
+    c.send(&batch).unwrap();
+    for i in 0..5 {
+        let r = c
+            .read_response()
+            .unwrap_or_else(|e| panic!("response {i}: {e:?}"));
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("x-origin-target"),
+            Some(format!("/pipe/{i}").as_str()),
+            "response {i} out of order: {r:?}"
+        );
+    }
+    // a POST with a body pipelined with a GET
+    let mut batch = req_with_body("POST", "/pipe/post", "a", b"hello");
+    batch.extend_from_slice(&get_req("/pipe/after", "a"));
+    c.send(&batch).unwrap();
+    let r1 = c.read_response().unwrap();
+    let r2 = c.read_response().unwrap();
+    assert_eq!(r1.header("x-origin-target"), Some("/pipe/post"));
+    assert_eq!(r2.header("x-origin-target"), Some("/pipe/after"));
+    let post = o
+        .requests()
+        .into_iter()
+        .find(|r| r.target == "/pipe/post")
+        .unwrap();
+    assert_eq!(post.body, b"hello");
+}
+
+#[test]
+fn expect_100_continue() {
+    let o = Origin::echo();
+    let gw = gateway_for(&o);
+    let mut c = gw.client();
+    c.send(
+        b"POST /expect HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let interim = c
+        .read_response_within(Duration::from_secs(5))
+        .expect("an interim 100 Continue before the body is sent");
+    assert_eq!(interim.status, 100, "{interim:?}");
+    c.send(b"hello").unwrap();
+    let mut r = c.read_response().unwrap();
+    while r.status == 100 {
+        r = c.read_response().unwrap();
+    }
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.ends_with(b"hello"), "{r:?}");
+    let rec = &o.complete_requests()[0];
+    assert_eq!(rec.body, b"hello");
+    // the connection is still in sync afterwards
+    let r = c.roundtrip(&get_req("/after", "a"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-origin-target"), Some("/after"));
+}
+
+#[test]
+fn head_204_304_have_no_body_and_keep_connections_in_sync() {
+    let o = Origin::with_handler(|ctx| {
+        let conn = ctx.conn;
+        match ctx.req.target.as_str() {
+            "/head" => Action::Respond(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nContent-Type: text/plain\r\n\r\n"
+                    .to_vec(),
+            ),
+            "/204" => Action::Respond(b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n".to_vec()),
+            "/304" => Action::Respond(
+                b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 50\r\n\r\n".to_vec(),
+            ),
+            _ => Action::Respond(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nX-Origin-Conn: {conn}\r\n\r\nnext"
+                )
+                .into_bytes(),
+            ),
+        }
+    });
+    let gw = gateway_for(&o);
+    let mut c = gw.client();
+
+    c.send(b"HEAD /head HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let r = c.read_head_response().unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-length"),
+        Some("100"),
+        "HEAD keeps the upstream Content-Length: {r:?}"
+    );
+    let r = c.roundtrip(&get_req("/next1", "a"));
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (200, &b"next"[..]),
+        "no stray body bytes after HEAD: {r:?}"
+    );
+
+    let r = c.roundtrip(&get_req("/204", "a"));
+    assert_eq!(r.status, 204);
+    assert!(
+        r.header("content-length").is_none() || r.header("content-length") == Some("0"),
+        "{r:?}"
+    );
+    assert!(
+        r.header("transfer-encoding").is_none(),
+        "204 must not be chunked: {r:?}"
+    );
+    let r = c.roundtrip(&get_req("/next2", "a"));
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"next"[..]), "{r:?}");
+
+    let r = c.roundtrip(&get_req("/304", "a"));
+    assert_eq!(r.status, 304);
+    assert!(
+        r.header("transfer-encoding").is_none(),
+        "304 must not be chunked: {r:?}"
+    );
+    let r = c.roundtrip(&get_req("/next3", "a"));
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"next"[..]), "{r:?}");
+
+    // nothing extra arrives on the client connection
+    assert_eq!(c.wait_close(Duration::from_millis(300)), CloseState::Open);
+    // each of these exchanges was clean, so the upstream connection was reused throughout
+    assert_eq!(
+        o.connections(),
+        1,
+        "HEAD/204/304 exchanges are clean; the pooled connection is reused"
+    );
+}
+
+#[test]
+fn chunked_request_body_reframed_exactly() {
+    let o = Origin::start();
+    let gw = gateway_for(&o);
+    let mut c = gw.client();
+    let r = c.roundtrip(
+        b"POST /chunked HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n5;name=val\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let rec = o.complete_requests().pop().expect("origin got the request");
+    assert_eq!(rec.body, b"Wikipedia in\r\n\r\nchunks.");
+    assert!(
+        rec.header("content-length").is_none() || rec.header("transfer-encoding").is_none(),
+        "never both framings upstream: {rec:?}"
+    );
+    if let Some(cl) = rec.header("content-length") {
+        assert_eq!(cl, "23");
+    }
+    // next request on the same connection is unaffected
+    let r = c.roundtrip(&get_req("/after", "a"));
+    assert_eq!(r.header("x-origin-target"), Some("/after"));
+}
+
+#[test]
+fn chunked_response_body_reframed_exactly() {
+    let o = Origin::raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Up: 1\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n");
+    let gw = gateway_for(&o);
+    let mut c = gw.client();
+    for _ in 0..2 {
+        let r = c.roundtrip(&get_req("/c", "a"));
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.body, b"hello world", "{r:?}");
+        assert_eq!(r.header("x-up"), Some("1"));
+        assert!(
+            r.header("content-length").is_none() || r.header("transfer-encoding").is_none(),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        o.connections(),
+        1,
+        "a chunked response is a clean exchange; the connection is reused"
+    );
+}
+
+#[test]
+fn close_delimited_upstream_response() {
+    let o = Origin::with_handler(|_| {
+        Action::RespondClose(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nbody until close".to_vec(),
+        )
+    });
+    let gw = gateway_for(&o);
+    let mut c = gw.client();
+    let r = c.roundtrip(&get_req("/cd", "a"));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, b"body until close");
+    // whatever framing the gateway chose, the client connection is either closed or usable
+    match c.wait_close(Duration::from_millis(200)) {
+        CloseState::Closed => {}
+        CloseState::Open => {
+            let r = c.roundtrip(&get_req("/cd2", "a"));
+            assert_eq!(r.body, b"body until close");
+            assert_eq!(
+                o.connections(),
+                2,
+                "a close-delimited upstream connection cannot be reused"
+            );
+        }
+        CloseState::Data(d) => panic!(
+            "stray bytes after response: {:?}",
+            String::from_utf8_lossy(&d)
+        ),
+    }
+}
+
+#[test]
+fn http10_client() {
+    let o = Origin::start();
+    let gw = gateway_for(&o);
+    let mut c = gw.client();
+    c.send(b"GET /ten HTTP/1.0\r\n\r\n").unwrap();
+    let r = c.read_response().unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, b"ok");
+    assert!(
+        r.header("transfer-encoding").is_none(),
+        "no chunked to an HTTP/1.0 client: {r:?}"
+    );
+    assert!(
+        c.closed_within(CLOSE_DEADLINE),
+        "HTTP/1.0 without keep-alive: closed after the response"
+    );
+    let rec = &o.complete_requests()[0];
+    assert_eq!(rec.target, "/ten");
+}
+
+#[test]
+fn http10_client_with_chunked_upstream_response_gets_close_delimited_or_length() {
+    let o =
+        Origin::raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
+    let gw = gateway_for(&o);
+    let mut c = gw.client();
+    c.send(b"GET /ten HTTP/1.0\r\n\r\n").unwrap();
+    let r = c.read_response().unwrap();
+    assert_eq!(r.status, 200);
+    assert!(!r.chunked, "chunked is not HTTP/1.0: {r:?}");
+    assert_eq!(r.body, b"abc");
+}
+
+#[test]
+fn client_connection_close_is_honoured() {
+    let o = Origin::start();
+    let gw = gateway_for(&o);
+    let mut c = gw.client();
+    let r = c.roundtrip(b"GET /cc HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert!(
+        c.closed_within(CLOSE_DEADLINE),
+        "Connection: close from the client closes after the response"
+    );
+}
+
+#[test]
+fn hop_by_hop_headers_removed_upstream() {
+    let o = Origin::start();
+    let gw = gateway_for(&o);
+    let mut c = gw.client();
+    let r = c.roundtrip(
+        b"GET /hop HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Custom-Hop\r\nX-Custom-Hop: secret\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nTrailer: X-T\r\nUpgrade: h2c\r\nX-End-To-End: kept\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let rec = o.complete_requests().pop().unwrap();
+    let mut leaked = Vec::new();
+    for h in [
+        "x-custom-hop",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+    ] {
+        if rec.header(h).is_some() {
+            leaked.push(h);
+        }
+    }
+    assert!(
+        leaked.is_empty(),
+        "hop-by-hop headers forwarded upstream: {leaked:?}\n{rec:?}"
+    );
+    for v in rec.header_all("connection") {
+        assert!(
+            !v.to_ascii_lowercase().contains("x-custom-hop"),
+            "Connection forwarded as sent: {rec:?}"
+        );
+    }
+    assert_eq!(rec.header("x-end-to-end"), Some("kept"));
+}
+
+#[test]
+fn hop_by_hop_response_headers_removed_downstream() {
+    let o = Origin::raw(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Resp-Hop\r\nX-Resp-Hop: 1\r\nKeep-Alive: timeout=99\r\nX-Kept: 1\r\n\r\nok");
+    let gw = gateway_for(&o);
+    let r = gw.get("/r");
+    assert_eq!(r.status, 200);
+    assert!(r.header("x-resp-hop").is_none(), "{r:?}");
+    assert!(
+        r.header("keep-alive")
+            .map(|v| !v.contains("99"))
+            .unwrap_or(true),
+        "{r:?}"
+    );
+    assert_eq!(r.header("x-kept"), Some("1"));
+}
+
+#[test]
+fn x_forwarded_headers_set_and_client_values_overwritten() {
+    let o = Origin::start();
+    let gw = gateway_for(&o);
+    let port = gw.proxy_addr().port().to_string();
+    let mut c = gw.client();
+    let r = c.roundtrip(
+        b"GET /xff/path?q=1 HTTP/1.1\r\nHost: client.example\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\nX-Forwarded-Port: 9999\r\nX-Forwarded-Path: /evil\r\nX-Real-IP: 6.6.6.6\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    let rec = o.complete_requests().pop().unwrap();
+    let mut bad = Vec::new();
+    let want = [
+        ("x-forwarded-for", "1.2.3.4, 127.0.0.1"),
+        ("x-forwarded-proto", "http"),
+        ("x-forwarded-host", "client.example"),
+        ("x-forwarded-port", port.as_str()),
+        ("x-forwarded-path", "/xff/path"),
+        ("x-real-ip", "127.0.0.1"),
+    ];
+    for (h, v) in want {
+        let got = rec.header_all(h);
+        if got != vec![v] {
+            bad.push(format!("{h}: got {got:?}, want [{v:?}]"));
+        }
+    }
+    assert!(bad.is_empty(), "{}\n{rec:?}", bad.join("\n"));
+
+    // without client values
+    let r = c.roundtrip(&get_req("/plain", "h.example"));
+    assert_eq!(r.status, 200);
+    let rec = o.complete_requests().pop().unwrap();
+    assert_eq!(
+        rec.header_all("x-forwarded-for"),
+        vec!["127.0.0.1"],
+        "{rec:?}"
+    );
+    assert_eq!(rec.header_all("x-real-ip"), vec!["127.0.0.1"], "{rec:?}");
+    assert_eq!(
+        rec.header_all("x-forwarded-host"),
+        vec!["h.example"],
+        "{rec:?}"
+    );
+}
+
+#[test]
+fn content_length_forwarded_in_canonical_form() {
+    let o = Origin::start();
+    let gw = gateway_for(&o);
+    let mut c = gw.client();
+    let r = c.roundtrip(b"POST /cl HTTP/1.1\r\nHost: a\r\nContent-Length: 010\r\n\r\n0123456789");
+    assert_eq!(r.status, 200, "{r:?}");
+    let rec = o.complete_requests().pop().unwrap();
+    assert_eq!(rec.header_all("content-length"), vec!["10"], "{rec:?}");
+    assert_eq!(rec.body, b"0123456789");
+    // identical duplicates count as one value and are forwarded once
+    let r = c.roundtrip(b"POST /cl2 HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\nhello");
+    assert_eq!(r.status, 200, "{r:?}");
+    let rec = o.complete_requests().pop().unwrap();
+    assert_eq!(rec.header_all("content-length"), vec!["5"], "{rec:?}");
+    assert_eq!(rec.body, b"hello");
+}
+
+#[test]
+fn request_host_header_forwarded_once() {
+    let o = Origin::start();
+    let gw = gateway_for(&o);
+    let r = gw.get("/h");
+    assert_eq!(r.status, 200);
+    let rec = o.complete_requests().pop().unwrap();
+    assert_eq!(rec.header_all("host").len(), 1, "{rec:?}");
+}
+
+const BIG: usize = 64 * 1024 * 1024;
+
+#[test]
+fn large_upload_streamed_through() {
+    let o = Origin::start();
+    let gw = gateway_for(&o);
+    let addr = gw.proxy_addr();
+    let start = Instant::now();
+    let mut c = Client::connect(addr);
+    let head = format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {BIG}\r\n\r\n");
+    let body = pattern(BIG);
+    let expected = fnv1a(&body);
+    let writer = {
+        let mut w = c.conn.stream.try_clone().unwrap();
+        spawn(move || {
+            use std::io::Write;
+            w.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+            w.write_all(head.as_bytes())?;
+            for chunk in body.chunks(256 * 1024) {
+                w.write_all(chunk)?;
+            }
+            w.flush()
+        })
+    };
+    let r = c
+        .read_response_within(Duration::from_secs(90))
+        .expect("response to the upload");
+    writer.join().unwrap().expect("upload written");
+    let took = start.elapsed();
+    assert_eq!(r.status, 200, "{r:?}");
+    let rec = o.complete_requests().pop().expect("origin got the upload");
+    assert_eq!(rec.body.len(), BIG);
+    assert_eq!(fnv1a(&rec.body), expected, "upload body corrupted");
+    eprintln!("64 MiB upload took {took:?}");
+    assert!(
+        took < Duration::from_secs(60),
+        "64 MiB upload took {took:?}"
+    );
+}
+
+#[test]
+fn large_download_streamed_through() {
+    let o = Origin::with_handler(|_| {
+        Action::Pattern {
+        head: format!("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {BIG}\r\n\r\n"),
+        n: BIG,
+    }
+    });
+    let gw = gateway_for(&o);
+    let start = Instant::now();
+    let mut c = gw.client();
+    c.send(&get_req("/download", "a")).unwrap();
+    let r = c
+        .read_response_within(Duration::from_secs(90))
+        .expect("download");
+    let took = start.elapsed();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), BIG);
+    assert_eq!(
+        fnv1a(&r.body),
+        fnv1a(&pattern(BIG)),
+        "download body corrupted"
+    );
+    eprintln!("64 MiB download took {took:?}");
+    assert!(
+        took < Duration::from_secs(60),
+        "64 MiB download took {took:?}"
+    );
+    // and the connection is still usable afterwards
+    let r = c.roundtrip(&get_req("/download", "a"));
+    assert_eq!(r.body.len(), BIG);
+}
+
+#[test]
+fn chunked_upload_of_several_mib() {
+    let o = Origin::start();
+    let gw = gateway_for(&o);
+    let mut c = gw.client();
+    let data = pattern(4 * 1024 * 1024 + 17);
+    let mut req =
+        b"PUT /chunked-upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for piece in data.chunks(100_003) {
+        req.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        req.extend_from_slice(piece);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let writer = {
+        let mut w = c.conn.stream.try_clone().unwrap();
+        spawn(move || {
+            use std::io::Write;
+            w.write_all(&req)
+        })
+    };
+    let r = c
+        .read_response_within(Duration::from_secs(60))
+        .expect("response");
+    writer.join().unwrap().unwrap();
+    assert_eq!(r.status, 200);
+    let rec = o.complete_requests().pop().unwrap();
+    assert!(
+        rec.body == data,
+        "chunked upload body corrupted ({} bytes)",
+        rec.body.len()
+    );
+}
+
+#[test]
+fn trusted_ips_keep_client_forwarded_headers() {
+    let o = Origin::start();
+    let gw = Gateway::start(&one_service_config(
+        &o.url(),
+        "ringway:\n  trusted_ips: [\"127.0.0.1/32\"]\n",
+    ));
+    let r = gw.client().roundtrip(
+        b"GET /t HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: shop.example\r\nX-Forwarded-Port: 443\r\nX-Forwarded-Path: /orig\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    let rec = o.complete_requests().pop().unwrap();
+    assert_eq!(
+        rec.header_all("x-forwarded-for"),
+        vec!["1.2.3.4, 127.0.0.1"],
+        "{rec:?}"
+    );
+    assert_eq!(
+        rec.header_all("x-forwarded-proto"),
+        vec!["https"],
+        "{rec:?}"
+    );
+    assert_eq!(
+        rec.header_all("x-forwarded-host"),
+        vec!["shop.example"],
+        "{rec:?}"
+    );
+    assert_eq!(rec.header_all("x-forwarded-port"), vec!["443"], "{rec:?}");
+    assert_eq!(rec.header_all("x-forwarded-path"), vec!["/orig"], "{rec:?}");
+}
+
+#[test]
+fn absolute_form_target_forwarded_in_origin_form() {
+    let o = Origin::start();
+    let gw = gateway_for(&o);
+    let r = gw
+        .client()
+        .roundtrip(b"GET http://b.example/abs?q=1 HTTP/1.1\r\nHost: b.example\r\n\r\n");
+    assert_eq!(r.status, 200, "{r:?}");
+    let rec = o.complete_requests().pop().unwrap();
+    assert_eq!(rec.target, "/abs?q=1", "upstream gets origin-form: {rec:?}");
+}
+
+#[test]
+fn get_with_body_is_forwarded_framed_exactly_or_rejected() {
+    let o = Origin::start();
+    let gw = gateway_for(&o);
+    let mut c = gw.client();
+    let mut batch = b"GET /gb HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello".to_vec();
+    batch.extend_from_slice(&get_req("/after-gb", "a"));
+    c.send(&batch).unwrap();
+    let r = c.read_response().unwrap();
+    if r.status == 400 {
+        return;
+    }
+    assert_eq!(r.status, 200, "{r:?}");
+    let r2 = c.read_response().unwrap();
+    assert_eq!(r2.header("x-origin-target"), Some("/after-gb"), "{r2:?}");
+    let rec = o
+        .complete_requests()
+        .into_iter()
+        .find(|r| r.target == "/gb")
+        .unwrap();
+    assert_eq!(rec.body, b"hello", "GET body dropped or altered: {rec:?}");
+}
+
+#[test]
+fn two_workers_serve_many_connections() {
+    let o = Origin::start();
+    let gw = Gateway::start_with(
+        &one_service_config(&o.url(), ""),
+        GatewayOpts::default().workers(2),
+    );
+    let addr = gw.proxy_addr();
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            spawn(move || {
+                let mut c = Client::connect(addr);
+                for i in 0..10 {
+                    let path = format!("/w{t}/{i}");
+                    let r = c.roundtrip(&get_req(&path, "a"));
+                    assert_eq!(r.status, 200);
+                    assert_eq!(r.header("x-origin-target"), Some(path.as_str()));
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("client thread");
+    }
+    assert_eq!(o.complete_requests().len(), 80);
+    assert!(
+        o.connections() < 40,
+        "upstream connections are pooled, not one per request: {} for 80 requests",
+        o.connections()
+    );
+}
+
+#[test]
+fn deep_pipeline_answered_in_order() {
+    let o = Origin::start();
+    let gw = gateway_for(&o);
+    let mut c = gw.client();
+    let mut batch = Vec::new();
+    for i in 0..200 {
+        batch.extend_from_slice(&get_req(&format!("/deep/{i}"), "a"));
+    }
+    let mut w = c.conn.stream.try_clone().unwrap();
+    let writer = spawn(move || {
+        use std::io::Write;
+        w.write_all(&batch)
+    });
+    for i in 0..200 {
+        let r = c
+            .read_response()
+            .unwrap_or_else(|e| panic!("response {i}: {e:?}"));
+        assert_eq!(
+            r.header("x-origin-target"),
+            Some(format!("/deep/{i}").as_str()),
+            "response {i} out of order"
+        );
+    }
+    writer.join().unwrap().unwrap();
+}
+
+#[test]
+fn connection_close_request_ends_the_pipeline() {
+    let o = Origin::start();
+    let gw = gateway_for(&o);
+    let mut c = gw.client();
+    let mut batch = b"GET /first HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".to_vec();
+    batch.extend_from_slice(&get_req("/second", "a"));
+    c.send(&batch).unwrap();
+    let r = c.read_response().unwrap();
+    assert_eq!(r.header("x-origin-target"), Some("/first"));
+    assert!(
+        c.closed_within(CLOSE_DEADLINE),
+        "closed after the response to a `Connection: close` request"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        o.requests().iter().all(|r| r.target != "/second"),
+        "a request after `Connection: close` was processed: {:?}",
+        o.requests()
+    );
+}
