@@ -108,7 +108,7 @@ pub fn rewrite(
     let mut upstream_chunked = false;
     for header in headers {
         if header.name.eq_ignore_ascii_case("content-length") {
-            upstream_length = list_elements(header.value).next().map(<[u8]>::to_vec);
+            upstream_length = list_elements(header.value).next();
         } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
             upstream_chunked = true;
         }
@@ -142,7 +142,7 @@ pub fn rewrite(
         ClientBody::None if status != 204 && !(100..200).contains(&status) => {
             if let Some(length) = upstream_length {
                 out.extend_from_slice(b"Content-Length: ");
-                out.extend_from_slice(&length);
+                out.extend_from_slice(length);
                 out.extend_from_slice(b"\r\n");
             } else if upstream_chunked && client_version == 1 {
                 out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");

@@ -40,6 +40,29 @@ struct Entry {
     service: usize,
     /// Index into the route's `paths`, or `None` for a route without paths.
     path: Option<usize>,
+    /// The prefix of a prefix path, kept inline so the common case (a route with only
+    /// prefix paths) is decided without touching the route itself.
+    prefix: Option<Box<str>>,
+    /// Whether the route has methods, hosts or headers to check as well.
+    conditions: bool,
+}
+
+impl Entry {
+    fn new(route: &Route, index: usize, path: Option<usize>) -> Entry {
+        let prefix = match path.map(|p| &route.paths[p]) {
+            Some(PathMatch::Prefix(prefix)) => Some(prefix.as_str().into()),
+            _ => None,
+        };
+        Entry {
+            route: index,
+            service: route.service,
+            path,
+            prefix,
+            conditions: !(route.methods.is_empty()
+                && route.hosts.is_empty()
+                && route.headers.is_empty()),
+        }
+    }
 }
 
 /// The compiled routing table of one config.
@@ -91,11 +114,7 @@ impl Router {
                     Reverse(priority(route, None)),
                     index,
                     0,
-                    Entry {
-                        route: index,
-                        service: route.service,
-                        path: None,
-                    },
+                    Entry::new(route, index, None),
                 ));
             }
             for (p, path) in route.paths.iter().enumerate() {
@@ -103,11 +122,7 @@ impl Router {
                     Reverse(priority(route, Some(path))),
                     index,
                     p,
-                    Entry {
-                        route: index,
-                        service: route.service,
-                        path: Some(p),
-                    },
+                    Entry::new(route, index, Some(p)),
                 ));
             }
         }
@@ -120,6 +135,18 @@ impl Router {
     /// The highest-priority route that matches, ignoring protocols.
     pub fn select(&self, routes: &[Route], request: &RequestView<'_>) -> Option<Match> {
         for entry in &self.entries {
+            if let Some(prefix) = &entry.prefix {
+                if !request.path.starts_with(&**prefix) {
+                    continue;
+                }
+                if !entry.conditions {
+                    return Some(Match {
+                        route: entry.route,
+                        service: entry.service,
+                        matched_len: prefix.len(),
+                    });
+                }
+            }
             let route = &routes[entry.route];
             if !route.methods.is_empty() && !route.methods.iter().any(|m| m == request.method) {
                 continue;
@@ -136,12 +163,7 @@ impl Router {
             }
             let matched_len = match entry.path.map(|p| &route.paths[p]) {
                 None => 0,
-                Some(PathMatch::Prefix(prefix)) => {
-                    if !request.path.starts_with(prefix.as_str()) {
-                        continue;
-                    }
-                    prefix.len()
-                }
+                Some(PathMatch::Prefix(prefix)) => prefix.len(),
                 Some(PathMatch::Regex(re)) => match re.find(request.path) {
                     Some(m) => m.end(),
                     None => continue,
