@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use super::io::{read_more_until, read_more_within, write_all_within, write_range_within, IoFail};
+use super::io::{
+    read_more_until, read_more_within, write_all_within, write_range_within, IoFail,
+    BODY_READ_SPACE, HEAD_READ_SPACE,
+};
 use super::request::{self, ClientInfo, Exchange};
 use super::response::{self, ClientBody, Parsed, ResponsePlan};
 use super::worker::{Snapshot, Worker};
@@ -32,8 +35,6 @@ use crate::upstream;
 
 /// Request body bytes already read are sent with the head when they fit in this much.
 const COALESCE_BYTES: usize = 64 * 1024;
-/// Buffers grown past this by one large message are dropped after it.
-const KEEP_BUFFER_BYTES: usize = 64 * 1024;
 /// Limits for upstream response heads: generous, but bounded.
 const RESPONSE_LIMITS: Limits = Limits {
     max_request_line_bytes: 8192,
@@ -105,8 +106,8 @@ pub async fn serve(
         worker,
         client,
         info,
-        buf: Vec::with_capacity(4096),
-        out: Vec::with_capacity(4096),
+        buf: Vec::with_capacity(HEAD_READ_SPACE),
+        out: Vec::new(),
         ubuf: Vec::new(),
     };
     if let Some(upstream) = conn.run().await {
@@ -159,6 +160,9 @@ impl Conn {
             // The request uses the config current when its head arrived, not the one
             // current when the connection went idle: a reload in between applies.
             let snapshot = self.worker.snapshot();
+            if self.out.capacity() == 0 {
+                self.out = self.worker.buffers.take();
+            }
             self.out.clear();
             let prepared =
                 request::prepare(&self.buf[start..end], &self.info, &snapshot, &mut self.out);
@@ -176,22 +180,20 @@ impl Conn {
                 Ok(exchange) => self.proxy(&snapshot, exchange).await,
             };
             match next {
-                Next::KeepAlive if !self.worker.drain.fired() => self.trim_buffers(),
+                Next::KeepAlive if !self.worker.drain.fired() => self.release_buffers(),
                 Next::Tunnel(upstream) => return Some(upstream),
                 _ => return None,
             }
         }
     }
 
-    fn trim_buffers(&mut self) {
-        if self.buf.capacity() > KEEP_BUFFER_BYTES && self.buf.len() < 4096 {
-            self.buf.shrink_to(4096);
-        }
-        if self.out.capacity() > KEEP_BUFFER_BYTES {
-            self.out = Vec::with_capacity(4096);
-        }
-        if self.ubuf.capacity() > KEEP_BUFFER_BYTES {
-            self.ubuf = Vec::new();
+    /// Between requests: the write and upstream buffers go back to the worker's pool and
+    /// an oversized read buffer is dropped, so an idle connection holds one small buffer.
+    fn release_buffers(&mut self) {
+        self.worker.buffers.give(std::mem::take(&mut self.out));
+        self.worker.buffers.give(std::mem::take(&mut self.ubuf));
+        if self.buf.is_empty() && self.buf.capacity() > 2 * HEAD_READ_SPACE {
+            self.buf = Vec::with_capacity(HEAD_READ_SPACE);
         }
     }
 
@@ -227,7 +229,9 @@ impl Conn {
             }
             let buf = std::mem::take(&mut self.buf);
             let (result, buf) = match deadline {
-                Some(deadline) => read_more_until(&mut self.client, buf, deadline).await,
+                Some(deadline) => {
+                    read_more_until(&mut self.client, buf, HEAD_READ_SPACE, deadline).await
+                }
                 None => {
                     // Waiting for a request to start: the idle timeout applies, and
                     // draining closes the connection at once.
@@ -237,7 +241,7 @@ impl Conn {
                         node.keepalive_timeout
                     };
                     let drain = self.worker.drain.wait();
-                    let read = read_more_within(&mut self.client, buf, idle);
+                    let read = read_more_within(&mut self.client, buf, HEAD_READ_SPACE, idle);
                     monoio::select! {
                         r = read => r,
                         _ = drain => return Err(HeadEnd::Closed),
@@ -456,7 +460,8 @@ impl Conn {
             // Body bytes still in `buf` (those that did not fit the first write) go first.
             if self.buf.is_empty() && !matches!(body, RequestBody::Done) {
                 let buf = std::mem::take(&mut self.buf);
-                let (result, buf) = read_more_within(&mut self.client, buf, body_timeout).await;
+                let (result, buf) =
+                    read_more_within(&mut self.client, buf, BODY_READ_SPACE, body_timeout).await;
                 self.buf = buf;
                 match result {
                     Ok(0) | Err(IoFail::Io) => return Err(SendFail::Client(ErrorKind::ClientGone)),
@@ -515,13 +520,17 @@ impl Conn {
         service: &Service,
         exchange: &Exchange,
     ) -> Result<(ResponsePlan, usize), ErrorKind> {
+        if self.ubuf.capacity() == 0 {
+            self.ubuf = self.worker.buffers.take();
+        }
         self.ubuf.clear();
         let mut scanner = HeadScanner::new();
         let mut received_any = false;
         let keep_client = exchange.framing.keep_alive && !self.worker.drain.fired();
         loop {
             let ubuf = std::mem::take(&mut self.ubuf);
-            let (result, ubuf) = read_more_within(upstream, ubuf, service.read_timeout).await;
+            let (result, ubuf) =
+                read_more_within(upstream, ubuf, BODY_READ_SPACE, service.read_timeout).await;
             self.ubuf = ubuf;
             match result {
                 Ok(0) | Err(IoFail::Io) if !received_any => return Err(ErrorKind::UpstreamClosed),
@@ -598,8 +607,13 @@ impl Conn {
                 while remaining > 0 {
                     self.ubuf.clear();
                     let ubuf = std::mem::take(&mut self.ubuf);
-                    let (result, ubuf) =
-                        read_more_within(&mut upstream, ubuf, service.read_timeout).await;
+                    let (result, ubuf) = read_more_within(
+                        &mut upstream,
+                        ubuf,
+                        BODY_READ_SPACE,
+                        service.read_timeout,
+                    )
+                    .await;
                     self.ubuf = ubuf;
                     match result {
                         Ok(n) if n > 0 => {}
@@ -637,8 +651,13 @@ impl Conn {
                 while !decoder.is_done() {
                     self.ubuf.clear();
                     let ubuf = std::mem::take(&mut self.ubuf);
-                    let (result, ubuf) =
-                        read_more_within(&mut upstream, ubuf, service.read_timeout).await;
+                    let (result, ubuf) = read_more_within(
+                        &mut upstream,
+                        ubuf,
+                        BODY_READ_SPACE,
+                        service.read_timeout,
+                    )
+                    .await;
                     self.ubuf = ubuf;
                     match result {
                         Ok(n) if n > 0 => {}
@@ -662,8 +681,13 @@ impl Conn {
                 loop {
                     self.ubuf.clear();
                     let ubuf = std::mem::take(&mut self.ubuf);
-                    let (result, ubuf) =
-                        read_more_within(&mut upstream, ubuf, service.read_timeout).await;
+                    let (result, ubuf) = read_more_within(
+                        &mut upstream,
+                        ubuf,
+                        BODY_READ_SPACE,
+                        service.read_timeout,
+                    )
+                    .await;
                     self.ubuf = ubuf;
                     match result {
                         Ok(0) => break,

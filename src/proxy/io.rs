@@ -12,8 +12,11 @@ use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-/// The least free space a read is given, so small reads do not fragment into syscalls.
-pub const MIN_READ_SPACE: usize = 4096;
+/// Free space for reads of a request head: heads are small, and an idle connection's
+/// pending read holds its buffer, so this bounds the memory of an idle connection.
+pub const HEAD_READ_SPACE: usize = 1024;
+/// Free space for body reads, so large bodies move in few syscalls.
+pub const BODY_READ_SPACE: usize = 16 * 1024;
 
 /// Why a read or write did not finish.
 #[derive(Debug)]
@@ -22,10 +25,15 @@ pub enum IoFail {
     Io,
 }
 
-/// Reads more bytes after those already in `buf`. `Ok(0)` is end of stream.
-pub async fn read_more(stream: &mut TcpStream, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-    if buf.capacity() - buf.len() < MIN_READ_SPACE {
-        buf.reserve(MIN_READ_SPACE);
+/// Reads more bytes after those already in `buf`, with at least `space` bytes free.
+/// `Ok(0)` is end of stream.
+pub async fn read_more(
+    stream: &mut TcpStream,
+    mut buf: Vec<u8>,
+    space: usize,
+) -> (io::Result<usize>, Vec<u8>) {
+    if buf.capacity() - buf.len() < space {
+        buf.reserve(space);
     }
     let len = buf.len();
     let cap = buf.capacity();
@@ -37,9 +45,10 @@ pub async fn read_more(stream: &mut TcpStream, mut buf: Vec<u8>) -> (io::Result<
 pub async fn read_more_until(
     stream: &mut TcpStream,
     buf: Vec<u8>,
+    space: usize,
     deadline: Instant,
 ) -> (Result<usize, IoFail>, Vec<u8>) {
-    match monoio::time::timeout_at(deadline.into(), read_more(stream, buf)).await {
+    match monoio::time::timeout_at(deadline.into(), read_more(stream, buf, space)).await {
         Ok((Ok(n), buf)) => (Ok(n), buf),
         Ok((Err(_), buf)) => (Err(IoFail::Io), buf),
         Err(_) => (Err(IoFail::TimedOut), Vec::new()),
@@ -50,9 +59,10 @@ pub async fn read_more_until(
 pub async fn read_more_within(
     stream: &mut TcpStream,
     buf: Vec<u8>,
+    space: usize,
     timeout: Duration,
 ) -> (Result<usize, IoFail>, Vec<u8>) {
-    read_more_until(stream, buf, Instant::now() + timeout).await
+    read_more_until(stream, buf, space, Instant::now() + timeout).await
 }
 
 /// Writes all of `buf` within `timeout`.
@@ -68,7 +78,7 @@ pub async fn write_all_within<T: IoBuf + 'static>(
     }
 }
 
-/// Writes `buf[range]` within `timeout`, giving the whole vector back.
+/// Writes `buf[start..end]` within `timeout`, giving the whole vector back.
 pub async fn write_range_within(
     stream: &mut TcpStream,
     buf: Vec<u8>,

@@ -136,12 +136,52 @@ impl Drop for DrainWait<'_> {
     }
 }
 
+/// A worker's free list of write and upstream-read buffers, so a request borrows them
+/// instead of allocating, and idle connections hold none.
+pub struct BufPool {
+    free: RefCell<Vec<Vec<u8>>>,
+}
+
+impl BufPool {
+    /// Capacity of a pooled buffer.
+    pub const BUFFER_BYTES: usize = 16 * 1024;
+    /// Buffers kept per worker; beyond this they are freed.
+    const MAX_FREE: usize = 1024;
+
+    fn new() -> BufPool {
+        BufPool {
+            free: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub fn take(&self) -> Vec<u8> {
+        self.free
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(Self::BUFFER_BYTES))
+    }
+
+    /// Returns a buffer; one that grew far past the usual size is freed instead.
+    pub fn give(&self, mut buf: Vec<u8>) {
+        let capacity = buf.capacity();
+        if capacity < Self::BUFFER_BYTES || capacity > 4 * Self::BUFFER_BYTES {
+            return;
+        }
+        let mut free = self.free.borrow_mut();
+        if free.len() < Self::MAX_FREE {
+            buf.clear();
+            free.push(buf);
+        }
+    }
+}
+
 /// One worker's state. Lives in an `Rc` on its thread; nothing in it is locked.
 pub struct Worker {
     pub id: usize,
     pub shared: Arc<Shared>,
     pub stats: Arc<WorkerStats>,
     pub pool: Pool,
+    pub buffers: BufPool,
     pub drain: Drain,
     /// This worker's share of `max_connections`.
     pub max_connections: usize,
@@ -169,6 +209,7 @@ impl Worker {
             shared,
             stats,
             pool,
+            buffers: BufPool::new(),
             drain: Drain::default(),
             max_connections,
             local: RefCell::new((generation, Rc::new(snapshot))),
