@@ -164,7 +164,7 @@ impl BufPool {
     /// Returns a buffer; one that grew far past the usual size is freed instead.
     pub fn give(&self, mut buf: Vec<u8>) {
         let capacity = buf.capacity();
-        if capacity < Self::BUFFER_BYTES || capacity > 4 * Self::BUFFER_BYTES {
+        if !(Self::BUFFER_BYTES..=4 * Self::BUFFER_BYTES).contains(&capacity) {
             return;
         }
         let mut free = self.free.borrow_mut();
