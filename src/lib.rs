@@ -13,6 +13,7 @@ pub mod error;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod plugins;
 pub mod proxy;
 pub mod route;
 pub mod server;

@@ -1,0 +1,155 @@
+//! Credential keys: HMAC secrets and PEM public keys, prepared once when config loads.
+
+use base64::Engine;
+use ring::{hmac, signature};
+
+use super::Algorithm;
+
+/// A key ready to verify signatures of one algorithm.
+pub enum VerifyKey {
+    Hmac(hmac::Key),
+    /// The key bytes ring expects: an RSAPublicKey (PKCS#1) or an uncompressed EC point.
+    Public(signature::UnparsedPublicKey<Vec<u8>>),
+}
+
+impl std::fmt::Debug for VerifyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.write_str(match self {
+            VerifyKey::Hmac(_) => "VerifyKey::Hmac(..)",
+            VerifyKey::Public(_) => "VerifyKey::Public(..)",
+        })
+    }
+}
+
+impl VerifyKey {
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        match self {
+            // Constant-time comparison of the tags.
+            VerifyKey::Hmac(key) => hmac::verify(key, message, signature).is_ok(),
+            VerifyKey::Public(key) => key.verify(message, signature).is_ok(),
+        }
+    }
+}
+
+/// Builds the HMAC key of an HS* credential.
+pub fn hmac_key(algorithm: Algorithm, secret: &[u8]) -> VerifyKey {
+    let alg = match algorithm {
+        Algorithm::HS384 => hmac::HMAC_SHA384,
+        Algorithm::HS512 => hmac::HMAC_SHA512,
+        _ => hmac::HMAC_SHA256,
+    };
+    VerifyKey::Hmac(hmac::Key::new(alg, secret))
+}
+
+/// Decodes a base64 secret in the standard or URL-safe alphabet, padded or not.
+pub fn decode_base64_secret(secret: &str) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+    use base64::engine::DecodePaddingMode;
+    let config =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    let standard = GeneralPurpose::new(&base64::alphabet::STANDARD, config);
+    let url_safe = GeneralPurpose::new(&base64::alphabet::URL_SAFE, config);
+    let trimmed = secret.trim();
+    standard
+        .decode(trimmed)
+        .ok()
+        .or_else(|| url_safe.decode(trimmed).ok())
+}
+
+/// Builds the verification key of an RS* / ES* credential from its PEM public key.
+pub fn public_key(algorithm: Algorithm, pem: &str) -> Result<VerifyKey, String> {
+    let der = pem_body(pem, "PUBLIC KEY").ok_or("rsa_public_key: not a PEM 'PUBLIC KEY'")?;
+    let (oid, key) = spki(&der).ok_or("rsa_public_key: not a valid SubjectPublicKeyInfo")?;
+    let (expected_oid, alg): (&[u8], &'static dyn signature::VerificationAlgorithm) =
+        match algorithm {
+            Algorithm::RS256 => (RSA_OID, &signature::RSA_PKCS1_2048_8192_SHA256),
+            Algorithm::RS384 => (RSA_OID, &signature::RSA_PKCS1_2048_8192_SHA384),
+            Algorithm::RS512 => (RSA_OID, &signature::RSA_PKCS1_2048_8192_SHA512),
+            Algorithm::ES256 => (EC_OID, &signature::ECDSA_P256_SHA256_FIXED),
+            Algorithm::ES384 => (EC_OID, &signature::ECDSA_P384_SHA384_FIXED),
+            _ => return Err("algorithm: not a public-key algorithm".into()),
+        };
+    if oid != expected_oid {
+        return Err(format!(
+            "rsa_public_key: the key does not fit algorithm {}",
+            algorithm.name()
+        ));
+    }
+    if expected_oid == RSA_OID && !(256..=1100).contains(&key.len()) {
+        return Err("rsa_public_key: RSA keys must be 2048 to 8192 bits".into());
+    }
+    if algorithm == Algorithm::ES256 && key.len() != 65
+        || algorithm == Algorithm::ES384 && key.len() != 97
+    {
+        return Err(format!(
+            "rsa_public_key: the EC key does not fit algorithm {}",
+            algorithm.name()
+        ));
+    }
+    Ok(VerifyKey::Public(signature::UnparsedPublicKey::new(
+        alg,
+        key.to_vec(),
+    )))
+}
+
+/// rsaEncryption, 1.2.840.113549.1.1.1.
+const RSA_OID: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+/// id-ecPublicKey, 1.2.840.10045.2.1.
+const EC_OID: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+
+/// The base64 body between `-----BEGIN {label}-----` and `-----END {label}-----`.
+fn pem_body(pem: &str, label: &str) -> Option<Vec<u8>> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let start = pem.find(&begin)? + begin.len();
+    let stop = start + pem[start..].find(&end)?;
+    let body: String = pem[start..stop]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(body).ok()
+}
+
+/// Reads one DER element: (tag, contents, rest).
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (first as usize, rest)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| acc << 8 | *b as usize);
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
+}
+
+/// SubjectPublicKeyInfo → (algorithm OID, subjectPublicKey bits).
+fn spki(input: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (0x30, spki, _) = der(input)? else {
+        return None;
+    };
+    let (0x30, algorithm, rest) = der(spki)? else {
+        return None;
+    };
+    let (0x06, oid, _) = der(algorithm)? else {
+        return None;
+    };
+    let (0x03, bits, _) = der(rest)? else {
+        return None;
+    };
+    // A BIT STRING starts with the count of unused bits, which must be zero here.
+    let (&0, key) = bits.split_first()? else {
+        return None;
+    };
+    Some((oid, key))
+}

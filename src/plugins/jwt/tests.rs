@@ -1,0 +1,512 @@
+//! Tokens are made by an independent library (`jsonwebtoken`, pure-Rust crypto), not by
+//! ringway's own signer, so a shared misunderstanding cannot make both sides agree.
+
+use super::*;
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde_json::json;
+
+const NOW: u64 = 1_700_000_000;
+
+fn fixture(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/jwt")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn config(yaml: &str) -> Config {
+    let file: ConfigFile =
+        serde_norway::from_str(if yaml.is_empty() { "{}" } else { yaml }).unwrap();
+    file.validate().unwrap()
+}
+
+fn credentials(list: Vec<Credential>) -> Credentials {
+    list.into_iter().map(|c| (c.key.clone(), c)).collect()
+}
+
+fn hs(key: &str, alg: Algorithm, secret: &str) -> Credential {
+    Credential::new(format!("id-{key}"), key.into(), alg, Some(secret), None, 0).unwrap()
+}
+
+fn public(key: &str, alg: Algorithm, pem: &str) -> Credential {
+    Credential::new(format!("id-{key}"), key.into(), alg, None, Some(pem), 0).unwrap()
+}
+
+fn sign_with(alg: jsonwebtoken::Algorithm, key: &EncodingKey, claims: serde_json::Value) -> String {
+    encode(&Header::new(alg), &claims, key).unwrap()
+}
+
+fn check(
+    config: &Config,
+    creds: &Credentials,
+    headers: &[(&str, &str)],
+    query: Option<&str>,
+) -> Result<String, Failure> {
+    let headers: Vec<httparse::Header<'_>> = headers
+        .iter()
+        .map(|(n, v)| httparse::Header {
+            name: n,
+            value: v.as_bytes(),
+        })
+        .collect();
+    let request = RequestParts {
+        method: "GET",
+        query,
+        headers: &headers,
+    };
+    authenticate(config, &request, creds, NOW).map(|found| found.credential.key.clone())
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+fn message(result: Result<String, Failure>) -> String {
+    match result {
+        Err(Failure {
+            body: FailureBody::Message(m),
+            ..
+        }) => m.into_owned(),
+        other => panic!("expected a message failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_algorithm_verifies_tokens_from_an_independent_library() {
+    use jsonwebtoken::Algorithm as J;
+    let claims = json!({ "iss": "k", "sub": "user123", "exp": NOW + 3600 });
+    let cases: Vec<(Algorithm, J, EncodingKey, Credential)> = vec![
+        (
+            Algorithm::HS256,
+            J::HS256,
+            EncodingKey::from_secret(b"my-secret-key"),
+            hs("k", Algorithm::HS256, "my-secret-key"),
+        ),
+        (
+            Algorithm::HS384,
+            J::HS384,
+            EncodingKey::from_secret(b"s384"),
+            hs("k", Algorithm::HS384, "s384"),
+        ),
+        (
+            Algorithm::HS512,
+            J::HS512,
+            EncodingKey::from_secret(b"s512"),
+            hs("k", Algorithm::HS512, "s512"),
+        ),
+        (
+            Algorithm::RS256,
+            J::RS256,
+            EncodingKey::from_rsa_pem(fixture("rsa-private.pem").as_bytes()).unwrap(),
+            public("k", Algorithm::RS256, &fixture("rsa-public.pem")),
+        ),
+        (
+            Algorithm::RS384,
+            J::RS384,
+            EncodingKey::from_rsa_pem(fixture("rsa-private.pem").as_bytes()).unwrap(),
+            public("k", Algorithm::RS384, &fixture("rsa-public.pem")),
+        ),
+        (
+            Algorithm::RS512,
+            J::RS512,
+            EncodingKey::from_rsa_pem(fixture("rsa-private.pem").as_bytes()).unwrap(),
+            public("k", Algorithm::RS512, &fixture("rsa-public.pem")),
+        ),
+        (
+            Algorithm::ES256,
+            J::ES256,
+            EncodingKey::from_ec_pem(fixture("ec256-private.pk8.pem").as_bytes()).unwrap(),
+            public("k", Algorithm::ES256, &fixture("ec256-public.pem")),
+        ),
+        (
+            Algorithm::ES384,
+            J::ES384,
+            EncodingKey::from_ec_pem(fixture("ec384-private.pk8.pem").as_bytes()).unwrap(),
+            public("k", Algorithm::ES384, &fixture("ec384-public.pem")),
+        ),
+    ];
+    let conf = config("");
+    for (alg, j, key, credential) in cases {
+        let token = sign_with(j, &key, claims.clone());
+        let creds = credentials(vec![credential]);
+        assert_eq!(
+            check(&conf, &creds, &[("Authorization", &bearer(&token))], None),
+            Ok("k".into()),
+            "{alg:?}"
+        );
+        // One flipped signature bit fails.
+        let (head, sig) = token.rsplit_once('.').unwrap();
+        let mut sig_bytes = base64_url_decode(sig);
+        sig_bytes[0] ^= 1;
+        let tampered = format!("{head}.{}", base64_url(&sig_bytes));
+        assert_eq!(
+            message(check(
+                &conf,
+                &creds,
+                &[("Authorization", &bearer(&tampered))],
+                None
+            )),
+            "Invalid signature",
+            "{alg:?}"
+        );
+    }
+}
+
+fn base64_url_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .unwrap()
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn raw_token(header: &str, claims: &str, secret: &[u8]) -> String {
+    let signing_input = format!(
+        "{}.{}",
+        base64_url(header.as_bytes()),
+        base64_url(claims.as_bytes())
+    );
+    let tag = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret),
+        signing_input.as_bytes(),
+    );
+    format!("{signing_input}.{}", base64_url(tag.as_ref()))
+}
+
+#[test]
+fn kong_messages_for_bad_tokens() {
+    let conf = config("");
+    let creds = credentials(vec![
+        hs("k", Algorithm::HS256, "s"),
+        public("rsa", Algorithm::RS256, &fixture("rsa-public.pem")),
+    ]);
+    let good_claims = format!("{{\"iss\":\"k\",\"exp\":{}}}", NOW + 60);
+    let cases: Vec<(String, &str)> = vec![
+        (
+            raw_token(r#"{"alg":"none"}"#, &good_claims, b"s"),
+            "Bad token; invalid alg",
+        ),
+        (
+            raw_token(r#"{"alg":"None"}"#, &good_claims, b"s"),
+            "Bad token; invalid alg",
+        ),
+        (
+            raw_token(r#"{"alg":"hs256"}"#, &good_claims, b"s"),
+            "Bad token; invalid alg",
+        ),
+        (
+            raw_token(r#"{"alg":"HS256 "}"#, &good_claims, b"s"),
+            "Bad token; invalid alg",
+        ),
+        (
+            raw_token(r#"{"alg":5}"#, &good_claims, b"s"),
+            "Bad token; invalid alg",
+        ),
+        (
+            raw_token("not json", &good_claims, b"s"),
+            "Bad token; invalid JSON",
+        ),
+        (
+            raw_token(r#"{"alg":"HS256"}"#, "[1,2]", b"s"),
+            "Bad token; invalid JSON",
+        ),
+        (
+            raw_token(
+                r#"{"alg":"HS256"}"#,
+                r#"{"exp":1,"exp":9999999999,"iss":"k"}"#,
+                b"s",
+            ),
+            "Bad token; invalid JSON",
+        ),
+        (
+            raw_token(r#"{"alg":"HS256"}"#, r#"{"sub":"x"}"#, b"s"),
+            "No mandatory 'iss' in claims",
+        ),
+        (
+            raw_token(r#"{"alg":"HS256"}"#, r#"{"iss":""}"#, b"s"),
+            "Invalid 'iss' in claims",
+        ),
+        (
+            raw_token(r#"{"alg":"HS256"}"#, r#"{"iss":7}"#, b"s"),
+            "Invalid 'iss' in claims",
+        ),
+        (
+            raw_token(
+                r#"{"alg":"HS256"}"#,
+                r#"{"iss":"../../../../dev/null"}"#,
+                b"s",
+            ),
+            "No credentials found for given 'iss'",
+        ),
+        (
+            raw_token(r#"{"alg":"HS256"}"#, &good_claims, b"wrong"),
+            "Invalid signature",
+        ),
+        // HS256 signed with the RSA public key as the secret: alg confusion.
+        (
+            raw_token(
+                r#"{"alg":"HS256"}"#,
+                r#"{"iss":"rsa"}"#,
+                fixture("rsa-public.pem").as_bytes(),
+            ),
+            "Invalid algorithm",
+        ),
+        ("a.b".into(), "Bad token; invalid JSON"),
+        ("a.b.c.d".into(), "Bad token; invalid JSON"),
+    ];
+    for (token, expected) in cases {
+        let got = check(&conf, &creds, &[("Authorization", &bearer(&token))], None);
+        assert_eq!(message(got), expected, "{token}");
+    }
+    // An empty signature, padding and the standard alphabet are refused.
+    let token = raw_token(r#"{"alg":"HS256"}"#, &good_claims, b"s");
+    let (signing_input, sig) = token.rsplit_once('.').unwrap();
+    for bad in [
+        format!("{signing_input}."),
+        format!("{token}="),
+        format!(
+            "{signing_input}.{}",
+            sig.replace('-', "+").replace('_', "/") + "+"
+        ),
+    ] {
+        assert!(
+            check(&conf, &creds, &[("Authorization", &bearer(&bad))], None).is_err(),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn token_sources_and_multiple_tokens() {
+    let creds = credentials(vec![hs("k", Algorithm::HS256, "s")]);
+    let token = raw_token(r#"{"alg":"HS256"}"#, r#"{"iss":"k"}"#, b"s");
+    let other = raw_token(r#"{"alg":"HS256"}"#, r#"{"iss":"k","x":1}"#, b"s");
+    let conf = config("cookie_names: [auth]\nuri_param_names: [jwt, token]");
+    assert_eq!(
+        check(&conf, &creds, &[], Some(&format!("a=1&jwt={token}"))),
+        Ok("k".into())
+    );
+    assert_eq!(
+        check(&conf, &creds, &[], Some(&format!("token={token}"))),
+        Ok("k".into())
+    );
+    assert_eq!(
+        check(
+            &conf,
+            &creds,
+            &[("Cookie", &format!("x=1; auth={token}"))],
+            None
+        ),
+        Ok("k".into())
+    );
+    assert_eq!(
+        check(
+            &conf,
+            &creds,
+            &[("authorization", &format!("  bearer   {token}"))],
+            None
+        ),
+        Ok("k".into())
+    );
+    // The same token twice is one token; two different ones are refused.
+    assert_eq!(
+        check(
+            &conf,
+            &creds,
+            &[("Authorization", &bearer(&token))],
+            Some(&format!("jwt={token}"))
+        ),
+        Ok("k".into())
+    );
+    let got = check(
+        &conf,
+        &creds,
+        &[("Authorization", &bearer(&other))],
+        Some(&format!("jwt={token}")),
+    );
+    assert_eq!(message(got), "Multiple tokens provided");
+    // No token at all: plain Unauthorized without error="invalid_token".
+    let missing = check(&conf, &creds, &[("Authorization", "Basic abc")], None).unwrap_err();
+    assert_eq!(missing.body, FailureBody::Message("Unauthorized".into()));
+    assert!(!missing.invalid_token);
+    let with_realm = config("realm: gw");
+    assert_eq!(with_realm.www_authenticate, "Bearer realm=\"gw\"");
+    assert_eq!(
+        with_realm.www_authenticate_error,
+        "Bearer realm=\"gw\" error=\"invalid_token\""
+    );
+}
+
+#[test]
+fn registered_claims() {
+    let creds = credentials(vec![hs("k", Algorithm::HS256, "s")]);
+    let run = |conf: &Config, claims: String| {
+        let token = raw_token(r#"{"alg":"HS256"}"#, &claims, b"s");
+        check(conf, &creds, &[("Authorization", &bearer(&token))], None)
+    };
+    let claims_errors = |r: Result<String, Failure>| match r {
+        Err(Failure {
+            body: FailureBody::Claims(errors),
+            invalid_token: true,
+        }) => errors,
+        other => panic!("expected claim errors, got {other:?}"),
+    };
+    let plain = config("");
+    // exp and nbf are checked whenever present, stricter than Kong.
+    assert_eq!(
+        claims_errors(run(&plain, format!(r#"{{"iss":"k","exp":{NOW}}}"#))),
+        vec![("exp", "token expired")]
+    );
+    assert_eq!(
+        run(&plain, format!(r#"{{"iss":"k","exp":{}}}"#, NOW + 1)),
+        Ok("k".into())
+    );
+    assert_eq!(
+        run(&plain, format!(r#"{{"iss":"k","exp":{}.5}}"#, NOW)),
+        Ok("k".into())
+    );
+    assert_eq!(
+        claims_errors(run(
+            &plain,
+            format!(r#"{{"iss":"k","exp":"{}"}}"#, NOW + 60)
+        )),
+        vec![("exp", "must be a number")]
+    );
+    assert_eq!(
+        claims_errors(run(&plain, format!(r#"{{"iss":"k","nbf":{}}}"#, NOW + 1))),
+        vec![("nbf", "token not valid yet")]
+    );
+    assert_eq!(
+        run(&plain, format!(r#"{{"iss":"k","nbf":{NOW}}}"#)),
+        Ok("k".into())
+    );
+    assert_eq!(run(&plain, r#"{"iss":"k"}"#.into()), Ok("k".into()));
+    // Leeway moves both edges.
+    let lenient = config("leeway: 30");
+    assert_eq!(
+        run(&lenient, format!(r#"{{"iss":"k","exp":{}}}"#, NOW - 29)),
+        Ok("k".into())
+    );
+    assert!(run(&lenient, format!(r#"{{"iss":"k","exp":{}}}"#, NOW - 30)).is_err());
+    assert_eq!(
+        run(&lenient, format!(r#"{{"iss":"k","nbf":{}}}"#, NOW + 30)),
+        Ok("k".into())
+    );
+    assert!(run(&lenient, format!(r#"{{"iss":"k","nbf":{}}}"#, NOW + 31)).is_err());
+    // claims_to_verify makes them mandatory.
+    let strict = config("claims_to_verify: [exp, nbf]\nmaximum_expiration: 600");
+    assert_eq!(
+        claims_errors(run(&strict, r#"{"iss":"k"}"#.into())),
+        vec![("exp", "must be a number"), ("nbf", "must be a number")]
+    );
+    assert_eq!(
+        claims_errors(run(
+            &strict,
+            format!(r#"{{"iss":"k","exp":{},"nbf":{NOW}}}"#, NOW + 601)
+        )),
+        vec![("exp", "exceeds maximum allowed expiration")]
+    );
+}
+
+#[test]
+fn rfc7515_example_with_a_base64_secret_and_key_claim_from_the_header() {
+    // RFC 7515 A.1: the key is the base64url JWK `k`; exp is 1300819380.
+    let token = "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    let k =
+        "AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow";
+    let creds = credentials(vec![hs("joe", Algorithm::HS256, k)]);
+    let conf = config("secret_is_base64: true");
+    let headers: Vec<httparse::Header<'_>> = vec![];
+    let query = format!("jwt={token}");
+    let request = RequestParts {
+        method: "GET",
+        query: Some(&query),
+        headers: &headers,
+    };
+    assert!(authenticate(&conf, &request, &creds, 1_300_819_379).is_ok());
+    assert!(matches!(
+        authenticate(&conf, &request, &creds, 1_300_819_380),
+        Err(Failure {
+            body: FailureBody::Claims(_),
+            ..
+        })
+    ));
+    // Without secret_is_base64 the same secret is the wrong key.
+    assert!(authenticate(&config(""), &request, &creds, 1_300_819_379).is_err());
+
+    let kid_conf = config("key_claim_name: kid");
+    let creds = credentials(vec![hs("key-7", Algorithm::HS256, "s")]);
+    let token = raw_token(r#"{"alg":"HS256","kid":"key-7"}"#, r#"{"sub":"x"}"#, b"s");
+    assert_eq!(
+        check(
+            &kid_conf,
+            &creds,
+            &[("Authorization", &bearer(&token))],
+            None
+        ),
+        Ok("key-7".into())
+    );
+}
+
+#[test]
+fn config_and_credential_validation() {
+    let bad: ConfigFile =
+        serde_norway::from_str("claims_to_verify: [iat]\nmaximum_expiration: 10").unwrap();
+    let problems = bad.validate().unwrap_err();
+    assert!(problems.iter().any(|(f, _)| f == "claims_to_verify[0]"));
+    assert!(problems.iter().any(|(f, _)| f == "maximum_expiration"));
+    assert!(serde_norway::from_str::<ConfigFile>("colour: blue").is_err());
+    assert!(Credential::new("i".into(), "k".into(), Algorithm::RS256, None, None, 0).is_err());
+    assert!(Credential::new(
+        "i".into(),
+        "k".into(),
+        Algorithm::RS256,
+        None,
+        Some("garbage"),
+        0
+    )
+    .is_err());
+    // An EC key does not fit an RSA algorithm.
+    assert!(Credential::new(
+        "i".into(),
+        "k".into(),
+        Algorithm::RS256,
+        None,
+        Some(&fixture("ec256-public.pem")),
+        0
+    )
+    .is_err());
+    assert!(Credential::new(
+        "i".into(),
+        "k".into(),
+        Algorithm::ES384,
+        None,
+        Some(&fixture("ec256-public.pem")),
+        0
+    )
+    .is_err());
+    assert!(Credential::new("i".into(), "k".into(), Algorithm::HS256, None, None, 0).is_err());
+}
+
+#[test]
+fn ringway_signer_round_trips() {
+    let mut claims = serde_json::Map::new();
+    claims.insert("iss".into(), json!("k"));
+    claims.insert("exp".into(), json!(NOW + 60));
+    let token = sign(Algorithm::HS512, b"s", &claims).unwrap();
+    let creds = credentials(vec![hs("k", Algorithm::HS512, "s")]);
+    assert_eq!(
+        check(
+            &config(""),
+            &creds,
+            &[("Authorization", &bearer(&token))],
+            None
+        ),
+        Ok("k".into())
+    );
+    assert!(sign(Algorithm::RS256, b"s", &claims).is_err());
+}

@@ -1,0 +1,489 @@
+//! Finding, decoding and verifying a token; and signing one for `ringway jwt sign`.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use httparse::Header;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserializer;
+
+use super::{Algorithm, Config, Credential, Credentials};
+
+/// What the plugin looks at in a request.
+pub struct RequestParts<'a> {
+    pub method: &'a str,
+    /// The raw query string, without `?`.
+    pub query: Option<&'a str>,
+    pub headers: &'a [Header<'a>],
+}
+
+/// Where the token was found, so `hide_credentials` can remove it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location {
+    /// A query parameter with this name.
+    Query(usize),
+    /// A cookie with this name (index into `cookie_names`).
+    Cookie(usize),
+    /// This request header (index into the request's headers).
+    Header(usize),
+}
+
+/// A verified token.
+#[derive(Debug)]
+pub struct Found<'c> {
+    pub credential: &'c Credential,
+    pub location: Location,
+}
+
+/// The body of a 401.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailureBody {
+    /// `{"message": ...}`
+    Message(Cow<'static, str>),
+    /// Kong's claim errors map, e.g. `{"exp":"token expired"}`.
+    Claims(Vec<(&'static str, &'static str)>),
+}
+
+/// Why authentication failed: always a 401.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub body: FailureBody,
+    /// Whether `WWW-Authenticate` carries ` error="invalid_token"` (every failure but a
+    /// missing token).
+    pub invalid_token: bool,
+}
+
+impl Failure {
+    fn message(message: impl Into<Cow<'static, str>>) -> Failure {
+        Failure {
+            body: FailureBody::Message(message.into()),
+            invalid_token: true,
+        }
+    }
+
+    /// A short label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match &self.body {
+            FailureBody::Claims(_) => "claims",
+            FailureBody::Message(m) => match m.as_ref() {
+                "Unauthorized" => "missing",
+                "Multiple tokens provided" => "multiple",
+                "Invalid signature" => "signature",
+                "Invalid algorithm" => "algorithm",
+                m if m.starts_with("Bad token") => "malformed",
+                m if m.starts_with("No credentials") => "unknown_key",
+                _ => "invalid",
+            },
+        }
+    }
+}
+
+/// Tokens longer than this are not decoded: a header limit applies before this anyway.
+const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// Decoded header and claims up to this size stay on the stack.
+const STACK_JSON_BYTES: usize = 2048;
+
+/// Finds the request's token, verifies it against `credentials` and checks its claims.
+/// `now` is the Unix time in seconds.
+pub fn authenticate<'c>(
+    config: &Config,
+    request: &RequestParts<'_>,
+    credentials: &'c Credentials,
+    now: u64,
+) -> Result<Found<'c>, Failure> {
+    let (token, location) = find_token(config, request)?;
+    verify(config, &token, location, credentials, now)
+}
+
+fn find_token<'a>(
+    config: &Config,
+    request: &RequestParts<'a>,
+) -> Result<(Cow<'a, str>, Location), Failure> {
+    let mut found: Option<(Cow<'a, str>, Location)> = None;
+    let mut offer = |token: Cow<'a, str>, location: Location| -> Result<(), Failure> {
+        if token.is_empty() {
+            return Ok(());
+        }
+        match &found {
+            None => found = Some((token, location)),
+            Some((existing, _)) if *existing == token => {}
+            Some(_) => return Err(Failure::message("Multiple tokens provided")),
+        }
+        Ok(())
+    };
+    if let Some(query) = request.query {
+        for (i, name) in config.uri_param_names.iter().enumerate() {
+            for pair in query.split('&') {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                if key == name {
+                    offer(percent_decode(value), Location::Query(i))?;
+                }
+            }
+        }
+    }
+    if !config.cookie_names.is_empty() {
+        for header in request
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+        {
+            let Ok(value) = std::str::from_utf8(header.value) else {
+                continue;
+            };
+            for cookie in value.split(';') {
+                let (key, value) = cookie.trim().split_once('=').unwrap_or(("", ""));
+                if let Some(i) = config.cookie_names.iter().position(|n| n == key) {
+                    offer(Cow::Borrowed(value.trim_matches('"')), Location::Cookie(i))?;
+                }
+            }
+        }
+    }
+    for (i, header) in request.headers.iter().enumerate() {
+        if !config
+            .header_names
+            .iter()
+            .any(|n| header.name.eq_ignore_ascii_case(n))
+        {
+            continue;
+        }
+        let Ok(value) = std::str::from_utf8(header.value) else {
+            continue;
+        };
+        // Kong's `\s*[Bb]earer\s+(.+)`.
+        let value = value.trim_start();
+        let Some(rest) = value
+            .strip_prefix("Bearer")
+            .or_else(|| value.strip_prefix("bearer"))
+        else {
+            continue;
+        };
+        if !rest.starts_with([' ', '\t']) {
+            continue;
+        }
+        offer(Cow::Borrowed(rest.trim()), Location::Header(i))?;
+    }
+    found.ok_or(Failure {
+        body: FailureBody::Message(Cow::Borrowed("Unauthorized")),
+        invalid_token: false,
+    })
+}
+
+/// Decodes `%XX` and `+` in a query value; borrowed when there is nothing to decode.
+fn percent_decode(value: &str) -> Cow<'_, str> {
+    if !value.contains(['%', '+']) {
+        return Cow::Borrowed(value);
+    }
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                    16,
+                ) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Decodes one base64url part, on the stack when it is small.
+fn decode_part<'b>(
+    part: &str,
+    stack: &'b mut [u8; STACK_JSON_BYTES],
+    heap: &'b mut Vec<u8>,
+) -> Option<&'b [u8]> {
+    let needed = part.len() / 4 * 3 + 3;
+    if needed <= stack.len() {
+        let n = URL_SAFE_NO_PAD.decode_slice(part, stack).ok()?;
+        Some(&stack[..n])
+    } else {
+        *heap = URL_SAFE_NO_PAD.decode(part).ok()?;
+        Some(heap)
+    }
+}
+
+fn verify<'c>(
+    config: &Config,
+    token: &str,
+    location: Location,
+    credentials: &'c Credentials,
+    now: u64,
+) -> Result<Found<'c>, Failure> {
+    const INVALID_JSON: &str = "Bad token; invalid JSON";
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(Failure::message(INVALID_JSON));
+    }
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(claims_b64), Some(signature_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Failure::message(INVALID_JSON));
+    };
+    let key_claim = config.key_claim_name.as_str();
+
+    let mut header_stack = [0u8; STACK_JSON_BYTES];
+    let mut header_heap = Vec::new();
+    let header_json = decode_part(header_b64, &mut header_stack, &mut header_heap)
+        .ok_or(Failure::message(INVALID_JSON))?;
+    let header = parse_fields(header_json, key_claim).ok_or(Failure::message(INVALID_JSON))?;
+
+    let mut claims_stack = [0u8; STACK_JSON_BYTES];
+    let mut claims_heap = Vec::new();
+    let claims_json = decode_part(claims_b64, &mut claims_stack, &mut claims_heap)
+        .ok_or(Failure::message(INVALID_JSON))?;
+    let claims = parse_fields(claims_json, key_claim).ok_or(Failure::message(INVALID_JSON))?;
+
+    let alg = match &header.alg {
+        Value::Str(name) => Algorithm::parse(name),
+        _ => None,
+    }
+    .ok_or(Failure::message("Bad token; invalid alg"))?;
+    let mut signature = [0u8; 512];
+    let signature = match URL_SAFE_NO_PAD.decode_slice(signature_b64, &mut signature) {
+        Ok(n) => &signature[..n],
+        Err(_) => return Err(Failure::message("Bad token; invalid signature")),
+    };
+
+    let key = match (&claims.key, &header.key) {
+        (Value::Missing, Value::Missing) => None,
+        (Value::Missing, value) | (value, _) => Some(value),
+    };
+    let key = match key {
+        None => {
+            return Err(Failure::message(format!(
+                "No mandatory '{key_claim}' in claims"
+            )))
+        }
+        Some(Value::Str(key)) if !key.is_empty() => key,
+        Some(_) => return Err(Failure::message(format!("Invalid '{key_claim}' in claims"))),
+    };
+    let credential = credentials
+        .get(key.as_ref())
+        .ok_or_else(|| Failure::message(format!("No credentials found for given '{key_claim}'")))?;
+    if credential.algorithm != alg {
+        return Err(Failure::message("Invalid algorithm"));
+    }
+    let verify_key = credential
+        .key_for(config.secret_is_base64)
+        .ok_or(Failure::message("Invalid key/secret"))?;
+    let signed = &token[..header_b64.len() + 1 + claims_b64.len()];
+    if !verify_key.verify(signed.as_bytes(), signature) {
+        return Err(Failure::message("Invalid signature"));
+    }
+
+    let mut errors = Vec::new();
+    let leeway = config.leeway as f64;
+    let now_f = now as f64;
+    match claims.exp {
+        Value::Number(exp) => {
+            // Kong: expired once exp <= now; the leeway moves that edge.
+            if exp + leeway <= now_f {
+                errors.push(("exp", "token expired"));
+            } else if config.maximum_expiration > 0
+                && exp - now_f > config.maximum_expiration as f64
+            {
+                errors.push(("exp", "exceeds maximum allowed expiration"));
+            }
+        }
+        Value::Missing if !config.require_exp => {}
+        _ => errors.push(("exp", "must be a number")),
+    }
+    match claims.nbf {
+        Value::Number(nbf) => {
+            if nbf - leeway > now_f {
+                errors.push(("nbf", "token not valid yet"));
+            }
+        }
+        Value::Missing if !config.require_nbf => {}
+        _ => errors.push(("nbf", "must be a number")),
+    }
+    if !errors.is_empty() {
+        return Err(Failure {
+            body: FailureBody::Claims(errors),
+            invalid_token: true,
+        });
+    }
+    Ok(Found {
+        credential,
+        location,
+    })
+}
+
+/// A JSON value as far as the plugin cares.
+#[derive(Debug, Default)]
+enum Value<'de> {
+    #[default]
+    Missing,
+    Str(Cow<'de, str>),
+    Number(f64),
+    Other,
+}
+
+/// The fields read from a token's header or claims.
+#[derive(Debug, Default)]
+struct Fields<'de> {
+    alg: Value<'de>,
+    key: Value<'de>,
+    exp: Value<'de>,
+    nbf: Value<'de>,
+}
+
+/// Parses a JSON object, keeping only the fields above. A duplicated field the plugin
+/// reads is an error (RFC 7519 §4: reject, never guess which one counts).
+fn parse_fields<'de>(json: &'de [u8], key_claim: &str) -> Option<Fields<'de>> {
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    let fields = FieldsSeed { key_claim }
+        .deserialize(&mut deserializer)
+        .ok()?;
+    deserializer.end().ok()?;
+    Some(fields)
+}
+
+struct FieldsSeed<'k> {
+    key_claim: &'k str,
+}
+
+impl<'de> DeserializeSeed<'de> for FieldsSeed<'_> {
+    type Value = Fields<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Fields<'de>, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldsSeed<'_> {
+    type Value = Fields<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+        let mut fields = Fields::default();
+        while let Some(name) = map.next_key::<Name<'de>>()? {
+            let slot = match name.0.as_ref() {
+                n if n == self.key_claim => &mut fields.key,
+                "alg" => &mut fields.alg,
+                "exp" => &mut fields.exp,
+                "nbf" => &mut fields.nbf,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            if !matches!(slot, Value::Missing) {
+                return Err(de::Error::custom("duplicate field"));
+            }
+            *slot = map.next_value::<AnyValue<'de>>()?.0;
+        }
+        Ok(fields)
+    }
+}
+
+/// A map key, borrowed from the input when it has no escapes.
+struct Name<'de>(Cow<'de, str>);
+
+impl<'de> de::Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(V)
+    }
+}
+
+/// Any JSON value, reduced to what `Value` distinguishes.
+struct AnyValue<'de>(Value<'de>);
+
+impl<'de> de::Deserialize<'de> for AnyValue<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = AnyValue<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(AnyValue(Value::Str(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(AnyValue(Value::Str(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(AnyValue(Value::Number(v as f64)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(AnyValue(Value::Number(v as f64)))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(AnyValue(Value::Number(v)))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(AnyValue(Value::Other))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(AnyValue(Value::Other))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(AnyValue(Value::Other))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(AnyValue(Value::Other))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// Signs `claims` (a JSON object) with an HS* secret; the token `ringway jwt sign` prints.
+pub fn sign(
+    algorithm: Algorithm,
+    secret: &[u8],
+    claims: &serde_json::Map<String, serde_json::Value>,
+) -> Result<String, String> {
+    let alg = match algorithm {
+        Algorithm::HS256 => ring::hmac::HMAC_SHA256,
+        Algorithm::HS384 => ring::hmac::HMAC_SHA384,
+        Algorithm::HS512 => ring::hmac::HMAC_SHA512,
+        other => {
+            return Err(format!(
+                "signing supports HS256, HS384 and HS512, not {}",
+                other.name()
+            ))
+        }
+    };
+    let header = serde_json::json!({ "alg": algorithm.name(), "typ": "JWT" });
+    let mut token = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).map_err(|e| e.to_string())?);
+    token.push('.');
+    token.push_str(&URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).map_err(|e| e.to_string())?));
+    let tag = ring::hmac::sign(&ring::hmac::Key::new(alg, secret), token.as_bytes());
+    token.push('.');
+    token.push_str(&URL_SAFE_NO_PAD.encode(tag.as_ref()));
+    Ok(token)
+}

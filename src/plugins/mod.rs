@@ -1,0 +1,3 @@
+//! Plugins: per-plugin configuration and request handling, one module each.
+
+pub mod jwt;
