@@ -27,6 +27,10 @@ pub enum ErrorKind {
     RequestTimeout,
     /// No route matched: 404.
     NoRoute,
+    /// Authentication failed: 401 (the plugin supplies the body).
+    Unauthorized,
+    /// ringway could not process the request (a misconfiguration): 500.
+    Internal,
     /// The route does not accept this protocol (an https-only route over plain HTTP): 426.
     ProtocolNotAllowed,
     /// The service host did not resolve: 503.
@@ -55,6 +59,8 @@ impl ErrorKind {
             ErrorKind::HeadersTooLarge => 431,
             ErrorKind::RequestTimeout => 408,
             ErrorKind::NoRoute => 404,
+            ErrorKind::Unauthorized => 401,
+            ErrorKind::Internal => 500,
             ErrorKind::ProtocolNotAllowed => 426,
             ErrorKind::NameResolution => 503,
             ErrorKind::ConnectFailed | ErrorKind::UpstreamClosed | ErrorKind::BadResponse => 502,
@@ -72,6 +78,8 @@ impl ErrorKind {
             ErrorKind::HeadersTooLarge => "Request header fields too large",
             ErrorKind::RequestTimeout => "Request timeout",
             ErrorKind::NoRoute => "no Route matched with those values",
+            ErrorKind::Unauthorized => "Unauthorized",
+            ErrorKind::Internal => "An unexpected error occurred",
             ErrorKind::ProtocolNotAllowed => "Please use HTTPS protocol",
             ErrorKind::NameResolution => "name resolution failed",
             ErrorKind::ConnectFailed | ErrorKind::UpstreamClosed | ErrorKind::BadResponse => {
@@ -94,7 +102,8 @@ impl ErrorKind {
             | ErrorKind::NoRoute
             | ErrorKind::ProtocolNotAllowed
             | ErrorKind::ClientGone => Side::Client,
-            ErrorKind::NameResolution => Side::Internal,
+            ErrorKind::NameResolution | ErrorKind::Internal => Side::Internal,
+            ErrorKind::Unauthorized => Side::Client,
             ErrorKind::ConnectFailed
             | ErrorKind::ConnectTimeout
             | ErrorKind::UpstreamClosed
@@ -112,6 +121,8 @@ impl ErrorKind {
             ErrorKind::HeadersTooLarge => "headers_too_large",
             ErrorKind::RequestTimeout => "request_timeout",
             ErrorKind::NoRoute => "no_route",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Internal => "internal",
             ErrorKind::ProtocolNotAllowed => "protocol_not_allowed",
             ErrorKind::NameResolution => "name_resolution",
             ErrorKind::ConnectFailed => "connect_failed",

@@ -913,9 +913,12 @@ fn parse_head(buf: &[u8], echo: &mut Vec<u8>) -> Result<Option<(Request, usize)>
 /// Chooses the mode from the request target.
 fn route(target: &str) -> Mode {
     // Origin servers must accept the absolute form too (RFC 9112, 3.2.2).
-    let target = match target.split_once("://") {
-        Some((_, rest)) if !target.starts_with('/') => rest.find('/').map_or("/", |at| &rest[at..]),
-        _ => target,
+    // Anything else that is not a path (`*`, authority form) gets `/`.
+    let target = if target.starts_with('/') {
+        target
+    } else {
+        let rest = target.split_once("://").map_or("", |(_, rest)| rest);
+        rest.find('/').map_or("/", |at| &rest[at..])
     };
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     if path == "/echo" || path.starts_with("/echo/") {

@@ -231,8 +231,92 @@ impl ListenList {
     }
 }
 
-/// A plugin item: only its name is read until plugins are implemented.
+/// A consumer's group membership: a name, or Kong Enterprise's `{name: ...}`.
 #[derive(Debug, Deserialize)]
-pub struct PluginName {
+#[serde(untagged)]
+pub enum GroupRef {
+    Name(String),
+    Object(ReferenceObject),
+}
+
+impl GroupRef {
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            GroupRef::Name(name) => Some(name),
+            GroupRef::Object(object) => object.name.as_deref().or(object.id.as_deref()),
+        }
+    }
+}
+
+/// A `consumers[]` item.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ConsumerFile {
+    pub id: Option<String>,
+    pub username: Option<String>,
+    pub custom_id: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub created_at: Option<u64>,
+    pub updated_at: Option<u64>,
+    #[serde(default)]
+    pub groups: Vec<GroupRef>,
+    #[serde(default)]
+    pub jwt_secrets: Vec<Value>,
+    #[serde(default)]
+    pub plugins: Vec<Value>,
+}
+
+/// A `jwt_secrets[]` item (Kong's JWT credential).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct JwtSecretFile {
+    pub id: Option<String>,
+    pub key: Option<String>,
+    pub secret: Option<String>,
+    pub algorithm: Option<String>,
+    pub rsa_public_key: Option<String>,
+    pub consumer: Option<Reference>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub created_at: Option<u64>,
+}
+
+/// A `consumer_groups[]` item (Kong Enterprise's shape).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ConsumerGroupFile {
+    pub id: Option<String>,
     pub name: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub created_at: Option<u64>,
+    pub updated_at: Option<u64>,
+    #[serde(default)]
+    pub plugins: Vec<Value>,
+}
+
+/// A `plugins[]` item.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct PluginFile {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub instance_name: Option<String>,
+    pub config: Option<Value>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub protocols: Option<Vec<String>>,
+    pub service: Option<Reference>,
+    pub route: Option<Reference>,
+    pub consumer: Option<Reference>,
+    pub consumer_group: Option<Reference>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub created_at: Option<u64>,
+    pub updated_at: Option<u64>,
 }

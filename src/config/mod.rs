@@ -6,6 +6,7 @@
 //! anything is bound. The model is immutable once built; workers share it through an
 //! `Arc` that reload swaps whole.
 
+mod entities;
 mod file;
 mod node;
 mod vault;
@@ -21,9 +22,14 @@ use serde::de::DeserializeOwned;
 use serde_norway::Value;
 use sha2::{Digest, Sha256};
 
+pub use entities::{
+    is_uuid, random_id, stable_id, Chain, Consumer, ConsumerGroup, JwtSecret, Keys, Layer, Plugin,
+    PluginConfig, Scope, KNOWN_PLUGINS,
+};
 pub use node::{Driver, Limits, Listen, Node, NodeOverrides, MAX_HEADERS_LIMIT};
 
-use file::{PluginName, RouteFile, ServiceFile, Top};
+use entities::Item;
+use file::{RouteFile, ServiceFile, Top};
 
 /// Upper bound on the compiled size of one route regex, so a hostile or careless pattern
 /// cannot take unbounded memory.
@@ -85,6 +91,18 @@ pub struct Config {
     pub node: Node,
     pub services: Vec<Service>,
     pub routes: Vec<Route>,
+    pub consumers: Vec<Consumer>,
+    pub consumer_groups: Vec<ConsumerGroup>,
+    pub jwt_secrets: Vec<JwtSecret>,
+    /// JWT credentials by key, with their keys prepared.
+    pub credentials: crate::plugins::jwt::Credentials,
+    pub plugins: Vec<Plugin>,
+    /// The plugins that run for each route, precedence applied.
+    pub chains: Vec<Chain>,
+    /// The plugins that run when no route matched (global ones).
+    pub global_chain: Chain,
+    /// Names and ids of every entity.
+    pub keys: Keys,
     /// Hex digest of the file's bytes, reported as `configuration_hash`.
     pub hash: String,
 }
@@ -92,7 +110,9 @@ pub struct Config {
 /// An upstream service.
 #[derive(Debug)]
 pub struct Service {
+    pub id: String,
     pub name: Arc<str>,
+    pub layer: Layer,
     pub host: String,
     pub port: u16,
     /// The base path requests are joined to; `/` when the service has none.
@@ -139,7 +159,9 @@ pub enum HostMatch {
 /// A route, with references resolved to service indices.
 #[derive(Debug)]
 pub struct Route {
+    pub id: String,
     pub name: Option<Arc<str>>,
+    pub layer: Layer,
     pub service: usize,
     pub paths: Vec<PathMatch>,
     pub methods: Vec<String>,
@@ -247,9 +269,6 @@ fn build(doc: Value, overrides: &NodeOverrides, report: &mut Report) -> Option<C
     let node = node::build(top.ringway, overrides, report);
 
     for (key, items) in [
-        ("consumers", &top.consumers),
-        ("consumer_groups", &top.consumer_groups),
-        ("jwt_secrets", &top.jwt_secrets),
         ("upstreams", &top.upstreams),
         ("targets", &top.targets),
         ("certificates", &top.certificates),
@@ -264,7 +283,23 @@ fn build(doc: Value, overrides: &NodeOverrides, report: &mut Report) -> Option<C
             );
         }
     }
-    check_plugins(&top.plugins, "plugins", report);
+    let layer = Layer::File;
+    let mut keys = Keys::default();
+    let mut plugin_items: Vec<(Item, Scope)> = top
+        .plugins
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| {
+            (
+                Item {
+                    path: format!("plugins[{i}]"),
+                    value,
+                    layer,
+                },
+                Scope::default(),
+            )
+        })
+        .collect();
 
     // Services first (nested routes are collected with their service), then top-level
     // routes that refer to a service by name or id.
@@ -284,11 +319,25 @@ fn build(doc: Value, overrides: &NodeOverrides, report: &mut Report) -> Option<C
             }
             continue;
         };
-        check_plugins(&file.plugins, &format!("{path}.plugins"), report);
         let index = services.len();
         let nested: Vec<Value> = file.routes.clone();
+        let nested_plugins: Vec<Value> = file.plugins.clone();
         if let Some(service) = build_service(file, &path, report, &mut service_keys, index) {
             services.push(service);
+            for (j, plugin) in nested_plugins.into_iter().enumerate() {
+                let item = Item {
+                    path: format!("{path}.plugins[{j}]"),
+                    value: plugin,
+                    layer,
+                };
+                plugin_items.push((
+                    item,
+                    Scope {
+                        service: Some(index),
+                        ..Scope::default()
+                    },
+                ));
+            }
             for (j, route) in nested.into_iter().enumerate() {
                 let route_path = format!("{path}.routes[{j}]");
                 if let Some(route) = parse_item::<RouteFile>(route, &route_path, report) {
@@ -312,8 +361,8 @@ fn build(doc: Value, overrides: &NodeOverrides, report: &mut Report) -> Option<C
 
     let mut routes = Vec::new();
     let mut route_names: HashMap<String, String> = HashMap::new();
-    for (path, file, parent) in route_files {
-        check_plugins(&file.plugins, &format!("{path}.plugins"), report);
+    for (path, mut file, parent) in route_files {
+        let nested_plugins = std::mem::take(&mut file.plugins);
         let service = match parent {
             Some(index) => Some(index),
             None => match file.service.as_ref().and_then(|r| r.key()) {
@@ -341,15 +390,90 @@ fn build(doc: Value, overrides: &NodeOverrides, report: &mut Report) -> Option<C
                 );
             }
         }
+        let route_key = file.name.clone().or(file.id.clone());
         if let Some(route) = build_route(file, service, &path, report) {
+            let index = routes.len();
+            for key in [route_key.as_ref(), Some(&route.id)].into_iter().flatten() {
+                keys.routes.insert(key.clone(), index);
+            }
+            for (j, plugin) in nested_plugins.into_iter().enumerate() {
+                let item = Item {
+                    path: format!("{path}.plugins[{j}]"),
+                    value: plugin,
+                    layer,
+                };
+                plugin_items.push((
+                    item,
+                    Scope {
+                        route: Some(index),
+                        ..Scope::default()
+                    },
+                ));
+            }
             routes.push(route);
         }
     }
+    keys.services = service_keys;
+
+    let item = |kind: &'static str| {
+        move |(i, value): (usize, Value)| Item {
+            path: format!("{kind}[{i}]"),
+            value,
+            layer,
+        }
+    };
+    let (consumer_groups, group_plugins) = entities::build_groups(
+        top.consumer_groups
+            .into_iter()
+            .enumerate()
+            .map(item("consumer_groups"))
+            .collect(),
+        &mut keys,
+        report,
+    );
+    let (consumers, nested_secrets, consumer_plugins) = entities::build_consumers(
+        top.consumers
+            .into_iter()
+            .enumerate()
+            .map(item("consumers"))
+            .collect(),
+        &mut keys,
+        report,
+    );
+    let mut secret_items = nested_secrets;
+    secret_items.extend(
+        top.jwt_secrets
+            .into_iter()
+            .enumerate()
+            .map(item("jwt_secrets"))
+            .map(|i| (i, None)),
+    );
+    let (jwt_secrets, credentials) = entities::build_secrets(secret_items, &keys, report);
+    plugin_items.extend(group_plugins);
+    plugin_items.extend(consumer_plugins);
+    let plugins = entities::build_plugins(plugin_items, &keys, report);
+    for plugin in &plugins {
+        let PluginConfig::Jwt(jwt) = &plugin.config;
+        if let Some(anonymous) = &jwt.anonymous {
+            if !keys.consumers.contains_key(anonymous) {
+                log::warn!("jwt plugin {}: anonymous consumer '{anonymous}' does not exist; failed authentications get 500", plugin.id);
+            }
+        }
+    }
+    let (chains, global_chain) = entities::resolve_chains(&routes, &plugins);
 
     Some(Config {
         node: node?,
         services,
         routes,
+        consumers,
+        consumer_groups,
+        jwt_secrets,
+        credentials,
+        plugins,
+        chains,
+        global_chain,
+        keys,
         hash: String::new(),
     })
 }
@@ -368,21 +492,6 @@ fn yaml_inline(value: &Value) -> String {
         .unwrap_or_else(|_| "?".to_owned())
 }
 
-/// Plugins are not available in this version: each configured one is an error, so that
-/// an `acl` or `jwt` the operator relies on is never silently skipped.
-fn check_plugins(plugins: &[Value], path: &str, report: &mut Report) {
-    for (i, value) in plugins.iter().enumerate() {
-        let item_path = format!("{path}[{i}]");
-        match serde_norway::from_value::<PluginName>(value.clone()) {
-            Ok(PluginName { name: Some(name) }) => report.add(
-                format!("{item_path}.name"),
-                format!("unknown plugin '{name}' (not available in this version of ringway)"),
-            ),
-            _ => report.add(format!("{item_path}.name"), "required field missing"),
-        }
-    }
-}
-
 fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~')
 }
@@ -395,6 +504,7 @@ fn build_service(
     index: usize,
 ) -> Option<Service> {
     let before = report.problems.len();
+    let file_id = file.id.clone();
     let name = match &file.name {
         Some(name) if !name.is_empty() && name.chars().all(is_name_char) => name.clone(),
         Some(name) => {
@@ -514,7 +624,10 @@ fn build_service(
     } else {
         format!("{host}:{port}")
     };
+    let id = file_id.unwrap_or_else(|| stable_id("service", &name));
     Some(Service {
+        id,
+        layer: Layer::File,
         name: name.into(),
         host,
         port,
@@ -775,7 +888,13 @@ fn build_route(
     if report.problems.len() > before {
         return None;
     }
+    let id = file
+        .id
+        .clone()
+        .unwrap_or_else(|| stable_id("route", file.name.as_deref().unwrap_or(path)));
     Some(Route {
+        id,
+        layer: Layer::File,
         name: file.name.map(Arc::from),
         service: service?,
         paths,

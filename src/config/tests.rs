@@ -114,20 +114,127 @@ ringway:
 
 #[test]
 fn unsupported_entities_and_versions_are_errors() {
-    let found = problems("_format_version: \"1.0\"\nconsumers:\n  - username: a\n");
+    let found = problems("_format_version: \"1.0\"\nupstreams:\n  - name: a\n");
     assert!(found.iter().any(|p| p.starts_with("_format_version:")));
-    assert!(found.iter().any(|p| p.starts_with("consumers:")));
+    assert!(found.iter().any(|p| p.starts_with("upstreams:")));
     let found = problems("services: []\n");
     assert!(found
         .iter()
         .any(|p| p.starts_with("_format_version: required")));
-    let found = problems("_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://a:1\n    plugins:\n      - name: jwt\n");
+    let found = problems("_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://a:1\n    plugins:\n      - name: acl\n");
     assert!(
         found
             .iter()
-            .any(|p| p.starts_with("services[0].plugins[0].name: unknown plugin 'jwt'")),
+            .any(|p| p.starts_with("services[0].plugins[0].name: unknown plugin 'acl'")),
         "{found:?}"
     );
+}
+
+#[test]
+fn consumers_credentials_groups_and_plugins() {
+    let config = load(
+        r#"
+_format_version: "3.0"
+services:
+  - name: users
+    url: http://127.0.0.1:9001
+    routes:
+      - name: users
+        paths: [/users]
+        plugins:
+          - name: jwt
+            config: { claims_to_verify: [exp] }
+    plugins:
+      - name: jwt
+  - name: open
+    url: http://127.0.0.1:9001
+    routes:
+      - name: open
+        paths: [/open]
+consumer_groups:
+  - name: premium
+consumers:
+  - username: mobile-app
+    custom_id: app-1
+    groups: [premium]
+    jwt_secrets:
+      - key: mobile-app
+        secret: my-secret-key
+  - username: partner
+    groups: [{ name: premium }]
+jwt_secrets:
+  - key: partner-key
+    secret: s
+    algorithm: HS512
+    consumer: partner
+"#,
+    )
+    .unwrap();
+    assert_eq!(config.consumers.len(), 2);
+    assert_eq!(config.consumers[0].groups, vec![0]);
+    assert_eq!(config.consumers[1].groups, vec![0]);
+    assert!(is_uuid(&config.consumers[0].id));
+    assert_eq!(config.credentials.len(), 2);
+    assert_eq!(config.credentials["partner-key"].consumer, 1);
+    // The route-scoped jwt (with claims_to_verify) outranks the service-scoped one.
+    let users = config.chains[0].jwt.as_ref().unwrap();
+    assert!(users.require_exp);
+    assert!(config.chains[1].jwt.is_none());
+    assert!(config.global_chain.jwt.is_none());
+    // Ids derived from names are stable across loads.
+    let again = load("_format_version: \"3.0\"\nconsumers:\n  - username: mobile-app\n").unwrap();
+    assert_eq!(again.consumers[0].id, config.consumers[0].id);
+}
+
+#[test]
+fn entity_problems_have_paths() {
+    let found = problems(
+        r#"
+_format_version: "3.0"
+services:
+  - name: s
+    url: http://127.0.0.1:1
+consumers:
+  - username: a
+    groups: [nope]
+    jwt_secrets:
+      - key: k1
+        algorithm: HS999
+      - key: k2
+        algorithm: RS256
+      - secret: x
+  - custom_id: ""
+  - username: a
+jwt_secrets:
+  - key: k3
+    secret: s
+    consumer: ghost
+plugins:
+  - name: jwt
+    consumer: a
+  - name: jwt
+    config: { claims_to_verify: [iat], bogus: 1 }
+  - name: jwt
+    service: missing
+"#,
+    );
+    for prefix in [
+        "consumers[0].groups[0]: no consumer group named 'nope'",
+        "consumers[0].jwt_secrets[0].algorithm: expected one of",
+        "consumers[0].jwt_secrets[1].rsa_public_key: required",
+        "consumers[0].jwt_secrets[2].key: required",
+        "consumers[1]: at least one of 'username' or 'custom_id'",
+        "consumers[2].username: duplicate consumer 'a'",
+        "jwt_secrets[0].consumer: no consumer named 'ghost'",
+        "plugins[0].consumer: plugin 'jwt' authenticates consumers",
+        "plugins[1].config.bogus: unknown field",
+        "plugins[2].service: no service named 'missing'",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(prefix)),
+            "missing {prefix:?} in {found:#?}"
+        );
+    }
 }
 
 #[test]

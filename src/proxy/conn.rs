@@ -164,14 +164,31 @@ impl Conn {
                 self.out = self.worker.buffers.take();
             }
             self.out.clear();
-            let prepared =
-                request::prepare(&self.buf[start..end], &self.info, &snapshot, &mut self.out);
+            let now = unix_seconds();
+            let prepared = request::prepare(
+                &self.buf[start..end],
+                &self.info,
+                &snapshot,
+                now,
+                &mut self.out,
+            );
             self.buf.drain(..end);
             let next = match prepared {
                 Err(reject) => {
                     self.out.clear();
                     let keep = reject.keep_alive && !self.worker.drain.fired();
-                    if self.answer(reject.kind, !keep, reject.head).await {
+                    if let Some(detail) = &reject.detail {
+                        generated::response(
+                            &mut self.out,
+                            detail.status,
+                            b"application/json; charset=utf-8",
+                            &detail.body,
+                            !keep,
+                            reject.head,
+                            &[&detail.headers],
+                        );
+                    }
+                    if self.answer_prepared(reject.kind, !keep, reject.head).await {
                         Next::KeepAlive
                     } else {
                         Next::Close
@@ -262,12 +279,20 @@ impl Conn {
 
     /// Writes a generated error response. Returns whether the connection may continue.
     async fn answer(&mut self, kind: ErrorKind, close: bool, head: bool) -> bool {
+        self.out.clear();
+        self.answer_prepared(kind, close, head).await
+    }
+
+    /// Writes the answer already in `out`, or the generated one for `kind` when `out` is
+    /// empty. Returns whether the connection may continue.
+    async fn answer_prepared(&mut self, kind: ErrorKind, close: bool, head: bool) -> bool {
         self.count_error(kind);
         if kind == ErrorKind::ClientGone {
             return false;
         }
-        self.out.clear();
-        generated::error_response(&mut self.out, kind, close, head);
+        if self.out.is_empty() {
+            generated::error_response(&mut self.out, kind, close, head);
+        }
         let out = std::mem::take(&mut self.out);
         let (result, out) = self.client.write_all(out).await;
         self.out = out;
@@ -741,6 +766,12 @@ impl Conn {
         self.out.clear();
         result.is_ok()
     }
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn finish(plan: ResponsePlan) -> Next {

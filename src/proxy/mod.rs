@@ -1,5 +1,6 @@
 //! The proxy: the per-connection loop and the per-core context it runs in.
 
+pub mod access;
 mod conn;
 mod io;
 pub mod request;

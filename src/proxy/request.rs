@@ -6,12 +6,14 @@ use std::mem::MaybeUninit;
 
 use httparse::Header;
 
+use super::access::{self, Access, Detail};
 use super::worker::Snapshot;
 use crate::config::MAX_HEADERS_LIMIT;
 use crate::error::ErrorKind;
 use crate::http::{
     framing, generated::write_u64, is_idempotent, list_elements, BodyKind, RequestFraming,
 };
+use crate::plugins::jwt::Location;
 use crate::route::{self, RequestView};
 
 /// Facts about the client connection that shape the upstream head.
@@ -37,12 +39,14 @@ pub struct Exchange {
 }
 
 /// A request answered by ringway itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reject {
     pub kind: ErrorKind,
     pub head: bool,
     /// The connection may serve another request after the answer.
     pub keep_alive: bool,
+    /// A plugin's own status, body and headers, when it has them.
+    pub detail: Option<Box<Detail>>,
 }
 
 impl Reject {
@@ -51,16 +55,19 @@ impl Reject {
             kind,
             head: false,
             keep_alive: false,
+            detail: None,
         }
     }
 }
 
 /// Parses `head` (one complete request head) and, when it routes, appends the upstream
 /// request head to `out`.
+/// `now` is the Unix time in seconds (token expiry).
 pub fn prepare(
     head: &[u8],
     client: &ClientInfo,
     snapshot: &Snapshot,
+    now: u64,
     out: &mut Vec<u8>,
 ) -> Result<Exchange, Reject> {
     let mut slots = [const { MaybeUninit::<Header<'_>>::uninit() }; MAX_HEADERS_LIMIT as usize];
@@ -88,6 +95,7 @@ pub fn prepare(
         kind,
         head: is_head,
         keep_alive: framing.keep_alive && !has_body,
+        detail: None,
     };
 
     let (authority, path_and_query) =
@@ -129,6 +137,20 @@ pub fn prepare(
         return Err(soft(ErrorKind::NameResolution));
     }
 
+    let access = access::run(
+        &config.chains[matched.route],
+        config,
+        method,
+        query,
+        headers,
+        now,
+    )
+    .map_err(|refusal| {
+        let mut reject = soft(refusal.kind);
+        reject.detail = refusal.detail;
+        reject
+    })?;
+
     // Request line: the method, the joined path and the original query.
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
@@ -140,8 +162,7 @@ pub fn prepare(
         route.strip_path,
     );
     if let Some(query) = query {
-        out.push(b'?');
-        out.extend_from_slice(query.as_bytes());
+        write_query(out, query, &access);
     }
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     match (route.preserve_host, host) {
@@ -150,7 +171,7 @@ pub fn prepare(
     }
     out.extend_from_slice(b"\r\n");
 
-    write_forwarded_headers(out, headers, &framing, client, host, &path);
+    write_forwarded_headers(out, headers, &framing, client, host, &path, &access);
 
     match framing.body {
         BodyKind::Length(n) => {
@@ -175,6 +196,27 @@ pub fn prepare(
         head: is_head,
         idempotent: is_idempotent(method),
     })
+}
+
+/// The query string, without a parameter that carried a hidden token.
+fn write_query(out: &mut Vec<u8>, query: &str, access: &Access<'_>) {
+    let hidden = match (access.hide, access.hide_name) {
+        (Some(Location::Query(_)), Some(name)) => name,
+        _ => {
+            out.push(b'?');
+            out.extend_from_slice(query.as_bytes());
+            return;
+        }
+    };
+    let mut first = true;
+    for pair in query.split('&') {
+        if pair.split('=').next() == Some(hidden) {
+            continue;
+        }
+        out.push(if first { b'?' } else { b'&' });
+        out.extend_from_slice(pair.as_bytes());
+        first = false;
+    }
 }
 
 /// Splits a request target into an optional authority (absolute-form) and the
@@ -267,17 +309,26 @@ fn write_forwarded_headers(
     client: &ClientInfo,
     host: Option<&str>,
     path: &str,
+    access: &Access<'_>,
 ) {
     let has_connection = headers
         .iter()
         .any(|h| h.name.eq_ignore_ascii_case("connection"));
     // Which X-Forwarded-* values a trusted client supplied (and so are kept).
     let mut kept = [false; 6];
-    for header in headers {
+    for (i, header) in headers.iter().enumerate() {
         if is_connection_specific(header.name, framing.upgrade)
             || (has_connection && named_by_connection(header.name, headers))
+            || (access.authenticated_by_plugin && is_consumer_header(header.name))
+            || access.hide == Some(Location::Header(i))
         {
             continue;
+        }
+        if let (Some(Location::Cookie(_)), Some(name)) = (access.hide, access.hide_name) {
+            if header.name.eq_ignore_ascii_case("cookie") {
+                write_cookie_without(out, header, name);
+                continue;
+            }
         }
         match forwarded_kind(header.name) {
             None => write_header(out, header.name.as_bytes(), header.value),
@@ -325,5 +376,48 @@ fn write_forwarded_headers(
     }
     if !kept[Forwarded::RealIp as usize] {
         write_header(out, b"X-Real-IP", client.ip.as_bytes());
+    }
+    if let Some(consumer) = access.consumer {
+        write_header(out, b"X-Consumer-ID", consumer.id.as_bytes());
+        if let Some(custom_id) = &consumer.custom_id {
+            write_header(out, b"X-Consumer-Custom-ID", custom_id.as_bytes());
+        }
+        if let Some(username) = &consumer.username {
+            write_header(out, b"X-Consumer-Username", username.as_bytes());
+        }
+    }
+    if let Some(key) = access.credential_key {
+        write_header(out, b"X-Credential-Identifier", key.as_bytes());
+    }
+    if access.anonymous {
+        write_header(out, b"X-Anonymous-Consumer", b"true");
+    }
+}
+
+/// Headers an authentication plugin sets; a client's own copies never pass.
+fn is_consumer_header(name: &str) -> bool {
+    let eq = |s: &str| name.eq_ignore_ascii_case(s);
+    match name.len() {
+        13 => eq("x-consumer-id"),
+        19 => eq("x-consumer-username"),
+        20 => eq("x-consumer-custom-id") || eq("x-anonymous-consumer"),
+        23 => eq("x-credential-identifier"),
+        _ => false,
+    }
+}
+
+/// A `Cookie` header without the cookie that carried a hidden token (dropped when it
+/// was the only one).
+fn write_cookie_without(out: &mut Vec<u8>, header: &Header<'_>, name: &str) {
+    let Ok(value) = std::str::from_utf8(header.value) else {
+        return;
+    };
+    let kept: Vec<&str> = value
+        .split(';')
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && c.split('=').next() != Some(name))
+        .collect();
+    if !kept.is_empty() {
+        write_header(out, header.name.as_bytes(), kept.join("; ").as_bytes());
     }
 }

@@ -40,7 +40,7 @@ fn client(ip: &str) -> ClientInfo {
 fn upstream_head(raw: &str, ip: &str) -> Result<String, Reject> {
     let snap = snapshot("");
     let mut out = Vec::new();
-    prepare(raw.as_bytes(), &client(ip), &snap, &mut out)?;
+    prepare(raw.as_bytes(), &client(ip), &snap, 0, &mut out)?;
     Ok(String::from_utf8(out).unwrap())
 }
 
@@ -193,6 +193,7 @@ fn response_heads() {
         b"GET /api HTTP/1.1\r\nHost: a\r\n\r\n",
         &client("192.0.2.1"),
         &snap,
+        0,
         &mut out,
     )
     .unwrap();

@@ -14,7 +14,7 @@ mod token;
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use keys::VerifyKey;
 pub use token::{authenticate, sign, Failure, FailureBody, Found, Location, RequestParts};
@@ -81,7 +81,7 @@ fn yes() -> bool {
 }
 
 /// The plugin's `config`, as Kong names and defaults it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     #[serde(default = "default_uri_params")]

@@ -1,0 +1,637 @@
+//! Consumers, consumer groups, JWT credentials and plugins: validated, references
+//! resolved, and each plugin's precedence decided once per route.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_norway::Value;
+use sha2::{Digest, Sha256};
+
+use super::file::{ConsumerFile, ConsumerGroupFile, JwtSecretFile, PluginFile, Reference};
+use super::{parse_item, Report, Route};
+use crate::plugins::jwt;
+
+/// Which layer an entity belongs to (SPEC §5): the config file, or the Admin API's
+/// state in `data_dir`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    File,
+    Admin,
+}
+
+#[derive(Debug, Clone)]
+pub struct Consumer {
+    pub id: String,
+    pub username: Option<String>,
+    pub custom_id: Option<String>,
+    pub groups: Vec<usize>,
+    pub tags: Vec<String>,
+    pub created_at: u64,
+    pub layer: Layer,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerGroup {
+    pub id: String,
+    pub name: String,
+    pub tags: Vec<String>,
+    pub created_at: u64,
+    pub layer: Layer,
+}
+
+/// A JWT credential as stored (the prepared verifier lives in `Config::credentials`).
+#[derive(Debug, Clone)]
+pub struct JwtSecret {
+    pub id: String,
+    pub key: String,
+    pub secret: Option<String>,
+    pub algorithm: jwt::Algorithm,
+    pub rsa_public_key: Option<String>,
+    pub consumer: usize,
+    pub tags: Vec<String>,
+    pub created_at: u64,
+    pub layer: Layer,
+}
+
+/// Where a plugin applies; `None` is "any".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Scope {
+    pub service: Option<usize>,
+    pub route: Option<usize>,
+    pub consumer: Option<usize>,
+    pub group: Option<usize>,
+}
+
+/// A plugin's validated configuration.
+#[derive(Debug, Clone)]
+pub enum PluginConfig {
+    Jwt(Arc<jwt::Config>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Plugin {
+    pub id: String,
+    pub name: String,
+    pub instance_name: Option<String>,
+    pub enabled: bool,
+    pub scope: Scope,
+    pub protocols: Vec<String>,
+    pub config: PluginConfig,
+    /// The config with every default filled in, as the Admin API shows it.
+    pub config_json: serde_json::Value,
+    pub tags: Vec<String>,
+    pub created_at: u64,
+    pub layer: Layer,
+}
+
+/// The plugins that run for one route (or for requests no route matched), with Kong's
+/// precedence already applied.
+#[derive(Debug, Clone, Default)]
+pub struct Chain {
+    pub jwt: Option<Arc<jwt::Config>>,
+}
+
+/// A UUID-shaped id derived from an entity's kind and name, so entities declared without
+/// an `id` keep the same one across restarts and reloads.
+pub fn stable_id(kind: &str, name: &str) -> String {
+    let digest = Sha256::digest(format!("ringway:{kind}:{name}").as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&digest[..16]);
+    b[6] = (b[6] & 0x0f) | 0x50;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    format_uuid(&b)
+}
+
+/// A random (version 4) UUID.
+pub fn random_id() -> String {
+    let mut b = [0u8; 16];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    format_uuid(&b)
+}
+
+fn format_uuid(b: &[u8; 16]) -> String {
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+/// Whether a string is a UUID in Kong's textual form.
+pub fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, c)| {
+            if [8, 13, 18, 23].contains(&i) {
+                c == b'-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
+}
+
+/// Name and id lookups for every kind of entity, used to resolve references.
+#[derive(Debug, Default, Clone)]
+pub struct Keys {
+    pub services: HashMap<String, usize>,
+    pub routes: HashMap<String, usize>,
+    pub consumers: HashMap<String, usize>,
+    pub groups: HashMap<String, usize>,
+}
+
+fn resolve(
+    map: &HashMap<String, usize>,
+    reference: Option<&Reference>,
+    kind: &str,
+    path: &str,
+    report: &mut Report,
+) -> Option<Option<usize>> {
+    let Some(reference) = reference else {
+        return Some(None);
+    };
+    match reference.key().and_then(|k| map.get(k).map(|i| (k, *i))) {
+        Some((_, index)) => Some(Some(index)),
+        None => {
+            report.add(
+                path.to_owned(),
+                format!("no {kind} named '{}'", reference.key().unwrap_or("")),
+            );
+            None
+        }
+    }
+}
+
+/// An entity item with where it came from.
+pub struct Item {
+    pub path: String,
+    pub value: Value,
+    pub layer: Layer,
+}
+
+/// Consumer groups first (consumers refer to them).
+pub fn build_groups(
+    items: Vec<Item>,
+    keys: &mut Keys,
+    report: &mut Report,
+) -> (Vec<ConsumerGroup>, Vec<(Item, Scope)>) {
+    let mut groups = Vec::new();
+    let mut nested_plugins = Vec::new();
+    for item in items {
+        let Some(file) = parse_item::<ConsumerGroupFile>(item.value, &item.path, report) else {
+            continue;
+        };
+        let Some(name) = file.name.filter(|n| !n.is_empty()) else {
+            report.add(format!("{}.name", item.path), "required field missing");
+            continue;
+        };
+        let index = groups.len();
+        let id = file
+            .id
+            .unwrap_or_else(|| stable_id("consumer_group", &name));
+        for key in [&name, &id] {
+            if keys.groups.insert(key.clone(), index).is_some() {
+                report.add(
+                    format!("{}.name", item.path),
+                    format!("duplicate consumer group '{key}'"),
+                );
+            }
+        }
+        for (i, plugin) in file.plugins.into_iter().enumerate() {
+            let scope = Scope {
+                group: Some(index),
+                ..Scope::default()
+            };
+            nested_plugins.push((
+                Item {
+                    path: format!("{}.plugins[{i}]", item.path),
+                    value: plugin,
+                    layer: item.layer,
+                },
+                scope,
+            ));
+        }
+        groups.push(ConsumerGroup {
+            id,
+            name,
+            tags: file.tags,
+            created_at: file.created_at.unwrap_or(0),
+            layer: item.layer,
+        });
+    }
+    (groups, nested_plugins)
+}
+
+/// Consumers, their nested credentials (with the consumer's index) and their nested
+/// plugins (with the consumer's scope).
+pub type BuiltConsumers = (Vec<Consumer>, Vec<(Item, Option<usize>)>, Vec<(Item, Scope)>);
+
+/// Consumers, collecting their nested credentials and plugins.
+pub fn build_consumers(
+    items: Vec<Item>,
+    keys: &mut Keys,
+    report: &mut Report,
+) -> BuiltConsumers {
+    let mut consumers = Vec::new();
+    let mut secrets = Vec::new();
+    let mut nested_plugins = Vec::new();
+    let mut custom_ids: HashMap<String, String> = HashMap::new();
+    for item in items {
+        let Some(file) = parse_item::<ConsumerFile>(item.value, &item.path, report) else {
+            continue;
+        };
+        let before = report.problems.len();
+        if file.username.as_deref().unwrap_or("").is_empty()
+            && file.custom_id.as_deref().unwrap_or("").is_empty()
+        {
+            report.add(
+                item.path.clone(),
+                "at least one of 'username' or 'custom_id' is required",
+            );
+            continue;
+        }
+        let index = consumers.len();
+        let id = file.id.clone().unwrap_or_else(|| {
+            stable_id(
+                "consumer",
+                file.username
+                    .as_deref()
+                    .or(file.custom_id.as_deref())
+                    .unwrap_or_default(),
+            )
+        });
+        for key in [file.username.as_ref(), Some(&id)].into_iter().flatten() {
+            if keys.consumers.insert(key.clone(), index).is_some() {
+                report.add(
+                    format!("{}.username", item.path),
+                    format!("duplicate consumer '{key}'"),
+                );
+            }
+        }
+        if let Some(custom_id) = &file.custom_id {
+            if let Some(first) = custom_ids.insert(custom_id.clone(), item.path.clone()) {
+                report.add(
+                    format!("{}.custom_id", item.path),
+                    format!("duplicate custom_id '{custom_id}' (first at {first})"),
+                );
+            }
+        }
+        let mut groups = Vec::new();
+        for (i, group) in file.groups.iter().enumerate() {
+            match group.key().and_then(|k| keys.groups.get(k)) {
+                Some(&g) => groups.push(g),
+                None => report.add(
+                    format!("{}.groups[{i}]", item.path),
+                    format!("no consumer group named '{}'", group.key().unwrap_or("")),
+                ),
+            }
+        }
+        for (i, secret) in file.jwt_secrets.into_iter().enumerate() {
+            secrets.push((
+                Item {
+                    path: format!("{}.jwt_secrets[{i}]", item.path),
+                    value: secret,
+                    layer: item.layer,
+                },
+                Some(index),
+            ));
+        }
+        for (i, plugin) in file.plugins.into_iter().enumerate() {
+            let scope = Scope {
+                consumer: Some(index),
+                ..Scope::default()
+            };
+            nested_plugins.push((
+                Item {
+                    path: format!("{}.plugins[{i}]", item.path),
+                    value: plugin,
+                    layer: item.layer,
+                },
+                scope,
+            ));
+        }
+        if report.problems.len() > before {
+            // Keep the index stable for nested items; the config is invalid anyway.
+        }
+        consumers.push(Consumer {
+            id,
+            username: file.username,
+            custom_id: file.custom_id,
+            groups,
+            tags: file.tags,
+            created_at: file.created_at.unwrap_or(0),
+            layer: item.layer,
+        });
+    }
+    (consumers, secrets, nested_plugins)
+}
+
+/// JWT credentials, nested (consumer known) or top level (`consumer:` reference).
+pub fn build_secrets(
+    items: Vec<(Item, Option<usize>)>,
+    keys: &Keys,
+    report: &mut Report,
+) -> (Vec<JwtSecret>, jwt::Credentials) {
+    let mut secrets = Vec::new();
+    let mut credentials = jwt::Credentials::new();
+    let mut ids: HashMap<String, String> = HashMap::new();
+    for (item, parent) in items {
+        let Some(file) = parse_item::<JwtSecretFile>(item.value, &item.path, report) else {
+            continue;
+        };
+        let consumer = match parent {
+            Some(index) => {
+                if file.consumer.is_some() {
+                    report.add(
+                        format!("{}.consumer", item.path),
+                        "a nested credential takes its consumer from its parent",
+                    );
+                }
+                index
+            }
+            None => match resolve(
+                &keys.consumers,
+                file.consumer.as_ref(),
+                "consumer",
+                &format!("{}.consumer", item.path),
+                report,
+            ) {
+                Some(Some(index)) => index,
+                Some(None) => {
+                    report.add(format!("{}.consumer", item.path), "required field missing");
+                    continue;
+                }
+                None => continue,
+            },
+        };
+        let algorithm_name = file.algorithm.unwrap_or_else(|| "HS256".to_owned());
+        let Some(algorithm) = jwt::Algorithm::parse(&algorithm_name) else {
+            report.add(
+                format!("{}.algorithm", item.path),
+                format!("expected one of: HS256, HS384, HS512, RS256, RS384, RS512, ES256, ES384 (got '{algorithm_name}')"),
+            );
+            continue;
+        };
+        let Some(key) = file.key.filter(|k| !k.is_empty()) else {
+            report.add(
+                format!("{}.key", item.path),
+                "required field missing (the Admin API generates one; the file must name it)",
+            );
+            continue;
+        };
+        let id = file.id.unwrap_or_else(|| stable_id("jwt_secret", &key));
+        if let Some(first) = ids.insert(id.clone(), item.path.clone()) {
+            report.add(
+                format!("{}.id", item.path),
+                format!("duplicate credential id (first at {first})"),
+            );
+        }
+        if algorithm.is_hmac() && file.secret.as_deref().unwrap_or("").is_empty() {
+            report.add(
+                format!("{}.secret", item.path),
+                "required for HS algorithms",
+            );
+            continue;
+        }
+        match jwt::Credential::new(
+            id.clone(),
+            key.clone(),
+            algorithm,
+            file.secret.as_deref(),
+            file.rsa_public_key.as_deref(),
+            consumer,
+        ) {
+            Ok(credential) => {
+                if credentials.insert(key.clone(), credential).is_some() {
+                    report.add(
+                        format!("{}.key", item.path),
+                        format!("duplicate credential key '{key}'"),
+                    );
+                    continue;
+                }
+            }
+            Err((field, message)) => {
+                report.add(format!("{}.{field}", item.path), message);
+                continue;
+            }
+        }
+        secrets.push(JwtSecret {
+            id,
+            key,
+            secret: file.secret,
+            algorithm,
+            rsa_public_key: file.rsa_public_key,
+            consumer,
+            tags: file.tags,
+            created_at: file.created_at.unwrap_or(0),
+            layer: item.layer,
+        });
+    }
+    (secrets, credentials)
+}
+
+/// The plugin names this version implements.
+pub const KNOWN_PLUGINS: &[&str] = &["jwt"];
+
+fn plugin_config(
+    name: &str,
+    config: Option<Value>,
+    path: &str,
+    report: &mut Report,
+) -> Option<(PluginConfig, serde_json::Value)> {
+    let config = config.unwrap_or(Value::Mapping(Default::default()));
+    let config_path = format!("{path}.config");
+    match name {
+        "jwt" => {
+            let file: jwt::ConfigFile = parse_item(config, &config_path, report)?;
+            let json = serde_json::to_value(&file).unwrap_or_default();
+            match file.validate() {
+                Ok(config) => Some((PluginConfig::Jwt(Arc::new(config)), json)),
+                Err(problems) => {
+                    for (field, message) in problems {
+                        report.add(format!("{config_path}.{field}"), message);
+                    }
+                    None
+                }
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Validates plugins and resolves their scope references.
+pub fn build_plugins(items: Vec<(Item, Scope)>, keys: &Keys, report: &mut Report) -> Vec<Plugin> {
+    let mut plugins = Vec::new();
+    let mut seen: HashMap<(String, Scope), String> = HashMap::new();
+    for (item, nested) in items {
+        let Some(file) = parse_item::<PluginFile>(item.value, &item.path, report) else {
+            continue;
+        };
+        let Some(name) = file.name.clone() else {
+            report.add(format!("{}.name", item.path), "required field missing");
+            continue;
+        };
+        if !KNOWN_PLUGINS.contains(&name.as_str()) {
+            report.add(
+                format!("{}.name", item.path),
+                format!(
+                    "unknown plugin '{name}' (available: {})",
+                    KNOWN_PLUGINS.join(", ")
+                ),
+            );
+            continue;
+        }
+        let mut scope = nested;
+        let mut ok = true;
+        for (field, map, reference, slot, kind) in [
+            (
+                "service",
+                &keys.services,
+                file.service.as_ref(),
+                &mut scope.service,
+                "service",
+            ),
+            (
+                "route",
+                &keys.routes,
+                file.route.as_ref(),
+                &mut scope.route,
+                "route",
+            ),
+            (
+                "consumer",
+                &keys.consumers,
+                file.consumer.as_ref(),
+                &mut scope.consumer,
+                "consumer",
+            ),
+            (
+                "consumer_group",
+                &keys.groups,
+                file.consumer_group.as_ref(),
+                &mut scope.group,
+                "consumer group",
+            ),
+        ] {
+            if reference.is_none() {
+                continue;
+            }
+            if slot.is_some() {
+                report.add(
+                    format!("{}.{field}", item.path),
+                    format!("a nested plugin takes its {kind} from its parent"),
+                );
+                ok = false;
+                continue;
+            }
+            match resolve(
+                map,
+                reference,
+                kind,
+                &format!("{}.{field}", item.path),
+                report,
+            ) {
+                Some(index) => *slot = index,
+                None => ok = false,
+            }
+        }
+        if name == "jwt" && (scope.consumer.is_some() || scope.group.is_some()) {
+            report.add(
+                format!("{}.consumer", item.path),
+                "plugin 'jwt' authenticates consumers, so it cannot be scoped to one",
+            );
+            ok = false;
+        }
+        let protocols = file
+            .protocols
+            .clone()
+            .unwrap_or_else(|| vec!["http".into(), "https".into()]);
+        for (i, p) in protocols.iter().enumerate() {
+            if p != "http" && p != "https" {
+                report.add(
+                    format!("{}.protocols[{i}]", item.path),
+                    format!("unsupported protocol '{p}' (expected http or https)"),
+                );
+                ok = false;
+            }
+        }
+        let Some((config, config_json)) = plugin_config(&name, file.config, &item.path, report)
+        else {
+            continue;
+        };
+        if !ok {
+            continue;
+        }
+        if let Some(first) = seen.insert((name.clone(), scope), item.path.clone()) {
+            report.add(
+                format!("{}.name", item.path),
+                format!("plugin '{name}' is already configured for this scope (at {first})"),
+            );
+            continue;
+        }
+        let id = file
+            .id
+            .unwrap_or_else(|| stable_id("plugin", &format!("{name}:{scope:?}")));
+        plugins.push(Plugin {
+            id,
+            name,
+            instance_name: file.instance_name,
+            enabled: file.enabled,
+            scope,
+            protocols,
+            config,
+            config_json,
+            tags: file.tags,
+            created_at: file.created_at.unwrap_or(0),
+            layer: item.layer,
+        });
+    }
+    plugins
+}
+
+/// Kong's precedence for a plugin without consumer scope (route+service > route >
+/// service > global): lower is stronger; `None` when the plugin does not apply.
+fn rank_without_consumer(scope: &Scope, route: Option<(usize, usize)>) -> Option<u8> {
+    if scope.consumer.is_some() || scope.group.is_some() {
+        return None;
+    }
+    match (scope.route, scope.service, route) {
+        (Some(r), Some(s), Some((route, service))) if r == route && s == service => Some(6),
+        (Some(r), None, Some((route, _))) if r == route => Some(9),
+        (None, Some(s), Some((_, service))) if s == service => Some(10),
+        (None, None, _) => Some(11),
+        _ => None,
+    }
+}
+
+/// Decides, once per config, which plugin configs run for each route.
+pub fn resolve_chains(routes: &[Route], plugins: &[Plugin]) -> (Vec<Chain>, Chain) {
+    let chain_for = |route: Option<(usize, usize)>| {
+        let mut chain = Chain::default();
+        let mut best_jwt: Option<u8> = None;
+        for plugin in plugins.iter().filter(|p| p.enabled) {
+            let Some(rank) = rank_without_consumer(&plugin.scope, route) else {
+                continue;
+            };
+            match &plugin.config {
+                PluginConfig::Jwt(config) => {
+                    if best_jwt.is_none_or(|best| rank < best) {
+                        best_jwt = Some(rank);
+                        chain.jwt = Some(config.clone());
+                    }
+                }
+            }
+        }
+        chain
+    };
+    let per_route = routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| chain_for(Some((i, r.service))))
+        .collect();
+    (per_route, chain_for(None))
+}
