@@ -54,6 +54,32 @@ enum Command {
     },
     /// Print the version, the commit and which io drivers this kernel offers.
     Version,
+    /// JWT helpers.
+    Jwt {
+        #[command(subcommand)]
+        command: JwtCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum JwtCommand {
+    /// Print a signed token (HS256, HS384 or HS512) and a newline.
+    Sign {
+        /// The credential's secret.
+        #[arg(long)]
+        secret: String,
+        /// Sets `iss`, the claim the jwt plugin looks the credential up by.
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long, default_value = "HS256")]
+        alg: String,
+        /// Seconds until `exp`; 0 leaves `exp` out.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// `k=v` adds a string claim, `k:=JSON` any JSON value (repeatable).
+        #[arg(long = "claim", value_name = "CLAIM")]
+        claims: Vec<String>,
+    },
 }
 
 /// Parses the arguments and runs the command.
@@ -73,6 +99,25 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check { config } => check(&config),
+        Command::Jwt {
+            command:
+                JwtCommand::Sign {
+                    secret,
+                    key,
+                    alg,
+                    ttl,
+                    claims,
+                },
+        } => match sign(&secret, key, &alg, ttl, &claims) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ringway: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Run {
             config,
             proxy_listen,
@@ -113,6 +158,40 @@ pub fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn sign(
+    secret: &str,
+    key: Option<String>,
+    alg: &str,
+    ttl: u64,
+    claims: &[String],
+) -> Result<String, String> {
+    use crate::plugins::jwt::{self, Algorithm};
+    let algorithm =
+        Algorithm::parse(alg).ok_or_else(|| format!("--alg: unknown algorithm '{alg}'"))?;
+    let mut map = serde_json::Map::new();
+    if let Some(key) = key {
+        map.insert("iss".into(), key.into());
+    }
+    if ttl > 0 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        map.insert("exp".into(), (now + ttl).into());
+    }
+    for claim in claims {
+        if let Some((name, json)) = claim.split_once(":=") {
+            let value = serde_json::from_str(json)
+                .map_err(|e| format!("--claim {claim}: invalid JSON: {e}"))?;
+            map.insert(name.into(), value);
+        } else if let Some((name, value)) = claim.split_once('=') {
+            map.insert(name.into(), value.into());
+        } else {
+            return Err(format!("--claim {claim}: expected k=v or k:=JSON"));
+        }
+    }
+    jwt::sign(algorithm, secret.as_bytes(), &map)
 }
 
 fn check(path: &std::path::Path) -> ExitCode {

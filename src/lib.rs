@@ -17,6 +17,7 @@ pub mod plugins;
 pub mod proxy;
 pub mod route;
 pub mod server;
+pub mod store;
 pub mod upstream;
 
 /// The version string printed by `ringway version` and reported in `/status`.

@@ -228,14 +228,14 @@ pub fn build_groups(
 
 /// Consumers, their nested credentials (with the consumer's index) and their nested
 /// plugins (with the consumer's scope).
-pub type BuiltConsumers = (Vec<Consumer>, Vec<(Item, Option<usize>)>, Vec<(Item, Scope)>);
+pub type BuiltConsumers = (
+    Vec<Consumer>,
+    Vec<(Item, Option<usize>)>,
+    Vec<(Item, Scope)>,
+);
 
 /// Consumers, collecting their nested credentials and plugins.
-pub fn build_consumers(
-    items: Vec<Item>,
-    keys: &mut Keys,
-    report: &mut Report,
-) -> BuiltConsumers {
+pub fn build_consumers(items: Vec<Item>, keys: &mut Keys, report: &mut Report) -> BuiltConsumers {
     let mut consumers = Vec::new();
     let mut secrets = Vec::new();
     let mut nested_plugins = Vec::new();

@@ -186,6 +186,18 @@ impl Config {
 
     /// Parses and validates a config held in memory.
     pub fn from_bytes(bytes: &[u8], overrides: &NodeOverrides) -> Result<Config, Problems> {
+        Config::from_layers(bytes, None, overrides)
+    }
+
+    /// Builds the config from its two layers (SPEC §5): the file, and the entities the
+    /// Admin API created (`admin`, a document of top-level entity lists that refer to
+    /// each other by id). Both go through the same validation; admin entities are
+    /// appended after the file's, so their problems have paths past the file's items.
+    pub fn from_layers(
+        bytes: &[u8],
+        admin: Option<&serde_json::Value>,
+        overrides: &NodeOverrides,
+    ) -> Result<Config, Problems> {
         let mut report = Report::default();
         let text = match std::str::from_utf8(bytes) {
             Ok(text) => text,
@@ -203,13 +215,57 @@ impl Config {
             }
         };
         vault::resolve(&mut doc, &mut String::new(), &mut report);
-        let config = build(doc, overrides, &mut report);
+        let mut admin_from = AdminFrom::default();
+        let mut digest_input = bytes.to_vec();
+        if let (Some(admin), Value::Mapping(map)) = (admin, &mut doc) {
+            let admin_doc: Value = serde_norway::to_value(admin).unwrap_or(Value::Null);
+            for kind in ADMIN_KINDS {
+                let list = map
+                    .entry(Value::String((*kind).into()))
+                    .or_insert_with(|| Value::Sequence(Vec::new()));
+                if list.is_null() {
+                    *list = Value::Sequence(Vec::new());
+                }
+                let Value::Sequence(list) = list else {
+                    continue;
+                };
+                admin_from.0.insert(kind, list.len());
+                if let Some(Value::Sequence(items)) = admin_doc.get(*kind) {
+                    list.extend(items.iter().cloned());
+                }
+            }
+            digest_input.extend_from_slice(&serde_json::to_vec(admin).unwrap_or_default());
+        }
+        let config = build(doc, overrides, &admin_from, &mut report);
         match config {
             Some(mut config) if report.problems.is_empty() => {
-                config.hash = hex_digest(bytes);
+                config.hash = hex_digest(&digest_input);
                 Ok(config)
             }
             _ => Err(Problems(report.problems)),
+        }
+    }
+}
+
+/// The entity kinds the Admin API writes.
+pub const ADMIN_KINDS: &[&str] = &[
+    "services",
+    "routes",
+    "consumer_groups",
+    "consumers",
+    "jwt_secrets",
+    "plugins",
+];
+
+/// Where each kind's admin-layer items start in the combined lists.
+#[derive(Debug, Default)]
+struct AdminFrom(HashMap<&'static str, usize>);
+
+impl AdminFrom {
+    fn layer(&self, kind: &str, index: usize) -> Layer {
+        match self.0.get(kind) {
+            Some(&from) if index >= from => Layer::Admin,
+            _ => Layer::File,
         }
     }
 }
@@ -247,7 +303,12 @@ fn parse_item<T: DeserializeOwned>(value: Value, path: &str, report: &mut Report
     }
 }
 
-fn build(doc: Value, overrides: &NodeOverrides, report: &mut Report) -> Option<Config> {
+fn build(
+    doc: Value,
+    overrides: &NodeOverrides,
+    admin_from: &AdminFrom,
+    report: &mut Report,
+) -> Option<Config> {
     if !doc.is_mapping() {
         report.add("", "the top level must be a mapping");
         return None;
@@ -305,7 +366,7 @@ fn build(doc: Value, overrides: &NodeOverrides, report: &mut Report) -> Option<C
     // routes that refer to a service by name or id.
     let mut services = Vec::new();
     let mut service_keys: HashMap<String, usize> = HashMap::new();
-    let mut route_files: Vec<(String, RouteFile, Option<usize>)> = Vec::new();
+    let mut route_files: Vec<(String, RouteFile, Option<usize>, Layer)> = Vec::new();
     for (i, value) in top.services.into_iter().enumerate() {
         let path = format!("services[{i}]");
         let nested_if_broken = nested_routes(&value);
@@ -322,7 +383,8 @@ fn build(doc: Value, overrides: &NodeOverrides, report: &mut Report) -> Option<C
         let index = services.len();
         let nested: Vec<Value> = file.routes.clone();
         let nested_plugins: Vec<Value> = file.plugins.clone();
-        if let Some(service) = build_service(file, &path, report, &mut service_keys, index) {
+        if let Some(mut service) = build_service(file, &path, report, &mut service_keys, index) {
+            service.layer = admin_from.layer("services", i);
             services.push(service);
             for (j, plugin) in nested_plugins.into_iter().enumerate() {
                 let item = Item {
@@ -347,7 +409,7 @@ fn build(doc: Value, overrides: &NodeOverrides, report: &mut Report) -> Option<C
                             "a nested route takes its service from its parent",
                         );
                     }
-                    route_files.push((route_path, route, Some(index)));
+                    route_files.push((route_path, route, Some(index), Layer::File));
                 }
             }
         }
@@ -355,13 +417,13 @@ fn build(doc: Value, overrides: &NodeOverrides, report: &mut Report) -> Option<C
     for (i, value) in top.routes.into_iter().enumerate() {
         let path = format!("routes[{i}]");
         if let Some(route) = parse_item::<RouteFile>(value, &path, report) {
-            route_files.push((path, route, None));
+            route_files.push((path, route, None, admin_from.layer("routes", i)));
         }
     }
 
     let mut routes = Vec::new();
     let mut route_names: HashMap<String, String> = HashMap::new();
-    for (path, mut file, parent) in route_files {
+    for (path, mut file, parent, route_layer) in route_files {
         let nested_plugins = std::mem::take(&mut file.plugins);
         let service = match parent {
             Some(index) => Some(index),
@@ -391,7 +453,8 @@ fn build(doc: Value, overrides: &NodeOverrides, report: &mut Report) -> Option<C
             }
         }
         let route_key = file.name.clone().or(file.id.clone());
-        if let Some(route) = build_route(file, service, &path, report) {
+        if let Some(mut route) = build_route(file, service, &path, report) {
+            route.layer = route_layer;
             let index = routes.len();
             for key in [route_key.as_ref(), Some(&route.id)].into_iter().flatten() {
                 keys.routes.insert(key.clone(), index);

@@ -20,7 +20,7 @@ use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use super::io::{
-    read_more_until, read_more_within, write_all_within, write_range_within, IoFail,
+    read_more, read_more_until, read_more_within, write_all_within, write_range_within, IoFail,
     BODY_READ_SPACE, HEAD_READ_SPACE,
 };
 use super::request::{self, ClientInfo, Exchange};
@@ -35,6 +35,8 @@ use crate::upstream;
 
 /// Request body bytes already read are sent with the head when they fit in this much.
 const COALESCE_BYTES: usize = 64 * 1024;
+/// Free space for reading a response head (and the first body bytes with it).
+const RESPONSE_HEAD_READ_SPACE: usize = 2048;
 /// Limits for upstream response heads: generous, but bounded.
 const RESPONSE_LIMITS: Limits = Limits {
     max_request_line_bytes: 8192,
@@ -194,7 +196,9 @@ impl Conn {
                         Next::Close
                     }
                 }
-                Ok(exchange) => self.proxy(&snapshot, exchange).await,
+                // Boxed: the proxying state machine is several KiB and lives only while a
+                // request is in flight, so an idle keep-alive connection does not carry it.
+                Ok(exchange) => Box::pin(self.proxy(&snapshot, exchange)).await,
             };
             match next {
                 Next::KeepAlive if !self.worker.drain.fired() => self.release_buffers(),
@@ -246,23 +250,36 @@ impl Conn {
             }
             let buf = std::mem::take(&mut self.buf);
             let (result, buf) = match deadline {
+                // A head arriving in pieces is rare: its timer is boxed so it does not
+                // grow every connection's state.
                 Some(deadline) => {
-                    read_more_until(&mut self.client, buf, HEAD_READ_SPACE, deadline).await
+                    Box::pin(read_more_until(
+                        &mut self.client,
+                        buf,
+                        HEAD_READ_SPACE,
+                        deadline,
+                    ))
+                    .await
                 }
                 None => {
                     // Waiting for a request to start: the idle timeout applies, and
-                    // draining closes the connection at once.
+                    // draining closes the connection at once. The idle slot (not a
+                    // timer) keeps an idle connection's state small.
                     let idle = if first {
                         node.client_header_timeout
                     } else {
                         node.keepalive_timeout
                     };
-                    let drain = self.worker.drain.wait();
-                    let read = read_more_within(&mut self.client, buf, HEAD_READ_SPACE, idle);
-                    monoio::select! {
-                        r = read => r,
-                        _ = drain => return Err(HeadEnd::Closed),
-                    }
+                    let worker = self.worker.clone();
+                    let slot = worker.idle.register();
+                    let expired = slot.arm(Instant::now() + idle);
+                    let read = read_more(&mut self.client, buf, HEAD_READ_SPACE);
+                    let result = monoio::select! {
+                        (r, buf) = read => (r.map_err(|_| IoFail::Io), buf),
+                        _ = expired => return Err(HeadEnd::Closed),
+                    };
+                    slot.disarm();
+                    result
                 }
             };
             self.buf = buf;
@@ -554,8 +571,13 @@ impl Conn {
         let keep_client = exchange.framing.keep_alive && !self.worker.drain.fired();
         loop {
             let ubuf = std::mem::take(&mut self.ubuf);
-            let (result, ubuf) =
-                read_more_within(upstream, ubuf, BODY_READ_SPACE, service.read_timeout).await;
+            let (result, ubuf) = read_more_within(
+                upstream,
+                ubuf,
+                RESPONSE_HEAD_READ_SPACE,
+                service.read_timeout,
+            )
+            .await;
             self.ubuf = ubuf;
             match result {
                 Ok(0) | Err(IoFail::Io) if !received_any => return Err(ErrorKind::UpstreamClosed),
@@ -787,5 +809,36 @@ fn body_write_failure(fail: IoFail) -> ErrorKind {
     match fail {
         IoFail::TimedOut => ErrorKind::UpstreamTimeout,
         IoFail::Io => ErrorKind::BadResponse,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every idle keep-alive connection holds this future (plus its small read buffer):
+    /// keep it small. The proxying part is boxed and only exists during a request.
+    #[test]
+    fn idle_connection_state_stays_small() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let stream = monoio::net::TcpStream::connect_addr(addr).await.unwrap();
+            let config = crate::config::Config::from_bytes(
+                b"_format_version: \"3.0\"\n",
+                &Default::default(),
+            )
+            .unwrap();
+            let shared = std::sync::Arc::new(super::super::Shared::new(
+                super::super::Snapshot::new(config),
+                1,
+            ));
+            let worker = std::rc::Rc::new(super::super::Worker::new(0, shared));
+            let future = super::serve(worker, stream, addr, 80, false);
+            let size = std::mem::size_of_val(&future);
+            assert!(size <= 1536, "the connection future grew to {size} bytes");
+        });
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod access;
 mod conn;
+pub mod idle;
 mod io;
 pub mod request;
 pub mod response;

@@ -143,8 +143,9 @@ pub struct BufPool {
 }
 
 impl BufPool {
-    /// Capacity of a pooled buffer.
-    pub const BUFFER_BYTES: usize = 16 * 1024;
+    /// Capacity of a pooled buffer: enough for a response head and a small body. Body
+    /// streaming grows a buffer to `BODY_READ_SPACE`; such buffers are pooled too.
+    pub const BUFFER_BYTES: usize = 4 * 1024;
     /// Buffers kept per worker; beyond this they are freed.
     const MAX_FREE: usize = 1024;
 
@@ -164,7 +165,7 @@ impl BufPool {
     /// Returns a buffer; one that grew far past the usual size is freed instead.
     pub fn give(&self, mut buf: Vec<u8>) {
         let capacity = buf.capacity();
-        if !(Self::BUFFER_BYTES..=4 * Self::BUFFER_BYTES).contains(&capacity) {
+        if !(Self::BUFFER_BYTES..=8 * Self::BUFFER_BYTES).contains(&capacity) {
             return;
         }
         let mut free = self.free.borrow_mut();
@@ -183,6 +184,8 @@ pub struct Worker {
     pub pool: Pool,
     pub buffers: BufPool,
     pub drain: Drain,
+    /// Idle deadlines of this worker's keep-alive connections.
+    pub idle: super::idle::IdleSlots,
     /// This worker's share of `max_connections`.
     pub max_connections: usize,
     /// The snapshot this worker uses and its generation. The `Rc` around the `Arc` is
@@ -211,6 +214,7 @@ impl Worker {
             pool,
             buffers: BufPool::new(),
             drain: Drain::default(),
+            idle: super::idle::IdleSlots::default(),
             max_connections,
             local: RefCell::new((generation, Rc::new(snapshot))),
         }

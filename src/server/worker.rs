@@ -67,6 +67,7 @@ async fn main(id: usize, shared: Arc<Shared>, listeners: Vec<StdListener>) -> st
         if shared.draining.load(Ordering::Acquire) && !worker.drain.fired() {
             worker.drain.fire();
         }
+        worker.idle.sweep(Instant::now(), worker.drain.fired());
         if worker.drain.fired() {
             if worker.stats.connections_active.get() == 0 {
                 break;

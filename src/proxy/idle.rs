@@ -1,0 +1,159 @@
+//! Idle deadlines for keep-alive connections, without a timer per wait.
+//!
+//! Most connections of a busy edge proxy sit idle between requests. A monoio timer is
+//! over half a kilobyte (cache-padded) and would live inside every idle connection's
+//! future, so idle waits use this instead: each connection owns one slot, arming it is
+//! two writes, and the worker's housekeeping tick (`sweep`) wakes the slots whose
+//! deadline passed. Deadlines are therefore kept to within one tick
+//! (`HOUSEKEEPING_INTERVAL` in the server); draining wakes every slot at once.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use slab::Slab;
+
+#[derive(Default)]
+struct Slot {
+    deadline: Option<Instant>,
+    expired: bool,
+    waker: Option<Waker>,
+}
+
+/// One worker's idle slots.
+#[derive(Default)]
+pub struct IdleSlots {
+    slots: RefCell<Slab<Slot>>,
+}
+
+/// A connection's slot; dropping it frees the slot.
+pub struct IdleKey<'a> {
+    slots: &'a IdleSlots,
+    key: usize,
+}
+
+impl IdleSlots {
+    pub fn register(&self) -> IdleKey<'_> {
+        let key = self.slots.borrow_mut().insert(Slot::default());
+        IdleKey { slots: self, key }
+    }
+
+    /// Marks every armed slot whose deadline passed (or all armed ones, when draining)
+    /// as expired and wakes its connection.
+    pub fn sweep(&self, now: Instant, draining: bool) {
+        for (_, slot) in self.slots.borrow_mut().iter_mut() {
+            let due = slot.deadline.is_some_and(|d| draining || d <= now);
+            if due && !slot.expired {
+                slot.expired = true;
+                if let Some(waker) = slot.waker.take() {
+                    waker.wake();
+                }
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl IdleKey<'_> {
+    /// Starts an idle period ending at `deadline`; the returned future completes when it
+    /// expires (or draining starts).
+    pub fn arm(&self, deadline: Instant) -> IdleWait<'_> {
+        if let Some(slot) = self.slots.slots.borrow_mut().get_mut(self.key) {
+            slot.deadline = Some(deadline);
+            slot.expired = false;
+        }
+        IdleWait { key: self }
+    }
+
+    /// Ends the idle period.
+    pub fn disarm(&self) {
+        if let Some(slot) = self.slots.slots.borrow_mut().get_mut(self.key) {
+            slot.deadline = None;
+            slot.waker = None;
+        }
+    }
+}
+
+impl Drop for IdleKey<'_> {
+    fn drop(&mut self) {
+        let mut slots = self.slots.slots.borrow_mut();
+        if slots.contains(self.key) {
+            slots.remove(self.key);
+        }
+    }
+}
+
+/// Completes when the slot's idle deadline has passed.
+pub struct IdleWait<'a> {
+    key: &'a IdleKey<'a>,
+}
+
+impl Future for IdleWait<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut slots = self.key.slots.slots.borrow_mut();
+        let Some(slot) = slots.get_mut(self.key.key) else {
+            return Poll::Ready(());
+        };
+        if slot.expired {
+            return Poll::Ready(());
+        }
+        match &slot.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => slot.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Wake;
+    use std::time::Duration;
+
+    struct Flag(std::sync::atomic::AtomicBool);
+    impl Wake for Flag {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn expires_on_the_sweep_after_its_deadline() {
+        let slots = IdleSlots::default();
+        let key = slots.register();
+        let flag = std::sync::Arc::new(Flag(false.into()));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        let start = Instant::now();
+        let mut wait = Box::pin(key.arm(start + Duration::from_secs(10)));
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        slots.sweep(start + Duration::from_secs(9), false);
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        slots.sweep(start + Duration::from_secs(10), false);
+        assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(wait.as_mut().poll(&mut cx).is_ready());
+        drop(wait);
+        // Disarmed slots never expire; draining wakes armed ones at once.
+        key.disarm();
+        slots.sweep(start + Duration::from_secs(100), false);
+        let mut wait = Box::pin(key.arm(start + Duration::from_secs(1000)));
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        slots.sweep(start, true);
+        assert!(wait.as_mut().poll(&mut cx).is_ready());
+        drop(wait);
+        drop(key);
+        assert!(slots.is_empty());
+    }
+}
