@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# System calls per proxied request, for ringway (and nginx for comparison).
+#
+# usage: perf/syscalls.sh [--duration S] [--workers N] [--path /size/100] [--no-nginx] [--no-pin] [--no-build]
+#
+# Attaches `strace -c -f` to the proxy (all threads; all nginx processes) for a bounded
+# wrk run (-t1 -c64, default 5 s), counts the requests the client completed, and prints
+# syscalls per request per syscall name. strace slows the proxy down a lot (ptrace stop per
+# syscall), so the request rate here means nothing; the per-request counts do.
+# With the io_uring driver, socket reads/writes/accepts are io_uring submissions and show up
+# only as io_uring_enter (one enter can carry many operations).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+export PATH="$HOME/.cargo/bin:$PATH:/usr/sbin:/sbin"
+
+duration=5 workers=1 path=/size/100 with_nginx=1 pin=1 build=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) duration=$2; shift 2 ;;
+    --workers) workers=$2; shift 2 ;;
+    --path) path=$2; shift 2 ;;
+    --no-nginx) with_nginx=0; shift ;;
+    --no-pin) pin=0; shift ;;
+    --no-build) build=0; shift ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    *) echo "perf/syscalls.sh: unknown option '$1'" >&2; exit 2 ;;
+  esac
+done
+[[ "$duration" =~ ^[0-9]+$ && "$workers" =~ ^[0-9]+$ ]] || { echo "perf/syscalls.sh: --duration/--workers need whole numbers" >&2; exit 2; }
+log() { printf '[syscalls %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+for tool in strace wrk curl python3 timeout; do command -v "$tool" >/dev/null || die "$tool missing (run scripts/bench-setup.sh)"; done
+[ "$with_nginx" = 0 ] || command -v nginx >/dev/null || die "nginx missing (run scripts/bench-setup.sh or pass --no-nginx)"
+if [ "$build" = 1 ]; then log "building (cargo build --release --bins)"; cargo build --release --bins || die "build failed"; fi
+
+OUT=$ROOT/perf/out
+mkdir -p "$OUT"
+WORK=$(mktemp -d /tmp/ringway-syscalls.XXXXXX)
+SERVER_PIDS=()
+cleanup() {
+  local rc=$? pid i
+  trap - EXIT INT TERM
+  for pid in "${SERVER_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for i in $(seq 1 50); do
+    local alive=0
+    for pid in "${SERVER_PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break; sleep 0.1
+  done
+  for pid in "${SERVER_PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [ "$rc" = 0 ] && rm -rf "$WORK" || log "logs kept in $WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+pin_proxy=() pin_load=()
+if [ "$pin" = 1 ] && [ "$(nproc)" -ge 2 ]; then
+  pin_proxy=(taskset -c 0); lc=1; [ "$(nproc)" -gt 2 ] && lc="1-$(( $(nproc) - 1 ))"; pin_load=(taskset -c "$lc")
+  log "pinned: proxy on CPU 0, wrk and the upstream on CPU $lc"
+fi
+budget=$((duration * 6 + 600))
+start_bg() {  # LOG CMD... -> STARTED_PID (timeout's child, i.e. CMD itself)
+  local logfile=$1 tpid child="" i; shift
+  timeout -k 5 "$budget" "$@" >"$logfile" 2>&1 &
+  tpid=$!; SERVER_PIDS+=("$tpid")
+  for i in $(seq 1 100); do
+    child=$(awk '{print $1}' "/proc/$tpid/task/$tpid/children" 2>/dev/null || true)
+    [ -n "$child" ] && break; sleep 0.05
+  done
+  [ -n "$child" ] || die "could not start $* (log $logfile)"
+  SERVER_PIDS+=("$child"); STARTED_PID=$child
+}
+wait_http() {
+  local deadline=$(( $(date +%s) + $2 ))
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null && return 0; sleep 0.1
+  done
+  return 1
+}
+read -r UP RW ADMIN NGX <<<"$(python3 -c '
+import socket; s=[socket.socket() for _ in range(4)]
+[x.bind(("127.0.0.1", 0)) for x in s]; print(*[x.getsockname()[1] for x in s])')"
+
+start_bg "$WORK/upstream.log" "${pin_load[@]}" target/release/ringway-upstream --listen "127.0.0.1:$UP" --workers 1
+wait_http "http://127.0.0.1:$UP/size/100" 15 || die "upstream did not come up"
+printf '_format_version: "3.0"\nservices:\n  - name: origin\n    url: http://127.0.0.1:%s\n    routes:\n      - name: all\n        paths: [/]\n' "$UP" >"$WORK/ringway.yaml"
+mkdir -p "$WORK/data"
+start_bg "$WORK/ringway.log" "${pin_proxy[@]}" target/release/ringway run -c "$WORK/ringway.yaml" \
+  --proxy-listen "127.0.0.1:$RW" --admin-listen "127.0.0.1:$ADMIN" --workers "$workers" \
+  --data-dir "$WORK/data" --log-level warn
+RW_PID=$STARTED_PID
+wait_http "http://127.0.0.1:$ADMIN/status/ready" 20 || die "ringway did not become ready"
+driver=$(curl -fsS --max-time 5 "http://127.0.0.1:$ADMIN/status" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("driver","?"))')
+targets=("ringway:$RW:$RW_PID")
+if [ "$with_nginx" = 1 ]; then
+  mkdir -p "$WORK/nginx"
+  sed -e "s|@WORKERS@|$workers|g" -e "s|@PREFIX@|$WORK/nginx|g" -e "s|@PORT@|$NGX|g" -e "s|@UPPORT@|$UP|g" \
+      -e "s|@NOFILE@|4096|g" -e "s|@WORKER_CONNECTIONS@|4000|g" -e "s|@REUSEPORT@||g" \
+      bench/nginx.conf.in >"$WORK/nginx/nginx.conf"
+  start_bg "$WORK/nginx.log" "${pin_proxy[@]}" nginx -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf"
+  NGX_PID=$STARTED_PID
+  wait_http "http://127.0.0.1:$NGX/size/100" 15 || die "nginx did not come up"
+  targets+=("nginx:$NGX:$NGX_PID")
+fi
+
+for t in "${targets[@]}"; do
+  IFS=: read -r name port pid <<<"$t"
+  timeout 30 "${pin_load[@]}" wrk -t1 -c64 -d1s "http://127.0.0.1:$port$path" >/dev/null
+  # every process of the target (nginx: master + workers); -f follows all threads
+  pids=("$pid"); for c in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do pids+=("$c"); done
+  attach=(); for p in "${pids[@]}"; do attach+=(-p "$p"); done
+  log "$name: strace -c -f ${attach[*]} during wrk -t1 -c64 -d${duration}s"
+  timeout -k 5 -s INT $((duration + 20)) strace -c -f -o "$OUT/strace-$name.txt" "${attach[@]}" 2>"$WORK/strace-$name.err" &
+  spid=$!
+  sleep 1
+  timeout -k 5 $((duration + 30)) "${pin_load[@]}" wrk -t1 -c64 -d"${duration}s" "http://127.0.0.1:$port$path" >"$OUT/wrk-syscalls-$name.txt" 2>&1 \
+    || die "wrk against $name failed"
+  kill -INT "$spid" 2>/dev/null || true
+  wait "$spid" 2>/dev/null || true
+  requests=$(awk '/requests in/ {print $1}' "$OUT/wrk-syscalls-$name.txt")
+  [ -n "$requests" ] && [ "$requests" -gt 0 ] || die "no requests completed against $name"
+  python3 - "$OUT/strace-$name.txt" "$requests" "$name" "$driver" <<'PY'
+import sys
+path, requests, name, driver = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+rows, total = [], 0
+for line in open(path):
+    parts = line.split()
+    # % time, seconds, usecs/call, calls, [errors], syscall
+    if len(parts) >= 5 and parts[0][0].isdigit() and not line.lstrip().startswith("100.00"):
+        calls = int(parts[3]); errors = int(parts[4]) if len(parts) == 6 else 0
+        rows.append((parts[-1], calls, errors))
+rows.sort(key=lambda r: -r[1])
+total = sum(r[1] for r in rows)
+label = f"{name} (driver {driver})" if name == "ringway" else name
+print(f"\n{label}: {requests} requests completed by wrk while strace was attached")
+print(f"{'syscall':<20} {'calls':>10} {'errors':>8} {'per request':>12}")
+for s, c, e in rows:
+    if c / requests >= 0.0005:
+        print(f"{s:<20} {c:>10} {e:>8} {c / requests:>12.3f}")
+print(f"{'total':<20} {total:>10} {'':>8} {total / requests:>12.3f}")
+PY
+done
+[ "$driver" = io_uring ] && echo "note: with io_uring, socket I/O is submitted through the ring and only io_uring_enter shows up here."
+log "raw strace summaries: perf/out/strace-*.txt"
