@@ -14,8 +14,14 @@ use httparse::Header;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::{TcpListener, TcpStream};
 
+mod api;
+mod body;
+
+pub use api::Reply;
+
 use crate::config::Limits;
-use crate::http::generated::{self, write_u64};
+use crate::control::Control;
+use crate::http::generated;
 use crate::http::{framing, BodyKind, HeadScanner, HeadStatus};
 use crate::metrics;
 use crate::proxy::Shared;
@@ -40,7 +46,7 @@ pub struct Settings {
 }
 
 /// Runs the Admin API on the calling thread until the process exits.
-pub fn run(listener: StdListener, shared: Arc<Shared>, settings: Settings) {
+pub fn run(listener: StdListener, control: Arc<Control>, settings: Settings) {
     let runtime = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
         .enable_timer()
         .build();
@@ -63,7 +69,7 @@ pub fn run(listener: StdListener, shared: Arc<Shared>, settings: Settings) {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    monoio::spawn(serve(stream, shared.clone(), settings.clone()));
+                    monoio::spawn(serve(stream, control.clone(), settings.clone()));
                 }
                 Err(e) => {
                     log::warn!("admin accept failed: {e}");
@@ -74,26 +80,7 @@ pub fn run(listener: StdListener, shared: Arc<Shared>, settings: Settings) {
     });
 }
 
-/// One answer of the Admin API.
-struct Reply {
-    status: u16,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(status: u16, value: &serde_json::Value) -> Reply {
-        Reply {
-            status,
-            body: serde_json::to_vec(value).unwrap_or_default(),
-        }
-    }
-
-    fn message(status: u16, message: &str) -> Reply {
-        Reply::json(status, &serde_json::json!({ "message": message }))
-    }
-}
-
-async fn serve(mut stream: TcpStream, shared: Arc<Shared>, settings: Arc<Settings>) {
+async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Settings>) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
         let mut scanner = HeadScanner::new();
@@ -157,6 +144,16 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>, settings: Arc<Setting
             .token
             .as_deref()
             .is_none_or(|token| has_token(request.headers, token));
+        let header = |name: &str| {
+            request
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .and_then(|h| std::str::from_utf8(h.value).ok())
+                .map(|v| v.trim().to_owned())
+        };
+        let content_type = header("content-type");
+        let accept_json = header("accept").is_some_and(|a| a.contains("application/json"));
         buf.drain(..end);
 
         // Read (and for now, only bound) the body.
@@ -186,13 +183,26 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>, settings: Arc<Setting
                 _ => return,
             }
         }
-        buf.drain(..body_len);
+        let body: Vec<u8> = buf.drain(..body_len).collect();
 
-        let path = target.split('?').next().unwrap_or("/");
+        let (path, query) = target.split_once('?').unwrap_or((&target, ""));
         let reply = if !(authorized || method == "GET" && path == "/status/ready") {
             Reply::message(401, "Unauthorized")
         } else {
-            route(&method, path, &shared, &settings)
+            match route(&method, path, &control.shared, &settings) {
+                Some(reply) => reply,
+                None => {
+                    let request = api::Request {
+                        method: &method,
+                        path,
+                        query,
+                        content_type: content_type.as_deref(),
+                        accept_json,
+                        body: &body,
+                    };
+                    api::handle(&request, &control)
+                }
+            }
         };
         let close = !framing.keep_alive;
         if write_reply(&mut stream, reply, close).await.is_err() || close {
@@ -228,9 +238,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn route(method: &str, path: &str, shared: &Shared, settings: &Settings) -> Reply {
+/// The status endpoints; everything else goes to `api`.
+fn route(method: &str, path: &str, shared: &Shared, settings: &Settings) -> Option<Reply> {
     let path = path.trim_end_matches('/');
-    match (method, path) {
+    Some(match (method, path) {
         ("GET", "") => Reply::json(
             200,
             &serde_json::json!({
@@ -242,8 +253,8 @@ fn route(method: &str, path: &str, shared: &Shared, settings: &Settings) -> Repl
         ("GET", "/status") => status(shared, settings),
         ("GET", "/status/ready") => ready(shared, settings),
         (_, "" | "/status" | "/status/ready") => Reply::message(405, "Method not allowed"),
-        _ => Reply::message(404, "Not found"),
-    }
+        _ => return None,
+    })
 }
 
 fn status(shared: &Shared, settings: &Settings) -> Reply {
@@ -293,7 +304,6 @@ async fn write_reply(stream: &mut TcpStream, reply: Reply, close: bool) -> std::
         false,
         &[],
     );
-    let _ = write_u64;
     let (result, _) = stream.write_all(out).await;
     result.map(|_| ())
 }

@@ -103,6 +103,9 @@ pub struct Config {
     pub global_chain: Chain,
     /// Names and ids of every entity.
     pub keys: Keys,
+    /// For each kind the Admin API writes, how many items of the combined top-level list
+    /// come from the file (admin items follow), so their problems can be told apart.
+    pub admin_offsets: HashMap<&'static str, usize>,
     /// Hex digest of the file's bytes, reported as `configuration_hash`.
     pub hash: String,
 }
@@ -537,6 +540,7 @@ fn build(
         chains,
         global_chain,
         keys,
+        admin_offsets: admin_from.0.clone(),
         hash: String::new(),
     })
 }

@@ -20,6 +20,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::config::{Config, Driver, LoadError, NodeOverrides};
+use crate::control::Control;
 use crate::proxy::{Shared, Snapshot};
 
 /// Which io driver runs, as `/status` and `ringway version` report it.
@@ -75,7 +76,8 @@ pub fn load(path: &std::path::Path, overrides: &NodeOverrides) -> anyhow::Result
 
 /// Runs the gateway until SIGTERM / SIGINT; returns once drained.
 pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
-    let config = load(&path, &overrides)?;
+    let (config, store, layers) =
+        Control::open(path.clone(), overrides.clone()).map_err(anyhow::Error::msg)?;
     crate::logging::init(config.node.log_level);
     let node = config.node.clone();
     let driver = choose_driver(node.driver)?;
@@ -89,14 +91,19 @@ pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
     let admin = listen::bind_single(node.admin_listen)
         .with_context(|| format!("cannot listen on {} (admin_listen)", node.admin_listen))?;
     let admin_addr = admin.local_addr().unwrap_or(node.admin_listen);
-    std::fs::create_dir_all(&node.data_dir)
-        .with_context(|| format!("cannot create data_dir {}", node.data_dir.display()))?;
 
     // Signals are registered before workers start so none is lost.
     let mut signals =
         Signals::new([SIGTERM, SIGINT, SIGHUP]).context("cannot install signal handlers")?;
 
     let shared = Arc::new(Shared::new(Snapshot::new(config), node.workers));
+    let control = Arc::new(Control::new(
+        shared.clone(),
+        path.clone(),
+        overrides.clone(),
+        store,
+        layers,
+    ));
     let running = Arc::new(AtomicUsize::new(node.workers));
     let mut threads = Vec::new();
     for (id, worker_listeners) in listeners.into_iter().enumerate() {
@@ -113,7 +120,7 @@ pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
             .context("cannot start a worker thread")?;
         threads.push(thread);
     }
-    let admin_shared = shared.clone();
+    let admin_control = control.clone();
     let admin_config = crate::admin::Settings {
         token: node.admin_token.clone(),
         driver,
@@ -121,7 +128,7 @@ pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
     };
     std::thread::Builder::new()
         .name("ringway-admin".into())
-        .spawn(move || crate::admin::run(admin, admin_shared, admin_config))
+        .spawn(move || crate::admin::run(admin, admin_control, admin_config))
         .context("cannot start the admin thread")?;
 
     // The bound addresses, so `:0` shows the port the kernel chose.
@@ -137,7 +144,7 @@ pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
 
     for signal in signals.forever() {
         match signal {
-            SIGHUP => reload(&path, &overrides, &shared),
+            SIGHUP => reload(&control),
             _ => break,
         }
     }
@@ -163,22 +170,23 @@ pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
 }
 
 /// Re-reads the config file; an invalid file leaves the running config in place.
-fn reload(path: &std::path::Path, overrides: &NodeOverrides, shared: &Shared) {
-    match load(path, overrides) {
-        Ok(config) => {
-            let current = shared.snapshot();
-            let old = &current.config.node;
-            if config.node.proxy_listen != old.proxy_listen
-                || config.node.admin_listen != old.admin_listen
-                || config.node.workers != old.workers
+fn reload(control: &Control) {
+    let old = control.shared.snapshot();
+    match control.reload_file() {
+        Ok(hash) => {
+            let new = control.shared.snapshot();
+            let (old, new) = (&old.config.node, &new.config.node);
+            if new.proxy_listen != old.proxy_listen
+                || new.admin_listen != old.admin_listen
+                || new.workers != old.workers
             {
                 log::warn!("reload: listener and worker changes take effect on restart only");
             }
-            log::set_max_level(config.node.log_level);
-            let hash = config.hash.clone();
-            shared.publish(Snapshot::new(config));
-            log::info!("reloaded {} (configuration_hash {hash})", path.display());
+            log::info!(
+                "reloaded {} (configuration_hash {hash})",
+                control.config_path.display()
+            );
         }
-        Err(e) => log::error!("reload failed, keeping the running configuration: {e:#}"),
+        Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
     }
 }

@@ -1,0 +1,189 @@
+//! The control plane: the two config layers (SPEC §5) and every change to them.
+//!
+//! The file layer is the declarative config file; the admin layer is what the Admin API
+//! created, kept durably in `data_dir` (`store`). Every change (SIGHUP, `POST /config`,
+//! an Admin API write) composes both layers into a new `Config` with the same
+//! validation, persists what changed, and only then publishes the new snapshot to the
+//! workers, so a change is durable before it is acknowledged and an invalid one leaves
+//! the running config untouched. Changes are serialized by one mutex; it is never taken
+//! on the request path.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::Value;
+
+use crate::config::{Config, NodeOverrides, Problems};
+use crate::proxy::{Shared, Snapshot};
+use crate::store::{self, Store};
+
+/// Why a change was refused.
+#[derive(Debug)]
+pub enum Refused {
+    /// The new state is invalid on its own.
+    Invalid(Problems),
+    /// The file is valid alone but collides with entities the Admin API created (same
+    /// username or key, a consumer that still has Admin-created credentials, ...).
+    Conflict(Problems),
+    /// The state could not be read or written.
+    Io(String),
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Invalid(p) => write!(f, "invalid: {}", p.to_string().replace('\n', "; ")),
+            Refused::Conflict(p) => {
+                write!(
+                    f,
+                    "conflicts with Admin API entities: {}",
+                    p.to_string().replace('\n', "; ")
+                )
+            }
+            Refused::Io(e) => f.write_str(e),
+        }
+    }
+}
+
+/// The layers as they are now.
+pub struct Layers {
+    pub file: Vec<u8>,
+    pub admin: Value,
+}
+
+pub struct Control {
+    pub shared: Arc<Shared>,
+    pub config_path: PathBuf,
+    overrides: NodeOverrides,
+    store: Store,
+    layers: Mutex<Layers>,
+}
+
+impl Control {
+    /// Loads both layers and builds the first config.
+    pub fn open(
+        config_path: PathBuf,
+        overrides: NodeOverrides,
+    ) -> Result<(Config, Store, Layers), String> {
+        let file = std::fs::read(&config_path)
+            .map_err(|e| format!("cannot read config file {}: {e}", config_path.display()))?;
+        let file_only = Config::from_bytes(&file, &overrides).map_err(|p| {
+            format!(
+                "invalid config {}: {}",
+                config_path.display(),
+                p.to_string().replace('\n', "; ")
+            )
+        })?;
+        let (store, admin) = Store::open(&file_only.node.data_dir)?;
+        let config = Config::from_layers(&file, Some(&admin), &overrides).map_err(|p| {
+            format!(
+                "the Admin API state in {} conflicts with {}: {}",
+                store.path().display(),
+                config_path.display(),
+                p.to_string().replace('\n', "; ")
+            )
+        })?;
+        Ok((config, store, Layers { file, admin }))
+    }
+
+    pub fn new(
+        shared: Arc<Shared>,
+        config_path: PathBuf,
+        overrides: NodeOverrides,
+        store: Store,
+        layers: Layers,
+    ) -> Control {
+        Control {
+            shared,
+            config_path,
+            overrides,
+            store,
+            layers: Mutex::new(layers),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Layers> {
+        self.layers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The file layer's bytes (for `GET /config`).
+    pub fn file_bytes(&self) -> Vec<u8> {
+        self.lock().file.clone()
+    }
+
+    /// The admin layer (a copy).
+    pub fn admin_state(&self) -> Value {
+        self.lock().admin.clone()
+    }
+
+    fn compose(&self, file: &[u8], admin: &Value) -> Result<Config, Refused> {
+        match Config::from_layers(file, Some(admin), &self.overrides) {
+            Ok(config) => Ok(config),
+            Err(problems) => match Config::from_bytes(file, &self.overrides) {
+                Ok(_) => Err(Refused::Conflict(problems)),
+                Err(file_problems) => Err(Refused::Invalid(file_problems)),
+            },
+        }
+    }
+
+    fn publish(&self, config: Config) -> String {
+        let hash = config.hash.clone();
+        log::set_max_level(config.node.log_level);
+        self.shared.publish(Snapshot::new(config));
+        hash
+    }
+
+    /// SIGHUP: re-reads the file.
+    pub fn reload_file(&self) -> Result<String, Refused> {
+        let bytes = std::fs::read(&self.config_path).map_err(|e| {
+            Refused::Io(format!(
+                "cannot read config file {}: {e}",
+                self.config_path.display()
+            ))
+        })?;
+        let mut layers = self.lock();
+        let config = self.compose(&bytes, &layers.admin)?;
+        layers.file = bytes;
+        Ok(self.publish(config))
+    }
+
+    /// `POST /config`: validates, rewrites the file atomically (keeping `FILE.bak`) and
+    /// publishes.
+    pub fn replace_file(&self, bytes: Vec<u8>) -> Result<String, Refused> {
+        let mut layers = self.lock();
+        let config = self.compose(&bytes, &layers.admin)?;
+        let mut backup = self.config_path.clone().into_os_string();
+        backup.push(".bak");
+        store::write_atomically(
+            &self.config_path,
+            &bytes,
+            Some(std::path::Path::new(&backup)),
+        )
+        .map_err(|e| Refused::Io(format!("cannot write {}: {e}", self.config_path.display())))?;
+        layers.file = bytes;
+        Ok(self.publish(config))
+    }
+
+    /// An Admin API write: `change` edits a copy of the admin layer; the result is
+    /// validated, made durable, then published. Returns what `change` returned.
+    pub fn update_admin<T>(
+        &self,
+        change: impl FnOnce(&mut Value) -> T,
+    ) -> Result<(T, Arc<Snapshot>), Refused> {
+        let mut layers = self.lock();
+        let mut admin = layers.admin.clone();
+        let result = change(&mut admin);
+        let config = match Config::from_layers(&layers.file, Some(&admin), &self.overrides) {
+            Ok(config) => config,
+            Err(problems) => return Err(Refused::Invalid(problems)),
+        };
+        self.store.save(&admin).map_err(|e| {
+            Refused::Io(format!("cannot write {}: {e}", self.store.path().display()))
+        })?;
+        layers.admin = admin;
+        self.publish(config);
+        Ok((result, self.shared.snapshot()))
+    }
+}
