@@ -57,8 +57,13 @@ target/release/ringway run -c config/demo.yaml &
 pids+=($!)
 wait_ready
 
-echo "==> GET /api/users/123 (routed to user-service, /api/users stripped)"
+echo "==> GET /api/users/123 without a token (user-service has the jwt plugin: 401)"
 get http://127.0.0.1:8000/api/users/123
+token=$(target/release/ringway jwt sign --secret demo-secret --key demo-app --claim sub=user123)
+echo "==> GET /api/users/123 with a token from 'ringway jwt sign --secret demo-secret --key demo-app'"
+get -H "Authorization: Bearer $token" http://127.0.0.1:8000/api/users/123
+echo "==> GET /api/accounts/7 (no plugin; routed to account-service, /api/accounts stripped)"
+get http://127.0.0.1:8000/api/accounts/7
 echo "==> GET /echo/hello?x=1 (the upstream echoes what it received: note X-Forwarded-*)"
 get http://127.0.0.1:8000/echo/hello?x=1
 echo "==> GET /nowhere (no route: Kong's 404)"
