@@ -35,8 +35,10 @@ use crate::upstream;
 
 /// Request body bytes already read are sent with the head when they fit in this much.
 const COALESCE_BYTES: usize = 64 * 1024;
-/// Free space for reading a response head (and the first body bytes with it).
-const RESPONSE_HEAD_READ_SPACE: usize = 2048;
+/// Free space for reading a response head and the body bytes that come with it: a
+/// pooled buffer grows to this once and is reused, and a 16 KiB response arrives in one
+/// read.
+const RESPONSE_HEAD_READ_SPACE: usize = BODY_READ_SPACE;
 /// Limits for upstream response heads: generous, but bounded.
 const RESPONSE_LIMITS: Limits = Limits {
     max_request_line_bytes: 8192,

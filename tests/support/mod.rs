@@ -1568,3 +1568,269 @@ pub fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> threa
 pub fn read_file(p: &Path) -> String {
     fs::read_to_string(p).unwrap_or_default()
 }
+
+// ---------------------------------------------------------------------------------------
+// Admin API, restarts and JWT tokens (added for tests/jwt.rs and tests/admin.rs)
+
+/// Percent-encodes a form value (`application/x-www-form-urlencoded`).
+pub fn form_encode(pairs: &[(&str, &str)]) -> String {
+    fn enc(s: &str) -> String {
+        let mut out = String::new();
+        for b in s.bytes() {
+            match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    out.push(b as char)
+                }
+                b' ' => out.push('+'),
+                _ => out.push_str(&format!("%{b:02X}")),
+            }
+        }
+        out
+    }
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// One HTTP/1.1 request on a fresh connection: `method path` with extra headers and an
+/// optional `(content type, body)`; the body (when given) is sent with Content-Length.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &[u8])>,
+) -> Response {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let mut bytes = match body {
+        Some((ct, b)) => {
+            req.push_str(&format!(
+                "Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+                b.len()
+            ));
+            let mut v = req.into_bytes();
+            v.extend_from_slice(b);
+            v
+        }
+        None => {
+            if matches!(method, "POST" | "PUT" | "PATCH") {
+                req.push_str("Content-Length: 0\r\n");
+            }
+            req.push_str("\r\n");
+            req.into_bytes()
+        }
+    };
+    let mut c = Client::connect(addr);
+    let head = method == "HEAD";
+    c.send(&bytes)
+        .unwrap_or_else(|e| panic!("send {method} {path}: {e}"));
+    bytes.clear();
+    c.read_response_ext(head, RESPONSE_DEADLINE)
+        .unwrap_or_else(|e| panic!("no response to {method} {path}: {e:?}"))
+}
+
+/// An Admin API call with a form-encoded body (no body when `form` is empty and the method
+/// is GET or DELETE).
+pub fn admin_form(gw: &Gateway, method: &str, path: &str, form: &[(&str, &str)]) -> Response {
+    let body = form_encode(form);
+    if form.is_empty() && matches!(method, "GET" | "DELETE") {
+        http_request(gw.admin_addr(), method, path, &[], None)
+    } else {
+        http_request(
+            gw.admin_addr(),
+            method,
+            path,
+            &[],
+            Some(("application/x-www-form-urlencoded", body.as_bytes())),
+        )
+    }
+}
+
+/// An Admin API call with a JSON body.
+pub fn admin_json(gw: &Gateway, method: &str, path: &str, json: &serde_json::Value) -> Response {
+    let body = json.to_string();
+    http_request(
+        gw.admin_addr(),
+        method,
+        path,
+        &[],
+        Some(("application/json", body.as_bytes())),
+    )
+}
+
+/// A proxy GET with extra headers, on a fresh connection.
+pub fn proxy_get(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> Response {
+    http_request(gw.proxy_addr(), "GET", path, headers, None)
+}
+
+static RESTARTS: AtomicUsize = AtomicUsize::new(0);
+
+impl Gateway {
+    /// `kill -9` the gateway and wait until it is gone.
+    pub fn kill9(&mut self) {
+        self.send_signal("KILL");
+        assert!(
+            self.wait_exit(Duration::from_secs(10)).is_some(),
+            "gateway still running after kill -9"
+        );
+    }
+
+    /// Starts the gateway again (after it exited or was killed) with the same temp dir,
+    /// config file and data dir, on new ports, and waits until it is ready.
+    pub fn restart_same_dir(&mut self, opts: GatewayOpts) -> Result<(), String> {
+        if self.is_running() {
+            self.kill9();
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+        let data_dir = self.dir.path().join("data");
+        let mut last_err = String::new();
+        for attempt in 0..3 {
+            let proxy = free_addr();
+            let mut admin = free_addr();
+            while admin == proxy {
+                admin = free_addr();
+            }
+            let stderr_path = self.dir.path().join(format!(
+                "stderr-restart-{}-{attempt}.log",
+                RESTARTS.fetch_add(1, Ordering::SeqCst)
+            ));
+            let stderr_file =
+                fs::File::create(&stderr_path).map_err(|e| format!("stderr file: {e}"))?;
+            let mut cmd = Command::new(BIN);
+            cmd.arg("run")
+                .arg("-c")
+                .arg(&self.config_path)
+                .arg("--proxy-listen")
+                .arg(proxy.to_string())
+                .arg("--admin-listen")
+                .arg(admin.to_string())
+                .arg("--workers")
+                .arg(opts.workers.to_string())
+                .arg("--data-dir")
+                .arg(&data_dir)
+                .arg("--log-level")
+                .arg(&opts.log_level)
+                .args(&opts.extra_args)
+                .env_remove("RINGWAY_LOG")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(stderr_file));
+            for (k, v) in &opts.env {
+                cmd.env(k, v);
+            }
+            let mut child = cmd.spawn().map_err(|e| format!("spawn {BIN}: {e}"))?;
+            let deadline = Instant::now() + opts.ready_timeout;
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    last_err = format!(
+                        "restart attempt {attempt}: exited early with {status}; stderr:\n{}",
+                        fs::read_to_string(&stderr_path).unwrap_or_default()
+                    );
+                    break;
+                }
+                if probe_status(admin, "/status/ready") == Some(200) {
+                    self.child = Some(child);
+                    self.exit = None;
+                    self.proxy = proxy;
+                    self.admin = admin;
+                    self.stderr_path = stderr_path;
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!(
+                        "restart not ready within {:?}; stderr:\n{}",
+                        opts.ready_timeout,
+                        fs::read_to_string(&stderr_path).unwrap_or_default()
+                    ));
+                }
+                thread::sleep(Duration::from_millis(25));
+            }
+        }
+        Err(last_err)
+    }
+}
+
+/// A token from `ringway jwt sign ARGS...` (stdout, trimmed); panics when it fails.
+pub fn cli_sign(args: &[&str]) -> String {
+    let mut full = vec!["jwt", "sign"];
+    full.extend_from_slice(args);
+    let out = run_cli(&full, &[], Duration::from_secs(30));
+    assert!(
+        out.status.success(),
+        "`ringway {}` failed: {}",
+        full.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        s.ends_with('\n'),
+        "jwt sign output must end with a newline: {s:?}"
+    );
+    s.trim().to_string()
+}
+
+const PY_SIGN: &str = r#"
+import sys, hmac, hashlib, base64
+header, payload, secret, digest = sys.argv[1:5]
+b = lambda x: base64.urlsafe_b64encode(x).rstrip(b'=').decode()
+si = b(header.encode()) + '.' + b(payload.encode())
+sig = hmac.new(secret.encode(), si.encode(), getattr(hashlib, digest)).digest()
+print(si + '.' + b(sig))
+"#;
+
+/// A token signed by Python's stdlib (an independent signer): the header and payload JSON
+/// are used verbatim, the signature is HMAC-`digest` (`sha256`, `sha384`, `sha512`) with
+/// `secret` over `b64url(header).b64url(payload)`.
+pub fn py_token(header_json: &str, payload_json: &str, secret: &str, digest: &str) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(PY_SIGN)
+        .arg(header_json)
+        .arg(payload_json)
+        .arg(secret)
+        .arg(digest)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "python3 signer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// An HS256 token from Python with the standard header and the given payload.
+pub fn py_hs256(payload_json: &str, secret: &str) -> String {
+    py_token(
+        r#"{"alg":"HS256","typ":"JWT"}"#,
+        payload_json,
+        secret,
+        "sha256",
+    )
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// `tests/fixtures/jwt/NAME` as bytes.
+pub fn jwt_fixture(name: &str) -> Vec<u8> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/jwt")
+        .join(name);
+    fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
