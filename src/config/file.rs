@@ -282,6 +282,7 @@ pub struct JwtSecretFile {
     #[serde(default)]
     pub tags: Vec<String>,
     pub created_at: Option<u64>,
+    pub updated_at: Option<u64>,
 }
 
 /// A `consumer_groups[]` item (Kong Enterprise's shape).

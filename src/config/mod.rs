@@ -358,7 +358,7 @@ fn build(
                 Item {
                     path: format!("plugins[{i}]"),
                     value,
-                    layer,
+                    layer: admin_from.layer("plugins", i),
                 },
                 Scope::default(),
             )
@@ -485,7 +485,7 @@ fn build(
         move |(i, value): (usize, Value)| Item {
             path: format!("{kind}[{i}]"),
             value,
-            layer,
+            layer: admin_from.layer(kind, i),
         }
     };
     let (consumer_groups, group_plugins) = entities::build_groups(
@@ -692,6 +692,8 @@ fn build_service(
         format!("{host}:{port}")
     };
     let id = file_id.unwrap_or_else(|| stable_id("service", &name));
+    // References by id must work for derived ids too.
+    keys.entry(id.clone()).or_insert(index);
     Some(Service {
         id,
         layer: Layer::File,

@@ -406,3 +406,24 @@ fn every_bundled_config_loads() {
         dir.display()
     );
 }
+
+#[test]
+fn admin_layer_entities_are_tagged_and_refer_to_file_entities_by_id() {
+    let file = b"_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://127.0.0.1:1\nconsumers:\n  - username: file-user\n";
+    let file_user_id = stable_id("consumer", "file-user");
+    let service_id = stable_id("service", "s");
+    let admin = serde_json::json!({
+        "consumers": [{ "id": "c8cf99cf-dde1-44f1-9aba-b9b5f91a718b", "username": "bob", "created_at": 1 }],
+        "jwt_secrets": [{ "id": "e05d997b-e1f5-4839-961b-259f6e9d80ad", "key": "k", "secret": "s", "consumer": { "id": file_user_id } }],
+        "plugins": [{ "id": "10e37c21-6b76-42d4-8520-9f089e124d0d", "name": "jwt", "service": { "id": service_id } }],
+    });
+    let config = Config::from_layers(file, Some(&admin), &NodeOverrides::default()).unwrap();
+    let bob = config.keys.consumers["bob"];
+    assert_eq!(config.consumers[bob].layer, Layer::Admin);
+    assert_eq!(
+        config.consumers[config.keys.consumers["file-user"]].layer,
+        Layer::File
+    );
+    assert_eq!(config.jwt_secrets[0].layer, Layer::Admin);
+    assert_eq!(config.plugins[0].layer, Layer::Admin);
+}

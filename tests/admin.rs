@@ -1,0 +1,1333 @@
+//! The writable Admin API, black box (SPEC §5: consumers and JWT credentials as Kong's Admin
+//! API, two layers, durability, reload through `POST /config` and SIGHUP, `admin_token`;
+//! Kong's behaviour: research/kong-semantics.md §1.6).
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::*;
+
+const SECRET: &str = "my-secret-key";
+
+/// user-service (/api/users) has a service-scoped jwt; account-service (/api/accounts) has
+/// no plugin; `extra` is appended verbatim.
+fn base_config(origin: &Origin, extra: &str) -> String {
+    format!(
+        r#"_format_version: "3.0"
+services:
+  - name: user-service
+    url: {u}
+    routes:
+      - name: user-routes
+        paths:
+          - /api/users
+    plugins:
+      - name: jwt
+  - name: account-service
+    url: {u}
+    routes:
+      - name: account-routes
+        paths:
+          - /api/accounts
+{extra}"#,
+        u = origin.url()
+    )
+}
+
+fn token(iss: &str, secret: &str) -> String {
+    py_hs256(
+        &json!({"iss": iss, "sub": "user123", "exp": unix_now() + 3600}).to_string(),
+        secret,
+    )
+}
+
+fn auth(iss: &str, secret: &str) -> String {
+    format!("Bearer {}", token(iss, secret))
+}
+
+fn get_with(gw: &Gateway, path: &str, authz: &str) -> Response {
+    proxy_get(gw, path, &[("Authorization", authz)])
+}
+
+fn create_consumer(gw: &Gateway, username: &str) -> Value {
+    let r = admin_form(gw, "POST", "/consumers", &[("username", username)]);
+    assert_eq!(r.status, 201, "POST /consumers username={username}: {r:?}");
+    r.json()
+}
+
+fn create_jwt(gw: &Gateway, consumer: &str, key: &str, secret: &str) -> Value {
+    let r = admin_form(
+        gw,
+        "POST",
+        &format!("/consumers/{consumer}/jwt"),
+        &[("key", key), ("secret", secret)],
+    );
+    assert_eq!(r.status, 201, "POST /consumers/{consumer}/jwt: {r:?}");
+    r.json()
+}
+
+fn id_of(v: &Value) -> String {
+    v["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {v}"))
+        .to_string()
+}
+
+fn assert_not_found(r: &Response, what: &str) {
+    assert_eq!(r.status, 404, "{what}: {r:?}");
+    assert_eq!(r.json()["message"], "Not found", "{what}: {r:?}");
+}
+
+fn assert_list(r: &Response, what: &str) -> Vec<Value> {
+    assert_eq!(r.status, 200, "{what}: {r:?}");
+    let j = r.json();
+    assert!(
+        j.get("next").is_some() && j["next"].is_null(),
+        "{what}: `next: null`: {j}"
+    );
+    j["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: `data` list: {j}"))
+        .clone()
+}
+
+// ---------------------------------------------------------------------------------------
+// consumers
+
+#[test]
+fn consumers_crud_by_username_and_id_form_and_json() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o, ""));
+
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/consumers",
+        &[("username", "alice"), ("custom_id", "cust-a")],
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let alice = r.json();
+    let id = id_of(&alice);
+    assert_eq!(alice["username"], "alice", "{alice}");
+    assert_eq!(alice["custom_id"], "cust-a", "{alice}");
+
+    let r = admin_json(&gw, "POST", "/consumers", &json!({"username": "bob"}));
+    assert_eq!(r.status, 201, "JSON body: {r:?}");
+    let bob_id = id_of(&r.json());
+    assert_ne!(bob_id, id);
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/consumers",
+        &json!({"custom_id": "only-custom"}),
+    );
+    assert_eq!(r.status, 201, "custom_id alone is enough: {r:?}");
+
+    // read by username and by id
+    for key in ["alice", id.as_str()] {
+        let r = gw.admin_get(&format!("/consumers/{key}"));
+        assert_eq!(r.status, 200, "GET /consumers/{key}: {r:?}");
+        assert_eq!(r.json()["id"], json!(id), "{r:?}");
+        assert_eq!(r.json()["username"], "alice", "{r:?}");
+    }
+    // lists
+    let all = assert_list(&gw.admin_get("/consumers"), "GET /consumers");
+    assert_eq!(all.len(), 3, "{all:?}");
+    let by_custom = assert_list(
+        &gw.admin_get("/consumers?custom_id=cust-a"),
+        "GET /consumers?custom_id=cust-a",
+    );
+    assert_eq!(by_custom.len(), 1, "{by_custom:?}");
+    assert_eq!(by_custom[0]["id"], json!(id));
+    let none = assert_list(
+        &gw.admin_get("/consumers?custom_id=nope"),
+        "GET /consumers?custom_id=nope",
+    );
+    assert!(none.is_empty(), "{none:?}");
+    assert_not_found(&gw.admin_get("/consumers/nobody"), "unknown consumer");
+}
+
+#[test]
+fn consumers_patch_put_delete_by_username_and_id() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o, ""));
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/consumers",
+        &[("username", "alice"), ("custom_id", "cust-a")],
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let id = id_of(&r.json());
+    let bob_id = id_of(&create_consumer(&gw, "bob"));
+
+    // PATCH by username (form) and by id (JSON)
+    let r = admin_form(&gw, "PATCH", "/consumers/alice", &[("custom_id", "cust-b")]);
+    assert_eq!(r.status, 200, "PATCH by username: {r:?}");
+    assert_eq!(r.json()["custom_id"], "cust-b");
+    assert_eq!(r.json()["id"], json!(id), "PATCH keeps the id");
+    let r = admin_json(
+        &gw,
+        "PATCH",
+        &format!("/consumers/{id}"),
+        &json!({"username": "alice2"}),
+    );
+    assert_eq!(r.status, 200, "PATCH by id: {r:?}");
+    assert_eq!(r.json()["username"], "alice2");
+    assert_eq!(r.json()["custom_id"], "cust-b", "PATCH leaves other fields");
+    assert_not_found(
+        &gw.admin_get("/consumers/alice"),
+        "old username after rename",
+    );
+    assert_eq!(gw.admin_get("/consumers/alice2").status, 200);
+
+    // PUT: create on an unknown username, replace on a known one
+    let r = admin_form(&gw, "PUT", "/consumers/dave", &[("custom_id", "cust-d")]);
+    assert!(
+        r.status == 200 || r.status == 201,
+        "PUT creates (Kong answers 200): {r:?}"
+    );
+    let dave = r.json();
+    assert_eq!(dave["username"], "dave", "{dave}");
+    assert_eq!(dave["custom_id"], "cust-d", "{dave}");
+    let r = admin_json(
+        &gw,
+        "PUT",
+        "/consumers/dave",
+        &json!({"custom_id": "cust-e"}),
+    );
+    assert_eq!(r.status, 200, "PUT replaces: {r:?}");
+    assert_eq!(r.json()["custom_id"], "cust-e");
+    assert_eq!(
+        r.json()["id"],
+        dave["id"],
+        "PUT on the same username keeps the id"
+    );
+
+    // DELETE by username and by id
+    let r = admin_form(&gw, "DELETE", "/consumers/dave", &[]);
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_not_found(&gw.admin_get("/consumers/dave"), "deleted consumer");
+    let r = admin_form(&gw, "DELETE", &format!("/consumers/{bob_id}"), &[]);
+    assert_eq!(r.status, 204, "DELETE by id: {r:?}");
+    assert_not_found(&gw.admin_get("/consumers/bob"), "deleted by id");
+    let r = admin_form(&gw, "PATCH", "/consumers/nobody", &[("custom_id", "x")]);
+    assert_not_found(&r, "PATCH unknown consumer");
+}
+
+#[test]
+fn consumer_and_credential_validation_errors() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o, ""));
+    create_consumer(&gw, "alice");
+
+    let r = admin_form(&gw, "POST", "/consumers", &[("username", "alice")]);
+    assert_eq!(r.status, 409, "duplicate username: {r:?}");
+    assert_eq!(r.json()["name"], "unique constraint violation", "{r:?}");
+    let r = admin_json(&gw, "POST", "/consumers", &json!({"username": "alice"}));
+    assert_eq!(r.status, 409, "duplicate username (JSON): {r:?}");
+
+    for (what, r) in [
+        ("empty form", admin_form(&gw, "POST", "/consumers", &[])),
+        (
+            "tags only",
+            admin_json(&gw, "POST", "/consumers", &json!({"tags": ["x"]})),
+        ),
+        (
+            "unknown field",
+            admin_json(
+                &gw,
+                "POST",
+                "/consumers",
+                &json!({"username": "z", "bogus": 1}),
+            ),
+        ),
+    ] {
+        assert_eq!(r.status, 400, "{what}: {r:?}");
+        let j = r.json();
+        assert!(j["fields"].is_object(), "{what}: 400 has `fields`: {j}");
+        assert_eq!(j["name"], "schema violation", "{what}: {j}");
+    }
+    let r = http_request(
+        gw.admin_addr(),
+        "POST",
+        "/consumers",
+        &[],
+        Some(("application/json", b"{not json")),
+    );
+    assert_eq!(r.status, 400, "malformed JSON body: {r:?}");
+
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/consumers/alice/jwt",
+        &[("algorithm", "HS999"), ("secret", "x")],
+    );
+    assert_eq!(r.status, 400, "algorithm=HS999: {r:?}");
+    assert!(
+        r.json()["fields"]["algorithm"].is_string() || r.json()["fields"]["algorithm"].is_array(),
+        "fields.algorithm: {r:?}"
+    );
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/consumers/alice/jwt",
+        &[("algorithm", "RS256")],
+    );
+    assert_eq!(r.status, 400, "RS256 without rsa_public_key: {r:?}");
+    assert!(r.json()["fields"].is_object(), "{r:?}");
+    let r = admin_form(&gw, "POST", "/consumers/nobody/jwt", &[("key", "k")]);
+    assert_not_found(&r, "credential under an unknown consumer");
+
+    create_jwt(&gw, "alice", "dup-key", "s");
+    create_consumer(&gw, "bob");
+    let r = admin_form(&gw, "POST", "/consumers/bob/jwt", &[("key", "dup-key")]);
+    assert_eq!(r.status, 409, "duplicate jwt key: {r:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// JWT credentials
+
+#[test]
+fn jwt_credentials_crud_generated_values_and_effect_on_traffic() {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let o = Origin::start();
+    let gw = Gateway::start_with(&base_config(&o, ""), GatewayOpts::default().workers(2));
+    let alice = create_consumer(&gw, "alice");
+    let alice_id = id_of(&alice);
+    create_consumer(&gw, "bob");
+
+    // empty body: generated key and secret, HS256
+    let r = admin_form(&gw, "POST", "/consumers/alice/jwt", &[]);
+    assert_eq!(r.status, 201, "empty body: {r:?}");
+    let gen = r.json();
+    let gkey = gen["key"].as_str().unwrap_or("").to_string();
+    let gsecret = gen["secret"].as_str().unwrap_or("").to_string();
+    assert!(gkey.len() >= 16, "generated key: {gen}");
+    assert!(gsecret.len() >= 16, "generated secret: {gen}");
+    assert_eq!(gen["algorithm"], "HS256", "{gen}");
+    assert_eq!(gen["consumer"]["id"], json!(alice_id), "{gen}");
+    let r = get_with(&gw, "/api/users/1", &auth(&gkey, &gsecret));
+    assert_eq!(r.status, 200, "token for the generated key/secret: {r:?}");
+
+    // only key given: secret generated
+    let r = admin_form(&gw, "POST", "/consumers/alice/jwt", &[("key", "given-key")]);
+    assert_eq!(r.status, 201, "{r:?}");
+    assert!(
+        r.json()["secret"]
+            .as_str()
+            .map(|s| s.len() >= 16)
+            .unwrap_or(false),
+        "{r:?}"
+    );
+
+    // JSON body, HS512
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/consumers/alice/jwt",
+        &json!({"key": "json-key", "secret": "json-secret", "algorithm": "HS512"}),
+    );
+    assert_eq!(r.status, 201, "JSON body: {r:?}");
+    let t = py_token(
+        r#"{"alg":"HS512","typ":"JWT"}"#,
+        &json!({"iss": "json-key", "exp": unix_now() + 60}).to_string(),
+        "json-secret",
+        "sha512",
+    );
+    let r = get_with(&gw, "/api/users/1", &format!("Bearer {t}"));
+    assert_eq!(r.status, 200, "HS512 credential created with JSON: {r:?}");
+
+    // RS256 with a PEM through a form body
+    let pem = String::from_utf8(jwt_fixture("rsa-public.pem")).unwrap();
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/consumers/bob/jwt",
+        &[
+            ("key", "bob-rsa"),
+            ("algorithm", "RS256"),
+            ("rsa_public_key", &pem),
+        ],
+    );
+    assert_eq!(r.status, 201, "RS256 credential: {r:?}");
+    let rsa = EncodingKey::from_rsa_pem(&jwt_fixture("rsa-private.pem")).unwrap();
+    let t = encode(
+        &Header::new(Algorithm::RS256),
+        &json!({"iss": "bob-rsa", "exp": unix_now() + 60}),
+        &rsa,
+    )
+    .unwrap();
+    let r = get_with(&gw, "/api/users/1", &format!("Bearer {t}"));
+    assert_eq!(r.status, 200, "RS256 via Admin API: {r:?}");
+
+    // explicit key + secret, then read it every way
+    let k1 = create_jwt(&gw, "alice", "k1", "s1");
+    let k1_id = id_of(&k1);
+    let list = assert_list(
+        &gw.admin_get("/consumers/alice/jwt"),
+        "GET /consumers/alice/jwt",
+    );
+    assert_eq!(list.len(), 4, "{list:?}");
+    for path in [
+        "/consumers/alice/jwt/k1".to_string(),
+        format!("/consumers/alice/jwt/{k1_id}"),
+        format!("/consumers/{alice_id}/jwt/k1"),
+        "/jwts/k1".to_string(),
+        format!("/jwts/{k1_id}"),
+    ] {
+        let r = gw.admin_get(&path);
+        assert_eq!(r.status, 200, "GET {path}: {r:?}");
+        assert_eq!(r.json()["id"], json!(k1_id), "GET {path}: {r:?}");
+        assert_eq!(r.json()["key"], "k1", "GET {path}");
+        assert_eq!(
+            r.json()["consumer"]["id"],
+            json!(alice_id),
+            "GET {path}: {r:?}"
+        );
+    }
+    let all = assert_list(&gw.admin_get("/jwts"), "GET /jwts");
+    assert_eq!(all.len(), 5, "{all:?}");
+    assert_not_found(
+        &gw.admin_get("/consumers/bob/jwt/k1"),
+        "alice's credential under bob",
+    );
+    assert_not_found(&gw.admin_get("/jwts/nope"), "unknown credential");
+
+    let r = get_with(&gw, "/api/users/1", &auth("k1", "s1"));
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+#[test]
+fn jwt_credential_patch_and_delete_take_effect_at_once() {
+    let o = Origin::start();
+    let gw = Gateway::start_with(&base_config(&o, ""), GatewayOpts::default().workers(2));
+    create_consumer(&gw, "alice");
+    let k1_id = id_of(&create_jwt(&gw, "alice", "k1", "s1"));
+    assert_eq!(get_with(&gw, "/api/users/1", &auth("k1", "s1")).status, 200);
+
+    // PATCH the secret: the old one stops working at once, the new one works
+    let r = admin_form(&gw, "PATCH", "/consumers/alice/jwt/k1", &[("secret", "s2")]);
+    assert_eq!(r.status, 200, "PATCH credential: {r:?}");
+    assert_eq!(r.json()["id"], json!(k1_id));
+    for _ in 0..4 {
+        // fresh connections land on both workers
+        let r = get_with(&gw, "/api/users/1", &auth("k1", "s1"));
+        assert_eq!(r.status, 401, "old secret after PATCH: {r:?}");
+        assert_eq!(r.json()["message"], "Invalid signature");
+        let r = get_with(&gw, "/api/users/1", &auth("k1", "s2"));
+        assert_eq!(r.status, 200, "new secret after PATCH: {r:?}");
+    }
+
+    // DELETE: 204, gone, token refused
+    let r = admin_form(&gw, "DELETE", "/consumers/alice/jwt/k1", &[]);
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_not_found(&gw.admin_get("/jwts/k1"), "deleted credential");
+    for _ in 0..4 {
+        let r = get_with(&gw, "/api/users/1", &auth("k1", "s2"));
+        assert_eq!(r.status, 401, "{r:?}");
+        assert_eq!(
+            r.json()["message"],
+            "No credentials found for given 'iss'",
+            "{r:?}"
+        );
+    }
+}
+
+#[test]
+fn deleting_a_consumer_removes_its_credentials() {
+    let o = Origin::start();
+    let gw = Gateway::start_with(&base_config(&o, ""), GatewayOpts::default().workers(2));
+    let c = create_consumer(&gw, "temp");
+    let cred = create_jwt(&gw, "temp", "temp-key", "temp-secret");
+    let a = auth("temp-key", "temp-secret");
+    assert_eq!(get_with(&gw, "/api/users/1", &a).status, 200);
+    let r = admin_form(&gw, "DELETE", &format!("/consumers/{}", id_of(&c)), &[]);
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_not_found(
+        &gw.admin_get("/jwts/temp-key"),
+        "credential of a deleted consumer",
+    );
+    assert_not_found(
+        &gw.admin_get(&format!("/jwts/{}", id_of(&cred))),
+        "credential id of a deleted consumer",
+    );
+    for _ in 0..4 {
+        let r = get_with(&gw, "/api/users/1", &a);
+        assert_eq!(r.status, 401, "token of a deleted consumer: {r:?}");
+    }
+    // the key is free again
+    create_consumer(&gw, "temp2");
+    create_jwt(&gw, "temp2", "temp-key", "other");
+}
+
+// ---------------------------------------------------------------------------------------
+// plugins at runtime
+
+#[test]
+fn post_plugins_with_service_takes_effect_without_restart() {
+    let o = Origin::start();
+    let gw = Gateway::start_with(&base_config(&o, ""), GatewayOpts::default().workers(2));
+    create_consumer(&gw, "mobile-app");
+    create_jwt(&gw, "mobile-app", "mobile-app", SECRET);
+    let good = auth("mobile-app", SECRET);
+    let r = gw.get("/api/accounts/1");
+    assert_eq!(r.status, 200, "account-service is open before: {r:?}");
+
+    // the seed's form: POST /plugins --data name=jwt --data service=account-service
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/plugins",
+        &[("name", "jwt"), ("service", "account-service")],
+    );
+    assert_eq!(
+        r.status, 201,
+        "POST /plugins name=jwt service=account-service: {r:?}"
+    );
+    let plugin = r.json();
+    let pid = id_of(&plugin);
+    assert_eq!(plugin["name"], "jwt", "{plugin}");
+    for i in 0..4 {
+        // fresh connections: both workers see it at once
+        let r = gw.get("/api/accounts/1");
+        assert_eq!(r.status, 401, "request {i} after POST /plugins: {r:?}");
+        assert_eq!(r.json(), json!({"message": "Unauthorized"}));
+        let r = get_with(&gw, "/api/accounts/1", &good);
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    let plugins = assert_list(&gw.admin_get("/plugins"), "GET /plugins");
+    assert!(plugins.iter().any(|p| p["id"] == json!(pid)), "{plugins:?}");
+    let r = gw.admin_get(&format!("/plugins/{pid}"));
+    assert_eq!(r.status, 200, "GET /plugins/{{id}}: {r:?}");
+    let r = admin_form(&gw, "DELETE", &format!("/plugins/{pid}"), &[]);
+    assert_eq!(r.status, 204, "{r:?}");
+    let r = gw.get("/api/accounts/1");
+    assert_eq!(r.status, 200, "plugin deleted: {r:?}");
+}
+
+#[test]
+fn scoped_plugin_endpoints_and_errors() {
+    let o = Origin::start();
+    let gw = Gateway::start_with(&base_config(&o, ""), GatewayOpts::default().workers(2));
+    create_consumer(&gw, "mobile-app");
+    create_jwt(&gw, "mobile-app", "mobile-app", SECRET);
+    let no_exp = format!(
+        "Bearer {}",
+        py_hs256(&json!({"iss": "mobile-app"}).to_string(), SECRET)
+    );
+    let r = admin_form(&gw, "POST", "/plugins", &[("name", "jwt-typo")]);
+    assert_eq!(r.status, 400, "unknown plugin: {r:?}");
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/plugins",
+        &json!({"name": "jwt", "config": {"no_such_field": 1}}),
+    );
+    assert_eq!(r.status, 400, "unknown jwt config field: {r:?}");
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/consumers/mobile-app/plugins",
+        &[("name", "jwt")],
+    );
+    assert_eq!(
+        r.status, 400,
+        "consumer-scoped jwt (Kong's no_consumer): {r:?}"
+    );
+
+    // POST /routes/{r}/plugins with a JSON config: a route-scoped config beats the
+    // user-service's service-scoped one from the file
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/routes/user-routes/plugins",
+        &json!({"name": "jwt", "config": {"claims_to_verify": ["exp"]}}),
+    );
+    assert_eq!(r.status, 201, "POST /routes/user-routes/plugins: {r:?}");
+    let r = get_with(&gw, "/api/users/1", &no_exp);
+    assert_eq!(r.status, 401, "route-scoped claims_to_verify [exp]: {r:?}");
+    assert_eq!(r.json(), json!({"exp": "must be a number"}));
+    let r = gw.get("/api/accounts/1");
+    assert_eq!(r.status, 200, "account-service not affected: {r:?}");
+
+    // POST /services/{s}/plugins
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/services/account-service/plugins",
+        &[("name", "jwt")],
+    );
+    assert_eq!(
+        r.status, 201,
+        "POST /services/account-service/plugins: {r:?}"
+    );
+    let r = gw.get("/api/accounts/1");
+    assert_eq!(r.status, 401, "{r:?}");
+    let r = get_with(&gw, "/api/accounts/1", &no_exp);
+    assert_eq!(r.status, 200, "service-scoped default config: {r:?}");
+    // a second jwt on the same scope is a unique violation
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/services/account-service/plugins",
+        &[("name", "jwt")],
+    );
+    assert_eq!(r.status, 409, "same plugin twice on one scope: {r:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// two layers
+
+#[test]
+fn file_declared_entities_are_read_only_but_take_api_credentials() {
+    let o = Origin::start();
+    let extra = r#"consumers:
+  - username: filer
+    custom_id: file-1
+    jwt_secrets:
+      - key: file-key
+        secret: file-secret
+"#;
+    let gw = Gateway::start(&base_config(&o, extra));
+    let r = gw.admin_get("/consumers/filer");
+    assert_eq!(r.status, 200, "file consumer is readable: {r:?}");
+    let filer_id = id_of(&r.json());
+    assert_eq!(gw.admin_get(&format!("/consumers/{filer_id}")).status, 200);
+    assert_eq!(gw.admin_get("/jwts/file-key").status, 200);
+    assert_eq!(gw.admin_get("/consumers/filer/jwt/file-key").status, 200);
+
+    let managed = json!({"message": "entity is managed by the declarative config file"});
+    for (what, r) in [
+        (
+            "PATCH file consumer",
+            admin_form(&gw, "PATCH", "/consumers/filer", &[("custom_id", "x")]),
+        ),
+        (
+            "PATCH file consumer by id",
+            admin_json(
+                &gw,
+                "PATCH",
+                &format!("/consumers/{filer_id}"),
+                &json!({"custom_id": "x"}),
+            ),
+        ),
+        (
+            "PUT file consumer",
+            admin_form(&gw, "PUT", "/consumers/filer", &[("custom_id", "x")]),
+        ),
+        (
+            "DELETE file consumer",
+            admin_form(&gw, "DELETE", "/consumers/filer", &[]),
+        ),
+        (
+            "PATCH file credential",
+            admin_form(
+                &gw,
+                "PATCH",
+                "/consumers/filer/jwt/file-key",
+                &[("secret", "x")],
+            ),
+        ),
+        (
+            "DELETE file credential",
+            admin_form(&gw, "DELETE", "/consumers/filer/jwt/file-key", &[]),
+        ),
+        (
+            "PATCH file service",
+            admin_form(&gw, "PATCH", "/services/user-service", &[("retries", "1")]),
+        ),
+    ] {
+        assert_eq!(r.status, 405, "{what}: {r:?}");
+        assert_eq!(r.json(), managed, "{what}: {r:?}");
+    }
+    // unchanged
+    let r = gw.admin_get("/consumers/filer");
+    assert_eq!(r.json()["custom_id"], "file-1", "{r:?}");
+    assert_eq!(
+        get_with(&gw, "/api/users/1", &auth("file-key", "file-secret")).status,
+        200
+    );
+
+    // a credential created through the API under the file consumer
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/consumers/filer/jwt",
+        &[("key", "api-key"), ("secret", "api-secret")],
+    );
+    assert_eq!(r.status, 201, "POST /consumers/filer/jwt: {r:?}");
+    let r = get_with(&gw, "/api/users/1", &auth("api-key", "api-secret"));
+    assert_eq!(r.status, 200, "{r:?}");
+    let reqs = o.wait_complete(2, Duration::from_secs(10));
+    assert_eq!(reqs[1].header("x-consumer-id"), Some(filer_id.as_str()));
+    assert_eq!(reqs[1].header("x-credential-identifier"), Some("api-key"));
+    // an API consumer may not take a file consumer's username
+    let r = admin_form(&gw, "POST", "/consumers", &[("username", "filer")]);
+    assert_eq!(r.status, 409, "username taken by the file: {r:?}");
+    // and that one is the API's to change
+    let r = admin_form(
+        &gw,
+        "PATCH",
+        "/consumers/filer/jwt/api-key",
+        &[("secret", "api-secret-2")],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = admin_form(&gw, "DELETE", "/consumers/filer/jwt/api-key", &[]);
+    assert_eq!(r.status, 204, "{r:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// durability
+
+#[test]
+fn kill9_right_after_201_loses_nothing() {
+    let o = Origin::start();
+    let mut gw = Gateway::start(&base_config(&o, ""));
+    let c = create_consumer(&gw, "durable");
+    let cred = create_jwt(&gw, "durable", "durable-key", "durable-secret");
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/routes/account-routes/plugins",
+        &[("name", "jwt")],
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let pid = id_of(&r.json());
+    let put = admin_form(&gw, "PUT", "/consumers/put-one", &[("custom_id", "p1")]);
+    assert!(put.status == 200 || put.status == 201, "{put:?}");
+    let put_id = id_of(&put.json());
+    gw.kill9(); // no graceful shutdown: everything must already be on disk
+
+    gw.restart_same_dir(GatewayOpts::default().workers(2))
+        .unwrap_or_else(|e| panic!("restart on the same data dir: {e}"));
+    let r = gw.admin_get("/consumers/durable");
+    assert_eq!(r.status, 200, "consumer after kill -9: {r:?}");
+    assert_eq!(r.json()["id"], c["id"], "same consumer id after restart");
+    let r = gw.admin_get("/jwts/durable-key");
+    assert_eq!(r.status, 200, "credential after kill -9: {r:?}");
+    assert_eq!(r.json()["id"], cred["id"], "same credential id");
+    assert_eq!(r.json()["consumer"]["id"], c["id"]);
+    let r = gw.admin_get("/consumers/put-one");
+    assert_eq!(r.status, 200, "PUT-created consumer after kill -9: {r:?}");
+    assert_eq!(r.json()["id"], json!(put_id));
+    assert_eq!(
+        gw.admin_get(&format!("/plugins/{pid}")).status,
+        200,
+        "plugin after kill -9"
+    );
+
+    let r = get_with(&gw, "/api/users/1", &auth("durable-key", "durable-secret"));
+    assert_eq!(r.status, 200, "token after restart: {r:?}");
+    let reqs = o.wait_complete(1, Duration::from_secs(10));
+    assert_eq!(reqs[0].header("x-consumer-id"), c["id"].as_str());
+    let r = gw.get("/api/accounts/1");
+    assert_eq!(
+        r.status, 401,
+        "Admin-created plugin still enforced after restart: {r:?}"
+    );
+}
+
+#[test]
+fn kill9_right_after_204_loses_nothing() {
+    let o = Origin::start();
+    let mut gw = Gateway::start(&base_config(&o, ""));
+    create_consumer(&gw, "durable");
+    create_jwt(&gw, "durable", "durable-key", "durable-secret");
+    let r = admin_form(&gw, "DELETE", "/consumers/durable", &[]);
+    assert_eq!(r.status, 204, "{r:?}");
+    gw.kill9();
+    gw.restart_same_dir(GatewayOpts::default())
+        .unwrap_or_else(|e| panic!("second restart: {e}"));
+    assert_not_found(
+        &gw.admin_get("/consumers/durable"),
+        "deleted before kill -9",
+    );
+    assert_not_found(&gw.admin_get("/jwts/durable-key"), "its credential");
+}
+
+// ---------------------------------------------------------------------------------------
+// reloads
+
+#[test]
+fn sighup_reload_keeps_admin_entities() {
+    let o = Origin::start();
+    let mut gw = Gateway::start(&base_config(&o, ""));
+    let c = create_consumer(&gw, "api-made");
+    create_jwt(&gw, "api-made", "api-key", "api-secret");
+    let hash0 = gw.status_json()["configuration_hash"].clone();
+
+    let extra = r#"  - name: new-service
+    url: URL
+    routes:
+      - name: new-route
+        paths: ["/new"]
+    plugins:
+      - name: jwt
+"#
+    .replace("URL", &o.url());
+    gw.write_config(&base_config(&o, &extra));
+    gw.send_signal("HUP");
+    let a = auth("api-key", "api-secret");
+    let ok = wait_for(Duration::from_secs(15), || {
+        (get_with(&gw, "/new/x", &a).status == 200).then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "new route not served after SIGHUP; stderr:\n{}",
+        gw.stderr_text()
+    );
+    assert!(gw.is_running());
+    assert_ne!(
+        gw.status_json()["configuration_hash"],
+        hash0,
+        "hash changes on reload"
+    );
+    let r = gw.admin_get("/consumers/api-made");
+    assert_eq!(r.status, 200, "Admin consumer after SIGHUP: {r:?}");
+    assert_eq!(r.json()["id"], c["id"]);
+    assert_eq!(gw.admin_get("/jwts/api-key").status, 200);
+    assert_eq!(get_with(&gw, "/api/users/1", &a).status, 200);
+
+    // an invalid file on SIGHUP: old config kept, still serving
+    gw.write_config("_format_version: \"3.0\"\nservices:\n  - name: broken\n    bogus: 1\n");
+    gw.send_signal("HUP");
+    thread::sleep(Duration::from_millis(500));
+    assert!(gw.is_running(), "invalid reload must not stop the gateway");
+    assert_eq!(
+        get_with(&gw, "/new/x", &a).status,
+        200,
+        "old config still serves"
+    );
+}
+
+fn fresh_config(o: &Origin) -> String {
+    format!(
+        r#"_format_version: "3.0"
+services:
+  - name: fresh-service
+    url: {u}
+    routes:
+      - name: fresh-route
+        paths: ["/fresh"]
+"#,
+        u = o.url()
+    )
+}
+
+#[test]
+fn post_config_replaces_the_file_layer_with_a_backup() {
+    let o = Origin::start();
+    let old = base_config(&o, "");
+    let gw = Gateway::start(&old);
+    create_consumer(&gw, "keeper");
+    let hash0 = gw.status_json()["configuration_hash"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+
+    // invalid: 400 with every error, nothing changes
+    let invalid = format!(
+        "{}plugins:\n  - name: no-such-plugin\nconsumers:\n  - username: x\n    bogus_field: 1\n",
+        fresh_config(&o)
+    );
+    let r = http_request(
+        gw.admin_addr(),
+        "POST",
+        "/config",
+        &[],
+        Some(("application/yaml", invalid.as_bytes())),
+    );
+    assert_eq!(r.status, 400, "invalid config: {r:?}");
+    let body = r.body_str();
+    assert!(
+        body.contains("plugins[0]") && body.contains("consumers[0]"),
+        "400 lists every error with its path: {body}"
+    );
+    assert_eq!(gw.get("/fresh/a").status, 404, "invalid config not applied");
+    assert_eq!(
+        gw.get("/api/users/1").status,
+        401,
+        "old config still serves"
+    );
+    assert_eq!(
+        read_file(gw.config_path()),
+        old,
+        "file untouched by an invalid POST /config"
+    );
+    assert_eq!(gw.status_json()["configuration_hash"], json!(hash0));
+
+    // valid YAML
+    let new = fresh_config(&o);
+    let r = http_request(
+        gw.admin_addr(),
+        "POST",
+        "/config",
+        &[],
+        Some(("application/yaml", new.as_bytes())),
+    );
+    assert_eq!(r.status, 201, "POST /config: {r:?}");
+    let hash1 = r.json()["configuration_hash"]
+        .as_str()
+        .unwrap_or_else(|| panic!("configuration_hash in {r:?}"))
+        .to_string();
+    assert_ne!(hash1, hash0, "new configuration_hash");
+    assert_eq!(gw.status_json()["configuration_hash"], json!(hash1));
+    let r = gw.get("/fresh/a");
+    assert_eq!(r.status, 200, "new route: {r:?}");
+    assert_eq!(gw.get("/api/users/1").status, 404, "old route gone");
+    let r = gw.admin_get("/config");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.body_str().contains("fresh-route") && !r.body_str().contains("user-routes"),
+        "GET /config returns the new file layer: {}",
+        r.body_str()
+    );
+    let r = http_request(
+        gw.admin_addr(),
+        "GET",
+        "/config",
+        &[("Accept", "application/json")],
+        None,
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.json().is_object(), "GET /config as JSON: {r:?}");
+    assert!(r.body_str().contains("fresh-route"));
+    assert!(
+        read_file(gw.config_path()).contains("fresh-route"),
+        "the config file is rewritten"
+    );
+    let bak = gw.dir().join("kong.yaml.bak");
+    assert_eq!(
+        read_file(&bak),
+        old,
+        "the previous config is kept as kong.yaml.bak"
+    );
+    assert_eq!(
+        gw.admin_get("/consumers/keeper").status,
+        200,
+        "Admin layer kept"
+    );
+
+    // JSON body and Kong's `config=` form field
+    let json_cfg = json!({
+        "_format_version": "3.0",
+        "services": [{"name": "json-service", "url": o.url(),
+                      "routes": [{"name": "json-route", "paths": ["/json"]}]}]
+    });
+    let r = admin_json(&gw, "POST", "/config", &json_cfg);
+    assert_eq!(r.status, 201, "POST /config with JSON: {r:?}");
+    assert_eq!(gw.get("/json/a").status, 200);
+    let r = admin_form(&gw, "POST", "/config", &[("config", &fresh_config(&o))]);
+    assert_eq!(r.status, 201, "POST /config with config= form: {r:?}");
+    assert_eq!(gw.get("/fresh/a").status, 200);
+
+    // a file consumer colliding with an Admin consumer is refused with 409
+    let colliding = format!("{}consumers:\n  - username: keeper\n", fresh_config(&o));
+    let r = http_request(
+        gw.admin_addr(),
+        "POST",
+        "/config",
+        &[],
+        Some(("text/yaml", colliding.as_bytes())),
+    );
+    assert_eq!(
+        r.status, 409,
+        "reload colliding with an Admin-created consumer: {r:?}"
+    );
+    assert!(
+        r.body_str().contains("keeper"),
+        "409 names the reason: {r:?}"
+    );
+}
+
+#[test]
+fn reload_under_steady_traffic_fails_no_request() {
+    let o = Origin::start();
+    let cfg = |extra_route: &str| {
+        format!(
+            r#"_format_version: "3.0"
+services:
+  - name: svc
+    url: {u}
+    routes:
+      - name: steady
+        paths: ["/steady"]
+      - name: {extra_route}
+        paths: ["/{extra_route}"]
+"#,
+            u = o.url()
+        )
+    };
+    let gw = Gateway::start_with(&cfg("r0"), GatewayOpts::default().workers(2));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut clients = Vec::new();
+    for n in 0..2 {
+        let (stop, ok, errors) = (stop.clone(), ok.clone(), errors.clone());
+        let addr = gw.proxy_addr();
+        clients.push(thread::spawn(move || {
+            let mut c = Client::connect(addr);
+            let mut i = 0usize;
+            while !stop.load(Ordering::SeqCst) {
+                let req = get_req(&format!("/steady/{n}/{i}"), "test.local");
+                if let Err(e) = c.send(&req) {
+                    errors
+                        .lock()
+                        .unwrap()
+                        .push(format!("client {n} req {i}: send: {e}"));
+                    c = Client::connect(addr);
+                    continue;
+                }
+                match c.read_response() {
+                    Ok(r) if r.status == 200 => {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                        if r.header("connection")
+                            .map(|v| v.eq_ignore_ascii_case("close"))
+                            == Some(true)
+                        {
+                            errors
+                                .lock()
+                                .unwrap()
+                                .push(format!("client {n} req {i}: keep-alive connection closed"));
+                            c = Client::connect(addr);
+                        }
+                    }
+                    Ok(r) => {
+                        errors
+                            .lock()
+                            .unwrap()
+                            .push(format!("client {n} req {i}: {r:?}"));
+                    }
+                    Err(e) => {
+                        errors
+                            .lock()
+                            .unwrap()
+                            .push(format!("client {n} req {i}: {e:?}"));
+                        c = Client::connect(addr);
+                    }
+                }
+                i += 1;
+            }
+        }));
+    }
+    let wait_ok = |n: usize| {
+        let target = ok.load(Ordering::SeqCst) + n;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while ok.load(Ordering::SeqCst) < target && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_ok(20);
+    for round in 1..=2 {
+        gw.write_config(&cfg(&format!("hup{round}")));
+        gw.send_signal("HUP");
+        let ready = wait_for(Duration::from_secs(15), || {
+            (gw.get(&format!("/hup{round}")).status == 200).then_some(())
+        });
+        assert!(ready.is_some(), "SIGHUP round {round} not applied");
+        wait_ok(20);
+        let body = cfg(&format!("post{round}"));
+        let r = http_request(
+            gw.admin_addr(),
+            "POST",
+            "/config",
+            &[],
+            Some(("application/yaml", body.as_bytes())),
+        );
+        assert_eq!(r.status, 201, "POST /config round {round}: {r:?}");
+        assert_eq!(gw.get(&format!("/post{round}")).status, 200);
+        wait_ok(20);
+    }
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().expect("client thread");
+    }
+    let errors = errors.lock().unwrap();
+    let total = ok.load(Ordering::SeqCst);
+    assert!(
+        errors.is_empty(),
+        "{} failed requests out of {} during reloads:\n{}",
+        errors.len(),
+        total + errors.len(),
+        errors
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(total >= 100, "too little traffic to mean anything: {total}");
+}
+
+// ---------------------------------------------------------------------------------------
+// admin security
+
+#[test]
+fn admin_token_guards_every_endpoint_but_ready() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o, "ringway:\n  admin_token: s3cret\n"));
+    let a = gw.admin_addr();
+    let probes: Vec<(&str, &str)> = vec![
+        ("GET", "/consumers"),
+        ("GET", "/consumers/x"),
+        ("GET", "/jwts"),
+        ("GET", "/plugins"),
+        ("GET", "/services"),
+        ("GET", "/routes"),
+        ("GET", "/status"),
+        ("GET", "/metrics"),
+        ("GET", "/histograms"),
+        ("GET", "/config"),
+        ("DELETE", "/consumers/x"),
+    ];
+    for (m, p) in &probes {
+        let r = http_request(a, m, p, &[], None);
+        assert_eq!(r.status, 401, "{m} {p} without the token: {r:?}");
+        let r = http_request(a, m, p, &[("Authorization", "Bearer wrong")], None);
+        assert_eq!(r.status, 401, "{m} {p} with a wrong token: {r:?}");
+    }
+    let body = form_encode(&[("username", "sneaky")]);
+    let r = http_request(
+        a,
+        "POST",
+        "/consumers",
+        &[],
+        Some(("application/x-www-form-urlencoded", body.as_bytes())),
+    );
+    assert_eq!(r.status, 401, "POST without the token: {r:?}");
+    let cfg = fresh_config(&o);
+    let r = http_request(
+        a,
+        "POST",
+        "/config",
+        &[],
+        Some(("application/yaml", cfg.as_bytes())),
+    );
+    assert_eq!(r.status, 401, "POST /config without the token: {r:?}");
+    assert_eq!(gw.get("/api/users/1").status, 401, "config unchanged");
+
+    let r = http_request(a, "GET", "/status/ready", &[], None);
+    assert_eq!(r.status, 200, "/status/ready needs no token: {r:?}");
+
+    for h in [
+        ("Authorization", "Bearer s3cret"),
+        ("Kong-Admin-Token", "s3cret"),
+    ] {
+        let r = http_request(a, "GET", "/consumers", &[h], None);
+        assert_eq!(r.status, 200, "GET /consumers with {h:?}: {r:?}");
+        let r = http_request(a, "GET", "/status", &[h], None);
+        assert_eq!(r.status, 200, "GET /status with {h:?}: {r:?}");
+    }
+    let r = http_request(
+        a,
+        "POST",
+        "/consumers",
+        &[("Kong-Admin-Token", "s3cret")],
+        Some(("application/x-www-form-urlencoded", body.as_bytes())),
+    );
+    assert_eq!(r.status, 201, "POST with the token: {r:?}");
+    let r = http_request(
+        a,
+        "GET",
+        "/consumers",
+        &[("Authorization", "Bearer s3cret")],
+        None,
+    );
+    let list = assert_list(&r, "GET /consumers with the token");
+    assert_eq!(
+        list.len(),
+        1,
+        "only the authorised POST created a consumer: {list:?}"
+    );
+}
+
+fn write_tmp(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().to_string()
+}
+
+#[test]
+fn non_loopback_admin_without_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let data = data.to_string_lossy().to_string();
+    let port = free_port();
+    let proxy = free_addr().to_string();
+    let svc = "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://127.0.0.1:9\n    routes:\n      - name: r\n        paths: [\"/\"]\n";
+    let open = write_tmp(
+        &dir,
+        "open.yaml",
+        &format!("{svc}ringway:\n  admin_listen: \"0.0.0.0:{port}\"\n"),
+    );
+    let guarded = write_tmp(
+        &dir,
+        "guarded.yaml",
+        &format!("{svc}ringway:\n  admin_listen: \"0.0.0.0:{port}\"\n  admin_token: s3cret\n"),
+    );
+    let plain = write_tmp(&dir, "plain.yaml", svc);
+    let t = Duration::from_secs(20);
+
+    let mut bad = Vec::new();
+    let mut refused = |what: &str, out: std::process::Output| {
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_no_panic(&err);
+        let lines = nonempty_lines(&err);
+        if out.status.success() || lines.len() != 1 || !err.contains("admin_token") {
+            bad.push(format!(
+                "{what}: want a non-zero exit and one line naming admin_token; got {:?}, stderr {err:?}",
+                out.status.code()
+            ));
+        }
+    };
+    refused(
+        "check, admin_listen 0.0.0.0 in the file",
+        run_cli(&["check", "-c", &open], &[], t),
+    );
+    refused(
+        "run, admin_listen 0.0.0.0 in the file",
+        run_cli(
+            &[
+                "run",
+                "-c",
+                &open,
+                "--proxy-listen",
+                &proxy,
+                "--data-dir",
+                &data,
+                "--workers",
+                "1",
+            ],
+            &[],
+            t,
+        ),
+    );
+    let admin = format!("0.0.0.0:{port}");
+    refused(
+        "run, --admin-listen 0.0.0.0",
+        run_cli(
+            &[
+                "run",
+                "-c",
+                &plain,
+                "--proxy-listen",
+                &proxy,
+                "--admin-listen",
+                &admin,
+                "--data-dir",
+                &data,
+                "--workers",
+                "1",
+            ],
+            &[],
+            t,
+        ),
+    );
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    let out = run_cli(&["check", "-c", &guarded], &[], t);
+    assert!(
+        out.status.success(),
+        "0.0.0.0 with admin_token is valid: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn logs_at_trace_never_contain_secrets_or_tokens() {
+    let o = Origin::start();
+    let extra = "consumers:\n  - username: filer\n    jwt_secrets:\n      - key: file-key\n        secret: file-secret-xyz\nringway:\n  admin_token: s3cret\n";
+    let mut opts = GatewayOpts::default();
+    opts.log_level = "trace".to_string();
+    let gw = Gateway::start_with(&base_config(&o, extra), opts);
+    let a = gw.admin_addr();
+    let tok_hdr = [("Authorization", "Bearer s3cret")];
+    let body = form_encode(&[("username", "mobile-app")]);
+    let r = http_request(
+        a,
+        "POST",
+        "/consumers",
+        &tok_hdr,
+        Some(("application/x-www-form-urlencoded", body.as_bytes())),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let body = form_encode(&[
+        ("key", "mobile-app"),
+        ("secret", SECRET),
+        ("algorithm", "HS256"),
+    ]);
+    let r = http_request(
+        a,
+        "POST",
+        "/consumers/mobile-app/jwt",
+        &[("Kong-Admin-Token", "s3cret")],
+        Some(("application/x-www-form-urlencoded", body.as_bytes())),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let good = token("mobile-app", SECRET);
+    let bad_sig = token("mobile-app", "wrong-secret");
+    let file_tok = token("file-key", "file-secret-xyz");
+    assert_eq!(
+        get_with(&gw, "/api/users/1", &format!("Bearer {good}")).status,
+        200
+    );
+    assert_eq!(
+        get_with(&gw, "/api/users/1", &format!("Bearer {bad_sig}")).status,
+        401
+    );
+    assert_eq!(
+        get_with(&gw, "/api/users/1", &format!("Bearer {file_tok}")).status,
+        200
+    );
+    assert_eq!(
+        proxy_get(&gw, &format!("/api/users/1?jwt={good}"), &[]).status,
+        200
+    );
+    let r = http_request(
+        a,
+        "GET",
+        "/consumers",
+        &[("Authorization", "Bearer wrong-admin-token")],
+        None,
+    );
+    assert_eq!(r.status, 401);
+    let r = http_request(a, "GET", "/jwts/mobile-app", &tok_hdr, None);
+    assert_eq!(r.status, 200);
+    thread::sleep(Duration::from_millis(300));
+
+    let log = gw.stderr_text();
+    assert!(
+        !nonempty_lines(&log).is_empty(),
+        "trace level logged nothing, so this test proves nothing"
+    );
+    let sig = |t: &str| t.rsplit('.').next().unwrap().to_string();
+    let mut leaks = Vec::new();
+    for (what, needle) in [
+        ("admin_token", "s3cret".to_string()),
+        ("wrong admin token", "wrong-admin-token".to_string()),
+        ("API secret", SECRET.to_string()),
+        ("file secret", "file-secret-xyz".to_string()),
+        ("token", good.clone()),
+        ("token signature", sig(&good)),
+        ("bad token signature", sig(&bad_sig)),
+        ("file token signature", sig(&file_tok)),
+        ("token claims", good.split('.').nth(1).unwrap().to_string()),
+        ("Authorization value", "Bearer ".to_string()),
+    ] {
+        if let Some(line) = log.lines().find(|l| l.contains(&needle)) {
+            leaks.push(format!("{what} in: {line}"));
+        }
+    }
+    assert!(
+        leaks.is_empty(),
+        "secrets in the trace log:\n{}",
+        leaks.join("\n")
+    );
+}
