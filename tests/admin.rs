@@ -1244,8 +1244,10 @@ fn non_loopback_admin_without_token_is_refused() {
 fn logs_at_trace_never_contain_secrets_or_tokens() {
     let o = Origin::start();
     let extra = "consumers:\n  - username: filer\n    jwt_secrets:\n      - key: file-key\n        secret: file-secret-xyz\nringway:\n  admin_token: s3cret\n";
-    let mut opts = GatewayOpts::default();
-    opts.log_level = "trace".to_string();
+    let opts = GatewayOpts {
+        log_level: "trace".to_string(),
+        ..Default::default()
+    };
     let gw = Gateway::start_with(&base_config(&o, extra), opts);
     let a = gw.admin_addr();
     let tok_hdr = [("Authorization", "Bearer s3cret")];
