@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Plugin cost: ringway with a plugin on the route against the same ringway without it, in
+# one interleaved run (requests/s and proxy CPU µs per request, medians over rounds).
+# Today it measures `jwt` (HS256, a token on every request).
+# Usage: bench/plugins.sh [--duration S] [--rounds R] [--no-build]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=10
+rounds=3
+build=true
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) duration=$2; shift ;;
+    --rounds) rounds=$2; shift ;;
+    --no-build) build=false ;;
+    *) echo "plugins.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+command -v wrk >/dev/null || { echo "plugins.sh: wrk is missing (scripts/bench-setup.sh installs it)" >&2; exit 1; }
+$build && cargo build --release --bins >&2
+
+work=$(mktemp -d /tmp/ringway-plugins.XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+up_port=$(free_port); rw_port=$(free_port); admin_port=$(free_port)
+
+pin_proxy=(); pin_load=()
+if [ "$(nproc)" -ge 2 ]; then pin_proxy=(taskset -c 0); pin_load=(taskset -c 1); fi
+
+cat >"$work/ringway.yaml" <<YAML
+_format_version: "3.0"
+services:
+  - name: origin
+    url: http://127.0.0.1:$up_port
+    routes:
+      - name: plain
+        paths: [/plain]
+      - name: jwt
+        paths: [/jwt]
+        plugins:
+          - name: jwt
+consumers:
+  - username: bench
+    jwt_secrets:
+      - key: bench
+        secret: bench-secret-0123456789
+YAML
+
+timeout 600 "${pin_load[@]}" target/release/ringway-upstream --listen "127.0.0.1:$up_port" >/dev/null &
+pids+=($!)
+timeout 600 "${pin_proxy[@]}" target/release/ringway run -c "$work/ringway.yaml" --proxy-listen "127.0.0.1:$rw_port" \
+  --admin-listen "127.0.0.1:$admin_port" --workers 1 --data-dir "$work/data" --log-level warn &
+rw_pid=$!
+pids+=($rw_pid)
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$admin_port/status/ready" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+token=$(target/release/ringway jwt sign --secret bench-secret-0123456789 --key bench --ttl 86400 --claim sub=user123)
+auth="Authorization: Bearer $token"
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "$auth" "http://127.0.0.1:$rw_port/jwt/size/100")" = 200 ] \
+  || { echo "plugins.sh: the jwt route did not answer 200 with a token" >&2; exit 1; }
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$rw_port/jwt/size/100")" = 401 ] \
+  || { echo "plugins.sh: the jwt route did not answer 401 without a token" >&2; exit 1; }
+
+ticks() { awk '{print $14 + $15}' "/proc/$rw_pid/stat"; }
+# run NAME PATH [HEADER]: prints "name req/s cpu_us_per_req"
+run() {
+  local name=$1 path=$2 header=${3:-} t0 t1 out reqs
+  t0=$(ticks)
+  if [ -n "$header" ]; then
+    out=$("${pin_load[@]}" wrk -t1 -c64 -d"${duration}s" -H "$header" "http://127.0.0.1:$rw_port$path")
+  else
+    out=$("${pin_load[@]}" wrk -t1 -c64 -d"${duration}s" "http://127.0.0.1:$rw_port$path")
+  fi
+  t1=$(ticks)
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  if echo "$out" | grep -q "Non-2xx"; then echo "plugins.sh: non-2xx answers on $name" >&2; exit 1; fi
+  python3 -c "import sys; r=$reqs; d=$duration; t=$((t1 - t0)); hz=$(getconf CLK_TCK); print('$name', round(r/d), round(t/hz*1e6/r, 2))"
+}
+
+"${pin_load[@]}" wrk -t1 -c64 -d2s "http://127.0.0.1:$rw_port/plain/size/100" >/dev/null
+"${pin_load[@]}" wrk -t1 -c64 -d2s -H "$auth" "http://127.0.0.1:$rw_port/jwt/size/100" >/dev/null
+results=()
+for round in $(seq 1 "$rounds"); do
+  results+=("$(run plain /plain/size/100)")
+  results+=("$(run jwt /jwt/size/100 "$auth")")
+  echo "round $round: ${results[-2]} | ${results[-1]}" >&2
+done
+printf '%s\n' "${results[@]}" | python3 -c '
+import sys, statistics
+rows = {}
+for line in sys.stdin:
+    name, rps, cpu = line.split()
+    rows.setdefault(name, []).append((float(rps), float(cpu)))
+med = {n: (statistics.median(r for r, _ in v), statistics.median(c for _, c in v)) for n, v in rows.items()}
+print("| route | req/s (median) | ringway CPU us/req (median) |")
+print("|---|---|---|")
+for n in ("plain", "jwt"):
+    print(f"| {n} | {med[n][0]:,.0f} | {med[n][1]:.2f} |")
+print(f"- jwt / plain throughput: **{med[\"jwt\"][0] / med[\"plain\"][0]:.3f}x**; CPU per request: {med[\"jwt\"][1] / med[\"plain\"][1]:.3f}x")
+'
