@@ -58,7 +58,9 @@ YAML
 
 timeout 600 "${pin_load[@]}" target/release/ringway-upstream --listen "127.0.0.1:$up_port" >/dev/null &
 pids+=($!)
-timeout 600 "${pin_proxy[@]}" target/release/ringway run -c "$work/ringway.yaml" --proxy-listen "127.0.0.1:$rw_port" \
+# Not under `timeout`: $! must be ringway itself (taskset execs it) for the CPU figures;
+# the exit trap stops it.
+"${pin_proxy[@]}" target/release/ringway run -c "$work/ringway.yaml" --proxy-listen "127.0.0.1:$rw_port" \
   --admin-listen "127.0.0.1:$admin_port" --workers 1 --data-dir "$work/data" --log-level warn &
 rw_pid=$!
 pids+=($rw_pid)
@@ -109,5 +111,6 @@ print("| route | req/s (median) | ringway CPU us/req (median) |")
 print("|---|---|---|")
 for n in ("plain", "jwt"):
     print(f"| {n} | {med[n][0]:,.0f} | {med[n][1]:.2f} |")
-print(f"- jwt / plain throughput: **{med[\"jwt\"][0] / med[\"plain\"][0]:.3f}x**; CPU per request: {med[\"jwt\"][1] / med[\"plain\"][1]:.3f}x")
+jwt, plain = med["jwt"], med["plain"]
+print(f"- jwt / plain throughput: **{jwt[0] / plain[0]:.3f}x**; CPU per request: {jwt[1] / plain[1]:.3f}x")
 '
