@@ -90,7 +90,18 @@ fn hs256(c: &mut Criterion) {
                 query: None,
                 headers: black_box(&headers),
             };
-            black_box(authenticate(&config, &request, &credentials, NOW).is_ok())
+            black_box(authenticate(&config, &request, &credentials, None, NOW).is_ok())
+        })
+    });
+    let cache = ringway::plugins::jwt::Cache::default();
+    group.bench_function("ringway, token reused (worker cache hit)", |b| {
+        b.iter(|| {
+            let request = RequestParts {
+                method: "GET",
+                query: None,
+                headers: black_box(&headers),
+            };
+            black_box(authenticate(&config, &request, &credentials, Some(&cache), NOW).is_ok())
         })
     });
     group.bench_function("naive (Value trees, key per request)", |b| {

@@ -70,7 +70,7 @@ fn request_and_response_steps_do_not_allocate_once_warm() {
     // Warm-up: regex caches, the thread-local Date cache and buffers fill once.
     for raw in REQUESTS.iter().take(2) {
         out.clear();
-        let exchange = prepare(raw, &client, &snapshot, 0, &mut out).unwrap();
+        let exchange = prepare(raw, &client, &snapshot, 0, None, &mut out).unwrap();
         head.clear();
         rewrite(RESPONSE, &exchange, true, &mut head).unwrap();
     }
@@ -79,7 +79,7 @@ fn request_and_response_steps_do_not_allocate_once_warm() {
     for _ in 0..100 {
         for raw in REQUESTS.iter().take(2) {
             out.clear();
-            let exchange = prepare(raw, &client, &snapshot, 0, &mut out).unwrap();
+            let exchange = prepare(raw, &client, &snapshot, 0, None, &mut out).unwrap();
             head.clear();
             rewrite(RESPONSE, &exchange, true, &mut head).unwrap();
         }
@@ -90,7 +90,7 @@ fn request_and_response_steps_do_not_allocate_once_warm() {
     // a new path; it stays a small, fixed number of allocations.
     out.clear();
     let before = allocations();
-    prepare(REQUESTS[2], &client, &snapshot, 0, &mut out).unwrap();
+    prepare(REQUESTS[2], &client, &snapshot, 0, None, &mut out).unwrap();
     let normalizing = allocations() - before;
     assert!(
         (1..=4).contains(&normalizing),

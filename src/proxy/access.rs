@@ -47,11 +47,17 @@ pub fn run<'c>(
     query: Option<&str>,
     headers: &[httparse::Header<'_>],
     now: u64,
+    jwt_cache: Option<&jwt::Cache>,
 ) -> Result<Access<'c>, Refusal> {
     let mut access = Access::default();
     if let Some(jwt) = &chain.jwt {
         if method != "OPTIONS" || jwt.run_on_preflight {
-            authenticate_jwt(jwt, config, method, query, headers, now, &mut access)?;
+            let request = RequestParts {
+                method,
+                query,
+                headers,
+            };
+            authenticate_jwt(jwt, config, &request, now, jwt_cache, &mut access)?;
         }
     }
     Ok(access)
@@ -60,19 +66,13 @@ pub fn run<'c>(
 fn authenticate_jwt<'c>(
     jwt: &'c jwt::Config,
     config: &'c Config,
-    method: &str,
-    query: Option<&str>,
-    headers: &[httparse::Header<'_>],
+    request: &RequestParts<'_>,
     now: u64,
+    jwt_cache: Option<&jwt::Cache>,
     access: &mut Access<'c>,
 ) -> Result<(), Refusal> {
     access.authenticated_by_plugin = true;
-    let request = RequestParts {
-        method,
-        query,
-        headers,
-    };
-    match jwt::authenticate(jwt, &request, &config.credentials, now) {
+    match jwt::authenticate(jwt, request, &config.credentials, jwt_cache, now) {
         Ok(found) => {
             access.consumer = config.consumers.get(found.credential.consumer);
             access.credential_key = Some(&found.credential.key);

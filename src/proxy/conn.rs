@@ -174,6 +174,7 @@ impl Conn {
                 &self.info,
                 &snapshot,
                 now,
+                Some(&self.worker.jwt_cache),
                 &mut self.out,
             );
             self.buf.drain(..end);

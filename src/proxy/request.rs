@@ -13,7 +13,7 @@ use crate::error::ErrorKind;
 use crate::http::{
     framing, generated::write_u64, is_idempotent, list_elements, BodyKind, RequestFraming,
 };
-use crate::plugins::jwt::Location;
+use crate::plugins::jwt::{self, Location};
 use crate::route::{self, RequestView};
 
 /// Facts about the client connection that shape the upstream head.
@@ -63,11 +63,13 @@ impl Reject {
 /// Parses `head` (one complete request head) and, when it routes, appends the upstream
 /// request head to `out`.
 /// `now` is the Unix time in seconds (token expiry).
+/// `jwt_cache` is the worker's cache of verified tokens (see `jwt::Cache`).
 pub fn prepare(
     head: &[u8],
     client: &ClientInfo,
     snapshot: &Snapshot,
     now: u64,
+    jwt_cache: Option<&jwt::Cache>,
     out: &mut Vec<u8>,
 ) -> Result<Exchange, Reject> {
     let mut slots = [const { MaybeUninit::<Header<'_>>::uninit() }; MAX_HEADERS_LIMIT as usize];
@@ -144,6 +146,7 @@ pub fn prepare(
         query,
         headers,
         now,
+        jwt_cache,
     )
     .map_err(|refusal| {
         let mut reject = soft(refusal.kind);

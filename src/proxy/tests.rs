@@ -40,7 +40,7 @@ fn client(ip: &str) -> ClientInfo {
 fn upstream_head(raw: &str, ip: &str) -> Result<String, Reject> {
     let snap = snapshot("");
     let mut out = Vec::new();
-    prepare(raw.as_bytes(), &client(ip), &snap, 0, &mut out)?;
+    prepare(raw.as_bytes(), &client(ip), &snap, 0, None, &mut out)?;
     Ok(String::from_utf8(out).unwrap())
 }
 
@@ -194,6 +194,7 @@ fn response_heads() {
         &client("192.0.2.1"),
         &snap,
         0,
+        None,
         &mut out,
     )
     .unwrap();

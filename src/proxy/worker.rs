@@ -186,6 +186,8 @@ pub struct Worker {
     pub drain: Drain,
     /// Idle deadlines of this worker's keep-alive connections.
     pub idle: super::idle::IdleSlots,
+    /// Tokens this worker verified under the current config.
+    pub jwt_cache: crate::plugins::jwt::Cache,
     /// This worker's share of `max_connections`.
     pub max_connections: usize,
     /// The snapshot this worker uses and its generation. The `Rc` around the `Arc` is
@@ -215,6 +217,7 @@ impl Worker {
             buffers: BufPool::new(),
             drain: Drain::default(),
             idle: super::idle::IdleSlots::default(),
+            jwt_cache: crate::plugins::jwt::Cache::default(),
             max_connections,
             local: RefCell::new((generation, Rc::new(snapshot))),
         }
@@ -229,6 +232,8 @@ impl Worker {
         let mut local = self.local.borrow_mut();
         if local.0 != generation {
             *local = (generation, Rc::new(self.shared.snapshot()));
+            // Credentials or plugin configs may have changed: verify tokens afresh.
+            self.jwt_cache.clear();
         }
         local.1.clone()
     }

@@ -17,7 +17,9 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 pub use keys::VerifyKey;
-pub use token::{authenticate, sign, Failure, FailureBody, Found, Location, RequestParts};
+pub use token::{
+    authenticate, sign, Cache, Failure, FailureBody, Found, Location, RequestParts, TimeClaims,
+};
 
 /// The algorithms a credential may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -54,7 +54,16 @@ fn check(
         query,
         headers: &headers,
     };
-    authenticate(config, &request, creds, NOW).map(|found| found.credential.key.clone())
+    let plain =
+        authenticate(config, &request, creds, None, NOW).map(|found| found.credential.key.clone());
+    // The worker's cache must never change an answer: a miss, then a hit.
+    let cache = Cache::default();
+    for _ in 0..2 {
+        let cached = authenticate(config, &request, creds, Some(&cache), NOW)
+            .map(|found| found.credential.key.clone());
+        assert_eq!(cached, plain);
+    }
+    plain
 }
 
 fn bearer(token: &str) -> String {
@@ -427,16 +436,16 @@ fn rfc7515_example_with_a_base64_secret_and_key_claim_from_the_header() {
         query: Some(&query),
         headers: &headers,
     };
-    assert!(authenticate(&conf, &request, &creds, 1_300_819_379).is_ok());
+    assert!(authenticate(&conf, &request, &creds, None, 1_300_819_379).is_ok());
     assert!(matches!(
-        authenticate(&conf, &request, &creds, 1_300_819_380),
+        authenticate(&conf, &request, &creds, None, 1_300_819_380),
         Err(Failure {
             body: FailureBody::Claims(_),
             ..
         })
     ));
     // Without secret_is_base64 the same secret is the wrong key.
-    assert!(authenticate(&config(""), &request, &creds, 1_300_819_379).is_err());
+    assert!(authenticate(&config(""), &request, &creds, None, 1_300_819_379).is_err());
 
     let kid_conf = config("key_claim_name: kid");
     let creds = credentials(vec![hs("key-7", Algorithm::HS256, "s")]);
@@ -509,4 +518,55 @@ fn ringway_signer_round_trips() {
         Ok("k".into())
     );
     assert!(sign(Algorithm::RS256, b"s", &claims).is_err());
+}
+
+#[test]
+fn cached_tokens_still_expire_and_follow_their_config() {
+    let creds = credentials(vec![hs("k", Algorithm::HS256, "s")]);
+    let token = raw_token(
+        r#"{"alg":"HS256"}"#,
+        &format!(r#"{{"iss":"k","exp":{}}}"#, NOW + 10),
+        b"s",
+    );
+    let header = bearer(&token);
+    let headers = [httparse::Header {
+        name: "Authorization",
+        value: header.as_bytes(),
+    }];
+    let request = RequestParts {
+        method: "GET",
+        query: None,
+        headers: &headers,
+    };
+    let cache = Cache::default();
+    let conf = config("");
+    assert!(authenticate(&conf, &request, &creds, Some(&cache), NOW).is_ok());
+    assert_eq!(cache.len(), 1);
+    // Past exp the cached token is refused like any other.
+    let later = authenticate(&conf, &request, &creds, Some(&cache), NOW + 10).unwrap_err();
+    assert_eq!(
+        later.body,
+        FailureBody::Claims(vec![("exp", "token expired")])
+    );
+    // A different plugin config does not reuse the entry (here it needs a base64 secret
+    // that "s" is not).
+    let other = config("secret_is_base64: true");
+    assert!(authenticate(&other, &request, &creds, Some(&cache), NOW).is_err());
+    // Failures are never cached.
+    let bad = raw_token(r#"{"alg":"HS256"}"#, r#"{"iss":"k"}"#, b"wrong");
+    let bad_header = bearer(&bad);
+    let bad_headers = [httparse::Header {
+        name: "Authorization",
+        value: bad_header.as_bytes(),
+    }];
+    let bad_request = RequestParts {
+        method: "GET",
+        query: None,
+        headers: &bad_headers,
+    };
+    for _ in 0..2 {
+        assert!(authenticate(&conf, &bad_request, &creds, Some(&cache), NOW).is_err());
+    }
+    cache.clear();
+    assert!(cache.is_empty());
 }

@@ -91,10 +91,28 @@ pub fn authenticate<'c>(
     config: &Config,
     request: &RequestParts<'_>,
     credentials: &'c Credentials,
+    cache: Option<&Cache>,
     now: u64,
 ) -> Result<Found<'c>, Failure> {
     let (token, location) = find_token(config, request)?;
-    verify(config, &token, location, credentials, now)
+    // A token already verified under this exact config skips decoding and the
+    // signature; its time claims are checked again below, against `now`.
+    let cached = cache.and_then(|c| c.get(config, &token, credentials));
+    let (credential, claims) = match cached {
+        Some(hit) => hit,
+        None => {
+            let (credential, claims) = verify_signature(config, &token, credentials)?;
+            if let Some(cache) = cache {
+                cache.insert(config, &token, &credential.key, claims);
+            }
+            (credential, claims)
+        }
+    };
+    check_time_claims(config, claims, now)?;
+    Ok(Found {
+        credential,
+        location,
+    })
 }
 
 fn find_token<'a>(
@@ -216,13 +234,36 @@ fn decode_part<'b>(
     }
 }
 
-fn verify<'c>(
+/// The time claims of a verified token, as the checks need them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimeClaims {
+    exp: Num,
+    nbf: Num,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Num {
+    Missing,
+    Number(f64),
+    NotANumber,
+}
+
+impl From<&Value<'_>> for Num {
+    fn from(value: &Value<'_>) -> Num {
+        match value {
+            Value::Missing => Num::Missing,
+            Value::Number(n) => Num::Number(*n),
+            _ => Num::NotANumber,
+        }
+    }
+}
+
+/// Decodes the token, finds its credential and checks its signature.
+fn verify_signature<'c>(
     config: &Config,
     token: &str,
-    location: Location,
     credentials: &'c Credentials,
-    now: u64,
-) -> Result<Found<'c>, Failure> {
+) -> Result<(&'c Credential, TimeClaims), Failure> {
     const INVALID_JSON: &str = "Bad token; invalid JSON";
     if token.len() > MAX_TOKEN_BYTES {
         return Err(Failure::message(INVALID_JSON));
@@ -285,11 +326,22 @@ fn verify<'c>(
         return Err(Failure::message("Invalid signature"));
     }
 
+    Ok((
+        credential,
+        TimeClaims {
+            exp: Num::from(&claims.exp),
+            nbf: Num::from(&claims.nbf),
+        },
+    ))
+}
+
+/// `exp` and `nbf`, against `now` and the plugin's leeway and requirements.
+fn check_time_claims(config: &Config, claims: TimeClaims, now: u64) -> Result<(), Failure> {
     let mut errors = Vec::new();
     let leeway = config.leeway as f64;
     let now_f = now as f64;
     match claims.exp {
-        Value::Number(exp) => {
+        Num::Number(exp) => {
             // Kong: expired once exp <= now; the leeway moves that edge.
             if exp + leeway <= now_f {
                 errors.push(("exp", "token expired"));
@@ -299,28 +351,86 @@ fn verify<'c>(
                 errors.push(("exp", "exceeds maximum allowed expiration"));
             }
         }
-        Value::Missing if !config.require_exp => {}
+        Num::Missing if !config.require_exp => {}
         _ => errors.push(("exp", "must be a number")),
     }
     match claims.nbf {
-        Value::Number(nbf) => {
+        Num::Number(nbf) => {
             if nbf - leeway > now_f {
                 errors.push(("nbf", "token not valid yet"));
             }
         }
-        Value::Missing if !config.require_nbf => {}
+        Num::Missing if !config.require_nbf => {}
         _ => errors.push(("nbf", "must be a number")),
     }
-    if !errors.is_empty() {
-        return Err(Failure {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure {
             body: FailureBody::Claims(errors),
             invalid_token: true,
-        });
+        })
     }
-    Ok(Found {
-        credential,
-        location,
-    })
+}
+
+/// Tokens verified by one worker, so a client that reuses its token (the usual case)
+/// costs one hash lookup instead of a decode and an HMAC or RSA check per request.
+///
+/// Only successful verifications are kept, keyed by the exact token and the plugin
+/// config they were checked under; the time claims are checked on every use. The owner
+/// must `clear` it whenever the config (and so any credential) changes. Bounded: when
+/// full it is emptied, which costs one verification per token afterwards.
+#[derive(Default)]
+pub struct Cache {
+    entries: std::cell::RefCell<std::collections::HashMap<Box<str>, Verified>>,
+}
+
+/// A cache entry: the identity of the plugin config the token was verified under, its
+/// credential's key and its time claims.
+type Verified = (usize, Box<str>, TimeClaims);
+
+impl Cache {
+    /// Entries kept per worker.
+    pub const MAX_ENTRIES: usize = 4096;
+
+    fn get<'c>(
+        &self,
+        config: &Config,
+        token: &str,
+        credentials: &'c Credentials,
+    ) -> Option<(&'c Credential, TimeClaims)> {
+        let entries = self.entries.borrow();
+        match entries.get(token) {
+            Some((owner, key, claims)) if *owner == config as *const Config as usize => credentials
+                .get(&**key)
+                .map(|credential| (credential, *claims)),
+            _ => None,
+        }
+    }
+
+    fn insert(&self, config: &Config, token: &str, key: &str, claims: TimeClaims) {
+        let mut entries = self.entries.borrow_mut();
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(
+            token.into(),
+            (config as *const Config as usize, key.into(), claims),
+        );
+    }
+
+    /// Forgets everything (the config changed).
+    pub fn clear(&self) {
+        self.entries.borrow_mut().clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A JSON value as far as the plugin cares.
