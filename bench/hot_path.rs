@@ -151,7 +151,7 @@ fn route(c: &mut Criterion) {
             let mut out = Vec::with_capacity(4096);
             b.iter(|| {
                 out.clear();
-                black_box(prepare(black_box(REQUEST), &info, &snap, 0, &mut out).unwrap());
+                black_box(prepare(black_box(REQUEST), &info, &snap, 0, None, &mut out).unwrap());
             })
         },
     );
@@ -193,7 +193,7 @@ fn head_writer(c: &mut Criterion) {
     let snap = snapshot();
     let info = client();
     let mut scratch = Vec::new();
-    let exchange = prepare(REQUEST, &info, &snap, 0, &mut scratch).unwrap();
+    let exchange = prepare(REQUEST, &info, &snap, 0, None, &mut scratch).unwrap();
     let mut group = c.benchmark_group("response_head_writer");
     group.bench_function("ringway (rewrite into reused buffer)", |b| {
         let mut out = Vec::with_capacity(4096);
