@@ -493,8 +493,10 @@ impl Conn {
         body_timeout: Duration,
         body: &mut RequestBody,
     ) -> Result<(), SendFail> {
+        let worker = self.worker.clone();
         let out = std::mem::take(&mut self.out);
-        let (result, out) = write_all_within(upstream, out, service.write_timeout).await;
+        let (result, out) =
+            write_all_within(&worker.idle, upstream, out, service.write_timeout).await;
         self.out = out.unwrap_or_default();
         match result {
             Ok(()) => {}
@@ -505,8 +507,14 @@ impl Conn {
             // Body bytes still in `buf` (those that did not fit the first write) go first.
             if self.buf.is_empty() && !matches!(body, RequestBody::Done) {
                 let buf = std::mem::take(&mut self.buf);
-                let (result, buf) =
-                    read_more_within(&mut self.client, buf, BODY_READ_SPACE, body_timeout).await;
+                let (result, buf) = read_more_within(
+                    &worker.idle,
+                    &mut self.client,
+                    buf,
+                    BODY_READ_SPACE,
+                    body_timeout,
+                )
+                .await;
                 self.buf = buf;
                 match result {
                     Ok(0) | Err(IoFail::Io) => return Err(SendFail::Client(ErrorKind::ClientGone)),
@@ -521,8 +529,15 @@ impl Conn {
                 RequestBody::Length(remaining) => {
                     let take = (*remaining).min(self.buf.len() as u64) as usize;
                     let buf = std::mem::take(&mut self.buf);
-                    let (result, mut buf) =
-                        write_range_within(upstream, buf, 0, take, service.write_timeout).await;
+                    let (result, mut buf) = write_range_within(
+                        &worker.idle,
+                        upstream,
+                        buf,
+                        0,
+                        take,
+                        service.write_timeout,
+                    )
+                    .await;
                     if let Err(fail) = result {
                         return Err(SendFail::Upstream(body_write_failure(fail)));
                     }
@@ -544,7 +559,7 @@ impl Conn {
                     let done = decoder.is_done();
                     let out = std::mem::take(&mut self.out);
                     let (result, out) =
-                        write_all_within(upstream, out, service.write_timeout).await;
+                        write_all_within(&worker.idle, upstream, out, service.write_timeout).await;
                     self.out = out.unwrap_or_default();
                     if let Err(fail) = result {
                         return Err(SendFail::Upstream(body_write_failure(fail)));
@@ -565,6 +580,7 @@ impl Conn {
         service: &Service,
         exchange: &Exchange,
     ) -> Result<(ResponsePlan, usize), ErrorKind> {
+        let worker = self.worker.clone();
         if self.ubuf.capacity() == 0 {
             self.ubuf = self.worker.buffers.take();
         }
@@ -575,6 +591,7 @@ impl Conn {
         loop {
             let ubuf = std::mem::take(&mut self.ubuf);
             let (result, ubuf) = read_more_within(
+                &worker.idle,
                 upstream,
                 ubuf,
                 RESPONSE_HEAD_READ_SPACE,
@@ -625,6 +642,7 @@ impl Conn {
         mut pos: usize,
         client_timeout: Duration,
     ) -> Next {
+        let worker = self.worker.clone();
         if plan.switching {
             self.out.extend_from_slice(&self.ubuf[pos..]);
             if !self.flush_out(client_timeout).await {
@@ -658,6 +676,7 @@ impl Conn {
                     self.ubuf.clear();
                     let ubuf = std::mem::take(&mut self.ubuf);
                     let (result, ubuf) = read_more_within(
+                        &worker.idle,
                         &mut upstream,
                         ubuf,
                         BODY_READ_SPACE,
@@ -674,8 +693,15 @@ impl Conn {
                     let take = remaining.min(self.ubuf.len() as u64) as usize;
                     let extra_now = take < self.ubuf.len();
                     let ubuf = std::mem::take(&mut self.ubuf);
-                    let (result, ubuf) =
-                        write_range_within(&mut self.client, ubuf, 0, take, client_timeout).await;
+                    let (result, ubuf) = write_range_within(
+                        &worker.idle,
+                        &mut self.client,
+                        ubuf,
+                        0,
+                        take,
+                        client_timeout,
+                    )
+                    .await;
                     self.ubuf = ubuf;
                     if result.is_err() {
                         return Next::Close;
@@ -702,6 +728,7 @@ impl Conn {
                     self.ubuf.clear();
                     let ubuf = std::mem::take(&mut self.ubuf);
                     let (result, ubuf) = read_more_within(
+                        &worker.idle,
                         &mut upstream,
                         ubuf,
                         BODY_READ_SPACE,
@@ -732,6 +759,7 @@ impl Conn {
                     self.ubuf.clear();
                     let ubuf = std::mem::take(&mut self.ubuf);
                     let (result, ubuf) = read_more_within(
+                        &worker.idle,
                         &mut upstream,
                         ubuf,
                         BODY_READ_SPACE,
@@ -782,11 +810,12 @@ impl Conn {
 
     /// Writes `out` to the client and clears it. Returns false when the client is gone.
     async fn flush_out(&mut self, timeout: Duration) -> bool {
+        let worker = self.worker.clone();
         if self.out.is_empty() {
             return true;
         }
         let out = std::mem::take(&mut self.out);
-        let (result, out) = write_all_within(&mut self.client, out, timeout).await;
+        let (result, out) = write_all_within(&worker.idle, &mut self.client, out, timeout).await;
         self.out = out.unwrap_or_default();
         self.out.clear();
         result.is_ok()

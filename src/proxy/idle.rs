@@ -18,6 +18,8 @@ use slab::Slab;
 #[derive(Default)]
 struct Slot {
     deadline: Option<Instant>,
+    /// An idle wait, which draining ends at once (an operation's deadline it does not).
+    idle: bool,
     expired: bool,
     waker: Option<Waker>,
 }
@@ -44,7 +46,9 @@ impl IdleSlots {
     /// as expired and wakes its connection.
     pub fn sweep(&self, now: Instant, draining: bool) {
         for (_, slot) in self.slots.borrow_mut().iter_mut() {
-            let due = slot.deadline.is_some_and(|d| draining || d <= now);
+            let due = slot
+                .deadline
+                .is_some_and(|d| d <= now || (draining && slot.idle));
             if due && !slot.expired {
                 slot.expired = true;
                 if let Some(waker) = slot.waker.take() {
@@ -65,10 +69,21 @@ impl IdleSlots {
 
 impl IdleKey<'_> {
     /// Starts an idle period ending at `deadline`; the returned future completes when it
-    /// expires (or draining starts).
+    /// expires or draining starts.
     pub fn arm(&self, deadline: Instant) -> IdleWait<'_> {
+        self.set(deadline, true)
+    }
+
+    /// Starts an operation's deadline; the returned future completes when it expires
+    /// (draining lets the operation finish).
+    pub fn arm_deadline(&self, deadline: Instant) -> IdleWait<'_> {
+        self.set(deadline, false)
+    }
+
+    fn set(&self, deadline: Instant, idle: bool) -> IdleWait<'_> {
         if let Some(slot) = self.slots.slots.borrow_mut().get_mut(self.key) {
             slot.deadline = Some(deadline);
+            slot.idle = idle;
             slot.expired = false;
         }
         IdleWait { key: self }
@@ -153,6 +168,12 @@ mod tests {
         slots.sweep(start, true);
         assert!(wait.as_mut().poll(&mut cx).is_ready());
         drop(wait);
+        // An operation's deadline outlives draining.
+        let mut op = Box::pin(key.arm_deadline(start + Duration::from_secs(1000)));
+        assert!(op.as_mut().poll(&mut cx).is_pending());
+        slots.sweep(start, true);
+        assert!(op.as_mut().poll(&mut cx).is_pending());
+        drop(op);
         drop(key);
         assert!(slots.is_empty());
     }

@@ -9,6 +9,8 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use monoio::buf::{IoBuf, IoBufMut};
+
+use super::idle::IdleSlots;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
@@ -55,37 +57,51 @@ pub async fn read_more_until(
     }
 }
 
-/// `read_more` that gives up after `timeout`.
+/// `read_more` that gives up after `timeout`. The deadline is a slot in the worker's
+/// `IdleSlots` (kept to within one housekeeping tick), not a monoio timer: a timer is a
+/// 640-byte, cache-aligned value that would be built, moved and registered for every
+/// read of every request.
 pub async fn read_more_within(
+    deadlines: &IdleSlots,
     stream: &mut TcpStream,
     buf: Vec<u8>,
     space: usize,
     timeout: Duration,
 ) -> (Result<usize, IoFail>, Vec<u8>) {
-    read_more_until(stream, buf, space, Instant::now() + timeout).await
+    let slot = deadlines.register();
+    let expired = slot.arm_deadline(Instant::now() + timeout);
+    let read = read_more(stream, buf, space);
+    monoio::select! {
+        (result, buf) = read => (result.map_err(|_| IoFail::Io), buf),
+        _ = expired => (Err(IoFail::TimedOut), Vec::new()),
+    }
 }
 
-/// Writes all of `buf` within `timeout`.
+/// Writes all of `buf` within `timeout` (a deadline slot, as for reads).
 pub async fn write_all_within<T: IoBuf + 'static>(
+    deadlines: &IdleSlots,
     stream: &mut TcpStream,
     buf: T,
     timeout: Duration,
 ) -> (Result<(), IoFail>, Option<T>) {
-    match monoio::time::timeout(timeout, stream.write_all(buf)).await {
-        Ok((Ok(_), buf)) => (Ok(()), Some(buf)),
-        Ok((Err(_), buf)) => (Err(IoFail::Io), Some(buf)),
-        Err(_) => (Err(IoFail::TimedOut), None),
+    let slot = deadlines.register();
+    let expired = slot.arm_deadline(Instant::now() + timeout);
+    let write = stream.write_all(buf);
+    monoio::select! {
+        (result, buf) = write => (result.map(|_| ()).map_err(|_| IoFail::Io), Some(buf)),
+        _ = expired => (Err(IoFail::TimedOut), None),
     }
 }
 
 /// Writes `buf[start..end]` within `timeout`, giving the whole vector back.
 pub async fn write_range_within(
+    deadlines: &IdleSlots,
     stream: &mut TcpStream,
     buf: Vec<u8>,
     start: usize,
     end: usize,
     timeout: Duration,
 ) -> (Result<(), IoFail>, Vec<u8>) {
-    let (result, slice) = write_all_within(stream, buf.slice(start..end), timeout).await;
+    let (result, slice) = write_all_within(deadlines, stream, buf.slice(start..end), timeout).await;
     (result, slice.map(|s| s.into_inner()).unwrap_or_default())
 }
