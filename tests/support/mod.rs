@@ -121,72 +121,17 @@ impl Gateway {
         fs::write(&config_path, config).map_err(|e| format!("write config: {e}"))?;
         let data_dir = dir.path().join("data");
         fs::create_dir_all(&data_dir).map_err(|e| format!("data dir: {e}"))?;
-        let mut last_err = String::new();
-        for attempt in 0..3 {
-            let proxy = free_addr();
-            let mut admin = free_addr();
-            while admin == proxy {
-                admin = free_addr();
-            }
-            let stderr_path = dir.path().join(format!("stderr-{attempt}.log"));
-            let stderr_file =
-                fs::File::create(&stderr_path).map_err(|e| format!("stderr file: {e}"))?;
-            let mut cmd = Command::new(BIN);
-            cmd.arg("run")
-                .arg("-c")
-                .arg(&config_path)
-                .arg("--proxy-listen")
-                .arg(proxy.to_string())
-                .arg("--admin-listen")
-                .arg(admin.to_string())
-                .arg("--workers")
-                .arg(opts.workers.to_string())
-                .arg("--data-dir")
-                .arg(&data_dir)
-                .arg("--log-level")
-                .arg(&opts.log_level)
-                .args(&opts.extra_args)
-                .env_remove("RINGWAY_LOG")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(stderr_file));
-            for (k, v) in &opts.env {
-                cmd.env(k, v);
-            }
-            let mut child = cmd.spawn().map_err(|e| format!("spawn {BIN}: {e}"))?;
-            let deadline = Instant::now() + opts.ready_timeout;
-            loop {
-                if let Ok(Some(status)) = child.try_wait() {
-                    last_err = format!(
-                        "attempt {attempt}: exited early with {status}; stderr:\n{}",
-                        fs::read_to_string(&stderr_path).unwrap_or_default()
-                    );
-                    break;
-                }
-                if probe_status(admin, "/status/ready") == Some(200) {
-                    return Ok(Gateway {
-                        dir,
-                        child: Some(child),
-                        exit: None,
-                        proxy,
-                        admin,
-                        config_path,
-                        stderr_path,
-                    });
-                }
-                if Instant::now() >= deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!(
-                        "not ready within {:?}; stderr:\n{}",
-                        opts.ready_timeout,
-                        fs::read_to_string(&stderr_path).unwrap_or_default()
-                    ));
-                }
-                thread::sleep(Duration::from_millis(25));
-            }
-        }
-        Err(last_err)
+        let (child, proxy, admin, stderr_path) =
+            spawn_ready(dir.path(), &config_path, &data_dir, "start", &opts)?;
+        Ok(Gateway {
+            dir,
+            child: Some(child),
+            exit: None,
+            proxy,
+            admin,
+            config_path,
+            stderr_path,
+        })
     }
 
     pub fn proxy_addr(&self) -> SocketAddr {
@@ -1690,72 +1635,15 @@ impl Gateway {
             let _ = c.wait();
         }
         let data_dir = self.dir.path().join("data");
-        let mut last_err = String::new();
-        for attempt in 0..3 {
-            let proxy = free_addr();
-            let mut admin = free_addr();
-            while admin == proxy {
-                admin = free_addr();
-            }
-            let stderr_path = self.dir.path().join(format!(
-                "stderr-restart-{}-{attempt}.log",
-                RESTARTS.fetch_add(1, Ordering::SeqCst)
-            ));
-            let stderr_file =
-                fs::File::create(&stderr_path).map_err(|e| format!("stderr file: {e}"))?;
-            let mut cmd = Command::new(BIN);
-            cmd.arg("run")
-                .arg("-c")
-                .arg(&self.config_path)
-                .arg("--proxy-listen")
-                .arg(proxy.to_string())
-                .arg("--admin-listen")
-                .arg(admin.to_string())
-                .arg("--workers")
-                .arg(opts.workers.to_string())
-                .arg("--data-dir")
-                .arg(&data_dir)
-                .arg("--log-level")
-                .arg(&opts.log_level)
-                .args(&opts.extra_args)
-                .env_remove("RINGWAY_LOG")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(stderr_file));
-            for (k, v) in &opts.env {
-                cmd.env(k, v);
-            }
-            let mut child = cmd.spawn().map_err(|e| format!("spawn {BIN}: {e}"))?;
-            let deadline = Instant::now() + opts.ready_timeout;
-            loop {
-                if let Ok(Some(status)) = child.try_wait() {
-                    last_err = format!(
-                        "restart attempt {attempt}: exited early with {status}; stderr:\n{}",
-                        fs::read_to_string(&stderr_path).unwrap_or_default()
-                    );
-                    break;
-                }
-                if probe_status(admin, "/status/ready") == Some(200) {
-                    self.child = Some(child);
-                    self.exit = None;
-                    self.proxy = proxy;
-                    self.admin = admin;
-                    self.stderr_path = stderr_path;
-                    return Ok(());
-                }
-                if Instant::now() >= deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!(
-                        "restart not ready within {:?}; stderr:\n{}",
-                        opts.ready_timeout,
-                        fs::read_to_string(&stderr_path).unwrap_or_default()
-                    ));
-                }
-                thread::sleep(Duration::from_millis(25));
-            }
-        }
-        Err(last_err)
+        let label = format!("restart-{}", RESTARTS.fetch_add(1, Ordering::SeqCst));
+        let (child, proxy, admin, stderr_path) =
+            spawn_ready(self.dir.path(), &self.config_path, &data_dir, &label, &opts)?;
+        self.child = Some(child);
+        self.exit = None;
+        self.proxy = proxy;
+        self.admin = admin;
+        self.stderr_path = stderr_path;
+        Ok(())
     }
 }
 
@@ -1833,4 +1721,73 @@ pub fn jwt_fixture(name: &str) -> Vec<u8> {
         .join("tests/fixtures/jwt")
         .join(name);
     fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
+
+/// Spawns `ringway run` on free ports and waits for `/status/ready`; retries with new
+/// ports (up to 3 attempts) when the process exits before it is ready (a port race).
+fn spawn_ready(
+    dir: &Path,
+    config_path: &Path,
+    data_dir: &Path,
+    label: &str,
+    opts: &GatewayOpts,
+) -> Result<(Child, SocketAddr, SocketAddr, PathBuf), String> {
+    let mut last_err = String::new();
+    for attempt in 0..3 {
+        let proxy = free_addr();
+        let mut admin = free_addr();
+        while admin == proxy {
+            admin = free_addr();
+        }
+        let stderr_path = dir.join(format!("stderr-{label}-{attempt}.log"));
+        let stderr_file =
+            fs::File::create(&stderr_path).map_err(|e| format!("stderr file: {e}"))?;
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run")
+            .arg("-c")
+            .arg(config_path)
+            .arg("--proxy-listen")
+            .arg(proxy.to_string())
+            .arg("--admin-listen")
+            .arg(admin.to_string())
+            .arg("--workers")
+            .arg(opts.workers.to_string())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--log-level")
+            .arg(&opts.log_level)
+            .args(&opts.extra_args)
+            .env_remove("RINGWAY_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(stderr_file));
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().map_err(|e| format!("spawn {BIN}: {e}"))?;
+        let deadline = Instant::now() + opts.ready_timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                last_err = format!(
+                    "{label} attempt {attempt}: exited early with {status}; stderr:\n{}",
+                    fs::read_to_string(&stderr_path).unwrap_or_default()
+                );
+                break;
+            }
+            if probe_status(admin, "/status/ready") == Some(200) {
+                return Ok((child, proxy, admin, stderr_path));
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{label}: not ready within {:?}; stderr:\n{}",
+                    opts.ready_timeout,
+                    fs::read_to_string(&stderr_path).unwrap_or_default()
+                ));
+            }
+            thread::sleep(Duration::from_millis(25));
+        }
+    }
+    Err(last_err)
 }
