@@ -34,51 +34,9 @@ for tool in strace wrk curl python3 timeout; do command -v "$tool" >/dev/null ||
 [ "$with_nginx" = 0 ] || command -v nginx >/dev/null || die "nginx missing (run scripts/bench-setup.sh or pass --no-nginx)"
 if [ "$build" = 1 ]; then log "building (cargo build --release --bins)"; cargo build --release --bins || die "build failed"; fi
 
-OUT=$ROOT/perf/out
-mkdir -p "$OUT"
-WORK=$(mktemp -d /tmp/ringway-syscalls.XXXXXX)
-SERVER_PIDS=()
-cleanup() {
-  local rc=$? pid i
-  trap - EXIT INT TERM
-  for pid in "${SERVER_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for i in $(seq 1 50); do
-    local alive=0
-    for pid in "${SERVER_PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break; sleep 0.1
-  done
-  for pid in "${SERVER_PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  [ "$rc" = 0 ] && rm -rf "$WORK" || log "logs kept in $WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-pin_proxy=() pin_load=()
-if [ "$pin" = 1 ] && [ "$(nproc)" -ge 2 ]; then
-  pin_proxy=(taskset -c 0); lc=1; [ "$(nproc)" -gt 2 ] && lc="1-$(( $(nproc) - 1 ))"; pin_load=(taskset -c "$lc")
-  log "pinned: proxy on CPU 0, wrk and the upstream on CPU $lc"
-fi
-budget=$((duration * 6 + 600))
-start_bg() {  # LOG CMD... -> STARTED_PID (timeout's child, i.e. CMD itself)
-  local logfile=$1 tpid child="" i; shift
-  timeout -k 5 "$budget" "$@" >"$logfile" 2>&1 &
-  tpid=$!; SERVER_PIDS+=("$tpid")
-  for i in $(seq 1 100); do
-    child=$(awk '{print $1}' "/proc/$tpid/task/$tpid/children" 2>/dev/null || true)
-    [ -n "$child" ] && break; sleep 0.05
-  done
-  [ -n "$child" ] || die "could not start $* (log $logfile)"
-  SERVER_PIDS+=("$child"); STARTED_PID=$child
-}
-wait_http() {
-  local deadline=$(( $(date +%s) + $2 ))
-  while [ "$(date +%s)" -lt "$deadline" ]; do
-    curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null && return 0; sleep 0.1
-  done
-  return 1
-}
+NAME=syscalls BUDGET_FACTOR=6
+# shellcheck source=perf/lib.sh
+. "$ROOT/perf/lib.sh"
 read -r UP RW ADMIN NGX <<<"$(python3 -c '
 import socket; s=[socket.socket() for _ in range(4)]
 [x.bind(("127.0.0.1", 0)) for x in s]; print(*[x.getsockname()[1] for x in s])')"
