@@ -277,7 +277,7 @@ impl Conn {
                     };
                     let worker = self.worker.clone();
                     let slot = worker.idle.register();
-                    let expired = slot.arm(Instant::now() + idle);
+                    let expired = slot.arm(worker.idle.deadline_after(idle));
                     let read = read_more(&mut self.client, buf, HEAD_READ_SPACE);
                     let result = monoio::select! {
                         (r, buf) = read => (r.map_err(|_| IoFail::Io), buf),
@@ -474,7 +474,7 @@ impl Conn {
         check_stale: bool,
     ) -> Result<(TcpStream, bool), ErrorKind> {
         if !fresh {
-            while let Some(stream) = self.worker.pool.take(addr, Instant::now()) {
+            while let Some(stream) = self.worker.pool.take(addr, self.worker.idle.coarse_now()) {
                 if check_stale && upstream::is_closed(&stream) {
                     continue;
                 }
@@ -790,7 +790,9 @@ impl Conn {
             }
         }
         if clean && !plan.upstream_close {
-            self.worker.pool.put(addr, upstream, Instant::now());
+            self.worker
+                .pool
+                .put(addr, upstream, self.worker.idle.coarse_now());
         }
         finish(plan)
     }

@@ -5,13 +5,20 @@
 //! future, so idle waits use this instead: each connection owns one slot, arming it is
 //! two writes, and the worker's housekeeping tick (`sweep`) wakes the slots whose
 //! deadline passed. Deadlines are therefore kept to within one tick
-//! (`HOUSEKEEPING_INTERVAL` in the server); draining wakes every slot at once.
+//! (`TICK`); draining wakes every idle slot at once. The sweep also keeps a coarse
+//! clock, so arming a deadline reads no clock: deadlines are computed from the last
+//! sweep's time plus two ticks of slack (one for the clock's age, one for a sweep that
+//! runs late on a busy worker), so they do not fire early, and fire at most three ticks
+//! late.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How often the worker sweeps its slots; also the precision of every slot deadline.
+pub const TICK: Duration = Duration::from_millis(50);
 
 use slab::Slab;
 
@@ -25,9 +32,19 @@ struct Slot {
 }
 
 /// One worker's idle slots.
-#[derive(Default)]
 pub struct IdleSlots {
     slots: RefCell<Slab<Slot>>,
+    /// The time of the last sweep (the coarse clock).
+    now: Cell<Instant>,
+}
+
+impl Default for IdleSlots {
+    fn default() -> Self {
+        IdleSlots {
+            slots: RefCell::new(Slab::new()),
+            now: Cell::new(Instant::now()),
+        }
+    }
 }
 
 /// A connection's slot; dropping it frees the slot.
@@ -42,9 +59,21 @@ impl IdleSlots {
         IdleKey { slots: self, key }
     }
 
-    /// Marks every armed slot whose deadline passed (or all armed ones, when draining)
+    /// A deadline `timeout` from now that never fires early, computed without reading
+    /// the clock.
+    pub fn deadline_after(&self, timeout: Duration) -> Instant {
+        self.now.get() + timeout + 2 * TICK
+    }
+
+    /// The coarse clock: the time of the last sweep (at most one tick old).
+    pub fn coarse_now(&self) -> Instant {
+        self.now.get()
+    }
+
+    /// Marks every armed slot whose deadline passed (or all idle ones, when draining)
     /// as expired and wakes its connection.
     pub fn sweep(&self, now: Instant, draining: bool) {
+        self.now.set(now);
         for (_, slot) in self.slots.borrow_mut().iter_mut() {
             let due = slot
                 .deadline

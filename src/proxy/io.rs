@@ -69,7 +69,7 @@ pub async fn read_more_within(
     timeout: Duration,
 ) -> (Result<usize, IoFail>, Vec<u8>) {
     let slot = deadlines.register();
-    let expired = slot.arm_deadline(Instant::now() + timeout);
+    let expired = slot.arm_deadline(deadlines.deadline_after(timeout));
     let read = read_more(stream, buf, space);
     monoio::select! {
         (result, buf) = read => (result.map_err(|_| IoFail::Io), buf),
@@ -85,7 +85,7 @@ pub async fn write_all_within<T: IoBuf + 'static>(
     timeout: Duration,
 ) -> (Result<(), IoFail>, Option<T>) {
     let slot = deadlines.register();
-    let expired = slot.arm_deadline(Instant::now() + timeout);
+    let expired = slot.arm_deadline(deadlines.deadline_after(timeout));
     let write = stream.write_all(buf);
     monoio::select! {
         (result, buf) = write => (result.map(|_| ()).map_err(|_| IoFail::Io), Some(buf)),

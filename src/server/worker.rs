@@ -11,8 +11,9 @@ use monoio::net::TcpListener;
 use super::RunningDriver;
 use crate::proxy::{self, Shared, Worker};
 
-/// How often a worker looks at the shared drain flag and sweeps its idle pool.
-const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(50);
+/// How often a worker looks at the shared drain flag, sweeps its deadline slots and its
+/// idle pool: the precision of idle and operation deadlines.
+const HOUSEKEEPING_INTERVAL: Duration = crate::proxy::idle::TICK;
 /// io_uring submission queue size per worker.
 const RING_ENTRIES: u32 = 4096;
 
