@@ -133,11 +133,6 @@ impl ErrorKind {
             ErrorKind::ClientGone => "client_gone",
         }
     }
-
-    /// Whether nothing reached the upstream, so any method may be tried again.
-    pub const fn nothing_sent(self) -> bool {
-        matches!(self, ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout)
-    }
 }
 
 impl std::fmt::Display for ErrorKind {

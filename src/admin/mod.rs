@@ -22,7 +22,7 @@ pub use api::Reply;
 use crate::config::Limits;
 use crate::control::Control;
 use crate::http::generated;
-use crate::http::{framing, BodyKind, HeadScanner, HeadStatus};
+use crate::http::{chunked, framing, BodyKind, HeadScanner, HeadStatus};
 use crate::metrics;
 use crate::proxy::Shared;
 use crate::server::RunningDriver;
@@ -156,34 +156,14 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
         let accept_json = header("accept").is_some_and(|a| a.contains("application/json"));
         buf.drain(..end);
 
-        // Read (and for now, only bound) the body.
-        let body_len = match framing.body {
-            BodyKind::None => 0,
-            BodyKind::Length(n) if n <= MAX_ADMIN_BODY_BYTES => n as usize,
-            _ => {
-                let _ = write_reply(
-                    &mut stream,
-                    Reply::message(413, "Request body too large"),
-                    true,
-                )
-                .await;
+        let body = match read_body(&mut stream, &mut buf, framing.body).await {
+            Ok(body) => body,
+            Err(Some(reply)) => {
+                let _ = write_reply(&mut stream, reply, true).await;
                 return;
             }
+            Err(None) => return,
         };
-        while buf.len() < body_len {
-            buf.reserve(body_len - buf.len());
-            let len = buf.len();
-            let cap = buf.capacity();
-            let read = monoio::io::AsyncReadRent::read(
-                &mut stream,
-                monoio::buf::IoBufMut::slice_mut(buf, len..cap),
-            );
-            match monoio::time::timeout(ADMIN_IDLE, read).await {
-                Ok((Ok(n), slice)) if n > 0 => buf = slice.into_inner(),
-                _ => return,
-            }
-        }
-        let body: Vec<u8> = buf.drain(..body_len).collect();
 
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
         let reply = if !(authorized || method == "GET" && path == "/status/ready") {
@@ -207,6 +187,56 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
         let close = !framing.keep_alive;
         if write_reply(&mut stream, reply, close).await.is_err() || close {
             return;
+        }
+    }
+}
+
+/// Reads a request body of at most `MAX_ADMIN_BODY_BYTES`, Content-Length or chunked,
+/// leaving any pipelined bytes in `buf`. `Err(None)`: the client left or stalled.
+async fn read_body(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    kind: BodyKind,
+) -> Result<Vec<u8>, Option<Reply>> {
+    let too_large = || Some(Reply::message(413, "Request body too large"));
+    let mut decoder = match kind {
+        BodyKind::None | BodyKind::UntilClose => return Ok(Vec::new()),
+        BodyKind::Length(n) if n > MAX_ADMIN_BODY_BYTES => return Err(too_large()),
+        BodyKind::Length(_) => None,
+        BodyKind::Chunked => Some(chunked::Decoder::new()),
+    };
+    let mut body = Vec::new();
+    loop {
+        match (&mut decoder, kind) {
+            (None, BodyKind::Length(n)) if buf.len() as u64 >= n => {
+                return Ok(buf.drain(..n as usize).collect())
+            }
+            (Some(decoder), _) => {
+                let used = decoder
+                    .decode(buf, &mut body, chunked::Emit::Raw)
+                    .map_err(|_| Some(Reply::message(400, "Bad request")))?;
+                buf.drain(..used);
+                if body.len() as u64 > MAX_ADMIN_BODY_BYTES {
+                    return Err(too_large());
+                }
+                if decoder.is_done() {
+                    return Ok(body);
+                }
+            }
+            _ => {}
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(4096);
+        }
+        let len = buf.len();
+        let cap = buf.capacity();
+        let read = monoio::io::AsyncReadRent::read(
+            stream,
+            monoio::buf::IoBufMut::slice_mut(std::mem::take(buf), len..cap),
+        );
+        match monoio::time::timeout(ADMIN_IDLE, read).await {
+            Ok((Ok(n), slice)) if n > 0 => *buf = slice.into_inner(),
+            _ => return Err(None),
         }
     }
 }

@@ -81,11 +81,6 @@ impl Pool {
         });
     }
 
-    /// How many idle connections the pool holds.
-    pub fn idle_count(&self) -> usize {
-        self.idle.borrow().values().map(Vec::len).sum()
-    }
-
     /// Closes every idle connection (on shutdown).
     pub fn clear(&self) {
         self.idle.borrow_mut().clear();
