@@ -17,26 +17,7 @@ const SECRET: &str = "my-secret-key";
 /// user-service (/api/users) has a service-scoped jwt; account-service (/api/accounts) has
 /// no plugin; `extra` is appended verbatim.
 fn base_config(origin: &Origin, extra: &str) -> String {
-    format!(
-        r#"_format_version: "3.0"
-services:
-  - name: user-service
-    url: {u}
-    routes:
-      - name: user-routes
-        paths:
-          - /api/users
-    plugins:
-      - name: jwt
-  - name: account-service
-    url: {u}
-    routes:
-      - name: account-routes
-        paths:
-          - /api/accounts
-{extra}"#,
-        u = origin.url()
-    )
+    seed_services_config(origin, false, extra)
 }
 
 fn token(iss: &str, secret: &str) -> String {

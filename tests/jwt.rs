@@ -143,28 +143,7 @@ fn cli_sign_sets_iss_exp_alg_and_claims() {
 // the seed scenario
 
 fn seed_config(origin: &Origin) -> String {
-    format!(
-        r#"_format_version: "3.0"
-services:
-  - name: user-service
-    url: {u}
-    routes:
-      - name: user-routes
-        paths:
-          - /api/users
-    plugins:
-      - name: jwt
-  - name: account-service
-    url: {u}
-    routes:
-      - name: account-routes
-        paths:
-          - /api/accounts
-    plugins:
-      - name: jwt
-"#,
-        u = origin.url()
-    )
+    seed_services_config(origin, true, "")
 }
 
 #[test]

@@ -1791,3 +1791,34 @@ fn spawn_ready(
     }
     Err(last_err)
 }
+
+/// The seed scenario's config: user-service (/api/users) with a service-scoped jwt and
+/// account-service (/api/accounts), which has jwt too when `jwt_on_accounts`; `extra` is
+/// appended verbatim.
+pub fn seed_services_config(origin: &Origin, jwt_on_accounts: bool, extra: &str) -> String {
+    let account_plugins = if jwt_on_accounts {
+        "    plugins:\n      - name: jwt\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"_format_version: "3.0"
+services:
+  - name: user-service
+    url: {u}
+    routes:
+      - name: user-routes
+        paths:
+          - /api/users
+    plugins:
+      - name: jwt
+  - name: account-service
+    url: {u}
+    routes:
+      - name: account-routes
+        paths:
+          - /api/accounts
+{account_plugins}{extra}"#,
+        u = origin.url()
+    )
+}
