@@ -31,6 +31,8 @@ pub enum ErrorKind {
     Unauthorized,
     /// ringway could not process the request (a misconfiguration): 500.
     Internal,
+    /// A rate limit refused the request: 429 (the plugin supplies status and body).
+    RateLimited,
     /// The route does not accept this protocol (an https-only route over plain HTTP): 426.
     ProtocolNotAllowed,
     /// The service host did not resolve: 503.
@@ -61,6 +63,7 @@ impl ErrorKind {
             ErrorKind::NoRoute => 404,
             ErrorKind::Unauthorized => 401,
             ErrorKind::Internal => 500,
+            ErrorKind::RateLimited => 429,
             ErrorKind::ProtocolNotAllowed => 426,
             ErrorKind::NameResolution => 503,
             ErrorKind::ConnectFailed | ErrorKind::UpstreamClosed | ErrorKind::BadResponse => 502,
@@ -80,6 +83,7 @@ impl ErrorKind {
             ErrorKind::NoRoute => "no Route matched with those values",
             ErrorKind::Unauthorized => "Unauthorized",
             ErrorKind::Internal => "An unexpected error occurred",
+            ErrorKind::RateLimited => "API rate limit exceeded",
             ErrorKind::ProtocolNotAllowed => "Please use HTTPS protocol",
             ErrorKind::NameResolution => "name resolution failed",
             ErrorKind::ConnectFailed | ErrorKind::UpstreamClosed | ErrorKind::BadResponse => {
@@ -103,7 +107,7 @@ impl ErrorKind {
             | ErrorKind::ProtocolNotAllowed
             | ErrorKind::ClientGone => Side::Client,
             ErrorKind::NameResolution | ErrorKind::Internal => Side::Internal,
-            ErrorKind::Unauthorized => Side::Client,
+            ErrorKind::Unauthorized | ErrorKind::RateLimited => Side::Client,
             ErrorKind::ConnectFailed
             | ErrorKind::ConnectTimeout
             | ErrorKind::UpstreamClosed
@@ -123,6 +127,7 @@ impl ErrorKind {
             ErrorKind::NoRoute => "no_route",
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::Internal => "internal",
+            ErrorKind::RateLimited => "rate_limited",
             ErrorKind::ProtocolNotAllowed => "protocol_not_allowed",
             ErrorKind::NameResolution => "name_resolution",
             ErrorKind::ConnectFailed => "connect_failed",

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::file::{ConsumerFile, ConsumerGroupFile, JwtSecretFile, PluginFile, Reference};
 use super::{parse_item, Report, Route};
-use crate::plugins::jwt;
+use crate::plugins::{jwt, rate_limiting};
 
 /// Which layer an entity belongs to (SPEC §5): the config file, or the Admin API's
 /// state in `data_dir`.
@@ -66,6 +66,7 @@ pub struct Scope {
 #[derive(Debug, Clone)]
 pub enum PluginConfig {
     Jwt(Arc<jwt::Config>),
+    RateLimiting(Arc<rate_limiting::Config>),
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +90,72 @@ pub struct Plugin {
 #[derive(Debug, Clone, Default)]
 pub struct Chain {
     pub jwt: Option<Arc<jwt::Config>>,
+    pub rate_limiting: Scoped<rate_limiting::Config>,
+}
+
+/// A plugin that may also be scoped to consumers or consumer groups: the config that
+/// applies without a consumer, and the ones that override it for particular consumers
+/// and groups, each with its precedence rank (lower wins). Which one runs is known once
+/// the consumer is: [`Scoped::select`].
+#[derive(Debug, Clone)]
+pub struct Scoped<T> {
+    pub default: Option<(u8, Arc<T>)>,
+    pub consumers: HashMap<usize, (u8, Arc<T>)>,
+    pub groups: HashMap<usize, (u8, Arc<T>)>,
+}
+
+impl<T> Default for Scoped<T> {
+    fn default() -> Self {
+        Scoped {
+            default: None,
+            consumers: HashMap::new(),
+            groups: HashMap::new(),
+        }
+    }
+}
+
+impl<T> Scoped<T> {
+    /// The config for a request by `consumer` (its index and groups), if any applies.
+    pub fn select(&self, consumer: Option<(usize, &[usize])>) -> Option<&Arc<T>> {
+        let mut best = self.default.as_ref();
+        if let Some((index, groups)) = consumer {
+            let candidates = self
+                .consumers
+                .get(&index)
+                .into_iter()
+                .chain(groups.iter().filter_map(|g| self.groups.get(g)));
+            for candidate in candidates {
+                if best.is_none_or(|b| candidate.0 < b.0) {
+                    best = Some(candidate);
+                }
+            }
+        }
+        best.map(|(_, config)| config)
+    }
+
+    fn offer(&mut self, scope: &Scope, rank: u8, config: &Arc<T>) {
+        let slot = match (scope.consumer, scope.group) {
+            (Some(c), _) => self.consumers.get_mut(&c),
+            (None, Some(g)) => self.groups.get_mut(&g),
+            (None, None) => self.default.as_mut(),
+        };
+        match slot {
+            Some(current) if current.0 <= rank => {}
+            Some(current) => *current = (rank, config.clone()),
+            None => {
+                let entry = (rank, config.clone());
+                match (scope.consumer, scope.group) {
+                    (Some(c), _) => {
+                        self.consumers.insert(c, entry);
+                    }
+                    (None, Some(g)) => {
+                        self.groups.insert(g, entry);
+                    }
+                    (None, None) => self.default = Some(entry),
+                }
+            }
+        }
+    }
 }
 
 /// A UUID-shaped id derived from an entity's kind and name, so entities declared without
@@ -435,7 +502,7 @@ pub fn build_secrets(
 }
 
 /// The plugin names this version implements.
-pub const KNOWN_PLUGINS: &[&str] = &["jwt"];
+pub const KNOWN_PLUGINS: &[&str] = &["jwt", "rate-limiting"];
 
 fn plugin_config(
     name: &str,
@@ -451,6 +518,19 @@ fn plugin_config(
             let json = serde_json::to_value(&file).unwrap_or_default();
             match file.validate() {
                 Ok(config) => Some((PluginConfig::Jwt(Arc::new(config)), json)),
+                Err(problems) => {
+                    for (field, message) in problems {
+                        report.add(format!("{config_path}.{field}"), message);
+                    }
+                    None
+                }
+            }
+        }
+        "rate-limiting" => {
+            let file: rate_limiting::ConfigFile = parse_item(config, &config_path, report)?;
+            let json = serde_json::to_value(&file).unwrap_or_default();
+            match file.validate() {
+                Ok(config) => Some((PluginConfig::RateLimiting(Arc::new(config)), json)),
                 Err(problems) => {
                     for (field, message) in problems {
                         report.add(format!("{config_path}.{field}"), message);
@@ -539,6 +619,13 @@ pub fn build_plugins(items: Vec<(Item, Scope)>, keys: &Keys, report: &mut Report
                 None => ok = false,
             }
         }
+        if scope.consumer.is_some() && scope.group.is_some() {
+            report.add(
+                format!("{}.consumer_group", item.path),
+                "a plugin is scoped to a consumer or to a consumer group, not both",
+            );
+            ok = false;
+        }
         if name == "jwt" && (scope.consumer.is_some() || scope.group.is_some()) {
             report.add(
                 format!("{}.consumer", item.path),
@@ -559,7 +646,7 @@ pub fn build_plugins(items: Vec<(Item, Scope)>, keys: &Keys, report: &mut Report
                 ok = false;
             }
         }
-        let Some((config, config_json)) = plugin_config(&name, file.config, &item.path, report)
+        let Some((mut config, config_json)) = plugin_config(&name, file.config, &item.path, report)
         else {
             continue;
         };
@@ -576,6 +663,11 @@ pub fn build_plugins(items: Vec<(Item, Scope)>, keys: &Keys, report: &mut Report
         let id = file
             .id
             .unwrap_or_else(|| stable_id("plugin", &format!("{name}:{scope:?}")));
+        if let PluginConfig::RateLimiting(config) = &mut config {
+            if let Some(config) = Arc::get_mut(config) {
+                config.instance = rate_limiting::instance_of(&id);
+            }
+        }
         plugins.push(Plugin {
             id,
             name,
@@ -593,19 +685,46 @@ pub fn build_plugins(items: Vec<(Item, Scope)>, keys: &Keys, report: &mut Report
     plugins
 }
 
-/// Kong's precedence for a plugin without consumer scope (route+service > route >
-/// service > global): lower is stronger; `None` when the plugin does not apply.
-fn rank_without_consumer(scope: &Scope, route: Option<(usize, usize)>) -> Option<u8> {
-    if scope.consumer.is_some() || scope.group.is_some() {
+/// Kong's precedence (the Enterprise order, which includes consumer groups) of a plugin
+/// for a route of a service, or for no route: lower is stronger; `None` when the plugin
+/// does not apply there.
+///
+/// consumer+route+service > group+route+service > consumer+route > consumer+service >
+/// group+route > group+service > route+service > consumer > group > route > service >
+/// global.
+fn rank(scope: &Scope, route: Option<(usize, usize)>) -> Option<u8> {
+    let (r, s) = match route {
+        Some((r, s)) => (Some(r), Some(s)),
+        None => (None, None),
+    };
+    if (scope.route.is_some() && scope.route != r)
+        || (scope.service.is_some() && scope.service != s)
+    {
         return None;
     }
-    match (scope.route, scope.service, route) {
-        (Some(r), Some(s), Some((route, service))) if r == route && s == service => Some(6),
-        (Some(r), None, Some((route, _))) if r == route => Some(9),
-        (None, Some(s), Some((_, service))) if s == service => Some(10),
-        (None, None, _) => Some(11),
-        _ => None,
-    }
+    let by_route = scope.route.is_some();
+    let by_service = scope.service.is_some();
+    Some(
+        match (
+            scope.consumer.is_some(),
+            scope.group.is_some(),
+            by_route,
+            by_service,
+        ) {
+            (true, _, true, true) => 1,
+            (false, true, true, true) => 2,
+            (true, _, true, false) => 3,
+            (true, _, false, true) => 4,
+            (false, true, true, false) => 5,
+            (false, true, false, true) => 6,
+            (false, false, true, true) => 7,
+            (true, _, false, false) => 8,
+            (false, true, false, false) => 9,
+            (false, false, true, false) => 10,
+            (false, false, false, true) => 11,
+            (false, false, false, false) => 12,
+        },
+    )
 }
 
 /// Decides, once per config, which plugin configs run for each route.
@@ -614,7 +733,7 @@ pub fn resolve_chains(routes: &[Route], plugins: &[Plugin]) -> (Vec<Chain>, Chai
         let mut chain = Chain::default();
         let mut best_jwt: Option<u8> = None;
         for plugin in plugins.iter().filter(|p| p.enabled) {
-            let Some(rank) = rank_without_consumer(&plugin.scope, route) else {
+            let Some(rank) = rank(&plugin.scope, route) else {
                 continue;
             };
             match &plugin.config {
@@ -623,6 +742,9 @@ pub fn resolve_chains(routes: &[Route], plugins: &[Plugin]) -> (Vec<Chain>, Chai
                         best_jwt = Some(rank);
                         chain.jwt = Some(config.clone());
                     }
+                }
+                PluginConfig::RateLimiting(config) => {
+                    chain.rate_limiting.offer(&plugin.scope, rank, config);
                 }
             }
         }

@@ -197,6 +197,7 @@ pub struct NodeFile {
     pub admin_token: Option<String>,
     pub trusted_ips: Option<Vec<String>>,
     pub max_connections: Option<u64>,
+    pub rate_limit_max_keys: Option<u64>,
     pub upstream_keepalive_idle_timeout: Option<u64>,
     pub upstream_keepalive_max_idle: Option<u64>,
     pub client_header_timeout: Option<u64>,

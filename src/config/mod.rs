@@ -519,7 +519,9 @@ fn build(
     plugin_items.extend(consumer_plugins);
     let plugins = entities::build_plugins(plugin_items, &keys, report);
     for plugin in &plugins {
-        let PluginConfig::Jwt(jwt) = &plugin.config;
+        let PluginConfig::Jwt(jwt) = &plugin.config else {
+            continue;
+        };
         if let Some(anonymous) = &jwt.anonymous {
             if !keys.consumers.contains_key(anonymous) {
                 log::warn!("jwt plugin {}: anonymous consumer '{anonymous}' does not exist; failed authentications get 500", plugin.id);

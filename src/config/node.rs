@@ -15,6 +15,7 @@ pub const DEFAULT_PROXY_LISTEN: &str = "0.0.0.0:8000";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8001";
 pub const DEFAULT_DATA_DIR: &str = "./data";
 pub const DEFAULT_MAX_CONNECTIONS: u64 = 100_000;
+pub const DEFAULT_RATE_LIMIT_MAX_KEYS: u64 = 100_000;
 pub const DEFAULT_UPSTREAM_KEEPALIVE_IDLE_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_UPSTREAM_KEEPALIVE_MAX_IDLE: u64 = 256;
 pub const DEFAULT_CLIENT_HEADER_TIMEOUT_MS: u64 = 10_000;
@@ -65,6 +66,8 @@ pub struct Node {
     pub admin_token: Option<String>,
     pub trusted_ips: Vec<IpNet>,
     pub max_connections: usize,
+    /// How many rate-limiting buckets (plugin instance × client) the process keeps.
+    pub rate_limit_max_keys: usize,
     pub upstream_keepalive_idle_timeout: Duration,
     pub upstream_keepalive_max_idle: usize,
     pub client_header_timeout: Duration,
@@ -184,6 +187,12 @@ pub(super) fn build(
         DEFAULT_MAX_CONNECTIONS,
         10_000_000,
     );
+    let rate_limit_max_keys = positive(
+        "rate_limit_max_keys",
+        file.rate_limit_max_keys,
+        DEFAULT_RATE_LIMIT_MAX_KEYS,
+        100_000_000,
+    );
     let upstream_idle = positive(
         "upstream_keepalive_idle_timeout",
         file.upstream_keepalive_idle_timeout,
@@ -299,6 +308,7 @@ pub(super) fn build(
         admin_token,
         trusted_ips,
         max_connections: max_connections as usize,
+        rate_limit_max_keys: rate_limit_max_keys as usize,
         upstream_keepalive_idle_timeout: Duration::from_millis(upstream_idle),
         upstream_keepalive_max_idle: upstream_max_idle as usize,
         client_header_timeout: Duration::from_millis(header_timeout),

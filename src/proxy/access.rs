@@ -2,10 +2,35 @@
 //! loaded) runs between routing and writing the upstream head. Synchronous, like the
 //! rest of the request step.
 
+use std::sync::Arc;
+
 use crate::config::{Chain, Config, Consumer};
 use crate::error::ErrorKind;
 use crate::http::generated::write_json_string;
 use crate::plugins::jwt::{self, FailureBody, Location, RequestParts};
+use crate::plugins::rate_limiting::{self, Decision, LimitBy};
+
+/// A worker's own plugin state: verified-token cache and rate-limit leases.
+pub struct PluginState {
+    pub jwt_cache: jwt::Cache,
+    pub rate_limits: rate_limiting::Local,
+    /// The process-wide buckets the leases come from.
+    pub rate_store: Arc<rate_limiting::Store>,
+    /// How many workers share the buckets (sizes the leases).
+    pub workers: usize,
+}
+
+/// What the access phase knows about the request beyond its head.
+pub struct RequestFacts<'r> {
+    pub method: &'r str,
+    /// The normalized path.
+    pub path: &'r str,
+    pub query: Option<&'r str>,
+    pub headers: &'r [httparse::Header<'r>],
+    /// The client's address (the forwarded one when the peer is trusted).
+    pub client_ip: &'r str,
+    pub service: usize,
+}
 
 /// A generated answer with its own status, body and headers (a plugin's rejection).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +47,9 @@ pub struct Detail {
 pub struct Access<'c> {
     /// The authenticated (or anonymous) consumer.
     pub consumer: Option<&'c Consumer>,
+    pub consumer_index: Option<usize>,
+    /// The credential's id (rate limits by credential).
+    pub credential_id: Option<&'c str>,
     /// The credential's key (`X-Credential-Identifier`).
     pub credential_key: Option<&'c str>,
     pub anonymous: bool,
@@ -31,6 +59,8 @@ pub struct Access<'c> {
     pub hide: Option<Location>,
     /// The query parameter or cookie name of a hidden token.
     pub hide_name: Option<&'c str>,
+    /// Rate-limit headers for the response.
+    pub rate_headers: rate_limiting::Headers,
 }
 
 /// Why the access phase refused a request.
@@ -39,28 +69,103 @@ pub struct Refusal {
     pub detail: Option<Box<Detail>>,
 }
 
-/// Runs the chain's access handlers in Kong's priority order.
+/// Runs the chain's access handlers in Kong's priority order: authentication, then the
+/// plugins a consumer may override (chosen now that the consumer is known).
+/// `state` is `None` only in benches and unit tests: no token cache and no rate limits.
 pub fn run<'c>(
     chain: &'c Chain,
     config: &'c Config,
-    method: &str,
-    query: Option<&str>,
-    headers: &[httparse::Header<'_>],
+    request: &RequestFacts<'_>,
     now: u64,
-    jwt_cache: Option<&jwt::Cache>,
+    state: Option<&PluginState>,
 ) -> Result<Access<'c>, Refusal> {
     let mut access = Access::default();
     if let Some(jwt) = &chain.jwt {
-        if method != "OPTIONS" || jwt.run_on_preflight {
-            let request = RequestParts {
-                method,
-                query,
-                headers,
+        if request.method != "OPTIONS" || jwt.run_on_preflight {
+            let parts = RequestParts {
+                method: request.method,
+                query: request.query,
+                headers: request.headers,
             };
-            authenticate_jwt(jwt, config, &request, now, jwt_cache, &mut access)?;
+            let cache = state.map(|s| &s.jwt_cache);
+            authenticate_jwt(jwt, config, &parts, now, cache, &mut access)?;
+        }
+    }
+    if let Some(state) = state {
+        let consumer = access
+            .consumer_index
+            .zip(access.consumer)
+            .map(|(i, c)| (i, c.groups.as_slice()));
+        if let Some(limits) = chain.rate_limiting.select(consumer) {
+            rate_limit(limits, config, request, state, &mut access)?;
         }
     }
     Ok(access)
+}
+
+/// The `rate-limiting` plugin's access handler.
+fn rate_limit(
+    limits: &rate_limiting::Config,
+    config: &Config,
+    request: &RequestFacts<'_>,
+    state: &PluginState,
+    access: &mut Access<'_>,
+) -> Result<(), Refusal> {
+    let ip = request.client_ip.as_bytes();
+    // Kong's identifiers, each falling back to the client address when missing.
+    let identifier: &[u8] = match &limits.limit_by {
+        LimitBy::Consumer => access
+            .consumer
+            .map(|c| c.id.as_bytes())
+            .or(access.credential_id.map(str::as_bytes))
+            .unwrap_or(ip),
+        LimitBy::Credential => access.credential_id.map(str::as_bytes).unwrap_or(ip),
+        LimitBy::Ip => ip,
+        LimitBy::Service => config
+            .services
+            .get(request.service)
+            .map(|s| s.id.as_bytes())
+            .unwrap_or(ip),
+        LimitBy::Header(name) => request
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+            .unwrap_or(ip),
+        LimitBy::Path(path) if path == request.path => path.as_bytes(),
+        LimitBy::Path(_) => ip,
+    };
+    let decision = state
+        .rate_limits
+        .check(&state.rate_store, limits, identifier, state.workers);
+    match decision {
+        Decision::Allow(headers) => {
+            if !limits.hide_client_headers {
+                access.rate_headers = headers;
+            }
+            Ok(())
+        }
+        Decision::Deny(headers) => {
+            let mut lines = Vec::with_capacity(256);
+            if limits.hide_client_headers {
+                lines.extend_from_slice(b"Retry-After: ");
+                crate::http::generated::write_u64(&mut lines, headers.retry_after());
+                lines.extend_from_slice(b"\r\n");
+            } else {
+                headers.write(&mut lines, true);
+            }
+            let mut detail = message_detail(limits.error_code, &limits.error_message, None);
+            detail.headers = lines;
+            Err(Refusal {
+                kind: ErrorKind::RateLimited,
+                detail: Some(Box::new(detail)),
+            })
+        }
+        Decision::Unavailable => Err(Refusal {
+            kind: ErrorKind::Internal,
+            detail: None,
+        }),
+    }
 }
 
 fn authenticate_jwt<'c>(
@@ -75,7 +180,9 @@ fn authenticate_jwt<'c>(
     match jwt::authenticate(jwt, request, &config.credentials, jwt_cache, now) {
         Ok(found) => {
             access.consumer = config.consumers.get(found.credential.consumer);
+            access.consumer_index = Some(found.credential.consumer);
             access.credential_key = Some(&found.credential.key);
+            access.credential_id = Some(&found.credential.id);
             if jwt.hide_credentials {
                 access.hide = Some(found.location);
                 access.hide_name = match found.location {
@@ -92,6 +199,7 @@ fn authenticate_jwt<'c>(
                 return match config.keys.consumers.get(anonymous) {
                     Some(&index) => {
                         access.consumer = config.consumers.get(index);
+                        access.consumer_index = Some(index);
                         access.anonymous = true;
                         Ok(())
                     }

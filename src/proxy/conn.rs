@@ -176,7 +176,7 @@ impl Conn {
                 &self.info,
                 &snapshot,
                 now,
-                Some(&self.worker.jwt_cache),
+                Some(&self.worker.plugins),
                 &mut self.out,
             );
             self.buf.drain(..end);

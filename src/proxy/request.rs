@@ -6,14 +6,15 @@ use std::mem::MaybeUninit;
 
 use httparse::Header;
 
-use super::access::{self, Access, Detail};
+use super::access::{self, Access, Detail, PluginState, RequestFacts};
 use super::worker::Snapshot;
 use crate::config::MAX_HEADERS_LIMIT;
 use crate::error::ErrorKind;
 use crate::http::{
     framing, generated::write_u64, is_idempotent, list_elements, BodyKind, RequestFraming,
 };
-use crate::plugins::jwt::{self, Location};
+use crate::plugins::jwt::Location;
+use crate::plugins::rate_limiting;
 use crate::route::{self, RequestView};
 
 /// Facts about the client connection that shape the upstream head.
@@ -28,7 +29,7 @@ pub struct ClientInfo {
 }
 
 /// A routed request whose upstream head is ready.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Exchange {
     pub route: usize,
     pub service: usize,
@@ -36,6 +37,9 @@ pub struct Exchange {
     pub version: u8,
     pub head: bool,
     pub idempotent: bool,
+    /// Rate-limit headers to add to the response. Boxed: the exchange lives in every
+    /// connection's state, and most requests have none.
+    pub rate_headers: Option<Box<rate_limiting::Headers>>,
 }
 
 /// A request answered by ringway itself.
@@ -63,13 +67,13 @@ impl Reject {
 /// Parses `head` (one complete request head) and, when it routes, appends the upstream
 /// request head to `out`.
 /// `now` is the Unix time in seconds (token expiry).
-/// `jwt_cache` is the worker's cache of verified tokens (see `jwt::Cache`).
+/// `state` is the worker's plugin state (token cache, rate-limit leases).
 pub fn prepare(
     head: &[u8],
     client: &ClientInfo,
     snapshot: &Snapshot,
     now: u64,
-    jwt_cache: Option<&jwt::Cache>,
+    state: Option<&PluginState>,
     out: &mut Vec<u8>,
 ) -> Result<Exchange, Reject> {
     let mut slots = [const { MaybeUninit::<Header<'_>>::uninit() }; MAX_HEADERS_LIMIT as usize];
@@ -139,20 +143,21 @@ pub fn prepare(
         return Err(soft(ErrorKind::NameResolution));
     }
 
-    let access = access::run(
-        &config.chains[matched.route],
-        config,
+    let facts = RequestFacts {
         method,
+        path: &path,
         query,
         headers,
-        now,
-        jwt_cache,
-    )
-    .map_err(|refusal| {
-        let mut reject = soft(refusal.kind);
-        reject.detail = refusal.detail;
-        reject
-    })?;
+        client_ip: forwarded_ip(client, headers),
+        service: matched.service,
+    };
+    let access = access::run(&config.chains[matched.route], config, &facts, now, state).map_err(
+        |refusal| {
+            let mut reject = soft(refusal.kind);
+            reject.detail = refusal.detail;
+            reject
+        },
+    )?;
 
     // Request line: the method, the joined path and the original query.
     out.extend_from_slice(method.as_bytes());
@@ -198,7 +203,30 @@ pub fn prepare(
         version,
         head: is_head,
         idempotent: is_idempotent(method),
+        rate_headers: (!access.rate_headers.is_empty()).then(|| Box::new(access.rate_headers)),
     })
+}
+
+/// The client's address as plugins see it: the peer's, or for a peer in `trusted_ips`
+/// the one it forwarded (`X-Real-IP`, else the last `X-Forwarded-For` entry).
+fn forwarded_ip<'a>(client: &'a ClientInfo, headers: &'a [Header<'a>]) -> &'a str {
+    if !client.trusted {
+        return &client.ip;
+    }
+    let value = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+    };
+    if let Some(ip) = value("x-real-ip").map(str::trim).filter(|v| !v.is_empty()) {
+        return ip;
+    }
+    value("x-forwarded-for")
+        .and_then(|v| v.rsplit(',').next())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .unwrap_or(&client.ip)
 }
 
 /// The query string, without a parameter that carried a hidden token.

@@ -7,6 +7,7 @@ use httparse::Header;
 use super::request::Exchange;
 use crate::error::ErrorKind;
 use crate::http::{framing, generated::write_u64, list_elements, BodyKind};
+use crate::plugins::rate_limiting;
 
 /// Upstream response heads may carry more headers than we accept from clients.
 const MAX_RESPONSE_HEADERS: usize = 256;
@@ -95,6 +96,7 @@ pub fn rewrite(
         BodyKind::Chunked | BodyKind::UntilClose => ClientBody::Raw,
     };
     let close_client = !keep_client || client_body == ClientBody::Raw || switching;
+    let rate_headers = exchange.rate_headers.is_some();
 
     out.extend_from_slice(b"HTTP/1.1 ");
     write_u64(out, u64::from(status));
@@ -125,10 +127,17 @@ pub fn rewrite(
         {
             continue;
         }
+        if rate_headers && rate_limiting::is_rate_limit_header(header.name) {
+            // The plugin's own values replace the upstream's.
+            continue;
+        }
         out.extend_from_slice(header.name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(header.value);
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(headers) = &exchange.rate_headers {
+        headers.write(out, false);
     }
     match client_body {
         ClientBody::Length(n) => {

@@ -41,11 +41,15 @@ pub struct Shared {
     pub stats: Vec<Arc<WorkerStats>>,
     /// Workers whose listeners are accepting.
     pub workers_ready: AtomicU64,
+    /// Rate-limiting buckets; outlive config snapshots so reloads keep the counts.
+    pub rate_store: Arc<crate::plugins::rate_limiting::Store>,
 }
 
 impl Shared {
     pub fn new(snapshot: Snapshot, workers: usize) -> Shared {
+        let max_keys = snapshot.config.node.rate_limit_max_keys;
         Shared {
+            rate_store: Arc::new(crate::plugins::rate_limiting::Store::new(max_keys)),
             current: ArcSwap::from_pointee(snapshot),
             generation: AtomicU64::new(0),
             draining: AtomicBool::new(false),
@@ -186,8 +190,8 @@ pub struct Worker {
     pub drain: Drain,
     /// Idle deadlines of this worker's keep-alive connections.
     pub idle: super::idle::IdleSlots,
-    /// Tokens this worker verified under the current config.
-    pub jwt_cache: crate::plugins::jwt::Cache,
+    /// Tokens this worker verified under the current config, and its rate-limit leases.
+    pub plugins: super::access::PluginState,
     /// This worker's share of `max_connections`.
     pub max_connections: usize,
     /// The snapshot this worker uses and its generation. The `Rc` around the `Arc` is
@@ -208,6 +212,7 @@ impl Worker {
             node.upstream_keepalive_idle_timeout,
         );
         let stats = shared.stats[id].clone();
+        let rate_store = shared.rate_store.clone();
         let generation = shared.generation.load(Ordering::Acquire);
         Worker {
             id,
@@ -217,7 +222,12 @@ impl Worker {
             buffers: BufPool::new(),
             drain: Drain::default(),
             idle: super::idle::IdleSlots::default(),
-            jwt_cache: crate::plugins::jwt::Cache::default(),
+            plugins: super::access::PluginState {
+                jwt_cache: crate::plugins::jwt::Cache::default(),
+                rate_limits: crate::plugins::rate_limiting::Local::default(),
+                rate_store,
+                workers,
+            },
             max_connections,
             local: RefCell::new((generation, Rc::new(snapshot))),
         }
@@ -233,7 +243,7 @@ impl Worker {
         if local.0 != generation {
             *local = (generation, Rc::new(self.shared.snapshot()));
             // Credentials or plugin configs may have changed: verify tokens afresh.
-            self.jwt_cache.clear();
+            self.plugins.jwt_cache.clear();
         }
         local.1.clone()
     }

@@ -131,6 +131,12 @@ pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
         .spawn(move || crate::admin::run(admin, admin_control, admin_config))
         .context("cannot start the admin thread")?;
 
+    let limits_shared = shared.clone();
+    std::thread::Builder::new()
+        .name("ringway-limits".into())
+        .spawn(move || maintain_rate_limits(&limits_shared))
+        .context("cannot start the rate-limiting thread")?;
+
     // The bound addresses, so `:0` shows the port the kernel chose.
     let addresses: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
     log::info!(
@@ -167,6 +173,38 @@ pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
     }
     log::info!("drained; exiting");
     Ok(())
+}
+
+/// The rate-limiting background work: dropping buckets nobody needs (every second) and
+/// reconciling Redis-backed ones with Redis (every `sync_rate`). Never on a worker, so
+/// a slow Redis cannot stall requests.
+fn maintain_rate_limits(shared: &Shared) {
+    use crate::config::PluginConfig;
+    use crate::plugins::rate_limiting::{redis::Syncer, Policy};
+    let mut syncer = Syncer::default();
+    let mut last_sweep = Instant::now();
+    while !shared.draining.load(Ordering::Acquire) {
+        let snapshot = shared.snapshot();
+        let redis: Vec<_> = snapshot
+            .config
+            .plugins
+            .iter()
+            .filter(|p| p.enabled)
+            .filter_map(|p| match &p.config {
+                PluginConfig::RateLimiting(c) if matches!(c.policy, Policy::Redis(_)) => {
+                    Some(c.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        drop(snapshot);
+        let next = syncer.run(&shared.rate_store, &redis);
+        if last_sweep.elapsed() >= Duration::from_secs(1) {
+            shared.rate_store.sweep();
+            last_sweep = Instant::now();
+        }
+        std::thread::sleep(next.min(Duration::from_millis(250)));
+    }
 }
 
 /// Re-reads the config file; an invalid file leaves the running config in place.

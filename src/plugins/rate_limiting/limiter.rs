@@ -1,0 +1,451 @@
+//! The token buckets. Each key (plugin instance × client identifier) has one shared
+//! [`Bucket`] holding, per period, the "theoretical arrival time" of a generic cell rate
+//! algorithm: a token bucket of capacity `limit` refilled one token every
+//! `period / limit`, kept as a single atomic timestamp and advanced by compare-and-swap.
+//! Tokens are never created twice, so all workers together admit at most what one bucket
+//! would.
+//!
+//! Workers do not touch the shared bucket per request: each leases a few tokens at a
+//! time into its own [`Local`] table and spends them there, taking a fresh lease only
+//! when its own runs out. A lease is at most 1/(2 × workers) of what the bucket holds, so
+//! when the bucket runs dry the other workers hold at most a token or so each; unused
+//! leases go back to the bucket when a key sits idle for a moment.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Config, Headers, Limit, Period, Policy};
+
+/// A bucket's key: the plugin instance and a hash of the client identifier.
+pub type Key = (u64, u64);
+
+/// The identifier hash reserved for a plugin instance's overflow bucket, shared by the
+/// identifiers that arrive while the table is full.
+const OVERFLOW: u64 = 0;
+
+/// The largest lease a worker takes at once.
+const MAX_LEASE: u64 = 64;
+
+/// A worker gives an unused lease back once the key has been idle this long.
+pub const LEASE_IDLE: Duration = Duration::from_millis(100);
+
+/// A worker forgets an idle key (without a lease) after this long.
+const LOCAL_IDLE: Duration = Duration::from_secs(2);
+
+/// One key's shared state.
+#[derive(Debug)]
+pub struct Bucket {
+    /// Per period (indexed by `Period as usize`): the time, in [`Store::now`]
+    /// nanoseconds, at which the bucket will be full again if nothing more is taken.
+    /// At or before now means full.
+    tat: [AtomicU64; 6],
+    /// Tokens taken since the last Redis sync (returns make it go down).
+    pub pending: AtomicI64,
+    /// Set while the sweeper decides whether to drop the bucket from the table.
+    retired: AtomicBool,
+    /// The identifier's stable digest, for buckets shared through Redis.
+    pub shared_name: Option<Box<str>>,
+}
+
+/// What a [`Bucket::take`] got.
+#[derive(Debug, Clone, Copy)]
+pub struct Take {
+    pub got: u64,
+    /// When `got` is 0: nanoseconds until every period has a token again.
+    pub wait: u64,
+    /// Each period's arrival time after the take.
+    pub tat: [u64; 6],
+}
+
+impl Bucket {
+    fn new(shared_name: Option<Box<str>>) -> Bucket {
+        Bucket {
+            tat: Default::default(),
+            pending: AtomicI64::new(0),
+            retired: AtomicBool::new(false),
+            shared_name,
+        }
+    }
+
+    /// Tokens `limit`'s period holds at `now` given arrival time `tat`.
+    pub fn available(limit: &Limit, tat: u64, now: u64) -> u64 {
+        let base = tat.max(now);
+        (now + limit.capacity()).saturating_sub(base) / limit.interval
+    }
+
+    /// Takes the same number of tokens from every period at once: as many as `lease`
+    /// asks for given what the emptiest period holds, and at least one if any.
+    pub fn take(&self, limits: &[Limit], now: u64, lease: impl Fn(u64) -> u64) -> Take {
+        'retry: loop {
+            let mut tat = [0u64; 6];
+            let mut fewest = u64::MAX;
+            let mut wait = 0;
+            for limit in limits {
+                let p = limit.period as usize;
+                tat[p] = self.tat[p].load(Ordering::Acquire);
+                let available = Bucket::available(limit, tat[p], now);
+                fewest = fewest.min(available);
+                if available == 0 {
+                    let next = tat[p].max(now) + limit.interval;
+                    wait = wait.max((next - limit.capacity().min(next)).saturating_sub(now));
+                }
+            }
+            if fewest == 0 {
+                return Take { got: 0, wait, tat };
+            }
+            let want = lease(fewest).clamp(1, fewest);
+            for (i, limit) in limits.iter().enumerate() {
+                match self.advance(limit, now, want) {
+                    Some(after) => tat[limit.period as usize] = after,
+                    None => {
+                        // Another worker took tokens meanwhile: undo and look again.
+                        for undone in &limits[..i] {
+                            self.give_back(undone.period, undone.interval, want);
+                        }
+                        continue 'retry;
+                    }
+                }
+            }
+            return Take {
+                got: want,
+                wait: 0,
+                tat,
+            };
+        }
+    }
+
+    /// Moves one period's arrival time forward by `count` tokens, if it has them.
+    fn advance(&self, limit: &Limit, now: u64, count: u64) -> Option<u64> {
+        let slot = &self.tat[limit.period as usize];
+        let mut current = slot.load(Ordering::Acquire);
+        loop {
+            let next = current.max(now) + count * limit.interval;
+            if next > now + limit.capacity() {
+                return None;
+            }
+            match slot.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Some(next),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Returns `count` unused tokens of one period.
+    pub fn give_back(&self, period: Period, interval: u64, count: u64) {
+        let _ = self.tat[period as usize].fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+            Some(t.saturating_sub(count.saturating_mul(interval)))
+        });
+    }
+
+    /// Whether every period is full (the bucket is indistinguishable from a new one).
+    fn is_full(&self, now: u64) -> bool {
+        self.tat.iter().all(|t| t.load(Ordering::Acquire) <= now)
+    }
+
+    /// The arrival time of one period.
+    pub fn tat(&self, period: Period) -> u64 {
+        self.tat[period as usize].load(Ordering::Acquire)
+    }
+
+    /// Sets one period's arrival time (Redis sync: the cluster-wide state).
+    pub fn set_tat(&self, period: Period, tat: u64) {
+        self.tat[period as usize].store(tat, Ordering::Release);
+    }
+}
+
+/// The process-wide table of buckets, shared by every worker and kept across reloads
+/// (a reload does not hand out fresh quotas).
+#[derive(Debug)]
+pub struct Store {
+    map: papaya::HashMap<Key, Arc<Bucket>>,
+    hasher: RandomState,
+    capacity: usize,
+    epoch: Instant,
+}
+
+impl Store {
+    /// A table holding at most `capacity` keys (beyond it, new identifiers share their
+    /// plugin instance's overflow bucket until idle keys are swept).
+    pub fn new(capacity: usize) -> Store {
+        Store {
+            map: papaya::HashMap::new(),
+            hasher: RandomState::new(),
+            capacity: capacity.max(1),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Nanoseconds on the buckets' clock (monotonic, shared by all workers; starts
+    /// past every period's length so a zeroed bucket reads as full).
+    pub fn now(&self) -> u64 {
+        const START: u64 = 40_000_000 * 1_000_000_000;
+        START + self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// The key for `identifier` under one plugin instance.
+    pub fn key(&self, instance: u64, identifier: &[u8]) -> Key {
+        let hash = self.hasher.hash_one(identifier);
+        (instance, if hash == OVERFLOW { 1 } else { hash })
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The bucket for `key`, created on first use. `shared` names it for Redis.
+    pub fn bucket(&self, key: Key, shared: impl Fn() -> Option<Box<str>>) -> Arc<Bucket> {
+        let map = self.map.pin();
+        loop {
+            let bucket = match map.get(&key) {
+                Some(bucket) => bucket.clone(),
+                None => {
+                    let key = if map.len() >= self.capacity {
+                        (key.0, OVERFLOW)
+                    } else {
+                        key
+                    };
+                    map.get_or_insert_with(key, || {
+                        let name = if key.1 == OVERFLOW {
+                            shared().map(|_| "~overflow".into())
+                        } else {
+                            shared()
+                        };
+                        Arc::new(Bucket::new(name))
+                    })
+                    .clone()
+                }
+            };
+            // Pairs with the fence in `sweep`: either the sweeper sees this clone and
+            // keeps the bucket, or this sees it retired and looks again.
+            fence(Ordering::SeqCst);
+            if !bucket.retired.load(Ordering::SeqCst) {
+                return bucket;
+            }
+            drop(bucket);
+            std::thread::yield_now();
+        }
+    }
+
+    /// Drops buckets that are full, have nothing to sync and no worker holds: they are
+    /// indistinguishable from fresh ones, so forgetting them loses nothing.
+    pub fn sweep(&self) {
+        let now = self.now();
+        let map = self.map.pin();
+        for (key, bucket) in map.iter() {
+            if Arc::strong_count(bucket) != 1
+                || bucket.pending.load(Ordering::Acquire) != 0
+                || !bucket.is_full(now)
+            {
+                continue;
+            }
+            bucket.retired.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if Arc::strong_count(bucket) == 1 {
+                map.remove(key);
+            } else {
+                bucket.retired.store(false, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Every bucket of one plugin instance (Redis sync).
+    pub fn buckets_of(&self, instance: u64) -> Vec<Arc<Bucket>> {
+        let map = self.map.pin();
+        map.iter()
+            .filter(|(key, _)| key.0 == instance)
+            .map(|(_, bucket)| bucket.clone())
+            .collect()
+    }
+}
+
+/// A worker's view of one key: the shared bucket and the tokens it has leased.
+struct Entry {
+    bucket: Arc<Bucket>,
+    leased: u64,
+    /// The intervals the lease was taken with (0 for periods not configured), so it
+    /// can be returned even after a reload changed the limits.
+    intervals: [u64; 6],
+    /// The bucket's arrival times as of this worker's last lease.
+    seen: [u64; 6],
+    used: u64,
+}
+
+impl Entry {
+    fn give_back(&mut self) {
+        if self.leased == 0 {
+            return;
+        }
+        for period in Period::ALL {
+            let interval = self.intervals[period as usize];
+            if interval > 0 {
+                self.bucket.give_back(period, interval, self.leased);
+            }
+        }
+        if self.bucket.shared_name.is_some() {
+            self.bucket
+                .pending
+                .fetch_sub(self.leased as i64, Ordering::AcqRel);
+        }
+        self.leased = 0;
+    }
+}
+
+/// What the plugin decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allow(Headers),
+    Deny(Headers),
+    /// Redis is unreachable and the plugin is not fault tolerant.
+    Unavailable,
+}
+
+/// One worker's leases, keyed like the store. Only its own thread touches it.
+#[derive(Default)]
+pub struct Local {
+    entries: RefCell<HashMap<Key, Entry>>,
+}
+
+impl Local {
+    /// Admits or refuses one request from `identifier` under `config`.
+    pub fn check(
+        &self,
+        store: &Store,
+        config: &Config,
+        identifier: &[u8],
+        workers: usize,
+    ) -> Decision {
+        let redis = match &config.policy {
+            Policy::Redis(settings) => Some(settings),
+            Policy::Local => None,
+        };
+        if let Some(settings) = redis {
+            if !config.fault_tolerant && !settings.health.is_up() {
+                return Decision::Unavailable;
+            }
+        }
+        let now = store.now();
+        let key = store.key(config.instance, identifier);
+        let mut entries = self.entries.borrow_mut();
+        if !entries.contains_key(&key) && entries.len() >= store.capacity {
+            shrink(&mut entries, now);
+        }
+        let entry = entries.entry(key).or_insert_with(|| Entry {
+            bucket: store.bucket(key, || redis.map(|_| super::redis::shared_name(identifier))),
+            leased: 0,
+            intervals: [0; 6],
+            seen: [0; 6],
+            used: now,
+        });
+        entry.used = now;
+        let mut intervals = [0u64; 6];
+        for limit in &config.limits {
+            intervals[limit.period as usize] = limit.interval;
+        }
+        if entry.intervals != intervals {
+            // The limits changed under a reload: settle the old lease first.
+            entry.give_back();
+            entry.intervals = intervals;
+        }
+        let mut denied = None;
+        if entry.leased == 0 {
+            let divisor = 2 * workers.max(1) as u64;
+            let take = entry.bucket.take(&config.limits, now, |available| {
+                (available / divisor).min(MAX_LEASE)
+            });
+            entry.seen = take.tat;
+            if take.got == 0 {
+                denied = Some(take.wait);
+            } else {
+                entry.leased = take.got;
+                if redis.is_some() {
+                    entry
+                        .bucket
+                        .pending
+                        .fetch_add(take.got as i64, Ordering::AcqRel);
+                }
+            }
+        }
+        if denied.is_none() {
+            entry.leased -= 1;
+        }
+        let mut headers = Headers::default();
+        for limit in &config.limits {
+            let seen = entry.seen[limit.period as usize];
+            let remaining = Bucket::available(limit, seen, now) + entry.leased;
+            headers.push(limit.period, limit.limit, remaining.min(limit.limit));
+        }
+        let leased = entry.leased;
+        let seen = entry.seen;
+        let reset = |i: usize| {
+            let limit = &config.limits[i];
+            let debt = seen[limit.period as usize]
+                .max(now)
+                .saturating_sub(now)
+                .saturating_sub(leased * limit.interval);
+            debt.div_ceil(1_000_000_000)
+        };
+        match denied {
+            Some(wait) => {
+                headers.finish(reset, wait.div_ceil(1_000_000_000));
+                Decision::Deny(headers)
+            }
+            None => {
+                headers.finish(reset, 0);
+                Decision::Allow(headers)
+            }
+        }
+    }
+
+    /// Housekeeping: gives back leases of keys idle for [`LEASE_IDLE`] and forgets keys
+    /// idle for longer, so the shared table can sweep them.
+    pub fn tick(&self, store: &Store) {
+        let now = store.now();
+        let mut entries = self.entries.borrow_mut();
+        entries.retain(|_, entry| {
+            let idle = now.saturating_sub(entry.used);
+            if idle >= LEASE_IDLE.as_nanos() as u64 {
+                entry.give_back();
+            }
+            idle < LOCAL_IDLE.as_nanos() as u64
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.borrow().is_empty()
+    }
+}
+
+/// Makes room in a full local table: idle keys first, then half of the rest (their
+/// leases go back, so nothing is lost but the lookup).
+fn shrink(entries: &mut HashMap<Key, Entry>, now: u64) {
+    let before = entries.len();
+    entries.retain(|_, entry| {
+        let keep = now.saturating_sub(entry.used) < LEASE_IDLE.as_nanos() as u64;
+        if !keep {
+            entry.give_back();
+        }
+        keep
+    });
+    if entries.len() * 4 > before * 3 {
+        let mut flip = false;
+        entries.retain(|_, entry| {
+            flip = !flip;
+            if flip {
+                entry.give_back();
+            }
+            !flip
+        });
+    }
+}

@@ -1,0 +1,568 @@
+//! `rate-limiting`: Kong's config fields, with a token bucket per key instead of Kong's
+//! fixed windows (SPEC §4). The buckets live in [`limiter`]: one shared, lock-free
+//! bucket per key, from which each worker leases tokens so that the per-request check
+//! touches only the worker's own state. [`redis`] shares the buckets between ringway
+//! instances in the background. docs/rate-limiting.md states the guarantees.
+
+pub mod limiter;
+pub mod redis;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use limiter::{Decision, Local, Store};
+
+/// Kong's periods, shortest first. Month and year are fixed lengths, as Kong's
+/// expiration table has them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Period {
+    Second,
+    Minute,
+    Hour,
+    Day,
+    Month,
+    Year,
+}
+
+impl Period {
+    pub const ALL: [Period; 6] = [
+        Period::Second,
+        Period::Minute,
+        Period::Hour,
+        Period::Day,
+        Period::Month,
+        Period::Year,
+    ];
+
+    pub fn seconds(self) -> u64 {
+        match self {
+            Period::Second => 1,
+            Period::Minute => 60,
+            Period::Hour => 3_600,
+            Period::Day => 86_400,
+            Period::Month => 2_592_000,
+            Period::Year => 31_536_000,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Period::Second => "second",
+            Period::Minute => "minute",
+            Period::Hour => "hour",
+            Period::Day => "day",
+            Period::Month => "month",
+            Period::Year => "year",
+        }
+    }
+
+    /// The suffix of `X-RateLimit-Limit-<Period>`.
+    pub fn title(self) -> &'static str {
+        match self {
+            Period::Second => "Second",
+            Period::Minute => "Minute",
+            Period::Hour => "Hour",
+            Period::Day => "Day",
+            Period::Month => "Month",
+            Period::Year => "Year",
+        }
+    }
+}
+
+/// What identifies the client a bucket belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitBy {
+    Consumer,
+    Credential,
+    Ip,
+    Service,
+    /// The header's value (name lower-cased).
+    Header(String),
+    /// Requests to exactly this path share a bucket.
+    Path(String),
+}
+
+/// Where the counts live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Policy {
+    Local,
+    Redis(redis::Settings),
+}
+
+/// Kong's legacy `redis` block fields, still accepted at the top of `config`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RedisFile {
+    pub host: Option<String>,
+    #[serde(default = "default_redis_port")]
+    pub port: u16,
+    #[serde(default = "default_redis_timeout")]
+    pub timeout: u64,
+    pub connect_timeout: Option<u64>,
+    pub send_timeout: Option<u64>,
+    pub read_timeout: Option<u64>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    #[serde(default)]
+    pub database: u32,
+    #[serde(default)]
+    pub ssl: bool,
+    #[serde(default)]
+    pub ssl_verify: bool,
+    pub server_name: Option<String>,
+}
+
+fn default_redis_port() -> u16 {
+    6379
+}
+fn default_redis_timeout() -> u64 {
+    2000
+}
+fn default_limit_by() -> String {
+    "consumer".into()
+}
+fn default_policy() -> String {
+    "local".into()
+}
+fn default_error_code() -> u16 {
+    429
+}
+fn default_error_message() -> String {
+    "API rate limit exceeded".into()
+}
+fn default_sync_rate() -> f64 {
+    -1.0
+}
+fn yes() -> bool {
+    true
+}
+
+/// The plugin's `config`, as Kong names and defaults it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(serialize_with = "whole")]
+    pub second: Option<f64>,
+    #[serde(serialize_with = "whole")]
+    pub minute: Option<f64>,
+    #[serde(serialize_with = "whole")]
+    pub hour: Option<f64>,
+    #[serde(serialize_with = "whole")]
+    pub day: Option<f64>,
+    #[serde(serialize_with = "whole")]
+    pub month: Option<f64>,
+    #[serde(serialize_with = "whole")]
+    pub year: Option<f64>,
+    #[serde(default = "default_limit_by")]
+    pub limit_by: String,
+    pub header_name: Option<String>,
+    pub path: Option<String>,
+    #[serde(default = "default_policy")]
+    pub policy: String,
+    #[serde(default = "yes")]
+    pub fault_tolerant: bool,
+    #[serde(default)]
+    pub hide_client_headers: bool,
+    #[serde(default = "default_error_code")]
+    pub error_code: u16,
+    #[serde(default = "default_error_message")]
+    pub error_message: String,
+    #[serde(default = "default_sync_rate")]
+    pub sync_rate: f64,
+    pub redis: Option<RedisFile>,
+    // Kong 2.x / early 3.x spelled the Redis settings flat; still accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_password: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_database: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_timeout: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_ssl: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_ssl_verify: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_server_name: Option<String>,
+}
+
+/// Limits print as Kong prints them: `100`, not `100.0`.
+fn whole<S: serde::Serializer>(value: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) if v.fract() == 0.0 && v.abs() < 9e15 => s.serialize_some(&(*v as i64)),
+        Some(v) => s.serialize_some(v),
+        None => s.serialize_none(),
+    }
+}
+
+/// One configured period: its limit and the bucket's emission interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub period: Period,
+    pub limit: u64,
+    /// Nanoseconds between two tokens: the period divided by the limit.
+    pub interval: u64,
+}
+
+impl Limit {
+    pub fn new(period: Period, limit: u64) -> Limit {
+        let period_ns = period.seconds() * 1_000_000_000;
+        Limit {
+            period,
+            limit,
+            interval: (period_ns / limit.max(1)).max(1),
+        }
+    }
+
+    /// How far ahead of now the bucket may be drawn: `limit` tokens' worth.
+    pub fn capacity(&self) -> u64 {
+        self.interval.saturating_mul(self.limit)
+    }
+}
+
+/// A validated `rate-limiting` configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Shortest period first; at least one.
+    pub limits: Vec<Limit>,
+    pub limit_by: LimitBy,
+    pub policy: Policy,
+    pub fault_tolerant: bool,
+    pub hide_client_headers: bool,
+    pub error_code: u16,
+    pub error_message: String,
+    /// Identifies the plugin instance in bucket keys (derived from the plugin's id, so
+    /// it is the same across reloads and on every ringway instance).
+    pub instance: u64,
+}
+
+impl ConfigFile {
+    /// Validates the config; problems are `(field, message)`.
+    pub fn validate(self) -> Result<Config, Vec<(String, String)>> {
+        let mut problems: Vec<(String, String)> = Vec::new();
+        let mut limits = Vec::new();
+        let given = [
+            self.second,
+            self.minute,
+            self.hour,
+            self.day,
+            self.month,
+            self.year,
+        ];
+        for (period, value) in Period::ALL.into_iter().zip(given) {
+            let Some(value) = value else { continue };
+            if !(value >= 1.0 && value.fract() == 0.0 && value <= 1e15) {
+                problems.push((
+                    period.name().into(),
+                    format!("must be a whole number greater than 0 (got {value})"),
+                ));
+                continue;
+            }
+            limits.push(Limit::new(period, value as u64));
+        }
+        if limits.is_empty() && problems.is_empty() {
+            problems.push((
+                "second".into(),
+                "at least one of these fields must be set: second, minute, hour, day, month, year"
+                    .into(),
+            ));
+        }
+        for pair in limits.windows(2) {
+            let (shorter, longer) = (pair[0], pair[1]);
+            if longer.limit < shorter.limit {
+                problems.push((
+                    longer.period.name().into(),
+                    format!(
+                        "the limit for {} ({}) cannot be lower than the limit for {} ({})",
+                        longer.period.name(),
+                        longer.limit,
+                        shorter.period.name(),
+                        shorter.limit
+                    ),
+                ));
+            }
+        }
+        let limit_by = match self.limit_by.as_str() {
+            "consumer" => Some(LimitBy::Consumer),
+            "credential" => Some(LimitBy::Credential),
+            "ip" => Some(LimitBy::Ip),
+            "service" => Some(LimitBy::Service),
+            "header" => match self.header_name.as_deref() {
+                Some(name) if !name.is_empty() && name.bytes().all(crate::http::is_token_byte) => {
+                    Some(LimitBy::Header(name.to_ascii_lowercase()))
+                }
+                Some(name) if !name.is_empty() => {
+                    problems.push((
+                        "header_name".into(),
+                        format!("invalid header name '{name}'"),
+                    ));
+                    None
+                }
+                _ => {
+                    problems.push((
+                        "header_name".into(),
+                        "required when limit_by is 'header'".into(),
+                    ));
+                    None
+                }
+            },
+            "path" => match self.path.as_deref() {
+                Some(path) if path.starts_with('/') => Some(LimitBy::Path(path.to_owned())),
+                Some(path) => {
+                    problems.push(("path".into(), format!("must start with '/' (got '{path}')")));
+                    None
+                }
+                None => {
+                    problems.push(("path".into(), "required when limit_by is 'path'".into()));
+                    None
+                }
+            },
+            other => {
+                problems.push((
+                    "limit_by".into(),
+                    format!(
+                        "expected one of: consumer, credential, ip, service, header, path (got '{other}')"
+                    ),
+                ));
+                None
+            }
+        };
+        if !(100..=599).contains(&self.error_code) {
+            problems.push((
+                "error_code".into(),
+                format!(
+                    "must be an HTTP status between 100 and 599 (got {})",
+                    self.error_code
+                ),
+            ));
+        }
+        if self.sync_rate != -1.0 && !(self.sync_rate >= 0.02 && self.sync_rate <= 3600.0) {
+            problems.push((
+                "sync_rate".into(),
+                format!(
+                    "must be -1 or between 0.02 and 3600 seconds (got {})",
+                    self.sync_rate
+                ),
+            ));
+        }
+        let redis = self.redis_settings(&mut problems);
+        let policy = match self.policy.as_str() {
+            "local" => Some(Policy::Local),
+            "redis" => redis.map(Policy::Redis),
+            "cluster" => {
+                problems.push((
+                    "policy".into(),
+                    "'cluster' needs Kong's database, which ringway does not have: use 'local' or 'redis'"
+                        .into(),
+                ));
+                None
+            }
+            other => {
+                problems.push((
+                    "policy".into(),
+                    format!("expected one of: local, redis (got '{other}')"),
+                ));
+                None
+            }
+        };
+        match (problems.is_empty(), limit_by, policy) {
+            (true, Some(limit_by), Some(policy)) => Ok(Config {
+                limits,
+                limit_by,
+                policy,
+                fault_tolerant: self.fault_tolerant,
+                hide_client_headers: self.hide_client_headers,
+                error_code: self.error_code,
+                error_message: self.error_message,
+                instance: 0,
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    /// The Redis settings from the `redis` block or the legacy flat fields; `None` with
+    /// a problem when `policy: redis` lacks a host.
+    fn redis_settings(&self, problems: &mut Vec<(String, String)>) -> Option<redis::Settings> {
+        let mut block = self.redis.clone().unwrap_or_default();
+        let legacy = [
+            self.redis_host.is_some(),
+            self.redis_port.is_some(),
+            self.redis_username.is_some(),
+            self.redis_password.is_some(),
+            self.redis_database.is_some(),
+            self.redis_timeout.is_some(),
+            self.redis_ssl.is_some(),
+            self.redis_ssl_verify.is_some(),
+            self.redis_server_name.is_some(),
+        ];
+        if legacy.contains(&true) {
+            if self.redis.is_some() {
+                problems.push((
+                    "redis".into(),
+                    "give the Redis settings either in 'redis' or as the legacy 'redis_*' fields, not both"
+                        .into(),
+                ));
+                return None;
+            }
+            block.host = self.redis_host.clone();
+            block.port = self.redis_port.unwrap_or(default_redis_port());
+            block.username = self.redis_username.clone();
+            block.password = self.redis_password.clone();
+            block.database = self.redis_database.unwrap_or(0);
+            block.timeout = self.redis_timeout.unwrap_or(default_redis_timeout());
+            block.ssl = self.redis_ssl.unwrap_or(false);
+            block.ssl_verify = self.redis_ssl_verify.unwrap_or(false);
+            block.server_name = self.redis_server_name.clone();
+        }
+        if self.policy != "redis" {
+            return None;
+        }
+        let Some(host) = block.host.clone().filter(|h| !h.is_empty()) else {
+            problems.push((
+                "redis.host".into(),
+                "required when policy is 'redis'".into(),
+            ));
+            return None;
+        };
+        if block.ssl {
+            problems.push((
+                "redis.ssl".into(),
+                "TLS to Redis is not supported yet (reach Redis over a private network or a local TLS tunnel)"
+                    .into(),
+            ));
+            return None;
+        }
+        if block.timeout == 0 || block.timeout > 60_000 {
+            problems.push((
+                "redis.timeout".into(),
+                "must be between 1 and 60000 milliseconds".into(),
+            ));
+            return None;
+        }
+        let timeout = |ms: Option<u64>| Duration::from_millis(ms.unwrap_or(block.timeout).max(1));
+        let health = redis::health(&format!("{host}:{}/{}", block.port, block.database));
+        Some(redis::Settings {
+            host,
+            port: block.port,
+            username: block.username,
+            password: block.password,
+            database: block.database,
+            connect_timeout: timeout(block.connect_timeout),
+            io_timeout: timeout(block.read_timeout.max(block.send_timeout)),
+            sync_interval: if self.sync_rate > 0.0 {
+                Duration::from_secs_f64(self.sync_rate)
+            } else {
+                redis::DEFAULT_SYNC_INTERVAL
+            },
+            health,
+        })
+    }
+}
+
+/// A u64 derived from a plugin's id, stable across restarts and instances.
+pub fn instance_of(plugin_id: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(plugin_id.as_bytes());
+    u64::from_le_bytes(digest[..8].try_into().unwrap_or_default())
+}
+
+/// The rate-limit headers of one request, written into the response head (or the
+/// rejection). Fixed-size so a routed exchange carries it without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Headers {
+    count: u8,
+    periods: [u8; 6],
+    limits: [u64; 6],
+    remaining: [u64; 6],
+    /// Index (into the arrays) of the most restrictive period.
+    tightest: u8,
+    /// Seconds until the tightest bucket is full again.
+    reset: u64,
+    /// Seconds until a token is available (rejections only).
+    retry_after: u64,
+}
+
+impl Headers {
+    pub fn push(&mut self, period: Period, limit: u64, remaining: u64) {
+        let i = usize::from(self.count);
+        if i >= 6 {
+            return;
+        }
+        self.periods[i] = period as u8;
+        self.limits[i] = limit;
+        self.remaining[i] = remaining;
+        self.count += 1;
+    }
+
+    /// Marks the most restrictive period: the lowest remaining, ties going to the
+    /// longer period (they are pushed shortest first).
+    pub fn finish(&mut self, reset: impl Fn(usize) -> u64, retry_after: u64) {
+        let mut best = 0;
+        for i in 1..usize::from(self.count) {
+            if self.remaining[i] <= self.remaining[best] {
+                best = i;
+            }
+        }
+        self.tightest = best as u8;
+        self.reset = reset(best).max(1);
+        self.retry_after = retry_after.max(1);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn retry_after(&self) -> u64 {
+        self.retry_after
+    }
+
+    /// Appends the header lines (each ending in CRLF).
+    pub fn write(&self, out: &mut Vec<u8>, rejected: bool) {
+        use crate::http::generated::write_u64;
+        for i in 0..usize::from(self.count) {
+            let title = Period::ALL[usize::from(self.periods[i])].title();
+            out.extend_from_slice(b"X-RateLimit-Limit-");
+            out.extend_from_slice(title.as_bytes());
+            out.extend_from_slice(b": ");
+            write_u64(out, self.limits[i]);
+            out.extend_from_slice(b"\r\nX-RateLimit-Remaining-");
+            out.extend_from_slice(title.as_bytes());
+            out.extend_from_slice(b": ");
+            write_u64(out, self.remaining[i]);
+            out.extend_from_slice(b"\r\n");
+        }
+        if self.count == 0 {
+            return;
+        }
+        let t = usize::from(self.tightest);
+        out.extend_from_slice(b"RateLimit-Limit: ");
+        write_u64(out, self.limits[t]);
+        out.extend_from_slice(b"\r\nRateLimit-Remaining: ");
+        write_u64(out, self.remaining[t]);
+        out.extend_from_slice(b"\r\nRateLimit-Reset: ");
+        write_u64(out, self.reset);
+        out.extend_from_slice(b"\r\n");
+        if rejected {
+            out.extend_from_slice(b"Retry-After: ");
+            write_u64(out, self.retry_after);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+/// Whether an upstream response header is one the plugin sets (and so replaces).
+pub fn is_rate_limit_header(name: &str) -> bool {
+    let lower = |prefix: &str| {
+        name.len() >= prefix.len()
+            && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    };
+    lower("x-ratelimit-") || lower("ratelimit-")
+}

@@ -1,0 +1,303 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+
+use super::limiter::{Bucket, Decision, Local, Store};
+use super::*;
+
+fn config(yaml: &str) -> Result<Config, Vec<(String, String)>> {
+    serde_norway::from_str::<ConfigFile>(yaml)
+        .unwrap()
+        .validate()
+}
+
+fn limits(yaml: &str) -> Config {
+    let mut config = config(yaml).unwrap();
+    config.instance = 7;
+    config
+}
+
+fn allowed(decision: Decision) -> bool {
+    matches!(decision, Decision::Allow(_))
+}
+
+#[test]
+fn validation_reports_each_problem_with_its_field() {
+    let fields = |yaml: &str| -> Vec<String> {
+        config(yaml)
+            .unwrap_err()
+            .into_iter()
+            .map(|(field, _)| field)
+            .collect()
+    };
+    assert_eq!(fields("limit_by: ip"), ["second"]);
+    assert_eq!(fields("minute: 0"), ["minute"]);
+    assert_eq!(fields("minute: -3"), ["minute"]);
+    assert_eq!(fields("minute: 1.5"), ["minute"]);
+    assert_eq!(fields("minute: 10\nhour: 5"), ["hour"]);
+    assert_eq!(fields("minute: 5\nlimit_by: header"), ["header_name"]);
+    assert_eq!(fields("minute: 5\nlimit_by: path"), ["path"]);
+    assert_eq!(fields("minute: 5\nlimit_by: path\npath: x"), ["path"]);
+    assert_eq!(fields("minute: 5\nlimit_by: planet"), ["limit_by"]);
+    assert_eq!(fields("minute: 5\npolicy: cluster"), ["policy"]);
+    assert_eq!(fields("minute: 5\npolicy: redis"), ["redis.host"]);
+    assert_eq!(
+        fields("minute: 5\npolicy: redis\nredis: {host: r, ssl: true}"),
+        ["redis.ssl"]
+    );
+    assert_eq!(fields("minute: 5\nerror_code: 1000"), ["error_code"]);
+    assert_eq!(fields("minute: 5\nsync_rate: 0.001"), ["sync_rate"]);
+    assert_eq!(
+        fields("minute: 5\nredis: {host: a}\nredis_host: b"),
+        ["redis"]
+    );
+    assert!(serde_norway::from_str::<ConfigFile>("minute: 5\ncolour: red").is_err());
+}
+
+#[test]
+fn valid_configs_keep_kongs_defaults() {
+    let c = config("minute: 100\nhour: 1000").unwrap();
+    assert_eq!(c.limits.len(), 2);
+    assert_eq!(c.limits[0].period, Period::Minute);
+    assert_eq!(c.limits[0].interval, 600_000_000);
+    assert_eq!(c.limit_by, LimitBy::Consumer);
+    assert_eq!(c.policy, Policy::Local);
+    assert!(c.fault_tolerant);
+    assert!(!c.hide_client_headers);
+    assert_eq!(c.error_code, 429);
+    assert_eq!(c.error_message, "API rate limit exceeded");
+    let c = config("second: 3\nlimit_by: header\nheader_name: X-Api-Key").unwrap();
+    assert_eq!(c.limit_by, LimitBy::Header("x-api-key".into()));
+    let c = config("minute: 3\npolicy: redis\nredis_host: cache\nredis_port: 6380\nsync_rate: 0.5")
+        .unwrap();
+    let Policy::Redis(redis) = &c.policy else {
+        panic!("expected the redis policy")
+    };
+    assert_eq!((redis.host.as_str(), redis.port), ("cache", 6380));
+    assert_eq!(redis.sync_interval, std::time::Duration::from_millis(500));
+}
+
+#[test]
+fn a_bucket_admits_exactly_its_capacity_then_refills_evenly() {
+    let store = Store::new(100);
+    let minute = Limit::new(Period::Minute, 10);
+    let bucket = store.bucket((1, 2), || None);
+    let now = store.now();
+    let mut got = 0;
+    while bucket.take(&[minute], now, |_| 1).got == 1 {
+        got += 1;
+    }
+    assert_eq!(got, 10);
+    let denied = bucket.take(&[minute], now, |_| 1);
+    assert_eq!(denied.got, 0);
+    assert_eq!(denied.wait, 6_000_000_000, "one token every 6 s");
+    // Half a token later: still nothing; a whole one later: exactly one.
+    assert_eq!(bucket.take(&[minute], now + 3_000_000_000, |_| 1).got, 0);
+    assert_eq!(bucket.take(&[minute], now + 6_000_000_000, |_| 1).got, 1);
+    assert_eq!(bucket.take(&[minute], now + 6_000_000_000, |_| 1).got, 0);
+    // A long idle never fills it beyond capacity.
+    let later = now + 3_600_000_000_000;
+    assert_eq!(
+        Bucket::available(&minute, bucket.tat(Period::Minute), later),
+        10
+    );
+}
+
+#[test]
+fn several_periods_are_taken_together_and_the_tightest_governs() {
+    let store = Store::new(100);
+    let limits = [Limit::new(Period::Second, 100), Limit::new(Period::Hour, 3)];
+    let bucket = store.bucket((1, 2), || None);
+    let now = store.now();
+    assert_eq!(bucket.take(&limits, now, |n| n).got, 3);
+    assert_eq!(bucket.take(&limits, now, |n| n).got, 0);
+    // The second-bucket gave 3 and kept 97: nothing was taken twice.
+    assert_eq!(
+        Bucket::available(&limits[0], bucket.tat(Period::Second), now),
+        97
+    );
+}
+
+#[test]
+fn headers_count_down_and_the_refusal_says_when_to_retry() {
+    let store = Store::new(100);
+    let local = Local::default();
+    let config = limits("minute: 3\nhour: 100");
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let Decision::Allow(h) = local.check(&store, &config, b"10.0.0.1", 1) else {
+            panic!("expected admission")
+        };
+        let mut out = Vec::new();
+        h.write(&mut out, false);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("X-RateLimit-Limit-Minute: 3\r\n"), "{text}");
+        assert!(text.contains("X-RateLimit-Limit-Hour: 100\r\n"), "{text}");
+        assert!(text.contains("RateLimit-Limit: 3\r\n"), "{text}");
+        assert!(!text.contains("Retry-After"), "{text}");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("X-RateLimit-Remaining-Minute: "))
+            .unwrap()
+            .to_owned();
+        remaining.push(line);
+    }
+    assert_eq!(
+        remaining,
+        [
+            "X-RateLimit-Remaining-Minute: 2",
+            "X-RateLimit-Remaining-Minute: 1",
+            "X-RateLimit-Remaining-Minute: 0"
+        ]
+    );
+    let Decision::Deny(h) = local.check(&store, &config, b"10.0.0.1", 1) else {
+        panic!("expected refusal")
+    };
+    let mut out = Vec::new();
+    h.write(&mut out, true);
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("RateLimit-Remaining: 0\r\n"), "{text}");
+    assert!(text.contains("RateLimit-Reset: 60\r\n"), "{text}");
+    assert!(text.contains("Retry-After: 20\r\n"), "{text}");
+    // Another client is untouched.
+    assert!(allowed(local.check(&store, &config, b"10.0.0.2", 1)));
+}
+
+#[test]
+fn workers_together_never_admit_more_than_the_limit() {
+    const WORKERS: usize = 4;
+    const LIMIT: u64 = 500;
+    let store = Arc::new(Store::new(1000));
+    let config = Arc::new(limits(&format!("hour: {LIMIT}")));
+    let admitted = Arc::new(AtomicU64::new(0));
+    let start = Arc::new(Barrier::new(WORKERS));
+    let threads: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            let (store, config, admitted, start) = (
+                store.clone(),
+                config.clone(),
+                admitted.clone(),
+                start.clone(),
+            );
+            std::thread::spawn(move || {
+                let local = Local::default();
+                start.wait();
+                // Every worker keeps asking until it is refused twice in a row.
+                let mut refusals = 0;
+                while refusals < 2 {
+                    if allowed(local.check(&store, &config, b"one-client", WORKERS)) {
+                        admitted.fetch_add(1, Ordering::Relaxed);
+                        refusals = 0;
+                    } else {
+                        refusals += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let admitted = admitted.load(Ordering::Relaxed);
+    assert!(admitted <= LIMIT, "admitted {admitted} > {LIMIT}");
+    assert!(
+        admitted >= LIMIT - (WORKERS as u64 - 1),
+        "admitted {admitted}, expected at least {}",
+        LIMIT - (WORKERS as u64 - 1)
+    );
+}
+
+#[test]
+fn idle_leases_go_back_and_full_buckets_are_swept() {
+    let store = Store::new(100);
+    let config = limits("hour: 1000");
+    let a = Local::default();
+    let b = Local::default();
+    assert!(allowed(a.check(&store, &config, b"k", 2)));
+    let bucket = store.bucket(store.key(7, b"k"), || None);
+    let now = store.now();
+    let hour = config.limits[0];
+    let shared_left = Bucket::available(&hour, bucket.tat(Period::Hour), now);
+    assert!(shared_left < 999, "worker a leased more than one token");
+    drop(bucket);
+    // Worker b spends from the same bucket.
+    assert!(allowed(b.check(&store, &config, b"k", 2)));
+    std::thread::sleep(limiter::LEASE_IDLE + std::time::Duration::from_millis(20));
+    a.tick(&store);
+    b.tick(&store);
+    let bucket = store.bucket(store.key(7, b"k"), || None);
+    let left = Bucket::available(&hour, bucket.tat(Period::Hour), store.now());
+    assert_eq!(left, 998, "exactly the two admitted requests stay taken");
+    drop(bucket);
+    // Still held by the workers' tables (not full either): not swept.
+    store.sweep();
+    assert_eq!(store.len(), 1);
+}
+
+#[test]
+fn a_flood_of_identifiers_is_bounded_by_the_table_size() {
+    let store = Store::new(50);
+    let config = limits("hour: 2");
+    let local = Local::default();
+    for i in 0..1000u32 {
+        local.check(&store, &config, &i.to_le_bytes(), 1);
+    }
+    assert!(store.len() <= 51, "{} keys", store.len());
+    assert!(local.len() <= 51, "{} local keys", local.len());
+    // Beyond the table the newcomers share one overflow bucket: limited, not unlimited.
+    let newcomer_admitted = (0..10)
+        .filter(|i| allowed(local.check(&store, &config, format!("new{i}").as_bytes(), 1)))
+        .count();
+    assert!(newcomer_admitted <= 2, "{newcomer_admitted} admitted");
+}
+
+#[test]
+fn full_unreferenced_buckets_are_forgotten() {
+    let store = Store::new(100);
+    let bucket = store.bucket((1, 5), || None);
+    store.sweep();
+    assert_eq!(store.len(), 1, "held by someone: kept");
+    drop(bucket);
+    store.sweep();
+    assert_eq!(store.len(), 0, "full and unreferenced: dropped");
+    let bucket = store.bucket((1, 6), || None);
+    let minute = Limit::new(Period::Minute, 10);
+    assert_eq!(bucket.take(&[minute], store.now(), |_| 1).got, 1);
+    drop(bucket);
+    store.sweep();
+    assert_eq!(store.len(), 1, "not full: its count matters, kept");
+}
+
+#[test]
+fn resp_round_trip() {
+    use super::redis::{encode, read_reply, Reply};
+    let mut out = Vec::new();
+    encode(&mut out, &[b"GET", b"k"]);
+    assert_eq!(out, b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+    let mut input: &[u8] = b"*3\r\n$2\r\n42\r\n:7\r\n$-1\r\n+OK\r\n-ERR no\r\n";
+    assert_eq!(
+        read_reply(&mut input, 0).unwrap(),
+        Reply::Array(Some(vec![
+            Reply::Bulk(Some(b"42".to_vec())),
+            Reply::Integer(7),
+            Reply::Bulk(None)
+        ]))
+    );
+    assert_eq!(
+        read_reply(&mut input, 0).unwrap(),
+        Reply::Status("OK".into())
+    );
+    assert_eq!(
+        read_reply(&mut input, 0).unwrap(),
+        Reply::Error("ERR no".into())
+    );
+    for bad in [
+        &b"$5\r\nab\r\n"[..],
+        b"*99999999\r\n",
+        b"?\r\n",
+        b":x\r\n",
+        b"$3\r\nabcde",
+    ] {
+        let mut input = bad;
+        assert!(read_reply(&mut input, 0).is_err(), "{bad:?}");
+    }
+}
