@@ -13,10 +13,10 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{Config, Headers, Limit, Period, Policy};
 
@@ -162,9 +162,9 @@ impl Bucket {
 #[derive(Debug)]
 pub struct Store {
     map: papaya::HashMap<Key, Arc<Bucket>>,
-    hasher: RandomState,
+    /// Seeded per process, so clients cannot aim their identifiers at another's bucket.
+    hasher: foldhash::quality::RandomState,
     capacity: usize,
-    epoch: Instant,
 }
 
 impl Store {
@@ -173,17 +173,18 @@ impl Store {
     pub fn new(capacity: usize) -> Store {
         Store {
             map: papaya::HashMap::new(),
-            hasher: RandomState::new(),
+            hasher: foldhash::quality::RandomState::default(),
             capacity: capacity.max(1),
-            epoch: Instant::now(),
         }
     }
 
-    /// Nanoseconds on the buckets' clock (monotonic, shared by all workers; starts
-    /// past every period's length so a zeroed bucket reads as full).
+    /// Nanoseconds on the buckets' clock: the kernel's coarse monotonic clock (a few
+    /// nanoseconds to read, a tick of resolution). It can only run behind real time, so
+    /// buckets refill a tick late at worst and never early. Offset past every period's
+    /// length so a zeroed bucket reads as full.
     pub fn now(&self) -> u64 {
         const START: u64 = 40_000_000 * 1_000_000_000;
-        START + self.epoch.elapsed().as_nanos() as u64
+        START + coarse_monotonic_ns()
     }
 
     /// The key for `identifier` under one plugin instance.
@@ -307,10 +308,33 @@ pub enum Decision {
     Unavailable,
 }
 
+/// The worker tables' hasher: keys already hold a seeded hash of the identifier, so
+/// mixing in the instance is all that is left to do.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(29) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type Entries = HashMap<Key, Entry, BuildHasherDefault<KeyHasher>>;
+
 /// One worker's leases, keyed like the store. Only its own thread touches it.
 #[derive(Default)]
 pub struct Local {
-    entries: RefCell<HashMap<Key, Entry>>,
+    entries: RefCell<Entries>,
 }
 
 impl Local {
@@ -429,7 +453,7 @@ impl Local {
 
 /// Makes room in a full local table: idle keys first, then half of the rest (their
 /// leases go back, so nothing is lost but the lookup).
-fn shrink(entries: &mut HashMap<Key, Entry>, now: u64) {
+fn shrink(entries: &mut Entries, now: u64) {
     let before = entries.len();
     entries.retain(|_, entry| {
         let keep = now.saturating_sub(entry.used) < LEASE_IDLE.as_nanos() as u64;
@@ -448,4 +472,20 @@ fn shrink(entries: &mut HashMap<Key, Entry>, now: u64) {
             !flip
         });
     }
+}
+
+/// CLOCK_MONOTONIC_COARSE in nanoseconds.
+#[allow(unsafe_code)]
+fn coarse_monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call, and
+    // CLOCK_MONOTONIC_COARSE exists on every Linux ringway runs on.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    debug_assert_eq!(rc, 0);
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
