@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Plugin cost: ringway with a plugin on the route against the same ringway without it, in
 # one interleaved run (requests/s and proxy CPU µs per request, medians over rounds).
-# Today it measures `jwt` (HS256, a token on every request).
+# It measures `jwt` (HS256, a token on every request) and `rate-limiting` (limit_by ip, a
+# limit high enough never to refuse, so every request goes through the bucket check).
 # Usage: bench/plugins.sh [--duration S] [--rounds R] [--no-build]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +50,11 @@ services:
         paths: [/jwt]
         plugins:
           - name: jwt
+      - name: limited
+        paths: [/limited]
+        plugins:
+          - name: rate-limiting
+            config: {second: 100000000, limit_by: ip}
 consumers:
   - username: bench
     jwt_secrets:
@@ -76,6 +82,11 @@ auth="Authorization: Bearer $token"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$rw_port/jwt/size/100")" = 401 ] \
   || { echo "plugins.sh: the jwt route did not answer 401 without a token" >&2; exit 1; }
 
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$rw_port/limited/size/100")" = 200 ] \
+  || { echo "plugins.sh: the rate-limited route did not answer 200" >&2; exit 1; }
+curl -s -D - -o /dev/null "http://127.0.0.1:$rw_port/limited/size/100" | grep -qi '^X-RateLimit-Limit-Second' \
+  || { echo "plugins.sh: the rate-limited route did not send its headers" >&2; exit 1; }
+
 ticks() { awk '{print $14 + $15}' "/proc/$rw_pid/stat"; }
 # run NAME PATH [HEADER]: prints "name req/s cpu_us_per_req"
 run() {
@@ -98,7 +109,8 @@ results=()
 for round in $(seq 1 "$rounds"); do
   results+=("$(run plain /plain/size/100)")
   results+=("$(run jwt /jwt/size/100 "$auth")")
-  echo "round $round: ${results[-2]} | ${results[-1]}" >&2
+  results+=("$(run rate-limiting /limited/size/100)")
+  echo "round $round: ${results[-3]} | ${results[-2]} | ${results[-1]}" >&2
 done
 printf '%s\n' "${results[@]}" | python3 -c '
 import sys, statistics
@@ -109,8 +121,10 @@ for line in sys.stdin:
 med = {n: (statistics.median(r for r, _ in v), statistics.median(c for _, c in v)) for n, v in rows.items()}
 print("| route | req/s (median) | ringway CPU us/req (median) |")
 print("|---|---|---|")
-for n in ("plain", "jwt"):
+for n in ("plain", "jwt", "rate-limiting"):
     print(f"| {n} | {med[n][0]:,.0f} | {med[n][1]:.2f} |")
-jwt, plain = med["jwt"], med["plain"]
-print(f"- jwt / plain throughput: **{jwt[0] / plain[0]:.3f}x**; CPU per request: {jwt[1] / plain[1]:.3f}x")
+plain = med["plain"]
+for n in ("jwt", "rate-limiting"):
+    p = med[n]
+    print(f"- {n} / plain throughput: **{p[0] / plain[0]:.3f}x**; CPU per request: {p[1] / plain[1]:.3f}x")
 '

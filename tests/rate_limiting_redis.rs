@@ -1,0 +1,194 @@
+//! `rate-limiting` with `policy: redis`: two ringway instances sharing limits through a
+//! real redis-server (installed by `.ci/run`), and what happens when Redis goes away.
+
+mod support;
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// A redis-server on a free loopback port, stopped on drop.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("redis-server must be installed for these tests (.ci/run installs it): {e}")
+            });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis {
+            child: Some(child),
+            port,
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn config(origin: &Origin, redis_port: u16, extra: &str) -> String {
+    format!(
+        r#"_format_version: "3.0"
+services:
+- name: api
+  url: {url}
+  routes: [{{name: api, paths: [/]}}]
+plugins:
+- name: rate-limiting
+  config:
+    hour: 30
+    limit_by: header
+    header_name: X-Api-Key
+    policy: redis
+    sync_rate: 0.02
+    redis: {{host: 127.0.0.1, port: {redis_port}, timeout: 300}}
+{extra}"#,
+        url = origin.url()
+    )
+}
+
+fn status(gw: &Gateway, key: &str) -> u16 {
+    proxy_get(gw, "/", &[("X-Api-Key", key)]).status
+}
+
+#[test]
+fn two_instances_share_one_limit_through_redis() {
+    let origin = Origin::start();
+    let redis = Redis::start();
+    let cfg = config(&origin, redis.port, "");
+    let a = Gateway::start(&cfg);
+    let b = Gateway::start(&cfg);
+    // Paced a little slower than the sync interval, alternating instances: each sees
+    // what the other admitted, so together they admit the limit, not twice it.
+    let mut admitted = 0;
+    for i in 0..80 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        match status(gw, "shared-key") {
+            200 => admitted += 1,
+            429 => {}
+            other => panic!("unexpected status {other}"),
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    eprintln!("admitted {admitted} of 80 against a shared limit of 30");
+    // The bound (docs/rate-limiting.md): at most what the other instance admits within
+    // one sync interval beyond the limit; at most a stranded lease or so below it.
+    assert!(
+        (28..=32).contains(&admitted),
+        "two instances admitted {admitted} requests against a shared limit of 30"
+    );
+    // Once the key is spent, both instances refuse it.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(status(&a, "shared-key"), 429);
+    assert_eq!(status(&b, "shared-key"), 429);
+    // Another key is untouched.
+    assert_eq!(status(&a, "other-key"), 200);
+    drop(redis);
+}
+
+#[test]
+fn without_redis_requests_keep_flowing_under_the_local_limit() {
+    let origin = Origin::start();
+    let mut redis = Redis::start();
+    let cfg = config(&origin, redis.port, "");
+    let a = Gateway::start(&cfg);
+    assert_eq!(status(&a, "before"), 200);
+    redis.stop();
+    // Every request is answered promptly (the sync is in the background), and the
+    // limit still holds on this instance: never unlimited.
+    let mut admitted = 0;
+    for _ in 0..40 {
+        let started = Instant::now();
+        match status(&a, "during-outage") {
+            200 => admitted += 1,
+            429 => {}
+            other => panic!("unexpected status {other}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a request waited {:?} for an unreachable Redis",
+            started.elapsed()
+        );
+    }
+    assert_eq!(admitted, 30, "the local fallback enforces the limit");
+    assert!(
+        a.stderr_text().contains("unreachable"),
+        "the outage is logged:\n{}",
+        a.stderr_text()
+    );
+}
+
+#[test]
+fn not_fault_tolerant_answers_500_while_redis_is_down() {
+    let origin = Origin::start();
+    let mut redis = Redis::start();
+    let cfg = config(&origin, redis.port, "").replace(
+        "    policy: redis\n",
+        "    policy: redis\n    fault_tolerant: false\n",
+    );
+    let a = Gateway::start(&cfg);
+    assert_eq!(status(&a, "k"), 200);
+    redis.stop();
+    // The first failed sync flips the instance to refusing with Kong's 500.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let response = loop {
+        let response = proxy_get(&a, "/", &[("X-Api-Key", "k")]);
+        if response.status == 500 || Instant::now() > deadline {
+            break response;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(response.status, 500);
+    assert_eq!(
+        response.json()["message"],
+        "An unexpected error occurred",
+        "{}",
+        response.body_str()
+    );
+}
+
+#[test]
+fn the_redis_policy_is_validated() {
+    let origin = Origin::start();
+    let cfg = config(&origin, 6379, "").replace("redis: {host: 127.0.0.1, ", "redis: {");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kong.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    let out = run_cli(
+        &["check", "-c", path.to_str().unwrap()],
+        &[],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("plugins[0].config.redis.host: required when policy is 'redis'"),
+        "{stderr}"
+    );
+}
