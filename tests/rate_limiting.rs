@@ -1344,3 +1344,109 @@ fn reload_and_admin_writes_keep_the_counters() {
         "only the 3 admitted requests reached the upstream"
     );
 }
+
+/// The seed scenario through the Admin API: the service allows 100/min; a consumer
+/// created with curl and put into the `premium` group gets the group's 1000 instead, and
+/// taking it out of the group puts it back under the service's limit.
+#[test]
+fn admin_api_moves_a_consumer_between_tiers() {
+    let o = Origin::start();
+    let groups = r#"
+consumer_groups:
+  - name: premium
+    plugins:
+      - name: rate-limiting
+        config: {minute: 1000}
+"#;
+    let cfg = seed_services_config(&o, true, groups).replace(
+        "      - name: jwt\n",
+        "      - name: jwt\n      - name: rate-limiting\n        config: {minute: 100}\n",
+    );
+    let gw = start(&cfg);
+    assert_eq!(
+        admin_form(&gw, "POST", "/consumers", &[("username", "mobile-app")]).status,
+        201
+    );
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/consumers/mobile-app/jwt",
+        &[
+            ("algorithm", "HS256"),
+            ("secret", "my-secret-key"),
+            ("key", "mobile-app"),
+        ],
+    );
+    assert_eq!(r.status, 201, "{}", r.body_str());
+    let token = hs256("mobile-app", "my-secret-key");
+    let auth = [("Authorization", token.as_str())];
+    let limit_of = |gw: &Gateway| {
+        let r = proxy_get(gw, "/api/users/1", &auth);
+        assert_eq!(r.status, 200, "{}", r.body_str());
+        r.header("X-RateLimit-Limit-Minute").map(str::to_owned)
+    };
+    assert_eq!(limit_of(&gw).as_deref(), Some("100"), "the service's limit");
+
+    // Unknown consumer or group: Kong's errors.
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/consumer_groups/premium/consumers",
+        &[("consumer", "nobody")],
+    );
+    assert_eq!(r.status, 400, "{}", r.body_str());
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/consumer_groups/gold/consumers",
+        &[("consumer", "mobile-app")],
+    );
+    assert_eq!(r.status, 404, "{}", r.body_str());
+
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/consumer_groups/premium/consumers",
+        &[("consumer", "mobile-app")],
+    );
+    assert_eq!(r.status, 201, "{}", r.body_str());
+    let body = r.json();
+    assert_eq!(body["consumer_group"]["name"], "premium", "{body}");
+    assert_eq!(body["consumers"][0]["username"], "mobile-app", "{body}");
+    assert_eq!(limit_of(&gw).as_deref(), Some("1000"), "the premium tier");
+    let listed = admin_form(&gw, "GET", "/consumers/mobile-app/consumer_groups", &[]).json();
+    assert_eq!(listed["data"][0]["name"], "premium", "{listed}");
+    let members = admin_form(&gw, "GET", "/consumer_groups/premium/consumers", &[]).json();
+    assert_eq!(members["data"][0]["username"], "mobile-app", "{members}");
+
+    let r = admin_form(
+        &gw,
+        "DELETE",
+        "/consumer_groups/premium/consumers/mobile-app",
+        &[],
+    );
+    assert_eq!(r.status, 204, "{}", r.body_str());
+    assert_eq!(
+        limit_of(&gw).as_deref(),
+        Some("100"),
+        "back to the service's limit"
+    );
+    let r = admin_form(
+        &gw,
+        "DELETE",
+        "/consumer_groups/premium/consumers/mobile-app",
+        &[],
+    );
+    assert_eq!(r.status, 404, "not a member any more");
+
+    // The other side of the same relation.
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/consumers/mobile-app/consumer_groups",
+        &[("group", "premium")],
+    );
+    assert_eq!(r.status, 201, "{}", r.body_str());
+    assert_eq!(r.json()["consumer_groups"][0]["name"], "premium");
+    assert_eq!(limit_of(&gw).as_deref(), Some("1000"));
+}

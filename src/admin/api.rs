@@ -350,6 +350,50 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             ),
             None => not_found(),
         },
+        // Group membership, as Kong Enterprise exposes it from both sides.
+        ("GET", ["consumer_groups", g, "consumers"]) => match find_group(config, g) {
+            Some(g) => list(
+                (0..config.consumers.len())
+                    .filter(|&i| config.consumers[i].groups.contains(&g))
+                    .map(|i| consumer_json(config, i)),
+                "",
+                "",
+            ),
+            None => not_found(),
+        },
+        ("POST", ["consumer_groups", g, "consumers"]) => match find_group(config, g) {
+            Some(g) => with_body(body(), |b| add_members(control, config, g, &b)),
+            None => not_found(),
+        },
+        ("DELETE", ["consumer_groups", g, "consumers", c]) => {
+            match (find_group(config, g), find_consumer(config, c)) {
+                (Some(g), Some(c)) => set_membership(control, config, c, &[g], false)
+                    .map_or_else(|reply| reply, |_| Reply::empty(204)),
+                _ => not_found(),
+            }
+        }
+        ("GET", ["consumers", c, "consumer_groups"]) => match find_consumer(config, c) {
+            Some(c) => list(
+                config.consumers[c]
+                    .groups
+                    .iter()
+                    .map(|&g| group_json(config, g)),
+                "",
+                "",
+            ),
+            None => not_found(),
+        },
+        ("POST", ["consumers", c, "consumer_groups"]) => match find_consumer(config, c) {
+            Some(c) => with_body(body(), |b| join_groups(control, config, c, &b)),
+            None => not_found(),
+        },
+        ("DELETE", ["consumers", c, "consumer_groups", g]) => {
+            match (find_group(config, g), find_consumer(config, c)) {
+                (Some(g), Some(c)) => set_membership(control, config, c, &[g], false)
+                    .map_or_else(|reply| reply, |_| Reply::empty(204)),
+                _ => not_found(),
+            }
+        }
         (_, ["consumers" | "plugins" | "services" | "routes" | "consumer_groups" | "jwts", ..]) => {
             method_not_allowed()
         }
@@ -1113,6 +1157,132 @@ fn create_group(control: &Control, config: &Config, body: Body) -> Reply {
         base_object(body),
         |c, id| show_by_id(c, "consumer_groups", id),
     )
+}
+
+/// The names or ids in a membership body field (one value or a list).
+fn names(body: &Body, field: &str) -> Vec<String> {
+    match body.get(field) {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `POST /consumer_groups/{group}/consumers` with `consumer=<username or id>`.
+fn add_members(control: &Control, config: &Config, g: usize, body: &Body) -> Reply {
+    let wanted = names(body, "consumer");
+    if wanted.is_empty() {
+        return field_error("consumer", "required field missing");
+    }
+    let mut members = Vec::new();
+    for name in &wanted {
+        match find_consumer(config, name) {
+            Some(c) => members.push(c),
+            None => return field_error("consumer", &format!("consumer '{name}' not found")),
+        }
+    }
+    let mut snapshot = None;
+    for c in members.iter().copied() {
+        match set_membership(control, config, c, &[g], true) {
+            Ok(after) => snapshot = Some(after),
+            Err(reply) => return reply,
+        }
+    }
+    let Some(after) = snapshot else {
+        return Reply::message(500, "An unexpected error occurred");
+    };
+    // Membership changes leave every entity's position as it was.
+    let config = &after.config;
+    Reply::json(
+        201,
+        &json!({
+            "consumer_group": group_json(config, g),
+            "consumers": members
+                .iter()
+                .filter_map(|&c| config.consumers.get(c).map(|_| consumer_json(config, c)))
+                .collect::<Vec<_>>(),
+        }),
+    )
+}
+
+/// `POST /consumers/{consumer}/consumer_groups` with `group=<name or id>`.
+fn join_groups(control: &Control, config: &Config, c: usize, body: &Body) -> Reply {
+    let wanted = names(body, "group");
+    if wanted.is_empty() {
+        return field_error("group", "required field missing");
+    }
+    let mut groups = Vec::new();
+    for name in &wanted {
+        match find_group(config, name) {
+            Some(g) => groups.push(g),
+            None => return field_error("group", &format!("consumer group '{name}' not found")),
+        }
+    }
+    match set_membership(control, config, c, &groups, true) {
+        Ok(after) => {
+            let config = &after.config;
+            Reply::json(
+                201,
+                &json!({
+                    "consumer": consumer_json(config, c),
+                    "consumer_groups": groups.iter().map(|&g| group_json(config, g)).collect::<Vec<_>>(),
+                }),
+            )
+        }
+        Err(reply) => reply,
+    }
+}
+
+/// Adds a consumer to groups or removes it from them. Only Admin-created consumers can
+/// change: a file-declared consumer's groups are the file's.
+fn set_membership(
+    control: &Control,
+    config: &Config,
+    c: usize,
+    groups: &[usize],
+    member: bool,
+) -> Result<std::sync::Arc<crate::proxy::Snapshot>, Reply> {
+    let consumer = &config.consumers[c];
+    if consumer.layer == Layer::File {
+        return Err(read_only());
+    }
+    if !member && !groups.iter().any(|g| consumer.groups.contains(g)) {
+        return Err(not_found());
+    }
+    let mut ids: Vec<String> = consumer
+        .groups
+        .iter()
+        .map(|&g| config.consumer_groups[g].id.clone())
+        .collect();
+    for &g in groups {
+        let id = &config.consumer_groups[g].id;
+        ids.retain(|x| x != id);
+        if member {
+            ids.push(id.clone());
+        }
+    }
+    let index = control
+        .admin_state()
+        .get("consumers")
+        .and_then(Value::as_array)
+        .and_then(|l| l.iter().position(|e| e["id"] == json!(consumer.id)));
+    let Some(index) = index else {
+        return Err(not_found());
+    };
+    let outcome = control.update_admin(|admin| {
+        let list = admin_list(admin, "consumers");
+        if let Some(Value::Object(entity)) = list.get_mut(index) {
+            entity.insert("groups".into(), json!(ids));
+            entity.insert("updated_at".into(), now_secs().into());
+        }
+    });
+    match outcome {
+        Ok((_, snapshot)) => Ok(snapshot),
+        Err(reason) => Err(refused(reason, config, "consumers", Some(index))),
+    }
 }
 
 // ----- declarative config -----
