@@ -106,11 +106,21 @@ run() {
 "${pin_load[@]}" wrk -t1 -c64 -d2s "http://127.0.0.1:$rw_port/plain/size/100" >/dev/null
 "${pin_load[@]}" wrk -t1 -c64 -d2s -H "$auth" "http://127.0.0.1:$rw_port/jwt/size/100" >/dev/null
 results=()
+# The order rotates every round, so whatever drifts on a shared machine (another tenant,
+# frequency) does not always favour the same route.
+scenarios=(plain jwt rate-limiting)
 for round in $(seq 1 "$rounds"); do
-  results+=("$(run plain /plain/size/100)")
-  results+=("$(run jwt /jwt/size/100 "$auth")")
-  results+=("$(run rate-limiting /limited/size/100)")
-  echo "round $round: ${results[-3]} | ${results[-2]} | ${results[-1]}" >&2
+  line="round $round:"
+  for i in 0 1 2; do
+    name=${scenarios[$(((i + round) % 3))]}
+    case $name in
+      plain) results+=("$(run plain /plain/size/100)") ;;
+      jwt) results+=("$(run jwt /jwt/size/100 "$auth")") ;;
+      rate-limiting) results+=("$(run rate-limiting /limited/size/100)") ;;
+    esac
+    line="$line ${results[-1]} |"
+  done
+  echo "$line" >&2
 done
 printf '%s\n' "${results[@]}" | python3 -c '
 import sys, statistics
