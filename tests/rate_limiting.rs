@@ -1450,3 +1450,46 @@ consumer_groups:
     assert_eq!(r.json()["consumer_groups"][0]["name"], "premium");
     assert_eq!(limit_of(&gw).as_deref(), Some("1000"));
 }
+
+/// A flood of distinct identifiers cannot grow the bucket table beyond
+/// `rate_limit_max_keys`, and cannot escape the limit either: the newcomers share one
+/// overflow bucket.
+#[test]
+fn a_flood_of_identifiers_is_bounded_and_still_limited() {
+    let o = Origin::start();
+    let cfg = rl_config(
+        &o.url(),
+        "",
+        "{hour: 2, limit_by: header, header_name: X-Api-Key}",
+    )
+    .replace(
+        "_format_version: \"3.0\"\n",
+        "_format_version: \"3.0\"\nringway:\n  rate_limit_max_keys: 5\n",
+    );
+    let gw = start(&cfg);
+    let mut c = Conn::new(gw.proxy_addr());
+    let mut admitted = 0;
+    for i in 0..40 {
+        let key = format!("flood-{i}");
+        let r = c.get("/", &[("X-Api-Key", key.as_str())], &key);
+        match r.status {
+            200 => admitted += 1,
+            429 => {}
+            other => panic!("{key}: unexpected status {other}"),
+        }
+    }
+    // Five keys get a bucket each (one request each: 5 admitted); the other 35 share the
+    // overflow bucket (hour: 2: 2 admitted).
+    assert_eq!(admitted, 7, "admitted {admitted} of 40 distinct keys");
+    // The first keys still have their own bucket with one token left.
+    assert_eq!(
+        c.get("/", &[("X-Api-Key", "flood-0")], "flood-0 again")
+            .status,
+        200
+    );
+    assert_eq!(
+        c.get("/", &[("X-Api-Key", "flood-0")], "flood-0 3rd")
+            .status,
+        429
+    );
+}
