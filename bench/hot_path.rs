@@ -58,6 +58,7 @@ fn client() -> ClientInfo {
         port: "8000".into(),
         trusted: false,
         https: false,
+        ..Default::default()
     }
 }
 
@@ -199,7 +200,16 @@ fn head_writer(c: &mut Criterion) {
         let mut out = Vec::with_capacity(4096);
         b.iter(|| {
             out.clear();
-            black_box(rewrite(black_box(RESPONSE), &exchange, true, &mut out).unwrap());
+            black_box(
+                rewrite(
+                    black_box(RESPONSE),
+                    &exchange,
+                    true,
+                    &Default::default(),
+                    &mut out,
+                )
+                .unwrap(),
+            );
         })
     });
     group.bench_function("naive (String + format!)", |b| {

@@ -14,6 +14,7 @@ pub mod error;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod observe;
 pub mod plugins;
 pub mod proxy;
 pub mod route;

@@ -63,6 +63,7 @@ fn request_and_response_steps_do_not_allocate_once_warm() {
         port: "8000".into(),
         trusted: false,
         https: false,
+        ..Default::default()
     };
     let mut out = Vec::with_capacity(4096);
     let mut head = Vec::with_capacity(4096);
@@ -72,7 +73,7 @@ fn request_and_response_steps_do_not_allocate_once_warm() {
         out.clear();
         let exchange = prepare(raw, &client, &snapshot, 0, None, &mut out).unwrap();
         head.clear();
-        rewrite(RESPONSE, &exchange, true, &mut head).unwrap();
+        rewrite(RESPONSE, &exchange, true, &Default::default(), &mut head).unwrap();
     }
 
     let before = allocations();
@@ -81,7 +82,7 @@ fn request_and_response_steps_do_not_allocate_once_warm() {
             out.clear();
             let exchange = prepare(raw, &client, &snapshot, 0, None, &mut out).unwrap();
             head.clear();
-            rewrite(RESPONSE, &exchange, true, &mut head).unwrap();
+            rewrite(RESPONSE, &exchange, true, &Default::default(), &mut head).unwrap();
         }
     }
     assert_eq!(allocations() - before, 0, "the hot path allocated");

@@ -36,7 +36,7 @@ pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Body, Reply
     Err(Reply::message(415, &format!("Unsupported Content-Type '{media}': use application/json or application/x-www-form-urlencoded")))
 }
 
-fn decode(part: &str) -> Result<String, Reply> {
+pub fn decode(part: &str) -> Result<String, Reply> {
     let bytes = part.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -43,6 +43,8 @@ pub struct Settings {
     pub token: Option<String>,
     pub driver: RunningDriver,
     pub workers: usize,
+    /// This process's id in `kong_node_info` and friends.
+    pub node_id: String,
 }
 
 /// Runs the Admin API on the calling thread until the process exits.
@@ -169,7 +171,7 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
         let reply = if !(authorized || method == "GET" && path == "/status/ready") {
             Reply::message(401, "Unauthorized")
         } else {
-            match route(&method, path, &control.shared, &settings) {
+            match route(&method, path, query, &control.shared, &settings) {
                 Some(reply) => reply,
                 None => {
                     let request = api::Request {
@@ -269,7 +271,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The status endpoints; everything else goes to `api`.
-fn route(method: &str, path: &str, shared: &Shared, settings: &Settings) -> Option<Reply> {
+fn route(
+    method: &str,
+    path: &str,
+    query: &str,
+    shared: &Shared,
+    settings: &Settings,
+) -> Option<Reply> {
     let path = path.trim_end_matches('/');
     Some(match (method, path) {
         ("GET", "") => Reply::json(
@@ -282,7 +290,11 @@ fn route(method: &str, path: &str, shared: &Shared, settings: &Settings) -> Opti
         ),
         ("GET", "/status") => status(shared, settings),
         ("GET", "/status/ready") => ready(shared, settings),
-        (_, "" | "/status" | "/status/ready") => Reply::message(405, "Method not allowed"),
+        ("GET", "/metrics") => metrics_reply(shared, settings),
+        ("GET", "/histograms") => histograms_reply(shared, settings, query),
+        (_, "" | "/status" | "/status/ready" | "/metrics" | "/histograms") => {
+            Reply::message(405, "Method not allowed")
+        }
         _ => return None,
     })
 }
@@ -311,6 +323,93 @@ fn status(shared: &Shared, settings: &Settings) -> Reply {
             "version": crate::VERSION,
         }),
     )
+}
+
+/// Prometheus text: Kong's series when a `prometheus` plugin is configured (its flags
+/// merged), ours always.
+fn metrics_reply(shared: &Shared, settings: &Settings) -> Reply {
+    use crate::config::PluginConfig;
+    let snapshot = shared.snapshot();
+    let flags = snapshot
+        .config
+        .plugins
+        .iter()
+        .filter(|p| p.enabled)
+        .filter_map(|p| match &p.config {
+            PluginConfig::Prometheus(flags) => Some(flags.as_ref().clone()),
+            _ => None,
+        })
+        .reduce(|a, b| a.union(&b));
+    let published = shared.observe.read(settings.workers);
+    let node = crate::observe::prometheus::Node {
+        node_id: &settings.node_id,
+        version: crate::VERSION,
+        driver: settings.driver.name(),
+        workers: &shared.stats,
+        rate_limit_keys: shared.rate_store.len(),
+        access_log_dropped: shared.access_log_dropped.load(Ordering::Relaxed),
+    };
+    let text = crate::observe::prometheus::render(&published, flags.as_ref(), &node);
+    Reply {
+        status: 200,
+        body: text.into_bytes(),
+        content_type: b"text/plain; version=0.0.4; charset=utf-8",
+    }
+}
+
+/// `/histograms`: JSON, or `?format=hgrm` text; `?service=` / `?route=` narrow it.
+fn histograms_reply(shared: &Shared, settings: &Settings, query: &str) -> Reply {
+    use crate::observe::{hgrm, Metric};
+    let mut format = None;
+    let mut service = None;
+    let mut route = None;
+    let mut metric = Metric::Request;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = body::decode(value).unwrap_or_default();
+        match key {
+            "format" => format = Some(value),
+            "service" => service = Some(value),
+            "route" => route = Some(value),
+            "metric" => match Metric::parse(&value) {
+                Some(m) => metric = m,
+                None => {
+                    return Reply::message(400, "metric must be one of: request, upstream, proxy")
+                }
+            },
+            _ => {}
+        }
+    }
+    let snapshot = shared.snapshot();
+    let config = &snapshot.config;
+    let known_service = |name: &str| config.services.iter().any(|s| &*s.name == name);
+    let known_route = |name: &str| {
+        (0..config.routes.len()).any(|i| &*crate::observe::route_label(config, i) == name)
+    };
+    if service.as_deref().is_some_and(|s| !known_service(s)) {
+        return Reply::message(404, "no such service");
+    }
+    if route.as_deref().is_some_and(|r| !known_route(r)) {
+        return Reply::message(404, "no such route");
+    }
+    let published = shared.observe.read(settings.workers);
+    match format.as_deref() {
+        None | Some("json") => Reply::json(
+            200,
+            &hgrm::document(&published, config, service.as_deref(), route.as_deref()),
+        ),
+        Some("hgrm") => {
+            let empty = crate::observe::Latencies::default();
+            let h = hgrm::pick(&published, service.as_deref(), route.as_deref(), metric)
+                .unwrap_or(empty.get(metric));
+            Reply {
+                status: 200,
+                body: hgrm::percentile_distribution(h).into_bytes(),
+                content_type: b"text/plain; charset=utf-8",
+            }
+        }
+        Some(_) => Reply::message(400, "format must be json or hgrm"),
+    }
 }
 
 fn ready(shared: &Shared, settings: &Settings) -> Reply {

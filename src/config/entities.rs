@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::file::{ConsumerFile, ConsumerGroupFile, JwtSecretFile, PluginFile, Reference};
 use super::{parse_item, Report, Route};
-use crate::plugins::{jwt, rate_limiting};
+use crate::plugins::{correlation_id, jwt, prometheus, rate_limiting};
 
 /// Which layer an entity belongs to (SPEC §5): the config file, or the Admin API's
 /// state in `data_dir`.
@@ -67,6 +67,8 @@ pub struct Scope {
 pub enum PluginConfig {
     Jwt(Arc<jwt::Config>),
     RateLimiting(Arc<rate_limiting::Config>),
+    CorrelationId(Arc<correlation_id::Config>),
+    Prometheus(Arc<prometheus::Config>),
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +91,7 @@ pub struct Plugin {
 /// precedence already applied.
 #[derive(Debug, Clone, Default)]
 pub struct Chain {
+    pub correlation_id: Option<Arc<correlation_id::Config>>,
     pub jwt: Option<Arc<jwt::Config>>,
     pub rate_limiting: Scoped<rate_limiting::Config>,
 }
@@ -502,7 +505,7 @@ pub fn build_secrets(
 }
 
 /// The plugin names this version implements.
-pub const KNOWN_PLUGINS: &[&str] = &["jwt", "rate-limiting"];
+pub const KNOWN_PLUGINS: &[&str] = &["correlation-id", "jwt", "prometheus", "rate-limiting"];
 
 fn plugin_config(
     name: &str,
@@ -538,6 +541,24 @@ fn plugin_config(
                     None
                 }
             }
+        }
+        "correlation-id" => {
+            let file: correlation_id::ConfigFile = parse_item(config, &config_path, report)?;
+            let json = serde_json::to_value(&file).unwrap_or_default();
+            match file.validate() {
+                Ok(config) => Some((PluginConfig::CorrelationId(Arc::new(config)), json)),
+                Err(problems) => {
+                    for (field, message) in problems {
+                        report.add(format!("{config_path}.{field}"), message);
+                    }
+                    None
+                }
+            }
+        }
+        "prometheus" => {
+            let config: prometheus::Config = parse_item(config, &config_path, report)?;
+            let json = serde_json::to_value(&config).unwrap_or_default();
+            Some((PluginConfig::Prometheus(Arc::new(config)), json))
         }
         _ => None,
     }
@@ -626,12 +647,22 @@ pub fn build_plugins(items: Vec<(Item, Scope)>, keys: &Keys, report: &mut Report
             );
             ok = false;
         }
-        if name == "jwt" && (scope.consumer.is_some() || scope.group.is_some()) {
-            report.add(
-                format!("{}.consumer", item.path),
-                "plugin 'jwt' authenticates consumers, so it cannot be scoped to one",
-            );
-            ok = false;
+        if scope.consumer.is_some() || scope.group.is_some() {
+            let why = match name.as_str() {
+                "jwt" => Some("authenticates consumers, so it cannot be scoped to one"),
+                "correlation-id" => {
+                    Some("runs before authentication, so it cannot be scoped to a consumer")
+                }
+                "prometheus" => Some("cannot be scoped to a consumer (as in Kong)"),
+                _ => None,
+            };
+            if let Some(why) = why {
+                report.add(
+                    format!("{}.consumer", item.path),
+                    format!("plugin '{name}' {why}"),
+                );
+                ok = false;
+            }
         }
         let protocols = file
             .protocols
@@ -732,6 +763,7 @@ pub fn resolve_chains(routes: &[Route], plugins: &[Plugin]) -> (Vec<Chain>, Chai
     let chain_for = |route: Option<(usize, usize)>| {
         let mut chain = Chain::default();
         let mut best_jwt: Option<u8> = None;
+        let mut best_id: Option<u8> = None;
         for plugin in plugins.iter().filter(|p| p.enabled) {
             let Some(rank) = rank(&plugin.scope, route) else {
                 continue;
@@ -746,6 +778,14 @@ pub fn resolve_chains(routes: &[Route], plugins: &[Plugin]) -> (Vec<Chain>, Chai
                 PluginConfig::RateLimiting(config) => {
                     chain.rate_limiting.offer(&plugin.scope, rank, config);
                 }
+                PluginConfig::CorrelationId(config) => {
+                    if best_id.is_none_or(|best| rank < best) {
+                        best_id = Some(rank);
+                        chain.correlation_id = Some(config.clone());
+                    }
+                }
+                // Read from the plugin list by /metrics, not per request.
+                PluginConfig::Prometheus(_) => {}
             }
         }
         chain

@@ -16,6 +16,7 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8001";
 pub const DEFAULT_DATA_DIR: &str = "./data";
 pub const DEFAULT_MAX_CONNECTIONS: u64 = 100_000;
 pub const DEFAULT_RATE_LIMIT_MAX_KEYS: u64 = 100_000;
+pub const DEFAULT_METRICS_LABEL_LIMIT: u64 = 1_000;
 pub const DEFAULT_UPSTREAM_KEEPALIVE_IDLE_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_UPSTREAM_KEEPALIVE_MAX_IDLE: u64 = 256;
 pub const DEFAULT_CLIENT_HEADER_TIMEOUT_MS: u64 = 10_000;
@@ -47,6 +48,13 @@ pub struct Listen {
     pub backlog: u32,
 }
 
+/// The access log's target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    Stdout,
+    File(PathBuf),
+}
+
 /// Request-head limits, enforced before a request is parsed further.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -68,6 +76,13 @@ pub struct Node {
     pub max_connections: usize,
     /// How many rate-limiting buckets (plugin instance × client) the process keeps.
     pub rate_limit_max_keys: usize,
+    /// Distinct values a metrics label (consumer, service, route) takes before the rest
+    /// fold into `other`.
+    pub metrics_label_limit: usize,
+    /// Add `X-Kong-Upstream-Latency` and `X-Kong-Proxy-Latency` to proxied responses.
+    pub latency_headers: bool,
+    /// Where access log lines go; `None` is off.
+    pub access_log: Option<AccessLog>,
     pub upstream_keepalive_idle_timeout: Duration,
     pub upstream_keepalive_max_idle: usize,
     pub client_header_timeout: Duration,
@@ -193,6 +208,12 @@ pub(super) fn build(
         DEFAULT_RATE_LIMIT_MAX_KEYS,
         100_000_000,
     );
+    let metrics_label_limit = positive(
+        "metrics_label_limit",
+        file.metrics_label_limit,
+        DEFAULT_METRICS_LABEL_LIMIT,
+        1_000_000,
+    );
     let upstream_idle = positive(
         "upstream_keepalive_idle_timeout",
         file.upstream_keepalive_idle_timeout,
@@ -291,6 +312,20 @@ pub(super) fn build(
         );
     }
 
+    let access_log = match file.access_log.as_deref() {
+        None | Some("off") => None,
+        Some("stdout") => Some(AccessLog::Stdout),
+        Some(path) if path.starts_with('/') || path.starts_with('.') => {
+            Some(AccessLog::File(PathBuf::from(path)))
+        }
+        Some(other) => {
+            report.add(
+                "ringway.access_log",
+                format!("expected off, stdout or a file path starting with / or . (got '{other}')"),
+            );
+            None
+        }
+    };
     if report.problems.len() > before {
         return None;
     }
@@ -309,6 +344,9 @@ pub(super) fn build(
         trusted_ips,
         max_connections: max_connections as usize,
         rate_limit_max_keys: rate_limit_max_keys as usize,
+        metrics_label_limit: metrics_label_limit as usize,
+        latency_headers: file.latency_headers.unwrap_or(true),
+        access_log,
         upstream_keepalive_idle_timeout: Duration::from_millis(upstream_idle),
         upstream_keepalive_max_idle: upstream_max_idle as usize,
         client_header_timeout: Duration::from_millis(header_timeout),

@@ -104,6 +104,15 @@ pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// `{"message": ...}`.
+pub fn message_body(message: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(16 + message.len());
+    body.extend_from_slice(b"{\"message\":");
+    write_json_string(&mut body, message);
+    body.push(b'}');
+    body
+}
+
 /// Appends a complete JSON response `{"message": ...}` with Kong's content type.
 /// `close` adds `Connection: close`; `head` leaves the body out but keeps its length.
 pub fn json_response(out: &mut Vec<u8>, status: u16, message: &str, close: bool, head: bool) {

@@ -18,6 +18,10 @@ pub struct PluginState {
     pub rate_store: Arc<rate_limiting::Store>,
     /// How many workers share the buckets (sizes the leases).
     pub workers: usize,
+    /// The worker's latency histograms and counters.
+    pub recorder: crate::observe::Recorder,
+    /// Request IDs for `correlation-id`.
+    pub ids: crate::plugins::correlation_id::Ids,
 }
 
 /// What the access phase knows about the request beyond its head.
@@ -67,6 +71,8 @@ pub struct Access<'c> {
 pub struct Refusal {
     pub kind: ErrorKind,
     pub detail: Option<Box<Detail>>,
+    /// The consumer, when authentication had already named one (rate limits).
+    pub consumer: Option<usize>,
 }
 
 /// Runs the chain's access handlers in Kong's priority order: authentication, then the
@@ -88,7 +94,12 @@ pub fn run<'c>(
                 headers: request.headers,
             };
             let cache = state.map(|s| &s.jwt_cache);
-            authenticate_jwt(jwt, config, &parts, now, cache, &mut access)?;
+            if let Err(refusal) = authenticate_jwt(jwt, config, &parts, now, cache, &mut access) {
+                if let (Some(state), Some(reason)) = (state, refusal.reason) {
+                    state.recorder.jwt_failure(reason);
+                }
+                return Err(refusal.refusal);
+            }
         }
     }
     if let Some(state) = state {
@@ -97,7 +108,10 @@ pub fn run<'c>(
             .zip(access.consumer)
             .map(|(i, c)| (i, c.groups.as_slice()));
         if let Some(limits) = chain.rate_limiting.select(consumer) {
-            rate_limit(limits, config, request, state, &mut access)?;
+            if let Err(mut refusal) = rate_limit(limits, config, request, state, &mut access) {
+                refusal.consumer = access.consumer_index;
+                return Err(refusal);
+            }
         }
     }
     Ok(access)
@@ -146,6 +160,7 @@ fn rate_limit(
             Ok(())
         }
         Decision::Deny(headers) => {
+            state.recorder.rate_limited();
             let mut lines = Vec::with_capacity(256);
             if limits.hide_client_headers {
                 lines.extend_from_slice(b"Retry-After: ");
@@ -159,11 +174,13 @@ fn rate_limit(
             Err(Refusal {
                 kind: ErrorKind::RateLimited,
                 detail: Some(Box::new(detail)),
+                consumer: None,
             })
         }
         Decision::Unavailable => Err(Refusal {
             kind: ErrorKind::Internal,
             detail: None,
+            consumer: None,
         }),
     }
 }
@@ -175,7 +192,7 @@ fn authenticate_jwt<'c>(
     now: u64,
     jwt_cache: Option<&jwt::Cache>,
     access: &mut Access<'c>,
-) -> Result<(), Refusal> {
+) -> Result<(), JwtRefusal> {
     access.authenticated_by_plugin = true;
     match jwt::authenticate(jwt, request, &config.credentials, jwt_cache, now) {
         Ok(found) => {
@@ -203,15 +220,19 @@ fn authenticate_jwt<'c>(
                         access.anonymous = true;
                         Ok(())
                     }
-                    None => Err(Refusal {
-                        kind: ErrorKind::Internal,
-                        detail: Some(Box::new(message_detail(
-                            500,
-                            &format!(
-                                "anonymous consumer {anonymous} is configured but doesn't exist"
-                            ),
-                            None,
-                        ))),
+                    None => Err(JwtRefusal {
+                        refusal: Refusal {
+                            kind: ErrorKind::Internal,
+                            detail: Some(Box::new(message_detail(
+                                500,
+                                &format!(
+                                    "anonymous consumer {anonymous} is configured but doesn't exist"
+                                ),
+                                None,
+                            ))),
+                            consumer: None,
+                        },
+                        reason: None,
                     }),
                 };
             }
@@ -244,16 +265,26 @@ fn authenticate_jwt<'c>(
             headers.extend_from_slice(b"WWW-Authenticate: ");
             headers.extend_from_slice(www.as_bytes());
             headers.extend_from_slice(b"\r\n");
-            Err(Refusal {
-                kind: ErrorKind::Unauthorized,
-                detail: Some(Box::new(Detail {
-                    status: 401,
-                    body,
-                    headers,
-                })),
+            Err(JwtRefusal {
+                refusal: Refusal {
+                    kind: ErrorKind::Unauthorized,
+                    detail: Some(Box::new(Detail {
+                        status: 401,
+                        body,
+                        headers,
+                    })),
+                    consumer: None,
+                },
+                reason: Some(failure.reason()),
             })
         }
     }
+}
+
+/// A failed authentication, with its reason for the metrics.
+struct JwtRefusal {
+    refusal: Refusal,
+    reason: Option<&'static str>,
 }
 
 /// `{"message": ...}` with optional extra header lines.

@@ -14,10 +14,11 @@ use crate::http::{
     framing, generated::write_u64, is_idempotent, list_elements, BodyKind, RequestFraming,
 };
 use crate::plugins::jwt::Location;
-use crate::plugins::rate_limiting;
+use crate::plugins::{correlation_id, rate_limiting};
 use crate::route::{self, RequestView};
 
 /// Facts about the client connection that shape the upstream head.
+#[derive(Debug, Default)]
 pub struct ClientInfo {
     /// The client's IP, formatted once per connection.
     pub ip: String,
@@ -26,6 +27,55 @@ pub struct ClientInfo {
     /// Whether the client is in `trusted_ips` (its `X-Forwarded-*` are kept).
     pub trusted: bool,
     pub https: bool,
+    /// The address the client connected to (`tracker` request IDs).
+    pub local_ip: Option<std::net::IpAddr>,
+    /// This connection's number on its worker, and its requests so far.
+    pub connection: u32,
+    pub requests: std::cell::Cell<u32>,
+}
+
+/// A request's ID (`correlation-id`), with the header it travels in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId {
+    /// `Name: value`.
+    line: String,
+    name_len: usize,
+    /// The client sent it (it is already among the forwarded headers).
+    pub incoming: bool,
+    /// Also set it on the response.
+    pub echo: bool,
+}
+
+impl RequestId {
+    pub fn new(name: &str, value: &str, incoming: bool, echo: bool) -> RequestId {
+        let mut line = String::with_capacity(name.len() + 2 + value.len());
+        line.push_str(name);
+        line.push_str(": ");
+        line.push_str(value);
+        RequestId {
+            line,
+            name_len: name.len(),
+            incoming,
+            echo,
+        }
+    }
+
+    pub fn value(&self) -> &str {
+        &self.line[self.name_len + 2..]
+    }
+
+    /// The header line, without its CRLF.
+    pub fn header_line(&self) -> &str {
+        &self.line
+    }
+}
+
+/// The route a rejected request had matched, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routed {
+    pub route: usize,
+    pub service: usize,
+    pub consumer: Option<usize>,
 }
 
 /// A routed request whose upstream head is ready.
@@ -40,6 +90,9 @@ pub struct Exchange {
     /// Rate-limit headers to add to the response. Boxed: the exchange lives in every
     /// connection's state, and most requests have none.
     pub rate_headers: Option<Box<rate_limiting::Headers>>,
+    /// The authenticated consumer.
+    pub consumer: Option<usize>,
+    pub request_id: Option<Box<RequestId>>,
 }
 
 /// A request answered by ringway itself.
@@ -51,6 +104,9 @@ pub struct Reject {
     pub keep_alive: bool,
     /// A plugin's own status, body and headers, when it has them.
     pub detail: Option<Box<Detail>>,
+    /// The route it matched, if any.
+    pub routed: Option<Routed>,
+    pub request_id: Option<Box<RequestId>>,
 }
 
 impl Reject {
@@ -60,8 +116,51 @@ impl Reject {
             head: false,
             keep_alive: false,
             detail: None,
+            routed: None,
+            request_id: None,
         }
     }
+}
+
+/// The request's ID under `config`: the client's, when it sent a non-empty one, or a
+/// new one. Without worker state (benches) nothing is generated.
+fn request_id(
+    config: &correlation_id::Config,
+    headers: &[Header<'_>],
+    client: &ClientInfo,
+    state: Option<&PluginState>,
+) -> Option<Box<RequestId>> {
+    let incoming = headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(&config.header_lower))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    if let Some(value) = incoming {
+        return Some(Box::new(RequestId::new(
+            &config.header_name,
+            value,
+            true,
+            config.echo_downstream,
+        )));
+    }
+    let state = state?;
+    let ip = client.local_ip.map(|ip| ip.to_string()).unwrap_or_default();
+    let value = state.ids.generate(
+        config.generator,
+        &correlation_id::TrackerParts {
+            server_ip: &ip,
+            server_port: &client.port,
+            connection: u64::from(client.connection),
+            connection_requests: u64::from(client.requests.get()),
+        },
+    );
+    Some(Box::new(RequestId::new(
+        &config.header_name,
+        &value,
+        false,
+        config.echo_downstream,
+    )))
 }
 
 /// Parses `head` (one complete request head) and, when it routes, appends the upstream
@@ -102,6 +201,8 @@ pub fn prepare(
         head: is_head,
         keep_alive: framing.keep_alive && !has_body,
         detail: None,
+        routed: None,
+        request_id: None,
     };
 
     let (authority, path_and_query) =
@@ -126,21 +227,44 @@ pub fn prepare(
         https: client.https,
     };
     let config = &snapshot.config;
-    let matched = snapshot
-        .router
-        .select(&config.routes, &view)
-        .ok_or(soft(ErrorKind::NoRoute))?;
+    let Some(matched) = snapshot.router.select(&config.routes, &view) else {
+        // A global correlation-id gives even an unrouted request its ID.
+        let mut reject = soft(ErrorKind::NoRoute);
+        reject.request_id = config
+            .global_chain
+            .correlation_id
+            .as_ref()
+            .and_then(|c| request_id(c, headers, client, state));
+        return Err(reject);
+    };
+    let chain = &config.chains[matched.route];
+    let rid = chain
+        .correlation_id
+        .as_ref()
+        .and_then(|c| request_id(c, headers, client, state));
+    let mut routed = Routed {
+        route: matched.route,
+        service: matched.service,
+        consumer: None,
+    };
+    let refuse = |kind, detail, routed: Routed, rid: Option<Box<RequestId>>| {
+        let mut reject = soft(kind);
+        reject.detail = detail;
+        reject.routed = Some(routed);
+        reject.request_id = rid;
+        reject
+    };
     let route = &config.routes[matched.route];
     if !(if client.https {
         route.https
     } else {
         route.http
     }) {
-        return Err(soft(ErrorKind::ProtocolNotAllowed));
+        return Err(refuse(ErrorKind::ProtocolNotAllowed, None, routed, rid));
     }
     let service = &config.services[matched.service];
     if service.addr.is_none() {
-        return Err(soft(ErrorKind::NameResolution));
+        return Err(refuse(ErrorKind::NameResolution, None, routed, rid));
     }
 
     let facts = RequestFacts {
@@ -151,13 +275,13 @@ pub fn prepare(
         client_ip: forwarded_ip(client, headers),
         service: matched.service,
     };
-    let access = access::run(&config.chains[matched.route], config, &facts, now, state).map_err(
-        |refusal| {
-            let mut reject = soft(refusal.kind);
-            reject.detail = refusal.detail;
-            reject
-        },
-    )?;
+    let access = match access::run(chain, config, &facts, now, state) {
+        Ok(access) => access,
+        Err(refusal) => {
+            routed.consumer = refusal.consumer;
+            return Err(refuse(refusal.kind, refusal.detail, routed, rid));
+        }
+    };
 
     // Request line: the method, the joined path and the original query.
     out.extend_from_slice(method.as_bytes());
@@ -180,6 +304,10 @@ pub fn prepare(
     out.extend_from_slice(b"\r\n");
 
     write_forwarded_headers(out, headers, &framing, client, host, &path, &access);
+    if let Some(id) = rid.as_deref().filter(|id| !id.incoming) {
+        out.extend_from_slice(id.header_line().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
 
     match framing.body {
         BodyKind::Length(n) => {
@@ -204,6 +332,8 @@ pub fn prepare(
         head: is_head,
         idempotent: is_idempotent(method),
         rate_headers: (!access.rate_headers.is_empty()).then(|| Box::new(access.rate_headers)),
+        consumer: access.consumer_index,
+        request_id: rid,
     })
 }
 

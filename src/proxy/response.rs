@@ -58,12 +58,22 @@ fn is_connection_specific(name: &str, switching: bool) -> bool {
     }
 }
 
+/// Headers ringway adds to a proxied response.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Extra<'a> {
+    /// The request ID line (`Name: value`), when `correlation-id` echoes it.
+    pub request_id: Option<&'a str>,
+    /// `X-Kong-Upstream-Latency` and `X-Kong-Proxy-Latency`, in ms.
+    pub latency_ms: Option<(u32, u32)>,
+}
+
 /// Parses the upstream head and, for a final response, appends the client's head to
 /// `out`. `keep_client` says whether the client connection may stay open.
 pub fn rewrite(
     head: &[u8],
     exchange: &Exchange,
     keep_client: bool,
+    extra: &Extra<'_>,
     out: &mut Vec<u8>,
 ) -> Result<Parsed, ErrorKind> {
     let mut slots = [const { MaybeUninit::<Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
@@ -138,6 +148,17 @@ pub fn rewrite(
     }
     if let Some(headers) = &exchange.rate_headers {
         headers.write(out, false);
+    }
+    if let Some(line) = extra.request_id {
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some((upstream, proxy)) = extra.latency_ms {
+        out.extend_from_slice(b"X-Kong-Upstream-Latency: ");
+        write_u64(out, u64::from(upstream));
+        out.extend_from_slice(b"\r\nX-Kong-Proxy-Latency: ");
+        write_u64(out, u64::from(proxy));
+        out.extend_from_slice(b"\r\n");
     }
     match client_body {
         ClientBody::Length(n) => {

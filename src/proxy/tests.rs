@@ -34,6 +34,7 @@ fn client(ip: &str) -> ClientInfo {
         port: "8000".to_owned(),
         trusted: ip.starts_with("10."),
         https: false,
+        ..Default::default()
     }
 }
 
@@ -203,6 +204,7 @@ fn response_heads() {
         b"HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nTransfer-Encoding: chunked\r\nX-App: 2\r\n\r\n",
         &exchange,
         true,
+        &Default::default(),
         &mut head,
     )
     .unwrap();
@@ -218,7 +220,14 @@ fn response_heads() {
 
     let mut head = Vec::new();
     assert_eq!(
-        rewrite(b"HTTP/1.1 100 Continue\r\n\r\n", &exchange, true, &mut head).unwrap(),
+        rewrite(
+            b"HTTP/1.1 100 Continue\r\n\r\n",
+            &exchange,
+            true,
+            &Default::default(),
+            &mut head
+        )
+        .unwrap(),
         Parsed::Informational
     );
     for bad in [
@@ -229,7 +238,7 @@ fn response_heads() {
     ] {
         let mut head = Vec::new();
         assert_eq!(
-            rewrite(bad, &exchange, true, &mut head),
+            rewrite(bad, &exchange, true, &Default::default(), &mut head),
             Err(ErrorKind::BadResponse),
             "{:?}",
             String::from_utf8_lossy(bad)

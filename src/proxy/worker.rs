@@ -43,12 +43,19 @@ pub struct Shared {
     pub workers_ready: AtomicU64,
     /// Rate-limiting buckets; outlive config snapshots so reloads keep the counts.
     pub rate_store: Arc<crate::plugins::rate_limiting::Store>,
+    /// Latency histograms and per-route counters, folded from the workers'.
+    pub observe: Arc<crate::observe::Observe>,
+    /// Access log lines dropped because the writer fell behind.
+    pub access_log_dropped: AtomicU64,
 }
 
 impl Shared {
     pub fn new(snapshot: Snapshot, workers: usize) -> Shared {
         let max_keys = snapshot.config.node.rate_limit_max_keys;
+        let label_limit = snapshot.config.node.metrics_label_limit;
         Shared {
+            observe: Arc::new(crate::observe::Observe::new(workers, label_limit)),
+            access_log_dropped: AtomicU64::new(0),
             rate_store: Arc::new(crate::plugins::rate_limiting::Store::new(max_keys)),
             current: ArcSwap::from_pointee(snapshot),
             generation: AtomicU64::new(0),
@@ -213,6 +220,7 @@ impl Worker {
         );
         let stats = shared.stats[id].clone();
         let rate_store = shared.rate_store.clone();
+        let recorder = crate::observe::Recorder::new(shared.observe.clone(), id);
         let generation = shared.generation.load(Ordering::Acquire);
         Worker {
             id,
@@ -227,6 +235,8 @@ impl Worker {
                 rate_limits: crate::plugins::rate_limiting::Local::default(),
                 rate_store,
                 workers,
+                recorder,
+                ids: crate::plugins::correlation_id::Ids::default(),
             },
             max_connections,
             local: RefCell::new((generation, Rc::new(snapshot))),

@@ -125,6 +125,7 @@ pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
         token: node.admin_token.clone(),
         driver,
         workers: node.workers,
+        node_id: crate::config::random_id(),
     };
     std::thread::Builder::new()
         .name("ringway-admin".into())

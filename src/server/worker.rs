@@ -69,6 +69,7 @@ async fn main(id: usize, shared: Arc<Shared>, listeners: Vec<StdListener>) -> st
             worker.drain.fire();
         }
         worker.idle.sweep(Instant::now(), worker.drain.fired());
+        worker.plugins.recorder.tick();
         if !worker.plugins.rate_limits.is_empty() {
             worker.plugins.rate_limits.tick(&worker.plugins.rate_store);
         }

@@ -1,0 +1,407 @@
+//! `GET /metrics`: Prometheus text format 0.0.4. Kong's `prometheus` plugin series under
+//! its flags (so Kong's dashboards keep working), and `ringway_*` series always.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use super::{Hist, Label, Published, Source};
+use crate::metrics::WorkerStats;
+use crate::plugins::prometheus::Config as Flags;
+
+/// Kong's buckets, in milliseconds.
+const KONG_LATENCY_BUCKETS: &[u64] = &[
+    1, 2, 5, 7, 10, 15, 20, 30, 50, 75, 100, 200, 500, 750, 1000, 3000, 6000,
+];
+const UPSTREAM_LATENCY_BUCKETS: &[u64] = &[
+    25, 50, 80, 100, 250, 400, 700, 1000, 2000, 5000, 10000, 30000, 60000,
+];
+
+/// Everything `/metrics` prints besides the recorded tables.
+pub struct Node<'a> {
+    pub node_id: &'a str,
+    pub version: &'a str,
+    pub driver: &'a str,
+    pub workers: &'a [std::sync::Arc<WorkerStats>],
+    pub rate_limit_keys: usize,
+    pub access_log_dropped: u64,
+}
+
+/// A label value with `\`, `"` and newlines escaped.
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn labels(pairs: &[(&str, &str)]) -> String {
+    let mut out = String::from("{");
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{k}=\"{}\"", escape(v));
+    }
+    out.push('}');
+    out
+}
+
+/// One Prometheus histogram (ms) from an HdrHistogram (µs).
+fn histogram(out: &mut String, name: &str, pairs: &[(&str, &str)], h: &Hist, buckets: &[u64]) {
+    let base = labels(pairs);
+    let inner = &base[1..base.len() - 1];
+    let sep = if inner.is_empty() { "" } else { "," };
+    for le in buckets {
+        let count = if h.is_empty() {
+            0
+        } else {
+            h.count_between(0, le * 1000)
+        };
+        let _ = writeln!(out, "{name}_bucket{{{inner}{sep}le=\"{le}\"}} {count}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{inner}{sep}le=\"+Inf\"}} {}", h.len());
+    let sum_ms = if h.is_empty() {
+        0.0
+    } else {
+        h.mean() * h.len() as f64 / 1000.0
+    };
+    let _ = writeln!(out, "{name}_sum{base} {sum_ms}");
+    let _ = writeln!(out, "{name}_count{base} {}", h.len());
+}
+
+/// The whole exposition. `flags` is `None` when no `prometheus` plugin is configured:
+/// then only the `ringway_*` series are printed.
+pub fn render(published: &Published, flags: Option<&Flags>, node: &Node<'_>) -> String {
+    let mut out = String::with_capacity(8192);
+    if let Some(flags) = flags {
+        kong_series(&mut out, published, flags, node);
+    }
+    ringway_series(&mut out, published, node);
+    out
+}
+
+fn kong_series(out: &mut String, published: &Published, flags: &Flags, node: &Node<'_>) {
+    let totals = crate::metrics::totals(node.workers.iter().map(|w| &**w));
+    header(
+        out,
+        "kong_nginx_connections_total",
+        "gauge",
+        "Number of connections by subsystem",
+    );
+    let active = totals.connections_active.to_string();
+    for (state, value) in [
+        ("active", active.as_str()),
+        ("accepted", &totals.connections_accepted.to_string()),
+        ("handled", &totals.connections_accepted.to_string()),
+    ] {
+        let _ = writeln!(
+            out,
+            "kong_nginx_connections_total{} {value}",
+            labels(&[
+                ("node_id", node.node_id),
+                ("subsystem", "http"),
+                ("state", state)
+            ])
+        );
+    }
+    header(
+        out,
+        "kong_nginx_requests_total",
+        "gauge",
+        "Number of requests total",
+    );
+    let _ = writeln!(
+        out,
+        "kong_nginx_requests_total{} {}",
+        labels(&[("node_id", node.node_id), ("subsystem", "http")]),
+        totals.total_requests
+    );
+    header(
+        out,
+        "kong_datastore_reachable",
+        "gauge",
+        "Datastore reachable from Kong, 0 is unreachable",
+    );
+    let _ = writeln!(out, "kong_datastore_reachable 1");
+    header(
+        out,
+        "kong_node_info",
+        "gauge",
+        "Kong Node metadata information",
+    );
+    let _ = writeln!(
+        out,
+        "kong_node_info{} 1",
+        labels(&[("node_id", node.node_id), ("version", node.version)])
+    );
+    header(
+        out,
+        "kong_nginx_metric_errors_total",
+        "counter",
+        "Number of nginx-lua-prometheus errors",
+    );
+    let _ = writeln!(out, "kong_nginx_metric_errors_total 0");
+
+    if flags.status_code_metrics {
+        header(
+            out,
+            "kong_http_requests_total",
+            "counter",
+            "HTTP status codes per consumer/service/route in Kong",
+        );
+        // Without per_consumer the consumer label is empty: fold the consumers.
+        let mut rows: BTreeMap<(Label, Label, u16, &str, Label), u64> = BTreeMap::new();
+        for ((service, route, consumer, code, source), n) in &published.counts {
+            let consumer = if flags.per_consumer {
+                consumer.clone()
+            } else {
+                Label::from("")
+            };
+            let source = match source {
+                Source::Service => "service",
+                Source::Kong => "kong",
+            };
+            *rows
+                .entry((service.clone(), route.clone(), *code, source, consumer))
+                .or_default() += n;
+        }
+        for ((service, route, code, source, consumer), n) in rows {
+            let code = code.to_string();
+            let _ = writeln!(
+                out,
+                "kong_http_requests_total{} {n}",
+                labels(&[
+                    ("service", &service),
+                    ("route", &route),
+                    ("code", &code),
+                    ("source", source),
+                    ("workspace", "default"),
+                    ("consumer", &consumer),
+                ])
+            );
+        }
+    }
+    if flags.latency_metrics {
+        let routes: BTreeMap<&str, _> = published
+            .routes
+            .iter()
+            .map(|(route, l)| (&**route, l))
+            .collect();
+        let service_of = |route: &str| -> Label {
+            published
+                .counts
+                .keys()
+                .find(|(_, r, ..)| &**r == route)
+                .map(|(s, ..)| s.clone())
+                .unwrap_or_else(|| Label::from(""))
+        };
+        for (name, help, buckets, pick) in [
+            (
+                "kong_kong_latency_ms",
+                "Latency added by Kong and enabled plugins for each service/route in Kong",
+                KONG_LATENCY_BUCKETS,
+                super::Metric::Proxy,
+            ),
+            (
+                "kong_upstream_latency_ms",
+                "Latency added by upstream response for each service/route in Kong",
+                UPSTREAM_LATENCY_BUCKETS,
+                super::Metric::Upstream,
+            ),
+            (
+                "kong_request_latency_ms",
+                "Total latency incurred during requests for each service/route in Kong",
+                UPSTREAM_LATENCY_BUCKETS,
+                super::Metric::Request,
+            ),
+        ] {
+            header(out, name, "histogram", help);
+            for (route, latencies) in &routes {
+                let service = service_of(route);
+                histogram(
+                    out,
+                    name,
+                    &[
+                        ("service", &service),
+                        ("route", route),
+                        ("workspace", "default"),
+                    ],
+                    latencies.get(pick),
+                    buckets,
+                );
+            }
+        }
+    }
+    if flags.bandwidth_metrics {
+        header(
+            out,
+            "kong_bandwidth_bytes",
+            "counter",
+            "Total bandwidth (ingress/egress) throughput in bytes",
+        );
+        let mut rows: BTreeMap<(Label, Label, Label), (u64, u64)> = BTreeMap::new();
+        for ((service, route, consumer), (ingress, egress)) in &published.bytes {
+            let consumer = if flags.per_consumer {
+                consumer.clone()
+            } else {
+                Label::from("")
+            };
+            let row = rows
+                .entry((service.clone(), route.clone(), consumer))
+                .or_default();
+            row.0 += ingress;
+            row.1 += egress;
+        }
+        for ((service, route, consumer), (ingress, egress)) in rows {
+            for (direction, n) in [("ingress", ingress), ("egress", egress)] {
+                let _ = writeln!(
+                    out,
+                    "kong_bandwidth_bytes{} {n}",
+                    labels(&[
+                        ("service", &service),
+                        ("route", &route),
+                        ("direction", direction),
+                        ("workspace", "default"),
+                        ("consumer", &consumer),
+                    ])
+                );
+            }
+        }
+    }
+}
+
+fn ringway_series(out: &mut String, published: &Published, node: &Node<'_>) {
+    header(
+        out,
+        "ringway_info",
+        "gauge",
+        "ringway version and io driver",
+    );
+    let _ = writeln!(
+        out,
+        "ringway_info{} 1",
+        labels(&[("version", node.version), ("driver", node.driver)])
+    );
+    type Read = fn(&WorkerStats) -> u64;
+    let per_worker: [(&str, &str, &str, Read); 9] = [
+        (
+            "ringway_connections_active",
+            "gauge",
+            "Client connections open, per worker",
+            |w| w.connections_active.get(),
+        ),
+        (
+            "ringway_connections_accepted_total",
+            "counter",
+            "Client connections accepted, per worker",
+            |w| w.connections_accepted.get(),
+        ),
+        (
+            "ringway_connections_refused_total",
+            "counter",
+            "Client connections closed at once because the worker was at max_connections",
+            |w| w.connections_refused.get(),
+        ),
+        (
+            "ringway_requests_total",
+            "counter",
+            "Requests read, per worker",
+            |w| w.total_requests.get(),
+        ),
+        (
+            "ringway_upstream_connections_opened_total",
+            "counter",
+            "Upstream connections opened, per worker",
+            |w| w.upstream_connects.get(),
+        ),
+        (
+            "ringway_upstream_connections_reused_total",
+            "counter",
+            "Requests sent on a pooled upstream connection, per worker",
+            |w| w.upstream_reused.get(),
+        ),
+        (
+            "ringway_upstream_retries_total",
+            "counter",
+            "Upstream attempts retried, per worker",
+            |w| w.upstream_retries.get(),
+        ),
+        (
+            "ringway_client_errors_total",
+            "counter",
+            "Requests answered with a generated client-side error, per worker",
+            |w| w.client_errors.get(),
+        ),
+        (
+            "ringway_upstream_errors_total",
+            "counter",
+            "Requests answered with a generated upstream error (502/504), per worker",
+            |w| w.upstream_errors.get(),
+        ),
+    ];
+    for (name, kind, help, read) in per_worker {
+        header(out, name, kind, help);
+        for (i, worker) in node.workers.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}{} {}",
+                labels(&[("worker", &i.to_string())]),
+                read(worker)
+            );
+        }
+    }
+    header(
+        out,
+        "ringway_rate_limit_rejections_total",
+        "counter",
+        "Requests refused by rate-limiting",
+    );
+    let _ = writeln!(
+        out,
+        "ringway_rate_limit_rejections_total {}",
+        published.rate_limited
+    );
+    header(
+        out,
+        "ringway_rate_limit_keys",
+        "gauge",
+        "Rate-limiting buckets held (plugin instance x client)",
+    );
+    let _ = writeln!(out, "ringway_rate_limit_keys {}", node.rate_limit_keys);
+    header(
+        out,
+        "ringway_jwt_failures_total",
+        "counter",
+        "JWT authentications refused, by reason",
+    );
+    let failures: BTreeMap<_, _> = published.jwt_failures.iter().collect();
+    for (reason, n) in failures {
+        let _ = writeln!(
+            out,
+            "ringway_jwt_failures_total{} {n}",
+            labels(&[("reason", reason)])
+        );
+    }
+    header(
+        out,
+        "ringway_access_log_dropped_total",
+        "counter",
+        "Access log lines dropped because the writer fell behind",
+    );
+    let _ = writeln!(
+        out,
+        "ringway_access_log_dropped_total {}",
+        node.access_log_dropped
+    );
+}

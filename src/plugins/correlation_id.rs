@@ -1,0 +1,221 @@
+//! `correlation-id`: a request ID in a header, kept when the client sent a non-empty one,
+//! generated otherwise (Kong's `uuid`, `uuid#counter` and `tracker` generators), passed
+//! upstream, echoed to the client when configured, and carried into generated error
+//! bodies (`request_id`) and the access log.
+
+use std::cell::Cell;
+use std::fmt::Write;
+
+use serde::{Deserialize, Serialize};
+
+fn default_header() -> String {
+    "Kong-Request-ID".into()
+}
+fn default_generator() -> String {
+    "uuid#counter".into()
+}
+
+/// The plugin's `config`, as Kong names and defaults it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default = "default_header")]
+    pub header_name: String,
+    #[serde(default = "default_generator")]
+    pub generator: String,
+    #[serde(default)]
+    pub echo_downstream: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generator {
+    Uuid,
+    UuidCounter,
+    Tracker,
+}
+
+/// A validated `correlation-id` configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub header_name: String,
+    /// Lower-cased, for matching the incoming header.
+    pub header_lower: String,
+    pub generator: Generator,
+    pub echo_downstream: bool,
+}
+
+impl ConfigFile {
+    pub fn validate(self) -> Result<Config, Vec<(String, String)>> {
+        let mut problems = Vec::new();
+        if self.header_name.is_empty() || !self.header_name.bytes().all(crate::http::is_token_byte)
+        {
+            problems.push((
+                "header_name".into(),
+                format!("invalid header name '{}'", self.header_name),
+            ));
+        }
+        let generator = match self.generator.as_str() {
+            "uuid" => Some(Generator::Uuid),
+            "uuid#counter" => Some(Generator::UuidCounter),
+            "tracker" => Some(Generator::Tracker),
+            other => {
+                problems.push((
+                    "generator".into(),
+                    format!("expected one of: uuid, uuid#counter, tracker (got '{other}')"),
+                ));
+                None
+            }
+        };
+        match generator {
+            Some(generator) if problems.is_empty() => Ok(Config {
+                header_lower: self.header_name.to_ascii_lowercase(),
+                header_name: self.header_name,
+                generator,
+                echo_downstream: self.echo_downstream,
+            }),
+            _ => Err(problems),
+        }
+    }
+}
+
+/// What `tracker` IDs are made of, besides the time.
+pub struct TrackerParts<'a> {
+    pub server_ip: &'a str,
+    pub server_port: &'a str,
+    pub connection: u64,
+    pub connection_requests: u64,
+}
+
+/// A worker's ID generator: a small, fast PRNG seeded from the system's (IDs are unique
+/// labels, not secrets), and the worker's own UUID for `uuid#counter`.
+pub struct Ids {
+    state: Cell<u64>,
+    worker_uuid: String,
+    counter: Cell<u64>,
+}
+
+impl Default for Ids {
+    fn default() -> Self {
+        let mut seed = [0u8; 8];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed);
+        let ids = Ids {
+            state: Cell::new(u64::from_le_bytes(seed)),
+            worker_uuid: String::new(),
+            counter: Cell::new(0),
+        };
+        let mut uuid = String::with_capacity(36);
+        ids.write_uuid(&mut uuid);
+        Ids {
+            worker_uuid: uuid,
+            ..ids
+        }
+    }
+}
+
+impl Ids {
+    /// splitmix64.
+    fn next(&self) -> u64 {
+        let mut z = self.state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        self.state.set(z);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A version 4 UUID.
+    fn write_uuid(&self, out: &mut String) {
+        let (a, b) = (self.next(), self.next());
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&a.to_le_bytes());
+        bytes[8..].copy_from_slice(&b.to_le_bytes());
+        bytes[6] = (bytes[6] & 0x0f) | 0x40;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        for (i, byte) in bytes.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                out.push('-');
+            }
+            let _ = write!(out, "{byte:02x}");
+        }
+    }
+
+    /// A new ID from `generator`.
+    pub fn generate(&self, generator: Generator, tracker: &TrackerParts<'_>) -> String {
+        let mut id = String::with_capacity(48);
+        match generator {
+            Generator::Uuid => self.write_uuid(&mut id),
+            Generator::UuidCounter => {
+                let n = self.counter.get() + 1;
+                self.counter.set(n);
+                let _ = write!(id, "{}#{n}", self.worker_uuid);
+            }
+            Generator::Tracker => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                let _ = write!(
+                    id,
+                    "{}-{}-{}-{}-{}-{}.{:03}",
+                    tracker.server_ip,
+                    tracker.server_port,
+                    std::process::id(),
+                    tracker.connection,
+                    tracker.connection_requests,
+                    now.as_secs(),
+                    now.subsec_millis()
+                );
+            }
+        }
+        id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts() -> TrackerParts<'static> {
+        TrackerParts {
+            server_ip: "10.0.0.1",
+            server_port: "8000",
+            connection: 7,
+            connection_requests: 2,
+        }
+    }
+
+    #[test]
+    fn generators_make_kongs_shapes() {
+        let ids = Ids::default();
+        let uuid = ids.generate(Generator::Uuid, &parts());
+        assert_eq!(uuid.len(), 36, "{uuid}");
+        assert!(crate::config::is_uuid(&uuid), "{uuid}");
+        assert_eq!(&uuid[14..15], "4", "version 4: {uuid}");
+        assert_ne!(uuid, ids.generate(Generator::Uuid, &parts()));
+        let first = ids.generate(Generator::UuidCounter, &parts());
+        let second = ids.generate(Generator::UuidCounter, &parts());
+        assert!(
+            first.ends_with("#1") && second.ends_with("#2"),
+            "{first} {second}"
+        );
+        assert_eq!(first[..36], second[..36], "one UUID per worker");
+        let tracker = ids.generate(Generator::Tracker, &parts());
+        let fields: Vec<&str> = tracker.split('-').collect();
+        assert_eq!(fields[..2], ["10.0.0.1", "8000"], "{tracker}");
+        assert_eq!(fields[3..5], ["7", "2"], "{tracker}");
+    }
+
+    #[test]
+    fn validation() {
+        let parse = |yaml: &str| {
+            serde_norway::from_str::<ConfigFile>(yaml)
+                .unwrap()
+                .validate()
+        };
+        let c = parse("{}").unwrap();
+        assert_eq!(c.header_name, "Kong-Request-ID");
+        assert_eq!(c.generator, Generator::UuidCounter);
+        assert!(!c.echo_downstream);
+        assert!(parse("generator: counter").is_err());
+        assert!(parse("header_name: 'bad header'").is_err());
+        assert!(serde_norway::from_str::<ConfigFile>("colour: red").is_err());
+    }
+}
