@@ -6,6 +6,7 @@
 //! `upstream` (connect, pool). Beside them sit `config` (file structs → validated model),
 //! `admin` (its own thread) and `metrics` (per-worker counters published for the admin).
 
+pub mod accesslog;
 pub mod admin;
 pub mod cli;
 pub mod config;

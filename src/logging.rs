@@ -36,7 +36,7 @@ impl Log for StderrLogger {
 static LOGGER: StderrLogger = StderrLogger;
 
 /// `2026-11-28T13:50:11.123Z`, computed from the Unix time (civil-from-days).
-fn rfc3339(time: std::time::SystemTime) -> String {
+pub fn rfc3339(time: std::time::SystemTime) -> String {
     let since = time
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

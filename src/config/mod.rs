@@ -26,7 +26,7 @@ pub use entities::{
     is_uuid, random_id, stable_id, Chain, Consumer, ConsumerGroup, JwtSecret, Keys, Layer, Plugin,
     PluginConfig, Scope, KNOWN_PLUGINS,
 };
-pub use node::{Driver, Limits, Listen, Node, NodeOverrides, MAX_HEADERS_LIMIT};
+pub use node::{AccessLog, Driver, Limits, Listen, Node, NodeOverrides, MAX_HEADERS_LIMIT};
 
 use entities::Item;
 use file::{RouteFile, ServiceFile, Top};

@@ -45,8 +45,10 @@ pub struct Shared {
     pub rate_store: Arc<crate::plugins::rate_limiting::Store>,
     /// Latency histograms and per-route counters, folded from the workers'.
     pub observe: Arc<crate::observe::Observe>,
+    /// The access log's queue, when `ringway.access_log` is on (set before workers start).
+    pub access_log: std::sync::OnceLock<crate::accesslog::Log>,
     /// Access log lines dropped because the writer fell behind.
-    pub access_log_dropped: AtomicU64,
+    pub access_log_dropped: Arc<AtomicU64>,
 }
 
 impl Shared {
@@ -55,7 +57,8 @@ impl Shared {
         let label_limit = snapshot.config.node.metrics_label_limit;
         Shared {
             observe: Arc::new(crate::observe::Observe::new(workers, label_limit)),
-            access_log_dropped: AtomicU64::new(0),
+            access_log: std::sync::OnceLock::new(),
+            access_log_dropped: Arc::default(),
             rate_store: Arc::new(crate::plugins::rate_limiting::Store::new(max_keys)),
             current: ArcSwap::from_pointee(snapshot),
             generation: AtomicU64::new(0),
@@ -201,6 +204,7 @@ pub struct Worker {
     pub plugins: super::access::PluginState,
     /// This worker's share of `max_connections`.
     pub max_connections: usize,
+    pub access_log: Option<crate::accesslog::Log>,
     /// The snapshot this worker uses and its generation. The `Rc` around the `Arc` is
     /// deliberate: requests clone the `Rc` (a plain increment), never the shared `Arc`
     /// (an atomic one on a cache line every worker touches).
@@ -220,6 +224,7 @@ impl Worker {
         );
         let stats = shared.stats[id].clone();
         let rate_store = shared.rate_store.clone();
+        let access_log = shared.access_log.get().cloned();
         let recorder = crate::observe::Recorder::new(shared.observe.clone(), id);
         let generation = shared.generation.load(Ordering::Acquire);
         Worker {
@@ -239,6 +244,7 @@ impl Worker {
                 ids: crate::plugins::correlation_id::Ids::default(),
             },
             max_connections,
+            access_log,
             local: RefCell::new((generation, Rc::new(snapshot))),
         }
     }

@@ -97,6 +97,10 @@ pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
         Signals::new([SIGTERM, SIGINT, SIGHUP]).context("cannot install signal handlers")?;
 
     let shared = Arc::new(Shared::new(Snapshot::new(config), node.workers));
+    if let Some(target) = &node.access_log {
+        let log = crate::accesslog::start(target, shared.access_log_dropped.clone())?;
+        let _ = shared.access_log.set(log);
+    }
     let control = Arc::new(Control::new(
         shared.clone(),
         path.clone(),
