@@ -15,8 +15,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use crate::config::AccessLog;
 use crate::http::generated::{write_json_string, write_u64};
 
-/// Lines queued at most; beyond it lines are dropped.
-const QUEUE_LINES: usize = 65_536;
+/// Lines queued at most; beyond it lines are dropped. A line is a few hundred bytes
+/// (at most the request line's limit more), so the queue stays within a few MiB.
+const QUEUE_LINES: usize = 4096;
 
 /// A worker's handle on the queue.
 #[derive(Debug, Clone)]
