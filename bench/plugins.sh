@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Plugin cost: ringway with a plugin on the route against the same ringway without it, in
 # one interleaved run (requests/s and proxy CPU µs per request, medians over rounds).
-# It measures `jwt` (HS256, a token on every request) and `rate-limiting` (limit_by ip, a
-# limit high enough never to refuse, so every request goes through the bucket check).
+# It measures `jwt` (HS256, a token on every request), `rate-limiting` (limit_by ip, a
+# limit high enough never to refuse, so every request goes through the bucket check), and
+# observability: a second ringway with `prometheus` (every flag on), `correlation-id`
+# and the access log (to a file) against the plain route of the first.
 # Usage: bench/plugins.sh [--duration S] [--rounds R] [--no-build]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +36,7 @@ trap cleanup EXIT INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 up_port=$(free_port); rw_port=$(free_port); admin_port=$(free_port)
+obs_port=$(free_port); obs_admin_port=$(free_port)
 
 pin_proxy=(); pin_load=()
 if [ "$(nproc)" -ge 2 ]; then pin_proxy=(taskset -c 0); pin_load=(taskset -c 1); fi
@@ -62,6 +65,23 @@ consumers:
         secret: bench-secret-0123456789
 YAML
 
+cat >"$work/observed.yaml" <<YAML
+_format_version: "3.0"
+ringway:
+  access_log: $work/access.log
+services:
+  - name: origin
+    url: http://127.0.0.1:$up_port
+    routes:
+      - name: plain
+        paths: [/plain]
+plugins:
+  - name: prometheus
+    config: {per_consumer: true, status_code_metrics: true, latency_metrics: true, bandwidth_metrics: true}
+  - name: correlation-id
+    config: {header_name: X-Request-ID, generator: uuid, echo_downstream: true}
+YAML
+
 timeout 600 "${pin_load[@]}" target/release/ringway-upstream --listen "127.0.0.1:$up_port" >/dev/null &
 pids+=($!)
 # Not under `timeout`: $! must be ringway itself (taskset execs it) for the CPU figures;
@@ -70,10 +90,18 @@ pids+=($!)
   --admin-listen "127.0.0.1:$admin_port" --workers 1 --data-dir "$work/data" --log-level warn &
 rw_pid=$!
 pids+=($rw_pid)
-for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$admin_port/status/ready" >/dev/null 2>&1 && break
-  sleep 0.1
+"${pin_proxy[@]}" target/release/ringway run -c "$work/observed.yaml" --proxy-listen "127.0.0.1:$obs_port" \
+  --admin-listen "127.0.0.1:$obs_admin_port" --workers 1 --data-dir "$work/data-observed" --log-level warn &
+obs_pid=$!
+pids+=($obs_pid)
+for port in $admin_port $obs_admin_port; do
+  for _ in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:$port/status/ready" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
 done
+curl -s -D - -o /dev/null "http://127.0.0.1:$obs_port/plain/size/100" | grep -qi '^X-Request-ID' \
+  || { echo "plugins.sh: the observed gateway did not echo a request ID" >&2; exit 1; }
 
 token=$(target/release/ringway jwt sign --secret bench-secret-0123456789 --key bench --ttl 86400 --claim sub=user123)
 auth="Authorization: Bearer $token"
@@ -87,17 +115,18 @@ auth="Authorization: Bearer $token"
 curl -s -D - -o /dev/null "http://127.0.0.1:$rw_port/limited/size/100" | grep -qi '^X-RateLimit-Limit-Second' \
   || { echo "plugins.sh: the rate-limited route did not send its headers" >&2; exit 1; }
 
-ticks() { awk '{print $14 + $15}' "/proc/$rw_pid/stat"; }
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # run NAME PATH [HEADER]: prints "name req/s cpu_us_per_req"
 run() {
-  local name=$1 path=$2 header=${3:-} t0 t1 out reqs
-  t0=$(ticks)
+  local name=$1 path=$2 header=${3:-} t0 t1 out reqs port=$rw_port pid=$rw_pid
+  if [ "$name" = observability ]; then port=$obs_port; pid=$obs_pid; fi
+  t0=$(ticks "$pid")
   if [ -n "$header" ]; then
-    out=$("${pin_load[@]}" wrk -t1 -c64 -d"${duration}s" -H "$header" "http://127.0.0.1:$rw_port$path")
+    out=$("${pin_load[@]}" wrk -t1 -c64 -d"${duration}s" -H "$header" "http://127.0.0.1:$port$path")
   else
-    out=$("${pin_load[@]}" wrk -t1 -c64 -d"${duration}s" "http://127.0.0.1:$rw_port$path")
+    out=$("${pin_load[@]}" wrk -t1 -c64 -d"${duration}s" "http://127.0.0.1:$port$path")
   fi
-  t1=$(ticks)
+  t1=$(ticks "$pid")
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   if echo "$out" | grep -q "Non-2xx"; then echo "plugins.sh: non-2xx answers on $name" >&2; exit 1; fi
   python3 -c "import sys; r=$reqs; d=$duration; t=$((t1 - t0)); hz=$(getconf CLK_TCK); print('$name', round(r/d), round(t/hz*1e6/r, 2))"
@@ -105,18 +134,20 @@ run() {
 
 "${pin_load[@]}" wrk -t1 -c64 -d2s "http://127.0.0.1:$rw_port/plain/size/100" >/dev/null
 "${pin_load[@]}" wrk -t1 -c64 -d2s -H "$auth" "http://127.0.0.1:$rw_port/jwt/size/100" >/dev/null
+"${pin_load[@]}" wrk -t1 -c64 -d2s "http://127.0.0.1:$obs_port/plain/size/100" >/dev/null
 results=()
 # The order rotates every round, so whatever drifts on a shared machine (another tenant,
 # frequency) does not always favour the same route.
-scenarios=(plain jwt rate-limiting)
+scenarios=(plain jwt rate-limiting observability)
 for round in $(seq 1 "$rounds"); do
   line="round $round:"
-  for i in 0 1 2; do
-    name=${scenarios[$(((i + round) % 3))]}
+  for i in 0 1 2 3; do
+    name=${scenarios[$(((i + round) % 4))]}
     case $name in
       plain) results+=("$(run plain /plain/size/100)") ;;
       jwt) results+=("$(run jwt /jwt/size/100 "$auth")") ;;
       rate-limiting) results+=("$(run rate-limiting /limited/size/100)") ;;
+      observability) results+=("$(run observability /plain/size/100)") ;;
     esac
     line="$line ${results[-1]} |"
   done
@@ -131,10 +162,10 @@ for line in sys.stdin:
 med = {n: (statistics.median(r for r, _ in v), statistics.median(c for _, c in v)) for n, v in rows.items()}
 print("| route | req/s (median) | ringway CPU us/req (median) |")
 print("|---|---|---|")
-for n in ("plain", "jwt", "rate-limiting"):
+for n in ("plain", "jwt", "rate-limiting", "observability"):
     print(f"| {n} | {med[n][0]:,.0f} | {med[n][1]:.2f} |")
 plain = med["plain"]
-for n in ("jwt", "rate-limiting"):
+for n in ("jwt", "rate-limiting", "observability"):
     p = med[n]
     print(f"- {n} / plain throughput: **{p[0] / plain[0]:.3f}x**; CPU per request: {p[1] / plain[1]:.3f}x")
 '
