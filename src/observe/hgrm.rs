@@ -83,6 +83,9 @@ pub fn document(
     })
 }
 
+/// HdrHistogram's sub-bucket count at 3 significant digits (2^ceil(log2(2 × 10^3))).
+const SUB_BUCKETS: usize = 2048;
+
 /// HdrHistogram's percentile distribution of `h` (µs values), printed in milliseconds
 /// with five ticks per half distance, as Java's `outputPercentileDistribution` does.
 pub fn percentile_distribution(h: &Hist) -> String {
@@ -128,7 +131,7 @@ pub fn percentile_distribution(h: &Hist) -> String {
         out,
         "#[Buckets = {:12}, SubBuckets     = {:12}]",
         h.buckets(),
-        h.distinct_values()
+        SUB_BUCKETS
     );
     out
 }
