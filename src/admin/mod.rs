@@ -427,7 +427,7 @@ async fn write_reply(stream: &mut TcpStream, reply: Reply, close: bool) -> std::
     generated::response(
         &mut out,
         reply.status,
-        b"application/json; charset=utf-8",
+        reply.content_type,
         &reply.body,
         close,
         false,

@@ -27,6 +27,15 @@ fn new_hist() -> Hist {
     Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant digits are valid"))
 }
 
+/// Records one value, growing the histogram's range as needed (`saturating_record`
+/// would clamp to the current range instead of growing it).
+fn record(h: &mut Hist, us: u64) {
+    let us = us.max(1);
+    if h.record(us).is_err() {
+        h.saturating_record(us);
+    }
+}
+
 /// The three latencies of one scope: what the client saw (request head complete to
 /// last response byte written), what the upstream took (request sent to response head),
 /// and what ringway took before sending it (routing, plugins, pool or connect).
@@ -49,11 +58,11 @@ impl Default for Latencies {
 
 impl Latencies {
     fn record(&mut self, sample: &Sample) {
-        self.request.saturating_record(sample.request_us.max(1));
+        record(&mut self.request, sample.request_us);
         if let Some(upstream) = sample.upstream_us {
-            self.upstream.saturating_record(upstream.max(1));
+            record(&mut self.upstream, upstream);
         }
-        self.proxy.saturating_record(sample.proxy_us.max(1));
+        record(&mut self.proxy, sample.proxy_us);
     }
 
     pub fn add(&mut self, other: &Latencies) {

@@ -65,6 +65,9 @@ pub struct Access<'c> {
     pub hide_name: Option<&'c str>,
     /// Rate-limit headers for the response.
     pub rate_headers: rate_limiting::Headers,
+    /// A request header not forwarded because ringway writes its own (a generated
+    /// request ID replacing an empty one).
+    pub replaced_header: Option<&'c str>,
 }
 
 /// Why the access phase refused a request.

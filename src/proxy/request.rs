@@ -275,7 +275,7 @@ pub fn prepare(
         client_ip: forwarded_ip(client, headers),
         service: matched.service,
     };
-    let access = match access::run(chain, config, &facts, now, state) {
+    let mut access = match access::run(chain, config, &facts, now, state) {
         Ok(access) => access,
         Err(refusal) => {
             routed.consumer = refusal.consumer;
@@ -303,6 +303,13 @@ pub fn prepare(
     }
     out.extend_from_slice(b"\r\n");
 
+    // A generated request ID replaces an empty one the client sent.
+    if rid.as_deref().is_some_and(|id| !id.incoming) {
+        access.replaced_header = chain
+            .correlation_id
+            .as_deref()
+            .map(|c| c.header_name.as_str());
+    }
     write_forwarded_headers(out, headers, &framing, client, host, &path, &access);
     if let Some(id) = rid.as_deref().filter(|id| !id.incoming) {
         out.extend_from_slice(id.header_line().as_bytes());
@@ -482,6 +489,9 @@ fn write_forwarded_headers(
             || (has_connection && named_by_connection(header.name, headers))
             || (access.authenticated_by_plugin && is_consumer_header(header.name))
             || access.hide == Some(Location::Header(i))
+            || access
+                .replaced_header
+                .is_some_and(|name| header.name.eq_ignore_ascii_case(name))
         {
             continue;
         }
