@@ -1,10 +1,12 @@
 //! The access log: one JSON line per request, to stdout or a file, off by default
-//! (`ringway.access_log`). Workers format the line and hand it to a bounded queue; one
-//! writer thread drains it. A worker never waits: when the queue is full the line is
-//! dropped and counted (`ringway_access_log_dropped_total`), so a slow disk or a
-//! blocked stdout cannot stall requests. The query string is not logged (it may carry
-//! a token).
+//! (`ringway.access_log`). Each worker appends lines to its own buffer and hands the
+//! buffer to a bounded queue every housekeeping tick (or when it reaches 64 KiB); one
+//! writer thread drains the queue. A worker never waits and wakes the writer at most a
+//! few dozen times a second: when the queue is full the batch is dropped and its lines
+//! counted (`ringway_access_log_dropped_total`), so a slow disk or a blocked stdout
+//! cannot stall requests. The query string is not logged (it may carry a token).
 
+use std::cell::{Cell, RefCell};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,27 +17,16 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use crate::config::AccessLog;
 use crate::http::generated::{write_json_string, write_u64};
 
-/// Lines queued at most; beyond it lines are dropped. A line is a few hundred bytes
-/// (at most the request line's limit more), so the queue stays within a few MiB.
-const QUEUE_LINES: usize = 4096;
+/// Batches queued at most; beyond it batches are dropped.
+const QUEUE_BATCHES: usize = 64;
+/// A worker hands its buffer over once it holds this much, without waiting for a tick.
+const BATCH_BYTES: usize = 64 * 1024;
 
-/// A worker's handle on the queue.
+/// The writer side, shared by the workers.
 #[derive(Debug, Clone)]
 pub struct Log {
     queue: Sender<Vec<u8>>,
     dropped: Arc<AtomicU64>,
-}
-
-impl Log {
-    /// Queues a line; never blocks.
-    pub fn send(&self, line: Vec<u8>) {
-        match self.queue.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
 }
 
 /// Opens the target and starts the writer thread.
@@ -50,29 +41,67 @@ pub fn start(target: &AccessLog, dropped: Arc<AtomicU64>) -> anyhow::Result<Log>
                 .map_err(|e| anyhow::anyhow!("cannot open access_log {}: {e}", path.display()))?,
         ),
     };
-    let (queue, lines) = crossbeam_channel::bounded(QUEUE_LINES);
+    let (queue, batches) = crossbeam_channel::bounded(QUEUE_BATCHES);
     std::thread::Builder::new()
         .name("ringway-access-log".into())
-        .spawn(move || write_lines(lines, sink))?;
+        .spawn(move || write_batches(batches, sink))?;
     Ok(Log { queue, dropped })
 }
 
-/// Writes lines as they come, flushing whenever the queue runs dry.
-fn write_lines(lines: Receiver<Vec<u8>>, sink: Box<dyn Write + Send>) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, sink);
+/// Writes batches as they come.
+fn write_batches(batches: Receiver<Vec<u8>>, mut sink: Box<dyn Write + Send>) {
     loop {
-        match lines.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => {
-                let _ = out.write_all(&line);
-                while let Ok(line) = lines.try_recv() {
-                    let _ = out.write_all(&line);
-                }
-                let _ = out.flush();
+        match batches.recv_timeout(Duration::from_millis(500)) {
+            Ok(batch) => {
+                let _ = sink.write_all(&batch);
+                let _ = sink.flush();
             }
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                let _ = out.flush();
-                return;
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// A worker's buffer of lines not yet handed over.
+#[derive(Debug)]
+pub struct Batcher {
+    log: Log,
+    buf: RefCell<Vec<u8>>,
+    lines: Cell<u64>,
+}
+
+impl Batcher {
+    pub fn new(log: Log) -> Batcher {
+        Batcher {
+            log,
+            buf: RefCell::new(Vec::new()),
+            lines: Cell::new(0),
+        }
+    }
+
+    /// Appends one line; hands the buffer over when it is full.
+    pub fn push(&self, entry: &Entry<'_>) {
+        let mut buf = self.buf.borrow_mut();
+        entry.write(&mut buf);
+        self.lines.set(self.lines.get() + 1);
+        if buf.len() >= BATCH_BYTES {
+            drop(buf);
+            self.flush();
+        }
+    }
+
+    /// Hands the buffered lines to the writer; never blocks.
+    pub fn flush(&self) {
+        let mut buf = self.buf.borrow_mut();
+        if buf.is_empty() {
+            return;
+        }
+        let batch = std::mem::replace(&mut *buf, Vec::with_capacity(BATCH_BYTES / 4));
+        let lines = self.lines.replace(0);
+        match self.log.queue.try_send(batch) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.log.dropped.fetch_add(lines, Ordering::Relaxed);
             }
         }
     }
@@ -89,7 +118,7 @@ pub struct Entry<'a> {
     pub proxy_us: u64,
     pub service: Option<&'a str>,
     pub route: Option<&'a str>,
-    pub upstream: Option<std::net::SocketAddr>,
+    pub upstream: Option<&'a str>,
     pub consumer: Option<&'a str>,
     pub request_id: Option<&'a str>,
     pub bytes_in: u64,
@@ -97,12 +126,11 @@ pub struct Entry<'a> {
 }
 
 impl Entry<'_> {
-    /// The JSON line, newline-terminated.
-    pub fn line(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(320);
-        let time = crate::logging::rfc3339(std::time::SystemTime::now());
-        out.extend_from_slice(b"{\"time\":");
-        write_json_string(&mut out, &time);
+    /// Appends the JSON line, newline-terminated.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"time\":\"");
+        crate::logging::write_rfc3339_now(out);
+        out.push(b'"');
         let string = |out: &mut Vec<u8>, key: &str, value: Option<&str>| {
             out.extend_from_slice(b",\"");
             out.extend_from_slice(key.as_bytes());
@@ -112,9 +140,10 @@ impl Entry<'_> {
                 None => out.extend_from_slice(b"null"),
             }
         };
-        string(&mut out, "client_ip", Some(self.client_ip));
-        string(&mut out, "method", Some(self.method));
-        string(&mut out, "path", Some(self.path));
+        let out = &mut *out;
+        string(out, "client_ip", Some(self.client_ip));
+        string(out, "method", Some(self.method));
+        string(out, "path", Some(self.path));
         let number = |out: &mut Vec<u8>, key: &str, value: Option<u64>| {
             out.extend_from_slice(b",\"");
             out.extend_from_slice(key.as_bytes());
@@ -124,20 +153,18 @@ impl Entry<'_> {
                 None => out.extend_from_slice(b"null"),
             }
         };
-        number(&mut out, "status", Some(u64::from(self.status)));
-        number(&mut out, "request_us", Some(self.request_us));
-        number(&mut out, "upstream_us", self.upstream_us);
-        number(&mut out, "proxy_us", Some(self.proxy_us));
-        string(&mut out, "service", self.service);
-        string(&mut out, "route", self.route);
-        let upstream = self.upstream.map(|a| a.to_string());
-        string(&mut out, "upstream", upstream.as_deref());
-        string(&mut out, "consumer", self.consumer);
-        string(&mut out, "request_id", self.request_id);
-        number(&mut out, "bytes_in", Some(self.bytes_in));
-        number(&mut out, "bytes_out", Some(self.bytes_out));
+        number(out, "status", Some(u64::from(self.status)));
+        number(out, "request_us", Some(self.request_us));
+        number(out, "upstream_us", self.upstream_us);
+        number(out, "proxy_us", Some(self.proxy_us));
+        string(out, "service", self.service);
+        string(out, "route", self.route);
+        string(out, "upstream", self.upstream);
+        string(out, "consumer", self.consumer);
+        string(out, "request_id", self.request_id);
+        number(out, "bytes_in", Some(self.bytes_in));
+        number(out, "bytes_out", Some(self.bytes_out));
         out.extend_from_slice(b"}\n");
-        out
     }
 }
 
@@ -145,9 +172,8 @@ impl Entry<'_> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn lines_are_json_and_never_block() {
-        let entry = Entry {
+    fn entry() -> Entry<'static> {
+        Entry {
             client_ip: "10.0.0.1",
             method: "GET",
             path: "/a\"b",
@@ -157,29 +183,38 @@ mod tests {
             proxy_us: 30,
             service: Some("users"),
             route: None,
-            upstream: Some("127.0.0.1:9001".parse().unwrap()),
+            upstream: Some("127.0.0.1:9001"),
             consumer: None,
             request_id: Some("id-1"),
             bytes_in: 10,
             bytes_out: 20,
-        };
-        let line = entry.line();
+        }
+    }
+
+    #[test]
+    fn lines_are_json_and_batches_never_block() {
+        let mut line = Vec::new();
+        entry().write(&mut line);
         assert!(line.ends_with(b"\n"));
         let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(v["path"], "/a\"b");
         assert_eq!(v["upstream_us"], 80);
         assert_eq!(v["route"], serde_json::Value::Null);
         assert_eq!(v["upstream"], "127.0.0.1:9001");
+        assert_eq!(v["time"].as_str().unwrap().len(), 24, "{v}");
 
-        // A writer that never drains: sends beyond the queue are dropped, not waited on.
-        let (queue, _lines) = crossbeam_channel::bounded(2);
-        let log = Log {
+        // A writer that never drains: batches beyond the queue are dropped with their
+        // lines counted, not waited on.
+        let (queue, _batches) = crossbeam_channel::bounded(1);
+        let batcher = Batcher::new(Log {
             queue,
             dropped: Arc::default(),
-        };
-        for _ in 0..5 {
-            log.send(line.clone());
+        });
+        for _ in 0..3 {
+            batcher.push(&entry());
+            batcher.push(&entry());
+            batcher.flush();
         }
-        assert_eq!(log.dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(batcher.log.dropped.load(Ordering::Relaxed), 4);
     }
 }

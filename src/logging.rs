@@ -60,6 +60,35 @@ pub fn rfc3339(time: std::time::SystemTime) -> String {
     )
 }
 
+/// Appends the current time as `rfc3339`, formatting the date and time of day at
+/// most once a second per thread.
+pub fn write_rfc3339_now(out: &mut Vec<u8>) {
+    use std::cell::RefCell;
+    thread_local! {
+        static CACHE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = std::time::SystemTime::now();
+    let since = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.0 != since.as_secs() {
+            let text = rfc3339(now);
+            // `...T13:50:11.` without the milliseconds and zone.
+            *cache = (since.as_secs(), text[..text.len() - 4].to_owned());
+        }
+        out.extend_from_slice(cache.1.as_bytes());
+    });
+    let ms = since.subsec_millis();
+    out.extend_from_slice(&[
+        b'0' + (ms / 100) as u8,
+        b'0' + (ms / 10 % 10) as u8,
+        b'0' + (ms % 10) as u8,
+        b'Z',
+    ]);
+}
+
 /// Parses a level name as accepted by `--log-level`, `RINGWAY_LOG` and `log_level`.
 pub fn parse_level(name: &str) -> Option<LevelFilter> {
     match name {

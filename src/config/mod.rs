@@ -124,6 +124,8 @@ pub struct Service {
     pub host_header: String,
     /// The resolved address; `None` when the host did not resolve at load time.
     pub addr: Option<SocketAddr>,
+    /// `addr` as text (the access log's `upstream`).
+    pub addr_text: String,
     pub retries: u32,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -704,6 +706,7 @@ fn build_service(
         port,
         path: base,
         host_header,
+        addr_text: addr.map(|a| a.to_string()).unwrap_or_default(),
         addr,
         retries: file.retries,
         connect_timeout,

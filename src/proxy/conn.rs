@@ -338,14 +338,14 @@ impl Conn {
                 service: service.map(|s| &*s.name),
                 route: route.as_deref(),
                 upstream: service
-                    .and_then(|s| s.addr)
-                    .filter(|_| upstream_us.is_some()),
+                    .filter(|s| s.addr.is_some() && upstream_us.is_some())
+                    .map(|s| s.addr_text.as_str()),
                 consumer,
                 request_id: self.rid.as_deref().map(RequestId::value),
                 bytes_in: tally.ingress,
                 bytes_out: tally.egress,
             };
-            log.send(entry.line());
+            log.push(&entry);
         }
     }
 

@@ -204,7 +204,8 @@ pub struct Worker {
     pub plugins: super::access::PluginState,
     /// This worker's share of `max_connections`.
     pub max_connections: usize,
-    pub access_log: Option<crate::accesslog::Log>,
+    /// This worker's access log lines not yet handed to the writer.
+    pub access_log: Option<crate::accesslog::Batcher>,
     /// The snapshot this worker uses and its generation. The `Rc` around the `Arc` is
     /// deliberate: requests clone the `Rc` (a plain increment), never the shared `Arc`
     /// (an atomic one on a cache line every worker touches).
@@ -224,7 +225,11 @@ impl Worker {
         );
         let stats = shared.stats[id].clone();
         let rate_store = shared.rate_store.clone();
-        let access_log = shared.access_log.get().cloned();
+        let access_log = shared
+            .access_log
+            .get()
+            .cloned()
+            .map(crate::accesslog::Batcher::new);
         let recorder = crate::observe::Recorder::new(shared.observe.clone(), id);
         let generation = shared.generation.load(Ordering::Acquire);
         Worker {

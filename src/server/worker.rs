@@ -70,6 +70,9 @@ async fn main(id: usize, shared: Arc<Shared>, listeners: Vec<StdListener>) -> st
         }
         worker.idle.sweep(Instant::now(), worker.drain.fired());
         worker.plugins.recorder.tick();
+        if let Some(log) = &worker.access_log {
+            log.flush();
+        }
         if !worker.plugins.rate_limits.is_empty() {
             worker.plugins.rate_limits.tick(&worker.plugins.rate_store);
         }
@@ -89,6 +92,10 @@ async fn main(id: usize, shared: Arc<Shared>, listeners: Vec<StdListener>) -> st
         task.await;
     }
     worker.pool.clear();
+    worker.plugins.recorder.flush();
+    if let Some(log) = &worker.access_log {
+        log.flush();
+    }
     Ok(())
 }
 
