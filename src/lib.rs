@@ -21,6 +21,7 @@ pub mod proxy;
 pub mod route;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod upstream;
 
 /// The version string printed by `ringway version` and reported in `/status`.

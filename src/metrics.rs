@@ -43,6 +43,8 @@ pub struct WorkerStats {
     /// Connections refused because the worker was at its share of `max_connections`.
     pub connections_refused: Counter,
     pub total_requests: Counter,
+    /// TLS handshakes that failed or timed out.
+    pub tls_failures: Counter,
     pub upstream_connects: Counter,
     pub upstream_reused: Counter,
     pub upstream_retries: Counter,
@@ -58,6 +60,7 @@ pub struct Totals {
     pub connections_accepted: u64,
     pub connections_refused: u64,
     pub total_requests: u64,
+    pub tls_failures: u64,
     pub upstream_connects: u64,
     pub upstream_reused: u64,
     pub upstream_retries: u64,
@@ -73,6 +76,7 @@ pub fn totals<'a>(workers: impl IntoIterator<Item = &'a WorkerStats>) -> Totals 
         t.connections_accepted += w.connections_accepted.get();
         t.connections_refused += w.connections_refused.get();
         t.total_requests += w.total_requests.get();
+        t.tls_failures += w.tls_failures.get();
         t.upstream_connects += w.upstream_connects.get();
         t.upstream_reused += w.upstream_reused.get();
         t.upstream_retries += w.upstream_retries.get();

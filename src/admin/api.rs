@@ -350,6 +350,69 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             ),
             None => not_found(),
         },
+        ("GET", ["certificates"]) => list(
+            (0..config.certificates.len()).map(|i| certificate_json(config, i)),
+            "",
+            "",
+        ),
+        ("POST", ["certificates"]) => with_body(body(), |b| {
+            create(control, config, "certificates", base_object(b), |c, id| {
+                show_by_id(c, "certificates", id)
+            })
+        }),
+        ("GET", ["certificates", c]) => find_certificate(config, c).map_or_else(not_found, |i| {
+            Reply::json(200, &certificate_json(config, i))
+        }),
+        ("PATCH" | "PUT", ["certificates", c]) => match find_certificate(config, c) {
+            Some(i) => with_body(body(), |b| {
+                update_generic(
+                    control,
+                    config,
+                    config.certificates[i].layer,
+                    "certificates",
+                    &config.certificates[i].id.clone(),
+                    b,
+                )
+            }),
+            None => not_found(),
+        },
+        ("DELETE", ["certificates", c]) => match find_certificate(config, c) {
+            Some(i) => delete_entity(
+                control,
+                config.certificates[i].layer,
+                "certificates",
+                &config.certificates[i].id.clone(),
+            ),
+            None => not_found(),
+        },
+        ("GET", ["certificates", c, "snis"]) => match find_certificate(config, c) {
+            Some(i) => list(
+                (0..config.snis.len())
+                    .filter(|&s| config.snis[s].certificate == i)
+                    .map(|s| sni_json(config, s)),
+                "",
+                "",
+            ),
+            None => not_found(),
+        },
+        ("GET", ["snis"]) => list((0..config.snis.len()).map(|i| sni_json(config, i)), "", ""),
+        ("POST", ["snis"]) => with_body(body(), |b| {
+            create(control, config, "snis", base_object(b), |c, id| {
+                show_by_id(c, "snis", id)
+            })
+        }),
+        ("GET", ["snis", s]) => {
+            find_sni(config, s).map_or_else(not_found, |i| Reply::json(200, &sni_json(config, i)))
+        }
+        ("DELETE", ["snis", s]) => match find_sni(config, s) {
+            Some(i) => delete_entity(
+                control,
+                config.snis[i].layer,
+                "snis",
+                &config.snis[i].id.clone(),
+            ),
+            None => not_found(),
+        },
         // Group membership, as Kong Enterprise exposes it from both sides.
         ("GET", ["consumer_groups", g, "consumers"]) => match find_group(config, g) {
             Some(g) => list(
@@ -394,9 +457,11 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
                 _ => not_found(),
             }
         }
-        (_, ["consumers" | "plugins" | "services" | "routes" | "consumer_groups" | "jwts", ..]) => {
-            method_not_allowed()
-        }
+        (
+            _,
+            ["consumers" | "plugins" | "services" | "routes" | "consumer_groups" | "jwts"
+            | "certificates" | "snis", ..],
+        ) => method_not_allowed(),
         _ => not_found(),
     }
 }
@@ -785,8 +850,47 @@ fn show_by_id(config: &Config, kind: &str, id: &str) -> Option<Value> {
             .iter()
             .position(|g| g.id == id)
             .map(|i| group_json(config, i)),
+        "certificates" => config
+            .certificates
+            .iter()
+            .position(|c| c.id == id)
+            .map(|i| certificate_json(config, i)),
+        "snis" => config
+            .snis
+            .iter()
+            .position(|s| s.id == id)
+            .map(|i| sni_json(config, i)),
         _ => None,
     }
+}
+
+fn certificate_json(config: &Config, i: usize) -> Value {
+    let c = &config.certificates[i];
+    json!({
+        "id": c.id, "cert": c.cert, "key": c.key,
+        "cert_alt": c.cert_alt, "key_alt": c.key_alt,
+        "snis": c.snis, "tags": tags(&c.tags), "created_at": c.created_at,
+    })
+}
+
+fn sni_json(config: &Config, i: usize) -> Value {
+    let s = &config.snis[i];
+    json!({
+        "id": s.id, "name": s.name,
+        "certificate": { "id": config.certificates[s.certificate].id },
+        "tags": tags(&s.tags), "created_at": s.created_at,
+    })
+}
+
+fn find_certificate(config: &Config, key: &str) -> Option<usize> {
+    config.certificates.iter().position(|c| c.id == key)
+}
+
+fn find_sni(config: &Config, key: &str) -> Option<usize> {
+    config
+        .snis
+        .iter()
+        .position(|s| s.id == key || s.name.eq_ignore_ascii_case(key))
 }
 
 fn delete_entity(control: &Control, layer: Layer, kind: &str, id: &str) -> Reply {

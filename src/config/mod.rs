@@ -6,6 +6,7 @@
 //! anything is bound. The model is immutable once built; workers share it through an
 //! `Arc` that reload swaps whole.
 
+mod certs;
 mod entities;
 mod file;
 mod node;
@@ -108,6 +109,10 @@ pub struct Config {
     pub admin_offsets: HashMap<&'static str, usize>,
     /// Hex digest of the file's bytes, reported as `configuration_hash`.
     pub hash: String,
+    pub certificates: Vec<certs::Certificate>,
+    pub snis: Vec<certs::Sni>,
+    /// The TLS server config for `ssl` listeners; `None` without certificates.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// An upstream service.
@@ -254,6 +259,8 @@ impl Config {
 
 /// The entity kinds the Admin API writes.
 pub const ADMIN_KINDS: &[&str] = &[
+    "certificates",
+    "snis",
     "services",
     "routes",
     "consumer_groups",
@@ -332,13 +339,11 @@ fn build(
         ),
     }
 
-    let node = node::build(top.ringway, overrides, report);
+    let node = node::build(top.ringway, overrides, !top.certificates.is_empty(), report);
 
     for (key, items) in [
         ("upstreams", &top.upstreams),
         ("targets", &top.targets),
-        ("certificates", &top.certificates),
-        ("snis", &top.snis),
         ("ca_certificates", &top.ca_certificates),
         ("vaults", &top.vaults),
     ] {
@@ -532,6 +537,13 @@ fn build(
     }
     let (chains, global_chain) = entities::resolve_chains(&routes, &plugins);
 
+    let certificate_items = certs::items(top.certificates, "certificates", |i| {
+        admin_from.layer("certificates", i)
+    });
+    let sni_items = certs::items(top.snis, "snis", |i| admin_from.layer("snis", i));
+    let default_certificate = node.as_ref().and_then(|n| n.default_certificate.clone());
+    let tls = certs::build(certificate_items, sni_items, default_certificate, report);
+
     Some(Config {
         node: node?,
         services,
@@ -546,6 +558,9 @@ fn build(
         keys,
         admin_offsets: admin_from.0.clone(),
         hash: String::new(),
+        certificates: tls.certificates,
+        snis: tls.snis,
+        tls: tls.tls,
     })
 }
 

@@ -46,6 +46,8 @@ pub enum Driver {
 pub struct Listen {
     pub addr: SocketAddr,
     pub backlog: u32,
+    /// A TLS listener (`ssl` flag, as in Kong).
+    pub ssl: bool,
 }
 
 /// The access log's target.
@@ -83,6 +85,8 @@ pub struct Node {
     pub latency_headers: bool,
     /// Where access log lines go; `None` is off.
     pub access_log: Option<AccessLog>,
+    /// `ssl_cert` + `ssl_cert_key`: the certificate for handshakes no SNI matches.
+    pub default_certificate: Option<std::sync::Arc<rustls::sign::CertifiedKey>>,
     pub upstream_keepalive_idle_timeout: Duration,
     pub upstream_keepalive_max_idle: usize,
     pub client_header_timeout: Duration,
@@ -111,9 +115,12 @@ pub struct NodeOverrides {
     pub log_level: Option<String>,
 }
 
+/// `certificates` says whether the file declares `certificates` (a TLS listener needs
+/// them or `ssl_cert`).
 pub(super) fn build(
     value: Option<Value>,
     overrides: &NodeOverrides,
+    certificates: bool,
     report: &mut Report,
 ) -> Option<Node> {
     let before = report.problems.len();
@@ -305,11 +312,43 @@ pub(super) fn build(
             Driver::Auto
         }
     };
-    if file.ssl_cert.is_some() || file.ssl_cert_key.is_some() {
-        report.add(
-            "ringway.ssl_cert",
-            "TLS is not supported by this version of ringway",
-        );
+    // The default certificate, from files: read now so a missing file is a config error.
+    let mut default_certificate = None;
+    match (&file.ssl_cert, &file.ssl_cert_key) {
+        (None, None) => {}
+        (Some(cert), Some(key)) => {
+            let read = |field: &str, path: &str, report: &mut Report| {
+                std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        report.add(
+                            format!("ringway.{field}"),
+                            format!("cannot read {path}: {e}"),
+                        )
+                    })
+                    .ok()
+            };
+            let cert_pem = read("ssl_cert", cert, report);
+            let key_pem = read("ssl_cert_key", key, report);
+            if let (Some(cert_pem), Some(key_pem)) = (cert_pem, key_pem) {
+                match crate::tls::certified_key(&cert_pem, &key_pem) {
+                    Ok(key) => default_certificate = Some(key),
+                    Err(message) => report.add("ringway.ssl_cert", message),
+                }
+            }
+        }
+        (Some(_), None) => report.add("ringway.ssl_cert_key", "required with ssl_cert"),
+        (None, Some(_)) => report.add("ringway.ssl_cert", "required with ssl_cert_key"),
+    }
+
+    if !certificates && file.ssl_cert.is_none() {
+        for (i, listen) in proxy_listen.iter().enumerate() {
+            if listen.ssl {
+                report.add(
+                    format!("ringway.proxy_listen[{i}]"),
+                    "a TLS listener needs a certificate (certificates, or ringway.ssl_cert and ssl_cert_key)",
+                );
+            }
+        }
     }
 
     let access_log = match file.access_log.as_deref() {
@@ -347,6 +386,7 @@ pub(super) fn build(
         metrics_label_limit: metrics_label_limit as usize,
         latency_headers: file.latency_headers.unwrap_or(true),
         access_log,
+        default_certificate,
         upstream_keepalive_idle_timeout: Duration::from_millis(upstream_idle),
         upstream_keepalive_max_idle: upstream_max_idle as usize,
         client_header_timeout: Duration::from_millis(header_timeout),
@@ -379,19 +419,16 @@ fn parse_listen(entry: &str) -> Result<Listen, String> {
     let mut words = entry.split_whitespace();
     let addr = parse_addr(words.next().ok_or("empty listen entry")?)?;
     let mut backlog = 16_384;
+    let mut ssl = false;
     for word in words {
         match word {
             "reuseport" => {}
-            "ssl" => {
-                return Err(format!(
-                    "'{entry}': TLS listeners are not supported by this version of ringway"
-                ))
-            }
+            "ssl" => ssl = true,
             _ => match word.strip_prefix("backlog=").map(str::parse::<u32>) {
                 Some(Ok(n)) if n > 0 => backlog = n,
                 _ => return Err(format!("'{entry}': unknown listen flag '{word}'")),
             },
         }
     }
-    Ok(Listen { addr, backlog })
+    Ok(Listen { addr, backlog, ssl })
 }

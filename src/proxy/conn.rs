@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split};
 use monoio::net::TcpStream;
 
 use super::io::{
@@ -93,9 +93,14 @@ struct Tally {
     before_upstream_us: u32,
 }
 
-struct Conn {
+/// What a client connection may be: a TCP stream, or TLS over one.
+pub trait ClientIo: AsyncReadRent + AsyncWriteRent + Split + 'static {}
+
+impl<S: AsyncReadRent + AsyncWriteRent + Split + 'static> ClientIo for S {}
+
+struct Conn<S> {
     worker: Rc<Worker>,
-    client: TcpStream,
+    client: S,
     info: ClientInfo,
     /// The current request's ID (`correlation-id`).
     rid: Option<Box<RequestId>>,
@@ -108,22 +113,22 @@ struct Conn {
     ubuf: Vec<u8>,
 }
 
-/// Serves one client connection until it closes.
-pub async fn serve(
+/// Serves one client connection until it closes. `local` is the address it reached
+/// (the listener's, or the socket's own when known); `https` marks TLS connections.
+pub async fn serve<S: ClientIo>(
     worker: Rc<Worker>,
-    client: TcpStream,
+    client: S,
     peer: SocketAddr,
-    local_port: u16,
+    local: SocketAddr,
     https: bool,
 ) {
-    let _ = client.set_nodelay(true);
     let trusted = worker.snapshot().config.node.is_trusted(peer.ip());
     let info = ClientInfo {
         ip: peer.ip().to_string(),
-        port: local_port.to_string(),
+        port: local.port().to_string(),
         trusted,
         https,
-        local_ip: client.local_addr().ok().map(|a| a.ip()),
+        local_ip: Some(local.ip()),
         connection: worker.stats.connections_accepted.get() as u32,
         requests: Default::default(),
     };
@@ -145,7 +150,7 @@ pub async fn serve(
 }
 
 /// Copies bytes both ways after a protocol switch until each side has closed.
-async fn tunnel(client: TcpStream, upstream: TcpStream, pending: Vec<u8>) {
+async fn tunnel<S: ClientIo>(client: S, upstream: TcpStream, pending: Vec<u8>) {
     use monoio::io::Splitable;
     let (mut client_read, mut client_write) = client.into_split();
     let (mut upstream_read, mut upstream_write) = upstream.into_split();
@@ -166,7 +171,7 @@ async fn tunnel(client: TcpStream, upstream: TcpStream, pending: Vec<u8>) {
     monoio::join!(up, down);
 }
 
-impl Conn {
+impl<S: ClientIo> Conn<S> {
     /// Serves requests; returns the upstream connection when the exchange became a tunnel.
     async fn run(&mut self) -> Option<TcpStream> {
         let mut first = true;
@@ -1091,7 +1096,7 @@ mod tests {
                 1,
             ));
             let worker = std::rc::Rc::new(super::super::Worker::new(0, shared));
-            let future = super::serve(worker, stream, addr, 80, false);
+            let future = super::serve(worker, stream, addr, addr, false);
             let size = std::mem::size_of_val(&future);
             assert!(size <= 1088, "the connection future grew to {size} bytes");
         });

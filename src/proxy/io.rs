@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use monoio::buf::{IoBuf, IoBufMut};
 
 use super::idle::IdleSlots;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
 /// Free space for reads of a request head: heads are small, and an idle connection's
 /// pending read holds its buffer, so this bounds the memory of an idle connection.
@@ -29,8 +28,8 @@ pub enum IoFail {
 
 /// Reads more bytes after those already in `buf`, with at least `space` bytes free.
 /// `Ok(0)` is end of stream.
-pub async fn read_more(
-    stream: &mut TcpStream,
+pub async fn read_more<S: AsyncReadRent>(
+    stream: &mut S,
     mut buf: Vec<u8>,
     space: usize,
 ) -> (io::Result<usize>, Vec<u8>) {
@@ -44,8 +43,8 @@ pub async fn read_more(
 }
 
 /// `read_more` with a deadline.
-pub async fn read_more_until(
-    stream: &mut TcpStream,
+pub async fn read_more_until<S: AsyncReadRent>(
+    stream: &mut S,
     buf: Vec<u8>,
     space: usize,
     deadline: Instant,
@@ -61,9 +60,9 @@ pub async fn read_more_until(
 /// `IdleSlots` (kept to within one housekeeping tick), not a monoio timer: a timer is a
 /// 640-byte, cache-aligned value that would be built, moved and registered for every
 /// read of every request.
-pub async fn read_more_within(
+pub async fn read_more_within<S: AsyncReadRent>(
     deadlines: &IdleSlots,
-    stream: &mut TcpStream,
+    stream: &mut S,
     buf: Vec<u8>,
     space: usize,
     timeout: Duration,
@@ -78,9 +77,9 @@ pub async fn read_more_within(
 }
 
 /// Writes all of `buf` within `timeout` (a deadline slot, as for reads).
-pub async fn write_all_within<T: IoBuf + 'static>(
+pub async fn write_all_within<S: AsyncWriteRent, T: IoBuf + 'static>(
     deadlines: &IdleSlots,
-    stream: &mut TcpStream,
+    stream: &mut S,
     buf: T,
     timeout: Duration,
 ) -> (Result<(), IoFail>, Option<T>) {
@@ -94,9 +93,9 @@ pub async fn write_all_within<T: IoBuf + 'static>(
 }
 
 /// Writes `buf[start..end]` within `timeout`, giving the whole vector back.
-pub async fn write_range_within(
+pub async fn write_range_within<S: AsyncWriteRent>(
     deadlines: &IdleSlots,
-    stream: &mut TcpStream,
+    stream: &mut S,
     buf: Vec<u8>,
     start: usize,
     end: usize,

@@ -260,7 +260,22 @@ pub fn prepare(
     } else {
         route.http
     }) {
-        return Err(refuse(ErrorKind::ProtocolNotAllowed, None, routed, rid));
+        // An https-only route reached over plain HTTP: Kong's 426, or the redirect the
+        // route asks for.
+        let detail = (route.https_redirect_status_code != 426 && !client.https)
+            .then(|| {
+                let mut location = String::from("Location: https://");
+                location.push_str(host.map(route::strip_port).unwrap_or(""));
+                location.push_str(path_and_query);
+                location.push_str("\r\n");
+                Box::new(Detail {
+                    status: route.https_redirect_status_code,
+                    body: crate::http::generated::message_body("Moved"),
+                    headers: location.into_bytes(),
+                })
+            })
+            .filter(|_| host.is_some());
+        return Err(refuse(ErrorKind::ProtocolNotAllowed, detail, routed, rid));
     }
     let service = &config.services[matched.service];
     if service.addr.is_none() {

@@ -26,10 +26,13 @@ pub fn bind_single(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// One SO_REUSEPORT listener per worker for every proxy address; returns them grouped by
-/// worker. A port some other socket holds is detected first: SO_REUSEPORT would
+/// worker, each with whether it speaks TLS. A port some other socket holds is detected first: SO_REUSEPORT would
 /// otherwise let the bind succeed and silently share the port.
-pub fn bind_proxy(listens: &[Listen], workers: usize) -> anyhow::Result<Vec<Vec<TcpListener>>> {
-    let mut per_worker: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+pub fn bind_proxy(
+    listens: &[Listen],
+    workers: usize,
+) -> anyhow::Result<Vec<Vec<(TcpListener, bool)>>> {
+    let mut per_worker: Vec<Vec<(TcpListener, bool)>> = (0..workers).map(|_| Vec::new()).collect();
     for listen in listens {
         let mut addr = listen.addr;
         let context = || format!("cannot listen on {}", listen.addr);
@@ -40,7 +43,7 @@ pub fn bind_proxy(listens: &[Listen], workers: usize) -> anyhow::Result<Vec<Vec<
             let listener = socket(addr, listen.backlog, true).with_context(context)?;
             // Port 0: every worker binds the port the first one got.
             addr = listener.local_addr().with_context(context)?;
-            slot.push(listener);
+            slot.push((listener, listen.ssl));
         }
     }
     Ok(per_worker)

@@ -86,7 +86,7 @@ pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
     let listeners = listen::bind_proxy(&node.proxy_listen, node.workers)?;
     let bound: Vec<std::net::SocketAddr> = listeners[0]
         .iter()
-        .filter_map(|l| l.local_addr().ok())
+        .filter_map(|(l, _)| l.local_addr().ok())
         .collect();
     let admin = listen::bind_single(node.admin_listen)
         .with_context(|| format!("cannot listen on {} (admin_listen)", node.admin_listen))?;

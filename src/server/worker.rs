@@ -1,6 +1,6 @@
 //! One worker thread: a monoio runtime, its accept loops and its housekeeping.
 
-use std::net::TcpListener as StdListener;
+use std::net::{SocketAddr, TcpListener as StdListener};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ const RING_ENTRIES: u32 = 4096;
 pub fn run(
     id: usize,
     shared: Arc<Shared>,
-    listeners: Vec<StdListener>,
+    listeners: Vec<(StdListener, bool)>,
     driver: RunningDriver,
 ) -> std::io::Result<()> {
     match driver {
@@ -48,16 +48,21 @@ pub fn run(
     }
 }
 
-async fn main(id: usize, shared: Arc<Shared>, listeners: Vec<StdListener>) -> std::io::Result<()> {
+async fn main(
+    id: usize,
+    shared: Arc<Shared>,
+    listeners: Vec<(StdListener, bool)>,
+) -> std::io::Result<()> {
     let worker = Rc::new(Worker::new(id, shared.clone()));
     let mut accepting = Vec::new();
-    for std_listener in listeners {
-        let local_port = std_listener.local_addr()?.port();
+    for (std_listener, ssl) in listeners {
+        let local = std_listener.local_addr()?;
         let listener = TcpListener::from_std(std_listener)?;
         accepting.push(monoio::spawn(accept_loop(
             worker.clone(),
             listener,
-            local_port,
+            local,
+            ssl,
         )));
     }
     shared.workers_ready.fetch_add(1, Ordering::AcqRel);
@@ -99,7 +104,37 @@ async fn main(id: usize, shared: Arc<Shared>, listeners: Vec<StdListener>) -> st
     Ok(())
 }
 
-async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, local_port: u16) {
+/// The TLS handshake, within `client_header_timeout`, with the certificates of the
+/// config current now. A failure (a plain-HTTP request, garbage, no certificate for the
+/// name, a stall) closes this connection and is counted.
+async fn handshake(
+    worker: &Rc<Worker>,
+    stream: monoio::net::TcpStream,
+) -> Option<monoio_rustls::ServerTlsStream<monoio::net::TcpStream>> {
+    let snapshot = worker.snapshot();
+    let Some(config) = snapshot.config.tls.clone() else {
+        worker.stats.tls_failures.inc();
+        return None;
+    };
+    let timeout = snapshot.config.node.client_header_timeout;
+    drop(snapshot);
+    let acceptor = monoio_rustls::TlsAcceptor::from(config);
+    match monoio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            log::debug!("TLS handshake failed: {e}");
+            worker.stats.tls_failures.inc();
+            None
+        }
+        Err(_) => {
+            log::debug!("TLS handshake timed out");
+            worker.stats.tls_failures.inc();
+            None
+        }
+    }
+}
+
+async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, local: SocketAddr, ssl: bool) {
     loop {
         let accepted = {
             let drain = worker.drain.wait();
@@ -120,8 +155,18 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, local_port: u16)
                 stats.connections_accepted.inc();
                 stats.connections_active.inc();
                 let worker = worker.clone();
+                let _ = stream.set_nodelay(true);
+                // The address the client reached (a wildcard listener's is 0.0.0.0).
+                let local = stream.local_addr().unwrap_or(local);
                 monoio::spawn(async move {
-                    proxy::serve(worker.clone(), stream, peer, local_port, false).await;
+                    if ssl {
+                        // Boxed: the handshake's state is needed only until it is done.
+                        if let Some(tls) = Box::pin(handshake(&worker, stream)).await {
+                            proxy::serve(worker.clone(), tls, peer, local, true).await;
+                        }
+                    } else {
+                        proxy::serve(worker.clone(), stream, peer, local, false).await;
+                    }
                     worker.stats.connections_active.dec();
                 });
             }

@@ -1,0 +1,277 @@
+//! Kong's `certificates` and `snis` entities, and the TLS server config they make.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_norway::Value;
+
+use super::entities::{stable_id, Item, Layer};
+use super::file::Reference;
+use super::{parse_item, Report};
+use crate::tls;
+
+/// A `certificates[]` item.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertificateFile {
+    id: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+    cert_alt: Option<String>,
+    key_alt: Option<String>,
+    #[serde(default)]
+    snis: Vec<SniEntry>,
+    #[serde(default)]
+    tags: Vec<String>,
+    created_at: Option<u64>,
+    updated_at: Option<u64>,
+}
+
+/// A nested SNI: a name, or Kong's `{name: ...}` object.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SniEntry {
+    Name(String),
+    Object(SniFile),
+}
+
+/// An `snis[]` item (or a nested object).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SniFile {
+    id: Option<String>,
+    name: Option<String>,
+    certificate: Option<Reference>,
+    #[serde(default)]
+    tags: Vec<String>,
+    created_at: Option<u64>,
+    updated_at: Option<u64>,
+}
+
+/// A certificate as the Admin API shows it.
+#[derive(Debug, Clone)]
+pub struct Certificate {
+    pub id: String,
+    pub cert: String,
+    pub key: String,
+    pub cert_alt: Option<String>,
+    pub key_alt: Option<String>,
+    pub snis: Vec<String>,
+    pub tags: Vec<String>,
+    pub created_at: u64,
+    pub layer: Layer,
+}
+
+/// An SNI as the Admin API shows it.
+#[derive(Debug, Clone)]
+pub struct Sni {
+    pub id: String,
+    pub name: String,
+    pub certificate: usize,
+    pub tags: Vec<String>,
+    pub created_at: u64,
+    pub layer: Layer,
+}
+
+/// What the certificates and SNIs of a config amount to.
+#[derive(Debug, Default)]
+pub struct Built {
+    pub certificates: Vec<Certificate>,
+    pub snis: Vec<Sni>,
+    /// `None` when there is no certificate at all.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Validates the entities and builds the resolver; `default` is `ringway.ssl_cert`.
+pub fn build(
+    certificates: Vec<Item>,
+    snis: Vec<Item>,
+    default: Option<Arc<rustls::sign::CertifiedKey>>,
+    report: &mut Report,
+) -> Built {
+    let mut built = Built::default();
+    let mut resolver = tls::Certificates::default();
+    let mut keys_by_cert: Vec<Vec<Arc<rustls::sign::CertifiedKey>>> = Vec::new();
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    let mut names: HashMap<String, String> = HashMap::new();
+    let mut add_sni = |name: &str,
+                       keys: &[Arc<rustls::sign::CertifiedKey>],
+                       path: String,
+                       resolver: &mut tls::Certificates,
+                       report: &mut Report| {
+        if let Some(first) = names.insert(name.to_ascii_lowercase(), path.clone()) {
+            report.add(path, format!("SNI '{name}' is already used (at {first})"));
+            return false;
+        }
+        if let Err(message) = resolver.add(name, keys.to_vec()) {
+            report.add(path, message);
+            return false;
+        }
+        true
+    };
+    for item in certificates {
+        let Some(file) = parse_item::<CertificateFile>(item.value, &item.path, report) else {
+            continue;
+        };
+        let (Some(cert), Some(key)) = (file.cert.clone(), file.key.clone()) else {
+            let field = if file.cert.is_none() { "cert" } else { "key" };
+            report.add(format!("{}.{field}", item.path), "required field missing");
+            continue;
+        };
+        let mut keys = Vec::new();
+        match tls::certified_key(&cert, &key) {
+            Ok(k) => keys.push(k),
+            Err(message) => {
+                report.add(format!("{}.cert", item.path), message);
+                continue;
+            }
+        }
+        match (&file.cert_alt, &file.key_alt) {
+            (None, None) => {}
+            (Some(cert_alt), Some(key_alt)) => match tls::certified_key(cert_alt, key_alt) {
+                Ok(k) => keys.push(k),
+                Err(message) => {
+                    report.add(format!("{}.cert_alt", item.path), message);
+                    continue;
+                }
+            },
+            (Some(_), None) => {
+                report.add(format!("{}.key_alt", item.path), "required with cert_alt");
+                continue;
+            }
+            (None, Some(_)) => {
+                report.add(format!("{}.cert_alt", item.path), "required with key_alt");
+                continue;
+            }
+        }
+        let index = built.certificates.len();
+        let id = file
+            .id
+            .clone()
+            .unwrap_or_else(|| stable_id("certificate", &cert));
+        if ids.insert(id.clone(), index).is_some() {
+            report.add(
+                format!("{}.id", item.path),
+                format!("duplicate certificate id '{id}'"),
+            );
+            continue;
+        }
+        let mut sni_names = Vec::new();
+        for (j, sni) in file.snis.into_iter().enumerate() {
+            let path = format!("{}.snis[{j}]", item.path);
+            let (name, sni_id, tags, created_at) = match sni {
+                SniEntry::Name(name) => (name, None, Vec::new(), None),
+                SniEntry::Object(object) => {
+                    if object.certificate.is_some() {
+                        report.add(
+                            format!("{path}.certificate"),
+                            "a nested SNI takes its certificate from its parent",
+                        );
+                    }
+                    let Some(name) = object.name else {
+                        report.add(format!("{path}.name"), "required field missing");
+                        continue;
+                    };
+                    (name, object.id, object.tags, object.created_at)
+                }
+            };
+            if add_sni(&name, &keys, path, &mut resolver, report) {
+                built.snis.push(Sni {
+                    id: sni_id.unwrap_or_else(|| stable_id("sni", &name)),
+                    name: name.clone(),
+                    certificate: index,
+                    tags,
+                    created_at: created_at.unwrap_or(0),
+                    layer: item.layer,
+                });
+                sni_names.push(name);
+            }
+        }
+        let _ = file.updated_at;
+        built.certificates.push(Certificate {
+            id,
+            cert,
+            key,
+            cert_alt: file.cert_alt,
+            key_alt: file.key_alt,
+            snis: sni_names,
+            tags: file.tags,
+            created_at: file.created_at.unwrap_or(0),
+            layer: item.layer,
+        });
+        keys_by_cert.push(keys);
+    }
+    for item in snis {
+        let Some(file) = parse_item::<SniFile>(item.value, &item.path, report) else {
+            continue;
+        };
+        let Some(name) = file.name else {
+            report.add(format!("{}.name", item.path), "required field missing");
+            continue;
+        };
+        let Some(reference) = file.certificate.as_ref().and_then(Reference::key) else {
+            report.add(
+                format!("{}.certificate", item.path),
+                "required field missing",
+            );
+            continue;
+        };
+        let Some(&index) = ids.get(reference) else {
+            report.add(
+                format!("{}.certificate", item.path),
+                format!("no certificate with id '{reference}'"),
+            );
+            continue;
+        };
+        let _ = file.updated_at;
+        if add_sni(
+            &name,
+            &keys_by_cert[index],
+            item.path.clone(),
+            &mut resolver,
+            report,
+        ) {
+            built.certificates[index].snis.push(name.clone());
+            built.snis.push(Sni {
+                id: file.id.unwrap_or_else(|| stable_id("sni", &name)),
+                name,
+                certificate: index,
+                tags: file.tags,
+                created_at: file.created_at.unwrap_or(0),
+                layer: item.layer,
+            });
+        }
+    }
+    // The default certificate (no SNI, or one no certificate names): ringway.ssl_cert,
+    // else the first certificate without SNIs. Without either, such handshakes fail.
+    match default {
+        Some(key) => resolver.set_default(vec![key]),
+        None => {
+            let unnamed = built.certificates.iter().position(|c| c.snis.is_empty());
+            if let Some(index) = unnamed {
+                resolver.set_default(keys_by_cert[index].clone());
+            }
+        }
+    }
+    if !resolver.is_empty() {
+        match tls::server_config(resolver) {
+            Ok(config) => built.tls = Some(config),
+            Err(message) => report.add("certificates", message),
+        }
+    }
+    built
+}
+
+/// Items of a top-level list, with their paths.
+pub fn items(values: Vec<Value>, kind: &str, layer: impl Fn(usize) -> Layer) -> Vec<Item> {
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| Item {
+            path: format!("{kind}[{i}]"),
+            value,
+            layer: layer(i),
+        })
+        .collect()
+}

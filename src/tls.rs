@@ -1,0 +1,194 @@
+//! TLS termination with rustls on ring (the same crypto stack as the JWT code).
+//!
+//! Each config snapshot carries one `rustls::ServerConfig` whose certificate resolver
+//! picks by SNI: an exact name, then a wildcard (`*.example.com`), then the default
+//! certificate. A reload builds a new one; connections already up keep theirs, new
+//! handshakes use the new. Session resumption uses stateless tickets from one
+//! process-wide ticketer (kept across reloads), so no worker waits on another's lock to
+//! resume a session.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use rustls::crypto::ring as provider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+
+/// A certificate and its key, checked to belong together.
+pub fn certified_key(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("invalid certificate PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("no certificate in the PEM".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| format!("invalid private key PEM: {e}"))?;
+    let signer = provider::sign::any_supported_type(&key)
+        .map_err(|e| format!("unsupported private key: {e}"))?;
+    let certified = CertifiedKey::new(certs, signer);
+    certified
+        .keys_match()
+        .map_err(|_| "the private key does not match the certificate".to_owned())?;
+    Ok(Arc::new(certified))
+}
+
+/// Certificates by server name.
+#[derive(Debug, Default)]
+pub struct Certificates {
+    /// Lower-cased exact names.
+    exact: HashMap<String, Vec<Arc<CertifiedKey>>>,
+    /// `*.example.com` stored as `example.com`.
+    wildcard: HashMap<String, Vec<Arc<CertifiedKey>>>,
+    default: Vec<Arc<CertifiedKey>>,
+}
+
+impl Certificates {
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.wildcard.is_empty() && self.default.is_empty()
+    }
+
+    /// Adds the keys (a certificate and its optional alternate, e.g. ECDSA and RSA) for
+    /// one SNI name (`*.` prefix for a wildcard).
+    pub fn add(&mut self, name: &str, keys: Vec<Arc<CertifiedKey>>) -> Result<(), String> {
+        let name = name.to_ascii_lowercase();
+        let (map, key) = match name.strip_prefix("*.") {
+            Some(rest) => (&mut self.wildcard, rest.to_owned()),
+            None => (&mut self.exact, name.clone()),
+        };
+        if key.is_empty() || key.contains('*') {
+            return Err(format!("invalid SNI '{name}'"));
+        }
+        if map.insert(key, keys).is_some() {
+            return Err(format!("SNI '{name}' is given twice"));
+        }
+        Ok(())
+    }
+
+    pub fn set_default(&mut self, keys: Vec<Arc<CertifiedKey>>) {
+        self.default = keys;
+    }
+
+    pub fn has_default(&self) -> bool {
+        !self.default.is_empty()
+    }
+
+    fn lookup(&self, name: Option<&str>) -> &[Arc<CertifiedKey>] {
+        if let Some(name) = name {
+            let name = name.to_ascii_lowercase();
+            if let Some(keys) = self.exact.get(&name) {
+                return keys;
+            }
+            if let Some((_, parent)) = name.split_once('.') {
+                if let Some(keys) = self.wildcard.get(parent) {
+                    return keys;
+                }
+            }
+        }
+        &self.default
+    }
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let keys = self.lookup(hello.server_name());
+        // With an ECDSA and an RSA certificate, the first the client can verify.
+        let schemes = hello.signature_schemes();
+        keys.iter()
+            .find(|k| k.key.choose_scheme(schemes).is_some())
+            .or_else(|| keys.first())
+            .cloned()
+    }
+}
+
+/// The process-wide ticketer: sessions resume across workers and reloads.
+fn ticketer() -> Option<Arc<dyn rustls::server::ProducesTickets>> {
+    static TICKETER: OnceLock<Option<Arc<dyn rustls::server::ProducesTickets>>> = OnceLock::new();
+    TICKETER
+        .get_or_init(|| provider::Ticketer::new().ok())
+        .clone()
+}
+
+/// The server config for a set of certificates: TLS 1.3 and 1.2, ALPN `http/1.1`.
+pub fn server_config(certificates: Certificates) -> Result<Arc<ServerConfig>, String> {
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(certificates));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if let Some(ticketer) = ticketer() {
+        config.ticketer = ticketer;
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    }
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generate(name: &str) -> (String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("c.pem");
+        let key = dir.path().join("k.pem");
+        let status = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-days", "2", "-subj", &format!("/CN={name}")])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        (
+            std::fs::read_to_string(cert).unwrap(),
+            std::fs::read_to_string(key).unwrap(),
+        )
+    }
+
+    #[test]
+    fn keys_must_match_and_names_resolve() {
+        let (a_cert, a_key) = generate("a.test");
+        let (_, b_key) = generate("b.test");
+        assert!(certified_key(&a_cert, &a_key).is_ok());
+        assert_eq!(
+            certified_key(&a_cert, &b_key).unwrap_err(),
+            "the private key does not match the certificate"
+        );
+        assert!(certified_key("nonsense", &a_key).is_err());
+        assert!(certified_key(&a_cert, "nonsense").is_err());
+
+        let key = certified_key(&a_cert, &a_key).unwrap();
+        let mut set = Certificates::default();
+        set.add("api.example.com", vec![key.clone()]).unwrap();
+        set.add("*.example.org", vec![key.clone()]).unwrap();
+        assert!(set.add("API.example.com", vec![key.clone()]).is_err());
+        assert!(set.add("*.*.x", vec![key.clone()]).is_err());
+        assert_eq!(set.lookup(Some("api.example.com")).len(), 1);
+        assert_eq!(set.lookup(Some("API.Example.COM")).len(), 1);
+        assert_eq!(set.lookup(Some("x.example.org")).len(), 1);
+        assert_eq!(
+            set.lookup(Some("a.b.example.org")).len(),
+            0,
+            "one label only"
+        );
+        assert_eq!(set.lookup(Some("example.org")).len(), 0);
+        assert_eq!(set.lookup(None).len(), 0);
+        set.set_default(vec![key]);
+        assert_eq!(set.lookup(Some("other.test")).len(), 1);
+        assert!(server_config(set).is_ok());
+    }
+}
