@@ -275,3 +275,59 @@ pub fn items(values: Vec<Value>, kind: &str, layer: impl Fn(usize) -> Layer) -> 
         })
         .collect()
 }
+
+/// CA certificates by id (Kong's `ca_certificates` entity).
+pub type Cas = HashMap<String, Vec<rustls::pki_types::CertificateDer<'static>>>;
+
+/// A `ca_certificates[]` item.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaFile {
+    id: Option<String>,
+    cert: Option<String>,
+    cert_digest: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    created_at: Option<u64>,
+    updated_at: Option<u64>,
+}
+
+/// Parses the CA certificates services may refer to.
+pub fn build_cas(values: Vec<Value>, report: &mut Report) -> Cas {
+    let mut cas = Cas::new();
+    for (i, value) in values.into_iter().enumerate() {
+        let path = format!("ca_certificates[{i}]");
+        let Some(file) = parse_item::<CaFile>(value, &path, report) else {
+            continue;
+        };
+        let _ = (
+            &file.cert_digest,
+            &file.tags,
+            file.created_at,
+            file.updated_at,
+        );
+        let Some(cert) = file.cert else {
+            report.add(format!("{path}.cert"), "required field missing");
+            continue;
+        };
+        let Some(id) = file.id else {
+            report.add(
+                format!("{path}.id"),
+                "required field missing (services refer to it)",
+            );
+            continue;
+        };
+        match tls::certificates(&cert) {
+            Ok(certs) => {
+                if cas.insert(id.clone(), certs).is_some() {
+                    report.add(
+                        format!("{path}.id"),
+                        format!("duplicate CA certificate id '{id}'"),
+                    );
+                }
+            }
+            Err(message) => report.add(format!("{path}.cert"), message),
+        }
+    }
+    cas
+}

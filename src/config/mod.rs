@@ -17,6 +17,8 @@ use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
+
+use crate::tls;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -131,11 +133,22 @@ pub struct Service {
     pub addr: Option<SocketAddr>,
     /// `addr` as text (the access log's `upstream`).
     pub addr_text: String,
+    /// For `https` services: how to speak TLS to it.
+    pub tls: Option<UpstreamTls>,
     pub retries: u32,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
     pub enabled: bool,
+}
+
+/// TLS to an upstream: the name to send and verify, the client config, and the key
+/// that keeps its pooled connections apart from plain ones and other settings'.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    pub server_name: rustls::pki_types::ServerName<'static>,
+    pub config: Arc<rustls::ClientConfig>,
+    pub pool_key: u64,
 }
 
 /// How a route path matches.
@@ -325,7 +338,7 @@ fn build(
         report.add("", "the top level must be a mapping");
         return None;
     }
-    let top: Top = parse_item(doc, "", report)?;
+    let mut top: Top = parse_item(doc, "", report)?;
 
     match top.format_version.as_ref() {
         None => report.add("_format_version", "required field missing (use \"3.0\")"),
@@ -344,7 +357,6 @@ fn build(
     for (key, items) in [
         ("upstreams", &top.upstreams),
         ("targets", &top.targets),
-        ("ca_certificates", &top.ca_certificates),
         ("vaults", &top.vaults),
     ] {
         if !items.is_empty() {
@@ -377,6 +389,7 @@ fn build(
     let mut services = Vec::new();
     let mut service_keys: HashMap<String, usize> = HashMap::new();
     let mut route_files: Vec<(String, RouteFile, Option<usize>, Layer)> = Vec::new();
+    let cas = certs::build_cas(std::mem::take(&mut top.ca_certificates), report);
     for (i, value) in top.services.into_iter().enumerate() {
         let path = format!("services[{i}]");
         let nested_if_broken = nested_routes(&value);
@@ -393,7 +406,9 @@ fn build(
         let index = services.len();
         let nested: Vec<Value> = file.routes.clone();
         let nested_plugins: Vec<Value> = file.plugins.clone();
-        if let Some(mut service) = build_service(file, &path, report, &mut service_keys, index) {
+        if let Some(mut service) =
+            build_service(file, &path, report, &mut service_keys, index, &cas)
+        {
             service.layer = admin_from.layer("services", i);
             services.push(service);
             for (j, plugin) in nested_plugins.into_iter().enumerate() {
@@ -588,6 +603,7 @@ fn build_service(
     report: &mut Report,
     keys: &mut HashMap<String, usize>,
     index: usize,
+    cas: &certs::Cas,
 ) -> Option<Service> {
     let before = report.problems.len();
     let file_id = file.id.clone();
@@ -642,16 +658,30 @@ fn build_service(
         }
     }
     let protocol = protocol.unwrap_or_else(|| "http".to_owned());
-    match protocol.as_str() {
-        "http" => {}
-        "https" => report.add(
-            format!("{path}.protocol"),
-            "https upstreams are not supported by this version of ringway",
-        ),
-        other => report.add(
-            format!("{path}.protocol"),
-            format!("unsupported protocol '{other}' (expected http)"),
-        ),
+    let https = match protocol.as_str() {
+        "http" => false,
+        "https" => true,
+        other => {
+            report.add(
+                format!("{path}.protocol"),
+                format!("unsupported protocol '{other}' (expected http or https)"),
+            );
+            false
+        }
+    };
+    // The service's CA certificates, by id.
+    let mut service_cas = Vec::new();
+    for (i, id) in file.ca_certificates.iter().flatten().enumerate() {
+        match cas.get(id) {
+            Some(certs) => service_cas.extend(certs.iter().cloned()),
+            None => report.add(
+                format!("{path}.ca_certificates[{i}]"),
+                format!("no CA certificate with id '{id}'"),
+            ),
+        }
+    }
+    if !https && (file.tls_verify.is_some() || file.ca_certificates.is_some()) {
+        // Kong ignores these on plain services; accepted so Kong files load.
     }
     if file.client_certificate.is_some() {
         report.add(
@@ -670,7 +700,7 @@ fn build_service(
             String::new()
         }
     };
-    let port = port.unwrap_or(80);
+    let port = port.unwrap_or(if https { 443 } else { 80 });
     if port == 0 {
         report.add(format!("{path}.port"), "must be between 1 and 65535");
     }
@@ -693,6 +723,41 @@ fn build_service(
             );
         }
         Duration::from_millis(ms)
+    };
+    let tls = if https && valid_host(&host) {
+        let server_name = rustls::pki_types::ServerName::try_from(host.clone())
+            .map_err(|_| {
+                report.add(
+                    format!("{path}.host"),
+                    format!("'{host}' is not a valid TLS server name"),
+                )
+            })
+            .ok();
+        let verify = file.tls_verify.unwrap_or(true);
+        match tls::client_config(&service_cas, verify, file.tls_verify_depth) {
+            Ok(config) => server_name.map(|server_name| {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                (
+                    &host,
+                    verify,
+                    file.tls_verify_depth,
+                    file.ca_certificates.as_ref(),
+                )
+                    .hash(&mut hasher);
+                UpstreamTls {
+                    server_name,
+                    config,
+                    pool_key: hasher.finish() | 1,
+                }
+            }),
+            Err(message) => {
+                report.add(format!("{path}.ca_certificates"), message);
+                None
+            }
+        }
+    } else {
+        None
     };
     let connect_timeout = timeout("connect_timeout", file.connect_timeout, report);
     let read_timeout = timeout("read_timeout", file.read_timeout, report);
@@ -723,6 +788,7 @@ fn build_service(
         host_header,
         addr_text: addr.map(|a| a.to_string()).unwrap_or_default(),
         addr,
+        tls,
         retries: file.retries,
         connect_timeout,
         read_timeout,

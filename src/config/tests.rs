@@ -299,7 +299,7 @@ fn urls_and_service_fields() {
     for (url, prefix) in [
         ("example.com", "services[0].url: invalid url"),
         ("http://a:99999", "services[0].url: invalid port"),
-        ("https://a", "services[0].protocol: https upstreams"),
+        ("https://a?x", "services[0].host: invalid host"),
         (
             "ftp://a",
             "services[0].protocol: unsupported protocol 'ftp'",

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split};
-use monoio::net::TcpStream;
 
 use super::io::{
     read_more, read_more_until, read_more_within, write_all_within, write_range_within, IoFail,
@@ -53,7 +52,7 @@ enum Next {
     KeepAlive,
     Close,
     /// `101 Switching Protocols` was relayed: bytes now flow both ways unparsed.
-    Tunnel(TcpStream),
+    Tunnel(upstream::Stream),
 }
 
 /// Why a head could not be read.
@@ -150,7 +149,7 @@ pub async fn serve<S: ClientIo>(
 }
 
 /// Copies bytes both ways after a protocol switch until each side has closed.
-async fn tunnel<S: ClientIo>(client: S, upstream: TcpStream, pending: Vec<u8>) {
+async fn tunnel<S: ClientIo>(client: S, upstream: upstream::Stream, pending: Vec<u8>) {
     use monoio::io::Splitable;
     let (mut client_read, mut client_write) = client.into_split();
     let (mut upstream_read, mut upstream_write) = upstream.into_split();
@@ -173,7 +172,7 @@ async fn tunnel<S: ClientIo>(client: S, upstream: TcpStream, pending: Vec<u8>) {
 
 impl<S: ClientIo> Conn<S> {
     /// Serves requests; returns the upstream connection when the exchange became a tunnel.
-    async fn run(&mut self) -> Option<TcpStream> {
+    async fn run(&mut self) -> Option<upstream::Stream> {
         let mut first = true;
         loop {
             let snapshot = self.worker.snapshot();
@@ -636,9 +635,10 @@ impl<S: ClientIo> Conn<S> {
         service: &Service,
         fresh: bool,
         check_stale: bool,
-    ) -> Result<(TcpStream, bool), ErrorKind> {
+    ) -> Result<(upstream::Stream, bool), ErrorKind> {
         if !fresh {
-            while let Some(stream) = self.worker.pool.take(addr, self.worker.idle.coarse_now()) {
+            let key = (addr, service.tls.as_ref().map_or(0, |t| t.pool_key));
+            while let Some(stream) = self.worker.pool.take(key, self.worker.idle.coarse_now()) {
                 if check_stale && upstream::is_closed(&stream) {
                     continue;
                 }
@@ -646,7 +646,7 @@ impl<S: ClientIo> Conn<S> {
                 return Ok((stream, true));
             }
         }
-        let stream = upstream::connect(addr, service.connect_timeout).await?;
+        let stream = upstream::connect(addr, service.tls.as_ref(), service.connect_timeout).await?;
         self.worker.stats.upstream_connects.inc();
         Ok((stream, false))
     }
@@ -654,7 +654,7 @@ impl<S: ClientIo> Conn<S> {
     /// Sends the head in `out`, then streams what remains of the body from the client.
     async fn send_request(
         &mut self,
-        upstream: &mut TcpStream,
+        upstream: &mut upstream::Stream,
         service: &Service,
         body_timeout: Duration,
         body: &mut RequestBody,
@@ -742,7 +742,7 @@ impl<S: ClientIo> Conn<S> {
     /// client's head is in `out` and the body starts at the returned offset of `ubuf`.
     async fn read_response_head(
         &mut self,
-        upstream: &mut TcpStream,
+        upstream: &mut upstream::Stream,
         service: &Service,
         exchange: &Exchange,
         started: Instant,
@@ -818,7 +818,7 @@ impl<S: ClientIo> Conn<S> {
     /// Writes the response head and streams the body; pools the upstream when clean.
     async fn relay_response(
         &mut self,
-        mut upstream: TcpStream,
+        mut upstream: upstream::Stream,
         addr: SocketAddr,
         service: &Service,
         plan: ResponsePlan,
@@ -972,9 +972,11 @@ impl<S: ClientIo> Conn<S> {
             }
         }
         if clean && !plan.upstream_close {
-            self.worker
-                .pool
-                .put(addr, upstream, self.worker.idle.coarse_now());
+            self.worker.pool.put(
+                (addr, service.tls.as_ref().map_or(0, |t| t.pool_key)),
+                upstream,
+                self.worker.idle.coarse_now(),
+            );
         }
         finish(plan)
     }

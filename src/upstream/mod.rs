@@ -11,27 +11,99 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
+use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
 use monoio::net::TcpStream;
+use monoio::BufResult;
 
+use crate::config::UpstreamTls;
 use crate::error::ErrorKind;
 
+/// A connection to an upstream: plain TCP, or TLS over it (`https` services).
+pub enum Stream {
+    Plain(TcpStream),
+    Tls {
+        stream: Box<monoio_rustls::ClientTlsStream<TcpStream>>,
+        /// The TCP socket under it, for the idle-connection liveness peek.
+        fd: RawFd,
+    },
+}
+
+// SAFETY: both variants are `Split` (a TCP stream, and monoio-rustls' stream over one),
+// so reading and writing from separate halves is as sound for the enum as for them.
+#[allow(unsafe_code)]
+unsafe impl Split for Stream {}
+
+impl Stream {
+    fn fd(&self) -> RawFd {
+        match self {
+            Stream::Plain(s) => s.as_raw_fd(),
+            Stream::Tls { fd, .. } => *fd,
+        }
+    }
+}
+
+impl AsyncReadRent for Stream {
+    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            Stream::Plain(s) => s.read(buf).await,
+            Stream::Tls { stream, .. } => stream.read(buf).await,
+        }
+    }
+
+    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            Stream::Plain(s) => s.readv(buf).await,
+            Stream::Tls { stream, .. } => stream.readv(buf).await,
+        }
+    }
+}
+
+impl AsyncWriteRent for Stream {
+    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            Stream::Plain(s) => s.write(buf).await,
+            Stream::Tls { stream, .. } => stream.write(buf).await,
+        }
+    }
+
+    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            Stream::Plain(s) => s.writev(buf).await,
+            Stream::Tls { stream, .. } => stream.writev(buf).await,
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush().await,
+            Stream::Tls { stream, .. } => stream.flush().await,
+        }
+    }
+
+    async fn shutdown(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.shutdown().await,
+            Stream::Tls { stream, .. } => stream.shutdown().await,
+        }
+    }
+}
+
+/// Which pooled connections are interchangeable: the address, and for TLS the
+/// settings the connection was verified with.
+pub type PoolKey = (SocketAddr, u64);
+
 struct Idle {
-    stream: TcpStream,
+    stream: Stream,
     since: Instant,
 }
 
-/// A connection handed out by the pool or freshly connected.
-pub struct Checkout {
-    pub stream: TcpStream,
-    pub reused: bool,
-}
-
-/// One worker's idle upstream connections, keyed by address.
+/// One worker's idle upstream connections, keyed by address (and TLS settings).
 pub struct Pool {
-    idle: RefCell<HashMap<SocketAddr, Vec<Idle>>>,
+    idle: RefCell<HashMap<PoolKey, Vec<Idle>>>,
     max_idle: usize,
     idle_timeout: Duration,
 }
@@ -46,7 +118,7 @@ impl Pool {
     }
 
     /// Takes the most recently used live connection to `addr`, if any.
-    pub fn take(&self, addr: SocketAddr, now: Instant) -> Option<TcpStream> {
+    pub fn take(&self, addr: PoolKey, now: Instant) -> Option<Stream> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         while let Some(entry) = list.pop() {
@@ -59,7 +131,7 @@ impl Pool {
     }
 
     /// Returns a connection after a clean exchange.
-    pub fn put(&self, addr: SocketAddr, stream: TcpStream, now: Instant) {
+    pub fn put(&self, addr: PoolKey, stream: Stream, now: Instant) {
         if self.max_idle == 0 {
             return;
         }
@@ -87,15 +159,38 @@ impl Pool {
     }
 }
 
-/// Opens a new connection within `timeout`.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ErrorKind> {
-    match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
+/// Opens a new connection within `timeout` (for TLS, the handshake included).
+pub async fn connect(
+    addr: SocketAddr,
+    tls: Option<&UpstreamTls>,
+    timeout: Duration,
+) -> Result<Stream, ErrorKind> {
+    let deadline = Instant::now() + timeout;
+    let tcp = match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
-            Ok(stream)
+            stream
         }
         Ok(Err(e)) => {
             log::debug!("connect to {addr} failed: {e}");
+            return Err(ErrorKind::ConnectFailed);
+        }
+        Err(_) => return Err(ErrorKind::ConnectTimeout),
+    };
+    let Some(tls) = tls else {
+        return Ok(Stream::Plain(tcp));
+    };
+    let fd = tcp.as_raw_fd();
+    let connector = monoio_rustls::TlsConnector::from(tls.config.clone());
+    let handshake = connector.connect(tls.server_name.clone(), tcp);
+    match monoio::time::timeout_at(deadline.into(), handshake).await {
+        Ok(Ok(stream)) => Ok(Stream::Tls {
+            stream: Box::new(stream),
+            fd,
+        }),
+        Ok(Err(e)) => {
+            // A certificate that does not verify is the upstream's fault: 502.
+            log::warn!("TLS to upstream {addr} failed: {e}");
             Err(ErrorKind::ConnectFailed)
         }
         Err(_) => Err(ErrorKind::ConnectTimeout),
@@ -106,14 +201,14 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, E
 /// connection: a non-blocking one-byte peek. It costs a syscall, so it is used only for
 /// requests that could not be replayed if the connection turned out to be dead.
 #[allow(unsafe_code)]
-pub fn is_closed(stream: &TcpStream) -> bool {
+pub fn is_closed(stream: &Stream) -> bool {
     let mut byte = 0u8;
     // SAFETY: the descriptor belongs to `stream`, which outlives the call and has no
     // operation in flight (it was idle in the pool); the buffer is one valid local byte,
     // and MSG_PEEK leaves the socket's data untouched.
     let n = unsafe {
         libc::recv(
-            stream.as_raw_fd(),
+            stream.fd(),
             (&mut byte as *mut u8).cast(),
             1,
             libc::MSG_PEEK | libc::MSG_DONTWAIT,

@@ -1,0 +1,211 @@
+//! TLS to upstreams (`https` services): verification against the service's
+//! `ca_certificates` or the bundled roots, `tls_verify: false`, SNI, pooled reuse.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let status = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success(), "openssl {args:?}");
+}
+
+/// A CA and a leaf for `localhost` signed by it.
+fn make_ca_and_leaf(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-days",
+        "2",
+        "-subj",
+        "/CN=ringway test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(dir, &ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "leaf.key",
+        "-out",
+        "leaf.csr",
+    ]);
+    openssl(dir, &csr);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "leaf.pem",
+        ],
+    );
+}
+
+/// The Python TLS origin, stopped on drop.
+struct TlsOrigin {
+    child: Child,
+    port: u16,
+}
+
+impl TlsOrigin {
+    fn start(dir: &Path) -> TlsOrigin {
+        let port = free_port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/tls_origin.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(port.to_string())
+            .arg(dir.join("leaf.pem"))
+            .arg(dir.join("leaf.key"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "the TLS origin did not start");
+        TlsOrigin { child, port }
+    }
+}
+
+impl Drop for TlsOrigin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn indent(pem: &str) -> String {
+    pem.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+fn config(dir: &Path, port: u16, ca_id: &str) -> String {
+    let ca = std::fs::read_to_string(dir.join("ca.pem")).unwrap();
+    format!(
+        r#"_format_version: "3.0"
+ca_certificates:
+- id: 7b5d4a3c-1f2e-4d6c-9a8b-000000000001
+  cert: |
+{ca}services:
+- name: verified
+  url: https://localhost:{port}
+  ca_certificates: [{ca_id}]
+  routes: [{{name: verified, paths: [/verified]}}]
+- name: public-roots
+  url: https://localhost:{port}
+  routes: [{{name: public-roots, paths: [/public]}}]
+- name: unverified
+  url: https://localhost:{port}
+  tls_verify: false
+  routes: [{{name: unverified, paths: [/unverified]}}]
+"#,
+        ca = indent(&ca)
+    )
+}
+
+#[test]
+fn https_services_verify_their_upstream_and_reuse_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    make_ca_and_leaf(dir.path());
+    let origin = TlsOrigin::start(dir.path());
+    let gw = Gateway::start(&config(
+        dir.path(),
+        origin.port,
+        "7b5d4a3c-1f2e-4d6c-9a8b-000000000001",
+    ));
+
+    let mut client = gw.client();
+    for i in 0..3 {
+        client
+            .send(b"GET /verified/a HTTP/1.1\r\nHost: gw\r\n\r\n")
+            .unwrap();
+        let r = client
+            .read_response_within(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("request {i}: {e:?}"));
+        assert_eq!(r.status, 200, "{}", r.body_str());
+        assert_eq!(r.body_str(), "secure upstream /a");
+        assert_eq!(
+            r.header("X-Seen-SNI"),
+            Some("localhost"),
+            "SNI sent upstream"
+        );
+    }
+    let status = gw.status_json();
+    assert!(
+        status["upstream"]["connections_reused"].as_u64().unwrap() >= 2,
+        "TLS upstream connections are pooled: {status}"
+    );
+
+    // Signed by a CA the bundled roots do not know: refused, 502.
+    let r = proxy_get(&gw, "/public/a", &[]);
+    assert_eq!(r.status, 502, "{}", r.body_str());
+    assert!(
+        gw.stderr_text().contains("TLS to upstream"),
+        "the refusal is logged"
+    );
+
+    // tls_verify: false talks to it anyway.
+    let r = proxy_get(&gw, "/unverified/b", &[]);
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    assert_eq!(r.body_str(), "secure upstream /b");
+}
+
+#[test]
+fn a_ca_certificate_reference_must_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    make_ca_and_leaf(dir.path());
+    let path = dir.path().join("kong.yaml");
+    std::fs::write(&path, config(dir.path(), 9, "no-such-ca")).unwrap();
+    let out = run_cli(
+        &["check", "-c", path.to_str().unwrap()],
+        &[],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("services[0].ca_certificates[0]: no CA certificate with id 'no-such-ca'"),
+        "{stderr}"
+    );
+}
