@@ -294,7 +294,7 @@ fn ringway_series(out: &mut String, published: &Published, node: &Node<'_>) {
         labels(&[("version", node.version), ("driver", node.driver)])
     );
     type Read = fn(&WorkerStats) -> u64;
-    let per_worker: [(&str, &str, &str, Read); 9] = [
+    let per_worker: [(&str, &str, &str, Read); 10] = [
         (
             "ringway_connections_active",
             "gauge",
@@ -318,6 +318,12 @@ fn ringway_series(out: &mut String, published: &Published, node: &Node<'_>) {
             "counter",
             "Requests read, per worker",
             |w| w.total_requests.get(),
+        ),
+        (
+            "ringway_tls_failures_total",
+            "counter",
+            "TLS handshakes that failed or timed out, per worker",
+            |w| w.tls_failures.get(),
         ),
         (
             "ringway_upstream_connections_opened_total",
