@@ -255,26 +255,36 @@ pub fn prepare(
         reject
     };
     let route = &config.routes[matched.route];
-    if !(if client.https {
-        route.https
-    } else {
-        route.http
-    }) {
-        // An https-only route reached over plain HTTP: Kong's 426, or the redirect the
-        // route asks for.
-        let detail = (route.https_redirect_status_code != 426 && !client.https)
-            .then(|| {
-                let mut location = String::from("Location: https://");
-                location.push_str(host.map(route::strip_port).unwrap_or(""));
-                location.push_str(path_and_query);
-                location.push_str("\r\n");
-                Box::new(Detail {
-                    status: route.https_redirect_status_code,
-                    body: crate::http::generated::message_body("Moved"),
-                    headers: location.into_bytes(),
-                })
-            })
-            .filter(|_| host.is_some());
+    // The scheme the client used: TLS here, or (as Kong's forwarded scheme) a trusted
+    // proxy's `X-Forwarded-Proto: https` when it terminated TLS in front of us.
+    let https = client.https
+        || (client.trusted
+            && headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("x-forwarded-proto")
+                    && crate::http::trim_ows(h.value).eq_ignore_ascii_case(b"https")
+            }));
+    if !(if https { route.https } else { route.http }) {
+        // An https-only route reached over plain HTTP: Kong's 426 (naming the protocol
+        // to upgrade to, RFC 9110 §15.5.22), or the redirect the route asks for.
+        let detail = if https {
+            None
+        } else if route.https_redirect_status_code != 426 && host.is_some() {
+            let mut location = String::from("Location: https://");
+            location.push_str(host.map(route::strip_port).unwrap_or(""));
+            location.push_str(path_and_query);
+            location.push_str("\r\n");
+            Some(Box::new(Detail {
+                status: route.https_redirect_status_code,
+                body: crate::http::generated::message_body("Moved"),
+                headers: location.into_bytes(),
+            }))
+        } else {
+            Some(Box::new(Detail {
+                status: 426,
+                body: crate::http::generated::message_body(ErrorKind::ProtocolNotAllowed.message()),
+                headers: b"Upgrade: TLS/1.2, HTTP/1.1\r\nConnection: Upgrade\r\n".to_vec(),
+            }))
+        };
         return Err(refuse(ErrorKind::ProtocolNotAllowed, detail, routed, rid));
     }
     let service = &config.services[matched.service];
