@@ -126,6 +126,10 @@ pub struct Sample {
     pub egress_bytes: u64,
 }
 
+/// The per-request tables hash small integer keys of our own making: foldhash, not
+/// SipHash (no client controls them).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Counters of one (route, consumer, status, source).
 type CountKey = (usize, Option<usize>, u16, Source);
 /// Bytes of one (route, consumer): ingress, egress.
@@ -136,11 +140,11 @@ type BytesKey = (usize, Option<usize>);
 struct Pending {
     snapshot: Option<Arc<Snapshot>>,
     overall: Option<Box<Latencies>>,
-    services: HashMap<usize, Box<Latencies>>,
-    routes: HashMap<usize, Box<Latencies>>,
-    counts: HashMap<CountKey, u64>,
-    bytes: HashMap<BytesKey, (u64, u64)>,
-    jwt_failures: HashMap<&'static str, u64>,
+    services: FastMap<usize, Box<Latencies>>,
+    routes: FastMap<usize, Box<Latencies>>,
+    counts: FastMap<CountKey, u64>,
+    bytes: FastMap<BytesKey, (u64, u64)>,
+    jwt_failures: FastMap<&'static str, u64>,
     rate_limited: u64,
     last_flush: Option<Instant>,
 }
