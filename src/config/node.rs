@@ -12,6 +12,7 @@ use super::file::NodeFile;
 use super::{parse_item, Report};
 
 pub const DEFAULT_PROXY_LISTEN: &str = "0.0.0.0:8000";
+pub const DEFAULT_PROXY_LISTEN_SSL: &str = "0.0.0.0:8443 ssl";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8001";
 pub const DEFAULT_DATA_DIR: &str = "./data";
 pub const DEFAULT_MAX_CONNECTIONS: u64 = 100_000;
@@ -124,17 +125,27 @@ pub(super) fn build(
     report: &mut Report,
 ) -> Option<Node> {
     let before = report.problems.len();
-    let file: NodeFile = match value {
+    let mut file: NodeFile = match value {
         None | Some(Value::Null) => NodeFile::default(),
         Some(value) => parse_item(value, "ringway", report)?,
     };
 
+    // Without proxy_listen, 8000; and, as Kong, 8443 with TLS when there is a
+    // certificate to serve.
+    let has_certificate = certificates || (file.ssl_cert.is_some() && file.ssl_cert_key.is_some());
     let listen_strings = if !overrides.proxy_listen.is_empty() {
         overrides.proxy_listen.clone()
     } else {
         file.proxy_listen
+            .take()
             .map(|l| l.into_vec())
-            .unwrap_or_else(|| vec![DEFAULT_PROXY_LISTEN.to_owned()])
+            .unwrap_or_else(|| {
+                let mut listens = vec![DEFAULT_PROXY_LISTEN.to_owned()];
+                if has_certificate {
+                    listens.push(DEFAULT_PROXY_LISTEN_SSL.to_owned());
+                }
+                listens
+            })
     };
     let mut proxy_listen = Vec::new();
     for (i, entry) in listen_strings.iter().enumerate() {

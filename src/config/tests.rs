@@ -427,3 +427,58 @@ fn admin_layer_entities_are_tagged_and_refer_to_file_entities_by_id() {
     assert_eq!(config.jwt_secrets[0].layer, Layer::Admin);
     assert_eq!(config.plugins[0].layer, Layer::Admin);
 }
+
+/// As Kong: without proxy_listen, a config with a certificate also listens on 8443 with
+/// TLS; an explicit proxy_listen is taken as given.
+#[test]
+fn a_certificate_adds_the_default_tls_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=a.test"])
+        .args(["-keyout", "k.pem", "-out", "c.pem"])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pem = |name: &str| {
+        std::fs::read_to_string(dir.path().join(name))
+            .unwrap()
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    let yaml = format!(
+        "_format_version: \"3.0\"\ncertificates:\n- cert: |\n{}  key: |\n{}",
+        pem("c.pem"),
+        pem("k.pem")
+    );
+    let config = Config::from_bytes(yaml.as_bytes(), &NodeOverrides::default()).unwrap();
+    let listens: Vec<(String, bool)> = config
+        .node
+        .proxy_listen
+        .iter()
+        .map(|l| (l.addr.to_string(), l.ssl))
+        .collect();
+    assert_eq!(
+        listens,
+        [
+            ("0.0.0.0:8000".to_owned(), false),
+            ("0.0.0.0:8443".to_owned(), true)
+        ]
+    );
+    let explicit = yaml.replace(
+        "_format_version: \"3.0\"\n",
+        "_format_version: \"3.0\"\nringway:\n  proxy_listen: [\"127.0.0.1:9000\"]\n",
+    );
+    let config = Config::from_bytes(explicit.as_bytes(), &NodeOverrides::default()).unwrap();
+    assert_eq!(config.node.proxy_listen.len(), 1);
+}
