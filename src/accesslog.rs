@@ -74,7 +74,7 @@ impl Batcher {
     pub fn new(log: Log) -> Batcher {
         Batcher {
             log,
-            buf: RefCell::new(Vec::new()),
+            buf: RefCell::new(Vec::with_capacity(BATCH_BYTES + 16 * 1024)),
             lines: Cell::new(0),
         }
     }
@@ -96,7 +96,8 @@ impl Batcher {
         if buf.is_empty() {
             return;
         }
-        let batch = std::mem::replace(&mut *buf, Vec::with_capacity(BATCH_BYTES / 4));
+        // Sized for a whole batch, so appending lines never reallocates and copies.
+        let batch = std::mem::replace(&mut *buf, Vec::with_capacity(BATCH_BYTES + 16 * 1024));
         let lines = self.lines.replace(0);
         match self.log.queue.try_send(batch) {
             Ok(()) => {}
