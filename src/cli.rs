@@ -46,6 +46,10 @@ enum Command {
         /// error, warn, info, debug or trace (also RINGWAY_LOG).
         #[arg(long = "log-level", value_name = "LEVEL")]
         log_level: Option<String>,
+        /// Share the listening ports with a running ringway (a binary upgrade): start,
+        /// then send the old process SIGTERM; see the README.
+        #[arg(long)]
+        takeover: bool,
     },
     /// Validate a config file: every problem is printed with its path.
     Check {
@@ -125,6 +129,7 @@ pub fn main() -> ExitCode {
             workers,
             data_dir,
             log_level,
+            takeover,
         } => {
             let log_level =
                 log_level.or_else(|| std::env::var("RINGWAY_LOG").ok().filter(|v| !v.is_empty()));
@@ -143,6 +148,7 @@ pub fn main() -> ExitCode {
                 workers,
                 data_dir,
                 log_level,
+                takeover,
             };
             match crate::server::run(config, overrides) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -114,6 +114,8 @@ pub struct NodeOverrides {
     pub workers: Option<u64>,
     pub data_dir: Option<String>,
     pub log_level: Option<String>,
+    /// `--takeover`: bind next to a running ringway (binary upgrade), not a setting.
+    pub takeover: bool,
 }
 
 /// `certificates` says whether the file declares `certificates` (a TLS listener needs

@@ -408,7 +408,7 @@ impl<S: ClientIo> Conn<S> {
                 }
                 None => {
                     // Waiting for a request to start: the idle timeout applies, and
-                    // draining closes the connection at once. The idle slot (not a
+                    // draining closes a keep-alive connection at once. The idle slot (not a
                     // timer) keeps an idle connection's state small.
                     let idle = if first {
                         node.client_header_timeout
@@ -417,7 +417,15 @@ impl<S: ClientIo> Conn<S> {
                     };
                     let worker = self.worker.clone();
                     let slot = worker.idle.register();
-                    let expired = slot.arm(worker.idle.deadline_after(idle));
+                    let deadline = worker.idle.deadline_after(idle);
+                    // A new connection is about to send its first request: draining
+                    // lets it (within client_header_timeout), so a connection accepted
+                    // just before a shutdown or an upgrade is served, not dropped.
+                    let expired = if first {
+                        slot.arm_deadline(deadline)
+                    } else {
+                        slot.arm(deadline)
+                    };
                     let read = read_more(&mut self.client, buf, HEAD_READ_SPACE);
                     let result = monoio::select! {
                         (r, buf) = read => (r.map_err(|_| IoFail::Io), buf),

@@ -83,12 +83,15 @@ pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
     let driver = choose_driver(node.driver)?;
 
     // Bind everything before starting anything, so a busy port is a clean error.
-    let listeners = listen::bind_proxy(&node.proxy_listen, node.workers)?;
+    if overrides.takeover {
+        takeover_notice();
+    }
+    let listeners = listen::bind_proxy(&node.proxy_listen, node.workers, overrides.takeover)?;
     let bound: Vec<std::net::SocketAddr> = listeners[0]
         .iter()
         .filter_map(|(l, _)| l.local_addr().ok())
         .collect();
-    let admin = listen::bind_single(node.admin_listen)
+    let admin = listen::bind_admin(node.admin_listen, overrides.takeover)
         .with_context(|| format!("cannot listen on {} (admin_listen)", node.admin_listen))?;
     let admin_addr = admin.local_addr().unwrap_or(node.admin_listen);
 
@@ -178,6 +181,22 @@ pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
     }
     log::info!("drained; exiting");
     Ok(())
+}
+
+/// A binary upgrade: this process binds beside the old one (SO_REUSEPORT). When the old
+/// one closes its listeners on SIGTERM, connections still in their accept queues move
+/// here only if the kernel migrates them (`net.ipv4.tcp_migrate_req`, Linux 5.14+).
+fn takeover_notice() {
+    let migrate = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req")
+        .map(|v| v.trim() == "1")
+        .unwrap_or(false);
+    if migrate {
+        log::info!("takeover: sharing the listening ports; send the old process SIGTERM");
+    } else {
+        log::warn!(
+            "takeover: net.ipv4.tcp_migrate_req is off: connections queued on the old process's listeners when it stops may be reset (sysctl -w net.ipv4.tcp_migrate_req=1)"
+        );
+    }
 }
 
 /// The rate-limiting background work: dropping buckets nobody needs (every second) and
