@@ -89,6 +89,11 @@ pub fn rewrite(
     let (Some(version), Some(status)) = (response.version, response.code) else {
         return Err(ErrorKind::BadResponse);
     };
+    // RFC 9110 §15: a status is three digits, the first 1 to 5 (httparse takes any three
+    // digits, so `011` or `999` would otherwise reach the client).
+    if !(100..=599).contains(&status) {
+        return Err(ErrorKind::BadResponse);
+    }
     let headers: &[Header<'_>] = response.headers;
     let switching = status == 101;
     if switching && !exchange.framing.upgrade {

@@ -235,6 +235,11 @@ fn response_heads() {
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
         b"HTTP/1.1 2000 OK\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n",
+        // Found by fuzz/response_head: three digits, but not a status (RFC 9110 §15).
+        b"HTTP/1.1 011 Wat\r\n\r\n",
+        b"HTTP/1.1 099 x\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 600 x\r\n\r\n",
+        b"HTTP/1.1 999 x\r\n\r\n",
     ] {
         let mut head = Vec::new();
         assert_eq!(
