@@ -90,7 +90,7 @@ impl Bucket {
                 let available = Bucket::available(limit, tat[p], now);
                 fewest = fewest.min(available);
                 if available == 0 {
-                    let next = tat[p].max(now) + limit.interval;
+                    let next = tat[p].max(now).saturating_add(limit.interval);
                     wait = wait.max((next - limit.capacity().min(next)).saturating_sub(now));
                 }
             }
@@ -123,7 +123,9 @@ impl Bucket {
         let slot = &self.tat[limit.period as usize];
         let mut current = slot.load(Ordering::Acquire);
         loop {
-            let next = current.max(now) + count * limit.interval;
+            let next = current
+                .max(now)
+                .saturating_add(count.saturating_mul(limit.interval));
             if next > now + limit.capacity() {
                 return None;
             }

@@ -416,6 +416,9 @@ impl Syncer {
                 // Tokens taken here since the counts were swapped out are not in Redis's
                 // answer yet: they stay on top of it.
                 let unsent = bucket.pending.load(Ordering::Acquire).max(0) as u64;
+                if debts.len() != config.limits.len() {
+                    return Err(RedisError::Protocol);
+                }
                 for (limit, debt) in config.limits.iter().zip(debts) {
                     let Reply::Bulk(Some(debt)) = debt else {
                         return Err(RedisError::Protocol);
@@ -424,7 +427,13 @@ impl Syncer {
                         .ok()
                         .and_then(|s| s.parse().ok())
                         .ok_or(RedisError::Protocol)?;
-                    bucket.set_tat(limit.period, now + debt_us * 1000 + unsent * limit.interval);
+                    // What Redis says is not trusted to stay in range: a bucket drawn
+                    // ahead saturates instead of wrapping the clock.
+                    let tat = debt_us
+                        .saturating_mul(1000)
+                        .saturating_add(unsent.saturating_mul(limit.interval))
+                        .saturating_add(now);
+                    bucket.set_tat(limit.period, tat);
                 }
             }
         }

@@ -301,3 +301,15 @@ fn resp_round_trip() {
         assert!(read_reply(&mut input, 0).is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn a_bucket_drawn_far_ahead_refuses_without_overflowing() {
+    // Redis's answer is not trusted to be in range: a huge debt saturates.
+    let store = Store::new(10);
+    let minute = Limit::new(Period::Minute, 10);
+    let bucket = store.bucket((1, 2), || None);
+    bucket.set_tat(Period::Minute, u64::MAX - 1);
+    let take = bucket.take(&[minute], store.now(), |n| n);
+    assert_eq!(take.got, 0);
+    assert!(take.wait > 0);
+}
