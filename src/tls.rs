@@ -19,12 +19,7 @@ use rustls::ServerConfig;
 
 /// A certificate and its key, checked to belong together.
 pub fn certified_key(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("invalid certificate PEM: {e}"))?;
-    if certs.is_empty() {
-        return Err("no certificate in the PEM".into());
-    }
+    let certs = certificates(cert_pem)?;
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
         .map_err(|e| format!("invalid private key PEM: {e}"))?;
     let signer = provider::sign::any_supported_type(&key)
@@ -127,14 +122,17 @@ pub fn server_config(certificates: Certificates) -> Result<Arc<ServerConfig>, St
     Ok(Arc::new(config))
 }
 
-/// Verifies upstream certificates with webpki, allowing at most `depth` intermediates.
+/// How an upstream's certificate is checked: by webpki against the roots (at most
+/// `depth` intermediates when set), or not at all (`tls_verify: false`). Handshake
+/// signatures are always checked against the certificate presented.
 #[derive(Debug)]
-struct DepthLimited {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
-    depth: usize,
+struct UpstreamVerifier {
+    webpki: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    depth: Option<usize>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
-impl rustls::client::danger::ServerCertVerifier for DepthLimited {
+impl rustls::client::danger::ServerCertVerifier for UpstreamVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -143,54 +141,15 @@ impl rustls::client::danger::ServerCertVerifier for DepthLimited {
         ocsp: &[u8],
         now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        if intermediates.len() > self.depth {
-            return Err(rustls::Error::General(format!(
-                "certificate chain longer than tls_verify_depth {}",
-                self.depth
-            )));
+        let Some(webpki) = &self.webpki else {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        };
+        if self.depth.is_some_and(|depth| intermediates.len() > depth) {
+            return Err(rustls::Error::General(
+                "certificate chain longer than tls_verify_depth".into(),
+            ));
         }
-        self.inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// Accepts any upstream certificate (`tls_verify: false`), still checking that the
-/// handshake is signed by the key in it.
-#[derive(Debug)]
-struct Unverified(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
+        webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
     }
 
     fn verify_tls12_signature(
@@ -203,7 +162,7 @@ impl rustls::client::danger::ServerCertVerifier for Unverified {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -217,16 +176,18 @@ impl rustls::client::danger::ServerCertVerifier for Unverified {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
-/// PEM certificates (a CA bundle).
+/// PEM certificates (a chain, or a CA bundle).
 pub fn certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<_, _>>()
@@ -245,40 +206,37 @@ pub fn client_config(
     depth: Option<u32>,
 ) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(provider::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    let webpki = if verify {
+        let mut roots = rustls::RootCertStore::empty();
+        if cas.is_empty() {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        } else {
+            for ca in cas {
+                roots
+                    .add(ca.clone())
+                    .map_err(|e| format!("unusable CA certificate: {e}"))?;
+            }
+        }
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
         .map_err(|e| e.to_string())?;
-    let mut roots = rustls::RootCertStore::empty();
-    if cas.is_empty() {
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        Some(verifier)
     } else {
-        for ca in cas {
-            roots
-                .add(ca.clone())
-                .map_err(|e| format!("unusable CA certificate: {e}"))?;
-        }
-    }
-    let mut config = if !verify {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
-            .with_no_client_auth()
-    } else {
-        let inner =
-            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| e.to_string())?;
-        match depth {
-            Some(depth) => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(DepthLimited {
-                    inner,
-                    depth: depth as usize,
-                }))
-                .with_no_client_auth(),
-            None => builder.with_webpki_verifier(inner).with_no_client_auth(),
-        }
+        None
     };
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(UpstreamVerifier {
+            webpki,
+            depth: depth.map(|d| d as usize),
+            provider,
+        }))
+        .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
