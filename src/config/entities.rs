@@ -182,15 +182,21 @@ pub fn random_id() -> String {
 }
 
 fn format_uuid(b: &[u8; 16]) -> String {
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
+    let mut out = String::with_capacity(36);
+    write_uuid(&mut out, *b);
+    out
+}
+
+/// Appends `bytes` in a UUID's textual form (the caller sets version and variant).
+pub fn write_uuid(out: &mut String, bytes: [u8; 16]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, byte) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
 }
 
 /// Whether a string is a UUID in Kong's textual form.

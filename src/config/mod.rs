@@ -26,8 +26,8 @@ use serde_norway::Value;
 use sha2::{Digest, Sha256};
 
 pub use entities::{
-    is_uuid, random_id, stable_id, Chain, Consumer, ConsumerGroup, JwtSecret, Keys, Layer, Plugin,
-    PluginConfig, Scope, KNOWN_PLUGINS,
+    is_uuid, random_id, stable_id, write_uuid, Chain, Consumer, ConsumerGroup, JwtSecret, Keys,
+    Layer, Plugin, PluginConfig, Scope, KNOWN_PLUGINS,
 };
 pub use node::{AccessLog, Driver, Limits, Listen, Node, NodeOverrides, MAX_HEADERS_LIMIT};
 

@@ -98,16 +98,10 @@ impl Default for Ids {
     fn default() -> Self {
         let mut seed = [0u8; 8];
         let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed);
-        let ids = Ids {
-            state: Cell::new(u64::from_le_bytes(seed)),
-            worker_uuid: String::new(),
-            counter: Cell::new(0),
-        };
-        let mut uuid = String::with_capacity(36);
-        ids.write_uuid(&mut uuid);
         Ids {
-            worker_uuid: uuid,
-            ..ids
+            state: Cell::new(u64::from_le_bytes(seed)),
+            worker_uuid: crate::config::random_id(),
+            counter: Cell::new(0),
         }
     }
 }
@@ -130,14 +124,7 @@ impl Ids {
         bytes[8..].copy_from_slice(&b.to_le_bytes());
         bytes[6] = (bytes[6] & 0x0f) | 0x40;
         bytes[8] = (bytes[8] & 0x3f) | 0x80;
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        for (i, byte) in bytes.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                out.push('-');
-            }
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0xf)]));
-        }
+        crate::config::write_uuid(out, bytes);
     }
 
     /// A new ID from `generator`.
