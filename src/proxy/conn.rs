@@ -248,7 +248,8 @@ impl<S: ClientIo> Conn<S> {
                 self.rid = request_id;
                 let keep = keep_alive && !self.worker.drain.fired();
                 if let Some(detail) = detail {
-                    let body = with_request_id(&detail.body, self.rid.as_deref());
+                    let detail = *detail;
+                    let body = with_request_id(detail.body, self.rid.as_deref());
                     let echo = echo_line(self.rid.as_deref());
                     generated::response(
                         &mut self.out,
@@ -461,10 +462,8 @@ impl<S: ClientIo> Conn<S> {
             return false;
         }
         if self.out.is_empty() {
-            let body = with_request_id(
-                &generated::message_body(kind.message()),
-                self.rid.as_deref(),
-            );
+            let body =
+                with_request_id(generated::message_body(kind.message()), self.rid.as_deref());
             let echo = echo_line(self.rid.as_deref());
             generated::response(
                 &mut self.out,
@@ -549,7 +548,13 @@ impl<S: ClientIo> Conn<S> {
                 .await
             {
                 Ok(()) => match self
-                    .read_response_head(&mut upstream, service, &exchange, started, sent)
+                    .read_response_head(
+                        &mut upstream,
+                        service,
+                        &exchange,
+                        (started, sent),
+                        node.latency_headers,
+                    )
                     .await
                 {
                     Ok((plan, pos)) => {
@@ -753,10 +758,9 @@ impl<S: ClientIo> Conn<S> {
         upstream: &mut upstream::Stream,
         service: &Service,
         exchange: &Exchange,
-        started: Instant,
-        sent: Instant,
+        (started, sent): (Instant, Instant),
+        latency_headers: bool,
     ) -> Result<(ResponsePlan, usize), ErrorKind> {
-        let latency_headers = self.worker.snapshot().config.node.latency_headers;
         let worker = self.worker.clone();
         if self.ubuf.capacity() == 0 {
             self.ubuf = self.worker.buffers.take();
@@ -1030,25 +1034,21 @@ fn request_line(head: &[u8]) -> (String, String) {
     (method, String::from_utf8_lossy(path).into_owned())
 }
 
-/// A generated JSON body with `request_id` added when the request has one.
-fn with_request_id(body: &[u8], rid: Option<&RequestId>) -> Vec<u8> {
+/// A generated JSON body with `request_id` added, in place, when the request has one.
+fn with_request_id(mut body: Vec<u8>, rid: Option<&RequestId>) -> Vec<u8> {
     let Some(rid) = rid else {
-        return body.to_vec();
+        return body;
     };
-    let mut out = Vec::with_capacity(body.len() + 24 + rid.value().len());
-    match body.strip_suffix(b"}") {
-        Some(open) => {
-            out.extend_from_slice(open);
-            if open.len() > 1 {
-                out.push(b',');
-            }
-            out.extend_from_slice(b"\"request_id\":");
-            generated::write_json_string(&mut out, rid.value());
-            out.push(b'}');
+    if body.last() == Some(&b'}') {
+        body.pop();
+        if body.len() > 1 {
+            body.push(b',');
         }
-        None => out.extend_from_slice(body),
+        body.extend_from_slice(b"\"request_id\":");
+        generated::write_json_string(&mut body, rid.value());
+        body.push(b'}');
     }
-    out
+    body
 }
 
 /// The request ID header line for a generated response, when it is echoed.
