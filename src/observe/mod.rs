@@ -181,6 +181,8 @@ pub struct Published {
     pub rate_limited: u64,
     /// Distinct consumer labels handed out so far.
     consumers: HashMap<String, Label>,
+    /// Each route label's service label (the `service` of Kong's latency series).
+    pub route_services: HashMap<Label, Label>,
     /// Distinct service and route labels with histograms of their own.
     scopes: usize,
 }
@@ -357,6 +359,12 @@ fn fold(observe: &Observe, pending: Pending) {
     }
     for (index, latencies) in &pending.routes {
         let label = published.scope_label(route_label(config, *index), limit, false);
+        let service = config
+            .routes
+            .get(*index)
+            .map(|r| service_label(config, r.service))
+            .unwrap_or_else(|| Label::from(""));
+        published.route_services.insert(label.clone(), service);
         published.routes.entry(label).or_default().add(latencies);
     }
     let names = |published: &mut Published, route: usize, consumer: Option<usize>| {

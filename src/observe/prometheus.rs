@@ -200,10 +200,9 @@ fn kong_series(out: &mut String, published: &Published, flags: &Flags, node: &No
             .collect();
         let service_of = |route: &str| -> Label {
             published
-                .counts
-                .keys()
-                .find(|(_, r, ..)| &**r == route)
-                .map(|(s, ..)| s.clone())
+                .route_services
+                .get(route)
+                .cloned()
                 .unwrap_or_else(|| Label::from(""))
         };
         for (name, help, buckets, pick) in [

@@ -128,6 +128,9 @@ fn prometheus_text_escapes_labels_and_sums_buckets() {
     published
         .routes
         .insert(Label::from("r\"1"), Latencies::default());
+    published
+        .route_services
+        .insert(Label::from("r\"1"), Label::from("s"));
     published.counts.insert(
         (
             Label::from("s"),
