@@ -74,7 +74,7 @@ impl Batcher {
     pub fn new(log: Log) -> Batcher {
         Batcher {
             log,
-            buf: RefCell::new(Vec::with_capacity(BATCH_BYTES + 16 * 1024)),
+            buf: RefCell::new(Vec::new()),
             lines: Cell::new(0),
         }
     }
@@ -82,6 +82,11 @@ impl Batcher {
     /// Appends one line; hands the buffer over when it is full.
     pub fn push(&self, entry: &Entry<'_>) {
         let mut buf = self.buf.borrow_mut();
+        if buf.capacity() == 0 {
+            // Sized for a whole batch, so appending never reallocates and copies; only
+            // a worker that logs holds one.
+            buf.reserve(BATCH_BYTES + 16 * 1024);
+        }
         entry.write(&mut buf);
         self.lines.set(self.lines.get() + 1);
         if buf.len() >= BATCH_BYTES {
@@ -96,8 +101,7 @@ impl Batcher {
         if buf.is_empty() {
             return;
         }
-        // Sized for a whole batch, so appending lines never reallocates and copies.
-        let batch = std::mem::replace(&mut *buf, Vec::with_capacity(BATCH_BYTES + 16 * 1024));
+        let batch = std::mem::take(&mut *buf);
         let lines = self.lines.replace(0);
         match self.log.queue.try_send(batch) {
             Ok(()) => {}
