@@ -263,19 +263,6 @@ pub fn build(
     built
 }
 
-/// Items of a top-level list, with their paths.
-pub fn items(values: Vec<Value>, kind: &str, layer: impl Fn(usize) -> Layer) -> Vec<Item> {
-    values
-        .into_iter()
-        .enumerate()
-        .map(|(i, value)| Item {
-            path: format!("{kind}[{i}]"),
-            value,
-            layer: layer(i),
-        })
-        .collect()
-}
-
 /// CA certificates by id (Kong's `ca_certificates` entity).
 pub type Cas = HashMap<String, Vec<rustls::pki_types::CertificateDer<'static>>>;
 

@@ -552,10 +552,13 @@ fn build(
     }
     let (chains, global_chain) = entities::resolve_chains(&routes, &plugins);
 
-    let certificate_items = certs::items(top.certificates, "certificates", |i| {
-        admin_from.layer("certificates", i)
-    });
-    let sni_items = certs::items(top.snis, "snis", |i| admin_from.layer("snis", i));
+    let certificate_items = top
+        .certificates
+        .into_iter()
+        .enumerate()
+        .map(item("certificates"))
+        .collect();
+    let sni_items = top.snis.into_iter().enumerate().map(item("snis")).collect();
     let default_certificate = node.as_ref().and_then(|n| n.default_certificate.clone());
     let tls = certs::build(certificate_items, sni_items, default_certificate, report);
 
