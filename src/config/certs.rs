@@ -150,13 +150,16 @@ pub fn build(
             .id
             .clone()
             .unwrap_or_else(|| stable_id("certificate", &cert));
-        if ids.insert(id.clone(), index).is_some() {
+        // Checked before inserting: a duplicate must not repoint the id at an index
+        // that is never filled (an `snis` entry naming it would then index past the end).
+        if ids.contains_key(&id) {
             report.add(
                 format!("{}.id", item.path),
                 format!("duplicate certificate id '{id}'"),
             );
             continue;
         }
+        ids.insert(id.clone(), index);
         let mut sni_names = Vec::new();
         for (j, sni) in file.snis.into_iter().enumerate() {
             let path = format!("{}.snis[{j}]", item.path);

@@ -428,10 +428,8 @@ fn admin_layer_entities_are_tagged_and_refer_to_file_entities_by_id() {
     assert_eq!(config.plugins[0].layer, Layer::Admin);
 }
 
-/// As Kong: without proxy_listen, a config with a certificate also listens on 8443 with
-/// TLS; an explicit proxy_listen is taken as given.
-#[test]
-fn a_certificate_adds_the_default_tls_listener() {
+/// A self-signed certificate and key, indented as YAML block scalars' contents.
+fn test_certificate_pem() -> (String, String) {
     let dir = tempfile::tempdir().unwrap();
     let status = std::process::Command::new("openssl")
         .args([
@@ -456,11 +454,34 @@ fn a_certificate_adds_the_default_tls_listener() {
             .map(|l| format!("    {l}\n"))
             .collect::<String>()
     };
+    (pem("c.pem"), pem("k.pem"))
+}
+
+/// Found reviewing: a duplicate certificate id used to repoint the id at a certificate
+/// that was never kept, and an `snis` entry naming it then indexed past the end.
+#[test]
+fn a_duplicate_certificate_id_is_an_error_not_a_panic() {
+    let (cert, key) = test_certificate_pem();
+    let one =
+        format!("- id: 3f0c5a52-7a7b-4a5e-9a57-2c1d6f1e0a01\n  cert: |\n{cert}  key: |\n{key}");
     let yaml = format!(
-        "_format_version: \"3.0\"\ncertificates:\n- cert: |\n{}  key: |\n{}",
-        pem("c.pem"),
-        pem("k.pem")
+        "_format_version: \"3.0\"\ncertificates:\n{one}{one}snis:\n- name: b.test\n  certificate: {{id: 3f0c5a52-7a7b-4a5e-9a57-2c1d6f1e0a01}}\n"
     );
+    let found = problems(&yaml);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("certificates[1].id: duplicate certificate id")),
+        "{found:?}"
+    );
+}
+
+/// As Kong: without proxy_listen, a config with a certificate also listens on 8443 with
+/// TLS; an explicit proxy_listen is taken as given.
+#[test]
+fn a_certificate_adds_the_default_tls_listener() {
+    let (cert, key) = test_certificate_pem();
+    let yaml = format!("_format_version: \"3.0\"\ncertificates:\n- cert: |\n{cert}  key: |\n{key}");
     let config = Config::from_bytes(yaml.as_bytes(), &NodeOverrides::default()).unwrap();
     let listens: Vec<(String, bool)> = config
         .node
