@@ -156,8 +156,13 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, local: SocketAdd
                 stats.connections_active.inc();
                 let worker = worker.clone();
                 let _ = stream.set_nodelay(true);
-                // The address the client reached (a wildcard listener's is 0.0.0.0).
-                let local = stream.local_addr().unwrap_or(local);
+                // The address the client reached: the listener's, unless it is a
+                // wildcard (0.0.0.0), which only getsockname can resolve.
+                let local = if local.ip().is_unspecified() {
+                    stream.local_addr().unwrap_or(local)
+                } else {
+                    local
+                };
                 monoio::spawn(async move {
                     if ssl {
                         // Boxed: the handshake's state is needed only until it is done.
