@@ -134,15 +134,35 @@ async fn handshake(
     }
 }
 
+/// Stops a listener without dropping what it has accepted: `shutdown` takes it out of
+/// listening (new connections are refused, or with net.ipv4.tcp_migrate_req move to
+/// another process's listener) and makes the pending accept return, while a
+/// connection whose accept already completed is still handed over and served.
+/// Cancelling the pending accept instead would drop such a connection unanswered.
+#[allow(unsafe_code)]
+fn stop_listening(fd: std::os::fd::RawFd) {
+    // SAFETY: `fd` is the listener's descriptor, which the accept loop keeps open until
+    // its pending accept returns after this call; shutdown takes no buffers.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
 async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, local: SocketAddr, ssl: bool) {
+    use std::os::fd::AsRawFd;
+    let fd = listener.as_raw_fd();
+    let stopper = {
+        let worker = worker.clone();
+        monoio::spawn(async move {
+            worker.drain.wait().await;
+            stop_listening(fd);
+        })
+    };
     loop {
-        let accepted = {
-            let drain = worker.drain.wait();
-            monoio::select! {
-                accepted = listener.accept() => accepted,
-                _ = drain => break,
-            }
-        };
+        let accepted = listener.accept().await;
+        if accepted.is_err() && worker.drain.fired() {
+            break;
+        }
         match accepted {
             Ok((stream, peer)) => {
                 let stats = &worker.stats;
@@ -182,6 +202,6 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, local: SocketAdd
             }
         }
     }
-    // Dropping the listener closes it: new connections are refused from here on.
+    stopper.await;
     drop(listener);
 }
