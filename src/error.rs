@@ -37,6 +37,8 @@ pub enum ErrorKind {
     ProtocolNotAllowed,
     /// The service host did not resolve: 503.
     NameResolution,
+    /// The service's upstream has no healthy target: 503.
+    NoHealthyTarget,
     /// Connecting to the upstream failed (refused, unreachable): 502, retryable.
     ConnectFailed,
     /// Connecting to the upstream did not finish within `connect_timeout`: 504, retryable.
@@ -65,7 +67,7 @@ impl ErrorKind {
             ErrorKind::Internal => 500,
             ErrorKind::RateLimited => 429,
             ErrorKind::ProtocolNotAllowed => 426,
-            ErrorKind::NameResolution => 503,
+            ErrorKind::NameResolution | ErrorKind::NoHealthyTarget => 503,
             ErrorKind::ConnectFailed | ErrorKind::UpstreamClosed | ErrorKind::BadResponse => 502,
             ErrorKind::ConnectTimeout | ErrorKind::UpstreamTimeout => 504,
             ErrorKind::ClientGone => 499,
@@ -86,6 +88,7 @@ impl ErrorKind {
             ErrorKind::RateLimited => "API rate limit exceeded",
             ErrorKind::ProtocolNotAllowed => "Please use HTTPS protocol",
             ErrorKind::NameResolution => "name resolution failed",
+            ErrorKind::NoHealthyTarget => "The upstream server is currently unavailable",
             ErrorKind::ConnectFailed | ErrorKind::UpstreamClosed | ErrorKind::BadResponse => {
                 "An invalid response was received from the upstream server"
             }
@@ -109,6 +112,7 @@ impl ErrorKind {
             ErrorKind::NameResolution | ErrorKind::Internal => Side::Internal,
             ErrorKind::Unauthorized | ErrorKind::RateLimited => Side::Client,
             ErrorKind::ConnectFailed
+            | ErrorKind::NoHealthyTarget
             | ErrorKind::ConnectTimeout
             | ErrorKind::UpstreamClosed
             | ErrorKind::BadResponse
@@ -130,6 +134,7 @@ impl ErrorKind {
             ErrorKind::RateLimited => "rate_limited",
             ErrorKind::ProtocolNotAllowed => "protocol_not_allowed",
             ErrorKind::NameResolution => "name_resolution",
+            ErrorKind::NoHealthyTarget => "no_healthy_target",
             ErrorKind::ConnectFailed => "connect_failed",
             ErrorKind::ConnectTimeout => "connect_timeout",
             ErrorKind::UpstreamClosed => "upstream_closed",

@@ -8,6 +8,7 @@
 
 pub mod accesslog;
 pub mod admin;
+pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -35,7 +35,7 @@ impl Reply {
         Reply::json(status, &json!({ "message": message }))
     }
 
-    fn empty(status: u16) -> Reply {
+    pub fn empty(status: u16) -> Reply {
         Reply {
             status,
             body: Vec::new(),
@@ -128,6 +128,9 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
     let body = || parse_body(request.content_type, request.body);
     let snapshot = control.shared.snapshot();
     let config = &snapshot.config;
+    if let Some(reply) = super::upstreams::handle(method, &segments, config) {
+        return reply;
+    }
     match (method, segments.as_slice()) {
         ("GET", ["config"]) => get_config(control, request.accept_json),
         ("POST", ["config"]) => post_config(control, request),

@@ -16,6 +16,7 @@ use monoio::net::{TcpListener, TcpStream};
 
 mod api;
 mod body;
+mod upstreams;
 
 pub use api::Reply;
 
@@ -317,12 +318,36 @@ fn status(shared: &Shared, settings: &Settings) -> Reply {
                 "connections_reused": totals.upstream_reused,
                 "retries": totals.upstream_retries,
             },
+            "upstreams": upstreams_status(&snapshot.config.upstreams),
             "configuration_hash": snapshot.config.hash,
             "workers": settings.workers,
             "driver": settings.driver.name(),
             "version": crate::VERSION,
         }),
     )
+}
+
+/// Each upstream's targets by state, and the state of each target.
+fn upstreams_status(upstreams: &[crate::config::Upstream]) -> serde_json::Value {
+    let mut all = serde_json::Map::new();
+    for up in upstreams {
+        let mut targets = serde_json::Map::new();
+        let (mut healthy, mut unhealthy) = (0, 0);
+        for t in &up.targets {
+            let state = crate::balance::state(up, t);
+            if matches!(state, "healthy" | "healthchecks_off") {
+                healthy += 1;
+            } else {
+                unhealthy += 1;
+            }
+            targets.insert(t.target.clone(), serde_json::json!(state));
+        }
+        all.insert(
+            up.name.to_string(),
+            serde_json::json!({ "healthy": healthy, "unhealthy": unhealthy, "targets": targets }),
+        );
+    }
+    serde_json::Value::Object(all)
 }
 
 /// Prometheus text: Kong's series when a `prometheus` plugin is configured (its flags
@@ -348,6 +373,7 @@ fn metrics_reply(shared: &Shared, settings: &Settings) -> Reply {
         workers: &shared.stats,
         rate_limit_keys: shared.rate_store.len(),
         access_log_dropped: shared.access_log_dropped.load(Ordering::Relaxed),
+        upstreams: &snapshot.config.upstreams,
     };
     let text = crate::observe::prometheus::render(&published, flags.as_ref(), &node);
     Reply {

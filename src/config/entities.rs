@@ -218,6 +218,7 @@ pub struct Keys {
     pub routes: HashMap<String, usize>,
     pub consumers: HashMap<String, usize>,
     pub groups: HashMap<String, usize>,
+    pub upstreams: HashMap<String, usize>,
 }
 
 fn resolve(

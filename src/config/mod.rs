@@ -10,6 +10,7 @@ mod certs;
 mod entities;
 mod file;
 mod node;
+mod upstreams;
 mod vault;
 
 use std::collections::HashMap;
@@ -30,6 +31,9 @@ pub use entities::{
     Layer, Plugin, PluginConfig, Scope, KNOWN_PLUGINS,
 };
 pub use node::{AccessLog, Driver, Limits, Listen, Node, NodeOverrides, MAX_HEADERS_LIMIT};
+pub use upstreams::{
+    Active, Algorithm, HashOn, Healthchecks, Passive, StatusSet, Target, Upstream,
+};
 
 use entities::Item;
 use file::{RouteFile, ServiceFile, Top};
@@ -94,6 +98,8 @@ pub struct Config {
     pub node: Node,
     pub services: Vec<Service>,
     pub routes: Vec<Route>,
+    /// Kong's upstreams: host names services use, balanced over their targets.
+    pub upstreams: Vec<Upstream>,
     pub consumers: Vec<Consumer>,
     pub consumer_groups: Vec<ConsumerGroup>,
     pub jwt_secrets: Vec<JwtSecret>,
@@ -129,8 +135,11 @@ pub struct Service {
     pub path: String,
     /// The `Host` header sent upstream: the host, with `:port` unless it is 80.
     pub host_header: String,
-    /// The resolved address; `None` when the host did not resolve at load time.
+    /// The resolved address; `None` when the host did not resolve at load time, or
+    /// names an upstream.
     pub addr: Option<SocketAddr>,
+    /// The upstream the host names, whose targets take this service's requests.
+    pub balancer: Option<usize>,
     /// `addr` as text (the access log's `upstream`).
     pub addr_text: String,
     /// For `https` services: how to speak TLS to it.
@@ -354,17 +363,11 @@ fn build(
 
     let node = node::build(top.ringway, overrides, !top.certificates.is_empty(), report);
 
-    for (key, items) in [
-        ("upstreams", &top.upstreams),
-        ("targets", &top.targets),
-        ("vaults", &top.vaults),
-    ] {
-        if !items.is_empty() {
-            report.add(
-                key,
-                format!("`{key}` entities are not supported by this version of ringway"),
-            );
-        }
+    if !top.vaults.is_empty() {
+        report.add(
+            "vaults",
+            "`vaults` entities are not supported by this version of ringway (use {vault://env/...} references)",
+        );
     }
     let layer = Layer::File;
     let mut keys = Keys::default();
@@ -390,6 +393,31 @@ fn build(
     let mut service_keys: HashMap<String, usize> = HashMap::new();
     let mut route_files: Vec<(String, RouteFile, Option<usize>, Layer)> = Vec::new();
     let cas = certs::build_cas(std::mem::take(&mut top.ca_certificates), report);
+    let file_item = |kind: &'static str| {
+        move |(i, value): (usize, Value)| Item {
+            path: format!("{kind}[{i}]"),
+            value,
+            layer: Layer::File,
+        }
+    };
+    let (upstreams, upstream_keys) = upstreams::build(
+        std::mem::take(&mut top.upstreams)
+            .into_iter()
+            .enumerate()
+            .map(file_item("upstreams"))
+            .collect(),
+        std::mem::take(&mut top.targets)
+            .into_iter()
+            .enumerate()
+            .map(file_item("targets"))
+            .collect(),
+        report,
+    );
+    let upstream_names: HashMap<&str, usize> = upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (&*u.name, i))
+        .collect();
     for (i, value) in top.services.into_iter().enumerate() {
         let path = format!("services[{i}]");
         let nested_if_broken = nested_routes(&value);
@@ -406,9 +434,14 @@ fn build(
         let index = services.len();
         let nested: Vec<Value> = file.routes.clone();
         let nested_plugins: Vec<Value> = file.plugins.clone();
-        if let Some(mut service) =
-            build_service(file, &path, report, &mut service_keys, index, &cas)
-        {
+        if let Some(mut service) = build_service(
+            file,
+            &path,
+            report,
+            &mut service_keys,
+            index,
+            (&cas, &upstream_names),
+        ) {
             service.layer = admin_from.layer("services", i);
             services.push(service);
             for (j, plugin) in nested_plugins.into_iter().enumerate() {
@@ -502,6 +535,7 @@ fn build(
         }
     }
     keys.services = service_keys;
+    keys.upstreams = upstream_keys;
 
     let item = |kind: &'static str| {
         move |(i, value): (usize, Value)| Item {
@@ -566,6 +600,7 @@ fn build(
         node: node?,
         services,
         routes,
+        upstreams,
         consumers,
         consumer_groups,
         jwt_secrets,
@@ -606,7 +641,7 @@ fn build_service(
     report: &mut Report,
     keys: &mut HashMap<String, usize>,
     index: usize,
-    cas: &certs::Cas,
+    (cas, upstreams): (&certs::Cas, &HashMap<&str, usize>),
 ) -> Option<Service> {
     let before = report.problems.len();
     let file_id = file.id.clone();
@@ -769,8 +804,13 @@ fn build_service(
         return None;
     }
 
-    let addr = resolve(&host, port);
-    if addr.is_none() {
+    let balancer = upstreams.get(host.as_str()).copied();
+    let addr = if balancer.is_some() {
+        None
+    } else {
+        resolve(&host, port)
+    };
+    if addr.is_none() && balancer.is_none() {
         log::warn!("service '{name}': host '{host}' did not resolve; its requests get 503 until a reload resolves it");
     }
     let host_header = if port == 80 {
@@ -791,6 +831,7 @@ fn build_service(
         host_header,
         addr_text: addr.map(|a| a.to_string()).unwrap_or_default(),
         addr,
+        balancer,
         tls,
         retries: file.retries,
         connect_timeout,

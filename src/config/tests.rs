@@ -114,9 +114,9 @@ ringway:
 
 #[test]
 fn unsupported_entities_and_versions_are_errors() {
-    let found = problems("_format_version: \"1.0\"\nupstreams:\n  - name: a\n");
+    let found = problems("_format_version: \"1.0\"\nvaults:\n  - name: env\n");
     assert!(found.iter().any(|p| p.starts_with("_format_version:")));
-    assert!(found.iter().any(|p| p.starts_with("upstreams:")));
+    assert!(found.iter().any(|p| p.starts_with("vaults:")));
     let found = problems("services: []\n");
     assert!(found
         .iter()

@@ -24,6 +24,7 @@ pub struct Node<'a> {
     pub workers: &'a [std::sync::Arc<WorkerStats>],
     pub rate_limit_keys: usize,
     pub access_log_dropped: u64,
+    pub upstreams: &'a [crate::config::Upstream],
 }
 
 /// A label value with `\`, `"` and newlines escaped.
@@ -152,6 +153,35 @@ fn kong_series(out: &mut String, published: &Published, flags: &Flags, node: &No
         "Number of nginx-lua-prometheus errors",
     );
     let _ = writeln!(out, "kong_nginx_metric_errors_total 0");
+
+    if flags.upstream_health_metrics {
+        header(
+            out,
+            "kong_upstream_target_health",
+            "gauge",
+            "Health status of targets of upstream. States = healthchecks_off|healthy|unhealthy|dns_error, value is 1 when state is populated.",
+        );
+        for up in node.upstreams {
+            for t in &up.targets {
+                let current = crate::balance::state(up, t);
+                let address = t.addr.map(|a| a.to_string()).unwrap_or_default();
+                for state in ["healthchecks_off", "healthy", "unhealthy", "dns_error"] {
+                    let _ = writeln!(
+                        out,
+                        "kong_upstream_target_health{} {}",
+                        labels(&[
+                            ("upstream", &up.name),
+                            ("target", &t.target),
+                            ("address", &address),
+                            ("state", state),
+                            ("subsystem", "http"),
+                        ]),
+                        u8::from(state == current)
+                    );
+                }
+            }
+        }
+    }
 
     if flags.status_code_metrics {
         header(
@@ -409,4 +439,23 @@ fn ringway_series(out: &mut String, published: &Published, node: &Node<'_>) {
         "ringway_access_log_dropped_total {}",
         node.access_log_dropped
     );
+    if node.upstreams.iter().any(|u| !u.targets.is_empty()) {
+        header(
+            out,
+            "ringway_upstream_target_healthy",
+            "gauge",
+            "1 when the target takes traffic (healthy or unchecked), 0 when unhealthy or unresolved",
+        );
+        for up in node.upstreams {
+            for t in &up.targets {
+                let healthy = t.addr.is_some() && t.health.is_healthy();
+                let _ = writeln!(
+                    out,
+                    "ringway_upstream_target_healthy{} {}",
+                    labels(&[("upstream", &up.name), ("target", &t.target)]),
+                    u8::from(healthy)
+                );
+            }
+        }
+    }
 }

@@ -154,6 +154,7 @@ fn prometheus_text_escapes_labels_and_sums_buckets() {
         workers: &stats,
         rate_limit_keys: 0,
         access_log_dropped: 0,
+        upstreams: &[],
     };
     let text = prometheus::render(&published, Some(&flags), &node);
     assert!(

@@ -25,6 +25,7 @@ use super::io::{
 use super::request::{self, ClientInfo, Exchange, RequestId, Routed};
 use super::response::{self, ClientBody, Parsed, ResponsePlan};
 use super::worker::{Snapshot, Worker};
+use crate::balance::{Outcome, Thresholds};
 use crate::config::{Limits, Service};
 use crate::error::ErrorKind;
 use crate::http::chunked::{self, Decoder, Emit};
@@ -90,6 +91,8 @@ struct Tally {
     /// sending upstream.
     upstream_us: Option<u32>,
     before_upstream_us: u32,
+    /// The upstream target that answered, for a balanced service.
+    target: Option<u32>,
 }
 
 /// What a client connection may be: a TCP stream, or TLS over one.
@@ -342,9 +345,17 @@ impl<S: ClientIo> Conn<S> {
                 proxy_us,
                 service: service.map(|s| &*s.name),
                 route: route.as_deref(),
-                upstream: service
-                    .filter(|s| s.addr.is_some() && upstream_us.is_some())
-                    .map(|s| s.addr_text.as_str()),
+                upstream: service.filter(|_| upstream_us.is_some()).and_then(|s| {
+                    match (s.balancer, tally.target) {
+                        (Some(u), Some(t)) => config
+                            .upstreams
+                            .get(u)
+                            .and_then(|u| u.targets.get(t as usize))
+                            .map(|t| t.addr_text.as_str()),
+                        (Some(_), None) => None,
+                        (None, _) => s.addr.is_some().then_some(s.addr_text.as_str()),
+                    }
+                }),
                 consumer,
                 request_id: self.rid.as_deref().map(RequestId::value),
                 bytes_in: tally.ingress,
@@ -500,9 +511,10 @@ impl<S: ClientIo> Conn<S> {
     ) -> Next {
         let service = &snapshot.config.services[exchange.service];
         let node = &snapshot.config.node;
-        let Some(addr) = service.addr else {
+        let balanced = service.balancer.map(|i| (i, &snapshot.config.upstreams[i]));
+        if balanced.is_none() && service.addr.is_none() {
             return self.fail(ErrorKind::NameResolution).await;
-        };
+        }
 
         // Move body bytes that arrived with the head behind the upstream head.
         let mut body = match exchange.framing.body {
@@ -522,10 +534,51 @@ impl<S: ClientIo> Conn<S> {
             }
         }
 
+        let worker = self.worker.clone();
+        let balance = exchange.balance.as_deref();
+        // Targets this request failed on; a retry goes elsewhere while it can.
+        let mut tried: Vec<u32> = Vec::new();
+        // The length of the target `Host` value now in the head.
+        let mut host_len = 0;
+        // After a pooled connection failed, the fresh one goes to the same target.
+        let mut same_target: Option<usize> = None;
         let mut retries_left = service.retries;
         let mut fresh_retry = true;
         let mut force_fresh = false;
         loop {
+            let (addr, lease) = match balanced {
+                None => (service.addr.unwrap_or(UNSPECIFIED), None),
+                Some((index, upstream)) => {
+                    let lease = match same_target.take() {
+                        Some(target) => Some(worker.balance.hold(index, upstream, target)),
+                        None => worker.balance.pick(
+                            index,
+                            upstream,
+                            balance.and_then(|b| b.key),
+                            &tried,
+                        ),
+                    };
+                    let Some(lease) = lease else {
+                        return self.fail(ErrorKind::NoHealthyTarget).await;
+                    };
+                    let target = &upstream.targets[lease.target];
+                    match balance.and_then(|b| b.host_at) {
+                        Some(at) if self.out.len() >= at + host_len => {
+                            let value = target.host_header.as_bytes();
+                            self.out.splice(at..at + host_len, value.iter().copied());
+                            host_len = value.len();
+                        }
+                        _ => {}
+                    }
+                    self.tally.target = Some(lease.target as u32);
+                    (target.addr.unwrap_or(UNSPECIFIED), Some(lease))
+                }
+            };
+            let report = |outcome: Outcome| {
+                if let (Some((_, upstream)), Some(lease)) = (balanced, &lease) {
+                    passive_report(upstream, lease.target, outcome);
+                }
+            };
             // A request that could not be replayed is not risked on a pooled connection
             // the upstream has already closed.
             let check_stale = !(complete && exchange.idempotent);
@@ -533,6 +586,10 @@ impl<S: ClientIo> Conn<S> {
                 match self.checkout(addr, service, force_fresh, check_stale).await {
                     Ok(checkout) => checkout,
                     Err(kind) => {
+                        report(Outcome::of_error(kind));
+                        if let Some(lease) = &lease {
+                            tried.push(lease.target as u32);
+                        }
                         // Nothing was sent: any method may try again.
                         if retries_left > 0 {
                             retries_left -= 1;
@@ -559,6 +616,19 @@ impl<S: ClientIo> Conn<S> {
                 {
                     Ok((plan, pos)) => {
                         self.tally.status = plan.status;
+                        if let (Some((_, up)), Some(lease)) = (balanced, &lease) {
+                            let passive = &up.checks.passive;
+                            let outcome = if passive.unhealthy_statuses.contains(plan.status) {
+                                Outcome::HttpFailure
+                            } else if passive.healthy_statuses.contains(plan.status) {
+                                Outcome::Success
+                            } else {
+                                Outcome::Neutral
+                            };
+                            passive_report(up, lease.target, outcome);
+                        }
+                        // The lease (least-connections' count) lasts the whole exchange.
+                        let _lease = lease;
                         return self
                             .relay_response(
                                 upstream,
@@ -576,11 +646,22 @@ impl<S: ClientIo> Conn<S> {
                 Err(SendFail::Upstream(kind)) => kind,
             };
             drop(upstream);
+            // A failure on a pooled connection says little about the target: the fresh
+            // connection's attempt is what counts.
+            let stale = reused && failure == ErrorKind::UpstreamClosed;
+            if !stale {
+                report(Outcome::of_error(failure));
+                if let Some(lease) = &lease {
+                    tried.push(lease.target as u32);
+                }
+            }
             // RFC 9110 §9.2.2: only an idempotent request whose bytes we still hold is
             // sent again, and only when the upstream sent nothing back.
             let replayable =
                 complete && exchange.idempotent && failure == ErrorKind::UpstreamClosed;
             if replayable && reused && fresh_retry {
+                same_target = lease.as_ref().map(|l| l.target);
+                drop(lease);
                 fresh_retry = false;
                 force_fresh = true;
                 self.worker.stats.upstream_retries.inc();
@@ -804,6 +885,10 @@ impl<S: ClientIo> Conn<S> {
                                 .map(RequestId::header_line),
                             latency_ms: latency_headers
                                 .then_some((upstream_us / 1000, before_us / 1000)),
+                            set_cookie: exchange
+                                .balance
+                                .as_ref()
+                                .and_then(|b| b.set_cookie.as_deref()),
                         };
                         match response::rewrite(
                             &self.ubuf[start..end],
@@ -1078,6 +1163,30 @@ fn body_write_failure(fail: IoFail) -> ErrorKind {
     match fail {
         IoFail::TimedOut => ErrorKind::UpstreamTimeout,
         IoFail::Io => ErrorKind::BadResponse,
+    }
+}
+
+/// Where no address is (a balanced service's own `addr`); never connected to.
+const UNSPECIFIED: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
+/// Counts a proxied request's outcome for the target's passive health check.
+fn passive_report(upstream: &crate::config::Upstream, target: usize, outcome: Outcome) {
+    let passive = &upstream.checks.passive;
+    if !passive.enabled() {
+        return;
+    }
+    let Some(t) = upstream.targets.get(target) else {
+        return;
+    };
+    let limits = Thresholds {
+        successes: passive.successes,
+        tcp_failures: passive.tcp_failures,
+        timeouts: passive.timeouts,
+        http_failures: passive.http_failures,
+    };
+    if let Some(healthy) = t.health.report(outcome, limits) {
+        crate::balance::active::announce(&upstream.name, &t.target, healthy, "passive check");
     }
 }
 

@@ -8,7 +8,7 @@ use httparse::Header;
 
 use super::access::{self, Access, Detail, PluginState, RequestFacts};
 use super::worker::Snapshot;
-use crate::config::MAX_HEADERS_LIMIT;
+use crate::config::{Algorithm, HashOn, Upstream, MAX_HEADERS_LIMIT};
 use crate::error::ErrorKind;
 use crate::http::{
     framing, generated::write_u64, is_idempotent, list_elements, BodyKind, RequestFraming,
@@ -93,6 +93,20 @@ pub struct Exchange {
     /// The authenticated consumer.
     pub consumer: Option<usize>,
     pub request_id: Option<Box<RequestId>>,
+    /// For a service balanced over an upstream's targets.
+    pub balance: Option<Box<Balance>>,
+}
+
+/// What picking a target needs from the request.
+#[derive(Debug, Clone, Default)]
+pub struct Balance {
+    /// The consistent-hashing key, when the upstream hashes and the request has one.
+    pub key: Option<u64>,
+    /// Where in the upstream head the target's `Host` value goes (nothing is there yet),
+    /// when neither the route preserves the client's nor the upstream sets its own.
+    pub host_at: Option<usize>,
+    /// `Set-Cookie: ...` for a hash cookie the client did not have yet.
+    pub set_cookie: Option<String>,
 }
 
 /// A request answered by ringway itself.
@@ -288,7 +302,7 @@ pub fn prepare(
         return Err(refuse(ErrorKind::ProtocolNotAllowed, detail, routed, rid));
     }
     let service = &config.services[matched.service];
-    if service.addr.is_none() {
+    if service.addr.is_none() && service.balancer.is_none() {
         return Err(refuse(ErrorKind::NameResolution, None, routed, rid));
     }
 
@@ -322,8 +336,25 @@ pub fn prepare(
         write_query(out, query, &access);
     }
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-    match (route.preserve_host, host) {
-        (true, Some(h)) => out.extend_from_slice(h.as_bytes()),
+    let upstream = service.balancer.map(|i| &config.upstreams[i]);
+    let mut balance = upstream.map(|upstream| {
+        Box::new(Balance {
+            key: None,
+            host_at: None,
+            set_cookie: None,
+        })
+        .tap_key(upstream, &facts, &path, config, &access)
+    });
+    match (route.preserve_host, host, upstream) {
+        (true, Some(h), _) => out.extend_from_slice(h.as_bytes()),
+        (_, _, Some(upstream)) => match &upstream.host_header {
+            Some(h) => out.extend_from_slice(h.as_bytes()),
+            None => {
+                if let Some(b) = balance.as_deref_mut() {
+                    b.host_at = Some(out.len());
+                }
+            }
+        },
         _ => out.extend_from_slice(service.host_header.as_bytes()),
     }
     out.extend_from_slice(b"\r\n");
@@ -366,7 +397,73 @@ pub fn prepare(
         rate_headers: (!access.rate_headers.is_empty()).then(|| Box::new(access.rate_headers)),
         consumer: access.consumer_index,
         request_id: rid,
+        balance,
     })
+}
+
+impl Balance {
+    /// Sets the consistent-hashing key: `hash_on`, else `hash_fallback`; a cookie the
+    /// client lacks is made up and set on the response, as Kong does.
+    fn tap_key(
+        mut self: Box<Self>,
+        upstream: &Upstream,
+        facts: &RequestFacts<'_>,
+        path: &str,
+        config: &crate::config::Config,
+        access: &Access<'_>,
+    ) -> Box<Self> {
+        if upstream.algorithm != Algorithm::ConsistentHashing {
+            return self;
+        }
+        let input = |on: &HashOn| -> Option<&str> {
+            let value = match on {
+                HashOn::None => return None,
+                HashOn::Consumer => config.consumers.get(access.consumer_index?)?.id.as_str(),
+                HashOn::Ip => facts.client_ip,
+                HashOn::Path => path,
+                HashOn::Header(name) => facts
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .and_then(|h| std::str::from_utf8(crate::http::trim_ows(h.value)).ok())?,
+                HashOn::QueryArg(name) => {
+                    facts
+                        .query?
+                        .split('&')
+                        .find_map(|pair| match pair.split_once('=') {
+                            Some((k, v)) if k == name => Some(v),
+                            _ => None,
+                        })?
+                }
+                HashOn::Cookie { name, .. } => cookie(facts.headers, name)?,
+            };
+            (!value.is_empty()).then_some(value)
+        };
+        let value = input(&upstream.hash_on).or_else(|| input(&upstream.hash_fallback));
+        self.key = match (value, &upstream.hash_on) {
+            (Some(value), _) => Some(crate::balance::hash64(value.as_bytes())),
+            (None, HashOn::Cookie { name, path }) => {
+                let value = crate::config::random_id();
+                self.set_cookie = Some(format!("Set-Cookie: {name}={value}; Path={path}"));
+                Some(crate::balance::hash64(value.as_bytes()))
+            }
+            (None, _) => None,
+        };
+        self
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'a>(headers: &'a [Header<'a>], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+        .filter_map(|h| std::str::from_utf8(h.value).ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then(|| v.trim_matches('"'))
+        })
 }
 
 /// The client's address as plugins see it: the peer's, or for a peer in `trusted_ips`

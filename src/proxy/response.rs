@@ -65,6 +65,8 @@ pub struct Extra<'a> {
     pub request_id: Option<&'a str>,
     /// `X-Kong-Upstream-Latency` and `X-Kong-Proxy-Latency`, in ms.
     pub latency_ms: Option<(u32, u32)>,
+    /// A `Set-Cookie: ...` line (the consistent-hashing cookie).
+    pub set_cookie: Option<&'a str>,
 }
 
 /// Parses the upstream head and, for a final response, appends the client's head to
@@ -155,6 +157,10 @@ pub fn rewrite(
         headers.write(out, false);
     }
     if let Some(line) = extra.request_id {
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(line) = extra.set_cookie {
         out.extend_from_slice(line.as_bytes());
         out.extend_from_slice(b"\r\n");
     }

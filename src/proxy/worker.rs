@@ -204,6 +204,8 @@ pub struct Worker {
     pub plugins: super::access::PluginState,
     /// This worker's share of `max_connections`.
     pub max_connections: usize,
+    /// Round-robin positions and in-flight counts of the current config's upstreams.
+    pub balance: crate::balance::Local,
     /// This worker's access log lines not yet handed to the writer.
     pub access_log: Option<crate::accesslog::Batcher>,
     /// The snapshot this worker uses and its generation. The `Rc` around the `Arc` is
@@ -249,6 +251,7 @@ impl Worker {
                 ids: crate::plugins::correlation_id::Ids::default(),
             },
             max_connections,
+            balance: crate::balance::Local::default(),
             access_log,
             local: RefCell::new((generation, Rc::new(snapshot))),
         }
@@ -265,6 +268,7 @@ impl Worker {
             *local = (generation, Rc::new(self.shared.snapshot()));
             // Credentials or plugin configs may have changed: verify tokens afresh.
             self.plugins.jwt_cache.clear();
+            self.balance.reset();
         }
         local.1.clone()
     }

@@ -145,6 +145,9 @@ pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
         .spawn(move || maintain_rate_limits(&limits_shared))
         .context("cannot start the rate-limiting thread")?;
 
+    crate::balance::active::spawn(shared.clone())
+        .context("cannot start the health-check thread")?;
+
     // The bound addresses, so `:0` shows the port the kernel chose.
     let addresses: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
     log::info!(

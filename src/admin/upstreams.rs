@@ -1,0 +1,208 @@
+//! Kong's upstream endpoints: the upstreams and targets of the config (read-only: they
+//! come from the file) and their health, which the Admin API can also set by hand, as
+//! Kong's `/upstreams/{u}/targets/{t}/healthy|unhealthy` do.
+
+use serde_json::{json, Value};
+
+use super::Reply;
+use crate::config::{Active, Config, HashOn, Passive, StatusSet, Target, Upstream};
+
+/// Answers `/upstreams...`; `None` for any other path.
+pub fn handle(method: &str, segments: &[&str], config: &Config) -> Option<Reply> {
+    let find = |key: &str| {
+        config
+            .keys
+            .upstreams
+            .get(key)
+            .map(|&i| &config.upstreams[i])
+    };
+    let reply = match (method, segments) {
+        ("GET", ["upstreams"]) => list(config.upstreams.iter().map(upstream_json)),
+        ("GET", ["upstreams", u]) => match find(u) {
+            Some(up) => Reply::json(200, &upstream_json(up)),
+            None => not_found(),
+        },
+        ("GET", ["upstreams", u, "targets"] | ["upstreams", u, "targets", "all"]) => {
+            match find(u) {
+                Some(up) => list(up.targets.iter().map(|t| target_json(up, t))),
+                None => not_found(),
+            }
+        }
+        ("GET", ["upstreams", u, "targets", t]) => match find(u).and_then(|up| target(up, t)) {
+            Some((up, t)) => Reply::json(200, &target_json(up, t)),
+            None => not_found(),
+        },
+        ("GET", ["upstreams", u, "health"]) => match find(u) {
+            Some(up) => Reply::json(
+                200,
+                &json!({
+                    "data": up.targets.iter().map(|t| health_json(up, t)).collect::<Vec<_>>(),
+                    "next": null,
+                }),
+            ),
+            None => not_found(),
+        },
+        ("PUT" | "POST", ["upstreams", u, "targets", t, state @ ("healthy" | "unhealthy")]) => {
+            match find(u).and_then(|up| target(up, t)) {
+                Some((up, t)) => {
+                    let healthy = *state == "healthy";
+                    if t.health.set(healthy) {
+                        crate::balance::active::announce(&up.name, &t.target, healthy, "Admin API");
+                    }
+                    Reply::empty(204)
+                }
+                None => not_found(),
+            }
+        }
+        (_, ["upstreams", ..]) if matches!(method, "GET") => not_found(),
+        (_, ["upstreams", ..]) => Reply::message(
+            405,
+            "upstreams and targets are managed by the declarative config file",
+        ),
+        _ => return None,
+    };
+    Some(reply)
+}
+
+fn not_found() -> Reply {
+    Reply::message(404, "Not found")
+}
+
+fn list(items: impl Iterator<Item = Value>) -> Reply {
+    Reply::json(
+        200,
+        &json!({ "data": items.collect::<Vec<_>>(), "next": null }),
+    )
+}
+
+/// A target by id or by its `host:port`.
+fn target<'c>(up: &'c Upstream, key: &str) -> Option<(&'c Upstream, &'c Target)> {
+    up.targets
+        .iter()
+        .find(|t| t.id == key || t.target == key)
+        .map(|t| (up, t))
+}
+
+fn health_json(up: &Upstream, t: &Target) -> Value {
+    let health = crate::balance::state(up, t).to_ascii_uppercase();
+    let mut value = target_json(up, t);
+    value["health"] = json!(&health);
+    value["data"] = json!({
+        "addresses": t.addr.map(|a| vec![json!({
+            "ip": a.ip().to_string(),
+            "port": a.port(),
+            "weight": t.weight,
+            "health": &health,
+        })]).unwrap_or_default(),
+    });
+    value
+}
+
+fn target_json(up: &Upstream, t: &Target) -> Value {
+    json!({
+        "id": t.id,
+        "target": t.target,
+        "weight": t.weight,
+        "upstream": { "id": up.id },
+        "tags": null,
+    })
+}
+
+fn upstream_json(up: &Upstream) -> Value {
+    let (hash_on, on_header, on_query, cookie, cookie_path) = hash_fields(&up.hash_on);
+    let (fallback, fb_header, fb_query, _, _) = hash_fields(&up.hash_fallback);
+    json!({
+        "id": up.id,
+        "name": &*up.name,
+        "algorithm": up.algorithm.as_str(),
+        "hash_on": hash_on,
+        "hash_fallback": fallback,
+        "hash_on_header": on_header,
+        "hash_fallback_header": fb_header,
+        "hash_on_query_arg": on_query,
+        "hash_fallback_query_arg": fb_query,
+        "hash_on_cookie": cookie,
+        "hash_on_cookie_path": cookie_path.unwrap_or("/"),
+        "hash_on_uri_capture": null,
+        "hash_fallback_uri_capture": null,
+        "slots": up.slots,
+        "host_header": up.host_header,
+        "client_certificate": null,
+        "use_srv_name": false,
+        "tags": null,
+        "healthchecks": {
+            "threshold": up.checks.threshold,
+            "active": active_json(&up.checks.active),
+            "passive": passive_json(&up.checks.passive),
+        },
+    })
+}
+
+type HashFields<'a> = (
+    &'static str,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+fn hash_fields(on: &HashOn) -> HashFields<'_> {
+    match on {
+        HashOn::None => ("none", None, None, None, None),
+        HashOn::Consumer => ("consumer", None, None, None, None),
+        HashOn::Ip => ("ip", None, None, None, None),
+        HashOn::Path => ("path", None, None, None, None),
+        HashOn::Header(h) => ("header", Some(h), None, None, None),
+        HashOn::QueryArg(q) => ("query_arg", None, Some(q), None, None),
+        HashOn::Cookie { name, path } => ("cookie", None, None, Some(name), Some(path)),
+    }
+}
+
+fn statuses(set: &StatusSet) -> Vec<u16> {
+    (100..1000).filter(|&s| set.contains(s)).collect()
+}
+
+fn active_json(a: &Active) -> Value {
+    let mut headers = serde_json::Map::new();
+    for (name, value) in &a.headers {
+        let entry = headers.entry(name.clone()).or_insert_with(|| json!([]));
+        if let Some(list) = entry.as_array_mut() {
+            list.push(json!(value));
+        }
+    }
+    json!({
+        "type": if a.tcp_only { "tcp" } else { "http" },
+        "timeout": a.timeout.as_secs_f64(),
+        "concurrency": a.concurrency,
+        "http_path": a.http_path,
+        "headers": headers,
+        "healthy": {
+            "interval": a.healthy_interval.as_secs_f64(),
+            "http_statuses": statuses(&a.healthy_statuses),
+            "successes": a.successes,
+        },
+        "unhealthy": {
+            "interval": a.unhealthy_interval.as_secs_f64(),
+            "http_statuses": statuses(&a.unhealthy_statuses),
+            "tcp_failures": a.tcp_failures,
+            "timeouts": a.timeouts,
+            "http_failures": a.http_failures,
+        },
+    })
+}
+
+fn passive_json(p: &Passive) -> Value {
+    json!({
+        "type": "http",
+        "healthy": {
+            "http_statuses": statuses(&p.healthy_statuses),
+            "successes": p.successes,
+        },
+        "unhealthy": {
+            "http_statuses": statuses(&p.unhealthy_statuses),
+            "tcp_failures": p.tcp_failures,
+            "timeouts": p.timeouts,
+            "http_failures": p.http_failures,
+        },
+    })
+}

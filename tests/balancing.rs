@@ -1,0 +1,456 @@
+//! Kong's upstreams and targets, black-box: a service whose host names an upstream is
+//! balanced over its targets (weighted round-robin, consistent hashing, least
+//! connections), with passive and active health checks, reported in the Admin API,
+//! /status and /metrics.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// An origin that answers 200 with its own name as the body.
+fn named(name: &'static str) -> Origin {
+    Origin::with_handler(move |_| Action::Respond(reply(200, name)))
+}
+
+fn reply(status: u16, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// One service `svc` on upstream `pool`, routed at `/`; `upstream` is the rest of the
+/// upstream item (indented under `- name: pool`), `targets` its targets.
+fn config(upstream: &str, targets: &[(String, u32)], extra: &str) -> String {
+    let mut yaml = String::from("_format_version: \"3.0\"\nupstreams:\n  - name: pool\n");
+    for line in upstream.lines().filter(|l| !l.trim().is_empty()) {
+        yaml.push_str("    ");
+        yaml.push_str(line);
+        yaml.push('\n');
+    }
+    yaml.push_str("    targets:\n");
+    for (target, weight) in targets {
+        yaml.push_str(&format!(
+            "      - target: {target}\n        weight: {weight}\n"
+        ));
+    }
+    yaml.push_str(
+        "services:\n  - name: svc\n    host: pool\n    retries: 3\n    routes:\n      - name: all\n        paths: [\"/\"]\n",
+    );
+    yaml.push_str(extra);
+    yaml
+}
+
+fn target(origin: &Origin) -> String {
+    format!("127.0.0.1:{}", origin.port())
+}
+
+/// Sends `n` GETs on one keep-alive connection; counts the answers by body.
+fn tally(gw: &Gateway, n: usize, path: &str, headers: &[(&str, &str)]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for _ in 0..n {
+        let r = proxy_get(gw, path, headers);
+        assert_eq!(r.status, 200, "{}", r.body_str());
+        *counts.entry(r.body_str()).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[test]
+fn round_robin_follows_the_weights_and_sends_the_target_host() {
+    let (a, b, off) = (named("a"), named("b"), named("off"));
+    let gw = Gateway::start(&config(
+        "",
+        &[(target(&a), 100), (target(&b), 300), (target(&off), 0)],
+        "",
+    ));
+    let counts = tally(&gw, 40, "/x", &[]);
+    assert_eq!(counts.get("a"), Some(&10), "{counts:?}");
+    assert_eq!(counts.get("b"), Some(&30), "{counts:?}");
+    assert_eq!(
+        counts.get("off"),
+        None,
+        "weight 0 takes no traffic: {counts:?}"
+    );
+    // Kong sends the target's host and port as Host when the upstream sets none.
+    let seen = a.requests();
+    assert_eq!(seen[0].header("host"), Some(target(&a).as_str()));
+}
+
+#[test]
+fn upstream_host_header_replaces_the_target_host() {
+    let a = Origin::echo();
+    let gw = Gateway::start(&config(
+        "host_header: api.internal",
+        &[(target(&a), 100)],
+        "",
+    ));
+    let r = proxy_get(&gw, "/h", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(a.requests()[0].header("host"), Some("api.internal"));
+}
+
+#[test]
+fn consistent_hashing_sticks_a_key_to_one_target() {
+    let (a, b, c) = (named("a"), named("b"), named("c"));
+    let gw = Gateway::start(&config(
+        "algorithm: consistent-hashing\nhash_on: header\nhash_on_header: x-user\nhash_fallback: ip",
+        &[(target(&a), 100), (target(&b), 100), (target(&c), 100)],
+        "",
+    ));
+    let mut used = HashMap::new();
+    for user in 0..30 {
+        let user = format!("user-{user}");
+        let first = tally(&gw, 4, "/", &[("x-user", &user)]);
+        assert_eq!(first.len(), 1, "one key, one target: {first:?}");
+        *used.entry(first.into_keys().next().unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(used.len(), 3, "30 keys spread over every target: {used:?}");
+    // Without the header, the fallback (the client IP, the same for every request here)
+    // still pins one target.
+    assert_eq!(tally(&gw, 6, "/", &[]).len(), 1);
+}
+
+#[test]
+fn hash_on_cookie_sets_the_cookie_then_sticks_to_it() {
+    let (a, b) = (named("a"), named("b"));
+    let gw = Gateway::start(&config(
+        "algorithm: consistent-hashing\nhash_on: cookie\nhash_on_cookie: sticky\nhash_on_cookie_path: /app",
+        &[(target(&a), 100), (target(&b), 100)],
+        "",
+    ));
+    let first = proxy_get(&gw, "/", &[]);
+    assert_eq!(first.status, 200);
+    let set = first
+        .header("set-cookie")
+        .expect("a Set-Cookie for the new key");
+    assert!(
+        set.starts_with("sticky=") && set.ends_with("; Path=/app"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let with_cookie = tally(&gw, 8, "/", &[("cookie", &cookie)]);
+    assert_eq!(with_cookie.len(), 1, "{with_cookie:?}");
+    assert_eq!(with_cookie.keys().next(), Some(&first.body_str()));
+    let again = proxy_get(&gw, "/", &[("cookie", &cookie)]);
+    assert_eq!(
+        again.header("set-cookie"),
+        None,
+        "a known cookie is not set again"
+    );
+}
+
+#[test]
+fn least_connections_avoids_the_busy_target() {
+    let hold = |name: &'static str| {
+        Origin::with_handler(move |ctx| {
+            if ctx.req.path() == "/hold" {
+                Action::Delay(
+                    Duration::from_millis(1500),
+                    Box::new(Action::Respond(reply(200, name))),
+                )
+            } else {
+                Action::Respond(reply(200, name))
+            }
+        })
+    };
+    let (a, b) = (hold("a"), hold("b"));
+    let gw = Gateway::start(&config(
+        "algorithm: least-connections",
+        &[(target(&a), 100), (target(&b), 100)],
+        "",
+    ));
+    let addr = gw.proxy_addr();
+    let busy = spawn(move || {
+        let mut c = Client::connect(addr);
+        c.roundtrip(&get_req("/hold", "x")).body_str()
+    });
+    let held = wait_for(Duration::from_secs(5), || {
+        if a.requests().iter().any(|r| r.path() == "/hold") {
+            Some("a")
+        } else if b.requests().iter().any(|r| r.path() == "/hold") {
+            Some("b")
+        } else {
+            None
+        }
+    })
+    .expect("the held request reached a target");
+    let counts = tally(&gw, 6, "/quick", &[]);
+    assert_eq!(
+        counts.get(held),
+        None,
+        "the busy target got none: {counts:?}"
+    );
+    assert_eq!(busy.join().unwrap(), held);
+    // Both idle again: traffic alternates.
+    assert_eq!(tally(&gw, 6, "/quick", &[]).len(), 2);
+}
+
+#[test]
+fn a_refused_target_is_skipped_within_the_request() {
+    let b = named("b");
+    let dead = format!("127.0.0.1:{}", closed_port());
+    let gw = Gateway::start(&config("", &[(dead, 100), (target(&b), 100)], ""));
+    let started = Instant::now();
+    let counts = tally(&gw, 10, "/", &[]);
+    assert_eq!(counts.get("b"), Some(&10), "{counts:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+const PASSIVE: &str = "healthchecks:
+  passive:
+    unhealthy:
+      http_failures: 2
+      tcp_failures: 1
+";
+
+#[test]
+fn passive_checks_take_a_failing_target_out_until_the_admin_api_restores_it() {
+    let failing = Arc::new(AtomicBool::new(true));
+    let flag = failing.clone();
+    let a = Origin::with_handler(move |_| {
+        if flag.load(Ordering::SeqCst) {
+            Action::Respond(reply(500, "a-broken"))
+        } else {
+            Action::Respond(reply(200, "a"))
+        }
+    });
+    let b = named("b");
+    let prometheus =
+        "plugins:\n  - name: prometheus\n    config:\n      upstream_health_metrics: true\n";
+    let gw = Gateway::start(&config(
+        PASSIVE,
+        &[(target(&a), 100), (target(&b), 100)],
+        prometheus,
+    ));
+    let mut broken = 0;
+    for _ in 0..12 {
+        let r = proxy_get(&gw, "/", &[]);
+        if r.status == 500 {
+            broken += 1;
+        }
+    }
+    assert_eq!(
+        broken, 2,
+        "two 500s mark the target unhealthy, then b takes all"
+    );
+    let health = gw.admin_get("/upstreams/pool/health").json();
+    let state = |health: &serde_json::Value, t: &str| {
+        health["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["target"] == t)
+            .map(|d| d["health"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(state(&health, &target(&a)).as_deref(), Some("UNHEALTHY"));
+    assert_eq!(state(&health, &target(&b)).as_deref(), Some("HEALTHY"));
+    let status = gw.status_json();
+    assert_eq!(status["upstreams"]["pool"]["unhealthy"], 1, "{status}");
+    assert_eq!(
+        status["upstreams"]["pool"]["targets"][target(&a)],
+        "unhealthy"
+    );
+    let metrics = gw.admin_get("/metrics").body_str();
+    let line = format!(
+        "kong_upstream_target_health{{upstream=\"pool\",target=\"{}\",address=\"{}\",state=\"unhealthy\",subsystem=\"http\"}} 1",
+        target(&a),
+        a.addr()
+    );
+    assert!(metrics.contains(&line), "{line}\n{metrics}");
+    assert!(metrics.contains(&format!(
+        "ringway_upstream_target_healthy{{upstream=\"pool\",target=\"{}\"}} 0",
+        target(&a)
+    )));
+
+    // Passive checks alone never bring it back (it gets no traffic); the Admin API does.
+    failing.store(false, Ordering::SeqCst);
+    assert_eq!(tally(&gw, 4, "/", &[]).get("b"), Some(&4));
+    let r = http_request(
+        gw.admin_addr(),
+        "PUT",
+        &format!("/upstreams/pool/targets/{}/healthy", target(&a)),
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 204);
+    let counts = tally(&gw, 4, "/", &[]);
+    assert_eq!(counts.get("a"), Some(&2), "{counts:?}");
+}
+
+#[test]
+fn every_target_unhealthy_answers_503_fast() {
+    let a = Origin::with_handler(|_| Action::Respond(reply(503, "down")));
+    let b = Origin::with_handler(|_| Action::Respond(reply(503, "down")));
+    let gw = Gateway::start(&config(
+        "healthchecks:\n  passive:\n    unhealthy:\n      http_failures: 1\n",
+        &[(target(&a), 100), (target(&b), 100)],
+        "",
+    ));
+    for _ in 0..2 {
+        assert_eq!(proxy_get(&gw, "/", &[]).status, 503);
+    }
+    let before = a.requests().len() + b.requests().len();
+    let started = Instant::now();
+    let r = proxy_get(&gw, "/", &[]);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        r.json()["message"],
+        "The upstream server is currently unavailable"
+    );
+    assert_eq!(
+        a.requests().len() + b.requests().len(),
+        before,
+        "no target was tried"
+    );
+}
+
+#[test]
+fn active_checks_mark_a_target_down_and_bring_it_back() {
+    let healthy = Arc::new(AtomicBool::new(false));
+    let flag = healthy.clone();
+    let a = Origin::with_handler(move |ctx| {
+        if ctx.req.path() == "/health" && !flag.load(Ordering::SeqCst) {
+            Action::Respond(reply(500, "sick"))
+        } else {
+            Action::Respond(reply(200, "a"))
+        }
+    });
+    let b = named("b");
+    let checks = "healthchecks:
+  active:
+    http_path: /health
+    timeout: 1
+    healthy:
+      interval: 0.1
+      successes: 2
+    unhealthy:
+      interval: 0.1
+      http_failures: 2
+";
+    let gw = Gateway::start(&config(checks, &[(target(&a), 100), (target(&b), 100)], ""));
+    let state = |gw: &Gateway| gw.status_json()["upstreams"]["pool"]["targets"][target(&a)].clone();
+    wait_for(Duration::from_secs(5), || {
+        (state(&gw) == "unhealthy").then_some(())
+    })
+    .expect("probes mark a unhealthy");
+    assert_eq!(tally(&gw, 4, "/", &[]).get("b"), Some(&4));
+    let probes = a.requests();
+    let probe = probes.iter().find(|r| r.path() == "/health").unwrap();
+    assert_eq!(probe.header("host"), Some(target(&a).as_str()));
+    healthy.store(true, Ordering::SeqCst);
+    wait_for(Duration::from_secs(5), || {
+        (state(&gw) == "healthy").then_some(())
+    })
+    .expect("probes bring a back");
+    assert_eq!(tally(&gw, 4, "/", &[]).get("a"), Some(&2));
+}
+
+#[test]
+fn admin_api_lists_upstreams_and_targets_read_only() {
+    let a = named("a");
+    let gw = Gateway::start(&config(
+        "algorithm: least-connections\nslots: 100",
+        &[(target(&a), 50)],
+        "",
+    ));
+    let list = gw.admin_get("/upstreams").json();
+    assert_eq!(list["data"][0]["name"], "pool");
+    assert_eq!(list["data"][0]["algorithm"], "least-connections");
+    assert_eq!(list["data"][0]["slots"], 100);
+    assert_eq!(
+        list["data"][0]["healthchecks"]["passive"]["unhealthy"]["http_statuses"],
+        serde_json::json!([429, 500, 503])
+    );
+    let id = list["data"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        gw.admin_get(&format!("/upstreams/{id}")).json()["name"],
+        "pool"
+    );
+    let targets = gw.admin_get("/upstreams/pool/targets").json();
+    assert_eq!(targets["data"][0]["target"], target(&a));
+    assert_eq!(targets["data"][0]["weight"], 50);
+    assert_eq!(targets["data"][0]["upstream"]["id"], id);
+    let health = gw.admin_get("/upstreams/pool/health").json();
+    assert_eq!(health["data"][0]["health"], "HEALTHCHECKS_OFF");
+    assert_eq!(gw.admin_get("/upstreams/nope").status, 404);
+    let r = http_request(
+        gw.admin_addr(),
+        "POST",
+        "/upstreams",
+        &[],
+        Some(("application/x-www-form-urlencoded", b"name=x")),
+    );
+    assert_eq!(r.status, 405);
+}
+
+#[test]
+fn invalid_upstreams_are_reported_with_their_paths() {
+    let yaml = "_format_version: \"3.0\"
+upstreams:
+  - name: pool
+    algorithm: latency
+    targets:
+      - target: \"10.0.0.1:0\"
+      - target: 10.0.0.2:80
+      - target: 10.0.0.2:80
+  - name: hashed
+    hash_on: header
+targets:
+  - target: 10.0.0.3
+    upstream: missing
+";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kong.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = run_cli(
+        &["check", "--config", path.to_str().unwrap()],
+        &[],
+        Duration::from_secs(10),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "upstreams[0].algorithm: the 'latency' algorithm is not supported",
+        "upstreams[1].hash_on: 'header' needs its field set",
+        "upstreams[1].hash_on: hashing needs algorithm 'consistent-hashing'",
+        "targets[0].upstream: no upstream named 'missing'",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    // Problems in nested targets are found even when their upstream is broken.
+    let yaml = "_format_version: \"3.0\"
+upstreams:
+  - name: pool
+    targets:
+      - target: \"10.0.0.1:0\"
+      - target: 10.0.0.2:80
+      - target: 10.0.0.2:80
+        weight: 70000
+";
+    std::fs::write(&path, yaml).unwrap();
+    let out = run_cli(
+        &["check", "--config", path.to_str().unwrap()],
+        &[],
+        Duration::from_secs(10),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("upstreams[0].targets[0].target: invalid target '10.0.0.1:0'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("upstreams[0].targets[2].weight: must be between 0 and 65535"),
+        "{stderr}"
+    );
+}
