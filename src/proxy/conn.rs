@@ -579,26 +579,22 @@ impl<S: ClientIo> Conn<S> {
                     passive_report(upstream, lease.target, outcome);
                 }
             };
-            // A request that could not be replayed is not risked on a pooled connection
-            // the upstream has already closed.
-            let check_stale = !(complete && exchange.idempotent);
-            let (mut upstream, reused) =
-                match self.checkout(addr, service, force_fresh, check_stale).await {
-                    Ok(checkout) => checkout,
-                    Err(kind) => {
-                        report(Outcome::of_error(kind));
-                        if let Some(lease) = &lease {
-                            tried.push(lease.target as u32);
-                        }
-                        // Nothing was sent: any method may try again.
-                        if retries_left > 0 {
-                            retries_left -= 1;
-                            self.worker.stats.upstream_retries.inc();
-                            continue;
-                        }
-                        return self.fail(kind).await;
+            let (mut upstream, reused) = match self.checkout(addr, service, force_fresh).await {
+                Ok(checkout) => checkout,
+                Err(kind) => {
+                    report(Outcome::of_error(kind));
+                    if let Some(lease) = &lease {
+                        tried.push(lease.target as u32);
                     }
-                };
+                    // Nothing was sent: any method may try again.
+                    if retries_left > 0 {
+                        retries_left -= 1;
+                        self.worker.stats.upstream_retries.inc();
+                        continue;
+                    }
+                    return self.fail(kind).await;
+                }
+            };
             let sent = Instant::now();
             let failure = match self
                 .send_request(&mut upstream, service, node.client_body_timeout, &mut body)
@@ -728,12 +724,14 @@ impl<S: ClientIo> Conn<S> {
         addr: SocketAddr,
         service: &Service,
         fresh: bool,
-        check_stale: bool,
     ) -> Result<(upstream::Stream, bool), ErrorKind> {
         if !fresh {
             let key = (addr, service.tls.as_ref().map_or(0, |t| t.pool_key));
             while let Some(stream) = self.worker.pool.take(key, self.worker.idle.coarse_now()) {
-                if check_stale && upstream::is_closed(&stream) {
+                // A pooled connection that is readable was closed by the upstream, or
+                // carries bytes nobody asked for: either way it must not answer this
+                // request (a response read from it would be another's).
+                if upstream::is_closed(&stream) {
                     continue;
                 }
                 self.worker.stats.upstream_reused.inc();

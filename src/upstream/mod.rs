@@ -198,8 +198,8 @@ pub async fn connect(
 }
 
 /// Whether the upstream has closed (or reset, or spoken out of turn on) an idle pooled
-/// connection: a non-blocking one-byte peek. It costs a syscall, so it is used only for
-/// requests that could not be replayed if the connection turned out to be dead.
+/// connection: a non-blocking one-byte peek, made before every reuse. Its syscall is the
+/// price of never reading an unsolicited response as the answer to the next request.
 #[allow(unsafe_code)]
 pub fn is_closed(stream: &Stream) -> bool {
     let mut byte = 0u8;

@@ -1,0 +1,603 @@
+//! The upstream fault matrix (SPEC §3 "Upstreams", "Retries", generated responses) for the
+//! faults tests/upstream.rs does not cover: resets (RST, not FIN) before and inside the
+//! response head and inside the body, a half-closed upstream, bodies longer than declared,
+//! unsolicited bytes on an idle pooled connection, and stalls past `read_timeout`.
+//!
+//! Each test then sends a normal request through the same gateway: a fault must never leave
+//! a poisoned connection in the pool.
+//!
+//! The faults need control of the socket (SO_LINGER 0, half-close, timed writes), so the
+//! upstream here is a small raw server of its own rather than support's `Origin`.
+
+mod support;
+
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const BAD_GATEWAY: &str = "An invalid response was received from the upstream server";
+const TIMING_OUT: &str = "The upstream server is timing out";
+
+// ---------------------------------------------------------------------------------------
+// a raw upstream
+
+/// One request as the raw upstream saw it.
+#[derive(Clone, Debug)]
+struct Seen {
+    conn: usize,
+    method: String,
+    target: String,
+}
+
+/// What a handler gets: the connection, and the request just read (head and body).
+struct Req<'a> {
+    conn: &'a mut BufConn,
+    id: usize,
+    target: &'a str,
+}
+
+impl Req<'_> {
+    fn write(&mut self, bytes: &[u8]) -> bool {
+        self.conn.write_all(bytes).is_ok()
+    }
+    /// The normal answer: 200 whose body names the target and the connection.
+    fn ok(&mut self) -> bool {
+        let body = format!("ok {}", self.target);
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Origin-Conn: {}\r\nX-Origin-Target: {}\r\n\r\n{body}",
+            body.len(),
+            self.id,
+            self.target
+        );
+        self.write(reply.as_bytes())
+    }
+}
+
+type RawHandler = Arc<dyn Fn(&mut Req) -> bool + Send + Sync>;
+
+/// A scriptable upstream on raw sockets: the handler runs after each complete request and
+/// returns whether to keep the connection for another request. Returning false drops the
+/// socket without a shutdown, so a handler that set SO_LINGER 0 makes it an RST.
+struct RawOrigin {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    conns: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    accept: Option<thread::JoinHandle<()>>,
+}
+
+impl RawOrigin {
+    fn start(f: impl Fn(&mut Req) -> bool + Send + Sync + 'static) -> RawOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let conns = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let handler: RawHandler = Arc::new(f);
+        let (seen2, conns2, stop2) = (seen.clone(), conns.clone(), stop.clone());
+        let accept = thread::spawn(move || {
+            for s in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(s) = s else { continue };
+                let id = conns2.fetch_add(1, Ordering::SeqCst) + 1;
+                let (h, seen) = (handler.clone(), seen2.clone());
+                thread::spawn(move || serve(s, id, &h, &seen));
+            }
+        });
+        RawOrigin {
+            addr,
+            seen,
+            conns,
+            stop,
+            accept: Some(accept),
+        }
+    }
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+    /// Requests for `target` that reached the upstream.
+    fn attempts(&self, target: &str) -> Vec<Seen> {
+        self.seen()
+            .into_iter()
+            .filter(|s| s.target == target)
+            .collect()
+    }
+    fn connections(&self) -> usize {
+        self.conns.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for RawOrigin {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(s: TcpStream, id: usize, h: &RawHandler, seen: &Mutex<Vec<Seen>>) {
+    let mut conn = BufConn::new(s);
+    loop {
+        let now = Instant::now();
+        let head = match conn.read_head(now + Duration::from_secs(30), now + RESPONSE_DEADLINE) {
+            Ok(Some(h)) => h,
+            _ => return,
+        };
+        let text = String::from_utf8_lossy(&head).to_string();
+        let mut rl = text.split("\r\n").next().unwrap_or("").split(' ');
+        let method = rl.next().unwrap_or("").to_string();
+        let target = rl.next().unwrap_or("").to_string();
+        let cl = text
+            .split("\r\n")
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        let mut body = Vec::new();
+        if conn
+            .read_exact_into(cl, &mut body, Instant::now() + RESPONSE_DEADLINE)
+            .is_err()
+        {
+            return;
+        }
+        seen.lock().unwrap().push(Seen {
+            conn: id,
+            method,
+            target: target.clone(),
+        });
+        let mut req = Req {
+            conn: &mut conn,
+            id,
+            target: &target,
+        };
+        if !h(&mut req) {
+            return; // dropped as is: FIN, or RST when the handler set SO_LINGER 0
+        }
+    }
+}
+
+/// Makes the next close of `s` an RST (SO_LINGER 0).
+fn arm_reset(s: &TcpStream) {
+    socket2::SockRef::from(s)
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER 0");
+}
+
+/// Writes `bytes`, gives the gateway a moment to read them, then resets the connection.
+fn write_then_reset(req: &mut Req, bytes: &[u8]) -> bool {
+    let _ = req.conn.stream.write_all(bytes);
+    thread::sleep(Duration::from_millis(100));
+    arm_reset(&req.conn.stream);
+    false
+}
+
+// ---------------------------------------------------------------------------------------
+// helpers
+
+fn gateway(url: &str, service_extra: &str) -> Gateway {
+    Gateway::start(&format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: svc\n    url: {url}\n{service_extra}    routes:\n      - name: all\n        paths: [\"/\"]\n"
+    ))
+}
+
+fn assert_kong_json(r: &Response, status: u16, message: &str) {
+    assert_eq!(r.status, status, "{r:?}");
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/json; charset=utf-8"),
+        "{r:?}"
+    );
+    assert_eq!(r.json()["message"], message, "{r:?}");
+}
+
+/// A normal request on `c` gets its own answer.
+fn assert_normal(c: &mut Client, path: &str) -> Response {
+    let r = c.roundtrip(&get_req(path, "a"));
+    assert_eq!(r.status, 200, "{path} after a fault: {r:?}");
+    assert_eq!(
+        r.body_str(),
+        format!("ok {path}"),
+        "{path} got another answer: {r:?}"
+    );
+    r
+}
+
+/// Reads a response that must be cut short: the client sees the connection end (EOF or
+/// reset) before a complete response, within `within`, never a hang and never a
+/// complete-looking response. Returns what arrived.
+fn expect_aborted(c: &mut Client, within: Duration, what: &str) -> Vec<u8> {
+    match c.read_response_within(within) {
+        Ok(r) => panic!("{what}: a broken upstream response was delivered as complete: {r:?}"),
+        Err(ReadErr::Timeout(b)) => panic!(
+            "{what}: client connection left hanging for {within:?} ({} bytes)",
+            b.len()
+        ),
+        Err(ReadErr::Malformed(m, b)) => panic!(
+            "{what}: malformed bytes to the client ({m}): {:?}",
+            String::from_utf8_lossy(&b)
+        ),
+        Err(e) => e.received().to_vec(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// resets
+
+#[test]
+fn reset_before_response_head_gives_502_and_idempotent_requests_retry() {
+    let first_rst = Arc::new(AtomicBool::new(true));
+    let o = RawOrigin::start(move |req| match req.target {
+        "/rst" => write_then_reset(req, b""),
+        "/rst-once" if first_rst.swap(false, Ordering::SeqCst) => write_then_reset(req, b""),
+        _ => req.ok(),
+    });
+    let gw = gateway(&o.url(), "    retries: 1\n");
+    let mut c = gw.client();
+    assert_normal(&mut c, "/warm"); // leaves one connection in the pool
+
+    let r = c.roundtrip(&get_req("/rst", "a"));
+    assert_kong_json(&r, 502, BAD_GATEWAY);
+    // a GET reset before any response byte is retried: once more on a fresh connection
+    // because the first try was on a pooled one (free), then once for retries: 1
+    let n = o.attempts("/rst").len();
+    assert!(
+        (2..=3).contains(&n),
+        "GET reset before the head: want 2-3 attempts, got {n}: {:?}",
+        o.seen()
+    );
+    assert_normal(&mut c, "/after-get-rst");
+
+    let r = c.roundtrip(&req_with_body("POST", "/rst", "a", b"id=1"));
+    assert_kong_json(&r, 502, BAD_GATEWAY);
+    thread::sleep(Duration::from_millis(200));
+    let posts: Vec<_> = o
+        .attempts("/rst")
+        .into_iter()
+        .filter(|s| s.method == "POST")
+        .collect();
+    assert_eq!(posts.len(), 1, "a POST is never sent twice: {posts:?}");
+    assert_normal(&mut c, "/after-post-rst");
+
+    // one reset, then the retry succeeds
+    let r = c.roundtrip(&get_req("/rst-once", "a"));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body_str(), "ok /rst-once");
+    assert_eq!(o.attempts("/rst-once").len(), 2, "{:?}", o.seen());
+    assert_normal(&mut gw.client(), "/fresh-client");
+}
+
+#[test]
+fn reset_inside_response_head_gives_502_without_retry() {
+    let o = RawOrigin::start(|req| match req.target {
+        "/half-head" => write_then_reset(req, b"HTTP/1.1 200 OK\r\nContent-Type: te"),
+        _ => req.ok(),
+    });
+    let gw = gateway(&o.url(), "    retries: 3\n");
+    let mut c = gw.client();
+    assert_normal(&mut c, "/warm");
+    let start = Instant::now();
+    let r = c.roundtrip(&get_req("/half-head", "a"));
+    assert_kong_json(&r, 502, BAD_GATEWAY);
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    // the upstream had answered (part of a head): SPEC §3 retries only "before any
+    // response byte", so this is not retried, whatever `retries` says
+    assert_eq!(o.attempts("/half-head").len(), 1, "{:?}", o.seen());
+    assert_normal(&mut c, "/after");
+    assert_normal(&mut gw.client(), "/after-fresh");
+}
+
+#[test]
+fn response_body_cut_short_aborts_the_client() {
+    let o = RawOrigin::start(|req| match req.target {
+        // Content-Length body cut by an RST
+        "/cl" => {
+            let mut v = b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n".to_vec();
+            v.extend_from_slice(&pattern(100));
+            write_then_reset(req, &v)
+        }
+        // the same cut by a FIN (tests/upstream.rs checks the abort; here also the pool)
+        "/cl-fin" => {
+            let mut v = b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n".to_vec();
+            v.extend_from_slice(&pattern(100));
+            let _ = req.write(&v);
+            false
+        }
+        // a close-delimited body: FIN would end it cleanly, an RST must not
+        "/until-close" => {
+            let mut v = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n".to_vec();
+            v.extend_from_slice(&pattern(100));
+            write_then_reset(req, &v)
+        }
+        _ => req.ok(),
+    });
+    let gw = gateway(&o.url(), "    retries: 2\n");
+    for path in ["/cl", "/cl-fin", "/until-close"] {
+        let mut c = gw.client();
+        assert_normal(&mut c, "/warm");
+        c.send(&get_req(path, "a")).unwrap();
+        let got = expect_aborted(&mut c, Duration::from_secs(5), path);
+        assert!(
+            got.is_empty() || got.starts_with(b"HTTP/1.1 200"),
+            "{path}: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        assert_eq!(o.attempts(path).len(), 1, "{path}: {:?}", o.seen());
+        assert_normal(&mut gw.client(), "/after");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// half-close
+
+#[test]
+fn upstream_half_close_without_reply_gives_502() {
+    let gateway_closed = Arc::new(AtomicUsize::new(0));
+    let gc = gateway_closed.clone();
+    let o = RawOrigin::start(move |req| match req.target {
+        "/half-close" => {
+            // shut our write side after reading the request, keep reading: the gateway
+            // sees EOF while the socket stays open
+            let _ = req.conn.stream.shutdown(Shutdown::Write);
+            if req.conn.fill(Instant::now() + Duration::from_secs(5)).ok() == Some(0) {
+                gc.fetch_add(1, Ordering::SeqCst);
+            }
+            false
+        }
+        _ => req.ok(),
+    });
+    // a long read_timeout: the answer must come from the EOF, not from a timer
+    let gw = gateway(&o.url(), "    retries: 0\n    read_timeout: 20000\n");
+    let mut c = gw.client();
+    assert_normal(&mut c, "/warm");
+    let start = Instant::now();
+    let r = c.roundtrip(&get_req("/half-close", "a"));
+    let took = start.elapsed();
+    assert_kong_json(&r, 502, BAD_GATEWAY);
+    assert!(took < Duration::from_secs(3), "502 after {took:?}");
+    let attempts = o.attempts("/half-close").len();
+    // retries: 0, plus the one free attempt because the first went on a pooled connection
+    assert!((1..=2).contains(&attempts), "{:?}", o.seen());
+    // the gateway closes its side of every half-closed connection (none kept, none pooled)
+    let all_closed = wait_for(Duration::from_secs(5), || {
+        (gateway_closed.load(Ordering::SeqCst) == attempts).then_some(())
+    });
+    assert!(
+        all_closed.is_some(),
+        "gateway kept {} of {attempts} half-closed upstream connections open",
+        attempts - gateway_closed.load(Ordering::SeqCst)
+    );
+    assert_normal(&mut c, "/after");
+}
+
+// ---------------------------------------------------------------------------------------
+// bodies longer than declared, unsolicited bytes
+
+#[test]
+fn body_longer_than_content_length_is_cut_and_connection_not_reused() {
+    const BIG: usize = 200_000;
+    let o = RawOrigin::start(|req| match req.target {
+        // the excess arrives in the same read as the head
+        "/small" => {
+            req.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloGARBAGE-AFTER-BODY")
+        }
+        // the excess arrives in a later read than the head
+        "/big" => {
+            let mut v = format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n").into_bytes();
+            v.extend_from_slice(&pattern(BIG));
+            v.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nX-Evil: 1\r\n\r\nevil");
+            req.write(&v)
+        }
+        _ => req.ok(),
+    });
+    let gw = gateway(&o.url(), "    retries: 0\n");
+    let mut c = gw.client();
+    let r = c.roundtrip(&get_req("/small", "a"));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, b"hello", "exactly Content-Length bytes: {r:?}");
+    let r = c.roundtrip(&get_req("/big", "a"));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body.len(), BIG);
+    assert_eq!(fnv1a(&r.body), fnv1a(&pattern(BIG)), "body corrupted");
+    // no excess byte reached the client on this connection
+    assert_eq!(
+        c.wait_close(Duration::from_millis(300)),
+        CloseState::Open,
+        "excess upstream bytes reached the client (or the connection was closed)"
+    );
+    for path in ["/next1", "/next2"] {
+        let r = assert_normal(&mut c, path);
+        assert!(r.header("x-evil").is_none(), "{r:?}");
+    }
+    // neither out-of-step connection was reused
+    for s in o.seen() {
+        if s.target.starts_with("/next") {
+            let bad: Vec<_> = o
+                .seen()
+                .into_iter()
+                .filter(|f| (f.target == "/small" || f.target == "/big") && f.conn == s.conn)
+                .collect();
+            assert!(bad.is_empty(), "{s:?} reused the connection of {bad:?}");
+        }
+    }
+}
+
+#[test]
+
+fn unsolicited_bytes_on_an_idle_pooled_connection_never_answer_a_request() {
+    // The first exchange is clean; 100 ms after it the upstream sends a whole unsolicited
+    // response on the now idle (pooled) connection. Whatever the gateway does with that
+    // connection, the next request must get its own answer, never the stray one
+    // (a response desync: nginx closes an idle keep-alive connection that becomes readable).
+    let o = RawOrigin::start(|req| match req.target {
+        "/then-stray" => {
+            if !req.ok() {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(100));
+            req.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nX-Evil: 1\r\n\r\nevil")
+        }
+        _ => req.ok(),
+    });
+    let gw = gateway(&o.url(), "    retries: 0\n");
+    let mut c = gw.client();
+    assert_normal(&mut c, "/then-stray");
+    thread::sleep(Duration::from_millis(400));
+    for path in ["/get1", "/get2"] {
+        let r = c.roundtrip(&get_req(path, "a"));
+        assert!(
+            r.status == 200 && r.body_str() == format!("ok {path}"),
+            "GET {path} got the unsolicited response: {r:?}"
+        );
+    }
+    let r = c.roundtrip(&req_with_body("POST", "/post1", "a", b"x"));
+    assert_eq!(r.body_str(), "ok /post1", "{r:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// stalls past read_timeout
+//
+// Reading of SPEC §2/§3: `read_timeout` is Kong's field, i.e. nginx's proxy_read_timeout,
+// a bound on each wait for upstream bytes (between two successive reads), not on the whole
+// response. So a head whose bytes stop for longer than read_timeout is a 504, while a head
+// trickled with shorter gaps is (slowly) proxied.
+
+#[test]
+fn response_head_stalled_past_read_timeout_gives_504() {
+    let o = RawOrigin::start(|req| match req.target {
+        "/stall-head" => {
+            if !req.write(b"HTTP/1.1 200 OK\r\nContent-") {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(1500));
+            // the rest arrives late: it must not become anyone's answer
+            req.write(b"Length: 4\r\nX-Late: 1\r\n\r\nlate")
+        }
+        "/trickle-head" => {
+            let v = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Trickled: 1\r\n\r\nok /trickle-head",
+                "ok /trickle-head".len()
+            );
+            for piece in v.as_bytes().chunks(12) {
+                if !req.write(piece) {
+                    return false;
+                }
+                thread::sleep(Duration::from_millis(150));
+            }
+            true
+        }
+        _ => req.ok(),
+    });
+    let gw = gateway(&o.url(), "    retries: 3\n    read_timeout: 500\n");
+    let mut c = gw.client();
+    assert_normal(&mut c, "/warm");
+    let start = Instant::now();
+    let r = c.roundtrip(&get_req("/stall-head", "a"));
+    let took = start.elapsed();
+    assert_kong_json(&r, 504, TIMING_OUT);
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_millis(1400),
+        "504 must come ~read_timeout (500 ms) after the last upstream byte, came after {took:?}"
+    );
+    assert_eq!(
+        o.attempts("/stall-head").len(),
+        1,
+        "timeouts are not retried"
+    );
+    // wait for the late bytes to be written, then the pool must still be clean
+    thread::sleep(Duration::from_millis(1300));
+    let r = assert_normal(&mut c, "/after-stall");
+    assert!(r.header("x-late").is_none(), "{r:?}");
+
+    // gaps of 150 ms < read_timeout: slow, but never a 504
+    let start = Instant::now();
+    let r = c.roundtrip(&get_req("/trickle-head", "a"));
+    assert_eq!(r.status, 200, "after {:?}: {r:?}", start.elapsed());
+    assert_eq!(r.body_str(), "ok /trickle-head");
+    assert_normal(&mut c, "/after-trickle");
+}
+
+#[test]
+fn response_body_stalled_past_read_timeout_aborts_the_client() {
+    let o = RawOrigin::start(|req| match req.target {
+        "/stall-body" => {
+            let mut v = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n".to_vec();
+            v.extend_from_slice(&pattern(100));
+            if !req.write(&v) {
+                return false;
+            }
+            // then one byte per 1.2 s: each gap exceeds read_timeout
+            for _ in 0..3 {
+                thread::sleep(Duration::from_millis(1200));
+                if !req.write(b"x") {
+                    return false;
+                }
+            }
+            false
+        }
+        _ => req.ok(),
+    });
+    let gw = gateway(&o.url(), "    retries: 0\n    read_timeout: 500\n");
+    let mut c = gw.client();
+    assert_normal(&mut c, "/warm");
+    let start = Instant::now();
+    c.send(&get_req("/stall-body", "a")).unwrap();
+    let got = expect_aborted(&mut c, Duration::from_secs(5), "/stall-body");
+    let took = start.elapsed();
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "the head and the first bytes were forwarded before the stall: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_millis(2500),
+        "client cut ~read_timeout after the stall, not after {took:?}"
+    );
+    assert_normal(&mut gw.client(), "/after");
+}
+
+// ---------------------------------------------------------------------------------------
+// connect refused (tests/upstream.rs checks the 502 itself; here: the gateway stays usable)
+
+#[test]
+fn connect_refused_gives_502_fast_and_other_services_keep_working() {
+    let o = RawOrigin::start(|req| req.ok());
+    let dead = closed_port();
+    let gw = Gateway::start(&format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: dead\n    url: http://127.0.0.1:{dead}\n    retries: 2\n    routes:\n      - name: dead\n        paths: [\"/dead\"]\n  - name: live\n    url: {}\n    routes:\n      - name: live\n        paths: [\"/\"]\n",
+        o.url()
+    ));
+    let mut c = gw.client();
+    for i in 0..3 {
+        let start = Instant::now();
+        let r = c.roundtrip(&get_req("/dead", "a"));
+        assert_kong_json(&r, 502, BAD_GATEWAY);
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "refused connect (3 attempts) took {:?}",
+            start.elapsed()
+        );
+        // same client connection, kept alive after the 502
+        assert_normal(&mut c, &format!("/live{i}"));
+    }
+    assert_eq!(
+        o.connections(),
+        1,
+        "the live service's connection is pooled"
+    );
+}
