@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(request_head response_head chunked jwt config)
+[ ${#targets[@]} -gt 0 ] || targets=(request_head response_head chunked jwt config route)
 for target in "${targets[@]}"; do
   mkdir -p "corpus/$target"
   echo "== $target ($seconds s)" >&2

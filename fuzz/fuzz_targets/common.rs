@@ -20,6 +20,22 @@ services:
     routes:
       - name: accounts
         paths: [/]
+  - name: pooled
+    host: pool
+    routes:
+      - name: pooled
+        paths: [/pool]
+      - name: pooled-kept
+        paths: [/kept]
+        preserve_host: true
+upstreams:
+  - name: pool
+    algorithm: consistent-hashing
+    hash_on: cookie
+    hash_on_cookie: sticky
+    targets:
+      - target: 127.0.0.1:9003
+      - target: 127.0.0.1:9004
 "#;
 
 pub fn snapshot() -> Snapshot {

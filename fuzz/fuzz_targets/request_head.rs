@@ -44,7 +44,11 @@ fuzz_target!(|data: &[u8]| {
         ..Default::default()
     };
     let mut out = Vec::new();
-    if prepare(&data[start..end], &client, snapshot, 0, None, &mut out).is_ok() {
+    if let Ok(exchange) = prepare(&data[start..end], &client, snapshot, 0, None, &mut out) {
+        // A balanced service's head leaves the Host value to the chosen target.
+        if let Some(at) = exchange.balance.as_ref().and_then(|b| b.host_at) {
+            assert!(out[..at].ends_with(b"\r\nHost: ") && out[at..].starts_with(b"\r\n"));
+        }
         // A routed request always leaves a complete upstream head, free of bare CR/LF
         // smuggled from the client.
         assert!(
