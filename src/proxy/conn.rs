@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split};
 
 use super::io::{
-    read_more, read_more_until, read_more_within, write_all_within, write_range_within, IoFail,
-    BODY_READ_SPACE, HEAD_READ_SPACE,
+    read_more, read_more_until, read_more_within, write_all_within, write_head_body_within,
+    write_range_within, HeadBody, IoFail, BODY_READ_SPACE, HEAD_READ_SPACE,
 };
 use super::request::{self, ClientInfo, Exchange, RequestId, Routed};
 use super::response::{self, ClientBody, Parsed, ResponsePlan};
@@ -36,6 +36,9 @@ use crate::upstream;
 
 /// Request body bytes already read are sent with the head when they fit in this much.
 const COALESCE_BYTES: usize = 64 * 1024;
+/// From this many body bytes on, a response head and the body bytes that came with it
+/// go out with `writev` instead of a copy of the body behind the head.
+const WRITEV_BODY_BYTES: usize = 4 * 1024;
 /// Free space for reading a response head and the body bytes that come with it: a
 /// pooled buffer grows to this once and is reused, and a 16 KiB response arrives in one
 /// read.
@@ -943,12 +946,19 @@ impl<S: ClientIo> Conn<S> {
             }
             BodyKind::Length(mut remaining) => {
                 let take = remaining.min((self.ubuf.len() - pos) as u64) as usize;
-                self.out.extend_from_slice(&self.ubuf[pos..pos + take]);
-                pos += take;
-                remaining -= take as u64;
-                if !self.flush_out(client_timeout).await {
+                let flushed = if take >= WRITEV_BODY_BYTES {
+                    // A large first part goes out beside the head, not copied behind it.
+                    self.flush_out_with_body(pos..pos + take, client_timeout)
+                        .await
+                } else {
+                    self.out.extend_from_slice(&self.ubuf[pos..pos + take]);
+                    self.flush_out(client_timeout).await
+                };
+                if !flushed {
                     return Next::Close;
                 }
+                pos += take;
+                remaining -= take as u64;
                 let extra = pos < self.ubuf.len();
                 while remaining > 0 {
                     self.ubuf.clear();
@@ -1092,6 +1102,30 @@ impl<S: ClientIo> Conn<S> {
     }
 
     /// Writes `out` to the client and clears it. Returns false when the client is gone.
+    /// Writes `out` and then `ubuf[body]` with one `writev`; `ubuf` keeps its bytes.
+    async fn flush_out_with_body(
+        &mut self,
+        body: std::ops::Range<usize>,
+        timeout: Duration,
+    ) -> bool {
+        let worker = self.worker.clone();
+        self.tally.egress += (self.out.len() + body.len()) as u64;
+        let buf = HeadBody::new(
+            std::mem::take(&mut self.out),
+            std::mem::take(&mut self.ubuf),
+            body,
+        );
+        let (result, buf) =
+            write_head_body_within(&worker.idle, &mut self.client, buf, timeout).await;
+        if let Some(buf) = buf {
+            let (out, ubuf) = buf.into_parts();
+            self.out = out;
+            self.out.clear();
+            self.ubuf = ubuf;
+        }
+        result.is_ok()
+    }
+
     async fn flush_out(&mut self, timeout: Duration) -> bool {
         let worker = self.worker.clone();
         if self.out.is_empty() {

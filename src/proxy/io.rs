@@ -104,3 +104,145 @@ pub async fn write_range_within<S: AsyncWriteRent>(
     let (result, slice) = write_all_within(deadlines, stream, buf.slice(start..end), timeout).await;
     (result, slice.map(|s| s.into_inner()).unwrap_or_default())
 }
+
+/// A head and a range of a body buffer, written with one `writev`: the body is not copied
+/// behind the head. Gives both vectors back.
+pub struct HeadBody {
+    head: Vec<u8>,
+    body: Vec<u8>,
+    /// On the heap: the runtime takes the iovecs' address when it submits the write and
+    /// moves this value afterwards.
+    iov: Box<[libc::iovec; 2]>,
+}
+
+impl HeadBody {
+    pub fn new(head: Vec<u8>, body: Vec<u8>, range: std::ops::Range<usize>) -> HeadBody {
+        let range = range.start.min(body.len())..range.end.min(body.len());
+        let iov = Box::new([
+            libc::iovec {
+                iov_base: head.as_ptr() as *mut libc::c_void,
+                iov_len: head.len(),
+            },
+            libc::iovec {
+                iov_base: body[range.clone()].as_ptr() as *mut libc::c_void,
+                iov_len: range.len(),
+            },
+        ]);
+        HeadBody { head, body, iov }
+    }
+
+    /// The first iovec with bytes left (the body's once the head is written).
+    fn first(&self) -> usize {
+        usize::from(self.iov[0].iov_len == 0)
+    }
+
+    fn remaining(&self) -> usize {
+        self.iov[0].iov_len + self.iov[1].iov_len
+    }
+
+    /// Drops the first `n` unwritten bytes.
+    fn advance(&mut self, mut n: usize) {
+        for iov in self.iov.iter_mut() {
+            let step = n.min(iov.iov_len);
+            iov.iov_base = iov.iov_base.wrapping_add(step);
+            iov.iov_len -= step;
+            n -= step;
+        }
+    }
+
+    pub fn into_parts(self) -> (Vec<u8>, Vec<u8>) {
+        (self.head, self.body)
+    }
+}
+
+// SAFETY: the iovec array is boxed and both iovecs point into the heap buffers of `head`
+// and `body`, which this value owns and never resizes, so the array and what it points to
+// stay valid and unmoved while the runtime holds the value (a move of `HeadBody` moves
+// only the box pointer and the `Vec` headers); each length stays within its buffer
+// (`advance` only shrinks them).
+#[allow(unsafe_code)]
+unsafe impl monoio::buf::IoVecBuf for HeadBody {
+    // A written head is left out, not offered as an empty iovec: some writers (TLS) take
+    // only the first iovec and would report 0 bytes written.
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.iov[self.first()..].as_ptr()
+    }
+
+    fn read_iovec_len(&self) -> usize {
+        self.iov.len() - self.first()
+    }
+}
+
+/// Writes all of a [`HeadBody`] within `timeout` (a deadline slot, as for reads).
+pub async fn write_head_body_within<S: AsyncWriteRent>(
+    deadlines: &IdleSlots,
+    stream: &mut S,
+    mut buf: HeadBody,
+    timeout: Duration,
+) -> (Result<(), IoFail>, Option<HeadBody>) {
+    let slot = deadlines.register();
+    let expired = slot.arm_deadline(deadlines.deadline_after(timeout));
+    let write = async move {
+        while buf.remaining() > 0 {
+            let (result, back) = stream.writev(buf).await;
+            buf = back;
+            match result {
+                Ok(0) => return (Err(IoFail::Io), buf),
+                Ok(n) => buf.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return (Err(IoFail::Io), buf),
+            }
+        }
+        (Ok(()), buf)
+    };
+    monoio::select! {
+        (result, buf) = write => (result, Some(buf)),
+        _ = expired => (Err(IoFail::TimedOut), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HeadBody;
+
+    /// The bytes a `HeadBody` still has to write, read through its iovecs' bounds.
+    fn pending(buf: &HeadBody) -> Vec<u8> {
+        let mut out = Vec::new();
+        let head_written = buf.head.len() - buf.iov[0].iov_len;
+        out.extend_from_slice(&buf.head[head_written..]);
+        let body_end =
+            buf.iov[1].iov_base as usize + buf.iov[1].iov_len - buf.body.as_ptr() as usize;
+        out.extend_from_slice(&buf.body[body_end - buf.iov[1].iov_len..body_end]);
+        out
+    }
+
+    #[test]
+    fn partial_writes_advance_across_both_parts() {
+        let head = b"HEAD\r\n".to_vec();
+        let body = b"xxBODY-BYTESyy".to_vec();
+        let mut buf = HeadBody::new(head, body, 2..12);
+        assert_eq!(pending(&buf), b"HEAD\r\nBODY-BYTES");
+        assert_eq!(buf.remaining(), 16);
+        buf.advance(4);
+        assert_eq!(pending(&buf), b"\r\nBODY-BYTES");
+        assert_eq!(monoio::buf::IoVecBuf::read_iovec_len(&buf), 2);
+        buf.advance(5);
+        assert_eq!(pending(&buf), b"Y-BYTES");
+        // The written head is not offered again, even as an empty iovec.
+        assert_eq!(monoio::buf::IoVecBuf::read_iovec_len(&buf), 1);
+        buf.advance(7);
+        assert_eq!(buf.remaining(), 0);
+        let (head, body) = buf.into_parts();
+        assert_eq!(
+            (head.as_slice(), body.as_slice()),
+            (&b"HEAD\r\n"[..], &b"xxBODY-BYTESyy"[..])
+        );
+    }
+
+    #[test]
+    fn a_range_past_the_body_is_clamped() {
+        let buf = HeadBody::new(b"H".to_vec(), b"abc".to_vec(), 1..10);
+        assert_eq!(buf.remaining(), 3);
+        assert_eq!(pending(&buf), b"Hbc");
+    }
+}
