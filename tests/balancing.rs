@@ -203,6 +203,57 @@ fn a_refused_target_is_skipped_within_the_request() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
+#[test]
+fn a_retry_on_another_target_rewrites_host_and_keeps_the_body() {
+    let b = Origin::echo();
+    // `localhost:P` and `127.0.0.1:Q` differ in length: the head is re-spliced.
+    let dead = format!("localhost:{}", closed_port());
+    let gw = Gateway::start(&config("", &[(dead, 100), (target(&b), 100)], ""));
+    for _ in 0..4 {
+        let r = http_request(
+            gw.proxy_addr(),
+            "POST",
+            "/orders",
+            &[],
+            Some(("text/plain", b"payload-123")),
+        );
+        assert_eq!(r.status, 200, "{}", r.body_str());
+    }
+    let seen = b.requests();
+    assert_eq!(seen.len(), 4);
+    for req in seen {
+        assert_eq!(req.header("host"), Some(target(&b).as_str()));
+        assert_eq!(req.body, b"payload-123");
+        assert_eq!(req.header("content-type"), Some("text/plain"));
+    }
+}
+
+#[test]
+fn a_gateway_timeout_behind_a_target_counts_as_a_timeout() {
+    let a = Origin::with_handler(|_| Action::Respond(reply(504, "late")));
+    let b = named("b");
+    let gw = Gateway::start(&config(
+        "healthchecks:\n  passive:\n    unhealthy:\n      timeouts: 2\n",
+        &[(target(&a), 100), (target(&b), 100)],
+        "",
+    ));
+    let counts = tally_any(&gw, 10);
+    assert_eq!(counts.get(&504), Some(&2), "{counts:?}");
+    assert_eq!(
+        gw.status_json()["upstreams"]["pool"]["targets"][target(&a)],
+        "unhealthy"
+    );
+}
+
+/// Counts answers by status.
+fn tally_any(gw: &Gateway, n: usize) -> HashMap<u16, usize> {
+    let mut counts = HashMap::new();
+    for _ in 0..n {
+        *counts.entry(proxy_get(gw, "/", &[]).status).or_insert(0) += 1;
+    }
+    counts
+}
+
 const PASSIVE: &str = "healthchecks:
   passive:
     unhealthy:
@@ -344,7 +395,8 @@ fn active_checks_mark_a_target_down_and_bring_it_back() {
     assert_eq!(tally(&gw, 4, "/", &[]).get("b"), Some(&4));
     let probes = a.requests();
     let probe = probes.iter().find(|r| r.path() == "/health").unwrap();
-    assert_eq!(probe.header("host"), Some(target(&a).as_str()));
+    // As Kong's prober: the target's host, without the port.
+    assert_eq!(probe.header("host"), Some("127.0.0.1"));
     healthy.store(true, Ordering::SeqCst);
     wait_for(Duration::from_secs(5), || {
         (state(&gw) == "healthy").then_some(())

@@ -209,3 +209,34 @@ fn a_ca_certificate_reference_must_exist() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_balanced_https_service_verifies_each_target_by_its_own_name() {
+    let dir = tempfile::tempdir().unwrap();
+    make_ca_and_leaf(dir.path());
+    let origin = TlsOrigin::start(dir.path());
+    let ca = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+    let yaml = format!(
+        r#"_format_version: "3.0"
+ca_certificates:
+- id: 7b5d4a3c-1f2e-4d6c-9a8b-000000000001
+  cert: |
+{ca}upstreams:
+- name: secure.pool
+  targets: [{{target: "localhost:{port}"}}]
+services:
+- name: balanced
+  protocol: https
+  host: secure.pool
+  ca_certificates: [7b5d4a3c-1f2e-4d6c-9a8b-000000000001]
+  routes: [{{name: balanced, paths: [/b]}}]
+"#,
+        ca = indent(&ca),
+        port = origin.port
+    );
+    let gw = Gateway::start(&yaml);
+    let r = proxy_get(&gw, "/b/x", &[]);
+    // The certificate names `localhost`, the target's host, not the upstream's name.
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    assert_eq!(r.header("X-Seen-SNI"), Some("localhost"));
+}

@@ -36,14 +36,22 @@ struct Job {
     health: Arc<Health>,
 }
 
+/// When a target was last probed, and in which state with which interval: a change of
+/// either (passive checks, the Admin API, a reload) reschedules it.
+struct Due {
+    last: Instant,
+    healthy: bool,
+    interval: Duration,
+}
+
 fn run(shared: &Shared) {
-    // When each (upstream, target) is next due.
-    let mut due: HashMap<(Arc<str>, String), Instant> = HashMap::new();
+    let mut due: HashMap<(Arc<str>, String), Due> = HashMap::new();
     loop {
         let snapshot = shared.snapshot();
         let now = Instant::now();
         let mut next = now + IDLE_TICK;
         let mut seen = Vec::new();
+        let mut work: Vec<(&Upstream, Vec<Job>)> = Vec::new();
         for upstream in &snapshot.config.upstreams {
             let active = &upstream.checks.active;
             if !active.probes() {
@@ -52,7 +60,8 @@ fn run(shared: &Shared) {
             let mut jobs = Vec::new();
             for target in &upstream.targets {
                 let Some(addr) = target.addr else { continue };
-                let interval = if target.health.is_healthy() {
+                let healthy = target.health.is_healthy();
+                let interval = if healthy {
                     active.healthy_interval
                 } else {
                     active.unhealthy_interval
@@ -61,18 +70,30 @@ fn run(shared: &Shared) {
                     continue;
                 }
                 let key = (upstream.name.clone(), target.target.clone());
-                let at = *due.entry(key.clone()).or_insert(now);
+                let at = match due.get(&key) {
+                    Some(d) if d.healthy == healthy && d.interval == interval => d.last + interval,
+                    _ => now,
+                };
                 if at <= now {
-                    due.insert(key.clone(), now + interval);
+                    due.insert(
+                        key.clone(),
+                        Due {
+                            last: now,
+                            healthy,
+                            interval,
+                        },
+                    );
                     next = next.min(now + interval);
                     jobs.push(Job {
                         upstream: upstream.name.clone(),
                         target: target.target.clone(),
                         addr,
+                        // As Kong's prober: the upstream's host header, else the
+                        // target's host, without a port.
                         host_header: upstream
                             .host_header
                             .clone()
-                            .unwrap_or_else(|| target.host_header.clone()),
+                            .unwrap_or_else(|| target.host.clone()),
                         health: target.health.clone(),
                     });
                 } else {
@@ -80,8 +101,17 @@ fn run(shared: &Shared) {
                 }
                 seen.push(key);
             }
-            probe_all(upstream, jobs);
+            if !jobs.is_empty() {
+                work.push((upstream, jobs));
+            }
         }
+        // Upstreams are probed side by side, so one with slow targets and a long
+        // timeout delays the others by at most its own round.
+        std::thread::scope(|scope| {
+            for (upstream, jobs) in work {
+                scope.spawn(move || probe_all(upstream, jobs));
+            }
+        });
         // Targets gone from the config are forgotten.
         if due.len() > seen.len() {
             due.retain(|key, _| seen.contains(key));
@@ -175,11 +205,15 @@ fn probe(active: &Active, job: &Job) -> Outcome {
             break;
         }
     }
+    if len == 0 {
+        return Outcome::TcpFailure;
+    }
     match status_of(&buf[..len]) {
         Some(status) if active.healthy_statuses.contains(status) => Outcome::Success,
         Some(status) if active.unhealthy_statuses.contains(status) => Outcome::HttpFailure,
         Some(_) => Outcome::Neutral,
-        None => Outcome::TcpFailure,
+        // As Kong: an answer without a status counts as an HTTP failure.
+        None => Outcome::HttpFailure,
     }
 }
 

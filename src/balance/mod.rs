@@ -54,12 +54,13 @@ pub struct Thresholds {
 
 /// A target's health, shared by every worker.
 ///
-/// Kong's rules (lua-resty-healthcheck): each kind of failure has its own counter of
-/// consecutive failures, and a success resets them; a healthy target whose counter
-/// reaches its threshold becomes unhealthy. An unhealthy target counts consecutive
-/// successes (a failure resets them) and becomes healthy at `successes`. Passive checks
-/// alone never bring a target back, since it gets no traffic to succeed with: active
-/// probes or the Admin API do.
+/// Kong's rules (lua-resty-healthcheck): each kind of failure has its own counter, and a
+/// healthy target whose counter reaches its threshold becomes unhealthy. Failures need
+/// not be consecutive: only `successes` successes in a row (when `successes` is set)
+/// clear them. An unhealthy target counts successes (a failure restarts the count) and
+/// becomes healthy at `successes`. A counter whose threshold is 0 counts nothing. Passive
+/// checks alone never bring a target back, since it gets no traffic to succeed with:
+/// active probes or the Admin API do.
 #[derive(Debug, Default)]
 pub struct Health {
     unhealthy: AtomicBool,
@@ -95,40 +96,50 @@ impl Health {
     pub fn report(&self, outcome: Outcome, limits: Thresholds) -> Option<bool> {
         let (counter, limit) = match outcome {
             Outcome::Neutral => return None,
-            Outcome::Success => {
-                for c in [&self.tcp_failures, &self.timeouts, &self.http_failures] {
-                    if c.load(Ordering::Relaxed) != 0 {
-                        c.store(0, Ordering::Relaxed);
-                    }
-                }
-                if self.is_healthy() || limits.successes == 0 {
-                    return None;
-                }
-                (&self.successes, limits.successes)
-            }
+            Outcome::Success => (&self.successes, limits.successes),
             Outcome::TcpFailure => (&self.tcp_failures, limits.tcp_failures),
             Outcome::Timeout => (&self.timeouts, limits.timeouts),
             Outcome::HttpFailure => (&self.http_failures, limits.http_failures),
         };
-        if outcome != Outcome::Success {
+        // A disabled counter counts nothing and resets nothing.
+        if limit == 0 {
+            return None;
+        }
+        let healthy = self.is_healthy();
+        if outcome == Outcome::Success {
+            // A healthy target with no failures has nothing to recover from.
+            let failures = [&self.tcp_failures, &self.timeouts, &self.http_failures]
+                .iter()
+                .any(|c| c.load(Ordering::Relaxed) != 0);
+            if healthy && !failures {
+                return None;
+            }
+        } else if !healthy {
+            // A failure interrupts a recovery.
             if self.successes.load(Ordering::Relaxed) != 0 {
                 self.successes.store(0, Ordering::Relaxed);
             }
-            if !self.is_healthy() || limit == 0 {
-                return None;
-            }
+            return None;
         }
         if counter.fetch_add(1, Ordering::Relaxed) + 1 < limit {
             return None;
         }
-        let healthy = outcome == Outcome::Success;
-        // Of racing workers, the one that flips the state reports it.
-        let changed = self
-            .unhealthy
-            .compare_exchange(healthy, !healthy, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok();
         self.clear();
-        changed.then_some(healthy)
+        if healthy && outcome == Outcome::Success {
+            // Enough successes after some failures: the failures are forgotten.
+            return None;
+        }
+        let to_healthy = outcome == Outcome::Success;
+        // Of racing workers, the one that flips the state reports it.
+        self.unhealthy
+            .compare_exchange(
+                to_healthy,
+                !to_healthy,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+            .then_some(to_healthy)
     }
 }
 
@@ -196,6 +207,9 @@ struct State {
 pub struct Local {
     /// Bumped on reset, so a lease from an older config does not touch the new state.
     epoch: Cell<u64>,
+    /// The address of the current config's upstream list: a request still running on
+    /// an older config (same indices, other upstreams) is told apart by it.
+    owner: Cell<usize>,
     states: RefCell<Vec<State>>,
 }
 
@@ -221,43 +235,58 @@ impl Drop for Lease<'_> {
 }
 
 impl Local {
-    /// Forgets every upstream's state: the config changed.
-    pub fn reset(&self) {
+    /// Forgets every upstream's state: the config changed to one with `upstreams`.
+    pub fn reset(&self, upstreams: &[Upstream]) {
         self.epoch.set(self.epoch.get() + 1);
+        self.owner.set(upstreams.as_ptr() as usize);
         self.states.borrow_mut().clear();
+    }
+
+    /// Whether `upstream` is entry `index` of the current config's list.
+    fn current(&self, index: usize, upstream: &Upstream) -> bool {
+        let expected = self.owner.get() + index * std::mem::size_of::<Upstream>();
+        std::ptr::from_ref(upstream) as usize == expected
     }
 
     /// Takes `target` again (a retry on a fresh connection to the same target).
     pub fn hold(&self, index: usize, upstream: &Upstream, target: usize) -> Lease<'_> {
         let mut states = self.states.borrow_mut();
-        let state = self.state(&mut states, index, upstream);
+        let mut scratch = State::default();
+        let (state, epoch) = self.state(&mut states, &mut scratch, index, upstream);
         if let Some(n) = state.in_flight.get_mut(target) {
             *n += 1;
         }
         Lease {
             local: self,
-            epoch: self.epoch.get(),
+            epoch,
             upstream: index,
             target,
         }
     }
 
+    /// The state of upstream `index`, with the epoch its leases carry; for a request on
+    /// an older config, a scratch state no lease will touch.
     fn state<'s>(
         &self,
         states: &'s mut Vec<State>,
+        scratch: &'s mut State,
         index: usize,
         upstream: &Upstream,
-    ) -> &'s mut State {
-        if states.len() <= index {
-            states.resize_with(index + 1, State::default);
-        }
-        let state = &mut states[index];
+    ) -> (&'s mut State, u64) {
+        let (state, epoch) = if self.current(index, upstream) {
+            if states.len() <= index {
+                states.resize_with(index + 1, State::default);
+            }
+            (&mut states[index], self.epoch.get())
+        } else {
+            (scratch, self.epoch.get().wrapping_sub(1))
+        };
         let n = upstream.targets.len();
         if state.current.len() != n {
             state.current = vec![0; n];
             state.in_flight = vec![0; n];
         }
-        state
+        (state, epoch)
     }
 
     /// Picks a target of upstream `index` for a request, avoiding `tried` (targets this
@@ -280,7 +309,8 @@ impl Local {
         };
         let fresh = |i: usize| usable(i) && !tried.contains(&(i as u32));
         let mut states = self.states.borrow_mut();
-        let state = self.state(&mut states, index, upstream);
+        let mut scratch = State::default();
+        let (state, epoch) = self.state(&mut states, &mut scratch, index, upstream);
         let choose =
             |state: &mut State, eligible: &dyn Fn(usize) -> bool| match (upstream.algorithm, key) {
                 (Algorithm::ConsistentHashing, Some(key)) => on_ring(&upstream.ring, key, eligible),
@@ -291,7 +321,7 @@ impl Local {
         state.in_flight[target] += 1;
         Some(Lease {
             local: self,
-            epoch: self.epoch.get(),
+            epoch,
             upstream: index,
             target,
         })
@@ -311,7 +341,8 @@ fn above_threshold(upstream: &Upstream) -> bool {
             healthy += u64::from(t.weight);
         }
     }
-    total > 0 && (healthy as f64) * 100.0 >= threshold * total as f64
+    // Kong's comparison is strict: at exactly the threshold the upstream is down.
+    total > 0 && (healthy as f64) * 100.0 > threshold * total as f64
 }
 
 /// nginx's smooth weighted round-robin: every eligible target gains its weight, the

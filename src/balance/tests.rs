@@ -18,25 +18,48 @@ const LIMITS: Thresholds = Thresholds {
 };
 
 #[test]
-fn failures_must_be_consecutive_and_successes_bring_a_target_back() {
+fn failures_add_up_until_enough_successes_clear_them() {
     let h = Health::default();
     assert_eq!(h.report(Outcome::TcpFailure, LIMITS), None);
-    // A success in between resets the failure count.
+    // One success is not `successes` (2) in a row: the failure still counts.
+    assert_eq!(h.report(Outcome::Success, LIMITS), None);
+    assert_eq!(h.report(Outcome::TcpFailure, LIMITS), Some(false));
+    assert!(!h.is_healthy());
+    assert!(h.set(true));
+    // Two successes in a row clear the failures.
+    assert_eq!(h.report(Outcome::TcpFailure, LIMITS), None);
+    assert_eq!(h.report(Outcome::Success, LIMITS), None);
     assert_eq!(h.report(Outcome::Success, LIMITS), None);
     assert_eq!(h.report(Outcome::TcpFailure, LIMITS), None);
     assert!(h.is_healthy());
-    // Other kinds count apart: two HTTP failures do not add to the TCP one.
+    // Kinds count apart: two HTTP failures do not add to the TCP one.
     assert_eq!(h.report(Outcome::HttpFailure, LIMITS), None);
     assert_eq!(h.report(Outcome::HttpFailure, LIMITS), None);
     assert_eq!(h.report(Outcome::Neutral, LIMITS), None);
-    assert_eq!(h.report(Outcome::TcpFailure, LIMITS), Some(false));
-    assert!(!h.is_healthy());
-    // Unhealthy: a failure resets the success run.
+    assert_eq!(h.report(Outcome::HttpFailure, LIMITS), Some(false));
+    // Unhealthy: a failure restarts the success count.
     assert_eq!(h.report(Outcome::Success, LIMITS), None);
     assert_eq!(h.report(Outcome::Timeout, LIMITS), None);
     assert_eq!(h.report(Outcome::Success, LIMITS), None);
     assert_eq!(h.report(Outcome::Success, LIMITS), Some(true));
     assert!(h.is_healthy());
+}
+
+#[test]
+fn without_successes_nothing_clears_failures() {
+    // Kong's default `successes: 0`: failures spread over time still add up.
+    let limits = Thresholds {
+        http_failures: 3,
+        ..Thresholds::default()
+    };
+    let h = Health::default();
+    for _ in 0..2 {
+        assert_eq!(h.report(Outcome::HttpFailure, limits), None);
+        for _ in 0..10 {
+            assert_eq!(h.report(Outcome::Success, limits), None);
+        }
+    }
+    assert_eq!(h.report(Outcome::HttpFailure, limits), Some(false));
 }
 
 #[test]
@@ -62,6 +85,7 @@ fn smooth_round_robin_interleaves_by_weight() {
     );
     let up = &config.upstreams[0];
     let local = Local::default();
+    local.reset(&config.upstreams);
     let picks: Vec<usize> = (0..7)
         .map(|_| local.pick(0, up, None, &[]).unwrap().target)
         .collect();
@@ -74,6 +98,7 @@ fn a_retry_avoids_tried_targets_while_any_other_is_usable() {
     let config = upstream("", &[("10.9.1.1:80", 1), ("10.9.1.2:80", 1)]);
     let up = &config.upstreams[0];
     let local = Local::default();
+    local.reset(&config.upstreams);
     for _ in 0..4 {
         assert_eq!(local.pick(0, up, None, &[0]).unwrap().target, 1);
     }
@@ -92,6 +117,7 @@ fn leases_count_in_flight_requests_for_least_connections() {
     );
     let up = &config.upstreams[0];
     let local = Local::default();
+    local.reset(&config.upstreams);
     let held = local.pick(0, up, None, &[]).unwrap();
     let busy = held.target;
     for _ in 0..5 {
@@ -100,7 +126,7 @@ fn leases_count_in_flight_requests_for_least_connections() {
     drop(held);
     // A reset (reload) forgets counts; a lease from before it changes nothing after.
     let stale = local.pick(0, up, None, &[]).unwrap();
-    local.reset();
+    local.reset(&config.upstreams);
     drop(stale);
     let seen: std::collections::HashSet<usize> = (0..4)
         .map(|_| local.pick(0, up, None, &[]).unwrap().target)
@@ -141,6 +167,30 @@ fn the_ring_moves_only_the_keys_of_a_removed_target() {
 }
 
 #[test]
+fn a_request_on_an_older_config_leaves_the_current_state_alone() {
+    let old = upstream(
+        "    algorithm: least-connections\n",
+        &[("10.9.5.1:80", 100), ("10.9.5.2:80", 100)],
+    );
+    let new = upstream(
+        "",
+        &[
+            ("10.9.5.3:80", 100),
+            ("10.9.5.4:80", 100),
+            ("10.9.5.5:80", 100),
+        ],
+    );
+    let local = Local::default();
+    local.reset(&new.upstreams);
+    let first = local.pick(0, &new.upstreams[0], None, &[]).unwrap().target;
+    // The old config's upstream 0 picks from a scratch state, and its lease is inert.
+    let stale = local.pick(0, &old.upstreams[0], None, &[]).unwrap();
+    drop(stale);
+    let next = local.pick(0, &new.upstreams[0], None, &[]).unwrap().target;
+    assert_ne!(first, next, "round-robin kept its position");
+}
+
+#[test]
 fn threshold_refuses_traffic_when_too_little_weight_is_healthy() {
     let config = upstream(
         "    healthchecks:\n      threshold: 60\n",
@@ -148,10 +198,22 @@ fn threshold_refuses_traffic_when_too_little_weight_is_healthy() {
     );
     let up = &config.upstreams[0];
     let local = Local::default();
+    local.reset(&config.upstreams);
     assert!(local.pick(0, up, None, &[]).is_some());
     up.targets[0].health.set(false);
     assert!(local.pick(0, up, None, &[]).is_none(), "50% healthy < 60%");
     up.targets[0].health.set(true);
+    // At exactly the threshold the upstream is down too (Kong compares strictly).
+    let config = upstream(
+        "    healthchecks:\n      threshold: 50\n",
+        &[("10.9.4.3:80", 50), ("10.9.4.4:80", 50)],
+    );
+    let up = &config.upstreams[0];
+    up.targets[0].health.set(false);
+    assert!(
+        local.pick(0, up, None, &[]).is_none(),
+        "50% healthy is not > 50%"
+    );
 }
 
 #[test]

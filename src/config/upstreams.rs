@@ -62,6 +62,9 @@ pub struct Target {
     pub weight: u32,
     /// The `Host` header for requests to it: the target's host, with `:port` unless 80.
     pub host_header: String,
+    /// The name to send and verify over TLS (an `https` service), as Kong's SNI: the
+    /// upstream's `host_header` host, else the target's host (an IP for an IP target).
+    pub server_name: Option<rustls::pki_types::ServerName<'static>>,
     pub health: Arc<Health>,
 }
 
@@ -112,6 +115,8 @@ pub struct Healthchecks {
 /// Passive checks: the outcome of proxied requests.
 #[derive(Debug, Clone, Default)]
 pub struct Passive {
+    /// `type: tcp`: statuses count for nothing, only connection failures and timeouts.
+    pub tcp_only: bool,
     pub healthy_statuses: StatusSet,
     pub successes: u32,
     pub unhealthy_statuses: StatusSet,
@@ -321,7 +326,10 @@ pub fn build(
         };
         let index = built.len();
         let nested = file.targets.clone();
-        let names = [file.name.clone(), file.id.clone()];
+        let names = [
+            file.name.as_deref().map(str::to_ascii_lowercase),
+            file.id.clone(),
+        ];
         let Some(upstream) = build_upstream(file, &path, report) else {
             check_orphans(&path, nested, report);
             continue;
@@ -377,7 +385,9 @@ pub fn build(
         }
     }
     for upstream in &mut built {
-        upstream.ring = ring(&upstream.targets, upstream.slots);
+        if upstream.algorithm == Algorithm::ConsistentHashing {
+            upstream.ring = ring(&upstream.targets, upstream.slots);
+        }
     }
     (built, keys)
 }
@@ -459,8 +469,9 @@ fn build_upstream(file: UpstreamFile, path: &str, report: &mut Report) -> Option
         HashFields {
             header: file.hash_fallback_header.as_deref(),
             query_arg: file.hash_fallback_query_arg.as_deref(),
-            cookie: None,
-            cookie_path: None,
+            // Kong's fallback cookie is `hash_on_cookie`.
+            cookie: file.hash_on_cookie.as_deref(),
+            cookie_path: file.hash_on_cookie_path.as_deref(),
         },
         &format!("{path}.hash_fallback"),
         report,
@@ -488,10 +499,15 @@ fn build_upstream(file: UpstreamFile, path: &str, report: &mut Report) -> Option
         report.add(format!("{path}.slots"), "must be between 10 and 65536");
     }
     if let Some(host) = &file.host_header {
-        if !valid_host(host.split(':').next().unwrap_or("")) {
+        let valid = match split_host_port(host) {
+            // `split_host_port` adds Kong's target port; a host header need not have one.
+            Some(_) => !host.ends_with(':'),
+            None => false,
+        };
+        if !valid {
             report.add(
                 format!("{path}.host_header"),
-                format!("invalid host '{host}'"),
+                format!("invalid host '{host}': expected host[:port]"),
             );
         }
     }
@@ -538,6 +554,13 @@ struct HashFields<'a> {
     cookie_path: Option<&'a str>,
 }
 
+/// An HTTP token (RFC 9110 §5.6.2): header, cookie and argument names.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// One of `hash_on` / `hash_fallback` with the field it needs.
 fn hash_input(
     kind: Option<&str>,
@@ -546,8 +569,12 @@ fn hash_input(
     report: &mut Report,
 ) -> HashOn {
     let needs = |field: Option<&str>, what: &str, report: &mut Report| match field {
-        Some(v) if !v.is_empty() => v.to_owned(),
-        _ => {
+        Some(v) if is_token(v) => v.to_owned(),
+        Some(v) => {
+            report.add(path, format!("invalid {what} name '{v}'"));
+            String::new()
+        }
+        None => {
             report.add(
                 path,
                 format!("'{what}' needs its field set (e.g. {path}_{what})"),
@@ -555,6 +582,15 @@ fn hash_input(
             String::new()
         }
     };
+    if let Some(cookie_path) = fields.cookie_path {
+        if !cookie_path.starts_with('/')
+            || cookie_path
+                .bytes()
+                .any(|b| b.is_ascii_control() || b == b';' || b == b',' || b == b' ')
+        {
+            report.add(path, format!("invalid cookie path '{cookie_path}'"));
+        }
+    }
     match kind.unwrap_or("none") {
         "none" => HashOn::None,
         "consumer" => HashOn::Consumer,
@@ -619,14 +655,19 @@ fn healthchecks(file: HealthchecksFile, path: &str, report: &mut Report) -> Heal
     };
 
     let p = file.passive;
-    match p.kind.as_deref().unwrap_or("http") {
-        "http" | "tcp" => {}
-        other => report.add(
-            format!("{path}.passive.type"),
-            format!("unsupported type '{other}' (expected http or tcp)"),
-        ),
-    }
+    let tcp_only = match p.kind.as_deref().unwrap_or("http") {
+        "http" => false,
+        "tcp" => true,
+        other => {
+            report.add(
+                format!("{path}.passive.type"),
+                format!("unsupported type '{other}' (expected http or tcp)"),
+            );
+            false
+        }
+    };
     let passive = Passive {
+        tcp_only,
         healthy_statuses: statuses(
             p.healthy.http_statuses,
             PASSIVE_HEALTHY,
@@ -700,9 +741,19 @@ fn healthchecks(file: HealthchecksFile, path: &str, report: &mut Report) -> Heal
             "https probes are not supported by this version of ringway",
         );
     }
+    let timeout = seconds(a.timeout, 1.0, "active.timeout", report);
+    if timeout.is_zero() && a.timeout.is_some_and(|t| t == 0.0) {
+        report.add(format!("{path}.active.timeout"), "must be greater than 0");
+    }
+    if concurrency > 64 {
+        report.add(
+            format!("{path}.active.concurrency"),
+            "must be between 1 and 64 in this version of ringway",
+        );
+    }
     let active = Active {
         tcp_only,
-        timeout: seconds(a.timeout, 1.0, "active.timeout", report),
+        timeout,
         concurrency: concurrency.clamp(1, 64) as usize,
         http_path,
         headers,
@@ -797,8 +848,21 @@ fn build_target(
     let id = file
         .id
         .unwrap_or_else(|| stable_id("target", &format!("{}/{target}", upstream.name)));
+    let tls_host = upstream
+        .host_header
+        .as_deref()
+        .and_then(split_host_port)
+        .map_or_else(|| host.clone(), |(h, _)| h);
+    let server_name = rustls::pki_types::ServerName::try_from(
+        tls_host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+    )
+    .ok();
     Some(Target {
         id,
+        server_name,
         health: balance::health_of(&upstream.name, &target),
         addr_text: addr.map(|a| a.to_string()).unwrap_or_default(),
         addr,

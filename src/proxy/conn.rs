@@ -549,8 +549,8 @@ impl<S: ClientIo> Conn<S> {
         let mut fresh_retry = true;
         let mut force_fresh = false;
         loop {
-            let (addr, lease) = match balanced {
-                None => (service.addr.unwrap_or(UNSPECIFIED), None),
+            let (addr, lease, server_name) = match balanced {
+                None => (service.addr.unwrap_or(UNSPECIFIED), None, None),
                 Some((index, upstream)) => {
                     let lease = match same_target.take() {
                         Some(target) => Some(worker.balance.hold(index, upstream, target)),
@@ -567,14 +567,23 @@ impl<S: ClientIo> Conn<S> {
                     let target = &upstream.targets[lease.target];
                     match balance.and_then(|b| b.host_at) {
                         Some(at) if self.out.len() >= at + host_len => {
-                            let value = target.host_header.as_bytes();
+                            // As Kong: no port for the scheme's default one.
+                            let value = if service.tls.is_some() && target.port == 443 {
+                                target.host.as_bytes()
+                            } else {
+                                target.host_header.as_bytes()
+                            };
                             self.out.splice(at..at + host_len, value.iter().copied());
                             host_len = value.len();
                         }
                         _ => {}
                     }
                     self.tally.target = Some(lease.target as u32);
-                    (target.addr.unwrap_or(UNSPECIFIED), Some(lease))
+                    (
+                        target.addr.unwrap_or(UNSPECIFIED),
+                        Some(lease),
+                        target.server_name.as_ref(),
+                    )
                 }
             };
             let report = |outcome: Outcome| {
@@ -582,22 +591,23 @@ impl<S: ClientIo> Conn<S> {
                     passive_report(upstream, lease.target, outcome);
                 }
             };
-            let (mut upstream, reused) = match self.checkout(addr, service, force_fresh).await {
-                Ok(checkout) => checkout,
-                Err(kind) => {
-                    report(Outcome::of_error(kind));
-                    if let Some(lease) = &lease {
-                        tried.push(lease.target as u32);
+            let (mut upstream, reused) =
+                match self.checkout(addr, service, server_name, force_fresh).await {
+                    Ok(checkout) => checkout,
+                    Err(kind) => {
+                        report(Outcome::of_error(kind));
+                        if let Some(lease) = &lease {
+                            tried.push(lease.target as u32);
+                        }
+                        // Nothing was sent: any method may try again.
+                        if retries_left > 0 {
+                            retries_left -= 1;
+                            self.worker.stats.upstream_retries.inc();
+                            continue;
+                        }
+                        return self.fail(kind).await;
                     }
-                    // Nothing was sent: any method may try again.
-                    if retries_left > 0 {
-                        retries_left -= 1;
-                        self.worker.stats.upstream_retries.inc();
-                        continue;
-                    }
-                    return self.fail(kind).await;
-                }
-            };
+                };
             let sent = Instant::now();
             let failure = match self
                 .send_request(&mut upstream, service, node.client_body_timeout, &mut body)
@@ -617,7 +627,13 @@ impl<S: ClientIo> Conn<S> {
                         self.tally.status = plan.status;
                         if let (Some((_, up)), Some(lease)) = (balanced, &lease) {
                             let passive = &up.checks.passive;
-                            let outcome = if passive.unhealthy_statuses.contains(plan.status) {
+                            let outcome = if plan.status == 504 {
+                                // As Kong: a gateway timeout behind the target counts
+                                // as a timeout.
+                                Outcome::Timeout
+                            } else if passive.tcp_only {
+                                Outcome::Neutral
+                            } else if passive.unhealthy_statuses.contains(plan.status) {
                                 Outcome::HttpFailure
                             } else if passive.healthy_statuses.contains(plan.status) {
                                 Outcome::Success
@@ -726,6 +742,7 @@ impl<S: ClientIo> Conn<S> {
         &mut self,
         addr: SocketAddr,
         service: &Service,
+        server_name: Option<&rustls::pki_types::ServerName<'static>>,
         fresh: bool,
     ) -> Result<(upstream::Stream, bool), ErrorKind> {
         if !fresh {
@@ -741,7 +758,13 @@ impl<S: ClientIo> Conn<S> {
                 return Ok((stream, true));
             }
         }
-        let stream = upstream::connect(addr, service.tls.as_ref(), service.connect_timeout).await?;
+        let stream = upstream::connect(
+            addr,
+            service.tls.as_ref(),
+            server_name,
+            service.connect_timeout,
+        )
+        .await?;
         self.worker.stats.upstream_connects.inc();
         Ok((stream, false))
     }

@@ -251,7 +251,11 @@ impl Worker {
                 ids: crate::plugins::correlation_id::Ids::default(),
             },
             max_connections,
-            balance: crate::balance::Local::default(),
+            balance: {
+                let balance = crate::balance::Local::default();
+                balance.reset(&snapshot.config.upstreams);
+                balance
+            },
             access_log,
             local: RefCell::new((generation, Rc::new(snapshot))),
         }
@@ -268,7 +272,7 @@ impl Worker {
             *local = (generation, Rc::new(self.shared.snapshot()));
             // Credentials or plugin configs may have changed: verify tokens afresh.
             self.plugins.jwt_cache.clear();
-            self.balance.reset();
+            self.balance.reset(&local.1.config.upstreams);
         }
         local.1.clone()
     }

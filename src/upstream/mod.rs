@@ -159,10 +159,12 @@ impl Pool {
     }
 }
 
-/// Opens a new connection within `timeout` (for TLS, the handshake included).
+/// Opens a new connection within `timeout` (for TLS, the handshake included, with
+/// `server_name` when given instead of the service's: a balanced target's own).
 pub async fn connect(
     addr: SocketAddr,
     tls: Option<&UpstreamTls>,
+    server_name: Option<&rustls::pki_types::ServerName<'static>>,
     timeout: Duration,
 ) -> Result<Stream, ErrorKind> {
     let deadline = Instant::now() + timeout;
@@ -182,7 +184,8 @@ pub async fn connect(
     };
     let fd = tcp.as_raw_fd();
     let connector = monoio_rustls::TlsConnector::from(tls.config.clone());
-    let handshake = connector.connect(tls.server_name.clone(), tcp);
+    let name = server_name.unwrap_or(&tls.server_name).clone();
+    let handshake = connector.connect(name, tcp);
     match monoio::time::timeout_at(deadline.into(), handshake).await {
         Ok(Ok(stream)) => Ok(Stream::Tls {
             stream: Box::new(stream),
