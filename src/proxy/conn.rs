@@ -116,6 +116,8 @@ struct Conn<S> {
     out: Vec<u8>,
     /// Upstream bytes read.
     ubuf: Vec<u8>,
+    /// The current request's method and path for the access log, reused across requests.
+    logged: String,
 }
 
 /// Serves one client connection until it closes. `local` is the address it reached
@@ -146,6 +148,7 @@ pub async fn serve<S: ClientIo>(
         buf: Vec::with_capacity(HEAD_READ_SPACE),
         out: Vec::new(),
         ubuf: Vec::new(),
+        logged: String::new(),
     };
     if let Some(upstream) = conn.run().await {
         // Boxed: the tunnel's state (two copy loops) would otherwise be part of every
@@ -214,11 +217,11 @@ impl<S: ClientIo> Conn<S> {
             .requests
             .set(self.info.requests.get().wrapping_add(1));
         let started = Instant::now();
-        let logged = self
-            .worker
-            .access_log
-            .is_some()
-            .then(|| request_line(&self.buf[start..end]));
+        let logged = if self.worker.access_log.is_some() {
+            Some(request_line(&self.buf[start..end], &mut self.logged))
+        } else {
+            None
+        };
         self.tally = Tally {
             ingress: (end - start) as u64,
             ..Tally::default()
@@ -301,7 +304,7 @@ impl<S: ClientIo> Conn<S> {
         snapshot: &Arc<Snapshot>,
         routed: Option<Routed>,
         started: Instant,
-        logged: Option<(String, String)>,
+        logged: Option<usize>,
     ) {
         let request_us = started.elapsed().as_micros() as u64;
         let tally = self.tally;
@@ -330,7 +333,8 @@ impl<S: ClientIo> Conn<S> {
             };
             self.worker.plugins.recorder.record(snapshot, &sample);
         }
-        if let (Some(log), Some((method, path))) = (&self.worker.access_log, logged) {
+        if let (Some(log), Some(split)) = (&self.worker.access_log, logged) {
+            let (method, path) = self.logged.split_at(split);
             let config = &snapshot.config;
             let route = routed.map(|r| crate::observe::route_label(config, r.route));
             let service = routed.and_then(|r| config.services.get(r.service));
@@ -1163,15 +1167,19 @@ impl<S: ClientIo> Conn<S> {
     }
 }
 
-/// The method and the path (without the query, which may carry a token) of a head,
-/// for the access log.
-fn request_line(head: &[u8]) -> (String, String) {
-    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
-    let mut parts = line.split(|&b| b == b' ');
-    let method = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+/// The method and the path (without the query, which may carry a token) of a head, for
+/// the access log: written into the connection's reused `line`, method first; returns
+/// where the path starts.
+fn request_line(head: &[u8], line: &mut String) -> usize {
+    let first = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let mut parts = first.split(|&b| b == b' ');
+    line.clear();
+    line.push_str(&String::from_utf8_lossy(parts.next().unwrap_or_default()));
+    let split = line.len();
     let target = parts.next().unwrap_or_default();
     let path = target.split(|&b| b == b'?').next().unwrap_or_default();
-    (method, String::from_utf8_lossy(path).into_owned())
+    line.push_str(&String::from_utf8_lossy(path));
+    split
 }
 
 /// A generated JSON body with `request_id` added, in place, when the request has one.
