@@ -344,8 +344,8 @@ impl<S: ClientIo> Conn<S> {
                 .map(|c| c.username.as_deref().unwrap_or(&c.id));
             let entry = crate::accesslog::Entry {
                 client_ip: &self.info.ip,
-                method: &method,
-                path: &path,
+                method,
+                path,
                 status: tally.status,
                 request_us,
                 upstream_us,
