@@ -148,6 +148,31 @@ fn stop_listening(fd: std::os::fd::RawFd) {
     }
 }
 
+/// A plain connection's whole task.
+async fn serve_plain(
+    worker: Rc<Worker>,
+    stream: monoio::net::TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+) {
+    proxy::serve(worker.clone(), stream, peer, local, false).await;
+    worker.stats.connections_active.dec();
+}
+
+/// A TLS connection's whole task: the handshake, then the same connection loop.
+async fn serve_tls(
+    worker: Rc<Worker>,
+    stream: monoio::net::TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+) {
+    // Boxed: the handshake's state is needed only until it is done.
+    if let Some(tls) = Box::pin(handshake(&worker, stream)).await {
+        proxy::serve(worker.clone(), tls, peer, local, true).await;
+    }
+    worker.stats.connections_active.dec();
+}
+
 async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, local: SocketAddr, ssl: bool) {
     use std::os::fd::AsRawFd;
     let fd = listener.as_raw_fd();
@@ -183,17 +208,14 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, local: SocketAdd
                 } else {
                     local
                 };
-                monoio::spawn(async move {
-                    if ssl {
-                        // Boxed: the handshake's state is needed only until it is done.
-                        if let Some(tls) = Box::pin(handshake(&worker, stream)).await {
-                            proxy::serve(worker.clone(), tls, peer, local, true).await;
-                        }
-                    } else {
-                        proxy::serve(worker.clone(), stream, peer, local, false).await;
-                    }
-                    worker.stats.connections_active.dec();
-                });
+                // Two kinds of task, not one with both branches: a task is as large as
+                // its largest state, and a TLS connection's (rustls' state inline) is
+                // several KiB that every idle plain connection would otherwise carry.
+                if ssl {
+                    monoio::spawn(serve_tls(worker, stream, peer, local));
+                } else {
+                    monoio::spawn(serve_plain(worker, stream, peer, local));
+                }
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -204,4 +226,41 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, local: SocketAdd
     }
     stopper.await;
     drop(listener);
+}
+
+#[cfg(test)]
+mod tests {
+    /// The task of every idle plain connection: no larger than the connection loop
+    /// itself, whatever a TLS connection needs.
+    #[test]
+    fn a_plain_connection_task_carries_no_tls_state() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let plain = monoio::net::TcpStream::connect_addr(addr).await.unwrap();
+            let tls = monoio::net::TcpStream::connect_addr(addr).await.unwrap();
+            let config = crate::config::Config::from_bytes(
+                b"_format_version: \"3.0\"\n",
+                &Default::default(),
+            )
+            .unwrap();
+            let shared = std::sync::Arc::new(crate::proxy::Shared::new(
+                crate::proxy::Snapshot::new(config),
+                1,
+            ));
+            let worker = std::rc::Rc::new(crate::proxy::Worker::new(0, shared));
+            let plain = super::serve_plain(worker.clone(), plain, addr, addr);
+            let tls = super::serve_tls(worker, tls, addr, addr);
+            let (plain, tls) = (std::mem::size_of_val(&plain), std::mem::size_of_val(&tls));
+            assert!(
+                plain <= 1536,
+                "a plain connection's task grew to {plain} bytes"
+            );
+            assert!(tls > 2 * plain, "the TLS task ({tls}) is the larger one");
+        });
+    }
 }
