@@ -5,7 +5,8 @@
 # Traffic (two wrk processes at once, for --duration):
 #   keep-alive (32 connections) cycling through: small and 16 KiB bodies, a jwt route
 #     with and without a token (200 / 401), a rate-limited route (200 / 429), an
-#     upstream answering 503, and a chunked body;
+#     upstream answering 503, a chunked body, and a service balanced over two targets
+#     (least-connections, passive health checks);
 #   short connections (8 connections, "Connection: close") on the small body.
 # Expected statuses: 200, 401, 429, 503. Anything else, or any socket error, fails.
 # After the load and a settle pause (short keep-alive timeouts are configured), open
@@ -61,6 +62,21 @@ services:
       - name: limited
         paths: [/limited]
         plugins: [{name: rate-limiting, config: {second: 200, limit_by: ip}}]
+  - name: pooled
+    host: soak.pool
+    routes:
+      - name: pooled
+        paths: [/pooled]
+upstreams:
+  - name: soak.pool
+    algorithm: least-connections
+    healthchecks:
+      passive:
+        unhealthy: {tcp_failures: 3, timeouts: 3}
+    targets:
+      - target: 127.0.0.1:$up_port
+      - target: localhost:$up_port
+        weight: 50
 consumers:
   - username: soak
     jwt_secrets: [{key: soak, secret: soak-secret-0123456789}]
@@ -109,6 +125,7 @@ local paths = {
   {"/open/size/100", nil}, {"/open/size/16384", nil}, {"/open/chunked/4096", nil},
   {"/private/size/100", "Bearer $token"}, {"/private/size/100", nil},
   {"/limited/size/100", nil}, {"/open/status/503", nil},
+  {"/pooled/size/100", nil}, {"/pooled/size/16384", nil},
 }
 LUA
 cat >>"$work/mixed.lua" <<'LUA'
@@ -150,14 +167,15 @@ sleep 5
 
 end_fds=$(fds); end_rss=$(rss_kib); end_up=$(upstream_conns)
 active=$(status_field "['server']['connections_active']")
+unhealthy=$(status_field "['upstreams']['soak.pool']['unhealthy']")
 total=$(status_field "['server']['total_requests']")
 curl -fsS "http://127.0.0.1:$admin_port/metrics" >/dev/null
 curl -fsS "http://127.0.0.1:$admin_port/histograms" >/dev/null
 
 python3 - "$work" "$base_fds" "$end_fds" "$base_rss" "$end_rss" "$peak_rss" "$base_up" "$end_up" \
-  "$active" "$total" "$rss_slack" "$duration" <<'PY'
+  "$active" "$total" "$rss_slack" "$duration" "$unhealthy" <<'PY'
 import re, sys
-work, base_fds, end_fds, base_rss, end_rss, peak_rss, base_up, end_up, active, total, slack, duration = sys.argv[1:]
+work, base_fds, end_fds, base_rss, end_rss, peak_rss, base_up, end_up, active, total, slack, duration, unhealthy = sys.argv[1:]
 mixed = open(f"{work}/mixed.out").read()
 short = open(f"{work}/short.out").read()
 def reqs(text):
@@ -178,6 +196,7 @@ rows = [
     ("upstream connections: baseline -> end", f"{base_up} -> {end_up}"),
     ("client connections active at end", active),
     ("requests counted by ringway", total),
+    ("balanced targets unhealthy at end", unhealthy),
 ]
 print(f"| soak ({duration} s) | |")
 print("|---|---|")
@@ -195,6 +214,8 @@ if int(end_fds) > int(base_fds) + 2:
     print("FAIL: file descriptors did not return to baseline"); ok = False
 if int(end_rss) > int(base_rss) + int(slack) * 1024:
     print("FAIL: RSS did not return within the slack"); ok = False
+if int(unhealthy) != 0:
+    print("FAIL: a healthy target was taken out of the balanced upstream"); ok = False
 if int(active) != 0:
     print("FAIL: client connections still open"); ok = False
 if int(end_up) > int(base_up) + 2 * 256:
