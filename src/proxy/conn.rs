@@ -1260,24 +1260,8 @@ mod tests {
     /// is in flight.
     #[test]
     fn idle_connection_state_stays_small() {
-        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = listener.local_addr().unwrap();
+        crate::proxy::worker::with_test_worker(|worker, addr| async move {
             let stream = monoio::net::TcpStream::connect_addr(addr).await.unwrap();
-            let config = crate::config::Config::from_bytes(
-                b"_format_version: \"3.0\"\n",
-                &Default::default(),
-            )
-            .unwrap();
-            let shared = std::sync::Arc::new(super::super::Shared::new(
-                super::super::Snapshot::new(config),
-                1,
-            ));
-            let worker = std::rc::Rc::new(super::super::Worker::new(0, shared));
             let future = super::serve(worker, stream, addr, addr, false);
             let size = std::mem::size_of_val(&future);
             assert!(size <= 1088, "the connection future grew to {size} bytes");

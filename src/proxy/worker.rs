@@ -277,3 +277,27 @@ impl Worker {
         local.1.clone()
     }
 }
+
+/// Runs `test` on a monoio runtime with a worker of an empty config and the address of a
+/// listener that accepts (and holds) connections for it to open.
+#[cfg(test)]
+pub(crate) fn with_test_worker<F, Fut>(test: F)
+where
+    F: FnOnce(Rc<Worker>, std::net::SocketAddr) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config =
+            crate::config::Config::from_bytes(b"_format_version: \"3.0\"\n", &Default::default())
+                .unwrap();
+        let shared = Arc::new(Shared::new(Snapshot::new(config), 1));
+        test(Rc::new(Worker::new(0, shared)), addr).await;
+        drop(listener);
+    });
+}

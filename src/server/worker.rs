@@ -234,25 +234,9 @@ mod tests {
     /// itself, whatever a TLS connection needs.
     #[test]
     fn a_plain_connection_task_carries_no_tls_state() {
-        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = listener.local_addr().unwrap();
+        crate::proxy::worker::with_test_worker(|worker, addr| async move {
             let plain = monoio::net::TcpStream::connect_addr(addr).await.unwrap();
             let tls = monoio::net::TcpStream::connect_addr(addr).await.unwrap();
-            let config = crate::config::Config::from_bytes(
-                b"_format_version: \"3.0\"\n",
-                &Default::default(),
-            )
-            .unwrap();
-            let shared = std::sync::Arc::new(crate::proxy::Shared::new(
-                crate::proxy::Snapshot::new(config),
-                1,
-            ));
-            let worker = std::rc::Rc::new(crate::proxy::Worker::new(0, shared));
             let plain = super::serve_plain(worker.clone(), plain, addr, addr);
             let tls = super::serve_tls(worker, tls, addr, addr);
             let (plain, tls) = (std::mem::size_of_val(&plain), std::mem::size_of_val(&tls));
