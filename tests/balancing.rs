@@ -459,16 +459,8 @@ targets:
   - target: 10.0.0.3
     upstream: missing
 ";
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kong.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let out = run_cli(
-        &["check", "--config", path.to_str().unwrap()],
-        &[],
-        Duration::from_secs(10),
-    );
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stderr) = check_file(yaml);
+    assert_eq!(code, Some(78));
     for expected in [
         "upstreams[0].algorithm: the 'latency' algorithm is not supported",
         "upstreams[1].hash_on: 'header' needs its field set",
@@ -490,13 +482,7 @@ upstreams:
       - target: 10.0.0.2:80
         weight: 70000
 ";
-    std::fs::write(&path, yaml).unwrap();
-    let out = run_cli(
-        &["check", "--config", path.to_str().unwrap()],
-        &[],
-        Duration::from_secs(10),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (_, stderr) = check_file(yaml);
     assert!(
         stderr.contains("upstreams[0].targets[0].target: invalid target '10.0.0.1:0'"),
         "{stderr}"
@@ -505,4 +491,38 @@ upstreams:
         stderr.contains("upstreams[0].targets[2].weight: must be between 0 and 65535"),
         "{stderr}"
     );
+}
+
+#[test]
+fn values_that_reach_headers_are_validated() {
+    let yaml = r#"_format_version: "3.0"
+upstreams:
+  - name: pool
+    host_header: "api:80\r\nX-Evil: 1"
+  - name: hashed
+    algorithm: consistent-hashing
+    hash_on: cookie
+    hash_on_cookie: "a=b"
+    hash_on_cookie_path: "/; Secure"
+  - name: probed
+    healthchecks:
+      active:
+        timeout: 0
+        concurrency: 100
+        healthy: {interval: 1}
+"#;
+    let (code, stderr) = check_file(yaml);
+    assert_eq!(code, Some(78), "{stderr}");
+    for expected in [
+        "upstreams[0].host_header: invalid host",
+        "upstreams[1].hash_on: invalid cookie name 'a=b'",
+        "upstreams[1].hash_on: invalid cookie path '/; Secure'",
+        "upstreams[2].healthchecks.active.timeout: must be greater than 0",
+        "upstreams[2].healthchecks.active.concurrency: must be between 1 and 64",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
 }

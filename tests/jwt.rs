@@ -1272,20 +1272,6 @@ consumers:
 // ---------------------------------------------------------------------------------------
 // `ringway check` rejects what would silently weaken jwt
 
-fn check_file(text: &str) -> (Option<i32>, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("kong.yaml");
-    std::fs::write(&p, text).unwrap();
-    let out = run_cli(
-        &["check", "-c", p.to_str().unwrap()],
-        &[],
-        Duration::from_secs(30),
-    );
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_no_panic(&err);
-    (out.status.code(), err)
-}
-
 #[test]
 fn check_rejects_bad_jwt_configs_with_paths() {
     let base = r#"_format_version: "3.0"

@@ -177,16 +177,8 @@ fn not_fault_tolerant_answers_500_while_redis_is_down() {
 fn the_redis_policy_is_validated() {
     let origin = Origin::start();
     let cfg = config(&origin, 6379, "").replace("redis: {host: 127.0.0.1, ", "redis: {");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kong.yaml");
-    std::fs::write(&path, cfg).unwrap();
-    let out = run_cli(
-        &["check", "-c", path.to_str().unwrap()],
-        &[],
-        Duration::from_secs(20),
-    );
-    assert_eq!(out.status.code(), Some(78));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stderr) = check_file(&cfg);
+    assert_eq!(code, Some(78));
     assert!(
         stderr.contains("plugins[0].config.redis.host: required when policy is 'redis'"),
         "{stderr}"

@@ -195,15 +195,8 @@ fn https_services_verify_their_upstream_and_reuse_connections() {
 fn a_ca_certificate_reference_must_exist() {
     let dir = tempfile::tempdir().unwrap();
     make_ca_and_leaf(dir.path());
-    let path = dir.path().join("kong.yaml");
-    std::fs::write(&path, config(dir.path(), 9, "no-such-ca")).unwrap();
-    let out = run_cli(
-        &["check", "-c", path.to_str().unwrap()],
-        &[],
-        Duration::from_secs(20),
-    );
-    assert_eq!(out.status.code(), Some(78));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stderr) = check_file(&config(dir.path(), 9, "no-such-ca"));
+    assert_eq!(code, Some(78));
     assert!(
         stderr.contains("services[0].ca_certificates[0]: no CA certificate with id 'no-such-ca'"),
         "{stderr}"

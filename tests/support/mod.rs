@@ -297,6 +297,21 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Output
 }
 
 /// Asserts that stderr shows no panic and no backtrace.
+/// `ringway check -c FILE` on `yaml` written to a fresh temp file: (exit code, stderr).
+pub fn check_file(yaml: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("kong.yaml");
+    std::fs::write(&p, yaml).unwrap();
+    let out = run_cli(
+        &["check", "-c", p.to_str().unwrap()],
+        &[],
+        Duration::from_secs(30),
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_no_panic(&err);
+    (out.status.code(), err)
+}
+
 pub fn assert_no_panic(stderr: &str) {
     let lower = stderr.to_lowercase();
     assert!(
