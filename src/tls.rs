@@ -242,10 +242,11 @@ pub fn client_config(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn generate(name: &str) -> (String, String) {
+    /// A fresh self-signed P-256 certificate for `name` and its key, as PEM.
+    pub(crate) fn generate(name: &str) -> (String, String) {
         let dir = tempfile::tempdir().unwrap();
         let cert = dir.path().join("c.pem");
         let key = dir.path().join("k.pem");

@@ -430,31 +430,13 @@ fn admin_layer_entities_are_tagged_and_refer_to_file_entities_by_id() {
 
 /// A self-signed certificate and key, indented as YAML block scalars' contents.
 fn test_certificate_pem() -> (String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=a.test"])
-        .args(["-keyout", "k.pem", "-out", "c.pem"])
-        .current_dir(dir.path())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let pem = |name: &str| {
-        std::fs::read_to_string(dir.path().join(name))
-            .unwrap()
-            .lines()
+    let (cert, key) = crate::tls::tests::generate("a.test");
+    let indent = |pem: String| {
+        pem.lines()
             .map(|l| format!("    {l}\n"))
             .collect::<String>()
     };
-    (pem("c.pem"), pem("k.pem"))
+    (indent(cert), indent(key))
 }
 
 /// Found reviewing: a duplicate certificate id used to repoint the id at a certificate
