@@ -4,7 +4,7 @@
 //! `concurrency` probes at a time. Probes are blocking and bounded by the upstream's
 //! `timeout`, so they never touch the workers' rings.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -50,7 +50,7 @@ fn run(shared: &Shared) {
         let snapshot = shared.snapshot();
         let now = Instant::now();
         let mut next = now + IDLE_TICK;
-        let mut seen = Vec::new();
+        let mut seen = HashSet::new();
         let mut work: Vec<(&Upstream, Vec<Job>)> = Vec::new();
         for upstream in &snapshot.config.upstreams {
             let active = &upstream.checks.active;
@@ -99,7 +99,7 @@ fn run(shared: &Shared) {
                 } else {
                     next = next.min(at);
                 }
-                seen.push(key);
+                seen.insert(key);
             }
             if !jobs.is_empty() {
                 work.push((upstream, jobs));
