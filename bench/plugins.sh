@@ -22,24 +22,13 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-command -v wrk >/dev/null || { echo "plugins.sh: wrk is missing (scripts/bench-setup.sh installs it)" >&2; exit 1; }
+NAME=plugins
+source bench/common.sh
+require wrk curl python3
 $build && cargo build --release --bins >&2
 
-work=$(mktemp -d /tmp/ringway-plugins.XXXXXX)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 up_port=$(free_port); rw_port=$(free_port); admin_port=$(free_port)
 obs_port=$(free_port); obs_admin_port=$(free_port)
-
-pin_proxy=(); pin_load=()
-if [ "$(nproc)" -ge 2 ]; then pin_proxy=(taskset -c 0); pin_load=(taskset -c 1); fi
 
 cat >"$work/ringway.yaml" <<YAML
 _format_version: "3.0"

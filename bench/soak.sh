@@ -29,20 +29,11 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-for tool in wrk curl python3; do
-  command -v "$tool" >/dev/null || { echo "soak.sh: $tool is missing (scripts/bench-setup.sh)" >&2; exit 1; }
-done
+NAME=soak
+source bench/common.sh
+require wrk curl python3
 $build && cargo build --release --bins >&2
 
-work=$(mktemp -d /tmp/ringway-soak.XXXXXX)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 up_port=$(free_port); rw_port=$(free_port); admin_port=$(free_port)
 
 cat >"$work/ringway.yaml" <<YAML

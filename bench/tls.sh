@@ -23,25 +23,12 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-for tool in wrk nginx openssl curl python3; do
-  command -v "$tool" >/dev/null || PATH="$PATH:/usr/sbin:/sbin"
-  command -v "$tool" >/dev/null || { echo "tls.sh: $tool is missing (scripts/bench-setup.sh installs the tools)" >&2; exit 1; }
-done
+NAME=tls
+source bench/common.sh
+require wrk nginx openssl curl python3
 $build && cargo build --release --bins >&2
 
-work=$(mktemp -d /tmp/ringway-tls.XXXXXX)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 up_port=$(free_port); rw_port=$(free_port); rw_admin=$(free_port); ng_port=$(free_port)
-pin_proxy=(); pin_load=()
-if [ "$(nproc)" -ge 2 ]; then pin_proxy=(taskset -c 0); pin_load=(taskset -c 1); fi
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
   -subj /CN=bench.test -addext "subjectAltName=DNS:bench.test" \
