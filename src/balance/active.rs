@@ -17,6 +17,8 @@ use crate::proxy::Shared;
 /// How often the thread looks for work when nothing is due sooner (and so how soon it
 /// sees a reload that added probes).
 const IDLE_TICK: Duration = Duration::from_millis(250);
+/// Upstreams probed at once (each with up to its own `concurrency` probes).
+const PARALLEL_UPSTREAMS: usize = 8;
 /// The most of a probe's answer read to find its status line.
 const STATUS_LINE_BYTES: usize = 256;
 
@@ -107,11 +109,13 @@ fn run(shared: &Shared) {
         }
         // Upstreams are probed side by side, so one with slow targets and a long
         // timeout delays the others by at most its own round.
-        std::thread::scope(|scope| {
-            for (upstream, jobs) in work {
-                scope.spawn(move || probe_all(upstream, jobs));
-            }
-        });
+        for group in work.chunks(PARALLEL_UPSTREAMS) {
+            std::thread::scope(|scope| {
+                for (upstream, jobs) in group {
+                    scope.spawn(move || probe_all(upstream, jobs));
+                }
+            });
+        }
         // Targets gone from the config are forgotten.
         if due.len() > seen.len() {
             due.retain(|key, _| seen.contains(key));
@@ -122,7 +126,7 @@ fn run(shared: &Shared) {
 }
 
 /// Probes `jobs`, `concurrency` at a time, and counts each outcome.
-fn probe_all(upstream: &Upstream, jobs: Vec<Job>) {
+fn probe_all(upstream: &Upstream, jobs: &[Job]) {
     let active = &upstream.checks.active;
     let limits = Thresholds {
         successes: active.successes,

@@ -223,3 +223,17 @@ fn hash_is_pinned() {
     assert_eq!(hash64(b"user-1"), 0x41a2_fca5_c684_01c5);
     assert_eq!(hash64(b""), 0xefd0_1f60_ba99_2926);
 }
+
+#[test]
+fn health_is_shared_while_a_config_holds_it_and_forgotten_after() {
+    let a = health_of("registry-test", "10.9.6.1:80");
+    let b = health_of("registry-test", "10.9.6.1:80");
+    assert!(Arc::ptr_eq(&a, &b), "a reload keeps the same state");
+    a.set(false);
+    drop((a, b));
+    // Many other targets come and go meanwhile; the old entry is swept, not revived.
+    for i in 0..300 {
+        drop(health_of("registry-test", &format!("10.9.7.{i}:80")));
+    }
+    assert!(health_of("registry-test", "10.9.6.1:80").is_healthy());
+}
