@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Plugin cost: ringway with a plugin on the route against the same ringway without it, in
-# one interleaved run (requests/s and proxy CPU µs per request, medians over rounds).
+# one interleaved run: each plugin run paired with a plain run beside it, medians of the
+# ratios within the pairs over rounds.
 # It measures `jwt` (HS256, a token on every request), `rate-limiting` (limit_by ip, a
 # limit high enough never to refuse, so every request goes through the bucket check), and
 # observability: a second ringway with `prometheus` (every flag on), `correlation-id`
@@ -9,8 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-duration=10
-rounds=3
+duration=4
+rounds=5
 build=true
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -124,37 +125,51 @@ run() {
 "${pin_load[@]}" wrk -t1 -c64 -d2s "http://127.0.0.1:$rw_port/plain/size/100" >/dev/null
 "${pin_load[@]}" wrk -t1 -c64 -d2s -H "$auth" "http://127.0.0.1:$rw_port/jwt/size/100" >/dev/null
 "${pin_load[@]}" wrk -t1 -c64 -d2s "http://127.0.0.1:$obs_port/plain/size/100" >/dev/null
-results=()
-# The order rotates every round, so whatever drifts on a shared machine (another tenant,
-# frequency) does not always favour the same route.
-scenarios=(plain jwt rate-limiting observability)
+# Each plugin run is paired with a plain run right beside it (which goes first alternates
+# by round, and the plugin order rotates), and the figure is the median over rounds of the
+# ratio within each pair: whatever drifts on a shared machine (another tenant, frequency)
+# moves both halves of a pair together instead of landing on one scenario.
+scenarios=(jwt rate-limiting observability)
+measure() {
+  case $1 in
+    plain) run plain /plain/size/100 ;;
+    jwt) run jwt /jwt/size/100 "$auth" ;;
+    rate-limiting) run rate-limiting /limited/size/100 ;;
+    observability) run observability /plain/size/100 ;;
+  esac
+}
+pairs=()
 for round in $(seq 1 "$rounds"); do
   line="round $round:"
-  for i in 0 1 2 3; do
-    name=${scenarios[$(((i + round) % 4))]}
-    case $name in
-      plain) results+=("$(run plain /plain/size/100)") ;;
-      jwt) results+=("$(run jwt /jwt/size/100 "$auth")") ;;
-      rate-limiting) results+=("$(run rate-limiting /limited/size/100)") ;;
-      observability) results+=("$(run observability /plain/size/100)") ;;
-    esac
-    line="$line ${results[-1]} |"
+  for i in 0 1 2; do
+    name=${scenarios[$(((i + round) % 3))]}
+    if [ $((round % 2)) = 0 ]; then
+      a=$(measure plain); b=$(measure "$name")
+    else
+      b=$(measure "$name"); a=$(measure plain)
+    fi
+    pairs+=("$a $b")
+    line="$line $b / ${a#plain } |"
   done
   echo "$line" >&2
 done
-printf '%s\n' "${results[@]}" | python3 -c '
+printf '%s\n' "${pairs[@]}" | python3 -c '
 import sys, statistics
-rows = {}
+plain, rows = [], {}
 for line in sys.stdin:
-    name, rps, cpu = line.split()
-    rows.setdefault(name, []).append((float(rps), float(cpu)))
-med = {n: (statistics.median(r for r, _ in v), statistics.median(c for _, c in v)) for n, v in rows.items()}
-print("| route | req/s (median) | ringway CPU us/req (median) |")
-print("|---|---|---|")
-for n in ("plain", "jwt", "rate-limiting", "observability"):
-    print(f"| {n} | {med[n][0]:,.0f} | {med[n][1]:.2f} |")
-plain = med["plain"]
+    _, prps, pcpu, name, rps, cpu = line.split()
+    plain.append((float(prps), float(pcpu)))
+    rows.setdefault(name, []).append((float(rps), float(cpu), float(rps) / float(prps), float(cpu) / float(pcpu)))
+print("| route | req/s (median) | ringway CPU us/req (median) | throughput / plain (median, min-max) | CPU / plain (median) |")
+print("|---|---|---|---|---|")
+print(f"| plain | {statistics.median(r for r, _ in plain):,.0f} | {statistics.median(c for _, c in plain):.2f} | | |")
 for n in ("jwt", "rate-limiting", "observability"):
-    p = med[n]
-    print(f"- {n} / plain throughput: **{p[0] / plain[0]:.3f}x**; CPU per request: {p[1] / plain[1]:.3f}x")
+    v = rows[n]
+    t = [x[2] for x in v]
+    print(f"| {n} | {statistics.median(x[0] for x in v):,.0f} | {statistics.median(x[1] for x in v):.2f} "
+          f"| {statistics.median(t):.3f} ({min(t):.3f}-{max(t):.3f}) | {statistics.median(x[3] for x in v):.3f} |")
+for n in ("jwt", "rate-limiting", "observability"):
+    v = rows[n]
+    print(f"- {n} / plain throughput: **{statistics.median(x[2] for x in v):.3f}x**; "
+          f"CPU per request: {statistics.median(x[3] for x in v):.3f}x")
 '
