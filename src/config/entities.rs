@@ -190,13 +190,17 @@ fn format_uuid(b: &[u8; 16]) -> String {
 /// Appends `bytes` in a UUID's textual form (the caller sets version and variant).
 pub fn write_uuid(out: &mut String, bytes: [u8; 16]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [b'-'; 36];
+    let mut at = 0;
     for (i, byte) in bytes.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
-            out.push('-');
+            at += 1;
         }
-        out.push(char::from(HEX[usize::from(byte >> 4)]));
-        out.push(char::from(HEX[usize::from(byte & 0xf)]));
+        text[at] = HEX[usize::from(byte >> 4)];
+        text[at + 1] = HEX[usize::from(byte & 0xf)];
+        at += 2;
     }
+    out.push_str(std::str::from_utf8(&text).unwrap_or_default());
 }
 
 /// Whether a string is a UUID in Kong's textual form.

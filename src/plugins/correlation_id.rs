@@ -80,7 +80,7 @@ impl ConfigFile {
 
 /// What `tracker` IDs are made of, besides the time.
 pub struct TrackerParts<'a> {
-    pub server_ip: &'a str,
+    pub server_ip: Option<std::net::IpAddr>,
     pub server_port: &'a str,
     pub connection: u64,
     pub connection_requests: u64,
@@ -127,24 +127,25 @@ impl Ids {
         crate::config::write_uuid(out, bytes);
     }
 
-    /// A new ID from `generator`.
-    pub fn generate(&self, generator: Generator, tracker: &TrackerParts<'_>) -> String {
-        let mut id = String::with_capacity(48);
+    /// Appends a new ID from `generator` to `out`.
+    pub fn write(&self, generator: Generator, tracker: &TrackerParts<'_>, out: &mut String) {
         match generator {
-            Generator::Uuid => self.write_uuid(&mut id),
+            Generator::Uuid => self.write_uuid(out),
             Generator::UuidCounter => {
                 let n = self.counter.get() + 1;
                 self.counter.set(n);
-                let _ = write!(id, "{}#{n}", self.worker_uuid);
+                let _ = write!(out, "{}#{n}", self.worker_uuid);
             }
             Generator::Tracker => {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap_or_default();
+                if let Some(ip) = tracker.server_ip {
+                    let _ = write!(out, "{ip}");
+                }
                 let _ = write!(
-                    id,
-                    "{}-{}-{}-{}-{}-{}.{:03}",
-                    tracker.server_ip,
+                    out,
+                    "-{}-{}-{}-{}-{}.{:03}",
                     tracker.server_port,
                     std::process::id(),
                     tracker.connection,
@@ -154,7 +155,6 @@ impl Ids {
                 );
             }
         }
-        id
     }
 }
 
@@ -164,10 +164,18 @@ mod tests {
 
     fn parts() -> TrackerParts<'static> {
         TrackerParts {
-            server_ip: "10.0.0.1",
+            server_ip: Some([10, 0, 0, 1].into()),
             server_port: "8000",
             connection: 7,
             connection_requests: 2,
+        }
+    }
+
+    impl Ids {
+        fn generate(&self, generator: Generator, tracker: &TrackerParts<'_>) -> String {
+            let mut id = String::new();
+            self.write(generator, tracker, &mut id);
+            id
         }
     }
 

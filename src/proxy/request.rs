@@ -48,10 +48,16 @@ pub struct RequestId {
 
 impl RequestId {
     pub fn new(name: &str, value: &str, incoming: bool, echo: bool) -> RequestId {
-        let mut line = String::with_capacity(name.len() + 2 + value.len());
+        let mut id = RequestId::with_name(name, value.len(), incoming, echo);
+        id.line.push_str(value);
+        id
+    }
+
+    /// `Name: ` with room for a value of `room` bytes, appended to `line`.
+    fn with_name(name: &str, room: usize, incoming: bool, echo: bool) -> RequestId {
+        let mut line = String::with_capacity(name.len() + 2 + room);
         line.push_str(name);
         line.push_str(": ");
-        line.push_str(value);
         RequestId {
             line,
             name_len: name.len(),
@@ -159,22 +165,19 @@ fn request_id(
         )));
     }
     let state = state?;
-    let ip = client.local_ip.map(|ip| ip.to_string()).unwrap_or_default();
-    let value = state.ids.generate(
+    // Written straight into the header line: one allocation for a generated ID.
+    let mut id = RequestId::with_name(&config.header_name, 48, false, config.echo_downstream);
+    state.ids.write(
         config.generator,
         &correlation_id::TrackerParts {
-            server_ip: &ip,
+            server_ip: client.local_ip,
             server_port: &client.port,
             connection: u64::from(client.connection),
             connection_requests: u64::from(client.requests.get()),
         },
+        &mut id.line,
     );
-    Some(Box::new(RequestId::new(
-        &config.header_name,
-        &value,
-        false,
-        config.echo_downstream,
-    )))
+    Some(Box::new(id))
 }
 
 /// Parses `head` (one complete request head) and, when it routes, appends the upstream
