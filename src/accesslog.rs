@@ -26,6 +26,8 @@ const BATCH_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct Log {
     queue: Sender<Vec<u8>>,
+    /// Written batches coming back, emptied, so their memory is used again.
+    spare: Receiver<Vec<u8>>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -42,19 +44,30 @@ pub fn start(target: &AccessLog, dropped: Arc<AtomicU64>) -> anyhow::Result<Log>
         ),
     };
     let (queue, batches) = crossbeam_channel::bounded(QUEUE_BATCHES);
+    let (returns, spare) = crossbeam_channel::bounded(QUEUE_BATCHES);
     std::thread::Builder::new()
         .name("ringway-access-log".into())
-        .spawn(move || write_batches(batches, sink))?;
-    Ok(Log { queue, dropped })
+        .spawn(move || write_batches(batches, returns, sink))?;
+    Ok(Log {
+        queue,
+        spare,
+        dropped,
+    })
 }
 
-/// Writes batches as they come.
-fn write_batches(batches: Receiver<Vec<u8>>, mut sink: Box<dyn Write + Send>) {
+/// Writes batches as they come, and returns their buffers.
+fn write_batches(
+    batches: Receiver<Vec<u8>>,
+    returns: Sender<Vec<u8>>,
+    mut sink: Box<dyn Write + Send>,
+) {
     loop {
         match batches.recv_timeout(Duration::from_millis(500)) {
-            Ok(batch) => {
+            Ok(mut batch) => {
                 let _ = sink.write_all(&batch);
                 let _ = sink.flush();
+                batch.clear();
+                let _ = returns.try_send(batch);
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
@@ -85,6 +98,7 @@ impl Batcher {
         if buf.capacity() == 0 {
             // Sized for a whole batch, so appending never reallocates and copies; only
             // a worker that logs holds one.
+            *buf = self.log.spare.try_recv().unwrap_or_default();
             buf.reserve(BATCH_BYTES + 16 * 1024);
         }
         entry.write(&mut buf);
@@ -114,6 +128,8 @@ impl Batcher {
 
 /// One request, as logged.
 pub struct Entry<'a> {
+    /// When the request ended, since the Unix epoch.
+    pub time: Duration,
     pub client_ip: &'a str,
     pub method: &'a str,
     pub path: &'a str,
@@ -133,42 +149,38 @@ pub struct Entry<'a> {
 impl Entry<'_> {
     /// Appends the JSON line, newline-terminated.
     pub fn write(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"time\":\"");
-        crate::logging::write_rfc3339_now(out);
-        out.push(b'"');
-        let string = |out: &mut Vec<u8>, key: &str, value: Option<&str>| {
-            out.extend_from_slice(b",\"");
-            out.extend_from_slice(key.as_bytes());
-            out.extend_from_slice(b"\":");
+        // Each key is written with its punctuation as one literal.
+        fn string(out: &mut Vec<u8>, key: &[u8], value: Option<&str>) {
+            out.extend_from_slice(key);
             match value {
                 Some(v) => write_json_string(out, v),
                 None => out.extend_from_slice(b"null"),
             }
-        };
-        let out = &mut *out;
-        string(out, "client_ip", Some(self.client_ip));
-        string(out, "method", Some(self.method));
-        string(out, "path", Some(self.path));
-        let number = |out: &mut Vec<u8>, key: &str, value: Option<u64>| {
-            out.extend_from_slice(b",\"");
-            out.extend_from_slice(key.as_bytes());
-            out.extend_from_slice(b"\":");
+        }
+        fn number(out: &mut Vec<u8>, key: &[u8], value: Option<u64>) {
+            out.extend_from_slice(key);
             match value {
                 Some(v) => write_u64(out, v),
                 None => out.extend_from_slice(b"null"),
             }
-        };
-        number(out, "status", Some(u64::from(self.status)));
-        number(out, "request_us", Some(self.request_us));
-        number(out, "upstream_us", self.upstream_us);
-        number(out, "proxy_us", Some(self.proxy_us));
-        string(out, "service", self.service);
-        string(out, "route", self.route);
-        string(out, "upstream", self.upstream);
-        string(out, "consumer", self.consumer);
-        string(out, "request_id", self.request_id);
-        number(out, "bytes_in", Some(self.bytes_in));
-        number(out, "bytes_out", Some(self.bytes_out));
+        }
+        out.extend_from_slice(b"{\"time\":\"");
+        crate::logging::write_rfc3339(out, self.time);
+        out.push(b'"');
+        string(out, b",\"client_ip\":", Some(self.client_ip));
+        string(out, b",\"method\":", Some(self.method));
+        string(out, b",\"path\":", Some(self.path));
+        number(out, b",\"status\":", Some(u64::from(self.status)));
+        number(out, b",\"request_us\":", Some(self.request_us));
+        number(out, b",\"upstream_us\":", self.upstream_us);
+        number(out, b",\"proxy_us\":", Some(self.proxy_us));
+        string(out, b",\"service\":", self.service);
+        string(out, b",\"route\":", self.route);
+        string(out, b",\"upstream\":", self.upstream);
+        string(out, b",\"consumer\":", self.consumer);
+        string(out, b",\"request_id\":", self.request_id);
+        number(out, b",\"bytes_in\":", Some(self.bytes_in));
+        number(out, b",\"bytes_out\":", Some(self.bytes_out));
         out.extend_from_slice(b"}\n");
     }
 }
@@ -179,6 +191,7 @@ mod tests {
 
     fn entry() -> Entry<'static> {
         Entry {
+            time: Duration::from_millis(1_700_000_000_123),
             client_ip: "10.0.0.1",
             method: "GET",
             path: "/a\"b",
@@ -211,8 +224,10 @@ mod tests {
         // A writer that never drains: batches beyond the queue are dropped with their
         // lines counted, not waited on.
         let (queue, _batches) = crossbeam_channel::bounded(1);
+        let (_returns, spare) = crossbeam_channel::bounded(1);
         let batcher = Batcher::new(Log {
             queue,
+            spare,
             dropped: Arc::default(),
         });
         for _ in 0..3 {
@@ -221,5 +236,24 @@ mod tests {
             batcher.flush();
         }
         assert_eq!(batcher.log.dropped.load(Ordering::Relaxed), 4);
+    }
+    #[test]
+    fn written_batches_come_back_for_reuse() {
+        let dir = std::env::temp_dir().join(format!("ringway-accesslog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("access.log");
+        let log = start(&AccessLog::File(path.clone()), Arc::default()).unwrap();
+        let batcher = Batcher::new(log.clone());
+        batcher.push(&entry());
+        batcher.flush();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while log.spare.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let back = log.spare.try_recv().expect("the written batch came back");
+        assert!(back.is_empty() && back.capacity() >= BATCH_BYTES);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

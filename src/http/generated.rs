@@ -79,13 +79,25 @@ pub fn write_u64(out: &mut Vec<u8>, mut n: u64) {
             break;
         }
     }
-    out.extend_from_slice(&digits[i..]);
+    // A few bytes: pushed one by one rather than through a `memcpy` call.
+    for &digit in &digits[i..] {
+        out.push(digit);
+    }
 }
 
 /// Appends `s` as a JSON string literal.
 pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
+    // Almost every string needs no escaping; this scan has no branch per byte.
+    if !bytes
+        .iter()
+        .fold(false, |e, &b| e | (b < 0x20) | (b == b'"') | (b == b'\\'))
+    {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut plain = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape: &[u8] = match b {
