@@ -139,9 +139,9 @@ type BytesKey = (usize, Option<usize>);
 #[derive(Default)]
 struct Pending {
     snapshot: Option<Arc<Snapshot>>,
-    overall: Option<Box<Latencies>>,
-    services: FastMap<usize, Box<Latencies>>,
-    routes: FastMap<usize, Box<Latencies>>,
+    /// Per route, with the route's service: the service's and the overall histograms
+    /// are sums of these, made when they are folded, not on every request.
+    routes: FastMap<usize, (usize, Box<Latencies>)>,
     counts: FastMap<CountKey, u64>,
     bytes: FastMap<BytesKey, (u64, u64)>,
     jwt_failures: FastMap<&'static str, u64>,
@@ -151,7 +151,7 @@ struct Pending {
 
 impl Pending {
     fn is_empty(&self) -> bool {
-        self.overall.is_none() && self.jwt_failures.is_empty() && self.rate_limited == 0
+        self.routes.is_empty() && self.jwt_failures.is_empty() && self.rate_limited == 0
     }
 }
 
@@ -271,18 +271,10 @@ impl Recorder {
             pending.snapshot = Some(snapshot.clone());
         }
         pending
-            .overall
-            .get_or_insert_with(Default::default)
-            .record(sample);
-        pending
-            .services
-            .entry(sample.service)
-            .or_default()
-            .record(sample);
-        pending
             .routes
             .entry(sample.route)
-            .or_default()
+            .or_insert_with(|| (sample.service, Box::default()))
+            .1
             .record(sample);
         *pending
             .counts
@@ -350,14 +342,10 @@ fn fold(observe: &Observe, pending: Pending) {
     let config = &snapshot.config;
     let mut published = observe.lock();
     let limit = observe.label_limit;
-    if let Some(overall) = &pending.overall {
-        published.overall.add(overall);
-    }
-    for (index, latencies) in &pending.services {
-        let label = published.scope_label(service_label(config, *index), limit, true);
+    for (index, (service, latencies)) in &pending.routes {
+        published.overall.add(latencies);
+        let label = published.scope_label(service_label(config, *service), limit, true);
         published.services.entry(label).or_default().add(latencies);
-    }
-    for (index, latencies) in &pending.routes {
         let label = published.scope_label(route_label(config, *index), limit, false);
         let service = config
             .routes
