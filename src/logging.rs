@@ -66,18 +66,22 @@ pub fn rfc3339(time: std::time::SystemTime) -> String {
 /// Appends the current time as `rfc3339`, formatting the date and time of day at
 /// most once a second per thread.
 pub fn write_rfc3339_now(out: &mut Vec<u8>) {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    write_rfc3339(out, since);
+}
+
+/// Appends the time `since` the Unix epoch as `write_rfc3339_now` does.
+pub fn write_rfc3339(out: &mut Vec<u8>, since: std::time::Duration) {
     use std::cell::RefCell;
     thread_local! {
         static CACHE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
-    let now = std::time::SystemTime::now();
-    let since = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
         if cache.0 != since.as_secs() {
-            let text = rfc3339(now);
+            let text = rfc3339(std::time::UNIX_EPOCH + since);
             // `...T13:50:11.` without the milliseconds and zone.
             *cache = (since.as_secs(), text[..text.len() - 4].to_owned());
         }

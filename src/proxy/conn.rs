@@ -233,7 +233,7 @@ impl<S: ClientIo> Conn<S> {
             self.out = self.worker.buffers.take();
         }
         self.out.clear();
-        let now = unix_seconds();
+        let now = self.worker.clock.since_epoch(started).as_secs();
         let prepared = request::prepare(
             &self.buf[start..end],
             &self.info,
@@ -306,7 +306,8 @@ impl<S: ClientIo> Conn<S> {
         started: Instant,
         logged: Option<usize>,
     ) {
-        let request_us = started.elapsed().as_micros() as u64;
+        let ended = Instant::now();
+        let request_us = ended.duration_since(started).as_micros() as u64;
         let tally = self.tally;
         let upstream_us = tally.upstream_us.map(u64::from);
         let proxy_us = if upstream_us.is_some() {
@@ -343,6 +344,7 @@ impl<S: ClientIo> Conn<S> {
                 .and_then(|c| config.consumers.get(c))
                 .map(|c| c.username.as_deref().unwrap_or(&c.id));
             let entry = crate::accesslog::Entry {
+                time: self.worker.clock.since_epoch(ended),
                 client_ip: &self.info.ip,
                 method,
                 path,
@@ -1205,12 +1207,6 @@ fn echo_line(rid: Option<&RequestId>) -> String {
         Some(id) => format!("{}\r\n", id.header_line()),
         None => String::new(),
     }
-}
-
-fn unix_seconds() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn finish(plan: ResponsePlan) -> Next {

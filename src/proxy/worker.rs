@@ -8,6 +8,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use slab::Slab;
@@ -208,6 +209,8 @@ pub struct Worker {
     pub balance: crate::balance::Local,
     /// This worker's access log lines not yet handed to the writer.
     pub access_log: Option<crate::accesslog::Batcher>,
+    /// Wall-clock time from the monotonic readings requests take anyway.
+    pub clock: WallClock,
     /// The snapshot this worker uses and its generation. The `Rc` around the `Arc` is
     /// deliberate: requests clone the `Rc` (a plain increment), never the shared `Arc`
     /// (an atomic one on a cache line every worker touches).
@@ -257,6 +260,7 @@ impl Worker {
                 balance
             },
             access_log,
+            clock: WallClock::default(),
             local: RefCell::new((generation, Rc::new(snapshot))),
         }
     }
@@ -300,4 +304,70 @@ where
         test(Rc::new(Worker::new(0, shared)), addr).await;
         drop(listener);
     });
+}
+
+/// Wall-clock time derived from a monotonic reading the request path takes anyway (one
+/// `clock_gettime` less per request). Re-anchored every housekeeping tick, so a step of
+/// the system clock shows within a tick.
+#[derive(Debug)]
+pub struct WallClock {
+    anchor: Cell<(Instant, Duration)>,
+}
+
+impl Default for WallClock {
+    fn default() -> Self {
+        WallClock {
+            anchor: Cell::new(Self::now()),
+        }
+    }
+}
+
+impl WallClock {
+    fn now() -> (Instant, Duration) {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        (Instant::now(), since_epoch)
+    }
+
+    pub fn reanchor(&self) {
+        self.anchor.set(Self::now());
+    }
+
+    /// The time since the Unix epoch at `at`.
+    pub fn since_epoch(&self, at: Instant) -> Duration {
+        let (instant, since_epoch) = self.anchor.get();
+        match at.checked_duration_since(instant) {
+            Some(later) => since_epoch + later,
+            None => since_epoch.saturating_sub(instant - at),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wall_clock_follows_the_system_clock_from_monotonic_readings() {
+        let clock = WallClock::default();
+        let system = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+        };
+        let before = system();
+        let now = clock.since_epoch(Instant::now());
+        let after = system();
+        assert!(
+            before <= now + Duration::from_millis(1) && now <= after + Duration::from_millis(1)
+        );
+        // Instants before and after the anchor land before and after its wall time.
+        let earlier = Instant::now() - Duration::from_secs(5);
+        let later = Instant::now() + Duration::from_secs(5);
+        clock.reanchor();
+        let (lo, hi) = (clock.since_epoch(earlier), clock.since_epoch(later));
+        assert!(hi - lo >= Duration::from_secs(10) && hi - lo < Duration::from_secs(11));
+        assert!(lo < system() && system() < hi);
+    }
 }

@@ -74,6 +74,7 @@ async fn main(
             worker.drain.fire();
         }
         worker.idle.sweep(Instant::now(), worker.drain.fired());
+        worker.clock.reanchor();
         worker.plugins.recorder.tick();
         if let Some(log) = &worker.access_log {
             log.flush();
