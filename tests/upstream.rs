@@ -227,6 +227,31 @@ fn reused_connection_closed_on_arrival_get_retried_post_not() {
 }
 
 #[test]
+fn upstream_closing_after_every_response_without_saying_so() {
+    // Every answer is followed by a close the response never announced: each pooled
+    // connection is dead by the time the next request, sent at once, takes it. A GET may
+    // go out on it and is then replayed on a fresh connection; a POST (never replayable)
+    // must find out before sending. Every request answers 200; no POST reaches the
+    // origin twice.
+    let o = Origin::with_handler(|ctx| Action::RespondClose(ok_reply(ctx.conn, ctx.req)));
+    let gw = Gateway::start(&config(&o.url(), "    retries: 0\n", ""));
+    let mut c = gw.client();
+    for i in 0..6 {
+        let r = if i % 2 == 0 {
+            c.roundtrip(&get_req(&format!("/get{i}"), "a"))
+        } else {
+            c.roundtrip(&req_with_body("POST", &format!("/post{i}"), "a", b"id=1"))
+        };
+        assert_eq!(r.status, 200, "request {i}: {r:?}");
+    }
+    for i in [1, 3, 5] {
+        let target = format!("/post{i}");
+        let n = o.requests().iter().filter(|r| r.target == target).count();
+        assert_eq!(n, 1, "{target} reached the origin {n} times");
+    }
+}
+
+#[test]
 fn idle_closed_pooled_connection_get_transparently_retried() {
     let o = Origin::with_opts(
         OriginOpts {

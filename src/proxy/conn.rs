@@ -597,23 +597,31 @@ impl<S: ClientIo> Conn<S> {
                     passive_report(upstream, lease.target, outcome);
                 }
             };
-            let (mut upstream, reused) =
-                match self.checkout(addr, service, server_name, force_fresh).await {
-                    Ok(checkout) => checkout,
-                    Err(kind) => {
-                        report(Outcome::of_error(kind));
-                        if let Some(lease) = &lease {
-                            tried.push(lease.target as u32);
-                        }
-                        // Nothing was sent: any method may try again.
-                        if retries_left > 0 {
-                            retries_left -= 1;
-                            self.worker.stats.upstream_retries.inc();
-                            continue;
-                        }
-                        return self.fail(kind).await;
+            let (mut upstream, reused) = match self
+                .checkout(
+                    addr,
+                    service,
+                    server_name,
+                    force_fresh,
+                    complete && exchange.idempotent && fresh_retry,
+                )
+                .await
+            {
+                Ok(checkout) => checkout,
+                Err(kind) => {
+                    report(Outcome::of_error(kind));
+                    if let Some(lease) = &lease {
+                        tried.push(lease.target as u32);
                     }
-                };
+                    // Nothing was sent: any method may try again.
+                    if retries_left > 0 {
+                        retries_left -= 1;
+                        self.worker.stats.upstream_retries.inc();
+                        continue;
+                    }
+                    return self.fail(kind).await;
+                }
+            };
             let sent = Instant::now();
             let failure = match self
                 .send_request(&mut upstream, service, node.client_body_timeout, &mut body)
@@ -750,26 +758,36 @@ impl<S: ClientIo> Conn<S> {
         service: &Service,
         server_name: Option<&rustls::pki_types::ServerName<'static>>,
         fresh: bool,
+        replayable: bool,
     ) -> Result<(upstream::Stream, bool), ErrorKind> {
         if !fresh {
             let key = (addr, service.tls.as_ref().map_or(0, |t| t.pool_key));
-            while let Some(stream) = self.worker.pool.take(key, self.worker.idle.coarse_now()) {
+            while let Some((stream, idle_long)) =
+                self.worker.pool.take(key, self.worker.idle.coarse_now())
+            {
                 // A pooled connection that is readable was closed by the upstream, or
                 // carries bytes nobody asked for: either way it must not answer this
-                // request (a response read from it would be another's).
-                if upstream::is_closed(&stream) {
+                // request (a response read from it would be another's). The peek is a
+                // syscall, so it is skipped when it buys nothing: for a connection
+                // back in the pool within this tick (under load, nearly all of them;
+                // bytes arriving that soon would race the peek anyway) carrying a
+                // request that is replayed on a fresh connection if this one turns
+                // out closed.
+                if (idle_long || !replayable) && upstream::is_closed(&stream) {
                     continue;
                 }
                 self.worker.stats.upstream_reused.inc();
                 return Ok((stream, true));
             }
         }
-        let stream = upstream::connect(
+        // Boxed: a connect (with a TLS handshake) is a large future and rare next to a
+        // pooled connection; unboxed it would size, and be copied with, every request's.
+        let stream = Box::pin(upstream::connect(
             addr,
             service.tls.as_ref(),
             server_name,
             service.connect_timeout,
-        )
+        ))
         .await?;
         self.worker.stats.upstream_connects.inc();
         Ok((stream, false))
@@ -1261,6 +1279,40 @@ mod tests {
             let future = super::serve(worker, stream, addr, addr, false);
             let size = std::mem::size_of_val(&future);
             assert!(size <= 1088, "the connection future grew to {size} bytes");
+        });
+    }
+
+    /// A request's future is built, then moved into its box, and each await moves a
+    /// child future into its parent: copies paid on every request. Rare large states (a
+    /// connect with its TLS handshake, a TLS upstream's reads and writes) are boxed so
+    /// they do not size it.
+    #[test]
+    fn per_request_state_stays_small() {
+        use super::*;
+        crate::proxy::worker::with_test_worker(|worker, addr| async move {
+            let client = monoio::net::TcpStream::connect_addr(addr).await.unwrap();
+            let mut conn = Conn {
+                worker,
+                client,
+                info: ClientInfo {
+                    ip: String::new(),
+                    port: String::new(),
+                    trusted: false,
+                    https: false,
+                    local_ip: None,
+                    connection: 0,
+                    requests: Default::default(),
+                },
+                rid: None,
+                tally: Tally::default(),
+                buf: Vec::new(),
+                out: Vec::new(),
+                ubuf: Vec::new(),
+                logged: String::new(),
+            };
+            let future = conn.exchange(0, 0);
+            let size = std::mem::size_of_val(&future);
+            assert!(size <= 2304, "a request's future grew to {size} bytes");
         });
     }
 }

@@ -46,18 +46,22 @@ impl Stream {
     }
 }
 
+// The TLS branches are boxed: rustls' futures are several times a plain socket's, and
+// unboxed they would size every read and write future of the proxy path, whose moves
+// into the enclosing future (on every await) then copy them for plain upstreams too. A
+// TLS record costs far more than the allocation.
 impl AsyncReadRent for Stream {
     async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             Stream::Plain(s) => s.read(buf).await,
-            Stream::Tls { stream, .. } => stream.read(buf).await,
+            Stream::Tls { stream, .. } => Box::pin(stream.read(buf)).await,
         }
     }
 
     async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             Stream::Plain(s) => s.readv(buf).await,
-            Stream::Tls { stream, .. } => stream.readv(buf).await,
+            Stream::Tls { stream, .. } => Box::pin(stream.readv(buf)).await,
         }
     }
 }
@@ -66,28 +70,28 @@ impl AsyncWriteRent for Stream {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             Stream::Plain(s) => s.write(buf).await,
-            Stream::Tls { stream, .. } => stream.write(buf).await,
+            Stream::Tls { stream, .. } => Box::pin(stream.write(buf)).await,
         }
     }
 
     async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             Stream::Plain(s) => s.writev(buf).await,
-            Stream::Tls { stream, .. } => stream.writev(buf).await,
+            Stream::Tls { stream, .. } => Box::pin(stream.writev(buf)).await,
         }
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
         match self {
             Stream::Plain(s) => s.flush().await,
-            Stream::Tls { stream, .. } => stream.flush().await,
+            Stream::Tls { stream, .. } => Box::pin(stream.flush()).await,
         }
     }
 
     async fn shutdown(&mut self) -> std::io::Result<()> {
         match self {
             Stream::Plain(s) => s.shutdown().await,
-            Stream::Tls { stream, .. } => stream.shutdown().await,
+            Stream::Tls { stream, .. } => Box::pin(stream.shutdown()).await,
         }
     }
 }
@@ -103,7 +107,9 @@ struct Idle {
 
 /// One worker's idle upstream connections, keyed by address (and TLS settings).
 pub struct Pool {
-    idle: RefCell<HashMap<PoolKey, Vec<Idle>>>,
+    /// Keyed by addresses from the config, not by anything a client sends: foldhash,
+    /// not SipHash, on this per-request lookup.
+    idle: RefCell<HashMap<PoolKey, Vec<Idle>, foldhash::fast::RandomState>>,
     max_idle: usize,
     idle_timeout: Duration,
 }
@@ -111,19 +117,21 @@ pub struct Pool {
 impl Pool {
     pub fn new(max_idle: usize, idle_timeout: Duration) -> Pool {
         Pool {
-            idle: RefCell::new(HashMap::new()),
+            idle: RefCell::new(HashMap::default()),
             max_idle,
             idle_timeout,
         }
     }
 
-    /// Takes the most recently used live connection to `addr`, if any.
-    pub fn take(&self, addr: PoolKey, now: Instant) -> Option<Stream> {
+    /// Takes the most recently used live connection to `addr`, if any, and whether it
+    /// has been idle since before `now` (a coarse clock: false means it was pooled
+    /// within the current tick).
+    pub fn take(&self, addr: PoolKey, now: Instant) -> Option<(Stream, bool)> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         while let Some(entry) = list.pop() {
             if now.saturating_duration_since(entry.since) < self.idle_timeout {
-                return Some(entry.stream);
+                return Some((entry.stream, entry.since < now));
             }
             // Expired: dropping it closes it.
         }
@@ -201,8 +209,9 @@ pub async fn connect(
 }
 
 /// Whether the upstream has closed (or reset, or spoken out of turn on) an idle pooled
-/// connection: a non-blocking one-byte peek, made before every reuse. Its syscall is the
-/// price of never reading an unsolicited response as the answer to the next request.
+/// connection: a non-blocking one-byte peek. Its syscall is the price of never sending a
+/// request that cannot be replayed on a dead connection, and of not reading an
+/// unsolicited response as the answer to the next request.
 #[allow(unsafe_code)]
 pub fn is_closed(stream: &Stream) -> bool {
     let mut byte = 0u8;
