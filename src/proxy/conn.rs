@@ -40,9 +40,10 @@ const COALESCE_BYTES: usize = 64 * 1024;
 /// go out with `writev` instead of a copy of the body behind the head.
 const WRITEV_BODY_BYTES: usize = 4 * 1024;
 /// Free space for reading a response head and the body bytes that come with it: a
-/// pooled buffer grows to this once and is reused, and a 16 KiB response arrives in one
-/// read.
-const RESPONSE_HEAD_READ_SPACE: usize = BODY_READ_SPACE;
+/// pooled buffer grows to this once and is reused. A 16 KiB body with a head of up to
+/// 4 KiB arrives in one read and leaves in one write; with room for the body alone, the
+/// last bytes took a second read and a second (tiny) write to the client.
+const RESPONSE_HEAD_READ_SPACE: usize = BODY_READ_SPACE + 4 * 1024;
 /// Limits for upstream response heads: generous, but bounded.
 const RESPONSE_LIMITS: Limits = Limits {
     max_request_line_bytes: 8192,
