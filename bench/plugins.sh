@@ -105,8 +105,9 @@ auth="Authorization: Bearer $token"
 curl -s -D - -o /dev/null "http://127.0.0.1:$rw_port/limited/size/100" | grep -qi '^X-RateLimit-Limit-Second' \
   || { echo "plugins.sh: the rate-limited route did not send its headers" >&2; exit 1; }
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# run NAME PATH [HEADER]: prints "name req/s cpu_us_per_req"
+# user+system and user-only CPU ticks of a process
+ticks() { awk '{print $14 + $15, $14}' "/proc/$1/stat"; }
+# run NAME PATH [HEADER]: prints "name req/s cpu_us_per_req user_cpu_us_per_req"
 run() {
   local name=$1 path=$2 header=${3:-} t0 t1 out reqs port=$rw_port pid=$rw_pid
   if [ "$name" = observability ]; then port=$obs_port; pid=$obs_pid; fi
@@ -119,7 +120,8 @@ run() {
   t1=$(ticks "$pid")
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   if echo "$out" | grep -q "Non-2xx"; then echo "plugins.sh: non-2xx answers on $name" >&2; exit 1; fi
-  python3 -c "import sys; r=$reqs; d=$duration; t=$((t1 - t0)); hz=$(getconf CLK_TCK); print('$name', round(r/d), round(t/hz*1e6/r, 2))"
+  python3 -c "r=$reqs; d=$duration; t0=[$(echo $t0 | tr ' ' ,)]; t1=[$(echo $t1 | tr ' ' ,)]; hz=$(getconf CLK_TCK)
+print('$name', round(r/d), round((t1[0]-t0[0])/hz*1e6/r, 2), round((t1[1]-t0[1])/hz*1e6/r, 2))"
 }
 
 "${pin_load[@]}" wrk -t1 -c64 -d2s "http://127.0.0.1:$rw_port/plain/size/100" >/dev/null
@@ -155,21 +157,24 @@ for round in $(seq 1 "$rounds"); do
 done
 printf '%s\n' "${pairs[@]}" | python3 -c '
 import sys, statistics
+med = statistics.median
 plain, rows = [], {}
 for line in sys.stdin:
-    _, prps, pcpu, name, rps, cpu = line.split()
-    plain.append((float(prps), float(pcpu)))
-    rows.setdefault(name, []).append((float(rps), float(cpu), float(rps) / float(prps), float(cpu) / float(pcpu)))
-print("| route | req/s (median) | ringway CPU us/req (median) | throughput / plain (median, min-max) | CPU / plain (median) |")
-print("|---|---|---|---|---|")
-print(f"| plain | {statistics.median(r for r, _ in plain):,.0f} | {statistics.median(c for _, c in plain):.2f} | | |")
+    _, prps, pcpu, puser, name, rps, cpu, user = line.split()
+    prps, pcpu, puser, rps, cpu, user = map(float, (prps, pcpu, puser, rps, cpu, user))
+    plain.append((prps, pcpu, puser))
+    rows.setdefault(name, []).append((rps, cpu, user, rps / prps, cpu / pcpu, user - puser))
+print("| route | req/s | CPU us/req | user CPU us/req | throughput / plain (min-max) | CPU / plain | user CPU added, us/req |")
+print("|---|---|---|---|---|---|---|")
+print(f"| plain | {med(r for r, _, _ in plain):,.0f} | {med(c for _, c, _ in plain):.2f} | {med(u for _, _, u in plain):.2f} | | | |")
 for n in ("jwt", "rate-limiting", "observability"):
     v = rows[n]
-    t = [x[2] for x in v]
-    print(f"| {n} | {statistics.median(x[0] for x in v):,.0f} | {statistics.median(x[1] for x in v):.2f} "
-          f"| {statistics.median(t):.3f} ({min(t):.3f}-{max(t):.3f}) | {statistics.median(x[3] for x in v):.3f} |")
+    t = [x[3] for x in v]
+    print(f"| {n} | {med(x[0] for x in v):,.0f} | {med(x[1] for x in v):.2f} | {med(x[2] for x in v):.2f} "
+          f"| {med(t):.3f} ({min(t):.3f}-{max(t):.3f}) | {med(x[4] for x in v):.3f} | {med(x[5] for x in v):+.2f} |")
+print("(medians over rounds; ratios and the added user CPU are taken within each pair, then the median)")
 for n in ("jwt", "rate-limiting", "observability"):
     v = rows[n]
-    print(f"- {n} / plain throughput: **{statistics.median(x[2] for x in v):.3f}x**; "
-          f"CPU per request: {statistics.median(x[3] for x in v):.3f}x")
+    print(f"- {n} / plain throughput: **{med(x[3] for x in v):.3f}x**; CPU per request: "
+          f"{med(x[4] for x in v):.3f}x; user-space CPU added: {med(x[5] for x in v):+.2f} us/req")
 '
