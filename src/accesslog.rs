@@ -130,6 +130,7 @@ impl Batcher {
 pub struct Entry<'a> {
     /// When the request ended, since the Unix epoch.
     pub time: Duration,
+    /// Formatted from a socket address (written unescaped).
     pub client_ip: &'a str,
     pub method: &'a str,
     pub path: &'a str,
@@ -139,6 +140,7 @@ pub struct Entry<'a> {
     pub proxy_us: u64,
     pub service: Option<&'a str>,
     pub route: Option<&'a str>,
+    /// The `ip:port` connected to, formatted from a socket address (written unescaped).
     pub upstream: Option<&'a str>,
     pub consumer: Option<&'a str>,
     pub request_id: Option<&'a str>,
@@ -157,6 +159,19 @@ impl Entry<'_> {
                 None => out.extend_from_slice(b"null"),
             }
         }
+        // Socket addresses ringway formatted itself (the client's IP, the upstream's
+        // `ip:port`): nothing in them needs escaping.
+        fn plain(out: &mut Vec<u8>, key: &[u8], value: Option<&str>) {
+            out.extend_from_slice(key);
+            match value {
+                Some(v) => {
+                    out.push(b'"');
+                    out.extend_from_slice(v.as_bytes());
+                    out.push(b'"');
+                }
+                None => out.extend_from_slice(b"null"),
+            }
+        }
         fn number(out: &mut Vec<u8>, key: &[u8], value: Option<u64>) {
             out.extend_from_slice(key);
             match value {
@@ -167,7 +182,7 @@ impl Entry<'_> {
         out.extend_from_slice(b"{\"time\":\"");
         crate::logging::write_rfc3339(out, self.time);
         out.push(b'"');
-        string(out, b",\"client_ip\":", Some(self.client_ip));
+        plain(out, b",\"client_ip\":", Some(self.client_ip));
         string(out, b",\"method\":", Some(self.method));
         string(out, b",\"path\":", Some(self.path));
         number(out, b",\"status\":", Some(u64::from(self.status)));
@@ -176,7 +191,7 @@ impl Entry<'_> {
         number(out, b",\"proxy_us\":", Some(self.proxy_us));
         string(out, b",\"service\":", self.service);
         string(out, b",\"route\":", self.route);
-        string(out, b",\"upstream\":", self.upstream);
+        plain(out, b",\"upstream\":", self.upstream);
         string(out, b",\"consumer\":", self.consumer);
         string(out, b",\"request_id\":", self.request_id);
         number(out, b",\"bytes_in\":", Some(self.bytes_in));

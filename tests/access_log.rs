@@ -76,6 +76,78 @@ fn every_request_is_one_json_line_without_the_query() {
 }
 
 #[test]
+fn hostile_request_bytes_still_make_json_lines_at_the_right_time() {
+    // Quotes, backslashes, tabs and invalid UTF-8 in what a client controls
+    // (the path, an incoming request ID) are escaped: every line stays JSON.
+    use std::io::{Read, Write};
+    let origin = Origin::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let cfg = one_service_config(
+        &origin.url(),
+        "plugins:\n  - name: correlation-id\n    config: {header_name: X-Request-ID}\n",
+    )
+    .replace(
+        "_format_version: \"3.0\"\n",
+        &format!(
+            "_format_version: \"3.0\"\nringway:\n  access_log: {}\n",
+            log.display()
+        ),
+    );
+    let gw = Gateway::start(&cfg);
+    let requests: [&[u8]; 3] = [
+        b"GET /a\\b/\xc3\xa9/\xff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /id HTTP/1.1\r\nHost: x\r\nX-Request-ID: say \"hi\"\t\\ x\r\nConnection: close\r\n\r\n",
+        b"GET /plain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ];
+    for raw in requests {
+        let mut c = std::net::TcpStream::connect(gw.proxy_addr()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(raw).unwrap();
+        let mut answer = Vec::new();
+        let _ = c.read_to_end(&mut answer);
+        assert!(answer.starts_with(b"HTTP/1.1 "), "{answer:?}");
+    }
+    // Each line parses (read_lines panics on one that does not).
+    let lines = read_lines(&log, 3);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let paths: Vec<&str> = lines.iter().filter_map(|l| l["path"].as_str()).collect();
+    assert!(
+        paths.iter().any(|p| p.starts_with("/a\\b/\u{e9}/")),
+        "{paths:?}"
+    );
+    let id = lines
+        .iter()
+        .find(|l| l["path"] == "/id")
+        .expect("the /id line");
+    assert_eq!(id["request_id"], "say \"hi\"\t\\ x", "{id}");
+    // The time comes from the worker's clock anchor: it must be now, to the second.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for line in &lines {
+        let time = line["time"].as_str().unwrap();
+        let logged = time_to_unix(time);
+        assert!(now.abs_diff(logged) <= 5, "logged at {time}, now is {now}");
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` to Unix seconds.
+fn time_to_unix(text: &str) -> u64 {
+    let n = |range: std::ops::Range<usize>| text[range].parse::<i64>().unwrap();
+    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    (days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)) as u64
+}
+
+#[test]
 fn a_log_nobody_reads_never_blocks_requests() {
     // The log is a FIFO the test opens and never reads: once the pipe (64 KiB) and the
     // queue are full, lines are dropped and counted, and requests keep being answered.

@@ -1194,12 +1194,17 @@ impl<S: ClientIo> Conn<S> {
 fn request_line(head: &[u8], line: &mut String) -> usize {
     let first = head.split(|&b| b == b'\n').next().unwrap_or_default();
     let mut parts = first.split(|&b| b == b' ');
+    // Nearly always ASCII: the plain check first, the lossy conversion only for others.
+    let push = |line: &mut String, bytes: &[u8]| match std::str::from_utf8(bytes) {
+        Ok(text) => line.push_str(text),
+        Err(_) => line.push_str(&String::from_utf8_lossy(bytes)),
+    };
     line.clear();
-    line.push_str(&String::from_utf8_lossy(parts.next().unwrap_or_default()));
+    push(line, parts.next().unwrap_or_default());
     let split = line.len();
     let target = parts.next().unwrap_or_default();
     let path = target.split(|&b| b == b'?').next().unwrap_or_default();
-    line.push_str(&String::from_utf8_lossy(path));
+    push(line, path);
     split
 }
 
