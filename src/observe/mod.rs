@@ -312,7 +312,17 @@ impl Recorder {
                     .is_none_or(|t| t.elapsed() >= FLUSH_EVERY)
         };
         if wanted > self.answered.get() || due {
-            self.flush();
+            // Never wait for a reader rendering /metrics or /histograms under the lock:
+            // the records stay pending and the next tick tries again.
+            let mut published = match self.observe.published.try_lock() {
+                Ok(published) => published,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return,
+            };
+            let taken = std::mem::take(&mut *self.pending.borrow_mut());
+            self.pending.borrow_mut().last_flush = Some(Instant::now());
+            fold(&mut published, self.observe.label_limit, taken);
+            drop(published);
             self.answered.set(wanted);
             if let Some(slot) = self.observe.answered.get(self.worker) {
                 slot.store(wanted, Ordering::Release);
@@ -325,14 +335,13 @@ impl Recorder {
     pub fn flush(&self) {
         let taken = std::mem::take(&mut *self.pending.borrow_mut());
         self.pending.borrow_mut().last_flush = Some(Instant::now());
-        fold(&self.observe, taken);
+        fold(&mut self.observe.lock(), self.observe.label_limit, taken);
     }
 }
 
 /// Moves one worker's records into the process-wide tables.
-fn fold(observe: &Observe, pending: Pending) {
+fn fold(published: &mut Published, limit: usize, pending: Pending) {
     let Some(snapshot) = pending.snapshot else {
-        let mut published = observe.lock();
         published.rate_limited += pending.rate_limited;
         for (reason, n) in pending.jwt_failures {
             *published.jwt_failures.entry(reason).or_default() += n;
@@ -340,8 +349,6 @@ fn fold(observe: &Observe, pending: Pending) {
         return;
     };
     let config = &snapshot.config;
-    let mut published = observe.lock();
-    let limit = observe.label_limit;
     for (index, (service, latencies)) in &pending.routes {
         published.overall.add(latencies);
         let label = published.scope_label(service_label(config, *service), limit, true);
@@ -368,14 +375,14 @@ fn fold(observe: &Observe, pending: Pending) {
         (service, route_label(config, route), consumer)
     };
     for ((route, consumer, status, source), n) in pending.counts {
-        let (service, route, consumer) = names(&mut published, route, consumer);
+        let (service, route, consumer) = names(published, route, consumer);
         *published
             .counts
             .entry((service, route, consumer, status, source))
             .or_default() += n;
     }
     for ((route, consumer), (ingress, egress)) in pending.bytes {
-        let (service, route, consumer) = names(&mut published, route, consumer);
+        let (service, route, consumer) = names(published, route, consumer);
         let entry = published
             .bytes
             .entry((service, route, consumer))

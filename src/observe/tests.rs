@@ -169,3 +169,27 @@ fn prometheus_text_escapes_labels_and_sums_buckets() {
     let without = prometheus::render(&published, None, &node);
     assert!(!without.contains("kong_"), "{without}");
 }
+
+#[test]
+fn a_worker_never_waits_for_a_reader_holding_the_tables() {
+    let observe = Arc::new(Observe::new(1, 100));
+    let snap = snapshot(0);
+    let worker = Recorder::new(observe.clone(), 0);
+    worker.record(&snap, &sample(0, None, 200, 100));
+    observe.requested.fetch_add(1, Ordering::AcqRel);
+    {
+        // A reader renders under the lock: the worker's tick returns at once, its
+        // records kept, and the flush request stays unanswered.
+        let _reader = observe.lock();
+        worker.tick();
+        assert!(!worker.pending.borrow().is_empty());
+        assert_eq!(observe.answered[0].load(Ordering::Acquire), 0);
+    }
+    worker.record(&snap, &sample(0, None, 200, 300));
+    worker.tick();
+    assert!(worker.pending.borrow().is_empty());
+    assert_eq!(observe.answered[0].load(Ordering::Acquire), 1);
+    let published = observe.lock();
+    assert_eq!(published.overall.request.len(), 2);
+    assert_eq!(published.routes["list"].request.len(), 2);
+}
