@@ -16,17 +16,25 @@ pub fn summary(h: &Hist) -> Value {
             "p50": 0, "p90": 0, "p99": 0, "p999": 0, "p9999": 0,
         });
     }
-    let q = |quantile: f64| h.value_at_quantile(quantile);
+    // One scan of the counts for all five quantiles.
+    let mut q = [0u64; 5];
+    for (slot, value) in q
+        .iter_mut()
+        .zip(h.value_at_quantiles([0.5, 0.9, 0.99, 0.999, 0.9999]))
+    {
+        *slot = value;
+    }
+    let [p50, p90, p99, p999, p9999] = q;
     json!({
         "count": h.len(),
         "min": h.min(),
         "max": h.max(),
         "mean": (h.mean() * 1000.0).round() / 1000.0,
-        "p50": q(0.5),
-        "p90": q(0.9),
-        "p99": q(0.99),
-        "p999": q(0.999),
-        "p9999": q(0.9999),
+        "p50": p50,
+        "p90": p90,
+        "p99": p99,
+        "p999": p999,
+        "p9999": p9999,
     })
 }
 

@@ -63,22 +63,43 @@ fn histogram(out: &mut String, name: &str, pairs: &[(&str, &str)], h: &Hist, buc
     let base = labels(pairs);
     let inner = &base[1..base.len() - 1];
     let sep = if inner.is_empty() { "" } else { "," };
-    for le in buckets {
-        let count = if h.is_empty() {
-            0
-        } else {
-            h.count_between(0, le * 1000)
-        };
+    let (cumulative, sum_us) = bucket_counts(h, buckets);
+    for (le, count) in buckets.iter().zip(cumulative) {
         let _ = writeln!(out, "{name}_bucket{{{inner}{sep}le=\"{le}\"}} {count}");
     }
     let _ = writeln!(out, "{name}_bucket{{{inner}{sep}le=\"+Inf\"}} {}", h.len());
-    let sum_ms = if h.is_empty() {
-        0.0
-    } else {
-        h.mean() * h.len() as f64 / 1000.0
-    };
+    let sum_ms = sum_us as f64 / 1000.0;
     let _ = writeln!(out, "{name}_sum{base} {sum_ms}");
     let _ = writeln!(out, "{name}_count{base} {}", h.len());
+}
+
+/// The cumulative count at each bucket bound (ms) and the sum of the values (µs), in one
+/// pass over the recorded values: what `count_between(0, bound)` per bucket and `mean()`
+/// would give, without a scan of the whole range per bucket, so a scrape costs the
+/// proxy's core little. A value counts under a bound when it falls in the bound's
+/// HdrHistogram bucket or a lower one, as `count_between` counts it.
+fn bucket_counts(h: &Hist, buckets: &[u64]) -> (Vec<u64>, u128) {
+    let bounds: Vec<u64> = buckets
+        .iter()
+        .map(|ms| h.lowest_equivalent(ms * 1000))
+        .collect();
+    let mut per_bucket = vec![0u64; buckets.len()];
+    let mut sum = 0u128;
+    for v in h.iter_recorded() {
+        let value = v.value_iterated_to();
+        let count = v.count_at_value();
+        sum += u128::from(h.median_equivalent(value)) * u128::from(count);
+        let first = bounds.partition_point(|&b| b < h.lowest_equivalent(value));
+        if let Some(slot) = per_bucket.get_mut(first) {
+            *slot += count;
+        }
+    }
+    let mut total = 0;
+    for slot in &mut per_bucket {
+        total += *slot;
+        *slot = total;
+    }
+    (per_bucket, sum)
 }
 
 /// The whole exposition. `flags` is `None` when no `prometheus` plugin is configured:
@@ -454,6 +475,54 @@ fn ringway_series(out: &mut String, published: &Published, node: &Node<'_>) {
                     "ringway_upstream_target_healthy{} {}",
                     labels(&[("upstream", &up.name), ("target", &t.target)]),
                     u8::from(healthy)
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one-pass bucket counts and sum are what the per-bucket range queries and the
+    /// mean give, for spreads of values across HdrHistogram's buckets and Kong's bounds.
+    #[test]
+    fn bucket_counts_match_range_queries() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..50 {
+            let mut h = crate::observe::new_hist();
+            let samples = if round == 0 { 0 } else { 1 + next() % 2000 };
+            for _ in 0..samples {
+                // Spread over 1 µs .. ~70 s, with exact bucket bounds (whole ms) mixed in.
+                let us = match next() % 4 {
+                    0 => (next() % 70) * 1000,
+                    1 => 1 + next() % 2_000,
+                    2 => 1 + next() % 200_000,
+                    _ => 1 + next() % 70_000_000,
+                };
+                crate::observe::record(&mut h, us);
+            }
+            for buckets in [KONG_LATENCY_BUCKETS, UPSTREAM_LATENCY_BUCKETS] {
+                let (counts, sum) = bucket_counts(&h, buckets);
+                for (le, count) in buckets.iter().zip(&counts) {
+                    let expected = if h.is_empty() {
+                        0
+                    } else {
+                        h.count_between(0, le * 1000)
+                    };
+                    assert_eq!(*count, expected, "round {round}, le {le} ms");
+                }
+                let mean_sum = h.mean() * h.len() as f64;
+                assert!(
+                    (sum as f64 - mean_sum).abs() <= mean_sum * 1e-9 + 1e-6,
+                    "round {round}: {sum} vs {mean_sum}"
                 );
             }
         }
