@@ -6,18 +6,26 @@
 # limit high enough never to refuse, so every request goes through the bucket check), and
 # observability: a second ringway with `prometheus` (every flag on), `correlation-id`
 # and the access log (to a file) against the plain route of the first.
-# Usage: bench/plugins.sh [--duration S] [--rounds R] [--no-build]
+# Then, when oha is installed (scripts/bench-setup.sh), the observed gateway at a fixed
+# rate (a quarter of its throughput above): quiet, with a control reader (/status/ready),
+# and with a reader fetching /metrics and /histograms every 100 ms (each read waits for
+# the workers to fold their records, so a little under ten a second): the
+# latency percentiles side by side, to show whether reading the numbers moves the
+# proxy's p99.
+# Usage: bench/plugins.sh [--duration S] [--rounds R] [--no-build] [--no-scrape]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 duration=4
 rounds=5
 build=true
+scrape=true
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration=$2; shift ;;
     --rounds) rounds=$2; shift ;;
     --no-build) build=false ;;
+    --no-scrape) scrape=false ;;
     *) echo "plugins.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -55,10 +63,19 @@ consumers:
         secret: bench-secret-0123456789
 YAML
 
+# The access log goes to memory (tmpfs) when there is some, and is emptied after each
+# run: at ~10 MB/s of lines a disk's writeback (kernel threads on either core, I/O
+# pressure on the whole machine) would otherwise be measured along with the proxy.
+log_dir=$work
+[ -d /dev/shm ] && [ -w /dev/shm ] && log_dir=$(mktemp -d /dev/shm/ringway-plugins.XXXXXX)
+log_file=$log_dir/access.log
+cleanup_log() { [ "$log_dir" != "$work" ] && rm -rf "$log_dir"; }
+trap 'cleanup_log; cleanup' EXIT INT TERM
+
 cat >"$work/observed.yaml" <<YAML
 _format_version: "3.0"
 ringway:
-  access_log: $work/access.log
+  access_log: $log_file
 services:
   - name: origin
     url: http://127.0.0.1:$up_port
@@ -118,6 +135,7 @@ run() {
     out=$("${pin_load[@]}" wrk -t1 -c64 -d"${duration}s" "http://127.0.0.1:$port$path")
   fi
   t1=$(ticks "$pid")
+  : >"$log_file"
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   if echo "$out" | grep -q "Non-2xx"; then echo "plugins.sh: non-2xx answers on $name" >&2; exit 1; fi
   python3 -c "r=$reqs; d=$duration; t0=[$(echo $t0 | tr ' ' ,)]; t1=[$(echo $t1 | tr ' ' ,)]; hz=$(getconf CLK_TCK)
@@ -177,4 +195,88 @@ for n in ("jwt", "rate-limiting", "observability"):
     v = rows[n]
     print(f"- {n} / plain throughput: **{med(x[3] for x in v):.3f}x**; CPU per request: "
           f"{med(x[4] for x in v):.3f}x; user-space CPU added: {med(x[5] for x in v):+.2f} us/req")
+'
+
+# ------------------------------------------------------- reading the numbers under load
+command -v oha >/dev/null || PATH="$PATH:$HOME/.cargo/bin"
+if ! $scrape; then exit 0; fi
+if ! command -v oha >/dev/null; then
+  echo "plugins.sh: oha is not installed: the scrape scenario is skipped (scripts/bench-setup.sh installs it)" >&2
+  exit 0
+fi
+obs_rps=$(printf '%s\n' "${pairs[@]}" | awk '$5 == "observability" {print $6}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+# A quarter of its saturation: far enough below it that this machine's own hiccups do
+# not make the tail.
+rate=$(( obs_rps / 4 / 100 * 100 ))
+[ "$rate" -ge 100 ] || rate=100
+# oha NAME: prints "NAME p50_ms p99_ms p999_ms"
+oha_run() {
+  "${pin_load[@]}" oha -q "$rate" --latency-correction -z "${duration}s" -c 32 --no-tui \
+    --output-format json "http://127.0.0.1:$obs_port/plain/size/100" >"$work/oha.json" 2>"$work/oha.err" \
+    || { cat "$work/oha.err" >&2; exit 1; }
+  : >"$log_file"
+  python3 -c "
+import json; o = json.load(open('$work/oha.json')); p = o['latencyPercentiles']
+codes = o.get('statusCodeDistribution', {})
+assert set(codes) <= {'200'}, codes
+print('$1', *(round(p[k] * 1000, 3) for k in ('p50', 'p99', 'p99.9')))"
+}
+# The reader keeps one connection open (as Prometheus does), so the load core does not
+# also pay a process per scrape. It runs beside the load generator, and any process there
+# moves the measured tail a little: so each round also runs a control reader that asks the
+# same number of times for /status/ready (nothing rendered, no flush), and the figure is
+# the tail with the real reader against the tail with the control.
+scraper() {  # scraper PATH,PATH: every 100 ms, each path once
+  exec python3 -c '
+import http.client, sys, time
+port, paths, out = int(sys.argv[1]), sys.argv[2].split(","), sys.argv[3]
+conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+n = 0
+while True:
+    for path in paths:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        r.read()
+        if r.status != 200:
+            print(f"scrape of {path} answered {r.status}", file=sys.stderr)
+    n += 1
+    open(out, "w").write(str(n))
+    time.sleep(0.1)
+' "$obs_admin_port" "$1" "$work/scrapes"
+}
+# with_reader PATHS NAME: the oha run while a reader asks for PATHS
+with_reader() {
+  echo 0 >"$work/scrapes"
+  "${pin_load[@]}" bash -c "$(declare -f scraper); obs_admin_port=$obs_admin_port work=$work scraper $1" &
+  local spid=$!
+  oha_run "$2"
+  kill "$spid" 2>/dev/null; wait "$spid" 2>/dev/null || true
+}
+echo "reading /metrics and /histograms under a fixed $rate req/s (oha -c 32, ${duration}s per run):" >&2
+scraped=()
+for round in $(seq 1 "$rounds"); do
+  quiet=$(oha_run quiet)
+  control=$(with_reader /status/ready,/status/ready control)
+  loaded=$(with_reader /metrics,/histograms scraped)
+  scraped+=("$quiet $control $loaded $(cat "$work/scrapes")")
+  echo "round $round: $quiet | $control | $loaded | $(cat "$work/scrapes") scrapes" >&2
+done
+printf '%s\n' "${scraped[@]}" | python3 -c '
+import sys, statistics
+med = statistics.median
+rows = [l.split() for l in sys.stdin]
+q = [[float(x) for x in r[1:4]] for r in rows]
+c = [[float(x) for x in r[5:8]] for r in rows]
+s = [[float(x) for x in r[9:12]] for r in rows]
+print()
+print("| observed gateway at a fixed rate | p50 ms | p99 ms | p99.9 ms |")
+print("|---|---|---|---|")
+for name, v in (("quiet", q), ("control reader: /status/ready twice, every 100 ms", c),
+                ("reader: /metrics and /histograms, every 100 ms", s)):
+    print(f"| {name} | {med(x[0] for x in v):.3f} | {med(x[1] for x in v):.3f} | {med(x[2] for x in v):.3f} |")
+ratio = [b[1] / a[1] for a, b in zip(c, s)]
+print(f"- p99 while /metrics and /histograms are read / with the control reader: **{med(ratio):.3f}x** "
+      f"(median of per-round ratios, {min(ratio):.2f}-{max(ratio):.2f}); "
+      f"p99 control / quiet {med(b[1] / a[1] for a, b in zip(q, c)):.3f}x; "
+      f"{sum(int(r[12]) for r in rows)} reads of each endpoint")
 '
