@@ -229,10 +229,10 @@ fn reused_connection_closed_on_arrival_get_retried_post_not() {
 #[test]
 fn upstream_closing_after_every_response_without_saying_so() {
     // Every answer is followed by a close the response never announced: each pooled
-    // connection is dead by the time the next request, sent at once, takes it. A GET may
-    // go out on it and is then replayed on a fresh connection; a POST (never replayable)
-    // must find out before sending. Every request answers 200; no POST reaches the
-    // origin twice.
+    // connection is dead (the origin has closed it) by the time the next request takes
+    // it, a few milliseconds later. A GET may go out on it and is then replayed on a
+    // fresh connection; a POST (never replayable) must find out before sending. Every
+    // request answers 200; no POST reaches the origin twice.
     let o = Origin::with_handler(|ctx| Action::RespondClose(ok_reply(ctx.conn, ctx.req)));
     let gw = Gateway::start(&config(&o.url(), "    retries: 0\n", ""));
     let mut c = gw.client();
@@ -243,6 +243,14 @@ fn upstream_closing_after_every_response_without_saying_so() {
             c.roundtrip(&req_with_body("POST", &format!("/post{i}"), "a", b"id=1"))
         };
         assert_eq!(r.status, 200, "request {i}: {r:?}");
+        // The origin closes after writing: wait for it, so the race between its close
+        // and the next request is not part of the test.
+        assert!(
+            wait_for(Duration::from_secs(3), || (o.closed_connections() > i)
+                .then_some(()))
+            .is_some(),
+            "the origin did not close after request {i}"
+        );
     }
     for i in [1, 3, 5] {
         let target = format!("/post{i}");
