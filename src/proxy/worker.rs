@@ -152,9 +152,13 @@ impl Drop for DrainWait<'_> {
 }
 
 /// A worker's free list of write and upstream-read buffers, so a request borrows them
-/// instead of allocating, and idle connections hold none.
+/// instead of allocating, and idle connections hold none. After a burst (thousands of
+/// requests in flight at once) the list would keep a buffer for each of them; buffers
+/// that sat unused through a whole housekeeping tick are freed, down to a floor.
 pub struct BufPool {
     free: RefCell<Vec<Vec<u8>>>,
+    /// The fewest buffers the list held since the last trim: that many went unused.
+    low_water: Cell<usize>,
 }
 
 impl BufPool {
@@ -163,18 +167,34 @@ impl BufPool {
     pub const BUFFER_BYTES: usize = 4 * 1024;
     /// Buffers kept per worker; beyond this they are freed.
     const MAX_FREE: usize = 1024;
+    /// Buffers a trim always leaves, for the next requests.
+    const KEEP: usize = 64;
 
     fn new() -> BufPool {
         BufPool {
             free: RefCell::new(Vec::new()),
+            low_water: Cell::new(0),
         }
     }
 
     pub fn take(&self) -> Vec<u8> {
-        self.free
-            .borrow_mut()
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(Self::BUFFER_BYTES))
+        let mut free = self.free.borrow_mut();
+        let buf = free.pop();
+        self.low_water.set(self.low_water.get().min(free.len()));
+        buf.unwrap_or_else(|| Vec::with_capacity(Self::BUFFER_BYTES))
+    }
+
+    /// Housekeeping: frees the buffers no request needed since the last trim (the
+    /// least recently used ones), keeping at least `KEEP`.
+    pub fn trim(&self) {
+        let mut free = self.free.borrow_mut();
+        let unused = self
+            .low_water
+            .get()
+            .min(free.len().saturating_sub(Self::KEEP));
+        // The bottom of the stack is what was pushed longest ago.
+        free.drain(..unused);
+        self.low_water.set(free.len());
     }
 
     /// Returns a buffer; one that grew far past the usual size is freed instead.
@@ -369,5 +389,29 @@ mod tests {
         let (lo, hi) = (clock.since_epoch(earlier), clock.since_epoch(later));
         assert!(hi - lo >= Duration::from_secs(10) && hi - lo < Duration::from_secs(11));
         assert!(lo < system() && system() < hi);
+    }
+    #[test]
+    fn buffers_left_over_from_a_burst_are_freed_after_an_unused_tick() {
+        let pool = BufPool::new();
+        // A burst: 300 requests in flight at once, then all done.
+        let burst: Vec<_> = (0..300).map(|_| pool.take()).collect();
+        for buf in burst {
+            pool.give(buf);
+        }
+        pool.trim();
+        assert_eq!(
+            pool.free.borrow().len(),
+            300,
+            "they were all in use this tick"
+        );
+        // Steady traffic needing 10 at a time keeps what it uses and the floor.
+        let some: Vec<_> = (0..10).map(|_| pool.take()).collect();
+        for buf in some {
+            pool.give(buf);
+        }
+        pool.trim();
+        assert_eq!(pool.free.borrow().len(), 64);
+        pool.trim();
+        assert_eq!(pool.free.borrow().len(), 64, "never below the floor");
     }
 }

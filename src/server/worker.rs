@@ -75,6 +75,7 @@ async fn main(
         }
         worker.idle.sweep(Instant::now(), worker.drain.fired());
         worker.clock.reanchor();
+        worker.buffers.trim();
         worker.plugins.recorder.tick();
         if let Some(log) = &worker.access_log {
             log.flush();
