@@ -469,6 +469,45 @@ fn unsolicited_bytes_on_an_idle_pooled_connection_never_answer_a_request() {
     assert_eq!(r.body_str(), "ok /post1", "{r:?}");
 }
 
+#[test]
+fn a_stray_response_moments_after_a_real_one_never_answers_the_next_get() {
+    // A few milliseconds after a clean exchange (well within one housekeeping tick) the
+    // upstream writes a whole unsolicited response on the pooled connection. The next GET,
+    // sent as soon as those bytes are there, must get its own answer: the gateway checks
+    // every pooled connection before reuse, not only those idle for a while.
+    let stray_sent = Arc::new(AtomicBool::new(false));
+    let flag = stray_sent.clone();
+    let o = RawOrigin::start(move |req| match req.target {
+        "/then-stray-soon" => {
+            if !req.ok() {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(5));
+            let written =
+                req.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nX-Evil: 1\r\n\r\nevil");
+            flag.store(true, Ordering::SeqCst);
+            written
+        }
+        _ => req.ok(),
+    });
+    let gw = gateway(&o.url(), "    retries: 0\n");
+    let mut c = gw.client();
+    for round in 0..3 {
+        stray_sent.store(false, Ordering::SeqCst);
+        assert_normal(&mut c, "/then-stray-soon");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !stray_sent.load(Ordering::SeqCst) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(1));
+        }
+        let path = format!("/next{round}");
+        let r = c.roundtrip(&get_req(&path, "a"));
+        assert!(
+            r.status == 200 && r.body_str() == format!("ok {path}") && r.header("x-evil").is_none(),
+            "GET {path} got the unsolicited response: {r:?}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // stalls past read_timeout
 //

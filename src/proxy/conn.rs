@@ -598,31 +598,23 @@ impl<S: ClientIo> Conn<S> {
                     passive_report(upstream, lease.target, outcome);
                 }
             };
-            let (mut upstream, reused) = match self
-                .checkout(
-                    addr,
-                    service,
-                    server_name,
-                    force_fresh,
-                    complete && exchange.idempotent && fresh_retry,
-                )
-                .await
-            {
-                Ok(checkout) => checkout,
-                Err(kind) => {
-                    report(Outcome::of_error(kind));
-                    if let Some(lease) = &lease {
-                        tried.push(lease.target as u32);
+            let (mut upstream, reused) =
+                match self.checkout(addr, service, server_name, force_fresh).await {
+                    Ok(checkout) => checkout,
+                    Err(kind) => {
+                        report(Outcome::of_error(kind));
+                        if let Some(lease) = &lease {
+                            tried.push(lease.target as u32);
+                        }
+                        // Nothing was sent: any method may try again.
+                        if retries_left > 0 {
+                            retries_left -= 1;
+                            self.worker.stats.upstream_retries.inc();
+                            continue;
+                        }
+                        return self.fail(kind).await;
                     }
-                    // Nothing was sent: any method may try again.
-                    if retries_left > 0 {
-                        retries_left -= 1;
-                        self.worker.stats.upstream_retries.inc();
-                        continue;
-                    }
-                    return self.fail(kind).await;
-                }
-            };
+                };
             let sent = Instant::now();
             let failure = match self
                 .send_request(&mut upstream, service, node.client_body_timeout, &mut body)
@@ -759,22 +751,14 @@ impl<S: ClientIo> Conn<S> {
         service: &Service,
         server_name: Option<&rustls::pki_types::ServerName<'static>>,
         fresh: bool,
-        replayable: bool,
     ) -> Result<(upstream::Stream, bool), ErrorKind> {
         if !fresh {
             let key = (addr, service.tls.as_ref().map_or(0, |t| t.pool_key));
-            while let Some((stream, idle_long)) =
-                self.worker.pool.take(key, self.worker.idle.coarse_now())
-            {
+            while let Some(stream) = self.worker.pool.take(key, self.worker.idle.coarse_now()) {
                 // A pooled connection that is readable was closed by the upstream, or
                 // carries bytes nobody asked for: either way it must not answer this
-                // request (a response read from it would be another's). The peek is a
-                // syscall, so it is skipped when it buys nothing: for a connection
-                // back in the pool within this tick (under load, nearly all of them;
-                // bytes arriving that soon would race the peek anyway) carrying a
-                // request that is replayed on a fresh connection if this one turns
-                // out closed.
-                if (idle_long || !replayable) && upstream::is_closed(&stream) {
+                // request (a response read from it would be another's).
+                if upstream::is_closed(&stream) {
                     continue;
                 }
                 self.worker.stats.upstream_reused.inc();

@@ -123,15 +123,13 @@ impl Pool {
         }
     }
 
-    /// Takes the most recently used live connection to `addr`, if any, and whether it
-    /// has been idle since before `now` (a coarse clock: false means it was pooled
-    /// within the current tick).
-    pub fn take(&self, addr: PoolKey, now: Instant) -> Option<(Stream, bool)> {
+    /// Takes the most recently used live connection to `addr`, if any.
+    pub fn take(&self, addr: PoolKey, now: Instant) -> Option<Stream> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         while let Some(entry) = list.pop() {
             if now.saturating_duration_since(entry.since) < self.idle_timeout {
-                return Some((entry.stream, entry.since < now));
+                return Some(entry.stream);
             }
             // Expired: dropping it closes it.
         }
@@ -209,9 +207,9 @@ pub async fn connect(
 }
 
 /// Whether the upstream has closed (or reset, or spoken out of turn on) an idle pooled
-/// connection: a non-blocking one-byte peek. Its syscall is the price of never sending a
-/// request that cannot be replayed on a dead connection, and of not reading an
-/// unsolicited response as the answer to the next request.
+/// connection: a non-blocking one-byte peek, made before every reuse. Its syscall is the
+/// price of never reading an unsolicited response as the answer to the next request, and
+/// of not sending a request that cannot be replayed on a dead connection.
 #[allow(unsafe_code)]
 pub fn is_closed(stream: &Stream) -> bool {
     let mut byte = 0u8;
