@@ -1,8 +1,11 @@
 //! Latency histograms and per-route counters, recorded by each worker in its own tables
 //! (no lock, no shared write per request) and folded into one process-wide table off the
-//! request path: every second, and at once when a reader asks (the Admin API's
-//! `/histograms` and `/metrics` request a flush and wait for the workers' answer, so
-//! what they show includes every request answered before the read).
+//! request path: every second, and at the next housekeeping tick when a reader asks (the
+//! Admin API's `/histograms` and `/metrics` request a flush and wait up to 500 ms for the
+//! workers' answer, so what they show includes every request answered before the read).
+//! A worker's tick never waits for the tables' lock: while another reader renders under
+//! it, the worker keeps its records and tries again at the next tick. Only the fold after
+//! a reload (once per reload per worker) takes the lock unconditionally.
 
 pub mod hgrm;
 pub mod prometheus;
@@ -349,10 +352,14 @@ fn fold(published: &mut Published, limit: usize, pending: Pending) {
         return;
     };
     let config = &snapshot.config;
-    for (index, (service, latencies)) in &pending.routes {
+    // Services take their labels before routes, so at the cardinality cap services keep
+    // their own histograms first.
+    for (service, latencies) in pending.routes.values() {
         published.overall.add(latencies);
         let label = published.scope_label(service_label(config, *service), limit, true);
         published.services.entry(label).or_default().add(latencies);
+    }
+    for (index, (_, latencies)) in &pending.routes {
         let label = published.scope_label(route_label(config, *index), limit, false);
         let service = config
             .routes

@@ -171,7 +171,7 @@ fn prometheus_text_escapes_labels_and_sums_buckets() {
 }
 
 #[test]
-fn a_worker_never_waits_for_a_reader_holding_the_tables() {
+fn a_workers_tick_never_waits_for_a_reader_holding_the_tables() {
     let observe = Arc::new(Observe::new(1, 100));
     let snap = snapshot(0);
     let worker = Recorder::new(observe.clone(), 0);
