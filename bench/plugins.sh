@@ -69,7 +69,7 @@ YAML
 log_dir=$work
 [ -d /dev/shm ] && [ -w /dev/shm ] && log_dir=$(mktemp -d /dev/shm/ringway-plugins.XXXXXX)
 log_file=$log_dir/access.log
-cleanup_log() { [ "$log_dir" != "$work" ] && rm -rf "$log_dir"; }
+cleanup_log() { if [ "$log_dir" != "$work" ]; then rm -rf "$log_dir"; fi; }
 trap 'cleanup_log; cleanup' EXIT INT TERM
 
 cat >"$work/observed.yaml" <<YAML
@@ -213,7 +213,7 @@ rate=$(( obs_rps / 4 / 100 * 100 ))
 oha_run() {
   "${pin_load[@]}" oha -q "$rate" --latency-correction -z "${duration}s" -c 32 --no-tui \
     --output-format json "http://127.0.0.1:$obs_port/plain/size/100" >"$work/oha.json" 2>"$work/oha.err" \
-    || { cat "$work/oha.err" >&2; exit 1; }
+    || { cat "$work/oha.err" >&2; return 1; }
   : >"$log_file"
   python3 -c "
 import json; o = json.load(open('$work/oha.json')); p = o['latencyPercentiles']
@@ -228,7 +228,7 @@ print('$1', *(round(p[k] * 1000, 3) for k in ('p50', 'p99', 'p99.9')))"
 # the tail with the real reader against the tail with the control.
 scraper() {  # scraper PATH,PATH: every 100 ms, each path once
   exec python3 -c '
-import http.client, sys, time
+import http.client, os, sys, time
 port, paths, out = int(sys.argv[1]), sys.argv[2].split(","), sys.argv[3]
 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
 n = 0
@@ -240,24 +240,31 @@ while True:
         if r.status != 200:
             print(f"scrape of {path} answered {r.status}", file=sys.stderr)
     n += 1
-    open(out, "w").write(str(n))
+    with open(out + ".tmp", "w") as f:
+        f.write(str(n))
+    os.replace(out + ".tmp", out)
     time.sleep(0.1)
 ' "$obs_admin_port" "$1" "$work/scrapes"
 }
-# with_reader PATHS NAME: the oha run while a reader asks for PATHS
+# with_reader PATHS NAME: the oha run while a reader asks for PATHS. The reader's output
+# goes nowhere (it must not hold the caller's command substitution open), and it is
+# stopped whatever the run's outcome, which is passed on.
 with_reader() {
+  local spid rc=0
   echo 0 >"$work/scrapes"
-  "${pin_load[@]}" bash -c "$(declare -f scraper); obs_admin_port=$obs_admin_port work=$work scraper $1" &
-  local spid=$!
-  oha_run "$2"
+  "${pin_load[@]}" bash -c "$(declare -f scraper); obs_admin_port=$obs_admin_port work=$work scraper $1" \
+    >/dev/null &
+  spid=$!
+  oha_run "$2" || rc=$?
   kill "$spid" 2>/dev/null; wait "$spid" 2>/dev/null || true
+  return "$rc"
 }
 echo "reading /metrics and /histograms under a fixed $rate req/s (oha -c 32, ${duration}s per run):" >&2
 scraped=()
 for round in $(seq 1 "$rounds"); do
-  quiet=$(oha_run quiet)
-  control=$(with_reader /status/ready,/status/ready control)
-  loaded=$(with_reader /metrics,/histograms scraped)
+  quiet=$(oha_run quiet) || exit 1
+  control=$(with_reader /status/ready,/status/ready control) || exit 1
+  loaded=$(with_reader /metrics,/histograms scraped) || exit 1
   scraped+=("$quiet $control $loaded $(cat "$work/scrapes")")
   echo "round $round: $quiet | $control | $loaded | $(cat "$work/scrapes") scrapes" >&2
 done
