@@ -193,3 +193,26 @@ fn a_workers_tick_never_waits_for_a_reader_holding_the_tables() {
     assert_eq!(published.overall.request.len(), 2);
     assert_eq!(published.routes["list"].request.len(), 2);
 }
+
+#[test]
+fn at_the_scope_cap_services_keep_their_histograms_before_routes() {
+    // label_limit 1: two scopes with histograms of their own. Two services, a route each:
+    // the services take them, both routes fold into `other`, and nothing is lost.
+    let yaml = "_format_version: \"3.0\"\nservices:\n- name: a\n  url: http://127.0.0.1:9\n  routes:\n  - {name: ra, paths: [/a]}\n- name: b\n  url: http://127.0.0.1:9\n  routes:\n  - {name: rb, paths: [/b]}\n";
+    let config = Config::from_bytes(yaml.as_bytes(), &Default::default()).unwrap();
+    let snap = Arc::new(Snapshot::new(config));
+    let observe = Arc::new(Observe::new(1, 1));
+    let r = Recorder::new(observe.clone(), 0);
+    for (route, service) in [(0, 0), (1, 1), (1, 1)] {
+        let mut s = sample(route, None, 200, 100);
+        s.service = service;
+        r.record(&snap, &s);
+    }
+    r.flush();
+    let published = observe.lock();
+    assert_eq!(published.services["a"].request.len(), 1);
+    assert_eq!(published.services["b"].request.len(), 2);
+    assert!(!published.routes.contains_key("ra") && !published.routes.contains_key("rb"));
+    assert_eq!(published.routes[OTHER].request.len(), 3);
+    assert_eq!(published.overall.request.len(), 3);
+}
