@@ -140,17 +140,7 @@ pub async fn serve<S: ClientIo>(
         connection: worker.stats.connections_accepted.get() as u32,
         requests: Default::default(),
     };
-    let mut conn = Conn {
-        worker,
-        client,
-        info,
-        rid: None,
-        tally: Tally::default(),
-        buf: Vec::with_capacity(HEAD_READ_SPACE),
-        out: Vec::new(),
-        ubuf: Vec::new(),
-        logged: String::new(),
-    };
+    let mut conn = Conn::new(worker, client, info);
     if let Some(upstream) = conn.run().await {
         // Boxed: the tunnel's state (two copy loops) would otherwise be part of every
         // connection's future, idle or not.
@@ -181,6 +171,20 @@ async fn tunnel<S: ClientIo>(client: S, upstream: upstream::Stream, pending: Vec
 }
 
 impl<S: ClientIo> Conn<S> {
+    fn new(worker: Rc<Worker>, client: S, info: ClientInfo) -> Conn<S> {
+        Conn {
+            worker,
+            client,
+            info,
+            rid: None,
+            tally: Tally::default(),
+            buf: Vec::with_capacity(HEAD_READ_SPACE),
+            out: Vec::new(),
+            ubuf: Vec::new(),
+            logged: String::new(),
+        }
+    }
+
     /// Serves requests; returns the upstream connection when the exchange became a tunnel.
     async fn run(&mut self) -> Option<upstream::Stream> {
         let mut first = true;
@@ -1281,25 +1285,7 @@ mod tests {
         use super::*;
         crate::proxy::worker::with_test_worker(|worker, addr| async move {
             let client = monoio::net::TcpStream::connect_addr(addr).await.unwrap();
-            let mut conn = Conn {
-                worker,
-                client,
-                info: ClientInfo {
-                    ip: String::new(),
-                    port: String::new(),
-                    trusted: false,
-                    https: false,
-                    local_ip: None,
-                    connection: 0,
-                    requests: Default::default(),
-                },
-                rid: None,
-                tally: Tally::default(),
-                buf: Vec::new(),
-                out: Vec::new(),
-                ubuf: Vec::new(),
-                logged: String::new(),
-            };
+            let mut conn = Conn::new(worker, client, ClientInfo::default());
             let future = conn.exchange(0, 0);
             let size = std::mem::size_of_val(&future);
             assert!(size <= 2304, "a request's future grew to {size} bytes");
