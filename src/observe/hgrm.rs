@@ -17,14 +17,9 @@ pub fn summary(h: &Hist) -> Value {
         });
     }
     // One scan of the counts for all five quantiles.
-    let mut q = [0u64; 5];
-    for (slot, value) in q
-        .iter_mut()
-        .zip(h.value_at_quantiles([0.5, 0.9, 0.99, 0.999, 0.9999]))
-    {
-        *slot = value;
-    }
-    let [p50, p90, p99, p999, p9999] = q;
+    let mut q = h.value_at_quantiles([0.5, 0.9, 0.99, 0.999, 0.9999]);
+    let mut next = || q.next().unwrap_or_default();
+    let (p50, p90, p99, p999, p9999) = (next(), next(), next(), next(), next());
     json!({
         "count": h.len(),
         "min": h.min(),

@@ -317,15 +317,11 @@ impl Recorder {
         if wanted > self.answered.get() || due {
             // Never wait for a reader rendering /metrics or /histograms under the lock:
             // the records stay pending and the next tick tries again.
-            let mut published = match self.observe.published.try_lock() {
-                Ok(published) => published,
-                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            match self.observe.published.try_lock() {
+                Ok(mut published) => self.fold_into(&mut published),
+                Err(std::sync::TryLockError::Poisoned(e)) => self.fold_into(&mut e.into_inner()),
                 Err(std::sync::TryLockError::WouldBlock) => return,
-            };
-            let taken = std::mem::take(&mut *self.pending.borrow_mut());
-            self.pending.borrow_mut().last_flush = Some(Instant::now());
-            fold(&mut published, self.observe.label_limit, taken);
-            drop(published);
+            }
             self.answered.set(wanted);
             if let Some(slot) = self.observe.answered.get(self.worker) {
                 slot.store(wanted, Ordering::Release);
@@ -336,9 +332,13 @@ impl Recorder {
     /// Moves this worker's records into the shared tables (off the request path:
     /// housekeeping, or once after a reload).
     pub fn flush(&self) {
+        self.fold_into(&mut self.observe.lock());
+    }
+
+    fn fold_into(&self, published: &mut Published) {
         let taken = std::mem::take(&mut *self.pending.borrow_mut());
         self.pending.borrow_mut().last_flush = Some(Instant::now());
-        fold(&mut self.observe.lock(), self.observe.label_limit, taken);
+        fold(published, self.observe.label_limit, taken);
     }
 }
 
