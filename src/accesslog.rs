@@ -252,11 +252,11 @@ mod tests {
         }
         assert_eq!(batcher.log.dropped.load(Ordering::Relaxed), 4);
     }
+
     #[test]
     fn written_batches_come_back_for_reuse() {
-        let dir = std::env::temp_dir().join(format!("ringway-accesslog-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("access.log");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
         let log = start(&AccessLog::File(path.clone()), Arc::default()).unwrap();
         let batcher = Batcher::new(log.clone());
         batcher.push(&entry());
@@ -269,6 +269,5 @@ mod tests {
         assert!(back.is_empty() && back.capacity() >= BATCH_BYTES);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 1, "{text}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

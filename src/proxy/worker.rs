@@ -390,6 +390,7 @@ mod tests {
         assert!(hi - lo >= Duration::from_secs(10) && hi - lo < Duration::from_secs(11));
         assert!(lo < system() && system() < hi);
     }
+
     #[test]
     fn buffers_left_over_from_a_burst_are_freed_after_an_unused_tick() {
         let pool = BufPool::new();
