@@ -11,11 +11,13 @@ require() {
 }
 
 work=$(mktemp -d "/tmp/ringway-$NAME.XXXXXX")
+# Scratch directories removed on exit; a script adds its own (say, one on tmpfs).
+scratch=("$work")
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$work"
+  rm -rf "${scratch[@]}"
 }
 trap cleanup EXIT INT TERM
 

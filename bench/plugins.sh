@@ -67,10 +67,11 @@ YAML
 # run: at ~10 MB/s of lines a disk's writeback (kernel threads on either core, I/O
 # pressure on the whole machine) would otherwise be measured along with the proxy.
 log_dir=$work
-[ -d /dev/shm ] && [ -w /dev/shm ] && log_dir=$(mktemp -d /dev/shm/ringway-plugins.XXXXXX)
+if [ -d /dev/shm ] && [ -w /dev/shm ]; then
+  log_dir=$(mktemp -d /dev/shm/ringway-plugins.XXXXXX)
+  scratch+=("$log_dir")
+fi
 log_file=$log_dir/access.log
-cleanup_log() { if [ "$log_dir" != "$work" ]; then rm -rf "$log_dir"; fi; }
-trap 'cleanup_log; cleanup' EXIT INT TERM
 
 cat >"$work/observed.yaml" <<YAML
 _format_version: "3.0"
