@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the per-request hot units, each beside a naive baseline:
-//! parsing a request head, choosing a route, and writing the response head.
+//! parsing a request head, choosing a route, writing the response head, and writing an
+//! access-log line.
 //!
 //! Run with `cargo bench --bench hot_path`. The baselines are what a straightforward
 //! implementation would do (owned strings, maps, a search per request); they show what
@@ -7,8 +8,10 @@
 
 use std::collections::HashMap;
 use std::hint::black_box;
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use ringway::accesslog::Entry;
 use ringway::config::{Config, NodeOverrides};
 use ringway::http::{framing, HeadScanner, HeadStatus};
 use ringway::proxy::request::{prepare, ClientInfo};
@@ -218,5 +221,85 @@ fn head_writer(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse, route, head_writer);
+/// One access-log line, as a worker appends it to its batch.
+fn access_log_line(c: &mut Criterion) {
+    let entry = Entry {
+        time: Duration::from_millis(1_795_996_800_123),
+        client_ip: "127.0.0.1",
+        method: "GET",
+        path: "/plain/size/100",
+        status: 200,
+        request_us: 187,
+        upstream_us: Some(142),
+        proxy_us: 31,
+        service: Some("origin"),
+        route: Some("plain"),
+        upstream: Some("127.0.0.1:8080"),
+        consumer: None,
+        request_id: Some("6f1c3a52-8d0e-4b7a-9c55-2e4f0a1b7d93"),
+        bytes_in: 112,
+        bytes_out: 287,
+    };
+    let mut group = c.benchmark_group("access_log_line");
+    group.bench_function("ringway (Entry::write into a batch)", |b| {
+        let mut out = Vec::with_capacity(64 * 1024);
+        b.iter(|| {
+            if out.len() > 60 * 1024 {
+                out.clear();
+            }
+            black_box(&entry).write(&mut out);
+        })
+    });
+    // The usual way: a derived `Serialize` and serde_json (the time handed to it already
+    // formatted, which favours it).
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        time: &'a str,
+        client_ip: &'a str,
+        method: &'a str,
+        path: &'a str,
+        status: u16,
+        request_us: u64,
+        upstream_us: Option<u64>,
+        proxy_us: u64,
+        service: Option<&'a str>,
+        route: Option<&'a str>,
+        upstream: Option<&'a str>,
+        consumer: Option<&'a str>,
+        request_id: Option<&'a str>,
+        bytes_in: u64,
+        bytes_out: u64,
+    }
+    group.bench_function("serde_json (derived Serialize)", |b| {
+        let mut out = Vec::with_capacity(64 * 1024);
+        b.iter(|| {
+            if out.len() > 60 * 1024 {
+                out.clear();
+            }
+            let e = black_box(&entry);
+            let line = Line {
+                time: "2026-11-29T00:00:00.123Z",
+                client_ip: e.client_ip,
+                method: e.method,
+                path: e.path,
+                status: e.status,
+                request_us: e.request_us,
+                upstream_us: e.upstream_us,
+                proxy_us: e.proxy_us,
+                service: e.service,
+                route: e.route,
+                upstream: e.upstream,
+                consumer: e.consumer,
+                request_id: e.request_id,
+                bytes_in: e.bytes_in,
+                bytes_out: e.bytes_out,
+            };
+            serde_json::to_writer(&mut out, &line).unwrap();
+            out.push(b'\n');
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parse, route, head_writer, access_log_line);
 criterion_main!(benches);
