@@ -68,21 +68,8 @@ pub fn write_date(out: &mut Vec<u8>) {
 }
 
 /// Appends a decimal number without allocating.
-pub fn write_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // A few bytes: pushed one by one rather than through a `memcpy` call.
-    for &digit in &digits[i..] {
-        out.push(digit);
-    }
+pub fn write_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Appends `s` as a JSON string literal.
