@@ -1180,18 +1180,20 @@ impl<S: ClientIo> Conn<S> {
 /// the access log: written into the connection's reused `line`, method first; returns
 /// where the path starts.
 fn request_line(head: &[u8], line: &mut String) -> usize {
-    let first = head.split(|&b| b == b'\n').next().unwrap_or_default();
-    let mut parts = first.split(|&b| b == b' ');
+    // The head parsed: `METHOD SP target SP version`, the method a token.
+    let first = &head[..memchr::memchr(b'\n', head).unwrap_or(head.len())];
+    let method_end = memchr::memchr(b' ', first).unwrap_or(first.len());
+    let rest = first.get(method_end + 1..).unwrap_or_default();
+    let target = &rest[..memchr::memchr(b' ', rest).unwrap_or(rest.len())];
+    let path = &target[..memchr::memchr(b'?', target).unwrap_or(target.len())];
     // Nearly always ASCII: the plain check first, the lossy conversion only for others.
     let push = |line: &mut String, bytes: &[u8]| match std::str::from_utf8(bytes) {
         Ok(text) => line.push_str(text),
         Err(_) => line.push_str(&String::from_utf8_lossy(bytes)),
     };
     line.clear();
-    push(line, parts.next().unwrap_or_default());
+    push(line, &first[..method_end]);
     let split = line.len();
-    let target = parts.next().unwrap_or_default();
-    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
     push(line, path);
     split
 }
@@ -1290,5 +1292,27 @@ mod tests {
             let size = std::mem::size_of_val(&future);
             assert!(size <= 2304, "a request's future grew to {size} bytes");
         });
+    }
+
+    /// The access log's method and path: the query dropped (it may carry a token), bytes
+    /// that are not UTF-8 replaced rather than refused.
+    #[test]
+    fn logged_request_line() {
+        let mut line = String::new();
+        let cases: [(&[u8], &str, &str); 5] = [
+            (b"GET /a/b HTTP/1.1\r\nHost: x\r\n\r\n", "GET", "/a/b"),
+            (
+                b"POST /login?jwt=secret&x=1 HTTP/1.1\r\n\r\n",
+                "POST",
+                "/login",
+            ),
+            (b"OPTIONS * HTTP/1.1\r\n\r\n", "OPTIONS", "*"),
+            (b"GET /?only=query HTTP/1.1\r\n\r\n", "GET", "/"),
+            (b"GET /caf\xe9 HTTP/1.1\r\n\r\n", "GET", "/caf\u{fffd}"),
+        ];
+        for (head, method, path) in cases {
+            let split = super::request_line(head, &mut line);
+            assert_eq!(line.split_at(split), (method, path), "{head:?}");
+        }
     }
 }
