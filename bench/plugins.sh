@@ -4,8 +4,9 @@
 # ratios within the pairs over rounds.
 # It measures `jwt` (HS256, a token on every request), `rate-limiting` (limit_by ip, a
 # limit high enough never to refuse, so every request goes through the bucket check), and
-# observability: a second ringway with `prometheus` (every flag on), `correlation-id`
-# and the access log (to a file) against the plain route of the first.
+# observability: a second ringway with `prometheus` (every flag on) and `correlation-id`
+# (a generated UUID, echoed), and a third with the access log (to a file) on as well,
+# each against the plain route of the first.
 # Then, when oha is installed (scripts/bench-setup.sh), the observed gateway at a fixed
 # rate (a quarter of its throughput above): quiet, with a control reader (/status/ready),
 # and with a reader fetching /metrics and /histograms every 100 ms (each read waits for
@@ -38,6 +39,7 @@ $build && cargo build --release --bins >&2
 
 up_port=$(free_port); rw_port=$(free_port); admin_port=$(free_port)
 obs_port=$(free_port); obs_admin_port=$(free_port)
+met_port=$(free_port); met_admin_port=$(free_port)
 
 cat >"$work/ringway.yaml" <<YAML
 _format_version: "3.0"
@@ -73,10 +75,8 @@ if [ -d /dev/shm ] && [ -w /dev/shm ]; then
 fi
 log_file=$log_dir/access.log
 
-cat >"$work/observed.yaml" <<YAML
+cat >"$work/metrics.yaml" <<YAML
 _format_version: "3.0"
-ringway:
-  access_log: $log_file
 services:
   - name: origin
     url: http://127.0.0.1:$up_port
@@ -89,6 +89,9 @@ plugins:
   - name: correlation-id
     config: {header_name: X-Request-ID, generator: uuid, echo_downstream: true}
 YAML
+# The same, and the access log.
+{ printf '_format_version: "3.0"\nringway:\n  access_log: %s\n' "$log_file"
+  sed 1d "$work/metrics.yaml"; } >"$work/observed.yaml"
 
 timeout 600 "${pin_load[@]}" target/release/ringway-upstream --listen "127.0.0.1:$up_port" >/dev/null &
 pids+=($!)
@@ -102,14 +105,22 @@ pids+=($rw_pid)
   --admin-listen "127.0.0.1:$obs_admin_port" --workers 1 --data-dir "$work/data-observed" --log-level warn &
 obs_pid=$!
 pids+=($obs_pid)
-for port in $admin_port $obs_admin_port; do
+"${pin_proxy[@]}" target/release/ringway run -c "$work/metrics.yaml" --proxy-listen "127.0.0.1:$met_port" \
+  --admin-listen "127.0.0.1:$met_admin_port" --workers 1 --data-dir "$work/data-metrics" --log-level warn &
+met_pid=$!
+pids+=($met_pid)
+for port in $admin_port $obs_admin_port $met_admin_port; do
   for _ in $(seq 1 100); do
     curl -fsS "http://127.0.0.1:$port/status/ready" >/dev/null 2>&1 && break
     sleep 0.1
   done
 done
-curl -s -D - -o /dev/null "http://127.0.0.1:$obs_port/plain/size/100" | grep -qi '^X-Request-ID' \
-  || { echo "plugins.sh: the observed gateway did not echo a request ID" >&2; exit 1; }
+for port in $obs_port $met_port; do
+  curl -s -D - -o /dev/null "http://127.0.0.1:$port/plain/size/100" | grep -qi '^X-Request-ID' \
+    || { echo "plugins.sh: the observed gateway did not echo a request ID" >&2; exit 1; }
+done
+for _ in $(seq 1 50); do [ -s "$log_file" ] && break; sleep 0.1; done
+[ -s "$log_file" ] || { echo "plugins.sh: the access log stayed empty" >&2; exit 1; }
 
 token=$(target/release/ringway jwt sign --secret bench-secret-0123456789 --key bench --ttl 86400 --claim sub=user123)
 auth="Authorization: Bearer $token"
@@ -128,7 +139,10 @@ ticks() { awk '{print $14 + $15, $14}' "/proc/$1/stat"; }
 # run NAME PATH [HEADER]: prints "name req/s cpu_us_per_req user_cpu_us_per_req"
 run() {
   local name=$1 path=$2 header=${3:-} t0 t1 out reqs port=$rw_port pid=$rw_pid
-  if [ "$name" = observability ]; then port=$obs_port; pid=$obs_pid; fi
+  case $name in
+    observability) port=$obs_port; pid=$obs_pid ;;
+    metrics) port=$met_port; pid=$met_pid ;;
+  esac
   t0=$(ticks "$pid")
   if [ -n "$header" ]; then
     out=$("${pin_load[@]}" wrk -t1 -c64 -d"${duration}s" -H "$header" "http://127.0.0.1:$port$path")
@@ -146,24 +160,27 @@ print('$name', round(r/d), round((t1[0]-t0[0])/hz*1e6/r, 2), round((t1[1]-t0[1])
 "${pin_load[@]}" wrk -t1 -c64 -d2s "http://127.0.0.1:$rw_port/plain/size/100" >/dev/null
 "${pin_load[@]}" wrk -t1 -c64 -d2s -H "$auth" "http://127.0.0.1:$rw_port/jwt/size/100" >/dev/null
 "${pin_load[@]}" wrk -t1 -c64 -d2s "http://127.0.0.1:$obs_port/plain/size/100" >/dev/null
+"${pin_load[@]}" wrk -t1 -c64 -d2s "http://127.0.0.1:$met_port/plain/size/100" >/dev/null
+: >"$log_file"
 # Each plugin run is paired with a plain run right beside it (which goes first alternates
 # by round, and the plugin order rotates), and the figure is the median over rounds of the
 # ratio within each pair: whatever drifts on a shared machine (another tenant, frequency)
 # moves both halves of a pair together instead of landing on one scenario.
-scenarios=(jwt rate-limiting observability)
+scenarios=(jwt rate-limiting metrics observability)
 measure() {
   case $1 in
     plain) run plain /plain/size/100 ;;
     jwt) run jwt /jwt/size/100 "$auth" ;;
     rate-limiting) run rate-limiting /limited/size/100 ;;
+    metrics) run metrics /plain/size/100 ;;
     observability) run observability /plain/size/100 ;;
   esac
 }
 pairs=()
 for round in $(seq 1 "$rounds"); do
   line="round $round:"
-  for i in 0 1 2; do
-    name=${scenarios[$(((i + round) % 3))]}
+  for i in "${!scenarios[@]}"; do
+    name=${scenarios[$(((i + round) % ${#scenarios[@]}))]}
     if [ $((round % 2)) = 0 ]; then
       a=$(measure plain); b=$(measure "$name")
     else
@@ -177,6 +194,9 @@ done
 printf '%s\n' "${pairs[@]}" | python3 -c '
 import sys, statistics
 med = statistics.median
+names = (("jwt", "jwt"), ("rate-limiting", "rate-limiting"),
+         ("metrics", "prometheus + correlation-id"),
+         ("observability", "prometheus + correlation-id + access log"))
 plain, rows = [], {}
 for line in sys.stdin:
     _, prps, pcpu, puser, name, rps, cpu, user = line.split()
@@ -186,15 +206,15 @@ for line in sys.stdin:
 print("| route | req/s | CPU us/req | user CPU us/req | throughput / plain (min-max) | CPU / plain | user CPU added, us/req |")
 print("|---|---|---|---|---|---|---|")
 print(f"| plain | {med(r for r, _, _ in plain):,.0f} | {med(c for _, c, _ in plain):.2f} | {med(u for _, _, u in plain):.2f} | | | |")
-for n in ("jwt", "rate-limiting", "observability"):
+for n, label in names:
     v = rows[n]
     t = [x[3] for x in v]
-    print(f"| {n} | {med(x[0] for x in v):,.0f} | {med(x[1] for x in v):.2f} | {med(x[2] for x in v):.2f} "
+    print(f"| {label} | {med(x[0] for x in v):,.0f} | {med(x[1] for x in v):.2f} | {med(x[2] for x in v):.2f} "
           f"| {med(t):.3f} ({min(t):.3f}-{max(t):.3f}) | {med(x[4] for x in v):.3f} | {med(x[5] for x in v):+.2f} |")
 print("(medians over rounds; ratios and the added user CPU are taken within each pair, then the median)")
-for n in ("jwt", "rate-limiting", "observability"):
+for n, label in names:
     v = rows[n]
-    print(f"- {n} / plain throughput: **{med(x[3] for x in v):.3f}x**; CPU per request: "
+    print(f"- {label} / plain throughput: **{med(x[3] for x in v):.3f}x**; CPU per request: "
           f"{med(x[4] for x in v):.3f}x; user-space CPU added: {med(x[5] for x in v):+.2f} us/req")
 '
 
