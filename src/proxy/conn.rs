@@ -758,13 +758,7 @@ impl<S: ClientIo> Conn<S> {
     ) -> Result<(upstream::Stream, bool), ErrorKind> {
         if !fresh {
             let key = (addr, service.tls.as_ref().map_or(0, |t| t.pool_key));
-            while let Some(stream) = self.worker.pool.take(key, self.worker.idle.coarse_now()) {
-                // A pooled connection that is readable was closed by the upstream, or
-                // carries bytes nobody asked for: either way it must not answer this
-                // request (a response read from it would be another's).
-                if upstream::is_closed(&stream) {
-                    continue;
-                }
+            if let Some(stream) = self.worker.pool.take(key, self.worker.idle.coarse_now()) {
                 self.worker.stats.upstream_reused.inc();
                 return Ok((stream, true));
             }

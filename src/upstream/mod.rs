@@ -123,15 +123,19 @@ impl Pool {
         }
     }
 
-    /// Takes the most recently used live connection to `addr`, if any.
+    /// Takes the most recently used live connection to `addr`, if any. One the upstream
+    /// closed, reset or wrote to while it sat idle is closed instead: a response read
+    /// from it would be another request's.
     pub fn take(&self, addr: PoolKey, now: Instant) -> Option<Stream> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         while let Some(entry) = list.pop() {
-            if now.saturating_duration_since(entry.since) < self.idle_timeout {
+            // Expired or dead: dropping it closes it.
+            if now.saturating_duration_since(entry.since) < self.idle_timeout
+                && !is_closed(&entry.stream)
+            {
                 return Some(entry.stream);
             }
-            // Expired: dropping it closes it.
         }
         None
     }
@@ -211,7 +215,7 @@ pub async fn connect(
 /// price of never reading an unsolicited response as the answer to the next request, and
 /// of not sending a request that cannot be replayed on a dead connection.
 #[allow(unsafe_code)]
-pub fn is_closed(stream: &Stream) -> bool {
+fn is_closed(stream: &Stream) -> bool {
     let mut byte = 0u8;
     // SAFETY: the descriptor belongs to `stream`, which outlives the call and has no
     // operation in flight (it was idle in the pool); the buffer is one valid local byte,
@@ -231,3 +235,6 @@ pub fn is_closed(stream: &Stream) -> bool {
     // 0: the upstream closed; > 0: bytes nobody asked for, the connection is out of step.
     true
 }
+
+#[cfg(test)]
+mod tests;
