@@ -640,3 +640,85 @@ fn connect_refused_gives_502_fast_and_other_services_keep_working() {
         "the live service's connection is pooled"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// the client connection after a generated upstream failure
+
+/// A gateway with a service nobody listens for (`/dead`) beside a live one.
+fn dead_and_live(o: &RawOrigin) -> Gateway {
+    Gateway::start(&format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: dead\n    url: http://127.0.0.1:{}\n    routes:\n      - name: dead\n        paths: [\"/dead\"]\n  - name: live\n    url: {}\n    routes:\n      - name: live\n        paths: [\"/\"]\n",
+        closed_port(),
+        o.url()
+    ))
+}
+
+#[test]
+fn a_502_honours_connection_close_and_http_1_0() {
+    let o = RawOrigin::start(|req| req.ok());
+    let gw = dead_and_live(&o);
+    // `Connection: close`, with a request pipelined behind it: answered with `Connection:
+    // close`, then closed; the second request never reaches any upstream.
+    let mut c = gw.client();
+    c.send(b"GET /dead HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET /after HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let r = c.read_response().unwrap();
+    assert_kong_json(&r, 502, BAD_GATEWAY);
+    assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+    assert!(
+        c.closed_within(Duration::from_secs(5)),
+        "still open after Connection: close"
+    );
+    // HTTP/1.0 without keep-alive.
+    let mut c = gw.client();
+    c.send(b"GET /dead HTTP/1.0\r\n\r\n").unwrap();
+    let r = c.read_response().unwrap();
+    assert_eq!(r.status, 502, "{r:?}");
+    assert!(
+        c.closed_within(Duration::from_secs(5)),
+        "HTTP/1.0 connection kept"
+    );
+    assert_eq!(
+        o.connections(),
+        0,
+        "a request reached the live upstream: {:?}",
+        o.seen()
+    );
+}
+
+#[test]
+fn a_502_before_the_request_body_was_read_closes_the_connection() {
+    let o = RawOrigin::start(|req| req.ok());
+    let gw = dead_and_live(&o);
+    let mut c = gw.client();
+    // Half of the body now; the rest (which looks like a request) after the answer.
+    c.send(b"POST /dead HTTP/1.1\r\nHost: a\r\nContent-Length: 40\r\n\r\n0123456789")
+        .unwrap();
+    let r = c.read_response().unwrap();
+    assert_kong_json(&r, 502, BAD_GATEWAY);
+    assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+    let _ = c.send(b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(
+        c.closed_within(Duration::from_secs(5)),
+        "kept open with body unread"
+    );
+    assert_eq!(
+        o.connections(),
+        0,
+        "the unread body reached an upstream: {:?}",
+        o.seen()
+    );
+}
+
+#[test]
+fn a_502_to_head_has_no_body() {
+    let o = RawOrigin::start(|req| req.ok());
+    let gw = dead_and_live(&o);
+    let mut c = gw.client();
+    c.send(b"HEAD /dead HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let r = c.read_head_response().unwrap();
+    assert_eq!(r.status, 502, "{r:?}");
+    assert!(r.body.is_empty(), "{r:?}");
+    // The next response on the connection is read from where it starts.
+    assert_normal(&mut c, "/next");
+}

@@ -526,9 +526,6 @@ impl<S: ClientIo> Conn<S> {
         let service = &snapshot.config.services[exchange.service];
         let node = &snapshot.config.node;
         let balanced = service.balancer.map(|i| (i, &snapshot.config.upstreams[i]));
-        if balanced.is_none() && service.addr.is_none() {
-            return self.fail(ErrorKind::NameResolution).await;
-        }
 
         // Move body bytes that arrived with the head behind the upstream head.
         let mut body = match exchange.framing.body {
@@ -539,6 +536,9 @@ impl<S: ClientIo> Conn<S> {
         if let Err(kind) = self.take_buffered_body(&mut body) {
             // Nothing has reached the upstream yet.
             return self.fail_close(kind).await;
+        }
+        if balanced.is_none() && service.addr.is_none() {
+            return self.fail(ErrorKind::NameResolution, &exchange, &body).await;
         }
         let complete = matches!(body, RequestBody::Done);
         if !complete && exchange.framing.expect_continue {
@@ -573,7 +573,9 @@ impl<S: ClientIo> Conn<S> {
                         ),
                     };
                     let Some(lease) = lease else {
-                        return self.fail(ErrorKind::NoHealthyTarget).await;
+                        return self
+                            .fail(ErrorKind::NoHealthyTarget, &exchange, &body)
+                            .await;
                     };
                     let target = &upstream.targets[lease.target];
                     match balance.and_then(|b| b.host_at) {
@@ -616,7 +618,7 @@ impl<S: ClientIo> Conn<S> {
                             self.worker.stats.upstream_retries.inc();
                             continue;
                         }
-                        return self.fail(kind).await;
+                        return self.fail(kind, &exchange, &body).await;
                     }
                 };
             let sent = Instant::now();
@@ -699,14 +701,19 @@ impl<S: ClientIo> Conn<S> {
                 self.worker.stats.upstream_retries.inc();
                 continue;
             }
-            return self.fail(failure).await;
+            return self.fail(failure, &exchange, &body).await;
         }
     }
 
-    /// Answers an upstream-side failure; the connection continues when it can.
-    async fn fail(&mut self, kind: ErrorKind) -> Next {
-        let keep = !self.worker.drain.fired();
-        if self.answer(kind, !keep, false).await {
+    /// Answers an upstream-side failure. The connection continues only when the client
+    /// asked for that (HTTP/1.1 without `Connection: close`, or 1.0 with keep-alive) and
+    /// none of the request's body is left unread: unread body bytes would be read as the
+    /// next request.
+    async fn fail(&mut self, kind: ErrorKind, exchange: &Exchange, body: &RequestBody) -> Next {
+        let keep = exchange.framing.keep_alive
+            && matches!(body, RequestBody::Done)
+            && !self.worker.drain.fired();
+        if self.answer(kind, !keep, exchange.head).await {
             Next::KeepAlive
         } else {
             Next::Close
