@@ -231,7 +231,7 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
                 "plugins",
                 &config.plugins[i].id.clone(),
             ),
-            None => not_found(),
+            None => Reply::empty(204),
         },
         (
             "GET",
@@ -282,7 +282,7 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
                 "services",
                 &config.services[i].id.clone(),
             ),
-            None => not_found(),
+            None => Reply::empty(204),
         },
         ("GET", ["services", s, "routes"]) => match find_service(config, s) {
             Some(i) => list(
@@ -333,7 +333,7 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
                 "routes",
                 &config.routes[i].id.clone(),
             ),
-            None => not_found(),
+            None => Reply::empty(204),
         },
 
         ("GET", ["consumer_groups"]) => list(
@@ -351,7 +351,7 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
                 "consumer_groups",
                 &config.consumer_groups[i].id.clone(),
             ),
-            None => not_found(),
+            None => Reply::empty(204),
         },
         ("GET", ["certificates"]) => list(
             (0..config.certificates.len()).map(|i| certificate_json(config, i)),
@@ -386,7 +386,7 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
                 "certificates",
                 &config.certificates[i].id.clone(),
             ),
-            None => not_found(),
+            None => Reply::empty(204),
         },
         ("GET", ["certificates", c, "snis"]) => match find_certificate(config, c) {
             Some(i) => list(
@@ -414,7 +414,7 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
                 "snis",
                 &config.snis[i].id.clone(),
             ),
-            None => not_found(),
+            None => Reply::empty(204),
         },
         // Group membership, as Kong Enterprise exposes it from both sides.
         ("GET", ["consumer_groups", g, "consumers"]) => match find_group(config, g) {
@@ -987,7 +987,12 @@ fn update_consumer(control: &Control, config: &Config, key: &str, body: Body, pu
             if !crate::config::is_uuid(key) {
                 body.insert("username".into(), key.into());
             }
-            return create_consumer(control, config, body);
+            // Kong answers a PUT 200 whether it created or replaced.
+            let mut reply = create_consumer(control, config, body);
+            if reply.status == 201 {
+                reply.status = 200;
+            }
+            return reply;
         }
         return not_found();
     };
@@ -1020,7 +1025,8 @@ fn delete_consumer(control: &Control, config: &Config, key: &str) -> Reply {
             "consumers",
             &config.consumers[i].id.clone(),
         ),
-        None => not_found(),
+        // As Kong: deleting what is not there is not an error.
+        None => Reply::empty(204),
     }
 }
 
