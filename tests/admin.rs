@@ -909,6 +909,41 @@ fn post_config_replaces_the_file_layer_with_a_backup() {
     let r = admin_form(&gw, "POST", "/config", &[("config", &fresh_config(&o))]);
     assert_eq!(r.status, 201, "POST /config with config= form: {r:?}");
     assert_eq!(gw.get("/fresh/a").status, 200);
+    // What `GET /config` answers as JSON goes back as it is, and Kong's JSON shape (the
+    // YAML as a string under `config`) is read too.
+    let r = admin_json(&gw, "POST", "/config", &json!({ "config": json_cfg }));
+    assert_eq!(
+        r.status, 201,
+        "POST /config with {{\"config\": {{...}}}}: {r:?}"
+    );
+    assert_eq!(gw.get("/json/a").status, 200);
+    let exported = http_request(
+        gw.admin_addr(),
+        "GET",
+        "/config",
+        &[("Accept", "application/json")],
+        None,
+    );
+    let r = http_request(
+        gw.admin_addr(),
+        "POST",
+        "/config",
+        &[],
+        Some(("application/json", exported.body.as_slice())),
+    );
+    assert_eq!(r.status, 201, "GET /config's JSON posted back: {r:?}");
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/config",
+        &json!({ "config": fresh_config(&o) }),
+    );
+    assert_eq!(
+        r.status, 201,
+        "POST /config with Kong's {{\"config\": \"<yaml>\"}}: {r:?}"
+    );
+    assert_eq!(gw.get("/fresh/a").status, 200);
+    assert_eq!(gw.get("/json/a").status, 404);
 
     // a file consumer colliding with an Admin consumer is refused with 409
     let colliding = format!("{}consumers:\n  - username: keeper\n", fresh_config(&o));

@@ -1436,8 +1436,20 @@ fn post_config(control: &Control, request: &Request<'_>) -> Reply {
                 Err(reply) => return reply,
             }
         }
-        // YAML is a superset of JSON: both go to the same loader.
-        _ => request.body.to_vec(),
+        // YAML is a superset of JSON: both go to the same loader. A JSON object whose
+        // only key is `config` is what `GET /config` answers (and Kong's shape, with the
+        // YAML as a string): what it wraps is the config. A config itself always has
+        // `_format_version`, so nothing else looks like it.
+        _ => match serde_json::from_slice::<serde_json::Map<String, Value>>(request.body) {
+            Ok(mut object) if object.len() == 1 && object.contains_key("config") => {
+                match object.remove("config") {
+                    Some(Value::String(text)) => text.into_bytes(),
+                    Some(other) => serde_json::to_vec(&other).unwrap_or_default(),
+                    None => Vec::new(),
+                }
+            }
+            _ => request.body.to_vec(),
+        },
     };
     match control.replace_file(bytes) {
         Ok(hash) => Reply::json(201, &json!({ "configuration_hash": hash })),
