@@ -2200,7 +2200,7 @@ plugins:
         200,
         "the first request is within minute: 1"
     );
-    let cases: [(&str, Headers, u16, &str); 6] = [
+    let cases: [(&str, Headers, u16, &str); 8] = [
         (
             "/nowhere",
             vec![],
@@ -2226,6 +2226,14 @@ plugins:
             vec![("X-Request-ID", "mine-2")],
             401,
             "Unauthorized",
+        ),
+        // Refused before routing: a path that climbs above the root, a bad escape.
+        ("/../x", vec![], 400, "Bad request"),
+        (
+            "/api/%zz",
+            vec![("X-Request-ID", "mine-3")],
+            400,
+            "Bad request",
         ),
     ];
     for (path, headers, status, message) in cases {

@@ -208,8 +208,23 @@ pub fn prepare(
         return Err(Reject::fatal(ErrorKind::BadRequest));
     };
     let headers: &[Header<'_>] = request.headers;
-    let framing = framing::request(version, headers).map_err(Reject::fatal)?;
+    let config = &snapshot.config;
     let is_head = method == "HEAD";
+    // The head parsed: a global correlation-id gives the request its ID even when it is
+    // refused before routing (the ID is in the error body and echoed).
+    let global_id = || {
+        config
+            .global_chain
+            .correlation_id
+            .as_ref()
+            .and_then(|c| request_id(c, headers, client, state))
+    };
+    let refused = |kind| Reject {
+        head: is_head,
+        request_id: global_id(),
+        ..Reject::fatal(kind)
+    };
+    let framing = framing::request(version, headers).map_err(refused)?;
     let has_body = framing.body != BodyKind::None;
     // A rejected request with a body unread cannot be followed by another on this
     // connection, so those answers close it.
@@ -223,7 +238,7 @@ pub fn prepare(
     };
 
     let (authority, path_and_query) =
-        split_target(target).ok_or(Reject::fatal(ErrorKind::BadRequest))?;
+        split_target(target).ok_or_else(|| refused(ErrorKind::BadRequest))?;
     let host = authority.or_else(|| {
         framing
             .host
@@ -234,7 +249,7 @@ pub fn prepare(
         Some(i) => (&path_and_query[..i], Some(&path_and_query[i + 1..])),
         None => (path_and_query, None),
     };
-    let path = route::normalize(raw_path).map_err(|_| Reject::fatal(ErrorKind::BadRequest))?;
+    let path = route::normalize(raw_path).map_err(|_| refused(ErrorKind::BadRequest))?;
 
     let view = RequestView {
         method,
@@ -243,15 +258,10 @@ pub fn prepare(
         headers,
         https: client.https,
     };
-    let config = &snapshot.config;
     let Some(matched) = snapshot.router.select(&config.routes, &view) else {
         // A global correlation-id gives even an unrouted request its ID.
         let mut reject = soft(ErrorKind::NoRoute);
-        reject.request_id = config
-            .global_chain
-            .correlation_id
-            .as_ref()
-            .and_then(|c| request_id(c, headers, client, state));
+        reject.request_id = global_id();
         return Err(reject);
     };
     let chain = &config.chains[matched.route];
