@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde_norway::Value;
+use serde_path_to_error::Segment;
 use sha2::{Digest, Sha256};
 
 pub use entities::{
@@ -318,22 +319,106 @@ fn hex_digest(bytes: &[u8]) -> String {
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Deserializes one item, reporting a failure with the path of the offending field.
+/// Most problems one item reports before the rest of it is left unexamined.
+const MAX_ITEM_PROBLEMS: usize = 32;
+
+/// Deserializes one item, reporting every field that fails with its path: a field that
+/// does not deserialize (unknown, or of the wrong type) is reported and taken out, and
+/// the rest is tried again, so one pass shows all of an item's problems (SPEC §2). The
+/// item comes back when what remains deserializes and only unknown fields were taken
+/// out, so the caller's own checks report their problems too (the config as a whole is
+/// refused all the same); after a field of the wrong type it does not, as the checks
+/// would report the field's absence (a route without its `paths`) as a second problem.
 fn parse_item<T: DeserializeOwned>(value: Value, path: &str, report: &mut Report) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(item) => Some(item),
-        Err(e) => {
-            let inner = e.path().to_string();
-            let full = if inner == "." || inner.is_empty() {
-                path.to_owned()
-            } else if path.is_empty() {
-                inner
-            } else {
-                format!("{path}.{inner}")
-            };
-            report.add(full, e.into_inner().to_string());
-            None
+    parse_fields(value, path, report, false)
+}
+
+/// `parse_item` for a section of independent settings (`ringway`), which comes back
+/// whenever what remains deserializes: a setting taken out falls back to its default,
+/// and the others are still checked.
+fn parse_settings<T: DeserializeOwned>(value: Value, path: &str, report: &mut Report) -> Option<T> {
+    parse_fields(value, path, report, true)
+}
+
+fn parse_fields<T: DeserializeOwned>(
+    mut value: Value,
+    path: &str,
+    report: &mut Report,
+    settings: bool,
+) -> Option<T> {
+    let join = |inner: &str| {
+        if inner == "." || inner.is_empty() {
+            path.to_owned()
+        } else if path.is_empty() {
+            inner.to_owned()
+        } else {
+            format!("{path}.{inner}")
         }
+    };
+    // (where, field) of every field taken out.
+    let mut removed: Vec<(String, String)> = Vec::new();
+    let mut mistyped = false;
+    for _ in 0..MAX_ITEM_PROBLEMS {
+        let e = match serde_path_to_error::deserialize::<_, T>(&value) {
+            Ok(item) => return (settings || !mistyped).then_some(item),
+            Err(e) => e,
+        };
+        let segments: Vec<Segment> = e.path().iter().cloned().collect();
+        let inner = e.path().to_string();
+        let message = e.into_inner().to_string();
+        // A required field taken out above now shows up missing: it is reported already.
+        if removed.iter().any(|(at, field)| {
+            *at == inner && message.starts_with(&format!("missing field `{field}`"))
+        }) {
+            return None;
+        }
+        mistyped |= !message.starts_with("unknown field `");
+        report.add(join(&inner), message);
+        let Some((Segment::Map { key }, parents)) = segments.split_last() else {
+            return None;
+        };
+        if !remove_field(&mut value, parents, key) {
+            return None;
+        }
+        removed.push((path_text(parents), key.clone()));
+    }
+    None
+}
+
+/// `segments` written as serde_path_to_error writes a path (`routes[0].paths`, `.` for
+/// none), to compare with the paths of its errors.
+fn path_text(segments: &[Segment]) -> String {
+    if segments.is_empty() {
+        return ".".into();
+    }
+    let mut text = String::new();
+    for segment in segments {
+        if !text.is_empty() && !matches!(segment, Segment::Seq { .. }) {
+            text.push('.');
+        }
+        text.push_str(&segment.to_string());
+    }
+    text
+}
+
+/// Takes the field `key` out of the mapping at `parents` in `value`; false when the
+/// path does not lead to one (the error came from somewhere a field cannot be removed).
+fn remove_field(value: &mut Value, parents: &[Segment], key: &str) -> bool {
+    let mut at = value;
+    for segment in parents {
+        let next = match segment {
+            Segment::Map { key } => at.get_mut(key.as_str()),
+            Segment::Seq { index } => at.get_mut(*index),
+            Segment::Enum { .. } | Segment::Unknown => None,
+        };
+        let Some(next) = next else {
+            return false;
+        };
+        at = next;
+    }
+    match at {
+        Value::Mapping(map) => map.remove(key).is_some(),
+        _ => false,
     }
 }
 
@@ -468,6 +553,14 @@ fn build(
                         );
                     }
                     route_files.push((route_path, route, Some(index), Layer::File));
+                }
+            }
+        } else {
+            // The service is refused: its routes' own problems are reported all the same.
+            for (j, route) in nested.into_iter().enumerate() {
+                let route_path = format!("{path}.routes[{j}]");
+                if let Some(route) = parse_item::<RouteFile>(route, &route_path, report) {
+                    build_route(route, None, &route_path, report);
                 }
             }
         }

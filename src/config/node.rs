@@ -9,7 +9,7 @@ use log::LevelFilter;
 use serde_norway::Value;
 
 use super::file::NodeFile;
-use super::{parse_item, Report};
+use super::{parse_settings, Report};
 
 pub const DEFAULT_PROXY_LISTEN: &str = "0.0.0.0:8000";
 pub const DEFAULT_PROXY_LISTEN_SSL: &str = "0.0.0.0:8443 ssl";
@@ -129,7 +129,7 @@ pub(super) fn build(
     let before = report.problems.len();
     let mut file: NodeFile = match value {
         None | Some(Value::Null) => NodeFile::default(),
-        Some(value) => parse_item(value, "ringway", report)?,
+        Some(value) => parse_settings(value, "ringway", report)?,
     };
 
     // Without proxy_listen, 8000; and, as Kong, 8443 with TLS when there is a

@@ -485,3 +485,62 @@ fn a_certificate_adds_the_default_tls_listener() {
     let config = Config::from_bytes(explicit.as_bytes(), &NodeOverrides::default()).unwrap();
     assert_eq!(config.node.proxy_listen.len(), 1);
 }
+
+/// SPEC §2: every problem at once. Within one item too: an unknown field or a field of
+/// the wrong type does not hide the item's other fields, and a settings section's own
+/// checks still run; an entity with a mistyped field is not checked further (its
+/// absence would be reported as a second problem).
+#[test]
+fn every_problem_of_an_item_is_reported_at_once() {
+    let got = problems(
+        r#"
+_format_version: "3.0"
+servces: []
+ringway:
+  max_headers: -1
+  frobnicate: 1
+  workers: 0
+  log_level: loud
+services:
+  - name: s
+    url: http://127.0.0.1:9
+    colour: 1
+    shape: 2
+  - name: t
+    url: 5
+    routes:
+      - name: r
+        paths: 7
+        bogus: true
+consumers:
+  - username: u
+    age: 3
+    jwt_secrets:
+      - key: k
+        secret: s
+        algorithm: HS999
+"#,
+    );
+    let paths: Vec<&str> = got
+        .iter()
+        .map(|p| p.split(": ").next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "servces",
+            "ringway.max_headers",
+            "ringway.frobnicate",
+            "ringway.workers",
+            "ringway.log_level",
+            "services[0].colour",
+            "services[0].shape",
+            "services[1].url",
+            "services[1].routes[0].paths",
+            "services[1].routes[0].bogus",
+            "consumers[0].age",
+            "consumers[0].jwt_secrets[0].algorithm",
+        ],
+        "{got:#?}"
+    );
+}
