@@ -51,6 +51,19 @@ fn status_reports_counters_hash_workers_driver() {
         "configuration_hash: {j}"
     );
     assert_eq!(j["workers"], 2, "{j}");
+    // The same hash `ringway check` prints for the file (nothing created through the
+    // Admin API yet).
+    let out = run_cli(
+        &["check", "-c", gw.config_path().to_str().unwrap()],
+        &[],
+        Duration::from_secs(30),
+    );
+    let hash = j["configuration_hash"].as_str().unwrap_or("?");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("configuration_hash {hash}")),
+        "check and /status disagree on the hash: {:?} vs {j}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let driver = j["driver"].as_str().unwrap_or("");
     assert!(driver == "io_uring" || driver == "epoll", "driver: {j}");
 

@@ -267,7 +267,15 @@ impl Config {
                     list.extend(items.iter().cloned());
                 }
             }
-            digest_input.extend_from_slice(&serde_json::to_vec(admin).unwrap_or_default());
+            // An empty admin layer leaves the file's hash as `ringway check` prints it.
+            let has_entities = admin.as_object().is_some_and(|kinds| {
+                kinds
+                    .values()
+                    .any(|v| v.as_array().is_some_and(|l| !l.is_empty()))
+            });
+            if has_entities {
+                digest_input.extend_from_slice(&serde_json::to_vec(admin).unwrap_or_default());
+            }
         }
         let config = build(doc, overrides, &admin_from, &mut report);
         match config {
