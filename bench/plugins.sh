@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Plugin cost: ringway with a plugin on the route against the same ringway without it, in
-# one interleaved run: each plugin run paired with a plain run beside it, medians of the
-# ratios within the pairs over rounds.
+# Plugin cost: ringway with a plugin on the route against the same ringway without it.
+# Each measurement runs the two side by side at the same time: two gateways on the same
+# pinned core, each saturated by its own wrk, so whatever this shared machine does
+# (another tenant, the clock, a neighbour on the core's sibling) happens to both at
+# once. The figure is CPU per request of the plugin's gateway against the plain one's in
+# the same seconds, and its inverse, capacity: requests per CPU-second, which is the
+# throughput ratio of a saturated proxy core. Medians over rounds, min-max shown.
 # It measures `jwt` (HS256, a token on every request), `rate-limiting` (limit_by ip, a
 # limit high enough never to refuse, so every request goes through the bucket check), and
 # observability: a second ringway with `prometheus` (every flag on) and `correlation-id`
@@ -39,6 +43,7 @@ $build && cargo build --release --bins >&2
 
 up_port=$(free_port); rw_port=$(free_port); admin_port=$(free_port)
 obs_port=$(free_port); obs_admin_port=$(free_port)
+rw2_port=$(free_port); admin2_port=$(free_port)
 met_port=$(free_port); met_admin_port=$(free_port)
 
 cat >"$work/ringway.yaml" <<YAML
@@ -101,6 +106,11 @@ pids+=($!)
   --admin-listen "127.0.0.1:$admin_port" --workers 1 --data-dir "$work/data" --log-level warn &
 rw_pid=$!
 pids+=($rw_pid)
+# A second gateway with the same config: the plugin routes' side of a pair.
+"${pin_proxy[@]}" target/release/ringway run -c "$work/ringway.yaml" --proxy-listen "127.0.0.1:$rw2_port" \
+  --admin-listen "127.0.0.1:$admin2_port" --workers 1 --data-dir "$work/data2" --log-level warn &
+rw2_pid=$!
+pids+=($rw2_pid)
 "${pin_proxy[@]}" target/release/ringway run -c "$work/observed.yaml" --proxy-listen "127.0.0.1:$obs_port" \
   --admin-listen "127.0.0.1:$obs_admin_port" --workers 1 --data-dir "$work/data-observed" --log-level warn &
 obs_pid=$!
@@ -109,7 +119,7 @@ pids+=($obs_pid)
   --admin-listen "127.0.0.1:$met_admin_port" --workers 1 --data-dir "$work/data-metrics" --log-level warn &
 met_pid=$!
 pids+=($met_pid)
-for port in $admin_port $obs_admin_port $met_admin_port; do
+for port in $admin_port $admin2_port $obs_admin_port $met_admin_port; do
   for _ in $(seq 1 100); do
     curl -fsS "http://127.0.0.1:$port/status/ready" >/dev/null 2>&1 && break
     sleep 0.1
@@ -124,70 +134,74 @@ for _ in $(seq 1 50); do [ -s "$log_file" ] && break; sleep 0.1; done
 
 token=$(target/release/ringway jwt sign --secret bench-secret-0123456789 --key bench --ttl 86400 --claim sub=user123)
 auth="Authorization: Bearer $token"
-[ "$(curl -s -o /dev/null -w '%{http_code}' -H "$auth" "http://127.0.0.1:$rw_port/jwt/size/100")" = 200 ] \
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "$auth" "http://127.0.0.1:$rw2_port/jwt/size/100")" = 200 ] \
   || { echo "plugins.sh: the jwt route did not answer 200 with a token" >&2; exit 1; }
-[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$rw_port/jwt/size/100")" = 401 ] \
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$rw2_port/jwt/size/100")" = 401 ] \
   || { echo "plugins.sh: the jwt route did not answer 401 without a token" >&2; exit 1; }
 
-[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$rw_port/limited/size/100")" = 200 ] \
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$rw2_port/limited/size/100")" = 200 ] \
   || { echo "plugins.sh: the rate-limited route did not answer 200" >&2; exit 1; }
-curl -s -D - -o /dev/null "http://127.0.0.1:$rw_port/limited/size/100" | grep -qi '^X-RateLimit-Limit-Second' \
+curl -s -D - -o /dev/null "http://127.0.0.1:$rw2_port/limited/size/100" | grep -qi '^X-RateLimit-Limit-Second' \
   || { echo "plugins.sh: the rate-limited route did not send its headers" >&2; exit 1; }
 
-# user+system and user-only CPU ticks of a process
-ticks() { awk '{print $14 + $15, $14}' "/proc/$1/stat"; }
-# run NAME PATH [HEADER]: prints "name req/s cpu_us_per_req user_cpu_us_per_req"
-run() {
-  local name=$1 path=$2 header=${3:-} t0 t1 out reqs port=$rw_port pid=$rw_pid
-  case $name in
-    observability) port=$obs_port; pid=$obs_pid ;;
-    metrics) port=$met_port; pid=$met_pid ;;
-  esac
-  t0=$(ticks "$pid")
+# CPU time of a process in nanoseconds (all its threads), and its user-space ticks.
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s}'; }
+user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
+# wrk_load OUT PORT PATH [HEADER]: wrk for the duration, its output to OUT.
+wrk_load() {
+  local out=$1 port=$2 path=$3 header=${4:-}
   if [ -n "$header" ]; then
-    out=$("${pin_load[@]}" wrk -t1 -c64 -d"${duration}s" -H "$header" "http://127.0.0.1:$port$path")
+    "${pin_load[@]}" wrk -t1 -c64 -d"${duration}s" -H "$header" "http://127.0.0.1:$port$path" >"$out"
   else
-    out=$("${pin_load[@]}" wrk -t1 -c64 -d"${duration}s" "http://127.0.0.1:$port$path")
+    "${pin_load[@]}" wrk -t1 -c64 -d"${duration}s" "http://127.0.0.1:$port$path" >"$out"
   fi
-  t1=$(ticks "$pid")
+}
+# pair NAME: the plain route on the first gateway and NAME's on its own, at once. Prints
+# "NAME plain_rps plain_ns plain_user_ns rps ns user_ns" (CPU per request).
+pair() {
+  local name=$1 port=$rw2_port pid=$rw2_pid path=/plain/size/100 header=""
+  case $name in
+    jwt) path=/jwt/size/100; header=$auth ;;
+    rate-limiting) path=/limited/size/100 ;;
+    metrics) port=$met_port; pid=$met_pid ;;
+    observability) port=$obs_port; pid=$obs_pid ;;
+  esac
+  local a0 b0 ua0 ub0 a1 b1 ua1 ub1 wa wb
+  a0=$(cpu_ns "$rw_pid"); b0=$(cpu_ns "$pid"); ua0=$(user_ticks "$rw_pid"); ub0=$(user_ticks "$pid")
+  wrk_load "$work/wrk-plain.txt" "$rw_port" /plain/size/100 &
+  wa=$!
+  wrk_load "$work/wrk-$name.txt" "$port" "$path" "$header" &
+  wb=$!
+  wait "$wa" "$wb"
+  a1=$(cpu_ns "$rw_pid"); b1=$(cpu_ns "$pid"); ua1=$(user_ticks "$rw_pid"); ub1=$(user_ticks "$pid")
   : >"$log_file"
-  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
-  if echo "$out" | grep -q "Non-2xx"; then echo "plugins.sh: non-2xx answers on $name" >&2; exit 1; fi
-  python3 -c "r=$reqs; d=$duration; t0=[$(echo $t0 | tr ' ' ,)]; t1=[$(echo $t1 | tr ' ' ,)]; hz=$(getconf CLK_TCK)
-print('$name', round(r/d), round((t1[0]-t0[0])/hz*1e6/r, 2), round((t1[1]-t0[1])/hz*1e6/r, 2))"
+  for f in plain "$name"; do
+    if grep -q "Non-2xx" "$work/wrk-$f.txt"; then echo "plugins.sh: non-2xx answers on $f" >&2; exit 1; fi
+  done
+  python3 -c "
+ra = int('$(awk '/requests in/ {print $1}' "$work/wrk-plain.txt")')
+rb = int('$(awk '/requests in/ {print $1}' "$work/wrk-$name.txt")')
+tick = 1e9 / $(getconf CLK_TCK)
+print('$name', round(ra / $duration), round(($a1 - $a0) / ra), round(($ua1 - $ua0) * tick / ra),
+      round(rb / $duration), round(($b1 - $b0) / rb), round(($ub1 - $ub0) * tick / rb))"
 }
 
 "${pin_load[@]}" wrk -t1 -c64 -d2s "http://127.0.0.1:$rw_port/plain/size/100" >/dev/null
-"${pin_load[@]}" wrk -t1 -c64 -d2s -H "$auth" "http://127.0.0.1:$rw_port/jwt/size/100" >/dev/null
+"${pin_load[@]}" wrk -t1 -c64 -d2s -H "$auth" "http://127.0.0.1:$rw2_port/jwt/size/100" >/dev/null
 "${pin_load[@]}" wrk -t1 -c64 -d2s "http://127.0.0.1:$obs_port/plain/size/100" >/dev/null
 "${pin_load[@]}" wrk -t1 -c64 -d2s "http://127.0.0.1:$met_port/plain/size/100" >/dev/null
 : >"$log_file"
-# Each plugin run is paired with a plain run right beside it (which goes first alternates
-# by round, and the plugin order rotates), and the figure is the median over rounds of the
-# ratio within each pair: whatever drifts on a shared machine (another tenant, frequency)
-# moves both halves of a pair together instead of landing on one scenario.
+# The plugin order rotates by round.
 scenarios=(jwt rate-limiting metrics observability)
-measure() {
-  case $1 in
-    plain) run plain /plain/size/100 ;;
-    jwt) run jwt /jwt/size/100 "$auth" ;;
-    rate-limiting) run rate-limiting /limited/size/100 ;;
-    metrics) run metrics /plain/size/100 ;;
-    observability) run observability /plain/size/100 ;;
-  esac
-}
 pairs=()
 for round in $(seq 1 "$rounds"); do
   line="round $round:"
   for i in "${!scenarios[@]}"; do
     name=${scenarios[$(((i + round) % ${#scenarios[@]}))]}
-    if [ $((round % 2)) = 0 ]; then
-      a=$(measure plain); b=$(measure "$name")
-    else
-      b=$(measure "$name"); a=$(measure plain)
-    fi
-    pairs+=("$a $b")
-    line="$line $b / ${a#plain } |"
+    result=$(pair "$name")
+    pairs+=("$result")
+    read -r _ prps pns _ rps ns _ <<<"$result"
+    line="$line $name $rps req/s $ns ns/req vs plain $prps req/s $pns ns/req |"
   done
   echo "$line" >&2
 done
@@ -197,25 +211,25 @@ med = statistics.median
 names = (("jwt", "jwt"), ("rate-limiting", "rate-limiting"),
          ("metrics", "prometheus + correlation-id"),
          ("observability", "prometheus + correlation-id + access log"))
-plain, rows = [], {}
+rows = {}
 for line in sys.stdin:
-    _, prps, pcpu, puser, name, rps, cpu, user = line.split()
-    prps, pcpu, puser, rps, cpu, user = map(float, (prps, pcpu, puser, rps, cpu, user))
-    plain.append((prps, pcpu, puser))
-    rows.setdefault(name, []).append((rps, cpu, user, rps / prps, cpu / pcpu, user - puser))
-print("| route | req/s | CPU us/req | user CPU us/req | throughput / plain (min-max) | CPU / plain | user CPU added, us/req |")
-print("|---|---|---|---|---|---|---|")
-print(f"| plain | {med(r for r, _, _ in plain):,.0f} | {med(c for _, c, _ in plain):.2f} | {med(u for _, _, u in plain):.2f} | | | |")
+    name, prps, pns, puser, rps, ns, user = line.split()
+    prps, pns, puser, rps, ns, user = map(float, (prps, pns, puser, rps, ns, user))
+    rows.setdefault(name, []).append((prps, pns, puser, rps, ns, user))
+print("| route | CPU ns/req (plain beside it) | capacity / plain (min-max) | req/s / plain | user CPU added, ns/req |")
+print("|---|---|---|---|---|")
 for n, label in names:
     v = rows[n]
-    t = [x[3] for x in v]
-    print(f"| {label} | {med(x[0] for x in v):,.0f} | {med(x[1] for x in v):.2f} | {med(x[2] for x in v):.2f} "
-          f"| {med(t):.3f} ({min(t):.3f}-{max(t):.3f}) | {med(x[4] for x in v):.3f} | {med(x[5] for x in v):+.2f} |")
-print("(medians over rounds; ratios and the added user CPU are taken within each pair, then the median)")
+    cap = [p[1] / p[4] for p in v]
+    print(f"| {label} | {med(p[4] for p in v):,.0f} ({med(p[1] for p in v):,.0f}) "
+          f"| {med(cap):.3f} ({min(cap):.3f}-{max(cap):.3f}) | {med(p[3] / p[0] for p in v):.3f} "
+          f"| {med(p[5] - p[2] for p in v):+,.0f} |")
+print("(each plugin gateway measured at the same time as a plain one on the same core; capacity = "
+      "plain CPU per request / the plugin gateway'"'"'s: the throughput ratio of a saturated core; medians over rounds)")
 for n, label in names:
     v = rows[n]
-    print(f"- {label} / plain throughput: **{med(x[3] for x in v):.3f}x**; CPU per request: "
-          f"{med(x[4] for x in v):.3f}x; user-space CPU added: {med(x[5] for x in v):+.2f} us/req")
+    print(f"- {label}: capacity **{med(p[1] / p[4] for p in v):.3f}x** plain; "
+          f"user-space CPU added {med(p[5] - p[2] for p in v):+,.0f} ns/req")
 '
 
 # ------------------------------------------------------- reading the numbers under load
@@ -225,7 +239,10 @@ if ! command -v oha >/dev/null; then
   echo "plugins.sh: oha is not installed: the scrape scenario is skipped (scripts/bench-setup.sh installs it)" >&2
   exit 0
 fi
-obs_rps=$(printf '%s\n' "${pairs[@]}" | awk '$5 == "observability" {print $6}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+# The observed gateway alone, briefly, for its throughput.
+obs_rps=$("${pin_load[@]}" wrk -t1 -c64 -d"${duration}s" "http://127.0.0.1:$obs_port/plain/size/100" \
+  | awk -v d="$duration" '/requests in/ {printf "%d\n", $1 / d}')
+: >"$log_file"
 # A quarter of its saturation: far enough below it that this machine's own hiccups do
 # not make the tail.
 rate=$(( obs_rps / 4 / 100 * 100 ))
