@@ -223,6 +223,7 @@ fn head_writer(c: &mut Criterion) {
 
 /// One access-log line, as a worker appends it to its batch.
 fn access_log_line(c: &mut Criterion) {
+    let scope = ringway::accesslog::scope_json("origin", "plain");
     let entry = Entry {
         time: Duration::from_millis(1_795_996_800_123),
         client_ip: "127.0.0.1",
@@ -232,8 +233,7 @@ fn access_log_line(c: &mut Criterion) {
         request_us: 187,
         upstream_us: Some(142),
         proxy_us: 31,
-        service: Some("origin"),
-        route: Some("plain"),
+        scope: Some(&scope),
         upstream: Some("127.0.0.1:8080"),
         consumer: None,
         request_id: Some("6f1c3a52-8d0e-4b7a-9c55-2e4f0a1b7d93"),
@@ -286,8 +286,8 @@ fn access_log_line(c: &mut Criterion) {
                 request_us: e.request_us,
                 upstream_us: e.upstream_us,
                 proxy_us: e.proxy_us,
-                service: e.service,
-                route: e.route,
+                service: Some("origin"),
+                route: Some("plain"),
                 upstream: e.upstream,
                 consumer: e.consumer,
                 request_id: e.request_id,

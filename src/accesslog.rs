@@ -126,20 +126,33 @@ impl Batcher {
     }
 }
 
+/// A route's `service` and `route` fields of the log line, rendered when the config
+/// loads rather than escaped on every request.
+pub fn scope_json(service: &str, route: &str) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(24 + service.len() + route.len());
+    out.extend_from_slice(b",\"service\":");
+    write_json_string(&mut out, service);
+    out.extend_from_slice(b",\"route\":");
+    write_json_string(&mut out, route);
+    out.into_boxed_slice()
+}
+
 /// One request, as logged.
 pub struct Entry<'a> {
     /// When the request ended, since the Unix epoch.
     pub time: Duration,
     /// Formatted from a socket address (written unescaped).
     pub client_ip: &'a str,
+    /// A token (the parser admits nothing else): written unescaped.
     pub method: &'a str,
     pub path: &'a str,
     pub status: u16,
     pub request_us: u64,
     pub upstream_us: Option<u64>,
     pub proxy_us: u64,
-    pub service: Option<&'a str>,
-    pub route: Option<&'a str>,
+    /// The routed request's service and route, as `scope_json` renders them once per
+    /// config; both `null` when no route matched.
+    pub scope: Option<&'a [u8]>,
     /// The `ip:port` connected to, formatted from a socket address (written unescaped).
     pub upstream: Option<&'a str>,
     pub consumer: Option<&'a str>,
@@ -183,14 +196,13 @@ impl Entry<'_> {
         crate::logging::write_rfc3339(out, self.time);
         out.push(b'"');
         plain(out, b",\"client_ip\":", Some(self.client_ip));
-        string(out, b",\"method\":", Some(self.method));
+        plain(out, b",\"method\":", Some(self.method));
         string(out, b",\"path\":", Some(self.path));
         number(out, b",\"status\":", Some(u64::from(self.status)));
         number(out, b",\"request_us\":", Some(self.request_us));
         number(out, b",\"upstream_us\":", self.upstream_us);
         number(out, b",\"proxy_us\":", Some(self.proxy_us));
-        string(out, b",\"service\":", self.service);
-        string(out, b",\"route\":", self.route);
+        out.extend_from_slice(self.scope.unwrap_or(b",\"service\":null,\"route\":null"));
         plain(out, b",\"upstream\":", self.upstream);
         string(out, b",\"consumer\":", self.consumer);
         string(out, b",\"request_id\":", self.request_id);
@@ -205,6 +217,8 @@ mod tests {
     use super::*;
 
     fn entry() -> Entry<'static> {
+        static SCOPE: std::sync::LazyLock<Box<[u8]>> =
+            std::sync::LazyLock::new(|| scope_json("users", "by \"name\""));
         Entry {
             time: Duration::from_millis(1_700_000_000_123),
             client_ip: "10.0.0.1",
@@ -214,8 +228,7 @@ mod tests {
             request_us: 120,
             upstream_us: Some(80),
             proxy_us: 30,
-            service: Some("users"),
-            route: None,
+            scope: Some(&SCOPE),
             upstream: Some("127.0.0.1:9001"),
             consumer: None,
             request_id: Some("id-1"),
@@ -232,8 +245,20 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(v["path"], "/a\"b");
         assert_eq!(v["upstream_us"], 80);
-        assert_eq!(v["route"], serde_json::Value::Null);
+        assert_eq!(v["service"], "users");
+        assert_eq!(v["route"], "by \"name\"");
         assert_eq!(v["upstream"], "127.0.0.1:9001");
+        let unrouted = Entry {
+            scope: None,
+            ..entry()
+        };
+        let mut line = Vec::new();
+        unrouted.write(&mut line);
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(
+            (&v["service"], &v["route"]),
+            (&serde_json::Value::Null, &serde_json::Value::Null)
+        );
         assert_eq!(v["time"].as_str().unwrap().len(), 24, "{v}");
 
         // A writer that never drains: batches beyond the queue are dropped with their

@@ -67,6 +67,11 @@ fn every_request_is_one_json_line_without_the_query() {
     assert!(first["upstream_us"].as_u64().is_some(), "{first}");
     assert!(first["proxy_us"].as_u64().is_some(), "{first}");
     assert_eq!(first["upstream"], origin.addr().to_string(), "{first}");
+    assert_eq!(
+        (&first["service"], &first["route"]),
+        (&serde_json::json!("svc"), &serde_json::json!("all")),
+        "{first}"
+    );
     assert!(first["bytes_out"].as_u64().unwrap() > 0, "{first}");
     assert!(first["time"].as_str().unwrap().ends_with('Z'), "{first}");
     assert_eq!(lines[1]["request_id"], "req-42", "{}", lines[1]);

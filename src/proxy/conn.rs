@@ -342,7 +342,6 @@ impl<S: ClientIo> Conn<S> {
         if let (Some(log), Some(split)) = (&self.worker.access_log, logged) {
             let (method, path) = self.logged.split_at(split);
             let config = &snapshot.config;
-            let route = routed.map(|r| crate::observe::route_label(config, r.route));
             let service = routed.and_then(|r| config.services.get(r.service));
             let consumer = routed
                 .and_then(|r| r.consumer)
@@ -357,8 +356,9 @@ impl<S: ClientIo> Conn<S> {
                 request_us,
                 upstream_us,
                 proxy_us,
-                service: service.map(|s| &*s.name),
-                route: route.as_deref(),
+                scope: routed
+                    .and_then(|r| snapshot.log_scopes.get(r.route))
+                    .map(|s| &**s),
                 upstream: service.filter(|_| upstream_us.is_some()).and_then(|s| {
                     match (s.balancer, tally.target) {
                         (Some(u), Some(t)) => config

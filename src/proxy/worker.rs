@@ -23,12 +23,30 @@ use crate::upstream::Pool;
 pub struct Snapshot {
     pub config: Config,
     pub router: Router,
+    /// Per route, its access-log `service` and `route` fields (when the log is on).
+    pub log_scopes: Vec<Box<[u8]>>,
 }
 
 impl Snapshot {
     pub fn new(config: Config) -> Snapshot {
         let router = Router::new(&config);
-        Snapshot { config, router }
+        let log_scopes = match config.node.access_log {
+            Some(_) => (0..config.routes.len())
+                .map(|i| {
+                    let service = config
+                        .services
+                        .get(config.routes[i].service)
+                        .map_or("", |s| &*s.name);
+                    crate::accesslog::scope_json(service, &crate::observe::route_label(&config, i))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        Snapshot {
+            config,
+            router,
+            log_scopes,
+        }
     }
 }
 
