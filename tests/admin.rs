@@ -871,13 +871,16 @@ fn post_config_replaces_the_file_layer_with_a_backup() {
         "GET /config returns the new file layer: {}",
         r.body_str()
     );
-    let r = http_request(
-        gw.admin_addr(),
-        "GET",
-        "/config",
-        &[("Accept", "application/json")],
-        None,
-    );
+    let config_as_json = || {
+        http_request(
+            gw.admin_addr(),
+            "GET",
+            "/config",
+            &[("Accept", "application/json")],
+            None,
+        )
+    };
+    let r = config_as_json();
     assert_eq!(r.status, 200, "{r:?}");
     assert!(r.json().is_object(), "GET /config as JSON: {r:?}");
     assert!(r.body_str().contains("fresh-route"));
@@ -917,13 +920,7 @@ fn post_config_replaces_the_file_layer_with_a_backup() {
         "POST /config with {{\"config\": {{...}}}}: {r:?}"
     );
     assert_eq!(gw.get("/json/a").status, 200);
-    let exported = http_request(
-        gw.admin_addr(),
-        "GET",
-        "/config",
-        &[("Accept", "application/json")],
-        None,
-    );
+    let exported = config_as_json();
     let r = http_request(
         gw.admin_addr(),
         "POST",
