@@ -1,10 +1,10 @@
 //! The access log: one JSON line per request, to stdout or a file, off by default
 //! (`ringway.access_log`). Each worker appends lines to its own buffer and hands the
 //! buffer to a bounded queue every housekeeping tick (or when it reaches 64 KiB); one
-//! writer thread drains the queue. A worker never waits and wakes the writer at most a
-//! few dozen times a second: when the queue is full the batch is dropped and its lines
-//! counted (`ringway_access_log_dropped_total`), so a slow disk or a blocked stdout
-//! cannot stall requests. The query string is not logged (it may carry a token).
+//! writer thread drains the queue, looking at it every 20 ms when it is empty. A worker
+//! never waits and never wakes the writer: when the queue is full the batch is dropped
+//! and its lines counted (`ringway_access_log_dropped_total`), so a slow disk or a
+//! blocked stdout cannot stall requests. The query string is not logged (it may carry a token).
 
 use std::cell::{Cell, RefCell};
 use std::io::Write;
@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 
 use crate::config::AccessLog;
 use crate::http::generated::{write_json_string, write_u64};
@@ -55,22 +55,30 @@ pub fn start(target: &AccessLog, dropped: Arc<AtomicU64>) -> anyhow::Result<Log>
     })
 }
 
-/// Writes batches as they come, and returns their buffers.
+/// How long the writer sleeps when the queue is empty.
+const WRITER_NAP: Duration = Duration::from_millis(20);
+
+/// Writes batches as they come, and returns their buffers. An empty queue is looked at
+/// again after a nap, not waited on: a blocking receive spins and yields before it
+/// sleeps, on the very core a worker runs on, and makes every hand-over wake the
+/// writer (a system call on the worker's side). Lines are batched for up to a tick
+/// anyway; the nap adds at most 20 ms. The queue (64 batches of 64 KiB) takes 4 MiB of
+/// lines within a nap: 200 MB/s.
 fn write_batches(
     batches: Receiver<Vec<u8>>,
     returns: Sender<Vec<u8>>,
     mut sink: Box<dyn Write + Send>,
 ) {
     loop {
-        match batches.recv_timeout(Duration::from_millis(500)) {
+        match batches.try_recv() {
             Ok(mut batch) => {
                 let _ = sink.write_all(&batch);
                 let _ = sink.flush();
                 batch.clear();
                 let _ = returns.try_send(batch);
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
+            Err(TryRecvError::Empty) => std::thread::sleep(WRITER_NAP),
+            Err(TryRecvError::Disconnected) => return,
         }
     }
 }
