@@ -1187,15 +1187,11 @@ fn request_line(head: &[u8], line: &mut String) -> usize {
     let rest = first.get(method_end + 1..).unwrap_or_default();
     let target = &rest[..memchr::memchr(b' ', rest).unwrap_or(rest.len())];
     let path = &target[..memchr::memchr(b'?', target).unwrap_or(target.len())];
-    // Nearly always ASCII: the plain check first, the lossy conversion only for others.
-    let push = |line: &mut String, bytes: &[u8]| match std::str::from_utf8(bytes) {
-        Ok(text) => line.push_str(text),
-        Err(_) => line.push_str(&String::from_utf8_lossy(bytes)),
-    };
+    // Valid UTF-8 (nearly always) is borrowed, not copied, by the lossy conversion.
     line.clear();
-    push(line, &first[..method_end]);
+    line.push_str(&String::from_utf8_lossy(&first[..method_end]));
     let split = line.len();
-    push(line, path);
+    line.push_str(&String::from_utf8_lossy(path));
     split
 }
 
