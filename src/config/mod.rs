@@ -388,25 +388,15 @@ fn parse_fields<T: DeserializeOwned>(
         if !remove_field(&mut value, parents, key) {
             return None;
         }
-        removed.push((path_text(parents), key.clone()));
+        // Where the field was, as a later error's path names it (`.` for the top).
+        let at = inner
+            .strip_suffix(key.as_str())
+            .map(|p| p.strip_suffix('.').unwrap_or(p))
+            .filter(|p| !p.is_empty())
+            .unwrap_or(".");
+        removed.push((at.to_owned(), key.clone()));
     }
     None
-}
-
-/// `segments` written as serde_path_to_error writes a path (`routes[0].paths`, `.` for
-/// none), to compare with the paths of its errors.
-fn path_text(segments: &[Segment]) -> String {
-    if segments.is_empty() {
-        return ".".into();
-    }
-    let mut text = String::new();
-    for segment in segments {
-        if !text.is_empty() && !matches!(segment, Segment::Seq { .. }) {
-            text.push('.');
-        }
-        text.push_str(&segment.to_string());
-    }
-    text
 }
 
 /// Takes the field `key` out of the mapping at `parents` in `value`; false when the
