@@ -1441,13 +1441,11 @@ fn post_config(control: &Control, request: &Request<'_>) -> Reply {
         // YAML as a string): what it wraps is the config. A config itself always has
         // `_format_version`, so nothing else looks like it.
         _ => match serde_json::from_slice::<serde_json::Map<String, Value>>(request.body) {
-            Ok(mut object) if object.len() == 1 && object.contains_key("config") => {
-                match object.remove("config") {
-                    Some(Value::String(text)) => text.into_bytes(),
-                    Some(other) => serde_json::to_vec(&other).unwrap_or_default(),
-                    None => Vec::new(),
-                }
-            }
+            Ok(mut object) if object.len() == 1 => match object.remove("config") {
+                Some(Value::String(text)) => text.into_bytes(),
+                Some(config) => serde_json::to_vec(&config).unwrap_or_default(),
+                None => request.body.to_vec(),
+            },
             _ => request.body.to_vec(),
         },
     };
