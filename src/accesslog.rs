@@ -180,8 +180,8 @@ impl Entry<'_> {
                 None => out.extend_from_slice(b"null"),
             }
         }
-        // Socket addresses ringway formatted itself (the client's IP, the upstream's
-        // `ip:port`): nothing in them needs escaping.
+        // Values nothing in which needs escaping: socket addresses ringway formatted
+        // itself (the client's IP, the upstream's `ip:port`) and the method (a token).
         fn plain(out: &mut Vec<u8>, key: &[u8], value: Option<&str>) {
             out.extend_from_slice(key);
             match value {
