@@ -33,15 +33,24 @@ fn logged_config(origin: &Origin, plugins: &str, log: &std::path::Path) -> Strin
     )
 }
 
+/// A gateway logging to a file in a fresh directory (kept alive by the caller).
+fn logged_gateway(
+    origin: &Origin,
+    plugins: &str,
+) -> (Gateway, tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let gw = Gateway::start(&logged_config(origin, plugins, &log));
+    (gw, dir, log)
+}
+
 const CORRELATION_ID: &str =
     "plugins:\n  - name: correlation-id\n    config: {header_name: X-Request-ID}\n";
 
 #[test]
 fn every_request_is_one_json_line_without_the_query() {
     let origin = Origin::start();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("access.log");
-    let gw = Gateway::start(&logged_config(&origin, CORRELATION_ID, &log));
+    let (gw, _dir, log) = logged_gateway(&origin, CORRELATION_ID);
     assert_eq!(proxy_get(&gw, "/users/7?jwt=secret-token", &[]).status, 200);
     assert_eq!(
         proxy_get(&gw, "/x", &[("X-Request-ID", "req-42")]).status,
@@ -89,9 +98,7 @@ fn hostile_request_bytes_still_make_json_lines_at_the_right_time() {
     // (the path, an incoming request ID) are escaped: every line stays JSON.
     use std::io::{Read, Write};
     let origin = Origin::start();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("access.log");
-    let gw = Gateway::start(&logged_config(&origin, CORRELATION_ID, &log));
+    let (gw, _dir, log) = logged_gateway(&origin, CORRELATION_ID);
     let requests: [&[u8]; 3] = [
         b"GET /a\\b/\xc3\xa9/\xff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         b"GET /id HTTP/1.1\r\nHost: x\r\nX-Request-ID: say \"hi\"\t\\ x\r\nConnection: close\r\n\r\n",
