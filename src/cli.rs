@@ -203,6 +203,9 @@ fn sign(
 fn check(path: &std::path::Path) -> ExitCode {
     match Config::load(path, &NodeOverrides::default()) {
         Ok(config) => {
+            for warning in &config.warnings {
+                eprintln!("warning: {warning}");
+            }
             println!(
                 "{}: OK ({} services, {} routes, configuration_hash {})",
                 path.display(),

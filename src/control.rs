@@ -131,6 +131,9 @@ impl Control {
     fn publish(&self, config: Config) -> String {
         let hash = config.hash.clone();
         log::set_max_level(config.node.log_level);
+        for warning in &config.warnings {
+            log::warn!("{warning}");
+        }
         self.shared.publish(Snapshot::new(config));
         hash
     }

@@ -379,3 +379,29 @@ fn check_with_vault_reference_resolves_env() {
     );
     assert_eq!(out.status.code(), Some(0), "stderr:\n{}", stderr_of(&out));
 }
+
+/// A host that does not resolve loads (a reload may resolve it) with one warning: printed
+/// by `check` beside the OK, logged once by `run`, and its requests answered 503.
+#[test]
+fn unresolved_host_is_one_warning_not_an_error() {
+    let config = one_service_config("http://no-such-host.invalid:8080", "");
+    let warning = "service 'svc': host 'no-such-host.invalid' did not resolve";
+    let (_d, p) = write_tmp("kong.yaml", &config);
+    let out = run_cli(&["check", "-c", &p], &[], CLI_TIMEOUT);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{err}");
+    assert_eq!(
+        nonempty_lines(&err),
+        [format!(
+            "warning: {warning}; its requests get 503 until a reload resolves it"
+        )],
+        "stderr:\n{err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": OK ("));
+
+    let gw = Gateway::start(&config);
+    let r = gw.get("/anything");
+    assert_eq!(r.status, 503, "{r:?}");
+    let logged = gw.stderr_text();
+    assert_eq!(logged.matches(warning).count(), 1, "stderr:\n{logged}");
+}

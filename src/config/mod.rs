@@ -82,9 +82,15 @@ impl std::error::Error for Problems {}
 #[derive(Default)]
 pub(crate) struct Report {
     problems: Vec<Problem>,
+    /// What loads but will not work as written (a host that did not resolve, ...).
+    warnings: Vec<String>,
 }
 
 impl Report {
+    pub(crate) fn warn(&mut self, message: impl Into<String>) {
+        self.warnings.push(message.into());
+    }
+
     pub(crate) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {
             path: path.into(),
@@ -118,6 +124,9 @@ pub struct Config {
     pub admin_offsets: HashMap<&'static str, usize>,
     /// Hex digest of the file's bytes, reported as `configuration_hash`.
     pub hash: String,
+    /// What loads but will not work as written; logged when the config is adopted and
+    /// printed by `ringway check`.
+    pub warnings: Vec<String>,
     pub certificates: Vec<certs::Certificate>,
     pub snis: Vec<certs::Sni>,
     /// The TLS server config for `ssl` listeners; `None` without certificates.
@@ -281,6 +290,7 @@ impl Config {
         match config {
             Some(mut config) if report.problems.is_empty() => {
                 config.hash = hex_digest(&digest_input);
+                config.warnings = report.warnings;
                 Ok(config)
             }
             _ => Err(Problems(report.problems)),
@@ -671,7 +681,7 @@ fn build(
         };
         if let Some(anonymous) = &jwt.anonymous {
             if !keys.consumers.contains_key(anonymous) {
-                log::warn!("jwt plugin {}: anonymous consumer '{anonymous}' does not exist; failed authentications get 500", plugin.id);
+                report.warn(format!("jwt plugin {}: anonymous consumer '{anonymous}' does not exist; failed authentications get 500", plugin.id));
             }
         }
     }
@@ -702,6 +712,7 @@ fn build(
         keys,
         admin_offsets: admin_from.0.clone(),
         hash: String::new(),
+        warnings: Vec::new(),
         certificates: tls.certificates,
         snis: tls.snis,
         tls: tls.tls,
@@ -902,7 +913,7 @@ fn build_service(
         resolve(&host, port)
     };
     if addr.is_none() && balancer.is_none() {
-        log::warn!("service '{name}': host '{host}' did not resolve; its requests get 503 until a reload resolves it");
+        report.warn(format!("service '{name}': host '{host}' did not resolve; its requests get 503 until a reload resolves it"));
     }
     let host_header = if port == 80 {
         host.clone()

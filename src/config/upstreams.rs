@@ -835,10 +835,10 @@ fn build_target(
     }
     let addr = resolve(&host, port);
     if addr.is_none() {
-        log::warn!(
+        report.warn(format!(
             "upstream '{}': target '{target}' did not resolve; it takes no traffic until a reload resolves it",
             upstream.name
-        );
+        ));
     }
     let host_header = if port == 80 {
         host.clone()

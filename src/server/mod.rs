@@ -79,6 +79,9 @@ pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
     let (config, store, layers) =
         Control::open(path.clone(), overrides.clone()).map_err(anyhow::Error::msg)?;
     crate::logging::init(config.node.log_level);
+    for warning in &config.warnings {
+        log::warn!("{warning}");
+    }
     let node = config.node.clone();
     let driver = choose_driver(node.driver)?;
 
