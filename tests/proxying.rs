@@ -692,3 +692,88 @@ fn connection_close_request_ends_the_pipeline() {
         o.requests()
     );
 }
+
+/// A WebSocket-style upstream: answers `101` to a request carrying `Upgrade: websocket`
+/// (426 otherwise, as a WebSocket server does), then echoes every byte until EOF. Returns
+/// its address and the request heads it received.
+fn upgrading_origin() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let mut conn = BufConn::new(stream.try_clone().unwrap());
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let Ok(Some(head)) = conn.read_head(deadline, deadline) else {
+                    return;
+                };
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                seen.lock().unwrap().push(head.clone());
+                if !head.contains("\r\nupgrade: websocket\r\n") {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n");
+                    return;
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                );
+                // Bytes that arrived behind the head, then the rest of the stream.
+                let early = conn.available().to_vec();
+                let _ = stream.write_all(&early);
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut chunk) {
+                    if n == 0 || stream.write_all(&chunk[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, heads)
+}
+
+#[test]
+fn websocket_upgrade_is_tunnelled_both_ways() {
+    let (addr, heads) = upgrading_origin();
+    let gw = Gateway::start(&one_service_config(&format!("http://{addr}"), ""));
+    for connection in ["Upgrade", "keep-alive, Upgrade", "upgrade"] {
+        let mut c = gw.client();
+        let request = format!(
+            "GET /chat HTTP/1.1\r\nHost: a\r\nConnection: {connection}\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        c.send(request.as_bytes()).unwrap();
+        let r = c.read_head_response().unwrap();
+        assert_eq!(r.status, 101, "Connection: {connection}: {r:?}\n{heads:?}");
+        assert_eq!(r.header("upgrade"), Some("websocket"), "{r:?}");
+        assert!(
+            r.header("connection")
+                .is_some_and(|v| v.eq_ignore_ascii_case("upgrade")),
+            "{r:?}"
+        );
+        let head = heads.lock().unwrap().last().cloned().unwrap();
+        assert!(head.contains("\r\nconnection: upgrade\r\n"), "{head}");
+        assert!(head.contains("\r\nsec-websocket-key: "), "{head}");
+        // Frames both ways after the switch, in several writes.
+        for message in [&b"hello"[..], &[0x81, 0x02, b'h', b'i'], &[7u8; 3000]] {
+            c.send(message).unwrap();
+            let mut echoed = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            c.conn
+                .read_exact_into(message.len(), &mut echoed, deadline)
+                .unwrap();
+            assert_eq!(echoed, message);
+        }
+    }
+}

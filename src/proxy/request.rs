@@ -621,7 +621,10 @@ fn write_forwarded_headers(
     let mut kept = [false; 6];
     for (i, header) in headers.iter().enumerate() {
         if is_connection_specific(header.name, framing.upgrade)
-            || (has_connection && named_by_connection(header.name, headers))
+            // An upgrade's `Connection: upgrade` names `Upgrade`, which goes through.
+            || (has_connection
+                && !(framing.upgrade && header.name.eq_ignore_ascii_case("upgrade"))
+                && named_by_connection(header.name, headers))
             || (access.authenticated_by_plugin && is_consumer_header(header.name))
             || access.hide == Some(Location::Header(i))
             || access

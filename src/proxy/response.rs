@@ -134,7 +134,10 @@ pub fn rewrite(
         if is_connection_specific(header.name, switching) {
             continue;
         }
+        // A switch's `Upgrade` is named by its `Connection: upgrade` and must still go
+        // through: it says what the connection now speaks.
         if has_connection
+            && !(switching && header.name.eq_ignore_ascii_case("upgrade"))
             && headers
                 .iter()
                 .filter(|h| h.name.eq_ignore_ascii_case("connection"))
