@@ -41,6 +41,9 @@ pub enum ErrorKind {
     NoHealthyTarget,
     /// Connecting to the upstream failed (refused, unreachable): 502, retryable.
     ConnectFailed,
+    /// The upstream's TLS certificate did not verify: 502, not retried (another
+    /// attempt meets the same certificate).
+    UpstreamCertificate,
     /// Connecting to the upstream did not finish within `connect_timeout`: 504, retryable.
     ConnectTimeout,
     /// The upstream closed or reset before any response byte: 502, retryable when idempotent.
@@ -68,7 +71,10 @@ impl ErrorKind {
             ErrorKind::RateLimited => 429,
             ErrorKind::ProtocolNotAllowed => 426,
             ErrorKind::NameResolution | ErrorKind::NoHealthyTarget => 503,
-            ErrorKind::ConnectFailed | ErrorKind::UpstreamClosed | ErrorKind::BadResponse => 502,
+            ErrorKind::ConnectFailed
+            | ErrorKind::UpstreamCertificate
+            | ErrorKind::UpstreamClosed
+            | ErrorKind::BadResponse => 502,
             ErrorKind::ConnectTimeout | ErrorKind::UpstreamTimeout => 504,
             ErrorKind::ClientGone => 499,
         }
@@ -89,9 +95,10 @@ impl ErrorKind {
             ErrorKind::ProtocolNotAllowed => "Please use HTTPS protocol",
             ErrorKind::NameResolution => "name resolution failed",
             ErrorKind::NoHealthyTarget => "The upstream server is currently unavailable",
-            ErrorKind::ConnectFailed | ErrorKind::UpstreamClosed | ErrorKind::BadResponse => {
-                "An invalid response was received from the upstream server"
-            }
+            ErrorKind::ConnectFailed
+            | ErrorKind::UpstreamCertificate
+            | ErrorKind::UpstreamClosed
+            | ErrorKind::BadResponse => "An invalid response was received from the upstream server",
             ErrorKind::ConnectTimeout | ErrorKind::UpstreamTimeout => {
                 "The upstream server is timing out"
             }
@@ -112,6 +119,7 @@ impl ErrorKind {
             ErrorKind::NameResolution | ErrorKind::Internal => Side::Internal,
             ErrorKind::Unauthorized | ErrorKind::RateLimited => Side::Client,
             ErrorKind::ConnectFailed
+            | ErrorKind::UpstreamCertificate
             | ErrorKind::NoHealthyTarget
             | ErrorKind::ConnectTimeout
             | ErrorKind::UpstreamClosed
@@ -136,6 +144,7 @@ impl ErrorKind {
             ErrorKind::NameResolution => "name_resolution",
             ErrorKind::NoHealthyTarget => "no_healthy_target",
             ErrorKind::ConnectFailed => "connect_failed",
+            ErrorKind::UpstreamCertificate => "upstream_certificate",
             ErrorKind::ConnectTimeout => "connect_timeout",
             ErrorKind::UpstreamClosed => "upstream_closed",
             ErrorKind::BadResponse => "bad_response",

@@ -612,8 +612,9 @@ impl<S: ClientIo> Conn<S> {
                         if let Some(lease) = &lease {
                             tried.push(lease.target as u32);
                         }
-                        // Nothing was sent: any method may try again.
-                        if retries_left > 0 {
+                        // Nothing was sent: any method may try again, unless the
+                        // upstream's certificate was refused (it would be again).
+                        if retries_left > 0 && kind != ErrorKind::UpstreamCertificate {
                             retries_left -= 1;
                             self.worker.stats.upstream_retries.inc();
                             continue;

@@ -202,9 +202,32 @@ pub async fn connect(
             fd,
         }),
         Ok(Err(e)) => {
-            // A certificate that does not verify is the upstream's fault: 502.
-            log::warn!("TLS to upstream {addr} failed: {e}");
-            Err(ErrorKind::ConnectFailed)
+            // Either way the upstream's fault: 502. A certificate that does not verify
+            // is not tried again; a handshake cut short may be.
+            let cause: Result<&rustls::Error, &std::io::Error> = match &e {
+                monoio_rustls::TlsError::Rustls(e) => Ok(e),
+                monoio_rustls::TlsError::Io(e) => {
+                    e.get_ref().and_then(|inner| inner.downcast_ref()).ok_or(e)
+                }
+            };
+            match cause {
+                Ok(
+                    cause @ (rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::InvalidCertRevocationList(_)),
+                ) => {
+                    log::warn!("TLS to upstream {addr} refused: {cause}");
+                    Err(ErrorKind::UpstreamCertificate)
+                }
+                Ok(cause) => {
+                    log::warn!("TLS to upstream {addr} failed: {cause}");
+                    Err(ErrorKind::ConnectFailed)
+                }
+                Err(cause) => {
+                    log::warn!("TLS to upstream {addr} failed: {cause}");
+                    Err(ErrorKind::ConnectFailed)
+                }
+            }
         }
         Err(_) => Err(ErrorKind::ConnectTimeout),
     }
