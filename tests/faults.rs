@@ -718,3 +718,58 @@ fn a_502_to_head_has_no_body() {
     // The next response on the connection is read from where it starts.
     assert_normal(&mut c, "/next");
 }
+
+/// An upstream that answers a large upload at its head (413, as a size limit does) and
+/// closes without reading the body: the client gets that answer, not a 502, and then a
+/// close, since the rest of its body is never read. The connection the gateway wrote to
+/// is not pooled.
+#[test]
+fn an_answer_before_the_body_was_taken_reaches_the_client() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let counted = conns.clone();
+    thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(s) = s else { return };
+            counted.fetch_add(1, Ordering::SeqCst);
+            let mut conn = BufConn::new(s);
+            let deadline = Instant::now() + RESPONSE_DEADLINE;
+            if let Ok(Some(_head)) = conn.read_head(deadline, deadline) {
+                let _ = conn.write_all(
+                    b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large",
+                );
+            }
+            // Dropped with the body unread: the kernel resets the connection.
+        }
+    });
+    let gw = gateway(&format!("http://{addr}"), "");
+    for round in 0..2 {
+        let mut c = gw.client();
+        let body = vec![b'x'; 4 << 20];
+        let mut sender = c.conn.stream.try_clone().unwrap();
+        let head = format!(
+            "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let upload = thread::spawn(move || {
+            let _ = sender.write_all(head.as_bytes());
+            let _ = sender.write_all(&body);
+        });
+        let r = c
+            .read_response_within(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+        assert_eq!(r.status, 413, "round {round}: {r:?}");
+        assert_eq!(r.body, b"too large");
+        assert!(
+            c.closed_within(CLOSE_DEADLINE),
+            "round {round}: the unread rest of the body is never parsed as a request"
+        );
+        let _ = upload.join();
+    }
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        2,
+        "nothing pooled from round 0"
+    );
+}

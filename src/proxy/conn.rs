@@ -79,6 +79,9 @@ enum RequestBody {
 enum SendFail {
     /// The upstream failed: before any response byte, so maybe retryable.
     Upstream(ErrorKind),
+    /// The upstream stopped taking the body (closed or reset); it may have answered
+    /// first.
+    UpstreamGone,
     /// The client failed while its body was being streamed.
     Client(ErrorKind),
 }
@@ -520,7 +523,7 @@ impl<S: ClientIo> Conn<S> {
     async fn proxy(
         &mut self,
         snapshot: &Arc<Snapshot>,
-        exchange: Exchange,
+        mut exchange: Exchange,
         started: Instant,
     ) -> Next {
         let service = &snapshot.config.services[exchange.service];
@@ -623,11 +626,18 @@ impl<S: ClientIo> Conn<S> {
                     }
                 };
             let sent = Instant::now();
-            let failure = match self
+            let sending = self
                 .send_request(&mut upstream, service, node.client_body_timeout, &mut body)
-                .await
-            {
-                Ok(()) => match self
+                .await;
+            // An upstream that stopped taking the body may have answered first (a 413, a
+            // 401 before the upload): that answer is the client's, on a connection that
+            // then closes, since the rest of its body is never read.
+            let early = matches!(sending, Err(SendFail::UpstreamGone));
+            if early {
+                exchange.framing.keep_alive = false;
+            }
+            let failure = match sending {
+                Ok(()) | Err(SendFail::UpstreamGone) => match self
                     .read_response_head(
                         &mut upstream,
                         service,
@@ -637,7 +647,8 @@ impl<S: ClientIo> Conn<S> {
                     )
                     .await
                 {
-                    Ok((plan, pos)) => {
+                    Ok((mut plan, pos)) => {
+                        plan.upstream_close |= early;
                         self.tally.status = plan.status;
                         if let (Some((_, up)), Some(lease)) = (balanced, &lease) {
                             let passive = &up.checks.passive;
@@ -669,6 +680,8 @@ impl<S: ClientIo> Conn<S> {
                             )
                             .await;
                     }
+                    // No answer after all: the failed send is what went wrong.
+                    Err(_) if early => ErrorKind::BadResponse,
                     Err(kind) => kind,
                 },
                 Err(SendFail::Client(kind)) => return self.fail_close(kind).await,
@@ -838,7 +851,7 @@ impl<S: ClientIo> Conn<S> {
                     )
                     .await;
                     if let Err(fail) = result {
-                        return Err(SendFail::Upstream(body_write_failure(fail)));
+                        return Err(body_write_failure(fail));
                     }
                     buf.drain(..take);
                     self.buf = buf;
@@ -861,7 +874,7 @@ impl<S: ClientIo> Conn<S> {
                         write_all_within(&worker.idle, upstream, out, service.write_timeout).await;
                     self.out = out.unwrap_or_default();
                     if let Err(fail) = result {
-                        return Err(SendFail::Upstream(body_write_failure(fail)));
+                        return Err(body_write_failure(fail));
                     }
                     if done {
                         *body = RequestBody::Done;
@@ -1230,10 +1243,10 @@ fn finish(plan: ResponsePlan) -> Next {
 }
 
 /// A failed body write: after part of the request went out it is never retried.
-fn body_write_failure(fail: IoFail) -> ErrorKind {
+fn body_write_failure(fail: IoFail) -> SendFail {
     match fail {
-        IoFail::TimedOut => ErrorKind::UpstreamTimeout,
-        IoFail::Io => ErrorKind::BadResponse,
+        IoFail::TimedOut => SendFail::Upstream(ErrorKind::UpstreamTimeout),
+        IoFail::Io => SendFail::UpstreamGone,
     }
 }
 
