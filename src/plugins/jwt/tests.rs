@@ -241,7 +241,7 @@ fn kong_messages_for_bad_tokens() {
         ),
         (
             raw_token(r#"{"alg":"HS256"}"#, r#"{"iss":7}"#, b"s"),
-            "Invalid 'iss' in claims",
+            "No credentials found for given 'iss'",
         ),
         (
             raw_token(

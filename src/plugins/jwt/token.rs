@@ -309,8 +309,17 @@ fn verify_signature<'c>(
                 "No mandatory '{key_claim}' in claims"
             )))
         }
-        Some(Value::Str(key)) if !key.is_empty() => key,
-        Some(_) => return Err(Failure::message(format!("Invalid '{key_claim}' in claims"))),
+        Some(Value::Str(key)) if key.is_empty() => {
+            return Err(Failure::message(format!("Invalid '{key_claim}' in claims")))
+        }
+        Some(Value::Str(key)) => key,
+        // Kong looks any other value up as a key and finds no credential: keys are
+        // strings.
+        Some(_) => {
+            return Err(Failure::message(format!(
+                "No credentials found for given '{key_claim}'"
+            )))
+        }
     };
     let credential = credentials
         .get(key.as_ref())
