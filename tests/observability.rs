@@ -2656,3 +2656,27 @@ fn reading_metrics_and_histograms_under_load_never_fails_anything() {
         prom.text
     );
 }
+
+/// A client that goes away in the middle of its body is counted as nginx logs it, 499,
+/// never as a status 0.
+#[test]
+fn a_client_gone_mid_body_is_counted_as_499() {
+    let origin = Origin::start();
+    let cfg = one_service_config(
+        &origin.url(),
+        "plugins:\n  - name: prometheus\n    config: {status_code_metrics: true}\n",
+    );
+    let gw = start(&cfg);
+    let mut c = gw.client();
+    c.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nonly ten b")
+        .unwrap();
+    c.shutdown_write();
+    assert!(c.closed_within(Duration::from_secs(5)));
+    let prom = metrics_when(&gw, |p| p.sum("kong_http_requests_total", &[]) >= 1.0);
+    let codes: Vec<&str> = prom
+        .select("kong_http_requests_total", &[])
+        .iter()
+        .map(|s| s.labels["code"].as_str())
+        .collect();
+    assert_eq!(codes, ["499"], "{}", prom.text);
+}

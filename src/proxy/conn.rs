@@ -487,6 +487,8 @@ impl<S: ClientIo> Conn<S> {
     async fn answer_prepared(&mut self, kind: ErrorKind, close: bool, head: bool) -> bool {
         self.count_error(kind);
         if kind == ErrorKind::ClientGone {
+            // Recorded as nginx logs it (and so Kong's metrics count it): 499.
+            self.tally.status = kind.status();
             return false;
         }
         if self.out.is_empty() {
