@@ -1090,7 +1090,19 @@ fn build_route(
         } else if p.contains(['?', '#', ' ']) || p.bytes().any(|b| b.is_ascii_control()) {
             report.add(field, format!("invalid path '{p}': must not contain a query, fragment, space or control character"));
         } else {
-            paths.push(PathMatch::Prefix(p.clone()));
+            // As Kong: a prefix must be what a request path normalizes to, or no request
+            // could ever match it as written.
+            match crate::route::normalize(p) {
+                Ok(normal) if normal == *p => paths.push(PathMatch::Prefix(p.clone())),
+                Ok(normal) => report.add(
+                    field,
+                    format!("non-normalized path, consider use '{normal}' instead"),
+                ),
+                Err(_) => report.add(
+                    field,
+                    format!("invalid path '{p}': bad percent-encoding or '..' above the root"),
+                ),
+            }
         }
     }
     let mut methods = Vec::new();

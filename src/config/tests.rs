@@ -259,10 +259,29 @@ services:
       - name: dup
         paths: [/a]
       - name: dup
-        paths: [/b//c]
+        paths: [/b//c, /a/../b, /a/./b, /%7Euser, /x/%2f, /%zz, /.., /ok/%2F, /ok/~]
         headers: { host: [x] }
         https_redirect_status_code: 200
 "#,
+    );
+    for prefix in [
+        "services[0].routes[2].paths[1]: non-normalized path, consider use '/b' instead",
+        "services[0].routes[2].paths[2]: non-normalized path, consider use '/a/b' instead",
+        "services[0].routes[2].paths[3]: non-normalized path, consider use '/~user' instead",
+        "services[0].routes[2].paths[4]: non-normalized path, consider use '/x/%2F' instead",
+        "services[0].routes[2].paths[5]: invalid path '/%zz'",
+        "services[0].routes[2].paths[6]: invalid path '/..'",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(prefix)),
+            "missing {prefix:?} in {found:#?}"
+        );
+    }
+    assert!(
+        !found
+            .iter()
+            .any(|p| p.contains("paths[7]") || p.contains("paths[8]")),
+        "normalized paths are valid: {found:#?}"
     );
     for prefix in [
         "services[0].routes[0]: must set at least one of",
