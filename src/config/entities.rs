@@ -345,13 +345,21 @@ pub fn build_consumers(items: Vec<Item>, keys: &mut Keys, report: &mut Report) -
                     .unwrap_or_default(),
             )
         });
-        for key in [file.username.as_ref(), Some(&id)].into_iter().flatten() {
-            if keys.consumers.insert(key.clone(), index).is_some() {
+        if let Some(username) = &file.username {
+            if keys.consumers.insert(username.clone(), index).is_some() {
                 report.add(
                     format!("{}.username", item.path),
-                    format!("duplicate consumer '{key}'"),
+                    format!("duplicate consumer '{username}'"),
                 );
             }
+        }
+        // An id derived from a duplicated username or custom_id is a duplicate already
+        // reported; only an id written in the file is reported as one.
+        if keys.consumers.insert(id.clone(), index).is_some() && file.id.is_some() {
+            report.add(
+                format!("{}.id", item.path),
+                format!("duplicate consumer id '{id}'"),
+            );
         }
         if let Some(custom_id) = &file.custom_id {
             if let Some(first) = custom_ids.insert(custom_id.clone(), item.path.clone()) {

@@ -103,9 +103,13 @@ pub struct ServiceFile {
     pub plugins: Vec<Value>,
 }
 
-/// A reference to a parent entity at top level: its name, or `{name: ...}` / `{id: ...}`.
+/// A reference to a parent entity at top level: its name, or `{name: ...}` / `{id: ...}`
+/// (`{username: ...}` for a consumer).
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expected a name or id, or an object with one of `name`, `username`, `id`"
+)]
 pub enum Reference {
     Name(String),
     Object(ReferenceObject),
@@ -115,6 +119,7 @@ pub enum Reference {
 #[serde(deny_unknown_fields)]
 pub struct ReferenceObject {
     pub name: Option<String>,
+    pub username: Option<String>,
     pub id: Option<String>,
 }
 
@@ -123,7 +128,11 @@ impl Reference {
     pub fn key(&self) -> Option<&str> {
         match self {
             Reference::Name(name) => Some(name),
-            Reference::Object(object) => object.name.as_deref().or(object.id.as_deref()),
+            Reference::Object(object) => object
+                .name
+                .as_deref()
+                .or(object.username.as_deref())
+                .or(object.id.as_deref()),
         }
     }
 }

@@ -167,14 +167,18 @@ jwt_secrets:
     secret: s
     algorithm: HS512
     consumer: partner
+  - key: by-username
+    secret: s
+    consumer: { username: partner }
 "#,
     )
     .unwrap();
+    assert_eq!(config.credentials["by-username"].consumer, 1);
     assert_eq!(config.consumers.len(), 2);
     assert_eq!(config.consumers[0].groups, vec![0]);
     assert_eq!(config.consumers[1].groups, vec![0]);
     assert!(is_uuid(&config.consumers[0].id));
-    assert_eq!(config.credentials.len(), 2);
+    assert_eq!(config.credentials.len(), 3);
     assert_eq!(config.credentials["partner-key"].consumer, 1);
     // The route-scoped jwt (with claims_to_verify) outranks the service-scoped one.
     let users = config.chains[0].jwt.as_ref().unwrap();
@@ -209,6 +213,9 @@ jwt_secrets:
   - key: k3
     secret: s
     consumer: ghost
+  - key: k4
+    secret: s
+    consumer: [a]
 plugins:
   - name: jwt
     consumer: a
@@ -218,6 +225,14 @@ plugins:
     service: missing
 "#,
     );
+    assert_eq!(
+        found
+            .iter()
+            .filter(|p| p.contains("duplicate consumer"))
+            .count(),
+        1,
+        "a duplicated username is one problem: {found:#?}"
+    );
     for prefix in [
         "consumers[0].groups[0]: no consumer group named 'nope'",
         "consumers[0].jwt_secrets[0].algorithm: expected one of",
@@ -226,6 +241,7 @@ plugins:
         "consumers[1]: at least one of 'username' or 'custom_id'",
         "consumers[2].username: duplicate consumer 'a'",
         "jwt_secrets[0].consumer: no consumer named 'ghost'",
+        "jwt_secrets[1].consumer: expected a name or id, or an object with one of",
         "plugins[0].consumer: plugin 'jwt' authenticates consumers",
         "plugins[1].config.bogus: unknown field",
         "plugins[2].service: no service named 'missing'",
@@ -561,5 +577,23 @@ consumers:
             "consumers[0].jwt_secrets[0].algorithm",
         ],
         "{got:#?}"
+    );
+}
+
+#[test]
+fn a_consumer_id_written_twice_is_one_problem() {
+    let found = problems(
+        r#"
+_format_version: "3.0"
+consumers:
+  - username: a
+    id: 6a0b5d4e-1f2e-4d6c-9a8b-000000000001
+  - username: b
+    id: 6a0b5d4e-1f2e-4d6c-9a8b-000000000001
+"#,
+    );
+    assert_eq!(
+        found,
+        ["consumers[1].id: duplicate consumer id '6a0b5d4e-1f2e-4d6c-9a8b-000000000001'"]
     );
 }
