@@ -777,3 +777,40 @@ fn websocket_upgrade_is_tunnelled_both_ways() {
         }
     }
 }
+
+/// A tunnel with nothing moving either way for the service's `read_timeout` is closed
+/// (a peer that vanished without a close would hold it forever); traffic in either
+/// direction keeps it open past that.
+#[test]
+fn an_idle_tunnel_closes_after_read_timeout() {
+    let (addr, _heads) = upgrading_origin();
+    let gw = Gateway::start(&format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: ws\n    url: http://{addr}\n    read_timeout: 600\n    routes:\n      - paths: [/]\n"
+    ));
+    let mut c = gw.client();
+    c.send(b"GET /chat HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n")
+        .unwrap();
+    let r = c.read_head_response().unwrap();
+    assert_eq!(r.status, 101, "{r:?}");
+    // Busy for twice the timeout: one message every 200 ms.
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(200));
+        c.send(b"ping").unwrap();
+        let mut echoed = Vec::new();
+        c.conn
+            .read_exact_into(4, &mut echoed, Instant::now() + Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(echoed, b"ping");
+    }
+    // Then quiet: closed after the timeout, not before.
+    let quiet = Instant::now();
+    assert!(
+        c.closed_within(Duration::from_secs(5)),
+        "an idle tunnel closes"
+    );
+    let after = quiet.elapsed();
+    assert!(
+        after >= Duration::from_millis(500),
+        "closed after {after:?}"
+    );
+}

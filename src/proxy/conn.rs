@@ -57,7 +57,9 @@ enum Next {
     KeepAlive,
     Close,
     /// `101 Switching Protocols` was relayed: bytes now flow both ways unparsed.
-    Tunnel(upstream::Stream),
+    /// The connection switched protocols: a tunnel to this upstream, closed after this
+    /// long without a byte either way (the service's `read_timeout`, as nginx does).
+    Tunnel(upstream::Stream, Duration),
 }
 
 /// Why a head could not be read.
@@ -144,15 +146,22 @@ pub async fn serve<S: ClientIo>(
         requests: Default::default(),
     };
     let mut conn = Conn::new(worker, client, info);
-    if let Some(upstream) = conn.run().await {
+    if let Some((upstream, idle)) = conn.run().await {
         // Boxed: the tunnel's state (two copy loops) would otherwise be part of every
         // connection's future, idle or not.
-        Box::pin(tunnel(conn.client, upstream, conn.buf)).await;
+        Box::pin(tunnel(conn.client, upstream, conn.buf, idle)).await;
     }
 }
 
-/// Copies bytes both ways after a protocol switch until each side has closed.
-async fn tunnel<S: ClientIo>(client: S, upstream: upstream::Stream, pending: Vec<u8>) {
+/// Copies bytes both ways after a protocol switch until each side has closed, or until
+/// nothing has moved either way for `idle`: a peer that vanished without a close would
+/// otherwise hold the tunnel forever.
+async fn tunnel<S: ClientIo>(
+    client: S,
+    upstream: upstream::Stream,
+    pending: Vec<u8>,
+    idle: Duration,
+) {
     use monoio::io::Splitable;
     let (mut client_read, mut client_write) = client.into_split();
     let (mut upstream_read, mut upstream_write) = upstream.into_split();
@@ -162,15 +171,56 @@ async fn tunnel<S: ClientIo>(client: S, upstream: upstream::Stream, pending: Vec
             return;
         }
     }
+    let last = std::cell::Cell::new(Instant::now());
     let up = async {
-        let _ = monoio::io::copy(&mut client_read, &mut upstream_write).await;
+        pump(&mut client_read, &mut upstream_write, &last, idle).await;
         let _ = upstream_write.shutdown().await;
     };
     let down = async {
-        let _ = monoio::io::copy(&mut upstream_read, &mut client_write).await;
+        pump(&mut upstream_read, &mut client_write, &last, idle).await;
         let _ = client_write.shutdown().await;
     };
     monoio::join!(up, down);
+}
+
+/// One direction of a tunnel: until EOF, an error, or `idle` since `last` moved (either
+/// direction moves it).
+async fn pump(
+    from: &mut impl AsyncReadRent,
+    to: &mut impl AsyncWriteRent,
+    last: &std::cell::Cell<Instant>,
+    idle: Duration,
+) {
+    const CHUNK: usize = 16 * 1024;
+    let mut buf = Vec::with_capacity(CHUNK);
+    loop {
+        let read = monoio::time::timeout_at((last.get() + idle).into(), from.read(buf)).await;
+        let (result, filled) = match read {
+            Ok(done) => done,
+            // The other direction may have moved meanwhile; the buffer went with the
+            // cancelled read.
+            Err(_) if last.get().elapsed() < idle => {
+                buf = Vec::with_capacity(CHUNK);
+                continue;
+            }
+            Err(_) => return,
+        };
+        match result {
+            Ok(n) if n > 0 => {}
+            _ => return,
+        }
+        last.set(Instant::now());
+        // A peer that stops reading holds the write: the same limit applies.
+        let Ok((result, written)) = monoio::time::timeout(idle, to.write_all(filled)).await else {
+            return;
+        };
+        if result.is_err() {
+            return;
+        }
+        last.set(Instant::now());
+        buf = written;
+        buf.clear();
+    }
 }
 
 impl<S: ClientIo> Conn<S> {
@@ -189,7 +239,7 @@ impl<S: ClientIo> Conn<S> {
     }
 
     /// Serves requests; returns the upstream connection when the exchange became a tunnel.
-    async fn run(&mut self) -> Option<upstream::Stream> {
+    async fn run(&mut self) -> Option<(upstream::Stream, Duration)> {
         let mut first = true;
         loop {
             let snapshot = self.worker.snapshot();
@@ -213,7 +263,7 @@ impl<S: ClientIo> Conn<S> {
             let next = Box::pin(self.exchange(start, end)).await;
             match next {
                 Next::KeepAlive if !self.worker.drain.fired() => self.release_buffers(),
-                Next::Tunnel(upstream) => return Some(upstream),
+                Next::Tunnel(upstream, idle) => return Some((upstream, idle)),
                 _ => return None,
             }
         }
@@ -982,7 +1032,7 @@ impl<S: ClientIo> Conn<S> {
             if !self.flush_out(client_timeout).await {
                 return Next::Close;
             }
-            return Next::Tunnel(upstream);
+            return Next::Tunnel(upstream, service.read_timeout);
         }
         let emit = if plan.client_body == ClientBody::Raw {
             Emit::Raw
