@@ -127,14 +127,18 @@ struct Conn<S> {
 }
 
 /// Serves one client connection until it closes. `local` is the address it reached
-/// (the listener's, or the socket's own when known); `https` marks TLS connections.
-pub async fn serve<S: ClientIo>(
+/// (the listener's, or the socket's own when known); `https` marks TLS connections. The
+/// connection was counted active when accepted; the count ends with the returned future.
+///
+/// The connection state is built here, before the future: the future then holds it once,
+/// not also the arguments it was built from, which every idle connection would carry.
+pub fn serve<S: ClientIo>(
     worker: Rc<Worker>,
     client: S,
     peer: SocketAddr,
     local: SocketAddr,
     https: bool,
-) {
+) -> impl std::future::Future<Output = ()> {
     let trusted = worker.snapshot().config.node.is_trusted(peer.ip());
     let info = ClientInfo {
         ip: peer.ip().to_string(),
@@ -146,10 +150,13 @@ pub async fn serve<S: ClientIo>(
         requests: Default::default(),
     };
     let mut conn = Conn::new(worker, client, info);
-    if let Some((upstream, idle)) = conn.run().await {
-        // Boxed: the tunnel's state (two copy loops) would otherwise be part of every
-        // connection's future, idle or not.
-        Box::pin(tunnel(conn.client, upstream, conn.buf, idle)).await;
+    async move {
+        if let Some((upstream, idle)) = conn.run().await {
+            // Boxed: the tunnel's state (two copy loops) would otherwise be part of every
+            // connection's future, idle or not.
+            Box::pin(tunnel(conn.client, upstream, conn.buf, idle)).await;
+        }
+        conn.worker.stats.connections_active.dec();
     }
 }
 

@@ -162,14 +162,13 @@ fn stop_listening(fd: std::os::fd::RawFd) {
 }
 
 /// A plain connection's whole task.
-async fn serve_plain(
+fn serve_plain(
     worker: Rc<Worker>,
     stream: monoio::net::TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
-) {
-    proxy::serve(worker.clone(), stream, peer, local, false).await;
-    worker.stats.connections_active.dec();
+) -> impl std::future::Future<Output = ()> {
+    proxy::serve(worker, stream, peer, local, false)
 }
 
 /// A TLS connection's whole task: the handshake, then the same connection loop.
@@ -180,10 +179,10 @@ async fn serve_tls(
     local: SocketAddr,
 ) {
     // Boxed: the handshake's state is needed only until it is done.
-    if let Some(tls) = Box::pin(handshake(&worker, stream)).await {
-        proxy::serve(worker.clone(), tls, peer, local, true).await;
+    match Box::pin(handshake(&worker, stream)).await {
+        Some(tls) => proxy::serve(worker, tls, peer, local, true).await,
+        None => worker.stats.connections_active.dec(),
     }
-    worker.stats.connections_active.dec();
 }
 
 async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, local: SocketAddr, ssl: bool) {
@@ -244,7 +243,8 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, local: SocketAdd
 #[cfg(test)]
 mod tests {
     /// The task of every idle plain connection: no larger than the connection loop
-    /// itself, whatever a TLS connection needs.
+    /// itself, whatever a TLS connection needs, and within the allocator's 1 KiB size
+    /// class with the task's header (the next class up is 1.25 KiB per connection).
     #[test]
     fn a_plain_connection_task_carries_no_tls_state() {
         crate::proxy::worker::with_test_worker(|worker, addr| async move {
@@ -254,7 +254,7 @@ mod tests {
             let tls = super::serve_tls(worker, tls, addr, addr);
             let (plain, tls) = (std::mem::size_of_val(&plain), std::mem::size_of_val(&tls));
             assert!(
-                plain <= 1536,
+                plain <= 960,
                 "a plain connection's task grew to {plain} bytes"
             );
             assert!(tls > 2 * plain, "the TLS task ({tls}) is the larger one");
