@@ -155,6 +155,7 @@ pub struct Service {
     /// For `https` services: how to speak TLS to it.
     pub tls: Option<UpstreamTls>,
     pub retries: u32,
+    pub tags: Vec<String>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
@@ -203,6 +204,7 @@ pub enum HostMatch {
 pub struct Route {
     pub id: String,
     pub name: Option<Arc<str>>,
+    pub tags: Vec<String>,
     pub layer: Layer,
     pub service: usize,
     pub paths: Vec<PathMatch>,
@@ -936,6 +938,7 @@ fn build_service(
         balancer,
         tls,
         retries: file.retries,
+        tags: file.tags,
         connect_timeout,
         read_timeout,
         write_timeout,
@@ -966,7 +969,9 @@ fn valid_host(host: &str) -> bool {
 }
 
 /// Splits `scheme://host[:port][/path]` into its parts.
-fn parse_url(url: &str) -> Result<(String, String, Option<u16>, Option<String>), String> {
+pub(crate) fn parse_url(
+    url: &str,
+) -> Result<(String, String, Option<u16>, Option<String>), String> {
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| format!("invalid url '{url}': expected scheme://host[:port][/path]"))?;
@@ -1209,6 +1214,7 @@ fn build_route(
         id,
         layer: Layer::File,
         name: file.name.map(Arc::from),
+        tags: file.tags,
         service: service?,
         paths,
         methods,
