@@ -9,7 +9,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::body::{parse_body, Body};
+use super::body::{media_type, multipart_parts, parse_body, Body};
 use crate::config::{random_id, Config, HostMatch, Layer, PathMatch, Problems, ValueMatch};
 use crate::control::{Control, Refused};
 use crate::plugins::jwt::Algorithm;
@@ -125,54 +125,60 @@ pub struct Request<'a> {
 pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
     let segments: Vec<&str> = request.path.split('/').filter(|s| !s.is_empty()).collect();
     let method = request.method;
-    let body = || parse_body(request.content_type, request.body);
+    let body = |kind: &str| parse_body(request.content_type, request.body, Some(kind));
     let snapshot = control.shared.snapshot();
     let config = &snapshot.config;
     if let Some(reply) = super::upstreams::handle(method, &segments, config) {
         return reply;
     }
+    // What the config model does not keep of Admin-created entities, for reads.
+    let stored = if method == "GET" {
+        Stored::load(control)
+    } else {
+        Stored::default()
+    };
+    let show = |value: Value| Reply::json(200, &stored.decorate(value));
+    let list = |items: &mut dyn Iterator<Item = Value>, filter: &str| {
+        paged(items, request, &stored, filter)
+    };
     match (method, segments.as_slice()) {
         ("GET", ["config"]) => get_config(control, request.accept_json),
         ("POST", ["config"]) => post_config(control, request),
-        (_, ["config"]) => method_not_allowed(),
 
         ("GET", ["consumers"]) => list(
-            config
-                .consumers
-                .iter()
-                .enumerate()
-                .map(|(i, _)| consumer_json(config, i)),
-            request.query,
+            &mut (0..config.consumers.len()).map(|i| consumer_json(config, i)),
             "custom_id",
         ),
-        ("POST", ["consumers"]) => with_body(body(), |b| create_consumer(control, config, b)),
-        ("GET", ["consumers", c]) => find_consumer(config, c)
-            .map_or_else(not_found, |i| Reply::json(200, &consumer_json(config, i))),
-        ("PATCH" | "PUT", ["consumers", c]) => with_body(body(), |b| {
-            update_consumer(control, config, c, b, method == "PUT")
+        ("POST", ["consumers"]) => with_body(body("consumers"), |b| {
+            create_consumer(control, config, b, None)
+        }),
+        ("GET", ["consumers", c]) => {
+            find_consumer(config, c).map_or_else(not_found, |i| show(consumer_json(config, i)))
+        }
+        ("PATCH", ["consumers", c]) => with_body(body("consumers"), |b| {
+            update_consumer(control, config, c, b)
+        }),
+        ("PUT", ["consumers", c]) => with_body(body("consumers"), |b| {
+            put(control, config, "consumers", c, b)
         }),
         ("DELETE", ["consumers", c]) => delete_consumer(control, config, c),
         ("GET", ["consumers", c, "jwt"]) => match find_consumer(config, c) {
             Some(i) => list(
-                config
-                    .jwt_secrets
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| s.consumer == i)
-                    .map(|(j, _)| jwt_json(config, j)),
-                "",
+                &mut (0..config.jwt_secrets.len())
+                    .filter(|&j| config.jwt_secrets[j].consumer == i)
+                    .map(|j| jwt_json(config, j)),
                 "",
             ),
             None => not_found(),
         },
         ("POST", ["consumers", c, "jwt"]) => match find_consumer(config, c) {
-            Some(i) => with_body(body(), |b| create_jwt(control, config, i, b)),
+            Some(i) => with_body(body("jwt_secrets"), |b| create_jwt(control, config, i, b)),
             None => not_found(),
         },
         ("GET", ["consumers", c, "jwt", k]) => {
             match (find_consumer(config, c), find_jwt(config, k)) {
                 (Some(i), Some(j)) if config.jwt_secrets[j].consumer == i => {
-                    Reply::json(200, &jwt_json(config, j))
+                    show(jwt_json(config, j))
                 }
                 _ => not_found(),
             }
@@ -180,7 +186,7 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
         ("PATCH" | "PUT", ["consumers", c, "jwt", k]) => {
             match (find_consumer(config, c), find_jwt(config, k)) {
                 (Some(i), Some(j)) if config.jwt_secrets[j].consumer == i => {
-                    with_body(body(), |b| update_jwt(control, config, j, b))
+                    with_body(body("jwt_secrets"), |b| update_jwt(control, config, j, b))
                 }
                 _ => not_found(),
             }
@@ -197,33 +203,37 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             }
         }
         ("GET", ["jwts"]) => list(
-            (0..config.jwt_secrets.len()).map(|j| jwt_json(config, j)),
-            "",
+            &mut (0..config.jwt_secrets.len()).map(|j| jwt_json(config, j)),
             "",
         ),
         ("GET", ["jwts", k]) => {
-            find_jwt(config, k).map_or_else(not_found, |j| Reply::json(200, &jwt_json(config, j)))
+            find_jwt(config, k).map_or_else(not_found, |j| show(jwt_json(config, j)))
         }
         ("GET", ["jwts", k, "consumer"]) => find_jwt(config, k).map_or_else(not_found, |j| {
-            Reply::json(200, &consumer_json(config, config.jwt_secrets[j].consumer))
+            show(consumer_json(config, config.jwt_secrets[j].consumer))
         }),
 
         ("GET", ["plugins"]) => list(
-            (0..config.plugins.len()).map(|p| plugin_json(config, p)),
-            "",
+            &mut (0..config.plugins.len()).map(|p| plugin_json(config, p)),
             "",
         ),
         ("GET", ["plugins", "enabled"]) => Reply::json(
             200,
             &json!({ "enabled_plugins": crate::config::KNOWN_PLUGINS }),
         ),
-        ("POST", ["plugins"]) => with_body(body(), |b| create_plugin(control, config, b, None)),
-        ("GET", ["plugins", p]) => find_plugin(config, p)
-            .map_or_else(not_found, |i| Reply::json(200, &plugin_json(config, i))),
-        ("PATCH" | "PUT", ["plugins", p]) => match find_plugin(config, p) {
-            Some(i) => with_body(body(), |b| update_plugin(control, config, i, b)),
+        ("POST", ["plugins"]) => with_body(body("plugins"), |b| {
+            create_plugin(control, config, b, None, None)
+        }),
+        ("GET", ["plugins", p]) => {
+            find_plugin(config, p).map_or_else(not_found, |i| show(plugin_json(config, i)))
+        }
+        ("PATCH", ["plugins", p]) => match find_plugin(config, p) {
+            Some(i) => with_body(body("plugins"), |b| update_plugin(control, config, i, b)),
             None => not_found(),
         },
+        ("PUT", ["plugins", p]) => {
+            with_body(body("plugins"), |b| put(control, config, "plugins", p, b))
+        }
         ("DELETE", ["plugins", p]) => match find_plugin(config, p) {
             Some(i) => delete_entity(
                 control,
@@ -233,15 +243,25 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             ),
             None => Reply::empty(204),
         },
+        // The entity a plugin is scoped to, as Kong's foreign-key endpoints show it.
+        ("GET", ["plugins", p, field @ ("service" | "route" | "consumer" | "consumer_group")]) => {
+            let scope = find_plugin(config, p).map(|i| config.plugins[i].scope);
+            let entity = scope.and_then(|s| match *field {
+                "service" => s.service.map(|i| service_json(config, i)),
+                "route" => s.route.map(|i| route_json(config, i)),
+                "consumer" => s.consumer.map(|i| consumer_json(config, i)),
+                _ => s.group.map(|i| group_json(config, i)),
+            });
+            entity.map_or_else(not_found, show)
+        }
         (
             "GET",
             [kind @ ("services" | "routes" | "consumers" | "consumer_groups"), parent, "plugins"],
         ) => match scope_of(config, kind, parent) {
             Some((field, id)) => list(
-                (0..config.plugins.len())
+                &mut (0..config.plugins.len())
                     .map(|p| plugin_json(config, p))
                     .filter(|p| p[field]["id"] == json!(id)),
-                "",
                 "",
             ),
             None => not_found(),
@@ -250,31 +270,52 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             "POST",
             [kind @ ("services" | "routes" | "consumers" | "consumer_groups"), parent, "plugins"],
         ) => match scope_of(config, kind, parent) {
-            Some(scope) => with_body(body(), |b| create_plugin(control, config, b, Some(scope))),
-            None => not_found(),
-        },
-
-        ("GET", ["services"]) => list(
-            (0..config.services.len()).map(|s| service_json(config, s)),
-            "",
-            "",
-        ),
-        ("POST", ["services"]) => with_body(body(), |b| create_service(control, config, b)),
-        ("GET", ["services", s]) => find_service(config, s)
-            .map_or_else(not_found, |i| Reply::json(200, &service_json(config, i))),
-        ("PATCH" | "PUT", ["services", s]) => match find_service(config, s) {
-            Some(i) => with_body(body(), |b| {
-                update_generic(
-                    control,
-                    config,
-                    config.services[i].layer,
-                    "services",
-                    &config.services[i].id.clone(),
-                    b,
-                )
+            Some(scope) => with_body(body("plugins"), |b| {
+                create_plugin(control, config, b, Some(scope), None)
             }),
             None => not_found(),
         },
+        (
+            "GET" | "PATCH" | "DELETE",
+            [kind @ ("services" | "routes" | "consumers" | "consumer_groups"), parent, "plugins", p],
+        ) => {
+            let scoped = scope_of(config, kind, parent).zip(find_plugin(config, p));
+            match scoped {
+                Some(((field, id), i)) if plugin_json(config, i)[field]["id"] == json!(id) => {
+                    match method {
+                        "GET" => show(plugin_json(config, i)),
+                        "PATCH" => {
+                            with_body(body("plugins"), |b| update_plugin(control, config, i, b))
+                        }
+                        _ => delete_entity(
+                            control,
+                            config.plugins[i].layer,
+                            "plugins",
+                            &config.plugins[i].id.clone(),
+                        ),
+                    }
+                }
+                _ => not_found(),
+            }
+        }
+
+        ("GET", ["services"]) => list(
+            &mut (0..config.services.len()).map(|s| service_json(config, s)),
+            "",
+        ),
+        ("POST", ["services"]) => with_body(body("services"), |b| {
+            create_service(control, config, b, None)
+        }),
+        ("GET", ["services", s]) => {
+            find_service(config, s).map_or_else(not_found, |i| show(service_json(config, i)))
+        }
+        ("PATCH", ["services", s]) => match find_service(config, s) {
+            Some(i) => with_body(body("services"), |b| update_service(control, config, i, b)),
+            None => not_found(),
+        },
+        ("PUT", ["services", s]) => {
+            with_body(body("services"), |b| put(control, config, "services", s, b))
+        }
         ("DELETE", ["services", s]) => match find_service(config, s) {
             Some(i) => delete_entity(
                 control,
@@ -286,46 +327,53 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
         },
         ("GET", ["services", s, "routes"]) => match find_service(config, s) {
             Some(i) => list(
-                config
-                    .routes
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, r)| r.service == i)
-                    .map(|(r, _)| route_json(config, r)),
-                "",
+                &mut (0..config.routes.len())
+                    .filter(|&r| config.routes[r].service == i)
+                    .map(|r| route_json(config, r)),
                 "",
             ),
             None => not_found(),
         },
         ("POST", ["services", s, "routes"]) => match find_service(config, s) {
-            Some(i) => with_body(body(), |mut b| {
+            Some(i) => with_body(body("routes"), |mut b| {
                 b.insert("service".into(), json!({ "id": config.services[i].id }));
-                create_route(control, config, b)
+                create_route(control, config, b, None)
             }),
             None => not_found(),
         },
+        ("GET" | "PATCH" | "DELETE", ["services", s, "routes", r]) => {
+            match (find_service(config, s), find_route(config, r)) {
+                (Some(s), Some(r)) if config.routes[r].service == s => match method {
+                    "GET" => show(route_json(config, r)),
+                    "PATCH" => with_body(body("routes"), |b| update_route(control, config, r, b)),
+                    _ => delete_entity(
+                        control,
+                        config.routes[r].layer,
+                        "routes",
+                        &config.routes[r].id.clone(),
+                    ),
+                },
+                _ => not_found(),
+            }
+        }
 
         ("GET", ["routes"]) => list(
-            (0..config.routes.len()).map(|r| route_json(config, r)),
-            "",
+            &mut (0..config.routes.len()).map(|r| route_json(config, r)),
             "",
         ),
-        ("POST", ["routes"]) => with_body(body(), |b| create_route(control, config, b)),
-        ("GET", ["routes", r]) => find_route(config, r)
-            .map_or_else(not_found, |i| Reply::json(200, &route_json(config, i))),
-        ("PATCH" | "PUT", ["routes", r]) => match find_route(config, r) {
-            Some(i) => with_body(body(), |b| {
-                update_generic(
-                    control,
-                    config,
-                    config.routes[i].layer,
-                    "routes",
-                    &config.routes[i].id.clone(),
-                    b,
-                )
-            }),
+        ("POST", ["routes"]) => {
+            with_body(body("routes"), |b| create_route(control, config, b, None))
+        }
+        ("GET", ["routes", r]) => {
+            find_route(config, r).map_or_else(not_found, |i| show(route_json(config, i)))
+        }
+        ("PATCH", ["routes", r]) => match find_route(config, r) {
+            Some(i) => with_body(body("routes"), |b| update_route(control, config, i, b)),
             None => not_found(),
         },
+        ("PUT", ["routes", r]) => {
+            with_body(body("routes"), |b| put(control, config, "routes", r, b))
+        }
         ("DELETE", ["routes", r]) => match find_route(config, r) {
             Some(i) => delete_entity(
                 control,
@@ -335,15 +383,35 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             ),
             None => Reply::empty(204),
         },
+        ("GET", ["routes", r, "service"]) => find_route(config, r).map_or_else(not_found, |i| {
+            show(service_json(config, config.routes[i].service))
+        }),
+        ("PATCH", ["routes", r, "service"]) => match find_route(config, r) {
+            Some(i) => with_body(body("services"), |b| {
+                update_service(control, config, config.routes[i].service, b)
+            }),
+            None => not_found(),
+        },
 
         ("GET", ["consumer_groups"]) => list(
-            (0..config.consumer_groups.len()).map(|g| group_json(config, g)),
-            "",
+            &mut (0..config.consumer_groups.len()).map(|g| group_json(config, g)),
             "",
         ),
-        ("POST", ["consumer_groups"]) => with_body(body(), |b| create_group(control, config, b)),
-        ("GET", ["consumer_groups", g]) => find_group(config, g)
-            .map_or_else(not_found, |i| Reply::json(200, &group_json(config, i))),
+        ("POST", ["consumer_groups"]) => with_body(body("consumer_groups"), |b| {
+            create_group(control, config, b, None)
+        }),
+        ("GET", ["consumer_groups", g]) => {
+            find_group(config, g).map_or_else(not_found, |i| show(group_json(config, i)))
+        }
+        ("PATCH", ["consumer_groups", g]) => match find_group(config, g) {
+            Some(i) => with_body(body("consumer_groups"), |b| {
+                update_group(control, config, i, b)
+            }),
+            None => not_found(),
+        },
+        ("PUT", ["consumer_groups", g]) => with_body(body("consumer_groups"), |b| {
+            put(control, config, "consumer_groups", g, b)
+        }),
         ("DELETE", ["consumer_groups", g]) => match find_group(config, g) {
             Some(i) => delete_entity(
                 control,
@@ -354,20 +422,16 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             None => Reply::empty(204),
         },
         ("GET", ["certificates"]) => list(
-            (0..config.certificates.len()).map(|i| certificate_json(config, i)),
-            "",
+            &mut (0..config.certificates.len()).map(|i| certificate_json(config, i)),
             "",
         ),
-        ("POST", ["certificates"]) => with_body(body(), |b| {
-            create(control, config, "certificates", base_object(b), |c, id| {
-                show_by_id(c, "certificates", id)
-            })
+        ("POST", ["certificates"]) => with_body(body("certificates"), |b| {
+            write(control, config, "certificates", b, None)
         }),
-        ("GET", ["certificates", c]) => find_certificate(config, c).map_or_else(not_found, |i| {
-            Reply::json(200, &certificate_json(config, i))
-        }),
+        ("GET", ["certificates", c]) => find_certificate(config, c)
+            .map_or_else(not_found, |i| show(certificate_json(config, i))),
         ("PATCH" | "PUT", ["certificates", c]) => match find_certificate(config, c) {
-            Some(i) => with_body(body(), |b| {
+            Some(i) => with_body(body("certificates"), |b| {
                 update_generic(
                     control,
                     config,
@@ -390,23 +454,21 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
         },
         ("GET", ["certificates", c, "snis"]) => match find_certificate(config, c) {
             Some(i) => list(
-                (0..config.snis.len())
+                &mut (0..config.snis.len())
                     .filter(|&s| config.snis[s].certificate == i)
                     .map(|s| sni_json(config, s)),
-                "",
                 "",
             ),
             None => not_found(),
         },
-        ("GET", ["snis"]) => list((0..config.snis.len()).map(|i| sni_json(config, i)), "", ""),
-        ("POST", ["snis"]) => with_body(body(), |b| {
-            create(control, config, "snis", base_object(b), |c, id| {
-                show_by_id(c, "snis", id)
-            })
-        }),
+        ("GET", ["snis"]) => list(&mut (0..config.snis.len()).map(|i| sni_json(config, i)), ""),
+        ("POST", ["snis"]) => with_body(body("snis"), |b| write(control, config, "snis", b, None)),
         ("GET", ["snis", s]) => {
-            find_sni(config, s).map_or_else(not_found, |i| Reply::json(200, &sni_json(config, i)))
+            find_sni(config, s).map_or_else(not_found, |i| show(sni_json(config, i)))
         }
+        ("GET", ["snis", s, "certificate"]) => find_sni(config, s).map_or_else(not_found, |i| {
+            show(certificate_json(config, config.snis[i].certificate))
+        }),
         ("DELETE", ["snis", s]) => match find_sni(config, s) {
             Some(i) => delete_entity(
                 control,
@@ -419,16 +481,15 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
         // Group membership, as Kong Enterprise exposes it from both sides.
         ("GET", ["consumer_groups", g, "consumers"]) => match find_group(config, g) {
             Some(g) => list(
-                (0..config.consumers.len())
+                &mut (0..config.consumers.len())
                     .filter(|&i| config.consumers[i].groups.contains(&g))
                     .map(|i| consumer_json(config, i)),
-                "",
                 "",
             ),
             None => not_found(),
         },
         ("POST", ["consumer_groups", g, "consumers"]) => match find_group(config, g) {
-            Some(g) => with_body(body(), |b| add_members(control, config, g, &b)),
+            Some(g) => with_body(body("memberships"), |b| add_members(control, config, g, &b)),
             None => not_found(),
         },
         ("DELETE", ["consumer_groups", g, "consumers", c]) => {
@@ -440,17 +501,16 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
         }
         ("GET", ["consumers", c, "consumer_groups"]) => match find_consumer(config, c) {
             Some(c) => list(
-                config.consumers[c]
+                &mut config.consumers[c]
                     .groups
                     .iter()
                     .map(|&g| group_json(config, g)),
-                "",
                 "",
             ),
             None => not_found(),
         },
         ("POST", ["consumers", c, "consumer_groups"]) => match find_consumer(config, c) {
-            Some(c) => with_body(body(), |b| join_groups(control, config, c, &b)),
+            Some(c) => with_body(body("memberships"), |b| join_groups(control, config, c, &b)),
             None => not_found(),
         },
         ("DELETE", ["consumers", c, "consumer_groups", g]) => {
@@ -460,12 +520,36 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
                 _ => not_found(),
             }
         }
-        (
-            _,
-            ["consumers" | "plugins" | "services" | "routes" | "consumer_groups" | "jwts"
-            | "certificates" | "snis", ..],
-        ) => method_not_allowed(),
+        // 405 only where the path exists and the method does not, as Kong routes.
+        (_, segments) if path_exists(segments) => method_not_allowed(),
         _ => not_found(),
+    }
+}
+
+/// Whether Kong has an endpoint at this path (for some method).
+fn path_exists(segments: &[&str]) -> bool {
+    const ENTITIES: &[&str] = &[
+        "consumers",
+        "plugins",
+        "services",
+        "routes",
+        "consumer_groups",
+        "jwts",
+        "certificates",
+        "snis",
+    ];
+    match segments {
+        ["config"] => true,
+        [kind] | [kind, _] => ENTITIES.contains(kind),
+        ["consumers", _, "jwt" | "plugins" | "consumer_groups"]
+        | ["consumers", _, "jwt" | "plugins" | "consumer_groups", _] => true,
+        ["services", _, "routes" | "plugins"] | ["services", _, "routes" | "plugins", _] => true,
+        ["routes", _, "service" | "plugins"] | ["routes", _, "plugins", _] => true,
+        ["consumer_groups", _, "consumers" | "plugins"]
+        | ["consumer_groups", _, "consumers" | "plugins", _] => true,
+        ["plugins", _, "service" | "route" | "consumer" | "consumer_group"] => true,
+        ["jwts", _, "consumer"] | ["snis", _, "certificate"] | ["certificates", _, "snis"] => true,
+        _ => false,
     }
 }
 
@@ -476,17 +560,208 @@ fn with_body(body: Result<Body, Reply>, f: impl FnOnce(Body) -> Reply) -> Reply 
     }
 }
 
-/// Kong's list shape, with an optional `?field=value` filter.
-fn list(items: impl Iterator<Item = Value>, query: &str, filter: &str) -> Reply {
-    let wanted = query.split('&').find_map(|pair| {
-        pair.split_once('=')
-            .filter(|(k, _)| *k == filter && !filter.is_empty())
-            .map(|(_, v)| v.to_owned())
-    });
-    let data: Vec<Value> = items
+/// Kong's list shape: `?tags=` (`a,b` all of them, `a/b` any), an optional
+/// `?field=value` filter, and pages of `?size=` (default 100, at most 1000) from the
+/// `?offset=` cursor, with `next` and `offset` when there are more.
+fn paged(
+    items: &mut dyn Iterator<Item = Value>,
+    request: &Request<'_>,
+    stored: &Stored,
+    filter: &str,
+) -> Reply {
+    let mut wanted = None;
+    let mut tags = None;
+    let mut size = DEFAULT_PAGE_SIZE;
+    let mut offset = None;
+    for pair in request.query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let Ok(value) = super::body::decode(value) else {
+            return Reply::message(400, "Cannot parse the query string: bad percent-encoding");
+        };
+        match key {
+            "size" => match value.parse::<f64>() {
+                Ok(n) if n.fract() == 0.0 && (1.0..=MAX_PAGE_SIZE as f64).contains(&n) => {
+                    size = n as usize;
+                }
+                Ok(_) => {
+                    return invalid_size(&format!(
+                        "size must be an integer between 1 and {MAX_PAGE_SIZE}"
+                    ))
+                }
+                Err(_) => return invalid_size("size must be a number"),
+            },
+            "offset" => match decode_offset(&value) {
+                Some(position) => offset = Some((position, value)),
+                None => {
+                    return Reply::json(
+                        400,
+                        &json!({
+                            "code": 7,
+                            "name": "invalid offset",
+                            "message": format!("'{value}' is not a valid offset: bad base64 encoding"),
+                        }),
+                    )
+                }
+            },
+            "tags" => match TagFilter::parse(&value) {
+                Some(filter) => tags = Some((filter, value)),
+                None => {
+                    return Reply::json(
+                        400,
+                        &json!({
+                            "code": 11,
+                            "name": "invalid options",
+                            "message": "invalid option (tags: invalid filter syntax)",
+                            "options": { "tags": "invalid filter syntax" },
+                        }),
+                    )
+                }
+            },
+            key if key == filter && !filter.is_empty() => wanted = Some(value),
+            _ => {}
+        }
+    }
+    let start = offset.as_ref().map_or(0, |(position, _)| *position);
+    let mut matching = items
+        .map(|item| stored.decorate(item))
         .filter(|item| wanted.as_ref().is_none_or(|w| item[filter] == json!(w)))
-        .collect();
-    Reply::json(200, &json!({ "data": data, "next": null }))
+        .filter(|item| tags.as_ref().is_none_or(|(t, _)| t.matches(&item["tags"])))
+        .skip(start);
+    let data: Vec<Value> = matching.by_ref().take(size).collect();
+    let more = matching.next().is_some();
+    let mut page = json!({ "data": data, "next": null });
+    if more {
+        let next_offset = encode_offset(start + size);
+        let mut next = format!("{}?offset={}", request.path, escape(&next_offset));
+        if let Some((_, text)) = &tags {
+            next.push_str(&format!("&tags={}", escape(text)));
+        }
+        if size != DEFAULT_PAGE_SIZE {
+            next.push_str(&format!("&size={size}"));
+        }
+        page["next"] = next.into();
+        page["offset"] = next_offset.into();
+    }
+    Reply::json(200, &page)
+}
+
+const DEFAULT_PAGE_SIZE: usize = 100;
+const MAX_PAGE_SIZE: usize = 1000;
+
+fn invalid_size(message: &str) -> Reply {
+    Reply::json(
+        400,
+        &json!({ "code": 9, "name": "invalid size", "message": message }),
+    )
+}
+
+/// The `offset` cursor: where the next page starts, opaque to clients as Kong's is.
+fn encode_offset(position: usize) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(position.to_string())
+}
+
+fn decode_offset(offset: &str) -> Option<usize> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(offset)
+        .ok()?;
+    std::str::from_utf8(&bytes).ok()?.parse().ok()
+}
+
+/// Percent-encodes what a query value cannot hold as is.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Kong's `?tags=` filter: `a,b` needs every tag, `a/b` any of them.
+enum TagFilter {
+    All(Vec<String>),
+    Any(Vec<String>),
+}
+
+impl TagFilter {
+    /// Kong's syntax: tags of printable characters but `,` and `/`, joined by one kind
+    /// of separator.
+    fn parse(text: &str) -> Option<TagFilter> {
+        let split = |sep: char| -> Option<Vec<String>> {
+            let tags: Vec<String> = text.split(sep).map(str::to_owned).collect();
+            let valid = |t: &String| {
+                !t.is_empty() && t.chars().all(|c| !c.is_control() && c != ',' && c != '/')
+            };
+            tags.iter().all(valid).then_some(tags)
+        };
+        if let Some(tags) = split(',') {
+            return Some(TagFilter::All(tags));
+        }
+        split('/').map(TagFilter::Any)
+    }
+
+    fn matches(&self, tags: &Value) -> bool {
+        let has = |tag: &String| {
+            tags.as_array()
+                .is_some_and(|t| t.iter().any(|x| x.as_str() == Some(tag.as_str())))
+        };
+        match self {
+            TagFilter::All(wanted) => wanted.iter().all(has),
+            TagFilter::Any(wanted) => wanted.iter().any(has),
+        }
+    }
+}
+
+/// Admin-created entities as stored, by id: what the config model does not keep of
+/// them (`updated_at`; `created_at` of services and routes) is shown from here.
+#[derive(Default)]
+struct Stored(std::collections::HashMap<String, Map<String, Value>>);
+
+impl Stored {
+    fn load(control: &Control) -> Stored {
+        let mut by_id = std::collections::HashMap::new();
+        if let Value::Object(kinds) = control.admin_state() {
+            for (_, entities) in kinds {
+                let Value::Array(entities) = entities else {
+                    continue;
+                };
+                for entity in entities {
+                    if let Value::Object(entity) = entity {
+                        if let Some(Value::String(id)) = entity.get("id") {
+                            by_id.insert(id.clone(), entity);
+                        }
+                    }
+                }
+            }
+        }
+        Stored(by_id)
+    }
+
+    fn decorate(&self, mut value: Value) -> Value {
+        let Some(entity) = value["id"].as_str().and_then(|id| self.0.get(id)) else {
+            return value;
+        };
+        let Value::Object(shown) = &mut value else {
+            return value;
+        };
+        for field in ["created_at", "updated_at"] {
+            let Some(current) = shown.get(field) else {
+                continue;
+            };
+            let from_store = entity.get(field).filter(|v| !v.is_null());
+            if let Some(stored) = from_store {
+                if current.is_null() || field == "updated_at" {
+                    shown.insert(field.to_owned(), stored.clone());
+                }
+            }
+        }
+        value
+    }
 }
 
 // ----- lookups (by id or by the endpoint key, as Kong does) -----
@@ -597,7 +872,7 @@ fn service_json(config: &Config, i: usize) -> Value {
     json!({
         "id": s.id,
         "name": &*s.name,
-        "protocol": "http",
+        "protocol": if s.tls.is_some() { "https" } else { "http" },
         "host": s.host,
         "port": s.port,
         "path": if s.path == "/" { Value::Null } else { json!(s.path) },
@@ -606,7 +881,9 @@ fn service_json(config: &Config, i: usize) -> Value {
         "read_timeout": s.read_timeout.as_millis() as u64,
         "write_timeout": s.write_timeout.as_millis() as u64,
         "enabled": s.enabled,
-        "tags": null,
+        "tags": tags(&s.tags),
+        "created_at": null,
+        "updated_at": null,
     })
 }
 
@@ -674,13 +951,21 @@ fn route_json(config: &Config, i: usize) -> Value {
         "https_redirect_status_code": r.https_redirect_status_code,
         "path_handling": "v0",
         "service": { "id": config.services[r.service].id },
-        "tags": null,
+        "tags": tags(&r.tags),
+        "created_at": null,
+        "updated_at": null,
     })
 }
 
 fn group_json(config: &Config, g: usize) -> Value {
     let group = &config.consumer_groups[g];
-    json!({ "id": group.id, "name": group.name, "tags": tags(&group.tags), "created_at": group.created_at })
+    json!({
+        "id": group.id,
+        "name": group.name,
+        "tags": tags(&group.tags),
+        "created_at": group.created_at,
+        "updated_at": group.created_at,
+    })
 }
 
 // ----- writes -----
@@ -745,14 +1030,28 @@ fn without_nulls(mut object: Map<String, Value>) -> Map<String, Value> {
     object
 }
 
-/// Adds an entity to the admin layer; answers 201 with it as the new config shows it.
-fn create(
+/// Writes an entity built from a request: a new one (201), or, for a PUT, in place of
+/// the Admin-created entity with id `replacing` (200): a PUT replaces the whole entity,
+/// so every field it does not give goes back to its default.
+fn write(
     control: &Control,
     config: &Config,
     kind: &str,
-    object: Map<String, Value>,
-    show: impl Fn(&Config, &str) -> Option<Value>,
+    body: Body,
+    replacing: Option<&str>,
 ) -> Reply {
+    let object = match base_object(body) {
+        Ok(object) => object,
+        Err(reply) => return reply,
+    };
+    match replacing {
+        None => create(control, config, kind, object),
+        Some(id) => replace(control, config, kind, id, object),
+    }
+}
+
+/// Adds an entity to the admin layer; answers 201 with it as the new config shows it.
+fn create(control: &Control, config: &Config, kind: &str, object: Map<String, Value>) -> Reply {
     let id = object
         .get("id")
         .and_then(Value::as_str)
@@ -764,10 +1063,7 @@ fn create(
         list.len() - 1
     });
     match outcome {
-        Ok((_, snapshot)) => show(&snapshot.config, &id).map_or_else(
-            || Reply::message(500, "An unexpected error occurred"),
-            |v| Reply::json(201, &v),
-        ),
+        Ok((_, snapshot)) => show_written(control, &snapshot.config, kind, &id, 201),
         Err(reason) => {
             let index = control
                 .admin_state()
@@ -777,6 +1073,119 @@ fn create(
             refused(reason, config, kind, Some(index))
         }
     }
+}
+
+/// Puts `object` in place of the admin entity `id`, keeping its id, `created_at` and,
+/// for a consumer, its group membership (a relation of its own, not a field).
+fn replace(
+    control: &Control,
+    config: &Config,
+    kind: &str,
+    id: &str,
+    mut object: Map<String, Value>,
+) -> Reply {
+    let Some(index) = admin_index(control, kind, id) else {
+        return not_found();
+    };
+    let outcome = control.update_admin(|admin| {
+        let list = admin_list(admin, kind);
+        if let Some(Value::Object(entity)) = list.get_mut(index) {
+            object.insert("id".into(), id.into());
+            for kept in ["created_at", "groups"] {
+                if let Some(value) = entity.get(kept) {
+                    object.insert(kept.into(), value.clone());
+                }
+            }
+            *entity = without_nulls(object);
+        }
+    });
+    match outcome {
+        Ok((_, snapshot)) => show_written(control, &snapshot.config, kind, id, 200),
+        Err(reason) => refused(reason, config, kind, Some(index)),
+    }
+}
+
+/// The answer to a write: the entity as the new config shows it.
+fn show_written(control: &Control, config: &Config, kind: &str, id: &str, status: u16) -> Reply {
+    match show_by_id(config, kind, id) {
+        Some(value) => Reply::json(status, &Stored::load(control).decorate(value)),
+        None => Reply::message(500, "An unexpected error occurred"),
+    }
+}
+
+/// Where an entity sits in its admin-layer list.
+fn admin_index(control: &Control, kind: &str, id: &str) -> Option<usize> {
+    control
+        .admin_state()
+        .get(kind)
+        .and_then(Value::as_array)
+        .and_then(|l| l.iter().position(|e| e["id"] == json!(id)))
+}
+
+/// `PUT /{kind}/{name or id}`: Kong's upsert. An existing entity is replaced whole (405
+/// when the file declares it); a missing one is created with that name, or that id when
+/// the key is a UUID. Kong answers 200 either way.
+fn put(control: &Control, config: &Config, kind: &str, key: &str, mut body: Body) -> Reply {
+    let (found, name_field) = match kind {
+        "services" => (
+            find_service(config, key)
+                .map(|i| (i, config.services[i].layer, &config.services[i].id)),
+            Some("name"),
+        ),
+        "routes" => (
+            find_route(config, key).map(|i| (i, config.routes[i].layer, &config.routes[i].id)),
+            Some("name"),
+        ),
+        "consumers" => (
+            find_consumer(config, key)
+                .map(|i| (i, config.consumers[i].layer, &config.consumers[i].id)),
+            Some("username"),
+        ),
+        "consumer_groups" => (
+            find_group(config, key).map(|i| {
+                (
+                    i,
+                    config.consumer_groups[i].layer,
+                    &config.consumer_groups[i].id,
+                )
+            }),
+            Some("name"),
+        ),
+        "plugins" => (
+            find_plugin(config, key).map(|i| (i, config.plugins[i].layer, &config.plugins[i].id)),
+            None,
+        ),
+        _ => return method_not_allowed(),
+    };
+    let is_id = crate::config::is_uuid(key);
+    match (found, name_field) {
+        (Some((_, Layer::File, _)), _) => return read_only(),
+        (Some((_, _, id)), _) => {
+            body.insert("id".into(), id.as_str().into());
+        }
+        (None, _) if is_id => {
+            body.insert("id".into(), key.into());
+        }
+        (None, None) => return field_error("id", "expected a valid UUID"),
+        (None, Some(_)) => {
+            body.remove("id");
+        }
+    }
+    if let (false, Some(field)) = (is_id, name_field) {
+        body.insert(field.into(), key.into());
+    }
+    let replacing = found.map(|(i, _, id)| (i, id.as_str()));
+    let mut reply = match kind {
+        "services" => create_service(control, config, body, replacing),
+        "routes" => create_route(control, config, body, replacing),
+        "consumers" => create_consumer(control, config, body, replacing),
+        "consumer_groups" => create_group(control, config, body, replacing),
+        _ => create_plugin(control, config, body, None, replacing),
+    };
+    if reply.status == 201 {
+        reply.status = 200;
+    }
+    reply
 }
 
 /// Applies `patch` to an admin-layer entity; file-layer entities are read-only.
@@ -791,12 +1200,7 @@ fn update_generic(
     if layer == Layer::File {
         return read_only();
     }
-    let index = control
-        .admin_state()
-        .get(kind)
-        .and_then(Value::as_array)
-        .and_then(|l| l.iter().position(|e| e["id"] == json!(id)));
-    let Some(index) = index else {
+    let Some(index) = admin_index(control, kind, id) else {
         return not_found();
     };
     let outcome = control.update_admin(|admin| {
@@ -814,9 +1218,7 @@ fn update_generic(
         }
     });
     match outcome {
-        Ok((_, snapshot)) => {
-            show_by_id(&snapshot.config, kind, id).map_or_else(not_found, |v| Reply::json(200, &v))
-        }
+        Ok((_, snapshot)) => show_written(control, &snapshot.config, kind, id, 200),
         Err(reason) => refused(reason, config, kind, Some(index)),
     }
 }
@@ -873,6 +1275,7 @@ fn certificate_json(config: &Config, i: usize) -> Value {
         "id": c.id, "cert": c.cert, "key": c.key,
         "cert_alt": c.cert_alt, "key_alt": c.key_alt,
         "snis": c.snis, "tags": tags(&c.tags), "created_at": c.created_at,
+        "updated_at": c.created_at,
     })
 }
 
@@ -882,6 +1285,7 @@ fn sni_json(config: &Config, i: usize) -> Value {
         "id": s.id, "name": s.name,
         "certificate": { "id": config.certificates[s.certificate].id },
         "tags": tags(&s.tags), "created_at": s.created_at,
+        "updated_at": s.created_at,
     })
 }
 
@@ -922,17 +1326,20 @@ fn delete_entity(control: &Control, layer: Layer, kind: &str, id: &str) -> Reply
     }
 }
 
-fn base_object(mut body: Body) -> Map<String, Value> {
+/// A new entity's object: its id (given, which must be a UUID as in Kong, or random)
+/// and its timestamps.
+fn base_object(mut body: Body) -> Result<Map<String, Value>, Reply> {
     let now = now_secs();
-    if !body
-        .get("id")
-        .and_then(Value::as_str)
-        .is_some_and(crate::config::is_uuid)
-    {
-        body.insert("id".into(), random_id().into());
+    match body.get("id") {
+        None | Some(Value::Null) => {
+            body.insert("id".into(), random_id().into());
+        }
+        Some(Value::String(id)) if crate::config::is_uuid(id) => {}
+        Some(_) => return Err(field_error("id", "expected a valid UUID")),
     }
     body.insert("created_at".into(), now.into());
-    body
+    body.insert("updated_at".into(), now.into());
+    Ok(body)
 }
 
 fn string_field<'a>(body: &'a Body, field: &str) -> Result<Option<&'a str>, Reply> {
@@ -943,7 +1350,20 @@ fn string_field<'a>(body: &'a Body, field: &str) -> Result<Option<&'a str>, Repl
     }
 }
 
-fn create_consumer(control: &Control, config: &Config, body: Body) -> Reply {
+/// The entity a PUT replaces: its index in the config and its id.
+type Replacing<'a> = Option<(usize, &'a str)>;
+
+/// Whether `other` (the entity holding a name) is someone else than the one replaced.
+fn taken_by_other(other: Option<&usize>, replacing: Replacing<'_>) -> bool {
+    other.is_some_and(|&other| replacing.is_none_or(|(i, _)| i != other))
+}
+
+fn create_consumer(
+    control: &Control,
+    config: &Config,
+    body: Body,
+    replacing: Replacing<'_>,
+) -> Reply {
     let (username, custom_id) = match (
         string_field(&body, "username"),
         string_field(&body, "custom_id"),
@@ -961,39 +1381,30 @@ fn create_consumer(control: &Control, config: &Config, body: Body) -> Reply {
         return schema_violation(fields);
     }
     if let Some(username) = &username {
-        if config.keys.consumers.contains_key(username) {
+        if taken_by_other(config.keys.consumers.get(username), replacing) {
             return unique_violation("username", username);
         }
     }
     if let Some(custom_id) = &custom_id {
-        if config
+        let holder = config
             .consumers
             .iter()
-            .any(|c| c.custom_id.as_deref() == Some(custom_id))
-        {
+            .position(|c| c.custom_id.as_deref() == Some(custom_id));
+        if taken_by_other(holder.as_ref(), replacing) {
             return unique_violation("custom_id", custom_id);
         }
     }
-    create(control, config, "consumers", base_object(body), |c, id| {
-        show_by_id(c, "consumers", id)
-    })
+    write(
+        control,
+        config,
+        "consumers",
+        body,
+        replacing.map(|(_, id)| id),
+    )
 }
 
-fn update_consumer(control: &Control, config: &Config, key: &str, body: Body, put: bool) -> Reply {
+fn update_consumer(control: &Control, config: &Config, key: &str, body: Body) -> Reply {
     let Some(i) = find_consumer(config, key) else {
-        if put {
-            // PUT creates when absent (by username when the key is not an id).
-            let mut body = body;
-            if !crate::config::is_uuid(key) {
-                body.insert("username".into(), key.into());
-            }
-            // Kong answers a PUT 200 whether it created or replaced.
-            let mut reply = create_consumer(control, config, body);
-            if reply.status == 201 {
-                reply.status = 200;
-            }
-            return reply;
-        }
         return not_found();
     };
     let consumer = &config.consumers[i];
@@ -1077,13 +1488,7 @@ fn create_jwt(control: &Control, config: &Config, consumer: usize, mut body: Bod
         "consumer".into(),
         json!({ "id": config.consumers[consumer].id }),
     );
-    create(
-        control,
-        config,
-        "jwt_secrets",
-        base_object(body),
-        |c, id| show_by_id(c, "jwt_secrets", id),
-    )
+    write(control, config, "jwt_secrets", body, None)
 }
 
 fn update_jwt(control: &Control, config: &Config, j: usize, mut body: Body) -> Reply {
@@ -1133,6 +1538,7 @@ fn create_plugin(
     config: &Config,
     mut body: Body,
     scope: Option<(&str, String)>,
+    replacing: Replacing<'_>,
 ) -> Reply {
     let name = match string_field(&body, "name") {
         Ok(Some(name)) => name.to_owned(),
@@ -1182,8 +1588,9 @@ fn create_plugin(
             .iter()
             .all(|field| existing[*field] == body.get(*field).cloned().unwrap_or(Value::Null))
     };
-    if let Some(p) =
-        (0..config.plugins.len()).find(|&p| config.plugins[p].name == name && same_scope(p))
+    let replaced = |p: usize| replacing.is_some_and(|(i, _)| i == p);
+    if let Some(p) = (0..config.plugins.len())
+        .find(|&p| config.plugins[p].name == name && same_scope(p) && !replaced(p))
     {
         return Reply::json(
             409,
@@ -1195,9 +1602,13 @@ fn create_plugin(
             }),
         );
     }
-    create(control, config, "plugins", base_object(body), |c, id| {
-        show_by_id(c, "plugins", id)
-    })
+    write(
+        control,
+        config,
+        "plugins",
+        body,
+        replacing.map(|(_, id)| id),
+    )
 }
 
 fn update_plugin(control: &Control, config: &Config, i: usize, mut body: Body) -> Reply {
@@ -1222,53 +1633,200 @@ fn update_plugin(control: &Control, config: &Config, i: usize, mut body: Body) -
     )
 }
 
-fn create_service(control: &Control, config: &Config, body: Body) -> Reply {
+fn create_service(
+    control: &Control,
+    config: &Config,
+    body: Body,
+    replacing: Replacing<'_>,
+) -> Reply {
     if let Ok(Some(name)) = string_field(&body, "name") {
-        if config.keys.services.contains_key(name) {
+        if taken_by_other(config.keys.services.get(name), replacing) {
             return unique_violation("name", name);
         }
     }
-    create(control, config, "services", base_object(body), |c, id| {
-        show_by_id(c, "services", id)
-    })
+    write(
+        control,
+        config,
+        "services",
+        body,
+        replacing.map(|(_, id)| id),
+    )
 }
 
-fn create_route(control: &Control, config: &Config, mut body: Body) -> Reply {
-    if let Ok(Some(name)) = string_field(&body, "name") {
-        if config.keys.routes.contains_key(name) {
+/// `PATCH /services/{s}`. As in Kong, `url` is shorthand for protocol, host, port and
+/// path: giving it replaces all four, and giving one of those on a service stored with
+/// a `url` keeps the rest of what the url said.
+fn update_service(control: &Control, config: &Config, i: usize, mut patch: Body) -> Reply {
+    const PARTS: [&str; 4] = ["protocol", "host", "port", "path"];
+    let service = &config.services[i];
+    if service.layer == Layer::File {
+        return read_only();
+    }
+    if let Ok(Some(name)) = string_field(&patch, "name") {
+        if taken_by_other(config.keys.services.get(name), Some((i, &service.id))) {
             return unique_violation("name", name);
         }
     }
-    if let Some(Value::String(key)) = body.get("service").cloned() {
-        match find_service(config, &key) {
-            Some(i) => {
-                body.insert("service".into(), json!({ "id": config.services[i].id }));
+    if patch.get("url").is_some_and(|u| !u.is_null()) {
+        for part in PARTS {
+            patch.entry(part).or_insert(Value::Null);
+        }
+    } else if PARTS.iter().any(|p| patch.contains_key(*p)) {
+        let stored_url = admin_index(control, "services", &service.id).and_then(|index| {
+            control.admin_state()["services"][index]["url"]
+                .as_str()
+                .map(str::to_owned)
+        });
+        if let Some(parts) = stored_url.as_deref().and_then(split_url) {
+            for (part, value) in parts {
+                patch.entry(part).or_insert(value);
             }
-            None => return field_error("service", &format!("no service with id or name '{key}'")),
+            patch.insert("url".into(), Value::Null);
         }
     }
+    update_generic(
+        control,
+        config,
+        service.layer,
+        "services",
+        &service.id.clone(),
+        patch,
+    )
+}
+
+/// `scheme://host[:port][/path]` as a service's separate fields; `None` when it does
+/// not look like that (validation then reports the url as it is).
+fn split_url(url: &str) -> Option<Map<String, Value>> {
+    let (protocol, host, port, path) = crate::config::parse_url(url).ok()?;
+    let mut parts = Map::new();
+    parts.insert("protocol".into(), protocol.into());
+    parts.insert("host".into(), host.into());
+    if let Some(port) = port {
+        parts.insert("port".into(), port.into());
+    }
+    if let Some(path) = path {
+        parts.insert("path".into(), path.into());
+    }
+    Some(parts)
+}
+
+/// A route's `service` as a reference by id, from a name, an id, `{name}` or `{id}`.
+fn resolve_service(config: &Config, body: &mut Body) -> Result<(), Reply> {
+    let key = match body.get("service") {
+        Some(Value::String(key)) => key.clone(),
+        Some(Value::Object(reference)) => {
+            match reference
+                .get("id")
+                .filter(|v| !v.is_null())
+                .or(reference.get("name"))
+                .and_then(Value::as_str)
+            {
+                Some(key) => key.to_owned(),
+                None => {
+                    return Err(field_error(
+                        "service",
+                        "expected a reference with an id or a name",
+                    ))
+                }
+            }
+        }
+        _ => return Ok(()),
+    };
+    match find_service(config, &key) {
+        Some(i) => {
+            body.insert("service".into(), json!({ "id": config.services[i].id }));
+            Ok(())
+        }
+        None => Err(field_error(
+            "service",
+            &format!("no service with id or name '{key}'"),
+        )),
+    }
+}
+
+/// One value of a list field (JSON `"paths": "/a"`) is a one-item list.
+fn lists_of_one(body: &mut Body) {
     for list in ["paths", "methods", "hosts", "protocols"] {
         if let Some(Value::String(one)) = body.get(list).cloned() {
             body.insert(list.into(), json!([one]));
         }
     }
-    create(control, config, "routes", base_object(body), |c, id| {
-        show_by_id(c, "routes", id)
-    })
 }
 
-fn create_group(control: &Control, config: &Config, body: Body) -> Reply {
+fn create_route(
+    control: &Control,
+    config: &Config,
+    mut body: Body,
+    replacing: Replacing<'_>,
+) -> Reply {
     if let Ok(Some(name)) = string_field(&body, "name") {
-        if config.keys.groups.contains_key(name) {
+        if taken_by_other(config.keys.routes.get(name), replacing) {
             return unique_violation("name", name);
         }
     }
-    create(
+    if let Err(reply) = resolve_service(config, &mut body) {
+        return reply;
+    }
+    lists_of_one(&mut body);
+    write(control, config, "routes", body, replacing.map(|(_, id)| id))
+}
+
+fn update_route(control: &Control, config: &Config, i: usize, mut patch: Body) -> Reply {
+    let route = &config.routes[i];
+    if route.layer == Layer::File {
+        return read_only();
+    }
+    if let Ok(Some(name)) = string_field(&patch, "name") {
+        if taken_by_other(config.keys.routes.get(name), Some((i, &route.id))) {
+            return unique_violation("name", name);
+        }
+    }
+    if let Err(reply) = resolve_service(config, &mut patch) {
+        return reply;
+    }
+    lists_of_one(&mut patch);
+    update_generic(
+        control,
+        config,
+        route.layer,
+        "routes",
+        &route.id.clone(),
+        patch,
+    )
+}
+
+fn create_group(control: &Control, config: &Config, body: Body, replacing: Replacing<'_>) -> Reply {
+    if let Ok(Some(name)) = string_field(&body, "name") {
+        if taken_by_other(config.keys.groups.get(name), replacing) {
+            return unique_violation("name", name);
+        }
+    }
+    write(
         control,
         config,
         "consumer_groups",
-        base_object(body),
-        |c, id| show_by_id(c, "consumer_groups", id),
+        body,
+        replacing.map(|(_, id)| id),
+    )
+}
+
+fn update_group(control: &Control, config: &Config, g: usize, patch: Body) -> Reply {
+    let group = &config.consumer_groups[g];
+    if group.layer == Layer::File {
+        return read_only();
+    }
+    if let Ok(Some(name)) = string_field(&patch, "name") {
+        if taken_by_other(config.keys.groups.get(name), Some((g, &group.id))) {
+            return unique_violation("name", name);
+        }
+    }
+    update_generic(
+        control,
+        config,
+        group.layer,
+        "consumer_groups",
+        &group.id.clone(),
+        patch,
     )
 }
 
@@ -1417,17 +1975,19 @@ fn get_config(control: &Control, json: bool) -> Reply {
 }
 
 fn post_config(control: &Control, request: &Request<'_>) -> Reply {
-    let content_type = request
-        .content_type
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let bytes: Vec<u8> = match content_type.as_str() {
-        "application/x-www-form-urlencoded" | "multipart/form-data" => {
-            match parse_body(request.content_type, request.body) {
+    let bytes: Vec<u8> = match media_type(request.content_type).as_str() {
+        // `curl -F config=@kong.yml`: the file is the `config` part, taken as sent.
+        "multipart/form-data" => {
+            match multipart_parts(request.content_type.unwrap_or(""), request.body) {
+                Ok(parts) => match parts.into_iter().find(|p| p.name == "config") {
+                    Some(part) => part.data.to_vec(),
+                    None => return field_error("config", "required field missing"),
+                },
+                Err(reply) => return reply,
+            }
+        }
+        "application/x-www-form-urlencoded" => {
+            match parse_body(request.content_type, request.body, None) {
                 Ok(form) => match form.get("config") {
                     Some(Value::String(text)) => text.clone().into_bytes(),
                     Some(other) => serde_json::to_vec(other).unwrap_or_default(),

@@ -1,22 +1,25 @@
-//! Admin API request bodies: JSON, or form-encoded as Kong accepts them (`a.b=1` nests,
-//! a repeated key or `key[]` makes a list).
+//! Admin API request bodies: JSON, form-encoded or `multipart/form-data` as Kong accepts
+//! them (`a.b=1` nests, a repeated key or `key[]` makes a list). Form values are text;
+//! [`infer`] gives them the types of the entity's schema, as Kong's argument inference
+//! does, so `port=8080` is a number and `strip_path=false` a boolean. JSON bodies keep
+//! the types they were sent with.
 
 use serde_json::{Map, Value};
 
 use super::api::Reply;
+use super::multipart;
 
 /// A request body as a JSON object.
 pub type Body = Map<String, Value>;
 
-/// Parses a body by its content type; an empty body is an empty object.
-pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Body, Reply> {
-    let media = content_type
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+/// Parses a body by its content type; an empty body is an empty object. With `kind`,
+/// form values are typed by that entity's schema.
+pub fn parse_body(
+    content_type: Option<&str>,
+    body: &[u8],
+    kind: Option<&str>,
+) -> Result<Body, Reply> {
+    let media = media_type(content_type);
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
@@ -30,10 +33,55 @@ pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Body, Reply
             Err(e) => Err(Reply::message(400, &format!("Cannot parse JSON body: {e}"))),
         };
     }
-    if media.is_empty() || media == "application/x-www-form-urlencoded" {
-        return parse_form(body);
+    let form = if media.is_empty() || media == "application/x-www-form-urlencoded" {
+        parse_form(body)?
+    } else if media == "multipart/form-data" {
+        parse_multipart_form(content_type.unwrap_or(""), body)?
+    } else {
+        return Err(Reply::message(415, &format!("Unsupported Content-Type '{media}': use application/json, application/x-www-form-urlencoded or multipart/form-data")));
+    };
+    Ok(match kind {
+        Some(kind) => infer(kind, form),
+        None => form,
+    })
+}
+
+/// The media type of a Content-Type, lower-cased, without parameters.
+pub fn media_type(content_type: Option<&str>) -> String {
+    content_type
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// The parts of a `multipart/form-data` body, or a 400 that says what is wrong.
+pub fn multipart_parts<'a>(
+    content_type: &str,
+    body: &'a [u8],
+) -> Result<Vec<multipart::Part<'a>>, Reply> {
+    multipart::parse(content_type, body)
+        .map_err(|e| Reply::message(400, &format!("Cannot parse multipart body: {e}")))
+}
+
+/// A multipart body as a form: each part's name and text.
+fn parse_multipart_form(content_type: &str, body: &[u8]) -> Result<Body, Reply> {
+    let mut map = Map::new();
+    for part in multipart_parts(content_type, body)? {
+        let value = String::from_utf8(part.data.to_vec()).map_err(|_| {
+            Reply::message(
+                400,
+                &format!(
+                    "Cannot parse multipart body: part '{}' is not UTF-8",
+                    part.name
+                ),
+            )
+        })?;
+        add_field(&mut map, part.name, value)?;
     }
-    Err(Reply::message(415, &format!("Unsupported Content-Type '{media}': use application/json or application/x-www-form-urlencoded")))
+    Ok(map)
 }
 
 pub fn decode(part: &str) -> Result<String, Reply> {
@@ -72,22 +120,134 @@ fn parse_form(body: &[u8]) -> Result<Body, Reply> {
     let text = std::str::from_utf8(body)
         .map_err(|_| Reply::message(400, "Cannot parse form body: not UTF-8"))?;
     let mut map = Map::new();
-    for pair in text.split('&').filter(|p| !p.is_empty()) {
+    for (i, pair) in text.split('&').filter(|p| !p.is_empty()).enumerate() {
+        if i == MAX_FORM_FIELDS {
+            return Err(Reply::message(
+                400,
+                &format!("Cannot parse form body: more than {MAX_FORM_FIELDS} fields"),
+            ));
+        }
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = decode(key)?;
-        let value = Value::String(decode(value)?);
-        let (key, force_list) = match key.strip_suffix("[]") {
-            Some(stripped) => (stripped.to_owned(), true),
-            None => (key, false),
-        };
-        insert(
-            &mut map,
-            &key.split('.').collect::<Vec<_>>(),
-            value,
-            force_list,
-        );
+        add_field(&mut map, decode(key)?, decode(value)?)?;
     }
     Ok(map)
+}
+
+/// Fields one form body may have; an entity has a few dozen.
+const MAX_FORM_FIELDS: usize = 1000;
+/// How deep a field name may nest (`config.headers.x-v` is three); the nesting is built
+/// and dropped recursively, so it is bounded well before the stack is.
+const MAX_FORM_KEY_DEPTH: usize = 8;
+
+/// Adds one `key=value` of a form: dots nest, `[]` or a repeat makes a list.
+fn add_field(map: &mut Map<String, Value>, key: String, value: String) -> Result<(), Reply> {
+    let (key, force_list) = match key.strip_suffix("[]") {
+        Some(stripped) => (stripped.to_owned(), true),
+        None => (key, false),
+    };
+    let path: Vec<&str> = key.split('.').collect();
+    if path.len() > MAX_FORM_KEY_DEPTH {
+        return Err(Reply::message(
+            400,
+            &format!("Cannot parse form body: a field name nests deeper than {MAX_FORM_KEY_DEPTH} levels"),
+        ));
+    }
+    insert(map, &path, Value::String(value), force_list);
+    Ok(())
+}
+
+/// The type of an entity field, for typing form values as Kong's schemas do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Type {
+    Text,
+    Integer,
+    Boolean,
+    /// A list of strings: one value becomes a one-item list.
+    Texts,
+    /// A reference to another entity: `service=name`, `service.id=...`, `service.name=...`.
+    Foreign,
+    /// Route `headers`: each header name to a list of values.
+    HeaderMap,
+}
+
+/// Kong's schema for the fields a form may set; unknown fields are left as sent (the
+/// config layer reports them).
+fn field_type(kind: &str, field: &str) -> Option<Type> {
+    use Type::*;
+    Some(match (kind, field) {
+        (_, "id") => Text,
+        (_, "tags") => Texts,
+        ("services", "name" | "url" | "protocol" | "host" | "path") => Text,
+        (
+            "services",
+            "port" | "retries" | "connect_timeout" | "read_timeout" | "write_timeout"
+            | "tls_verify_depth",
+        ) => Integer,
+        ("services", "enabled" | "tls_verify") => Boolean,
+        ("services", "ca_certificates") => Texts,
+        ("services", "client_certificate") => Foreign,
+        ("routes", "name" | "path_handling") => Text,
+        ("routes", "regex_priority" | "https_redirect_status_code") => Integer,
+        ("routes", "strip_path" | "preserve_host" | "request_buffering" | "response_buffering") => {
+            Boolean
+        }
+        ("routes", "paths" | "methods" | "hosts" | "protocols" | "snis") => Texts,
+        ("routes", "service") => Foreign,
+        ("routes", "headers") => HeaderMap,
+        ("consumers", "username" | "custom_id") => Text,
+        ("consumer_groups", "name") => Text,
+        ("jwt_secrets", "key" | "secret" | "algorithm" | "rsa_public_key") => Text,
+        ("jwt_secrets", "consumer") => Foreign,
+        ("plugins", "name" | "instance_name") => Text,
+        ("plugins", "enabled") => Boolean,
+        ("plugins", "protocols") => Texts,
+        ("plugins", "service" | "route" | "consumer" | "consumer_group") => Foreign,
+        ("certificates", "cert" | "key" | "cert_alt" | "key_alt") => Text,
+        ("certificates", "snis") => Texts,
+        ("snis", "name") => Text,
+        ("snis", "certificate") => Foreign,
+        _ => return None,
+    })
+}
+
+/// Types a form's values by the schema of `kind`, as Kong's `infer_value` does: an empty
+/// value is null (which resets the field), integers and booleans are parsed when they
+/// parse (else left for validation to report), one value of a list field is a list.
+pub fn infer(kind: &str, form: Body) -> Body {
+    form.into_iter()
+        .map(|(field, value)| {
+            let value = match field_type(kind, &field) {
+                Some(ty) => infer_value(ty, value),
+                None => value,
+            };
+            (field, value)
+        })
+        .collect()
+}
+
+fn infer_value(ty: Type, value: Value) -> Value {
+    if value.as_str() == Some("") {
+        return Value::Null;
+    }
+    match (ty, value) {
+        (Type::Integer, Value::String(s)) => match s.parse::<i64>() {
+            Ok(n) => n.into(),
+            Err(_) => Value::String(s),
+        },
+        (Type::Boolean, Value::String(s)) => match s.as_str() {
+            "true" => true.into(),
+            "false" => false.into(),
+            _ => Value::String(s),
+        },
+        (Type::Texts, Value::String(s)) => Value::Array(vec![Value::String(s)]),
+        (Type::HeaderMap, Value::Object(headers)) => Value::Object(
+            headers
+                .into_iter()
+                .map(|(name, values)| (name, infer_value(Type::Texts, values)))
+                .collect(),
+        ),
+        (_, value) => value,
+    }
 }
 
 fn insert(map: &mut Map<String, Value>, path: &[&str], value: Value, force_list: bool) {
@@ -131,13 +291,14 @@ mod tests {
         let form = parse_body(
             Some("application/x-www-form-urlencoded"),
             b"username=mobile-app&custom_id=a%20b+c",
+            None,
         )
         .unwrap();
         assert_eq!(
             Value::Object(form),
             json!({ "username": "mobile-app", "custom_id": "a b c" })
         );
-        let nested = parse_body(None, b"name=rate-limiting&config.minute=5&config.limit_by=ip&paths[]=/a&methods=GET&methods=POST").unwrap();
+        let nested = parse_body(None, b"name=rate-limiting&config.minute=5&config.limit_by=ip&paths[]=/a&methods=GET&methods=POST", None).unwrap();
         assert_eq!(
             Value::Object(nested),
             json!({ "name": "rate-limiting", "config": { "minute": "5", "limit_by": "ip" }, "paths": ["/a"], "methods": ["GET", "POST"] })
@@ -145,13 +306,66 @@ mod tests {
         let object = parse_body(
             Some("application/json; charset=utf-8"),
             br#"{"algorithm":"HS256"}"#,
+            None,
         )
         .unwrap();
         assert_eq!(object["algorithm"], "HS256");
-        assert!(parse_body(Some("application/json"), b"[1]").is_err());
-        assert!(parse_body(Some("application/json"), b"{").is_err());
-        assert!(parse_body(Some("text/plain"), b"x").is_err());
-        assert!(parse_body(None, b"a=%zz").is_err());
-        assert!(parse_body(None, b"").unwrap().is_empty());
+        assert!(parse_body(Some("application/json"), b"[1]", None).is_err());
+        assert!(parse_body(Some("application/json"), b"{", None).is_err());
+        assert!(parse_body(Some("text/plain"), b"x", None).is_err());
+        assert!(parse_body(None, b"a=%zz", None).is_err());
+        assert!(parse_body(None, b"", None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn form_values_take_the_schema_types() {
+        let form = |kind, text: &str| {
+            Value::Object(parse_body(None, text.as_bytes(), Some(kind)).unwrap())
+        };
+        assert_eq!(
+            form(
+                "services",
+                "name=f1&host=h&port=19001&retries=2&connect_timeout=500&enabled=false&tags=a"
+            ),
+            json!({ "name": "f1", "host": "h", "port": 19001, "retries": 2, "connect_timeout": 500, "enabled": false, "tags": ["a"] })
+        );
+        assert_eq!(
+            form("routes", "paths[]=/f1&service.name=f1&strip_path=false&regex_priority=-3&methods=GET&headers.x-v=1&hosts=a&hosts=b"),
+            json!({ "paths": ["/f1"], "service": { "name": "f1" }, "strip_path": false, "regex_priority": -3, "methods": ["GET"], "headers": { "x-v": ["1"] }, "hosts": ["a", "b"] })
+        );
+        // What does not parse is left for validation to report; empty resets; a name
+        // that looks like a number stays text.
+        assert_eq!(
+            form("services", "port=http&enabled=yes&path=&name=123"),
+            json!({ "port": "http", "enabled": "yes", "path": null, "name": "123" })
+        );
+        assert_eq!(
+            form("consumers", "username=007&custom_id=&tags[]=x"),
+            json!({ "username": "007", "custom_id": null, "tags": ["x"] })
+        );
+        // JSON keeps its types.
+        let json_body = parse_body(
+            Some("application/json"),
+            br#"{"port":"1"}"#,
+            Some("services"),
+        )
+        .unwrap();
+        assert_eq!(json_body["port"], "1");
+        // Multipart fields are form fields.
+        let body = b"--b\r\nContent-Disposition: form-data; name=\"port\"\r\n\r\n8080\r\n--b\r\nContent-Disposition: form-data; name=\"paths[]\"\r\n\r\n/x\r\n--b--\r\n";
+        let multi = parse_body(
+            Some("multipart/form-data; boundary=b"),
+            body,
+            Some("services"),
+        )
+        .unwrap();
+        assert_eq!(multi["port"], 8080);
+        assert_eq!(multi["paths"], json!(["/x"]));
+        assert_eq!(
+            parse_body(Some("multipart/form-data; boundary=b"), b"garbage", None)
+                .unwrap_err()
+                .status,
+            400
+        );
     }
 }

@@ -16,6 +16,7 @@ use monoio::net::{TcpListener, TcpStream};
 
 mod api;
 mod body;
+mod multipart;
 mod upstreams;
 
 pub use api::Reply;

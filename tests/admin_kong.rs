@@ -1,0 +1,806 @@
+//! The Admin API where it must answer as Kong's does, black box (SPEC §5: services,
+//! routes, plugins, consumers and groups through Kong's endpoints, form-encoded or JSON
+//! bodies, `POST /config` with Kong's `config=` form field; Kong's behaviour:
+//! research/kong-semantics.md §1.6): typed form values, multipart config uploads,
+//! `url` on updates, PUT as an upsert that replaces, tags and pagination, id checks,
+//! `updated_at`, nested reads and 404 against 405.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+fn base_config(origin: &Origin) -> String {
+    seed_services_config(origin, false, "")
+}
+
+fn id_of(v: &Value) -> String {
+    v["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {v}"))
+        .to_string()
+}
+
+fn ok(r: &Response, status: u16, what: &str) -> Value {
+    assert_eq!(r.status, status, "{what}: {r:?}");
+    r.json()
+}
+
+/// The request target the origin saw for a proxied GET.
+fn upstream_target(gw: &Gateway, path: &str) -> String {
+    let r = proxy_get(gw, path, &[]);
+    assert_eq!(r.status, 200, "GET {path} through the proxy: {r:?}");
+    r.header("x-origin-target")
+        .unwrap_or_else(|| panic!("no X-Origin-Target: {r:?}"))
+        .to_string()
+}
+
+fn multipart(boundary: &str, parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, filename, data) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        let file = filename.map_or(String::new(), |f| format!("; filename=\"{f}\""));
+        body.extend_from_slice(
+            format!("Content-Disposition: form-data; name=\"{name}\"{file}\r\n").as_bytes(),
+        );
+        if filename.is_some() {
+            body.extend_from_slice(b"Content-Type: application/octet-stream\r\n");
+        }
+        body.extend_from_slice(b"\r\n");
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    body
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. form values typed by the schema
+
+#[test]
+fn form_encoded_services_and_routes_take_numbers_booleans_lists_and_references() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let port = o.port().to_string();
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/services",
+        &[
+            ("name", "f1"),
+            ("host", "127.0.0.1"),
+            ("port", &port),
+            ("retries", "2"),
+            ("connect_timeout", "500"),
+            ("enabled", "true"),
+        ],
+    );
+    let f1 = ok(&r, 201, "POST /services with form numbers");
+    assert_eq!(f1["port"], json!(o.port()), "{f1}");
+    assert_eq!(f1["retries"], 2, "{f1}");
+    assert_eq!(f1["connect_timeout"], 500, "{f1}");
+    assert_eq!(f1["enabled"], true, "{f1}");
+
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/routes",
+        &[
+            ("name", "f1r"),
+            ("paths[]", "/f1"),
+            ("service.name", "f1"),
+            ("strip_path", "false"),
+            ("regex_priority", "3"),
+            ("methods", "GET"),
+            ("methods", "POST"),
+        ],
+    );
+    let f1r = ok(&r, 201, "POST /routes with form booleans and service.name");
+    assert_eq!(f1r["strip_path"], false, "{f1r}");
+    assert_eq!(f1r["regex_priority"], 3, "{f1r}");
+    assert_eq!(f1r["paths"], json!(["/f1"]), "{f1r}");
+    assert_eq!(f1r["methods"], json!(["GET", "POST"]), "{f1r}");
+    assert_eq!(f1r["service"]["id"], f1["id"], "{f1r}");
+    // strip_path=false took effect: the prefix reaches the origin.
+    assert_eq!(upstream_target(&gw, "/f1/x"), "/f1/x");
+
+    // `service.id=` and a single `paths=` (a one-item list) work too.
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/routes",
+        &[
+            ("name", "f2r"),
+            ("paths", "/f2"),
+            ("service.id", &id_of(&f1)),
+            ("preserve_host", "true"),
+        ],
+    );
+    let f2r = ok(&r, 201, "POST /routes with service.id");
+    assert_eq!(f2r["paths"], json!(["/f2"]), "{f2r}");
+    assert_eq!(f2r["preserve_host"], true, "{f2r}");
+    assert_eq!(f2r["service"]["id"], f1["id"], "{f2r}");
+    assert_eq!(
+        upstream_target(&gw, "/f2/y"),
+        "/y",
+        "strip_path defaults to true"
+    );
+
+    // A value that is not a number is still a field error, not a crash.
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/services",
+        &[("name", "bad"), ("host", "h"), ("port", "http")],
+    );
+    let bad = ok(&r, 400, "port=http");
+    assert!(bad["fields"]["port"].is_string(), "{bad}");
+
+    // Consumers, groups and credentials: tags from forms are lists.
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/consumers",
+        &[("username", "tagged"), ("tags", "gold")],
+    );
+    assert_eq!(ok(&r, 201, "consumer tags")["tags"], json!(["gold"]));
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/consumer_groups",
+        &[("name", "g1"), ("tags[]", "a"), ("tags[]", "b")],
+    );
+    assert_eq!(ok(&r, 201, "group tags")["tags"], json!(["a", "b"]));
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/consumers/tagged/jwt",
+        &[("key", "k1"), ("tags", "t")],
+    );
+    assert_eq!(ok(&r, 201, "jwt tags")["tags"], json!(["t"]));
+    // A plugin's enabled flag from a form.
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/plugins",
+        &[
+            ("name", "correlation-id"),
+            ("route.name", "f1r"),
+            ("enabled", "false"),
+        ],
+    );
+    let plugin = ok(&r, 201, "plugin enabled=false");
+    assert_eq!(plugin["enabled"], false, "{plugin}");
+    assert_eq!(plugin["route"]["id"], f1r["id"], "{plugin}");
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. POST /config as multipart/form-data
+
+#[test]
+fn post_config_takes_a_multipart_config_file() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let yaml = format!(
+        "_format_version: \"3.0\"\r\nservices:\r\n  - name: uploaded\r\n    url: {}/base\r\n    routes:\r\n      - name: up\r\n        paths: [\"/up\"]\r\n",
+        o.url()
+    );
+    let boundary = "------------------------d74496d66958873e";
+    let body = multipart(boundary, &[("config", Some("kong.yml"), yaml.as_bytes())]);
+    let ct = format!("multipart/form-data; boundary={boundary}");
+    let r = http_request(gw.admin_addr(), "POST", "/config", &[], Some((&ct, &body)));
+    let answer = ok(&r, 201, "POST /config -F config=@kong.yml");
+    assert!(answer["configuration_hash"].is_string(), "{answer}");
+    assert_eq!(upstream_target(&gw, "/up/z"), "/base/z");
+    let r = gw.admin_get("/services/uploaded");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(gw.admin_get("/services/user-service").status, 404);
+
+    // A plain `-F config=<text>` part (no filename) with other parts around it.
+    let yaml2 = yaml.replace("uploaded", "uploaded-2");
+    let body = multipart(
+        "XyZ",
+        &[("note", None, b"hello"), ("config", None, yaml2.as_bytes())],
+    );
+    let r = http_request(
+        gw.admin_addr(),
+        "POST",
+        "/config",
+        &[],
+        Some(("multipart/form-data; boundary=\"XyZ\"", &body)),
+    );
+    ok(&r, 201, "config part without a filename");
+    assert_eq!(gw.admin_get("/services/uploaded-2").status, 200);
+
+    // Malformed bodies are 400 with a reason, and the config stays.
+    for (what, ct, body) in [
+        (
+            "no boundary",
+            "multipart/form-data".to_string(),
+            body.clone(),
+        ),
+        (
+            "wrong boundary",
+            "multipart/form-data; boundary=other".to_string(),
+            body.clone(),
+        ),
+        (
+            "truncated",
+            "multipart/form-data; boundary=XyZ".to_string(),
+            body[..body.len() - 12].to_vec(),
+        ),
+    ] {
+        let r = http_request(gw.admin_addr(), "POST", "/config", &[], Some((&ct, &body)));
+        let j = ok(&r, 400, what);
+        assert!(
+            j["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("multipart")),
+            "{what}: {j}"
+        );
+    }
+    let no_config = multipart("b1", &[("other", None, b"x")]);
+    let r = http_request(
+        gw.admin_addr(),
+        "POST",
+        "/config",
+        &[],
+        Some(("multipart/form-data; boundary=b1", &no_config)),
+    );
+    assert!(ok(&r, 400, "no config part")["fields"]["config"].is_string());
+    let invalid = multipart("b2", &[("config", Some("k.yml"), b"services: [{name: x}]")]);
+    let r = http_request(
+        gw.admin_addr(),
+        "POST",
+        "/config",
+        &[],
+        Some(("multipart/form-data; boundary=b2", &invalid)),
+    );
+    assert_eq!(r.status, 400, "an invalid config: {r:?}");
+    assert_eq!(
+        gw.admin_get("/services/uploaded-2").status,
+        200,
+        "old config kept"
+    );
+    assert_no_panic(&gw.stderr_text());
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. url on PATCH
+
+#[test]
+fn patch_service_with_url_replaces_protocol_host_port_and_path() {
+    let o = Origin::start();
+    let other = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/services",
+        &json!({ "name": "s1", "host": "127.0.0.1", "port": other.port() }),
+    );
+    ok(&r, 201, "POST /services");
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/services/s1/routes",
+        &json!({ "name": "s1r", "paths": ["/s1"] }),
+    );
+    ok(&r, 201, "POST /services/s1/routes");
+
+    let url = format!("http://127.0.0.1:{}/pp", o.port());
+    let r = admin_json(&gw, "PATCH", "/services/s1", &json!({ "url": url }));
+    let s1 = ok(&r, 200, "PATCH url over host/port");
+    assert_eq!(s1["host"], "127.0.0.1", "{s1}");
+    assert_eq!(s1["port"], json!(o.port()), "{s1}");
+    assert_eq!(s1["path"], "/pp", "{s1}");
+    assert_eq!(upstream_target(&gw, "/s1/a"), "/pp/a");
+    assert!(other.requests().is_empty(), "the old host got requests");
+
+    // One part on a service stored with a url keeps what the url said of the rest.
+    let r = admin_form(&gw, "PATCH", "/services/s1", &[("path", "/qq")]);
+    let s1 = ok(&r, 200, "PATCH path after url");
+    assert_eq!(s1["host"], "127.0.0.1", "{s1}");
+    assert_eq!(s1["port"], json!(o.port()), "{s1}");
+    assert_eq!(s1["path"], "/qq", "{s1}");
+    assert_eq!(upstream_target(&gw, "/s1/b"), "/qq/b");
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. PUT is an upsert that replaces
+
+#[test]
+fn put_creates_or_replaces_the_whole_entity() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+
+    // consumers: fields not given go back to their defaults
+    let r = admin_form(
+        &gw,
+        "PUT",
+        "/consumers/bob",
+        &[("custom_id", "cb1"), ("tags", "t1")],
+    );
+    let bob = ok(&r, 200, "PUT creates a consumer");
+    assert_eq!(bob["tags"], json!(["t1"]), "{bob}");
+    let r = admin_form(&gw, "PUT", "/consumers/bob", &[("custom_id", "cb3")]);
+    let bob2 = ok(&r, 200, "PUT replaces a consumer");
+    assert_eq!(bob2["id"], bob["id"], "PUT keeps the id");
+    assert_eq!(bob2["custom_id"], "cb3", "{bob2}");
+    assert!(
+        bob2["tags"].is_null(),
+        "PUT clears what it does not give: {bob2}"
+    );
+    assert_eq!(bob2["created_at"], bob["created_at"], "{bob2}");
+
+    // services: create when missing, replace (defaults back) when present
+    let r = admin_form(
+        &gw,
+        "PUT",
+        "/services/f2",
+        &[("url", &o.url()), ("retries", "2")],
+    );
+    let f2 = ok(&r, 200, "PUT creates a service");
+    assert_eq!(f2["name"], "f2", "{f2}");
+    assert_eq!(f2["retries"], 2, "{f2}");
+    let url = format!("{}/v2", o.url());
+    let r = admin_form(&gw, "PUT", "/services/f2", &[("url", &url)]);
+    let f2b = ok(&r, 200, "PUT replaces a service given a url");
+    assert_eq!(f2b["id"], f2["id"], "{f2b}");
+    assert_eq!(f2b["path"], "/v2", "{f2b}");
+    assert_eq!(f2b["retries"], 5, "retries back to Kong's default: {f2b}");
+
+    // routes
+    let r = admin_form(
+        &gw,
+        "PUT",
+        "/routes/newr",
+        &[("paths", "/newr"), ("service.name", "f2")],
+    );
+    let newr = ok(&r, 200, "PUT creates a route");
+    assert_eq!(newr["name"], "newr", "{newr}");
+    assert_eq!(upstream_target(&gw, "/newr/x"), "/v2/x");
+    let r = admin_form(
+        &gw,
+        "PUT",
+        "/routes/newr",
+        &[
+            ("paths", "/other"),
+            ("service.name", "f2"),
+            ("strip_path", "false"),
+        ],
+    );
+    let newr2 = ok(&r, 200, "PUT replaces a route");
+    assert_eq!(newr2["id"], newr["id"]);
+    assert_eq!(newr2["paths"], json!(["/other"]), "{newr2}");
+    assert_eq!(proxy_get(&gw, "/newr/x", &[]).status, 404, "old path gone");
+
+    // plugins, by id
+    let pid = "6f0b5a8e-3f43-4a8e-9d3c-2b1f7f1c9a01";
+    let r = admin_json(
+        &gw,
+        "PUT",
+        &format!("/plugins/{pid}"),
+        &json!({ "name": "correlation-id", "config": { "header_name": "X-A" } }),
+    );
+    let p = ok(&r, 200, "PUT creates a plugin with that id");
+    assert_eq!(p["id"], pid, "{p}");
+    assert_eq!(p["config"]["header_name"], "X-A", "{p}");
+    let r = admin_json(
+        &gw,
+        "PUT",
+        &format!("/plugins/{pid}"),
+        &json!({ "name": "correlation-id", "config": { "generator": "tracker" } }),
+    );
+    let p2 = ok(&r, 200, "PUT replaces a plugin");
+    assert_eq!(p2["config"]["generator"], "tracker", "{p2}");
+    assert_eq!(
+        p2["config"]["header_name"], "Kong-Request-ID",
+        "the config is replaced, not merged: {p2}"
+    );
+    let r = admin_json(
+        &gw,
+        "PUT",
+        "/plugins/not-a-uuid",
+        &json!({ "name": "correlation-id" }),
+    );
+    assert_eq!(r.status, 400, "PUT /plugins/{{not a uuid}}: {r:?}");
+
+    // consumer groups
+    let r = admin_form(&gw, "PUT", "/consumer_groups/newg", &[("tags", "x")]);
+    let g = ok(&r, 200, "PUT creates a consumer group");
+    assert_eq!(g["name"], "newg", "{g}");
+    let r = admin_form(&gw, "PUT", "/consumer_groups/newg", &[]);
+    let g2 = ok(&r, 200, "PUT replaces a consumer group");
+    assert_eq!(g2["id"], g["id"]);
+    assert!(g2["tags"].is_null(), "{g2}");
+
+    // A PUT that would take another entity's name is a conflict.
+    let r = admin_form(
+        &gw,
+        "PUT",
+        &format!("/services/{}", id_of(&f2)),
+        &[("name", "user-service"), ("url", &o.url())],
+    );
+    assert_eq!(r.status, 409, "{r:?}");
+    // File-declared entities stay read-only.
+    let r = admin_form(&gw, "PUT", "/services/user-service", &[("url", &o.url())]);
+    assert_eq!(r.status, 405, "{r:?}");
+    let r = admin_form(&gw, "PUT", "/routes/user-routes", &[("paths", "/x")]);
+    assert_eq!(r.status, 405, "{r:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. tags and pagination
+
+#[test]
+fn lists_filter_by_tags_and_page_with_size_and_offset() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    for (name, tags) in [
+        ("c1", vec!["a", "b"]),
+        ("c2", vec!["a"]),
+        ("c3", vec!["b"]),
+        ("c4", vec!["c"]),
+        ("c5", vec![]),
+    ] {
+        let r = admin_json(
+            &gw,
+            "POST",
+            "/consumers",
+            &json!({ "username": name, "tags": tags }),
+        );
+        ok(&r, 201, name);
+    }
+    let names = |path: &str| -> Vec<String> {
+        let j = ok(&gw.admin_get(path), 200, path);
+        let mut names: Vec<String> = j["data"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path}: {j}"))
+            .iter()
+            .map(|c| c["username"].as_str().unwrap_or_default().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names("/consumers?tags=a,b"), ["c1"], "AND");
+    assert_eq!(names("/consumers?tags=a/b"), ["c1", "c2", "c3"], "OR");
+    assert_eq!(names("/consumers?tags=c"), ["c4"]);
+    assert!(names("/consumers?tags=zzz").is_empty());
+    let r = gw.admin_get("/consumers?tags=a,b/c");
+    assert_eq!(r.status, 400, "mixed separators: {r:?}");
+
+    // Admin-created services and routes carry their tags too.
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/services",
+        &[("name", "ts"), ("url", &o.url()), ("tags", "blue")],
+    );
+    assert_eq!(ok(&r, 201, "tagged service")["tags"], json!(["blue"]));
+    let j = ok(&gw.admin_get("/services?tags=blue"), 200, "services by tag");
+    assert_eq!(j["data"].as_array().map(Vec::len), Some(1), "{j}");
+    assert_eq!(j["data"][0]["name"], "ts", "{j}");
+
+    // Pages of two, followed through `next`.
+    let first = ok(&gw.admin_get("/consumers?size=2"), 200, "size=2");
+    assert_eq!(first["data"].as_array().map(Vec::len), Some(2), "{first}");
+    let offset = first["offset"].as_str().expect("offset when there is more");
+    let next = first["next"].as_str().expect("next when there is more");
+    assert!(next.starts_with("/consumers?offset="), "{next}");
+    assert!(next.contains("size=2"), "{next}");
+    assert!(
+        next.contains(offset) || next.contains(&offset.replace('=', "%3D")),
+        "{next}"
+    );
+    let mut seen: HashSet<String> = first["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(id_of)
+        .collect();
+    let mut next = next.to_string();
+    let mut pages = 1;
+    loop {
+        let page = ok(&gw.admin_get(&next), 200, &next);
+        pages += 1;
+        for c in page["data"].as_array().unwrap() {
+            assert!(seen.insert(id_of(c)), "{c} on two pages");
+        }
+        match page["next"].as_str() {
+            Some(n) => next = n.to_string(),
+            None => {
+                assert!(
+                    page.get("offset").is_none(),
+                    "no offset on the last page: {page}"
+                );
+                break;
+            }
+        }
+    }
+    assert_eq!(seen.len(), 5);
+    assert_eq!(pages, 3);
+    // Tags and size carry over into `next`.
+    let j = ok(
+        &gw.admin_get("/consumers?tags=a/b&size=1"),
+        200,
+        "tags+size",
+    );
+    let next = j["next"].as_str().expect("more pages");
+    assert!(
+        next.contains("tags=a%2Fb") && next.contains("size=1"),
+        "{next}"
+    );
+    let j = ok(&gw.admin_get(next), 200, next);
+    assert_eq!(j["data"].as_array().map(Vec::len), Some(1), "{j}");
+
+    let all = ok(&gw.admin_get("/consumers"), 200, "default size");
+    assert_eq!(all["data"].as_array().map(Vec::len), Some(5));
+    assert!(all["next"].is_null(), "{all}");
+
+    for bad in ["size=0", "size=1001", "size=abc", "size=1.5"] {
+        let r = gw.admin_get(&format!("/consumers?{bad}"));
+        let j = ok(&r, 400, bad);
+        assert_eq!(j["name"], "invalid size", "{bad}: {j}");
+    }
+    let r = gw.admin_get("/consumers?offset=!!notbase64");
+    assert_eq!(ok(&r, 400, "bad offset")["name"], "invalid offset");
+    let r = gw.admin_get("/services?size=1000");
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. ids must be UUIDs
+
+#[test]
+fn a_given_id_must_be_a_uuid() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/consumers",
+        &json!({ "username": "ivan", "id": "not-a-uuid" }),
+    );
+    let j = ok(&r, 400, "consumer with a bad id");
+    assert_eq!(j["name"], "schema violation", "{j}");
+    assert_eq!(j["fields"]["id"], "expected a valid UUID", "{j}");
+    assert_eq!(
+        gw.admin_get("/consumers/ivan").status,
+        404,
+        "nothing created"
+    );
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/services",
+        &[("name", "s"), ("url", &o.url()), ("id", "123")],
+    );
+    assert_eq!(
+        ok(&r, 400, "service with a bad id")["fields"]["id"],
+        "expected a valid UUID"
+    );
+    // A good one is kept.
+    let id = "0d4b4a4e-8d4e-4a3b-9b1a-0c7e2f1d5e6a";
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/consumers",
+        &json!({ "username": "ivan", "id": id }),
+    );
+    assert_eq!(ok(&r, 201, "consumer with a UUID")["id"], id);
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. updated_at
+
+#[test]
+fn updates_move_updated_at() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let c = ok(
+        &admin_form(&gw, "POST", "/consumers", &[("username", "u1")]),
+        201,
+        "consumer",
+    );
+    let s = ok(
+        &admin_form(
+            &gw,
+            "POST",
+            "/services",
+            &[("name", "s1"), ("url", &o.url())],
+        ),
+        201,
+        "service",
+    );
+    assert!(s["created_at"].is_u64(), "{s}");
+    assert_eq!(c["updated_at"], c["created_at"], "{c}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let c2 = ok(
+        &admin_form(&gw, "PATCH", "/consumers/u1", &[("custom_id", "x")]),
+        200,
+        "PATCH consumer",
+    );
+    assert_eq!(c2["created_at"], c["created_at"]);
+    assert!(
+        c2["updated_at"].as_u64() > c["created_at"].as_u64(),
+        "PATCH moves updated_at: {c2}"
+    );
+    let got = ok(&gw.admin_get("/consumers/u1"), 200, "GET after PATCH");
+    assert_eq!(got["updated_at"], c2["updated_at"], "{got}");
+    let s2 = ok(
+        &admin_form(&gw, "PATCH", "/services/s1", &[("retries", "1")]),
+        200,
+        "PATCH service",
+    );
+    assert!(
+        s2["updated_at"].as_u64() > s["created_at"].as_u64(),
+        "PATCH moves updated_at: {s2}"
+    );
+    let c3 = ok(
+        &admin_form(&gw, "PUT", "/consumers/u1", &[("custom_id", "y")]),
+        200,
+        "PUT consumer",
+    );
+    assert!(c3["updated_at"].as_u64() > c["created_at"].as_u64(), "{c3}");
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. nested reads; 404 for paths that do not exist, 405 for methods that do not
+
+#[test]
+fn nested_reads_and_unknown_paths() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let r = gw.admin_get("/routes/user-routes/service");
+    let svc = ok(&r, 200, "GET /routes/{r}/service");
+    assert_eq!(svc["name"], "user-service", "{svc}");
+    let r = gw.admin_get("/services/user-service/routes/user-routes");
+    assert_eq!(
+        ok(&r, 200, "GET /services/{s}/routes/{r}")["name"],
+        "user-routes"
+    );
+    let r = gw.admin_get("/services/account-service/routes/user-routes");
+    assert_eq!(r.status, 404, "a route of another service: {r:?}");
+
+    let plugins = ok(
+        &gw.admin_get("/services/user-service/plugins"),
+        200,
+        "plugins",
+    );
+    let pid = id_of(&plugins["data"][0]);
+    let r = gw.admin_get(&format!("/plugins/{pid}/service"));
+    assert_eq!(
+        ok(&r, 200, "GET /plugins/{p}/service")["name"],
+        "user-service"
+    );
+    let r = gw.admin_get(&format!("/plugins/{pid}/route"));
+    assert_eq!(r.status, 404, "a plugin with no route: {r:?}");
+    let r = gw.admin_get(&format!("/services/user-service/plugins/{pid}"));
+    assert_eq!(
+        ok(&r, 200, "GET /services/{s}/plugins/{p}")["id"],
+        json!(pid)
+    );
+
+    ok(
+        &admin_form(&gw, "POST", "/consumers", &[("username", "bob")]),
+        201,
+        "bob",
+    );
+    for path in [
+        "/consumers/bob/foo",
+        "/nothing",
+        "/consumers/bob/jwt/k/extra",
+        "/routes/user-routes/foo",
+    ] {
+        let r = gw.admin_get(path);
+        assert_eq!(r.status, 404, "GET {path}: {r:?}");
+        assert_eq!(r.json()["message"], "Not found", "{path}");
+    }
+    for (method, path) in [
+        ("DELETE", "/consumers"),
+        ("POST", "/consumers/bob"),
+        ("PUT", "/config"),
+        ("POST", "/routes/user-routes/service"),
+    ] {
+        let r = admin_form(&gw, method, path, &[]);
+        assert_eq!(r.status, 405, "{method} {path}: {r:?}");
+    }
+}
+
+/// Services and routes declared in the file show their tags, and lists filter by them.
+#[test]
+fn file_declared_services_and_routes_carry_their_tags() {
+    let o = Origin::start();
+    let gw = Gateway::start(&format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: tagged\n    url: {}\n    tags: [edge, team-a]\n    routes:\n      - name: r1\n        paths: [/r1]\n        tags: [v1]\n  - name: plain\n    url: {}\n",
+        o.url(),
+        o.url()
+    ));
+    let names = |path: &str| -> Vec<String> {
+        let j = ok(&gw.admin_get(path), 200, path);
+        j["data"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path}: {j}"))
+            .iter()
+            .map(|e| e["name"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(names("/services?tags=edge"), ["tagged"]);
+    assert_eq!(names("/services?tags=edge,team-a"), ["tagged"]);
+    assert!(names("/services?tags=edge,team-b").is_empty());
+    assert_eq!(names("/routes?tags=v1"), ["r1"]);
+    let service = ok(&gw.admin_get("/services/tagged"), 200, "service");
+    assert_eq!(service["tags"], json!(["edge", "team-a"]));
+    assert_eq!(service["protocol"], "http");
+    let plain = ok(&gw.admin_get("/services/plain"), 200, "service");
+    assert_eq!(plain["tags"], Value::Null);
+}
+
+/// Hostile forms are refused with a 400, and the gateway lives on: a field name nested
+/// 200,000 levels deep (built and dropped recursively, it would overflow the stack and
+/// take every worker down with it), and a body of more fields than any entity has.
+#[test]
+fn hostile_form_bodies_are_refused_not_fatal() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let deep_name = "a.".repeat(200_000) + "a";
+    let many: String = (0..5000).map(|i| format!("f{i}=1&")).collect();
+    let multipart = format!(
+        "--XyZ\r\nContent-Disposition: form-data; name=\"{}\"\r\n\r\n1\r\n--XyZ--\r\n",
+        "a.".repeat(100) + "a"
+    );
+    for (what, content_type, body) in [
+        (
+            "deep",
+            "application/x-www-form-urlencoded",
+            format!("{deep_name}=1"),
+        ),
+        ("many fields", "application/x-www-form-urlencoded", many),
+        (
+            "deep part name",
+            "multipart/form-data; boundary=XyZ",
+            multipart,
+        ),
+    ] {
+        let r = http_request(
+            gw.admin_addr(),
+            "POST",
+            "/consumers",
+            &[],
+            Some((content_type, body.as_bytes())),
+        );
+        assert_eq!(r.status, 400, "{what}: {r:?}");
+        assert!(r.body_str().contains("Cannot parse"), "{what}: {r:?}");
+    }
+    assert_eq!(gw.admin_get("/status").status, 200, "the gateway lives on");
+}
+
+/// Entities declared in the file answer 405 to every write, through the new nested
+/// endpoints too, before any other check of the body (a taken name is not a 409 there).
+#[test]
+fn file_declared_entities_refuse_writes_first() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    for (method, path, form) in [
+        ("PATCH", "/routes/user-routes", vec![("name", "account-routes")]),
+        ("PATCH", "/routes/user-routes/service", vec![("retries", "1")]),
+        (
+            "PATCH",
+            "/services/user-service/routes/user-routes",
+            vec![("strip_path", "false")],
+        ),
+        ("DELETE", "/services/user-service/routes/user-routes", vec![]),
+        ("PATCH", "/services/user-service", vec![("name", "account-service")]),
+    ] {
+        let r = admin_form(&gw, method, path, &form);
+        assert_eq!(r.status, 405, "{method} {path}: {r:?}");
+        assert_eq!(
+            r.json()["message"],
+            "entity is managed by the declarative config file"
+        );
+    }
+}
