@@ -121,8 +121,14 @@ impl Control {
     fn compose(&self, file: &[u8], admin: &Value) -> Result<Config, Refused> {
         match Config::from_layers(file, Some(admin), &self.overrides) {
             Ok(config) => Ok(config),
-            Err(problems) => match Config::from_bytes(file, &self.overrides) {
-                Ok(_) => Err(Refused::Conflict(problems)),
+            // The file with an empty admin layer: valid alone, and its config tells where
+            // each kind's admin items would start.
+            Err(problems) => match Config::from_layers(file, Some(&Value::Null), &self.overrides) {
+                Ok(file_only) => Err(Refused::Conflict(name_admin_items(
+                    problems,
+                    &file_only.admin_offsets,
+                    admin,
+                ))),
                 Err(file_problems) => Err(Refused::Invalid(file_problems)),
             },
         }
@@ -189,4 +195,37 @@ impl Control {
         self.publish(config);
         Ok((result, self.shared.snapshot()))
     }
+}
+
+/// A conflict's problems about Admin-created entities name them by what the operator
+/// knows (`consumers 'zed' (created through the Admin API)`), not by their place after the
+/// file's items in the combined list, which the file alone cannot explain.
+fn name_admin_items(
+    mut problems: Problems,
+    offsets: &std::collections::HashMap<&'static str, usize>,
+    admin: &Value,
+) -> Problems {
+    for problem in &mut problems.0 {
+        let Some((kind, rest)) = problem.path.split_once('[') else {
+            continue;
+        };
+        let Some((index, rest)) = rest.split_once(']') else {
+            continue;
+        };
+        let (Some(&from), Ok(index)) = (offsets.get(kind), index.parse::<usize>()) else {
+            continue;
+        };
+        let Some(entity) = index
+            .checked_sub(from)
+            .and_then(|i| admin.get(kind)?.get(i))
+        else {
+            continue;
+        };
+        let label = ["username", "name", "key", "id"]
+            .iter()
+            .find_map(|field| entity.get(*field)?.as_str())
+            .unwrap_or("?");
+        problem.path = format!("{kind} '{label}' (created through the Admin API){rest}");
+    }
+    problems
 }

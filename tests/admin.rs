@@ -955,9 +955,26 @@ fn post_config_replaces_the_file_layer_with_a_backup() {
         r.status, 409,
         "reload colliding with an Admin-created consumer: {r:?}"
     );
+    let errors = r.json()["errors"].to_string();
     assert!(
-        r.body_str().contains("keeper"),
-        "409 names the reason: {r:?}"
+        errors.contains(
+            "consumers 'keeper' (created through the Admin API).username: duplicate consumer 'keeper'"
+        ),
+        "409 names the Admin-created entity by what it is, not its place in a merged list: {r:?}"
+    );
+
+    // removing a file consumer that holds an Admin-created credential is refused, naming
+    // the credential
+    let with_owner = format!("{}consumers:\n  - username: owner\n", fresh_config(&o));
+    let r = admin_form(&gw, "POST", "/config", &[("config", &with_owner)]);
+    assert_eq!(r.status, 201, "{r:?}");
+    create_jwt(&gw, "owner", "owner-key", "owner-secret");
+    let r = admin_form(&gw, "POST", "/config", &[("config", &fresh_config(&o))]);
+    assert_eq!(r.status, 409, "{r:?}");
+    let errors = r.json()["errors"].to_string();
+    assert!(
+        errors.contains("jwt_secrets 'owner-key' (created through the Admin API).consumer"),
+        "{r:?}"
     );
 }
 
