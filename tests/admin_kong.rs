@@ -786,15 +786,31 @@ fn file_declared_entities_refuse_writes_first() {
     let o = Origin::start();
     let gw = Gateway::start(&base_config(&o));
     for (method, path, form) in [
-        ("PATCH", "/routes/user-routes", vec![("name", "account-routes")]),
-        ("PATCH", "/routes/user-routes/service", vec![("retries", "1")]),
+        (
+            "PATCH",
+            "/routes/user-routes",
+            vec![("name", "account-routes")],
+        ),
+        (
+            "PATCH",
+            "/routes/user-routes/service",
+            vec![("retries", "1")],
+        ),
         (
             "PATCH",
             "/services/user-service/routes/user-routes",
             vec![("strip_path", "false")],
         ),
-        ("DELETE", "/services/user-service/routes/user-routes", vec![]),
-        ("PATCH", "/services/user-service", vec![("name", "account-service")]),
+        (
+            "DELETE",
+            "/services/user-service/routes/user-routes",
+            vec![],
+        ),
+        (
+            "PATCH",
+            "/services/user-service",
+            vec![("name", "account-service")],
+        ),
     ] {
         let r = admin_form(&gw, method, path, &form);
         assert_eq!(r.status, 405, "{method} {path}: {r:?}");
@@ -803,4 +819,31 @@ fn file_declared_entities_refuse_writes_first() {
             "entity is managed by the declarative config file"
         );
     }
+}
+
+/// A service without a name, its routes nested under it, as Kong allows: it routes, and
+/// the Admin API shows it with `name: null` under a stable id.
+#[test]
+fn a_nameless_service_routes_and_shows_no_name() {
+    let o = Origin::start();
+    let config = format!(
+        "_format_version: \"3.0\"\nservices:\n  - url: {}\n    routes:\n      - name: anon\n        paths: [/anon]\n",
+        o.url()
+    );
+    let gw = Gateway::start(&config);
+    assert_eq!(upstream_target(&gw, "/anon/x"), "/x");
+    let services = ok(&gw.admin_get("/services"), 200, "services");
+    let service = &services["data"][0];
+    assert_eq!(service["name"], Value::Null, "{services}");
+    let id = id_of(service);
+    assert_eq!(
+        ok(&gw.admin_get(&format!("/services/{id}")), 200, "by id")["id"],
+        id.as_str()
+    );
+    let route = ok(&gw.admin_get("/routes/anon"), 200, "route");
+    assert_eq!(route["service"]["id"], id.as_str());
+    // The same file loads with the same id.
+    gw.send_signal("HUP");
+    let again = ok(&gw.admin_get("/services"), 200, "services");
+    assert_eq!(id_of(&again["data"][0]), id);
 }

@@ -871,7 +871,8 @@ fn service_json(config: &Config, i: usize) -> Value {
     let s = &config.services[i];
     json!({
         "id": s.id,
-        "name": &*s.name,
+        // A service without a name goes by its id.
+        "name": if *s.name == *s.id { Value::Null } else { json!(&*s.name) },
         "protocol": if s.tls.is_some() { "https" } else { "http" },
         "host": s.host,
         "port": s.port,

@@ -758,12 +758,11 @@ fn build_service(
             );
             name.clone()
         }
+        // Kong allows a service without a name (its routes nested under it): it goes by
+        // its id, derived from its place in the file when it has none.
         None => match &file.id {
             Some(id) => id.clone(),
-            None => {
-                report.add(format!("{path}.name"), "required field missing");
-                String::new()
-            }
+            None => stable_id("service", path),
         },
     };
     for key in [file.name.as_ref(), file.id.as_ref()].into_iter().flatten() {
@@ -922,7 +921,10 @@ fn build_service(
     } else {
         format!("{host}:{port}")
     };
-    let id = file_id.unwrap_or_else(|| stable_id("service", &name));
+    let id = file_id.unwrap_or_else(|| match file.name {
+        Some(_) => stable_id("service", &name),
+        None => name.clone(),
+    });
     // References by id must work for derived ids too.
     keys.entry(id.clone()).or_insert(index);
     Some(Service {
