@@ -847,3 +847,27 @@ fn a_nameless_service_routes_and_shows_no_name() {
     let again = ok(&gw.admin_get("/services"), 200, "services");
     assert_eq!(id_of(&again["data"][0]), id);
 }
+
+/// A plugin's config in JSON keeps its types (a header named `123` stays a string); in a
+/// form, values that read as numbers or booleans are taken as such.
+#[test]
+fn plugin_config_types_come_from_json_as_sent() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/plugins",
+        &json!({ "name": "correlation-id", "config": { "header_name": "123" } }),
+    );
+    let plugin = ok(&r, 201, "JSON config");
+    assert_eq!(plugin["config"]["header_name"], "123", "{plugin}");
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/services/user-service/plugins",
+        &[("name", "rate-limiting"), ("config.minute", "7")],
+    );
+    let plugin = ok(&r, 201, "form config");
+    assert_eq!(plugin["config"]["minute"], 7, "{plugin}");
+}

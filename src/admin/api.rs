@@ -1513,27 +1513,6 @@ fn update_jwt(control: &Control, config: &Config, j: usize, mut body: Body) -> R
     )
 }
 
-/// Coerces form-encoded plugin config values (`config.minute=100`) to numbers and
-/// booleans, as Kong's schema-driven form parsing does.
-fn coerce(value: Value) -> Value {
-    match value {
-        Value::String(s) => {
-            if let Ok(n) = s.parse::<i64>() {
-                json!(n)
-            } else if let Ok(f) = s.parse::<f64>() {
-                json!(f)
-            } else if s == "true" || s == "false" {
-                json!(s == "true")
-            } else {
-                Value::String(s)
-            }
-        }
-        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, coerce(v))).collect()),
-        Value::Array(items) => Value::Array(items.into_iter().map(coerce).collect()),
-        other => other,
-    }
-}
-
 fn create_plugin(
     control: &Control,
     config: &Config,
@@ -1551,9 +1530,6 @@ fn create_plugin(
             "name",
             &format!("plugin '{name}' not enabled; add it to the 'plugins' configuration property"),
         );
-    }
-    if let Some(config_value) = body.remove("config") {
-        body.insert("config".into(), coerce(config_value));
     }
     if let Some((field, id)) = scope {
         body.insert(field.into(), json!({ "id": id }));
@@ -1616,8 +1592,7 @@ fn update_plugin(control: &Control, config: &Config, i: usize, mut body: Body) -
     if let Some(config_value) = body.remove("config") {
         // A partial config merges into the current one, as in Kong.
         let mut merged = config.plugins[i].config_json.clone();
-        if let (Value::Object(current), Value::Object(patch)) = (&mut merged, coerce(config_value))
-        {
+        if let (Value::Object(current), Value::Object(patch)) = (&mut merged, config_value) {
             for (k, v) in patch {
                 current.insert(k, v);
             }

@@ -168,6 +168,9 @@ enum Type {
     Foreign,
     /// Route `headers`: each header name to a list of values.
     HeaderMap,
+    /// A plugin's `config` (`config.minute=100`): each plugin has its own schema, so a
+    /// value that reads as a number or a boolean is taken as one.
+    PluginConfig,
 }
 
 /// Kong's schema for the fields a form may set; unknown fields are left as sent (the
@@ -201,6 +204,7 @@ fn field_type(kind: &str, field: &str) -> Option<Type> {
         ("plugins", "name" | "instance_name") => Text,
         ("plugins", "enabled") => Boolean,
         ("plugins", "protocols") => Texts,
+        ("plugins", "config") => PluginConfig,
         ("plugins", "service" | "route" | "consumer" | "consumer_group") => Foreign,
         ("certificates", "cert" | "key" | "cert_alt" | "key_alt") => Text,
         ("certificates", "snis") => Texts,
@@ -240,6 +244,7 @@ fn infer_value(ty: Type, value: Value) -> Value {
             _ => Value::String(s),
         },
         (Type::Texts, Value::String(s)) => Value::Array(vec![Value::String(s)]),
+        (Type::PluginConfig, value) => guess(value),
         (Type::HeaderMap, Value::Object(headers)) => Value::Object(
             headers
                 .into_iter()
@@ -247,6 +252,26 @@ fn infer_value(ty: Type, value: Value) -> Value {
                 .collect(),
         ),
         (_, value) => value,
+    }
+}
+
+/// A form value typed by its looks: an integer, a number, `true` or `false`, else text.
+fn guess(value: Value) -> Value {
+    match value {
+        Value::String(s) => {
+            if let Ok(n) = s.parse::<i64>() {
+                n.into()
+            } else if let Some(f) = s.parse::<f64>().ok().filter(|f| f.is_finite()) {
+                f.into()
+            } else if s == "true" || s == "false" {
+                (s == "true").into()
+            } else {
+                Value::String(s)
+            }
+        }
+        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, guess(v))).collect()),
+        Value::Array(items) => Value::Array(items.into_iter().map(guess).collect()),
+        other => other,
     }
 }
 
