@@ -885,6 +885,24 @@ fn tiers_through_consumer_groups() {
     }
 }
 
+/// A consumer in several tiers gets the group first by name, whatever order it lists
+/// them in (as Kong Enterprise decides between groups).
+#[test]
+fn of_several_groups_the_first_by_name_decides() {
+    let o = Origin::start();
+    let consumers = format!(
+        "{TIER_CONSUMERS}  - username: listed-premium-first\n    groups: [premium, free]\n    jwt_secrets:\n      - key: both-a\n        secret: both-a-secret\n  - username: listed-free-first\n    groups: [free, premium]\n    jwt_secrets:\n      - key: both-b\n        secret: both-b-secret\n"
+    );
+    let gw = start(&seed_services_config(&o, true, &consumers));
+    for (key, secret) in [("both-a", "both-a-secret"), ("both-b", "both-b-secret")] {
+        let token = hs256(key, secret);
+        let mut c = Conn::new(gw.proxy_addr());
+        let r = c.get("/api/users/1", &[("Authorization", token.as_str())], key);
+        assert_proxied(&r, key);
+        assert_header(&r, "X-RateLimit-Limit-Hour", "100", key);
+    }
+}
+
 #[test]
 fn consumer_scoped_limit_beats_the_group_and_the_group_beats_global() {
     let o = Origin::start();

@@ -656,7 +656,7 @@ fn build(
         &mut keys,
         report,
     );
-    let (consumers, nested_secrets, consumer_plugins) = entities::build_consumers(
+    let (mut consumers, nested_secrets, consumer_plugins) = entities::build_consumers(
         top.consumers
             .into_iter()
             .enumerate()
@@ -665,6 +665,14 @@ fn build(
         &mut keys,
         report,
     );
+    // As Kong Enterprise: of a consumer's groups whose plugins tie in precedence, the
+    // group first by name wins, whatever order the consumer lists them in.
+    for consumer in &mut consumers {
+        consumer
+            .groups
+            .sort_by(|a, b| consumer_groups[*a].name.cmp(&consumer_groups[*b].name));
+        consumer.groups.dedup();
+    }
     let mut secret_items = nested_secrets;
     secret_items.extend(
         top.jwt_secrets
