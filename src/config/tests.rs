@@ -597,3 +597,38 @@ consumers:
         ["consumers[1].id: duplicate consumer id '6a0b5d4e-1f2e-4d6c-9a8b-000000000001'"]
     );
 }
+
+#[test]
+fn a_mistyped_secret_is_reported_without_its_value() {
+    let found = problems(
+        r#"
+_format_version: "3.0"
+consumers:
+  - username: a
+jwt_secrets:
+  - key: k
+    secret: 987654321987
+    consumer: a
+ringway:
+  admin_token: 123456789
+"#,
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p == "jwt_secrets[0].secret: invalid type: integer, expected a string"),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("ringway.admin_token: invalid type")),
+        "{found:#?}"
+    );
+    assert!(
+        !found
+            .iter()
+            .any(|p| p.contains("987654321987") || p.contains("123456789")),
+        "a secret never reaches a message: {found:#?}"
+    );
+}
