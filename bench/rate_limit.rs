@@ -47,12 +47,12 @@ fn bench(c: &mut Criterion) {
         serde_norway::from_str("second: 1000000000\nlimit_by: ip").expect("config");
     let mut config = file.validate().expect("valid");
     config.instance = 1;
-    let store = Store::new(100_000);
-    let local = Local::default();
+    let store = Store::new(100_000, 2);
+    let local = Local::new(0);
     let mut group = c.benchmark_group("rate_limit_check");
     group.bench_function("ringway_lease", |b| {
         b.iter(|| {
-            let decision = local.check(&store, &config, black_box(b"203.0.113.7"), 2);
+            let decision = local.check(&store, &config, black_box(b"203.0.113.7"));
             assert!(matches!(decision, Decision::Allow(_)));
         })
     });

@@ -16,8 +16,6 @@ pub struct PluginState {
     pub rate_limits: rate_limiting::Local,
     /// The process-wide buckets the leases come from.
     pub rate_store: Arc<rate_limiting::Store>,
-    /// How many workers share the buckets (sizes the leases).
-    pub workers: usize,
     /// The worker's latency histograms and counters.
     pub recorder: crate::observe::Recorder,
     /// Request IDs for `correlation-id`.
@@ -154,7 +152,7 @@ fn rate_limit(
     };
     let decision = state
         .rate_limits
-        .check(&state.rate_store, limits, identifier, state.workers);
+        .check(&state.rate_store, limits, identifier);
     match decision {
         Decision::Allow(headers) => {
             if !limits.hide_client_headers {

@@ -5,11 +5,12 @@
 //! Tokens are never created twice, so all workers together admit at most what one bucket
 //! would.
 //!
-//! Workers do not touch the shared bucket per request: each leases a few tokens at a
-//! time into its own [`Local`] table and spends them there, taking a fresh lease only
-//! when its own runs out. A lease is at most 1/(2 × workers) of what the bucket holds, so
-//! when the bucket runs dry the other workers hold at most a token or so each; unused
-//! leases go back to the bucket when a key sits idle for a moment.
+//! Workers do not advance the shared arrival times per request: each leases a few
+//! tokens at a time into its own slot of the bucket and spends them from there, taking a
+//! fresh lease only when its slot runs out. A worker the bucket refuses takes a token from
+//! another worker's unspent lease, so leases never cost a client a token: all workers
+//! together admit exactly what one bucket would. Unused leases go back to the bucket when
+//! a key sits idle for a moment.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -49,6 +50,9 @@ pub struct Bucket {
     retired: AtomicBool,
     /// The identifier's stable digest, for buckets shared through Redis.
     pub shared_name: Option<Box<str>>,
+    /// Per worker: leased tokens not yet spent. A worker spends from its own slot and,
+    /// refused by the bucket, from the others'.
+    held: Box<[AtomicU64]>,
 }
 
 /// What a [`Bucket::take`] got.
@@ -62,13 +66,26 @@ pub struct Take {
 }
 
 impl Bucket {
-    fn new(shared_name: Option<Box<str>>) -> Bucket {
+    fn new(shared_name: Option<Box<str>>, workers: usize) -> Bucket {
         Bucket {
             tat: Default::default(),
             pending: AtomicI64::new(0),
             retired: AtomicBool::new(false),
             shared_name,
+            held: (0..workers.max(1)).map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+
+    /// Spends one token of a worker's unspent lease, if it has one.
+    fn spend_held(&self, worker: usize) -> bool {
+        self.held[worker]
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// Leased tokens no worker has spent yet.
+    fn held_total(&self) -> u64 {
+        self.held.iter().map(|h| h.load(Ordering::Acquire)).sum()
     }
 
     /// Tokens `limit`'s period holds at `now` given arrival time `tat`.
@@ -167,16 +184,19 @@ pub struct Store {
     /// Seeded per process, so clients cannot aim their identifiers at another's bucket.
     hasher: foldhash::quality::RandomState,
     capacity: usize,
+    workers: usize,
 }
 
 impl Store {
     /// A table holding at most `capacity` keys (beyond it, new identifiers share their
-    /// plugin instance's overflow bucket until idle keys are swept).
-    pub fn new(capacity: usize) -> Store {
+    /// plugin instance's overflow bucket until idle keys are swept), for `workers`
+    /// workers, numbered from 0.
+    pub fn new(capacity: usize, workers: usize) -> Store {
         Store {
             map: papaya::HashMap::new(),
             hasher: foldhash::quality::RandomState::default(),
             capacity: capacity.max(1),
+            workers: workers.max(1),
         }
     }
 
@@ -221,7 +241,7 @@ impl Store {
                         } else {
                             shared()
                         };
-                        Arc::new(Bucket::new(name))
+                        Arc::new(Bucket::new(name, self.workers))
                     })
                     .clone()
                 }
@@ -269,35 +289,33 @@ impl Store {
     }
 }
 
-/// A worker's view of one key: the shared bucket and the tokens it has leased.
+/// A worker's view of one key: the shared bucket (its lease is in the bucket's slot for
+/// this worker).
 struct Entry {
     bucket: Arc<Bucket>,
-    leased: u64,
     /// The intervals the lease was taken with (0 for periods not configured), so it
     /// can be returned even after a reload changed the limits.
     intervals: [u64; 6],
-    /// The bucket's arrival times as of this worker's last lease.
-    seen: [u64; 6],
     used: u64,
 }
 
 impl Entry {
-    fn give_back(&mut self) {
-        if self.leased == 0 {
+    /// Returns what is left of this worker's lease (another worker may have spent part
+    /// of it meanwhile: only what is left goes back).
+    fn give_back(&mut self, worker: usize) {
+        let left = self.bucket.held[worker].swap(0, Ordering::AcqRel);
+        if left == 0 {
             return;
         }
         for period in Period::ALL {
             let interval = self.intervals[period as usize];
             if interval > 0 {
-                self.bucket.give_back(period, interval, self.leased);
+                self.bucket.give_back(period, interval, left);
             }
         }
         if self.bucket.shared_name.is_some() {
-            self.bucket
-                .pending
-                .fetch_sub(self.leased as i64, Ordering::AcqRel);
+            self.bucket.pending.fetch_sub(left as i64, Ordering::AcqRel);
         }
-        self.leased = 0;
     }
 }
 
@@ -333,21 +351,24 @@ impl Hasher for KeyHasher {
 
 type Entries = HashMap<Key, Entry, BuildHasherDefault<KeyHasher>>;
 
-/// One worker's leases, keyed like the store. Only its own thread touches it.
-#[derive(Default)]
+/// One worker's keys, keyed like the store. Only its own thread touches it.
 pub struct Local {
+    /// This worker's number: its lease slot in every bucket.
+    worker: usize,
     entries: RefCell<Entries>,
 }
 
 impl Local {
+    /// The table of worker `worker` (numbered from 0, below the store's `workers`).
+    pub fn new(worker: usize) -> Local {
+        Local {
+            worker,
+            entries: RefCell::default(),
+        }
+    }
+
     /// Admits or refuses one request from `identifier` under `config`.
-    pub fn check(
-        &self,
-        store: &Store,
-        config: &Config,
-        identifier: &[u8],
-        workers: usize,
-    ) -> Decision {
+    pub fn check(&self, store: &Store, config: &Config, identifier: &[u8]) -> Decision {
         let redis = match &config.policy {
             Policy::Redis(settings) => Some(settings),
             Policy::Local => None,
@@ -361,13 +382,12 @@ impl Local {
         let key = store.key(config.instance, identifier);
         let mut entries = self.entries.borrow_mut();
         if !entries.contains_key(&key) && entries.len() >= store.capacity {
-            shrink(&mut entries, now);
+            shrink(&mut entries, now, self.worker.min(store.workers - 1));
         }
+        let worker = self.worker.min(store.workers - 1);
         let entry = entries.entry(key).or_insert_with(|| Entry {
             bucket: store.bucket(key, || redis.map(|_| super::redis::shared_name(identifier))),
-            leased: 0,
             intervals: [0; 6],
-            seen: [0; 6],
             used: now,
         });
         entry.used = now;
@@ -377,45 +397,43 @@ impl Local {
         }
         if entry.intervals != intervals {
             // The limits changed under a reload: settle the old lease first.
-            entry.give_back();
+            entry.give_back(worker);
             entry.intervals = intervals;
         }
+        let bucket = &entry.bucket;
         let mut denied = None;
-        if entry.leased == 0 {
-            let divisor = 2 * workers.max(1) as u64;
-            let take = entry.bucket.take(&config.limits, now, |available| {
+        if !bucket.spend_held(worker) {
+            let divisor = 2 * store.workers as u64;
+            let take = bucket.take(&config.limits, now, |available| {
                 (available / divisor).min(MAX_LEASE)
             });
-            entry.seen = take.tat;
-            if take.got == 0 {
-                denied = Some(take.wait);
-            } else {
-                entry.leased = take.got;
+            if take.got > 0 {
+                // One token for this request, the rest leased.
+                bucket.held[worker].fetch_add(take.got - 1, Ordering::AcqRel);
                 if redis.is_some() {
-                    entry
-                        .bucket
-                        .pending
-                        .fetch_add(take.got as i64, Ordering::AcqRel);
+                    bucket.pending.fetch_add(take.got as i64, Ordering::AcqRel);
                 }
+            } else if !(0..bucket.held.len()).any(|w| w != worker && bucket.spend_held(w)) {
+                // Nothing in the bucket, nothing unspent in any other worker's lease.
+                denied = Some(take.wait);
             }
         }
-        if denied.is_none() {
-            entry.leased -= 1;
-        }
+        // What is left for the key across all workers: the bucket's tokens and every
+        // unspent lease.
+        let held = bucket.held_total();
         let mut headers = Headers::default();
         for limit in &config.limits {
-            let seen = entry.seen[limit.period as usize];
-            let remaining = Bucket::available(limit, seen, now) + entry.leased;
+            let tat = bucket.tat(limit.period);
+            let remaining = Bucket::available(limit, tat, now) + held;
             headers.push(limit.period, limit.limit, remaining.min(limit.limit));
         }
-        let leased = entry.leased;
-        let seen = entry.seen;
         let reset = |i: usize| {
             let limit = &config.limits[i];
-            let debt = seen[limit.period as usize]
+            let debt = bucket
+                .tat(limit.period)
                 .max(now)
                 .saturating_sub(now)
-                .saturating_sub(leased * limit.interval);
+                .saturating_sub(held.saturating_mul(limit.interval));
             debt.div_ceil(1_000_000_000)
         };
         match denied {
@@ -434,11 +452,12 @@ impl Local {
     /// idle for longer, so the shared table can sweep them.
     pub fn tick(&self, store: &Store) {
         let now = store.now();
+        let worker = self.worker.min(store.workers - 1);
         let mut entries = self.entries.borrow_mut();
         entries.retain(|_, entry| {
             let idle = now.saturating_sub(entry.used);
             if idle >= LEASE_IDLE.as_nanos() as u64 {
-                entry.give_back();
+                entry.give_back(worker);
             }
             idle < LOCAL_IDLE.as_nanos() as u64
         });
@@ -455,12 +474,12 @@ impl Local {
 
 /// Makes room in a full local table: idle keys first, then half of the rest (their
 /// leases go back, so nothing is lost but the lookup).
-fn shrink(entries: &mut Entries, now: u64) {
+fn shrink(entries: &mut Entries, now: u64, worker: usize) {
     let before = entries.len();
     entries.retain(|_, entry| {
         let keep = now.saturating_sub(entry.used) < LEASE_IDLE.as_nanos() as u64;
         if !keep {
-            entry.give_back();
+            entry.give_back(worker);
         }
         keep
     });
@@ -469,7 +488,7 @@ fn shrink(entries: &mut Entries, now: u64) {
         entries.retain(|_, entry| {
             flip = !flip;
             if flip {
-                entry.give_back();
+                entry.give_back(worker);
             }
             !flip
         });

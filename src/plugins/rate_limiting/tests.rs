@@ -78,7 +78,7 @@ fn valid_configs_keep_kongs_defaults() {
 
 #[test]
 fn a_bucket_admits_exactly_its_capacity_then_refills_evenly() {
-    let store = Store::new(100);
+    let store = Store::new(100, 1);
     let minute = Limit::new(Period::Minute, 10);
     let bucket = store.bucket((1, 2), || None);
     let now = store.now();
@@ -104,7 +104,7 @@ fn a_bucket_admits_exactly_its_capacity_then_refills_evenly() {
 
 #[test]
 fn several_periods_are_taken_together_and_the_tightest_governs() {
-    let store = Store::new(100);
+    let store = Store::new(100, 1);
     let limits = [Limit::new(Period::Second, 100), Limit::new(Period::Hour, 3)];
     let bucket = store.bucket((1, 2), || None);
     let now = store.now();
@@ -119,12 +119,12 @@ fn several_periods_are_taken_together_and_the_tightest_governs() {
 
 #[test]
 fn headers_count_down_and_the_refusal_says_when_to_retry() {
-    let store = Store::new(100);
-    let local = Local::default();
+    let store = Store::new(100, 1);
+    let local = Local::new(0);
     let config = limits("minute: 3\nhour: 100");
     let mut remaining = Vec::new();
     for _ in 0..3 {
-        let Decision::Allow(h) = local.check(&store, &config, b"10.0.0.1", 1) else {
+        let Decision::Allow(h) = local.check(&store, &config, b"10.0.0.1") else {
             panic!("expected admission")
         };
         let mut out = Vec::new();
@@ -149,7 +149,7 @@ fn headers_count_down_and_the_refusal_says_when_to_retry() {
             "X-RateLimit-Remaining-Minute: 0"
         ]
     );
-    let Decision::Deny(h) = local.check(&store, &config, b"10.0.0.1", 1) else {
+    let Decision::Deny(h) = local.check(&store, &config, b"10.0.0.1") else {
         panic!("expected refusal")
     };
     let mut out = Vec::new();
@@ -159,19 +159,19 @@ fn headers_count_down_and_the_refusal_says_when_to_retry() {
     assert!(text.contains("RateLimit-Reset: 60\r\n"), "{text}");
     assert!(text.contains("Retry-After: 20\r\n"), "{text}");
     // Another client is untouched.
-    assert!(allowed(local.check(&store, &config, b"10.0.0.2", 1)));
+    assert!(allowed(local.check(&store, &config, b"10.0.0.2")));
 }
 
 #[test]
 fn workers_together_never_admit_more_than_the_limit() {
     const WORKERS: usize = 4;
     const LIMIT: u64 = 500;
-    let store = Arc::new(Store::new(1000));
+    let store = Arc::new(Store::new(1000, WORKERS));
     let config = Arc::new(limits(&format!("hour: {LIMIT}")));
     let admitted = Arc::new(AtomicU64::new(0));
     let start = Arc::new(Barrier::new(WORKERS));
     let threads: Vec<_> = (0..WORKERS)
-        .map(|_| {
+        .map(|worker| {
             let (store, config, admitted, start) = (
                 store.clone(),
                 config.clone(),
@@ -179,12 +179,12 @@ fn workers_together_never_admit_more_than_the_limit() {
                 start.clone(),
             );
             std::thread::spawn(move || {
-                let local = Local::default();
+                let local = Local::new(worker);
                 start.wait();
                 // Every worker keeps asking until it is refused twice in a row.
                 let mut refusals = 0;
                 while refusals < 2 {
-                    if allowed(local.check(&store, &config, b"one-client", WORKERS)) {
+                    if allowed(local.check(&store, &config, b"one-client")) {
                         admitted.fetch_add(1, Ordering::Relaxed);
                         refusals = 0;
                     } else {
@@ -208,11 +208,11 @@ fn workers_together_never_admit_more_than_the_limit() {
 
 #[test]
 fn idle_leases_go_back_and_full_buckets_are_swept() {
-    let store = Store::new(100);
+    let store = Store::new(100, 2);
     let config = limits("hour: 1000");
-    let a = Local::default();
-    let b = Local::default();
-    assert!(allowed(a.check(&store, &config, b"k", 2)));
+    let a = Local::new(0);
+    let b = Local::new(1);
+    assert!(allowed(a.check(&store, &config, b"k")));
     let bucket = store.bucket(store.key(7, b"k"), || None);
     let now = store.now();
     let hour = config.limits[0];
@@ -220,7 +220,7 @@ fn idle_leases_go_back_and_full_buckets_are_swept() {
     assert!(shared_left < 999, "worker a leased more than one token");
     drop(bucket);
     // Worker b spends from the same bucket.
-    assert!(allowed(b.check(&store, &config, b"k", 2)));
+    assert!(allowed(b.check(&store, &config, b"k")));
     std::thread::sleep(limiter::LEASE_IDLE + std::time::Duration::from_millis(20));
     a.tick(&store);
     b.tick(&store);
@@ -235,24 +235,24 @@ fn idle_leases_go_back_and_full_buckets_are_swept() {
 
 #[test]
 fn a_flood_of_identifiers_is_bounded_by_the_table_size() {
-    let store = Store::new(50);
+    let store = Store::new(50, 1);
     let config = limits("hour: 2");
-    let local = Local::default();
+    let local = Local::new(0);
     for i in 0..1000u32 {
-        local.check(&store, &config, &i.to_le_bytes(), 1);
+        local.check(&store, &config, &i.to_le_bytes());
     }
     assert!(store.len() <= 51, "{} keys", store.len());
     assert!(local.len() <= 51, "{} local keys", local.len());
     // Beyond the table the newcomers share one overflow bucket: limited, not unlimited.
     let newcomer_admitted = (0..10)
-        .filter(|i| allowed(local.check(&store, &config, format!("new{i}").as_bytes(), 1)))
+        .filter(|i| allowed(local.check(&store, &config, format!("new{i}").as_bytes())))
         .count();
     assert!(newcomer_admitted <= 2, "{newcomer_admitted} admitted");
 }
 
 #[test]
 fn full_unreferenced_buckets_are_forgotten() {
-    let store = Store::new(100);
+    let store = Store::new(100, 1);
     let bucket = store.bucket((1, 5), || None);
     store.sweep();
     assert_eq!(store.len(), 1, "held by someone: kept");
@@ -305,11 +305,45 @@ fn resp_round_trip() {
 #[test]
 fn a_bucket_drawn_far_ahead_refuses_without_overflowing() {
     // Redis's answer is not trusted to be in range: a huge debt saturates.
-    let store = Store::new(10);
+    let store = Store::new(10, 1);
     let minute = Limit::new(Period::Minute, 10);
     let bucket = store.bucket((1, 2), || None);
     bucket.set_tat(Period::Minute, u64::MAX - 1);
     let take = bucket.take(&[minute], store.now(), |n| n);
     assert_eq!(take.got, 0);
     assert!(take.wait > 0);
+}
+
+/// A worker that leased tokens for one request and went quiet does not cost a burst on
+/// another worker any of them: the other takes them from the unspent lease, so the burst
+/// gets everything the first request left (the probe: 1 request on one worker, then 150
+/// on the other, admitted 74 of 100 before), and every answer's Remaining counts down by
+/// one across both workers.
+#[test]
+fn a_quiet_workers_lease_serves_a_burst_on_another() {
+    let store = Store::new(100, 2);
+    let config = limits("minute: 100");
+    let (a, b) = (Local::new(0), Local::new(1));
+    let remaining = |decision: Decision| match decision {
+        Decision::Allow(h) | Decision::Deny(h) => {
+            let mut text = Vec::new();
+            h.write(&mut text, false);
+            let text = String::from_utf8(text).unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix("RateLimit-Remaining: "))
+                .map(|v| v.trim().parse::<u64>().unwrap())
+                .unwrap()
+        }
+        Decision::Unavailable => panic!("no Redis here"),
+    };
+    assert_eq!(remaining(a.check(&store, &config, b"k")), 99);
+    assert_eq!(remaining(b.check(&store, &config, b"k")), 98);
+    assert_eq!(remaining(a.check(&store, &config, b"k")), 97);
+    let mut admitted = 3;
+    while allowed(b.check(&store, &config, b"k")) {
+        admitted += 1;
+        assert!(admitted <= 100, "more than the limit");
+    }
+    assert_eq!(admitted, 100, "every token, wherever it was leased");
+    assert!(!allowed(a.check(&store, &config, b"k")));
 }
