@@ -140,6 +140,13 @@ impl Control {
         for warning in &config.warnings {
             log::warn!("{warning}");
         }
+        let fixed = restart_only_changes(&self.shared.snapshot().config.node, &config.node);
+        if !fixed.is_empty() {
+            log::warn!(
+                "{} changed: takes effect on restart only; the running values stay",
+                fixed.join(", ")
+            );
+        }
         self.shared.publish(Snapshot::new(config));
         hash
     }
@@ -162,6 +169,7 @@ impl Control {
     /// publishes.
     pub fn replace_file(&self, bytes: Vec<u8>) -> Result<String, Refused> {
         let mut layers = self.lock();
+        let bytes = with_node_section(bytes, &layers.file);
         let config = self.compose(&bytes, &layers.admin)?;
         let mut backup = self.config_path.clone().into_os_string();
         backup.push(".bak");
@@ -228,4 +236,42 @@ fn name_admin_items(
         problem.path = format!("{kind} '{label}' (created through the Admin API){rest}");
     }
     problems
+}
+
+/// The `ringway:` settings a running process keeps until it restarts (its sockets,
+/// threads, state directory, Admin API token and log file), that differ in `new`.
+fn restart_only_changes(old: &crate::config::Node, new: &crate::config::Node) -> Vec<&'static str> {
+    [
+        ("proxy_listen", old.proxy_listen != new.proxy_listen),
+        ("admin_listen", old.admin_listen != new.admin_listen),
+        ("workers", old.workers != new.workers),
+        ("data_dir", old.data_dir != new.data_dir),
+        ("admin_token", old.admin_token != new.admin_token),
+        ("access_log", old.access_log != new.access_log),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect()
+}
+
+/// A posted config without a `ringway:` section keeps the file's: the node's own
+/// settings (listeners, `data_dir`, the Admin API token) are not the entities a config
+/// push replaces, and losing them would start the next run on defaults, away from the
+/// Admin API's state. A section that is posted, even empty, replaces the file's.
+fn with_node_section(posted: Vec<u8>, current: &[u8]) -> Vec<u8> {
+    use serde_norway::Value as Yaml;
+    let Ok(Yaml::Mapping(mut doc)) = serde_norway::from_slice::<Yaml>(&posted) else {
+        return posted;
+    };
+    if doc.contains_key("ringway") {
+        return posted;
+    }
+    let Ok(Yaml::Mapping(file)) = serde_norway::from_slice::<Yaml>(current) else {
+        return posted;
+    };
+    let Some(section) = file.get("ringway") else {
+        return posted;
+    };
+    doc.insert("ringway".into(), section.clone());
+    serde_norway::to_string(&doc).map_or(posted, String::into_bytes)
 }

@@ -447,3 +447,38 @@ fn authorization_values_never_logged_even_at_trace() {
     let log = gw.stderr_text();
     assert!(!log.contains(secret), "a secret reached the log:\n{log}");
 }
+
+/// A reload that changes what a running process keeps until restart (here the Admin API
+/// token) says so in the log, and the running value stays: nothing is silently ignored.
+#[test]
+fn a_reload_names_the_settings_that_wait_for_a_restart() {
+    let o = Origin::start();
+    let config = |token: &str| {
+        format!(
+            "{}ringway:\n  admin_token: {token}\n",
+            two_route_config(&o, false)
+        )
+    };
+    let gw = Gateway::start(&config("first-token"));
+    let with = |token: &str| {
+        http_request(
+            gw.admin_addr(),
+            "GET",
+            "/status",
+            &[("Kong-Admin-Token", token)],
+            None,
+        )
+        .status
+    };
+    assert_eq!(with("first-token"), 200);
+    gw.write_config(&config("second-token"));
+    gw.send_signal("HUP");
+    let logged = wait_for(Duration::from_secs(10), || {
+        let log = gw.stderr_text();
+        log.contains("admin_token changed: takes effect on restart only")
+            .then_some(log)
+    });
+    assert!(logged.is_some(), "stderr:\n{}", gw.stderr_text());
+    assert_eq!(with("first-token"), 200, "the running token stays");
+    assert_eq!(with("second-token"), 401);
+}

@@ -239,17 +239,8 @@ fn maintain_rate_limits(shared: &Shared) {
 
 /// Re-reads the config file; an invalid file leaves the running config in place.
 fn reload(control: &Control) {
-    let old = control.shared.snapshot();
     match control.reload_file() {
         Ok(hash) => {
-            let new = control.shared.snapshot();
-            let (old, new) = (&old.config.node, &new.config.node);
-            if new.proxy_listen != old.proxy_listen
-                || new.admin_listen != old.admin_listen
-                || new.workers != old.workers
-            {
-                log::warn!("reload: listener and worker changes take effect on restart only");
-            }
             log::info!(
                 "reloaded {} (configuration_hash {hash})",
                 control.config_path.display()
