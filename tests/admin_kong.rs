@@ -871,3 +871,60 @@ fn plugin_config_types_come_from_json_as_sent() {
     let plugin = ok(&r, 201, "form config");
     assert_eq!(plugin["config"]["minute"], 7, "{plugin}");
 }
+
+/// `POST /config` without a `ringway:` section keeps the file's: the node's settings are
+/// not what a config push replaces (a next run would otherwise start on defaults, away
+/// from its data_dir). A posted section replaces it.
+#[test]
+fn post_config_keeps_the_node_section_it_does_not_send() {
+    let o = Origin::start();
+    let node = "ringway:\n  keepalive_timeout: 4321\n";
+    let gw = Gateway::start(&format!("{}{node}", base_config(&o)));
+    let pushed = json!({
+        "_format_version": "3.0",
+        "services": [{"name": "pushed", "url": o.url(),
+                      "routes": [{"name": "pushed", "paths": ["/pushed"]}]}]
+    });
+    ok(&admin_json(&gw, "POST", "/config", &pushed), 201, "push");
+    assert_eq!(upstream_target(&gw, "/pushed/a"), "/a");
+    let file = std::fs::read_to_string(gw.config_path()).unwrap();
+    assert!(file.contains("keepalive_timeout: 4321"), "{file}");
+    assert!(file.contains("pushed"), "{file}");
+    let mut with_section = pushed.clone();
+    with_section["ringway"] = json!({ "keepalive_timeout": 999 });
+    ok(
+        &admin_json(&gw, "POST", "/config", &with_section),
+        201,
+        "push",
+    );
+    let file = std::fs::read_to_string(gw.config_path()).unwrap();
+    assert!(file.contains("999") && !file.contains("4321"), "{file}");
+}
+
+/// A single form value of a plugin's list field is a one-item list, as with Kong.
+#[test]
+fn a_plugin_list_field_takes_one_form_value() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/services/account-service/plugins",
+        &[
+            ("name", "jwt"),
+            ("config.claims_to_verify", "exp"),
+            ("config.cookie_names", "session"),
+        ],
+    );
+    let plugin = ok(&r, 201, "jwt from a form");
+    assert_eq!(
+        plugin["config"]["claims_to_verify"],
+        json!(["exp"]),
+        "{plugin}"
+    );
+    assert_eq!(
+        plugin["config"]["cookie_names"],
+        json!(["session"]),
+        "{plugin}"
+    );
+}

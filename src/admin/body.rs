@@ -218,15 +218,40 @@ fn field_type(kind: &str, field: &str) -> Option<Type> {
 /// value is null (which resets the field), integers and booleans are parsed when they
 /// parse (else left for validation to report), one value of a list field is a list.
 pub fn infer(kind: &str, form: Body) -> Body {
+    let plugin = (kind == "plugins")
+        .then(|| form.get("name").and_then(Value::as_str).map(str::to_owned))
+        .flatten();
     form.into_iter()
         .map(|(field, value)| {
-            let value = match field_type(kind, &field) {
+            let mut value = match field_type(kind, &field) {
                 Some(ty) => infer_value(ty, value),
                 None => value,
             };
+            if let (Some(plugin), "config", Value::Object(config)) =
+                (&plugin, field.as_str(), &mut value)
+            {
+                for (name, value) in config.iter_mut() {
+                    if plugin_list_field(plugin, name) {
+                        if let Value::String(one) = value {
+                            *value = Value::Array(vec![Value::String(std::mem::take(one))]);
+                        }
+                    }
+                }
+            }
             (field, value)
         })
         .collect()
+}
+
+/// The list fields of the plugins' configs: one form value of one is a one-item list.
+fn plugin_list_field(plugin: &str, field: &str) -> bool {
+    matches!(
+        (plugin, field),
+        (
+            "jwt",
+            "uri_param_names" | "cookie_names" | "header_names" | "claims_to_verify"
+        )
+    )
 }
 
 fn infer_value(ty: Type, value: Value) -> Value {
