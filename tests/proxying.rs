@@ -814,3 +814,29 @@ fn an_idle_tunnel_closes_after_read_timeout() {
         "closed after {after:?}"
     );
 }
+
+/// RFC 9110 §6.6.1: a response forwarded without a `Date` gets one; an upstream's own
+/// `Date` is passed on as it is, never doubled.
+#[test]
+fn responses_are_dated_once() {
+    let undated = Origin::raw(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    let gw = gateway_for(&undated);
+    let r = gw.get("/d");
+    assert_eq!(r.status, 200);
+    let dates = r.header_all("date");
+    assert_eq!(dates.len(), 1, "{r:?}");
+    assert!(
+        httpdate::parse_http_date(dates[0]).is_ok(),
+        "an IMF-fixdate: {r:?}"
+    );
+    let dated = Origin::raw(
+        b"HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 2\r\n\r\nok",
+    );
+    let gw = gateway_for(&dated);
+    let r = gw.get("/d");
+    assert_eq!(
+        r.header_all("date"),
+        ["Sun, 06 Nov 1994 08:49:37 GMT"],
+        "{r:?}"
+    );
+}

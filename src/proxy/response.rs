@@ -125,7 +125,9 @@ pub fn rewrite(
         .any(|h| h.name.eq_ignore_ascii_case("connection"));
     let mut upstream_length = None;
     let mut upstream_chunked = false;
+    let mut dated = false;
     for header in headers {
+        dated |= header.name.len() == 4 && header.name.eq_ignore_ascii_case("date");
         if header.name.eq_ignore_ascii_case("content-length") {
             upstream_length = list_elements(header.value).next();
         } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
@@ -154,6 +156,12 @@ pub fn rewrite(
         out.extend_from_slice(header.name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(header.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    // RFC 9110 §6.6.1: a proxy with a clock dates a response that came without a date.
+    if !dated {
+        out.extend_from_slice(b"Date: ");
+        crate::http::generated::write_date(out);
         out.extend_from_slice(b"\r\n");
     }
     if let Some(headers) = &exchange.rate_headers {
