@@ -128,6 +128,7 @@ impl Control {
                     problems,
                     &file_only.admin_offsets,
                     admin,
+                    &self.shared.snapshot().config,
                 ))),
                 Err(file_problems) => Err(Refused::Invalid(file_problems)),
             },
@@ -212,8 +213,24 @@ fn name_admin_items(
     mut problems: Problems,
     offsets: &std::collections::HashMap<&'static str, usize>,
     admin: &Value,
+    running: &Config,
 ) -> Problems {
     for problem in &mut problems.0 {
+        // An Admin-created credential refers to its consumer by id: a consumer the new
+        // file drops is named as the operator knows it.
+        if let Some(id) = problem
+            .message
+            .strip_prefix("no consumer named '")
+            .and_then(|rest| rest.strip_suffix('\''))
+        {
+            if let Some(consumer) = running.consumers.iter().find(|c| c.id == id) {
+                let name = consumer.username.as_deref().unwrap_or(&consumer.id);
+                problem.message = format!(
+                    "consumer '{name}' is not in the new file, and this credential still \
+                     refers to it (delete the credential through the Admin API first)"
+                );
+            }
+        }
         let Some((kind, rest)) = problem.path.split_once('[') else {
             continue;
         };

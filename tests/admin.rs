@@ -973,7 +973,10 @@ fn post_config_replaces_the_file_layer_with_a_backup() {
     assert_eq!(r.status, 409, "{r:?}");
     let errors = r.json()["errors"].to_string();
     assert!(
-        errors.contains("jwt_secrets 'owner-key' (created through the Admin API).consumer"),
+        errors.contains(
+            "jwt_secrets 'owner-key' (created through the Admin API).consumer: consumer 'owner' \
+             is not in the new file"
+        ),
         "{r:?}"
     );
 }
