@@ -57,9 +57,12 @@ pub fn write_date(out: &mut Vec<u8>) {
     DATE.with(|cache| {
         let mut cache = cache.borrow_mut();
         if cache.second != second {
-            let text = httpdate::fmt_http_date(now);
-            if text.len() == cache.value.len() {
-                cache.value.copy_from_slice(text.as_bytes());
+            // Formatted in place: the proxy path never allocates, even once a second.
+            use std::io::Write;
+            let mut value = [0u8; 29];
+            let mut at = &mut value[..];
+            if write!(at, "{}", httpdate::HttpDate::from(now)).is_ok() && at.is_empty() {
+                cache.value = value;
             }
             cache.second = second;
         }

@@ -201,7 +201,7 @@ fn response_heads() {
     .unwrap();
     let mut head = Vec::new();
     let parsed = rewrite(
-        b"HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nTransfer-Encoding: chunked\r\nX-App: 2\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nTransfer-Encoding: chunked\r\nX-App: 2\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n",
         &exchange,
         true,
         &Default::default(),
@@ -215,7 +215,7 @@ fn response_heads() {
     let text = String::from_utf8(head).unwrap();
     assert_eq!(
         text,
-        "HTTP/1.1 200 OK\r\nX-App: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "HTTP/1.1 200 OK\r\nX-App: 2\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nTransfer-Encoding: chunked\r\n\r\n"
     );
 
     let mut head = Vec::new();
