@@ -840,3 +840,32 @@ fn responses_are_dated_once() {
         "{r:?}"
     );
 }
+
+/// A request answered by the gateway itself (here a 401) whose Content-Length body came
+/// whole is skipped and the connection goes on, as nginx discards it; a body still on its
+/// way closes the connection (its bytes would otherwise be read as the next request).
+#[test]
+fn a_refused_request_with_its_whole_body_keeps_the_connection() {
+    let o = Origin::start();
+    let gw = Gateway::start(&one_service_config(&o.url(), "plugins:\n  - name: jwt\n"));
+    let mut c = gw.client();
+    // Two in one write: the second is parsed after the first's body, not from it.
+    c.send(b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 14\r\n\r\nGET /x HTTP/1.1POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
+        .unwrap();
+    for path in ["/a", "/b"] {
+        let r = c.read_response().unwrap();
+        assert_eq!(r.status, 401, "{path}: {r:?}");
+        assert_ne!(r.header("connection"), Some("close"), "{path}: {r:?}");
+    }
+    let r = c.roundtrip(b"GET /c HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 401, "the connection still serves: {r:?}");
+    assert!(o.requests().is_empty(), "nothing reached the upstream");
+
+    let mut c = gw.client();
+    c.send(b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nonly part")
+        .unwrap();
+    let r = c.read_response().unwrap();
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+    assert!(c.closed_within(CLOSE_DEADLINE));
+}

@@ -315,12 +315,19 @@ impl<S: ClientIo> Conn<S> {
                     kind,
                     head,
                     keep_alive,
+                    unread,
                     detail,
                     routed,
                     request_id,
                 } = reject;
                 self.rid = request_id;
-                let keep = keep_alive && !self.worker.drain.fired();
+                // A body that came whole with the head is skipped; one still on its way
+                // would be read as the next request, so the connection closes instead.
+                let whole = unread <= self.buf.len() as u64;
+                if keep_alive && whole {
+                    self.buf.drain(..unread as usize);
+                }
+                let keep = keep_alive && whole && !self.worker.drain.fired();
                 if let Some(detail) = detail {
                     let detail = *detail;
                     let body = with_request_id(detail.body, self.rid.as_deref());

@@ -120,8 +120,12 @@ pub struct Balance {
 pub struct Reject {
     pub kind: ErrorKind,
     pub head: bool,
-    /// The connection may serve another request after the answer.
+    /// The connection may serve another request after the answer, once `unread` body
+    /// bytes are skipped.
     pub keep_alive: bool,
+    /// The request's `Content-Length` body, not read: the connection continues only if
+    /// all of it has arrived with the head (it is then skipped).
+    pub unread: u64,
     /// A plugin's own status, body and headers, when it has them.
     pub detail: Option<Box<Detail>>,
     /// The route it matched, if any.
@@ -135,6 +139,7 @@ impl Reject {
             kind,
             head: false,
             keep_alive: false,
+            unread: 0,
             detail: None,
             routed: None,
             request_id: None,
@@ -225,13 +230,18 @@ pub fn prepare(
         ..Reject::fatal(kind)
     };
     let framing = framing::request(version, headers).map_err(refused)?;
-    let has_body = framing.body != BodyKind::None;
-    // A rejected request with a body unread cannot be followed by another on this
-    // connection, so those answers close it.
+    // A rejected request's body is never read: a chunked or close-delimited one cannot be
+    // skipped, so those answers close the connection; a Content-Length one that came
+    // whole with the head is skipped (as nginx discards it), else the connection closes.
     let soft = |kind| Reject {
         kind,
         head: is_head,
-        keep_alive: framing.keep_alive && !has_body,
+        keep_alive: framing.keep_alive
+            && matches!(framing.body, BodyKind::None | BodyKind::Length(_)),
+        unread: match framing.body {
+            BodyKind::Length(n) => n,
+            _ => 0,
+        },
         detail: None,
         routed: None,
         request_id: None,

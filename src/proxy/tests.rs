@@ -139,8 +139,15 @@ fn rejections() {
             ErrorKind::NoRoute,
             true,
         ),
+        // A Content-Length body can be skipped when it has all arrived (the connection
+        // decides, from `unread`); a chunked one cannot.
         (
             "POST /none HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n",
+            ErrorKind::NoRoute,
+            true,
+        ),
+        (
+            "POST /none HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
             ErrorKind::NoRoute,
             false,
         ),
@@ -184,6 +191,12 @@ fn rejections() {
         let got = upstream_head(raw, "192.0.2.1").unwrap_err();
         assert_eq!((got.kind, got.keep_alive), (kind, keep_alive), "{raw:?}");
     }
+    let got = upstream_head(
+        "POST /none HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n",
+        "192.0.2.1",
+    )
+    .unwrap_err();
+    assert_eq!(got.unread, 3);
 }
 
 #[test]
