@@ -2418,9 +2418,35 @@ fn proxied_responses_carry_kong_latency_headers() {
     }
 }
 
+/// What ringway answers without proxying (a plugin's 401, a 404) carries Kong's
+/// `X-Kong-Response-Latency` instead of the proxied pair.
+#[test]
+fn answers_without_proxying_carry_the_response_latency() {
+    let origin = Origin::start();
+    let gw = start(&one_service_config(
+        &origin.url(),
+        "plugins:\n  - name: jwt\n    route: all\n",
+    ));
+    let r = get(&gw, "/x", &[], "refused");
+    assert_eq!(r.status, 401, "{r:?}");
+    let all = r.header_all("X-Kong-Response-Latency");
+    assert_eq!(all.len(), 1, "{r:?}");
+    assert!(all[0].parse::<u64>().is_ok(), "{r:?}");
+    for name in ["X-Kong-Upstream-Latency", "X-Kong-Proxy-Latency"] {
+        assert!(r.header(name).is_none(), "not proxied: {r:?}");
+    }
+}
+
 #[test]
 fn latency_headers_false_turns_them_off() {
     let origin = Origin::start();
+    let gw = start(&one_service_config(
+        &origin.url(),
+        "plugins:\n  - name: jwt\n    route: all\nringway:\n  latency_headers: false\n",
+    ));
+    let r = get(&gw, "/x", &[], "refused");
+    assert_eq!(r.status, 401, "{r:?}");
+    assert!(r.header("X-Kong-Response-Latency").is_none(), "{r:?}");
     let gw = start(&one_service_config(
         &origin.url(),
         "ringway:\n  latency_headers: false\n",

@@ -328,6 +328,15 @@ impl<S: ClientIo> Conn<S> {
                     self.buf.drain(..unread as usize);
                 }
                 let keep = keep_alive && whole && !self.worker.drain.fired();
+                // As Kong: what ringway answers without proxying says how long it took.
+                let latency = if snapshot.config.node.latency_headers {
+                    format!(
+                        "X-Kong-Response-Latency: {}\r\n",
+                        started.elapsed().as_millis()
+                    )
+                } else {
+                    String::new()
+                };
                 if let Some(detail) = detail {
                     let detail = *detail;
                     let body = with_request_id(detail.body, self.rid.as_deref());
@@ -339,11 +348,14 @@ impl<S: ClientIo> Conn<S> {
                         &body,
                         !keep,
                         head,
-                        &[&detail.headers, echo.as_bytes()],
+                        &[&detail.headers, echo.as_bytes(), latency.as_bytes()],
                     );
                     self.tally.status = detail.status;
                 }
-                let next = if self.answer_prepared(kind, !keep, head).await {
+                let answered = self
+                    .answer_prepared(kind, !keep, head, latency.as_bytes())
+                    .await;
+                let next = if answered {
                     Next::KeepAlive
                 } else {
                     Next::Close
@@ -543,12 +555,19 @@ impl<S: ClientIo> Conn<S> {
     /// Writes a generated error response. Returns whether the connection may continue.
     async fn answer(&mut self, kind: ErrorKind, close: bool, head: bool) -> bool {
         self.out.clear();
-        self.answer_prepared(kind, close, head).await
+        self.answer_prepared(kind, close, head, b"").await
     }
 
-    /// Writes the answer already in `out`, or the generated one for `kind` when `out` is
-    /// empty. Returns whether the connection may continue.
-    async fn answer_prepared(&mut self, kind: ErrorKind, close: bool, head: bool) -> bool {
+    /// Writes the answer already in `out`, or the generated one for `kind` (with the
+    /// `extra` header lines) when `out` is empty. Returns whether the connection may
+    /// continue.
+    async fn answer_prepared(
+        &mut self,
+        kind: ErrorKind,
+        close: bool,
+        head: bool,
+        extra: &[u8],
+    ) -> bool {
         self.count_error(kind);
         if kind == ErrorKind::ClientGone {
             // Recorded as nginx logs it (and so Kong's metrics count it): 499.
@@ -566,7 +585,7 @@ impl<S: ClientIo> Conn<S> {
                 &body,
                 close,
                 head,
-                &[echo.as_bytes()],
+                &[echo.as_bytes(), extra],
             );
             self.tally.status = kind.status();
         }
