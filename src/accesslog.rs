@@ -151,7 +151,8 @@ pub struct Entry<'a> {
     pub time: Duration,
     /// Formatted from a socket address (written unescaped).
     pub client_ip: &'a str,
-    /// A token (the parser admits nothing else): written unescaped.
+    /// As the request line had it: a request refused for a malformed line may have
+    /// anything there, so it is escaped like the path.
     pub method: &'a str,
     pub path: &'a str,
     pub status: u16,
@@ -181,7 +182,7 @@ impl Entry<'_> {
             }
         }
         // Values nothing in which needs escaping: socket addresses ringway formatted
-        // itself (the client's IP, the upstream's `ip:port`) and the method (a token).
+        // itself (the client's IP, the upstream's `ip:port`).
         fn plain(out: &mut Vec<u8>, key: &[u8], value: Option<&str>) {
             out.extend_from_slice(key);
             match value {
@@ -204,7 +205,7 @@ impl Entry<'_> {
         crate::logging::write_rfc3339(out, self.time);
         out.push(b'"');
         plain(out, b",\"client_ip\":", Some(self.client_ip));
-        plain(out, b",\"method\":", Some(self.method));
+        string(out, b",\"method\":", Some(self.method));
         string(out, b",\"path\":", Some(self.path));
         number(out, b",\"status\":", Some(u64::from(self.status)));
         number(out, b",\"request_us\":", Some(self.request_us));

@@ -99,10 +99,16 @@ fn hostile_request_bytes_still_make_json_lines_at_the_right_time() {
     use std::io::{Read, Write};
     let origin = Origin::start();
     let (gw, _dir, log) = logged_gateway(&origin, CORRELATION_ID);
-    let requests: [&[u8]; 3] = [
+    let requests: [&[u8]; 6] = [
         b"GET /a\\b/\xc3\xa9/\xff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         b"GET /id HTTP/1.1\r\nHost: x\r\nX-Request-ID: say \"hi\"\t\\ x\r\nConnection: close\r\n\r\n",
         b"GET /plain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        // A method that would forge fields if it went in unescaped, and control bytes in
+        // a refused request line.
+        b"GET\",\"status\":200,\"client_ip\":\"6.6.6.6\",\"path\":\"/forged /x HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GE\x01T\t/x HTTP/1.1\r\nHost: a\r\n\r\n",
+        // An absolute-form target: its credentials stay out of the log.
+        b"GET http://alice:S3cret@x/abs?token=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     ];
     for raw in requests {
         let mut c = std::net::TcpStream::connect(gw.proxy_addr()).unwrap();
@@ -113,8 +119,22 @@ fn hostile_request_bytes_still_make_json_lines_at_the_right_time() {
         assert!(answer.starts_with(b"HTTP/1.1 "), "{answer:?}");
     }
     // Each line parses (read_lines panics on one that does not).
-    let lines = read_lines(&log, 3);
-    assert_eq!(lines.len(), 3, "{lines:?}");
+    let lines = read_lines(&log, 6);
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    for line in &lines {
+        assert_eq!(line["client_ip"], "127.0.0.1", "{line}");
+    }
+    let forged = lines
+        .iter()
+        .find(|l| l["method"].as_str().is_some_and(|m| m.contains("6.6.6.6")))
+        .expect("the forging line");
+    assert_eq!(forged["status"], 400, "{forged}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("S3cret"), "{text}");
+    assert!(
+        lines.iter().any(|l| l["path"] == "/abs"),
+        "the absolute-form target logs its path: {lines:?}"
+    );
     let paths: Vec<&str> = lines.iter().filter_map(|l| l["path"].as_str()).collect();
     assert!(
         paths.iter().any(|p| p.starts_with("/a\\b/\u{e9}/")),

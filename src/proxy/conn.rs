@@ -1280,11 +1280,23 @@ impl<S: ClientIo> Conn<S> {
 /// the access log: written into the connection's reused `line`, method first; returns
 /// where the path starts.
 fn request_line(head: &[u8], line: &mut String) -> usize {
-    // The head parsed: `METHOD SP target SP version`, the method a token.
+    // `METHOD SP target SP version` when the head parsed; anything when it did not (the
+    // log escapes both parts).
     let first = &head[..memchr::memchr(b'\n', head).unwrap_or(head.len())];
     let method_end = memchr::memchr(b' ', first).unwrap_or(first.len());
     let rest = first.get(method_end + 1..).unwrap_or_default();
-    let target = &rest[..memchr::memchr(b' ', rest).unwrap_or(rest.len())];
+    let mut target = &rest[..memchr::memchr(b' ', rest).unwrap_or(rest.len())];
+    // An absolute-form target logs its path only: its authority may carry credentials
+    // (`http://user:password@host/`).
+    for scheme in [&b"http://"[..], b"https://"] {
+        if target.len() >= scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            let after = &target[scheme.len()..];
+            target = match memchr::memchr2(b'/', b'?', after) {
+                Some(at) if after[at] == b'/' => &after[at..],
+                _ => b"/",
+            };
+        }
+    }
     let path = &target[..memchr::memchr(b'?', target).unwrap_or(target.len())];
     // Valid UTF-8 (nearly always) is borrowed, not copied, by the lossy conversion.
     line.clear();
@@ -1395,8 +1407,16 @@ mod tests {
     #[test]
     fn logged_request_line() {
         let mut line = String::new();
-        let cases: [(&[u8], &str, &str); 5] = [
+        let cases: [(&[u8], &str, &str); 9] = [
             (b"GET /a/b HTTP/1.1\r\nHost: x\r\n\r\n", "GET", "/a/b"),
+            (
+                b"GET http://alice:pw@b.example/h/x?token=1 HTTP/1.1\r\n\r\n",
+                "GET",
+                "/h/x",
+            ),
+            (b"GET HTTPS://b.example HTTP/1.1\r\n\r\n", "GET", "/"),
+            (b"GET http://u:p@b.example?q HTTP/1.1\r\n\r\n", "GET", "/"),
+            (b"GE\"T /x HTTP/1.1\r\n\r\n", "GE\"T", "/x"),
             (
                 b"POST /login?jwt=secret&x=1 HTTP/1.1\r\n\r\n",
                 "POST",
