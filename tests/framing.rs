@@ -136,6 +136,11 @@ const HEAD_CASES: &[(&str, &str, u16)] = &[
     ("missing-host-11", "GET {P} HTTP/1.1\r\nX-A: b\r\n\r\n", 400),
     ("duplicate-host-identical", "GET {P} HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400),
     ("duplicate-host-different", "GET {P} HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+    // RFC 9112 §3.2: an invalid Host value is a 400 (routing and the upstream's Host
+    // must not read it differently).
+    ("host-port-not-digits", "GET {P} HTTP/1.1\r\nHost: a:evil.com\r\n\r\n", 400),
+    ("host-two-ports", "GET {P} HTTP/1.1\r\nHost: a:1:2\r\n\r\n", 400),
+    ("host-unclosed-literal", "GET {P} HTTP/1.1\r\nHost: [::1\r\n\r\n", 400),
     // request line and version
     ("version-1-32", "GET {P} HTTP/1.32\r\nHost: a\r\n\r\n", 400),
     ("version-1", "GET {P} HTTP/1\r\nHost: a\r\n\r\n", 400),

@@ -116,31 +116,62 @@ fn values<'h, 'b>(
         .map(|h| h.value)
 }
 
-/// RFC 9112 §3.2: `uri-host [ ":" port ]`, no userinfo, path, or list.
+/// RFC 9112 §3.2: `uri-host [ ":" port ]`, no userinfo, path, or list. The host is an
+/// IP literal in brackets or a reg-name (an IPv4 address is one); the port is digits.
+/// Empty is valid (a target without an authority).
 fn valid_host_value(value: &[u8]) -> bool {
     let value = trim_ows(value);
-    value.iter().all(|b| {
-        b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b':'
-                    | b'['
-                    | b']'
-                    | b'%'
-                    | b'!'
-                    | b'$'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b'='
-                    | b'&'
-            )
-    })
+    let (host_ok, port) = match value.strip_prefix(b"[") {
+        Some(rest) => {
+            let Some(end) = rest.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            let literal = &rest[..end];
+            let ok = !literal.is_empty()
+                && literal
+                    .iter()
+                    .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
+            match &rest[end + 1..] {
+                [] => (ok, None),
+                [b':', port @ ..] => (ok, Some(port)),
+                _ => return false,
+            }
+        }
+        None => {
+            let (host, port) = match memchr::memchr(b':', value) {
+                Some(at) => (&value[..at], Some(&value[at + 1..])),
+                None => (value, None),
+            };
+            (valid_reg_name(host), port)
+        }
+    };
+    host_ok && port.is_none_or(|port| port.iter().all(u8::is_ascii_digit))
+}
+
+/// RFC 3986 §3.2.2 `reg-name`: unreserved characters, sub-delims and `%HH`.
+fn valid_reg_name(name: &[u8]) -> bool {
+    let mut i = 0;
+    while i < name.len() {
+        match name[i] {
+            b'%' => {
+                if !name
+                    .get(i + 1..i + 3)
+                    .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+                {
+                    return false;
+                }
+                i += 3;
+                continue;
+            }
+            b if b.is_ascii_alphanumeric() => {}
+            b'-' | b'.' | b'_' | b'~' => {}
+            // Sub-delims, less `,` (a Host that reads as a list is refused).
+            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b';' | b'=' => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
 }
 
 /// Decides the framing of a client request. `version` is 0 for HTTP/1.0, 1 for 1.1.
@@ -338,6 +369,20 @@ mod tests {
             ("GET / HTTP/1.1\r\nHost: a, b\r\n\r\n", Err(BadRequest)),
             ("GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", Err(BadRequest)),
             ("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", Err(BadRequest)),
+            ("GET / HTTP/1.1\r\nHost: a,b\r\n\r\n", Err(BadRequest)),
+            ("GET / HTTP/1.1\r\nHost: a:xx\r\n\r\n", Err(BadRequest)),
+            ("GET / HTTP/1.1\r\nHost: a:1:2\r\n\r\n", Err(BadRequest)),
+            ("GET / HTTP/1.1\r\nHost: a:-1\r\n\r\n", Err(BadRequest)),
+            ("GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", Err(BadRequest)),
+            ("GET / HTTP/1.1\r\nHost: a:80x\r\n\r\n", Err(BadRequest)),
+            ("GET / HTTP/1.1\r\nHost: a:evil.com\r\n\r\n", Err(BadRequest)),
+            ("GET / HTTP/1.1\r\nHost: a%zz\r\n\r\n", Err(BadRequest)),
+            ("GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n", Err(BadRequest)),
+            ("GET / HTTP/1.1\r\nHost: a:8080\r\n\r\n", ok(None)),
+            ("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", ok(None)),
+            ("GET / HTTP/1.1\r\nHost: 10.0.0.1\r\n\r\n", ok(None)),
+            ("GET / HTTP/1.1\r\nHost: a%2Db.example\r\n\r\n", ok(None)),
+            ("GET / HTTP/1.1\r\nHost: \r\n\r\n", ok(None)),
             ("GET / HTTP/1.0\r\n\r\n", ok(None)),
             ("GET / HTTP/1.1\r\nHost : a\r\n\r\n", Err(BadRequest)),
             ("GET / HTTP/1.32\r\nHost: a\r\n\r\n", Err(BadRequest)),
