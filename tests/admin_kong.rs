@@ -928,3 +928,56 @@ fn a_plugin_list_field_takes_one_form_value() {
         "{plugin}"
     );
 }
+
+/// HTTP as RFC 9110 asks of the Admin API: a 405 says what is allowed, HEAD answers as
+/// GET without the body, a 401 carries a challenge, and a load balancer may probe
+/// `/status/ready` with HEAD too.
+#[test]
+fn admin_http_allow_head_and_challenge() {
+    let o = Origin::start();
+    let gw = Gateway::start(&format!(
+        "{}ringway:\n  admin_token: sesame\n",
+        base_config(&o)
+    ));
+    let token = [("Kong-Admin-Token", "sesame")];
+    for (method, path, allow) in [
+        ("DELETE", "/status", "GET, HEAD"),
+        ("DELETE", "/consumers", "GET, HEAD, POST"),
+        ("POST", "/jwts", "GET, HEAD"),
+        ("POST", "/routes/user-routes/service", "GET, HEAD, PATCH"),
+        ("PATCH", "/services/user-service", "GET, HEAD"),
+    ] {
+        let r = http_request(gw.admin_addr(), method, path, &token, None);
+        assert_eq!(r.status, 405, "{method} {path}: {r:?}");
+        assert_eq!(r.header("allow"), Some(allow), "{method} {path}: {r:?}");
+    }
+    for path in ["/status", "/consumers", "/services/user-service"] {
+        let get = http_request(gw.admin_addr(), "GET", path, &token, None);
+        let head = http_request(gw.admin_addr(), "HEAD", path, &token, None);
+        assert_eq!(head.status, 200, "HEAD {path}: {head:?}");
+        assert!(head.body.is_empty(), "HEAD {path}: {head:?}");
+        assert_eq!(
+            head.header("content-type"),
+            get.header("content-type"),
+            "HEAD {path}"
+        );
+    }
+    let r = http_request(gw.admin_addr(), "GET", "/status", &[], None);
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"), "{r:?}");
+    let r = http_request(gw.admin_addr(), "HEAD", "/status/ready", &[], None);
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = http_request(
+        gw.admin_addr(),
+        "POST",
+        "/consumers",
+        &token,
+        Some(("text/plain", b"x")),
+    );
+    assert_eq!(r.status, 415, "{r:?}");
+    assert!(
+        r.head_raw
+            .starts_with(b"HTTP/1.1 415 Unsupported Media Type\r\n"),
+        "{r:?}"
+    );
+}

@@ -20,6 +20,8 @@ pub struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
     pub content_type: &'static [u8],
+    /// Extra header lines, each ending in CRLF.
+    pub headers: Vec<u8>,
 }
 
 impl Reply {
@@ -28,6 +30,7 @@ impl Reply {
             status,
             body: serde_json::to_vec(value).unwrap_or_default(),
             content_type: b"application/json; charset=utf-8",
+            headers: Vec::new(),
         }
     }
 
@@ -40,7 +43,20 @@ impl Reply {
             status,
             body: Vec::new(),
             content_type: b"application/json; charset=utf-8",
+            headers: Vec::new(),
         }
+    }
+
+    /// The reply with one more header.
+    pub fn with_header(mut self, name: &str, value: &str) -> Reply {
+        self.headers
+            .extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        self
+    }
+
+    /// A 405 with the `Allow` header RFC 9110 §15.5.6 requires.
+    pub fn method_not_allowed(allowed: &str) -> Reply {
+        Reply::message(405, "Method not allowed").with_header("Allow", allowed)
     }
 }
 
@@ -50,10 +66,7 @@ fn not_found() -> Reply {
 
 fn read_only() -> Reply {
     Reply::message(405, "entity is managed by the declarative config file")
-}
-
-fn method_not_allowed() -> Reply {
-    Reply::message(405, "Method not allowed")
+        .with_header("Allow", "GET, HEAD")
 }
 
 fn schema_violation(fields: Map<String, Value>) -> Reply {
@@ -521,35 +534,41 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             }
         }
         // 405 only where the path exists and the method does not, as Kong routes.
-        (_, segments) if path_exists(segments) => method_not_allowed(),
+        (_, segments) if !allowed_methods(segments).is_empty() => {
+            Reply::method_not_allowed(allowed_methods(segments))
+        }
         _ => not_found(),
     }
 }
 
-/// Whether Kong has an endpoint at this path (for some method).
-fn path_exists(segments: &[&str]) -> bool {
-    const ENTITIES: &[&str] = &[
-        "consumers",
-        "plugins",
-        "services",
-        "routes",
-        "consumer_groups",
-        "jwts",
-        "certificates",
-        "snis",
-    ];
+/// The methods answered at a path, for a 405's `Allow` (empty: no endpoint there, a
+/// 404). HEAD goes with every GET.
+fn allowed_methods(segments: &[&str]) -> &'static str {
+    const LIST: &str = "GET, HEAD, POST";
+    const READ: &str = "GET, HEAD";
+    const ENTITY: &str = "GET, HEAD, PUT, PATCH, DELETE";
+    const NESTED: &str = "GET, HEAD, PATCH, DELETE";
     match segments {
-        ["config"] => true,
-        [kind] | [kind, _] => ENTITIES.contains(kind),
-        ["consumers", _, "jwt" | "plugins" | "consumer_groups"]
-        | ["consumers", _, "jwt" | "plugins" | "consumer_groups", _] => true,
-        ["services", _, "routes" | "plugins"] | ["services", _, "routes" | "plugins", _] => true,
-        ["routes", _, "service" | "plugins"] | ["routes", _, "plugins", _] => true,
-        ["consumer_groups", _, "consumers" | "plugins"]
-        | ["consumer_groups", _, "consumers" | "plugins", _] => true,
-        ["plugins", _, "service" | "route" | "consumer" | "consumer_group"] => true,
-        ["jwts", _, "consumer"] | ["snis", _, "certificate"] | ["certificates", _, "snis"] => true,
-        _ => false,
+        ["config"] => LIST,
+        ["jwts"] | ["jwts", _] | ["jwts", _, "consumer"] | ["plugins", "enabled"] => READ,
+        ["consumers" | "plugins" | "services" | "routes" | "consumer_groups" | "certificates"
+        | "snis"] => LIST,
+        ["snis", _] => "GET, HEAD, DELETE",
+        ["consumers" | "plugins" | "services" | "routes" | "consumer_groups" | "certificates", _] => {
+            ENTITY
+        }
+        ["consumers", _, "jwt"] | ["services", _, "routes"] => LIST,
+        ["consumers", _, "jwt", _] => ENTITY,
+        ["services", _, "routes", _] => NESTED,
+        ["consumers" | "services" | "routes" | "consumer_groups", _, "plugins"] => LIST,
+        ["consumers" | "services" | "routes" | "consumer_groups", _, "plugins", _] => NESTED,
+        ["consumers", _, "consumer_groups"] | ["consumer_groups", _, "consumers"] => LIST,
+        ["consumers", _, "consumer_groups", _] | ["consumer_groups", _, "consumers", _] => "DELETE",
+        ["routes", _, "service"] => "GET, HEAD, PATCH",
+        ["plugins", _, "service" | "route" | "consumer" | "consumer_group"]
+        | ["snis", _, "certificate"]
+        | ["certificates", _, "snis"] => READ,
+        _ => "",
     }
 }
 
@@ -1156,7 +1175,7 @@ fn put(control: &Control, config: &Config, kind: &str, key: &str, mut body: Body
             find_plugin(config, key).map(|i| (i, config.plugins[i].layer, &config.plugins[i].id)),
             None,
         ),
-        _ => return method_not_allowed(),
+        _ => return Reply::method_not_allowed("GET, HEAD, PATCH, DELETE"),
     };
     let is_id = crate::config::is_uuid(key);
     match (found, name_field) {
@@ -1946,6 +1965,7 @@ fn get_config(control: &Control, json: bool) -> Reply {
             status: 200,
             body: bytes,
             content_type: b"application/yaml",
+            headers: Vec::new(),
         }
     }
 }

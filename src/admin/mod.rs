@@ -170,8 +170,11 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
         };
 
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+        // HEAD is answered as GET without the body (RFC 9110 §9.3.2).
+        let head = method == "HEAD";
+        let method = if head { "GET".to_owned() } else { method };
         let reply = if !(authorized || method == "GET" && path == "/status/ready") {
-            Reply::message(401, "Unauthorized")
+            Reply::message(401, "Unauthorized").with_header("WWW-Authenticate", "Bearer")
         } else {
             match route(&method, path, query, &control.shared, &settings) {
                 Some(reply) => reply,
@@ -189,7 +192,11 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
             }
         };
         let close = !framing.keep_alive;
-        if write_reply(&mut stream, reply, close).await.is_err() || close {
+        if write_head_or_reply(&mut stream, reply, close, head)
+            .await
+            .is_err()
+            || close
+        {
             return;
         }
     }
@@ -295,7 +302,7 @@ fn route(
         ("GET", "/metrics") => metrics_reply(shared, settings),
         ("GET", "/histograms") => histograms_reply(shared, settings, query),
         (_, "" | "/status" | "/status/ready" | "/metrics" | "/histograms") => {
-            Reply::message(405, "Method not allowed")
+            Reply::method_not_allowed("GET, HEAD")
         }
         _ => return None,
     })
@@ -381,6 +388,7 @@ fn metrics_reply(shared: &Shared, settings: &Settings) -> Reply {
         status: 200,
         body: text.into_bytes(),
         content_type: b"text/plain; version=0.0.4; charset=utf-8",
+        headers: Vec::new(),
     }
 }
 
@@ -433,6 +441,7 @@ fn histograms_reply(shared: &Shared, settings: &Settings, query: &str) -> Reply 
                 status: 200,
                 body: hgrm::percentile_distribution(h).into_bytes(),
                 content_type: b"text/plain; charset=utf-8",
+                headers: Vec::new(),
             }
         }
         Some(_) => Reply::message(400, "format must be json or hgrm"),
@@ -450,6 +459,16 @@ fn ready(shared: &Shared, settings: &Settings) -> Reply {
 }
 
 async fn write_reply(stream: &mut TcpStream, reply: Reply, close: bool) -> std::io::Result<()> {
+    write_head_or_reply(stream, reply, close, false).await
+}
+
+/// Writes the reply; for a HEAD request its head only (with the body's length).
+async fn write_head_or_reply(
+    stream: &mut TcpStream,
+    reply: Reply,
+    close: bool,
+    head: bool,
+) -> std::io::Result<()> {
     let mut out = Vec::with_capacity(256 + reply.body.len());
     generated::response(
         &mut out,
@@ -457,8 +476,8 @@ async fn write_reply(stream: &mut TcpStream, reply: Reply, close: bool) -> std::
         reply.content_type,
         &reply.body,
         close,
-        false,
-        &[],
+        head,
+        &[&reply.headers],
     );
     let (result, _) = stream.write_all(out).await;
     result.map(|_| ())

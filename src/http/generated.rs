@@ -27,6 +27,7 @@ pub fn reason(status: u16) -> &'static str {
         408 => "Request Timeout",
         409 => "Conflict",
         413 => "Content Too Large",
+        415 => "Unsupported Media Type",
         414 => "URI Too Long",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
