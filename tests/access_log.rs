@@ -202,3 +202,28 @@ fn a_log_nobody_reads_never_blocks_requests() {
         "the undrained log cannot have taken every line; none were counted as dropped"
     );
 }
+
+/// A failed upstream attempt still names the upstream it tried.
+#[test]
+fn a_failed_attempt_logs_the_upstream_it_tried() {
+    let dead = free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let config = one_service_config(&format!("http://{dead}"), "").replace(
+        "_format_version: \"3.0\"\n",
+        &format!(
+            "_format_version: \"3.0\"\nringway:\n  access_log: {}\n",
+            log.display()
+        ),
+    );
+    let gw = Gateway::start(&config);
+    assert_eq!(gw.get("/x").status, 502);
+    let lines = read_lines(&log, 1);
+    assert_eq!(lines[0]["status"], 502, "{lines:?}");
+    assert_eq!(lines[0]["upstream"], dead.to_string(), "{lines:?}");
+    assert_eq!(
+        lines[0]["upstream_us"],
+        serde_json::Value::Null,
+        "{lines:?}"
+    );
+}

@@ -100,8 +100,11 @@ struct Tally {
     /// sending upstream.
     upstream_us: Option<u32>,
     before_upstream_us: u32,
-    /// The upstream target that answered, for a balanced service.
+    /// The upstream target that answered (or was tried last), for a balanced service.
     target: Option<u32>,
+    /// An upstream connection was attempted (the log names the upstream even when the
+    /// attempt failed).
+    contacted: bool,
 }
 
 /// What a client connection may be: a TCP stream, or TLS over one.
@@ -438,7 +441,7 @@ impl<S: ClientIo> Conn<S> {
                 scope: routed
                     .and_then(|r| snapshot.log_scopes.get(r.route))
                     .map(|s| &**s),
-                upstream: service.filter(|_| upstream_us.is_some()).and_then(|s| {
+                upstream: service.filter(|_| tally.contacted).and_then(|s| {
                     match (s.balancer, tally.target) {
                         (Some(u), Some(t)) => config
                             .upstreams
@@ -692,6 +695,7 @@ impl<S: ClientIo> Conn<S> {
                     passive_report(upstream, lease.target, outcome);
                 }
             };
+            self.tally.contacted = true;
             let (mut upstream, reused) =
                 match self.checkout(addr, service, server_name, force_fresh).await {
                     Ok(checkout) => checkout,
