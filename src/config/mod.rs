@@ -250,6 +250,13 @@ impl Config {
                 return Err(Problems(report.problems));
             }
         };
+        if nests_too_deep(text) {
+            report.add(
+                "",
+                format!("invalid YAML: nests deeper than {MAX_FLOW_DEPTH} levels"),
+            );
+            return Err(Problems(report.problems));
+        }
         let mut doc: Value = match serde_norway::from_str(text) {
             Ok(Value::Null) => Value::Mapping(Default::default()),
             Ok(doc) => doc,
@@ -298,6 +305,32 @@ impl Config {
             _ => Err(Problems(report.problems)),
         }
     }
+}
+
+/// How deep `[` and `{` may nest in a config: far beyond any real one, and refused
+/// before the YAML parser, which takes seconds over a few hundred KiB of brackets.
+const MAX_FLOW_DEPTH: usize = 256;
+
+/// Whether flow collections nest deeper than [`MAX_FLOW_DEPTH`] (brackets inside quoted
+/// strings are skipped; a stray bracket in a plain scalar can only count once).
+fn nests_too_deep(text: &str) -> bool {
+    let (mut depth, mut quote) = (0usize, None);
+    for b in text.bytes() {
+        match (quote, b) {
+            (Some(q), _) if b == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'"') => quote = Some(b'"'),
+            (None, b'[' | b'{') => {
+                depth += 1;
+                if depth > MAX_FLOW_DEPTH {
+                    return true;
+                }
+            }
+            (None, b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// The entity kinds the Admin API writes.

@@ -632,3 +632,19 @@ ringway:
         "a secret never reaches a message: {found:#?}"
     );
 }
+
+#[test]
+fn deeply_nested_flow_collections_are_refused_at_once() {
+    let deep = format!(
+        "_format_version: \"3.0\"\nservices: {}",
+        "[".repeat(200_000)
+    );
+    let found = problems(&deep);
+    assert_eq!(found, ["invalid YAML: nests deeper than 256 levels"]);
+    // Brackets in quoted strings do not count.
+    let quoted = format!(
+        "_format_version: \"3.0\"\ntags_note: \"{}\"\n",
+        "[".repeat(300)
+    );
+    assert!(!problems(&quoted).iter().any(|p| p.contains("nests deeper")));
+}
