@@ -587,6 +587,15 @@ fn absolute_form_target_forwarded_in_origin_form() {
     assert_eq!(r.status, 200, "{r:?}");
     let rec = o.complete_requests().pop().unwrap();
     assert_eq!(rec.target, "/abs?q=1", "upstream gets origin-form: {rec:?}");
+    // An empty path is `/` (RFC 9110 §4.2.3), with or without a query.
+    for (target, want) in [("http://b.example?q=2", "/?q=2"), ("http://b.example", "/")] {
+        let r = gw
+            .client()
+            .roundtrip(format!("GET {target} HTTP/1.1\r\nHost: b.example\r\n\r\n").as_bytes());
+        assert_eq!(r.status, 200, "{target}: {r:?}");
+        let rec = o.complete_requests().pop().unwrap();
+        assert_eq!(rec.target, want, "{target}: {rec:?}");
+    }
 }
 
 #[test]

@@ -256,6 +256,7 @@ pub fn prepare(
             .map(str::trim)
     });
     let (raw_path, query) = match path_and_query.find('?') {
+        Some(0) => ("/", Some(&path_and_query[1..])),
         Some(i) => (&path_and_query[..i], Some(&path_and_query[i + 1..])),
         None => (path_and_query, None),
     };
@@ -548,9 +549,10 @@ fn split_target(target: &str) -> Option<(Option<&str>, &str)> {
         Some("https://") => &target[8..],
         _ => return None,
     };
+    // An empty path (`http://host` or `http://host?q`) is `/` (RFC 9110 §4.2.3); the
+    // caller reads `?q` as that.
     let (authority, path) = match rest.find(['/', '?']) {
-        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], &rest[i..]),
-        Some(_) => return None,
+        Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     if authority.is_empty() || authority.contains('@') {
