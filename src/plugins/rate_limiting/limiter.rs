@@ -8,9 +8,9 @@
 //! Workers do not advance the shared arrival times per request: each leases a few
 //! tokens at a time into its own slot of the bucket and spends them from there, taking a
 //! fresh lease only when its slot runs out. A worker the bucket refuses takes a token from
-//! another worker's unspent lease, so leases never cost a client a token: all workers
-//! together admit exactly what one bucket would. Unused leases go back to the bucket when
-//! a key sits idle for a moment.
+//! another worker's unspent lease, so an unspent lease never keeps a token from a client
+//! that asks on another worker. Unused leases go back to the bucket when a key sits idle
+//! for a moment.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -385,16 +385,18 @@ impl Local {
             shrink(&mut entries, now, self.worker.min(store.workers - 1));
         }
         let worker = self.worker.min(store.workers - 1);
-        let entry = entries.entry(key).or_insert_with(|| Entry {
-            bucket: store.bucket(key, || redis.map(|_| super::redis::shared_name(identifier))),
-            intervals: [0; 6],
-            used: now,
-        });
-        entry.used = now;
         let mut intervals = [0u64; 6];
         for limit in &config.limits {
             intervals[limit.period as usize] = limit.interval;
         }
+        // A new entry takes the current intervals: several entries may share a bucket
+        // (the overflow one), and settling a lease under no intervals would drop it.
+        let entry = entries.entry(key).or_insert_with(|| Entry {
+            bucket: store.bucket(key, || redis.map(|_| super::redis::shared_name(identifier))),
+            intervals,
+            used: now,
+        });
+        entry.used = now;
         if entry.intervals != intervals {
             // The limits changed under a reload: settle the old lease first.
             entry.give_back(worker);

@@ -347,3 +347,25 @@ fn a_quiet_workers_lease_serves_a_burst_on_another() {
     assert_eq!(admitted, 100, "every token, wherever it was leased");
     assert!(!allowed(a.check(&store, &config, b"k")));
 }
+
+/// Identifiers past the table's capacity share their instance's overflow bucket, each with
+/// its own entry on a worker: a new entry must not settle the worker's lease in that
+/// shared bucket as if it held none (63 tokens vanished for two requests).
+#[test]
+fn new_entries_on_the_overflow_bucket_lose_no_tokens() {
+    let store = Store::new(3, 2);
+    let config = limits("hour: 1000");
+    let (a, b) = (Local::new(0), Local::new(1));
+    for id in [&b"id1"[..], b"id2", b"id3"] {
+        assert!(allowed(b.check(&store, &config, id)));
+    }
+    assert!(allowed(a.check(&store, &config, b"id4")));
+    assert!(allowed(a.check(&store, &config, b"id5")));
+    std::thread::sleep(limiter::LEASE_IDLE + std::time::Duration::from_millis(20));
+    a.tick(&store);
+    b.tick(&store);
+    let overflow = store.bucket((7, 0), || None);
+    let hour = config.limits[0];
+    let left = Bucket::available(&hour, overflow.tat(Period::Hour), store.now());
+    assert_eq!(left, 998, "exactly the two overflow requests stay taken");
+}
