@@ -165,7 +165,8 @@ pub fn serve<S: ClientIo>(
 
 /// Copies bytes both ways after a protocol switch until each side has closed, or until
 /// nothing has moved either way for `idle`: a peer that vanished without a close would
-/// otherwise hold the tunnel forever.
+/// otherwise hold the tunnel forever. The limit ends the whole tunnel at once (a read is
+/// never cancelled and then retried: its bytes could be lost with it).
 async fn tunnel<S: ClientIo>(
     client: S,
     upstream: upstream::Stream,
@@ -175,55 +176,55 @@ async fn tunnel<S: ClientIo>(
     use monoio::io::Splitable;
     let (mut client_read, mut client_write) = client.into_split();
     let (mut upstream_read, mut upstream_write) = upstream.into_split();
-    if !pending.is_empty() {
-        let (result, _) = upstream_write.write_all(pending).await;
-        if result.is_err() {
-            return;
-        }
-    }
     let last = std::cell::Cell::new(Instant::now());
-    let up = async {
-        pump(&mut client_read, &mut upstream_write, &last, idle).await;
-        let _ = upstream_write.shutdown().await;
+    let copying = async {
+        if !pending.is_empty() {
+            let (result, _) = upstream_write.write_all(pending).await;
+            if result.is_err() {
+                return;
+            }
+            last.set(Instant::now());
+        }
+        let up = async {
+            pump(&mut client_read, &mut upstream_write, &last).await;
+            let _ = upstream_write.shutdown().await;
+        };
+        let down = async {
+            pump(&mut upstream_read, &mut client_write, &last).await;
+            let _ = client_write.shutdown().await;
+        };
+        monoio::join!(up, down);
     };
-    let down = async {
-        pump(&mut upstream_read, &mut client_write, &last, idle).await;
-        let _ = client_write.shutdown().await;
+    let watchdog = async {
+        loop {
+            let quiet = last.get().elapsed();
+            if quiet >= idle {
+                return;
+            }
+            monoio::time::sleep(idle - quiet).await;
+        }
     };
-    monoio::join!(up, down);
+    monoio::select! {
+        _ = copying => {}
+        _ = watchdog => {}
+    }
 }
 
-/// One direction of a tunnel: until EOF, an error, or `idle` since `last` moved (either
-/// direction moves it).
+/// One direction of a tunnel, until EOF or an error; every byte moved marks `last`.
 async fn pump(
     from: &mut impl AsyncReadRent,
     to: &mut impl AsyncWriteRent,
     last: &std::cell::Cell<Instant>,
-    idle: Duration,
 ) {
-    const CHUNK: usize = 16 * 1024;
-    let mut buf = Vec::with_capacity(CHUNK);
+    let mut buf = Vec::with_capacity(16 * 1024);
     loop {
-        let read = monoio::time::timeout_at((last.get() + idle).into(), from.read(buf)).await;
-        let (result, filled) = match read {
-            Ok(done) => done,
-            // The other direction may have moved meanwhile; the buffer went with the
-            // cancelled read.
-            Err(_) if last.get().elapsed() < idle => {
-                buf = Vec::with_capacity(CHUNK);
-                continue;
-            }
-            Err(_) => return,
-        };
+        let (result, filled) = from.read(buf).await;
         match result {
             Ok(n) if n > 0 => {}
             _ => return,
         }
         last.set(Instant::now());
-        // A peer that stops reading holds the write: the same limit applies.
-        let Ok((result, written)) = monoio::time::timeout(idle, to.write_all(filled)).await else {
-            return;
-        };
+        let (result, written) = to.write_all(filled).await;
         if result.is_err() {
             return;
         }
