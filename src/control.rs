@@ -256,7 +256,8 @@ fn name_admin_items(
 }
 
 /// The `ringway:` settings a running process keeps until it restarts (its sockets,
-/// threads, state directory, Admin API token and log file), that differ in `new`.
+/// threads and driver, state directory, Admin API token, log file, and the sizes of the
+/// tables built at start), that differ in `new`.
 fn restart_only_changes(old: &crate::config::Node, new: &crate::config::Node) -> Vec<&'static str> {
     [
         ("proxy_listen", old.proxy_listen != new.proxy_listen),
@@ -265,6 +266,15 @@ fn restart_only_changes(old: &crate::config::Node, new: &crate::config::Node) ->
         ("data_dir", old.data_dir != new.data_dir),
         ("admin_token", old.admin_token != new.admin_token),
         ("access_log", old.access_log != new.access_log),
+        ("driver", old.driver != new.driver),
+        (
+            "rate_limit_max_keys",
+            old.rate_limit_max_keys != new.rate_limit_max_keys,
+        ),
+        (
+            "metrics_label_limit",
+            old.metrics_label_limit != new.metrics_label_limit,
+        ),
     ]
     .into_iter()
     .filter_map(|(name, changed)| changed.then_some(name))

@@ -428,7 +428,7 @@ fn parse_fields<T: DeserializeOwned>(
         mistyped |= !message.starts_with("unknown field `");
         let secret = matches!(
             segments.last(),
-            Some(Segment::Map { key }) if matches!(key.as_str(), "secret" | "admin_token" | "password" | "key")
+            Some(Segment::Map { key }) if key == "key" || key == "secret" || key.ends_with("password") || key.ends_with("token")
         );
         report.add(
             join(&inner),
