@@ -878,3 +878,35 @@ fn a_refused_request_with_its_whole_body_keeps_the_connection() {
     assert_eq!(r.header("connection"), Some("close"), "{r:?}");
     assert!(c.closed_within(CLOSE_DEADLINE));
 }
+
+/// A request refused while its large body is still arriving: the answer reaches the
+/// client whole (the gateway closes lingering, reading and dropping what still comes,
+/// rather than resetting the connection under its answer), and the connection then ends.
+#[test]
+fn a_refusal_during_a_large_upload_reaches_the_client() {
+    let o = Origin::start();
+    let gw = Gateway::start(&one_service_config(&o.url(), "plugins:\n  - name: jwt\n"));
+    for round in 0..3 {
+        let mut c = gw.client();
+        let mut sender = c.conn.stream.try_clone().unwrap();
+        let upload = std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = sender
+                .write_all(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 8388608\r\n\r\n");
+            let chunk = vec![b'x'; 64 * 1024];
+            for _ in 0..128 {
+                if sender.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        });
+        let r = c
+            .read_response_within(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+        assert_eq!(r.status, 401, "round {round}: {r:?}");
+        assert_eq!(r.json()["message"], "Unauthorized", "round {round}");
+        assert!(c.closed_within(Duration::from_secs(5)), "round {round}");
+        let _ = upload.join();
+    }
+    assert!(o.requests().is_empty());
+}

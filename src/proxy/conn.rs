@@ -127,6 +127,9 @@ struct Conn<S> {
     ubuf: Vec<u8>,
     /// The current request's method and path for the access log, reused across requests.
     logged: String,
+    /// The connection closes after an answer given while the request's body was still
+    /// arriving: close it lingering, or the unread bytes reset it under the answer.
+    linger: bool,
 }
 
 /// Serves one client connection until it closes. `local` is the address it reached
@@ -154,10 +157,15 @@ pub fn serve<S: ClientIo>(
     };
     let mut conn = Conn::new(worker, client, info);
     async move {
-        if let Some((upstream, idle)) = conn.run().await {
+        match conn.run().await {
             // Boxed: the tunnel's state (two copy loops) would otherwise be part of every
             // connection's future, idle or not.
-            Box::pin(tunnel(conn.client, upstream, conn.buf, idle)).await;
+            Some((upstream, idle)) => {
+                Box::pin(tunnel(conn.client, upstream, conn.buf, idle)).await;
+            }
+            // Boxed too: rare, and its timer is large.
+            None if conn.linger => Box::pin(conn.linger_close()).await,
+            None => {}
         }
         conn.worker.stats.connections_active.dec();
     }
@@ -246,6 +254,7 @@ impl<S: ClientIo> Conn<S> {
             out: Vec::new(),
             ubuf: Vec::new(),
             logged: String::new(),
+            linger: false,
         }
     }
 
@@ -331,6 +340,7 @@ impl<S: ClientIo> Conn<S> {
                 if keep_alive && whole {
                     self.buf.drain(..unread as usize);
                 }
+                self.linger = !whole;
                 let keep = keep_alive && whole && !self.worker.drain.fired();
                 // As Kong: what ringway answers without proxying says how long it took.
                 let latency = if snapshot.config.node.latency_headers {
@@ -469,6 +479,30 @@ impl<S: ClientIo> Conn<S> {
         self.worker.buffers.give(std::mem::take(&mut self.ubuf));
         if self.buf.is_empty() && self.buf.capacity() > 2 * HEAD_READ_SPACE {
             self.buf = Vec::with_capacity(HEAD_READ_SPACE);
+        }
+    }
+
+    /// Closes after an answer given while the request's body was still arriving, as
+    /// nginx's lingering close: the write side is shut (the answer is complete), then what
+    /// the client still sends is read and dropped for a moment, so the close does not
+    /// reset the connection, and the answer with it, while the client is sending.
+    async fn linger_close(&mut self) {
+        const LINGER: Duration = Duration::from_secs(2);
+        const LINGER_BYTES: usize = 1 << 20;
+        let _ = self.client.shutdown().await;
+        let deadline = Instant::now() + LINGER;
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut dropped = 0;
+        while dropped < LINGER_BYTES {
+            buf.clear();
+            let read = read_more(&mut self.client, buf, BODY_READ_SPACE);
+            match monoio::time::timeout_at(deadline.into(), read).await {
+                Ok((Ok(n), back)) if n > 0 => {
+                    dropped += n;
+                    buf = back;
+                }
+                _ => return,
+            }
         }
     }
 
@@ -739,6 +773,7 @@ impl<S: ClientIo> Conn<S> {
                 {
                     Ok((mut plan, pos)) => {
                         plan.upstream_close |= early;
+                        self.linger |= early;
                         self.tally.status = plan.status;
                         if let (Some((_, up)), Some(lease)) = (balanced, &lease) {
                             let passive = &up.checks.passive;
