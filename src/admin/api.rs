@@ -1429,12 +1429,7 @@ fn update_consumer(control: &Control, config: &Config, key: &str, body: Body) ->
     };
     let consumer = &config.consumers[i];
     if let Ok(Some(username)) = string_field(&body, "username") {
-        if config
-            .keys
-            .consumers
-            .get(username)
-            .is_some_and(|&other| other != i)
-        {
+        if taken_by_other(config.keys.consumers.get(username), Some((i, &consumer.id))) {
             return unique_violation("username", username);
         }
     }
@@ -1553,29 +1548,14 @@ fn create_plugin(
     if let Some((field, id)) = scope {
         body.insert(field.into(), json!({ "id": id }));
     }
-    // References by name become references by id, so they survive renames.
     for (field, kind) in [
         ("service", "services"),
         ("route", "routes"),
         ("consumer", "consumers"),
         ("consumer_group", "consumer_groups"),
     ] {
-        let key = match body.get(field) {
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Object(o)) => o
-                .get("id")
-                .or(o.get("name"))
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            _ => None,
-        };
-        if let Some(key) = key {
-            match scope_of(config, kind, &key) {
-                Some((_, id)) => {
-                    body.insert(field.into(), json!({ "id": id }));
-                }
-                None => return field_error(field, &format!("no {field} with id or name '{key}'")),
-            }
+        if let Err(reply) = resolve_reference(config, &mut body, field, kind) {
+            return reply;
         }
     }
     let same_scope = |p: usize| {
@@ -1705,9 +1685,16 @@ fn split_url(url: &str) -> Option<Map<String, Value>> {
     Some(parts)
 }
 
-/// A route's `service` as a reference by id, from a name, an id, `{name}` or `{id}`.
-fn resolve_service(config: &Config, body: &mut Body) -> Result<(), Reply> {
-    let key = match body.get("service") {
+/// A reference field (`service=name`, `{"name": ...}`, `{"id": ...}`) of `kind` rewritten
+/// as a reference by id, so it survives renames. Absent is fine; one that names nothing
+/// is a field error.
+fn resolve_reference(
+    config: &Config,
+    body: &mut Body,
+    field: &str,
+    kind: &str,
+) -> Result<(), Reply> {
+    let key = match body.get(field) {
         Some(Value::String(key)) => key.clone(),
         Some(Value::Object(reference)) => {
             match reference
@@ -1719,7 +1706,7 @@ fn resolve_service(config: &Config, body: &mut Body) -> Result<(), Reply> {
                 Some(key) => key.to_owned(),
                 None => {
                     return Err(field_error(
-                        "service",
+                        field,
                         "expected a reference with an id or a name",
                     ))
                 }
@@ -1727,14 +1714,14 @@ fn resolve_service(config: &Config, body: &mut Body) -> Result<(), Reply> {
         }
         _ => return Ok(()),
     };
-    match find_service(config, &key) {
-        Some(i) => {
-            body.insert("service".into(), json!({ "id": config.services[i].id }));
+    match scope_of(config, kind, &key) {
+        Some((_, id)) => {
+            body.insert(field.into(), json!({ "id": id }));
             Ok(())
         }
         None => Err(field_error(
-            "service",
-            &format!("no service with id or name '{key}'"),
+            field,
+            &format!("no {field} with id or name '{key}'"),
         )),
     }
 }
@@ -1759,7 +1746,7 @@ fn create_route(
             return unique_violation("name", name);
         }
     }
-    if let Err(reply) = resolve_service(config, &mut body) {
+    if let Err(reply) = resolve_reference(config, &mut body, "service", "services") {
         return reply;
     }
     lists_of_one(&mut body);
@@ -1776,7 +1763,7 @@ fn update_route(control: &Control, config: &Config, i: usize, mut patch: Body) -
             return unique_violation("name", name);
         }
     }
-    if let Err(reply) = resolve_service(config, &mut patch) {
+    if let Err(reply) = resolve_reference(config, &mut patch, "service", "services") {
         return reply;
     }
     lists_of_one(&mut patch);
