@@ -287,6 +287,10 @@ fn restart_only_changes(old: &crate::config::Node, new: &crate::config::Node) ->
 /// Admin API's state. A section that is posted, even empty, replaces the file's.
 fn with_node_section(posted: Vec<u8>, current: &[u8]) -> Vec<u8> {
     use serde_norway::Value as Yaml;
+    // A body the config loader refuses unparsed is not parsed here either.
+    if std::str::from_utf8(&posted).map_or(true, crate::config::nests_too_deep) {
+        return posted;
+    }
     let Ok(Yaml::Mapping(mut doc)) = serde_norway::from_slice::<Yaml>(&posted) else {
         return posted;
     };

@@ -981,3 +981,28 @@ fn admin_http_allow_head_and_challenge() {
         "{r:?}"
     );
 }
+
+/// A config nested past any real one is refused with the loader's reason, before any
+/// YAML parsing (the node-section merge of `POST /config` included).
+#[test]
+fn post_config_refuses_a_bracket_bomb() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let bomb = format!(
+        "_format_version: \"3.0\"\nservices: {}",
+        "[".repeat(200_000)
+    );
+    let r = http_request(
+        gw.admin_addr(),
+        "POST",
+        "/config",
+        &[],
+        Some(("application/yaml", bomb.as_bytes())),
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(
+        r.body_str().contains("nests deeper than 256 levels"),
+        "{r:?}"
+    );
+    assert_eq!(gw.admin_get("/status").status, 200);
+}

@@ -313,7 +313,7 @@ const MAX_FLOW_DEPTH: usize = 256;
 
 /// Whether flow collections nest deeper than [`MAX_FLOW_DEPTH`] (brackets inside quoted
 /// strings are skipped; a stray bracket in a plain scalar can only count once).
-fn nests_too_deep(text: &str) -> bool {
+pub(crate) fn nests_too_deep(text: &str) -> bool {
     let (mut depth, mut quote) = (0usize, None);
     for b in text.bytes() {
         match (quote, b) {
