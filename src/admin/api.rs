@@ -144,15 +144,13 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
     if let Some(reply) = super::upstreams::handle(method, &segments, config) {
         return reply;
     }
-    // What the config model does not keep of Admin-created entities, for reads.
-    let stored = if method == "GET" {
-        Stored::load(control)
-    } else {
-        Stored::default()
-    };
-    let show = |value: Value| Reply::json(200, &stored.decorate(value));
+    // What the config model does not keep of Admin-created entities: loaded (a copy of
+    // the Admin layer) only by a read that shows entities.
+    let stored = std::cell::OnceCell::new();
+    let stored = || stored.get_or_init(|| Stored::load(control));
+    let show = |value: Value| Reply::json(200, &stored().decorate(value));
     let list = |items: &mut dyn Iterator<Item = Value>, filter: &str| {
-        paged(items, request, &stored, filter)
+        paged(items, request, stored(), filter)
     };
     match (method, segments.as_slice()) {
         ("GET", ["config"]) => get_config(control, request.accept_json),
@@ -738,7 +736,6 @@ impl TagFilter {
 
 /// Admin-created entities as stored, by id: what the config model does not keep of
 /// them (`updated_at`; `created_at` of services and routes) is shown from here.
-#[derive(Default)]
 struct Stored(std::collections::HashMap<String, Map<String, Value>>);
 
 impl Stored {
