@@ -311,24 +311,30 @@ impl Config {
 /// before the YAML parser, which takes seconds over a few hundred KiB of brackets.
 const MAX_FLOW_DEPTH: usize = 256;
 
-/// Whether flow collections nest deeper than [`MAX_FLOW_DEPTH`] (brackets inside quoted
-/// strings are skipped; a stray bracket in a plain scalar can only count once).
+/// Whether flow collections nest deeper than [`MAX_FLOW_DEPTH`]. Brackets inside
+/// double-quoted strings and comments are skipped (a quote in a comment does not open a
+/// string); a stray bracket in a plain scalar can only count once.
 pub(crate) fn nests_too_deep(text: &str) -> bool {
-    let (mut depth, mut quote) = (0usize, None);
+    // Inside a string or a comment: the byte that ends it.
+    let (mut depth, mut until, mut prev) = (0usize, None, b'\n');
     for b in text.bytes() {
-        match (quote, b) {
-            (Some(q), _) if b == q => quote = None,
-            (Some(_), _) => {}
-            (None, b'"') => quote = Some(b'"'),
-            (None, b'[' | b'{') => {
-                depth += 1;
-                if depth > MAX_FLOW_DEPTH {
-                    return true;
+        match until {
+            Some(end) if b == end && !(end == b'"' && prev == b'\\') => until = None,
+            Some(_) => {}
+            None => match b {
+                b'"' => until = Some(b'"'),
+                b'#' if prev.is_ascii_whitespace() => until = Some(b'\n'),
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > MAX_FLOW_DEPTH {
+                        return true;
+                    }
                 }
-            }
-            (None, b']' | b'}') => depth = depth.saturating_sub(1),
-            _ => {}
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
         }
+        prev = b;
     }
     false
 }

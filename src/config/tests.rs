@@ -652,6 +652,15 @@ fn deeply_nested_flow_collections_are_refused_at_once() {
     );
     let found = problems(&deep);
     assert_eq!(found, ["invalid YAML: nests deeper than 256 levels"]);
+    // A quote in a comment does not hide what follows.
+    let commented = format!(
+        "_format_version: \"3.0\"\n# the \"main\" one, or \"\nservices: {}",
+        "[".repeat(1000)
+    );
+    assert_eq!(
+        problems(&commented),
+        ["invalid YAML: nests deeper than 256 levels"]
+    );
     // Brackets in quoted strings do not count.
     let quoted = format!(
         "_format_version: \"3.0\"\ntags_note: \"{}\"\n",
