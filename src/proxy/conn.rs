@@ -1338,11 +1338,18 @@ fn request_line(head: &[u8], line: &mut String) -> usize {
         }
     }
     let path = &target[..memchr::memchr(b'?', target).unwrap_or(target.len())];
-    // Valid UTF-8 (nearly always) is borrowed, not copied, by the lossy conversion.
+    // A parsed head's method is ASCII and its target nearly always valid UTF-8: checked
+    // first, so the lossy conversion's slower scan runs only for what needs it.
+    fn push(line: &mut String, part: &[u8]) {
+        match std::str::from_utf8(part) {
+            Ok(text) => line.push_str(text),
+            Err(_) => line.push_str(&String::from_utf8_lossy(part)),
+        }
+    }
     line.clear();
-    line.push_str(&String::from_utf8_lossy(&first[..method_end]));
+    push(line, &first[..method_end]);
     let split = line.len();
-    line.push_str(&String::from_utf8_lossy(path));
+    push(line, path);
     split
 }
 
