@@ -1328,14 +1328,11 @@ fn request_line(head: &[u8], line: &mut String) -> usize {
     let mut target = &rest[..memchr::memchr(b' ', rest).unwrap_or(rest.len())];
     // An absolute-form target logs its path only: its authority may carry credentials
     // (`http://user:password@host/`).
-    for scheme in [&b"http://"[..], b"https://"] {
-        if target.len() >= scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme) {
-            let after = &target[scheme.len()..];
-            target = match memchr::memchr2(b'/', b'?', after) {
-                Some(at) if after[at] == b'/' => &after[at..],
-                _ => b"/",
-            };
-        }
+    if let Some((_, end)) = super::request::split_absolute(target) {
+        target = match target.get(end) {
+            Some(b'/') => &target[end..],
+            _ => b"/",
+        };
     }
     let path = &target[..memchr::memchr(b'?', target).unwrap_or(target.len())];
     // A parsed head's method is ASCII and its target nearly always valid UTF-8: checked

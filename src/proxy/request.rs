@@ -543,22 +543,32 @@ fn split_target(target: &str) -> Option<(Option<&str>, &str)> {
     if target.starts_with('/') {
         return Some((None, target));
     }
-    let lower_scheme = target.get(..8).map(|s| s.to_ascii_lowercase());
-    let rest = match lower_scheme.as_deref() {
-        Some(s) if s.starts_with("http://") => &target[7..],
-        Some("https://") => &target[8..],
-        _ => return None,
-    };
+    let (start, end) = split_absolute(target.as_bytes())?;
+    let authority = &target[start..end];
     // An empty path (`http://host` or `http://host?q`) is `/` (RFC 9110 §4.2.3); the
     // caller reads `?q` as that.
-    let (authority, path) = match rest.find(['/', '?']) {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
+    let path = if end == target.len() {
+        "/"
+    } else {
+        &target[end..]
     };
     if authority.is_empty() || authority.contains('@') {
         return None;
     }
     Some((Some(authority), path))
+}
+
+/// Where an absolute-form target's authority starts and ends (`http://` or `https://`,
+/// any case, up to the first `/` or `?`); `None` for any other form.
+pub(crate) fn split_absolute(target: &[u8]) -> Option<(usize, usize)> {
+    let start = [&b"http://"[..], b"https://"]
+        .into_iter()
+        .find_map(|scheme| {
+            let prefix = target.get(..scheme.len())?;
+            prefix.eq_ignore_ascii_case(scheme).then_some(scheme.len())
+        })?;
+    let end = memchr::memchr2(b'/', b'?', &target[start..]).map_or(target.len(), |i| start + i);
+    Some((start, end))
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus those
