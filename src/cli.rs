@@ -184,7 +184,14 @@ fn sign(
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        map.insert("exp".into(), (now + ttl).into());
+        // Past 2^53 a JSON number is no longer an exact integer to most parsers (RFC
+        // 8259 §6), and past u64 the sum would wrap into the past.
+        const MAX_EXACT: u64 = (1 << 53) - 1;
+        let exp = now
+            .checked_add(ttl)
+            .filter(|&exp| exp <= MAX_EXACT)
+            .ok_or_else(|| format!("--ttl {ttl}: exp would be past {MAX_EXACT}"))?;
+        map.insert("exp".into(), exp.into());
     }
     for claim in claims {
         if let Some((name, json)) = claim.split_once(":=") {

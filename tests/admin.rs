@@ -267,6 +267,36 @@ fn consumer_and_credential_validation_errors() {
     let r = admin_form(&gw, "POST", "/consumers/nobody/jwt", &[("key", "k")]);
     assert_not_found(&r, "credential under an unknown consumer");
 
+    // Kong's strings are at least one character: an empty one in JSON is a field error
+    // (an empty form value is no value, so a key is generated).
+    for (path, body, field) in [
+        ("/consumers", json!({"username": ""}), "username"),
+        ("/consumers/alice/jwt", json!({"key": ""}), "key"),
+        ("/consumers/alice/jwt", json!({"secret": ""}), "secret"),
+    ] {
+        let r = admin_json(&gw, "POST", path, &body);
+        assert_eq!(r.status, 400, "{path} {body}: {r:?}");
+        assert_eq!(
+            r.json()["fields"][field],
+            "length must be at least 1",
+            "{path} {body}: {r:?}"
+        );
+    }
+    let r = admin_form(&gw, "POST", "/consumers/alice/jwt", &[("key", "")]);
+    assert_eq!(r.status, 201, "key= in a form is no key: {r:?}");
+    assert!(
+        !r.json()["key"].as_str().unwrap_or_default().is_empty(),
+        "{r:?}"
+    );
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let r = admin_json(
+        &gw,
+        "PATCH",
+        &format!("/consumers/alice/jwt/{id}"),
+        &json!({"key": ""}),
+    );
+    assert_eq!(r.status, 400, "PATCH key \"\": {r:?}");
+
     create_jwt(&gw, "alice", "dup-key", "s");
     create_consumer(&gw, "bob");
     let r = admin_form(&gw, "POST", "/consumers/bob/jwt", &[("key", "dup-key")]);

@@ -73,6 +73,29 @@ fn decode_part(token: &str, i: usize) -> Value {
 }
 
 #[test]
+fn cli_sign_refuses_bad_arguments_with_one_line() {
+    for (args, says) in [
+        (&["--alg", "none"][..], "unknown algorithm"),
+        (&["--claim", "novalue"], "expected k=v"),
+        (&["--claim", "n:={"], "invalid JSON"),
+        // A ttl that would wrap exp into the past, or past JSON's exact integers.
+        (&["--ttl", "18446744073709551615"], "--ttl"),
+        (&["--ttl", "9007199254740991"], "--ttl"),
+    ] {
+        let mut full = vec!["jwt", "sign", "--secret", SECRET];
+        full.extend_from_slice(args);
+        let out = run_cli(&full, &[], Duration::from_secs(30));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}: no token printed");
+        assert!(
+            stderr.contains(says) && stderr.trim_end().lines().count() == 1,
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn cli_sign_sets_iss_exp_alg_and_claims() {
     let before = unix_now();
     let t = cli_sign(&[
@@ -456,7 +479,7 @@ fn failure_messages_match_kong_and_nothing_reaches_origin() {
             target: "/realm/x".into(),
             auth: Some(bearer(&py_hs256(&good_claims("mobile-app"), "nope"))),
             body: msg("Invalid signature"),
-            www: r#"Bearer realm="x" error="invalid_token""#,
+            www: r#"Bearer realm="x", error="invalid_token""#,
         },
         Case {
             name: "realm, expired",
@@ -466,7 +489,7 @@ fn failure_messages_match_kong_and_nothing_reaches_origin() {
                 SECRET,
             ))),
             body: json!({"exp": "token expired"}),
-            www: r#"Bearer realm="x" error="invalid_token""#,
+            www: r#"Bearer realm="x", error="invalid_token""#,
         },
     ];
     // a bad token in the query parameter alone

@@ -1362,6 +1362,11 @@ fn base_object(mut body: Body) -> Result<Map<String, Value>, Reply> {
 fn string_field<'a>(body: &'a Body, field: &str) -> Result<Option<&'a str>, Reply> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
+        // Kong's strings are never empty unless a schema says so (none here does); an
+        // empty form value already arrived as null.
+        Some(Value::String(s)) if s.is_empty() => {
+            Err(field_error(field, "length must be at least 1"))
+        }
         Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(field_error(field, "expected a string")),
     }
@@ -1505,6 +1510,11 @@ fn create_jwt(control: &Control, config: &Config, consumer: usize, mut body: Bod
 
 fn update_jwt(control: &Control, config: &Config, j: usize, mut body: Body) -> Reply {
     body.remove("consumer");
+    for field in ["key", "secret", "algorithm", "rsa_public_key"] {
+        if let Err(reply) = string_field(&body, field) {
+            return reply;
+        }
+    }
     if let Some(Value::String(key)) = body.get("key") {
         if config
             .credentials

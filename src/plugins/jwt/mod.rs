@@ -182,11 +182,18 @@ impl ConfigFile {
         if !problems.is_empty() {
             return Err(problems);
         }
-        let www_authenticate = match &self.realm {
-            Some(realm) => format!("Bearer realm=\"{realm}\""),
-            None => "Bearer".to_owned(),
+        // Auth-params are comma-separated (RFC 9110 §11.2): `Bearer realm="x",
+        // error="invalid_token"`.
+        let (www_authenticate, www_authenticate_error) = match &self.realm {
+            Some(realm) => (
+                format!("Bearer realm=\"{realm}\""),
+                format!("Bearer realm=\"{realm}\", error=\"invalid_token\""),
+            ),
+            None => (
+                "Bearer".to_owned(),
+                "Bearer error=\"invalid_token\"".to_owned(),
+            ),
         };
-        let www_authenticate_error = format!("{www_authenticate} error=\"invalid_token\"");
         Ok(Config {
             uri_param_names: self.uri_param_names,
             cookie_names: self.cookie_names,

@@ -346,7 +346,7 @@ fn token_sources_and_multiple_tokens() {
     assert_eq!(with_realm.www_authenticate, "Bearer realm=\"gw\"");
     assert_eq!(
         with_realm.www_authenticate_error,
-        "Bearer realm=\"gw\" error=\"invalid_token\""
+        "Bearer realm=\"gw\", error=\"invalid_token\""
     );
 }
 
