@@ -133,6 +133,31 @@ fn regex_paths_are_anchored_at_the_start() {
 }
 
 #[test]
+fn format_2_1_files_keep_their_bare_regex_paths() {
+    // A Kong 2.x export: regex paths without `~`, which Kong's loader marks as regexes.
+    let o = Origin::start();
+    let services = [
+        svc("re", &o, "        paths: [\"/api/v\\\\d+/users$\"]\n"),
+        svc("plain", &o, "        paths: [\"/files/v1.2\"]\n"),
+    ];
+    let file = config(&services).replace("\"3.0\"", "\"2.1\"");
+    let gw = Gateway::start(&file);
+    check_table(
+        &gw,
+        &o,
+        &[
+            (get_host("/api/v2/users", "a"), Some("svc-re")),
+            (get_host("/api/v10/users", "a"), Some("svc-re")),
+            (get_host("/api/v2/users/x", "a"), None),
+            (get_host("/api/vx/users", "a"), None),
+            // `.` in a plain path is no regex metacharacter: `/files/v1x2` is not it.
+            (get_host("/files/v1.2/a", "a"), Some("svc-plain")),
+            (get_host("/files/v1x2", "a"), None),
+        ],
+    );
+}
+
+#[test]
 fn host_wildcards_leading_and_trailing() {
     let o = Origin::start();
     let gw = Gateway::start(&config(&[

@@ -507,6 +507,14 @@ fn build(
     }
     let mut top: Top = parse_item(doc, "", report)?;
 
+    let legacy_paths = matches!(&top.format_version, Some(Value::String(v)) if v == "2.1");
+    let parse_route = |value: Value, path: &str, report: &mut Report| {
+        let mut route = parse_item::<RouteFile>(value, path, report)?;
+        if legacy_paths {
+            migrate_legacy_paths(&mut route, path, report);
+        }
+        Some(route)
+    };
     match top.format_version.as_ref() {
         None => report.add("_format_version", "required field missing (use \"3.0\")"),
         Some(Value::String(v)) if v == "3.0" || v == "2.1" => {}
@@ -583,7 +591,7 @@ fn build(
             // Report the nested routes' own problems too, so one pass shows them all.
             for (j, route) in nested_if_broken.into_iter().enumerate() {
                 let route_path = format!("{path}.routes[{j}]");
-                if let Some(route) = parse_item::<RouteFile>(route, &route_path, report) {
+                if let Some(route) = parse_route(route, &route_path, report) {
                     build_route(route, None, &route_path, report);
                 }
             }
@@ -618,7 +626,7 @@ fn build(
             }
             for (j, route) in nested.into_iter().enumerate() {
                 let route_path = format!("{path}.routes[{j}]");
-                if let Some(route) = parse_item::<RouteFile>(route, &route_path, report) {
+                if let Some(route) = parse_route(route, &route_path, report) {
                     if route.service.is_some() {
                         report.add(
                             format!("{route_path}.service"),
@@ -632,7 +640,7 @@ fn build(
             // The service is refused: its routes' own problems are reported all the same.
             for (j, route) in nested.into_iter().enumerate() {
                 let route_path = format!("{path}.routes[{j}]");
-                if let Some(route) = parse_item::<RouteFile>(route, &route_path, report) {
+                if let Some(route) = parse_route(route, &route_path, report) {
                     build_route(route, None, &route_path, report);
                 }
             }
@@ -640,7 +648,7 @@ fn build(
     }
     for (i, value) in top.routes.into_iter().enumerate() {
         let path = format!("routes[{i}]");
-        if let Some(route) = parse_item::<RouteFile>(value, &path, report) {
+        if let Some(route) = parse_route(value, &path, report) {
             route_files.push((path, route, None, admin_from.layer("routes", i)));
         }
     }
@@ -1093,6 +1101,54 @@ pub(crate) fn parse_url(
         _ => None,
     });
     Ok((scheme, host, port, path))
+}
+
+/// Kong 1.x and 2.x wrote regex paths bare; for a `_format_version: "2.1"` file Kong's
+/// loader reads any path with a character a plain path does not have (outside
+/// `A-Za-z0-9._~/%-`) as a regex, `~`-prefixed, with its percent-escapes decoded one
+/// last time (3.0 matches regex paths against the undecoded path): a reserved character
+/// stays escaped, a regex metacharacter is decoded escaped. Each rewrite is a warning.
+fn migrate_legacy_paths(route: &mut RouteFile, path: &str, report: &mut Report) {
+    const RESERVED: &[u8] = b"!#$%&'()*+,/:;=?@[]";
+    const REGEX_META: &[u8] = b".^-{}\\|";
+    for (i, p) in route.paths.iter_mut().enumerate() {
+        let plain = |b: u8| b.is_ascii_alphanumeric() || b"._-~/%".contains(&b);
+        if p.bytes().all(plain) {
+            continue;
+        }
+        let bytes = p.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len() + 1);
+        out.push(b'~');
+        let mut at = 0;
+        while at < bytes.len() {
+            let escape = bytes
+                .get(at + 1..at + 3)
+                .filter(|hex| bytes[at] == b'%' && hex.iter().all(u8::is_ascii_hexdigit));
+            let Some(hex) = escape else {
+                out.push(bytes[at]);
+                at += 1;
+                continue;
+            };
+            let byte = hex.iter().fold(0u8, |n, &h| {
+                n * 16 + (h as char).to_digit(16).unwrap_or(0) as u8
+            });
+            if RESERVED.contains(&byte) {
+                out.push(b'%');
+                out.extend(hex.to_ascii_uppercase());
+            } else {
+                if REGEX_META.contains(&byte) {
+                    out.push(b'\\');
+                }
+                out.push(byte);
+            }
+            at += 3;
+        }
+        let migrated = String::from_utf8_lossy(&out).into_owned();
+        report.warn(format!(
+            "{path}.paths[{i}]: '{p}' is read as the regex '{migrated}' (_format_version \"2.1\"; write it with '~' in a \"3.0\" file)"
+        ));
+        *p = migrated;
+    }
 }
 
 fn build_route(

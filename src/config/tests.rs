@@ -668,3 +668,58 @@ fn deeply_nested_flow_collections_are_refused_at_once() {
     );
     assert!(!problems(&quoted).iter().any(|p| p.contains("nests deeper")));
 }
+
+#[test]
+fn format_2_1_reads_bare_regex_paths_as_kong_migrates_them() {
+    let config = load(
+        r#"
+_format_version: "2.1"
+services:
+  - name: s
+    url: http://127.0.0.1:1
+    routes:
+      - name: versioned
+        paths: ["/api/v\\d+/users$", "/plain/path-1.2_~", "/esc%2e(x)%2F%41%7c"]
+routes:
+  - name: top
+    service: s
+    paths: ["/items/[0-9]+"]
+"#,
+    )
+    .unwrap();
+    let shown: Vec<String> = config
+        .routes
+        .iter()
+        .flat_map(|r| &r.paths)
+        .map(|p| match p {
+            PathMatch::Prefix(p) => p.clone(),
+            PathMatch::Regex(re) => format!("~{}", re.as_str()),
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            r"~^(?:/api/v\d+/users$)",
+            "/plain/path-1.2_~",
+            // `.` and `|` decoded escaped, `/` (reserved) kept escaped in upper case,
+            // `A` decoded as itself.
+            r"~^(?:/esc\.(x)%2FA\|)",
+            "~^(?:/items/[0-9]+)",
+        ]
+    );
+    assert_eq!(config.warnings.len(), 3, "{:?}", config.warnings);
+    assert!(
+        config.warnings[0].contains("services[0].routes[0].paths[0]")
+            && config.warnings[0].contains(r"'~/api/v\d+/users$'"),
+        "{:?}",
+        config.warnings
+    );
+
+    // A "3.0" file means what it says: no `~`, no regex.
+    let config = load(
+        "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://127.0.0.1:1\n    routes:\n      - paths: [\"/items/[0-9]+\"]\n",
+    )
+    .unwrap();
+    assert!(matches!(&config.routes[0].paths[0], PathMatch::Prefix(p) if p == "/items/[0-9]+"));
+    assert!(config.warnings.is_empty());
+}
