@@ -1255,6 +1255,79 @@ fn https_only_route_trusts_x_forwarded_proto_from_trusted_ips() {
     assert_eq!(r.status, 426, "without the header it is plain HTTP: {r:?}");
 }
 
+#[test]
+fn plugin_protocols_choose_the_requests_a_plugin_runs_for() {
+    // A plugin runs only for requests over a protocol in its `protocols`; left out, it is
+    // as if not configured, so the next in precedence applies. A trusted proxy's
+    // X-Forwarded-Proto makes a request https here as it does for routes.
+    let origin = Origin::start();
+    let cfg = format!(
+        r#"_format_version: "3.0"
+ringway:
+  trusted_ips: ["127.0.0.1/32"]
+services:
+  - name: s
+    url: {url}
+    routes:
+      - name: open
+        paths: [/open]
+      - name: guarded
+        paths: [/guarded]
+plugins:
+  - name: rate-limiting
+    protocols: [http]
+    config: {{minute: 50}}
+  - name: rate-limiting
+    route: open
+    protocols: [https]
+    config: {{minute: 90}}
+  - name: jwt
+    route: guarded
+    protocols: [https]
+  - name: correlation-id
+    protocols: [grpc, grpcs, http, https]
+    config: {{echo_downstream: true}}
+"#,
+        url = origin.url()
+    );
+    let gw = Gateway::start(&cfg);
+    let mut c = gw.client();
+    let https = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\n\r\n").into_bytes()
+    };
+    let limit = |r: &Response| r.header("x-ratelimit-limit-minute").map(str::to_owned);
+
+    let r = c.roundtrip(&get_req("/open", "a"));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        limit(&r).as_deref(),
+        Some("50"),
+        "http: the global limit: {r:?}"
+    );
+    assert!(r.header("kong-request-id").is_some(), "{r:?}");
+    let r = c.roundtrip(&https("/open"));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        limit(&r).as_deref(),
+        Some("90"),
+        "https: the route's limit: {r:?}"
+    );
+
+    let r = c.roundtrip(&get_req("/guarded", "a"));
+    assert_eq!(
+        r.status, 200,
+        "http: the https-only jwt does not run: {r:?}"
+    );
+    assert_eq!(limit(&r).as_deref(), Some("50"), "{r:?}");
+    let r = c.roundtrip(&https("/guarded"));
+    assert_eq!(r.status, 401, "https: the jwt runs: {r:?}");
+    assert_eq!(
+        limit(&r),
+        None,
+        "https: no limit applies to /guarded: {r:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 7. bad input on the TLS port
 

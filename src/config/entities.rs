@@ -687,14 +687,28 @@ pub fn build_plugins(items: Vec<(Item, Scope)>, keys: &Keys, report: &mut Report
             .protocols
             .clone()
             .unwrap_or_else(|| vec!["http".into(), "https".into()]);
+        // Kong's exports list `grpc` and `grpcs` too: accepted, and never matched, as
+        // ringway serves no gRPC.
         for (i, p) in protocols.iter().enumerate() {
-            if p != "http" && p != "https" {
+            if !matches!(p.as_str(), "http" | "https" | "grpc" | "grpcs") {
                 report.add(
                     format!("{}.protocols[{i}]", item.path),
-                    format!("unsupported protocol '{p}' (expected http or https)"),
+                    format!("unsupported protocol '{p}' (expected http, https, grpc or grpcs)"),
                 );
                 ok = false;
             }
+        }
+        let over = |p: &str| protocols.iter().any(|q| q == p);
+        if ok && !over("http") && !over("https") {
+            report.warn(format!(
+                "{}: plugin '{name}' has neither http nor https in its protocols, so it never runs",
+                item.path
+            ));
+        } else if ok && name == "prometheus" && !(over("http") && over("https")) {
+            report.warn(format!(
+                "{}: the prometheus plugin's series count requests over every protocol; its protocols are not applied",
+                item.path
+            ));
         }
         let Some((mut config, config_json)) = plugin_config(&name, file.config, &item.path, report)
         else {
@@ -778,12 +792,16 @@ fn rank(scope: &Scope, route: Option<(usize, usize)>) -> Option<u8> {
 }
 
 /// Decides, once per config, which plugin configs run for each route.
-pub fn resolve_chains(routes: &[Route], plugins: &[Plugin]) -> (Vec<Chain>, Chain) {
-    let chain_for = |route: Option<(usize, usize)>| {
+/// A plugin left out by its `protocols` is not configured for that request: the next in
+/// precedence applies.
+pub fn resolve_chains(routes: &[Route], plugins: &[Plugin]) -> (Vec<[Chain; 2]>, [Chain; 2]) {
+    let chain_for = |route: Option<(usize, usize)>, https: bool| {
+        let protocol = if https { "https" } else { "http" };
         let mut chain = Chain::default();
         let mut best_jwt: Option<u8> = None;
         let mut best_id: Option<u8> = None;
-        for plugin in plugins.iter().filter(|p| p.enabled) {
+        let runs = |p: &&Plugin| p.enabled && p.protocols.iter().any(|p| p == protocol);
+        for plugin in plugins.iter().filter(runs) {
             let Some(rank) = rank(&plugin.scope, route) else {
                 continue;
             };
@@ -809,10 +827,11 @@ pub fn resolve_chains(routes: &[Route], plugins: &[Plugin]) -> (Vec<Chain>, Chai
         }
         chain
     };
+    let both = |route| [chain_for(route, false), chain_for(route, true)];
     let per_route = routes
         .iter()
         .enumerate()
-        .map(|(i, r)| chain_for(Some((i, r.service))))
+        .map(|(i, r)| both(Some((i, r.service))))
         .collect();
-    (per_route, chain_for(None))
+    (per_route, both(None))
 }

@@ -113,10 +113,11 @@ pub struct Config {
     /// JWT credentials by key, with their keys prepared.
     pub credentials: crate::plugins::jwt::Credentials,
     pub plugins: Vec<Plugin>,
-    /// The plugins that run for each route, precedence applied.
-    pub chains: Vec<Chain>,
-    /// The plugins that run when no route matched (global ones).
-    pub global_chain: Chain,
+    /// The plugins that run for each route, precedence applied: over HTTP, then over
+    /// HTTPS (a plugin's `protocols` may leave one out). Read through [`Config::chain`].
+    pub chains: Vec<[Chain; 2]>,
+    /// The plugins that run when no route matched (global ones), over HTTP and HTTPS.
+    pub global_chain: [Chain; 2],
     /// Names and ids of every entity.
     pub keys: Keys,
     /// For each kind the Admin API writes, how many items of the combined top-level list
@@ -221,6 +222,15 @@ pub struct Route {
 }
 
 impl Config {
+    /// The plugins that run for a request to `route` (`None`: no route matched) that came
+    /// over HTTPS or not.
+    pub fn chain(&self, route: Option<usize>, https: bool) -> &Chain {
+        let chains = match route {
+            Some(route) => &self.chains[route],
+            None => &self.global_chain,
+        };
+        &chains[usize::from(https)]
+    }
     /// Reads, parses and validates a config file, applying command-line overrides.
     pub fn load(path: &Path, overrides: &NodeOverrides) -> Result<Config, LoadError> {
         let bytes =

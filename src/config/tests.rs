@@ -181,10 +181,10 @@ jwt_secrets:
     assert_eq!(config.credentials.len(), 3);
     assert_eq!(config.credentials["partner-key"].consumer, 1);
     // The route-scoped jwt (with claims_to_verify) outranks the service-scoped one.
-    let users = config.chains[0].jwt.as_ref().unwrap();
+    let users = config.chain(Some(0), false).jwt.as_ref().unwrap();
     assert!(users.require_exp);
-    assert!(config.chains[1].jwt.is_none());
-    assert!(config.global_chain.jwt.is_none());
+    assert!(config.chain(Some(1), true).jwt.is_none());
+    assert!(config.chain(None, false).jwt.is_none());
     // Ids derived from names are stable across loads.
     let again = load("_format_version: \"3.0\"\nconsumers:\n  - username: mobile-app\n").unwrap();
     assert_eq!(again.consumers[0].id, config.consumers[0].id);
@@ -722,4 +722,29 @@ routes:
     .unwrap();
     assert!(matches!(&config.routes[0].paths[0], PathMatch::Prefix(p) if p == "/items/[0-9]+"));
     assert!(config.warnings.is_empty());
+}
+
+#[test]
+fn plugin_protocols_take_kongs_list_and_warn_when_the_plugin_cannot_run() {
+    let yaml = |protocols: &str| {
+        format!("_format_version: \"3.0\"\nplugins:\n  - name: correlation-id\n    protocols: {protocols}\n")
+    };
+    // What Kong's exports write.
+    let config = load(&yaml("[grpc, grpcs, http, https]")).unwrap();
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    assert!(config.chain(None, false).correlation_id.is_some());
+    let config = load(&yaml("[grpcs]")).unwrap();
+    assert!(
+        config.warnings.iter().any(|w| w.contains("never runs")),
+        "{:?}",
+        config.warnings
+    );
+    assert!(config.chain(None, true).correlation_id.is_none());
+    let found = problems(&yaml("[http, tcp]"));
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("plugins[0].protocols[1]: unsupported protocol 'tcp'")),
+        "{found:?}"
+    );
 }

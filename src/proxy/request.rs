@@ -215,11 +215,19 @@ pub fn prepare(
     let headers: &[Header<'_>] = request.headers;
     let config = &snapshot.config;
     let is_head = method == "HEAD";
+    // The scheme the client used: TLS here, or (as Kong's forwarded scheme) a trusted
+    // proxy's `X-Forwarded-Proto: https` when it terminated TLS in front of us.
+    let https = client.https
+        || (client.trusted
+            && headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("x-forwarded-proto")
+                    && crate::http::trim_ows(h.value).eq_ignore_ascii_case(b"https")
+            }));
     // The head parsed: a global correlation-id gives the request its ID even when it is
     // refused before routing (the ID is in the error body and echoed).
     let global_id = || {
         config
-            .global_chain
+            .chain(None, https)
             .correlation_id
             .as_ref()
             .and_then(|c| request_id(c, headers, client, state))
@@ -275,7 +283,7 @@ pub fn prepare(
         reject.request_id = global_id();
         return Err(reject);
     };
-    let chain = &config.chains[matched.route];
+    let chain = config.chain(Some(matched.route), https);
     let rid = chain
         .correlation_id
         .as_ref()
@@ -293,14 +301,6 @@ pub fn prepare(
         reject
     };
     let route = &config.routes[matched.route];
-    // The scheme the client used: TLS here, or (as Kong's forwarded scheme) a trusted
-    // proxy's `X-Forwarded-Proto: https` when it terminated TLS in front of us.
-    let https = client.https
-        || (client.trusted
-            && headers.iter().any(|h| {
-                h.name.eq_ignore_ascii_case("x-forwarded-proto")
-                    && crate::http::trim_ows(h.value).eq_ignore_ascii_case(b"https")
-            }));
     if !(if https { route.https } else { route.http }) {
         // An https-only route reached over plain HTTP: Kong's 426 (naming the protocol
         // to upgrade to, RFC 9110 §15.5.22), or the redirect the route asks for.
