@@ -213,6 +213,21 @@ fn check(path: &std::path::Path) -> ExitCode {
             for warning in &config.warnings {
                 eprintln!("warning: {warning}");
             }
+            // A fact of this machine, not of the file (which may be checked elsewhere than
+            // it runs): a warning.
+            if let Some(crate::config::AccessLog::File(log)) = &config.node.access_log {
+                let dir = log
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(std::path::Path::new("."));
+                if !dir.is_dir() {
+                    eprintln!(
+                        "warning: ringway.access_log: {} is not a directory here, so run cannot open {}",
+                        dir.display(),
+                        log.display()
+                    );
+                }
+            }
             println!(
                 "{}: OK ({} services, {} routes, configuration_hash {})",
                 path.display(),

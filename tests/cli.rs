@@ -67,6 +67,51 @@ fn check_valid_file_exits_0() {
 }
 
 #[test]
+fn check_finds_what_run_would_fail_on() {
+    // Listeners that cannot all bind are errors; an access-log directory missing on this
+    // machine is a warning (the file may be checked elsewhere than it runs).
+    let cases = [
+        (
+            "  proxy_listen: [\"127.0.0.1:18080\", \"127.0.0.1:18080\"]\n",
+            Some("ringway.proxy_listen[1]: 127.0.0.1:18080 overlaps ringway.proxy_listen[0]"),
+        ),
+        (
+            "  proxy_listen: [\"0.0.0.0:18080\", \"127.0.0.1:18080 ssl\"]\n  ssl_cert: /x\n  ssl_cert_key: /y\n",
+            Some("ringway.proxy_listen[1]: 127.0.0.1:18080 overlaps ringway.proxy_listen[0] (0.0.0.0:18080)"),
+        ),
+        (
+            "  proxy_listen: [\"127.0.0.1:18080\"]\n  admin_listen: 127.0.0.1:18080\n",
+            Some("ringway.admin_listen: 127.0.0.1:18080 overlaps ringway.proxy_listen[0]"),
+        ),
+        ("  proxy_listen: [\"127.0.0.1:18080\", \"127.0.0.1:18081\"]\n", None),
+    ];
+    for (node, error) in cases {
+        let (_d, p) = write_tmp("kong.yaml", &format!("{VALID}{node}"));
+        let out = run_cli(&["check", "-c", &p], &[], CLI_TIMEOUT);
+        let err = stderr_of(&out);
+        match error {
+            Some(line) => {
+                assert_eq!(out.status.code(), Some(78), "{node}: {err}");
+                assert!(err.lines().any(|l| l.starts_with(line)), "{node}: {err}");
+            }
+            None => assert_eq!(out.status.code(), Some(0), "{node}: {err}"),
+        }
+    }
+    let (_d, p) = write_tmp(
+        "kong.yaml",
+        &format!("{VALID}  access_log: /nonexistent-ringway-dir/access.log\n"),
+    );
+    let out = run_cli(&["check", "-c", &p], &[], CLI_TIMEOUT);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("warning: ringway.access_log: /nonexistent-ringway-dir")),
+        "{err}"
+    );
+}
+
+#[test]
 fn check_format_version_2_1_is_valid() {
     let text = VALID.replace("\"3.0\"", "\"2.1\"");
     let (_d, p) = write_tmp("kong.yaml", &text);

@@ -172,6 +172,33 @@ pub(super) fn build(
             None
         }
     };
+    // Two sockets on one address cannot both bind: found here, `check` says so before
+    // `run` fails on it.
+    for (i, listen) in proxy_listen.iter().enumerate() {
+        if let Some(j) = proxy_listen[..i]
+            .iter()
+            .position(|other| overlaps(other.addr, listen.addr))
+        {
+            report.add(
+                format!("ringway.proxy_listen[{i}]"),
+                format!(
+                    "{} overlaps ringway.proxy_listen[{j}] ({})",
+                    listen.addr, proxy_listen[j].addr
+                ),
+            );
+        }
+    }
+    if let Some(admin) = admin_listen {
+        if let Some(j) = proxy_listen.iter().position(|l| overlaps(l.addr, admin)) {
+            report.add(
+                "ringway.admin_listen",
+                format!(
+                    "{admin} overlaps ringway.proxy_listen[{j}] ({})",
+                    proxy_listen[j].addr
+                ),
+            );
+        }
+    }
     let admin_token = file.admin_token.filter(|t| !t.is_empty());
     if let Some(addr) = admin_listen {
         if !addr.ip().is_loopback() && admin_token.is_none() {
@@ -428,6 +455,15 @@ fn parse_addr(text: &str) -> Result<SocketAddr, String> {
 }
 
 /// Parses a Kong-style listen entry: `ADDR [ssl] [reuseport] [backlog=N]`.
+/// Whether two listening addresses contend for one port: the same address, or a
+/// wildcard and any address of its family. Port 0 (any free port) never contends.
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
 fn parse_listen(entry: &str) -> Result<Listen, String> {
     let mut words = entry.split_whitespace();
     let addr = parse_addr(words.next().ok_or("empty listen entry")?)?;
