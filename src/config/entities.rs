@@ -274,14 +274,23 @@ pub fn build_groups(
         let id = file
             .id
             .unwrap_or_else(|| stable_id("consumer_group", &name));
-        for key in [&name, &id] {
-            if keys.groups.insert(key.clone(), index).is_some() {
-                report.add(
-                    format!("{}.name", item.path),
-                    format!("duplicate consumer group '{key}'"),
-                );
-            }
+        // One problem per group: a repeated name would also repeat the id derived from it.
+        if keys.groups.contains_key(&name) {
+            report.add(
+                format!("{}.name", item.path),
+                format!("duplicate consumer group '{name}'"),
+            );
+            continue;
         }
+        if keys.groups.contains_key(&id) {
+            report.add(
+                format!("{}.id", item.path),
+                format!("duplicate consumer group id '{id}'"),
+            );
+            continue;
+        }
+        keys.groups.insert(name.clone(), index);
+        keys.groups.insert(id.clone(), index);
         for (i, plugin) in file.plugins.into_iter().enumerate() {
             let scope = Scope {
                 group: Some(index),

@@ -748,3 +748,17 @@ fn plugin_protocols_take_kongs_list_and_warn_when_the_plugin_cannot_run() {
         "{found:?}"
     );
 }
+
+#[test]
+fn a_repeated_consumer_group_is_one_problem() {
+    let found = problems(
+        "_format_version: \"3.0\"\nconsumer_groups:\n  - name: gold\n  - name: gold\n  - name: silver\n    id: 7f6c3f4e-1b9a-4f0e-9a55-3d2f1c0b8a11\n  - name: bronze\n    id: 7f6c3f4e-1b9a-4f0e-9a55-3d2f1c0b8a11\n",
+    );
+    assert_eq!(
+        found,
+        [
+            "consumer_groups[1].name: duplicate consumer group 'gold'",
+            "consumer_groups[3].id: duplicate consumer group id '7f6c3f4e-1b9a-4f0e-9a55-3d2f1c0b8a11'",
+        ]
+    );
+}
