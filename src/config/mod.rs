@@ -1118,12 +1118,14 @@ pub(crate) fn parse_url(
 /// `A-Za-z0-9._~/%-`) as a regex, `~`-prefixed, with its percent-escapes decoded one
 /// last time (3.0 matches regex paths against the undecoded path): a reserved character
 /// stays escaped, a regex metacharacter is decoded escaped. Each rewrite is a warning.
+/// A path that already starts with `~` is taken as a regex as written.
 fn migrate_legacy_paths(route: &mut RouteFile, path: &str, report: &mut Report) {
     const RESERVED: &[u8] = b"!#$%&'()*+,/:;=?@[]";
     const REGEX_META: &[u8] = b".^-{}\\|";
     for (i, p) in route.paths.iter_mut().enumerate() {
         let plain = |b: u8| b.is_ascii_alphanumeric() || b"._-~/%".contains(&b);
-        if p.bytes().all(plain) {
+        // A path already marked `~` was written for 3.0: left as it is.
+        if p.starts_with('~') || p.bytes().all(plain) {
             continue;
         }
         let bytes = p.as_bytes();

@@ -679,7 +679,7 @@ services:
     url: http://127.0.0.1:1
     routes:
       - name: versioned
-        paths: ["/api/v\\d+/users$", "/plain/path-1.2_~", "/esc%2e(x)%2F%41%7c"]
+        paths: ["/api/v\\d+/users$", "/plain/path-1.2_~", "/esc%2e(x)%2F%41%7c", "~/marked/(\\d+)$"]
 routes:
   - name: top
     service: s
@@ -704,6 +704,7 @@ routes:
             // `.` and `|` decoded escaped, `/` (reserved) kept escaped in upper case,
             // `A` decoded as itself.
             r"~^(?:/esc\.(x)%2FA\|)",
+            r"~^(?:/marked/(\d+)$)",
             "~^(?:/items/[0-9]+)",
         ]
     );
