@@ -226,6 +226,11 @@ fn check(path: &std::path::Path) -> ExitCode {
                         dir.display(),
                         log.display()
                     );
+                } else if log.is_dir() || log.as_os_str().to_string_lossy().ends_with('/') {
+                    eprintln!(
+                        "warning: ringway.access_log: {} is a directory, not a file run can open",
+                        log.display()
+                    );
                 }
             }
             println!(

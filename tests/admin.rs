@@ -296,6 +296,15 @@ fn consumer_and_credential_validation_errors() {
         &json!({"key": ""}),
     );
     assert_eq!(r.status, 400, "PATCH key \"\": {r:?}");
+    for field in ["username", "custom_id"] {
+        let r = admin_json(&gw, "PATCH", "/consumers/alice", &json!({field: ""}));
+        assert_eq!(r.status, 400, "PATCH consumer {field} \"\": {r:?}");
+        assert_eq!(
+            r.json()["fields"][field],
+            "length must be at least 1",
+            "{r:?}"
+        );
+    }
 
     create_jwt(&gw, "alice", "dup-key", "s");
     create_consumer(&gw, "bob");

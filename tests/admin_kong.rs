@@ -1006,3 +1006,28 @@ fn post_config_refuses_a_bracket_bomb() {
     );
     assert_eq!(gw.admin_get("/status").status, 200);
 }
+
+#[test]
+fn admin_routes_are_3_0_routes_under_a_2_1_file() {
+    // A "2.1" file's bare regex paths are migrated as Kong does; routes written through
+    // the Admin API are not in the file's format and keep their paths as sent.
+    let o = Origin::start();
+    let file = format!(
+        "_format_version: \"2.1\"\nservices:\n  - name: s\n    url: {}/svc\n    routes:\n      - name: legacy\n        strip_path: false\n        paths: [\"/legacy/v[0-9]+$\"]\n",
+        o.url()
+    );
+    let gw = Gateway::start(&file);
+    assert_eq!(upstream_target(&gw, "/legacy/v7"), "/svc/legacy/v7");
+    for (name, path) in [("marked", "~/marked/v[0-9]+$"), ("literal", "/literal/[x]")] {
+        let r = admin_json(
+            &gw,
+            "POST",
+            "/routes",
+            &json!({"name": name, "paths": [path], "strip_path": false, "service": {"name": "s"}}),
+        );
+        ok(&r, 201, name);
+    }
+    assert_eq!(upstream_target(&gw, "/marked/v12"), "/svc/marked/v12");
+    assert_eq!(upstream_target(&gw, "/literal/[x]/a"), "/svc/literal/[x]/a");
+    assert_eq!(proxy_get(&gw, "/literal/x", &[]).status, 404);
+}

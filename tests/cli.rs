@@ -109,6 +109,13 @@ fn check_finds_what_run_would_fail_on() {
             .any(|l| l.starts_with("warning: ringway.access_log: /nonexistent-ringway-dir")),
         "{err}"
     );
+    let (d, p) = write_tmp("kong.yaml", "");
+    let dir = d.path().display();
+    std::fs::write(&p, format!("{VALID}  access_log: {dir}/\n")).unwrap();
+    let out = run_cli(&["check", "-c", &p], &[], CLI_TIMEOUT);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("is a directory"), "{err}");
 }
 
 #[test]

@@ -596,6 +596,18 @@ fn absolute_form_target_forwarded_in_origin_form() {
         let rec = o.complete_requests().pop().unwrap();
         assert_eq!(rec.target, want, "{target}: {rec:?}");
     }
+    // The authority is held to the Host grammar: no userinfo, no empty host, ASCII only.
+    for target in [
+        "http://user:pw@b.example/x",
+        "http:///x",
+        "http://b.exa\u{e9}mple/x",
+        "http://b.example:8o/x",
+    ] {
+        let r = gw
+            .client()
+            .roundtrip(format!("GET {target} HTTP/1.1\r\nHost: b.example\r\n\r\n").as_bytes());
+        assert_eq!(r.status, 400, "{target}: {r:?}");
+    }
 }
 
 #[test]

@@ -1375,6 +1375,22 @@ fn string_field<'a>(body: &'a Body, field: &str) -> Result<Option<&'a str>, Repl
 /// The entity a PUT replaces: its index in the config and its id.
 type Replacing<'a> = Option<(usize, &'a str)>;
 
+/// A name field's own problems, then Kong's unique constraint on it (the entity being
+/// replaced or updated may hold the name already).
+fn unique_name(
+    body: &Body,
+    field: &str,
+    names: &std::collections::HashMap<String, usize>,
+    replacing: Replacing<'_>,
+) -> Result<(), Reply> {
+    match string_field(body, field)? {
+        Some(name) if taken_by_other(names.get(name), replacing) => {
+            Err(unique_violation(field, name))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Whether `other` (the entity holding a name) is someone else than the one replaced.
 fn taken_by_other(other: Option<&usize>, replacing: Replacing<'_>) -> bool {
     other.is_some_and(|&other| replacing.is_none_or(|(i, _)| i != other))
@@ -1393,8 +1409,7 @@ fn create_consumer(
         (Ok(u), Ok(c)) => (u.map(str::to_owned), c.map(str::to_owned)),
         (Err(reply), _) | (_, Err(reply)) => return reply,
     };
-    if username.as_deref().unwrap_or("").is_empty() && custom_id.as_deref().unwrap_or("").is_empty()
-    {
+    if username.is_none() && custom_id.is_none() {
         let mut fields = Map::new();
         fields.insert(
             "@entity".into(),
@@ -1430,10 +1445,16 @@ fn update_consumer(control: &Control, config: &Config, key: &str, body: Body) ->
         return not_found();
     };
     let consumer = &config.consumers[i];
-    if let Ok(Some(username)) = string_field(&body, "username") {
-        if taken_by_other(config.keys.consumers.get(username), Some((i, &consumer.id))) {
-            return unique_violation("username", username);
-        }
+    if let Err(reply) = unique_name(
+        &body,
+        "username",
+        &config.keys.consumers,
+        Some((i, &consumer.id)),
+    ) {
+        return reply;
+    }
+    if let Err(reply) = string_field(&body, "custom_id") {
+        return reply;
     }
     update_generic(
         control,
@@ -1475,23 +1496,14 @@ fn create_jwt(control: &Control, config: &Config, consumer: usize, mut body: Bod
             "expected one of: HS256, HS384, HS512, RS256, RS384, RS512, ES256, ES384",
         );
     };
-    if body
-        .get("key")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
-    {
+    if body.get("key").and_then(Value::as_str).is_none() {
         body.insert("key".into(), random_string().into());
     }
     let key = body["key"].as_str().unwrap_or_default().to_owned();
     if config.credentials.contains_key(&key) {
         return unique_violation("key", &key);
     }
-    if algorithm.is_hmac()
-        && body
-            .get("secret")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
-    {
+    if algorithm.is_hmac() && body.get("secret").and_then(Value::as_str).is_none() {
         body.insert("secret".into(), random_string().into());
     }
     if !algorithm.is_hmac() && body.get("rsa_public_key").and_then(Value::as_str).is_none() {
@@ -1621,10 +1633,8 @@ fn create_service(
     body: Body,
     replacing: Replacing<'_>,
 ) -> Reply {
-    if let Ok(Some(name)) = string_field(&body, "name") {
-        if taken_by_other(config.keys.services.get(name), replacing) {
-            return unique_violation("name", name);
-        }
+    if let Err(reply) = unique_name(&body, "name", &config.keys.services, replacing) {
+        return reply;
     }
     write(
         control,
@@ -1644,10 +1654,13 @@ fn update_service(control: &Control, config: &Config, i: usize, mut patch: Body)
     if service.layer == Layer::File {
         return read_only();
     }
-    if let Ok(Some(name)) = string_field(&patch, "name") {
-        if taken_by_other(config.keys.services.get(name), Some((i, &service.id))) {
-            return unique_violation("name", name);
-        }
+    if let Err(reply) = unique_name(
+        &patch,
+        "name",
+        &config.keys.services,
+        Some((i, &service.id)),
+    ) {
+        return reply;
     }
     if patch.get("url").is_some_and(|u| !u.is_null()) {
         for part in PARTS {
@@ -1748,10 +1761,8 @@ fn create_route(
     mut body: Body,
     replacing: Replacing<'_>,
 ) -> Reply {
-    if let Ok(Some(name)) = string_field(&body, "name") {
-        if taken_by_other(config.keys.routes.get(name), replacing) {
-            return unique_violation("name", name);
-        }
+    if let Err(reply) = unique_name(&body, "name", &config.keys.routes, replacing) {
+        return reply;
     }
     if let Err(reply) = resolve_reference(config, &mut body, "service", "services") {
         return reply;
@@ -1765,10 +1776,8 @@ fn update_route(control: &Control, config: &Config, i: usize, mut patch: Body) -
     if route.layer == Layer::File {
         return read_only();
     }
-    if let Ok(Some(name)) = string_field(&patch, "name") {
-        if taken_by_other(config.keys.routes.get(name), Some((i, &route.id))) {
-            return unique_violation("name", name);
-        }
+    if let Err(reply) = unique_name(&patch, "name", &config.keys.routes, Some((i, &route.id))) {
+        return reply;
     }
     if let Err(reply) = resolve_reference(config, &mut patch, "service", "services") {
         return reply;
@@ -1785,10 +1794,8 @@ fn update_route(control: &Control, config: &Config, i: usize, mut patch: Body) -
 }
 
 fn create_group(control: &Control, config: &Config, body: Body, replacing: Replacing<'_>) -> Reply {
-    if let Ok(Some(name)) = string_field(&body, "name") {
-        if taken_by_other(config.keys.groups.get(name), replacing) {
-            return unique_violation("name", name);
-        }
+    if let Err(reply) = unique_name(&body, "name", &config.keys.groups, replacing) {
+        return reply;
     }
     write(
         control,
@@ -1804,10 +1811,8 @@ fn update_group(control: &Control, config: &Config, g: usize, patch: Body) -> Re
     if group.layer == Layer::File {
         return read_only();
     }
-    if let Ok(Some(name)) = string_field(&patch, "name") {
-        if taken_by_other(config.keys.groups.get(name), Some((g, &group.id))) {
-            return unique_violation("name", name);
-        }
+    if let Err(reply) = unique_name(&patch, "name", &config.keys.groups, Some((g, &group.id))) {
+        return reply;
     }
     update_generic(
         control,

@@ -708,14 +708,14 @@ pub fn build_plugins(items: Vec<(Item, Scope)>, keys: &Keys, report: &mut Report
             }
         }
         let over = |p: &str| protocols.iter().any(|q| q == p);
-        if ok && !over("http") && !over("https") {
-            report.warn(format!(
-                "{}: plugin '{name}' has neither http nor https in its protocols, so it never runs",
-                item.path
-            ));
-        } else if ok && name == "prometheus" && !(over("http") && over("https")) {
+        if ok && name == "prometheus" && !(over("http") && over("https")) {
             report.warn(format!(
                 "{}: the prometheus plugin's series count requests over every protocol; its protocols are not applied",
+                item.path
+            ));
+        } else if ok && !over("http") && !over("https") {
+            report.warn(format!(
+                "{}: plugin '{name}' has neither http nor https in its protocols, so it never runs",
                 item.path
             ));
         }

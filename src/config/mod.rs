@@ -518,9 +518,10 @@ fn build(
     let mut top: Top = parse_item(doc, "", report)?;
 
     let legacy_paths = matches!(&top.format_version, Some(Value::String(v)) if v == "2.1");
-    let parse_route = |value: Value, path: &str, report: &mut Report| {
+    // Only the file's routes are in its format; the Admin API's are 3.0 routes.
+    let parse_route = |value: Value, path: &str, layer: Layer, report: &mut Report| {
         let mut route = parse_item::<RouteFile>(value, path, report)?;
-        if legacy_paths {
+        if legacy_paths && layer == Layer::File {
             migrate_legacy_paths(&mut route, path, report);
         }
         Some(route)
@@ -596,12 +597,13 @@ fn build(
         .collect();
     for (i, value) in top.services.into_iter().enumerate() {
         let path = format!("services[{i}]");
+        let service_layer = admin_from.layer("services", i);
         let nested_if_broken = nested_routes(&value);
         let Some(file) = parse_item::<ServiceFile>(value, &path, report) else {
             // Report the nested routes' own problems too, so one pass shows them all.
             for (j, route) in nested_if_broken.into_iter().enumerate() {
                 let route_path = format!("{path}.routes[{j}]");
-                if let Some(route) = parse_route(route, &route_path, report) {
+                if let Some(route) = parse_route(route, &route_path, service_layer, report) {
                     build_route(route, None, &route_path, report);
                 }
             }
@@ -618,7 +620,7 @@ fn build(
             index,
             (&cas, &upstream_names),
         ) {
-            service.layer = admin_from.layer("services", i);
+            service.layer = service_layer;
             services.push(service);
             for (j, plugin) in nested_plugins.into_iter().enumerate() {
                 let item = Item {
@@ -636,7 +638,7 @@ fn build(
             }
             for (j, route) in nested.into_iter().enumerate() {
                 let route_path = format!("{path}.routes[{j}]");
-                if let Some(route) = parse_route(route, &route_path, report) {
+                if let Some(route) = parse_route(route, &route_path, service_layer, report) {
                     if route.service.is_some() {
                         report.add(
                             format!("{route_path}.service"),
@@ -650,7 +652,7 @@ fn build(
             // The service is refused: its routes' own problems are reported all the same.
             for (j, route) in nested.into_iter().enumerate() {
                 let route_path = format!("{path}.routes[{j}]");
-                if let Some(route) = parse_route(route, &route_path, report) {
+                if let Some(route) = parse_route(route, &route_path, service_layer, report) {
                     build_route(route, None, &route_path, report);
                 }
             }
@@ -658,7 +660,7 @@ fn build(
     }
     for (i, value) in top.routes.into_iter().enumerate() {
         let path = format!("routes[{i}]");
-        if let Some(route) = parse_route(value, &path, report) {
+        if let Some(route) = parse_route(value, &path, admin_from.layer("routes", i), report) {
             route_files.push((path, route, None, admin_from.layer("routes", i)));
         }
     }
@@ -1144,7 +1146,8 @@ fn migrate_legacy_paths(route: &mut RouteFile, path: &str, report: &mut Report) 
             let byte = hex.iter().fold(0u8, |n, &h| {
                 n * 16 + (h as char).to_digit(16).unwrap_or(0) as u8
             });
-            if RESERVED.contains(&byte) {
+            if RESERVED.contains(&byte) || !byte.is_ascii() {
+                // A non-ASCII byte alone is not text the regex could hold: kept escaped.
                 out.push(b'%');
                 out.extend(hex.to_ascii_uppercase());
             } else {
@@ -1155,7 +1158,8 @@ fn migrate_legacy_paths(route: &mut RouteFile, path: &str, report: &mut Report) 
             }
             at += 3;
         }
-        let migrated = String::from_utf8_lossy(&out).into_owned();
+        // Only ASCII was decoded into bytes that were UTF-8 to begin with.
+        let migrated = String::from_utf8(out).unwrap_or_default();
         report.warn(format!(
             "{path}.paths[{i}]: '{p}' is read as the regex '{migrated}' (_format_version \"2.1\"; write it with '~' in a \"3.0\" file)"
         ));

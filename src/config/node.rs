@@ -1,6 +1,6 @@
 //! The `ringway:` node section: listeners, workers, limits and timeouts.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -150,9 +150,14 @@ pub(super) fn build(
             })
     };
     let mut proxy_listen = Vec::new();
+    // Each parsed entry's place in the list, for messages.
+    let mut entry_of = Vec::new();
     for (i, entry) in listen_strings.iter().enumerate() {
         match parse_listen(entry) {
-            Ok(listen) => proxy_listen.push(listen),
+            Ok(listen) => {
+                proxy_listen.push(listen);
+                entry_of.push(i);
+            }
             Err(message) => report.add(format!("ringway.proxy_listen[{i}]"), message),
         }
     }
@@ -174,30 +179,20 @@ pub(super) fn build(
     };
     // Two sockets on one address cannot both bind: found here, `check` says so before
     // `run` fails on it.
+    let overlapped = |addr: SocketAddr, among: &[Listen]| {
+        let j = among.iter().position(|l| overlaps(l.addr, addr))?;
+        Some(format!(
+            "{addr} overlaps ringway.proxy_listen[{}] ({})",
+            entry_of[j], among[j].addr
+        ))
+    };
     for (i, listen) in proxy_listen.iter().enumerate() {
-        if let Some(j) = proxy_listen[..i]
-            .iter()
-            .position(|other| overlaps(other.addr, listen.addr))
-        {
-            report.add(
-                format!("ringway.proxy_listen[{i}]"),
-                format!(
-                    "{} overlaps ringway.proxy_listen[{j}] ({})",
-                    listen.addr, proxy_listen[j].addr
-                ),
-            );
+        if let Some(message) = overlapped(listen.addr, &proxy_listen[..i]) {
+            report.add(format!("ringway.proxy_listen[{}]", entry_of[i]), message);
         }
     }
-    if let Some(admin) = admin_listen {
-        if let Some(j) = proxy_listen.iter().position(|l| overlaps(l.addr, admin)) {
-            report.add(
-                "ringway.admin_listen",
-                format!(
-                    "{admin} overlaps ringway.proxy_listen[{j}] ({})",
-                    proxy_listen[j].addr
-                ),
-            );
-        }
+    if let Some(message) = admin_listen.and_then(|admin| overlapped(admin, &proxy_listen)) {
+        report.add("ringway.admin_listen", message);
     }
     let admin_token = file.admin_token.filter(|t| !t.is_empty());
     if let Some(addr) = admin_listen {
@@ -454,16 +449,17 @@ fn parse_addr(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("invalid address '{text}': expected HOST:PORT"))
 }
 
-/// Parses a Kong-style listen entry: `ADDR [ssl] [reuseport] [backlog=N]`.
-/// Whether two listening addresses contend for one port: the same address, or a
-/// wildcard and any address of its family. Port 0 (any free port) never contends.
+/// Whether two listening addresses contend for one port: the same address (an
+/// IPv4-mapped one is its IPv4 address), an IPv4 wildcard and any IPv4 address, or an
+/// IPv6 wildcard and any address (listeners are dual-stack). Port 0 never contends.
 fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port()
-        && a.port() != 0
-        && a.is_ipv4() == b.is_ipv4()
-        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+    let covers =
+        |wild: IpAddr, other: IpAddr| wild.is_unspecified() && (wild.is_ipv6() || other.is_ipv4());
+    let (x, y) = (a.ip().to_canonical(), b.ip().to_canonical());
+    a.port() == b.port() && a.port() != 0 && (x == y || covers(x, y) || covers(y, x))
 }
 
+/// Parses a Kong-style listen entry: `ADDR [ssl] [reuseport] [backlog=N]`.
 fn parse_listen(entry: &str) -> Result<Listen, String> {
     let mut words = entry.split_whitespace();
     let addr = parse_addr(words.next().ok_or("empty listen entry")?)?;

@@ -679,7 +679,7 @@ services:
     url: http://127.0.0.1:1
     routes:
       - name: versioned
-        paths: ["/api/v\\d+/users$", "/plain/path-1.2_~", "/esc%2e(x)%2F%41%7c", "~/marked/(\\d+)$"]
+        paths: ["/api/v\\d+/users$", "/plain/path-1.2_~", "/esc%2e(x)%2F%41%7c", "~/marked/(\\d+)$", "/caf%c3%a9/é+/%2f%4"]
 routes:
   - name: top
     service: s
@@ -705,10 +705,13 @@ routes:
             // `A` decoded as itself.
             r"~^(?:/esc\.(x)%2FA\|)",
             r"~^(?:/marked/(\d+)$)",
+            // Non-ASCII bytes stay escaped (upper case), as does a reserved `/`; a cut-off
+            // escape is kept as written.
+            "~^(?:/caf%C3%A9/é+/%2F%4)",
             "~^(?:/items/[0-9]+)",
         ]
     );
-    assert_eq!(config.warnings.len(), 3, "{:?}", config.warnings);
+    assert_eq!(config.warnings.len(), 4, "{:?}", config.warnings);
     assert!(
         config.warnings[0].contains("services[0].routes[0].paths[0]")
             && config.warnings[0].contains(r"'~/api/v\d+/users$'"),
@@ -741,6 +744,12 @@ fn plugin_protocols_take_kongs_list_and_warn_when_the_plugin_cannot_run() {
         config.warnings
     );
     assert!(config.chain(None, true).correlation_id.is_none());
+    let config = load(&yaml("[grpc]").replace("correlation-id", "prometheus")).unwrap();
+    assert!(
+        config.warnings.len() == 1 && config.warnings[0].contains("not applied"),
+        "{:?}",
+        config.warnings
+    );
     let found = problems(&yaml("[http, tcp]"));
     assert!(
         found
@@ -762,4 +771,38 @@ fn a_repeated_consumer_group_is_one_problem() {
             "consumer_groups[3].id: duplicate consumer group id '7f6c3f4e-1b9a-4f0e-9a55-3d2f1c0b8a11'",
         ]
     );
+}
+
+#[test]
+fn listeners_that_cannot_all_bind_are_named_by_their_entries() {
+    let node = |listens: &str, admin: &str| {
+        format!("_format_version: \"3.0\"\nringway:\n  proxy_listen: {listens}\n  admin_listen: \"{admin}\"\n")
+    };
+    let overlapping = |listens: &str, admin: &str| -> Vec<String> {
+        problems(&node(listens, admin))
+            .into_iter()
+            .filter(|p| p.contains("overlaps"))
+            .collect()
+    };
+    // A broken entry before them keeps its place in the numbering.
+    assert_eq!(
+        overlapping(r#"["nope", "127.0.0.1:8000", "127.0.0.1:8000"]"#, "127.0.0.1:8001"),
+        ["ringway.proxy_listen[2]: 127.0.0.1:8000 overlaps ringway.proxy_listen[1] (127.0.0.1:8000)"]
+    );
+    // Listeners are dual-stack: `[::]` takes the port on every address.
+    assert_eq!(
+        overlapping(r#"["[::]:8000", "nope"]"#, "127.0.0.1:8000"),
+        ["ringway.admin_listen: 127.0.0.1:8000 overlaps ringway.proxy_listen[0] ([::]:8000)"]
+    );
+    assert_eq!(
+        overlapping(r#"["[::ffff:127.0.0.1]:8000", "nope"]"#, "127.0.0.1:8000").len(),
+        1
+    );
+    // Distinct addresses, distinct ports, an IPv4 wildcard beside an IPv6 address, and
+    // port 0 are fine.
+    let fine = load(&node(
+        r#"["127.0.0.1:8000", "127.0.0.2:8000", "0.0.0.0:8002", "[::1]:8002", "127.0.0.1:0", "127.0.0.1:0"]"#,
+        "127.0.0.1:8001",
+    ));
+    assert!(fine.is_ok(), "{:?}", fine.err());
 }

@@ -119,7 +119,7 @@ fn values<'h, 'b>(
 /// RFC 9112 §3.2: `uri-host [ ":" port ]`, no userinfo, path, or list. The host is an
 /// IP literal in brackets or a reg-name (an IPv4 address is one); the port is digits.
 /// Empty is valid (a target without an authority).
-fn valid_host_value(value: &[u8]) -> bool {
+pub(crate) fn valid_host_value(value: &[u8]) -> bool {
     let value = trim_ows(value);
     let (host_ok, port) = match value.strip_prefix(b"[") {
         Some(rest) => {

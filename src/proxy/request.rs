@@ -552,7 +552,8 @@ fn split_target(target: &str) -> Option<(Option<&str>, &str)> {
     } else {
         &target[end..]
     };
-    if authority.is_empty() || authority.contains('@') {
+    // The authority is the request's Host: the same grammar (no userinfo, ASCII only).
+    if authority.is_empty() || !framing::valid_host_value(authority.as_bytes()) {
         return None;
     }
     Some((Some(authority), path))
