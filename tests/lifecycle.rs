@@ -135,6 +135,13 @@ fn sigterm_finishes_in_flight_request_then_exits_0() {
         .expect("the in-flight request completes during drain");
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.body, b"ok");
+    // The connection will not serve another request, and the answer says so (RFC 9112
+    // §9.6), so the client reconnects instead of failing its next request.
+    assert_eq!(
+        r.header("connection"),
+        Some("close"),
+        "a response written while draining: {r:?}"
+    );
     let st = gw.wait_exit(Duration::from_secs(10)).unwrap_or_else(|| {
         panic!(
             "still running 10 s after SIGTERM; stderr:\n{}",

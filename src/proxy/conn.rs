@@ -1026,7 +1026,6 @@ impl<S: ClientIo> Conn<S> {
         self.ubuf.clear();
         let mut scanner = HeadScanner::new();
         let mut received_any = false;
-        let keep_client = exchange.framing.keep_alive && !self.worker.drain.fired();
         loop {
             let ubuf = std::mem::take(&mut self.ubuf);
             let (result, ubuf) = read_more_within(
@@ -1049,6 +1048,9 @@ impl<S: ClientIo> Conn<S> {
                     Ok(HeadStatus::Partial) => break,
                     Err(_) => return Err(ErrorKind::BadResponse),
                     Ok(HeadStatus::Complete { start, end }) => {
+                        // Decided now, not when the request went out: a drain that began
+                        // while the upstream worked still tells this client to reconnect.
+                        let keep_client = exchange.framing.keep_alive && !self.worker.drain.fired();
                         self.out.clear();
                         let upstream_us = sent.elapsed().as_micros() as u32;
                         let before_us = sent.saturating_duration_since(started).as_micros() as u32;
