@@ -1886,6 +1886,16 @@ fn admin_api_certificates_and_snis_take_effect_without_restart() {
         "N",
         "after POST /snis, extra.test gets its certificate"
     );
+    for taken in ["extra.test", "new.test", "a.test"] {
+        let r = admin_json(
+            &t.gw,
+            "POST",
+            "/snis",
+            &json!({"name": taken, "certificate": {"id": id}}),
+        );
+        assert_eq!(r.status, 409, "POST /snis {taken} again: {r:?}");
+        assert_eq!(r.json()["name"], "unique constraint violation", "{r:?}");
+    }
     let r = admin_form(&t.gw, "DELETE", "/snis/extra.test", &[]);
     assert_eq!(r.status, 204, "DELETE /snis/extra.test: {r:?}");
     assert!(
@@ -1908,7 +1918,30 @@ fn admin_api_certificates_and_snis_take_effect_without_restart() {
         "the certificate created through the Admin API survives a restart"
     );
 
-    // Delete: the name no longer gets that certificate.
+    // An SNI named in its certificate's `snis` is deleted like any other; the
+    // certificate stays.
+    let r = admin_form(&t.gw, "DELETE", "/snis/new.test", &[]);
+    assert_eq!(r.status, 204, "DELETE /snis/new.test: {r:?}");
+    assert_eq!(admin_form(&t.gw, "GET", "/snis/new.test", &[]).status, 404);
+    let r = admin_form(&t.gw, "GET", &format!("/certificates/{id}"), &[]);
+    assert_eq!(r.json()["snis"], json!([]), "{r:?}");
+    // The certificate has no name left, so it is the default: new.test is now served
+    // like any name no certificate claims.
+    assert_eq!(
+        py.which(t.port, Some("new.test"), &known),
+        py.which(t.port, Some("unclaimed.test"), &known),
+        "after DELETE /snis/new.test the name is unclaimed"
+    );
+    let r = admin_json(
+        &t.gw,
+        "POST",
+        "/snis",
+        &json!({"name": "new.test", "certificate": {"id": id}}),
+    );
+    assert_eq!(r.status, 201, "POST /snis new.test: {r:?}");
+
+    // Delete: the name no longer gets that certificate, and its SNIs go with it (Kong
+    // cascades), the top-level one too.
     let r = admin_form(&t.gw, "DELETE", &format!("/certificates/{id}"), &[]);
     assert_eq!(r.status, 204, "DELETE /certificates/{{id}}: {r:?}");
     let got = py.which(t.port, Some("new.test"), &known);

@@ -473,7 +473,17 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             None => not_found(),
         },
         ("GET", ["snis"]) => list(&mut (0..config.snis.len()).map(|i| sni_json(config, i)), ""),
-        ("POST", ["snis"]) => with_body(body("snis"), |b| write(control, config, "snis", b, None)),
+        ("POST", ["snis"]) => with_body(body("snis"), |b| {
+            // Kong's unique constraint on the name: 409, as for any other entity.
+            let taken = string_field(&b, "name").map(|name| {
+                name.filter(|name| config.snis.iter().any(|s| s.name == *name))
+                    .map(|name| unique_violation("name", name))
+            });
+            match taken {
+                Err(reply) | Ok(Some(reply)) => reply,
+                Ok(None) => write(control, config, "snis", b, None),
+            }
+        }),
         ("GET", ["snis", s]) => {
             find_sni(config, s).map_or_else(not_found, |i| show(sni_json(config, i)))
         }
@@ -481,12 +491,7 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             show(certificate_json(config, config.snis[i].certificate))
         }),
         ("DELETE", ["snis", s]) => match find_sni(config, s) {
-            Some(i) => delete_entity(
-                control,
-                config.snis[i].layer,
-                "snis",
-                &config.snis[i].id.clone(),
-            ),
+            Some(i) => delete_sni(control, config, i),
             None => Reply::empty(204),
         },
         // Group membership, as Kong Enterprise exposes it from both sides.
@@ -1321,15 +1326,42 @@ fn delete_entity(control: &Control, layer: Layer, kind: &str, id: &str) -> Reply
     if layer == Layer::File {
         return read_only();
     }
-    let outcome = control.update_admin(|admin| {
+    deleted(control.update_admin(|admin| {
         admin_list(admin, kind).retain(|e| e["id"] != json!(id));
-        // Kong cascades: a consumer's credentials and plugins go with it.
-        if kind == "consumers" {
-            for dependent in ["jwt_secrets", "plugins"] {
-                admin_list(admin, dependent).retain(|e| e["consumer"]["id"] != json!(id));
+        // Kong cascades: a consumer's credentials and plugins go with it, a
+        // certificate's SNIs with it.
+        let dependents: &[&str] = match kind {
+            "consumers" => &["jwt_secrets", "plugins"],
+            "certificates" => &["snis"],
+            _ => &[],
+        };
+        let field = kind.trim_end_matches('s');
+        for dependent in dependents {
+            admin_list(admin, dependent).retain(|e| e[field]["id"] != json!(id));
+        }
+    }))
+}
+
+/// An SNI is an entity of its own, or a name in its certificate's `snis`: either way it
+/// goes (the certificate stays).
+fn delete_sni(control: &Control, config: &Config, i: usize) -> Reply {
+    let sni = &config.snis[i];
+    if sni.layer == Layer::File {
+        return read_only();
+    }
+    let (id, name) = (json!(sni.id), json!(sni.name));
+    deleted(control.update_admin(|admin| {
+        admin_list(admin, "snis").retain(|e| e["id"] != id);
+        for certificate in admin_list(admin, "certificates") {
+            if let Some(names) = certificate.get_mut("snis").and_then(Value::as_array_mut) {
+                names.retain(|n| *n != name && n["name"] != name);
             }
         }
-    });
+    }))
+}
+
+/// The answer to a delete, once the Admin state was written (or refused).
+fn deleted<T>(outcome: Result<T, Refused>) -> Reply {
     match outcome {
         Ok(_) => Reply::empty(204),
         Err(Refused::Invalid(problems)) | Err(Refused::Conflict(problems)) => Reply::json(
