@@ -130,6 +130,36 @@ struct UpstreamVerifier {
     webpki: Option<Arc<rustls::client::WebPkiServerVerifier>>,
     depth: Option<usize>,
     provider: Arc<rustls::crypto::CryptoProvider>,
+    /// The service's own `ca_certificates`, when it names any.
+    cas: Vec<CertificateDer<'static>>,
+}
+
+impl UpstreamVerifier {
+    /// A self-signed certificate made the usual way (`openssl req -x509`) is a CA
+    /// certificate, and webpki refuses a CA as the server's own certificate. OpenSSL (so
+    /// Kong) accepts one that is itself among the trusted certificates: so does this,
+    /// for the exact certificate the service lists, still checking the name. The
+    /// refusal comes after webpki checked the validity period, so that holds too.
+    fn trusts_pinned_ca(
+        &self,
+        refusal: &rustls::Error,
+        end_entity: &CertificateDer<'_>,
+        server_name: &rustls::pki_types::ServerName<'_>,
+    ) -> bool {
+        let rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) = refusal
+        else {
+            return false;
+        };
+        let ca_as_leaf = matches!(
+            other.0.downcast_ref::<webpki::Error>(),
+            Some(webpki::Error::CaUsedAsEndEntity)
+        );
+        ca_as_leaf
+            && self.cas.iter().any(|ca| ca.as_ref() == end_entity.as_ref())
+            && rustls::server::ParsedCertificate::try_from(end_entity)
+                .and_then(|cert| rustls::client::verify_server_name(&cert, server_name))
+                .is_ok()
+    }
 }
 
 impl rustls::client::danger::ServerCertVerifier for UpstreamVerifier {
@@ -149,7 +179,12 @@ impl rustls::client::danger::ServerCertVerifier for UpstreamVerifier {
                 "certificate chain longer than tls_verify_depth".into(),
             ));
         }
-        webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        match webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+            Err(refusal) if self.trusts_pinned_ca(&refusal, end_entity, server_name) => {
+                Ok(rustls::client::danger::ServerCertVerified::assertion())
+            }
+            verdict => verdict,
+        }
     }
 
     fn verify_tls12_signature(
@@ -235,6 +270,7 @@ pub fn client_config(
             webpki,
             depth: depth.map(|d| d as usize),
             provider,
+            cas: cas.to_vec(),
         }))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

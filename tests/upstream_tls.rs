@@ -247,3 +247,52 @@ services:
     assert_eq!(r.status, 200, "{}", r.body_str());
     assert_eq!(r.header("X-Seen-SNI"), Some("localhost"));
 }
+
+/// A self-signed certificate made the usual way: `openssl req -x509` marks it a CA.
+fn make_self_signed(dir: &Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            &format!("subjectAltName=DNS:{name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.pem",
+        ],
+    );
+    std::fs::copy(dir.join("leaf.pem"), dir.join("ca.pem")).unwrap();
+}
+
+#[test]
+fn a_self_signed_upstream_listed_in_ca_certificates_is_trusted_for_its_name() {
+    // As with Kong (OpenSSL): a CA certificate that the service trusts may be the
+    // upstream's own certificate. Its name is still checked.
+    for (name, want) in [("localhost", 200), ("elsewhere.test", 502)] {
+        let dir = tempfile::tempdir().unwrap();
+        make_self_signed(dir.path(), name);
+        let origin = TlsOrigin::start(dir.path());
+        let gw = Gateway::start(&config(
+            dir.path(),
+            origin.port,
+            "7b5d4a3c-1f2e-4d6c-9a8b-000000000001",
+        ));
+        let r = proxy_get(&gw, "/verified/a", &[]);
+        assert_eq!(r.status, want, "certificate for {name}: {}", r.body_str());
+        // The same certificate is no trust anchor for a service that does not list it.
+        assert_eq!(proxy_get(&gw, "/public/a", &[]).status, 502, "{name}");
+    }
+}
