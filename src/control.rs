@@ -57,6 +57,9 @@ pub struct Control {
     overrides: NodeOverrides,
     store: Store,
     layers: Mutex<Layers>,
+    /// The node settings the process started with: the ones a restart-only setting
+    /// keeps, whatever a reload since has read.
+    started: crate::config::Node,
 }
 
 impl Control {
@@ -93,12 +96,14 @@ impl Control {
         store: Store,
         layers: Layers,
     ) -> Control {
+        let started = shared.snapshot().config.node.clone();
         Control {
             shared,
             config_path,
             overrides,
             store,
             layers: Mutex::new(layers),
+            started,
         }
     }
 
@@ -141,7 +146,7 @@ impl Control {
         for warning in &config.warnings {
             log::warn!("{warning}");
         }
-        let fixed = restart_only_changes(&self.shared.snapshot().config.node, &config.node);
+        let fixed = restart_only_changes(&self.started, &config.node);
         if !fixed.is_empty() {
             log::warn!(
                 "{} changed: takes effect on restart only; the running values stay",
