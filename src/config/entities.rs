@@ -719,6 +719,14 @@ pub fn build_plugins(items: Vec<(Item, Scope)>, keys: &Keys, report: &mut Report
                 item.path
             ));
         }
+        let ordered = |o: &serde_norway::Value| !o.as_mapping().is_some_and(|m| m.is_empty());
+        if file.ordering.as_ref().is_some_and(ordered) {
+            report.add(
+                format!("{}.ordering", item.path),
+                "dynamic plugin ordering (Kong Enterprise) is not supported",
+            );
+            ok = false;
+        }
         let Some((mut config, config_json)) = plugin_config(&name, file.config, &item.path, report)
         else {
             continue;

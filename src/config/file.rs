@@ -39,6 +39,12 @@ pub struct Top {
     pub ignore: Option<Value>,
     #[serde(rename = "_workspace", default)]
     pub workspace: Option<String>,
+    /// decK's headers (a tag-filtered dump's `select_tags`, a Konnect dump's control
+    /// plane): about the file, not the gateway.
+    #[serde(rename = "_info", default)]
+    pub info: Option<Value>,
+    #[serde(rename = "_konnect", default)]
+    pub konnect: Option<Value>,
     #[serde(default)]
     pub services: Vec<Value>,
     #[serde(default)]
@@ -189,6 +195,10 @@ pub struct RouteFile {
     pub sources: Vec<Value>,
     #[serde(default)]
     pub destinations: Vec<Value>,
+    /// Kong's expressions router (`router_flavor = expressions`); its exports write
+    /// `expression: null` and `priority: 0` on every route.
+    pub expression: Option<String>,
+    pub priority: Option<u64>,
     pub created_at: Option<u64>,
     pub updated_at: Option<u64>,
     #[serde(default)]
@@ -269,6 +279,9 @@ pub struct ConsumerFile {
     pub id: Option<String>,
     pub username: Option<String>,
     pub custom_id: Option<String>,
+    /// Kong's lowercased copy of `username` (a database column its exports include):
+    /// derived, so unused.
+    pub username_lower: Option<String>,
     #[serde(default)]
     pub tags: Vec<String>,
     pub created_at: Option<u64>,
@@ -329,6 +342,8 @@ pub struct PluginFile {
     pub route: Option<Reference>,
     pub consumer: Option<Reference>,
     pub consumer_group: Option<Reference>,
+    /// Kong Enterprise's dynamic plugin ordering; exports write `ordering: null`.
+    pub ordering: Option<Value>,
     #[serde(default)]
     pub tags: Vec<String>,
     pub created_at: Option<u64>,

@@ -517,7 +517,8 @@ fn build(
     }
     let mut top: Top = parse_item(doc, "", report)?;
 
-    let legacy_paths = matches!(&top.format_version, Some(Value::String(v)) if v == "2.1");
+    let legacy_paths =
+        matches!(&top.format_version, Some(Value::String(v)) if v == "2.1" || v == "1.1");
     // Only the file's routes are in its format; the Admin API's are 3.0 routes.
     let parse_route = |value: Value, path: &str, layer: Layer, report: &mut Report| {
         let mut route = parse_item::<RouteFile>(value, path, report)?;
@@ -528,11 +529,12 @@ fn build(
     };
     match top.format_version.as_ref() {
         None => report.add("_format_version", "required field missing (use \"3.0\")"),
-        Some(Value::String(v)) if v == "3.0" || v == "2.1" => {}
+        // "1.1" as Kong reads it: like "2.1".
+        Some(Value::String(v)) if v == "3.0" || v == "2.1" || v == "1.1" => {}
         Some(other) => report.add(
             "_format_version",
             format!(
-                "unsupported version {}; expected \"3.0\" or \"2.1\"",
+                "unsupported version {}; expected \"3.0\", \"2.1\" or \"1.1\"",
                 yaml_inline(other)
             ),
         ),
@@ -1115,7 +1117,7 @@ pub(crate) fn parse_url(
     Ok((scheme, host, port, path))
 }
 
-/// Kong 1.x and 2.x wrote regex paths bare; for a `_format_version: "2.1"` file Kong's
+/// Kong 1.x and 2.x wrote regex paths bare; for a `_format_version` "2.1" (or "1.1") file Kong's
 /// loader reads any path with a character a plain path does not have (outside
 /// `A-Za-z0-9._~/%-`) as a regex, `~`-prefixed, with its percent-escapes decoded one
 /// last time (3.0 matches regex paths against the undecoded path): a reserved character
@@ -1161,7 +1163,7 @@ fn migrate_legacy_paths(route: &mut RouteFile, path: &str, report: &mut Report) 
         // Only ASCII was decoded into bytes that were UTF-8 to begin with.
         let migrated = String::from_utf8(out).unwrap_or_default();
         report.warn(format!(
-            "{path}.paths[{i}]: '{p}' is read as the regex '{migrated}' (_format_version \"2.1\"; write it with '~' in a \"3.0\" file)"
+            "{path}.paths[{i}]: '{p}' is read as the regex '{migrated}' (a Kong 2.x format; write it with '~' in a \"3.0\" file)"
         ));
         *p = migrated;
     }
@@ -1339,10 +1341,26 @@ fn build_route(
             "SNI matching is not supported by this version of ringway",
         );
     }
-    if !file.sources.is_empty() || !file.destinations.is_empty() {
+    for (field, given) in [
+        ("sources", &file.sources),
+        ("destinations", &file.destinations),
+    ] {
+        if !given.is_empty() {
+            report.add(
+                format!("{path}.{field}"),
+                "stream routes (sources/destinations) are not supported",
+            );
+        }
+    }
+    if file.expression.is_some() || file.priority.is_some_and(|p| p != 0) {
+        let field = if file.expression.is_some() {
+            "expression"
+        } else {
+            "priority"
+        };
         report.add(
-            format!("{path}.sources"),
-            "stream routes (sources/destinations) are not supported",
+            format!("{path}.{field}"),
+            "expression routes (Kong's expressions router) are not supported",
         );
     }
     if file.request_buffering == Some(true) || file.response_buffering == Some(true) {

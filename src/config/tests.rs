@@ -806,3 +806,83 @@ fn listeners_that_cannot_all_bind_are_named_by_their_entries() {
     ));
     assert!(fine.is_ok(), "{:?}", fine.err());
 }
+
+#[test]
+fn what_kong_and_deck_exports_write_loads() {
+    // Fields a Kong 3.x export spells out at their defaults, nulls included.
+    let config = load(
+        r#"
+_format_version: "3.0"
+_transform: true
+_info: {select_tags: [team-a], defaults: {}}
+_konnect: {control_plane_name: default}
+services:
+  - name: s
+    url: http://127.0.0.1:1
+    routes:
+      - name: r
+        paths: [/a]
+        expression: null
+        priority: 0
+        sources: null
+        destinations: null
+plugins:
+  - name: rate-limiting
+    ordering: null
+    protocols: [grpc, grpcs, http, https]
+    config:
+      minute: 5
+      policy: local
+      redis: {host: null, port: null, timeout: 2000, database: 0, ssl: false, ssl_verify: false, username: null, password: null, server_name: null}
+      redis_host: null
+      redis_port: 6379
+      redis_timeout: 2000
+  - name: correlation-id
+    ordering: {}
+consumers:
+  - username: Ann
+    username_lower: ann
+    custom_id: null
+"#,
+    )
+    .unwrap();
+    assert_eq!(config.plugins.len(), 2);
+    assert_eq!(config.consumers[0].username.as_deref(), Some("Ann"));
+
+    // "1.1", as Kong reads it: like "2.1".
+    let config = load(
+        "_format_version: \"1.1\"\nservices:\n  - name: s\n    url: http://127.0.0.1:1\n    routes:\n      - paths: [\"/v[0-9]+$\"]\n",
+    )
+    .unwrap();
+    assert!(matches!(&config.routes[0].paths[0], PathMatch::Regex(_)));
+
+    // What ringway cannot do is refused by name, not as an unknown field.
+    let found = problems(
+        r#"
+_format_version: "3.0"
+services:
+  - name: s
+    url: http://127.0.0.1:1
+    routes:
+      - name: e
+        paths: [/e]
+        expression: 'http.path == "/e"'
+      - name: d
+        paths: [/d]
+        destinations: [{ip: 10.0.0.1}]
+plugins:
+  - name: correlation-id
+    ordering: {before: {access: [jwt]}}
+"#,
+    );
+    for want in [
+        "services[0].routes[0].expression: expression routes",
+        "services[0].routes[1].destinations: stream routes",
+        "plugins[0].ordering: dynamic plugin ordering",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(want)),
+            "{want}: {found:?}"
+        );
+    }
+}

@@ -97,20 +97,23 @@ pub enum Policy {
 #[serde(deny_unknown_fields)]
 pub struct RedisFile {
     pub host: Option<String>,
-    #[serde(default = "default_redis_port")]
+    #[serde(default = "default_redis_port", deserialize_with = "port_or_default")]
     pub port: u16,
-    #[serde(default = "default_redis_timeout")]
+    #[serde(
+        default = "default_redis_timeout",
+        deserialize_with = "timeout_or_default"
+    )]
     pub timeout: u64,
     pub connect_timeout: Option<u64>,
     pub send_timeout: Option<u64>,
     pub read_timeout: Option<u64>,
     pub username: Option<String>,
     pub password: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub database: u32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub ssl: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub ssl_verify: bool,
     pub server_name: Option<String>,
 }
@@ -120,6 +123,22 @@ fn default_redis_port() -> u16 {
 }
 fn default_redis_timeout() -> u64 {
     2000
+}
+
+// Kong's exports write `null` for what was left unset (a `policy: local` plugin's
+// `redis.port`): read as the default.
+fn port_or_default<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    Ok(Option::deserialize(d)?.unwrap_or_else(default_redis_port))
+}
+fn timeout_or_default<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    Ok(Option::deserialize(d)?.unwrap_or_else(default_redis_timeout))
+}
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::deserialize(d)?.unwrap_or_default())
 }
 fn default_limit_by() -> String {
     "consumer".into()
@@ -403,15 +422,55 @@ impl ConfigFile {
             self.redis_ssl_verify.is_some(),
             self.redis_server_name.is_some(),
         ];
-        if legacy.contains(&true) {
-            if self.redis.is_some() {
+        if let (Some(given), true) = (&self.redis, legacy.contains(&true)) {
+            // Kong's Admin API shows both spellings, so a dump taken through it has both:
+            // fine as long as they say the same.
+            let disagree: Vec<&str> = [
+                (
+                    "host",
+                    self.redis_host.is_some() && self.redis_host != given.host,
+                ),
+                ("port", self.redis_port.is_some_and(|v| v != given.port)),
+                (
+                    "username",
+                    self.redis_username.is_some() && self.redis_username != given.username,
+                ),
+                (
+                    "password",
+                    self.redis_password.is_some() && self.redis_password != given.password,
+                ),
+                (
+                    "database",
+                    self.redis_database.is_some_and(|v| v != given.database),
+                ),
+                (
+                    "timeout",
+                    self.redis_timeout.is_some_and(|v| v != given.timeout),
+                ),
+                ("ssl", self.redis_ssl.is_some_and(|v| v != given.ssl)),
+                (
+                    "ssl_verify",
+                    self.redis_ssl_verify.is_some_and(|v| v != given.ssl_verify),
+                ),
+                (
+                    "server_name",
+                    self.redis_server_name.is_some() && self.redis_server_name != given.server_name,
+                ),
+            ]
+            .into_iter()
+            .filter_map(|(field, differs)| differs.then_some(field))
+            .collect();
+            if !disagree.is_empty() {
                 problems.push((
                     "redis".into(),
-                    "give the Redis settings either in 'redis' or as the legacy 'redis_*' fields, not both"
-                        .into(),
+                    format!(
+                        "the 'redis' block and the legacy 'redis_*' fields disagree on {}",
+                        disagree.join(", ")
+                    ),
                 ));
                 return None;
             }
+        } else if legacy.contains(&true) {
             block.host = self.redis_host.clone();
             block.port = self.redis_port.unwrap_or(default_redis_port());
             block.username = self.redis_username.clone();

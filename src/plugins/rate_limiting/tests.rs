@@ -74,6 +74,30 @@ fn valid_configs_keep_kongs_defaults() {
     };
     assert_eq!((redis.host.as_str(), redis.port), ("cache", 6380));
     assert_eq!(redis.sync_interval, std::time::Duration::from_millis(500));
+    // As Kong's exports write them: unset fields of the `redis` block as null, and (from
+    // an Admin API that shows both spellings) the legacy fields beside it, agreeing.
+    let c = config(
+        "minute: 3\npolicy: local\nredis: {host: null, port: null, timeout: null, database: null, ssl: null, ssl_verify: null}",
+    )
+    .unwrap();
+    assert_eq!(c.policy, Policy::Local);
+    let c = config(
+        "minute: 3\npolicy: redis\nredis: {host: cache, port: null, database: 0, timeout: 2000}\nredis_host: cache\nredis_port: 6379\nredis_database: 0\nredis_timeout: 2000\nredis_ssl: false",
+    )
+    .unwrap();
+    let Policy::Redis(redis) = &c.policy else {
+        panic!("expected the redis policy")
+    };
+    assert_eq!((redis.host.as_str(), redis.port), ("cache", 6379));
+    let problems =
+        config("minute: 3\nredis: {host: cache, port: 6380}\nredis_port: 6379\nredis_host: other")
+            .unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .any(|(f, m)| f == "redis" && m.ends_with("disagree on host, port")),
+        "{problems:?}"
+    );
 }
 
 #[test]
