@@ -85,6 +85,42 @@ fn idempotent_request_retried_after_close_before_response() {
 }
 
 #[test]
+fn an_idempotent_request_is_retried_with_its_body_however_it_arrived() {
+    // The body in a second segment, after the head: a PUT is still idempotent, and the
+    // retry carries the same body.
+    let o = Origin::script(vec![Action::Close, Action::Echo]);
+    let gw = Gateway::start(&config(&o.url(), "    retries: 2\n", ""));
+    let mut c = gw.client();
+    c.send(b"PUT /doc HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    c.send(b"hello world").unwrap();
+    let r = c.read_response().expect("an answer");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body_str().ends_with("hello world"), "{}", r.body_str());
+    let puts: Vec<_> = o
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT")
+        .collect();
+    assert_eq!(puts.len(), 2, "tried twice: {puts:?}");
+    assert!(puts.iter().all(|r| r.body == b"hello world"), "{puts:?}");
+
+    // Expect: 100-continue: the 100 comes first, then the body is read whole.
+    let o = Origin::script(vec![Action::Close, Action::Echo]);
+    let gw = Gateway::start(&config(&o.url(), "    retries: 2\n", ""));
+    let mut c = gw.client();
+    c.send(b"PUT /doc HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .unwrap();
+    let interim = c.read_response().expect("100 Continue");
+    assert_eq!(interim.status, 100, "{interim:?}");
+    c.send(b"abcde").unwrap();
+    let r = c.read_response().expect("an answer");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body_str().ends_with("abcde"), "{}", r.body_str());
+}
+
+#[test]
 fn retries_are_bounded_by_service_retries() {
     let o = Origin::script(vec![
         Action::Close,

@@ -666,6 +666,16 @@ impl<S: ClientIo> Conn<S> {
         if balanced.is_none() && service.addr.is_none() {
             return self.fail(ErrorKind::NameResolution, &exchange, &body).await;
         }
+        // An idempotent request's body that fits with its head is read whole before
+        // anything goes upstream (as nginx and Kong buffer request bodies), so a failed
+        // attempt can be replayed however the client's segments arrived (SPEC §3).
+        if let RequestBody::Length(remaining) = body {
+            if exchange.idempotent && self.out.len() as u64 + remaining <= COALESCE_BYTES as u64 {
+                if let Err(kind) = self.gather_body(&mut body, &exchange, node).await {
+                    return self.fail_close(kind).await;
+                }
+            }
+        }
         let complete = matches!(body, RequestBody::Done);
         if !complete && exchange.framing.expect_continue {
             let (result, _) = self.client.write_all(CONTINUE).await;
@@ -866,6 +876,41 @@ impl<S: ClientIo> Conn<S> {
     }
 
     /// Appends body bytes already in `buf` to `out` (re-framed when chunked).
+    /// Reads the rest of a body that fits with the head into `out` (after a `100
+    /// Continue` when the client waits for one).
+    async fn gather_body(
+        &mut self,
+        body: &mut RequestBody,
+        exchange: &Exchange,
+        node: &crate::config::Node,
+    ) -> Result<(), ErrorKind> {
+        if exchange.framing.expect_continue {
+            let (result, _) = self.client.write_all(CONTINUE).await;
+            if result.is_err() {
+                return Err(ErrorKind::ClientGone);
+            }
+        }
+        let worker = self.worker.clone();
+        while !matches!(body, RequestBody::Done) {
+            let buf = std::mem::take(&mut self.buf);
+            let (result, buf) = read_more_within(
+                &worker.idle,
+                &mut self.client,
+                buf,
+                BODY_READ_SPACE,
+                node.client_body_timeout,
+            )
+            .await;
+            self.buf = buf;
+            match result {
+                Ok(0) | Err(IoFail::Io) => return Err(ErrorKind::ClientGone),
+                Err(IoFail::TimedOut) => return Err(ErrorKind::RequestTimeout),
+                Ok(_) => self.take_buffered_body(body)?,
+            }
+        }
+        Ok(())
+    }
+
     fn take_buffered_body(&mut self, body: &mut RequestBody) -> Result<(), ErrorKind> {
         match body {
             RequestBody::Done => {}
