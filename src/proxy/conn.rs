@@ -890,25 +890,31 @@ impl<S: ClientIo> Conn<S> {
                 return Err(ErrorKind::ClientGone);
             }
         }
-        let worker = self.worker.clone();
         while !matches!(body, RequestBody::Done) {
-            let buf = std::mem::take(&mut self.buf);
-            let (result, buf) = read_more_within(
-                &worker.idle,
-                &mut self.client,
-                buf,
-                BODY_READ_SPACE,
-                node.client_body_timeout,
-            )
-            .await;
-            self.buf = buf;
-            match result {
-                Ok(0) | Err(IoFail::Io) => return Err(ErrorKind::ClientGone),
-                Err(IoFail::TimedOut) => return Err(ErrorKind::RequestTimeout),
-                Ok(_) => self.take_buffered_body(body)?,
-            }
+            self.read_body_bytes(node.client_body_timeout).await?;
+            self.take_buffered_body(body)?;
         }
         Ok(())
+    }
+
+    /// Reads more of the client's body into `buf`, within `timeout`.
+    async fn read_body_bytes(&mut self, timeout: Duration) -> Result<(), ErrorKind> {
+        let worker = self.worker.clone();
+        let buf = std::mem::take(&mut self.buf);
+        let (result, buf) = read_more_within(
+            &worker.idle,
+            &mut self.client,
+            buf,
+            BODY_READ_SPACE,
+            timeout,
+        )
+        .await;
+        self.buf = buf;
+        match result {
+            Ok(0) | Err(IoFail::Io) => Err(ErrorKind::ClientGone),
+            Err(IoFail::TimedOut) => Err(ErrorKind::RequestTimeout),
+            Ok(_) => Ok(()),
+        }
     }
 
     fn take_buffered_body(&mut self, body: &mut RequestBody) -> Result<(), ErrorKind> {
@@ -988,23 +994,9 @@ impl<S: ClientIo> Conn<S> {
         loop {
             // Body bytes still in `buf` (those that did not fit the first write) go first.
             if self.buf.is_empty() && !matches!(body, RequestBody::Done) {
-                let buf = std::mem::take(&mut self.buf);
-                let (result, buf) = read_more_within(
-                    &worker.idle,
-                    &mut self.client,
-                    buf,
-                    BODY_READ_SPACE,
-                    body_timeout,
-                )
-                .await;
-                self.buf = buf;
-                match result {
-                    Ok(0) | Err(IoFail::Io) => return Err(SendFail::Client(ErrorKind::ClientGone)),
-                    Err(IoFail::TimedOut) => {
-                        return Err(SendFail::Client(ErrorKind::RequestTimeout))
-                    }
-                    Ok(_) => {}
-                }
+                self.read_body_bytes(body_timeout)
+                    .await
+                    .map_err(SendFail::Client)?;
             }
             match body {
                 RequestBody::Done => return Ok(()),
