@@ -306,6 +306,30 @@ fn consumer_and_credential_validation_errors() {
         );
     }
 
+    // A name in the path is percent-decoded, as Kong does; `+` is itself there.
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/consumers",
+        &[("username", "joe smith@example.com")],
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let at = "/consumers/joe%20smith%40example.com";
+    assert_eq!(admin_form(&gw, "GET", at, &[]).status, 200);
+    let r = admin_form(&gw, "POST", &format!("{at}/jwt"), &[("key", "joe-key")]);
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(admin_form(&gw, "DELETE", at, &[]).status, 204);
+    assert_eq!(
+        admin_form(&gw, "GET", at, &[]).status,
+        404,
+        "deleted, not just answered"
+    );
+    let r = admin_form(&gw, "POST", "/consumers", &[("username", "a+b")]);
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(admin_form(&gw, "GET", "/consumers/a+b", &[]).status, 200);
+    assert_eq!(admin_form(&gw, "GET", "/consumers/a%2Bb", &[]).status, 200);
+    assert_eq!(admin_form(&gw, "GET", "/consumers/%zz", &[]).status, 400);
+
     create_jwt(&gw, "alice", "dup-key", "s");
     create_consumer(&gw, "bob");
     let r = admin_form(&gw, "POST", "/consumers/bob/jwt", &[("key", "dup-key")]);

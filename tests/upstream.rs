@@ -106,6 +106,20 @@ fn an_idempotent_request_is_retried_with_its_body_however_it_arrived() {
     assert_eq!(puts.len(), 2, "tried twice: {puts:?}");
     assert!(puts.iter().all(|r| r.body == b"hello world"), "{puts:?}");
 
+    // A chunked body too: its size shows only as it comes, and this one fits.
+    let o = Origin::script(vec![Action::Close, Action::Echo]);
+    let gw = Gateway::start(&config(&o.url(), "    retries: 2\n", ""));
+    let mut c = gw.client();
+    c.send(b"PUT /doc HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    c.send(b"5\r\nhello\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    c.send(b"6\r\n world\r\n0\r\n\r\n").unwrap();
+    let r = c.read_response().expect("an answer");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body_str().ends_with("hello world"), "{}", r.body_str());
+
     // Expect: 100-continue: the 100 comes first, then the body is read whole.
     let o = Origin::script(vec![Action::Close, Action::Echo]);
     let gw = Gateway::start(&config(&o.url(), "    retries: 2\n", ""));

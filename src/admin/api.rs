@@ -136,7 +136,17 @@ pub struct Request<'a> {
 
 /// Routes one Admin API request.
 pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
-    let segments: Vec<&str> = request.path.split('/').filter(|s| !s.is_empty()).collect();
+    // As Kong: a name in the path is percent-decoded (`/consumers/joe%20smith`).
+    let decoded: Option<Vec<String>> = request
+        .path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(super::body::decode_segment)
+        .collect();
+    let Some(decoded) = decoded else {
+        return Reply::message(400, "bad percent-encoding in the path");
+    };
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let method = request.method;
     let body = |kind: &str| parse_body(request.content_type, request.body, Some(kind));
     let snapshot = control.shared.snapshot();
@@ -476,8 +486,13 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
         ("POST", ["snis"]) => with_body(body("snis"), |b| {
             // Kong's unique constraint on the name: 409, as for any other entity.
             let taken = string_field(&b, "name").map(|name| {
-                name.filter(|name| config.snis.iter().any(|s| s.name == *name))
-                    .map(|name| unique_violation("name", name))
+                name.filter(|name| {
+                    config
+                        .snis
+                        .iter()
+                        .any(|s| s.name.eq_ignore_ascii_case(name))
+                })
+                .map(|name| unique_violation("name", name))
             });
             match taken {
                 Err(reply) | Ok(Some(reply)) => reply,
@@ -1311,8 +1326,13 @@ fn sni_json(config: &Config, i: usize) -> Value {
     })
 }
 
+/// By id, or (as Kong) by one of its SNI names.
 fn find_certificate(config: &Config, key: &str) -> Option<usize> {
-    config.certificates.iter().position(|c| c.id == key)
+    config
+        .certificates
+        .iter()
+        .position(|c| c.id == key)
+        .or_else(|| find_sni(config, key).map(|s| config.snis[s].certificate))
 }
 
 fn find_sni(config: &Config, key: &str) -> Option<usize> {

@@ -85,35 +85,40 @@ fn parse_multipart_form(content_type: &str, body: &[u8]) -> Result<Body, Reply> 
 }
 
 pub fn decode(part: &str) -> Result<String, Reply> {
-    let bytes = part.as_bytes();
+    let bytes = unescape(part, true)
+        .ok_or_else(|| Reply::message(400, "Cannot parse form body: bad percent-encoding"))?;
+    String::from_utf8(bytes).map_err(|_| Reply::message(400, "Cannot parse form body: not UTF-8"))
+}
+
+/// A path segment with its percent-escapes decoded (`+` is itself in a path); `None`
+/// for a broken escape or text that is not UTF-8.
+pub fn decode_segment(segment: &str) -> Option<String> {
+    if !segment.contains('%') {
+        return Some(segment.to_owned());
+    }
+    String::from_utf8(unescape(segment, false)?).ok()
+}
+
+/// `%XX` escapes decoded, and `+` as a space in a form; `None` at a broken escape.
+fn unescape(text: &str, plus_is_space: bool) -> Option<Vec<u8>> {
+    let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' => {
                 let hex = bytes
                     .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => {
-                        return Err(Reply::message(
-                            400,
-                            "Cannot parse form body: bad percent-encoding",
-                        ))
-                    }
-                }
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))?;
+                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+                i += 2;
             }
             b => out.push(b),
         }
         i += 1;
     }
-    String::from_utf8(out).map_err(|_| Reply::message(400, "Cannot parse form body: not UTF-8"))
+    Some(out)
 }
 
 fn parse_form(body: &[u8]) -> Result<Body, Reply> {

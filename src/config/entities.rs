@@ -676,18 +676,21 @@ pub fn build_plugins(items: Vec<(Item, Scope)>, keys: &Keys, report: &mut Report
             ok = false;
         }
         if scope.consumer.is_some() || scope.group.is_some() {
+            let (field, whom) = if scope.group.is_some() {
+                ("consumer_group", "a consumer group")
+            } else {
+                ("consumer", "a consumer")
+            };
             let why = match name.as_str() {
-                "jwt" => Some("authenticates consumers, so it cannot be scoped to one"),
-                "correlation-id" => {
-                    Some("runs before authentication, so it cannot be scoped to a consumer")
-                }
-                "prometheus" => Some("cannot be scoped to a consumer (as in Kong)"),
+                "jwt" => Some("authenticates consumers, so it cannot be scoped to"),
+                "correlation-id" => Some("runs before authentication, so it cannot be scoped to"),
+                "prometheus" => Some("cannot be scoped (as in Kong) to"),
                 _ => None,
             };
             if let Some(why) = why {
                 report.add(
-                    format!("{}.consumer", item.path),
-                    format!("plugin '{name}' {why}"),
+                    format!("{}.{field}", item.path),
+                    format!("plugin '{name}' {why} {whom}"),
                 );
                 ok = false;
             }
@@ -708,11 +711,23 @@ pub fn build_plugins(items: Vec<(Item, Scope)>, keys: &Keys, report: &mut Report
             }
         }
         let over = |p: &str| protocols.iter().any(|q| q == p);
+        if protocols.is_empty() {
+            // No protocol would mean a plugin that never runs: a jwt left out this way
+            // is an open door, so it is refused as an empty route `protocols` is.
+            report.add(format!("{}.protocols", item.path), "must not be empty");
+            ok = false;
+        }
         if ok && name == "prometheus" && !(over("http") && over("https")) {
             report.warn(format!(
                 "{}: the prometheus plugin's series count requests over every protocol; its protocols are not applied",
                 item.path
             ));
+        } else if ok && !over("http") && !over("https") && name == "jwt" {
+            report.add(
+                format!("{}.protocols", item.path),
+                "a jwt without http or https would authenticate nothing ringway serves",
+            );
+            ok = false;
         } else if ok && !over("http") && !over("https") {
             report.warn(format!(
                 "{}: plugin '{name}' has neither http nor https in its protocols, so it never runs",

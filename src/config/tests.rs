@@ -750,6 +750,34 @@ fn plugin_protocols_take_kongs_list_and_warn_when_the_plugin_cannot_run() {
         "{:?}",
         config.warnings
     );
+    // A plugin that could never run is refused where that leaves a door open.
+    for (protocols, name, want) in [
+        (
+            "[]",
+            "correlation-id",
+            "plugins[0].protocols: must not be empty",
+        ),
+        (
+            "[grpc]",
+            "jwt",
+            "plugins[0].protocols: a jwt without http or https",
+        ),
+    ] {
+        let found = problems(&yaml(protocols).replace("correlation-id", name));
+        assert!(
+            found.iter().any(|p| p.starts_with(want)),
+            "{want}: {found:?}"
+        );
+    }
+    let found = problems(
+        "_format_version: \"3.0\"\nconsumer_groups:\n  - name: gold\n    plugins:\n      - name: jwt\n",
+    );
+    assert!(
+        found.iter().any(|p| p
+            .starts_with("consumer_groups[0].plugins[0].consumer_group: plugin 'jwt'")
+            && p.ends_with("a consumer group")),
+        "{found:?}"
+    );
     let found = problems(&yaml("[http, tcp]"));
     assert!(
         found

@@ -668,13 +668,22 @@ impl<S: ClientIo> Conn<S> {
         }
         // An idempotent request's body that fits with its head is read whole before
         // anything goes upstream (as nginx and Kong buffer request bodies), so a failed
-        // attempt can be replayed however the client's segments arrived (SPEC §3).
-        if let RequestBody::Length(remaining) = body {
-            if exchange.idempotent && self.out.len() as u64 + remaining <= COALESCE_BYTES as u64 {
-                if let Err(kind) = self.gather_body(&mut body, &exchange, node).await {
-                    return self.fail_close(kind).await;
+        // attempt can be replayed however the client's segments arrived (SPEC §3). A
+        // chunked body's size shows only as it comes: it is gathered while it fits.
+        let gather = exchange.idempotent
+            && match body {
+                RequestBody::Length(remaining) => {
+                    self.out.len() as u64 + remaining <= COALESCE_BYTES as u64
                 }
+                RequestBody::Chunked(_) => true,
+                RequestBody::Done => false,
+            };
+        if gather {
+            if let Err(kind) = self.gather_body(&mut body, &exchange, node).await {
+                return self.fail_close(kind).await;
             }
+            // The client has had its `100 Continue`.
+            exchange.framing.expect_continue = false;
         }
         let complete = matches!(body, RequestBody::Done);
         if !complete && exchange.framing.expect_continue {
@@ -877,7 +886,8 @@ impl<S: ClientIo> Conn<S> {
 
     /// Appends body bytes already in `buf` to `out` (re-framed when chunked).
     /// Reads the rest of a body that fits with the head into `out` (after a `100
-    /// Continue` when the client waits for one).
+    /// Continue` when the client waits for one); a chunked one until it is whole or
+    /// no longer fits, the rest then streaming.
     async fn gather_body(
         &mut self,
         body: &mut RequestBody,
@@ -891,6 +901,9 @@ impl<S: ClientIo> Conn<S> {
             }
         }
         while !matches!(body, RequestBody::Done) {
+            if self.out.len() + self.buf.len() >= COALESCE_BYTES {
+                break;
+            }
             self.read_body_bytes(node.client_body_timeout).await?;
             self.take_buffered_body(body)?;
         }
