@@ -342,14 +342,18 @@ impl<S: ClientIo> Conn<S> {
                 }
                 self.linger = !whole;
                 let keep = keep_alive && whole && !self.worker.drain.fired();
-                // As Kong: what ringway answers without proxying says how long it took.
-                let latency = if snapshot.config.node.latency_headers {
-                    format!(
-                        "X-Kong-Response-Latency: {}\r\n",
-                        started.elapsed().as_millis()
-                    )
+                // As Kong: what ringway answers without proxying says how long it took
+                // (formatted on the stack: a flood of 401s or 429s allocates nothing).
+                let mut digits = itoa::Buffer::new();
+                let latency: Extra<'_> = if snapshot.config.node.latency_headers {
+                    let ms = started.elapsed().as_millis() as u64;
+                    [
+                        b"X-Kong-Response-Latency: ",
+                        digits.format(ms).as_bytes(),
+                        b"\r\n",
+                    ]
                 } else {
-                    String::new()
+                    NO_EXTRA
                 };
                 if let Some(detail) = detail {
                     let detail = *detail;
@@ -362,13 +366,17 @@ impl<S: ClientIo> Conn<S> {
                         &body,
                         !keep,
                         head,
-                        &[&detail.headers, echo.as_bytes(), latency.as_bytes()],
+                        &[
+                            &detail.headers,
+                            echo.as_bytes(),
+                            latency[0],
+                            latency[1],
+                            latency[2],
+                        ],
                     );
                     self.tally.status = detail.status;
                 }
-                let answered = self
-                    .answer_prepared(kind, !keep, head, latency.as_bytes())
-                    .await;
+                let answered = self.answer_prepared(kind, !keep, head, latency).await;
                 let next = if answered {
                     Next::KeepAlive
                 } else {
@@ -593,7 +601,7 @@ impl<S: ClientIo> Conn<S> {
     /// Writes a generated error response. Returns whether the connection may continue.
     async fn answer(&mut self, kind: ErrorKind, close: bool, head: bool) -> bool {
         self.out.clear();
-        self.answer_prepared(kind, close, head, b"").await
+        self.answer_prepared(kind, close, head, NO_EXTRA).await
     }
 
     /// Writes the answer already in `out`, or the generated one for `kind` (with the
@@ -604,7 +612,7 @@ impl<S: ClientIo> Conn<S> {
         kind: ErrorKind,
         close: bool,
         head: bool,
-        extra: &[u8],
+        extra: Extra<'_>,
     ) -> bool {
         self.count_error(kind);
         if kind == ErrorKind::ClientGone {
@@ -623,7 +631,7 @@ impl<S: ClientIo> Conn<S> {
                 &body,
                 close,
                 head,
-                &[echo.as_bytes(), extra],
+                &[echo.as_bytes(), extra[0], extra[1], extra[2]],
             );
             self.tally.status = kind.status();
         }
@@ -884,7 +892,6 @@ impl<S: ClientIo> Conn<S> {
         Next::Close
     }
 
-    /// Appends body bytes already in `buf` to `out` (re-framed when chunked).
     /// Reads the rest of a body that fits with the head into `out` (after a `100
     /// Continue` when the client waits for one); a chunked one until it is whole or
     /// no longer fits, the rest then streaming.
@@ -930,6 +937,7 @@ impl<S: ClientIo> Conn<S> {
         }
     }
 
+    /// Appends body bytes already in `buf` to `out` (re-framed when chunked).
     fn take_buffered_body(&mut self, body: &mut RequestBody) -> Result<(), ErrorKind> {
         match body {
             RequestBody::Done => {}
@@ -1420,6 +1428,13 @@ fn with_request_id(mut body: Vec<u8>, rid: Option<&RequestId>) -> Vec<u8> {
 }
 
 /// The request ID header line for a generated response, when it is echoed.
+/// A header line a generated answer carries, in pieces written one after another
+/// (`X-Kong-Response-Latency: `, its digits, CRLF), so it is never formatted into a
+/// `String` of its own.
+type Extra<'a> = [&'a [u8]; 3];
+
+const NO_EXTRA: Extra<'static> = [b"", b"", b""];
+
 fn echo_line(rid: Option<&RequestId>) -> String {
     match rid.filter(|id| id.echo) {
         Some(id) => format!("{}\r\n", id.header_line()),
