@@ -321,29 +321,73 @@ impl Config {
 /// before the YAML parser, which takes seconds over a few hundred KiB of brackets.
 const MAX_FLOW_DEPTH: usize = 256;
 
-/// Whether flow collections nest deeper than [`MAX_FLOW_DEPTH`]. Brackets inside
-/// double-quoted strings and comments are skipped (a quote in a comment does not open a
-/// string); a stray bracket in a plain scalar can only count once.
+/// Whether flow collections nest deeper than [`MAX_FLOW_DEPTH`]. Brackets inside quoted
+/// strings and comments are skipped. A quote opens a string only where YAML starts a
+/// node (at a line's start, or after `:`, `-`, `?`, `[`, `{` or `,`): inside a plain
+/// scalar (`6"2`, `x '`) it is text, so it cannot hide the brackets after it.
+/// Double-quoted strings end at a quote no backslash escapes; single-quoted ones at a
+/// quote not doubled (`''` reads as leaving and re-entering, which comes to the same).
 pub(crate) fn nests_too_deep(text: &str) -> bool {
-    // Inside a string or a comment: the byte that ends it.
-    let (mut depth, mut until, mut prev) = (0usize, None, b'\n');
+    #[derive(Clone, Copy, PartialEq)]
+    enum In {
+        Flow,
+        Double { escaped: bool },
+        Single,
+        Comment,
+    }
+    let (mut depth, mut state) = (0usize, In::Flow);
+    // The last byte outside strings and comments that was not a space or a tab (a
+    // line's end counts: a node may start on the next line).
+    let mut last = b'\n';
+    let mut prev = b'\n';
+    let mut closed_single = false;
     for b in text.bytes() {
-        match until {
-            Some(end) if b == end && !(end == b'"' && prev == b'\\') => until = None,
-            Some(_) => {}
-            None => match b {
-                b'"' => until = Some(b'"'),
-                b'#' if prev.is_ascii_whitespace() => until = Some(b'\n'),
-                b'[' | b'{' => {
-                    depth += 1;
-                    if depth > MAX_FLOW_DEPTH {
-                        return true;
-                    }
-                }
-                b']' | b'}' => depth = depth.saturating_sub(1),
-                _ => {}
+        // `''` inside a single-quoted string: the previous byte seemed to close it.
+        let reopen = std::mem::take(&mut closed_single) && b == b'\'';
+        state = match state {
+            // A closed string is a node: a quote right after it starts none.
+            In::Double { escaped: false } if b == b'"' => {
+                last = b;
+                In::Flow
+            }
+            In::Double { escaped } => In::Double {
+                escaped: !escaped && b == b'\\',
             },
-        }
+            In::Single if b == b'\'' => {
+                last = b;
+                closed_single = true;
+                In::Flow
+            }
+            In::Comment if b == b'\n' => {
+                last = b;
+                In::Flow
+            }
+            In::Single | In::Comment => state,
+            In::Flow => {
+                let node_start = matches!(last, b'\n' | b':' | b'-' | b'?' | b'[' | b'{' | b',');
+                let next = match b {
+                    b'"' if node_start => In::Double { escaped: false },
+                    b'\'' if node_start || reopen => In::Single,
+                    b'#' if prev.is_ascii_whitespace() => In::Comment,
+                    _ => In::Flow,
+                };
+                match b {
+                    _ if next != In::Flow => {}
+                    b'[' | b'{' => {
+                        depth += 1;
+                        if depth > MAX_FLOW_DEPTH {
+                            return true;
+                        }
+                    }
+                    b']' | b'}' => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+                if b == b'\n' || !b.is_ascii_whitespace() {
+                    last = b;
+                }
+                next
+            }
+        };
         prev = b;
     }
     false

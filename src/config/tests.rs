@@ -661,12 +661,38 @@ fn deeply_nested_flow_collections_are_refused_at_once() {
         problems(&commented),
         ["invalid YAML: nests deeper than 256 levels"]
     );
+    // A quote that opens no string does not hide what follows: an escaped backslash
+    // before a closing quote, a double quote inside single quotes, one inside a plain
+    // scalar.
+    for before in [
+        r#"a: "x\\""#,
+        r#"a: '"'"#,
+        r#"a: 6"2"#,
+        r#"a: 'it''s "'"#,
+        "a: x '",
+        "a: [x '', 1]",
+    ] {
+        let hidden = format!(
+            "_format_version: \"3.0\"\n{before}\nservices: {}",
+            "[".repeat(1000)
+        );
+        assert_eq!(
+            problems(&hidden),
+            ["invalid YAML: nests deeper than 256 levels"],
+            "after {before}"
+        );
+    }
     // Brackets in quoted strings do not count.
     let quoted = format!(
         "_format_version: \"3.0\"\ntags_note: \"{}\"\n",
         "[".repeat(300)
     );
     assert!(!problems(&quoted).iter().any(|p| p.contains("nests deeper")));
+    let single = format!(
+        "_format_version: \"3.0\"\ntags_note: 'it''s {}'\n",
+        "[".repeat(300)
+    );
+    assert!(!problems(&single).iter().any(|p| p.contains("nests deeper")));
 }
 
 #[test]
