@@ -61,8 +61,6 @@ pub struct Take {
     pub got: u64,
     /// When `got` is 0: nanoseconds until every period has a token again.
     pub wait: u64,
-    /// Each period's arrival time after the take.
-    pub tat: [u64; 6],
 }
 
 impl Bucket {
@@ -98,45 +96,36 @@ impl Bucket {
     /// asks for given what the emptiest period holds, and at least one if any.
     pub fn take(&self, limits: &[Limit], now: u64, lease: impl Fn(u64) -> u64) -> Take {
         'retry: loop {
-            let mut tat = [0u64; 6];
             let mut fewest = u64::MAX;
             let mut wait = 0;
             for limit in limits {
-                let p = limit.period as usize;
-                tat[p] = self.tat[p].load(Ordering::Acquire);
-                let available = Bucket::available(limit, tat[p], now);
+                let tat = self.tat(limit.period);
+                let available = Bucket::available(limit, tat, now);
                 fewest = fewest.min(available);
                 if available == 0 {
-                    let next = tat[p].max(now).saturating_add(limit.interval);
+                    let next = tat.max(now).saturating_add(limit.interval);
                     wait = wait.max((next - limit.capacity().min(next)).saturating_sub(now));
                 }
             }
             if fewest == 0 {
-                return Take { got: 0, wait, tat };
+                return Take { got: 0, wait };
             }
             let want = lease(fewest).clamp(1, fewest);
             for (i, limit) in limits.iter().enumerate() {
-                match self.advance(limit, now, want) {
-                    Some(after) => tat[limit.period as usize] = after,
-                    None => {
-                        // Another worker took tokens meanwhile: undo and look again.
-                        for undone in &limits[..i] {
-                            self.give_back(undone.period, undone.interval, want);
-                        }
-                        continue 'retry;
+                if !self.advance(limit, now, want) {
+                    // Another worker took tokens meanwhile: undo and look again.
+                    for undone in &limits[..i] {
+                        self.give_back(undone.period, undone.interval, want);
                     }
+                    continue 'retry;
                 }
             }
-            return Take {
-                got: want,
-                wait: 0,
-                tat,
-            };
+            return Take { got: want, wait: 0 };
         }
     }
 
     /// Moves one period's arrival time forward by `count` tokens, if it has them.
-    fn advance(&self, limit: &Limit, now: u64, count: u64) -> Option<u64> {
+    fn advance(&self, limit: &Limit, now: u64, count: u64) -> bool {
         let slot = &self.tat[limit.period as usize];
         let mut current = slot.load(Ordering::Acquire);
         loop {
@@ -144,10 +133,10 @@ impl Bucket {
                 .max(now)
                 .saturating_add(count.saturating_mul(limit.interval));
             if next > now + limit.capacity() {
-                return None;
+                return false;
             }
             match slot.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Some(next),
+                Ok(_) => return true,
                 Err(actual) => current = actual,
             }
         }
@@ -188,6 +177,12 @@ pub struct Store {
 }
 
 impl Store {
+    /// Worker `worker`'s lease slot in every bucket (a worker numbered past the store's
+    /// count shares the last slot rather than indexing past it).
+    fn slot(&self, worker: usize) -> usize {
+        worker.min(self.workers - 1)
+    }
+
     /// A table holding at most `capacity` keys (beyond it, new identifiers share their
     /// plugin instance's overflow bucket until idle keys are swept), for `workers`
     /// workers, numbered from 0.
@@ -380,11 +375,11 @@ impl Local {
         }
         let now = store.now();
         let key = store.key(config.instance, identifier);
+        let worker = store.slot(self.worker);
         let mut entries = self.entries.borrow_mut();
         if !entries.contains_key(&key) && entries.len() >= store.capacity {
-            shrink(&mut entries, now, self.worker.min(store.workers - 1));
+            shrink(&mut entries, now, worker);
         }
-        let worker = self.worker.min(store.workers - 1);
         let mut intervals = [0u64; 6];
         for limit in &config.limits {
             intervals[limit.period as usize] = limit.interval;
@@ -454,7 +449,7 @@ impl Local {
     /// idle for longer, so the shared table can sweep them.
     pub fn tick(&self, store: &Store) {
         let now = store.now();
-        let worker = self.worker.min(store.workers - 1);
+        let worker = store.slot(self.worker);
         let mut entries = self.entries.borrow_mut();
         entries.retain(|_, entry| {
             let idle = now.saturating_sub(entry.used);
