@@ -180,7 +180,7 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             update_consumer(control, config, c, b)
         }),
         ("PUT", ["consumers", c]) => with_body(body("consumers"), |b| {
-            put(control, config, "consumers", c, b)
+            put(control, config, Upsert::Consumers, c, b)
         }),
         ("DELETE", ["consumers", c]) => delete_consumer(control, config, c),
         ("GET", ["consumers", c, "jwt"]) => match find_consumer(config, c) {
@@ -252,9 +252,9 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             Some(i) => with_body(body("plugins"), |b| update_plugin(control, config, i, b)),
             None => not_found(),
         },
-        ("PUT", ["plugins", p]) => {
-            with_body(body("plugins"), |b| put(control, config, "plugins", p, b))
-        }
+        ("PUT", ["plugins", p]) => with_body(body("plugins"), |b| {
+            put(control, config, Upsert::Plugins, p, b)
+        }),
         ("DELETE", ["plugins", p]) => match find_plugin(config, p) {
             Some(i) => delete_entity(
                 control,
@@ -334,9 +334,9 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             Some(i) => with_body(body("services"), |b| update_service(control, config, i, b)),
             None => not_found(),
         },
-        ("PUT", ["services", s]) => {
-            with_body(body("services"), |b| put(control, config, "services", s, b))
-        }
+        ("PUT", ["services", s]) => with_body(body("services"), |b| {
+            put(control, config, Upsert::Services, s, b)
+        }),
         ("DELETE", ["services", s]) => match find_service(config, s) {
             Some(i) => delete_entity(
                 control,
@@ -392,9 +392,9 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             Some(i) => with_body(body("routes"), |b| update_route(control, config, i, b)),
             None => not_found(),
         },
-        ("PUT", ["routes", r]) => {
-            with_body(body("routes"), |b| put(control, config, "routes", r, b))
-        }
+        ("PUT", ["routes", r]) => with_body(body("routes"), |b| {
+            put(control, config, Upsert::Routes, r, b)
+        }),
         ("DELETE", ["routes", r]) => match find_route(config, r) {
             Some(i) => delete_entity(
                 control,
@@ -431,7 +431,7 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             None => not_found(),
         },
         ("PUT", ["consumer_groups", g]) => with_body(body("consumer_groups"), |b| {
-            put(control, config, "consumer_groups", g, b)
+            put(control, config, Upsert::Groups, g, b)
         }),
         ("DELETE", ["consumer_groups", g]) => match find_group(config, g) {
             Some(i) => delete_entity(
@@ -552,10 +552,10 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             }
         }
         // 405 only where the path exists and the method does not, as Kong routes.
-        (_, segments) if !allowed_methods(segments).is_empty() => {
-            Reply::method_not_allowed(allowed_methods(segments))
-        }
-        _ => not_found(),
+        (_, segments) => match allowed_methods(segments) {
+            "" => not_found(),
+            allowed => Reply::method_not_allowed(allowed),
+        },
     }
 }
 
@@ -1162,23 +1162,33 @@ fn admin_index(control: &Control, kind: &str, id: &str) -> Option<usize> {
 /// `PUT /{kind}/{name or id}`: Kong's upsert. An existing entity is replaced whole (405
 /// when the file declares it); a missing one is created with that name, or that id when
 /// the key is a UUID. Kong answers 200 either way.
-fn put(control: &Control, config: &Config, kind: &str, key: &str, mut body: Body) -> Reply {
+/// The kinds `PUT` upserts.
+#[derive(Clone, Copy)]
+enum Upsert {
+    Services,
+    Routes,
+    Consumers,
+    Groups,
+    Plugins,
+}
+
+fn put(control: &Control, config: &Config, kind: Upsert, key: &str, mut body: Body) -> Reply {
     let (found, name_field) = match kind {
-        "services" => (
+        Upsert::Services => (
             find_service(config, key)
                 .map(|i| (i, config.services[i].layer, &config.services[i].id)),
             Some("name"),
         ),
-        "routes" => (
+        Upsert::Routes => (
             find_route(config, key).map(|i| (i, config.routes[i].layer, &config.routes[i].id)),
             Some("name"),
         ),
-        "consumers" => (
+        Upsert::Consumers => (
             find_consumer(config, key)
                 .map(|i| (i, config.consumers[i].layer, &config.consumers[i].id)),
             Some("username"),
         ),
-        "consumer_groups" => (
+        Upsert::Groups => (
             find_group(config, key).map(|i| {
                 (
                     i,
@@ -1188,11 +1198,10 @@ fn put(control: &Control, config: &Config, kind: &str, key: &str, mut body: Body
             }),
             Some("name"),
         ),
-        "plugins" => (
+        Upsert::Plugins => (
             find_plugin(config, key).map(|i| (i, config.plugins[i].layer, &config.plugins[i].id)),
             None,
         ),
-        _ => return Reply::method_not_allowed("GET, HEAD, PATCH, DELETE"),
     };
     let is_id = crate::config::is_uuid(key);
     match (found, name_field) {
@@ -1213,11 +1222,11 @@ fn put(control: &Control, config: &Config, kind: &str, key: &str, mut body: Body
     }
     let replacing = found.map(|(i, _, id)| (i, id.as_str()));
     let mut reply = match kind {
-        "services" => create_service(control, config, body, replacing),
-        "routes" => create_route(control, config, body, replacing),
-        "consumers" => create_consumer(control, config, body, replacing),
-        "consumer_groups" => create_group(control, config, body, replacing),
-        _ => create_plugin(control, config, body, None, replacing),
+        Upsert::Services => create_service(control, config, body, replacing),
+        Upsert::Routes => create_route(control, config, body, replacing),
+        Upsert::Consumers => create_consumer(control, config, body, replacing),
+        Upsert::Groups => create_group(control, config, body, replacing),
+        Upsert::Plugins => create_plugin(control, config, body, None, replacing),
     };
     if reply.status == 201 {
         reply.status = 200;
