@@ -221,24 +221,25 @@ fn name_admin_items(
     running: &Config,
 ) -> Problems {
     for problem in &mut problems.0 {
-        // An Admin-created credential refers to its consumer by id: a consumer the new
-        // file drops is named as the operator knows it.
-        if let Some(id) = problem
-            .message
-            .strip_prefix("no consumer named '")
-            .and_then(|rest| rest.strip_suffix('\''))
-        {
-            if let Some(consumer) = running.consumers.iter().find(|c| c.id == id) {
-                let name = consumer.username.as_deref().unwrap_or(&consumer.id);
-                problem.message = format!(
-                    "consumer '{name}' is not in the new file, and this credential still \
-                     refers to it (delete the credential through the Admin API first)"
-                );
-            }
-        }
         let Some((kind, rest)) = problem.path.split_once('[') else {
             continue;
         };
+        // An Admin-created credential or plugin refers to its consumer by id: a consumer
+        // the new file drops is named as the operator knows it.
+        let consumer = crate::config::missing_reference_key(&problem.message, "consumer")
+            .and_then(|id| running.consumers.iter().find(|c| c.id == id));
+        if let Some(consumer) = consumer {
+            let name = consumer.username.as_deref().unwrap_or(&consumer.id);
+            let what = if kind == "plugins" {
+                "plugin"
+            } else {
+                "credential"
+            };
+            problem.message = format!(
+                "consumer '{name}' is not in the new file, and this {what} still refers to \
+                 it (delete the {what} through the Admin API first)"
+            );
+        }
         let Some((index, rest)) = rest.split_once(']') else {
             continue;
         };

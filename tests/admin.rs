@@ -1032,6 +1032,13 @@ fn post_config_replaces_the_file_layer_with_a_backup() {
     let r = admin_form(&gw, "POST", "/config", &[("config", &with_owner)]);
     assert_eq!(r.status, 201, "{r:?}");
     create_jwt(&gw, "owner", "owner-key", "owner-secret");
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/consumers/owner/plugins",
+        &[("name", "rate-limiting"), ("config.minute", "5")],
+    );
+    assert_eq!(r.status, 201, "{r:?}");
     let r = admin_form(&gw, "POST", "/config", &[("config", &fresh_config(&o))]);
     assert_eq!(r.status, 409, "{r:?}");
     let errors = r.json()["errors"].to_string();
@@ -1041,6 +1048,10 @@ fn post_config_replaces_the_file_layer_with_a_backup() {
              is not in the new file"
         ),
         "{r:?}"
+    );
+    assert!(
+        errors.contains("this plugin still refers to it (delete the plugin"),
+        "a plugin is named a plugin: {r:?}"
     );
 }
 

@@ -240,11 +240,25 @@ fn resolve(
         None => {
             report.add(
                 path.to_owned(),
-                format!("no {kind} named '{}'", reference.key().unwrap_or("")),
+                missing_reference(kind, reference.key().unwrap_or("")),
             );
             None
         }
     }
+}
+
+/// The problem of a reference to a `kind` entity named `key` that does not exist.
+pub(crate) fn missing_reference(kind: &str, key: &str) -> String {
+    format!("no {kind} named '{key}'")
+}
+
+/// The key a [`missing_reference`] problem about a `kind` entity names, if it is one.
+pub(crate) fn missing_reference_key<'m>(message: &'m str, kind: &str) -> Option<&'m str> {
+    message
+        .strip_prefix("no ")?
+        .strip_prefix(kind)?
+        .strip_prefix(" named '")?
+        .strip_suffix('\'')
 }
 
 /// An entity item with where it came from.
