@@ -309,6 +309,53 @@ fn with_node_section(posted: Vec<u8>, current: &[u8]) -> Vec<u8> {
     let Some(section) = file.get("ringway") else {
         return posted;
     };
+    // A YAML body is saved as it was sent (its comments and layout), with the file's
+    // section appended as the file wrote it; kept only when it reads back as meant.
+    if let Some(raw) = top_level_section(current, "ringway") {
+        let mut appended = posted.clone();
+        if !appended.ends_with(b"\n") {
+            appended.push(b'\n');
+        }
+        appended.extend_from_slice(raw);
+        let mut meant = doc.clone();
+        meant.insert("ringway".into(), section.clone());
+        if serde_norway::from_slice::<Yaml>(&appended)
+            .is_ok_and(|back| back == Yaml::Mapping(meant))
+        {
+            return appended;
+        }
+    }
+    // Else (a JSON body, say) the document is written out again.
     doc.insert("ringway".into(), section.clone());
     serde_norway::to_string(&doc).map_or(posted, String::into_bytes)
+}
+
+/// The text of a block-style YAML file's top-level `key:` entry: its line and the
+/// indented (or blank, or comment) lines after it.
+fn top_level_section<'t>(text: &'t [u8], key: &str) -> Option<&'t [u8]> {
+    let mut start = None;
+    let mut at = 0;
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        match start {
+            None => {
+                let rest = line
+                    .strip_prefix(key.as_bytes())
+                    .and_then(|r| r.strip_prefix(b":"));
+                if rest.is_some_and(|r| r.first().is_none_or(u8::is_ascii_whitespace)) {
+                    start = Some(at);
+                }
+            }
+            Some(from) => {
+                let inside = matches!(
+                    line.first(),
+                    None | Some(b' ' | b'\t' | b'\r' | b'\n' | b'#')
+                );
+                if !inside {
+                    return Some(&text[from..at]);
+                }
+            }
+        }
+        at += line.len();
+    }
+    start.map(|from| &text[from..])
 }

@@ -890,6 +890,21 @@ fn post_config_keeps_the_node_section_it_does_not_send() {
     let file = std::fs::read_to_string(gw.config_path()).unwrap();
     assert!(file.contains("keepalive_timeout: 4321"), "{file}");
     assert!(file.contains("pushed"), "{file}");
+    // A YAML body is kept as sent, comments included, the section appended.
+    let yaml = format!(
+        "# pushed by the pipeline\n_format_version: \"3.0\"\nservices:\n  - name: pushed  # the one\n    url: {}\n",
+        o.url()
+    );
+    let r = http_request(
+        gw.admin_addr(),
+        "POST",
+        "/config",
+        &[],
+        Some(("application/yaml", yaml.as_bytes())),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let file = std::fs::read_to_string(gw.config_path()).unwrap();
+    assert_eq!(file, format!("{yaml}{node}"));
     let mut with_section = pushed.clone();
     with_section["ringway"] = json!({ "keepalive_timeout": 999 });
     ok(
