@@ -92,8 +92,8 @@ pub enum Policy {
     Redis(redis::Settings),
 }
 
-/// Kong's legacy `redis` block fields, still accepted at the top of `config`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+/// Kong's `redis` block (its fields are also accepted flat, as the legacy `redis_*`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RedisFile {
     pub host: Option<String>,
@@ -116,6 +116,26 @@ pub struct RedisFile {
     #[serde(default, deserialize_with = "null_as_default")]
     pub ssl_verify: bool,
     pub server_name: Option<String>,
+}
+
+/// Kong's defaults, as a block left out or given empty reads.
+impl Default for RedisFile {
+    fn default() -> Self {
+        RedisFile {
+            host: None,
+            port: default_redis_port(),
+            timeout: default_redis_timeout(),
+            connect_timeout: None,
+            send_timeout: None,
+            read_timeout: None,
+            username: None,
+            password: None,
+            database: 0,
+            ssl: false,
+            ssl_verify: false,
+            server_name: None,
+        }
+    }
 }
 
 fn default_redis_port() -> u16 {
@@ -410,76 +430,74 @@ impl ConfigFile {
     /// The Redis settings from the `redis` block or the legacy flat fields; `None` with
     /// a problem when `policy: redis` lacks a host.
     fn redis_settings(&self, problems: &mut Vec<(String, String)>) -> Option<redis::Settings> {
+        // The legacy flat fields fill a missing block; beside a block (a dump taken
+        // through Kong's Admin API shows both spellings) they must say the same.
+        let given = self.redis.is_some();
         let mut block = self.redis.clone().unwrap_or_default();
-        let legacy = [
-            self.redis_host.is_some(),
-            self.redis_port.is_some(),
-            self.redis_username.is_some(),
-            self.redis_password.is_some(),
-            self.redis_database.is_some(),
-            self.redis_timeout.is_some(),
-            self.redis_ssl.is_some(),
-            self.redis_ssl_verify.is_some(),
-            self.redis_server_name.is_some(),
-        ];
-        if let (Some(given), true) = (&self.redis, legacy.contains(&true)) {
-            // Kong's Admin API shows both spellings, so a dump taken through it has both:
-            // fine as long as they say the same.
-            let disagree: Vec<&str> = [
-                (
-                    "host",
-                    self.redis_host.is_some() && self.redis_host != given.host,
-                ),
-                ("port", self.redis_port.is_some_and(|v| v != given.port)),
-                (
-                    "username",
-                    self.redis_username.is_some() && self.redis_username != given.username,
-                ),
-                (
-                    "password",
-                    self.redis_password.is_some() && self.redis_password != given.password,
-                ),
-                (
-                    "database",
-                    self.redis_database.is_some_and(|v| v != given.database),
-                ),
-                (
-                    "timeout",
-                    self.redis_timeout.is_some_and(|v| v != given.timeout),
-                ),
-                ("ssl", self.redis_ssl.is_some_and(|v| v != given.ssl)),
-                (
-                    "ssl_verify",
-                    self.redis_ssl_verify.is_some_and(|v| v != given.ssl_verify),
-                ),
-                (
-                    "server_name",
-                    self.redis_server_name.is_some() && self.redis_server_name != given.server_name,
-                ),
-            ]
-            .into_iter()
-            .filter_map(|(field, differs)| differs.then_some(field))
-            .collect();
-            if !disagree.is_empty() {
-                problems.push((
-                    "redis".into(),
-                    format!(
-                        "the 'redis' block and the legacy 'redis_*' fields disagree on {}",
-                        disagree.join(", ")
-                    ),
-                ));
-                return None;
+        let mut disagree = Vec::new();
+        fn merge<T: PartialEq>(
+            slot: &mut T,
+            flat: Option<T>,
+            field: &'static str,
+            given: bool,
+            disagree: &mut Vec<&'static str>,
+        ) {
+            match flat {
+                Some(flat) if !given => *slot = flat,
+                Some(flat) if *slot != flat => disagree.push(field),
+                _ => {}
             }
-        } else if legacy.contains(&true) {
-            block.host = self.redis_host.clone();
-            block.port = self.redis_port.unwrap_or(default_redis_port());
-            block.username = self.redis_username.clone();
-            block.password = self.redis_password.clone();
-            block.database = self.redis_database.unwrap_or(0);
-            block.timeout = self.redis_timeout.unwrap_or(default_redis_timeout());
-            block.ssl = self.redis_ssl.unwrap_or(false);
-            block.ssl_verify = self.redis_ssl_verify.unwrap_or(false);
-            block.server_name = self.redis_server_name.clone();
+        }
+        let d = &mut disagree;
+        merge(
+            &mut block.host,
+            self.redis_host.clone().map(Some),
+            "host",
+            given,
+            d,
+        );
+        merge(&mut block.port, self.redis_port, "port", given, d);
+        merge(
+            &mut block.username,
+            self.redis_username.clone().map(Some),
+            "username",
+            given,
+            d,
+        );
+        merge(
+            &mut block.password,
+            self.redis_password.clone().map(Some),
+            "password",
+            given,
+            d,
+        );
+        merge(
+            &mut block.database,
+            self.redis_database,
+            "database",
+            given,
+            d,
+        );
+        merge(&mut block.timeout, self.redis_timeout, "timeout", given, d);
+        merge(&mut block.ssl, self.redis_ssl, "ssl", given, d);
+        merge(
+            &mut block.ssl_verify,
+            self.redis_ssl_verify,
+            "ssl_verify",
+            given,
+            d,
+        );
+        let server_name = self.redis_server_name.clone().map(Some);
+        merge(&mut block.server_name, server_name, "server_name", given, d);
+        if !disagree.is_empty() {
+            problems.push((
+                "redis".into(),
+                format!(
+                    "the 'redis' block and the legacy 'redis_*' fields disagree on {}",
+                    disagree.join(", ")
+                ),
+            ));
+            return None;
         }
         if self.policy != "redis" {
             return None;
