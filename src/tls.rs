@@ -122,6 +122,69 @@ pub fn server_config(certificates: Certificates) -> Result<Arc<ServerConfig>, St
     Ok(Arc::new(config))
 }
 
+/// The server side of a TLS handshake on `stream`. This drives rustls itself rather than
+/// through `monoio_rustls::TlsAcceptor`, whose error path writes only the first queued
+/// record: a TLS 1.3 failure found after the ServerHello (a client offering only `h2`,
+/// say) lost its alert, and the client saw a bare EOF. Here every queued record,
+/// the alert included, is written before the error returns (RFC 8446 §6.2,
+/// RFC 7301 §3.2: `no_application_protocol`).
+pub async fn accept(
+    config: Arc<ServerConfig>,
+    mut stream: monoio::net::TcpStream,
+) -> std::io::Result<monoio_rustls::ServerTlsStream<monoio::net::TcpStream>> {
+    use monoio::io::AsyncReadRent;
+    use std::io::{Error, ErrorKind};
+
+    let mut conn = rustls::ServerConnection::new(config).map_err(Error::other)?;
+    let mut buf = Vec::with_capacity(HANDSHAKE_READ);
+    let mut out = Vec::new();
+    while conn.is_handshaking() {
+        flush(&mut conn, &mut stream, &mut out).await?;
+        buf.clear();
+        let (read, back) = stream.read(buf).await;
+        buf = back;
+        if read? == 0 {
+            return Err(Error::new(
+                ErrorKind::UnexpectedEof,
+                "EOF during the TLS handshake",
+            ));
+        }
+        let mut unread = &buf[..];
+        while !unread.is_empty() {
+            conn.read_tls(&mut unread)?;
+            if let Err(e) = conn.process_new_packets() {
+                let _ = flush(&mut conn, &mut stream, &mut out).await;
+                return Err(Error::new(ErrorKind::InvalidData, e));
+            }
+        }
+    }
+    // The last flight, and any session tickets.
+    flush(&mut conn, &mut stream, &mut out).await?;
+    Ok(monoio_rustls::ServerTlsStream::new(stream, conn))
+}
+
+/// How much one read of a handshake takes: a ClientHello and more fit.
+const HANDSHAKE_READ: usize = 4096;
+
+/// Writes out everything rustls has queued.
+async fn flush(
+    conn: &mut rustls::ServerConnection,
+    stream: &mut monoio::net::TcpStream,
+    out: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    use monoio::io::AsyncWriteRentExt;
+    while conn.wants_write() {
+        conn.write_tls(out)?;
+    }
+    if out.is_empty() {
+        return Ok(());
+    }
+    let (written, back) = stream.write_all(std::mem::take(out)).await;
+    *out = back;
+    out.clear();
+    written.map(drop)
+}
+
 /// How an upstream's certificate is checked: by webpki against the roots (at most
 /// `depth` intermediates when set), or not at all (`tls_verify: false`). Handshake
 /// signatures are always checked against the certificate presented.

@@ -794,6 +794,28 @@ fn tls12_and_tls13_both_work_and_alpn_selects_http11() {
         assert_proxied(&py.get("c", "/py", "a.test"), version);
         py.close("c");
     }
+    // A client that offers only protocols the gateway does not speak gets the
+    // `no_application_protocol` alert (RFC 7301 §3.2), not a bare EOF: in TLS 1.3 the
+    // failure is found after the ServerHello, so the alert is the second record queued.
+    for (opts, version) in [
+        (json!({"max": "1.2"}), "TLS 1.2"),
+        (json!({"min": "1.3"}), "TLS 1.3"),
+    ] {
+        let mut opts = opts;
+        opts["alpn"] = json!(["h2"]);
+        let answer = py.connect("h2", t.port, Some("a.test"), opts);
+        assert_eq!(answer["ok"], false, "{version}, h2 only: {answer}");
+        let error = answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+            .replace('_', " ");
+        assert!(
+            error.contains("no application protocol"),
+            "{version}, h2 only: the client must read the alert: {answer}"
+        );
+    }
+
     let answer = py.connect("plain", t.port, Some("a.test"), json!({}));
     assert_eq!(answer["ok"], true, "{answer}");
     assert_eq!(

@@ -131,8 +131,7 @@ async fn handshake(
     };
     let timeout = snapshot.config.node.client_header_timeout;
     drop(snapshot);
-    let acceptor = monoio_rustls::TlsAcceptor::from(config);
-    match monoio::time::timeout(timeout, acceptor.accept(stream)).await {
+    match monoio::time::timeout(timeout, crate::tls::accept(config, stream)).await {
         Ok(Ok(tls)) => Some(tls),
         Ok(Err(e)) => {
             log::debug!("TLS handshake failed: {e}");
