@@ -306,6 +306,28 @@ fn consumer_and_credential_validation_errors() {
         );
     }
 
+    // Tags as Kong takes them: `,` and `/` separate the `?tags=` filter, so no tag holds
+    // them, and none is empty; a space and characters beyond ASCII are fine.
+    for tags in [
+        json!(["a,b"]),
+        json!(["ok", "a/b"]),
+        json!([""]),
+        json!(["tab\there"]),
+    ] {
+        let body = json!({"username": "tagged", "tags": tags});
+        let r = admin_json(&gw, "POST", "/consumers", &body);
+        assert_eq!(r.status, 400, "{body}: {r:?}");
+        let message = r.json()["fields"]["tags"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(message.starts_with("invalid tag '"), "{body}: {r:?}");
+    }
+    let body = json!({"username": "tagged", "tags": ["team a", "équipe-b", "x:y=z"]});
+    let r = admin_json(&gw, "POST", "/consumers", &body);
+    assert_eq!(r.status, 201, "{body}: {r:?}");
+    assert_eq!(r.json()["tags"], body["tags"], "{r:?}");
+
     // A name in the path is percent-decoded, as Kong does; `+` is itself there.
     let r = admin_form(
         &gw,

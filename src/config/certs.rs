@@ -22,7 +22,7 @@ struct CertificateFile {
     key_alt: Option<String>,
     #[serde(default)]
     snis: Vec<SniEntry>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::file::tags")]
     tags: Vec<String>,
     created_at: Option<u64>,
     updated_at: Option<u64>,
@@ -43,7 +43,7 @@ struct SniFile {
     id: Option<String>,
     name: Option<String>,
     certificate: Option<Reference>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::file::tags")]
     tags: Vec<String>,
     created_at: Option<u64>,
     updated_at: Option<u64>,
@@ -276,7 +276,7 @@ struct CaFile {
     id: Option<String>,
     cert: Option<String>,
     cert_digest: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::file::tags")]
     tags: Vec<String>,
     created_at: Option<u64>,
     updated_at: Option<u64>,

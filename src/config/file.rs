@@ -21,6 +21,26 @@ fn default_timeout_ms() -> u64 {
     DEFAULT_TIMEOUT_MS
 }
 
+/// An entity's `tags`, held to Kong's rule: each one non-empty, of printable ASCII
+/// other than `,` and `/` (the separators of the Admin API's `?tags=` filter) or of
+/// characters beyond ASCII.
+pub fn tags<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let tags = Vec::<String>::deserialize(d)?;
+    let valid = |tag: &str| {
+        !tag.is_empty()
+            && tag.chars().all(|c| {
+                !c.is_ascii() || (c == ' ' || c.is_ascii_graphic()) && c != ',' && c != '/'
+            })
+    };
+    match tags.iter().find(|tag| !valid(tag)) {
+        Some(bad) => Err(serde::de::Error::custom(format!(
+            "invalid tag '{}': expected printable ascii (except `,` and `/`) or valid utf-8 sequences",
+            bad.escape_debug()
+        ))),
+        None => Ok(tags),
+    }
+}
+
 /// The top level: every entity list is kept as raw values so that each item is
 /// deserialized on its own and every broken item is reported, not only the first.
 /// Kong bookkeeping fields (`_transform`, `tags`, `created_at`, ...) are accepted so
@@ -95,7 +115,7 @@ pub struct ServiceFile {
     pub write_timeout: u64,
     #[serde(default = "yes")]
     pub enabled: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tags")]
     pub tags: Vec<String>,
     pub tls_verify: Option<bool>,
     pub tls_verify_depth: Option<u32>,
@@ -187,7 +207,7 @@ pub struct RouteFile {
     pub https_redirect_status_code: Option<u16>,
     pub request_buffering: Option<bool>,
     pub response_buffering: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tags")]
     pub tags: Vec<String>,
     #[serde(default)]
     pub snis: Vec<String>,
@@ -282,7 +302,7 @@ pub struct ConsumerFile {
     /// Kong's lowercased copy of `username` (a database column its exports include):
     /// derived, so unused.
     pub username_lower: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tags")]
     pub tags: Vec<String>,
     pub created_at: Option<u64>,
     pub updated_at: Option<u64>,
@@ -305,7 +325,7 @@ pub struct JwtSecretFile {
     pub algorithm: Option<String>,
     pub rsa_public_key: Option<String>,
     pub consumer: Option<Reference>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tags")]
     pub tags: Vec<String>,
     pub created_at: Option<u64>,
     pub updated_at: Option<u64>,
@@ -318,7 +338,7 @@ pub struct JwtSecretFile {
 pub struct ConsumerGroupFile {
     pub id: Option<String>,
     pub name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tags")]
     pub tags: Vec<String>,
     pub created_at: Option<u64>,
     pub updated_at: Option<u64>,
@@ -344,7 +364,7 @@ pub struct PluginFile {
     pub consumer_group: Option<Reference>,
     /// Kong Enterprise's dynamic plugin ordering; exports write `ordering: null`.
     pub ordering: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tags")]
     pub tags: Vec<String>,
     pub created_at: Option<u64>,
     pub updated_at: Option<u64>,

@@ -45,6 +45,36 @@ services:
 }
 
 #[test]
+fn tags_follow_kongs_rule() {
+    let file = |tags: &str| {
+        format!(
+            "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://127.0.0.1:9\n    \
+             tags: {tags}\n    routes:\n      - name: r\n        paths: [/]\n        tags: [ok]\n"
+        )
+    };
+    for bad in [r#"["a,b"]"#, r#"[ok, "a/b"]"#, r#"[""]"#, r#"["bell\a"]"#] {
+        let p = problems(&file(bad));
+        assert_eq!(p.len(), 1, "{bad}: {p:?}");
+        assert!(
+            p[0].starts_with("services[0].tags: invalid tag '"),
+            "{bad}: {p:?}"
+        );
+    }
+    let config = load(&file(r#"["team a", "équipe", "x:y=z~!"]"#)).unwrap();
+    assert_eq!(config.services[0].tags, ["team a", "équipe", "x:y=z~!"]);
+    for section in [
+        "consumers:\n  - username: u\n",
+        "certificates: []\nupstreams:\n  - name: u\n",
+    ] {
+        let p = problems(&format!(
+            "_format_version: \"3.0\"\n{section}    tags: [\"a,b\"]\n"
+        ));
+        assert_eq!(p.len(), 1, "{section}: {p:?}");
+        assert!(p[0].contains("tags: invalid tag 'a,b'"), "{section}: {p:?}");
+    }
+}
+
+#[test]
 fn top_level_routes_refer_to_services() {
     let config = load(
         r#"

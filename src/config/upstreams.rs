@@ -200,7 +200,7 @@ struct UpstreamFile {
     host_header: Option<String>,
     client_certificate: Option<Value>,
     use_srv_name: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::file::tags")]
     tags: Vec<String>,
     created_at: Option<u64>,
     updated_at: Option<u64>,
@@ -216,7 +216,7 @@ struct TargetFile {
     target: Option<String>,
     weight: Option<u32>,
     upstream: Option<Reference>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::file::tags")]
     tags: Vec<String>,
     created_at: Option<f64>,
     updated_at: Option<f64>,
