@@ -173,10 +173,20 @@ impl Control {
 
     /// `POST /config`: validates, rewrites the file atomically (keeping `FILE.bak`) and
     /// publishes.
-    pub fn replace_file(&self, bytes: Vec<u8>) -> Result<String, Refused> {
+    ///
+    /// With `unless_unchanged` (`?check_hash=1`), a file whose config would have the
+    /// running `configuration_hash` is neither written nor loaded: `Ok(None)`.
+    pub fn replace_file(
+        &self,
+        bytes: Vec<u8>,
+        unless_unchanged: bool,
+    ) -> Result<Option<String>, Refused> {
         let mut layers = self.lock();
         let bytes = with_node_section(bytes, &layers.file);
         let config = self.compose(&bytes, &layers.admin)?;
+        if unless_unchanged && config.hash == self.shared.snapshot().config.hash {
+            return Ok(None);
+        }
         let mut backup = self.config_path.clone().into_os_string();
         backup.push(".bak");
         store::write_atomically(
@@ -186,7 +196,7 @@ impl Control {
         )
         .map_err(|e| Refused::Io(format!("cannot write {}: {e}", self.config_path.display())))?;
         layers.file = bytes;
-        Ok(self.publish(config))
+        Ok(Some(self.publish(config)))
     }
 
     /// An Admin API write: `change` edits a copy of the admin layer; the result is

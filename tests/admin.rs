@@ -985,6 +985,29 @@ fn post_config_replaces_the_file_layer_with_a_backup() {
         "Admin layer kept"
     );
 
+    // Kong's `?check_hash=1`: the running config again is 304 and touches nothing (the
+    // backup still holds the file before this one); without the flag it is reloaded.
+    let post_check = |body: &str, query: &str| {
+        http_request(
+            gw.admin_addr(),
+            "POST",
+            &format!("/config{query}"),
+            &[],
+            Some(("application/yaml", body.as_bytes())),
+        )
+    };
+    let r = post_check(&new, "?check_hash=1");
+    assert_eq!(r.status, 304, "unchanged config with check_hash: {r:?}");
+    assert!(r.body.is_empty(), "{r:?}");
+    assert_eq!(read_file(&bak), old, "a 304 writes nothing");
+    let r = post_check(&old, "?check_hash=1");
+    assert_eq!(r.status, 201, "a changed config with check_hash: {r:?}");
+    assert_eq!(r.json()["configuration_hash"], json!(hash0), "{r:?}");
+    let r = post_check(&new, "?check_hash=0");
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.json()["configuration_hash"], json!(hash1), "{r:?}");
+    let r = post_check(&new, "");
+    assert_eq!(r.status, 201, "no check_hash: reloaded as asked: {r:?}");
     // JSON body and Kong's `config=` form field
     let json_cfg = json!({
         "_format_version": "3.0",

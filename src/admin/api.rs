@@ -2065,8 +2065,16 @@ fn post_config(control: &Control, request: &Request<'_>) -> Reply {
             _ => request.body.to_vec(),
         },
     };
-    match control.replace_file(bytes) {
-        Ok(hash) => Reply::json(201, &json!({ "configuration_hash": hash })),
+    // Kong's `?check_hash=1`: 304 when the config is the one running.
+    let check_hash = request.query.split('&').any(|pair| {
+        matches!(
+            pair.split_once('=').unwrap_or((pair, "")),
+            ("check_hash", "1" | "true")
+        )
+    });
+    match control.replace_file(bytes, check_hash) {
+        Ok(Some(hash)) => Reply::json(201, &json!({ "configuration_hash": hash })),
+        Ok(None) => Reply::empty(304),
         Err(Refused::Invalid(problems)) => config_errors(400, &problems),
         Err(Refused::Conflict(problems)) => config_errors(409, &problems),
         Err(Refused::Io(e)) => {
