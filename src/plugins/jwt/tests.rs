@@ -342,6 +342,62 @@ fn token_sources_and_multiple_tokens() {
     let missing = check(&conf, &creds, &[("Authorization", "Basic abc")], None).unwrap_err();
     assert_eq!(missing.body, FailureBody::Message("Unauthorized".into()));
     assert!(!missing.invalid_token);
+    // Only the first header of a name counts (`kong.request.get_header`), and so only
+    // the first cookie of a name (nginx's `$cookie_NAME`).
+    let first_is_basic = check(
+        &conf,
+        &creds,
+        &[
+            ("Authorization", "Basic abc"),
+            ("Authorization", &bearer(&token)),
+        ],
+        None,
+    );
+    assert_eq!(message(first_is_basic), "Unauthorized");
+    assert_eq!(
+        check(
+            &conf,
+            &creds,
+            &[
+                ("Authorization", &bearer(&token)),
+                ("authorization", &bearer(&other))
+            ],
+            None
+        ),
+        Ok("k".into())
+    );
+    assert_eq!(
+        check(
+            &conf,
+            &creds,
+            &[
+                ("Cookie", &format!("auth={token}")),
+                ("Cookie", &format!("auth={other}"))
+            ],
+            None
+        ),
+        Ok("k".into())
+    );
+    // Kong's pattern is not anchored: the first `Bearer` followed by whitespace.
+    for value in [
+        format!("Token Bearer {token}"),
+        format!("Bearer{token} bearer {token}"),
+        format!("\tBearer\t{token}"),
+    ] {
+        assert_eq!(
+            check(&conf, &creds, &[("Authorization", &value)], None),
+            Ok("k".into()),
+            "{value}"
+        );
+    }
+    for value in [
+        format!("Bearer{token}"),
+        "Bearer ".to_owned(),
+        format!("Xearer {token}"),
+    ] {
+        let got = check(&conf, &creds, &[("Authorization", &value)], None);
+        assert_eq!(message(got), "Unauthorized", "{value}");
+    }
     let with_realm = config("realm: gw");
     assert_eq!(with_realm.www_authenticate, "Bearer realm=\"gw\"");
     assert_eq!(

@@ -141,51 +141,59 @@ fn find_token<'a>(
             }
         }
     }
-    if !config.cookie_names.is_empty() {
-        for header in request
+    // nginx's `$cookie_NAME`, which Kong reads: the first cookie of that name.
+    for (i, name) in config.cookie_names.iter().enumerate() {
+        let first = request
             .headers
             .iter()
             .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
-        {
-            let Ok(value) = std::str::from_utf8(header.value) else {
-                continue;
-            };
-            for cookie in value.split(';') {
-                let (key, value) = cookie.trim().split_once('=').unwrap_or(("", ""));
-                if let Some(i) = config.cookie_names.iter().position(|n| n == key) {
-                    offer(Cow::Borrowed(value.trim_matches('"')), Location::Cookie(i))?;
-                }
-            }
+            .filter_map(|h| std::str::from_utf8(h.value).ok())
+            .flat_map(|value| value.split(';'))
+            .filter_map(|cookie| cookie.trim().split_once('='))
+            .find(|(key, _)| key == name);
+        if let Some((_, value)) = first {
+            offer(Cow::Borrowed(value.trim_matches('"')), Location::Cookie(i))?;
         }
     }
-    for (i, header) in request.headers.iter().enumerate() {
-        if !config
-            .header_names
+    // `kong.request.get_header`: the first header of each name.
+    for name in &config.header_names {
+        let Some((i, header)) = request
+            .headers
             .iter()
-            .any(|n| header.name.eq_ignore_ascii_case(n))
-        {
-            continue;
-        }
-        let Ok(value) = std::str::from_utf8(header.value) else {
-            continue;
-        };
-        // Kong's `\s*[Bb]earer\s+(.+)`.
-        let value = value.trim_start();
-        let Some(rest) = value
-            .strip_prefix("Bearer")
-            .or_else(|| value.strip_prefix("bearer"))
+            .enumerate()
+            .find(|(_, h)| h.name.eq_ignore_ascii_case(name))
         else {
             continue;
         };
-        if !rest.starts_with([' ', '\t']) {
+        let Some(token) = std::str::from_utf8(header.value).ok().and_then(bearer) else {
             continue;
-        }
-        offer(Cow::Borrowed(rest.trim()), Location::Header(i))?;
+        };
+        offer(Cow::Borrowed(token), Location::Header(i))?;
     }
     found.ok_or(Failure {
         body: FailureBody::Message(Cow::Borrowed("Unauthorized")),
         invalid_token: false,
     })
+}
+
+/// Kong's `\s*[Bb]earer\s+(.+)`, unanchored: the token after the first `Bearer` (or
+/// `bearer`) that whitespace follows.
+fn bearer(value: &str) -> Option<&str> {
+    let mut from = 0;
+    while let Some(at) = value[from..].find("earer").map(|at| from + at) {
+        from = at + 1;
+        if at == 0 || !matches!(value.as_bytes()[at - 1], b'B' | b'b') {
+            continue;
+        }
+        let rest = &value[at + "earer".len()..];
+        if rest.starts_with([' ', '\t']) {
+            let token = rest.trim();
+            if !token.is_empty() {
+                return Some(token);
+            }
+        }
+    }
+    None
 }
 
 /// Decodes `%XX` and `+` in a query value; borrowed when there is nothing to decode.
