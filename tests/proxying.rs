@@ -126,13 +126,15 @@ fn head_204_304_have_no_body_and_keep_connections_in_sync() {
         let conn = ctx.conn;
         match ctx.req.target.as_str() {
             "/head" => Action::Respond(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nContent-Type: text/plain\r\n\r\n"
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0100\r\nContent-Type: text/plain\r\n\r\n"
                     .to_vec(),
             ),
             "/204" => Action::Respond(b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n".to_vec()),
             "/304" => Action::Respond(
-                b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 50\r\n\r\n".to_vec(),
+                b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 050, 50\r\n\r\n"
+                    .to_vec(),
             ),
+            "/zero" => Action::Respond(b"HTTP/1.1 200 OK\r\nContent-Length: 000\r\n\r\n".to_vec()),
             _ => Action::Respond(
                 format!(
                     "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nX-Origin-Conn: {conn}\r\n\r\nnext"
@@ -150,7 +152,7 @@ fn head_204_304_have_no_body_and_keep_connections_in_sync() {
     assert_eq!(
         r.header("content-length"),
         Some("100"),
-        "HEAD keeps the upstream Content-Length: {r:?}"
+        "HEAD keeps the upstream Content-Length, in canonical form: {r:?}"
     );
     let r = c.roundtrip(&get_req("/next1", "a"));
     assert_eq!(
@@ -174,12 +176,19 @@ fn head_204_304_have_no_body_and_keep_connections_in_sync() {
 
     let r = c.roundtrip(&get_req("/304", "a"));
     assert_eq!(r.status, 304);
+    assert_eq!(r.header("content-length"), Some("50"), "{r:?}");
     assert!(
         r.header("transfer-encoding").is_none(),
         "304 must not be chunked: {r:?}"
     );
     let r = c.roundtrip(&get_req("/next3", "a"));
     assert_eq!((r.status, r.body.as_slice()), (200, &b"next"[..]), "{r:?}");
+    let r = c.roundtrip(&get_req("/zero", "a"));
+    assert_eq!(
+        (r.status, r.header("content-length")),
+        (200, Some("0")),
+        "{r:?}"
+    );
 
     // nothing extra arrives on the client connection
     assert_eq!(c.wait_close(Duration::from_millis(300)), CloseState::Open);
@@ -427,6 +436,16 @@ fn content_length_forwarded_in_canonical_form() {
     let rec = o.complete_requests().pop().unwrap();
     assert_eq!(rec.header_all("content-length"), vec!["5"], "{rec:?}");
     assert_eq!(rec.body, b"hello");
+    // An empty body declared as such stays declared (`00` → `0`); none declared, none sent.
+    let r = c.roundtrip(b"POST /cl3 HTTP/1.1\r\nHost: a\r\nContent-Length: 00\r\n\r\n");
+    assert_eq!(r.status, 200, "{r:?}");
+    let rec = o.complete_requests().pop().unwrap();
+    assert_eq!(rec.header_all("content-length"), vec!["0"], "{rec:?}");
+    assert!(rec.header_all("transfer-encoding").is_empty(), "{rec:?}");
+    let r = c.roundtrip(b"GET /cl4 HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 200, "{r:?}");
+    let rec = o.complete_requests().pop().unwrap();
+    assert!(rec.header_all("content-length").is_empty(), "{rec:?}");
 }
 
 #[test]

@@ -23,6 +23,9 @@ pub enum BodyKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestFraming {
     pub body: BodyKind,
+    /// No body, declared as `Content-Length: 0`: forwarded so (a POST usually says so,
+    /// and some servers answer 411 without it).
+    pub zero_length: bool,
     /// The client wants the connection kept after the response.
     pub keep_alive: bool,
     pub expect_continue: bool,
@@ -219,6 +222,7 @@ pub fn request(version: u8, headers: &[Header<'_>]) -> Result<RequestFraming, Er
             return Err(ErrorKind::BadRequest);
         }
     }
+    let mut zero_length = false;
     let body = if has_te {
         // RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 means faulty framing.
         if version == 0 {
@@ -234,7 +238,11 @@ pub fn request(version: u8, headers: &[Header<'_>]) -> Result<RequestFraming, Er
     } else {
         match content_length(values(headers, "content-length")) {
             Err(()) => return Err(ErrorKind::BadRequest),
-            Ok(None) | Ok(Some(0)) => BodyKind::None,
+            Ok(None) => BodyKind::None,
+            Ok(Some(0)) => {
+                zero_length = true;
+                BodyKind::None
+            }
             Ok(Some(n)) => BodyKind::Length(n),
         }
     };
@@ -245,6 +253,7 @@ pub fn request(version: u8, headers: &[Header<'_>]) -> Result<RequestFraming, Er
     };
     Ok(RequestFraming {
         body,
+        zero_length,
         keep_alive,
         expect_continue: expect_continue && version == 1 && body != BodyKind::None,
         upgrade: upgrade_token && upgrade_header && version == 1,

@@ -405,6 +405,7 @@ pub fn prepare(
             out.extend_from_slice(b"\r\n");
         }
         BodyKind::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        BodyKind::None if framing.zero_length => out.extend_from_slice(b"Content-Length: 0\r\n"),
         BodyKind::None | BodyKind::UntilClose => {}
     }
     if framing.upgrade {

@@ -193,8 +193,13 @@ pub fn rewrite(
         // A HEAD or 304 answer describes the body it would have had.
         ClientBody::None if status != 204 && !(100..200).contains(&status) => {
             if let Some(length) = upstream_length {
+                // Valid (checked by the framing), forwarded in canonical form: `007` → `7`.
+                let digits = length
+                    .iter()
+                    .position(|&b| b != b'0')
+                    .map_or(&b"0"[..], |first| &length[first..]);
                 out.extend_from_slice(b"Content-Length: ");
-                out.extend_from_slice(length);
+                out.extend_from_slice(digits);
                 out.extend_from_slice(b"\r\n");
             } else if upstream_chunked && client_version == 1 {
                 out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
