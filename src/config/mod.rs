@@ -51,13 +51,25 @@ pub struct Problem {
     pub message: String,
 }
 
+/// One line per problem, whatever the file held: control characters quoted from it
+/// (a `\n` in a host, a key) are written escaped.
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
+        fn one_line(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+            for c in text.chars() {
+                if c.is_control() {
+                    write!(f, "{}", c.escape_default())?;
+                } else {
+                    fmt::Write::write_char(f, c)?;
+                }
+            }
+            Ok(())
         }
+        if !self.path.is_empty() {
+            one_line(f, &self.path)?;
+            f.write_str(": ")?;
+        }
+        one_line(f, &self.message)
     }
 }
 
@@ -1445,6 +1457,7 @@ fn parse_host_match(host: &str) -> Result<HostMatch, String> {
             && s.chars().all(|c| {
                 c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':' | '[' | ']')
             })
+            && port_is_valid(s)
     };
     if stars == 0 {
         return if valid(&lower) {
@@ -1471,6 +1484,37 @@ fn parse_host_match(host: &str) -> Result<HostMatch, String> {
     Err(format!(
         "invalid wildcard host '{host}': the wildcard must be the leftmost or rightmost label"
     ))
+}
+
+/// A route host's optional `:port` (after a name, or after an `[IPv6]` literal) is a
+/// port number, 1 to 65535, and no other colon stands outside the brackets.
+fn port_is_valid(host: &str) -> bool {
+    let port = if let Some(literal) = host.strip_prefix('[') {
+        let Some((address, rest)) = literal.split_once(']') else {
+            return false;
+        };
+        if address.is_empty() || address.contains('[') {
+            return false;
+        }
+        if rest.is_empty() {
+            return true;
+        }
+        rest.strip_prefix(':')
+    } else {
+        if host.contains(['[', ']']) {
+            return false;
+        }
+        match host.split_once(':') {
+            None => return true,
+            Some((name, port)) if !name.is_empty() => Some(port),
+            Some(_) => None,
+        }
+    };
+    port.is_some_and(|p| {
+        (1..=5).contains(&p.len())
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u32>().is_ok_and(|n| (1..=65535).contains(&n))
+    })
 }
 
 #[cfg(test)]

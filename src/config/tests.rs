@@ -45,6 +45,73 @@ services:
 }
 
 #[test]
+fn each_problem_prints_on_one_line() {
+    let p = problems(
+        "_format_version: \"3.0\"\n\"evil\\nkey\": 1\nservices:\n  - name: s\n    url: http://127.0.0.1:9\n    \
+         routes:\n      - name: r\n        hosts: [\"a\\r\\nb\"]\n        paths: [\"/a\\nb\"]\n",
+    );
+    assert_eq!(p.len(), 3, "{p:?}");
+    assert!(p.iter().all(|line| !line.contains(['\n', '\r'])), "{p:?}");
+    assert!(
+        p.iter()
+            .any(|line| line.starts_with("evil\\nkey: unknown field")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|line| line.ends_with("invalid host 'a\\r\\nb'")),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn route_hosts_take_a_port_from_1_to_65535() {
+    let file = |host: &str| {
+        format!(
+            "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://127.0.0.1:9\n    \
+             routes:\n      - name: r\n        hosts: [\"{host}\"]\n"
+        )
+    };
+    for good in [
+        "a.test",
+        "a.test:1",
+        "a.test:65535",
+        "*.a.test:8000",
+        "[::1]",
+        "[::1]:8443",
+        "10.0.0.1:80",
+    ] {
+        assert!(
+            load(&file(good)).is_ok(),
+            "{good}: {:?}",
+            load(&file(good)).err()
+        );
+    }
+    for bad in [
+        "a.test:0",
+        "a.test:65536",
+        "a.test:99999",
+        "a.test:",
+        ":80",
+        "a:1:2",
+        "a.test:8o",
+        "[::1]80",
+        "[::1]:",
+        "a]b",
+        "[]:80",
+    ] {
+        let p = problems(&file(bad));
+        assert_eq!(
+            p,
+            [format!(
+                "services[0].routes[0].hosts[0]: invalid host '{bad}'"
+            )],
+            "{bad}"
+        );
+    }
+}
+
+#[test]
 fn tags_follow_kongs_rule() {
     let file = |tags: &str| {
         format!(
