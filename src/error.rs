@@ -93,8 +93,11 @@ impl ErrorKind {
             ErrorKind::Internal => "An unexpected error occurred",
             ErrorKind::RateLimited => "API rate limit exceeded",
             ErrorKind::ProtocolNotAllowed => "Please use HTTPS protocol",
-            ErrorKind::NameResolution => "name resolution failed",
-            ErrorKind::NoHealthyTarget => "The upstream server is currently unavailable",
+            // SPEC §3 has one 503 text. Kong says "name resolution failed" for the first;
+            // here the warning logged when the config loads names the host.
+            ErrorKind::NameResolution | ErrorKind::NoHealthyTarget => {
+                "The upstream server is currently unavailable"
+            }
             ErrorKind::ConnectFailed
             | ErrorKind::UpstreamCertificate
             | ErrorKind::UpstreamClosed

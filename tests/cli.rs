@@ -454,6 +454,11 @@ fn unresolved_host_is_one_warning_not_an_error() {
     let gw = Gateway::start(&config);
     let r = gw.get("/anything");
     assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(
+        r.json()["message"],
+        "The upstream server is currently unavailable",
+        "SPEC §3's 503 message: {r:?}"
+    );
     let logged = gw.stderr_text();
     assert_eq!(logged.matches(warning).count(), 1, "stderr:\n{logged}");
 }
