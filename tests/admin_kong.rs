@@ -872,6 +872,67 @@ fn plugin_config_types_come_from_json_as_sent() {
     assert_eq!(plugin["config"]["minute"], 7, "{plugin}");
 }
 
+/// Kong's schema-violation body: `fields` nests (`config` holds `minute`), a check across
+/// fields is the entity's (`@entity`, listed first in the message), and neither names
+/// the entity's place in ringway's combined config.
+#[test]
+fn schema_violations_nest_their_fields_as_kong_does() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/plugins",
+        &[("name", "rate-limiting"), ("config.minute", "0")],
+    );
+    let body = ok(&r, 400, "minute: 0");
+    assert_eq!(
+        (body["code"].clone(), body["name"].clone()),
+        (json!(2), json!("schema violation")),
+        "{body}"
+    );
+    assert!(body["fields"]["config"]["minute"].is_string(), "{body}");
+    assert!(body["fields"].get("config.minute").is_none(), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("schema violation (config.minute: "),
+        "{body}"
+    );
+
+    let periods = "at least one of these fields must be non-empty: 'config.second', \
+                   'config.minute', 'config.hour', 'config.day', 'config.month', 'config.year'";
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/plugins",
+        &json!({"name": "rate-limiting", "config": {"limit_by": "ip"}}),
+    );
+    let body = ok(&r, 400, "no period");
+    assert_eq!(body["fields"], json!({ "@entity": [periods] }), "{body}");
+    assert_eq!(
+        body["message"],
+        format!("schema violation ({periods})"),
+        "{body}"
+    );
+
+    let r = admin_form(&gw, "POST", "/consumers", &[("username", "both")]);
+    ok(&r, 201, "a consumer");
+    let r = admin_json(
+        &gw,
+        "PATCH",
+        "/consumers/both",
+        &json!({"username": null, "custom_id": null}),
+    );
+    let body = ok(&r, 400, "PATCH away both names");
+    assert_eq!(
+        body["fields"],
+        json!({ "@entity": ["at least one of these fields must be non-empty: 'custom_id', 'username'"] }),
+        "{body}"
+    );
+}
+
 /// `POST /config` without a `ringway:` section keeps the file's: the node's settings are
 /// not what a config push replaces (a next run would otherwise start on defaults, away
 /// from its data_dir). A posted section replaces it.

@@ -250,7 +250,7 @@ fn check_rejects_invalid_rate_limiting_configs_with_their_path() {
         (
             "no period given",
             rl_config(up, "", "{limit_by: ip}"),
-            "plugins[0].config",
+            "plugins[0]",
             PERIODS,
         ),
         (
@@ -383,7 +383,7 @@ plugins:
     for (prefix, words) in [
         ("services[0].plugins[0].config", &["policy", "cluster"][..]),
         ("consumer_groups[0].plugins[0].config", &["hour"][..]),
-        ("plugins[0].config", PERIODS),
+        ("plugins[0]: at least one of", PERIODS),
     ] {
         if !has_line(&err, prefix, words) {
             missing.push(format!("`{prefix}` naming one of {words:?}"));

@@ -69,11 +69,22 @@ fn read_only() -> Reply {
         .with_header("Allow", "GET, HEAD")
 }
 
+/// Kong's 400: `fields` nests a dotted path (`config.minute` under `config`), and the
+/// message lists the entity's own problems (`@entity`) first, then each field's.
 fn schema_violation(fields: Map<String, Value>) -> Reply {
-    let summary: Vec<String> = fields
-        .iter()
-        .map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or("invalid")))
-        .collect();
+    let mut summary: Vec<String> = match fields.get("@entity") {
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|v| v.as_str().unwrap_or("invalid").to_owned())
+            .collect(),
+        _ => Vec::new(),
+    };
+    summary.extend(
+        fields
+            .iter()
+            .filter(|(k, _)| *k != "@entity")
+            .map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or("invalid"))),
+    );
     let message = if summary.len() == 1 {
         format!("schema violation ({})", summary[0])
     } else {
@@ -83,9 +94,25 @@ fn schema_violation(fields: Map<String, Value>) -> Reply {
             summary.join("; ")
         )
     };
+    let mut nested = Map::new();
+    for (path, value) in fields {
+        let mut parts: Vec<&str> = path.split('.').collect();
+        let last = parts.pop().unwrap_or_default();
+        let mut node = &mut nested;
+        for part in parts {
+            let entry = node
+                .entry(part)
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !entry.is_object() {
+                *entry = Value::Object(Map::new());
+            }
+            node = entry.as_object_mut().expect("made an object above");
+        }
+        node.insert(last.to_owned(), value);
+    }
     Reply::json(
         400,
-        &json!({ "code": 2, "name": "schema violation", "message": message, "fields": fields }),
+        &json!({ "code": 2, "name": "schema violation", "message": message, "fields": nested }),
     )
 }
 
@@ -1028,19 +1055,24 @@ fn refused(
                 )
             });
             let mut fields = Map::new();
+            let mut entity = Vec::new();
             for problem in &problems.0 {
                 let field = prefix
                     .as_ref()
                     .and_then(|p| problem.path.strip_prefix(p.as_str()))
+                    .filter(|rest| rest.is_empty() || rest.starts_with('.'))
                     .map(|rest| rest.trim_start_matches('.').to_owned());
                 match field {
                     Some(field) if !field.is_empty() => {
                         fields.insert(field, problem.message.clone().into());
                     }
-                    _ => {
-                        fields.insert("@entity".into(), json!([problem.to_string()]));
-                    }
+                    // The written entity's own problem, or one it causes elsewhere.
+                    Some(_) => entity.push(Value::from(problem.message.clone())),
+                    None => entity.push(Value::from(problem.to_string())),
                 }
+            }
+            if !entity.is_empty() {
+                fields.insert("@entity".into(), Value::Array(entity));
             }
             schema_violation(fields)
         }

@@ -354,7 +354,7 @@ pub fn build_consumers(items: Vec<Item>, keys: &mut Keys, report: &mut Report) -
         {
             report.add(
                 item.path.clone(),
-                "at least one of 'username' or 'custom_id' is required",
+                "at least one of these fields must be non-empty: 'custom_id', 'username'",
             );
             continue;
         }
@@ -549,6 +549,16 @@ pub fn build_secrets(
 /// The plugin names this version implements.
 pub const KNOWN_PLUGINS: &[&str] = &["correlation-id", "jwt", "prometheus", "rate-limiting"];
 
+/// Where a plugin's config problem is reported: `config.FIELD`, or the plugin itself
+/// for an empty field (a check across fields, Kong's `@entity`).
+fn config_field(plugin: &str, field: &str) -> String {
+    if field.is_empty() {
+        plugin.to_owned()
+    } else {
+        format!("{plugin}.config.{field}")
+    }
+}
+
 fn plugin_config(
     name: &str,
     config: Option<Value>,
@@ -565,7 +575,7 @@ fn plugin_config(
                 Ok(config) => Some((PluginConfig::Jwt(Arc::new(config)), json)),
                 Err(problems) => {
                     for (field, message) in problems {
-                        report.add(format!("{config_path}.{field}"), message);
+                        report.add(config_field(path, &field), message);
                     }
                     None
                 }
@@ -578,7 +588,7 @@ fn plugin_config(
                 Ok(config) => Some((PluginConfig::RateLimiting(Arc::new(config)), json)),
                 Err(problems) => {
                     for (field, message) in problems {
-                        report.add(format!("{config_path}.{field}"), message);
+                        report.add(config_field(path, &field), message);
                     }
                     None
                 }
@@ -591,7 +601,7 @@ fn plugin_config(
                 Ok(config) => Some((PluginConfig::CorrelationId(Arc::new(config)), json)),
                 Err(problems) => {
                     for (field, message) in problems {
-                        report.add(format!("{config_path}.{field}"), message);
+                        report.add(config_field(path, &field), message);
                     }
                     None
                 }

@@ -335,7 +335,7 @@ plugins:
         "consumers[0].jwt_secrets[0].algorithm: expected one of",
         "consumers[0].jwt_secrets[1].rsa_public_key: required",
         "consumers[0].jwt_secrets[2].key: required",
-        "consumers[1]: at least one of 'username' or 'custom_id'",
+        "consumers[1]: at least one of these fields must be non-empty: 'custom_id', 'username'",
         "consumers[2].username: duplicate consumer 'a'",
         "jwt_secrets[0].consumer: no consumer named 'ghost'",
         "jwt_secrets[1].consumer: expected a name or id, or an object with one of",

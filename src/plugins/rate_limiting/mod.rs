@@ -308,9 +308,11 @@ impl ConfigFile {
             limits.push(Limit::new(period, value as u64));
         }
         if limits.is_empty() && problems.is_empty() {
+            // Kong's entity check, reported on the plugin itself (an empty field).
             problems.push((
-                "second".into(),
-                "at least one of these fields must be set: second, minute, hour, day, month, year"
+                String::new(),
+                "at least one of these fields must be non-empty: 'config.second', \
+                 'config.minute', 'config.hour', 'config.day', 'config.month', 'config.year'"
                     .into(),
             ));
         }
