@@ -336,6 +336,64 @@ fn put_creates_or_replaces_the_whole_entity() {
     );
     assert_eq!(bob2["created_at"], bob["created_at"], "{bob2}");
 
+    // a consumer's JWT credential, by key or id: replaced whole, or created
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/consumers/bob/jwt",
+        &[
+            ("key", "h1"),
+            ("secret", "hs"),
+            ("algorithm", "HS384"),
+            ("tags", "a"),
+        ],
+    );
+    let h1 = ok(&r, 201, "a credential");
+    let r = admin_json(&gw, "PUT", "/consumers/bob/jwt/h1", &json!({}));
+    let h1b = ok(&r, 200, "PUT replaces a credential");
+    assert_eq!((&h1b["id"], &h1b["key"]), (&h1["id"], &h1["key"]), "{h1b}");
+    assert_eq!(h1b["algorithm"], "HS256", "back to the default: {h1b}");
+    assert!(h1b["tags"].is_null(), "{h1b}");
+    let secret = h1b["secret"].as_str().unwrap_or_default();
+    assert!(secret.len() == 32 && secret != "hs", "a new secret: {h1b}");
+    assert_eq!(h1b["created_at"], h1["created_at"], "{h1b}");
+    let r = admin_json(
+        &gw,
+        "PUT",
+        "/consumers/bob/jwt/h2",
+        &json!({"secret": "zz"}),
+    );
+    let h2 = ok(&r, 200, "PUT creates a credential with the key in the path");
+    assert_eq!(
+        (&h2["key"], &h2["secret"]),
+        (&json!("h2"), &json!("zz")),
+        "{h2}"
+    );
+    assert_eq!(h2["consumer"]["id"], bob["id"], "{h2}");
+    ok(
+        &gw.admin_get("/consumers/bob/jwt/h2"),
+        200,
+        "the created credential",
+    );
+    let id = "4f9c8ac4-6a7e-4a68-9fbf-6f1b1c4ea0a1";
+    let r = admin_json(&gw, "PUT", &format!("/consumers/bob/jwt/{id}"), &json!({}));
+    let by_id = ok(&r, 200, "PUT creates a credential with the id in the path");
+    assert_eq!(by_id["id"], id, "{by_id}");
+    assert_eq!(
+        by_id["key"].as_str().map(str::len),
+        Some(32),
+        "a generated key: {by_id}"
+    );
+    ok(
+        &admin_form(&gw, "PUT", "/consumers/carl", &[]),
+        200,
+        "another consumer",
+    );
+    let r = admin_json(&gw, "PUT", "/consumers/carl/jwt/h2", &json!({}));
+    assert_eq!(r.status, 404, "another consumer's credential: {r:?}");
+    let r = admin_json(&gw, "PUT", "/consumers/nobody/jwt/h9", &json!({}));
+    assert_eq!(r.status, 404, "an unknown consumer: {r:?}");
+
     // services: create when missing, replace (defaults back) when present
     let r = admin_form(
         &gw,

@@ -220,7 +220,9 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             None => not_found(),
         },
         ("POST", ["consumers", c, "jwt"]) => match find_consumer(config, c) {
-            Some(i) => with_body(body("jwt_secrets"), |b| create_jwt(control, config, i, b)),
+            Some(i) => with_body(body("jwt_secrets"), |b| {
+                create_jwt(control, config, i, b, None)
+            }),
             None => not_found(),
         },
         ("GET", ["consumers", c, "jwt", k]) => {
@@ -231,7 +233,7 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
                 _ => not_found(),
             }
         }
-        ("PATCH" | "PUT", ["consumers", c, "jwt", k]) => {
+        ("PATCH", ["consumers", c, "jwt", k]) => {
             match (find_consumer(config, c), find_jwt(config, k)) {
                 (Some(i), Some(j)) if config.jwt_secrets[j].consumer == i => {
                     with_body(body("jwt_secrets"), |b| update_jwt(control, config, j, b))
@@ -239,6 +241,10 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
                 _ => not_found(),
             }
         }
+        ("PUT", ["consumers", c, "jwt", k]) => match find_consumer(config, c) {
+            Some(i) => with_body(body("jwt_secrets"), |b| put_jwt(control, config, i, k, b)),
+            None => not_found(),
+        },
         ("DELETE", ["consumers", c, "jwt", k]) => {
             match (find_consumer(config, c), find_jwt(config, k)) {
                 (Some(i), Some(j)) if config.jwt_secrets[j].consumer == i => delete_entity(
@@ -1572,7 +1578,45 @@ fn delete_consumer(control: &Control, config: &Config, key: &str) -> Reply {
     }
 }
 
-fn create_jwt(control: &Control, config: &Config, consumer: usize, mut body: Body) -> Reply {
+/// `PUT /consumers/{c}/jwt/{id or key}`, as Kong: replaces the credential whole (what the
+/// body leaves out goes back to its default, a secret is generated anew) or creates it,
+/// with that id or key; 200 either way.
+fn put_jwt(control: &Control, config: &Config, consumer: usize, k: &str, mut body: Body) -> Reply {
+    body.remove("consumer");
+    let found = find_jwt(config, k);
+    let replacing = match found {
+        Some(j) if config.jwt_secrets[j].consumer != consumer => return not_found(),
+        Some(j) if config.jwt_secrets[j].layer == Layer::File => return read_only(),
+        Some(j) => {
+            body.insert("id".into(), config.jwt_secrets[j].id.as_str().into());
+            Some((j, config.jwt_secrets[j].id.as_str()))
+        }
+        None if crate::config::is_uuid(k) => {
+            body.insert("id".into(), k.into());
+            None
+        }
+        None => {
+            body.remove("id");
+            None
+        }
+    };
+    if !crate::config::is_uuid(k) {
+        body.insert("key".into(), k.into());
+    }
+    let mut reply = create_jwt(control, config, consumer, body, replacing);
+    if reply.status == 201 {
+        reply.status = 200;
+    }
+    reply
+}
+
+fn create_jwt(
+    control: &Control,
+    config: &Config,
+    consumer: usize,
+    mut body: Body,
+    replacing: Replacing<'_>,
+) -> Reply {
     for field in ["key", "secret", "algorithm", "rsa_public_key"] {
         if let Err(reply) = string_field(&body, field) {
             return reply;
@@ -1593,7 +1637,8 @@ fn create_jwt(control: &Control, config: &Config, consumer: usize, mut body: Bod
         body.insert("key".into(), random_string().into());
     }
     let key = body["key"].as_str().unwrap_or_default().to_owned();
-    if config.credentials.contains_key(&key) {
+    let holder = config.credentials.get(&key).map(|c| c.id.as_str());
+    if holder.is_some_and(|id| replacing.is_none_or(|(_, replaced)| replaced != id)) {
         return unique_violation("key", &key);
     }
     if algorithm.is_hmac() && body.get("secret").and_then(Value::as_str).is_none() {
@@ -1610,7 +1655,13 @@ fn create_jwt(control: &Control, config: &Config, consumer: usize, mut body: Bod
         "consumer".into(),
         json!({ "id": config.consumers[consumer].id }),
     );
-    write(control, config, "jwt_secrets", body, None)
+    write(
+        control,
+        config,
+        "jwt_secrets",
+        body,
+        replacing.map(|(_, id)| id),
+    )
 }
 
 fn update_jwt(control: &Control, config: &Config, j: usize, mut body: Body) -> Reply {
