@@ -608,6 +608,42 @@ fn lists_filter_by_tags_and_page_with_size_and_offset() {
     assert_eq!(ok(&r, 400, "bad offset")["name"], "invalid offset");
     let r = gw.admin_get("/services?size=1000");
     assert_eq!(r.status, 200, "{r:?}");
+
+    // A cursor, as Kong's: deleting between pages moves no entity across the boundary.
+    let usernames = |page: &Value| -> Vec<String> {
+        page["data"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{page}"))
+            .iter()
+            .map(|c| c["username"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let all = usernames(&ok(&gw.admin_get("/consumers"), 200, "all"));
+    assert_eq!(all.len(), 5, "{all:?}");
+    let first = ok(&gw.admin_get("/consumers?size=2"), 200, "first page");
+    assert_eq!(usernames(&first), all[..2]);
+    let next = first["next"].as_str().unwrap().to_owned();
+    // the last one shown goes
+    assert_eq!(
+        admin_form(&gw, "DELETE", &format!("/consumers/{}", all[1]), &[]).status,
+        204
+    );
+    let second = ok(
+        &gw.admin_get(&next),
+        200,
+        "after deleting from the first page",
+    );
+    assert_eq!(usernames(&second), all[2..4], "{second}");
+    // the next one to be shown goes
+    let next = second["next"].as_str().unwrap().to_owned();
+    assert_eq!(
+        admin_form(&gw, "DELETE", &format!("/consumers/{}", all[4]), &[]).status,
+        204
+    );
+    let r = admin_json(&gw, "POST", "/consumers", &json!({"username": "c6"}));
+    ok(&r, 201, "c6");
+    let third = ok(&gw.admin_get(&next), 200, "after deleting the next one");
+    assert_eq!(usernames(&third), ["c6"], "{third}");
 }
 
 // ---------------------------------------------------------------------------------------

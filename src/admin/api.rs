@@ -660,8 +660,8 @@ fn paged(
                 }
                 Err(_) => return invalid_size("size must be a number"),
             },
-            "offset" => match decode_offset(&value) {
-                Some(position) => offset = Some((position, value)),
+            "offset" => match Cursor::decode(&value) {
+                Some(cursor) => offset = Some(cursor),
                 None => {
                     return Reply::json(
                         400,
@@ -691,17 +691,19 @@ fn paged(
             _ => {}
         }
     }
-    let start = offset.as_ref().map_or(0, |(position, _)| *position);
-    let mut matching = items
+    let mut matching: Vec<Value> = items
         .map(|item| stored.decorate(item))
         .filter(|item| wanted.as_ref().is_none_or(|w| item[filter] == json!(w)))
         .filter(|item| tags.as_ref().is_none_or(|(t, _)| t.matches(&item["tags"])))
-        .skip(start);
-    let data: Vec<Value> = matching.by_ref().take(size).collect();
-    let more = matching.next().is_some();
+        .collect();
+    let start = offset.map_or(0, |cursor| cursor.resume(&matching));
+    let end = start.saturating_add(size).min(matching.len());
+    let more = end < matching.len();
+    let next_offset = more.then(|| Cursor::encode(end, &matching[end - 1], &matching[end]));
+    matching.truncate(end);
+    let data: Vec<Value> = matching.drain(start..).collect();
     let mut page = json!({ "data": data, "next": null });
-    if more {
-        let next_offset = encode_offset(start + size);
+    if let Some(next_offset) = next_offset {
         let mut next = format!("{}?offset={}", request.path, escape(&next_offset));
         if let Some((_, text)) = &tags {
             next.push_str(&format!("&tags={}", escape(text)));
@@ -726,17 +728,56 @@ fn invalid_size(message: &str) -> Reply {
 }
 
 /// The `offset` cursor: where the next page starts, opaque to clients as Kong's is.
-fn encode_offset(position: usize) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(position.to_string())
+/// Kong's `offset`: an opaque cursor. It holds where the next page starts and the ids
+/// on either side of that place, so an entity deleted (or added) between two pages
+/// moves no other across the boundary: the next page starts at the entity that was
+/// next, else right after the last one shown, else at the position.
+struct Cursor {
+    position: usize,
+    last: String,
+    next: String,
 }
 
-fn decode_offset(offset: &str) -> Option<usize> {
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(offset)
-        .ok()?;
-    std::str::from_utf8(&bytes).ok()?.parse().ok()
+impl Cursor {
+    fn encode(position: usize, last: &Value, next: &Value) -> String {
+        use base64::Engine;
+        let id = |item: &Value| item["id"].as_str().unwrap_or_default().to_owned();
+        base64::engine::general_purpose::STANDARD.encode(format!(
+            "{position} {} {}",
+            id(last),
+            id(next)
+        ))
+    }
+
+    fn decode(offset: &str) -> Option<Cursor> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(offset)
+            .ok()?;
+        let text = String::from_utf8(bytes).ok()?;
+        let mut parts = text.splitn(3, ' ');
+        let position = parts.next()?.parse().ok()?;
+        let last = parts.next().unwrap_or_default().to_owned();
+        let next = parts.next().unwrap_or_default().to_owned();
+        Some(Cursor {
+            position,
+            last,
+            next,
+        })
+    }
+
+    /// Where the page this cursor points at starts in `items`.
+    fn resume(&self, items: &[Value]) -> usize {
+        let at = |id: &str| {
+            (!id.is_empty())
+                .then(|| items.iter().position(|item| item["id"] == id))
+                .flatten()
+        };
+        at(&self.next)
+            .or_else(|| at(&self.last).map(|i| i + 1))
+            .unwrap_or(self.position)
+            .min(items.len())
+    }
 }
 
 /// Percent-encodes what a query value cannot hold as is.
