@@ -1853,6 +1853,72 @@ fn metrics_consumer_label_cardinality_is_capped() {
 }
 
 #[test]
+fn metrics_route_labels_fold_alike_in_every_series_and_in_histograms() {
+    let origin = Origin::start();
+    let mut routes = String::new();
+    for i in 1..=4 {
+        routes.push_str(&format!("      - name: r{i}\n        paths: [/r{i}]\n"));
+    }
+    let cfg = format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: svc\n    url: {}\n    routes:\n{routes}\
+         plugins:\n  - name: prometheus\n    config: {ALL_FLAGS}\nringway:\n  metrics_label_limit: 2\n",
+        origin.url()
+    );
+    let gw = start(&cfg);
+    for i in 1..=4 {
+        assert_proxied(
+            &get(&gw, &format!("/r{i}/x"), &[], "route"),
+            &format!("r{i}"),
+        );
+    }
+    let prom = metrics_when(&gw, |p| p.sum("kong_http_requests_total", &[]) == 4.0);
+    let allowed = set(&["r1", "r2", "r3", "r4", "other"]);
+    let mut seen = Vec::new();
+    for name in [
+        "kong_http_requests_total",
+        "kong_bandwidth_bytes",
+        "kong_request_latency_ms_count",
+    ] {
+        let values = prom.label_values(name, "route");
+        assert!(
+            values.is_subset(&allowed),
+            "{name}: {values:?}\n{}",
+            prom.text
+        );
+        let named = values.iter().filter(|v| *v != "other").count();
+        assert_eq!(
+            named, 2,
+            "{name}: two routes keep their labels: {values:?}\n{}",
+            prom.text
+        );
+        assert!(
+            values.contains("other"),
+            "{name}: {values:?}\n{}",
+            prom.text
+        );
+        seen.push(values);
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0] == w[1]),
+        "one set of route labels: {seen:?}"
+    );
+    let doc = histograms(&gw, "");
+    let listed: BTreeSet<&str> = doc["routes"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let expected: BTreeSet<&str> = seen[0].iter().map(String::as_str).collect();
+    assert_eq!(listed, expected, "/histograms lists the same labels: {doc}");
+    let total: u64 = listed
+        .iter()
+        .map(|r| count(&doc, &["routes", r, "request"]))
+        .sum();
+    assert_eq!(total, 4, "{doc}");
+}
+
+#[test]
 fn admin_api_post_plugins_prometheus_turns_on_kongs_series() {
     let origin = Origin::start();
     let gw = start(&one_service_config(&origin.url(), ""));

@@ -51,29 +51,43 @@ pub fn document(
     service: Option<&str>,
     route: Option<&str>,
 ) -> Value {
+    // A name beyond the cardinality cap has no entry of its own: its numbers are in
+    // `other`, listed whole, or when that name is asked for.
     let mut services = Map::new();
+    let mut routes = Map::new();
+    let mut folded_asked = [false, false];
     for i in 0..config.services.len() {
         let name = service_label(config, i);
         if service.is_some_and(|s| s != &*name) {
             continue;
         }
+        if published.service_labels.is_folded(&name) {
+            folded_asked[0] = true;
+            continue;
+        }
         services.insert(name.to_string(), latencies(published.services.get(&name)));
     }
-    let mut routes = Map::new();
     for i in 0..config.routes.len() {
         let name = route_label(config, i);
         if route.is_some_and(|r| r != &*name) {
             continue;
         }
+        if published.route_labels.is_folded(&name) {
+            folded_asked[1] = true;
+            continue;
+        }
         routes.insert(name.to_string(), latencies(published.routes.get(&name)));
     }
-    // Scopes beyond the cardinality cap share one entry.
-    for (map, source) in [
+    let filtered = service.is_some() || route.is_some();
+    for ((map, source), asked) in [
         (&mut services, &published.services),
         (&mut routes, &published.routes),
-    ] {
+    ]
+    .into_iter()
+    .zip(folded_asked)
+    {
         if let Some(other) = source.get(super::OTHER) {
-            if service.is_none() && route.is_none() {
+            if !filtered || asked {
                 map.insert(super::OTHER.into(), latencies(Some(other)));
             }
         }

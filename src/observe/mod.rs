@@ -13,7 +13,7 @@ pub mod prometheus;
 mod tests;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -186,8 +186,36 @@ pub struct Published {
     consumers: HashMap<String, Label>,
     /// Each route label's service label (the `service` of Kong's latency series).
     pub route_services: HashMap<Label, Label>,
-    /// Distinct service and route labels with histograms of their own.
-    scopes: usize,
+    pub service_labels: ScopeLabels,
+    pub route_labels: ScopeLabels,
+}
+
+/// The service (or route) names given labels of their own, at most the cap, in the
+/// order they first had traffic; and those that came after and fold into `other`.
+#[derive(Default)]
+pub struct ScopeLabels {
+    own: HashSet<Label>,
+    folded: HashSet<Label>,
+}
+
+impl ScopeLabels {
+    /// `name`'s label in every series: itself while under the cap, else `other`.
+    fn label(&mut self, name: Label, limit: usize) -> Label {
+        if name.is_empty() || self.own.contains(&name) {
+            return name;
+        }
+        if self.own.len() < limit {
+            self.own.insert(name.clone());
+            return name;
+        }
+        self.folded.insert(name);
+        Label::from(OTHER)
+    }
+
+    /// Whether `name`'s numbers are counted under `other`.
+    pub fn is_folded(&self, name: &str) -> bool {
+        self.folded.contains(name)
+    }
 }
 
 /// What every worker and the Admin API share.
@@ -352,22 +380,31 @@ fn fold(published: &mut Published, limit: usize, pending: Pending) {
         return;
     };
     let config = &snapshot.config;
-    // Services take their labels before routes, so at the cardinality cap services keep
-    // their own histograms first.
-    for (service, latencies) in pending.routes.values() {
+    // Labels go to services, routes and consumers in the order of their first traffic;
+    // within one fold, in config order. Every series and histogram uses the same ones.
+    let mut routes: Vec<_> = pending.routes.iter().collect();
+    routes.sort_unstable_by_key(|(index, _)| **index);
+    for (index, (service, latencies)) in routes {
         published.overall.add(latencies);
-        let label = published.scope_label(service_label(config, *service), limit, true);
-        published.services.entry(label).or_default().add(latencies);
-    }
-    for (index, (_, latencies)) in &pending.routes {
-        let label = published.scope_label(route_label(config, *index), limit, false);
-        let service = config
-            .routes
-            .get(*index)
-            .map(|r| service_label(config, r.service))
-            .unwrap_or_else(|| Label::from(""));
-        published.route_services.insert(label.clone(), service);
-        published.routes.entry(label).or_default().add(latencies);
+        let service = published
+            .service_labels
+            .label(service_label(config, *service), limit);
+        published
+            .services
+            .entry(service.clone())
+            .or_default()
+            .add(latencies);
+        let route = published
+            .route_labels
+            .label(route_label(config, *index), limit);
+        // Kong's latency series name one service per route: `other` has many.
+        let service = if &*route == OTHER {
+            Label::from(OTHER)
+        } else {
+            service
+        };
+        published.route_services.insert(route.clone(), service);
+        published.routes.entry(route).or_default().add(latencies);
     }
     let names = |published: &mut Published, route: usize, consumer: Option<usize>| {
         let service = config
@@ -375,11 +412,15 @@ fn fold(published: &mut Published, limit: usize, pending: Pending) {
             .get(route)
             .map(|r| service_label(config, r.service))
             .unwrap_or_else(|| Label::from(""));
+        let service = published.service_labels.label(service, limit);
+        let route = published
+            .route_labels
+            .label(route_label(config, route), limit);
         let consumer = consumer
             .and_then(|c| config.consumers.get(c))
             .map(|c| published.consumer_label(c.username.as_deref().unwrap_or(&c.id), limit))
             .unwrap_or_else(|| Label::from(""));
-        (service, route_label(config, route), consumer)
+        (service, route, consumer)
     };
     for ((route, consumer, status, source), n) in pending.counts {
         let (service, route, consumer) = names(published, route, consumer);
@@ -422,23 +463,6 @@ pub fn route_label(config: &crate::config::Config, index: usize) -> Label {
 }
 
 impl Published {
-    /// A service or route label: its own histograms while under the cap, else `other`.
-    fn scope_label(&mut self, name: Label, limit: usize, service: bool) -> Label {
-        let known = if service {
-            self.services.contains_key(&name)
-        } else {
-            self.routes.contains_key(&name)
-        };
-        if known {
-            return name;
-        }
-        if self.scopes >= limit * 2 {
-            return Label::from(OTHER);
-        }
-        self.scopes += 1;
-        name
-    }
-
     fn consumer_label(&mut self, name: &str, limit: usize) -> Label {
         if let Some(label) = self.consumers.get(name) {
             return label.clone();

@@ -195,24 +195,49 @@ fn a_workers_tick_never_waits_for_a_reader_holding_the_tables() {
 }
 
 #[test]
-fn at_the_scope_cap_services_keep_their_histograms_before_routes() {
-    // label_limit 1: two scopes with histograms of their own. Two services, a route each:
-    // the services take them, both routes fold into `other`, and nothing is lost.
-    let yaml = "_format_version: \"3.0\"\nservices:\n- name: a\n  url: http://127.0.0.1:9\n  routes:\n  - {name: ra, paths: [/a]}\n- name: b\n  url: http://127.0.0.1:9\n  routes:\n  - {name: rb, paths: [/b]}\n";
+fn services_and_routes_fold_alike_in_every_series_beyond_the_cap() {
+    // label_limit 2: two services and two routes keep labels of their own, taken in
+    // config order within one fold; the third of each folds into `other`, in the
+    // histograms and in the counters alike, and nothing is lost.
+    let yaml = "_format_version: \"3.0\"\nservices:\n\
+                - {name: a, url: http://127.0.0.1:9, routes: [{name: ra, paths: [/a]}]}\n\
+                - {name: b, url: http://127.0.0.1:9, routes: [{name: rb, paths: [/b]}]}\n\
+                - {name: c, url: http://127.0.0.1:9, routes: [{name: rc, paths: [/c]}]}\n";
     let config = Config::from_bytes(yaml.as_bytes(), &Default::default()).unwrap();
     let snap = Arc::new(Snapshot::new(config));
-    let observe = Arc::new(Observe::new(1, 1));
+    let observe = Arc::new(Observe::new(1, 2));
     let r = Recorder::new(observe.clone(), 0);
-    for (route, service) in [(0, 0), (1, 1), (1, 1)] {
+    for route in [2, 1, 0, 2] {
         let mut s = sample(route, None, 200, 100);
-        s.service = service;
+        s.service = route;
         r.record(&snap, &s);
     }
     r.flush();
     let published = observe.lock();
-    assert_eq!(published.services["a"].request.len(), 1);
-    assert_eq!(published.services["b"].request.len(), 2);
-    assert!(!published.routes.contains_key("ra") && !published.routes.contains_key("rb"));
-    assert_eq!(published.routes[OTHER].request.len(), 3);
-    assert_eq!(published.overall.request.len(), 3);
+    let mut services: Vec<&str> = published.services.keys().map(|k| &**k).collect();
+    let mut routes: Vec<&str> = published.routes.keys().map(|k| &**k).collect();
+    services.sort_unstable();
+    routes.sort_unstable();
+    assert_eq!(services, ["a", "b", OTHER]);
+    assert_eq!(routes, [OTHER, "ra", "rb"]);
+    assert_eq!(published.routes[OTHER].request.len(), 2);
+    assert_eq!(published.services[OTHER].request.len(), 2);
+    assert_eq!(published.route_services[OTHER].as_ref(), OTHER);
+    assert_eq!(published.overall.request.len(), 4);
+    let mut counted: Vec<(&str, &str, u64)> = published
+        .counts
+        .iter()
+        .map(|(k, n)| (&*k.0, &*k.1, *n))
+        .collect();
+    counted.sort_unstable();
+    assert_eq!(counted, [("a", "ra", 1), ("b", "rb", 1), (OTHER, OTHER, 2)]);
+    assert!(published.route_labels.is_folded("rc") && !published.route_labels.is_folded("ra"));
+    let doc = hgrm::document(&published, &snap.config, None, None);
+    let listed: Vec<&String> = doc["routes"].as_object().unwrap().keys().collect();
+    assert_eq!(listed, ["other", "ra", "rb"], "{doc}");
+    let doc = hgrm::document(&published, &snap.config, None, Some("rc"));
+    assert_eq!(
+        doc["routes"]["other"]["request"]["count"], 2,
+        "a folded route points at other: {doc}"
+    );
 }
