@@ -966,6 +966,101 @@ fn plugin_config_types_come_from_json_as_sent() {
     assert_eq!(plugin["config"]["minute"], 7, "{plugin}");
 }
 
+/// Deleting follows Kong's foreign keys: a service that routes still use is refused with
+/// Kong's foreign-key body; what is scoped to the entity (plugins, a group's
+/// memberships) goes with it.
+#[test]
+fn deletes_restrict_on_routes_and_cascade_scoped_entities() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/services",
+        &[("name", "ls"), ("url", &o.url())],
+    );
+    ok(&r, 201, "a service");
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/services/ls/routes",
+        &[("name", "lr"), ("paths[]", "/ls")],
+    );
+    ok(&r, 201, "its route");
+    for (path, name) in [
+        ("/services/ls/plugins", "correlation-id"),
+        ("/routes/lr/plugins", "prometheus"),
+    ] {
+        ok(&admin_form(&gw, "POST", path, &[("name", name)]), 201, path);
+    }
+    let r = admin_form(&gw, "DELETE", "/services/ls", &[]);
+    let body = ok(&r, 400, "a service its route still uses");
+    assert_eq!(
+        body,
+        json!({
+            "code": 4,
+            "name": "foreign key violation",
+            "message": "an existing 'routes' entity references this 'services' entity",
+            "fields": { "@referenced_by": "routes" },
+        })
+    );
+    assert_eq!(
+        proxy_get(&gw, "/ls/x", &[]).status,
+        200,
+        "nothing was deleted"
+    );
+    assert_eq!(
+        admin_form(&gw, "DELETE", "/routes/lr", &[]).status,
+        204,
+        "the route, with its plugin"
+    );
+    assert_eq!(
+        admin_form(&gw, "DELETE", "/services/ls", &[]).status,
+        204,
+        "then the service, with its"
+    );
+    let plugins = ok(&gw.admin_get("/plugins"), 200, "plugins");
+    let names: Vec<&str> = plugins["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(
+        !names.contains(&"correlation-id") && !names.contains(&"prometheus"),
+        "{plugins}"
+    );
+
+    ok(
+        &admin_form(&gw, "POST", "/consumer_groups", &[("name", "gold")]),
+        201,
+        "a group",
+    );
+    ok(
+        &admin_form(&gw, "POST", "/consumers", &[("username", "member")]),
+        201,
+        "a consumer",
+    );
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/consumer_groups/gold/consumers",
+        &[("consumer", "member")],
+    );
+    assert!(r.status == 200 || r.status == 201, "membership: {r:?}");
+    assert_eq!(
+        admin_form(&gw, "DELETE", "/consumer_groups/gold", &[]).status,
+        204,
+        "a group with members"
+    );
+    let groups = ok(
+        &gw.admin_get("/consumers/member/consumer_groups"),
+        200,
+        "the member's groups",
+    );
+    assert_eq!(groups["data"], json!([]), "{groups}");
+}
+
 /// Kong's schema-violation body: `fields` nests (`config` holds `minute`), a check across
 /// fields is the entity's (`@entity`, listed first in the message), and neither names
 /// the entity's place in ringway's combined config.

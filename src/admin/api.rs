@@ -1434,12 +1434,13 @@ fn delete_entity(control: &Control, layer: Layer, kind: &str, id: &str) -> Reply
     if layer == Layer::File {
         return read_only();
     }
-    deleted(control.update_admin(|admin| {
+    let outcome = control.update_admin(|admin| {
         admin_list(admin, kind).retain(|e| e["id"] != json!(id));
-        // Kong cascades: a consumer's credentials and plugins go with it, a
-        // certificate's SNIs with it.
+        // Kong cascades: what is scoped to the entity goes with it (a consumer's
+        // credentials, an entity's plugins, a certificate's SNIs, a group's memberships).
         let dependents: &[&str] = match kind {
             "consumers" => &["jwt_secrets", "plugins"],
+            "services" | "routes" | "consumer_groups" => &["plugins"],
             "certificates" => &["snis"],
             _ => &[],
         };
@@ -1447,7 +1448,39 @@ fn delete_entity(control: &Control, layer: Layer, kind: &str, id: &str) -> Reply
         for dependent in dependents {
             admin_list(admin, dependent).retain(|e| e[field]["id"] != json!(id));
         }
-    }))
+        if kind == "consumer_groups" {
+            for consumer in admin_list(admin, "consumers") {
+                if let Some(groups) = consumer.get_mut("groups").and_then(Value::as_array_mut) {
+                    groups.retain(|g| *g != json!(id) && g["id"] != json!(id));
+                }
+            }
+        }
+    });
+    match outcome {
+        Err(Refused::Invalid(problems) | Refused::Conflict(problems)) => {
+            foreign_key_violation(kind, &problems)
+        }
+        outcome => deleted(outcome),
+    }
+}
+
+/// Kong's answer when another entity still refers to the one being deleted (a route
+/// to its service; anything the file declares): 400, code 4, naming the referring kind.
+fn foreign_key_violation(kind: &str, problems: &Problems) -> Reply {
+    let child = problems
+        .0
+        .first()
+        .and_then(|p| p.path.split_once('['))
+        .map_or("entities", |(child, _)| child);
+    Reply::json(
+        400,
+        &json!({
+            "code": 4,
+            "name": "foreign key violation",
+            "message": format!("an existing '{child}' entity references this '{kind}' entity"),
+            "fields": { "@referenced_by": child },
+        }),
+    )
 }
 
 /// An SNI is an entity of its own, or a name in its certificate's `snis`: either way it
