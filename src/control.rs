@@ -60,6 +60,9 @@ pub struct Control {
     /// The node settings the process started with: the ones a restart-only setting
     /// keeps, whatever a reload since has read.
     started: crate::config::Node,
+    /// When the file layer was last read (Unix seconds): the `created_at` of what it
+    /// declares without one, as Kong's declarative import stamps entities.
+    file_loaded_at: std::sync::atomic::AtomicU64,
 }
 
 impl Control {
@@ -104,7 +107,14 @@ impl Control {
             store,
             layers: Mutex::new(layers),
             started,
+            file_loaded_at: std::sync::atomic::AtomicU64::new(unix_now()),
         }
+    }
+
+    /// When the file layer was last read, in Unix seconds.
+    pub fn file_loaded_at(&self) -> u64 {
+        self.file_loaded_at
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, Layers> {
@@ -168,6 +178,8 @@ impl Control {
         let mut layers = self.lock();
         let config = self.compose(&bytes, &layers.admin)?;
         layers.file = bytes;
+        self.file_loaded_at
+            .store(unix_now(), std::sync::atomic::Ordering::Relaxed);
         Ok(self.publish(config))
     }
 
@@ -196,6 +208,8 @@ impl Control {
         )
         .map_err(|e| Refused::Io(format!("cannot write {}: {e}", self.config_path.display())))?;
         layers.file = bytes;
+        self.file_loaded_at
+            .store(unix_now(), std::sync::atomic::Ordering::Relaxed);
         Ok(Some(self.publish(config)))
     }
 
@@ -219,6 +233,12 @@ impl Control {
         self.publish(config);
         Ok((result, self.shared.snapshot()))
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A conflict's problems about Admin-created entities name them by what the operator

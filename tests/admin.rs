@@ -662,10 +662,28 @@ fn file_declared_entities_are_read_only_but_take_api_credentials() {
       - key: file-key
         secret: file-secret
 "#;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let gw = Gateway::start(&base_config(&o, extra));
     let r = gw.admin_get("/consumers/filer");
     assert_eq!(r.status, 200, "file consumer is readable: {r:?}");
     let filer_id = id_of(&r.json());
+    // Stamped when the file was read, as Kong's declarative import does.
+    for (path, fields) in [
+        ("/consumers/filer", &["created_at", "updated_at"][..]),
+        ("/jwts/file-key", &["created_at"][..]),
+    ] {
+        let entity = gw.admin_get(path).json();
+        for &field in fields {
+            let at = entity[field].as_u64().unwrap_or_default();
+            assert!(
+                at >= before && at <= before + 60,
+                "{path} {field}: {entity}"
+            );
+        }
+    }
     assert_eq!(gw.admin_get(&format!("/consumers/{filer_id}")).status, 200);
     assert_eq!(gw.admin_get("/jwts/file-key").status, 200);
     assert_eq!(gw.admin_get("/consumers/filer/jwt/file-key").status, 200);

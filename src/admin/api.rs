@@ -830,7 +830,8 @@ impl TagFilter {
 
 /// Admin-created entities as stored, by id: what the config model does not keep of
 /// them (`updated_at`; `created_at` of services and routes) is shown from here.
-struct Stored(std::collections::HashMap<String, Map<String, Value>>);
+/// The Admin-created entities by id, and when the file layer was read.
+struct Stored(std::collections::HashMap<String, Map<String, Value>>, u64);
 
 impl Stored {
     fn load(control: &Control) -> Stored {
@@ -849,11 +850,19 @@ impl Stored {
                 }
             }
         }
-        Stored(by_id)
+        Stored(by_id, control.file_loaded_at())
     }
 
     fn decorate(&self, mut value: Value) -> Value {
         let Some(entity) = value["id"].as_str().and_then(|id| self.0.get(id)) else {
+            // Declared in the file: stamped when the file was read, unless it says.
+            if let Value::Object(shown) = &mut value {
+                for field in ["created_at", "updated_at"] {
+                    if shown.get(field).is_some_and(|v| v == 0) {
+                        shown.insert(field.to_owned(), self.1.into());
+                    }
+                }
+            }
             return value;
         };
         let Value::Object(shown) = &mut value else {
