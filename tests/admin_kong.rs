@@ -1108,6 +1108,25 @@ fn schema_violations_nest_their_fields_as_kong_does() {
 
     let r = admin_form(&gw, "POST", "/consumers", &[("username", "both")]);
     ok(&r, 201, "a consumer");
+    // A field of the wrong type is the one problem shown, not what it leads to (the
+    // consumer's credential left without its consumer).
+    ok(
+        &admin_form(&gw, "POST", "/consumers/both/jwt", &[]),
+        201,
+        "a credential",
+    );
+    let r = admin_json(
+        &gw,
+        "PATCH",
+        "/consumers/both",
+        &json!({"tags": "notalist"}),
+    );
+    let body = ok(&r, 400, "a mistyped field");
+    assert_eq!(
+        body["fields"],
+        json!({"tags": "invalid type: string \"notalist\", expected an array"}),
+        "{body}"
+    );
     let r = admin_json(
         &gw,
         "PATCH",

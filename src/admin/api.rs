@@ -1112,12 +1112,22 @@ fn refused(
             });
             let mut fields = Map::new();
             let mut entity = Vec::new();
-            for problem in &problems.0 {
-                let field = prefix
+            let own = |problem: &crate::config::Problem| {
+                prefix
                     .as_ref()
                     .and_then(|p| problem.path.strip_prefix(p.as_str()))
                     .filter(|rest| rest.is_empty() || rest.starts_with('.'))
-                    .map(|rest| rest.trim_start_matches('.').to_owned());
+                    .map(|rest| rest.trim_start_matches('.').to_owned())
+            };
+            // The config was valid before this write: when the written entity has problems
+            // of its own, those elsewhere follow from them (a consumer refused for a
+            // field's type leaves its credentials without a consumer) and are not shown.
+            let any_own = problems.0.iter().any(|p| own(p).is_some());
+            for problem in &problems.0 {
+                let field = own(problem);
+                if any_own && field.is_none() {
+                    continue;
+                }
                 match field {
                     Some(field) if !field.is_empty() => {
                         fields.insert(field, problem.message.clone().into());

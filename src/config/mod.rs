@@ -491,7 +491,7 @@ fn parse_fields<T: DeserializeOwned>(
         };
         let segments: Vec<Segment> = e.path().iter().cloned().collect();
         let inner = e.path().to_string();
-        let message = e.into_inner().to_string();
+        let message = kong_types(e.into_inner().to_string());
         // A required field taken out above now shows up missing: it is reported already.
         if removed.iter().any(|(at, field)| {
             *at == inner && message.starts_with(&format!("missing field `{field}`"))
@@ -526,6 +526,24 @@ fn parse_fields<T: DeserializeOwned>(
         removed.push((at.to_owned(), key.clone()));
     }
     None
+}
+
+/// A type error names what was expected as Kong's schema does (`expected an integer`),
+/// not as Rust spells it (`expected u32`).
+fn kong_types(message: String) -> String {
+    let Some((given, expected)) = message.rsplit_once(", expected ") else {
+        return message;
+    };
+    let expected = match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" | "i8" | "i16" | "i32" | "i64" | "isize" => {
+            "an integer"
+        }
+        "f32" | "f64" => "a number",
+        "a sequence" => "an array",
+        other if other.starts_with("struct ") => "a record",
+        _ => return message,
+    };
+    format!("{given}, expected {expected}")
 }
 
 /// A parse error about a secret field without the value it quotes (serde quotes what it

@@ -112,6 +112,21 @@ fn route_hosts_take_a_port_from_1_to_65535() {
 }
 
 #[test]
+fn type_errors_name_kongs_types() {
+    let p = problems(
+        "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://127.0.0.1:9\n    \
+         retries: abc\n    read_timeout: 1.5\nconsumers:\n  - username: u\n    tags: x\n",
+    );
+    for expected in [
+        r#"services[0].retries: invalid type: string "abc", expected an integer"#,
+        "services[0].read_timeout: invalid type: floating point `1.5`, expected an integer",
+        r#"consumers[0].tags: invalid type: string "x", expected an array"#,
+    ] {
+        assert!(p.iter().any(|line| line == expected), "{expected}\n{p:#?}");
+    }
+}
+
+#[test]
 fn tags_follow_kongs_rule() {
     let file = |tags: &str| {
         format!(
