@@ -699,7 +699,11 @@ fn write_forwarded_headers(
     }
     if !kept[Forwarded::Host as usize] {
         if let Some(host) = host {
-            write_header(out, b"X-Forwarded-Host", route::strip_port(host).as_bytes());
+            // nginx's `$host`, which Kong sends: without the port, lowercased.
+            let host = route::strip_port(host);
+            out.extend_from_slice(b"X-Forwarded-Host: ");
+            out.extend(host.bytes().map(|b| b.to_ascii_lowercase()));
+            out.extend_from_slice(b"\r\n");
         }
     }
     if !kept[Forwarded::Port as usize] {
