@@ -112,6 +112,28 @@ fn route_hosts_take_a_port_from_1_to_65535() {
 }
 
 #[test]
+fn sync_rate_without_redis_is_a_warning() {
+    let file = |config: &str| {
+        format!(
+            "_format_version: \"3.0\"\nplugins:\n  - name: rate-limiting\n    config: {config}\n"
+        )
+    };
+    let config = load(&file("{minute: 5, sync_rate: 1}")).unwrap();
+    assert_eq!(
+        config.warnings,
+        [
+            "plugins[0].config.sync_rate: has no effect with policy 'local' (counts are shared \
+          between workers at once)"
+        ]
+    );
+    assert!(load(&file("{minute: 5}")).unwrap().warnings.is_empty());
+    assert!(load(&file("{minute: 5, sync_rate: -1}"))
+        .unwrap()
+        .warnings
+        .is_empty());
+}
+
+#[test]
 fn type_errors_name_kongs_types() {
     let p = problems(
         "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://127.0.0.1:9\n    \
