@@ -24,8 +24,10 @@ pub enum Emit {
 const MAX_EXTENSION_BYTES: usize = 4096;
 /// The whole trailer section is bounded like a small header block.
 const MAX_TRAILER_BYTES: usize = 16 * 1024;
-/// `u64` hex digits: a 17th digit would overflow (RFC 9112 §7.1: guard the conversion).
-const MAX_SIZE_DIGITS: u8 = 16;
+/// Digits of a chunk size, leading zeros included (`1*HEXDIG` has no bound; this one
+/// keeps a size line short). Overflow is checked on the value (RFC 9112 §7.1: guard the
+/// conversion): more than 16 significant digits is refused.
+const MAX_SIZE_DIGITS: u8 = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -184,7 +186,7 @@ impl Decoder {
         let next = match self.state {
             Size { digits, value } => {
                 if let Some(v) = hex_value(b) {
-                    if digits == MAX_SIZE_DIGITS {
+                    if digits == MAX_SIZE_DIGITS || value >> 60 != 0 {
                         return Err(ChunkError);
                     }
                     Size {
@@ -429,6 +431,19 @@ mod tests {
     }
 
     #[test]
+    fn leading_zeros_in_a_size_are_digits_like_any() {
+        // RFC 9112 §7.1: `chunk-size = 1*HEXDIG`; 17 digits that are a small number.
+        let input = b"00000000000000001\r\nx\r\n0000\r\n\r\n";
+        let (body, used, done) = decode(input, Emit::Raw).unwrap();
+        assert!(done);
+        assert_eq!((body.as_slice(), used), (&b"x"[..], input.len()));
+        let largest = b"0FFFFFFFFFFFFFFFF\r\n";
+        assert!(Decoder::new()
+            .decode(largest, &mut Vec::new(), Emit::Raw)
+            .is_ok());
+    }
+
+    #[test]
     fn invalid_bodies() {
         let cases: &[&[u8]] = &[
             b"0x5\r\nhello\r\n0\r\n\r\n",
@@ -440,6 +455,8 @@ mod tests {
             b"a\r\n0123456789\n0\r\n\r\n",
             b"5\nhello\r\n",
             b"FFFFFFFFFFFFFFFFF\r\n",
+            b"10000000000000000\r\n",
+            b"00000000000000000000000000000000000000000000000000000000000000001\r\nx\r\n",
             b"3\r\nabcd\r\n0\r\n\r\n",
             b"3\r\nabcXY",
             b"Z\r\nZZ\r\nZZZ\r\n\r\n",
