@@ -644,14 +644,19 @@ fn write_forwarded_headers(
         .any(|h| h.name.eq_ignore_ascii_case("connection"));
     // Which X-Forwarded-* values a trusted client supplied (and so are kept).
     let mut kept = [false; 6];
-    for (i, header) in headers.iter().enumerate() {
+    // A token hidden from a header hides every header of that name.
+    let hidden = match access.hide {
+        Some(Location::Header(i)) => headers.get(i).map(|h| h.name),
+        _ => None,
+    };
+    for header in headers {
         if is_connection_specific(header.name, framing.upgrade)
             // An upgrade's `Connection: upgrade` names `Upgrade`, which goes through.
             || (has_connection
                 && !(framing.upgrade && header.name.eq_ignore_ascii_case("upgrade"))
                 && named_by_connection(header.name, headers))
             || (access.authenticated_by_plugin && is_consumer_header(header.name))
-            || access.hide == Some(Location::Header(i))
+            || hidden.is_some_and(|name| header.name.eq_ignore_ascii_case(name))
             || access
                 .replaced_header
                 .is_some_and(|name| header.name.eq_ignore_ascii_case(name))
