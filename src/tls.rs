@@ -149,10 +149,10 @@ pub async fn accept(
                 "EOF during the TLS handshake",
             ));
         }
-        let mut unread = &buf[..];
-        while !unread.is_empty() {
-            conn.read_tls(&mut unread)?;
-            if let Err(e) = conn.process_new_packets() {
+        match take_read(&mut conn, &buf) {
+            Ok(()) => {}
+            Err(Taken::Io(e)) => return Err(e),
+            Err(Taken::Tls(e)) => {
                 let _ = flush(&mut conn, &mut stream, &mut out).await;
                 return Err(Error::new(ErrorKind::InvalidData, e));
             }
@@ -161,6 +161,27 @@ pub async fn accept(
     // The last flight, and any session tickets.
     flush(&mut conn, &mut stream, &mut out).await?;
     Ok(monoio_rustls::ServerTlsStream::new(stream, conn))
+}
+
+/// Why rustls refused a read: the bytes themselves, or the TLS in them (which has an
+/// alert to send).
+enum Taken {
+    Io(std::io::Error),
+    Tls(rustls::Error),
+}
+
+/// Hands one read to rustls, in as many pieces as it takes them. It takes nothing after
+/// a `close_notify` (which RFC 8446 §6.1 has ignored): what is left then is dropped,
+/// where asking again would spin on a worker that never yields.
+fn take_read(conn: &mut rustls::ServerConnection, mut unread: &[u8]) -> Result<(), Taken> {
+    while !unread.is_empty() {
+        let taken = conn.read_tls(&mut unread).map_err(Taken::Io)?;
+        conn.process_new_packets().map_err(Taken::Tls)?;
+        if taken == 0 {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// How much one read of a handshake takes: a ClientHello and more fit.
@@ -371,6 +392,55 @@ pub(crate) mod tests {
             std::fs::read_to_string(cert).unwrap(),
             std::fs::read_to_string(key).unwrap(),
         )
+    }
+
+    /// A client's last flight, its `close_notify` and more than rustls buffers at once,
+    /// in one read: the read is taken as far as rustls takes it, and then left.
+    #[test]
+    fn a_read_past_close_notify_is_dropped_not_spun_on() {
+        let (cert, key) = generate("a.test");
+        let mut certificates = Certificates::default();
+        certificates.set_default(vec![certified_key(&cert, &key).unwrap()]);
+        let mut server =
+            rustls::ServerConnection::new(server_config(certificates).unwrap()).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();
+        let mut client =
+            rustls::ClientConnection::new(client_config(&[], false, None).unwrap(), name).unwrap();
+        let mut wire = Vec::new();
+        while client.is_handshaking() {
+            wire.clear();
+            while client.wants_write() {
+                client.write_tls(&mut wire).unwrap();
+            }
+            if !server.is_handshaking() {
+                break;
+            }
+            assert!(take_read(&mut server, &wire).is_ok());
+            let mut back = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut back).unwrap();
+            }
+            client.read_tls(&mut &back[..]).unwrap();
+            client.process_new_packets().unwrap();
+        }
+        wire.clear();
+        while client.wants_write() {
+            client.write_tls(&mut wire).unwrap();
+        }
+        client.send_close_notify();
+        while client.wants_write() {
+            client.write_tls(&mut wire).unwrap();
+        }
+        wire.extend(std::iter::repeat_n(0x17, 40_000));
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let taken = take_read(&mut server, &wire).is_ok();
+            let _ = done.send((taken, server.is_handshaking()));
+        });
+        let (taken, handshaking) = result
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("take_read returned");
+        assert!(taken && !handshaking);
     }
 
     #[test]
