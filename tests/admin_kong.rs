@@ -1031,6 +1031,30 @@ fn deletes_restrict_on_routes_and_cascade_scoped_entities() {
         "{plugins}"
     );
 
+    // However the plugin names its service (a PATCH stores the name as sent).
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/services",
+        &[("name", "ps"), ("url", &o.url())],
+    );
+    ok(&r, 201, "ps");
+    let r = admin_form(&gw, "POST", "/plugins", &[("name", "correlation-id")]);
+    let plugin = id_of(&ok(&r, 201, "a global plugin"));
+    let r = admin_form(
+        &gw,
+        "PATCH",
+        &format!("/plugins/{plugin}"),
+        &[("service.name", "ps")],
+    );
+    ok(&r, 200, "moved onto ps by name");
+    assert_eq!(
+        admin_form(&gw, "DELETE", "/services/ps", &[]).status,
+        204,
+        "ps, with its plugin"
+    );
+    assert_eq!(gw.admin_get(&format!("/plugins/{plugin}")).status, 404);
+
     ok(
         &admin_form(&gw, "POST", "/consumer_groups", &[("name", "gold")]),
         201,

@@ -1453,24 +1453,20 @@ fn delete_entity(control: &Control, layer: Layer, kind: &str, id: &str) -> Reply
     if layer == Layer::File {
         return read_only();
     }
+    let snapshot = control.shared.snapshot();
+    let (dependents, group) = dependents(&snapshot.config, kind, id);
     let outcome = control.update_admin(|admin| {
         admin_list(admin, kind).retain(|e| e["id"] != json!(id));
-        // Kong cascades: what is scoped to the entity goes with it (a consumer's
-        // credentials, an entity's plugins, a certificate's SNIs, a group's memberships).
-        let dependents: &[&str] = match kind {
-            "consumers" => &["jwt_secrets", "plugins"],
-            "services" | "routes" | "consumer_groups" => &["plugins"],
-            "certificates" => &["snis"],
-            _ => &[],
-        };
-        let field = kind.trim_end_matches('s');
-        for dependent in dependents {
-            admin_list(admin, dependent).retain(|e| e[field]["id"] != json!(id));
+        for (dependent, dependent_id) in &dependents {
+            admin_list(admin, dependent).retain(|e| e["id"] != json!(dependent_id));
         }
-        if kind == "consumer_groups" {
+        if let Some(group) = &group {
             for consumer in admin_list(admin, "consumers") {
                 if let Some(groups) = consumer.get_mut("groups").and_then(Value::as_array_mut) {
-                    groups.retain(|g| *g != json!(id) && g["id"] != json!(id));
+                    groups.retain(|g| {
+                        let key = g.as_str().or(g["id"].as_str()).or(g["name"].as_str());
+                        !key.is_some_and(|k| k == group.id || k == group.name)
+                    });
                 }
             }
         }
@@ -1480,6 +1476,77 @@ fn delete_entity(control: &Control, layer: Layer, kind: &str, id: &str) -> Reply
             foreign_key_violation(kind, &problems)
         }
         outcome => deleted(outcome),
+    }
+}
+
+/// What goes with a deleted entity, as Kong's foreign keys cascade, found in the
+/// resolved config (so however each refers to it: by id, by name, as an object): a
+/// consumer's credentials, an entity's plugins, a certificate's SNIs. For a group, the
+/// group itself, whose memberships go too.
+fn dependents<'c>(
+    config: &'c Config,
+    kind: &str,
+    id: &str,
+) -> (
+    Vec<(&'static str, String)>,
+    Option<&'c crate::config::ConsumerGroup>,
+) {
+    fn index_of<'a>(mut ids: impl Iterator<Item = &'a str>, id: &str) -> Option<usize> {
+        ids.position(|x| x == id)
+    }
+    let plugins = |scoped: &dyn Fn(&crate::config::Scope) -> bool| {
+        config
+            .plugins
+            .iter()
+            .filter(|p| scoped(&p.scope))
+            .map(|p| ("plugins", p.id.clone()))
+            .collect::<Vec<_>>()
+    };
+    match kind {
+        "consumers" => match index_of(config.consumers.iter().map(|c| c.id.as_str()), id) {
+            Some(c) => {
+                let mut gone = plugins(&|s| s.consumer == Some(c));
+                gone.extend(
+                    config
+                        .jwt_secrets
+                        .iter()
+                        .filter(|j| j.consumer == c)
+                        .map(|j| ("jwt_secrets", j.id.clone())),
+                );
+                (gone, None)
+            }
+            None => (Vec::new(), None),
+        },
+        "services" => match index_of(config.services.iter().map(|s| s.id.as_str()), id) {
+            Some(i) => (plugins(&|s| s.service == Some(i)), None),
+            None => (Vec::new(), None),
+        },
+        "routes" => match index_of(config.routes.iter().map(|r| r.id.as_str()), id) {
+            Some(i) => (plugins(&|s| s.route == Some(i)), None),
+            None => (Vec::new(), None),
+        },
+        "consumer_groups" => {
+            match index_of(config.consumer_groups.iter().map(|g| g.id.as_str()), id) {
+                Some(g) => (
+                    plugins(&|s| s.group == Some(g)),
+                    Some(&config.consumer_groups[g]),
+                ),
+                None => (Vec::new(), None),
+            }
+        }
+        "certificates" => match index_of(config.certificates.iter().map(|c| c.id.as_str()), id) {
+            Some(i) => (
+                config
+                    .snis
+                    .iter()
+                    .filter(|sni| sni.certificate == i)
+                    .map(|sni| ("snis", sni.id.clone()))
+                    .collect(),
+                None,
+            ),
+            None => (Vec::new(), None),
+        },
+        _ => (Vec::new(), None),
     }
 }
 
