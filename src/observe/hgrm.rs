@@ -160,9 +160,21 @@ pub fn pick<'a>(
     route: Option<&str>,
     metric: Metric,
 ) -> Option<&'a Hist> {
+    // A name beyond the cardinality cap is counted in `other`, as the JSON shows it.
+    let folded = |labels: &super::ScopeLabels, name| {
+        if labels.is_folded(name) {
+            super::OTHER
+        } else {
+            name
+        }
+    };
     let latencies = match (service, route) {
-        (_, Some(route)) => published.routes.get(route)?,
-        (Some(service), None) => published.services.get(service)?,
+        (_, Some(route)) => published
+            .routes
+            .get(folded(&published.route_labels, route))?,
+        (Some(service), None) => published
+            .services
+            .get(folded(&published.service_labels, service))?,
         (None, None) => &published.overall,
     };
     Some(latencies.get(metric))

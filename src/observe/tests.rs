@@ -235,6 +235,17 @@ fn services_and_routes_fold_alike_in_every_series_beyond_the_cap() {
     let doc = hgrm::document(&published, &snap.config, None, None);
     let listed: Vec<&String> = doc["routes"].as_object().unwrap().keys().collect();
     assert_eq!(listed, ["other", "ra", "rb"], "{doc}");
+    let folded = hgrm::pick(
+        &published,
+        None,
+        Some("rc"),
+        crate::observe::Metric::Request,
+    );
+    assert_eq!(
+        folded.map(|h| h.len()),
+        Some(2),
+        "hgrm of a folded route is other's"
+    );
     let doc = hgrm::document(&published, &snap.config, None, Some("rc"));
     assert_eq!(
         doc["routes"]["other"]["request"]["count"], 2,
