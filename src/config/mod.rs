@@ -529,18 +529,23 @@ fn parse_fields<T: DeserializeOwned>(
 }
 
 /// A type error names what was expected as Kong's schema does (`expected an integer`),
-/// not as Rust spells it (`expected u32`).
+/// not as Rust spells it (`expected u32`); a number out of range says the range.
 fn kong_types(message: String) -> String {
     let Some((given, expected)) = message.rsplit_once(", expected ") else {
         return message;
     };
-    let expected = match expected {
-        "u8" | "u16" | "u32" | "u64" | "usize" | "i8" | "i16" | "i32" | "i64" | "isize" => {
-            "an integer"
+    let range = |max: u64| format!("an integer between 0 and {max}");
+    let expected = match (message.starts_with("invalid value:"), expected) {
+        (true, "u8") => range(u8::MAX.into()),
+        (true, "u16") => range(u16::MAX.into()),
+        (true, "u32") => range(u32::MAX.into()),
+        (true, "u64" | "usize") => range(u64::MAX),
+        (_, "u8" | "u16" | "u32" | "u64" | "usize" | "i8" | "i16" | "i32" | "i64" | "isize") => {
+            "an integer".to_owned()
         }
-        "f32" | "f64" => "a number",
-        "a sequence" => "an array",
-        other if other.starts_with("struct ") => "a record",
+        (_, "f32" | "f64") => "a number".to_owned(),
+        (false, "a sequence") => "an array".to_owned(),
+        (false, other) if other.starts_with("struct ") => "a record".to_owned(),
         _ => return message,
     };
     format!("{given}, expected {expected}")
@@ -1505,13 +1510,18 @@ fn parse_host_match(host: &str) -> Result<HostMatch, String> {
 }
 
 /// A route host's optional `:port` (after a name, or after an `[IPv6]` literal) is a
-/// port number, 1 to 65535, and no other colon stands outside the brackets.
+/// port number up to 65535 (Kong's bound), and no other colon stands outside the
+/// brackets, which hold an IPv6 address's characters.
 fn port_is_valid(host: &str) -> bool {
     let port = if let Some(literal) = host.strip_prefix('[') {
         let Some((address, rest)) = literal.split_once(']') else {
             return false;
         };
-        if address.is_empty() || address.contains('[') {
+        if !address.contains(':')
+            || !address
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
             return false;
         }
         if rest.is_empty() {
@@ -1531,7 +1541,7 @@ fn port_is_valid(host: &str) -> bool {
     port.is_some_and(|p| {
         (1..=5).contains(&p.len())
             && p.bytes().all(|b| b.is_ascii_digit())
-            && p.parse::<u32>().is_ok_and(|n| (1..=65535).contains(&n))
+            && p.parse::<u32>().is_ok_and(|n| n <= 65535)
     })
 }
 

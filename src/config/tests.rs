@@ -65,7 +65,7 @@ fn each_problem_prints_on_one_line() {
 }
 
 #[test]
-fn route_hosts_take_a_port_from_1_to_65535() {
+fn route_hosts_take_a_port_up_to_65535() {
     let file = |host: &str| {
         format!(
             "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://127.0.0.1:9\n    \
@@ -74,6 +74,7 @@ fn route_hosts_take_a_port_from_1_to_65535() {
     };
     for good in [
         "a.test",
+        "a.test:0",
         "a.test:1",
         "a.test:65535",
         "*.a.test:8000",
@@ -88,7 +89,6 @@ fn route_hosts_take_a_port_from_1_to_65535() {
         );
     }
     for bad in [
-        "a.test:0",
         "a.test:65536",
         "a.test:99999",
         "a.test:",
@@ -99,6 +99,8 @@ fn route_hosts_take_a_port_from_1_to_65535() {
         "[::1]:",
         "a]b",
         "[]:80",
+        "[zz]",
+        "[1.2.3.4]",
     ] {
         let p = problems(&file(bad));
         assert_eq!(
@@ -137,12 +139,14 @@ fn sync_rate_without_redis_is_a_warning() {
 fn type_errors_name_kongs_types() {
     let p = problems(
         "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://127.0.0.1:9\n    \
-         retries: abc\n    read_timeout: 1.5\nconsumers:\n  - username: u\n    tags: x\n",
+         retries: abc\n    read_timeout: 1.5\n    write_timeout: -1\nconsumers:\n  - username: u\n    tags: x\n",
     );
     for expected in [
         r#"services[0].retries: invalid type: string "abc", expected an integer"#,
         "services[0].read_timeout: invalid type: floating point `1.5`, expected an integer",
         r#"consumers[0].tags: invalid type: string "x", expected an array"#,
+        "services[0].write_timeout: invalid value: integer `-1`, expected an integer between 0 \
+         and 18446744073709551615",
     ] {
         assert!(p.iter().any(|line| line == expected), "{expected}\n{p:#?}");
     }
