@@ -758,7 +758,13 @@ fn write_cookie_without(out: &mut Vec<u8>, header: &Header<'_>, name: &str) {
     let kept: Vec<&str> = value
         .split(';')
         .map(str::trim)
-        .filter(|c| !c.is_empty() && c.split('=').next() != Some(name))
+        .filter(|c| {
+            !c.is_empty()
+                && !c
+                    .split('=')
+                    .next()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
         .collect();
     if !kept.is_empty() {
         write_header(out, header.name.as_bytes(), kept.join("; ").as_bytes());

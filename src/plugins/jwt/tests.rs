@@ -378,6 +378,16 @@ fn token_sources_and_multiple_tokens() {
         ),
         Ok("k".into())
     );
+    // nginx matches a cookie's name without regard to case.
+    assert_eq!(
+        check(
+            &conf,
+            &creds,
+            &[("Cookie", &format!("x=1; AUTH={token}"))],
+            None
+        ),
+        Ok("k".into())
+    );
     // Kong's pattern is not anchored: the first `Bearer` followed by whitespace.
     for value in [
         format!("Token Bearer {token}"),

@@ -141,7 +141,8 @@ fn find_token<'a>(
             }
         }
     }
-    // nginx's `$cookie_NAME`, which Kong reads: the first cookie of that name.
+    // nginx's `$cookie_NAME`, which Kong reads: the first cookie of that name, matched
+    // without regard to case.
     for (i, name) in config.cookie_names.iter().enumerate() {
         let first = request
             .headers
@@ -150,7 +151,7 @@ fn find_token<'a>(
             .filter_map(|h| std::str::from_utf8(h.value).ok())
             .flat_map(|value| value.split(';'))
             .filter_map(|cookie| cookie.trim().split_once('='))
-            .find(|(key, _)| key == name);
+            .find(|(key, _)| key.eq_ignore_ascii_case(name));
         if let Some((_, value)) = first {
             offer(Cow::Borrowed(value.trim_matches('"')), Location::Cookie(i))?;
         }
