@@ -235,7 +235,8 @@ impl Control {
     }
 }
 
-fn unix_now() -> u64 {
+/// Now, in Unix seconds (the Admin API's timestamps).
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

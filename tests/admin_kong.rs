@@ -393,6 +393,22 @@ fn put_creates_or_replaces_the_whole_entity() {
     assert_eq!(r.status, 404, "another consumer's credential: {r:?}");
     let r = admin_json(&gw, "PUT", "/consumers/nobody/jwt/h9", &json!({}));
     assert_eq!(r.status, 404, "an unknown consumer: {r:?}");
+    // A key that looks like an id is still the key the path names, and it stays.
+    let uuid_key = "0b5e7c1e-2f4a-4c6b-9d8e-7f6a5b4c3d2e";
+    let r = admin_form(&gw, "POST", "/consumers/bob/jwt", &[("key", uuid_key)]);
+    let made = ok(&r, 201, "a credential keyed like an id");
+    let r = admin_json(
+        &gw,
+        "PUT",
+        &format!("/consumers/bob/jwt/{uuid_key}"),
+        &json!({}),
+    );
+    let put = ok(&r, 200, "PUT by that key");
+    assert_eq!(
+        (&put["id"], &put["key"]),
+        (&made["id"], &json!(uuid_key)),
+        "{put}"
+    );
 
     // services: create when missing, replace (defaults back) when present
     let r = admin_form(

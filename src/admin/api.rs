@@ -96,24 +96,33 @@ fn schema_violation(fields: Map<String, Value>) -> Reply {
     };
     let mut nested = Map::new();
     for (path, value) in fields {
-        let mut parts: Vec<&str> = path.split('.').collect();
-        let last = parts.pop().unwrap_or_default();
-        let mut node = &mut nested;
-        for part in parts {
-            let entry = node
-                .entry(part)
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !entry.is_object() {
-                *entry = Value::Object(Map::new());
-            }
-            node = entry.as_object_mut().expect("made an object above");
+        if let Some(value) = nest(&mut nested, &path, value) {
+            // A field that has a problem of its own and one inside it: kept flat.
+            nested.insert(path, value);
         }
-        node.insert(last.to_owned(), value);
     }
     Reply::json(
         400,
         &json!({ "code": 2, "name": "schema violation", "message": message, "fields": nested }),
     )
+}
+
+/// Puts `value` at the dotted `path` in `map`; gives it back when a value that is not
+/// an object is in the way.
+fn nest(map: &mut Map<String, Value>, path: &str, value: Value) -> Option<Value> {
+    match path.split_once('.') {
+        None => {
+            map.insert(path.to_owned(), value);
+            None
+        }
+        Some((first, rest)) => match map
+            .entry(first)
+            .or_insert_with(|| Value::Object(Map::new()))
+        {
+            Value::Object(inner) => nest(inner, rest, value),
+            _ => Some(value),
+        },
+    }
 }
 
 fn field_error(field: &str, message: &str) -> Reply {
@@ -132,12 +141,6 @@ fn unique_violation(field: &str, value: &str) -> Reply {
             "fields": { field: value },
         }),
     )
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// A random alphanumeric string, as Kong generates credential keys and secrets.
@@ -727,7 +730,6 @@ fn invalid_size(message: &str) -> Reply {
     )
 }
 
-/// The `offset` cursor: where the next page starts, opaque to clients as Kong's is.
 /// Kong's `offset`: an opaque cursor. It holds where the next page starts and the ids
 /// on either side of that place, so an entity deleted (or added) between two pages
 /// moves no other across the boundary: the next page starts at the entity that was
@@ -742,11 +744,8 @@ impl Cursor {
     fn encode(position: usize, last: &Value, next: &Value) -> String {
         use base64::Engine;
         let id = |item: &Value| item["id"].as_str().unwrap_or_default().to_owned();
-        base64::engine::general_purpose::STANDARD.encode(format!(
-            "{position} {} {}",
-            id(last),
-            id(next)
-        ))
+        base64::engine::general_purpose::STANDARD
+            .encode(json!([position, id(last), id(next)]).to_string())
     }
 
     fn decode(offset: &str) -> Option<Cursor> {
@@ -754,11 +753,8 @@ impl Cursor {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(offset)
             .ok()?;
-        let text = String::from_utf8(bytes).ok()?;
-        let mut parts = text.splitn(3, ' ');
-        let position = parts.next()?.parse().ok()?;
-        let last = parts.next().unwrap_or_default().to_owned();
-        let next = parts.next().unwrap_or_default().to_owned();
+        let (position, last, next): (usize, String, String) =
+            serde_json::from_slice(&bytes).ok()?;
         Some(Cursor {
             position,
             last,
@@ -829,8 +825,8 @@ impl TagFilter {
 }
 
 /// Admin-created entities as stored, by id: what the config model does not keep of
-/// them (`updated_at`; `created_at` of services and routes) is shown from here.
-/// The Admin-created entities by id, and when the file layer was read.
+/// them (`updated_at`; `created_at` of services and routes) is shown from here. And when
+/// the file layer was read: the time of what the file declares without one.
 struct Stored(std::collections::HashMap<String, Map<String, Value>>, u64);
 
 impl Stored {
@@ -1356,7 +1352,7 @@ fn update_generic(
                 }
                 entity.insert(k, v);
             }
-            entity.insert("updated_at".into(), now_secs().into());
+            entity.insert("updated_at".into(), crate::control::unix_now().into());
             let cleaned = without_nulls(std::mem::take(entity));
             *entity = cleaned;
         }
@@ -1605,7 +1601,7 @@ fn deleted<T>(outcome: Result<T, Refused>) -> Reply {
 /// A new entity's object: its id (given, which must be a UUID as in Kong, or random)
 /// and its timestamps.
 fn base_object(mut body: Body) -> Result<Map<String, Value>, Reply> {
-    let now = now_secs();
+    let now = crate::control::unix_now();
     match body.get("id") {
         None | Some(Value::Null) => {
             body.insert("id".into(), random_id().into());
@@ -1744,23 +1740,24 @@ fn delete_consumer(control: &Control, config: &Config, key: &str) -> Reply {
 fn put_jwt(control: &Control, config: &Config, consumer: usize, k: &str, mut body: Body) -> Reply {
     body.remove("consumer");
     let found = find_jwt(config, k);
+    // The path names the credential by its id, else by its key (which may look like an
+    // id too): a key in the path is the key it keeps.
+    let by_id = match found {
+        Some(j) => config.jwt_secrets[j].id == k,
+        None => crate::config::is_uuid(k),
+    };
     let replacing = match found {
         Some(j) if config.jwt_secrets[j].consumer != consumer => return not_found(),
         Some(j) if config.jwt_secrets[j].layer == Layer::File => return read_only(),
-        Some(j) => {
-            body.insert("id".into(), config.jwt_secrets[j].id.as_str().into());
-            Some((j, config.jwt_secrets[j].id.as_str()))
-        }
-        None if crate::config::is_uuid(k) => {
-            body.insert("id".into(), k.into());
-            None
-        }
-        None => {
-            body.remove("id");
-            None
-        }
+        Some(j) => Some((j, config.jwt_secrets[j].id.as_str())),
+        None => None,
     };
-    if !crate::config::is_uuid(k) {
+    match (replacing, by_id) {
+        (Some((_, id)), _) => body.insert("id".into(), id.into()),
+        (None, true) => body.insert("id".into(), k.into()),
+        (None, false) => body.remove("id"),
+    };
+    if !by_id {
         body.insert("key".into(), k.into());
     }
     let mut reply = create_jwt(control, config, consumer, body, replacing);
@@ -2245,7 +2242,7 @@ fn set_membership(
         let list = admin_list(admin, "consumers");
         if let Some(Value::Object(entity)) = list.get_mut(index) {
             entity.insert("groups".into(), json!(ids));
-            entity.insert("updated_at".into(), now_secs().into());
+            entity.insert("updated_at".into(), crate::control::unix_now().into());
         }
     });
     match outcome {
