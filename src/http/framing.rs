@@ -267,6 +267,9 @@ pub struct ResponseFraming {
     pub body: BodyKind,
     /// The upstream will close (or wants closed) the connection after this response.
     pub close: bool,
+    /// The `Content-Length` it declared (for a HEAD or 304 answer, of the body it
+    /// describes).
+    pub declared_length: Option<u64>,
 }
 
 /// Decides the framing of an upstream response to a request (RFC 9112 §6.3), with the
@@ -308,6 +311,7 @@ pub fn response(
         return Ok(ResponseFraming {
             body: BodyKind::None,
             close,
+            declared_length: length,
         });
     }
     let body = match (coding, length) {
@@ -319,7 +323,11 @@ pub fn response(
             BodyKind::UntilClose
         }
     };
-    Ok(ResponseFraming { body, close })
+    Ok(ResponseFraming {
+        body,
+        close,
+        declared_length: length,
+    })
 }
 
 #[cfg(test)]

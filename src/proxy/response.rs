@@ -123,14 +123,11 @@ pub fn rewrite(
     let has_connection = headers
         .iter()
         .any(|h| h.name.eq_ignore_ascii_case("connection"));
-    let mut upstream_length = None;
     let mut upstream_chunked = false;
     let mut dated = false;
     for header in headers {
         dated |= header.name.len() == 4 && header.name.eq_ignore_ascii_case("date");
-        if header.name.eq_ignore_ascii_case("content-length") {
-            upstream_length = list_elements(header.value).next();
-        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+        if header.name.eq_ignore_ascii_case("transfer-encoding") {
             upstream_chunked = true;
         }
         if is_connection_specific(header.name, switching) {
@@ -192,14 +189,10 @@ pub fn rewrite(
         ClientBody::Raw => {}
         // A HEAD or 304 answer describes the body it would have had.
         ClientBody::None if status != 204 && !(100..200).contains(&status) => {
-            if let Some(length) = upstream_length {
-                // Valid (checked by the framing), forwarded in canonical form: `007` → `7`.
-                let digits = length
-                    .iter()
-                    .position(|&b| b != b'0')
-                    .map_or(&b"0"[..], |first| &length[first..]);
+            // Forwarded in canonical form: `007` → `7`.
+            if let Some(length) = framing.declared_length {
                 out.extend_from_slice(b"Content-Length: ");
-                out.extend_from_slice(digits);
+                write_u64(out, length);
                 out.extend_from_slice(b"\r\n");
             } else if upstream_chunked && client_version == 1 {
                 out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
