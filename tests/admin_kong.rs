@@ -660,6 +660,27 @@ fn lists_filter_by_tags_and_page_with_size_and_offset() {
     ok(&r, 201, "c6");
     let third = ok(&gw.admin_get(&next), 200, "after deleting the next one");
     assert_eq!(usernames(&third), ["c6"], "{third}");
+    // The last one shown and the next one both gone: still nothing skipped.
+    for name in ["p1", "p2", "p3", "p4"] {
+        let r = admin_json(
+            &gw,
+            "POST",
+            "/consumers",
+            &json!({"username": name, "tags": ["pg"]}),
+        );
+        ok(&r, 201, name);
+    }
+    let first = ok(&gw.admin_get("/consumers?tags=pg&size=1"), 200, "p1");
+    assert_eq!(usernames(&first), ["p1"]);
+    for name in ["p1", "p2"] {
+        assert_eq!(
+            admin_form(&gw, "DELETE", &format!("/consumers/{name}"), &[]).status,
+            204
+        );
+    }
+    let next = first["next"].as_str().unwrap().to_owned();
+    let second = ok(&gw.admin_get(&next), 200, "after deleting p1 and p2");
+    assert_eq!(usernames(&second), ["p3"], "{second}");
 }
 
 // ---------------------------------------------------------------------------------------

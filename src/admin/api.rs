@@ -702,7 +702,7 @@ fn paged(
     let start = offset.map_or(0, |cursor| cursor.resume(&matching));
     let end = start.saturating_add(size).min(matching.len());
     let more = end < matching.len();
-    let next_offset = more.then(|| Cursor::encode(end, &matching[end - 1], &matching[end]));
+    let next_offset = more.then(|| Cursor::encode(&matching, end));
     matching.truncate(end);
     let data: Vec<Value> = matching.drain(start..).collect();
     let mut page = json!({ "data": data, "next": null });
@@ -731,21 +731,33 @@ fn invalid_size(message: &str) -> Reply {
 }
 
 /// Kong's `offset`: an opaque cursor. It holds where the next page starts and the ids
-/// on either side of that place, so an entity deleted (or added) between two pages
-/// moves no other across the boundary: the next page starts at the entity that was
-/// next, else right after the last one shown, else at the position.
+/// of a few entities on either side of that place, so entities deleted (or added)
+/// between two pages move no other across the boundary: the next page starts at the
+/// first of those after it still there, else right after the last of those before it
+/// still there, else at the position.
 struct Cursor {
     position: usize,
-    last: String,
-    next: String,
+    before: Vec<String>,
+    after: Vec<String>,
 }
 
+/// How many ids a cursor keeps on each side of its place.
+const CURSOR_IDS: usize = 4;
+
 impl Cursor {
-    fn encode(position: usize, last: &Value, next: &Value) -> String {
+    /// The cursor for the page that starts at `position` in `items`.
+    fn encode(items: &[Value], position: usize) -> String {
         use base64::Engine;
-        let id = |item: &Value| item["id"].as_str().unwrap_or_default().to_owned();
+        let ids = |items: &[Value]| -> Vec<String> {
+            items
+                .iter()
+                .map(|item| item["id"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        };
+        let before = ids(&items[position.saturating_sub(CURSOR_IDS)..position]);
+        let after = ids(&items[position..(position + CURSOR_IDS).min(items.len())]);
         base64::engine::general_purpose::STANDARD
-            .encode(json!([position, id(last), id(next)]).to_string())
+            .encode(json!([position, before, after]).to_string())
     }
 
     fn decode(offset: &str) -> Option<Cursor> {
@@ -753,24 +765,22 @@ impl Cursor {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(offset)
             .ok()?;
-        let (position, last, next): (usize, String, String) =
+        let (position, before, after): (usize, Vec<String>, Vec<String>) =
             serde_json::from_slice(&bytes).ok()?;
         Some(Cursor {
             position,
-            last,
-            next,
+            before,
+            after,
         })
     }
 
     /// Where the page this cursor points at starts in `items`.
     fn resume(&self, items: &[Value]) -> usize {
-        let at = |id: &str| {
-            (!id.is_empty())
-                .then(|| items.iter().position(|item| item["id"] == id))
-                .flatten()
-        };
-        at(&self.next)
-            .or_else(|| at(&self.last).map(|i| i + 1))
+        let at = |id: &String| items.iter().position(|item| item["id"] == json!(id));
+        self.after
+            .iter()
+            .find_map(at)
+            .or_else(|| self.before.iter().rev().find_map(at).map(|i| i + 1))
             .unwrap_or(self.position)
             .min(items.len())
     }
