@@ -674,6 +674,8 @@ fn file_declared_entities_are_read_only_but_take_api_credentials() {
     for (path, fields) in [
         ("/consumers/filer", &["created_at", "updated_at"][..]),
         ("/jwts/file-key", &["created_at"][..]),
+        ("/services/user-service", &["created_at", "updated_at"][..]),
+        ("/routes/user-routes", &["created_at", "updated_at"][..]),
     ] {
         let entity = gw.admin_get(path).json();
         for &field in fields {

@@ -861,11 +861,18 @@ impl Stored {
 
     fn decorate(&self, mut value: Value) -> Value {
         let Some(entity) = value["id"].as_str().and_then(|id| self.0.get(id)) else {
-            // Declared in the file: stamped when the file was read, unless it says.
+            // Declared in the file: stamped when the file was read, unless it says. An
+            // SNI named in an Admin-created certificate's `snis` dates from it.
+            let stamp = value["certificate"]["id"]
+                .as_str()
+                .and_then(|id| self.0.get(id))
+                .and_then(|certificate| certificate.get("created_at"))
+                .and_then(Value::as_u64)
+                .unwrap_or(self.1);
             if let Value::Object(shown) = &mut value {
                 for field in ["created_at", "updated_at"] {
-                    if shown.get(field).is_some_and(|v| v == 0) {
-                        shown.insert(field.to_owned(), self.1.into());
+                    if shown.get(field).is_some_and(|v| v.is_null() || *v == 0) {
+                        shown.insert(field.to_owned(), stamp.into());
                     }
                 }
             }
