@@ -321,7 +321,7 @@ fn consumer_and_credential_validation_errors() {
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        assert!(message.starts_with("invalid tag '"), "{body}: {r:?}");
+        assert!(message.starts_with("invalid tag ["), "{body}: {r:?}");
     }
     let body = json!({"username": "tagged", "tags": ["team a", "équipe-b", "x:y=z"]});
     let r = admin_json(&gw, "POST", "/consumers", &body);

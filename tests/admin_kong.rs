@@ -1151,6 +1151,24 @@ fn schema_violations_nest_their_fields_as_kong_does() {
         "{body}"
     );
 
+    // An element's problem sits at its place in an array, null where elements are fine.
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/routes",
+        &json!({"paths": ["nope", "/ok", "/a//b"], "service": {"name": "user-service"}}),
+    );
+    let body = ok(&r, 400, "bad paths");
+    let paths = body["fields"]["paths"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(paths.len(), 3, "{body}");
+    assert!(
+        paths[0].is_string() && paths[1].is_null() && paths[2].is_string(),
+        "{body}"
+    );
+
     let periods = "at least one of these fields must be non-empty: 'config.second', \
                    'config.minute', 'config.hour', 'config.day', 'config.month', 'config.year'";
     let r = admin_json(

@@ -107,14 +107,31 @@ fn schema_violation(fields: Map<String, Value>) -> Reply {
     )
 }
 
-/// Puts `value` at the dotted `path` in `map`; gives it back when a value that is not
-/// an object is in the way.
+/// Puts `value` at the dotted `path` in `map`, an element's (`paths[1]`) in an array
+/// with null for the elements that are fine, as Kong does; gives it back when a value of
+/// another shape is in the way.
 fn nest(map: &mut Map<String, Value>, path: &str, value: Value) -> Option<Value> {
+    let element = |path: &str| {
+        let (name, index) = path.strip_suffix(']')?.split_once('[')?;
+        Some((name.to_owned(), index.parse::<usize>().ok()?))
+    };
     match path.split_once('.') {
-        None => {
-            map.insert(path.to_owned(), value);
-            None
-        }
+        None => match element(path) {
+            Some((name, index)) => match map.entry(name).or_insert_with(|| json!([])) {
+                Value::Array(list) => {
+                    if list.len() <= index {
+                        list.resize(index + 1, Value::Null);
+                    }
+                    list[index] = value;
+                    None
+                }
+                _ => Some(value),
+            },
+            None => {
+                map.insert(path.to_owned(), value);
+                None
+            }
+        },
         Some((first, rest)) => match map
             .entry(first)
             .or_insert_with(|| Value::Object(Map::new()))

@@ -32,13 +32,19 @@ pub fn tags<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Er
                 !c.is_ascii() || (c == ' ' || c.is_ascii_graphic()) && c != ',' && c != '/'
             })
     };
-    match tags.iter().find(|tag| !valid(tag)) {
-        Some(bad) => Err(serde::de::Error::custom(format!(
-            "invalid tag '{}': expected printable ascii (except `,` and `/`) or valid utf-8 sequences",
-            bad.escape_debug()
-        ))),
-        None => Ok(tags),
+    let bad: Vec<String> = tags
+        .iter()
+        .enumerate()
+        .filter(|(_, tag)| !valid(tag))
+        .map(|(i, tag)| format!("[{i}] '{}'", tag.escape_debug()))
+        .collect();
+    if bad.is_empty() {
+        return Ok(tags);
     }
+    Err(serde::de::Error::custom(format!(
+        "invalid tag {}: expected printable ascii (except `,` and `/`) or valid utf-8 sequences",
+        bad.join(", ")
+    )))
 }
 
 /// The top level: every entity list is kept as raw values so that each item is

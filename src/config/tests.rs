@@ -164,10 +164,19 @@ fn tags_follow_kongs_rule() {
         let p = problems(&file(bad));
         assert_eq!(p.len(), 1, "{bad}: {p:?}");
         assert!(
-            p[0].starts_with("services[0].tags: invalid tag '"),
+            p[0].starts_with("services[0].tags: invalid tag ["),
             "{bad}: {p:?}"
         );
     }
+    // Every bad tag is named, with its place.
+    let p = problems(&file(r#"[ok, "", "x/y"]"#));
+    assert_eq!(
+        p,
+        [
+            "services[0].tags: invalid tag [1] '', [2] 'x/y': expected printable ascii \
+          (except `,` and `/`) or valid utf-8 sequences"
+        ]
+    );
     let config = load(&file(r#"["team a", "équipe", "x:y=z~!"]"#)).unwrap();
     assert_eq!(config.services[0].tags, ["team a", "équipe", "x:y=z~!"]);
     for section in [
@@ -178,7 +187,10 @@ fn tags_follow_kongs_rule() {
             "_format_version: \"3.0\"\n{section}    tags: [\"a,b\"]\n"
         ));
         assert_eq!(p.len(), 1, "{section}: {p:?}");
-        assert!(p[0].contains("tags: invalid tag 'a,b'"), "{section}: {p:?}");
+        assert!(
+            p[0].contains("tags: invalid tag [0] 'a,b'"),
+            "{section}: {p:?}"
+        );
     }
 }
 
