@@ -723,6 +723,23 @@ fn a_given_id_must_be_a_uuid() {
         &json!({ "username": "ivan", "id": id }),
     );
     assert_eq!(ok(&r, 201, "consumer with a UUID")["id"], id);
+    // An id already taken is Kong's primary key violation, whatever else differs.
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/consumers",
+        &json!({ "username": "ivan2", "id": id }),
+    );
+    let body = ok(&r, 400, "a taken id");
+    assert_eq!(
+        body,
+        json!({
+            "code": 3,
+            "name": "primary key violation",
+            "message": format!("primary key violation on key '{{id=\"{id}\"}}'"),
+            "fields": { "id": id },
+        })
+    );
 }
 
 // ---------------------------------------------------------------------------------------

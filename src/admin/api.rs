@@ -1222,6 +1222,17 @@ fn create(control: &Control, config: &Config, kind: &str, object: Map<String, Va
         .and_then(Value::as_str)
         .map(str::to_owned)
         .unwrap_or_default();
+    if id_in_use(config, kind, &id) {
+        return Reply::json(
+            400,
+            &json!({
+                "code": 3,
+                "name": "primary key violation",
+                "message": format!("primary key violation on key '{{id=\"{id}\"}}'"),
+                "fields": { "id": id },
+            }),
+        );
+    }
     let outcome = control.update_admin(|admin| {
         let list = admin_list(admin, kind);
         list.push(Value::Object(without_nulls(object)));
@@ -1238,6 +1249,22 @@ fn create(control: &Control, config: &Config, kind: &str, object: Map<String, Va
             refused(reason, config, kind, Some(index))
         }
     }
+}
+
+/// Whether an entity of `kind` already has this id (Kong's primary key).
+fn id_in_use(config: &Config, kind: &str, id: &str) -> bool {
+    let mut ids: Box<dyn Iterator<Item = &str>> = match kind {
+        "services" => Box::new(config.services.iter().map(|e| e.id.as_str())),
+        "routes" => Box::new(config.routes.iter().map(|e| e.id.as_str())),
+        "consumers" => Box::new(config.consumers.iter().map(|e| e.id.as_str())),
+        "consumer_groups" => Box::new(config.consumer_groups.iter().map(|e| e.id.as_str())),
+        "plugins" => Box::new(config.plugins.iter().map(|e| e.id.as_str())),
+        "jwt_secrets" => Box::new(config.jwt_secrets.iter().map(|e| e.id.as_str())),
+        "certificates" => Box::new(config.certificates.iter().map(|e| e.id.as_str())),
+        "snis" => Box::new(config.snis.iter().map(|e| e.id.as_str())),
+        _ => return false,
+    };
+    ids.any(|x| x == id)
 }
 
 /// Puts `object` in place of the admin entity `id`, keeping its id, `created_at` and,
