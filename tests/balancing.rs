@@ -441,6 +441,20 @@ fn admin_api_lists_upstreams_and_targets_read_only() {
         Some(("application/x-www-form-urlencoded", b"name=x")),
     );
     assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"), "{r:?}");
+    let r = http_request(gw.admin_addr(), "DELETE", "/upstreams/pool", &[], None);
+    assert_eq!(
+        (r.status, r.header("allow")),
+        (405, Some("GET, HEAD")),
+        "{r:?}"
+    );
+    let path = format!("/upstreams/pool/targets/{}/healthy", target(&a));
+    let r = http_request(gw.admin_addr(), "DELETE", &path, &[], None);
+    assert_eq!(
+        (r.status, r.header("allow")),
+        (405, Some("PUT, POST")),
+        "{r:?}"
+    );
 }
 
 #[test]

@@ -55,10 +55,17 @@ pub fn handle(method: &str, segments: &[&str], config: &Config) -> Option<Reply>
             }
         }
         (_, ["upstreams", ..]) if matches!(method, "GET") => not_found(),
-        (_, ["upstreams", ..]) => Reply::message(
-            405,
-            "upstreams and targets are managed by the declarative config file",
-        ),
+        (_, path @ ["upstreams", ..]) => {
+            let allow = match path {
+                [_, _, "targets", _, "healthy" | "unhealthy"] => "PUT, POST",
+                _ => "GET, HEAD",
+            };
+            Reply::message(
+                405,
+                "upstreams and targets are managed by the declarative config file",
+            )
+            .with_header("Allow", allow)
+        }
         _ => return None,
     };
     Some(reply)
