@@ -382,7 +382,7 @@ fn x_forwarded_headers_set_and_client_values_overwritten() {
     let port = gw.proxy_addr().port().to_string();
     let mut c = gw.client();
     let r = c.roundtrip(
-        b"GET /xff/path?q=1 HTTP/1.1\r\nHost: Client.EXAMPLE:8000\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\nX-Forwarded-Port: 9999\r\nX-Forwarded-Path: /evil\r\nX-Real-IP: 6.6.6.6\r\n\r\n",
+        b"GET /xff/path?q=1 HTTP/1.1\r\nHost: Client.EXAMPLE.:8000\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\nX-Forwarded-Port: 9999\r\nX-Forwarded-Path: /evil\r\nX-Real-IP: 6.6.6.6\r\n\r\n",
     );
     assert_eq!(r.status, 200);
     let rec = o.complete_requests().pop().unwrap();
@@ -390,7 +390,7 @@ fn x_forwarded_headers_set_and_client_values_overwritten() {
     let want = [
         ("x-forwarded-for", "1.2.3.4, 127.0.0.1"),
         ("x-forwarded-proto", "http"),
-        // nginx's $host, as Kong sends it: lowercased, without the port
+        // nginx's $host, as Kong sends it: lowercased, without the port or final dot
         ("x-forwarded-host", "client.example"),
         ("x-forwarded-port", port.as_str()),
         ("x-forwarded-path", "/xff/path"),

@@ -704,8 +704,10 @@ fn write_forwarded_headers(
     }
     if !kept[Forwarded::Host as usize] {
         if let Some(host) = host {
-            // nginx's `$host`, which Kong sends: without the port, lowercased.
+            // nginx's `$host`, which Kong sends: without the port or a trailing dot,
+            // lowercased.
             let host = route::strip_port(host);
+            let host = host.strip_suffix('.').unwrap_or(host);
             out.extend_from_slice(b"X-Forwarded-Host: ");
             out.extend(host.bytes().map(|b| b.to_ascii_lowercase()));
             out.extend_from_slice(b"\r\n");
