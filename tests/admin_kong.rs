@@ -1186,6 +1186,19 @@ fn schema_violations_nest_their_fields_as_kong_does() {
         "{body}"
     );
 
+    // An index that comes from the body itself stays a flat key, whatever its size.
+    for field in ["x[100000000000]", "x[18446744073709551615]"] {
+        let r = admin_json(
+            &gw,
+            "POST",
+            "/consumers",
+            &json!({"username": "ix", field: 1}),
+        );
+        let body = ok(&r, 400, field);
+        assert!(body["fields"][field].is_string(), "{body}");
+    }
+    assert_eq!(gw.admin_get("/status").status, 200, "still up");
+
     let periods = "at least one of these fields must be non-empty: 'config.second', \
                    'config.minute', 'config.hour', 'config.day', 'config.month', 'config.year'";
     let r = admin_json(

@@ -144,6 +144,11 @@ fn hash_on_cookie_sets_the_cookie_then_sticks_to_it() {
         None,
         "a known cookie is not set again"
     );
+    // nginx's $cookie_NAME, which Kong's balancer reads, matches names in any case.
+    let shouted = cookie.replacen("sticky", "STICKY", 1);
+    let again = proxy_get(&gw, "/", &[("cookie", &shouted)]);
+    assert_eq!(again.header("set-cookie"), None, "{again:?}");
+    assert_eq!(again.body_str(), first.body_str());
 }
 
 #[test]

@@ -107,13 +107,19 @@ fn schema_violation(fields: Map<String, Value>) -> Reply {
     )
 }
 
+/// The largest array a 400 body places element problems in.
+const MAX_ELEMENT_ERRORS: usize = 4096;
+
 /// Puts `value` at the dotted `path` in `map`, an element's (`paths[1]`) in an array
 /// with null for the elements that are fine, as Kong does; gives it back when a value of
 /// another shape is in the way.
 fn nest(map: &mut Map<String, Value>, path: &str, value: Value) -> Option<Value> {
+    // An index from the body itself (an unknown field named `x[99999999999]`) must not
+    // size the answer: beyond a few thousand elements the path stays flat.
     let element = |path: &str| {
         let (name, index) = path.strip_suffix(']')?.split_once('[')?;
-        Some((name.to_owned(), index.parse::<usize>().ok()?))
+        let index = index.parse::<usize>().ok()?;
+        (index < MAX_ELEMENT_ERRORS).then(|| (name.to_owned(), index))
     };
     match path.split_once('.') {
         None => match element(path) {

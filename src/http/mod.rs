@@ -20,6 +20,21 @@ pub const fn is_token_byte(b: u8) -> bool {
         | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
 }
 
+/// The value of the first cookie called `name`, quotes taken off, over every `Cookie`
+/// line. Names match without regard to case, as nginx's `$cookie_NAME` (which Kong's
+/// plugins and balancer read) matches them.
+pub fn cookie<'a>(headers: &'a [httparse::Header<'a>], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+        .filter_map(|h| std::str::from_utf8(h.value).ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim_matches('"'))
+        })
+}
+
 /// Splits a comma-separated header value into trimmed elements (RFC 9110 §5.6.1).
 pub fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|b| *b == b',').map(trim_ows)

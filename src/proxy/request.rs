@@ -461,7 +461,7 @@ impl Balance {
                             _ => None,
                         })?
                 }
-                HashOn::Cookie { name, .. } => cookie(facts.headers, name)?,
+                HashOn::Cookie { name, .. } => crate::http::cookie(facts.headers, name)?,
             };
             (!value.is_empty()).then_some(value)
         };
@@ -477,19 +477,6 @@ impl Balance {
         };
         self
     }
-}
-
-/// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie<'a>(headers: &'a [Header<'a>], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
-        .filter_map(|h| std::str::from_utf8(h.value).ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (k, v) = pair.trim().split_once('=')?;
-            (k == name).then(|| v.trim_matches('"'))
-        })
 }
 
 /// The client's address as plugins see it: the peer's, or for a peer in `trusted_ips`

@@ -141,19 +141,10 @@ fn find_token<'a>(
             }
         }
     }
-    // nginx's `$cookie_NAME`, which Kong reads: the first cookie of that name, matched
-    // without regard to case.
+    // nginx's `$cookie_NAME`, which Kong reads: the first cookie of that name.
     for (i, name) in config.cookie_names.iter().enumerate() {
-        let first = request
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
-            .filter_map(|h| std::str::from_utf8(h.value).ok())
-            .flat_map(|value| value.split(';'))
-            .filter_map(|cookie| cookie.trim().split_once('='))
-            .find(|(key, _)| key.eq_ignore_ascii_case(name));
-        if let Some((_, value)) = first {
-            offer(Cow::Borrowed(value.trim_matches('"')), Location::Cookie(i))?;
+        if let Some(value) = crate::http::cookie(request.headers, name) {
+            offer(Cow::Borrowed(value), Location::Cookie(i))?;
         }
     }
     // `kong.request.get_header`: the first header of each name.
