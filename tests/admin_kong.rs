@@ -1137,6 +1137,29 @@ fn deletes_restrict_on_routes_and_cascade_scoped_entities() {
         "the member's groups",
     );
     assert_eq!(groups["data"], json!([]), "{groups}");
+    // A membership that names its group, in any of the ways a reference may.
+    ok(
+        &admin_form(&gw, "POST", "/consumer_groups", &[("name", "silver")]),
+        201,
+        "silver",
+    );
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/consumers",
+        &json!({"username": "named", "groups": [{"id": "8d4e4c8e-5a53-4a8b-9c43-0b9d7b6a1f00", "name": "silver"}]}),
+    );
+    ok(&r, 201, "a member naming its group");
+    assert_eq!(
+        admin_form(&gw, "DELETE", "/consumer_groups/silver", &[]).status,
+        204
+    );
+    let groups = ok(
+        &gw.admin_get("/consumers/named/consumer_groups"),
+        200,
+        "named's groups",
+    );
+    assert_eq!(groups["data"], json!([]), "{groups}");
 }
 
 /// Kong's schema-violation body: `fields` nests (`config` holds `minute`), a check across

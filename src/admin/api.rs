@@ -1517,20 +1517,18 @@ fn delete_entity(control: &Control, layer: Layer, kind: &str, id: &str) -> Reply
         return read_only();
     }
     let snapshot = control.shared.snapshot();
-    let (dependents, group) = dependents(&snapshot.config, kind, id);
+    let (dependents, memberships) = dependents(&snapshot.config, kind, id);
     let outcome = control.update_admin(|admin| {
         admin_list(admin, kind).retain(|e| e["id"] != json!(id));
         for (dependent, dependent_id) in &dependents {
             admin_list(admin, dependent).retain(|e| e["id"] != json!(dependent_id));
         }
-        if let Some(group) = &group {
-            for consumer in admin_list(admin, "consumers") {
-                if let Some(groups) = consumer.get_mut("groups").and_then(Value::as_array_mut) {
-                    groups.retain(|g| {
-                        let key = g.as_str().or(g["id"].as_str()).or(g["name"].as_str());
-                        !key.is_some_and(|k| k == group.id || k == group.name)
-                    });
-                }
+        for consumer in admin_list(admin, "consumers") {
+            let left = memberships
+                .iter()
+                .find(|(member, _)| consumer["id"] == json!(member));
+            if let (Some((_, left)), Value::Object(entity)) = (left, consumer) {
+                entity.insert("groups".into(), json!(left));
             }
         }
     });
@@ -1544,16 +1542,11 @@ fn delete_entity(control: &Control, layer: Layer, kind: &str, id: &str) -> Reply
 
 /// What goes with a deleted entity, as Kong's foreign keys cascade, found in the
 /// resolved config (so however each refers to it: by id, by name, as an object): a
-/// consumer's credentials, an entity's plugins, a certificate's SNIs. For a group, the
-/// group itself, whose memberships go too.
-fn dependents<'c>(
-    config: &'c Config,
-    kind: &str,
-    id: &str,
-) -> (
-    Vec<(&'static str, String)>,
-    Option<&'c crate::config::ConsumerGroup>,
-) {
+/// consumer's credentials, an entity's plugins, a certificate's SNIs. For a group, also
+/// each Admin-created member's groups without it, as ids.
+type Dependents = (Vec<(&'static str, String)>, Vec<(String, Vec<String>)>);
+
+fn dependents(config: &Config, kind: &str, id: &str) -> Dependents {
     fn index_of<'a>(mut ids: impl Iterator<Item = &'a str>, id: &str) -> Option<usize> {
         ids.position(|x| x == id)
     }
@@ -1576,25 +1569,34 @@ fn dependents<'c>(
                         .filter(|j| j.consumer == c)
                         .map(|j| ("jwt_secrets", j.id.clone())),
                 );
-                (gone, None)
+                (gone, Vec::new())
             }
-            None => (Vec::new(), None),
+            None => (Vec::new(), Vec::new()),
         },
         "services" => match index_of(config.services.iter().map(|s| s.id.as_str()), id) {
-            Some(i) => (plugins(&|s| s.service == Some(i)), None),
-            None => (Vec::new(), None),
+            Some(i) => (plugins(&|s| s.service == Some(i)), Vec::new()),
+            None => (Vec::new(), Vec::new()),
         },
         "routes" => match index_of(config.routes.iter().map(|r| r.id.as_str()), id) {
-            Some(i) => (plugins(&|s| s.route == Some(i)), None),
-            None => (Vec::new(), None),
+            Some(i) => (plugins(&|s| s.route == Some(i)), Vec::new()),
+            None => (Vec::new(), Vec::new()),
         },
         "consumer_groups" => {
             match index_of(config.consumer_groups.iter().map(|g| g.id.as_str()), id) {
-                Some(g) => (
-                    plugins(&|s| s.group == Some(g)),
-                    Some(&config.consumer_groups[g]),
-                ),
-                None => (Vec::new(), None),
+                Some(g) => {
+                    let members = config
+                        .consumers
+                        .iter()
+                        .filter(|c| c.layer != Layer::File && c.groups.contains(&g))
+                        .map(|c| {
+                            let left = c.groups.iter().filter(|&&other| other != g);
+                            let ids = left.map(|&other| config.consumer_groups[other].id.clone());
+                            (c.id.clone(), ids.collect())
+                        })
+                        .collect();
+                    (plugins(&|s| s.group == Some(g)), members)
+                }
+                None => (Vec::new(), Vec::new()),
             }
         }
         "certificates" => match index_of(config.certificates.iter().map(|c| c.id.as_str()), id) {
@@ -1605,11 +1607,11 @@ fn dependents<'c>(
                     .filter(|sni| sni.certificate == i)
                     .map(|sni| ("snis", sni.id.clone()))
                     .collect(),
-                None,
+                Vec::new(),
             ),
-            None => (Vec::new(), None),
+            None => (Vec::new(), Vec::new()),
         },
-        _ => (Vec::new(), None),
+        _ => (Vec::new(), Vec::new()),
     }
 }
 
