@@ -529,23 +529,22 @@ fn parse_fields<T: DeserializeOwned>(
 }
 
 /// A type error names what was expected as Kong's schema does (`expected an integer`),
-/// not as Rust spells it (`expected u32`); a number out of range says the range.
+/// not as Rust spells it (`expected u32`). A number out of the type's range says which
+/// way it is out (each field's own range is checked after this, with its own message).
 fn kong_types(message: String) -> String {
     let Some((given, expected)) = message.rsplit_once(", expected ") else {
         return message;
     };
-    let range = |max: u64| format!("an integer between 0 and {max}");
+    let unsigned = matches!(expected, "u8" | "u16" | "u32" | "u64" | "usize");
     let expected = match (message.starts_with("invalid value:"), expected) {
-        (true, "u8") => range(u8::MAX.into()),
-        (true, "u16") => range(u16::MAX.into()),
-        (true, "u32") => range(u32::MAX.into()),
-        (true, "u64" | "usize") => range(u64::MAX),
+        (true, _) if unsigned && given.contains("`-") => "a non-negative integer",
+        (true, _) if unsigned => "a smaller integer",
         (_, "u8" | "u16" | "u32" | "u64" | "usize" | "i8" | "i16" | "i32" | "i64" | "isize") => {
-            "an integer".to_owned()
+            "an integer"
         }
-        (_, "f32" | "f64") => "a number".to_owned(),
-        (false, "a sequence") => "an array".to_owned(),
-        (false, other) if other.starts_with("struct ") => "a record".to_owned(),
+        (_, "f32" | "f64") => "a number",
+        (false, "a sequence") => "an array",
+        (false, other) if other.starts_with("struct ") => "a record",
         _ => return message,
     };
     format!("{given}, expected {expected}")
@@ -1517,11 +1516,7 @@ fn port_is_valid(host: &str) -> bool {
         let Some((address, rest)) = literal.split_once(']') else {
             return false;
         };
-        if !address.contains(':')
-            || !address
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        {
+        if address.parse::<std::net::Ipv6Addr>().is_err() {
             return false;
         }
         if rest.is_empty() {

@@ -101,6 +101,8 @@ fn route_hosts_take_a_port_up_to_65535() {
         "[]:80",
         "[zz]",
         "[1.2.3.4]",
+        "[:]",
+        "[1::2::3]",
     ] {
         let p = problems(&file(bad));
         assert_eq!(
@@ -145,8 +147,7 @@ fn type_errors_name_kongs_types() {
         r#"services[0].retries: invalid type: string "abc", expected an integer"#,
         "services[0].read_timeout: invalid type: floating point `1.5`, expected an integer",
         r#"consumers[0].tags: invalid type: string "x", expected an array"#,
-        "services[0].write_timeout: invalid value: integer `-1`, expected an integer between 0 \
-         and 18446744073709551615",
+        "services[0].write_timeout: invalid value: integer `-1`, expected a non-negative integer",
     ] {
         assert!(p.iter().any(|line| line == expected), "{expected}\n{p:#?}");
     }
