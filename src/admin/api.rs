@@ -2405,3 +2405,38 @@ fn config_errors(status: u16, problems: &Problems) -> Reply {
         &json!({ "code": 14, "name": "invalid declarative configuration", "message": message, "errors": errors }),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the file declares is dated when the file was read, unless it says; an SNI
+    /// named in an Admin-created certificate, by the certificate.
+    #[test]
+    fn file_entities_and_certificate_snis_are_dated() {
+        let certificate = json!({"id": "c1", "created_at": 5, "updated_at": 6});
+        let stored = Stored(
+            [("c1".to_owned(), certificate.as_object().unwrap().clone())].into(),
+            100,
+        );
+        let sni =
+            json!({"id": "s1", "certificate": {"id": "c1"}, "created_at": 0, "updated_at": 0});
+        let sni = stored.decorate(sni);
+        assert_eq!(
+            (&sni["created_at"], &sni["updated_at"]),
+            (&json!(5), &json!(5))
+        );
+        let service = json!({"id": "f1", "created_at": null, "updated_at": null});
+        let service = stored.decorate(service);
+        assert_eq!(
+            (&service["created_at"], &service["updated_at"]),
+            (&json!(100), &json!(100))
+        );
+        let dated = json!({"id": "f2", "created_at": 7});
+        assert_eq!(
+            stored.decorate(dated)["created_at"],
+            7,
+            "a time the file gives stays"
+        );
+    }
+}
