@@ -141,6 +141,9 @@ const HEAD_CASES: &[(&str, &str, u16)] = &[
     ("host-port-not-digits", "GET {P} HTTP/1.1\r\nHost: a:evil.com\r\n\r\n", 400),
     ("host-two-ports", "GET {P} HTTP/1.1\r\nHost: a:1:2\r\n\r\n", 400),
     ("host-unclosed-literal", "GET {P} HTTP/1.1\r\nHost: [::1\r\n\r\n", 400),
+    // as nginx refuses them (and so Kong): an empty label, or only the root's dot
+    ("host-empty-label", "GET {P} HTTP/1.1\r\nHost: a..b\r\n\r\n", 400),
+    ("host-only-dot", "GET {P} HTTP/1.1\r\nHost: .\r\n\r\n", 400),
     // request line and version
     ("version-1-32", "GET {P} HTTP/1.32\r\nHost: a\r\n\r\n", 400),
     ("version-1", "GET {P} HTTP/1\r\nHost: a\r\n\r\n", 400),

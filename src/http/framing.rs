@@ -145,7 +145,10 @@ pub(crate) fn valid_host_value(value: &[u8]) -> bool {
                 Some(at) => (&value[..at], Some(&value[at + 1..])),
                 None => (value, None),
             };
-            (valid_reg_name(host), port)
+            // As nginx (and so Kong) refuses them: an empty label, or a name that is
+            // only the root's dot.
+            let labels_ok = host != b"." && !host.windows(2).any(|w| w == b"..");
+            (labels_ok && valid_reg_name(host), port)
         }
     };
     host_ok && port.is_none_or(|port| port.iter().all(u8::is_ascii_digit))
