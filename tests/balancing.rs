@@ -460,6 +460,14 @@ fn admin_api_lists_upstreams_and_targets_read_only() {
         (405, Some("PUT, POST")),
         "{r:?}"
     );
+    let r = http_request(
+        gw.admin_addr(),
+        "DELETE",
+        "/upstreams/pool/bogus/deep",
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 404, "no endpoint there: {r:?}");
 }
 
 #[test]

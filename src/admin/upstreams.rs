@@ -58,7 +58,8 @@ pub fn handle(method: &str, segments: &[&str], config: &Config) -> Option<Reply>
         (_, path @ ["upstreams", ..]) => {
             let allow = match path {
                 [_, _, "targets", _, "healthy" | "unhealthy"] => "PUT, POST",
-                _ => "GET, HEAD",
+                [_] | [_, _] | [_, _, "targets" | "health"] | [_, _, "targets", _] => "GET, HEAD",
+                _ => return Some(not_found()),
             };
             Reply::message(
                 405,
