@@ -207,6 +207,17 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
     if let Some(reply) = super::upstreams::handle(method, &segments, config) {
         return reply;
     }
+    // A new entity given an id that is taken: Kong's primary key violation, before any
+    // other check (the database finds it first).
+    if let (true, Some(kind)) = (method == "POST", created_kind(&segments)) {
+        if let Ok(given) = body(kind) {
+            if let Some(Value::String(id)) = given.get("id") {
+                if id_in_use(config, kind, id) {
+                    return primary_key_violation(id);
+                }
+            }
+        }
+    }
     // What the config model does not keep of Admin-created entities: loaded (a copy of
     // the Admin layer) only by a read that shows entities.
     let stored = std::cell::OnceCell::new();
@@ -1228,17 +1239,7 @@ fn create(control: &Control, config: &Config, kind: &str, object: Map<String, Va
         .and_then(Value::as_str)
         .map(str::to_owned)
         .unwrap_or_default();
-    if id_in_use(config, kind, &id) {
-        return Reply::json(
-            400,
-            &json!({
-                "code": 3,
-                "name": "primary key violation",
-                "message": format!("primary key violation on key '{{id=\"{id}\"}}'"),
-                "fields": { "id": id },
-            }),
-        );
-    }
+
     let outcome = control.update_admin(|admin| {
         let list = admin_list(admin, kind);
         list.push(Value::Object(without_nulls(object)));
@@ -1255,6 +1256,33 @@ fn create(control: &Control, config: &Config, kind: &str, object: Map<String, Va
             refused(reason, config, kind, Some(index))
         }
     }
+}
+
+/// The kind of entity a POST to this path creates.
+fn created_kind(segments: &[&str]) -> Option<&'static str> {
+    Some(match segments {
+        ["consumers"] => "consumers",
+        ["consumers", _, "jwt"] => "jwt_secrets",
+        ["services"] => "services",
+        ["routes"] | ["services", _, "routes"] => "routes",
+        ["plugins"] | [_, _, "plugins"] => "plugins",
+        ["consumer_groups"] => "consumer_groups",
+        ["certificates"] => "certificates",
+        ["snis"] => "snis",
+        _ => return None,
+    })
+}
+
+fn primary_key_violation(id: &str) -> Reply {
+    Reply::json(
+        400,
+        &json!({
+            "code": 3,
+            "name": "primary key violation",
+            "message": format!("primary key violation on key '{{id=\"{id}\"}}'"),
+            "fields": { "id": id },
+        }),
+    )
 }
 
 /// Whether an entity of `kind` already has this id (Kong's primary key).
