@@ -1410,13 +1410,18 @@ fn put(control: &Control, config: &Config, kind: Upsert, key: &str, mut body: Bo
         body.insert(field.into(), key.into());
     }
     let replacing = found.map(|(i, _, id)| (i, id.as_str()));
-    let mut reply = match kind {
+    let reply = match kind {
         Upsert::Services => create_service(control, config, body, replacing),
         Upsert::Routes => create_route(control, config, body, replacing),
         Upsert::Consumers => create_consumer(control, config, body, replacing),
         Upsert::Groups => create_group(control, config, body, replacing),
         Upsert::Plugins => create_plugin(control, config, body, None, replacing),
     };
+    put_status(reply)
+}
+
+/// A PUT answers 200 whether it created the entity or replaced it, as Kong's does.
+fn put_status(mut reply: Reply) -> Reply {
     if reply.status == 201 {
         reply.status = 200;
     }
@@ -1857,11 +1862,7 @@ fn put_jwt(control: &Control, config: &Config, consumer: usize, k: &str, mut bod
     if !by_id {
         body.insert("key".into(), k.into());
     }
-    let mut reply = create_jwt(control, config, consumer, body, replacing);
-    if reply.status == 201 {
-        reply.status = 200;
-    }
-    reply
+    put_status(create_jwt(control, config, consumer, body, replacing))
 }
 
 fn create_jwt(
