@@ -97,6 +97,12 @@ pub fn main() -> ExitCode {
         }
     };
     crate::logging::init(log::LevelFilter::Info);
+    if !matches!(cli.command, Command::Run { .. }) {
+        // A one-shot command piped into `head` ends quietly when the reader goes, as Unix
+        // tools do; Rust's runtime ignores SIGPIPE, which would make the next print
+        // panic. The gateway keeps ignoring it (its writes to sockets handle EPIPE).
+        restore_sigpipe();
+    }
     match cli.command {
         Command::Version => {
             version();
@@ -269,4 +275,13 @@ fn version() {
     );
     println!("epoll: available");
     println!("driver: {default}");
+}
+
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    // SAFETY: called on the main thread before any other thread exists; SIG_DFL is a
+    // valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

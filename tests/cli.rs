@@ -462,3 +462,38 @@ fn unresolved_host_is_one_warning_not_an_error() {
     let logged = gw.stderr_text();
     assert_eq!(logged.matches(warning).count(), 1, "stderr:\n{logged}");
 }
+
+/// A one-shot command whose reader has gone (`ringway version | head -0`) ends quietly, as
+/// Unix tools do, instead of panicking on the write.
+#[test]
+fn one_shot_output_to_a_closed_pipe_is_not_a_panic() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+    for args in [
+        &["version"][..],
+        &["jwt", "sign", "--key", "k", "--secret", "s"][..],
+    ] {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env_remove("RINGWAY_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        drop(child.stdout.take());
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut stderr)
+            .expect("read stderr");
+        let status = child.wait().expect("wait");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(
+            status.success() || status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {status:?}"
+        );
+    }
+}
