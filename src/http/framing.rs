@@ -147,7 +147,7 @@ pub(crate) fn valid_host_value(value: &[u8]) -> bool {
             };
             // As nginx (and so Kong) refuses them: an empty label, or a name that is
             // only the root's dot.
-            let labels_ok = host != b"." && !host.windows(2).any(|w| w == b"..");
+            let labels_ok = host != b"." && memchr::memmem::find(host, b"..").is_none();
             (labels_ok && valid_reg_name(host), port)
         }
     };
