@@ -511,19 +511,19 @@ fn parse_fields<T: DeserializeOwned>(
                 message
             },
         );
-        let Some((Segment::Map { key }, parents)) = segments.split_last() else {
+        // The field the problem is in (for an element's, the list holding it) is taken out.
+        let field = segments
+            .iter()
+            .rposition(|s| matches!(s, Segment::Map { .. }))?;
+        let (Segment::Map { key }, parents) = (&segments[field], &segments[..field]) else {
             return None;
         };
         if !remove_field(&mut value, parents, key) {
             return None;
         }
         // Where the field was, as a later error's path names it (`.` for the top).
-        let at = inner
-            .strip_suffix(key.as_str())
-            .map(|p| p.strip_suffix('.').unwrap_or(p))
-            .filter(|p| !p.is_empty())
-            .unwrap_or(".");
-        removed.push((at.to_owned(), key.clone()));
+        let at = segments_path(parents);
+        removed.push((if at.is_empty() { ".".into() } else { at }, key.clone()));
     }
     None
 }
@@ -535,6 +535,8 @@ fn kong_types(message: String) -> String {
     let Some((given, expected)) = message.rsplit_once(", expected ") else {
         return message;
     };
+    // JSON's and YAML's null, which serde calls a unit value.
+    let given = given.replace("unit value", "null");
     let unsigned = matches!(expected, "u8" | "u16" | "u32" | "u64" | "usize");
     let expected = match (message.starts_with("invalid value:"), expected) {
         (true, _) if unsigned && given.contains("`-") => "a non-negative integer",
@@ -545,7 +547,7 @@ fn kong_types(message: String) -> String {
         (_, "f32" | "f64") => "a number",
         (false, "a sequence") => "an array",
         (false, other) if other.starts_with("struct ") => "a record",
-        _ => return message,
+        _ => expected,
     };
     format!("{given}, expected {expected}")
 }
@@ -561,6 +563,23 @@ fn without_values(message: &str) -> String {
         }
     }
     out.replace("  ", " ").replace(" ,", ",")
+}
+
+/// A path as serde_path_to_error writes one (`routes[0].paths`).
+fn segments_path(segments: &[Segment]) -> String {
+    let mut path = String::new();
+    for segment in segments {
+        match segment {
+            Segment::Map { key } if path.is_empty() => path.push_str(key),
+            Segment::Map { key } => {
+                path.push('.');
+                path.push_str(key);
+            }
+            Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+            Segment::Enum { .. } | Segment::Unknown => path.push('?'),
+        }
+    }
+    path
 }
 
 /// Takes the field `key` out of the mapping at `parents` in `value`; false when the

@@ -138,6 +138,30 @@ fn sync_rate_without_redis_is_a_warning() {
 }
 
 #[test]
+fn a_bad_element_hides_no_other_problem() {
+    let p = problems(
+        "_format_version: \"3.0\"\nservices:\n  - name: s1\n    url: http://127.0.0.1:9\n    \
+         tags: [1]\n    retries: -1\n    routes:\n      - name: r\n        \
+         paths: [\"/a\", 5, nope]\n        strip_path: 3\n  - name: s2\n    \
+         url: http://127.0.0.1:9\n    retries: -1\n    routes:\n      - name: r2\n        \
+         paths: [null]\n",
+    );
+    for prefix in [
+        "services[0].tags[0]: invalid type: integer `1`, expected a string",
+        "services[0].retries: invalid value: integer `-1`, expected a non-negative integer",
+        "services[0].routes[0].paths[1]: invalid type: integer `5`, expected a string",
+        "services[0].routes[0].strip_path: invalid type: integer `3`, expected a boolean",
+        "services[1].routes[0].paths[0]: invalid type: null, expected a string",
+        "services[1].retries: invalid value",
+    ] {
+        assert!(
+            p.iter().any(|line| line.starts_with(prefix)),
+            "{prefix}\n{p:#?}"
+        );
+    }
+}
+
+#[test]
 fn type_errors_name_kongs_types() {
     let p = problems(
         "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://127.0.0.1:9\n    \
