@@ -2503,6 +2503,26 @@ fn answers_without_proxying_carry_the_response_latency() {
     }
 }
 
+/// As Kong, a request meant for the upstream that fails there (a 502 for a refused
+/// connect) carries the proxied pair, and on/off follows `latency_headers`.
+#[test]
+fn upstream_failures_carry_the_proxied_latency_pair() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    for (extra, on) in [("", true), ("ringway:\n  latency_headers: false\n", false)] {
+        let gw = start(&one_service_config(&url, extra));
+        let r = get(&gw, "/x", &[], "refused connect");
+        assert_eq!(r.status, 502, "{r:?}");
+        for name in ["X-Kong-Upstream-Latency", "X-Kong-Proxy-Latency"] {
+            let all = r.header_all(name);
+            assert_eq!(all.len(), usize::from(on), "{name}: {r:?}");
+            assert!(all.iter().all(|v| v.parse::<u64>().is_ok()), "{r:?}");
+        }
+        assert!(r.header("X-Kong-Response-Latency").is_none(), "{r:?}");
+    }
+}
+
 #[test]
 fn latency_headers_false_turns_them_off() {
     let origin = Origin::start();

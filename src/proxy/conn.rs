@@ -660,6 +660,18 @@ impl<S: ClientIo> Conn<S> {
         let service = &snapshot.config.services[exchange.service];
         let node = &snapshot.config.node;
         let balanced = service.balancer.map(|i| (i, &snapshot.config.upstreams[i]));
+        // What a failure's answer says of the time spent, as Kong's does once a request
+        // was meant for the upstream: ms with the upstream, ms before it.
+        let proxying = Instant::now();
+        let latency = || {
+            node.latency_headers.then(|| {
+                let ms = |d: Duration| d.as_millis() as u64;
+                (
+                    ms(proxying.elapsed()),
+                    ms(proxying.saturating_duration_since(started)),
+                )
+            })
+        };
 
         // Move body bytes that arrived with the head behind the upstream head.
         let mut body = match exchange.framing.body {
@@ -672,7 +684,9 @@ impl<S: ClientIo> Conn<S> {
             return self.fail_close(kind).await;
         }
         if balanced.is_none() && service.addr.is_none() {
-            return self.fail(ErrorKind::NameResolution, &exchange, &body).await;
+            return self
+                .fail(ErrorKind::NameResolution, &exchange, &body, latency())
+                .await;
         }
         // An idempotent request's body that fits with its head is read whole before
         // anything goes upstream (as nginx and Kong buffer request bodies), so a failed
@@ -727,7 +741,7 @@ impl<S: ClientIo> Conn<S> {
                     };
                     let Some(lease) = lease else {
                         return self
-                            .fail(ErrorKind::NoHealthyTarget, &exchange, &body)
+                            .fail(ErrorKind::NoHealthyTarget, &exchange, &body, latency())
                             .await;
                     };
                     let target = &upstream.targets[lease.target];
@@ -773,7 +787,7 @@ impl<S: ClientIo> Conn<S> {
                             self.worker.stats.upstream_retries.inc();
                             continue;
                         }
-                        return self.fail(kind, &exchange, &body).await;
+                        return self.fail(kind, &exchange, &body, latency()).await;
                     }
                 };
             let sent = Instant::now();
@@ -867,19 +881,34 @@ impl<S: ClientIo> Conn<S> {
                 self.worker.stats.upstream_retries.inc();
                 continue;
             }
-            return self.fail(failure, &exchange, &body).await;
+            return self.fail(failure, &exchange, &body, latency()).await;
         }
     }
 
     /// Answers an upstream-side failure. The connection continues only when the client
     /// asked for that (HTTP/1.1 without `Connection: close`, or 1.0 with keep-alive) and
     /// none of the request's body is left unread: unread body bytes would be read as the
-    /// next request.
-    async fn fail(&mut self, kind: ErrorKind, exchange: &Exchange, body: &RequestBody) -> Next {
+    /// next request. `latency` (ms with the upstream, ms before it) goes in Kong's
+    /// latency headers.
+    async fn fail(
+        &mut self,
+        kind: ErrorKind,
+        exchange: &Exchange,
+        body: &RequestBody,
+        latency: Option<(u64, u64)>,
+    ) -> Next {
         let keep = exchange.framing.keep_alive
             && matches!(body, RequestBody::Done)
             && !self.worker.drain.fired();
-        if self.answer(kind, !keep, exchange.head).await {
+        let lines = latency.map_or_else(String::new, |(upstream, proxy)| {
+            format!("X-Kong-Upstream-Latency: {upstream}\r\nX-Kong-Proxy-Latency: {proxy}\r\n")
+        });
+        self.out.clear();
+        let extra = [lines.as_bytes(), b"", b""];
+        if self
+            .answer_prepared(kind, !keep, exchange.head, extra)
+            .await
+        {
             Next::KeepAlive
         } else {
             Next::Close
