@@ -1126,6 +1126,30 @@ fn deletes_restrict_on_routes_and_cascade_scoped_entities() {
         &[("consumer", "member")],
     );
     assert!(r.status == 200 || r.status == 201, "membership: {r:?}");
+    // A member named by an object, as references may be; a number is a type error.
+    ok(
+        &admin_form(&gw, "POST", "/consumers", &[("username", "m2")]),
+        201,
+        "m2",
+    );
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/consumer_groups/gold/consumers",
+        &json!({"consumer": {"username": "m2"}}),
+    );
+    assert_eq!(r.status, 201, "membership by object: {r:?}");
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/consumers/m2/consumer_groups",
+        &json!({"group": 5}),
+    );
+    let body = ok(&r, 400, "a number for a group");
+    assert_eq!(
+        body["fields"]["group"], "expected a name or id, or an object with one",
+        "{body}"
+    );
     assert_eq!(
         admin_form(&gw, "DELETE", "/consumer_groups/gold", &[]).status,
         204,

@@ -2223,21 +2223,30 @@ fn update_group(control: &Control, config: &Config, g: usize, patch: Body) -> Re
     )
 }
 
-/// The names or ids in a membership body field (one value or a list).
-fn names(body: &Body, field: &str) -> Vec<String> {
-    match body.get(field) {
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) => items
+/// The names or ids in a membership body field: one or a list, each a string or, as
+/// references are elsewhere, an object naming one (`{"id": ...}`, `{"name": ...}`).
+fn names(body: &Body, field: &str) -> Result<Vec<String>, Reply> {
+    let one = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => ["id", "name", "username"]
             .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect(),
-        _ => Vec::new(),
-    }
+            .find_map(|k| o.get(*k).and_then(Value::as_str).map(str::to_owned)),
+        _ => None,
+    };
+    let found = match body.get(field) {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items.iter().map(one).collect(),
+        Some(value) => one(value).map(|name| vec![name]),
+    };
+    found.ok_or_else(|| field_error(field, "expected a name or id, or an object with one"))
 }
 
 /// `POST /consumer_groups/{group}/consumers` with `consumer=<username or id>`.
 fn add_members(control: &Control, config: &Config, g: usize, body: &Body) -> Reply {
-    let wanted = names(body, "consumer");
+    let wanted = match names(body, "consumer") {
+        Ok(wanted) => wanted,
+        Err(reply) => return reply,
+    };
     if wanted.is_empty() {
         return field_error("consumer", "required field missing");
     }
@@ -2274,7 +2283,10 @@ fn add_members(control: &Control, config: &Config, g: usize, body: &Body) -> Rep
 
 /// `POST /consumers/{consumer}/consumer_groups` with `group=<name or id>`.
 fn join_groups(control: &Control, config: &Config, c: usize, body: &Body) -> Reply {
-    let wanted = names(body, "group");
+    let wanted = match names(body, "group") {
+        Ok(wanted) => wanted,
+        Err(reply) => return reply,
+    };
     if wanted.is_empty() {
         return field_error("group", "required field missing");
     }
