@@ -810,7 +810,11 @@ impl Cursor {
 
     /// Where the page this cursor points at starts in `items`.
     fn resume(&self, items: &[Value]) -> usize {
-        let at = |id: &String| items.iter().position(|item| item["id"] == json!(id));
+        let at = |id: &String| {
+            items
+                .iter()
+                .position(|item| item["id"].as_str() == Some(id.as_str()))
+        };
         self.after
             .iter()
             .find_map(at)
@@ -1580,9 +1584,6 @@ fn delete_entity(control: &Control, layer: Layer, kind: &str, id: &str) -> Reply
 type Dependents = (Vec<(&'static str, String)>, Vec<(String, Vec<String>)>);
 
 fn dependents(config: &Config, kind: &str, id: &str) -> Dependents {
-    fn index_of<'a>(mut ids: impl Iterator<Item = &'a str>, id: &str) -> Option<usize> {
-        ids.position(|x| x == id)
-    }
     let plugins = |scoped: &dyn Fn(&crate::config::Scope) -> bool| {
         config
             .plugins
@@ -1592,7 +1593,7 @@ fn dependents(config: &Config, kind: &str, id: &str) -> Dependents {
             .collect::<Vec<_>>()
     };
     match kind {
-        "consumers" => match index_of(config.consumers.iter().map(|c| c.id.as_str()), id) {
+        "consumers" => match find_consumer(config, id) {
             Some(c) => {
                 let mut gone = plugins(&|s| s.consumer == Some(c));
                 gone.extend(
@@ -1606,33 +1607,31 @@ fn dependents(config: &Config, kind: &str, id: &str) -> Dependents {
             }
             None => (Vec::new(), Vec::new()),
         },
-        "services" => match index_of(config.services.iter().map(|s| s.id.as_str()), id) {
+        "services" => match find_service(config, id) {
             Some(i) => (plugins(&|s| s.service == Some(i)), Vec::new()),
             None => (Vec::new(), Vec::new()),
         },
-        "routes" => match index_of(config.routes.iter().map(|r| r.id.as_str()), id) {
+        "routes" => match find_route(config, id) {
             Some(i) => (plugins(&|s| s.route == Some(i)), Vec::new()),
             None => (Vec::new(), Vec::new()),
         },
-        "consumer_groups" => {
-            match index_of(config.consumer_groups.iter().map(|g| g.id.as_str()), id) {
-                Some(g) => {
-                    let members = config
-                        .consumers
-                        .iter()
-                        .filter(|c| c.layer != Layer::File && c.groups.contains(&g))
-                        .map(|c| {
-                            let left = c.groups.iter().filter(|&&other| other != g);
-                            let ids = left.map(|&other| config.consumer_groups[other].id.clone());
-                            (c.id.clone(), ids.collect())
-                        })
-                        .collect();
-                    (plugins(&|s| s.group == Some(g)), members)
-                }
-                None => (Vec::new(), Vec::new()),
+        "consumer_groups" => match find_group(config, id) {
+            Some(g) => {
+                let members = config
+                    .consumers
+                    .iter()
+                    .filter(|c| c.layer != Layer::File && c.groups.contains(&g))
+                    .map(|c| {
+                        let left = c.groups.iter().filter(|&&other| other != g);
+                        let ids = left.map(|&other| config.consumer_groups[other].id.clone());
+                        (c.id.clone(), ids.collect())
+                    })
+                    .collect();
+                (plugins(&|s| s.group == Some(g)), members)
             }
-        }
-        "certificates" => match index_of(config.certificates.iter().map(|c| c.id.as_str()), id) {
+            None => (Vec::new(), Vec::new()),
+        },
+        "certificates" => match find_certificate(config, id) {
             Some(i) => (
                 config
                     .snis
