@@ -695,9 +695,9 @@ fn write_forwarded_headers(
             // lowercased.
             let host = route::strip_port(host);
             let host = host.strip_suffix('.').unwrap_or(host);
-            out.extend_from_slice(b"X-Forwarded-Host: ");
-            out.extend(host.bytes().map(|b| b.to_ascii_lowercase()));
-            out.extend_from_slice(b"\r\n");
+            let value = out.len() + b"X-Forwarded-Host: ".len();
+            write_header(out, b"X-Forwarded-Host", host.as_bytes());
+            out[value..value + host.len()].make_ascii_lowercase();
         }
     }
     if !kept[Forwarded::Port as usize] {
