@@ -271,7 +271,7 @@ impl<S: ClientIo> Conn<S> {
                 Err(HeadEnd::Closed) => return None,
                 Err(HeadEnd::Reject(kind)) => {
                     self.worker.stats.total_requests.inc();
-                    self.answer(kind, true, false).await;
+                    self.answer(kind, true, false, NO_EXTRA).await;
                     return None;
                 }
             };
@@ -598,10 +598,11 @@ impl<S: ClientIo> Conn<S> {
         }
     }
 
-    /// Writes a generated error response. Returns whether the connection may continue.
-    async fn answer(&mut self, kind: ErrorKind, close: bool, head: bool) -> bool {
+    /// Writes a generated error response (with the `extra` header lines). Returns whether
+    /// the connection may continue.
+    async fn answer(&mut self, kind: ErrorKind, close: bool, head: bool, extra: Extra<'_>) -> bool {
         self.out.clear();
-        self.answer_prepared(kind, close, head, NO_EXTRA).await
+        self.answer_prepared(kind, close, head, extra).await
     }
 
     /// Writes the answer already in `out`, or the generated one for `kind` (with the
@@ -903,12 +904,8 @@ impl<S: ClientIo> Conn<S> {
         let lines = latency.map_or_else(String::new, |(upstream, proxy)| {
             format!("X-Kong-Upstream-Latency: {upstream}\r\nX-Kong-Proxy-Latency: {proxy}\r\n")
         });
-        self.out.clear();
         let extra = [lines.as_bytes(), b"", b""];
-        if self
-            .answer_prepared(kind, !keep, exchange.head, extra)
-            .await
-        {
+        if self.answer(kind, !keep, exchange.head, extra).await {
             Next::KeepAlive
         } else {
             Next::Close
@@ -917,7 +914,7 @@ impl<S: ClientIo> Conn<S> {
 
     /// Answers a failure that leaves the client connection unusable.
     async fn fail_close(&mut self, kind: ErrorKind) -> Next {
-        self.answer(kind, true, false).await;
+        self.answer(kind, true, false, NO_EXTRA).await;
         Next::Close
     }
 
@@ -1456,7 +1453,6 @@ fn with_request_id(mut body: Vec<u8>, rid: Option<&RequestId>) -> Vec<u8> {
     body
 }
 
-/// The request ID header line for a generated response, when it is echoed.
 /// A header line a generated answer carries, in pieces written one after another
 /// (`X-Kong-Response-Latency: `, its digits, CRLF), so it is never formatted into a
 /// `String` of its own.
@@ -1464,6 +1460,7 @@ type Extra<'a> = [&'a [u8]; 3];
 
 const NO_EXTRA: Extra<'static> = [b"", b"", b""];
 
+/// The request ID header line for a generated response, when it is echoed.
 fn echo_line(rid: Option<&RequestId>) -> String {
     match rid.filter(|id| id.echo) {
         Some(id) => format!("{}\r\n", id.header_line()),
