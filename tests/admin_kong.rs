@@ -129,6 +129,17 @@ fn form_encoded_services_and_routes_take_numbers_booleans_lists_and_references()
         "strip_path defaults to true"
     );
 
+    // Kong's indexed list items (`paths[2]=`), given out of order, are placed by index.
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/services/f1/routes",
+        &[("name", "f3r"), ("paths[2]", "/f3b"), ("paths[1]", "/f3a")],
+    );
+    let f3r = ok(&r, 201, "POST /services/f1/routes with indexed paths");
+    assert_eq!(f3r["paths"], json!(["/f3a", "/f3b"]), "{f3r}");
+    assert_eq!(upstream_target(&gw, "/f3b/z"), "/z");
+
     // A value that is not a number is still a field error, not a crash.
     let r = admin_form(
         &gw,

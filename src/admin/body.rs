@@ -1,5 +1,5 @@
 //! Admin API request bodies: JSON, form-encoded or `multipart/form-data` as Kong accepts
-//! them (`a.b=1` nests, a repeated key or `key[]` makes a list). Form values are text;
+//! them (`a.b=1` nests, a repeated key, `key[]` or `key[1]` makes a list). Form values are text;
 //! [`infer`] gives them the types of the entity's schema, as Kong's argument inference
 //! does, so `port=8080` is a number and `strip_path=false` a boolean. JSON bodies keep
 //! the types they were sent with.
@@ -68,7 +68,7 @@ pub fn multipart_parts<'a>(
 
 /// A multipart body as a form: each part's name and text.
 fn parse_multipart_form(content_type: &str, body: &[u8]) -> Result<Body, Reply> {
-    let mut map = Map::new();
+    let mut fields = Vec::new();
     for part in multipart_parts(content_type, body)? {
         let value = String::from_utf8(part.data.to_vec()).map_err(|_| {
             Reply::message(
@@ -79,9 +79,9 @@ fn parse_multipart_form(content_type: &str, body: &[u8]) -> Result<Body, Reply> 
                 ),
             )
         })?;
-        add_field(&mut map, part.name, value)?;
+        fields.push((part.name.to_owned(), value));
     }
-    Ok(map)
+    build_form(fields)
 }
 
 pub fn decode(part: &str) -> Result<String, Reply> {
@@ -124,7 +124,7 @@ fn unescape(text: &str, plus_is_space: bool) -> Option<Vec<u8>> {
 fn parse_form(body: &[u8]) -> Result<Body, Reply> {
     let text = std::str::from_utf8(body)
         .map_err(|_| Reply::message(400, "Cannot parse form body: not UTF-8"))?;
-    let mut map = Map::new();
+    let mut fields = Vec::new();
     for (i, pair) in text.split('&').filter(|p| !p.is_empty()).enumerate() {
         if i == MAX_FORM_FIELDS {
             return Err(Reply::message(
@@ -133,9 +133,51 @@ fn parse_form(body: &[u8]) -> Result<Body, Reply> {
             ));
         }
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        add_field(&mut map, decode(key)?, decode(value)?)?;
+        fields.push((decode(key)?, decode(value)?));
+    }
+    build_form(fields)
+}
+
+/// A form's fields as an object. Kong's indexed fields (`paths[2]=/b&paths[1]=/a`) are
+/// list items placed by their 1-based index; the fields of one name are taken
+/// together, in index order, where the first of them stood.
+fn build_form(mut fields: Vec<(String, String)>) -> Result<Body, Reply> {
+    if fields
+        .iter()
+        .any(|(key, _)| list_index(key).is_some_and(|(_, i)| i.is_some()))
+    {
+        let mut first_seen: std::collections::HashMap<&str, usize> = Default::default();
+        let order: Vec<(usize, u32)> = fields
+            .iter()
+            .enumerate()
+            .map(|(position, (key, _))| {
+                let (stem, index) = list_index(key).unwrap_or((key, None));
+                let group = *first_seen.entry(stem).or_insert(position);
+                (group, index.unwrap_or(0))
+            })
+            .collect();
+        let mut ranked: Vec<_> = order.into_iter().zip(std::mem::take(&mut fields)).collect();
+        ranked.sort_by_key(|(rank, _)| *rank);
+        fields = ranked.into_iter().map(|(_, field)| field).collect();
+    }
+    let mut map = Map::new();
+    for (key, value) in fields {
+        add_field(&mut map, key, value)?;
     }
     Ok(map)
+}
+
+/// A field name's list suffix: `name[]` is `(name, None)`, `name[3]` is `(name, Some(3))`;
+/// `None` for a name without one.
+fn list_index(key: &str) -> Option<(&str, Option<u32>)> {
+    let (stem, inside) = key.strip_suffix(']')?.rsplit_once('[')?;
+    if inside.is_empty() {
+        return Some((stem, None));
+    }
+    if inside.len() > 9 || !inside.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((stem, inside.parse().ok()))
 }
 
 /// Fields one form body may have; an entity has a few dozen.
@@ -144,10 +186,10 @@ const MAX_FORM_FIELDS: usize = 1000;
 /// and dropped recursively, so it is bounded well before the stack is.
 const MAX_FORM_KEY_DEPTH: usize = 8;
 
-/// Adds one `key=value` of a form: dots nest, `[]` or a repeat makes a list.
+/// Adds one `key=value` of a form: dots nest; `[]`, `[N]` or a repeat makes a list.
 fn add_field(map: &mut Map<String, Value>, key: String, value: String) -> Result<(), Reply> {
-    let (key, force_list) = match key.strip_suffix("[]") {
-        Some(stripped) => (stripped.to_owned(), true),
+    let (key, force_list) = match list_index(&key) {
+        Some((stem, _)) => (stem.to_owned(), true),
         None => (key, false),
     };
     let path: Vec<&str> = key.split('.').collect();
@@ -397,6 +439,26 @@ mod tests {
         assert_eq!(
             form("consumers", "username=007&custom_id=&tags[]=x"),
             json!({ "username": "007", "custom_id": null, "tags": ["x"] })
+        );
+        // Kong's indexed list items, in index order, beside the other fields.
+        assert_eq!(
+            form(
+                "routes",
+                "paths[2]=/b&name=r&paths[1]=/a&methods[1]=GET&paths[10]=/c"
+            ),
+            json!({ "paths": ["/a", "/b", "/c"], "name": "r", "methods": ["GET"] })
+        );
+        assert_eq!(
+            form(
+                "plugins",
+                "name=jwt&config.claims_to_verify[2]=nbf&config.claims_to_verify[1]=exp"
+            ),
+            json!({ "name": "jwt", "config": { "claims_to_verify": ["exp", "nbf"] } })
+        );
+        // A bracket that is no index is part of the name (an unknown field, reported).
+        assert_eq!(
+            form("routes", "paths[x]=/a&hosts[]=h"),
+            json!({ "paths[x]": "/a", "hosts": ["h"] })
         );
         // JSON keeps its types.
         let json_body = parse_body(
