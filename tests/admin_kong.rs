@@ -463,6 +463,50 @@ fn put_creates_or_replaces_the_whole_entity() {
     assert_eq!(newr2["paths"], json!(["/other"]), "{newr2}");
     assert_eq!(proxy_get(&gw, "/newr/x", &[]).status, 404, "old path gone");
 
+    // nested under a service: the route is created there, or moved there when replaced
+    let r = admin_form(
+        &gw,
+        "PUT",
+        "/services/f2/routes/nested",
+        &[("paths", "/nested")],
+    );
+    let nested = ok(&r, 200, "PUT /services/{s}/routes/{r} creates a route");
+    assert_eq!(nested["service"]["id"], f2["id"], "{nested}");
+    assert_eq!(upstream_target(&gw, "/nested/x"), "/v2/x");
+    let r = admin_form(
+        &gw,
+        "PUT",
+        "/services/nobody/routes/nested",
+        &[("paths", "/n")],
+    );
+    assert_eq!(r.status, 404, "an unknown service: {r:?}");
+    // the service behind a route, replaced whole
+    let r = admin_form(&gw, "PUT", "/routes/nested/service", &[("url", &o.url())]);
+    let behind = ok(&r, 200, "PUT /routes/{r}/service");
+    assert_eq!(
+        (&behind["id"], &behind["path"], &behind["name"]),
+        (&f2["id"], &Value::Null, &Value::Null),
+        "replaced whole, by id: {behind}"
+    );
+    assert_eq!(upstream_target(&gw, "/nested/x"), "/x");
+
+    // plugins nested under their scope, by id
+    let scoped = "0d1f3c5e-7a9b-4c2d-8e6f-1a3b5c7d9e0f";
+    let r = admin_json(
+        &gw,
+        "PUT",
+        &format!("/services/{}/plugins/{scoped}", id_of(&f2)),
+        &json!({ "name": "rate-limiting", "config": { "minute": 50 } }),
+    );
+    let sp = ok(&r, 200, "PUT /services/{s}/plugins/{p} creates a plugin");
+    assert_eq!(
+        (&sp["id"], &sp["service"]["id"]),
+        (&json!(scoped), &f2["id"]),
+        "{sp}"
+    );
+    let r = proxy_get(&gw, "/nested/x", &[]);
+    assert_eq!(r.header("x-ratelimit-limit-minute"), Some("50"), "{r:?}");
+
     // plugins, by id
     let pid = "6f0b5a8e-3f43-4a8e-9d3c-2b1f7f1c9a01";
     let r = admin_json(
@@ -1395,7 +1439,16 @@ fn admin_http_allow_head_and_challenge() {
         ("DELETE", "/status", "GET, HEAD"),
         ("DELETE", "/consumers", "GET, HEAD, POST"),
         ("POST", "/jwts", "GET, HEAD"),
-        ("POST", "/routes/user-routes/service", "GET, HEAD, PATCH"),
+        (
+            "POST",
+            "/routes/user-routes/service",
+            "GET, HEAD, PUT, PATCH",
+        ),
+        (
+            "POST",
+            "/services/user-service/routes/user-routes",
+            "GET, HEAD, PUT, PATCH, DELETE",
+        ),
         ("PATCH", "/services/user-service", "GET, HEAD"),
     ] {
         let r = http_request(gw.admin_addr(), method, path, &token, None);

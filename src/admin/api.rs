@@ -367,6 +367,16 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             None => not_found(),
         },
         (
+            "PUT",
+            [kind @ ("services" | "routes" | "consumers" | "consumer_groups"), parent, "plugins", p],
+        ) => match scope_of(config, kind, parent) {
+            Some((field, id)) => with_body(body("plugins"), |mut b| {
+                b.insert(field.into(), json!({ "id": id }));
+                put(control, config, Upsert::Plugins, p, b)
+            }),
+            None => not_found(),
+        },
+        (
             "GET" | "PATCH" | "DELETE",
             [kind @ ("services" | "routes" | "consumers" | "consumer_groups"), parent, "plugins", p],
         ) => {
@@ -432,6 +442,14 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             }),
             None => not_found(),
         },
+        // As Kong's: the route is created or replaced, and belongs to this service after.
+        ("PUT", ["services", s, "routes", r]) => match find_service(config, s) {
+            Some(i) => with_body(body("routes"), |mut b| {
+                b.insert("service".into(), json!({ "id": config.services[i].id }));
+                put(control, config, Upsert::Routes, r, b)
+            }),
+            None => not_found(),
+        },
         ("GET" | "PATCH" | "DELETE", ["services", s, "routes", r]) => {
             match (find_service(config, s), find_route(config, r)) {
                 (Some(s), Some(r)) if config.routes[r].service == s => match method {
@@ -477,6 +495,13 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
         ("GET", ["routes", r, "service"]) => find_route(config, r).map_or_else(not_found, |i| {
             show(service_json(config, config.routes[i].service))
         }),
+        ("PUT", ["routes", r, "service"]) => match find_route(config, r) {
+            Some(i) => with_body(body("services"), |b| {
+                let service = &config.services[config.routes[i].service].id;
+                put(control, config, Upsert::Services, service, b)
+            }),
+            None => not_found(),
+        },
         ("PATCH", ["routes", r, "service"]) => match find_route(config, r) {
             Some(i) => with_body(body("services"), |b| {
                 update_service(control, config, config.routes[i].service, b)
@@ -635,7 +660,6 @@ fn allowed_methods(segments: &[&str]) -> &'static str {
     const LIST: &str = "GET, HEAD, POST";
     const READ: &str = "GET, HEAD";
     const ENTITY: &str = "GET, HEAD, PUT, PATCH, DELETE";
-    const NESTED: &str = "GET, HEAD, PATCH, DELETE";
     match segments {
         ["config"] => LIST,
         ["jwts"] | ["jwts", _] | ["jwts", _, "consumer"] | ["plugins", "enabled"] => READ,
@@ -647,12 +671,12 @@ fn allowed_methods(segments: &[&str]) -> &'static str {
         }
         ["consumers", _, "jwt"] | ["services", _, "routes"] => LIST,
         ["consumers", _, "jwt", _] => ENTITY,
-        ["services", _, "routes", _] => NESTED,
+        ["services", _, "routes", _] => ENTITY,
         ["consumers" | "services" | "routes" | "consumer_groups", _, "plugins"] => LIST,
-        ["consumers" | "services" | "routes" | "consumer_groups", _, "plugins", _] => NESTED,
+        ["consumers" | "services" | "routes" | "consumer_groups", _, "plugins", _] => ENTITY,
         ["consumers", _, "consumer_groups"] | ["consumer_groups", _, "consumers"] => LIST,
         ["consumers", _, "consumer_groups", _] | ["consumer_groups", _, "consumers", _] => "DELETE",
-        ["routes", _, "service"] => "GET, HEAD, PATCH",
+        ["routes", _, "service"] => "GET, HEAD, PUT, PATCH",
         ["plugins", _, "service" | "route" | "consumer" | "consumer_group"]
         | ["snis", _, "certificate"]
         | ["certificates", _, "snis"] => READ,
