@@ -1903,18 +1903,33 @@ fn admin_api_certificates_and_snis_take_effect_without_restart() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.json()["data"][0]["name"], "new.test", "{r:?}");
 
-    // A top-level SNI for the new certificate, then removed again.
-    let r = admin_json(
+    // An SNI added under the new certificate (Kong's nested form), then removed again.
+    let r = admin_form(
         &t.gw,
         "POST",
-        "/snis",
-        &json!({"name": "extra.test", "certificate": {"id": id}}),
+        &format!("/certificates/{id}/snis"),
+        &[("name", "extra.test")],
     );
-    assert_eq!(r.status, 201, "POST /snis: {r:?}");
+    assert_eq!(r.status, 201, "POST /certificates/{{id}}/snis: {r:?}");
+    assert_eq!(r.json()["certificate"]["id"], json!(id), "{r:?}");
     assert_eq!(
         py.which(t.port, Some("extra.test"), &known),
         "N",
-        "after POST /snis, extra.test gets its certificate"
+        "after POST /certificates/{{id}}/snis, extra.test gets its certificate"
+    );
+    let nested = |cert: &str| {
+        admin_form(
+            &t.gw,
+            "GET",
+            &format!("/certificates/{cert}/snis/extra.test"),
+            &[],
+        )
+        .status
+    };
+    assert_eq!(
+        (nested(&id), nested(&file_id)),
+        (200, 404),
+        "an SNI under its own certificate only"
     );
     for taken in ["extra.test", "new.test", "a.test", "NEW.test"] {
         let r = admin_json(

@@ -578,22 +578,26 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             None => not_found(),
         },
         ("GET", ["snis"]) => list(&mut (0..config.snis.len()).map(|i| sni_json(config, i)), ""),
-        ("POST", ["snis"]) => with_body(body("snis"), |b| {
-            // Kong's unique constraint on the name: 409, as for any other entity.
-            let taken = string_field(&b, "name").map(|name| {
-                name.filter(|name| {
-                    config
-                        .snis
-                        .iter()
-                        .any(|s| s.name.eq_ignore_ascii_case(name))
-                })
-                .map(|name| unique_violation("name", name))
-            });
-            match taken {
-                Err(reply) | Ok(Some(reply)) => reply,
-                Ok(None) => write(control, config, "snis", b, None),
+        ("POST", ["certificates", c, "snis"]) => match find_certificate(config, c) {
+            Some(i) => with_body(body("snis"), |mut b| {
+                b.insert(
+                    "certificate".into(),
+                    json!({ "id": config.certificates[i].id }),
+                );
+                create_sni(control, config, b)
+            }),
+            None => not_found(),
+        },
+        ("GET" | "DELETE", ["certificates", c, "snis", s]) => {
+            match (find_certificate(config, c), find_sni(config, s)) {
+                (Some(c), Some(s)) if config.snis[s].certificate == c => match method {
+                    "GET" => show(sni_json(config, s)),
+                    _ => delete_sni(control, config, s),
+                },
+                _ => not_found(),
             }
-        }),
+        }
+        ("POST", ["snis"]) => with_body(body("snis"), |b| create_sni(control, config, b)),
         ("GET", ["snis", s]) => {
             find_sni(config, s).map_or_else(not_found, |i| show(sni_json(config, i)))
         }
@@ -678,8 +682,9 @@ fn allowed_methods(segments: &[&str]) -> &'static str {
         ["consumers", _, "consumer_groups", _] | ["consumer_groups", _, "consumers", _] => "DELETE",
         ["routes", _, "service"] => "GET, HEAD, PUT, PATCH",
         ["plugins", _, "service" | "route" | "consumer" | "consumer_group"]
-        | ["snis", _, "certificate"]
-        | ["certificates", _, "snis"] => READ,
+        | ["snis", _, "certificate"] => READ,
+        ["certificates", _, "snis"] => LIST,
+        ["certificates", _, "snis", _] => "GET, HEAD, DELETE",
         _ => "",
     }
 }
@@ -1446,6 +1451,23 @@ fn put(control: &Control, config: &Config, kind: Upsert, key: &str, mut body: Bo
         Upsert::Plugins => create_plugin(control, config, body, None, replacing),
     };
     put_status(reply)
+}
+
+/// A new SNI; its name is unique (409, as for any other entity).
+fn create_sni(control: &Control, config: &Config, body: Body) -> Reply {
+    let taken = string_field(&body, "name").map(|name| {
+        name.filter(|name| {
+            config
+                .snis
+                .iter()
+                .any(|s| s.name.eq_ignore_ascii_case(name))
+        })
+        .map(|name| unique_violation("name", name))
+    });
+    match taken {
+        Err(reply) | Ok(Some(reply)) => reply,
+        Ok(None) => write(control, config, "snis", body, None),
+    }
 }
 
 /// A PUT answers 200 whether it created the entity or replaced it, as Kong's does.
