@@ -949,6 +949,26 @@ fn post_config_replaces_the_file_layer_with_a_backup() {
         "file untouched by an invalid POST /config"
     );
     assert_eq!(gw.status_json()["configuration_hash"], json!(hash0));
+    // The gateway runs with --proxy-listen and --admin-listen; the file's own values
+    // are checked all the same, or the next start without the flags would fail.
+    let overridden = format!(
+        "{}ringway:\n  proxy_listen: [nonsense]\n  admin_listen: 0.0.0.0:8001\n",
+        fresh_config(&o)
+    );
+    let r = http_request(
+        gw.admin_addr(),
+        "POST",
+        "/config",
+        &[],
+        Some(("application/yaml", overridden.as_bytes())),
+    );
+    assert_eq!(r.status, 400, "settings a flag overrides: {r:?}");
+    let body = r.body_str();
+    assert!(
+        body.contains("ringway.proxy_listen[0]") && body.contains("is not a loopback address"),
+        "{body}"
+    );
+    assert_eq!(read_file(gw.config_path()), old);
 
     // valid YAML
     let new = fresh_config(&o);

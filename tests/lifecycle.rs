@@ -409,11 +409,13 @@ fn several_proxy_listeners() {
 #[test]
 fn flags_override_the_file_section() {
     let o = Origin::start();
+    // The file's addresses are taken: the flags' are used instead.
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_too = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let extra = format!(
         "ringway:\n  proxy_listen: [\"{}\"]\n  admin_listen: \"{}\"\n  workers: 3\n",
         busy.local_addr().unwrap(),
-        busy.local_addr().unwrap()
+        busy_too.local_addr().unwrap()
     );
     let gw = Gateway::start(&one_service_config(&o.url(), &extra));
     assert_eq!(gw.get("/flags").status, 200);

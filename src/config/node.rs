@@ -120,7 +120,57 @@ pub struct NodeOverrides {
 
 /// `certificates` says whether the file declares `certificates` (a TLS listener needs
 /// them or `ssl_cert`).
+///
+/// A setting a flag overrides is still checked as the file has it, as `ringway check`
+/// (which takes no flags) does: otherwise a reload or `POST /config` would take, and
+/// write, a file that the next start without the flag refuses.
 pub(super) fn build(
+    value: Option<Value>,
+    overrides: &NodeOverrides,
+    certificates: bool,
+    report: &mut Report,
+) -> Option<Node> {
+    let replaced: Vec<&str> = [
+        (!overrides.proxy_listen.is_empty()).then_some("ringway.proxy_listen"),
+        overrides
+            .admin_listen
+            .is_some()
+            .then_some("ringway.admin_listen"),
+        overrides.workers.is_some().then_some("ringway.workers"),
+        overrides.log_level.is_some().then_some("ringway.log_level"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if replaced.is_empty() {
+        return build_with(value, overrides, certificates, report);
+    }
+    let mut own = Report::default();
+    build_with(
+        value.clone(),
+        &NodeOverrides::default(),
+        certificates,
+        &mut own,
+    );
+    let before = report.problems.len();
+    let node = build_with(value, overrides, certificates, report);
+    let mut file_problem = false;
+    for problem in own.problems {
+        let at_replaced = replaced.iter().any(|key| {
+            problem
+                .path
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('['))
+        });
+        if at_replaced && !report.problems[before..].contains(&problem) {
+            file_problem = true;
+            report.add(problem.path, problem.message);
+        }
+    }
+    node.filter(|_| !file_problem)
+}
+
+fn build_with(
     value: Option<Value>,
     overrides: &NodeOverrides,
     certificates: bool,

@@ -573,6 +573,46 @@ ringway:
     let config = Config::from_bytes(yaml.as_bytes(), &overrides).unwrap();
     assert_eq!(config.node.proxy_listen.len(), 1);
     assert_eq!(config.node.workers, 1);
+    // A flag does not hide a bad value in the file: `check`, which takes no flags,
+    // refuses the file, and so does every load of it.
+    let bad = "_format_version: \"3.0\"\nringway:\n  proxy_listen: [nonsense]\n  workers: 0\n  log_level: loud\n  admin_listen: 0.0.0.0:8001\n";
+    let every_flag = NodeOverrides {
+        proxy_listen: vec!["127.0.0.1:7000".into()],
+        admin_listen: Some("127.0.0.1:7001".into()),
+        workers: Some(1),
+        log_level: Some("warn".into()),
+        ..Default::default()
+    };
+    let found: Vec<String> = Config::from_bytes(bad.as_bytes(), &every_flag)
+        .unwrap_err()
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    for prefix in [
+        "ringway.proxy_listen[0]",
+        "ringway.workers",
+        "ringway.log_level",
+        "ringway.admin_listen: 0.0.0.0:8001 is not a loopback",
+    ] {
+        assert_eq!(
+            found.iter().filter(|p| p.starts_with(prefix)).count(),
+            1,
+            "{prefix:?} once in {found:?}"
+        );
+    }
+    // A bad flag is reported once, not again for the file.
+    let bad_flag = NodeOverrides {
+        workers: Some(0),
+        ..Default::default()
+    };
+    let found = Config::from_bytes(
+        b"_format_version: \"3.0\"\nringway:\n  workers: 0\n",
+        &bad_flag,
+    )
+    .unwrap_err()
+    .0;
+    assert_eq!(found.len(), 1, "{found:?}");
 
     let found = problems("_format_version: \"3.0\"\nringway:\n  admin_listen: 0.0.0.0:8001\n  workers: 0\n  max_headers: 100000\n");
     for prefix in [
