@@ -695,14 +695,38 @@ fn build(
         .enumerate()
         .map(|(i, u)| (&*u.name, i))
         .collect();
+    // The plugins nested in a service or route that is refused: checked all the same,
+    // so one pass reports their problems too, then dropped. Each refused parent stands
+    // in their scope as an index no entity has, distinct per parent.
+    let mut orphans: Vec<(Item, Scope)> = Vec::new();
+    let mut refused = usize::MAX;
+    let mut orphan = |parent_path: &str, plugins: Vec<Value>, scope: fn(usize) -> Scope| {
+        let parent = scope(refused);
+        refused -= 1;
+        for (j, value) in plugins.into_iter().enumerate() {
+            let path = format!("{parent_path}.plugins[{j}]");
+            orphans.push((Item { path, value, layer }, parent));
+        }
+    };
+    let in_service = |i| Scope {
+        service: Some(i),
+        ..Scope::default()
+    };
+    let in_route = |i| Scope {
+        route: Some(i),
+        ..Scope::default()
+    };
     for (i, value) in top.services.into_iter().enumerate() {
         let path = format!("services[{i}]");
         let service_layer = admin_from.layer("services", i);
-        let nested_if_broken = nested_routes(&value);
+        let nested_if_broken = nested_list(&value, "routes");
+        let plugins_if_broken = nested_list(&value, "plugins");
         let Some(file) = parse_item::<ServiceFile>(value, &path, report) else {
             // Report the nested routes' own problems too, so one pass shows them all.
+            orphan(&path, plugins_if_broken, in_service);
             for (j, route) in nested_if_broken.into_iter().enumerate() {
                 let route_path = format!("{path}.routes[{j}]");
+                orphan(&route_path, nested_list(&route, "plugins"), in_route);
                 if let Some(route) = parse_route(route, &route_path, service_layer, report) {
                     build_route(route, None, &route_path, report);
                 }
@@ -738,7 +762,12 @@ fn build(
             }
             for (j, route) in nested.into_iter().enumerate() {
                 let route_path = format!("{path}.routes[{j}]");
-                if let Some(route) = parse_route(route, &route_path, service_layer, report) {
+                let plugins_if_broken = nested_list(&route, "plugins");
+                let Some(route) = parse_route(route, &route_path, service_layer, report) else {
+                    orphan(&route_path, plugins_if_broken, in_route);
+                    continue;
+                };
+                {
                     if route.service.is_some() {
                         report.add(
                             format!("{route_path}.service"),
@@ -750,8 +779,10 @@ fn build(
             }
         } else {
             // The service is refused: its routes' own problems are reported all the same.
+            orphan(&path, nested_plugins, in_service);
             for (j, route) in nested.into_iter().enumerate() {
                 let route_path = format!("{path}.routes[{j}]");
+                orphan(&route_path, nested_list(&route, "plugins"), in_route);
                 if let Some(route) = parse_route(route, &route_path, service_layer, report) {
                     build_route(route, None, &route_path, report);
                 }
@@ -760,8 +791,10 @@ fn build(
     }
     for (i, value) in top.routes.into_iter().enumerate() {
         let path = format!("routes[{i}]");
-        if let Some(route) = parse_route(value, &path, admin_from.layer("routes", i), report) {
-            route_files.push((path, route, None, admin_from.layer("routes", i)));
+        let plugins_if_broken = nested_list(&value, "plugins");
+        match parse_route(value, &path, admin_from.layer("routes", i), report) {
+            Some(route) => route_files.push((path, route, None, admin_from.layer("routes", i))),
+            None => orphan(&path, plugins_if_broken, in_route),
         }
     }
 
@@ -797,7 +830,11 @@ fn build(
             }
         }
         let route_key = file.name.clone().or(file.id.clone());
-        if let Some(mut route) = build_route(file, service, &path, report) {
+        let Some(mut route) = build_route(file, service, &path, report) else {
+            orphan(&path, nested_plugins, in_route);
+            continue;
+        };
+        {
             route.layer = route_layer;
             let index = routes.len();
             for key in [route_key.as_ref(), Some(&route.id)].into_iter().flatten() {
@@ -868,6 +905,7 @@ fn build(
     plugin_items.extend(group_plugins);
     plugin_items.extend(consumer_plugins);
     let plugins = entities::build_plugins(plugin_items, &keys, report);
+    entities::build_plugins(orphans, &keys, report);
     for plugin in &plugins {
         let PluginConfig::Jwt(jwt) = &plugin.config else {
             continue;
@@ -912,10 +950,10 @@ fn build(
     })
 }
 
-/// The raw `routes` list of a service item, if it has one.
-fn nested_routes(service: &Value) -> Vec<Value> {
-    match service.get("routes") {
-        Some(Value::Sequence(routes)) => routes.clone(),
+/// The raw list an item nests under `key` (a service's `routes`), if it has one.
+fn nested_list(item: &Value, key: &str) -> Vec<Value> {
+    match item.get(key) {
+        Some(Value::Sequence(list)) => list.clone(),
         _ => Vec::new(),
     }
 }

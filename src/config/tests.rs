@@ -1155,3 +1155,71 @@ plugins:
         );
     }
 }
+
+/// A refused service or route does not hide its plugins' problems: one pass reports
+/// them all (SPEC §2), and plugins under two refused parents are not duplicates.
+#[test]
+fn plugins_under_a_refused_parent_are_checked_too() {
+    let found = problems(
+        r#"
+_format_version: "3.0"
+services:
+  - name: a
+    url: ftp://nowhere
+    plugins:
+      - name: rate-limiting
+        config: {minute: 0}
+    routes:
+      - name: ra
+        paths: [/a]
+        plugins:
+          - name: jwt
+            config: {claims_to_verify: [aud]}
+  - name: b
+    url: http://127.0.0.1:1
+    routes:
+      - name: rb
+        paths: [nope]
+        plugins:
+          - name: rate-limiting
+            config: {second: 20, hour: 10}
+      - name: rb2
+        paths: [/b]
+        bogus: 1
+        plugins:
+          - name: correlation-id
+            config: {generator: dice}
+  - name: c
+    url: ftp://nowhere-else
+    plugins:
+      - name: correlation-id
+routes:
+  - name: top
+    paths: [/t]
+    service: {name: missing}
+    plugins:
+      - name: no-such-plugin
+"#,
+    );
+    for prefix in [
+        "services[0].protocol",
+        "services[0].plugins[0].config.minute",
+        "services[0].routes[0].plugins[0].config.claims_to_verify[0]",
+        "services[1].routes[0].paths[0]",
+        "services[1].routes[0].plugins[0].config",
+        "services[1].routes[1].bogus",
+        "services[1].routes[1].plugins[0].config.generator",
+        "services[2].protocol",
+        "routes[0].service",
+        "routes[0].plugins[0].name",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(prefix)),
+            "missing {prefix:?} in {found:#?}"
+        );
+    }
+    assert!(
+        !found.iter().any(|p| p.contains("already configured")),
+        "{found:#?}"
+    );
+}
