@@ -1918,6 +1918,46 @@ fn metrics_route_labels_fold_alike_in_every_series_and_in_histograms() {
     assert_eq!(total, 4, "{doc}");
 }
 
+/// Kong's plugin counts a request in its log phase, which runs only where the plugin
+/// is configured: a service's plugin leaves other services' traffic out of Kong's
+/// series (ringway's own series count everything).
+#[test]
+fn a_service_scoped_prometheus_counts_that_service_only() {
+    let origin = Origin::start();
+    let gw = start(&format!(
+        "{}\n  - name: other\n    url: {}\n    routes:\n      - name: elsewhere\n        paths: [\"/elsewhere\"]\n    plugins:\n      - name: prometheus\n        config: {{status_code_metrics: true, latency_metrics: true, bandwidth_metrics: true}}\n",
+        one_service_config(&origin.url(), "").trim_end(),
+        origin.url()
+    ));
+    for path in ["/x", "/elsewhere/y", "/elsewhere/z"] {
+        assert_proxied(&get(&gw, path, &[], "traffic"), path);
+    }
+    let prom = metrics_when(&gw, |p| p.sum("ringway_requests_total", &[]) >= 3.0);
+    assert_eq!(
+        prom.sum("kong_http_requests_total", &[("service", "other")]),
+        2.0,
+        "{}",
+        prom.text
+    );
+    for series in [
+        "kong_http_requests_total",
+        "kong_request_latency_ms_count",
+        "kong_bandwidth_bytes",
+    ] {
+        assert!(
+            prom.select(series, &[("service", "svc")]).is_empty(),
+            "{series} counts no request of the service without the plugin\n{}",
+            prom.text
+        );
+    }
+    assert_eq!(
+        prom.sum("kong_request_latency_ms_count", &[("route", "elsewhere")]),
+        2.0,
+        "{}",
+        prom.text
+    );
+}
+
 #[test]
 fn admin_api_post_plugins_prometheus_turns_on_kongs_series() {
     let origin = Origin::start();

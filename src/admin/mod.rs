@@ -361,19 +361,9 @@ fn upstreams_status(upstreams: &[crate::config::Upstream]) -> serde_json::Value 
 /// Prometheus text: Kong's series when a `prometheus` plugin is configured (its flags
 /// merged), ours always.
 fn metrics_reply(shared: &Shared, settings: &Settings) -> Reply {
-    use crate::config::PluginConfig;
     let snapshot = shared.snapshot();
-    let flags = snapshot
-        .config
-        .plugins
-        .iter()
-        .filter(|p| p.enabled)
-        .filter_map(|p| match &p.config {
-            PluginConfig::Prometheus(flags) => Some(flags.as_ref().clone()),
-            _ => None,
-        })
-        .reduce(|a, b| a.union(&b));
     let published = shared.observe.read(settings.workers);
+    let kong = crate::observe::prometheus::Kong::of(&snapshot.config, &published);
     let node = crate::observe::prometheus::Node {
         node_id: &settings.node_id,
         version: crate::VERSION,
@@ -383,7 +373,7 @@ fn metrics_reply(shared: &Shared, settings: &Settings) -> Reply {
         access_log_dropped: shared.access_log_dropped.load(Ordering::Relaxed),
         upstreams: &snapshot.config.upstreams,
     };
-    let text = crate::observe::prometheus::render(&published, flags.as_ref(), &node);
+    let text = crate::observe::prometheus::render(&published, kong.as_ref(), &node);
     Reply {
         status: 200,
         body: text.into_bytes(),

@@ -1,10 +1,11 @@
 //! `GET /metrics`: Prometheus text format 0.0.4. Kong's `prometheus` plugin series under
 //! its flags (so Kong's dashboards keep working), and `ringway_*` series always.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
 
 use super::{Hist, Label, Published, Source};
+use crate::config::{Config, PluginConfig};
 use crate::metrics::WorkerStats;
 use crate::plugins::prometheus::Config as Flags;
 
@@ -104,16 +105,80 @@ fn bucket_counts(h: &Hist, buckets: &[u64]) -> (Vec<u64>, u128) {
 
 /// The whole exposition. `flags` is `None` when no `prometheus` plugin is configured:
 /// then only the `ringway_*` series are printed.
-pub fn render(published: &Published, flags: Option<&Flags>, node: &Node<'_>) -> String {
+pub fn render(published: &Published, kong: Option<&Kong>, node: &Node<'_>) -> String {
     let mut out = String::with_capacity(8192);
-    if let Some(flags) = flags {
-        kong_series(&mut out, published, flags, node);
+    if let Some(kong) = kong {
+        kong_series(&mut out, published, kong, node);
     }
     ringway_series(&mut out, published, node);
     out
 }
 
-fn kong_series(out: &mut String, published: &Published, flags: &Flags, node: &Node<'_>) {
+/// What Kong's series show: the enabled `prometheus` plugins' flags, together, and the
+/// routes whose traffic they count. Kong's plugin counts a request in its log phase,
+/// which runs only where the plugin is configured: a service's plugin counts that
+/// service's routes, a global one everything (requests no route matched too).
+pub struct Kong {
+    pub flags: Flags,
+    /// `None`: every route. Otherwise the route labels counted; a route folded into
+    /// `other` brings `other` in.
+    routes: Option<HashSet<Label>>,
+}
+
+impl Kong {
+    /// `None` when no enabled `prometheus` plugin is configured.
+    pub fn of(config: &Config, published: &Published) -> Option<Kong> {
+        let mut flags: Option<Flags> = None;
+        let mut routes = Some(HashSet::new());
+        for plugin in config.plugins.iter().filter(|p| p.enabled) {
+            let PluginConfig::Prometheus(these) = &plugin.config else {
+                continue;
+            };
+            flags = Some(match flags {
+                Some(all) => all.union(these),
+                None => these.as_ref().clone(),
+            });
+            let scope = plugin.scope;
+            if scope.service.is_none() && scope.route.is_none() {
+                routes = None;
+            }
+            let Some(labels) = routes.as_mut() else {
+                continue;
+            };
+            for (i, route) in config.routes.iter().enumerate() {
+                let applies = scope.route.is_none_or(|r| r == i)
+                    && scope.service.is_none_or(|s| s == route.service);
+                if !applies {
+                    continue;
+                }
+                let label = super::route_label(config, i);
+                if published.route_labels.is_folded(&label) {
+                    labels.insert(Label::from(super::OTHER));
+                }
+                labels.insert(label);
+            }
+        }
+        Some(Kong {
+            flags: flags?,
+            routes,
+        })
+    }
+
+    /// Flags that count every route, as a global plugin's do.
+    pub fn everywhere(flags: Flags) -> Kong {
+        Kong {
+            flags,
+            routes: None,
+        }
+    }
+
+    fn counts(&self, route: &Label) -> bool {
+        self.routes.as_ref().is_none_or(|r| r.contains(route))
+    }
+}
+
+fn kong_series(out: &mut String, published: &Published, kong: &Kong, node: &Node<'_>) {
+    let flags = &kong.flags;
     let totals = crate::metrics::totals(node.workers.iter().map(|w| &**w));
     header(
         out,
@@ -214,6 +279,9 @@ fn kong_series(out: &mut String, published: &Published, flags: &Flags, node: &No
         // Without per_consumer the consumer label is empty: fold the consumers.
         let mut rows: BTreeMap<(Label, Label, u16, &str, Label), u64> = BTreeMap::new();
         for ((service, route, consumer, code, source), n) in &published.counts {
+            if !kong.counts(route) {
+                continue;
+            }
             let consumer = if flags.per_consumer {
                 consumer.clone()
             } else {
@@ -247,6 +315,7 @@ fn kong_series(out: &mut String, published: &Published, flags: &Flags, node: &No
         let routes: BTreeMap<&str, _> = published
             .routes
             .iter()
+            .filter(|(route, _)| kong.counts(route))
             .map(|(route, l)| (&**route, l))
             .collect();
         let service_of = |route: &str| -> Label {
@@ -302,6 +371,9 @@ fn kong_series(out: &mut String, published: &Published, flags: &Flags, node: &No
         );
         let mut rows: BTreeMap<(Label, Label, Label), (u64, u64)> = BTreeMap::new();
         for ((service, route, consumer), (ingress, egress)) in &published.bytes {
+            if !kong.counts(route) {
+                continue;
+            }
             let consumer = if flags.per_consumer {
                 consumer.clone()
             } else {

@@ -156,7 +156,11 @@ fn prometheus_text_escapes_labels_and_sums_buckets() {
         access_log_dropped: 0,
         upstreams: &[],
     };
-    let text = prometheus::render(&published, Some(&flags), &node);
+    let text = prometheus::render(
+        &published,
+        Some(&prometheus::Kong::everywhere(flags)),
+        &node,
+    );
     assert!(
         text.contains(r#"kong_http_requests_total{service="s",route="r\"1",code="200",source="kong",workspace="default",consumer=""} 2"#),
         "{text}"
