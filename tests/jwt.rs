@@ -1581,3 +1581,58 @@ consumers:
     );
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
+
+/// A path or Host spelled another way reaches the route it names, so its `jwt` runs:
+/// repeated slashes merge (as Kong's router merges them) and the root's trailing dot
+/// goes (as nginx validates a host). The upstream is told the path and host that were
+/// authenticated, never another spelling of them.
+#[test]
+fn another_spelling_of_a_protected_path_or_host_is_still_protected() {
+    let origin = Origin::start();
+    let gw = Gateway::start(&format!(
+        r#"_format_version: "3.0"
+services:
+  - name: app
+    url: {url}
+    routes:
+      - name: public
+        paths: ["/"]
+        strip_path: false
+      - name: admin
+        paths: ["/admin"]
+        strip_path: false
+        plugins:
+          - name: jwt
+      - name: admin-host
+        hosts: ["admin.example"]
+        paths: ["/"]
+        strip_path: false
+        plugins:
+          - name: jwt
+"#,
+        url = origin.url()
+    ));
+    for (target, host) in [
+        ("/admin/users", "a"),
+        ("//admin/users", "a"),
+        ("///admin", "a"),
+        ("/.//admin", "a"),
+        ("/x//..//admin/", "a"),
+        ("/x", "admin.example"),
+        ("/x", "admin.example."),
+        ("/x", "ADMIN.example.:8000"),
+    ] {
+        let r = gw
+            .client()
+            .roundtrip(format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
+        assert_eq!(r.status, 401, "GET {target} Host: {host}: {r:?}");
+    }
+    assert!(origin.requests().is_empty(), "{:?}", origin.requests());
+    // The public route gets the merged path.
+    let r = gw
+        .client()
+        .roundtrip(b"GET //pub//x/ HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 200, "{r:?}");
+    let seen = origin.wait_requests(1, RESPONSE_DEADLINE);
+    assert_eq!(seen[0].target, "/pub/x/");
+}

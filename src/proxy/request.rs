@@ -270,11 +270,12 @@ pub fn prepare(
         None => (path_and_query, None),
     };
     let path = route::normalize(raw_path).map_err(|_| refused(ErrorKind::BadRequest))?;
+    let route_host = host.map(route::without_root_dot);
 
     let view = RequestView {
         method,
         path: &path,
-        host,
+        host: route_host.as_deref(),
         headers,
         https: client.https,
     };

@@ -205,6 +205,19 @@ fn hosts_match(hosts: &[HostMatch], host: Option<&str>) -> bool {
     })
 }
 
+/// The host without the root's trailing dot (`admin.example.:80` → `admin.example:80`),
+/// as nginx validates it: the name routes as the host it is, and as the
+/// `X-Forwarded-Host` sent for it says.
+pub fn without_root_dot(host: &str) -> std::borrow::Cow<'_, str> {
+    let bare = strip_port(host);
+    match bare.strip_suffix('.') {
+        Some(name) if !bare.starts_with('[') => {
+            std::borrow::Cow::Owned(format!("{name}{}", &host[bare.len()..]))
+        }
+        _ => std::borrow::Cow::Borrowed(host),
+    }
+}
+
 /// `example.com:8080` → `example.com`; `[::1]:80` → `[::1]`.
 pub fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {

@@ -20,13 +20,16 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 /// Normalizes a request path as Kong does before routing: percent-encoded unreserved
-/// characters are decoded, other escapes upper-cased, and dot segments removed
-/// (RFC 3986 §6.2.2, §5.2.4). Routing and forwarding both use the result, so the
-/// upstream never sees `/public/../private` that the router read as `/public`.
-/// Paths that need no change are returned borrowed.
+/// characters are decoded, other escapes upper-cased, dot segments removed (RFC 3986
+/// §6.2.2, §5.2.4) and repeated slashes merged (Kong's router asks its normalizer to
+/// merge them, as nginx's `merge_slashes` does). Routing and forwarding both use the
+/// result, so the upstream never sees `/public/../private` or `//private` that the
+/// router read as another route's path. Paths that need no change are returned borrowed.
 pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     let bytes = path.as_bytes();
-    let needs_work = memchr::memchr(b'%', bytes).is_some() || has_dot_segment(bytes);
+    let needs_work = memchr::memchr(b'%', bytes).is_some()
+        || memchr::memmem::find(bytes, b"//").is_some()
+        || has_dot_segment(bytes);
     if !needs_work {
         return Ok(Cow::Borrowed(path));
     }
@@ -75,7 +78,8 @@ fn remove_dot_segments(input: &[u8]) -> Result<Vec<u8>, PathError> {
         input.ends_with(b"/") || input.ends_with(b"/.") || input.ends_with(b"/..");
     for seg in input.split(|b| *b == b'/').skip(1) {
         match seg {
-            b"." => {}
+            // An empty segment is a repeated slash (a trailing one comes back below).
+            b"." | b"" => {}
             b".." => {
                 if segments.pop().is_none() {
                     return Err(PathError);
@@ -95,7 +99,6 @@ fn remove_dot_segments(input: &[u8]) -> Result<Vec<u8>, PathError> {
     if out.is_empty() {
         out.push(b'/');
     }
-    // "/a/" splits into ["a", ""]: the empty last segment already carries the slash.
     Ok(out)
 }
 
@@ -219,6 +222,15 @@ mod tests {
             ("/a/%zz", Err(PathError)),
             ("/a/%4", Err(PathError)),
             ("/a.b/c..d", Ok("/a.b/c..d")),
+            // Repeated slashes merge, wherever they are; the segment after them is
+            // a segment like any other.
+            ("//admin/users", Ok("/admin/users")),
+            ("///admin", Ok("/admin")),
+            ("/.//admin", Ok("/admin")),
+            ("/a//b//", Ok("/a/b/")),
+            ("/a/%2F/b", Ok("/a/%2F/b")),
+            ("//", Ok("/")),
+            ("//..", Err(PathError)),
         ];
         for (input, expected) in cases {
             let got = normalize(input);
