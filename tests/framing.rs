@@ -144,6 +144,8 @@ const HEAD_CASES: &[(&str, &str, u16)] = &[
     // as nginx refuses them (and so Kong): an empty label, or only the root's dot
     ("host-empty-label", "GET {P} HTTP/1.1\r\nHost: a..b\r\n\r\n", 400),
     ("host-only-dot", "GET {P} HTTP/1.1\r\nHost: .\r\n\r\n", 400),
+    ("host-empty", "GET {P} HTTP/1.1\r\nHost: \r\n\r\n", 400),
+    ("host-port-only", "GET {P} HTTP/1.1\r\nHost: :80\r\n\r\n", 400),
     // request line and version
     ("version-1-32", "GET {P} HTTP/1.32\r\nHost: a\r\n\r\n", 400),
     ("version-1", "GET {P} HTTP/1\r\nHost: a\r\n\r\n", 400),

@@ -121,7 +121,8 @@ fn values<'h, 'b>(
 
 /// RFC 9112 §3.2: `uri-host [ ":" port ]`, no userinfo, path, or list. The host is an
 /// IP literal in brackets or a reg-name (an IPv4 address is one); the port is digits.
-/// Empty is valid (a target without an authority).
+/// An empty host is refused, as nginx (and so Kong) refuses it: every target ringway
+/// serves is an `http` or `https` URI, whose host must not be empty (RFC 9110 §4.2.1).
 pub(crate) fn valid_host_value(value: &[u8]) -> bool {
     let value = trim_ows(value);
     let (host_ok, port) = match value.strip_prefix(b"[") {
@@ -147,7 +148,8 @@ pub(crate) fn valid_host_value(value: &[u8]) -> bool {
             };
             // As nginx (and so Kong) refuses them: an empty label, or a name that is
             // only the root's dot.
-            let labels_ok = host != b"." && memchr::memmem::find(host, b"..").is_none();
+            let labels_ok =
+                !matches!(host, b"" | b".") && memchr::memmem::find(host, b"..").is_none();
             (labels_ok && valid_reg_name(host), port)
         }
     };
@@ -402,7 +404,8 @@ mod tests {
             ("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", ok(None)),
             ("GET / HTTP/1.1\r\nHost: 10.0.0.1\r\n\r\n", ok(None)),
             ("GET / HTTP/1.1\r\nHost: a%2Db.example\r\n\r\n", ok(None)),
-            ("GET / HTTP/1.1\r\nHost: \r\n\r\n", ok(None)),
+            ("GET / HTTP/1.1\r\nHost: \r\n\r\n", Err(BadRequest)),
+            ("GET / HTTP/1.1\r\nHost: :80\r\n\r\n", Err(BadRequest)),
             ("GET / HTTP/1.0\r\n\r\n", ok(None)),
             ("GET / HTTP/1.1\r\nHost : a\r\n\r\n", Err(BadRequest)),
             ("GET / HTTP/1.32\r\nHost: a\r\n\r\n", Err(BadRequest)),
