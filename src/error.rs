@@ -19,6 +19,9 @@ pub enum ErrorKind {
     BadRequest,
     /// A transfer coding other than `chunked` (RFC 9112 §6.1): 501 and close.
     NotImplemented,
+    /// `CONNECT` or `TRACE`, which a reverse proxy does not pass on (nginx, and so Kong,
+    /// answers both with 405): 405 and close.
+    MethodNotAllowed,
     /// Request line longer than `max_request_line_bytes`: 414.
     UriTooLong,
     /// A header line, the header block or the header count over its limit: 431.
@@ -62,6 +65,7 @@ impl ErrorKind {
         match self {
             ErrorKind::BadRequest => 400,
             ErrorKind::NotImplemented => 501,
+            ErrorKind::MethodNotAllowed => 405,
             ErrorKind::UriTooLong => 414,
             ErrorKind::HeadersTooLarge => 431,
             ErrorKind::RequestTimeout => 408,
@@ -85,6 +89,7 @@ impl ErrorKind {
         match self {
             ErrorKind::BadRequest => "Bad request",
             ErrorKind::NotImplemented => "Not implemented",
+            ErrorKind::MethodNotAllowed => "Method not allowed",
             ErrorKind::UriTooLong => "Request-URI too long",
             ErrorKind::HeadersTooLarge => "Request header fields too large",
             ErrorKind::RequestTimeout => "Request timeout",
@@ -113,6 +118,7 @@ impl ErrorKind {
         match self {
             ErrorKind::BadRequest
             | ErrorKind::NotImplemented
+            | ErrorKind::MethodNotAllowed
             | ErrorKind::UriTooLong
             | ErrorKind::HeadersTooLarge
             | ErrorKind::RequestTimeout
@@ -136,6 +142,7 @@ impl ErrorKind {
         match self {
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::NotImplemented => "not_implemented",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::UriTooLong => "uri_too_long",
             ErrorKind::HeadersTooLarge => "headers_too_large",
             ErrorKind::RequestTimeout => "request_timeout",

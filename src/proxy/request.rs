@@ -239,6 +239,11 @@ pub fn prepare(
         ..Reject::fatal(kind)
     };
     let framing = framing::request(version, headers).map_err(refused)?;
+    // A tunnel (`CONNECT`) or a loop-back of the request with whatever the hops added
+    // (`TRACE`, a way to read cookies a script cannot) is not for a gateway to pass on.
+    if matches!(method, "CONNECT" | "TRACE") {
+        return Err(refused(ErrorKind::MethodNotAllowed));
+    }
     // A rejected request's body is never read: a chunked or close-delimited one cannot be
     // skipped, so those answers close the connection; a Content-Length one that came
     // whole with the head is skipped (as nginx discards it), else the connection closes.

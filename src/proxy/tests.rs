@@ -173,7 +173,17 @@ fn rejections() {
         ),
         (
             "CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
-            ErrorKind::BadRequest,
+            ErrorKind::MethodNotAllowed,
+            false,
+        ),
+        (
+            "CONNECT /api HTTP/1.1\r\nHost: a\r\n\r\n",
+            ErrorKind::MethodNotAllowed,
+            false,
+        ),
+        (
+            "TRACE /api HTTP/1.1\r\nHost: a\r\n\r\n",
+            ErrorKind::MethodNotAllowed,
             false,
         ),
         (
