@@ -819,6 +819,50 @@ fn websocket_upgrade_is_tunnelled_both_ways() {
     }
 }
 
+/// An offer of `h2c` is not passed on: after the switch the client's HTTP/2 requests
+/// would reach the upstream past routing and plugins. The request goes on as HTTP/1.1.
+/// And a `101` to a protocol the client did not offer is not tunnelled (RFC 9110 §7.8).
+#[test]
+fn h2c_is_not_offered_and_a_switch_must_be_to_an_offered_protocol() {
+    let (addr, heads) = upgrading_origin();
+    let gw = Gateway::start(&one_service_config(&format!("http://{addr}"), ""));
+    for upgrade in ["h2c", "websocket, h2c", "H2C"] {
+        let mut c = gw.client();
+        let r = c.roundtrip(
+            format!(
+                "GET /h2 HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+                 Upgrade: {upgrade}\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        assert_eq!(r.status, 426, "the origin's plain answer: {r:?}");
+        let head = heads.lock().unwrap().last().cloned().unwrap();
+        assert!(
+            !head.contains("\r\nupgrade:") && !head.contains("http2-settings"),
+            "Upgrade: {upgrade} reached the upstream: {head}"
+        );
+    }
+
+    let switcher = Origin::raw(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    );
+    let gw = gateway_for(&switcher);
+    let mut c = gw.client();
+    let r =
+        c.roundtrip(b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: chat\r\n\r\n");
+    assert_eq!(
+        r.status, 502,
+        "a switch to websocket when chat was offered: {r:?}"
+    );
+    let mut c = gw.client();
+    c.send(
+        b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: chat, WebSocket\r\n\r\n",
+    )
+    .unwrap();
+    let r = c.read_head_response().unwrap();
+    assert_eq!(r.status, 101, "websocket was among the offers: {r:?}");
+}
+
 /// A tunnel with nothing moving either way for the service's `read_timeout` is closed
 /// (a peer that vanished without a close would hold it forever); traffic in either
 /// direction keeps it open past that.

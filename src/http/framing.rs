@@ -192,6 +192,7 @@ pub fn request(version: u8, headers: &[Header<'_>]) -> Result<RequestFraming, Er
     let mut keep_alive_token = false;
     let mut upgrade_token = false;
     let mut upgrade_header = false;
+    let mut h2c = false;
     let mut expect_continue = false;
     for (i, header) in headers.iter().enumerate() {
         let name = header.name.as_bytes();
@@ -213,7 +214,17 @@ pub fn request(version: u8, headers: &[Header<'_>]) -> Result<RequestFraming, Er
                 }
             }
         } else if name.eq_ignore_ascii_case(b"upgrade") {
-            upgrade_header = true;
+            // h2c is not offered to the upstream: once switched, the client's HTTP/2
+            // requests would reach it past routing and every plugin ("h2c smuggling").
+            // The request goes on as HTTP/1.1 without the offer.
+            upgrade_header = !list_elements(header.value).any(|p| {
+                p.len() >= 3
+                    && p[..3].eq_ignore_ascii_case(b"h2c")
+                    && matches!(p.get(3), None | Some(b'/'))
+            });
+            if !upgrade_header {
+                h2c = true;
+            }
         } else if name.eq_ignore_ascii_case(b"expect") {
             expect_continue |= trim_ows(header.value).eq_ignore_ascii_case(b"100-continue");
         }
@@ -261,7 +272,7 @@ pub fn request(version: u8, headers: &[Header<'_>]) -> Result<RequestFraming, Er
         zero_length,
         keep_alive,
         expect_continue: expect_continue && version == 1 && body != BodyKind::None,
-        upgrade: upgrade_token && upgrade_header && version == 1,
+        upgrade: upgrade_token && upgrade_header && !h2c && version == 1,
         host,
     })
 }
@@ -438,6 +449,14 @@ mod tests {
         )
         .unwrap();
         assert!(f.upgrade);
+        for offer in ["h2c", "websocket, h2c", "H2C/1"] {
+            let raw = format!(
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: {offer}\r\n\r\n"
+            );
+            assert!(!parse_request(raw.as_bytes()).unwrap().upgrade, "{offer}");
+        }
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2cx\r\n\r\n";
+        assert!(parse_request(raw).unwrap().upgrade);
     }
 
     fn parse_response(raw: &[u8], head: bool) -> Result<ResponseFraming, ErrorKind> {

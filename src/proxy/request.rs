@@ -101,6 +101,9 @@ pub struct Exchange {
     pub request_id: Option<Box<RequestId>>,
     /// For a service balanced over an upstream's targets.
     pub balance: Option<Box<Balance>>,
+    /// For an upgrade, the protocols the client offered (its `Upgrade` values, comma
+    /// separated): a `101` must switch to one of them.
+    pub upgrade: Option<Box<str>>,
 }
 
 /// What picking a target needs from the request.
@@ -430,7 +433,23 @@ pub fn prepare(
         consumer: access.consumer_index,
         request_id: rid,
         balance,
+        upgrade: framing.upgrade.then(|| offered_protocols(headers)),
     })
+}
+
+/// The client's `Upgrade` values, joined with commas.
+fn offered_protocols(headers: &[Header<'_>]) -> Box<str> {
+    let mut offered = String::new();
+    for header in headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("upgrade"))
+    {
+        if !offered.is_empty() {
+            offered.push(',');
+        }
+        offered.push_str(&String::from_utf8_lossy(header.value));
+    }
+    offered.into_boxed_str()
 }
 
 impl Balance {

@@ -98,7 +98,14 @@ pub fn rewrite(
     }
     let headers: &[Header<'_>] = response.headers;
     let switching = status == 101;
-    if switching && !exchange.framing.upgrade {
+    // RFC 9110 §7.8: a switch names the protocols switched to, which the client offered;
+    // a switch to anything else is not tunnelled.
+    if switching
+        && !exchange
+            .upgrade
+            .as_deref()
+            .is_some_and(|offered| switches_to_offered(offered, response.headers))
+    {
         return Err(ErrorKind::BadResponse);
     }
     if (100..200).contains(&status) && !switching {
@@ -216,4 +223,29 @@ pub fn rewrite(
         upstream_close: framing.close || switching,
         switching,
     }))
+}
+
+/// Whether a `101`'s `Upgrade` names protocols the client offered, each one: the same
+/// token, or the offered protocol's name with a version when the offer had none
+/// (`websocket` offered, `websocket` or `websocket/13` switched to).
+fn switches_to_offered(offered: &str, headers: &[Header<'_>]) -> bool {
+    let offered: Vec<&[u8]> = crate::http::list_elements(offered.as_bytes()).collect();
+    let mut named = false;
+    for header in headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("upgrade"))
+    {
+        for protocol in crate::http::list_elements(header.value) {
+            named = true;
+            let name = protocol.split(|&b| b == b'/').next().unwrap_or_default();
+            let known = offered.iter().any(|o| {
+                o.eq_ignore_ascii_case(protocol)
+                    || (!o.contains(&b'/') && o.eq_ignore_ascii_case(name))
+            });
+            if !known {
+                return false;
+            }
+        }
+    }
+    named
 }
