@@ -719,6 +719,110 @@ fn a_502_to_head_has_no_body() {
     assert_normal(&mut c, "/next");
 }
 
+/// An upstream that answers an upload at its head and then neither reads nor closes
+/// (a size limit that leaves the connection to time out): its answer reaches the client
+/// at once, not a 504 once a write times out, nor a 408 when the client pauses.
+#[test]
+fn an_answer_while_the_body_streams_ends_the_upload() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(s) = s else { return };
+            thread::spawn(move || {
+                let mut conn = BufConn::new(s);
+                let deadline = Instant::now() + RESPONSE_DEADLINE;
+                if let Ok(Some(_head)) = conn.read_head(deadline, deadline) {
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large",
+                    );
+                }
+                // Holds the connection, reading nothing.
+                thread::sleep(Duration::from_secs(20));
+            });
+        }
+    });
+    // Longer than the test waits: without the early answer, a 504 or a 408 comes later.
+    let config = format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: svc\n    url: http://{addr}\n    write_timeout: 30000\n    routes:\n      - paths: [\"/\"]\n"
+    );
+    // On both drivers: a client that keeps sending (the write to the upstream blocks)
+    // and one that sends a little and pauses (the gateway waits on the client).
+    for (round, (driver, sent)) in [
+        ("io_uring", 16usize << 20),
+        ("io_uring", 100 << 10),
+        ("epoll", 16 << 20),
+        ("epoll", 100 << 10),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let gw = Gateway::start_with(
+            &config,
+            GatewayOpts::default().env("RINGWAY_DRIVER", driver),
+        );
+        let mut c = gw.client();
+        let mut sender = c.conn.stream.try_clone().unwrap();
+        let head = "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 50000000\r\n\r\n";
+        let upload = thread::spawn(move || {
+            let _ = sender.write_all(head.as_bytes());
+            let _ = sender.write_all(&vec![b'x'; sent]);
+        });
+        let r = c
+            .read_response_within(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("round {round} ({driver}): {e:?}"));
+        assert_eq!(r.status, 413, "round {round} ({driver}): {r:?}");
+        assert_eq!(r.body, b"too large", "round {round}");
+        assert!(c.closed_within(CLOSE_DEADLINE), "round {round}");
+        let _ = upload.join();
+    }
+}
+
+/// A `100 Continue` the upstream sends unasked, before it reads the body, is no answer:
+/// the whole body still goes up, and the final response comes back.
+#[test]
+fn an_unasked_100_continue_does_not_end_the_upload() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(s) = s else { return };
+            thread::spawn(move || {
+                let mut conn = BufConn::new(s);
+                let deadline = Instant::now() + RESPONSE_DEADLINE;
+                let Ok(Some(_head)) = conn.read_head(deadline, deadline) else {
+                    return;
+                };
+                let _ = conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+                thread::sleep(Duration::from_millis(200));
+                let mut body = Vec::new();
+                let _ = conn.read_exact_into(8 << 20, &mut body, deadline);
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                    body.len().to_string().len()
+                );
+                let _ = conn.write_all(answer.as_bytes());
+                let _ = conn.write_all(body.len().to_string().as_bytes());
+            });
+        }
+    });
+    let gw = gateway(&format!("http://{addr}"), "");
+    let mut c = gw.client();
+    let mut sender = c.conn.stream.try_clone().unwrap();
+    let upload = thread::spawn(move || {
+        let _ = sender
+            .write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 8388608\r\n\r\n");
+        let _ = sender.write_all(&vec![b'y'; 8 << 20]);
+    });
+    let r = c.read_response_within(Duration::from_secs(20)).unwrap();
+    assert_eq!(
+        (r.status, r.body_str()),
+        (200, "8388608".to_string()),
+        "{r:?}"
+    );
+    let _ = upload.join();
+}
+
 /// An upstream that answers a large upload at its head (413, as a size limit does) and
 /// closes without reading the body: the client gets that answer, not a 502, and then a
 /// close, since the rest of its body is never read. The connection the gateway wrote to

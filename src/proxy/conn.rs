@@ -1038,27 +1038,57 @@ impl<S: ClientIo> Conn<S> {
             Err(IoFail::TimedOut) => return Err(SendFail::Upstream(ErrorKind::UpstreamTimeout)),
             Err(IoFail::Io) => return Err(SendFail::Upstream(ErrorKind::UpstreamClosed)),
         }
+        if matches!(body, RequestBody::Done) {
+            return Ok(());
+        }
+        // While the body streams, the upstream may answer before it has all of it (a
+        // 413, a 401 before the upload) and stop reading: that answer ends the upload at
+        // once, rather than when the client or a write times out. A read or write in
+        // flight is abandoned; the caller reads the answer and closes both connections.
+        // An interim 1xx sent unasked ends the watch instead, and the upload goes on.
+        let mut answer = upstream.watch();
         loop {
             // Body bytes still in `buf` (those that did not fit the first write) go first.
             if self.buf.is_empty() && !matches!(body, RequestBody::Done) {
-                self.read_body_bytes(body_timeout)
-                    .await
-                    .map_err(SendFail::Client)?;
+                let mut read = std::pin::pin!(self.read_body_bytes(body_timeout));
+                loop {
+                    monoio::select! {
+                        read = &mut read => break read.map_err(SendFail::Client)?,
+                        _ = arrived(&answer) => {
+                            if answer.as_ref().is_some_and(upstream::Answer::is_interim) {
+                                answer = None;
+                            } else {
+                                return Err(SendFail::UpstreamGone);
+                            }
+                        }
+                    }
+                }
             }
             match body {
                 RequestBody::Done => return Ok(()),
                 RequestBody::Length(remaining) => {
                     let take = (*remaining).min(self.buf.len() as u64) as usize;
                     let buf = std::mem::take(&mut self.buf);
-                    let (result, mut buf) = write_range_within(
+                    let mut write = std::pin::pin!(write_range_within(
                         &worker.idle,
                         upstream,
                         buf,
                         0,
                         take,
-                        service.write_timeout,
-                    )
-                    .await;
+                        service.write_timeout
+                    ));
+                    let (result, mut buf) = loop {
+                        monoio::select! {
+                            written = &mut write => break written,
+                            _ = arrived(&answer) => {
+                                if answer.as_ref().is_some_and(upstream::Answer::is_interim) {
+                                    answer = None;
+                                } else {
+                                    return Err(SendFail::UpstreamGone);
+                                }
+                            }
+                        }
+                    };
                     if let Err(fail) = result {
                         return Err(body_write_failure(fail));
                     }
@@ -1079,8 +1109,24 @@ impl<S: ClientIo> Conn<S> {
                     self.buf.drain(..used);
                     let done = decoder.is_done();
                     let out = std::mem::take(&mut self.out);
-                    let (result, out) =
-                        write_all_within(&worker.idle, upstream, out, service.write_timeout).await;
+                    let mut write = std::pin::pin!(write_all_within(
+                        &worker.idle,
+                        upstream,
+                        out,
+                        service.write_timeout
+                    ));
+                    let (result, out) = loop {
+                        monoio::select! {
+                            written = &mut write => break written,
+                            _ = arrived(&answer) => {
+                                if answer.as_ref().is_some_and(upstream::Answer::is_interim) {
+                                    answer = None;
+                                } else {
+                                    return Err(SendFail::UpstreamGone);
+                                }
+                            }
+                        }
+                    };
                     self.out = out.unwrap_or_default();
                     if let Err(fail) = result {
                         return Err(body_write_failure(fail));
@@ -1477,6 +1523,14 @@ fn finish(plan: ResponsePlan) -> Next {
 }
 
 /// A failed body write: after part of the request went out it is never retried.
+/// Resolves when the watched upstream sent something; never without a watch.
+async fn arrived(answer: &Option<upstream::Answer>) {
+    match answer {
+        Some(answer) => answer.arrived().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn body_write_failure(fail: IoFail) -> SendFail {
     match fail {
         IoFail::TimedOut => SendFail::Upstream(ErrorKind::UpstreamTimeout),

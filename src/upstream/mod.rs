@@ -44,6 +44,62 @@ impl Stream {
             Stream::Tls { fd, .. } => *fd,
         }
     }
+
+    /// A watch on the socket for the upstream's answer, kept apart from the stream so
+    /// it can be waited on while a write to the stream is in flight. `None` over TLS,
+    /// where bytes on the socket need not be an answer (a TLS 1.3 server sends session
+    /// tickets whenever it likes), or when no descriptor is left for it.
+    pub fn watch(&self) -> Option<Answer> {
+        if matches!(self, Stream::Tls { .. }) {
+            return None;
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: `dup` of the stream's open socket; the new descriptor is checked and
+        // owned by what is made of it below.
+        let copy = unsafe { libc::dup(self.fd()) };
+        if copy < 0 {
+            return None;
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: `copy` is a descriptor just made, which nothing else owns.
+        let std = unsafe { <std::net::TcpStream as std::os::fd::FromRawFd>::from_raw_fd(copy) };
+        TcpStream::from_std(std).ok().map(Answer)
+    }
+}
+
+/// A second descriptor of an upstream connection's socket, only ever polled: it says
+/// that the upstream sent something (an answer before it took the whole request body,
+/// or its close). Dropping it closes the copy, not the connection.
+pub struct Answer(TcpStream);
+
+impl Answer {
+    /// Resolves once the socket has something to read (or an error to report).
+    pub async fn arrived(&self) {
+        let _ = self.0.readable(false).await;
+    }
+
+    /// Whether what arrived is an interim `1xx` (other than `101`), which some servers
+    /// send unasked and which does not end the request: a peek, nothing is consumed.
+    #[allow(unsafe_code)]
+    pub fn is_interim(&self) -> bool {
+        let mut head = [0u8; 12];
+        // SAFETY: the descriptor is this watch's own copy, open while `self` lives; the
+        // buffer is a valid local array of the length given, and MSG_PEEK leaves the
+        // socket's data untouched.
+        let n = unsafe {
+            libc::recv(
+                self.0.as_raw_fd(),
+                head.as_mut_ptr().cast(),
+                head.len(),
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n == head.len() as isize
+            && head.starts_with(b"HTTP/1.")
+            && head[8] == b' '
+            && head[9] == b'1'
+            && &head[9..12] != b"101"
+    }
 }
 
 // The TLS branches are boxed: rustls' futures are several times a plain socket's, and
