@@ -601,6 +601,20 @@ fn lists_filter_by_tags_and_page_with_size_and_offset() {
     assert!(names("/consumers?tags=zzz").is_empty());
     let r = gw.admin_get("/consumers?tags=a,b/c");
     assert_eq!(r.status, 400, "mixed separators: {r:?}");
+    // At most five tags, as Kong allows.
+    assert_eq!(names("/consumers?tags=a/b/c/x/y"), ["c1", "c2", "c3", "c4"]);
+    for many in ["a,b,c,d,e,f", "a/b/c/d/e/f"] {
+        let r = gw.admin_get(&format!("/consumers?tags={many}"));
+        let body = ok(&r, 400, many);
+        assert_eq!(
+            (&body["code"], &body["message"]),
+            (
+                &json!(11),
+                &json!("invalid option (tags: cannot query more than 5 tags)")
+            ),
+            "{body}"
+        );
+    }
 
     // Admin-created services and routes carry their tags too.
     let r = admin_form(

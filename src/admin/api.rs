@@ -739,20 +739,25 @@ fn paged(
                     )
                 }
             },
-            "tags" => match TagFilter::parse(&value) {
-                Some(filter) => tags = Some((filter, value)),
-                None => {
-                    return Reply::json(
-                        400,
-                        &json!({
-                            "code": 11,
-                            "name": "invalid options",
-                            "message": "invalid option (tags: invalid filter syntax)",
-                            "options": { "tags": "invalid filter syntax" },
-                        }),
-                    )
-                }
-            },
+            "tags" => {
+                let why = match TagFilter::parse(&value) {
+                    Some(filter) if filter.len() <= MAX_TAG_QUERY => {
+                        tags = Some((filter, value));
+                        continue;
+                    }
+                    Some(_) => "cannot query more than 5 tags",
+                    None => "invalid filter syntax",
+                };
+                return Reply::json(
+                    400,
+                    &json!({
+                        "code": 11,
+                        "name": "invalid options",
+                        "message": format!("invalid option (tags: {why})"),
+                        "options": { "tags": why },
+                    }),
+                );
+            }
             key if key == filter && !filter.is_empty() => wanted = Some(value),
             _ => {}
         }
@@ -872,7 +877,16 @@ enum TagFilter {
     Any(Vec<String>),
 }
 
+/// Tags one query may name, as Kong allows.
+const MAX_TAG_QUERY: usize = 5;
+
 impl TagFilter {
+    fn len(&self) -> usize {
+        match self {
+            TagFilter::All(tags) | TagFilter::Any(tags) => tags.len(),
+        }
+    }
+
     /// Kong's syntax: tags of printable characters but `,` and `/`, joined by one kind
     /// of separator.
     fn parse(text: &str) -> Option<TagFilter> {
