@@ -201,16 +201,22 @@ impl Control {
         }
         let mut backup = self.config_path.clone().into_os_string();
         backup.push(".bak");
-        store::write_atomically(
-            &self.config_path,
-            &bytes,
-            Some(std::path::Path::new(&backup)),
-        )
-        .map_err(|e| Refused::Io(format!("cannot write {}: {e}", self.config_path.display())))?;
+        // A config file that is a symbolic link (a checkout's file linked into place)
+        // stays one: the file it leads to is replaced, so what the link shows and what
+        // a SIGHUP reads is the new config.
+        let target =
+            std::fs::canonicalize(&self.config_path).unwrap_or_else(|_| self.config_path.clone());
+        store::write_atomically(&target, &bytes, Some(std::path::Path::new(&backup)))
+            .map_err(|e| Refused::Io(format!("cannot write {}: {e}", target.display())))?;
         layers.file = bytes;
         self.file_loaded_at
             .store(unix_now(), std::sync::atomic::Ordering::Relaxed);
-        Ok(Some(self.publish(config)))
+        let hash = self.publish(config);
+        log::info!(
+            "replaced {} through the Admin API (configuration_hash {hash})",
+            self.config_path.display()
+        );
+        Ok(Some(hash))
     }
 
     /// An Admin API write: `change` edits a copy of the admin layer; the result is

@@ -908,6 +908,62 @@ services:
     )
 }
 
+/// A config file that is a symbolic link stays one: `POST /config` replaces the file it
+/// leads to (where a checkout's next SIGHUP reads), and logs that it did.
+#[test]
+fn post_config_writes_through_a_symlinked_config_file() {
+    let o = Origin::start();
+    let old = base_config(&o, "");
+    let opts = GatewayOpts {
+        log_level: "info".into(),
+        ..Default::default()
+    };
+    let gw = Gateway::start_with(&old, opts);
+    let link = gw.config_path().to_path_buf();
+    let real = gw.dir().join("checkout.yaml");
+    std::fs::write(&real, &old).unwrap();
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+
+    let new = fresh_config(&o);
+    let r = http_request(
+        gw.admin_addr(),
+        "POST",
+        "/config",
+        &[],
+        Some(("application/yaml", new.as_bytes())),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link is kept"
+    );
+    assert_eq!(
+        read_file(&real),
+        new,
+        "the file the link leads to is replaced"
+    );
+    assert_eq!(read_file(&gw.dir().join("kong.yaml.bak")), old);
+    let hash = r.json()["configuration_hash"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !gw.stderr_text().contains(&hash) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        gw.stderr_text().contains(&format!(
+            "through the Admin API (configuration_hash {hash})"
+        )),
+        "{}",
+        gw.stderr_text()
+    );
+}
+
 #[test]
 fn post_config_replaces_the_file_layer_with_a_backup() {
     let o = Origin::start();
