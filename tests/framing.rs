@@ -144,6 +144,8 @@ const HEAD_CASES: &[(&str, &str, u16)] = &[
     // as nginx refuses them (and so Kong): an empty label, or only the root's dot
     ("host-empty-label", "GET {P} HTTP/1.1\r\nHost: a..b\r\n\r\n", 400),
     ("host-only-dot", "GET {P} HTTP/1.1\r\nHost: .\r\n\r\n", 400),
+    // a path a server reading `\` as `/` would see as another route's
+    ("backslash-in-path", "GET /\\admin HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     // not passed on, as nginx (and so Kong) answers them
     ("connect-origin-form", "CONNECT {P} HTTP/1.1\r\nHost: a\r\n\r\n", 405),
     ("trace", "TRACE {P} HTTP/1.1\r\nHost: a\r\n\r\n", 405),

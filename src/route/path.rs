@@ -27,11 +27,17 @@ fn hex(b: u8) -> Option<u8> {
 /// router read as another route's path. Paths that need no change are returned borrowed.
 pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     let bytes = path.as_bytes();
-    let needs_work = memchr::memchr(b'%', bytes).is_some()
+    let needs_work = memchr::memchr2(b'%', b'\\', bytes).is_some()
         || memchr::memmem::find(bytes, b"//").is_some()
         || has_dot_segment(bytes);
     if !needs_work {
         return Ok(Cow::Borrowed(path));
+    }
+    // A backslash is no path character (RFC 3986 §3.3), and servers that read it as a
+    // slash (IIS, some frameworks) would see `/\admin` as the `/admin` the router did
+    // not: refused, as no browser sends one.
+    if memchr::memchr(b'\\', bytes).is_some() {
+        return Err(PathError);
     }
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -231,6 +237,9 @@ mod tests {
             ("/a/%2F/b", Ok("/a/%2F/b")),
             ("//", Ok("/")),
             ("//..", Err(PathError)),
+            ("/\\admin", Err(PathError)),
+            ("/a\\b", Err(PathError)),
+            ("/a%5Cb", Ok("/a%5Cb")),
         ];
         for (input, expected) in cases {
             let got = normalize(input);
