@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use support::*;
 
 /// An origin that answers 200 with its own name as the body.
@@ -411,7 +412,7 @@ fn active_checks_mark_a_target_down_and_bring_it_back() {
 }
 
 #[test]
-fn admin_api_lists_upstreams_and_targets_read_only() {
+fn admin_api_lists_upstreams_and_targets() {
     let a = named("a");
     let gw = Gateway::start(&config(
         "algorithm: least-connections\nslots: 100",
@@ -438,21 +439,22 @@ fn admin_api_lists_upstreams_and_targets_read_only() {
     let health = gw.admin_get("/upstreams/pool/health").json();
     assert_eq!(health["data"][0]["health"], "HEALTHCHECKS_OFF");
     assert_eq!(gw.admin_get("/upstreams/nope").status, 404);
-    let r = http_request(
-        gw.admin_addr(),
-        "POST",
-        "/upstreams",
-        &[],
-        Some(("application/x-www-form-urlencoded", b"name=x")),
-    );
-    assert_eq!(r.status, 405);
-    assert_eq!(r.header("allow"), Some("GET, HEAD"), "{r:?}");
-    let r = http_request(gw.admin_addr(), "DELETE", "/upstreams/pool", &[], None);
-    assert_eq!(
-        (r.status, r.header("allow")),
-        (405, Some("GET, HEAD")),
-        "{r:?}"
-    );
+    // Declared in the file: read-only, as every file entity.
+    for (method, path) in [
+        ("DELETE", "/upstreams/pool".to_owned()),
+        ("PATCH", "/upstreams/pool".to_owned()),
+        ("DELETE", format!("/upstreams/pool/targets/{}", target(&a))),
+    ] {
+        let r = http_request(gw.admin_addr(), method, &path, &[], None);
+        assert_eq!(r.status, 405, "{method} {path}: {r:?}");
+        assert_eq!(
+            r.json()["message"],
+            "entity is managed by the declarative config file",
+            "{r:?}"
+        );
+    }
+    let r = http_request(gw.admin_addr(), "PATCH", "/upstreams", &[], None);
+    assert_eq!(r.header("allow"), Some("GET, HEAD, POST"), "{r:?}");
     let path = format!("/upstreams/pool/targets/{}/healthy", target(&a));
     let r = http_request(gw.admin_addr(), "DELETE", &path, &[], None);
     assert_eq!(
@@ -468,6 +470,129 @@ fn admin_api_lists_upstreams_and_targets_read_only() {
         None,
     );
     assert_eq!(r.status, 404, "no endpoint there: {r:?}");
+}
+
+/// Kong's upstream endpoints write too: an upstream and its targets created, changed
+/// and deleted through the Admin API take effect on the next request, and survive a
+/// restart.
+#[test]
+fn admin_api_writes_upstreams_and_targets() {
+    let (a, b) = (named("a"), named("b"));
+    let gw = Gateway::start(
+        "_format_version: \"3.0\"\nservices:\n  - name: svc\n    host: api-pool\n    routes:\n      - paths: [\"/\"]\n",
+    );
+    assert_eq!(proxy_get(&gw, "/", &[]).status, 503, "no upstream yet");
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/upstreams",
+        &[("name", "api-pool"), ("tags", "t1")],
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let up = r.json();
+    assert_eq!(
+        (&up["name"], &up["tags"]),
+        (&json!("api-pool"), &json!(["t1"])),
+        "{up}"
+    );
+    assert!(up["created_at"].as_u64().is_some_and(|t| t > 0), "{up}");
+    let r = admin_form(&gw, "POST", "/upstreams", &[("name", "API-pool")]);
+    assert_eq!(r.status, 409, "a name is unique: {r:?}");
+    assert_eq!(proxy_get(&gw, "/", &[]).status, 503, "no target yet");
+
+    for origin in [&a, &b] {
+        let r = admin_form(
+            &gw,
+            "POST",
+            "/upstreams/api-pool/targets",
+            &[("target", &target(origin)), ("weight", "100")],
+        );
+        assert_eq!(r.status, 201, "{r:?}");
+        assert_eq!(r.json()["upstream"]["id"], up["id"], "{r:?}");
+        assert_eq!(r.json()["weight"], 100, "{r:?}");
+    }
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/upstreams/api-pool/targets",
+        &[("target", &target(&a))],
+    );
+    assert_eq!(r.status, 409, "a target once per upstream: {r:?}");
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/upstreams/nope/targets",
+        &[("target", "10.0.0.1")],
+    );
+    assert_eq!(r.status, 404, "{r:?}");
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/upstreams/api-pool/targets",
+        &[("target", "bad host:x")],
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    let seen = tally(&gw, 20, "/", &[]);
+    assert_eq!(
+        (seen.get("a"), seen.get("b")),
+        (Some(&10), Some(&10)),
+        "{seen:?}"
+    );
+
+    let r = admin_form(
+        &gw,
+        "PATCH",
+        &format!("/upstreams/api-pool/targets/{}", target(&b)),
+        &[("weight", "0")],
+    );
+    assert_eq!((r.status, &r.json()["weight"]), (200, &json!(0)), "{r:?}");
+    assert_eq!(tally(&gw, 6, "/", &[]).get("a"), Some(&6));
+
+    // A partial `healthchecks` merges into the checks there are.
+    let r = admin_json(
+        &gw,
+        "PATCH",
+        "/upstreams/api-pool",
+        &json!({"healthchecks": {"passive": {"unhealthy": {"http_failures": 3}}}}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let passive = &r.json()["healthchecks"]["passive"];
+    assert_eq!(passive["unhealthy"]["http_failures"], 3, "{passive}");
+    assert_eq!(
+        passive["unhealthy"]["http_statuses"],
+        json!([429, 500, 503]),
+        "{passive}"
+    );
+
+    // Durable: a restart serves the same upstream and targets.
+    let mut gw = gw;
+    gw.restart_same_dir(GatewayOpts::default()).unwrap();
+    assert_eq!(tally(&gw, 4, "/", &[]).get("a"), Some(&4));
+    let r = http_request(
+        gw.admin_addr(),
+        "DELETE",
+        &format!("/upstreams/api-pool/targets/{}", target(&a)),
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(
+        proxy_get(&gw, "/", &[]).status,
+        503,
+        "only a weight-0 target left"
+    );
+
+    // Deleting the upstream takes its targets with it.
+    let r = http_request(gw.admin_addr(), "DELETE", "/upstreams/api-pool", &[], None);
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(gw.admin_get("/upstreams/api-pool").status, 404);
+    assert!(gw.admin_get("/upstreams").json()["data"]
+        .as_array()
+        .is_some_and(Vec::is_empty));
+    let r = admin_form(&gw, "POST", "/upstreams", &[("name", "api-pool")]);
+    assert_eq!(r.status, 201, "{r:?}");
+    let targets = gw.admin_get("/upstreams/api-pool/targets").json();
+    assert_eq!(targets["data"], json!([]), "{targets}");
 }
 
 #[test]

@@ -10,6 +10,7 @@
 use serde_json::{json, Map, Value};
 
 use super::body::{media_type, multipart_parts, parse_body, Body};
+use super::upstreams;
 use crate::config::{random_id, Config, HostMatch, Layer, PathMatch, Problems, ValueMatch};
 use crate::control::{Control, Refused};
 use crate::plugins::jwt::Algorithm;
@@ -204,9 +205,6 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
     let body = |kind: &str| parse_body(request.content_type, request.body, Some(kind));
     let snapshot = control.shared.snapshot();
     let config = &snapshot.config;
-    if let Some(reply) = super::upstreams::handle(method, &segments, config) {
-        return reply;
-    }
     // A new entity given an id that is taken: Kong's primary key violation, before any
     // other check (the database finds it first).
     if let (true, Some(kind)) = (method == "POST", created_kind(&segments)) {
@@ -226,6 +224,11 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
     let list = |items: &mut dyn Iterator<Item = Value>, filter: &str| {
         paged(items, request, stored(), filter)
     };
+    if let Some(reply) =
+        upstreams::handle(method, &segments, config, &show, &|items| list(items, ""))
+    {
+        return reply;
+    }
     match (method, segments.as_slice()) {
         ("GET", ["config"]) => get_config(control, request.accept_json),
         ("POST", ["config"]) => post_config(control, request),
@@ -509,6 +512,47 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             None => not_found(),
         },
 
+        ("POST", ["upstreams"]) => with_body(body("upstreams"), |b| {
+            create_upstream(control, config, b, None)
+        }),
+        ("PUT", ["upstreams", u]) => with_body(body("upstreams"), |b| {
+            put(control, config, Upsert::Upstreams, u, b)
+        }),
+        ("PATCH", ["upstreams", u]) => match upstreams::find(config, u) {
+            Some(up) => with_body(body("upstreams"), |b| {
+                update_upstream(control, config, up, b)
+            }),
+            None => not_found(),
+        },
+        ("DELETE", ["upstreams", u]) => match upstreams::find(config, u) {
+            Some(up) => delete_entity(control, up.layer, "upstreams", &up.id.clone()),
+            None => Reply::empty(204),
+        },
+        ("POST", ["upstreams", u, "targets"]) => match upstreams::find(config, u) {
+            Some(up) => with_body(body("targets"), |b| create_target(control, config, up, b)),
+            None => not_found(),
+        },
+        ("PATCH" | "PUT", ["upstreams", u, "targets", t]) => {
+            match upstreams::find(config, u).and_then(|up| upstreams::target(up, t)) {
+                Some((up, t)) => with_body(body("targets"), |mut b| {
+                    // A target stays with its upstream.
+                    b.insert("upstream".into(), json!({ "id": up.id }));
+                    if method == "PUT" {
+                        return write(control, config, "targets", b, Some(&t.id.clone()));
+                    }
+                    update_generic(control, config, t.layer, "targets", &t.id.clone(), b)
+                }),
+                None => not_found(),
+            }
+        }
+        ("DELETE", ["upstreams", u, "targets", t]) => match upstreams::find(config, u) {
+            Some(up) => match upstreams::target(up, t) {
+                Some((_, t)) => delete_entity(control, t.layer, "targets", &t.id.clone()),
+                None => Reply::empty(204),
+            },
+            None => not_found(),
+        },
+
         ("GET", ["consumer_groups"]) => list(
             &mut (0..config.consumer_groups.len()).map(|g| group_json(config, g)),
             "",
@@ -683,6 +727,8 @@ fn allowed_methods(segments: &[&str]) -> &'static str {
         ["routes", _, "service"] => "GET, HEAD, PUT, PATCH",
         ["plugins", _, "service" | "route" | "consumer" | "consumer_group"]
         | ["snis", _, "certificate"] => READ,
+        ["upstreams"] | ["upstreams", _, "targets"] => LIST,
+        ["upstreams", _] | ["upstreams", _, "targets", _] => ENTITY,
         ["certificates", _, "snis"] => LIST,
         ["certificates", _, "snis", _] => "GET, HEAD, DELETE",
         _ => "",
@@ -1316,6 +1362,8 @@ fn created_kind(segments: &[&str]) -> Option<&'static str> {
         ["consumer_groups"] => "consumer_groups",
         ["certificates"] => "certificates",
         ["snis"] => "snis",
+        ["upstreams"] => "upstreams",
+        ["upstreams", _, "targets"] => "targets",
         _ => return None,
     })
 }
@@ -1343,6 +1391,13 @@ fn id_in_use(config: &Config, kind: &str, id: &str) -> bool {
         "jwt_secrets" => Box::new(config.jwt_secrets.iter().map(|e| e.id.as_str())),
         "certificates" => Box::new(config.certificates.iter().map(|e| e.id.as_str())),
         "snis" => Box::new(config.snis.iter().map(|e| e.id.as_str())),
+        "upstreams" => Box::new(config.upstreams.iter().map(|e| e.id.as_str())),
+        "targets" => Box::new(
+            config
+                .upstreams
+                .iter()
+                .flat_map(|u| u.targets.iter().map(|t| t.id.as_str())),
+        ),
         _ => return false,
     };
     ids.any(|x| x == id)
@@ -1406,6 +1461,7 @@ enum Upsert {
     Consumers,
     Groups,
     Plugins,
+    Upstreams,
 }
 
 fn put(control: &Control, config: &Config, kind: Upsert, key: &str, mut body: Body) -> Reply {
@@ -1438,6 +1494,13 @@ fn put(control: &Control, config: &Config, kind: Upsert, key: &str, mut body: Bo
             find_plugin(config, key).map(|i| (i, config.plugins[i].layer, &config.plugins[i].id)),
             None,
         ),
+        Upsert::Upstreams => (
+            upstreams::find(config, key).map(|up| {
+                let i = config.keys.upstreams.get(&up.id).copied().unwrap_or(0);
+                (i, up.layer, &up.id)
+            }),
+            Some("name"),
+        ),
     };
     let is_id = crate::config::is_uuid(key);
     match (found, name_field) {
@@ -1463,6 +1526,7 @@ fn put(control: &Control, config: &Config, kind: Upsert, key: &str, mut body: Bo
         Upsert::Consumers => create_consumer(control, config, body, replacing),
         Upsert::Groups => create_group(control, config, body, replacing),
         Upsert::Plugins => create_plugin(control, config, body, None, replacing),
+        Upsert::Upstreams => create_upstream(control, config, body, replacing),
     };
     put_status(reply)
 }
@@ -1569,6 +1633,11 @@ fn show_by_id(config: &Config, kind: &str, id: &str) -> Option<Value> {
             .iter()
             .position(|s| s.id == id)
             .map(|i| sni_json(config, i)),
+        "upstreams" => upstreams::find(config, id).map(upstreams::upstream_json),
+        "targets" => config.upstreams.iter().find_map(|up| {
+            let t = up.targets.iter().find(|t| t.id == id)?;
+            Some(upstreams::target_json(up, t))
+        }),
         _ => None,
     }
 }
@@ -1689,6 +1758,16 @@ fn dependents(config: &Config, kind: &str, id: &str) -> Dependents {
                     .collect();
                 (plugins(&|s| s.group == Some(g)), members)
             }
+            None => (Vec::new(), Vec::new()),
+        },
+        "upstreams" => match upstreams::find(config, id) {
+            Some(up) => (
+                up.targets
+                    .iter()
+                    .map(|t| ("targets", t.id.clone()))
+                    .collect(),
+                Vec::new(),
+            ),
             None => (Vec::new(), Vec::new()),
         },
         "certificates" => match find_certificate(config, id) {
@@ -2249,6 +2328,94 @@ fn update_route(control: &Control, config: &Config, i: usize, mut patch: Body) -
         &route.id.clone(),
         patch,
     )
+}
+
+/// A new upstream (or, for a PUT, one in place of an Admin-created one): its name, a
+/// host name, is unique in any case.
+fn create_upstream(
+    control: &Control,
+    config: &Config,
+    body: Body,
+    replacing: Replacing<'_>,
+) -> Reply {
+    match string_field(&body, "name") {
+        Err(reply) => return reply,
+        Ok(Some(name)) => {
+            let holder = config.keys.upstreams.get(&name.to_ascii_lowercase());
+            if taken_by_other(holder, replacing) {
+                return unique_violation("name", name);
+            }
+        }
+        Ok(None) => {}
+    }
+    write(
+        control,
+        config,
+        "upstreams",
+        body,
+        replacing.map(|(_, id)| id),
+    )
+}
+
+/// A PATCH of an upstream: `healthchecks` merges into the current checks, as Kong
+/// merges a record, so one threshold can change alone.
+fn update_upstream(
+    control: &Control,
+    config: &Config,
+    up: &crate::config::Upstream,
+    mut patch: Body,
+) -> Reply {
+    if let Some(checks) = patch.remove("healthchecks") {
+        let mut merged = upstreams::upstream_json(up)["healthchecks"].take();
+        merge_records(&mut merged, checks);
+        patch.insert("healthchecks".into(), merged);
+    }
+    update_generic(
+        control,
+        config,
+        up.layer,
+        "upstreams",
+        &up.id.clone(),
+        patch,
+    )
+}
+
+/// `patch` into `base`: objects merge field by field, anything else replaces.
+fn merge_records(base: &mut Value, patch: Value) {
+    match (base, patch) {
+        (Value::Object(base), Value::Object(patch)) => {
+            for (k, v) in patch {
+                merge_records(base.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (base, patch) => *base = patch,
+    }
+}
+
+/// A new target of `up`: its `host:port` (Kong's default port when none is given) is
+/// unique within the upstream.
+fn create_target(
+    control: &Control,
+    config: &Config,
+    up: &crate::config::Upstream,
+    mut body: Body,
+) -> Reply {
+    body.insert("upstream".into(), json!({ "id": up.id }));
+    if let Ok(Some(target)) = string_field(&body, "target") {
+        let with_port = if target.ends_with(']') || !target.contains(':') {
+            format!("{target}:8000")
+        } else {
+            target.to_owned()
+        };
+        if up
+            .targets
+            .iter()
+            .any(|t| t.target.eq_ignore_ascii_case(&with_port))
+        {
+            return unique_violation("target", target);
+        }
+    }
+    write(control, config, "targets", body, None)
 }
 
 fn create_group(control: &Control, config: &Config, body: Body, replacing: Replacing<'_>) -> Reply {

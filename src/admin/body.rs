@@ -257,6 +257,27 @@ fn field_type(kind: &str, field: &str) -> Option<Type> {
         ("certificates", "snis") => Texts,
         ("snis", "name") => Text,
         ("snis", "certificate") => Foreign,
+        (
+            "upstreams",
+            "name"
+            | "algorithm"
+            | "hash_on"
+            | "hash_fallback"
+            | "hash_on_header"
+            | "hash_fallback_header"
+            | "hash_on_cookie"
+            | "hash_on_cookie_path"
+            | "hash_on_query_arg"
+            | "hash_fallback_query_arg"
+            | "host_header",
+        ) => Text,
+        ("upstreams", "slots") => Integer,
+        ("upstreams", "use_srv_name") => Boolean,
+        // Numbers and booleans where they read as such, as a plugin's config.
+        ("upstreams", "healthchecks") => PluginConfig,
+        ("targets", "target") => Text,
+        ("targets", "weight") => Integer,
+        ("targets", "upstream") => Foreign,
         _ => return None,
     })
 }

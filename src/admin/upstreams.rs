@@ -1,38 +1,41 @@
-//! Kong's upstream endpoints: the upstreams and targets of the config (read-only: they
-//! come from the file) and their health, which the Admin API can also set by hand, as
-//! Kong's `/upstreams/{u}/targets/{t}/healthy|unhealthy` do.
+//! Kong's upstream endpoints, the reads: the upstreams and targets of the config and
+//! their health, which the Admin API can also set by hand, as Kong's
+//! `/upstreams/{u}/targets/{t}/healthy|unhealthy` do. Writes go with every other
+//! entity's, in `api`.
 
 use serde_json::{json, Value};
 
 use super::Reply;
 use crate::config::{Active, Config, HashOn, Passive, StatusSet, Target, Upstream};
 
-/// Answers `/upstreams...`; `None` for any other path.
-pub fn handle(method: &str, segments: &[&str], config: &Config) -> Option<Reply> {
-    let find = |key: &str| {
-        config
-            .keys
-            .upstreams
-            .get(key)
-            .map(|&i| &config.upstreams[i])
-    };
+/// Answers `/upstreams...` reads, shown and listed as every entity is (`show`, `list`);
+/// `None` for any other path, and for writes.
+pub fn handle(
+    method: &str,
+    segments: &[&str],
+    config: &Config,
+    show: &dyn Fn(Value) -> Reply,
+    list: &dyn Fn(&mut dyn Iterator<Item = Value>) -> Reply,
+) -> Option<Reply> {
     let reply = match (method, segments) {
-        ("GET", ["upstreams"]) => list(config.upstreams.iter().map(upstream_json)),
-        ("GET", ["upstreams", u]) => match find(u) {
-            Some(up) => Reply::json(200, &upstream_json(up)),
+        ("GET", ["upstreams"]) => list(&mut config.upstreams.iter().map(upstream_json)),
+        ("GET", ["upstreams", u]) => match find(config, u) {
+            Some(up) => show(upstream_json(up)),
             None => not_found(),
         },
         ("GET", ["upstreams", u, "targets"] | ["upstreams", u, "targets", "all"]) => {
-            match find(u) {
-                Some(up) => list(up.targets.iter().map(|t| target_json(up, t))),
+            match find(config, u) {
+                Some(up) => list(&mut up.targets.iter().map(|t| target_json(up, t))),
                 None => not_found(),
             }
         }
-        ("GET", ["upstreams", u, "targets", t]) => match find(u).and_then(|up| target(up, t)) {
-            Some((up, t)) => Reply::json(200, &target_json(up, t)),
-            None => not_found(),
-        },
-        ("GET", ["upstreams", u, "health"]) => match find(u) {
+        ("GET", ["upstreams", u, "targets", t]) => {
+            match find(config, u).and_then(|up| target(up, t)) {
+                Some((up, t)) => show(target_json(up, t)),
+                None => not_found(),
+            }
+        }
+        ("GET", ["upstreams", u, "health"]) => match find(config, u) {
             Some(up) => Reply::json(
                 200,
                 &json!({
@@ -43,7 +46,7 @@ pub fn handle(method: &str, segments: &[&str], config: &Config) -> Option<Reply>
             None => not_found(),
         },
         ("PUT" | "POST", ["upstreams", u, "targets", t, state @ ("healthy" | "unhealthy")]) => {
-            match find(u).and_then(|up| target(up, t)) {
+            match find(config, u).and_then(|up| target(up, t)) {
                 Some((up, t)) => {
                     let healthy = *state == "healthy";
                     if t.health.set(healthy) {
@@ -55,17 +58,16 @@ pub fn handle(method: &str, segments: &[&str], config: &Config) -> Option<Reply>
             }
         }
         (_, ["upstreams", ..]) if matches!(method, "GET") => not_found(),
+        // Writes are the Admin API's, as for any entity.
+        (_, ["upstreams"] | ["upstreams", _] | ["upstreams", _, "targets"])
+        | (_, ["upstreams", _, "targets", _]) => return None,
         (_, path @ ["upstreams", ..]) => {
             let allow = match path {
                 [_, _, "targets", _, "healthy" | "unhealthy"] => "PUT, POST",
-                [_] | [_, _] | [_, _, "targets" | "health"] | [_, _, "targets", _] => "GET, HEAD",
+                [_, _, "health"] | [_, _, "targets", "all"] => "GET, HEAD",
                 _ => return Some(not_found()),
             };
-            Reply::message(
-                405,
-                "upstreams and targets are managed by the declarative config file",
-            )
-            .with_header("Allow", allow)
+            Reply::message(405, "Method not allowed").with_header("Allow", allow)
         }
         _ => return None,
     };
@@ -76,15 +78,16 @@ fn not_found() -> Reply {
     Reply::message(404, "Not found")
 }
 
-fn list(items: impl Iterator<Item = Value>) -> Reply {
-    Reply::json(
-        200,
-        &json!({ "data": items.collect::<Vec<_>>(), "next": null }),
-    )
+/// An upstream by id or by name (names are host names, found in any case).
+pub(super) fn find<'c>(config: &'c Config, key: &str) -> Option<&'c Upstream> {
+    let keys = &config.keys.upstreams;
+    keys.get(key)
+        .or_else(|| keys.get(&key.to_ascii_lowercase()))
+        .map(|&i| &config.upstreams[i])
 }
 
 /// A target by id or by its `host:port`.
-fn target<'c>(up: &'c Upstream, key: &str) -> Option<(&'c Upstream, &'c Target)> {
+pub(super) fn target<'c>(up: &'c Upstream, key: &str) -> Option<(&'c Upstream, &'c Target)> {
     up.targets
         .iter()
         .find(|t| t.id == key || t.target == key)
@@ -106,17 +109,27 @@ fn health_json(up: &Upstream, t: &Target) -> Value {
     value
 }
 
-fn target_json(up: &Upstream, t: &Target) -> Value {
+pub(super) fn target_json(up: &Upstream, t: &Target) -> Value {
     json!({
         "id": t.id,
         "target": t.target,
         "weight": t.weight,
         "upstream": { "id": up.id },
-        "tags": null,
+        "tags": tags(&t.tags),
+        "created_at": t.created_at,
+        "updated_at": t.created_at,
     })
 }
 
-fn upstream_json(up: &Upstream) -> Value {
+fn tags(tags: &[String]) -> Value {
+    if tags.is_empty() {
+        Value::Null
+    } else {
+        json!(tags)
+    }
+}
+
+pub(super) fn upstream_json(up: &Upstream) -> Value {
     let (hash_on, on_header, on_query, cookie, cookie_path) = hash_fields(&up.hash_on);
     let (fallback, fb_header, fb_query, _, _) = hash_fields(&up.hash_fallback);
     json!({
@@ -137,7 +150,9 @@ fn upstream_json(up: &Upstream) -> Value {
         "host_header": up.host_header,
         "client_certificate": null,
         "use_srv_name": false,
-        "tags": null,
+        "tags": tags(&up.tags),
+        "created_at": up.created_at,
+        "updated_at": up.created_at,
         "healthchecks": {
             "threshold": up.checks.threshold,
             "active": active_json(&up.checks.active),

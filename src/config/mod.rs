@@ -410,6 +410,8 @@ pub(crate) fn nests_too_deep(text: &str) -> bool {
 pub const ADMIN_KINDS: &[&str] = &[
     "certificates",
     "snis",
+    "upstreams",
+    "targets",
     "services",
     "routes",
     "consumer_groups",
@@ -670,23 +672,23 @@ fn build(
     let mut service_keys: HashMap<String, usize> = HashMap::new();
     let mut route_files: Vec<(String, RouteFile, Option<usize>, Layer)> = Vec::new();
     let cas = certs::build_cas(std::mem::take(&mut top.ca_certificates), report);
-    let file_item = |kind: &'static str| {
+    let layered_item = |kind: &'static str| {
         move |(i, value): (usize, Value)| Item {
             path: format!("{kind}[{i}]"),
             value,
-            layer: Layer::File,
+            layer: admin_from.layer(kind, i),
         }
     };
     let (upstreams, upstream_keys) = upstreams::build(
         std::mem::take(&mut top.upstreams)
             .into_iter()
             .enumerate()
-            .map(file_item("upstreams"))
+            .map(layered_item("upstreams"))
             .collect(),
         std::mem::take(&mut top.targets)
             .into_iter()
             .enumerate()
-            .map(file_item("targets"))
+            .map(layered_item("targets"))
             .collect(),
         report,
     );

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_norway::Value;
 
-use super::entities::{stable_id, Item};
+use super::entities::{stable_id, Item, Layer};
 use super::file::Reference;
 use super::{parse_item, resolve, valid_host, Report};
 use crate::balance::{self, Health};
@@ -39,6 +39,9 @@ pub struct Upstream {
     /// The consistent-hashing ring: sorted points, each naming a target.
     pub ring: Vec<(u64, u32)>,
     pub checks: Healthchecks,
+    pub tags: Vec<String>,
+    pub created_at: u64,
+    pub layer: Layer,
 }
 
 impl Upstream {
@@ -66,6 +69,9 @@ pub struct Target {
     /// upstream's `host_header` host, else the target's host (an IP for an IP target).
     pub server_name: Option<rustls::pki_types::ServerName<'static>>,
     pub health: Arc<Health>,
+    pub tags: Vec<String>,
+    pub created_at: u64,
+    pub layer: Layer,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -316,9 +322,10 @@ pub fn build(
 ) -> (Vec<Upstream>, HashMap<String, usize>) {
     let mut built = Vec::new();
     let mut keys: HashMap<String, usize> = HashMap::new();
-    let mut target_items: Vec<(String, Value, Option<usize>)> = Vec::new();
+    let mut target_items: Vec<(String, Value, Option<usize>, Layer)> = Vec::new();
     for item in upstreams {
         let path = item.path;
+        let layer = item.layer;
         let nested_if_broken = nested_targets(&item.value);
         let Some(file) = parse_item::<UpstreamFile>(item.value, &path, report) else {
             check_orphans(&path, nested_if_broken, report);
@@ -330,10 +337,11 @@ pub fn build(
             file.name.as_deref().map(str::to_ascii_lowercase),
             file.id.clone(),
         ];
-        let Some(upstream) = build_upstream(file, &path, report) else {
+        let Some(mut upstream) = build_upstream(file, &path, report) else {
             check_orphans(&path, nested, report);
             continue;
         };
+        upstream.layer = layer;
         for key in names.into_iter().flatten() {
             if keys.insert(key.clone(), index).is_some() {
                 report.add(
@@ -344,14 +352,14 @@ pub fn build(
         }
         keys.entry(upstream.id.clone()).or_insert(index);
         for (j, target) in nested.into_iter().enumerate() {
-            target_items.push((format!("{path}.targets[{j}]"), target, Some(index)));
+            target_items.push((format!("{path}.targets[{j}]"), target, Some(index), layer));
         }
         built.push(upstream);
     }
     for item in targets {
-        target_items.push((item.path, item.value, None));
+        target_items.push((item.path, item.value, None, item.layer));
     }
-    for (path, value, parent) in target_items {
+    for (path, value, parent, layer) in target_items {
         let Some(file) = parse_item::<TargetFile>(value, &path, report) else {
             continue;
         };
@@ -380,7 +388,8 @@ pub fn build(
             },
         };
         let upstream = &mut built[index];
-        if let Some(target) = build_target(file, upstream, &path, report) {
+        if let Some(mut target) = build_target(file, upstream, &path, report) {
+            target.layer = layer;
             upstream.targets.push(target);
         }
     }
@@ -543,6 +552,9 @@ fn build_upstream(file: UpstreamFile, path: &str, report: &mut Report) -> Option
         targets: Vec::new(),
         ring: Vec::new(),
         checks,
+        tags: file.tags,
+        created_at: file.created_at.unwrap_or(0),
+        layer: Layer::File,
     })
 }
 
@@ -871,6 +883,9 @@ fn build_target(
         port,
         weight,
         host_header,
+        tags: file.tags,
+        created_at: file.created_at.map_or(0, |t| t as u64),
+        layer: Layer::File,
     })
 }
 
