@@ -1133,6 +1133,18 @@ fn post_config_replaces_the_file_layer_with_a_backup() {
         Some(("application/json", exported.body.as_slice())),
     );
     assert_eq!(r.status, 201, "GET /config's JSON posted back: {r:?}");
+    // The hash is the content's: the YAML file the JSON came from is the same config.
+    let yaml_again = read_file(gw.config_path());
+    let r = post_check(&yaml_again, "?check_hash=1");
+    assert_eq!(r.status, 304, "the same content as YAML: {r:?}");
+    let r = http_request(
+        gw.admin_addr(),
+        "POST",
+        "/config?check_hash=1",
+        &[],
+        Some(("application/json", exported.body.as_slice())),
+    );
+    assert_eq!(r.status, 304, "the same content as JSON again: {r:?}");
     let r = admin_json(
         &gw,
         "POST",

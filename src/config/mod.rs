@@ -288,9 +288,13 @@ impl Config {
                 return Err(Problems(report.problems));
             }
         };
+        // The hash is the content's: the same config in YAML or JSON, in another key
+        // order or with other comments, has the same one (as `?check_hash=1` expects).
+        // Taken before vault references are resolved, so no secret goes into it.
+        let mut digest_input = Vec::with_capacity(bytes.len());
+        canonical(&doc, &mut digest_input);
         vault::resolve(&mut doc, &mut String::new(), &mut report);
         let mut admin_from = AdminFrom::default();
-        let mut digest_input = bytes.to_vec();
         if let (Some(admin), Value::Mapping(map)) = (admin, &mut doc) {
             let admin_doc: Value = serde_norway::to_value(admin).unwrap_or(Value::Null);
             for kind in ADMIN_KINDS {
@@ -440,6 +444,51 @@ pub enum LoadError {
     Read(String, std::io::Error),
     #[error("{0}")]
     Invalid(Problems),
+}
+
+/// A YAML document as JSON with every mapping's keys in order: one text per content.
+fn canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::String(text) => crate::http::generated::write_json_string(out, text),
+        Value::Sequence(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical(item, out);
+            }
+            out.push(b']');
+        }
+        Value::Mapping(map) => {
+            let mut entries: Vec<(Vec<u8>, &Value)> = map
+                .iter()
+                .map(|(k, v)| {
+                    let mut key = Vec::new();
+                    canonical(k, &mut key);
+                    (key, v)
+                })
+                .collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            out.push(b'{');
+            for (i, (key, v)) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(key);
+                out.push(b':');
+                canonical(v, out);
+            }
+            out.push(b'}');
+        }
+        Value::Tagged(tagged) => {
+            out.extend_from_slice(tagged.tag.to_string().as_bytes());
+            canonical(&tagged.value, out);
+        }
+    }
 }
 
 fn hex_digest(bytes: &[u8]) -> String {

@@ -1223,3 +1223,17 @@ routes:
         "{found:#?}"
     );
 }
+
+/// The configuration hash is the content's: format, key order and comments do not
+/// change it; a value does.
+#[test]
+fn the_hash_is_the_contents() {
+    let yaml = "_format_version: \"3.0\"\nservices:\n  - name: a\n    url: http://127.0.0.1:1\n    routes:\n      - paths: [/a]\n";
+    let reordered = "# the same\nservices:\n  - routes:\n      - paths:\n          - /a\n    url: http://127.0.0.1:1   # here\n    name: a\n_format_version: '3.0'\n";
+    let json = r#"{"_format_version": "3.0", "services": [{"name": "a", "url": "http://127.0.0.1:1", "routes": [{"paths": ["/a"]}]}]}"#;
+    let changed = yaml.replace("/a]", "/b]");
+    let hash = |text: &str| load(text).unwrap().hash;
+    assert_eq!(hash(yaml), hash(reordered));
+    assert_eq!(hash(yaml), hash(json));
+    assert_ne!(hash(yaml), hash(&changed));
+}
