@@ -356,6 +356,28 @@ fn consumer_and_credential_validation_errors() {
     create_consumer(&gw, "bob");
     let r = admin_form(&gw, "POST", "/consumers/bob/jwt", &[("key", "dup-key")]);
     assert_eq!(r.status, 409, "duplicate jwt key: {r:?}");
+
+    // Values that go upstream in a header (X-Consumer-*, X-Credential-Identifier) carry
+    // no CR or LF, which would end that header and start another, or a request.
+    let injected = "x\r\nX-Injected: yes\r\n\r\nGET /smuggled HTTP/1.1";
+    for (path, body, field) in [
+        (
+            "/consumers",
+            json!({"username": "evil", "custom_id": injected}),
+            "custom_id",
+        ),
+        ("/consumers", json!({"username": "ev\nil"}), "username"),
+        ("/consumers/bob/jwt", json!({"key": "k\r\ney"}), "key"),
+    ] {
+        let r = admin_json(&gw, "POST", path, &body);
+        assert_eq!(r.status, 400, "{body}: {r:?}");
+        assert!(
+            r.json()["fields"][field]
+                .as_str()
+                .is_some_and(|m| m.contains("control characters")),
+            "{r:?}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------

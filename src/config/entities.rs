@@ -338,6 +338,15 @@ pub type BuiltConsumers = (
     Vec<(Item, Scope)>,
 );
 
+/// A value sent upstream in a header (a consumer's `username` and `custom_id` in
+/// `X-Consumer-*`, a credential's `key` in `X-Credential-Identifier`) has no control
+/// character: a CR or LF there would end the header and start another, or a request.
+fn header_safe(value: &str, path: &str, report: &mut Report) {
+    if value.chars().any(char::is_control) {
+        report.add(path, "must not contain control characters (CR, LF, ...)");
+    }
+}
+
 /// Consumers, collecting their nested credentials and plugins.
 pub fn build_consumers(items: Vec<Item>, keys: &mut Keys, report: &mut Report) -> BuiltConsumers {
     let mut consumers = Vec::new();
@@ -357,6 +366,11 @@ pub fn build_consumers(items: Vec<Item>, keys: &mut Keys, report: &mut Report) -
                 "at least one of these fields must be non-empty: 'custom_id', 'username'",
             );
             continue;
+        }
+        for (field, value) in [("username", &file.username), ("custom_id", &file.custom_id)] {
+            if let Some(value) = value {
+                header_safe(value, &format!("{}.{field}", item.path), report);
+            }
         }
         let index = consumers.len();
         let id = file.id.clone().unwrap_or_else(|| {
@@ -495,6 +509,7 @@ pub fn build_secrets(
             );
             continue;
         };
+        header_safe(&key, &format!("{}.key", item.path), report);
         let id = file.id.unwrap_or_else(|| stable_id("jwt_secret", &key));
         if let Some(first) = ids.insert(id.clone(), item.path.clone()) {
             report.add(
