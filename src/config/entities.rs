@@ -638,7 +638,41 @@ fn plugin_config(
 }
 
 /// Validates plugins and resolves their scope references.
-pub fn build_plugins(items: Vec<(Item, Scope)>, keys: &Keys, report: &mut Report) -> Vec<Plugin> {
+/// The ids of the entities a plugin may be scoped to, by index.
+pub struct ScopeIds<'a> {
+    pub services: Vec<&'a str>,
+    pub routes: Vec<&'a str>,
+    pub consumers: Vec<&'a str>,
+    pub groups: Vec<&'a str>,
+}
+
+impl ScopeIds<'_> {
+    /// A scope named by its entities' ids (stable as they are), not by their places in
+    /// the file: a plugin keeps its id, and a rate limit its counts, when the file's
+    /// entities are reordered.
+    fn key(&self, scope: &Scope) -> String {
+        let id = |ids: &[&str], index: Option<usize>| {
+            index.map_or(String::new(), |i| {
+                ids.get(i)
+                    .map_or_else(|| format!("#{i}"), |id| (*id).to_owned())
+            })
+        };
+        format!(
+            "service={} route={} consumer={} group={}",
+            id(&self.services, scope.service),
+            id(&self.routes, scope.route),
+            id(&self.consumers, scope.consumer),
+            id(&self.groups, scope.group),
+        )
+    }
+}
+
+pub fn build_plugins(
+    items: Vec<(Item, Scope)>,
+    keys: &Keys,
+    scope_ids: &ScopeIds<'_>,
+    report: &mut Report,
+) -> Vec<Plugin> {
     let mut plugins = Vec::new();
     let mut seen: HashMap<(String, Scope), String> = HashMap::new();
     for (item, nested) in items {
@@ -803,7 +837,7 @@ pub fn build_plugins(items: Vec<(Item, Scope)>, keys: &Keys, report: &mut Report
         }
         let id = file
             .id
-            .unwrap_or_else(|| stable_id("plugin", &format!("{name}:{scope:?}")));
+            .unwrap_or_else(|| stable_id("plugin", &format!("{name}:{}", scope_ids.key(&scope))));
         if let PluginConfig::RateLimiting(config) = &mut config {
             if let Some(config) = Arc::get_mut(config) {
                 config.instance = rate_limiting::instance_of(&id);

@@ -955,8 +955,14 @@ fn build(
     let (jwt_secrets, credentials) = entities::build_secrets(secret_items, &keys, report);
     plugin_items.extend(group_plugins);
     plugin_items.extend(consumer_plugins);
-    let plugins = entities::build_plugins(plugin_items, &keys, report);
-    entities::build_plugins(orphans, &keys, report);
+    let scope_ids = entities::ScopeIds {
+        services: services.iter().map(|e| e.id.as_str()).collect(),
+        routes: routes.iter().map(|e| e.id.as_str()).collect(),
+        consumers: consumers.iter().map(|e| e.id.as_str()).collect(),
+        groups: consumer_groups.iter().map(|e| e.id.as_str()).collect(),
+    };
+    let plugins = entities::build_plugins(plugin_items, &keys, &scope_ids, report);
+    entities::build_plugins(orphans, &keys, &scope_ids, report);
     for plugin in &plugins {
         let PluginConfig::Jwt(jwt) = &plugin.config else {
             continue;

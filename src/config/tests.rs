@@ -1237,3 +1237,30 @@ fn the_hash_is_the_contents() {
     assert_eq!(hash(yaml), hash(json));
     assert_ne!(hash(yaml), hash(&changed));
 }
+
+/// A file plugin's id (and so its rate-limit counts) follows its scope, not its place
+/// in the file: reordering the services keeps each plugin's id with its service.
+#[test]
+fn plugin_ids_follow_their_scope_not_their_place() {
+    let service = |name: &str, minute: u32| {
+        format!("  - name: {name}\n    url: http://127.0.0.1:1\n    plugins:\n      - name: rate-limiting\n        config: {{minute: {minute}, limit_by: ip}}\n")
+    };
+    let (strict, loose) = (service("strict", 2), service("loose", 1000));
+    let ids = |services: String| {
+        let config = load(&format!("_format_version: \"3.0\"\nservices:\n{services}")).unwrap();
+        let by_service = |name: &str| {
+            let s = config.services.iter().position(|s| &*s.name == name);
+            config
+                .plugins
+                .iter()
+                .find(|p| p.scope.service == s)
+                .map(|p| p.id.clone())
+                .unwrap()
+        };
+        (by_service("strict"), by_service("loose"))
+    };
+    let before = ids(format!("{strict}{loose}"));
+    let after = ids(format!("{loose}{strict}"));
+    assert_eq!(before, after);
+    assert_ne!(before.0, before.1);
+}
