@@ -31,23 +31,54 @@ pub struct Log {
     dropped: Arc<AtomicU64>,
 }
 
-/// Opens the target and starts the writer thread.
+/// Where the writer thread writes.
+enum Sink {
+    Open(Box<dyn Write + Send>),
+    /// A FIFO: opened (blocking) by the writer thread, which waits there for a reader
+    /// (an open for writing blocks until one comes); until then lines are dropped and
+    /// counted. The non-blocking handle, when a reader was there, is held until then, so
+    /// the reader never sees every writer gone (an end of file).
+    Fifo(std::path::PathBuf, Option<std::fs::File>),
+}
+
+/// Opens the target and starts the writer thread. A file that cannot be opened fails
+/// the start; a FIFO never holds it up.
 pub fn start(target: &AccessLog, dropped: Arc<AtomicU64>) -> anyhow::Result<Log> {
-    let sink: Box<dyn Write + Send> = match target {
-        AccessLog::Stdout => Box::new(std::io::stdout()),
-        AccessLog::File(path) => Box::new(
-            std::fs::OpenOptions::new()
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let sink = match target {
+        AccessLog::Stdout => Sink::Open(Box::new(std::io::stdout())),
+        AccessLog::File(path) => {
+            // Non-blocking only to open: a FIFO without a reader answers ENXIO at once
+            // instead of holding the start (and SIGTERM) up; a regular file ignores it.
+            let opened = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(path)
-                .map_err(|e| anyhow::anyhow!("cannot open access_log {}: {e}", path.display()))?,
-        ),
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path);
+            match opened {
+                Ok(file) if !file.metadata().is_ok_and(|m| m.file_type().is_fifo()) => {
+                    Sink::Open(Box::new(file))
+                }
+                Ok(file) => Sink::Fifo(path.clone(), Some(file)),
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                    log::warn!(
+                        "access_log {} is a FIFO nobody reads yet: lines wait in the queue, and past it are dropped and counted, until a reader opens it",
+                        path.display()
+                    );
+                    Sink::Fifo(path.clone(), None)
+                }
+                Err(e) => {
+                    anyhow::bail!("cannot open access_log {}: {e}", path.display())
+                }
+            }
+        }
     };
     let (queue, batches) = crossbeam_channel::bounded(QUEUE_BATCHES);
     let (returns, spare) = crossbeam_channel::bounded(QUEUE_BATCHES);
+    let lost = dropped.clone();
     std::thread::Builder::new()
         .name("ringway-access-log".into())
-        .spawn(move || write_batches(batches, returns, sink))?;
+        .spawn(move || write_batches(batches, returns, sink, &lost))?;
     Ok(Log {
         queue,
         spare,
@@ -64,16 +95,48 @@ const WRITER_NAP: Duration = Duration::from_millis(20);
 /// writer (a system call on the worker's side). Lines are batched for up to a tick
 /// anyway; the nap adds at most 20 ms. The queue (64 batches of 64 KiB) takes 4 MiB of
 /// lines within a nap: 200 MB/s.
+/// A write that fails (a full disk, a reader gone) loses its batch: its lines are
+/// counted as dropped, and the failure is logged once, until writes succeed again.
 fn write_batches(
     batches: Receiver<Vec<u8>>,
     returns: Sender<Vec<u8>>,
-    mut sink: Box<dyn Write + Send>,
+    sink: Sink,
+    dropped: &AtomicU64,
 ) {
+    let mut sink = match sink {
+        Sink::Open(sink) => sink,
+        Sink::Fifo(path, _held) => match std::fs::OpenOptions::new().append(true).open(&path) {
+            Ok(file) => Box::new(file) as Box<dyn Write + Send>,
+            Err(e) => {
+                log::error!(
+                    "cannot open access_log {}: {e}; no lines are written",
+                    path.display()
+                );
+                Box::new(std::io::sink())
+            }
+        },
+    };
+    let mut failing = false;
     loop {
         match batches.try_recv() {
             Ok(mut batch) => {
-                let _ = sink.write_all(&batch);
-                let _ = sink.flush();
+                match sink.write_all(&batch).and_then(|()| sink.flush()) {
+                    Ok(()) if failing => {
+                        failing = false;
+                        log::warn!("access log: writes succeed again");
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        let lines = memchr::memchr_iter(b'\n', &batch).count();
+                        dropped.fetch_add(lines as u64, Ordering::Relaxed);
+                        if !failing {
+                            failing = true;
+                            log::warn!(
+                                "access log: write failed ({e}); its lines are dropped and counted"
+                            );
+                        }
+                    }
+                }
                 batch.clear();
                 let _ = returns.try_send(batch);
             }

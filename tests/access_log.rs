@@ -227,3 +227,78 @@ fn a_failed_attempt_logs_the_upstream_it_tried() {
         "{lines:?}"
     );
 }
+
+/// A FIFO nobody reads yet never holds the start up (an open for writing would wait
+/// for a reader): the gateway serves at once, and a reader that comes later gets the
+/// lines from then on.
+#[test]
+fn a_fifo_without_a_reader_does_not_hold_the_start() {
+    use std::io::BufRead;
+    let origin = Origin::start();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("access.fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let gw = Gateway::start(&logged_config(&origin, "", &fifo));
+    assert_eq!(gw.get("/before-a-reader").status, 200);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader_path = fifo.clone();
+    std::thread::spawn(move || {
+        let reader = std::io::BufReader::new(std::fs::File::open(reader_path).unwrap());
+        for line in reader.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Requests until one's line comes through the reader (the writer opens the FIFO
+    // once the reader is there; what the queue held until then comes first).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut paths = Vec::new();
+    while !paths.iter().any(|p| p == "/with-a-reader") {
+        assert_eq!(gw.get("/with-a-reader").status, 200);
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            paths.push(v["path"].as_str().unwrap_or_default().to_owned());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no line reached the reader: {paths:?}"
+        );
+    }
+    assert_eq!(paths[0], "/before-a-reader", "held in the queue: {paths:?}");
+}
+
+/// A write that fails (a full disk) loses lines: they are counted as dropped, and the
+/// failure is logged once.
+#[test]
+fn lines_a_failed_write_loses_are_counted() {
+    let origin = Origin::start();
+    let gw = Gateway::start(&logged_config(
+        &origin,
+        "",
+        std::path::Path::new("/dev/full"),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let dropped = loop {
+        assert_eq!(gw.get("/x").status, 200);
+        let metrics = http_request(gw.admin_addr(), "GET", "/metrics", &[], None).body_str();
+        let dropped: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("ringway_access_log_dropped_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if dropped > 0 || Instant::now() > deadline {
+            break dropped;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(dropped > 0, "no dropped line counted");
+    let stderr = gw.stderr_text();
+    assert_eq!(
+        stderr.matches("access log: write failed").count(),
+        1,
+        "{stderr}"
+    );
+}
