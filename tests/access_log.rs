@@ -302,3 +302,58 @@ fn lines_a_failed_write_loses_are_counted() {
         "{stderr}"
     );
 }
+
+/// A head refused before it was whole (a request line or a header over its limit, a
+/// head that stalls) is a request too: it has its line, with what came of it.
+#[test]
+fn heads_refused_before_they_were_whole_are_logged() {
+    use std::io::{Read, Write};
+    let origin = Origin::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let config = logged_config(&origin, "", &log)
+        .replace("ringway:\n", "ringway:\n  client_header_timeout: 300\n");
+    let gw = Gateway::start(&config);
+    let long_line = format!("GET /long/{} HTTP/1.1\r\nHost: a\r\n\r\n", "x".repeat(9000));
+    let long_header = format!(
+        "GET /header HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "y".repeat(9000)
+    );
+    for raw in [
+        long_line.as_str(),
+        long_header.as_str(),
+        "GET /stalled HTTP/1.1\r\nHost: a\r\n",
+    ] {
+        let mut c = std::net::TcpStream::connect(gw.proxy_addr()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = c.write_all(raw.as_bytes());
+        let mut answer = Vec::new();
+        let _ = c.read_to_end(&mut answer);
+        assert!(
+            answer.starts_with(b"HTTP/1.1 4"),
+            "{:?}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    let lines = read_lines(&log, 3);
+    let mut statuses: Vec<(u64, String)> = lines
+        .iter()
+        .map(|l| {
+            let path = l["path"].as_str().unwrap_or_default();
+            (
+                l["status"].as_u64().unwrap_or(0),
+                path.chars().take(6).collect(),
+            )
+        })
+        .collect();
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [
+            (408, "/stall".to_owned()),
+            (414, "/long/".to_owned()),
+            (431, "/heade".to_owned())
+        ],
+        "{lines:?}"
+    );
+}

@@ -127,6 +127,10 @@ struct Conn<S> {
     ubuf: Vec<u8>,
     /// The current request's method and path for the access log, reused across requests.
     logged: String,
+    /// For a head arriving in pieces, with the access log on: where `logged`'s method
+    /// ends, once its request line came whole (a head refused for a timeout is logged
+    /// with it, its bytes being gone with the read the timeout cancelled).
+    partial_line: Option<usize>,
     /// The connection closes after an answer given while the request's body was still
     /// arriving: close it lingering, or the unread bytes reset it under the answer.
     linger: bool,
@@ -254,6 +258,7 @@ impl<S: ClientIo> Conn<S> {
             out: Vec::new(),
             ubuf: Vec::new(),
             logged: String::new(),
+            partial_line: None,
             linger: false,
         }
     }
@@ -270,12 +275,32 @@ impl<S: ClientIo> Conn<S> {
                 Ok(range) => range,
                 Err(HeadEnd::Closed) => return None,
                 Err(HeadEnd::Reject(kind)) => {
+                    // A head refused before it was whole (414, 431, 408, a line that is
+                    // no HTTP/1.x) is a request too: counted, and logged as it came.
                     self.worker.stats.total_requests.inc();
+                    let started = Instant::now();
+                    let logged = self.worker.access_log.is_some().then(|| {
+                        let at = self
+                            .buf
+                            .iter()
+                            .position(|b| !matches!(b, b'\r' | b'\n'))
+                            .unwrap_or(self.buf.len());
+                        match self.partial_line.take() {
+                            Some(split) if at == self.buf.len() => split,
+                            _ => request_line(&self.buf[at..], &mut self.logged),
+                        }
+                    });
+                    self.tally = Tally {
+                        ingress: self.buf.len() as u64,
+                        ..Tally::default()
+                    };
                     self.answer(kind, true, false, NO_EXTRA).await;
+                    self.record(&snapshot, None, started, logged);
                     return None;
                 }
             };
             first = false;
+            self.partial_line = None;
             self.worker.stats.total_requests.inc();
             // Boxed: everything a request needs (its routing result, plugin state,
             // timings, the proxying state machine) lives only while it is in flight, so
@@ -536,6 +561,9 @@ impl<S: ClientIo> Conn<S> {
                 if let Some(line) = scanner.first_line(&self.buf) {
                     if !(line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0")) {
                         return Err(HeadEnd::Reject(ErrorKind::BadRequest));
+                    }
+                    if self.partial_line.is_none() && self.worker.access_log.is_some() {
+                        self.partial_line = Some(request_line(line, &mut self.logged));
                     }
                 }
                 if deadline.is_none() && scanner.started() {
