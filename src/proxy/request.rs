@@ -285,7 +285,7 @@ pub fn prepare(
         path: &path,
         host: route_host.as_deref(),
         headers,
-        https: client.https,
+        https,
     };
     let Some(matched) = snapshot.router.select(&config.routes, &view) else {
         // A global correlation-id gives even an unrouted request its ID.

@@ -43,7 +43,8 @@ struct Entry {
     /// The prefix of a prefix path, kept inline so the common case (a route with only
     /// prefix paths) is decided without touching the route itself.
     prefix: Option<Box<str>>,
-    /// Whether the route has methods, hosts or headers to check as well.
+    /// Whether the route has methods, hosts, headers or an http-only protocol to check
+    /// as well.
     conditions: bool,
 }
 
@@ -60,7 +61,8 @@ impl Entry {
             prefix,
             conditions: !(route.methods.is_empty()
                 && route.hosts.is_empty()
-                && route.headers.is_empty()),
+                && route.headers.is_empty()
+                && route.https),
         }
     }
 }
@@ -148,6 +150,13 @@ impl Router {
                 }
             }
             let route = &routes[entry.route];
+            // An http-only route is not for an HTTPS request, which goes on to the next
+            // route that matches (Kong's documented "HTTPS requests are answered with an
+            // error": a 404 when no other route takes it). An https-only route over plain
+            // HTTP does match, to answer its 426 or redirect.
+            if request.https && !route.https {
+                continue;
+            }
             if !route.methods.is_empty() && !route.methods.iter().any(|m| m == request.method) {
                 continue;
             }

@@ -12,6 +12,7 @@ struct Req<'a> {
     path: &'a str,
     host: Option<&'a str>,
     headers: Vec<(&'a str, &'a str)>,
+    https: bool,
 }
 
 fn get(path: &str) -> Req<'_> {
@@ -20,6 +21,7 @@ fn get(path: &str) -> Req<'_> {
         path,
         host: Some("example.com"),
         headers: vec![],
+        https: false,
     }
 }
 
@@ -38,7 +40,7 @@ fn select<'c>(config: &'c Config, req: &Req<'_>) -> Option<(&'c str, usize)> {
         path: req.path,
         host: req.host,
         headers: &headers,
-        https: false,
+        https: req.https,
     };
     router.select(&config.routes, &view).map(|m| {
         (
@@ -110,6 +112,7 @@ fn hosts_wildcards_and_ports() {
         path: "/",
         host: Some(h),
         headers: vec![],
+        https: false,
     };
     assert_eq!(name(&c, &with_host("a.example.com")), Some("suffix"));
     assert_eq!(name(&c, &with_host("A.B.EXAMPLE.COM:81")), Some("suffix"));
@@ -126,7 +129,8 @@ fn hosts_wildcards_and_ports() {
                 method: "GET",
                 path: "/",
                 host: None,
-                headers: vec![]
+                headers: vec![],
+                https: false,
             }
         ),
         None
@@ -142,6 +146,7 @@ fn header_values_exact_or_regex() {
         path: "/",
         host: None,
         headers: vec![("x-version", v)],
+        https: false,
     };
     assert_eq!(name(&c, &with("V1")), Some("h"));
     assert_eq!(name(&c, &with("v2.3")), Some("h"));
@@ -159,7 +164,8 @@ fn methods_and_disabled_services() {
                 method: "POST",
                 path: "/p",
                 host: None,
-                headers: vec![]
+                headers: vec![],
+                https: false,
             }
         ),
         Some("post")
@@ -172,4 +178,21 @@ fn methods_and_disabled_services() {
 fn ties_keep_file_order() {
     let c = config("  - { name: first, service: s, paths: [/same] }\n  - { name: second, service: s, paths: [/same] }\n");
     assert_eq!(name(&c, &get("/same")), Some("first"));
+}
+
+/// An http-only route is no candidate for an HTTPS request, which goes to the next
+/// route that matches; an https-only route matches plain HTTP (to answer its 426).
+#[test]
+fn an_http_only_route_is_not_matched_over_https() {
+    let c = config(
+        "  - { name: plain, service: s, paths: [/plain], protocols: [http] }\n  - { name: secure, service: s, paths: [/secure], protocols: [https] }\n  - { name: all, service: s, paths: [/] }\n",
+    );
+    let over_tls = |path| Req {
+        https: true,
+        ..get(path)
+    };
+    assert_eq!(name(&c, &get("/plain/x")), Some("plain"));
+    assert_eq!(name(&c, &over_tls("/plain/x")), Some("all"));
+    assert_eq!(name(&c, &get("/secure/x")), Some("secure"));
+    assert_eq!(name(&c, &over_tls("/secure/x")), Some("secure"));
 }
