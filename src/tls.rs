@@ -107,14 +107,16 @@ fn ticketer() -> Option<Arc<dyn rustls::server::ProducesTickets>> {
         .clone()
 }
 
-/// The server config for a set of certificates: TLS 1.3 and 1.2, ALPN `http/1.1`.
+/// The server config for a set of certificates: TLS 1.3 and 1.2, ALPN `http/1.1` (and
+/// `http/1.0`, which an HTTP/1.0 client such as `curl --http1.0` offers alone, and nginx
+/// accepts).
 pub fn server_config(certificates: Certificates) -> Result<Arc<ServerConfig>, String> {
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(certificates));
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
     if let Some(ticketer) = ticketer() {
         config.ticketer = ticketer;
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});

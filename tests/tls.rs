@@ -816,6 +816,15 @@ fn tls12_and_tls13_both_work_and_alpn_selects_http11() {
         );
     }
 
+    // An HTTP/1.0 client offers `http/1.0` alone, and is served.
+    let answer = py.connect("one", t.port, Some("a.test"), json!({"alpn": ["http/1.0"]}));
+    assert_eq!(
+        (&answer["ok"], &answer["alpn"]),
+        (&json!(true), &json!("http/1.0")),
+        "{answer}"
+    );
+    py.close("one");
+
     let answer = py.connect("plain", t.port, Some("a.test"), json!({}));
     assert_eq!(answer["ok"], true, "{answer}");
     assert_eq!(
