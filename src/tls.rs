@@ -261,8 +261,11 @@ impl rustls::client::danger::ServerCertVerifier for UpstreamVerifier {
             return Ok(rustls::client::danger::ServerCertVerified::assertion());
         };
         if self.depth.is_some_and(|depth| intermediates.len() > depth) {
-            return Err(rustls::Error::General(
-                "certificate chain longer than tls_verify_depth".into(),
+            // A certificate refusal like any other (a 502 at once, not retried).
+            let why: Box<dyn std::error::Error + Send + Sync> =
+                "certificate chain longer than tls_verify_depth".into();
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Other(rustls::OtherError(Arc::from(why))),
             ));
         }
         match webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {

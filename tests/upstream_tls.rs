@@ -203,6 +203,35 @@ fn https_services_verify_their_upstream_and_reuse_connections() {
     let r = proxy_get(&gw, "/unverified/b", &[]);
     assert_eq!(r.status, 200, "{}", r.body_str());
     assert_eq!(r.body_str(), "secure upstream /b");
+
+    // A chain longer than tls_verify_depth is a refused certificate too: one attempt.
+    let chained = tempfile::tempdir().unwrap();
+    let leaf = std::fs::read_to_string(dir.path().join("leaf.pem")).unwrap();
+    let ca = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+    std::fs::write(chained.path().join("leaf.pem"), format!("{leaf}{ca}")).unwrap();
+    std::fs::copy(dir.path().join("leaf.key"), chained.path().join("leaf.key")).unwrap();
+    let long_chain = TlsOrigin::start(chained.path());
+    let ca_pem = indent(&ca);
+    let gw = Gateway::start(&format!(
+        "_format_version: \"3.0\"\nca_certificates:\n- id: 7b5d4a3c-1f2e-4d6c-9a8b-000000000001\n  cert: |\n{ca_pem}services:\n- name: shallow\n  url: https://localhost:{}\n  ca_certificates: [7b5d4a3c-1f2e-4d6c-9a8b-000000000001]\n  tls_verify_depth: 0\n  routes: [{{name: shallow, paths: [/shallow]}}]\n",
+        long_chain.port
+    ));
+    let r = proxy_get(&gw, "/shallow/a", &[]);
+    assert_eq!(r.status, 502, "{}", r.body_str());
+    assert_eq!(
+        retries(&gw),
+        0,
+        "a chain over tls_verify_depth is not retried"
+    );
+    let log = gw.stderr_text();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("TLS to upstream"))
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("longer than tls_verify_depth"), "{log}");
 }
 
 #[test]
