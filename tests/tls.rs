@@ -2014,3 +2014,53 @@ fn admin_api_certificates_and_snis_take_effect_without_restart() {
         404
     );
 }
+
+/// A TLS connection ends with the gateway's close_notify (RFC 8446 §6.1): a client that
+/// treats a bare TCP close as a truncation (Python's `suppress_ragged_eofs=False`) reads
+/// a `Connection: close` answer, and a refused request's, to a clean end.
+#[test]
+fn tls_connections_end_with_close_notify() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = make_cert(dir.path(), "a", "a.test", &["a.test"], false);
+    let origin = Origin::start();
+    let cfg = format!(
+        "{}{}",
+        one_service_config(&origin.url(), ""),
+        certificates(&[cert_item(&a, &["a.test"], "")])
+    );
+    let t = start_tls(&cfg, GatewayOpts::default());
+    let script = r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+for request in [b"GET /x HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+                b"GET /x HTTP/1.1\r\nHost: a..test\r\n\r\n"]:
+    raw = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+    s = ctx.wrap_socket(raw, server_hostname="a.test", suppress_ragged_eofs=False)
+    s.sendall(request)
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        print("clean", data.split(b"\r\n")[0].decode())
+    except ssl.SSLEOFError as e:
+        print("ragged", data.split(b"\r\n")[0].decode(), e)
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(t.port.to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        ["clean HTTP/1.1 200 OK", "clean HTTP/1.1 400 Bad Request"],
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

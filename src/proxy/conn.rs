@@ -169,11 +169,21 @@ pub fn serve<S: ClientIo>(
             }
             // Boxed too: rare, and its timer is large.
             None if conn.linger => Box::pin(conn.linger_close()).await,
+            // A TLS connection ends with its close_notify (RFC 8446 §6.1), so the client
+            // can tell a close-delimited answer from a cut one; a client that does not
+            // read gets a moment, not a worker task forever.
+            None if conn.info.https => {
+                let closing = monoio::time::timeout(TLS_CLOSE_WAIT, conn.client.shutdown());
+                let _ = Box::pin(closing).await;
+            }
             None => {}
         }
         conn.worker.stats.connections_active.dec();
     }
 }
+
+/// How long a closing TLS connection may take to send its close_notify.
+const TLS_CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Copies bytes both ways after a protocol switch until each side has closed, or until
 /// nothing has moved either way for `idle`: a peer that vanished without a close would
