@@ -94,7 +94,11 @@ fn upstream_host_header_replaces_the_target_host() {
     ));
     let r = proxy_get(&gw, "/h", &[]);
     assert_eq!(r.status, 200);
-    assert_eq!(a.requests()[0].header("host"), Some("api.internal"));
+    // As Kong: with the target's port, which is not the scheme's default.
+    assert_eq!(
+        a.requests()[0].header("host"),
+        Some(format!("api.internal:{}", a.port()).as_str())
+    );
 }
 
 #[test]
@@ -113,6 +117,13 @@ fn consistent_hashing_sticks_a_key_to_one_target() {
         *used.entry(first.into_keys().next().unwrap()).or_insert(0) += 1;
     }
     assert_eq!(used.len(), 3, "30 keys spread over every target: {used:?}");
+    // As Kong: a header sent twice hashes its values joined.
+    for user in 0..10 {
+        let joined = tally(&gw, 2, "/", &[("x-user", &format!("p{user}q{user}"))]);
+        let (p, q) = (format!("p{user}"), format!("q{user}"));
+        let twice = tally(&gw, 2, "/", &[("x-user", &p), ("x-user", &q)]);
+        assert_eq!(joined, twice, "user {user}");
+    }
     // Without the header, the fallback (the client IP, the same for every request here)
     // still pins one target.
     assert_eq!(tally(&gw, 6, "/", &[]).len(), 1);

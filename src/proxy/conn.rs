@@ -784,13 +784,22 @@ impl<S: ClientIo> Conn<S> {
                             .await;
                     };
                     let target = &upstream.targets[lease.target];
-                    match balance.and_then(|b| b.host_at) {
-                        Some(at) if self.out.len() >= at + host_len => {
+                    match balance.map(|b| (b.host_at, b.port_only)) {
+                        Some((Some(at), port_only)) if self.out.len() >= at + host_len => {
                             // As Kong: no port for the scheme's default one.
-                            let value = if service.tls.is_some() && target.port == 443 {
-                                target.host.as_bytes()
-                            } else {
-                                target.host_header.as_bytes()
+                            let default_port = if service.tls.is_some() { 443 } else { 80 };
+                            // `host_header` is the target's host, then `:port` unless 80.
+                            let suffix = &target.host_header.as_bytes()[target.host.len()..];
+                            let port;
+                            let value = match (target.port == default_port, port_only) {
+                                (true, true) => b"".as_slice(),
+                                (true, false) => target.host.as_bytes(),
+                                (false, true) if !suffix.is_empty() => suffix,
+                                (false, true) => {
+                                    port = format!(":{}", target.port);
+                                    port.as_bytes()
+                                }
+                                (false, false) => target.host_header.as_bytes(),
                             };
                             self.out.splice(at..at + host_len, value.iter().copied());
                             host_len = value.len();

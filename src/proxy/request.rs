@@ -112,8 +112,10 @@ pub struct Balance {
     /// The consistent-hashing key, when the upstream hashes and the request has one.
     pub key: Option<u64>,
     /// Where in the upstream head the target's `Host` value goes (nothing is there yet),
-    /// when neither the route preserves the client's nor the upstream sets its own.
+    /// when the route does not preserve the client's.
     pub host_at: Option<usize>,
+    /// The upstream's `host_header` is written: only the target's `:port` goes in.
+    pub port_only: bool,
     /// `Set-Cookie: ...` for a hash cookie the client did not have yet.
     pub set_cookie: Option<String>,
 }
@@ -375,20 +377,25 @@ pub fn prepare(
         Box::new(Balance {
             key: None,
             host_at: None,
+            port_only: false,
             set_cookie: None,
         })
         .tap_key(upstream, &facts, &path, config, &access)
     });
     match (route.preserve_host, host, upstream) {
         (true, Some(h), _) => out.extend_from_slice(h.as_bytes()),
-        (_, _, Some(upstream)) => match &upstream.host_header {
-            Some(h) => out.extend_from_slice(h.as_bytes()),
-            None => {
-                if let Some(b) = balance.as_deref_mut() {
-                    b.host_at = Some(out.len());
-                }
+        (_, _, Some(upstream)) => {
+            // The target's `Host` goes in once it is picked: its own, or the upstream's
+            // `host_header` with the target's port (as Kong: none for the scheme's
+            // default port).
+            if let Some(h) = &upstream.host_header {
+                out.extend_from_slice(h.as_bytes());
             }
-        },
+            if let Some(b) = balance.as_deref_mut() {
+                b.host_at = Some(out.len());
+                b.port_only = upstream.host_header.is_some();
+            }
+        }
         _ => out.extend_from_slice(service.host_header.as_bytes()),
     }
     out.extend_from_slice(b"\r\n");
@@ -466,17 +473,26 @@ impl Balance {
         if upstream.algorithm != Algorithm::ConsistentHashing {
             return self;
         }
-        let input = |on: &HashOn| -> Option<&str> {
+        let input = |on: &HashOn| -> Option<std::borrow::Cow<'_, str>> {
             let value = match on {
                 HashOn::None => return None,
                 HashOn::Consumer => config.consumers.get(access.consumer_index?)?.id.as_str(),
                 HashOn::Ip => facts.client_ip,
                 HashOn::Path => path,
-                HashOn::Header(name) => facts
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case(name))
-                    .and_then(|h| std::str::from_utf8(crate::http::trim_ows(h.value)).ok())?,
+                // As Kong: a header sent more than once hashes all its values, joined.
+                HashOn::Header(name) => {
+                    let mut values = facts
+                        .headers
+                        .iter()
+                        .filter(|h| h.name.eq_ignore_ascii_case(name))
+                        .filter_map(|h| std::str::from_utf8(crate::http::trim_ows(h.value)).ok());
+                    let first = values.next()?;
+                    let rest: String = values.collect();
+                    if !rest.is_empty() {
+                        return Some(format!("{first}{rest}").into());
+                    }
+                    first
+                }
                 HashOn::QueryArg(name) => {
                     facts
                         .query?
@@ -488,7 +504,7 @@ impl Balance {
                 }
                 HashOn::Cookie { name, .. } => crate::http::cookie(facts.headers, name)?,
             };
-            (!value.is_empty()).then_some(value)
+            (!value.is_empty()).then_some(value.into())
         };
         let value = input(&upstream.hash_on).or_else(|| input(&upstream.hash_fallback));
         self.key = match (value, &upstream.hash_on) {
