@@ -467,12 +467,14 @@ fn admin_api_lists_upstreams_and_targets() {
     let r = http_request(gw.admin_addr(), "PATCH", "/upstreams", &[], None);
     assert_eq!(r.header("allow"), Some("GET, HEAD, POST"), "{r:?}");
     let path = format!("/upstreams/pool/targets/{}/healthy", target(&a));
-    let r = http_request(gw.admin_addr(), "DELETE", &path, &[], None);
-    assert_eq!(
-        (r.status, r.header("allow")),
-        (405, Some("PUT, POST")),
-        "{r:?}"
-    );
+    for method in ["DELETE", "GET"] {
+        let r = http_request(gw.admin_addr(), method, &path, &[], None);
+        assert_eq!(
+            (r.status, r.header("allow")),
+            (405, Some("PUT, POST")),
+            "{method}: {r:?}"
+        );
+    }
     let r = http_request(
         gw.admin_addr(),
         "DELETE",

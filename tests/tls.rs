@@ -1289,6 +1289,15 @@ fn https_only_route_trusts_x_forwarded_proto_from_trusted_ips() {
         b"GET /secure/two HTTP/1.1\r\nHost: shop.test\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Proto: https\r\n\r\n",
     );
     assert_eq!(r.status, 426, "the first line said http: {r:?}");
+    // A redirect names the host a trusted proxy forwarded, as Kong's does.
+    let r = c.roundtrip(
+        b"GET /moved/x?a=1 HTTP/1.1\r\nHost: 10.0.0.5:8000\r\nX-Forwarded-Host: pub.example.com\r\n\r\n",
+    );
+    assert_eq!(
+        (r.status, r.header("location")),
+        (301, Some("https://pub.example.com/moved/x?a=1")),
+        "{r:?}"
+    );
 }
 
 #[test]

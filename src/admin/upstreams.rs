@@ -57,6 +57,9 @@ pub fn handle(
                 None => not_found(),
             }
         }
+        ("GET", ["upstreams", _, "targets", _, "healthy" | "unhealthy"]) => {
+            Reply::message(405, "Method not allowed").with_header("Allow", "PUT, POST")
+        }
         (_, ["upstreams", ..]) if matches!(method, "GET") => not_found(),
         // Writes are the Admin API's, as for any entity.
         (_, ["upstreams"] | ["upstreams", _] | ["upstreams", _, "targets"])

@@ -319,8 +319,22 @@ pub fn prepare(
         let detail = if https {
             None
         } else if route.https_redirect_status_code != 426 && host.is_some() {
+            // As Kong: a trusted proxy's `X-Forwarded-Host` names the host the client
+            // used; otherwise the request's own, without its port.
+            let forwarded = client
+                .trusted
+                .then(|| {
+                    headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("x-forwarded-host"))
+                })
+                .flatten()
+                .map(|h| crate::http::trim_ows(h.value))
+                .filter(|v| !v.is_empty() && framing::valid_host_value(v))
+                .and_then(|v| std::str::from_utf8(v).ok());
             let mut location = String::from("Location: https://");
-            location.push_str(host.map(route::strip_port).unwrap_or(""));
+            location
+                .push_str(forwarded.unwrap_or_else(|| host.map(route::strip_port).unwrap_or("")));
             location.push_str(path_and_query);
             location.push_str("\r\n");
             Some(Box::new(Detail {
