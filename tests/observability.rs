@@ -1916,6 +1916,13 @@ fn metrics_route_labels_fold_alike_in_every_series_and_in_histograms() {
         .map(|r| count(&doc, &["routes", r, "request"]))
         .sum();
     assert_eq!(total, 4, "{doc}");
+    // `other` is asked for as any listed route is.
+    let narrowed = histograms(&gw, "?route=other");
+    assert_eq!(
+        count(&narrowed, &["routes", "other", "request"]),
+        2,
+        "{narrowed}"
+    );
 }
 
 /// Kong's plugin counts a request in its log phase, which runs only where the plugin

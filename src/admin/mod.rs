@@ -407,9 +407,16 @@ fn histograms_reply(shared: &Shared, settings: &Settings, query: &str) -> Reply 
     }
     let snapshot = shared.snapshot();
     let config = &snapshot.config;
-    let known_service = |name: &str| config.services.iter().any(|s| &*s.name == name);
+    let published = shared.observe.read(settings.workers);
+    // A configured name, or `other` once names fold into it.
+    let other = crate::observe::OTHER;
+    let known_service = |name: &str| {
+        config.services.iter().any(|s| &*s.name == name)
+            || (name == other && published.services.contains_key(other))
+    };
     let known_route = |name: &str| {
         (0..config.routes.len()).any(|i| &*crate::observe::route_label(config, i) == name)
+            || (name == other && published.routes.contains_key(other))
     };
     if service.as_deref().is_some_and(|s| !known_service(s)) {
         return Reply::message(404, "no such service");
@@ -417,7 +424,6 @@ fn histograms_reply(shared: &Shared, settings: &Settings, query: &str) -> Reply 
     if route.as_deref().is_some_and(|r| !known_route(r)) {
         return Reply::message(404, "no such route");
     }
-    let published = shared.observe.read(settings.workers);
     match format.as_deref() {
         None | Some("json") => Reply::json(
             200,

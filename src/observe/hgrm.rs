@@ -55,7 +55,8 @@ pub fn document(
     // `other`, listed whole, or when that name is asked for.
     let mut services = Map::new();
     let mut routes = Map::new();
-    let mut folded_asked = [false, false];
+    // `other` itself may be asked for, as the names folded into it.
+    let mut folded_asked = [service == Some(super::OTHER), route == Some(super::OTHER)];
     for i in 0..config.services.len() {
         let name = service_label(config, i);
         if service.is_some_and(|s| s != &*name) {
