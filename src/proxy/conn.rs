@@ -1097,44 +1097,27 @@ impl<S: ClientIo> Conn<S> {
         loop {
             // Body bytes still in `buf` (those that did not fit the first write) go first.
             if self.buf.is_empty() && !matches!(body, RequestBody::Done) {
-                let mut read = std::pin::pin!(self.read_body_bytes(body_timeout));
-                loop {
-                    monoio::select! {
-                        read = &mut read => break read.map_err(SendFail::Client)?,
-                        _ = arrived(&answer) => {
-                            if answer.as_ref().is_some_and(upstream::Answer::is_interim) {
-                                answer = None;
-                            } else {
-                                return Err(SendFail::UpstreamGone);
-                            }
-                        }
-                    }
-                }
+                let read = self.read_body_bytes(body_timeout);
+                let Some(read) = unless_answered(read, &mut answer).await else {
+                    return Err(SendFail::UpstreamGone);
+                };
+                read.map_err(SendFail::Client)?;
             }
             match body {
                 RequestBody::Done => return Ok(()),
                 RequestBody::Length(remaining) => {
                     let take = (*remaining).min(self.buf.len() as u64) as usize;
                     let buf = std::mem::take(&mut self.buf);
-                    let mut write = std::pin::pin!(write_range_within(
+                    let write = write_range_within(
                         &worker.idle,
                         upstream,
                         buf,
                         0,
                         take,
-                        service.write_timeout
-                    ));
-                    let (result, mut buf) = loop {
-                        monoio::select! {
-                            written = &mut write => break written,
-                            _ = arrived(&answer) => {
-                                if answer.as_ref().is_some_and(upstream::Answer::is_interim) {
-                                    answer = None;
-                                } else {
-                                    return Err(SendFail::UpstreamGone);
-                                }
-                            }
-                        }
+                        service.write_timeout,
+                    );
+                    let Some((result, mut buf)) = unless_answered(write, &mut answer).await else {
+                        return Err(SendFail::UpstreamGone);
                     };
                     if let Err(fail) = result {
                         return Err(body_write_failure(fail));
@@ -1156,23 +1139,10 @@ impl<S: ClientIo> Conn<S> {
                     self.buf.drain(..used);
                     let done = decoder.is_done();
                     let out = std::mem::take(&mut self.out);
-                    let mut write = std::pin::pin!(write_all_within(
-                        &worker.idle,
-                        upstream,
-                        out,
-                        service.write_timeout
-                    ));
-                    let (result, out) = loop {
-                        monoio::select! {
-                            written = &mut write => break written,
-                            _ = arrived(&answer) => {
-                                if answer.as_ref().is_some_and(upstream::Answer::is_interim) {
-                                    answer = None;
-                                } else {
-                                    return Err(SendFail::UpstreamGone);
-                                }
-                            }
-                        }
+                    let write =
+                        write_all_within(&worker.idle, upstream, out, service.write_timeout);
+                    let Some((result, out)) = unless_answered(write, &mut answer).await else {
+                        return Err(SendFail::UpstreamGone);
                     };
                     self.out = out.unwrap_or_default();
                     if let Err(fail) = result {
@@ -1570,11 +1540,28 @@ fn finish(plan: ResponsePlan) -> Next {
 }
 
 /// A failed body write: after part of the request went out it is never retried.
-/// Resolves when the watched upstream sent something; never without a watch.
-async fn arrived(answer: &Option<upstream::Answer>) {
-    match answer {
-        Some(answer) => answer.arrived().await,
-        None => std::future::pending().await,
+/// Runs `op` to its end unless the watched upstream answers first (`None` then). What
+/// arrives may be an interim 1xx sent unasked: that ends the watch, not the operation.
+async fn unless_answered<F: std::future::Future>(
+    op: F,
+    answer: &mut Option<upstream::Answer>,
+) -> Option<F::Output> {
+    let mut op = std::pin::pin!(op);
+    loop {
+        let arrived = async {
+            match answer.as_ref() {
+                Some(answer) => answer.arrived().await,
+                None => std::future::pending().await,
+            }
+        };
+        monoio::select! {
+            done = &mut op => return Some(done),
+            _ = arrived => {}
+        }
+        if !answer.as_ref().is_some_and(upstream::Answer::is_interim) {
+            return None;
+        }
+        *answer = None;
     }
 }
 
