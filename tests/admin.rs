@@ -997,18 +997,22 @@ fn post_config_replaces_the_file_layer_with_a_backup() {
         .unwrap_or("")
         .to_string();
 
+    // A YAML body to POST /config, with a query.
+    let post_check = |body: &str, query: &str| {
+        http_request(
+            gw.admin_addr(),
+            "POST",
+            &format!("/config{query}"),
+            &[],
+            Some(("application/yaml", body.as_bytes())),
+        )
+    };
     // invalid: 400 with every error, nothing changes
     let invalid = format!(
         "{}plugins:\n  - name: no-such-plugin\nconsumers:\n  - username: x\n    bogus_field: 1\n",
         fresh_config(&o)
     );
-    let r = http_request(
-        gw.admin_addr(),
-        "POST",
-        "/config",
-        &[],
-        Some(("application/yaml", invalid.as_bytes())),
-    );
+    let r = post_check(&invalid, "");
     assert_eq!(r.status, 400, "invalid config: {r:?}");
     let body = r.body_str();
     assert!(
@@ -1033,13 +1037,7 @@ fn post_config_replaces_the_file_layer_with_a_backup() {
         "{}ringway:\n  proxy_listen: [nonsense]\n  admin_listen: 0.0.0.0:8001\n",
         fresh_config(&o)
     );
-    let r = http_request(
-        gw.admin_addr(),
-        "POST",
-        "/config",
-        &[],
-        Some(("application/yaml", overridden.as_bytes())),
-    );
+    let r = post_check(&overridden, "");
     assert_eq!(r.status, 400, "settings a flag overrides: {r:?}");
     let body = r.body_str();
     assert!(
@@ -1105,15 +1103,6 @@ fn post_config_replaces_the_file_layer_with_a_backup() {
 
     // Kong's `?check_hash=1`: the running config again is 304 and touches nothing (the
     // backup still holds the file before this one); without the flag it is reloaded.
-    let post_check = |body: &str, query: &str| {
-        http_request(
-            gw.admin_addr(),
-            "POST",
-            &format!("/config{query}"),
-            &[],
-            Some(("application/yaml", body.as_bytes())),
-        )
-    };
     let r = post_check(&new, "?check_hash=1");
     assert_eq!(r.status, 304, "unchanged config with check_hash: {r:?}");
     assert!(r.body.is_empty(), "{r:?}");
