@@ -552,12 +552,35 @@ fn admin_api_writes_upstreams_and_targets() {
         "{seen:?}"
     );
 
-    let r = admin_form(
-        &gw,
-        "PATCH",
-        &format!("/upstreams/api-pool/targets/{}", target(&b)),
-        &[("weight", "0")],
+    // A PUT takes the target from the path; a change onto another target is a 409.
+    let at_b = format!("/upstreams/api-pool/targets/{}", target(&b));
+    let r = admin_form(&gw, "PUT", &at_b, &[("weight", "50")]);
+    assert_eq!((r.status, &r.json()["weight"]), (200, &json!(50)), "{r:?}");
+    assert_eq!(r.json()["target"], json!(target(&b)), "{r:?}");
+    let r = admin_form(&gw, "PATCH", &at_b, &[("target", &target(&a))]);
+    assert_eq!(r.status, 409, "{r:?}");
+    let r = admin_form(&gw, "PUT", "/upstreams/api-pool/targets/127.0.0.9:7", &[]);
+    assert_eq!(
+        (r.status, &r.json()["target"]),
+        (200, &json!("127.0.0.9:7")),
+        "PUT creates: {r:?}"
     );
+    let r = http_request(
+        gw.admin_addr(),
+        "DELETE",
+        "/upstreams/api-pool/targets/127.0.0.9:7",
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 204, "{r:?}");
+    let r = admin_form(&gw, "POST", "/upstreams", &[("name", "spare")]);
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = admin_form(&gw, "PATCH", "/upstreams/spare", &[("name", "api-pool")]);
+    assert_eq!(r.status, 409, "a rename onto another upstream: {r:?}");
+    let r = http_request(gw.admin_addr(), "DELETE", "/upstreams/spare", &[], None);
+    assert_eq!(r.status, 204, "{r:?}");
+
+    let r = admin_form(&gw, "PATCH", &at_b, &[("weight", "0")]);
     assert_eq!((r.status, &r.json()["weight"]), (200, &json!(0)), "{r:?}");
     assert_eq!(tally(&gw, 6, "/", &[]).get("a"), Some(&6));
 

@@ -815,3 +815,37 @@ fn invalid_upstream_responses_give_502() {
         gw.stderr_text()
     );
 }
+
+/// A head far over its limits, sent in one write, still gets its answer: the gateway
+/// reads and drops what follows before closing (a close with unread bytes would reset
+/// the connection, and the answer with it).
+#[test]
+fn an_oversized_head_in_one_write_gets_its_answer() {
+    use std::io::{Read, Write};
+    let o = Origin::start();
+    let gw = gateway_for(&o, "");
+    for (raw, status) in [
+        (
+            format!("GET /x/{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(70_000)),
+            "414",
+        ),
+        (
+            format!(
+                "GET /x HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+                "b".repeat(70_000)
+            ),
+            "431",
+        ),
+    ] {
+        let mut c = std::net::TcpStream::connect(gw.proxy_addr()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(raw.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let read = c.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{status}: {read:?} {text}"
+        );
+    }
+}

@@ -532,19 +532,12 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             Some(up) => with_body(body("targets"), |b| create_target(control, config, up, b)),
             None => not_found(),
         },
-        ("PATCH" | "PUT", ["upstreams", u, "targets", t]) => {
-            match upstreams::find(config, u).and_then(|up| upstreams::target(up, t)) {
-                Some((up, t)) => with_body(body("targets"), |mut b| {
-                    // A target stays with its upstream.
-                    b.insert("upstream".into(), json!({ "id": up.id }));
-                    if method == "PUT" {
-                        return write(control, config, "targets", b, Some(&t.id.clone()));
-                    }
-                    update_generic(control, config, t.layer, "targets", &t.id.clone(), b)
-                }),
-                None => not_found(),
-            }
-        }
+        ("PATCH" | "PUT", ["upstreams", u, "targets", t]) => match upstreams::find(config, u) {
+            Some(up) => with_body(body("targets"), |b| {
+                update_target(control, config, up, t, method == "PUT", b)
+            }),
+            None => not_found(),
+        },
         ("DELETE", ["upstreams", u, "targets", t]) => match upstreams::find(config, u) {
             Some(up) => match upstreams::target(up, t) {
                 Some((_, t)) => delete_entity(control, t.layer, "targets", &t.id.clone()),
@@ -2365,6 +2358,16 @@ fn update_upstream(
     up: &crate::config::Upstream,
     mut patch: Body,
 ) -> Reply {
+    match string_field(&patch, "name") {
+        Err(reply) => return reply,
+        Ok(Some(name)) => {
+            let holder = config.keys.upstreams.get(&name.to_ascii_lowercase());
+            if holder.is_some_and(|&i| config.upstreams[i].id != up.id) {
+                return unique_violation("name", name);
+            }
+        }
+        Ok(None) => {}
+    }
     if let Some(checks) = patch.remove("healthchecks") {
         let mut merged = upstreams::upstream_json(up)["healthchecks"].take();
         merge_records(&mut merged, checks);
@@ -2401,21 +2404,66 @@ fn create_target(
     mut body: Body,
 ) -> Reply {
     body.insert("upstream".into(), json!({ "id": up.id }));
-    if let Ok(Some(target)) = string_field(&body, "target") {
-        let with_port = if target.ends_with(']') || !target.contains(':') {
-            format!("{target}:8000")
-        } else {
-            target.to_owned()
-        };
-        if up
-            .targets
-            .iter()
-            .any(|t| t.target.eq_ignore_ascii_case(&with_port))
-        {
-            return unique_violation("target", target);
-        }
+    if let Some(reply) = target_taken(up, &body, None) {
+        return reply;
     }
     write(control, config, "targets", body, None)
+}
+
+/// A 409 when `body` names a target `up` has already (other than `except`, by id).
+fn target_taken(up: &crate::config::Upstream, body: &Body, except: Option<&str>) -> Option<Reply> {
+    let target = string_field(body, "target").ok().flatten()?;
+    let with_port = if target.ends_with(']') || !target.contains(':') {
+        format!("{target}:8000")
+    } else {
+        target.to_owned()
+    };
+    up.targets
+        .iter()
+        .any(|t| t.target.eq_ignore_ascii_case(&with_port) && except != Some(t.id.as_str()))
+        .then(|| unique_violation("target", target))
+}
+
+/// `PATCH` or `PUT /upstreams/{u}/targets/{key}`. The target stays with its upstream; a
+/// PUT without `target` keeps the one the path names (or creates it, for a `host:port`
+/// key), and a change onto another target of the upstream is a 409.
+fn update_target(
+    control: &Control,
+    config: &Config,
+    up: &crate::config::Upstream,
+    key: &str,
+    put: bool,
+    mut body: Body,
+) -> Reply {
+    body.insert("upstream".into(), json!({ "id": up.id }));
+    let found = upstreams::target(up, key).map(|(_, t)| t);
+    if put && !body.contains_key("target") {
+        match found {
+            Some(t) => body.insert("target".into(), t.target.clone().into()),
+            None if !crate::config::is_uuid(key) => body.insert("target".into(), key.into()),
+            None => None,
+        };
+    }
+    let Some(t) = found else {
+        if !put {
+            return not_found();
+        }
+        if crate::config::is_uuid(key) {
+            body.insert("id".into(), key.into());
+        }
+        return put_status(create_target(control, config, up, body));
+    };
+    if t.layer == Layer::File {
+        return read_only();
+    }
+    if let Some(reply) = target_taken(up, &body, Some(&t.id)) {
+        return reply;
+    }
+    if put {
+        write(control, config, "targets", body, Some(&t.id.clone()))
+    } else {
+        update_generic(control, config, t.layer, "targets", &t.id.clone(), body)
+    }
 }
 
 fn create_group(control: &Control, config: &Config, body: Body, replacing: Replacing<'_>) -> Reply {

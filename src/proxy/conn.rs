@@ -306,6 +306,9 @@ impl<S: ClientIo> Conn<S> {
                     };
                     self.answer(kind, true, false, NO_EXTRA).await;
                     self.record(&snapshot, None, started, logged);
+                    // The rest of an oversized head may still be arriving: closing with it
+                    // unread would reset the connection, and the answer with it.
+                    self.linger = true;
                     return None;
                 }
             };
