@@ -54,8 +54,20 @@ impl Certificates {
             Some(rest) => (&mut self.wildcard, rest.to_owned()),
             None => (&mut self.exact, name.clone()),
         };
-        if key.is_empty() || key.contains('*') {
-            return Err(format!("invalid SNI '{name}'"));
+        // A host name: dot-separated labels of letters, digits, `-` and `_`; no port,
+        // no wildcard but the leading `*.`.
+        let host_name = key.len() <= 253
+            && key.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !host_name {
+            return Err(format!(
+                "invalid SNI '{name}': expected a host name, or one after `*.`"
+            ));
         }
         if map.insert(key, keys).is_some() {
             return Err(format!("SNI '{name}' is given twice"));
@@ -466,6 +478,19 @@ pub(crate) mod tests {
         set.add("*.example.org", vec![key.clone()]).unwrap();
         assert!(set.add("API.example.com", vec![key.clone()]).is_err());
         assert!(set.add("*.*.x", vec![key.clone()]).is_err());
+        for bad in [
+            "a b",
+            "a/b",
+            "a..b",
+            "x.test:443",
+            "a\r\nb",
+            "",
+            "*.",
+            "a.*.test",
+            "b.",
+        ] {
+            assert!(set.add(bad, vec![key.clone()]).is_err(), "{bad:?}");
+        }
         assert_eq!(set.lookup(Some("api.example.com")).len(), 1);
         assert_eq!(set.lookup(Some("API.Example.COM")).len(), 1);
         assert_eq!(set.lookup(Some("x.example.org")).len(), 1);

@@ -1949,6 +1949,15 @@ fn admin_api_certificates_and_snis_take_effect_without_restart() {
         (200, 404),
         "an SNI under its own certificate only"
     );
+    for bad in ["a b", "x.test:443", "a\r\nb"] {
+        let r = admin_form(
+            &t.gw,
+            "POST",
+            &format!("/certificates/{id}/snis"),
+            &[("name", bad)],
+        );
+        assert_eq!(r.status, 400, "SNI {bad:?}: {r:?}");
+    }
     for taken in ["extra.test", "new.test", "a.test", "NEW.test"] {
         let r = admin_json(
             &t.gw,
