@@ -1101,7 +1101,7 @@ impl<S: ClientIo> Conn<S> {
             // Body bytes still in `buf` (those that did not fit the first write) go first.
             if self.buf.is_empty() && !matches!(body, RequestBody::Done) {
                 let read = self.read_body_bytes(body_timeout);
-                let Some(read) = unless_answered(read, &mut answer).await else {
+                let Some(read) = Box::pin(unless_answered(read, &mut answer)).await else {
                     return Err(SendFail::UpstreamGone);
                 };
                 read.map_err(SendFail::Client)?;
@@ -1119,7 +1119,9 @@ impl<S: ClientIo> Conn<S> {
                         take,
                         service.write_timeout,
                     );
-                    let Some((result, mut buf)) = unless_answered(write, &mut answer).await else {
+                    let Some((result, mut buf)) =
+                        Box::pin(unless_answered(write, &mut answer)).await
+                    else {
                         return Err(SendFail::UpstreamGone);
                     };
                     if let Err(fail) = result {
@@ -1144,7 +1146,8 @@ impl<S: ClientIo> Conn<S> {
                     let out = std::mem::take(&mut self.out);
                     let write =
                         write_all_within(&worker.idle, upstream, out, service.write_timeout);
-                    let Some((result, out)) = unless_answered(write, &mut answer).await else {
+                    let Some((result, out)) = Box::pin(unless_answered(write, &mut answer)).await
+                    else {
                         return Err(SendFail::UpstreamGone);
                     };
                     self.out = out.unwrap_or_default();
@@ -1545,6 +1548,8 @@ fn finish(plan: ResponsePlan) -> Next {
 /// A failed body write: after part of the request went out it is never retried.
 /// Runs `op` to its end unless the watched upstream answers first (`None` then). What
 /// arrives may be an interim 1xx sent unasked: that ends the watch, not the operation.
+/// Callers box it: it runs only for a body that did not go up with the head, and
+/// unboxed it would size every request's future.
 async fn unless_answered<F: std::future::Future>(
     op: F,
     answer: &mut Option<upstream::Answer>,
