@@ -78,9 +78,7 @@ fn needs_normalizing(bytes: &[u8]) -> bool {
             b'/' => match bytes.get(i + 1) {
                 Some(b'/') => return true,
                 Some(b'.') if segment_end(i + 2) => return true,
-                Some(b'.') if bytes.get(i + 2) == Some(&b'.') && segment_end(i + 3) => {
-                    return true
-                }
+                Some(b'.') if bytes.get(i + 2) == Some(&b'.') && segment_end(i + 3) => return true,
                 _ => {}
             },
             _ => {}
