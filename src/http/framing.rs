@@ -29,8 +29,10 @@ pub struct RequestFraming {
     /// The client wants the connection kept after the response.
     pub keep_alive: bool,
     pub expect_continue: bool,
-    /// `Connection: upgrade` with an `Upgrade` header.
+    /// `Connection: upgrade` with an `Upgrade` header offering a protocol other than h2c.
     pub upgrade: bool,
+    /// The `Upgrade` offers h2c, which is taken out of what goes upstream.
+    pub h2c: bool,
     /// Index of the `Host` header, when there is one.
     pub host: Option<usize>,
 }
@@ -182,6 +184,13 @@ fn valid_reg_name(name: &[u8]) -> bool {
     true
 }
 
+/// `h2c` (or `h2c/...`), in any case: HTTP/2 over cleartext, never offered upstream.
+pub fn is_h2c(protocol: &[u8]) -> bool {
+    protocol.len() >= 3
+        && protocol[..3].eq_ignore_ascii_case(b"h2c")
+        && matches!(protocol.get(3), None | Some(b'/'))
+}
+
 /// Decides the framing of a client request. `version` is 0 for HTTP/1.0, 1 for 1.1.
 pub fn request(version: u8, headers: &[Header<'_>]) -> Result<RequestFraming, ErrorKind> {
     let mut host = None;
@@ -216,14 +225,14 @@ pub fn request(version: u8, headers: &[Header<'_>]) -> Result<RequestFraming, Er
         } else if name.eq_ignore_ascii_case(b"upgrade") {
             // h2c is not offered to the upstream: once switched, the client's HTTP/2
             // requests would reach it past routing and every plugin ("h2c smuggling").
-            // The request goes on as HTTP/1.1 without the offer.
-            upgrade_header = !list_elements(header.value).any(|p| {
-                p.len() >= 3
-                    && p[..3].eq_ignore_ascii_case(b"h2c")
-                    && matches!(p.get(3), None | Some(b'/'))
-            });
-            if !upgrade_header {
-                h2c = true;
+            // The other protocols offered are; with none, the request goes on as
+            // HTTP/1.1.
+            for protocol in list_elements(header.value) {
+                if is_h2c(protocol) {
+                    h2c = true;
+                } else {
+                    upgrade_header = true;
+                }
             }
         } else if name.eq_ignore_ascii_case(b"expect") {
             expect_continue |= trim_ows(header.value).eq_ignore_ascii_case(b"100-continue");
@@ -272,7 +281,8 @@ pub fn request(version: u8, headers: &[Header<'_>]) -> Result<RequestFraming, Er
         zero_length,
         keep_alive,
         expect_continue: expect_continue && version == 1 && body != BodyKind::None,
-        upgrade: upgrade_token && upgrade_header && !h2c && version == 1,
+        upgrade: upgrade_token && upgrade_header && version == 1,
+        h2c,
         host,
     })
 }
@@ -449,11 +459,12 @@ mod tests {
         )
         .unwrap();
         assert!(f.upgrade);
-        for offer in ["h2c", "websocket, h2c", "H2C/1"] {
+        for (offer, upgrade) in [("h2c", false), ("H2C/1", false), ("websocket, h2c", true)] {
             let raw = format!(
                 "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: {offer}\r\n\r\n"
             );
-            assert!(!parse_request(raw.as_bytes()).unwrap().upgrade, "{offer}");
+            let f = parse_request(raw.as_bytes()).unwrap();
+            assert_eq!((f.upgrade, f.h2c), (upgrade, true), "{offer}");
         }
         let raw = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2cx\r\n\r\n";
         assert!(parse_request(raw).unwrap().upgrade);

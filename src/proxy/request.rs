@@ -458,17 +458,19 @@ pub fn prepare(
     })
 }
 
-/// The client's `Upgrade` values, joined with commas.
+/// The protocols the client's `Upgrade` offers (h2c left out), joined with commas.
 fn offered_protocols(headers: &[Header<'_>]) -> Box<str> {
     let mut offered = String::new();
     for header in headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("upgrade"))
     {
-        if !offered.is_empty() {
-            offered.push(',');
+        for protocol in list_elements(header.value).filter(|p| !framing::is_h2c(p)) {
+            if !offered.is_empty() {
+                offered.push(',');
+            }
+            offered.push_str(&String::from_utf8_lossy(protocol));
         }
-        offered.push_str(&String::from_utf8_lossy(header.value));
     }
     offered.into_boxed_str()
 }
@@ -710,6 +712,16 @@ fn write_forwarded_headers(
                 write_cookie_without(out, header, name);
                 continue;
             }
+        }
+        if framing.h2c && header.name.eq_ignore_ascii_case("upgrade") {
+            // The offer goes on without h2c (an offer of only h2c is not here at all).
+            let others: Vec<&[u8]> = list_elements(header.value)
+                .filter(|p| !framing::is_h2c(p))
+                .collect();
+            if !others.is_empty() {
+                write_header(out, b"Upgrade", &others.join(&b", "[..]));
+            }
+            continue;
         }
         match forwarded_kind(header.name) {
             None => write_header(out, header.name.as_bytes(), header.value),
