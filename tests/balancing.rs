@@ -599,6 +599,19 @@ fn admin_api_writes_upstreams_and_targets() {
         json!([429, 500, 503]),
         "{passive}"
     );
+    // The same from a form: one status is a one-item list.
+    let r = admin_form(
+        &gw,
+        "PATCH",
+        "/upstreams/api-pool",
+        &[("healthchecks.active.healthy.http_statuses", "204")],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.json()["healthchecks"]["active"]["healthy"]["http_statuses"],
+        json!([204]),
+        "{r:?}"
+    );
 
     // Durable: a restart serves the same upstream and targets.
     let mut gw = gw;

@@ -295,6 +295,9 @@ pub fn infer(kind: &str, form: Body) -> Body {
                 Some(ty) => infer_value(ty, value),
                 None => value,
             };
+            if kind == "upstreams" && field == "healthchecks" {
+                status_lists(&mut value);
+            }
             if let (Some(plugin), "config", Value::Object(config)) =
                 (&plugin, field.as_str(), &mut value)
             {
@@ -309,6 +312,20 @@ pub fn infer(kind: &str, form: Body) -> Body {
             (field, value)
         })
         .collect()
+}
+
+/// An upstream's `healthchecks` from a form: each `http_statuses` given one value is a
+/// one-item list, as Kong's schema types it.
+fn status_lists(value: &mut Value) {
+    if let Value::Object(fields) = value {
+        for (name, inner) in fields.iter_mut() {
+            if name == "http_statuses" && !inner.is_array() && !inner.is_null() {
+                *inner = Value::Array(vec![inner.take()]);
+            } else {
+                status_lists(inner);
+            }
+        }
+    }
 }
 
 /// The list fields of the plugins' configs: one form value of one is a one-item list.
@@ -480,6 +497,13 @@ mod tests {
         assert_eq!(
             form("routes", "paths[x]=/a&hosts[]=h"),
             json!({ "paths[x]": "/a", "hosts": ["h"] })
+        );
+        // An upstream's healthchecks: numbers where they read as such, statuses a list.
+        assert_eq!(
+            form("upstreams", "name=u&healthchecks.active.healthy.http_statuses=200&healthchecks.active.healthy.interval=5&healthchecks.passive.unhealthy.http_statuses[1]=500&healthchecks.passive.unhealthy.http_statuses[2]=503"),
+            json!({ "name": "u", "healthchecks": {
+                "active": { "healthy": { "http_statuses": [200], "interval": 5 } },
+                "passive": { "unhealthy": { "http_statuses": [500, 503] } } } })
         );
         // JSON keeps its types.
         let json_body = parse_body(
