@@ -1488,8 +1488,8 @@ fn put(control: &Control, config: &Config, kind: Upsert, key: &str, mut body: Bo
             None,
         ),
         Upsert::Upstreams => (
-            upstreams::find(config, key).map(|up| {
-                let i = config.keys.upstreams.get(&up.id).copied().unwrap_or(0);
+            upstreams::index(config, key).map(|i| {
+                let up = &config.upstreams[i];
                 (i, up.layer, &up.id)
             }),
             Some("name"),
@@ -2331,15 +2331,8 @@ fn create_upstream(
     body: Body,
     replacing: Replacing<'_>,
 ) -> Reply {
-    match string_field(&body, "name") {
-        Err(reply) => return reply,
-        Ok(Some(name)) => {
-            let holder = config.keys.upstreams.get(&name.to_ascii_lowercase());
-            if taken_by_other(holder, replacing) {
-                return unique_violation("name", name);
-            }
-        }
-        Ok(None) => {}
+    if let Err(reply) = upstream_name_free(config, &body, replacing.map(|(_, id)| id)) {
+        return reply;
     }
     write(
         control,
@@ -2350,6 +2343,18 @@ fn create_upstream(
     )
 }
 
+/// A 409 when `body` names an upstream other than the one with id `own` (names are host
+/// names, the same in any case).
+fn upstream_name_free(config: &Config, body: &Body, own: Option<&str>) -> Result<(), Reply> {
+    match string_field(body, "name")? {
+        Some(name) => match upstreams::find(config, &name.to_ascii_lowercase()) {
+            Some(holder) if Some(holder.id.as_str()) != own => Err(unique_violation("name", name)),
+            _ => Ok(()),
+        },
+        None => Ok(()),
+    }
+}
+
 /// A PATCH of an upstream: `healthchecks` merges into the current checks, as Kong
 /// merges a record, so one threshold can change alone.
 fn update_upstream(
@@ -2358,15 +2363,8 @@ fn update_upstream(
     up: &crate::config::Upstream,
     mut patch: Body,
 ) -> Reply {
-    match string_field(&patch, "name") {
-        Err(reply) => return reply,
-        Ok(Some(name)) => {
-            let holder = config.keys.upstreams.get(&name.to_ascii_lowercase());
-            if holder.is_some_and(|&i| config.upstreams[i].id != up.id) {
-                return unique_violation("name", name);
-            }
-        }
-        Ok(None) => {}
+    if let Err(reply) = upstream_name_free(config, &patch, Some(&up.id)) {
+        return reply;
     }
     if let Some(checks) = patch.remove("healthchecks") {
         let mut merged = upstreams::upstream_json(up)["healthchecks"].take();

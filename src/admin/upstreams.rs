@@ -83,10 +83,15 @@ fn not_found() -> Reply {
 
 /// An upstream by id or by name (names are host names, found in any case).
 pub(super) fn find<'c>(config: &'c Config, key: &str) -> Option<&'c Upstream> {
+    index(config, key).map(|i| &config.upstreams[i])
+}
+
+/// Where `find`'s upstream is in the config's list.
+pub(super) fn index(config: &Config, key: &str) -> Option<usize> {
     let keys = &config.keys.upstreams;
     keys.get(key)
         .or_else(|| keys.get(&key.to_ascii_lowercase()))
-        .map(|&i| &config.upstreams[i])
+        .copied()
 }
 
 /// A target by id or by its `host:port`.
