@@ -421,7 +421,15 @@ pub fn prepare(
             .as_deref()
             .map(|c| c.header_name.as_str());
     }
-    write_forwarded_headers(out, headers, &framing, client, host, &path, &access);
+    write_forwarded_headers(
+        out,
+        headers,
+        &framing,
+        client,
+        route_host.as_deref(),
+        &path,
+        &access,
+    );
     if let Some(id) = rid.as_deref().filter(|id| !id.incoming) {
         out.extend_from_slice(id.header_line().as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -673,7 +681,8 @@ fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Copies the end-to-end headers and writes the `X-Forwarded-*` set.
+/// Copies the end-to-end headers and writes the `X-Forwarded-*` set; `host` is the host
+/// as routed (no root dot).
 fn write_forwarded_headers(
     out: &mut Vec<u8>,
     headers: &[Header<'_>],
@@ -758,10 +767,9 @@ fn write_forwarded_headers(
     }
     if !kept[Forwarded::Host as usize] {
         if let Some(host) = host {
-            // nginx's `$host`, which Kong sends: without the port or a trailing dot,
-            // lowercased.
+            // nginx's `$host`, which Kong sends: without the port (nor, as routed, a
+            // trailing dot), lowercased.
             let host = route::strip_port(host);
-            let host = host.strip_suffix('.').unwrap_or(host);
             let value = out.len() + b"X-Forwarded-Host: ".len();
             write_header(out, b"X-Forwarded-Host", host.as_bytes());
             out[value..value + host.len()].make_ascii_lowercase();
