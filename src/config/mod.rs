@@ -97,6 +97,29 @@ pub(crate) struct Report {
     problems: Vec<Problem>,
     /// What loads but will not work as written (a host that did not resolve, ...).
     warnings: Vec<String>,
+    /// Where problems already reported would be reported again, differently: an item
+    /// with a field of the wrong type is checked without it, and what the checks then
+    /// say about the item as a whole, or about the field's absence, is not news.
+    muted: Vec<Muted>,
+}
+
+/// A path whose later problems are not reported.
+enum Muted {
+    /// The item itself (`services[0].routes[1]`), not its fields.
+    Item(String),
+    /// A field taken out, and everything under it.
+    Field(String),
+}
+
+impl Muted {
+    fn covers(&self, path: &str) -> bool {
+        match self {
+            Muted::Item(item) => path == item,
+            Muted::Field(field) => path.strip_prefix(field.as_str()).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with('.') || rest.starts_with('[')
+            }),
+        }
+    }
 }
 
 impl Report {
@@ -104,9 +127,18 @@ impl Report {
         self.warnings.push(message.into());
     }
 
+    /// Whether problems at `path` go unreported (see `parse_item`).
+    pub(crate) fn is_muted(&self, path: &str) -> bool {
+        self.muted.iter().any(|m| m.covers(path))
+    }
+
     pub(crate) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        let path = path.into();
+        if self.is_muted(&path) {
+            return;
+        }
         self.problems.push(Problem {
-            path: path.into(),
+            path,
             message: message.into(),
         });
     }
@@ -502,17 +534,17 @@ const MAX_ITEM_PROBLEMS: usize = 32;
 /// Deserializes one item, reporting every field that fails with its path: a field that
 /// does not deserialize (unknown, or of the wrong type) is reported and taken out, and
 /// the rest is tried again, so one pass shows all of an item's problems (SPEC §2). The
-/// item comes back when what remains deserializes and only unknown fields were taken
-/// out, so the caller's own checks report their problems too (the config as a whole is
-/// refused all the same); after a field of the wrong type it does not, as the checks
-/// would report the field's absence (a route without its `paths`) as a second problem.
+/// item comes back whenever what remains deserializes, so the caller's own checks
+/// report the problems of its other fields too (the config as a whole is refused all
+/// the same). After a field of the wrong type, what the checks would say about the
+/// field's absence (a route without its `paths`) is muted: the field under its own path,
+/// and the item as a whole at the item's path.
 fn parse_item<T: DeserializeOwned>(value: Value, path: &str, report: &mut Report) -> Option<T> {
     parse_fields(value, path, report, false)
 }
 
-/// `parse_item` for a section of independent settings (`ringway`), which comes back
-/// whenever what remains deserializes: a setting taken out falls back to its default,
-/// and the others are still checked.
+/// `parse_item` for a section of independent settings (`ringway`): a setting taken out
+/// falls back to its default, which nothing else depends on, so nothing is muted.
 fn parse_settings<T: DeserializeOwned>(value: Value, path: &str, report: &mut Report) -> Option<T> {
     parse_fields(value, path, report, true)
 }
@@ -537,7 +569,19 @@ fn parse_fields<T: DeserializeOwned>(
     let mut mistyped = false;
     for _ in 0..MAX_ITEM_PROBLEMS {
         let e = match serde_path_to_error::deserialize::<_, T>(&value) {
-            Ok(item) => return (settings || !mistyped).then_some(item),
+            Ok(item) => {
+                if mistyped && !settings {
+                    report.muted.push(Muted::Item(path.to_owned()));
+                    for (at, field) in &removed {
+                        let field = match at.as_str() {
+                            "." => field.clone(),
+                            at => format!("{at}.{field}"),
+                        };
+                        report.muted.push(Muted::Field(join(&field)));
+                    }
+                }
+                return Some(item);
+            }
             Err(e) => e,
         };
         let segments: Vec<Segment> = e.path().iter().cloned().collect();
@@ -1084,6 +1128,10 @@ fn build_service(
             Err(message) => report.add(format!("{path}.url"), message),
         }
     }
+    // A `url` that did not parse (or was of the wrong type) is the problem, not the host
+    // it would have given.
+    let url_refused =
+        (file.url.is_some() && host.is_none()) || report.is_muted(&format!("{path}.url"));
     let protocol = protocol.unwrap_or_else(|| "http".to_owned());
     let https = match protocol.as_str() {
         "http" => false,
@@ -1122,6 +1170,7 @@ fn build_service(
             report.add(format!("{path}.host"), format!("invalid host '{host}'"));
             String::new()
         }
+        None if url_refused => String::new(),
         None => {
             report.add(format!("{path}.host"), "required field missing");
             String::new()

@@ -162,6 +162,32 @@ fn a_bad_element_hides_no_other_problem() {
 }
 
 #[test]
+fn a_mistyped_field_hides_no_other_field_of_its_item() {
+    let p = problems(
+        "_format_version: \"3.0\"\nservices:\n  - name: s\n    host: 127.0.0.1\n    \
+         port: 70000\n    path: nostartslash\n    protocol: gopher\n    connect_timeout: 0\n    \
+         routes:\n      - name: r\n        paths: [nope]\n        strip_path: \"yes\"\n      \
+         - name: only-bad-paths\n        paths: 5\n",
+    );
+    for prefix in [
+        "services[0].port: invalid value: integer `70000`, expected a smaller integer",
+        "services[0].path:",
+        "services[0].protocol:",
+        "services[0].connect_timeout:",
+        "services[0].routes[0].strip_path: invalid type",
+        "services[0].routes[0].paths[0]:",
+        "services[0].routes[1].paths: invalid type",
+    ] {
+        assert!(
+            p.iter().any(|line| line.starts_with(prefix)),
+            "{prefix}\n{p:#?}"
+        );
+    }
+    // The route whose only match field was mistyped is not also said to have none.
+    assert_eq!(p.len(), 7, "{p:#?}");
+}
+
+#[test]
 fn type_errors_name_kongs_types() {
     let p = problems(
         "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://127.0.0.1:9\n    \
@@ -738,8 +764,8 @@ fn a_certificate_adds_the_default_tls_listener() {
 
 /// SPEC §2: every problem at once. Within one item too: an unknown field or a field of
 /// the wrong type does not hide the item's other fields, and a settings section's own
-/// checks still run; an entity with a mistyped field is not checked further (its
-/// absence would be reported as a second problem).
+/// checks still run; a mistyped field's absence is not reported as a second problem
+/// (`services[1]` has no host once its `url` is out).
 #[test]
 fn every_problem_of_an_item_is_reported_at_once() {
     let got = problems(
