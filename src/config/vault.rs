@@ -44,13 +44,41 @@ pub(super) fn resolve(value: &mut Value, path: &mut String, report: &mut Report)
     }
 }
 
+/// Reads `env/RESOURCE[/KEY][?prefix=P][#VERSION]` as Kong's env vault does: the
+/// variable is `P` + `RESOURCE`, upper-cased with `-` → `_`, and `_PREVIOUS` appended for
+/// version 2; with a `KEY`, the variable holds a JSON object and the value is its string
+/// field `KEY`.
 fn lookup(reference: &str) -> Result<String, String> {
-    let name = reference.strip_prefix("env/").ok_or_else(|| {
-        format!("unsupported vault reference 'vault://{reference}' (only vault://env/NAME)")
-    })?;
-    let name = name.split('/').next().unwrap_or(name);
-    let variable: String = name
+    let unsupported =
+        || format!("unsupported vault reference 'vault://{reference}' (only vault://env/NAME)");
+    let rest = reference.strip_prefix("env/").ok_or_else(unsupported)?;
+    let (rest, version) = match rest.split_once('#') {
+        Some((rest, version)) => match version.parse::<u32>() {
+            Ok(version) => (rest, Some(version)),
+            Err(_) => return Err(format!("invalid version in vault://{reference}")),
+        },
+        None => (rest, None),
+    };
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut prefix = "";
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("prefix", value)) => prefix = value,
+            _ => return Err(format!(
+                "unsupported option '{pair}' in vault://{reference} (the env vault takes prefix)"
+            )),
+        }
+    }
+    let (resource, key) = match path.rsplit_once('/') {
+        Some((resource, key)) => (resource, Some(key).filter(|k| !k.is_empty())),
+        None => (path, None),
+    };
+    if resource.is_empty() {
+        return Err(unsupported());
+    }
+    let mut variable: String = prefix
         .chars()
+        .chain(resource.chars())
         .map(|c| {
             if c == '-' {
                 '_'
@@ -59,7 +87,70 @@ fn lookup(reference: &str) -> Result<String, String> {
             }
         })
         .collect();
-    std::env::var(&variable).map_err(|_| {
+    if version == Some(2) {
+        variable.push_str("_PREVIOUS");
+    }
+    let value = std::env::var(&variable).map_err(|_| {
         format!("environment variable {variable} (from vault://{reference}) is not set")
-    })
+    })?;
+    let Some(key) = key else {
+        return Ok(value);
+    };
+    // Not quoted: the value is a secret.
+    let object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&value).map_err(|_| {
+            format!(
+                "environment variable {variable} (from vault://{reference}) is not a JSON object"
+            )
+        })?;
+    match object.get(key) {
+        Some(serde_json::Value::String(field)) => Ok(field.clone()),
+        Some(_) => Err(format!(
+            "field '{key}' of environment variable {variable} (from vault://{reference}) is not a string"
+        )),
+        None => Err(format!(
+            "environment variable {variable} (from vault://{reference}) has no field '{key}'"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lookup;
+
+    #[test]
+    fn references_read_as_kongs_env_vault() {
+        std::env::set_var("RINGWAY_VAULT_PLAIN", "plain-value");
+        std::env::set_var("RINGWAY_VAULT_JSON", r#"{"user":"u1","pass":"p1","n":3}"#);
+        std::env::set_var("SSL_RINGWAY_VAULT_CERT", "with-prefix");
+        std::env::set_var("RINGWAY_VAULT_PLAIN_PREVIOUS", "older");
+        for (reference, expected) in [
+            ("env/ringway-vault-plain", Ok("plain-value")),
+            ("env/ringway-vault-plain#1", Ok("plain-value")),
+            ("env/ringway-vault-plain#2", Ok("older")),
+            ("env/ringway-vault-json/user", Ok("u1")),
+            ("env/ringway-vault-json/pass", Ok("p1")),
+            ("env/ringway-vault-cert?prefix=ssl_", Ok("with-prefix")),
+            ("env/ringway-vault-json/n", Err("is not a string")),
+            ("env/ringway-vault-json/none", Err("has no field 'none'")),
+            ("env/ringway-vault-plain/user", Err("is not a JSON object")),
+            (
+                "env/ringway-vault-plain?ttl=60",
+                Err("unsupported option 'ttl=60'"),
+            ),
+            ("env/ringway-vault-plain#x", Err("invalid version")),
+            ("aws/secret", Err("only vault://env/NAME")),
+            ("env/", Err("only vault://env/NAME")),
+            ("env/ringway-vault-unset", Err("RINGWAY_VAULT_UNSET")),
+        ] {
+            match (lookup(reference), expected) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{reference}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{reference}: {got}"),
+                (got, want) => panic!("{reference}: {got:?}, expected {want:?}"),
+            }
+        }
+        // A secret never appears in the message about it.
+        let message = lookup("env/ringway-vault-json/n").unwrap_err();
+        assert!(!message.contains("p1"), "{message}");
+    }
 }
