@@ -12,6 +12,8 @@ use crate::config::{Config, LoadError, NodeOverrides};
 
 /// Exit code for an invalid configuration (sysexits' EX_CONFIG).
 pub const EXIT_CONFIG: u8 = 78;
+/// Exit code for a command line that cannot be acted on, as the argument parser's own.
+const EXIT_USAGE: u8 = 2;
 
 #[derive(Parser)]
 #[command(
@@ -125,7 +127,7 @@ pub fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("ringway: {e}");
-                ExitCode::from(2)
+                ExitCode::from(EXIT_USAGE)
             }
         },
         Command::Run {
@@ -144,7 +146,7 @@ pub fn main() -> ExitCode {
                     Some(level) => crate::logging::init(level),
                     None => {
                         eprintln!("ringway: unknown log level '{level}' (error, warn, info, debug, trace)");
-                        return ExitCode::from(2);
+                        return ExitCode::from(EXIT_USAGE);
                     }
                 }
             }
@@ -163,6 +165,8 @@ pub fn main() -> ExitCode {
                     eprintln!("ringway: {}", message.replace('\n', "; "));
                     if message.starts_with("invalid config") {
                         ExitCode::from(EXIT_CONFIG)
+                    } else if message.starts_with("invalid command line") {
+                        ExitCode::from(EXIT_USAGE)
                     } else {
                         ExitCode::FAILURE
                     }
@@ -200,14 +204,21 @@ fn sign(
         map.insert("exp".into(), exp.into());
     }
     for claim in claims {
-        if let Some((name, json)) = claim.split_once(":=") {
-            let value = serde_json::from_str(json)
-                .map_err(|e| format!("--claim {claim}: invalid JSON: {e}"))?;
-            map.insert(name.into(), value);
-        } else if let Some((name, value)) = claim.split_once('=') {
-            map.insert(name.into(), value.into());
-        } else {
+        // The first `=` decides, as httpie reads `k=v` and `k:=JSON`: a string value may
+        // hold `:=` (`url=http://x:=y`).
+        let Some((name, value)) = claim.split_once('=').filter(|(name, _)| !name.is_empty()) else {
             return Err(format!("--claim {claim}: expected k=v or k:=JSON"));
+        };
+        match name.strip_suffix(':') {
+            Some("") => return Err(format!("--claim {claim}: expected k=v or k:=JSON")),
+            Some(name) => {
+                let value = serde_json::from_str(value)
+                    .map_err(|e| format!("--claim {claim}: invalid JSON: {e}"))?;
+                map.insert(name.into(), value);
+            }
+            None => {
+                map.insert(name.into(), value.into());
+            }
         }
     }
     jwt::sign(algorithm, secret.as_bytes(), &map)

@@ -74,11 +74,13 @@ impl Control {
         let file = std::fs::read(&config_path)
             .map_err(|e| format!("cannot read config file {}: {e}", config_path.display()))?;
         let file_only = Config::from_bytes(&file, &overrides).map_err(|p| {
-            format!(
-                "invalid config {}: {}",
-                config_path.display(),
-                p.to_string().replace('\n', "; ")
-            )
+            // Problems only with values given as flags are no fault of the file's.
+            let what = if p.0.iter().all(|problem| problem.path.starts_with("--")) {
+                "invalid command line".to_owned()
+            } else {
+                format!("invalid config {}", config_path.display())
+            };
+            format!("{what}: {}", p.to_string().replace('\n', "; "))
         })?;
         let (store, admin) = Store::open(&file_only.node.data_dir)?;
         let config = Config::from_layers(&file, Some(&admin), &overrides).map_err(|p| {

@@ -386,6 +386,45 @@ fn run_with_invalid_config_fails_without_panic() {
     );
 }
 
+/// A bad flag value is named by the flag, not as a problem of the file, which is valid.
+#[test]
+fn run_with_a_bad_flag_value_names_the_flag() {
+    let (d, p) = write_tmp("kong.yaml", VALID);
+    let data = d.path().join("data").to_string_lossy().to_string();
+    let admin = free_addr().to_string();
+    let proxy = free_addr().to_string();
+    for (flags, says) in [
+        (["--workers", "0"], "--workers: must be between 1 and 1024"),
+        (
+            ["--proxy-listen", "127.0.0.1:65536"],
+            "--proxy-listen 127.0.0.1:65536: ",
+        ),
+        (
+            ["--admin-listen", "0.0.0.0:1"],
+            "--admin-listen: 0.0.0.0:1 is not a loopback",
+        ),
+    ] {
+        let mut args = vec!["run", "-c", &p, "--data-dir", &data];
+        if flags[0] != "--admin-listen" {
+            args.extend(["--admin-listen", &admin]);
+        }
+        if flags[0] != "--proxy-listen" {
+            args.extend(["--proxy-listen", &proxy]);
+        }
+        args.extend(flags);
+        let out = run_cli(&args, &[], CLI_TIMEOUT);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {err}");
+        assert_no_panic(&err);
+        let lines = nonempty_lines(&err);
+        assert_eq!(lines.len(), 1, "{flags:?}: {err}");
+        assert!(
+            lines[0].starts_with("ringway: invalid command line: ") && lines[0].contains(says),
+            "{flags:?}: {err}"
+        );
+    }
+}
+
 #[test]
 fn version_prints_version_and_driver() {
     let out = run_cli(&["version"], &[], CLI_TIMEOUT);

@@ -78,6 +78,8 @@ fn cli_sign_refuses_bad_arguments_with_one_line() {
         (&["--alg", "none"][..], "unknown algorithm"),
         (&["--claim", "novalue"], "expected k=v"),
         (&["--claim", "n:={"], "invalid JSON"),
+        (&["--claim", "=v"], "expected k=v"),
+        (&["--claim", ":=1"], "expected k=v"),
         // A ttl that would wrap exp into the past, or past JSON's exact integers.
         (&["--ttl", "18446744073709551615"], "--ttl"),
         (&["--ttl", "9007199254740991"], "--ttl"),
@@ -144,6 +146,10 @@ fn cli_sign_sets_iss_exp_alg_and_claims() {
         "n:=42",
         "--claim",
         "o:={\"a\":[1,true]}",
+        "--claim",
+        "url=http://x:=y",
+        "--claim",
+        "eq==",
     ]);
     let h = decode_part(&t, 0);
     let c = decode_part(&t, 1);
@@ -152,6 +158,9 @@ fn cli_sign_sets_iss_exp_alg_and_claims() {
     assert!(c.get("iss").is_none(), "no --key, no iss: {c}");
     assert_eq!(c["n"], json!(42), "k:=JSON is a JSON value: {c}");
     assert_eq!(c["o"], json!({"a": [1, true]}), "{c}");
+    // The first `=` decides: a string value may hold `:=` or `=`.
+    assert_eq!(c["url"], "http://x:=y", "{c}");
+    assert_eq!(c["eq"], "=", "{c}");
 
     let t = cli_sign(&["--secret", SECRET, "--alg", "HS384", "--ttl", "60"]);
     assert_eq!(decode_part(&t, 0)["alg"], "HS384");

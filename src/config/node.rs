@@ -199,6 +199,15 @@ fn build_with(
                 listens
             })
     };
+    // A value from a flag is named by the flag in messages, not by the file's key.
+    let listen_name = |i: usize| match overrides.proxy_listen.get(i) {
+        Some(entry) => format!("--proxy-listen {entry}"),
+        None => format!("ringway.proxy_listen[{i}]"),
+    };
+    let admin_name = match overrides.admin_listen {
+        Some(_) => "--admin-listen",
+        None => "ringway.admin_listen",
+    };
     let mut proxy_listen = Vec::new();
     // Each parsed entry's place in the list, for messages.
     let mut entry_of = Vec::new();
@@ -208,7 +217,7 @@ fn build_with(
                 proxy_listen.push(listen);
                 entry_of.push(i);
             }
-            Err(message) => report.add(format!("ringway.proxy_listen[{i}]"), message),
+            Err(message) => report.add(listen_name(i), message),
         }
     }
     if listen_strings.is_empty() {
@@ -223,7 +232,7 @@ fn build_with(
     let admin_listen = match parse_addr(&admin_string) {
         Ok(addr) => Some(addr),
         Err(message) => {
-            report.add("ringway.admin_listen", message);
+            report.add(admin_name, message);
             None
         }
     };
@@ -232,23 +241,24 @@ fn build_with(
     let overlapped = |addr: SocketAddr, among: &[Listen]| {
         let j = among.iter().position(|l| overlaps(l.addr, addr))?;
         Some(format!(
-            "{addr} overlaps ringway.proxy_listen[{}] ({})",
-            entry_of[j], among[j].addr
+            "{addr} overlaps {} ({})",
+            listen_name(entry_of[j]),
+            among[j].addr
         ))
     };
     for (i, listen) in proxy_listen.iter().enumerate() {
         if let Some(message) = overlapped(listen.addr, &proxy_listen[..i]) {
-            report.add(format!("ringway.proxy_listen[{}]", entry_of[i]), message);
+            report.add(listen_name(entry_of[i]), message);
         }
     }
     if let Some(message) = admin_listen.and_then(|admin| overlapped(admin, &proxy_listen)) {
-        report.add("ringway.admin_listen", message);
+        report.add(admin_name, message);
     }
     let admin_token = file.admin_token.filter(|t| !t.is_empty());
     if let Some(addr) = admin_listen {
         if !addr.ip().is_loopback() && admin_token.is_none() {
             report.add(
-                "ringway.admin_listen",
+                admin_name,
                 format!("{addr} is not a loopback address: set ringway.admin_token to expose the Admin API"),
             );
         }
@@ -260,7 +270,11 @@ fn build_with(
             .unwrap_or(1)
     });
     if workers == 0 || workers > 1024 {
-        report.add("ringway.workers", "must be between 1 and 1024");
+        let name = match overrides.workers {
+            Some(_) => "--workers",
+            None => "ringway.workers",
+        };
+        report.add(name, "must be between 1 and 1024");
     }
 
     let mut trusted_ips = Vec::new();
@@ -378,8 +392,12 @@ fn build_with(
     let log_level = match crate::logging::parse_level(&level_name) {
         Some(level) => level,
         None => {
+            let name = match overrides.log_level {
+                Some(_) => "--log-level",
+                None => "ringway.log_level",
+            };
             report.add(
-                "ringway.log_level",
+                name,
                 format!("unknown level '{level_name}' (error, warn, info, debug, trace)"),
             );
             LevelFilter::Info
@@ -429,7 +447,7 @@ fn build_with(
         for (i, listen) in proxy_listen.iter().enumerate() {
             if listen.ssl {
                 report.add(
-                    format!("ringway.proxy_listen[{i}]"),
+                    listen_name(i),
                     "a TLS listener needs a certificate (certificates, or ringway.ssl_cert and ssl_cert_key)",
                 );
             }
