@@ -40,7 +40,7 @@ impl Counter {
 pub struct WorkerStats {
     pub connections_active: Counter,
     pub connections_accepted: Counter,
-    /// Connections refused because the worker was at its share of `max_connections`.
+    /// Connections refused because the process was at `max_connections`.
     pub connections_refused: Counter,
     pub total_requests: Counter,
     /// TLS handshakes that failed or timed out.

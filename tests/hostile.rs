@@ -651,6 +651,50 @@ fn vanishing_clients_leave_the_gateway_serving_with_sane_counters() {
 // ---------------------------------------------------------------------------------------
 // (f) max_connections
 
+/// The limit is the whole process's, whichever worker accepts: 3 over 2 workers holds 3
+/// connections, not 2 × ⌈3/2⌉, and no worker refuses while the other has room.
+#[test]
+fn max_connections_is_one_count_across_workers() {
+    const MAX: usize = 3;
+    let o = Origin::start();
+    let gw = Gateway::start_with(
+        &one_service_config(&o.url(), &format!("ringway:\n  max_connections: {MAX}\n")),
+        GatewayOpts::default().workers(2),
+    );
+    let mut served = Vec::new();
+    for i in 0..8 {
+        let mut c = gw.client();
+        let _ = c.send(&get_req(&format!("/c{i}"), "a"));
+        match c.read_response_within(Duration::from_secs(3)) {
+            Ok(r) => {
+                assert_eq!(r.status, 200, "{r:?}");
+                served.push(c);
+            }
+            Err(ReadErr::Closed(b)) | Err(ReadErr::Io(_, b)) if b.is_empty() => {}
+            Err(other) => panic!("want a response or a close, got {other:?}"),
+        }
+    }
+    assert_eq!(served.len(), MAX, "{}", gw.status_json());
+    // One closed, and the next is served, whichever worker takes it.
+    served.pop();
+    assert!(
+        wait_active(&gw, (MAX - 1) as u64, Duration::from_secs(3)),
+        "{}",
+        gw.status_json()
+    );
+    for i in 0..2 {
+        let mut c = gw.client();
+        let r = c.roundtrip(&get_req(&format!("/again{i}"), "a"));
+        assert_eq!(r.status, 200, "{r:?}");
+        drop(c);
+        assert!(
+            wait_active(&gw, (MAX - 1) as u64, Duration::from_secs(3)),
+            "{}",
+            gw.status_json()
+        );
+    }
+}
+
 #[test]
 fn max_connections_refuses_fast_and_recovers() {
     const MAX: usize = 20;

@@ -432,7 +432,7 @@ fn ringway_series(out: &mut String, published: &Published, node: &Node<'_>) {
         (
             "ringway_connections_refused_total",
             "counter",
-            "Client connections closed at once because the worker was at max_connections",
+            "Client connections closed at once because the process was at max_connections",
             |w| w.connections_refused.get(),
         ),
         (

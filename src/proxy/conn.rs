@@ -179,6 +179,7 @@ pub fn serve<S: ClientIo>(
             None => {}
         }
         conn.worker.stats.connections_active.dec();
+        conn.worker.shared.release_connection();
     }
 }
 

@@ -5,7 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -68,6 +68,8 @@ pub struct Shared {
     pub access_log: std::sync::OnceLock<crate::accesslog::Log>,
     /// Access log lines dropped because the writer fell behind.
     pub access_log_dropped: Arc<AtomicU64>,
+    /// Client connections open in the whole process, held to `max_connections`.
+    connections: AtomicUsize,
 }
 
 impl Shared {
@@ -86,7 +88,23 @@ impl Shared {
                 .map(|_| Arc::new(WorkerStats::default()))
                 .collect(),
             workers_ready: AtomicU64::new(0),
+            connections: AtomicUsize::new(0),
         }
+    }
+
+    /// Counts a new client connection in, unless the process already holds `max`: one
+    /// count for the whole process, so no worker refuses while another has room left.
+    pub fn admit_connection(&self, max: usize) -> bool {
+        if self.connections.fetch_add(1, Ordering::Relaxed) < max {
+            return true;
+        }
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+        false
+    }
+
+    /// Counts a client connection out.
+    pub fn release_connection(&self) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// The current snapshot (admin thread and reload).
@@ -241,7 +259,8 @@ pub struct Worker {
     pub idle: super::idle::IdleSlots,
     /// Tokens this worker verified under the current config, and its rate-limit leases.
     pub plugins: super::access::PluginState,
-    /// This worker's share of `max_connections`.
+    /// `max_connections`, for the whole process (as it was when the worker started:
+    /// the setting needs a restart).
     pub max_connections: usize,
     /// Round-robin positions and in-flight counts of the current config's upstreams.
     pub balance: crate::balance::Local,
@@ -260,8 +279,7 @@ impl Worker {
     pub fn new(id: usize, shared: Arc<Shared>) -> Worker {
         let snapshot = shared.snapshot();
         let node = &snapshot.config.node;
-        let workers = node.workers.max(1);
-        let max_connections = node.max_connections.div_ceil(workers);
+        let max_connections = node.max_connections;
         let pool = Pool::new(
             node.upstream_keepalive_max_idle,
             node.upstream_keepalive_idle_timeout,

@@ -180,7 +180,10 @@ async fn serve_tls(
     // Boxed: the handshake's state is needed only until it is done.
     match Box::pin(handshake(&worker, stream)).await {
         Some(tls) => proxy::serve(worker, tls, peer, local, true).await,
-        None => worker.stats.connections_active.dec(),
+        None => {
+            worker.stats.connections_active.dec();
+            worker.shared.release_connection();
+        }
     }
 }
 
@@ -202,7 +205,7 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, local: SocketAdd
         match accepted {
             Ok((stream, peer)) => {
                 let stats = &worker.stats;
-                if stats.connections_active.get() as usize >= worker.max_connections {
+                if !worker.shared.admit_connection(worker.max_connections) {
                     // Refused fast: closing at once costs less than serving badly.
                     stats.connections_refused.inc();
                     drop(stream);
