@@ -566,6 +566,48 @@ fn chunked_upload_of_several_mib() {
     );
 }
 
+/// Kong's `X-Forwarded-Prefix`: what `strip_path` took off, never a value an untrusted
+/// client sent; a trusted client's is kept.
+#[test]
+fn x_forwarded_prefix_is_the_stripped_prefix() {
+    let o = Origin::start();
+    let routes = |trusted: &str| {
+        format!(
+            "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: {}/base\n    routes:\n      \
+             - {{name: strip, paths: [/api]}}\n      \
+             - {{name: keep, paths: [/keep], strip_path: false}}\n      \
+             - {{name: root, paths: [/]}}\n{trusted}",
+            o.url()
+        )
+    };
+    let gw = Gateway::start(&routes(""));
+    for (path, want) in [
+        ("/api/x", vec!["/api"]),
+        ("/api", vec!["/api"]),
+        ("/keep/x", vec![]),
+        ("/other", vec![]),
+    ] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: a\r\nX-Forwarded-Prefix: /spoofed\r\n\r\n");
+        assert_eq!(gw.client().roundtrip(req.as_bytes()).status, 200);
+        let rec = o.complete_requests().pop().unwrap();
+        assert_eq!(
+            rec.header_all("x-forwarded-prefix"),
+            want,
+            "{path}: {rec:?}"
+        );
+    }
+    drop(gw);
+    let gw = Gateway::start(&routes("ringway:\n  trusted_ips: [\"127.0.0.1/32\"]\n"));
+    let req = b"GET /api/x HTTP/1.1\r\nHost: a\r\nX-Forwarded-Prefix: /outer\r\n\r\n";
+    assert_eq!(gw.client().roundtrip(req).status, 200);
+    let rec = o.complete_requests().pop().unwrap();
+    assert_eq!(
+        rec.header_all("x-forwarded-prefix"),
+        vec!["/outer"],
+        "{rec:?}"
+    );
+}
+
 #[test]
 fn trusted_ips_keep_client_forwarded_headers() {
     let o = Origin::start();

@@ -64,9 +64,11 @@ fn lookup(reference: &str) -> Result<String, String> {
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("prefix", value)) => prefix = value,
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "unsupported option '{pair}' in vault://{reference} (the env vault takes prefix)"
-            )),
+            ))
+            }
         }
     }
     let (resource, key) = match path.rsplit_once('/') {

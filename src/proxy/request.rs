@@ -428,6 +428,11 @@ pub fn prepare(
         client,
         route_host.as_deref(),
         &path,
+        route
+            .strip_path
+            .then(|| path.get(..matched.matched_len))
+            .flatten()
+            .filter(|p| !p.is_empty()),
         &access,
     );
     if let Some(id) = rid.as_deref().filter(|id| !id.incoming) {
@@ -659,6 +664,7 @@ enum Forwarded {
     Port = 3,
     Path = 4,
     RealIp = 5,
+    Prefix = 6,
 }
 
 fn forwarded_kind(name: &str) -> Option<Forwarded> {
@@ -670,6 +676,7 @@ fn forwarded_kind(name: &str) -> Option<Forwarded> {
         16 if eq("x-forwarded-port") => Some(Forwarded::Port),
         16 if eq("x-forwarded-path") => Some(Forwarded::Path),
         17 if eq("x-forwarded-proto") => Some(Forwarded::Proto),
+        18 if eq("x-forwarded-prefix") => Some(Forwarded::Prefix),
         _ => None,
     }
 }
@@ -682,7 +689,8 @@ fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// Copies the end-to-end headers and writes the `X-Forwarded-*` set; `host` is the host
-/// as routed (no root dot).
+/// as routed (no root dot), `prefix` what `strip_path` took off the path.
+#[allow(clippy::too_many_arguments)]
 fn write_forwarded_headers(
     out: &mut Vec<u8>,
     headers: &[Header<'_>],
@@ -690,13 +698,14 @@ fn write_forwarded_headers(
     client: &ClientInfo,
     host: Option<&str>,
     path: &str,
+    prefix: Option<&str>,
     access: &Access<'_>,
 ) {
     let has_connection = headers
         .iter()
         .any(|h| h.name.eq_ignore_ascii_case("connection"));
     // Which X-Forwarded-* values a trusted client supplied (and so are kept).
-    let mut kept = [false; 6];
+    let mut kept = [false; 7];
     // A token hidden from a header hides every header of that name.
     let hidden = match access.hide {
         Some(Location::Header(i)) => headers.get(i).map(|h| h.name),
@@ -783,6 +792,11 @@ fn write_forwarded_headers(
     }
     if !kept[Forwarded::RealIp as usize] {
         write_header(out, b"X-Real-IP", client.ip.as_bytes());
+    }
+    // As Kong: the prefix the route stripped, so the upstream can build its own URLs;
+    // none when nothing (or only `/`) was stripped.
+    if let Some(prefix) = prefix.filter(|p| !kept[Forwarded::Prefix as usize] && *p != "/") {
+        write_header(out, b"X-Forwarded-Prefix", prefix.as_bytes());
     }
     if let Some(consumer) = access.consumer {
         write_header(out, b"X-Consumer-ID", consumer.id.as_bytes());
