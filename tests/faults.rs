@@ -778,6 +778,61 @@ fn an_answer_while_the_body_streams_ends_the_upload() {
     }
 }
 
+/// An upstream that takes the head and then stops reading: the upload stalls, and at
+/// the service's `write_timeout` the client gets its 504. A client that goes on sending
+/// a little meanwhile (as one that reads only between writes does) is not reset: the
+/// gateway closes lingering, reading and dropping what still comes.
+#[test]
+fn a_write_timeout_answer_does_not_reset_a_client_still_uploading() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(s) = s else { return };
+            // Held, never read.
+            thread::spawn(move || {
+                thread::sleep(Duration::from_secs(20));
+                drop(s);
+            });
+        }
+    });
+    let config = format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: svc\n    url: http://{addr}\n    write_timeout: 300\n    retries: 0\n    routes:\n      - paths: [\"/\"]\n"
+    );
+    let gw = Gateway::start(&config);
+    for round in 0..2 {
+        let mut c = gw.client();
+        let mut sender = c.conn.stream.try_clone().unwrap();
+        let answered = Arc::new(AtomicBool::new(false));
+        let seen = answered.clone();
+        let upload = thread::spawn(move || -> std::io::Result<()> {
+            let head = "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 200000000\r\n\r\n";
+            sender.write_all(head.as_bytes())?;
+            let chunk = vec![b'x'; 64 << 10];
+            // Until the answer is read, then 256 KiB more.
+            while !seen.load(Ordering::SeqCst) {
+                sender.write_all(&chunk)?;
+            }
+            for _ in 0..4 {
+                sender.write_all(&chunk)?;
+            }
+            Ok(())
+        });
+        let r = c
+            .read_response_within(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+        assert_eq!(r.status, 504, "round {round}: {r:?}");
+        answered.store(true, Ordering::SeqCst);
+        let sent = upload.join().unwrap();
+        assert!(
+            sent.is_ok(),
+            "round {round}: the upload was reset: {sent:?}"
+        );
+        assert!(c.closed_within(Duration::from_secs(5)), "round {round}");
+    }
+}
+
 /// A `100 Continue` the upstream sends unasked, before it reads the body, is no answer:
 /// the whole body still goes up, and the final response comes back.
 #[test]

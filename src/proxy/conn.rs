@@ -535,7 +535,10 @@ impl<S: ClientIo> Conn<S> {
     /// reset the connection, and the answer with it, while the client is sending.
     async fn linger_close(&mut self) {
         const LINGER: Duration = Duration::from_secs(2);
-        const LINGER_BYTES: usize = 1 << 20;
+        // Time is the bound; the byte cap only stops a client that sends at loopback
+        // speed. Several MiB may already sit in the socket buffers from before the
+        // answer (an upload stalled behind an upstream that stopped reading).
+        const LINGER_BYTES: usize = 64 << 20;
         let _ = self.client.shutdown().await;
         let deadline = Instant::now() + LINGER;
         let mut buf = std::mem::take(&mut self.buf);
@@ -949,9 +952,11 @@ impl<S: ClientIo> Conn<S> {
         body: &RequestBody,
         latency: Option<(u64, u64)>,
     ) -> Next {
-        let keep = exchange.framing.keep_alive
-            && matches!(body, RequestBody::Done)
-            && !self.worker.drain.fired();
+        let whole = matches!(body, RequestBody::Done);
+        let keep = exchange.framing.keep_alive && whole && !self.worker.drain.fired();
+        // A client still uploading (to an upstream that stopped reading) gets its 504
+        // before the close, not a reset for the bytes it sent meanwhile.
+        self.linger |= !whole;
         let lines = latency.map_or_else(String::new, |(upstream, proxy)| {
             format!("X-Kong-Upstream-Latency: {upstream}\r\nX-Kong-Proxy-Latency: {proxy}\r\n")
         });
