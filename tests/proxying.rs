@@ -566,6 +566,31 @@ fn chunked_upload_of_several_mib() {
     );
 }
 
+/// Bytes a path may not carry raw reach the upstream percent-encoded, as Kong sends
+/// them, and route as their encoded form does; bytes that are no UTF-8 are refused.
+#[test]
+fn raw_path_bytes_go_upstream_escaped() {
+    let o = Origin::start();
+    let gw = Gateway::start(&one_service_config(&o.url(), ""));
+    for (raw, want) in [
+        (&b"/caf\xc3\xa9?q=\"1\""[..], "/caf%C3%A9?q=\"1\""),
+        (b"/caf%c3%a9", "/caf%C3%A9"),
+        (b"/a\"b<c>{d}|e^f`g", "/a%22b%3Cc%3E%7Bd%7D%7Ce%5Ef%60g"),
+    ] {
+        let mut req = b"GET ".to_vec();
+        req.extend_from_slice(raw);
+        req.extend_from_slice(b" HTTP/1.1\r\nHost: a\r\n\r\n");
+        let r = gw.client().roundtrip(&req);
+        assert_eq!(r.status, 200, "{:?}: {r:?}", String::from_utf8_lossy(raw));
+        let rec = o.complete_requests().pop().unwrap();
+        assert_eq!(rec.target, want);
+    }
+    let r = gw
+        .client()
+        .roundtrip(b"GET /caf\xe9 HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 400, "{r:?}");
+}
+
 /// Kong's `X-Forwarded-Prefix`: what `strip_path` took off, never a value an untrusted
 /// client sent; a trusted client's is kept.
 #[test]

@@ -19,12 +19,22 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
+/// Bytes a path may not carry raw (RFC 3986 §3.3: neither unreserved, sub-delims, `:`,
+/// `@` nor `/`), which Kong escapes before forwarding: anything not ASCII, and `"`, `<`,
+/// `>`, `^`, `` ` ``, `{`, `|`, `}` (the parser has refused controls, spaces and `\`
+/// already, or they are refused below).
+const fn must_escape(b: u8) -> bool {
+    b >= 0x80 || matches!(b, b'"' | b'<' | b'>' | b'^' | b'`' | b'{' | b'|' | b'}')
+}
+
 /// Normalizes a request path as Kong does before routing: percent-encoded unreserved
-/// characters are decoded, other escapes upper-cased, dot segments removed (RFC 3986
-/// §6.2.2, §5.2.4) and repeated slashes merged (Kong's router asks its normalizer to
-/// merge them, as nginx's `merge_slashes` does). Routing and forwarding both use the
-/// result, so the upstream never sees `/public/../private` or `//private` that the
-/// router read as another route's path. Paths that need no change are returned borrowed.
+/// characters are decoded, other escapes upper-cased, bytes a path may not carry raw
+/// percent-encoded, dot segments removed (RFC 3986 §6.2.2, §5.2.4) and repeated
+/// slashes merged (Kong's router asks its normalizer to merge them, as nginx's
+/// `merge_slashes` does). Routing and forwarding both use the result, so the upstream
+/// never sees `/public/../private` or `//private` that the router read as another
+/// route's path, and `/café` routes and goes upstream as `/caf%C3%A9` does. Paths that
+/// need no change are returned borrowed.
 pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     let bytes = path.as_bytes();
     if !needs_normalizing(bytes) {
@@ -55,26 +65,33 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
                 decoded.push(bytes[i + 2].to_ascii_uppercase());
             }
             i += 3;
+        } else if must_escape(bytes[i]) {
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            decoded.push(b'%');
+            decoded.push(HEX[usize::from(bytes[i] >> 4)]);
+            decoded.push(HEX[usize::from(bytes[i] & 0xf)]);
+            i += 1;
         } else {
             decoded.push(bytes[i]);
             i += 1;
         }
     }
     let out = remove_dot_segments(&decoded)?;
-    // Only ASCII bytes were produced from an ASCII-or-UTF-8 input.
+    // Only ASCII bytes were produced.
     String::from_utf8(out)
         .map(Cow::Owned)
         .map_err(|_| PathError)
 }
 
-/// Whether a path has anything `normalize` changes or refuses: an escape, a backslash,
-/// a repeated slash or a dot segment. One pass over the bytes, as nearly every path has
-/// none of them.
+/// Whether a path has anything `normalize` changes or refuses: an escape, a byte to
+/// escape, a backslash, a repeated slash or a dot segment. One pass over the bytes, as
+/// nearly every path has none of them.
 fn needs_normalizing(bytes: &[u8]) -> bool {
     let segment_end = |i: usize| matches!(bytes.get(i), None | Some(b'/'));
     for (i, &b) in bytes.iter().enumerate() {
         match b {
             b'%' | b'\\' => return true,
+            b if must_escape(b) => return true,
             b'/' => match bytes.get(i + 1) {
                 Some(b'/') => return true,
                 Some(b'.') if segment_end(i + 2) => return true,
@@ -253,6 +270,15 @@ mod tests {
             ("/a/..b/.c", Ok("/a/..b/.c")),
             ("/a/.", Ok("/a/")),
             ("/a/..", Ok("/")),
+            // Bytes a path may not carry raw go on escaped, as Kong sends them.
+            ("/caf\u{e9}", Ok("/caf%C3%A9")),
+            ("/caf%C3%A9", Ok("/caf%C3%A9")),
+            (
+                "/a\"b<c>d{e}f|g^h`i",
+                Ok("/a%22b%3Cc%3Ed%7Be%7Df%7Cg%5Eh%60i"),
+            ),
+            ("/\u{65e5}/../x", Ok("/x")),
+            ("/ok:@!$&'()*+,;=", Ok("/ok:@!$&'()*+,;=")),
         ];
         for (input, expected) in cases {
             let got = normalize(input);
