@@ -84,6 +84,22 @@ impl ErrorKind {
         }
     }
 
+    /// What went wrong, for an operator's log line.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            ErrorKind::ConnectFailed => "connect failed",
+            ErrorKind::UpstreamCertificate => "its TLS certificate did not verify",
+            ErrorKind::ConnectTimeout => "connect timed out (connect_timeout)",
+            ErrorKind::UpstreamClosed => "closed the connection before answering",
+            ErrorKind::BadResponse => "sent an invalid response",
+            ErrorKind::UpstreamTimeout => {
+                "did not take the request or answer in time (write_timeout / read_timeout)"
+            }
+            ErrorKind::NoHealthyTarget => "no healthy target",
+            other => other.label(),
+        }
+    }
+
     /// The message in the generated JSON body; Kong's wording where Kong has one.
     pub const fn message(self) -> &'static str {
         match self {

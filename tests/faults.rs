@@ -639,6 +639,19 @@ fn connect_refused_gives_502_fast_and_other_services_keep_working() {
         1,
         "the live service's connection is pooled"
     );
+    // Why, for the operator: one line for the three failures within a second (not one
+    // per request), naming the service and the address, not the path.
+    let stderr = gw.stderr_text();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("service 'dead'"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains(&format!("upstream 127.0.0.1:{dead}: connect failed (502)"))
+            && !lines[0].contains("/dead"),
+        "{stderr}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

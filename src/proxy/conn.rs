@@ -842,6 +842,12 @@ impl<S: ClientIo> Conn<S> {
                             self.worker.stats.upstream_retries.inc();
                             continue;
                         }
+                        self.worker.log_upstream_failure(
+                            &service.name,
+                            addr,
+                            kind,
+                            self.rid.as_deref().map(RequestId::value),
+                        );
                         return self.fail(kind, &exchange, &body, latency()).await;
                     }
                 };
@@ -936,6 +942,12 @@ impl<S: ClientIo> Conn<S> {
                 self.worker.stats.upstream_retries.inc();
                 continue;
             }
+            self.worker.log_upstream_failure(
+                &service.name,
+                addr,
+                failure,
+                self.rid.as_deref().map(RequestId::value),
+            );
             return self.fail(failure, &exchange, &body, latency()).await;
         }
     }

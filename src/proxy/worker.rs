@@ -268,6 +268,8 @@ pub struct Worker {
     pub access_log: Option<crate::accesslog::Batcher>,
     /// Wall-clock time from the monotonic readings requests take anyway.
     pub clock: WallClock,
+    /// When this worker last logged a failing upstream, and the failures since.
+    failure_log: std::cell::Cell<(Option<Instant>, u64)>,
     /// The snapshot this worker uses and its generation. The `Rc` around the `Arc` is
     /// deliberate: requests clone the `Rc` (a plain increment), never the shared `Arc`
     /// (an atomic one on a cache line every worker touches).
@@ -316,8 +318,42 @@ impl Worker {
             },
             access_log,
             clock: WallClock::default(),
+            failure_log: std::cell::Cell::new((None, 0)),
             local: RefCell::new((generation, Rc::new(snapshot))),
         }
+    }
+
+    /// Logs why a request failed upstream (the 502 or 504 it got), as nginx's error
+    /// log does, but at most once a second per worker, with a count of the failures
+    /// not logged: an upstream down under load must not make every request a write
+    /// to stderr. Neither the path nor the query is logged (either may carry a token).
+    pub fn log_upstream_failure(
+        &self,
+        service: &str,
+        addr: std::net::SocketAddr,
+        kind: crate::error::ErrorKind,
+        request_id: Option<&str>,
+    ) {
+        const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+        let (last, unlogged) = self.failure_log.get();
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < EVERY) {
+            self.failure_log.set((last, unlogged + 1));
+            return;
+        }
+        self.failure_log.set((Some(now), 0));
+        let id = request_id
+            .map(|id| format!(", request {id}"))
+            .unwrap_or_default();
+        let more = match unlogged {
+            0 => String::new(),
+            n => format!(" ({n} more failures on this worker in the last second not logged)"),
+        };
+        log::warn!(
+            "service '{service}', upstream {addr}: {} ({}){id}{more}",
+            kind.describe(),
+            kind.status()
+        );
     }
 
     /// The config to use for the next request: the worker's cached snapshot, refreshed
