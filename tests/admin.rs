@@ -214,6 +214,41 @@ fn consumer_and_credential_validation_errors() {
     assert_eq!(r.json()["name"], "unique constraint violation", "{r:?}");
     let r = admin_json(&gw, "POST", "/consumers", &json!({"username": "alice"}));
     assert_eq!(r.status, 409, "duplicate username (JSON): {r:?}");
+    // custom_id is unique too, whichever write takes it; a consumer keeps its own.
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/consumers",
+        &[("username", "cid-holder"), ("custom_id", "c-1")],
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    for (method, path) in [
+        ("POST", "/consumers"),
+        ("PUT", "/consumers/alice"),
+        ("PATCH", "/consumers/alice"),
+    ] {
+        let username = if method == "POST" { "newbie" } else { "alice" };
+        let r = admin_form(
+            &gw,
+            method,
+            path,
+            &[("username", username), ("custom_id", "c-1")],
+        );
+        assert_eq!(r.status, 409, "{method} {path} taking a custom_id: {r:?}");
+        let j = r.json();
+        assert_eq!(j["code"], 5, "{j}");
+        assert_eq!(
+            j["message"], "UNIQUE violation detected on '{custom_id=\"c-1\"}'",
+            "{j}"
+        );
+    }
+    let r = admin_form(
+        &gw,
+        "PATCH",
+        "/consumers/cid-holder",
+        &[("custom_id", "c-1")],
+    );
+    assert_eq!(r.status, 200, "a consumer keeps its own custom_id: {r:?}");
 
     for (what, r) in [
         ("empty form", admin_form(&gw, "POST", "/consumers", &[])),

@@ -1911,12 +1911,8 @@ fn create_consumer(
         }
     }
     if let Some(custom_id) = &custom_id {
-        let holder = config
-            .consumers
-            .iter()
-            .position(|c| c.custom_id.as_deref() == Some(custom_id));
-        if taken_by_other(holder.as_ref(), replacing) {
-            return unique_violation("custom_id", custom_id);
+        if let Err(reply) = custom_id_free(config, custom_id, replacing) {
+            return reply;
         }
     }
     write(
@@ -1926,6 +1922,19 @@ fn create_consumer(
         body,
         replacing.map(|(_, id)| id),
     )
+}
+
+/// Kong's unique constraint on a consumer's `custom_id`, for a create, a PUT or a PATCH
+/// (the consumer being written may hold it already).
+fn custom_id_free(config: &Config, custom_id: &str, replacing: Replacing<'_>) -> Result<(), Reply> {
+    let holder = config
+        .consumers
+        .iter()
+        .position(|c| c.custom_id.as_deref() == Some(custom_id));
+    if taken_by_other(holder.as_ref(), replacing) {
+        return Err(unique_violation("custom_id", custom_id));
+    }
+    Ok(())
 }
 
 fn update_consumer(control: &Control, config: &Config, key: &str, body: Body) -> Reply {
@@ -1941,8 +1950,14 @@ fn update_consumer(control: &Control, config: &Config, key: &str, body: Body) ->
     ) {
         return reply;
     }
-    if let Err(reply) = string_field(&body, "custom_id") {
-        return reply;
+    match string_field(&body, "custom_id") {
+        Ok(Some(custom_id)) => {
+            if let Err(reply) = custom_id_free(config, custom_id, Some((i, &consumer.id))) {
+                return reply;
+            }
+        }
+        Ok(None) => {}
+        Err(reply) => return reply,
     }
     update_generic(
         control,
