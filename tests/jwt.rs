@@ -883,6 +883,13 @@ consumers:
             "hide_credentials: the token reached the origin: {r:?}"
         );
     }
+
+    // A parameter name is read decoded, as Kong reads it: `?j%77t=` is `?jwt=`, found
+    // and hidden alike; the pairs left empty do not leave a dangling `?`.
+    let r = proxy_get(&gw, &format!("/hide/e?j%77t={tok}&"), &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let e = o.wait_complete(5, Duration::from_secs(10)).pop().unwrap();
+    assert_eq!(e.target, "/e", "{e:?}");
 }
 
 #[test]

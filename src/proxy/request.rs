@@ -583,7 +583,10 @@ fn write_query(out: &mut Vec<u8>, query: &str, access: &Access<'_>) {
     };
     let mut first = true;
     for pair in query.split('&') {
-        if pair.split('=').next() == Some(hidden) {
+        // The token's parameter, however its name is spelled (`j%77t`), and the empty
+        // pairs around it, which would leave a dangling `?` or `&`.
+        let name = pair.split('=').next().unwrap_or_default();
+        if pair.is_empty() || crate::plugins::jwt::percent_decode(name) == hidden {
             continue;
         }
         out.push(if first { b'?' } else { b'&' });

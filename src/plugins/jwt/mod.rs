@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 pub use keys::VerifyKey;
+pub(crate) use token::percent_decode;
 pub use token::{
     authenticate, sign, Cache, Failure, FailureBody, Found, Location, RequestParts, TimeClaims,
 };

@@ -135,7 +135,8 @@ fn find_token<'a>(
         for (i, name) in config.uri_param_names.iter().enumerate() {
             for pair in query.split('&') {
                 let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                if key == name {
+                // Names are decoded as values are (`?j%77t=` is `?jwt=`), as Kong reads them.
+                if percent_decode(key) == name.as_str() {
                     offer(percent_decode(value), Location::Query(i))?;
                 }
             }
@@ -188,8 +189,9 @@ fn bearer(value: &str) -> Option<&str> {
     None
 }
 
-/// Decodes `%XX` and `+` in a query value; borrowed when there is nothing to decode.
-fn percent_decode(value: &str) -> Cow<'_, str> {
+/// Decodes `%XX` and `+` in a query name or value; borrowed when there is nothing to
+/// decode.
+pub(crate) fn percent_decode(value: &str) -> Cow<'_, str> {
     if !value.contains(['%', '+']) {
         return Cow::Borrowed(value);
     }
