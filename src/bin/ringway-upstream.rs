@@ -578,7 +578,7 @@ impl Conn {
                 let line = [
                     &status_digits(status)[..],
                     b" ",
-                    reason(status).as_bytes(),
+                    ringway::http::generated::reason(status).as_bytes(),
                     b"\n",
                 ];
                 self.push_text(status, &line);
@@ -1017,7 +1017,7 @@ fn push_status_line(out: &mut Vec<u8>, status: u16) {
             b"HTTP/1.1 ",
             &status_digits(status),
             b" ",
-            reason(status).as_bytes(),
+            ringway::http::generated::reason(status).as_bytes(),
             b"\r\n",
         ],
     );
@@ -1027,38 +1027,4 @@ fn push_status_line(out: &mut Vec<u8>, status: u16) {
 fn status_digits(status: u16) -> [u8; 3] {
     let digit = |value: u16| b'0' + (value % 10) as u8;
     [digit(status / 100), digit(status / 10), digit(status)]
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        102 => "Processing",
-        103 => "Early Hints",
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        204 => "No Content",
-        206 => "Partial Content",
-        301 => "Moved Permanently",
-        302 => "Found",
-        303 => "See Other",
-        304 => "Not Modified",
-        307 => "Temporary Redirect",
-        308 => "Permanent Redirect",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        413 => "Content Too Large",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Unknown",
-    }
 }

@@ -9,35 +9,69 @@ use crate::error::ErrorKind;
 /// The interim response sent when a client waits with `Expect: 100-continue`.
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
-/// The reason phrase for the statuses ringway generates.
+/// The reason phrase of a status ringway generates (a plugin's `error_code` may be any
+/// of them), and of the bundled upstream's: RFC 9110's, or IANA's registered one; empty
+/// for an unregistered code, as RFC 9112 §4 allows.
 pub fn reason(status: u16) -> &'static str {
     match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        102 => "Processing",
+        103 => "Early Hints",
         200 => "OK",
         201 => "Created",
+        202 => "Accepted",
+        203 => "Non-Authoritative Information",
         204 => "No Content",
+        205 => "Reset Content",
+        206 => "Partial Content",
+        300 => "Multiple Choices",
         301 => "Moved Permanently",
         302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
         307 => "Temporary Redirect",
         308 => "Permanent Redirect",
         400 => "Bad Request",
         401 => "Unauthorized",
+        402 => "Payment Required",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
         408 => "Request Timeout",
         409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
         413 => "Content Too Large",
-        415 => "Unsupported Media Type",
         414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        418 => "I'm a teapot",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Content",
+        423 => "Locked",
+        424 => "Failed Dependency",
+        425 => "Too Early",
         426 => "Upgrade Required",
+        428 => "Precondition Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        451 => "Unavailable For Legal Reasons",
         500 => "Internal Server Error",
         501 => "Not Implemented",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
-        _ => "Unknown",
+        505 => "HTTP Version Not Supported",
+        506 => "Variant Also Negotiates",
+        507 => "Insufficient Storage",
+        508 => "Loop Detected",
+        511 => "Network Authentication Required",
+        _ => "",
     }
 }
 
@@ -198,6 +232,30 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(json["message"], "no Route matched with those values");
         assert!(text.contains(&format!("Content-Length: {}\r\n", body.len())));
+    }
+
+    /// A plugin's `error_code` may be any status: its registered reason, or none.
+    #[test]
+    fn status_lines_name_registered_codes_only() {
+        for (status, line) in [
+            (418, "HTTP/1.1 418 I'm a teapot\r\n"),
+            (422, "HTTP/1.1 422 Unprocessable Content\r\n"),
+            (429, "HTTP/1.1 429 Too Many Requests\r\n"),
+            (499, "HTTP/1.1 499 \r\n"),
+        ] {
+            let mut out = Vec::new();
+            response(
+                &mut out,
+                status,
+                b"application/json",
+                b"{}",
+                false,
+                false,
+                &[],
+            );
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.starts_with(line), "{text}");
+        }
     }
 
     #[test]
