@@ -203,6 +203,30 @@ fn consumers_patch_put_delete_by_username_and_id() {
     assert_not_found(&r, "PATCH unknown consumer");
 }
 
+/// A secret the file gives as a vault reference authenticates with the environment's
+/// value, and the Admin API shows the reference, as Kong's does, not the secret.
+#[test]
+fn vault_secrets_show_as_their_references() {
+    const SECRET: &str = "from-the-environment-0123456789";
+    let o = Origin::start();
+    let consumers = "consumers:\n  - username: vaulted\n    jwt_secrets:\n      \
+                     - key: vaulted-key\n        secret: \"{vault://env/ringway-admin-secret}\"\n";
+    let gw = Gateway::start_with(
+        &base_config(&o, consumers),
+        GatewayOpts::default().env("RINGWAY_ADMIN_SECRET", SECRET),
+    );
+    let r = get_with(&gw, "/api/users/1", &auth("vaulted-key", SECRET));
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = gw.admin_get("/consumers/vaulted/jwt");
+    assert_eq!(r.status, 200, "{r:?}");
+    let listed = r.json();
+    assert_eq!(
+        listed["data"][0]["secret"], "{vault://env/ringway-admin-secret}",
+        "{listed}"
+    );
+    assert!(!listed.to_string().contains(SECRET), "{listed}");
+}
+
 #[test]
 fn consumer_and_credential_validation_errors() {
     let o = Origin::start();

@@ -1087,7 +1087,7 @@ fn consumer_json(config: &Config, i: usize) -> Value {
 
 fn jwt_json(config: &Config, j: usize) -> Value {
     let s = &config.jwt_secrets[j];
-    json!({
+    let mut json = json!({
         "id": s.id,
         "key": s.key,
         "secret": s.secret,
@@ -1096,7 +1096,17 @@ fn jwt_json(config: &Config, j: usize) -> Value {
         "consumer": { "id": config.consumers[s.consumer].id },
         "tags": tags(&s.tags),
         "created_at": s.created_at,
-    })
+    });
+    show_references(&mut json, &s.references);
+    json
+}
+
+/// A value the file gave as a vault reference is shown as the reference, as Kong's
+/// Admin API does: reading the API does not read the environment's secrets.
+fn show_references(json: &mut Value, references: &[(&'static str, String)]) {
+    for (field, reference) in references {
+        json[*field] = reference.as_str().into();
+    }
 }
 
 fn plugin_json(config: &Config, p: usize) -> Value {
@@ -1637,12 +1647,14 @@ fn show_by_id(config: &Config, kind: &str, id: &str) -> Option<Value> {
 
 fn certificate_json(config: &Config, i: usize) -> Value {
     let c = &config.certificates[i];
-    json!({
+    let mut json = json!({
         "id": c.id, "cert": c.cert, "key": c.key,
         "cert_alt": c.cert_alt, "key_alt": c.key_alt,
         "snis": c.snis, "tags": tags(&c.tags), "created_at": c.created_at,
         "updated_at": c.created_at,
-    })
+    });
+    show_references(&mut json, &c.references);
+    json
 }
 
 fn sni_json(config: &Config, i: usize) -> Value {

@@ -61,6 +61,8 @@ pub struct Certificate {
     pub tags: Vec<String>,
     pub created_at: u64,
     pub layer: Layer,
+    /// `cert`, `key`, `cert_alt` or `key_alt` as written when it was a vault reference.
+    pub references: Vec<(&'static str, String)>,
 }
 
 /// An SNI as the Admin API shows it.
@@ -202,6 +204,7 @@ pub fn build(
             tags: file.tags,
             created_at: file.created_at.unwrap_or(0),
             layer: item.layer,
+            references: report.references_in(&item.path, &["cert", "key", "cert_alt", "key_alt"]),
         });
         keys_by_cert.push(keys);
     }

@@ -51,6 +51,8 @@ pub struct JwtSecret {
     pub tags: Vec<String>,
     pub created_at: u64,
     pub layer: Layer,
+    /// `secret` or `rsa_public_key` as written when it was a vault reference.
+    pub references: Vec<(&'static str, String)>,
 }
 
 /// Where a plugin applies; `None` is "any".
@@ -556,6 +558,7 @@ pub fn build_secrets(
             tags: file.tags,
             created_at: file.created_at.unwrap_or(0),
             layer: item.layer,
+            references: report.references_in(&item.path, &["secret", "rsa_public_key"]),
         });
     }
     (secrets, credentials)

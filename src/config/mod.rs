@@ -97,6 +97,8 @@ pub(crate) struct Report {
     problems: Vec<Problem>,
     /// What loads but will not work as written (a host that did not resolve, ...).
     warnings: Vec<String>,
+    /// The vault references resolved, by the path of the value they stood for.
+    references: HashMap<String, String>,
     /// Where problems already reported would be reported again, differently: an item
     /// with a field of the wrong type is checked without it, and what the checks then
     /// say about the item as a whole, or about the field's absence, is not news.
@@ -125,6 +127,25 @@ impl Muted {
 impl Report {
     pub(crate) fn warn(&mut self, message: impl Into<String>) {
         self.warnings.push(message.into());
+    }
+
+    /// Which of an item's `fields` were vault references, with the reference as
+    /// written: what the Admin API shows for them, as Kong's does, not the secret.
+    pub(crate) fn references_in(
+        &self,
+        item: &str,
+        fields: &[&'static str],
+    ) -> Vec<(&'static str, String)> {
+        if self.references.is_empty() {
+            return Vec::new();
+        }
+        fields
+            .iter()
+            .filter_map(|&field| {
+                let reference = self.references.get(&format!("{item}.{field}"))?;
+                Some((field, reference.clone()))
+            })
+            .collect()
     }
 
     /// Whether problems at `path` go unreported (see `parse_item`).

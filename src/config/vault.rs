@@ -15,7 +15,10 @@ pub(super) fn resolve(value: &mut Value, path: &mut String, report: &mut Report)
                 .and_then(|r| r.strip_suffix('}'))
             {
                 match lookup(reference) {
-                    Ok(secret) => *text = secret,
+                    Ok(secret) => {
+                        let written = std::mem::replace(text, secret);
+                        report.references.insert(path.clone(), written);
+                    }
                     Err(message) => report.add(path.clone(), message),
                 }
             }
