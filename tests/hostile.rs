@@ -693,6 +693,24 @@ fn max_connections_is_one_count_across_workers() {
             gw.status_json()
         );
     }
+    // A reload that raises the limit applies to the next connection.
+    let hash = gw.status_json()["configuration_hash"].clone();
+    gw.write_config(&one_service_config(
+        &o.url(),
+        "ringway:\n  max_connections: 5\n",
+    ));
+    gw.send_signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.status_json()["configuration_hash"] == hash && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    for i in 0..3 {
+        let mut c = gw.client();
+        let r = c.roundtrip(&get_req(&format!("/raised{i}"), "a"));
+        assert_eq!(r.status, 200, "{r:?}");
+        served.push(c);
+    }
+    assert_eq!(served.len(), 5);
 }
 
 #[test]

@@ -259,9 +259,6 @@ pub struct Worker {
     pub idle: super::idle::IdleSlots,
     /// Tokens this worker verified under the current config, and its rate-limit leases.
     pub plugins: super::access::PluginState,
-    /// `max_connections`, for the whole process (as it was when the worker started:
-    /// the setting needs a restart).
-    pub max_connections: usize,
     /// Round-robin positions and in-flight counts of the current config's upstreams.
     pub balance: crate::balance::Local,
     /// This worker's access log lines not yet handed to the writer.
@@ -281,7 +278,6 @@ impl Worker {
     pub fn new(id: usize, shared: Arc<Shared>) -> Worker {
         let snapshot = shared.snapshot();
         let node = &snapshot.config.node;
-        let max_connections = node.max_connections;
         let pool = Pool::new(
             node.upstream_keepalive_max_idle,
             node.upstream_keepalive_idle_timeout,
@@ -310,7 +306,6 @@ impl Worker {
                 recorder,
                 ids: crate::plugins::correlation_id::Ids::default(),
             },
-            max_connections,
             balance: {
                 let balance = crate::balance::Local::default();
                 balance.reset(&snapshot.config.upstreams);

@@ -205,7 +205,9 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, local: SocketAdd
         match accepted {
             Ok((stream, peer)) => {
                 let stats = &worker.stats;
-                if !worker.shared.admit_connection(worker.max_connections) {
+                // The limit as the current config has it: a reload changes it.
+                let max = worker.snapshot().config.node.max_connections;
+                if !worker.shared.admit_connection(max) {
                     // Refused fast: closing at once costs less than serving badly.
                     stats.connections_refused.inc();
                     drop(stream);
