@@ -107,16 +107,24 @@ pub(crate) struct Report {
 
 /// A path whose later problems are not reported.
 enum Muted {
-    /// The item itself (`services[0].routes[1]`), not its fields.
-    Item(String),
+    /// What the item itself (`services[0].routes[1]`) says about the fields taken out
+    /// of it (a message naming one, quoted: `'paths'`), not about anything else.
+    Item { path: String, fields: Vec<String> },
     /// A field taken out, and everything under it.
     Field(String),
 }
 
 impl Muted {
-    fn covers(&self, path: &str) -> bool {
+    fn covers(&self, path: &str, message: Option<&str>) -> bool {
         match self {
-            Muted::Item(item) => path == item,
+            Muted::Item { path: item, fields } => {
+                path == item
+                    && message.is_some_and(|message| {
+                        fields
+                            .iter()
+                            .any(|field| message.contains(&format!("'{field}'")))
+                    })
+            }
             Muted::Field(field) => path.strip_prefix(field.as_str()).is_some_and(|rest| {
                 rest.is_empty() || rest.starts_with('.') || rest.starts_with('[')
             }),
@@ -150,18 +158,15 @@ impl Report {
 
     /// Whether problems at `path` go unreported (see `parse_item`).
     pub(crate) fn is_muted(&self, path: &str) -> bool {
-        self.muted.iter().any(|m| m.covers(path))
+        self.muted.iter().any(|m| m.covers(path, None))
     }
 
     pub(crate) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        let path = path.into();
-        if self.is_muted(&path) {
+        let (path, message) = (path.into(), message.into());
+        if self.muted.iter().any(|m| m.covers(&path, Some(&message))) {
             return;
         }
-        self.problems.push(Problem {
-            path,
-            message: message.into(),
-        });
+        self.problems.push(Problem { path, message });
     }
 }
 
@@ -558,8 +563,8 @@ const MAX_ITEM_PROBLEMS: usize = 32;
 /// item comes back whenever what remains deserializes, so the caller's own checks
 /// report the problems of its other fields too (the config as a whole is refused all
 /// the same). After a field of the wrong type, what the checks would say about the
-/// field's absence (a route without its `paths`) is muted: the field under its own path,
-/// and the item as a whole at the item's path.
+/// field's absence is muted: under the field's own path, and at the item's path where
+/// the message names the field (a route "must set at least one of ... 'paths'").
 fn parse_item<T: DeserializeOwned>(value: Value, path: &str, report: &mut Report) -> Option<T> {
     parse_fields(value, path, report, false)
 }
@@ -592,7 +597,10 @@ fn parse_fields<T: DeserializeOwned>(
         let e = match serde_path_to_error::deserialize::<_, T>(&value) {
             Ok(item) => {
                 if mistyped && !settings {
-                    report.muted.push(Muted::Item(path.to_owned()));
+                    report.muted.push(Muted::Item {
+                        path: path.to_owned(),
+                        fields: removed.iter().map(|(_, field)| field.clone()).collect(),
+                    });
                     for (at, field) in &removed {
                         let field = match at.as_str() {
                             "." => field.clone(),

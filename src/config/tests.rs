@@ -185,6 +185,16 @@ fn a_mistyped_field_hides_no_other_field_of_its_item() {
     }
     // The route whose only match field was mistyped is not also said to have none.
     assert_eq!(p.len(), 7, "{p:#?}");
+    // A route with no match field at all still is, whatever else is mistyped in it.
+    let p = problems(
+        "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://127.0.0.1:9\n    \
+         routes:\n      - name: r\n        strip_path: \"yes\"\n",
+    );
+    assert!(
+        p.iter()
+            .any(|line| line.starts_with("services[0].routes[0]: must set at least one of")),
+        "{p:#?}"
+    );
 }
 
 #[test]
