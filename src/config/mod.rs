@@ -97,8 +97,9 @@ pub(crate) struct Report {
     problems: Vec<Problem>,
     /// What loads but will not work as written (a host that did not resolve, ...).
     warnings: Vec<String>,
-    /// The vault references resolved, by the path of the value they stood for.
-    references: HashMap<String, String>,
+    /// The vault references resolved, by the path of the value they stood for: the
+    /// reference as written, and the value it resolved to.
+    references: HashMap<String, (String, String)>,
     /// Where problems already reported would be reported again, differently: an item
     /// with a field of the wrong type is checked without it, and what the checks then
     /// say about the item as a whole, or about the field's absence, is not news.
@@ -150,7 +151,7 @@ impl Report {
         fields
             .iter()
             .filter_map(|&field| {
-                let reference = self.references.get(&format!("{item}.{field}"))?;
+                let (reference, _) = self.references.get(&format!("{item}.{field}"))?;
                 Some((field, reference.clone()))
             })
             .collect()
@@ -162,9 +163,21 @@ impl Report {
     }
 
     pub(crate) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        let (path, message) = (path.into(), message.into());
+        let (path, mut message) = (path.into(), message.into());
         if self.muted.iter().any(|m| m.covers(&path, Some(&message))) {
             return;
+        }
+        // A message quoting a value that came from a vault quotes the reference instead:
+        // the value may be a secret (`invalid url '...'`).
+        let nested = |outer: &str, inner: &str| {
+            inner.strip_prefix(outer).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with('.') || rest.starts_with('[')
+            })
+        };
+        for (at, (reference, value)) in &self.references {
+            if !value.is_empty() && (nested(at, &path) || nested(&path, at)) {
+                message = message.replace(value.as_str(), reference);
+            }
         }
         self.problems.push(Problem { path, message });
     }

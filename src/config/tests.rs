@@ -579,6 +579,35 @@ fn vault_references_read_the_environment() {
     );
 }
 
+/// A problem with a value that came from a vault quotes the reference, never the value.
+#[test]
+fn problems_quote_the_reference_not_the_secret() {
+    std::env::set_var("RINGWAY_TEST_SECRET_URL", "bad-s3cr3t-url");
+    std::env::set_var("RINGWAY_TEST_SECRET_PORT", "s3cr3t-port");
+    std::env::set_var("RINGWAY_TEST_SECRET_LEVEL", "s3cr3t-level");
+    let found = problems(
+        "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: \"{vault://env/ringway-test-secret-url}\"\n  \
+         - name: t\n    host: example.com\n    port: \"{vault://env/ringway-test-secret-port}\"\n\
+         ringway:\n  log_level: \"{vault://env/ringway-test-secret-level}\"\n",
+    );
+    assert!(found.len() >= 3, "{found:#?}");
+    for line in &found {
+        assert!(!line.contains("s3cr3t"), "{found:#?}");
+    }
+    for prefix in [
+        "services[0].url:",
+        "services[1].port:",
+        "ringway.log_level:",
+    ] {
+        assert!(
+            found
+                .iter()
+                .any(|l| l.starts_with(prefix) && l.contains("{vault://env/ringway-test-secret-")),
+            "{prefix}\n{found:#?}"
+        );
+    }
+}
+
 #[test]
 fn node_section_and_overrides() {
     let yaml = r#"

@@ -16,8 +16,8 @@ pub(super) fn resolve(value: &mut Value, path: &mut String, report: &mut Report)
             {
                 match lookup(reference) {
                     Ok(secret) => {
-                        let written = std::mem::replace(text, secret);
-                        report.references.insert(path.clone(), written);
+                        let written = std::mem::replace(text, secret.clone());
+                        report.references.insert(path.clone(), (written, secret));
                     }
                     Err(message) => report.add(path.clone(), message),
                 }
