@@ -1500,6 +1500,23 @@ fn build_route(
                 );
                 continue;
             }
+            // Request paths are matched with such bytes percent-encoded (`/café` as
+            // `/caf%C3%A9`): a pattern holding them raw could never match.
+            if !pattern.is_ascii() {
+                let mut encoded = String::with_capacity(p.len() * 2);
+                for &b in p.as_bytes() {
+                    if b.is_ascii() {
+                        encoded.push(char::from(b));
+                    } else {
+                        encoded.push_str(&format!("%{b:02X}"));
+                    }
+                }
+                report.add(
+                    field,
+                    format!("non-normalized path, consider use '{encoded}' instead (request paths are matched with non-ASCII bytes percent-encoded)"),
+                );
+                continue;
+            }
             match regex::RegexBuilder::new(&format!("^(?:{pattern})"))
                 .size_limit(REGEX_SIZE_LIMIT_BYTES)
                 .build()

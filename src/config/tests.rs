@@ -524,6 +524,24 @@ services:
     }
 }
 
+/// Request paths are routed with non-ASCII bytes percent-encoded: a route path that
+/// holds them raw, prefix or regex, is refused with the form that would match.
+#[test]
+fn raw_non_ascii_route_paths_get_their_encoded_form() {
+    let found = problems(
+        "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://127.0.0.1:9\n    \
+         routes:\n      - name: r\n        paths: [\"/caf\u{e9}\", \"~/caf\u{e9}$\", \"~/caf%C3%A9/\\\\d+$\"]\n",
+    );
+    assert_eq!(
+        found,
+        [
+            "services[0].routes[0].paths[0]: non-normalized path, consider use '/caf%C3%A9' instead",
+            "services[0].routes[0].paths[1]: non-normalized path, consider use '~/caf%C3%A9$' instead (request paths are matched with non-ASCII bytes percent-encoded)",
+        ],
+        "{found:#?}"
+    );
+}
+
 #[test]
 fn urls_and_service_fields() {
     for (url, host, port, path) in [
