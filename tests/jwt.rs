@@ -890,6 +890,20 @@ consumers:
     assert_eq!(r.status, 200, "{r:?}");
     let e = o.wait_complete(5, Duration::from_secs(10)).pop().unwrap();
     assert_eq!(e.target, "/e", "{e:?}");
+
+    // The same token in several places is one token, and hidden from all of them.
+    let r = proxy_get(
+        &gw,
+        &format!("/hide/all?jwt={tok}"),
+        &[("Authorization", &auth), ("Cookie", &format!("auth={tok}"))],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let all = o.wait_complete(6, Duration::from_secs(10)).pop().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&all.head_raw).contains(&tok),
+        "hide_credentials: a copy of the token reached the origin: {all:?}"
+    );
+    assert_eq!(all.target, "/all", "{all:?}");
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::config::{Chain, Config, Consumer};
 use crate::error::ErrorKind;
 use crate::http::generated::write_json_string;
-use crate::plugins::jwt::{self, FailureBody, Location, RequestParts};
+use crate::plugins::jwt::{self, FailureBody, Locations, RequestParts};
 use crate::plugins::rate_limiting::{self, Decision, LimitBy};
 
 /// A worker's own plugin state: verified-token cache and rate-limit leases.
@@ -57,10 +57,9 @@ pub struct Access<'c> {
     pub anonymous: bool,
     /// An authentication plugin ran: client-sent `X-Consumer-*` headers are dropped.
     pub authenticated_by_plugin: bool,
-    /// Where a token to hide from the upstream was found.
-    pub hide: Option<Location>,
-    /// The query parameter or cookie name of a hidden token.
-    pub hide_name: Option<&'c str>,
+    /// Where a token to hide from the upstream was found, with the names the places
+    /// are known by.
+    pub hide: Option<(&'c jwt::Config, Locations)>,
     /// Rate-limit headers for the response.
     pub rate_headers: rate_limiting::Headers,
     /// A request header not forwarded because ringway writes its own (a generated
@@ -202,12 +201,7 @@ fn authenticate_jwt<'c>(
             access.credential_key = Some(&found.credential.key);
             access.credential_id = Some(&found.credential.id);
             if jwt.hide_credentials {
-                access.hide = Some(found.location);
-                access.hide_name = match found.location {
-                    Location::Query(i) => jwt.uri_param_names.get(i).map(String::as_str),
-                    Location::Cookie(i) => jwt.cookie_names.get(i).map(String::as_str),
-                    Location::Header(_) => None,
-                };
+                access.hide = Some((jwt, found.locations));
             }
             Ok(())
         }

@@ -13,7 +13,7 @@ use crate::error::ErrorKind;
 use crate::http::{
     framing, generated::write_u64, is_idempotent, list_elements, BodyKind, RequestFraming,
 };
-use crate::plugins::jwt::Location;
+use crate::plugins::jwt::Locations;
 use crate::plugins::{correlation_id, rate_limiting};
 use crate::route::{self, RequestView};
 
@@ -571,10 +571,10 @@ fn forwarded_ip<'a>(client: &'a ClientInfo, headers: &'a [Header<'a>]) -> &'a st
         .unwrap_or(&client.ip)
 }
 
-/// The query string, without a parameter that carried a hidden token.
+/// The query string, without the parameters that carried a hidden token.
 fn write_query(out: &mut Vec<u8>, query: &str, access: &Access<'_>) {
-    let hidden = match (access.hide, access.hide_name) {
-        (Some(Location::Query(_)), Some(name)) => name,
+    let (jwt, hidden) = match access.hide {
+        Some((jwt, locations)) if locations.query != 0 => (jwt, locations.query),
         _ => {
             out.push(b'?');
             out.extend_from_slice(query.as_bytes());
@@ -583,10 +583,11 @@ fn write_query(out: &mut Vec<u8>, query: &str, access: &Access<'_>) {
     };
     let mut first = true;
     for pair in query.split('&') {
-        // The token's parameter, however its name is spelled (`j%77t`), and the empty
-        // pairs around it, which would leave a dangling `?` or `&`.
+        // The token's parameters, however their names are spelled (`j%77t`), and the
+        // empty pairs around them, which would leave a dangling `?` or `&`.
         let name = pair.split('=').next().unwrap_or_default();
-        if pair.is_empty() || crate::plugins::jwt::percent_decode(name) == hidden {
+        let name = crate::plugins::jwt::percent_decode(name);
+        if pair.is_empty() || Locations::named(hidden, &jwt.uri_param_names).any(|n| n == name) {
             continue;
         }
         out.push(if first { b'?' } else { b'&' });
@@ -709,10 +710,14 @@ fn write_forwarded_headers(
         .any(|h| h.name.eq_ignore_ascii_case("connection"));
     // Which X-Forwarded-* values a trusted client supplied (and so are kept).
     let mut kept = [false; 7];
-    // A token hidden from a header hides every header of that name.
-    let hidden = match access.hide {
-        Some(Location::Header(i)) => headers.get(i).map(|h| h.name),
-        _ => None,
+    // A token hidden from a header hides every header of that name, and from a cookie
+    // every cookie of that name.
+    let (hidden_headers, hidden_cookies) = match access.hide {
+        Some((jwt, locations)) => (
+            (locations.header != 0).then_some((locations.header, &jwt.header_names[..])),
+            (locations.cookie != 0).then_some((locations.cookie, &jwt.cookie_names[..])),
+        ),
+        None => (None, None),
     };
     for header in headers {
         if is_connection_specific(header.name, framing.upgrade)
@@ -721,16 +726,18 @@ fn write_forwarded_headers(
                 && !(framing.upgrade && header.name.eq_ignore_ascii_case("upgrade"))
                 && named_by_connection(header.name, headers))
             || (access.authenticated_by_plugin && is_consumer_header(header.name))
-            || hidden.is_some_and(|name| header.name.eq_ignore_ascii_case(name))
+            || hidden_headers.is_some_and(|(set, names)| {
+                Locations::named(set, names).any(|name| header.name.eq_ignore_ascii_case(name))
+            })
             || access
                 .replaced_header
                 .is_some_and(|name| header.name.eq_ignore_ascii_case(name))
         {
             continue;
         }
-        if let (Some(Location::Cookie(_)), Some(name)) = (access.hide, access.hide_name) {
+        if let Some((set, names)) = hidden_cookies {
             if header.name.eq_ignore_ascii_case("cookie") {
-                write_cookie_without(out, header, name);
+                write_cookie_without(out, header, set, names);
                 continue;
             }
         }
@@ -830,9 +837,9 @@ fn is_consumer_header(name: &str) -> bool {
     }
 }
 
-/// A `Cookie` header without the cookie that carried a hidden token (dropped when it
-/// was the only one).
-fn write_cookie_without(out: &mut Vec<u8>, header: &Header<'_>, name: &str) {
+/// A `Cookie` header without the cookies that carried a hidden token (dropped when they
+/// were the only ones).
+fn write_cookie_without(out: &mut Vec<u8>, header: &Header<'_>, set: u64, names: &[String]) {
     let Ok(value) = std::str::from_utf8(header.value) else {
         return;
     };
@@ -840,11 +847,9 @@ fn write_cookie_without(out: &mut Vec<u8>, header: &Header<'_>, name: &str) {
         .split(';')
         .map(str::trim)
         .filter(|c| {
+            let name = c.split('=').next().unwrap_or_default();
             !c.is_empty()
-                && !c
-                    .split('=')
-                    .next()
-                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                && !Locations::named(set, names).any(|hidden| name.eq_ignore_ascii_case(hidden))
         })
         .collect();
     if !kept.is_empty() {

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use keys::VerifyKey;
 pub(crate) use token::percent_decode;
 pub use token::{
-    authenticate, sign, Cache, Failure, FailureBody, Found, Location, RequestParts, TimeClaims,
+    authenticate, sign, Cache, Failure, FailureBody, Found, Locations, RequestParts, TimeClaims,
 };
 
 /// The algorithms a credential may use.
@@ -113,6 +113,9 @@ pub struct ConfigFile {
     pub hide_credentials: bool,
 }
 
+/// Most names in each of `uri_param_names`, `cookie_names` and `header_names`.
+pub const MAX_TOKEN_NAMES: usize = 64;
+
 /// A validated `jwt` configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -171,6 +174,16 @@ impl ConfigFile {
                 "leeway".into(),
                 "must be between 0 and 86400 seconds".into(),
             ));
+        }
+        // `hide_credentials` keeps where a token was found as one bit per name.
+        for (field, names) in [
+            ("uri_param_names", &self.uri_param_names),
+            ("cookie_names", &self.cookie_names),
+            ("header_names", &self.header_names),
+        ] {
+            if names.len() > MAX_TOKEN_NAMES {
+                problems.push((field.to_owned(), format!("at most {MAX_TOKEN_NAMES} names")));
+            }
         }
         for (i, name) in self.header_names.iter().enumerate() {
             if name.is_empty() || !name.bytes().all(crate::http::is_token_byte) {

@@ -19,22 +19,34 @@ pub struct RequestParts<'a> {
     pub headers: &'a [Header<'a>],
 }
 
-/// Where the token was found, so `hide_credentials` can remove it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Location {
-    /// A query parameter with this name.
-    Query(usize),
-    /// A cookie with this name (index into `cookie_names`).
-    Cookie(usize),
-    /// This request header (index into the request's headers).
-    Header(usize),
+/// Where the token was found, so `hide_credentials` can remove it from every place: the
+/// same token may come in several. Bit `i` of a set stands for the `i`-th configured
+/// name of its kind (`uri_param_names`, `cookie_names`, `header_names`; the config
+/// holds at most 64 of each).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Locations {
+    pub query: u64,
+    pub cookie: u64,
+    pub header: u64,
+}
+
+impl Locations {
+    /// The names a set stands for.
+    pub fn named(set: u64, names: &[String]) -> impl Iterator<Item = &str> {
+        names
+            .iter()
+            .take(64)
+            .enumerate()
+            .filter(move |(i, _)| set & (1 << i) != 0)
+            .map(|(_, name)| name.as_str())
+    }
 }
 
 /// A verified token.
 #[derive(Debug)]
 pub struct Found<'c> {
     pub credential: &'c Credential,
-    pub location: Location,
+    pub locations: Locations,
 }
 
 /// The body of a 401.
@@ -94,7 +106,7 @@ pub fn authenticate<'c>(
     cache: Option<&Cache>,
     now: u64,
 ) -> Result<Found<'c>, Failure> {
-    let (token, location) = find_token(config, request)?;
+    let (token, locations) = find_token(config, request)?;
     // A token already verified under this exact config skips decoding and the
     // signature; its time claims are checked again below, against `now`.
     let cached = cache.and_then(|c| c.get(config, &token, credentials));
@@ -111,24 +123,27 @@ pub fn authenticate<'c>(
     check_time_claims(config, claims, now)?;
     Ok(Found {
         credential,
-        location,
+        locations,
     })
 }
 
 fn find_token<'a>(
     config: &Config,
     request: &RequestParts<'a>,
-) -> Result<(Cow<'a, str>, Location), Failure> {
-    let mut found: Option<(Cow<'a, str>, Location)> = None;
-    let mut offer = |token: Cow<'a, str>, location: Location| -> Result<(), Failure> {
+) -> Result<(Cow<'a, str>, Locations), Failure> {
+    let mut found: Option<Cow<'a, str>> = None;
+    let mut locations = Locations::default();
+    // `at` is the location's bit in its set.
+    let mut offer = |token: Cow<'a, str>, set: &mut u64, at: usize| -> Result<(), Failure> {
         if token.is_empty() {
             return Ok(());
         }
         match &found {
-            None => found = Some((token, location)),
-            Some((existing, _)) if *existing == token => {}
+            None => found = Some(token),
+            Some(existing) if *existing == token => {}
             Some(_) => return Err(Failure::message("Multiple tokens provided")),
         }
+        *set |= 1 << at;
         Ok(())
     };
     if let Some(query) = request.query {
@@ -137,7 +152,7 @@ fn find_token<'a>(
                 let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
                 // Names are decoded as values are (`?j%77t=` is `?jwt=`), as Kong reads them.
                 if percent_decode(key) == name.as_str() {
-                    offer(percent_decode(value), Location::Query(i))?;
+                    offer(percent_decode(value), &mut locations.query, i)?;
                 }
             }
         }
@@ -145,28 +160,30 @@ fn find_token<'a>(
     // nginx's `$cookie_NAME`, which Kong reads: the first cookie of that name.
     for (i, name) in config.cookie_names.iter().enumerate() {
         if let Some(value) = crate::http::cookie(request.headers, name) {
-            offer(Cow::Borrowed(value), Location::Cookie(i))?;
+            offer(Cow::Borrowed(value), &mut locations.cookie, i)?;
         }
     }
     // `kong.request.get_header`: the first header of each name.
-    for name in &config.header_names {
-        let Some((i, header)) = request
+    for (i, name) in config.header_names.iter().enumerate() {
+        let Some(header) = request
             .headers
             .iter()
-            .enumerate()
-            .find(|(_, h)| h.name.eq_ignore_ascii_case(name))
+            .find(|h| h.name.eq_ignore_ascii_case(name))
         else {
             continue;
         };
         let Some(token) = std::str::from_utf8(header.value).ok().and_then(bearer) else {
             continue;
         };
-        offer(Cow::Borrowed(token), Location::Header(i))?;
+        offer(Cow::Borrowed(token), &mut locations.header, i)?;
     }
-    found.ok_or(Failure {
-        body: FailureBody::Message(Cow::Borrowed("Unauthorized")),
-        invalid_token: false,
-    })
+    match found {
+        Some(token) => Ok((token, locations)),
+        None => Err(Failure {
+            body: FailureBody::Message(Cow::Borrowed("Unauthorized")),
+            invalid_token: false,
+        }),
+    }
 }
 
 /// Kong's `\s*[Bb]earer\s+(.+)`, unanchored: the token after the first `Bearer` (or
