@@ -45,7 +45,13 @@ fn validation_reports_each_problem_with_its_field() {
         fields("minute: 5\npolicy: redis\nredis: {host: r, ssl: true}"),
         ["redis.ssl"]
     );
-    assert_eq!(fields("minute: 5\nerror_code: 1000"), ["error_code"]);
+    for code in [1000, 100, 101, 199, 204, 304] {
+        assert_eq!(
+            fields(&format!("minute: 5\nerror_code: {code}")),
+            ["error_code"],
+            "{code}"
+        );
+    }
     assert_eq!(fields("minute: 5\nsync_rate: 0.001"), ["sync_rate"]);
     assert_eq!(
         fields("minute: 5\nredis: {host: a}\nredis_host: b"),
