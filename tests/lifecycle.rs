@@ -392,6 +392,55 @@ fn drain_timeout_bounds_the_drain() {
     drop(c);
 }
 
+/// A supervisor that restarts ringway at once after `kill -9` gets it back on the same
+/// ports: the killed process's sockets outlive it by a few milliseconds while the
+/// kernel tears its io_uring down, and a busy port is asked again for a moment.
+#[test]
+fn a_restart_right_after_kill_9_binds_the_same_ports() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kong.yaml");
+    std::fs::write(&config, "_format_version: \"3.0\"\n").unwrap();
+    let (proxy, admin) = (free_addr().to_string(), free_addr().to_string());
+    let data = dir.path().join("data");
+    let spawn = || {
+        std::process::Command::new(BIN)
+            .arg("run")
+            .arg("-c")
+            .arg(&config)
+            .args(["--proxy-listen", &proxy, "--admin-listen", &admin])
+            .args(["--workers", "2", "--log-level", "warn", "--data-dir"])
+            .arg(&data)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn ringway")
+    };
+    let ready = |admin: &str| {
+        wait_for(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(admin).ok().map(drop)
+        })
+        .is_some()
+    };
+    for round in 0..3 {
+        let mut first = spawn();
+        assert!(ready(&admin), "round {round}: the first start");
+        first.kill().unwrap();
+        first.wait().unwrap();
+        let mut second = spawn();
+        let up = ready(&admin) && {
+            std::thread::sleep(Duration::from_millis(300));
+            second.try_wait().unwrap().is_none()
+        };
+        let _ = second.kill();
+        let out = second.wait_with_output().unwrap();
+        assert!(
+            up,
+            "round {round}: the restart failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[test]
 fn several_proxy_listeners() {
     let o = Origin::start();

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -20,11 +21,33 @@ fn socket(addr: SocketAddr, backlog: u32, reuse_port: bool) -> io::Result<TcpLis
     Ok(socket.into())
 }
 
+/// Fails when some other socket holds `addr`: a plain bind, which SO_REUSEPORT would not
+/// refuse. A ringway killed a moment ago still holds its ports while the kernel tears its
+/// io_uring down (a few milliseconds after the process is reaped), so a supervisor that
+/// restarts it at once would fail: a busy port is asked again for a short while before
+/// it counts as taken.
+fn ensure_free(addr: SocketAddr) -> io::Result<()> {
+    const SETTLE: Duration = Duration::from_millis(500);
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        match socket(addr, 1, false) {
+            Ok(probe) => {
+                drop(probe);
+                return Ok(());
+            }
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The Admin API's listener. SO_REUSEPORT, so an upgraded process can bind it beside
 /// the old one (`takeover`); otherwise a port someone holds is refused first.
 pub fn bind_admin(addr: SocketAddr, takeover: bool) -> io::Result<TcpListener> {
     if !takeover && addr.port() != 0 {
-        drop(socket(addr, 1, false)?);
+        ensure_free(addr)?;
     }
     socket(addr, 1024, true)
 }
@@ -43,7 +66,7 @@ pub fn bind_proxy(
         let mut addr = listen.addr;
         let context = || format!("cannot listen on {}", listen.addr);
         if addr.port() != 0 && !takeover {
-            drop(socket(addr, 1, false).with_context(context)?);
+            ensure_free(addr).with_context(context)?;
         }
         for slot in per_worker.iter_mut() {
             let listener = socket(addr, listen.backlog, true).with_context(context)?;
