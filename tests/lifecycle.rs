@@ -367,10 +367,22 @@ fn sighup_during_in_flight_request_does_not_fail_it() {
 #[test]
 fn drain_timeout_bounds_the_drain() {
     let o = Origin::with_handler(|_| Action::Delay(Duration::from_secs(20), Box::new(Action::Ok)));
+    // Started with a long drain_timeout, reloaded to a short one: the drain takes the
+    // config's value as it is when the drain starts.
     let mut gw = Gateway::start(&one_service_config(
+        &o.url(),
+        "ringway:\n  drain_timeout: 60000\n",
+    ));
+    let hash = gw.status_json()["configuration_hash"].clone();
+    gw.write_config(&one_service_config(
         &o.url(),
         "ringway:\n  drain_timeout: 500\n",
     ));
+    gw.send_signal("HUP");
+    let reloaded = wait_for(Duration::from_secs(10), || {
+        (gw.status_json()["configuration_hash"] != hash).then_some(())
+    });
+    assert!(reloaded.is_some(), "stderr:\n{}", gw.stderr_text());
     let mut c = gw.client();
     c.send(&get_req("/forever", "a")).unwrap();
     o.wait_requests(1, RESPONSE_DEADLINE);

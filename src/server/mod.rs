@@ -169,12 +169,13 @@ pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
         }
     }
 
+    // As the config is now: a reload may have changed it.
+    let drain_timeout = shared.snapshot().config.node.drain_timeout;
     log::info!(
-        "draining: no new connections; finishing in-flight requests (up to {:?})",
-        node.drain_timeout
+        "draining: no new connections; finishing in-flight requests (up to {drain_timeout:?})"
     );
     shared.draining.store(true, Ordering::Release);
-    let deadline = Instant::now() + node.drain_timeout;
+    let deadline = Instant::now() + drain_timeout;
     while running.load(Ordering::Acquire) > 0 {
         if Instant::now() >= deadline {
             log::warn!("drain_timeout reached with connections still open; exiting");
