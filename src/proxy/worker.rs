@@ -363,6 +363,11 @@ impl Worker {
             // Credentials or plugin configs may have changed: verify tokens afresh.
             self.plugins.jwt_cache.clear();
             self.balance.reset(&local.1.config.upstreams);
+            let node = &local.1.config.node;
+            self.pool.configure(
+                node.upstream_keepalive_max_idle,
+                node.upstream_keepalive_idle_timeout,
+            );
         }
         local.1.clone()
     }

@@ -166,17 +166,26 @@ pub struct Pool {
     /// Keyed by addresses from the config, not by anything a client sends: foldhash,
     /// not SipHash, on this per-request lookup.
     idle: RefCell<HashMap<PoolKey, Vec<Idle>, foldhash::fast::RandomState>>,
-    max_idle: usize,
-    idle_timeout: Duration,
+    /// `upstream_keepalive_max_idle` and `upstream_keepalive_idle_timeout`, as the
+    /// worker's current config has them.
+    max_idle: std::cell::Cell<usize>,
+    idle_timeout: std::cell::Cell<Duration>,
 }
 
 impl Pool {
     pub fn new(max_idle: usize, idle_timeout: Duration) -> Pool {
         Pool {
             idle: RefCell::new(HashMap::default()),
-            max_idle,
-            idle_timeout,
+            max_idle: std::cell::Cell::new(max_idle),
+            idle_timeout: std::cell::Cell::new(idle_timeout),
         }
+    }
+
+    /// Takes a reloaded config's settings; connections already idle keep their place
+    /// until the next `put` to their address or `sweep` applies them.
+    pub fn configure(&self, max_idle: usize, idle_timeout: Duration) {
+        self.max_idle.set(max_idle);
+        self.idle_timeout.set(idle_timeout);
     }
 
     /// Takes the most recently used live connection to `addr`, if any. One the upstream
@@ -187,7 +196,7 @@ impl Pool {
         let list = idle.get_mut(&addr)?;
         while let Some(entry) = list.pop() {
             // Expired or dead: dropping it closes it.
-            if now.saturating_duration_since(entry.since) < self.idle_timeout
+            if now.saturating_duration_since(entry.since) < self.idle_timeout.get()
                 && !is_closed(&entry.stream)
             {
                 return Some(entry.stream);
@@ -198,23 +207,26 @@ impl Pool {
 
     /// Returns a connection after a clean exchange.
     pub fn put(&self, addr: PoolKey, stream: Stream, now: Instant) {
-        if self.max_idle == 0 {
-            return;
-        }
+        let max_idle = self.max_idle.get();
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(addr).or_default();
-        if list.len() >= self.max_idle {
-            // Drop the oldest so the newest (most likely alive) stay.
+        // Drop the oldest so the newest (most likely alive) stay; a lowered limit
+        // drops as many as it takes.
+        while !list.is_empty() && list.len() >= max_idle {
             list.remove(0);
+        }
+        if max_idle == 0 {
+            return;
         }
         list.push(Idle { stream, since: now });
     }
 
     /// Closes connections idle past the timeout; run periodically by the worker.
     pub fn sweep(&self, now: Instant) {
+        let timeout = self.idle_timeout.get();
         let mut idle = self.idle.borrow_mut();
         idle.retain(|_, list| {
-            list.retain(|entry| now.saturating_duration_since(entry.since) < self.idle_timeout);
+            list.retain(|entry| now.saturating_duration_since(entry.since) < timeout);
             !list.is_empty()
         });
     }

@@ -110,3 +110,26 @@ fn past_the_idle_timeout_connections_are_closed() {
         }
     });
 }
+
+/// A reload's pool settings apply to the connections already idle: a lowered
+/// `upstream_keepalive_max_idle` at the next return, a shorter idle timeout at once.
+#[test]
+fn reloaded_pool_settings_apply_to_idle_connections() {
+    on_both_drivers(|| async {
+        let (pool, key, mut servers) = pooled(5).await;
+        let newest = pool.take(key, Instant::now()).expect("the newest");
+        pool.configure(2, Duration::from_secs(60));
+        pool.put(key, newest, Instant::now());
+        monoio::time::sleep(Duration::from_millis(20)).await;
+        // The three oldest were closed to make room: two are left.
+        for server in &mut servers[..3] {
+            server
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            assert_eq!(server.read(&mut [0u8; 1]).unwrap(), 0);
+        }
+        pool.configure(2, Duration::from_millis(1));
+        let later = Instant::now() + Duration::from_millis(5);
+        assert!(pool.take(key, later).is_none());
+    });
+}
