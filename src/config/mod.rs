@@ -1503,12 +1503,18 @@ fn build_route(
             // Request paths are matched with such bytes percent-encoded (`/café` as
             // `/caf%C3%A9`): a pattern holding them raw could never match.
             if !pattern.is_ascii() {
-                let mut encoded = String::with_capacity(p.len() * 2);
-                for &b in p.as_bytes() {
-                    if b.is_ascii() {
-                        encoded.push(char::from(b));
+                // Each character as a group, so a quantifier after it still applies to
+                // the whole character (`é+` is `(?:%C3%A9)+`).
+                let mut encoded = String::with_capacity(p.len() * 3);
+                for c in p.chars() {
+                    if c.is_ascii() {
+                        encoded.push(c);
                     } else {
-                        encoded.push_str(&format!("%{b:02X}"));
+                        encoded.push_str("(?:");
+                        for b in c.to_string().bytes() {
+                            encoded.push_str(&format!("%{b:02X}"));
+                        }
+                        encoded.push(')');
                     }
                 }
                 report.add(
