@@ -83,6 +83,12 @@ impl Control {
             format!("{what}: {}", p.to_string().replace('\n', "; "))
         })?;
         let (store, admin) = Store::open(&file_only.node.data_dir)?;
+        if !store.owns() && !overrides.takeover {
+            return Err(format!(
+                "data_dir {} is in use by another ringway process: stop it first, or start this one with --takeover to upgrade it",
+                file_only.node.data_dir.display()
+            ));
+        }
         let config = Config::from_layers(&file, Some(&admin), &overrides).map_err(|p| {
             format!(
                 "the Admin API state in {} conflicts with {}: {}",
@@ -183,6 +189,43 @@ impl Control {
         self.file_loaded_at
             .store(unix_now(), std::sync::atomic::Ordering::Relaxed);
         Ok(self.publish(config))
+    }
+
+    /// Whether the Admin API may write: this process holds the data directory. A process
+    /// started with `--takeover` beside a running one does not until that one has ended;
+    /// writes meanwhile would be lost to the other's.
+    pub fn writable(&self) -> bool {
+        self.store.owns()
+    }
+
+    /// For a process started with `--takeover`: waits until the process it replaces has
+    /// ended, then takes over the data directory and serves the state as that process
+    /// left it (its Admin API may have written entities, or `POST /config` the file,
+    /// since this one started). Blocks; run on a thread of its own.
+    pub fn take_over_state(&self) {
+        let admin = match self.store.wait_to_own() {
+            Ok(admin) => admin,
+            Err(e) => {
+                log::error!("takeover: {e}; the Admin API stays read-only");
+                return;
+            }
+        };
+        let mut layers = self.lock();
+        let file = std::fs::read(&self.config_path).unwrap_or_else(|_| layers.file.clone());
+        // The state on disk is what later writes build on, whatever happens below.
+        layers.admin = admin;
+        layers.file = file;
+        match self.compose(&layers.file, &layers.admin) {
+            Ok(config) => {
+                let hash = self.publish(config);
+                log::info!(
+                    "takeover: the previous process has ended; serving its Admin API state (configuration_hash {hash}), and Admin API writes are open"
+                );
+            }
+            Err(refused) => log::error!(
+                "takeover: the previous process has ended, but its state does not load ({refused}); the running config stays"
+            ),
+        }
     }
 
     /// `POST /config`: validates, rewrites the file atomically (keeping `FILE.bak`) and

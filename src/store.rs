@@ -16,22 +16,59 @@ use serde_json::{Map, Value};
 
 const STATE_FILE: &str = "state.json";
 
-/// The state file of one data directory.
+const LOCK_FILE: &str = "lock";
+
+/// The state file of one data directory, and the lock that makes one process its writer.
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
+    /// `data_dir/lock`, locked (`flock`, exclusive) by the process that writes the
+    /// state: two processes writing one state file would each overwrite the other's
+    /// entities. The kernel lets go of it when the process ends, however it ends.
+    lock: File,
+    owner: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
     /// Opens (creating the directory) and loads the current state; an absent file is an
-    /// empty state.
+    /// empty state. The directory's lock is taken when it is free; `owns()` says so.
     pub fn open(dir: &Path) -> Result<(Store, Value), String> {
         fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create data_dir {}: {e}", dir.display()))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        let owner =
+            flock(&lock, false).map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
         let store = Store {
             dir: dir.to_owned(),
+            lock,
+            owner: std::sync::atomic::AtomicBool::new(owner),
         };
-        let path = store.path();
+        let state = store.load()?;
+        Ok((store, state))
+    }
+
+    /// Whether this process holds the directory's lock, and so may write the state.
+    pub fn owns(&self) -> bool {
+        self.owner.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Waits until the process holding the lock has ended, takes it, and reads the
+    /// state as that process left it.
+    pub fn wait_to_own(&self) -> Result<Value, String> {
+        flock(&self.lock, true).map_err(|e| format!("cannot lock {}: {e}", self.dir.display()))?;
+        let state = self.load()?;
+        self.owner.store(true, std::sync::atomic::Ordering::Release);
+        Ok(state)
+    }
+
+    fn load(&self) -> Result<Value, String> {
+        let path = self.path();
         let state = match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice::<Value>(&bytes)
                 .map_err(|e| format!("{}: not valid state: {e}", path.display()))?,
@@ -44,7 +81,7 @@ impl Store {
                 path.display()
             ));
         }
-        Ok((store, state))
+        Ok(state)
     }
 
     pub fn path(&self) -> PathBuf {
@@ -55,6 +92,30 @@ impl Store {
     pub fn save(&self, state: &Value) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
         write_atomically(&self.path(), &bytes, None)
+    }
+}
+
+/// Takes `file`'s exclusive lock: waiting for it with `wait`, else only when it is free
+/// (`Ok(false)` when another process holds it).
+#[allow(unsafe_code)]
+fn flock(file: &File, wait: bool) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let operation = if wait {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
+    loop {
+        // SAFETY: the descriptor belongs to `file`, open for the whole call.
+        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+            return Ok(true);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.kind() {
+            std::io::ErrorKind::Interrupted => continue,
+            std::io::ErrorKind::WouldBlock if !wait => return Ok(false),
+            _ => return Err(e),
+        }
     }
 }
 

@@ -195,3 +195,87 @@ fn a_takeover_upgrade_fails_no_request() {
         );
     }
 }
+
+/// An Admin API write during the overlap is never acknowledged and then lost: the new
+/// process refuses writes (503) while the old one still owns the data directory, and
+/// once the old one has ended it serves what the old one wrote meanwhile. A second
+/// process without `--takeover` is refused the directory outright.
+#[test]
+fn admin_writes_during_a_takeover_are_never_lost() {
+    let origin = Origin::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kong.yaml");
+    std::fs::write(&config, one_service_config(&origin.url(), "")).unwrap();
+    let data = dir.path().join("data");
+    let proxy = free_addr();
+    // Each process on an Admin port of its own, so each can be asked on purpose.
+    let (old_admin, new_admin) = (free_addr(), free_addr());
+    let mut old = start(&config, &data, proxy, old_admin, false);
+    wait_listening(&mut old);
+    wait_ready(old_admin);
+
+    let second = run_cli(
+        &[
+            "run",
+            "-c",
+            config.to_str().unwrap(),
+            "--proxy-listen",
+            &free_addr().to_string(),
+            "--admin-listen",
+            &free_addr().to_string(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+        Duration::from_secs(20),
+    );
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success() && stderr.contains("is in use by another ringway process"),
+        "{stderr}"
+    );
+
+    let mut new = start(&config, &data, proxy, new_admin, true);
+    wait_listening(&mut new);
+    let form = |name: &str| format!("username={name}");
+    let post = |admin: SocketAddr, name: &str| {
+        let body = form(name);
+        http_request(
+            admin,
+            "POST",
+            "/consumers",
+            &[],
+            Some(("application/x-www-form-urlencoded", body.as_bytes())),
+        )
+    };
+    let r = post(new_admin, "refused");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.header("Retry-After"), Some("1"), "{r:?}");
+    assert_eq!(post(old_admin, "during").status, 201);
+
+    Command::new("kill")
+        .args(["-TERM", &old.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = old.wait();
+    let adopted = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(25));
+        probe_status(new_admin, "/consumers/during") == Some(200)
+    });
+    let after = post(new_admin, "after");
+    let listed = http_request(new_admin, "GET", "/consumers", &[], None).json();
+    let _ = new.kill();
+    let _ = new.wait();
+    assert!(adopted, "the old process's write is served by the new one");
+    assert_eq!(after.status, 201, "{after:?}");
+    let names: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["username"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"during") && names.contains(&"after") && !names.contains(&"refused"),
+        "{listed}"
+    );
+}

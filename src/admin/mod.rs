@@ -175,6 +175,14 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
         let method = if head { "GET".to_owned() } else { method };
         let reply = if !(authorized || method == "GET" && path == "/status/ready") {
             Reply::message(401, "Unauthorized").with_header("WWW-Authenticate", "Bearer")
+        } else if !matches!(method.as_str(), "GET" | "OPTIONS") && !control.writable() {
+            // Started with --takeover beside the process it replaces, which still owns
+            // the data directory: a write here would be lost to that one's.
+            Reply::message(
+                503,
+                "the previous ringway process still runs (an upgrade in progress): Admin API writes open once it has ended",
+            )
+            .with_header("Retry-After", "1")
         } else {
             match route(&method, path, query, &control.shared, &settings) {
                 Some(reply) => reply,

@@ -114,6 +114,14 @@ pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
         store,
         layers,
     ));
+    if !control.writable() {
+        log::info!("takeover: the Admin API is read-only until the previous process has ended");
+        let control = control.clone();
+        std::thread::Builder::new()
+            .name("ringway-takeover".into())
+            .spawn(move || control.take_over_state())
+            .context("cannot start the takeover thread")?;
+    }
     let running = Arc::new(AtomicUsize::new(node.workers));
     let mut threads = Vec::new();
     for (id, worker_listeners) in listeners.into_iter().enumerate() {
