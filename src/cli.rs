@@ -139,13 +139,18 @@ pub fn main() -> ExitCode {
             log_level,
             takeover,
         } => {
+            let source = if log_level.is_some() {
+                "--log-level"
+            } else {
+                "RINGWAY_LOG"
+            };
             let log_level =
                 log_level.or_else(|| std::env::var("RINGWAY_LOG").ok().filter(|v| !v.is_empty()));
             if let Some(level) = &log_level {
                 match crate::logging::parse_level(level) {
                     Some(level) => crate::logging::init(level),
                     None => {
-                        eprintln!("ringway: unknown log level '{level}' (error, warn, info, debug, trace)");
+                        eprintln!("ringway: invalid command line: {source}: unknown level '{level}' (error, warn, info, debug, trace)");
                         return ExitCode::from(EXIT_USAGE);
                     }
                 }

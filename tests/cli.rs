@@ -403,6 +403,7 @@ fn run_with_a_bad_flag_value_names_the_flag() {
             ["--admin-listen", "0.0.0.0:1"],
             "--admin-listen: 0.0.0.0:1 is not a loopback",
         ),
+        (["--log-level", "loud"], "--log-level: unknown level 'loud'"),
     ] {
         let mut args = vec!["run", "-c", &p, "--data-dir", &data];
         if flags[0] != "--admin-listen" {

@@ -342,7 +342,9 @@ impl Worker {
             .unwrap_or_default();
         let more = match unlogged {
             0 => String::new(),
-            n => format!(" ({n} more failures on this worker in the last second not logged)"),
+            n => format!(
+                " ({n} more upstream failures on this worker since its last such line, not logged)"
+            ),
         };
         log::warn!(
             "service '{service}', upstream {addr}: {} ({}){id}{more}",
