@@ -732,28 +732,34 @@ fn a_502_to_head_has_no_body() {
     assert_normal(&mut c, "/next");
 }
 
-/// An upstream that answers an upload at its head and then neither reads nor closes
-/// (a size limit that leaves the connection to time out): its answer reaches the client
-/// at once, not a 504 once a write times out, nor a 408 when the client pauses.
-#[test]
-fn an_answer_while_the_body_streams_ends_the_upload() {
+/// An upstream that runs `serve` on a thread of its own for each connection it
+/// accepts; returns its address.
+fn upstream_per_connection(serve: fn(TcpStream)) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     thread::spawn(move || {
         for s in listener.incoming() {
             let Ok(s) = s else { return };
-            thread::spawn(move || {
-                let mut conn = BufConn::new(s);
-                let deadline = Instant::now() + RESPONSE_DEADLINE;
-                if let Ok(Some(_head)) = conn.read_head(deadline, deadline) {
-                    let _ = conn.write_all(
-                        b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large",
-                    );
-                }
-                // Holds the connection, reading nothing.
-                thread::sleep(Duration::from_secs(20));
-            });
+            thread::spawn(move || serve(s));
         }
+    });
+    addr
+}
+
+/// An upstream that answers an upload at its head and then neither reads nor closes
+/// (a size limit that leaves the connection to time out): its answer reaches the client
+/// at once, not a 504 once a write times out, nor a 408 when the client pauses.
+#[test]
+fn an_answer_while_the_body_streams_ends_the_upload() {
+    let addr = upstream_per_connection(|s| {
+        let mut conn = BufConn::new(s);
+        let deadline = Instant::now() + RESPONSE_DEADLINE;
+        if let Ok(Some(_head)) = conn.read_head(deadline, deadline) {
+            let _ = conn
+                .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large");
+        }
+        // Holds the connection, reading nothing.
+        thread::sleep(Duration::from_secs(20));
     });
     // Longer than the test waits: without the early answer, a 504 or a 408 comes later.
     let config = format!(
@@ -797,18 +803,10 @@ fn an_answer_while_the_body_streams_ends_the_upload() {
 /// gateway closes lingering, reading and dropping what still comes.
 #[test]
 fn a_write_timeout_answer_does_not_reset_a_client_still_uploading() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        for s in listener.incoming() {
-            let Ok(s) = s else { return };
-            // Held, never read.
-            thread::spawn(move || {
-                thread::sleep(Duration::from_secs(20));
-                drop(s);
-            });
-        }
+    // Held, never read.
+    let addr = upstream_per_connection(|s| {
+        thread::sleep(Duration::from_secs(20));
+        drop(s);
     });
     let config = format!(
         "_format_version: \"3.0\"\nservices:\n  - name: svc\n    url: http://{addr}\n    write_timeout: 300\n    retries: 0\n    routes:\n      - paths: [\"/\"]\n"
@@ -850,29 +848,22 @@ fn a_write_timeout_answer_does_not_reset_a_client_still_uploading() {
 /// the whole body still goes up, and the final response comes back.
 #[test]
 fn an_unasked_100_continue_does_not_end_the_upload() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        for s in listener.incoming() {
-            let Ok(s) = s else { return };
-            thread::spawn(move || {
-                let mut conn = BufConn::new(s);
-                let deadline = Instant::now() + RESPONSE_DEADLINE;
-                let Ok(Some(_head)) = conn.read_head(deadline, deadline) else {
-                    return;
-                };
-                let _ = conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
-                thread::sleep(Duration::from_millis(200));
-                let mut body = Vec::new();
-                let _ = conn.read_exact_into(8 << 20, &mut body, deadline);
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
-                    body.len().to_string().len()
-                );
-                let _ = conn.write_all(answer.as_bytes());
-                let _ = conn.write_all(body.len().to_string().as_bytes());
-            });
-        }
+    let addr = upstream_per_connection(|s| {
+        let mut conn = BufConn::new(s);
+        let deadline = Instant::now() + RESPONSE_DEADLINE;
+        let Ok(Some(_head)) = conn.read_head(deadline, deadline) else {
+            return;
+        };
+        let _ = conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+        thread::sleep(Duration::from_millis(200));
+        let mut body = Vec::new();
+        let _ = conn.read_exact_into(8 << 20, &mut body, deadline);
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            body.len().to_string().len()
+        );
+        let _ = conn.write_all(answer.as_bytes());
+        let _ = conn.write_all(body.len().to_string().as_bytes());
     });
     let gw = gateway(&format!("http://{addr}"), "");
     let mut c = gw.client();
