@@ -225,6 +225,50 @@ fn vault_secrets_show_as_their_references() {
         "{listed}"
     );
     assert!(!listed.to_string().contains(SECRET), "{listed}");
+
+    // A credential the Admin API creates may name its secret by reference too: the
+    // environment's value signs, not the reference's text.
+    create_consumer(&gw, "api-made");
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/consumers/api-made/jwt",
+        &[
+            ("key", "api-key"),
+            ("secret", "{vault://env/ringway-admin-secret}"),
+        ],
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(
+        r.json()["secret"],
+        "{vault://env/ringway-admin-secret}",
+        "{r:?}"
+    );
+    let r = get_with(&gw, "/api/users/1", &auth("api-key", SECRET));
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = get_with(
+        &gw,
+        "/api/users/1",
+        &auth("api-key", "{vault://env/ringway-admin-secret}"),
+    );
+    assert_eq!(r.status, 401, "the reference's text is no secret: {r:?}");
+    // A reference to a variable that is not set is refused, as in the file.
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/consumers/api-made/jwt",
+        &[
+            ("key", "unset-key"),
+            ("secret", "{vault://env/ringway-not-set-anywhere}"),
+        ],
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(
+        r.json()["fields"]["secret"]
+            .as_str()
+            .is_some_and(|m| m.contains("RINGWAY_NOT_SET_ANYWHERE")),
+        "{r:?}"
+    );
 }
 
 #[test]

@@ -135,7 +135,16 @@ impl Muted {
 
 impl Report {
     pub(crate) fn warn(&mut self, message: impl Into<String>) {
-        self.warnings.push(message.into());
+        // A warning has no path to match references by: any resolved value it quotes
+        // (a host that did not resolve) is replaced by its reference. Values too short
+        // to be told from other text are left alone.
+        let mut message = message.into();
+        for (reference, value) in self.references.values() {
+            if value.len() >= 4 {
+                message = message.replace(value.as_str(), reference);
+            }
+        }
+        self.warnings.push(message);
     }
 
     /// Which of an item's `fields` were vault references, with the reference as
@@ -364,7 +373,6 @@ impl Config {
         // Taken before vault references are resolved, so no secret goes into it.
         let mut digest_input = Vec::with_capacity(bytes.len());
         canonical(&doc, &mut digest_input);
-        vault::resolve(&mut doc, &mut String::new(), &mut report);
         let mut admin_from = AdminFrom::default();
         if let (Some(admin), Value::Mapping(map)) = (admin, &mut doc) {
             let admin_doc: Value = serde_norway::to_value(admin).unwrap_or(Value::Null);
@@ -393,6 +401,9 @@ impl Config {
                 digest_input.extend_from_slice(&serde_json::to_vec(admin).unwrap_or_default());
             }
         }
+        // Both layers' references: an Admin API credential may name a secret by
+        // reference too, as in Kong.
+        vault::resolve(&mut doc, &mut String::new(), &mut report);
         let config = build(doc, overrides, &admin_from, &mut report);
         match config {
             Some(mut config) if report.problems.is_empty() => {
@@ -1503,24 +1514,11 @@ fn build_route(
             // Request paths are matched with such bytes percent-encoded (`/café` as
             // `/caf%C3%A9`): a pattern holding them raw could never match.
             if !pattern.is_ascii() {
-                // Each character as a group, so a quantifier after it still applies to
-                // the whole character (`é+` is `(?:%C3%A9)+`).
-                let mut encoded = String::with_capacity(p.len() * 3);
-                for c in p.chars() {
-                    if c.is_ascii() {
-                        encoded.push(c);
-                    } else {
-                        encoded.push_str("(?:");
-                        for b in c.to_string().bytes() {
-                            encoded.push_str(&format!("%{b:02X}"));
-                        }
-                        encoded.push(')');
-                    }
-                }
-                report.add(
-                    field,
-                    format!("non-normalized path, consider use '{encoded}' instead (request paths are matched with non-ASCII bytes percent-encoded)"),
-                );
+                let message = match regex_ascii_form(p) {
+                    Some(encoded) => format!("non-normalized path, consider use '{encoded}' instead (request paths are matched with non-ASCII bytes percent-encoded)"),
+                    None => "a non-ASCII character in a character class never matches: request paths are matched with non-ASCII bytes percent-encoded (é as %C3%A9); write an alternation of the encoded forms instead".to_owned(),
+                };
+                report.add(field, message);
                 continue;
             }
             match regex::RegexBuilder::new(&format!("^(?:{pattern})"))
@@ -1697,6 +1695,38 @@ fn build_route(
         https,
         https_redirect_status_code,
     })
+}
+
+/// A regex path with each non-ASCII character as the group of its percent-encoded bytes,
+/// which matches what the character matched raw, a quantifier after it included (`é+`
+/// is `(?:%C3%A9)+`). None when one sits in a character class, where no such rewrite
+/// keeps the meaning (`[é]` is one of two bytes, not one character).
+fn regex_ascii_form(pattern: &str) -> Option<String> {
+    let mut encoded = String::with_capacity(pattern.len() * 3);
+    let (mut in_class, mut escaped) = (false, false);
+    for c in pattern.chars() {
+        if !c.is_ascii() {
+            if in_class {
+                return None;
+            }
+            encoded.push_str("(?:");
+            for b in c.to_string().bytes() {
+                encoded.push_str(&format!("%{b:02X}"));
+            }
+            encoded.push(')');
+            escaped = false;
+            continue;
+        }
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '[' => in_class = true,
+            ']' => in_class = false,
+            _ => {}
+        }
+        encoded.push(c);
+    }
+    Some(encoded)
 }
 
 fn parse_host_match(host: &str) -> Result<HostMatch, String> {

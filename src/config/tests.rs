@@ -540,6 +540,20 @@ fn raw_non_ascii_route_paths_get_their_encoded_form() {
         ],
         "{found:#?}"
     );
+    // In a character class no rewrite keeps the meaning: refused without a pattern.
+    let found = problems(
+        "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://127.0.0.1:9\n    \
+         routes:\n      - name: r\n        paths: [\"~/x[\u{e9}a]y\", \"~/x\\\\[\u{e9}\"]\n",
+    );
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(
+        found[0].starts_with("services[0].routes[0].paths[0]: a non-ASCII character in a character class never matches"),
+        "{found:#?}"
+    );
+    assert!(
+        found[1].contains(r"consider use '~/x\[(?:%C3%A9)' instead"),
+        "an escaped bracket opens no class: {found:#?}"
+    );
     // A 2.x path read as a regex alike: a quantifier keeps applying to the character.
     let found = problems(
         "_format_version: \"2.1\"\nservices:\n  - name: s\n    url: http://127.0.0.1:9\n    \
@@ -604,6 +618,29 @@ fn vault_references_read_the_environment() {
     assert!(
         found[0].starts_with("services[0].host: environment variable RINGWAY_TEST_NOT_SET"),
         "{found:?}"
+    );
+}
+
+/// A warning quotes the reference too: a host from a vault that did not resolve.
+#[test]
+fn warnings_quote_the_reference_not_the_secret() {
+    std::env::set_var("RINGWAY_TEST_SECRET_HOST", "secret-leak-host.invalid");
+    let config = load(
+        "_format_version: \"3.0\"\nservices:\n  - name: s\n    host: \"{vault://env/ringway-test-secret-host}\"\n",
+    )
+    .unwrap();
+    assert!(
+        config
+            .warnings
+            .iter()
+            .any(|w| w.contains("{vault://env/ringway-test-secret-host}")),
+        "{:?}",
+        config.warnings
+    );
+    assert!(
+        !config.warnings.iter().any(|w| w.contains("secret-leak")),
+        "{:?}",
+        config.warnings
     );
 }
 
