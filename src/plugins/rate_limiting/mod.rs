@@ -378,11 +378,11 @@ impl ConfigFile {
         };
         // The refusal carries a body: a status that cannot (1xx, 204, 304) would frame
         // the connection wrongly (RFC 9112 §6.3).
-        if !(200..=599).contains(&self.error_code) || matches!(self.error_code, 204 | 304) {
+        if !(200..=599).contains(&self.error_code) || matches!(self.error_code, 204 | 205 | 304) {
             problems.push((
                 "error_code".into(),
                 format!(
-                    "must be an HTTP status between 200 and 599 that carries a body, not 204 or 304 (got {})",
+                    "must be an HTTP status between 200 and 599 that carries a body, not 204, 205 or 304 (got {})",
                     self.error_code
                 ),
             ));

@@ -45,7 +45,7 @@ fn validation_reports_each_problem_with_its_field() {
         fields("minute: 5\npolicy: redis\nredis: {host: r, ssl: true}"),
         ["redis.ssl"]
     );
-    for code in [1000, 100, 101, 199, 204, 304] {
+    for code in [1000, 100, 101, 199, 204, 205, 304] {
         assert_eq!(
             fields(&format!("minute: 5\nerror_code: {code}")),
             ["error_code"],
