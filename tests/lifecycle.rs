@@ -404,6 +404,42 @@ fn drain_timeout_bounds_the_drain() {
     drop(c);
 }
 
+/// An Admin API write under way when the drain starts is finished and answered before
+/// the process exits, even with no proxy request keeping it up, and is on disk.
+#[test]
+fn sigterm_finishes_an_admin_write_under_way() {
+    use std::io::{Read, Write};
+    let o = Origin::start();
+    let mut gw = Gateway::start(&one_service_config(&o.url(), ""));
+    let mut admin = std::net::TcpStream::connect(gw.admin_addr()).unwrap();
+    admin
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let body = b"username=mid-drain";
+    let head = format!(
+        "POST /consumers HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    admin.write_all(head.as_bytes()).unwrap();
+    admin.write_all(&body[..5]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    gw.send_signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    admin.write_all(&body[5..]).unwrap();
+    let mut answer = String::new();
+    let _ = admin.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer:?}");
+    let status = gw
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits after the drain");
+    assert_eq!(status.code(), Some(0), "{}", gw.stderr_text());
+    gw.restart_same_dir(GatewayOpts::default()).unwrap();
+    assert_eq!(
+        probe_status(gw.admin_addr(), "/consumers/mid-drain"),
+        Some(200)
+    );
+}
+
 /// A supervisor that restarts ringway at once after `kill -9` gets it back on the same
 /// ports: the killed process's sockets outlive it by a few milliseconds while the
 /// kernel tears its io_uring down, and a busy port is asked again for a moment.

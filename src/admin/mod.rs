@@ -118,6 +118,8 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
                 _ => return,
             }
         };
+        // From the whole head to the written answer, a drain waits for this request.
+        let _in_flight = InFlight::count(&control.shared.admin_in_flight);
         let mut slots = [const { MaybeUninit::<Header<'_>>::uninit() }; 100];
         let mut request = httparse::Request::new(&mut []);
         let parsed = request.parse_with_uninit_headers(&buf[start..end], &mut slots);
@@ -207,6 +209,22 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
         {
             return;
         }
+    }
+}
+
+/// One Admin API request counted in flight while it lives.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn count(counter: &'a std::sync::atomic::AtomicUsize) -> InFlight<'a> {
+        counter.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

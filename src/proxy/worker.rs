@@ -70,6 +70,9 @@ pub struct Shared {
     pub access_log_dropped: Arc<AtomicU64>,
     /// Client connections open in the whole process, held to `max_connections`.
     connections: AtomicUsize,
+    /// Admin API requests whose head has arrived and whose answer is not written yet:
+    /// a drain waits for them too, so a write is never cut off half-way.
+    pub admin_in_flight: AtomicUsize,
 }
 
 impl Shared {
@@ -89,6 +92,7 @@ impl Shared {
                 .collect(),
             workers_ready: AtomicU64::new(0),
             connections: AtomicUsize::new(0),
+            admin_in_flight: AtomicUsize::new(0),
         }
     }
 

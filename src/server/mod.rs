@@ -184,7 +184,10 @@ pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
     );
     shared.draining.store(true, Ordering::Release);
     let deadline = Instant::now() + drain_timeout;
-    while running.load(Ordering::Acquire) > 0 {
+    // The workers, and the Admin API requests under way (the Admin API itself stays up
+    // to the end, answering /status/ready with 503).
+    while running.load(Ordering::Acquire) > 0 || shared.admin_in_flight.load(Ordering::Acquire) > 0
+    {
         if Instant::now() >= deadline {
             log::warn!("drain_timeout reached with connections still open; exiting");
             return Ok(());
