@@ -659,6 +659,16 @@ fn parse_fields<T: DeserializeOwned>(
                 message
             },
         );
+        // A list element of the wrong type gives way to a stand-in of a type the list
+        // takes, so the other elements are still checked; what the checks would say about
+        // the stand-in is muted.
+        if matches!(segments.last(), Some(Segment::Seq { .. }))
+            && stand_in::<T>(&mut value, &segments, &inner)
+        {
+            report.muted.push(Muted::Field(join(&inner)));
+            mistyped = true;
+            continue;
+        }
         // The field the problem is in (for an element's, the list holding it) is taken out.
         let field = segments
             .iter()
@@ -674,6 +684,49 @@ fn parse_fields<T: DeserializeOwned>(
         removed.push((if at.is_empty() { ".".into() } else { at }, key.clone()));
     }
     None
+}
+
+/// Replaces the list element at `segments` (where deserializing failed) with the first
+/// plain value of some type after which `value` no longer fails there; false, and the
+/// element as it was, when none does.
+fn stand_in<T: DeserializeOwned>(value: &mut Value, segments: &[Segment], failed_at: &str) -> bool {
+    let candidates = [
+        Value::String(String::new()),
+        Value::Number(0.into()),
+        Value::Bool(false),
+        Value::Mapping(Default::default()),
+        Value::Sequence(Vec::new()),
+    ];
+    let Some(original) = element_mut(value, segments).map(|e| e.clone()) else {
+        return false;
+    };
+    for candidate in candidates {
+        if let Some(element) = element_mut(value, segments) {
+            *element = candidate;
+        }
+        match serde_path_to_error::deserialize::<_, T>(&*value) {
+            Ok(_) => return true,
+            Err(e) if e.path().to_string() != failed_at => return true,
+            Err(_) => {}
+        }
+    }
+    if let Some(element) = element_mut(value, segments) {
+        *element = original;
+    }
+    false
+}
+
+/// The value at `segments` in `value`, when the path leads to one.
+fn element_mut<'v>(value: &'v mut Value, segments: &[Segment]) -> Option<&'v mut Value> {
+    let mut at = value;
+    for segment in segments {
+        at = match segment {
+            Segment::Map { key } => at.get_mut(key.as_str())?,
+            Segment::Seq { index } => at.get_mut(*index)?,
+            Segment::Enum { .. } | Segment::Unknown => return None,
+        };
+    }
+    Some(at)
 }
 
 /// A type error names what was expected as Kong's schema does (`expected an integer`),

@@ -150,6 +150,8 @@ fn a_bad_element_hides_no_other_problem() {
         "services[0].tags[0]: invalid type: integer `1`, expected a string",
         "services[0].retries: invalid value: integer `-1`, expected a non-negative integer",
         "services[0].routes[0].paths[1]: invalid type: integer `5`, expected a string",
+        // The list's other elements are still checked.
+        "services[0].routes[0].paths[2]: invalid path 'nope'",
         "services[0].routes[0].strip_path: invalid type: integer `3`, expected a boolean",
         "services[1].routes[0].paths[0]: invalid type: null, expected a string",
         "services[1].retries: invalid value",
@@ -193,6 +195,32 @@ fn a_mistyped_field_hides_no_other_field_of_its_item() {
     assert!(
         p.iter()
             .any(|line| line.starts_with("services[0].routes[0]: must set at least one of")),
+        "{p:#?}"
+    );
+}
+
+/// A mistyped list element hides none of its siblings' problems, in an entity or in
+/// the `ringway:` section, and its stand-in adds none of its own.
+#[test]
+fn a_mistyped_list_element_hides_no_sibling() {
+    let p = problems(
+        "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://127.0.0.1:9\n    \
+         routes:\n      - name: r\n        paths: [nope, 5]\n        hosts: [\"a b\", 7]\n\
+         ringway:\n  trusted_ips: [\"1.2.3.4/99\", 5]\n",
+    );
+    let paths: Vec<&str> = p.iter().map(|l| l.split(": ").next().unwrap()).collect();
+    let mut sorted = paths.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        [
+            "ringway.trusted_ips[0]",
+            "ringway.trusted_ips[1]",
+            "services[0].routes[0].hosts[0]",
+            "services[0].routes[0].hosts[1]",
+            "services[0].routes[0].paths[0]",
+            "services[0].routes[0].paths[1]",
+        ],
         "{p:#?}"
     );
 }
