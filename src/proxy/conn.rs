@@ -178,8 +178,6 @@ pub fn serve<S: ClientIo>(
             }
             None => {}
         }
-        conn.worker.stats.connections_active.dec();
-        conn.worker.shared.release_connection();
     }
 }
 
@@ -1563,7 +1561,6 @@ fn finish(plan: ResponsePlan) -> Next {
     }
 }
 
-/// A failed body write: after part of the request went out it is never retried.
 /// Runs `op` to its end unless the watched upstream answers first (`None` then). What
 /// arrives may be an interim 1xx sent unasked: that ends the watch, not the operation.
 /// Callers box it: it runs only for a body that did not go up with the head, and
@@ -1591,6 +1588,7 @@ async fn unless_answered<F: std::future::Future>(
     }
 }
 
+/// A failed body write: after part of the request went out it is never retried.
 fn body_write_failure(fail: IoFail) -> SendFail {
     match fail {
         IoFail::TimedOut => SendFail::Upstream(ErrorKind::UpstreamTimeout),
