@@ -203,7 +203,7 @@ impl Control {
     /// left it (its Admin API may have written entities, or `POST /config` the file,
     /// since this one started). Blocks; run on a thread of its own.
     pub fn take_over_state(&self) {
-        let admin = match self.store.wait_to_own() {
+        let admin = match self.store.wait_for_lock() {
             Ok(admin) => admin,
             Err(e) => {
                 log::error!("takeover: {e}; the Admin API stays read-only");
@@ -212,9 +212,11 @@ impl Control {
         };
         let mut layers = self.lock();
         let file = std::fs::read(&self.config_path).unwrap_or_else(|_| layers.file.clone());
-        // The state on disk is what later writes build on, whatever happens below.
+        // The state on disk is what later writes build on, whatever happens below; writes
+        // open only once it is in place.
         layers.admin = admin;
         layers.file = file;
+        self.store.claim();
         match self.compose(&layers.file, &layers.admin) {
             Ok(config) => {
                 let hash = self.publish(config);

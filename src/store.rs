@@ -59,12 +59,16 @@ impl Store {
     }
 
     /// Waits until the process holding the lock has ended, takes it, and reads the
-    /// state as that process left it.
-    pub fn wait_to_own(&self) -> Result<Value, String> {
+    /// state as that process left it. `owns()` stays false until `claim()`: the caller
+    /// first puts that state in place, or a write could build on the state before it.
+    pub fn wait_for_lock(&self) -> Result<Value, String> {
         flock(&self.lock, true).map_err(|e| format!("cannot lock {}: {e}", self.dir.display()))?;
-        let state = self.load()?;
+        self.load()
+    }
+
+    /// Opens writes, once the lock is held and its state in place.
+    pub fn claim(&self) {
         self.owner.store(true, std::sync::atomic::Ordering::Release);
-        Ok(state)
     }
 
     fn load(&self) -> Result<Value, String> {
