@@ -9,7 +9,7 @@ pub mod response;
 pub mod worker;
 
 pub use conn::serve;
-pub use worker::{Drain, Shared, Snapshot, Worker};
+pub use worker::{Admitted, Drain, Shared, Snapshot, Worker};
 
 #[cfg(test)]
 mod tests;

@@ -96,21 +96,6 @@ impl Shared {
         }
     }
 
-    /// Counts a new client connection in, unless the process already holds `max`: one
-    /// count for the whole process, so no worker refuses while another has room left.
-    pub fn admit_connection(&self, max: usize) -> bool {
-        if self.connections.fetch_add(1, Ordering::Relaxed) < max {
-            return true;
-        }
-        self.connections.fetch_sub(1, Ordering::Relaxed);
-        false
-    }
-
-    /// Counts a client connection out.
-    pub fn release_connection(&self) {
-        self.connections.fetch_sub(1, Ordering::Relaxed);
-    }
-
     /// The current snapshot (admin thread and reload).
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
@@ -251,6 +236,19 @@ impl BufPool {
     }
 }
 
+/// A client connection counted in by `Worker::admit`, until it is dropped.
+pub struct Admitted {
+    shared: Arc<Shared>,
+    stats: Arc<WorkerStats>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.stats.connections_active.dec();
+        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// One worker's state. Lives in an `Rc` on its thread; nothing in it is locked.
 pub struct Worker {
     pub id: usize,
@@ -320,6 +318,25 @@ impl Worker {
             failure_log: std::cell::Cell::new((None, 0)),
             local: RefCell::new((generation, Rc::new(snapshot))),
         }
+    }
+
+    /// Counts a new client connection in, unless the process already holds the current
+    /// config's `max_connections`: one count for the whole process, so no worker refuses
+    /// while another has room left. The connection is counted out (there and in this
+    /// worker's `connections_active`) when what this returns is dropped.
+    pub fn admit(&self) -> Option<Admitted> {
+        let max = self.snapshot().config.node.max_connections;
+        let connections = &self.shared.connections;
+        if connections.fetch_add(1, Ordering::Relaxed) >= max {
+            connections.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        self.stats.connections_accepted.inc();
+        self.stats.connections_active.inc();
+        Some(Admitted {
+            shared: self.shared.clone(),
+            stats: self.stats.clone(),
+        })
     }
 
     /// Logs why a request failed upstream (the 502 or 504 it got), as nginx's error

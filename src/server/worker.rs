@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpListener;
 
 use super::RunningDriver;
-use crate::proxy::{self, Shared, Worker};
+use crate::proxy::{self, Admitted, Shared, Worker};
 
 /// How often a worker looks at the shared drain flag, sweeps its deadline slots and its
 /// idle pool: the precision of idle and operation deadlines.
@@ -178,13 +178,14 @@ async fn serve_tls(
     local: SocketAddr,
 ) {
     // Boxed: the handshake's state is needed only until it is done.
-    match Box::pin(handshake(&worker, stream)).await {
-        Some(tls) => proxy::serve(worker, tls, peer, local, true).await,
-        None => {
-            worker.stats.connections_active.dec();
-            worker.shared.release_connection();
-        }
+    if let Some(tls) = Box::pin(handshake(&worker, stream)).await {
+        proxy::serve(worker, tls, peer, local, true).await;
     }
+}
+
+/// Runs a connection's task, holding its place in the counts until the task ends.
+async fn counted(_admitted: Admitted, task: impl std::future::Future<Output = ()>) {
+    task.await;
 }
 
 async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, local: SocketAddr, ssl: bool) {
@@ -204,17 +205,12 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, local: SocketAdd
         }
         match accepted {
             Ok((stream, peer)) => {
-                let stats = &worker.stats;
-                // The limit as the current config has it: a reload changes it.
-                let max = worker.snapshot().config.node.max_connections;
-                if !worker.shared.admit_connection(max) {
+                let Some(admitted) = worker.admit() else {
                     // Refused fast: closing at once costs less than serving badly.
-                    stats.connections_refused.inc();
+                    worker.stats.connections_refused.inc();
                     drop(stream);
                     continue;
-                }
-                stats.connections_accepted.inc();
-                stats.connections_active.inc();
+                };
                 let worker = worker.clone();
                 let _ = stream.set_nodelay(true);
                 // The address the client reached: the listener's, unless it is a
@@ -227,10 +223,11 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, local: SocketAdd
                 // Two kinds of task, not one with both branches: a task is as large as
                 // its largest state, and a TLS connection's (rustls' state inline) is
                 // several KiB that every idle plain connection would otherwise carry.
+                // The connection is counted while its task runs, however it ends.
                 if ssl {
-                    monoio::spawn(serve_tls(worker, stream, peer, local));
+                    monoio::spawn(counted(admitted, serve_tls(worker, stream, peer, local)));
                 } else {
-                    monoio::spawn(serve_plain(worker, stream, peer, local));
+                    monoio::spawn(counted(admitted, serve_plain(worker, stream, peer, local)));
                 }
             }
             Err(e) => {
