@@ -904,7 +904,7 @@ fn escape(text: &str) -> String {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.extend(crate::route::escaped(b).map(char::from));
         }
     }
     out

@@ -1763,8 +1763,8 @@ fn regex_ascii_form(pattern: &str) -> Option<String> {
                 return None;
             }
             encoded.push_str("(?:");
-            for b in c.to_string().bytes() {
-                encoded.push_str(&format!("%{b:02X}"));
+            for &b in c.encode_utf8(&mut [0; 4]).as_bytes() {
+                encoded.extend(crate::route::escaped(b).map(char::from));
             }
             encoded.push(')');
             escaped = false;

@@ -10,6 +10,7 @@ mod path;
 
 use std::cmp::Reverse;
 
+pub(crate) use path::escaped;
 pub use path::{normalize, upstream_path, PathError};
 
 use crate::config::{Config, HostMatch, PathMatch, Route, ValueMatch};

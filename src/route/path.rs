@@ -66,10 +66,7 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
             }
             i += 3;
         } else if must_escape(bytes[i]) {
-            const HEX: &[u8; 16] = b"0123456789ABCDEF";
-            decoded.push(b'%');
-            decoded.push(HEX[usize::from(bytes[i] >> 4)]);
-            decoded.push(HEX[usize::from(bytes[i] & 0xf)]);
+            decoded.extend_from_slice(&escaped(bytes[i]));
             i += 1;
         } else {
             decoded.push(bytes[i]);
@@ -81,6 +78,12 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     String::from_utf8(out)
         .map(Cow::Owned)
         .map_err(|_| PathError)
+}
+
+/// A byte percent-encoded, upper-case hex (`%C3`).
+pub(crate) fn escaped(b: u8) -> [u8; 3] {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    [b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]
 }
 
 /// The bytes that alone make a path need `normalize`: an escape, a backslash, a byte
