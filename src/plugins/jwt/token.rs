@@ -143,7 +143,8 @@ fn find_token<'a>(
             Some(existing) if *existing == token => {}
             Some(_) => return Err(Failure::message("Multiple tokens provided")),
         }
-        *set |= 1 << at;
+        // The config holds at most 64 names of a kind; past that there is no bit.
+        *set |= 1u64.checked_shl(at as u32).unwrap_or(0);
         Ok(())
     };
     if let Some(query) = request.query {
