@@ -421,6 +421,38 @@ const JOIN_CASES: &[(&str, &str, bool, &str, &str)] = &[
     ("/v1", "/api", true, "/api/x?a=1&b=%20c", "/v1/x?a=1&b=%20c"),
     ("", "/api", false, "/api/x?q=1", "/api/x?q=1"),
     ("/v1", "/api", true, "/api?only=query", "/v1?only=query"),
+    // What the prefix leaves of a segment never climbs out of the service path (Kong
+    // drops a leading dot segment there too).
+    (
+        "/public/v1",
+        "/api",
+        true,
+        "/api../admin",
+        "/public/v1/admin",
+    ),
+    (
+        "/public/v1",
+        "/api",
+        true,
+        "/api%2e%2e/admin",
+        "/public/v1/admin",
+    ),
+    (
+        "/public/v1",
+        "/api",
+        true,
+        "/api./admin",
+        "/public/v1/admin",
+    ),
+    ("/public/v1", "/api", true, "/api..", "/public/v1"),
+    ("", "/r", true, "/r..", "/"),
+    (
+        "/public/v1",
+        "~/re",
+        true,
+        "/re../admin",
+        "/public/v1/admin",
+    ),
 ];
 
 #[test]

@@ -148,6 +148,18 @@ fn remove_dot_segments(input: &[u8]) -> Result<Vec<u8>, PathError> {
     Ok(out)
 }
 
+/// What is left of a normalized path once a prefix is cut off may begin with a dot
+/// segment: the prefix `/api` leaves `../admin` of the segment `api..`. As Kong does, that
+/// leading `.` or `..` goes, so the join cannot climb out of the service's path. Later
+/// segments are whole ones, which normalizing already rid of dots.
+fn without_dot_segment(postfix: &[u8]) -> &[u8] {
+    match postfix {
+        b"." | b".." => &[],
+        [b'.', b'/', rest @ ..] | [b'.', b'.', b'/', rest @ ..] => rest,
+        _ => postfix,
+    }
+}
+
 /// Joins the service path with the request path the way Kong's `v0` path handling does:
 /// with `strip_path` the matched prefix is removed first; a slash is never doubled, and a
 /// trailing slash of the request is kept. Appends to `out`.
@@ -161,7 +173,7 @@ pub fn upstream_path(
     let base = service_path.as_bytes();
     let req = request_path.as_bytes();
     let postfix = if strip_path {
-        &req[matched_len.min(req.len())..]
+        without_dot_segment(&req[matched_len.min(req.len())..])
     } else {
         req
     };
@@ -244,6 +256,15 @@ mod tests {
             ("/v1", "/", 1, false, "/v1"),
             ("/", "/api/x", 4, false, "/api/x"),
             ("/", "/", 1, true, "/"),
+            // A leading dot segment of what the prefix leaves is dropped, as Kong does.
+            ("/public/v1", "/api../admin", 4, true, "/public/v1/admin"),
+            ("/public/v1", "/api./admin", 4, true, "/public/v1/admin"),
+            ("/public/v1/", "/api../admin", 4, true, "/public/v1/admin"),
+            ("/public/v1", "/api..", 4, true, "/public/v1"),
+            ("/", "/r..", 2, true, "/"),
+            ("/", "/r.", 2, true, "/"),
+            ("/v1", "/api.../x", 4, true, "/v1/.../x"),
+            ("/v1", "/api../admin", 4, false, "/v1/api../admin"),
         ];
         for (base, req, matched, strip, expected) in cases {
             assert_eq!(
