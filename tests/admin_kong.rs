@@ -811,6 +811,101 @@ fn a_given_id_must_be_a_uuid() {
     );
 }
 
+#[test]
+fn malformed_ids_and_timestamps_are_refused_by_put_and_patch_too() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let r = admin_json(&gw, "PUT", "/consumers/putter", &json!({ "id": "abc" }));
+    let j = ok(&r, 400, "PUT with a bad id");
+    assert_eq!(j["fields"]["id"], "expected a valid UUID", "{j}");
+    assert_eq!(
+        gw.admin_get("/consumers/putter").status,
+        404,
+        "nothing created"
+    );
+    ok(
+        &admin_json(
+            &gw,
+            "PUT",
+            "/consumers/putter",
+            &json!({ "custom_id": "p" }),
+        ),
+        200,
+        "PUT creating",
+    );
+    let r = admin_json(
+        &gw,
+        "PATCH",
+        "/consumers/putter",
+        &json!({ "created_at": "x", "updated_at": 1.5, "id": 7, "custom_id": "q" }),
+    );
+    let j = ok(&r, 400, "PATCH with bad stamps");
+    assert_eq!(j["fields"]["created_at"], "expected an integer", "{j}");
+    assert_eq!(j["fields"]["updated_at"], "expected an integer", "{j}");
+    assert_eq!(j["fields"]["id"], "expected a valid UUID", "{j}");
+    let shown = ok(&gw.admin_get("/consumers/putter"), 200, "unchanged");
+    assert_eq!(
+        shown["custom_id"], "p",
+        "the refused PATCH changed nothing: {shown}"
+    );
+}
+
+#[test]
+fn nested_child_entities_in_a_body_are_refused_as_kong_refuses_them() {
+    // The file format nests children; the Admin API does not: a credential nested in a
+    // consumer body would be one its own endpoints could not delete.
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/consumers",
+        &json!({ "username": "nz", "jwt_secrets": [{ "key": "nz-key", "secret": "s" }], "plugins": [] }),
+    );
+    let j = ok(&r, 400, "consumer with nested credentials");
+    assert_eq!(j["name"], "schema violation", "{j}");
+    assert_eq!(j["fields"]["jwt_secrets"], "unknown field", "{j}");
+    assert_eq!(j["fields"]["plugins"], "unknown field", "{j}");
+    assert_eq!(gw.admin_get("/consumers/nz").status, 404, "nothing created");
+    ok(
+        &admin_json(&gw, "POST", "/consumers", &json!({ "username": "nz" })),
+        201,
+        "plain consumer",
+    );
+    for (method, path, body) in [
+        (
+            "PUT",
+            "/consumers/nz",
+            json!({ "jwt_secrets": [{ "key": "k2" }] }),
+        ),
+        (
+            "PATCH",
+            "/consumers/nz",
+            json!({ "jwt_secrets": [{ "key": "k3" }] }),
+        ),
+        (
+            "POST",
+            "/services",
+            json!({ "name": "ns", "url": o.url(), "routes": [{ "paths": ["/ns"] }] }),
+        ),
+        (
+            "POST",
+            "/upstreams",
+            json!({ "name": "nu", "targets": [{ "target": "127.0.0.1:1" }] }),
+        ),
+    ] {
+        let r = admin_json(&gw, method, path, &body);
+        assert_eq!(r.status, 400, "{method} {path} with nested children: {r:?}");
+    }
+    let creds = ok(&gw.admin_get("/consumers/nz/jwt"), 200, "credentials");
+    assert_eq!(
+        creds["data"],
+        json!([]),
+        "no credential slipped in: {creds}"
+    );
+    assert_eq!(gw.admin_get("/services/ns").status, 404);
+}
+
 // ---------------------------------------------------------------------------------------
 // 7. updated_at
 

@@ -149,6 +149,29 @@ fn nest(map: &mut Map<String, Value>, path: &str, value: Value) -> Option<Value>
     }
 }
 
+/// A body that nests child entities is refused, as Kong refuses it (they are no fields
+/// of the entity): the config file may nest them, but an Admin API entity nesting them
+/// would hold children that their own endpoints can neither show whole nor delete.
+fn without_children(kind: &str, body: Body) -> Result<Body, Reply> {
+    let children: &[&str] = match kind {
+        "consumers" => &["jwt_secrets", "plugins"],
+        "services" => &["routes", "plugins"],
+        "routes" | "consumer_groups" => &["plugins"],
+        "upstreams" => &["targets"],
+        _ => &[],
+    };
+    let fields: Map<String, Value> = children
+        .iter()
+        .filter(|child| body.contains_key(**child))
+        .map(|child| ((*child).to_owned(), Value::from("unknown field")))
+        .collect();
+    if fields.is_empty() {
+        Ok(body)
+    } else {
+        Err(schema_violation(fields))
+    }
+}
+
 fn field_error(field: &str, message: &str) -> Reply {
     let mut fields = Map::new();
     fields.insert(field.into(), message.into());
@@ -202,7 +225,10 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
     };
     let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let method = request.method;
-    let body = |kind: &str| parse_body(request.content_type, request.body, Some(kind));
+    let body = |kind: &str| {
+        parse_body(request.content_type, request.body, Some(kind))
+            .and_then(|body| without_children(kind, body))
+    };
     let snapshot = control.shared.snapshot();
     let config = &snapshot.config;
     // A new entity given an id that is taken: Kong's primary key violation, before any
@@ -1468,6 +1494,9 @@ enum Upsert {
 }
 
 fn put(control: &Control, config: &Config, kind: Upsert, key: &str, mut body: Body) -> Reply {
+    if let Err(reply) = checked_meta(&body) {
+        return reply;
+    }
     let (found, name_field) = match kind {
         Upsert::Services => (
             find_service(config, key)
@@ -1570,6 +1599,9 @@ fn update_generic(
 ) -> Reply {
     if layer == Layer::File {
         return read_only();
+    }
+    if let Err(reply) = checked_meta(&patch) {
+        return reply;
     }
     let Some(index) = admin_index(control, kind, id) else {
         return not_found();
@@ -1840,6 +1872,34 @@ fn deleted<T>(outcome: Result<T, Refused>) -> Reply {
             log::error!("admin write failed: {e}");
             Reply::message(500, "An unexpected error occurred")
         }
+    }
+}
+
+/// The fields every entity has, in a PUT or PATCH body, which keeps the entity's own
+/// (the path names it): still refused when malformed, as Kong's schema refuses them, not
+/// silently ignored. Every problem at once.
+fn checked_meta(body: &Body) -> Result<(), Reply> {
+    let mut fields = Map::new();
+    match body.get("id") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(id)) if crate::config::is_uuid(id) => {}
+        Some(_) => {
+            fields.insert("id".into(), "expected a valid UUID".into());
+        }
+    }
+    for stamp in ["created_at", "updated_at"] {
+        match body.get(stamp) {
+            None | Some(Value::Null) => {}
+            Some(Value::Number(n)) if n.is_u64() || n.is_i64() => {}
+            Some(_) => {
+                fields.insert(stamp.into(), "expected an integer".into());
+            }
+        }
+    }
+    if fields.is_empty() {
+        Ok(())
+    } else {
+        Err(schema_violation(fields))
     }
 }
 
