@@ -124,20 +124,32 @@ fn flock(file: &File, wait: bool) -> std::io::Result<bool> {
 }
 
 /// Replaces `path` with `bytes`: temporary file, fsync, rename, fsync of the directory.
-/// With `backup`, the previous content is first kept under that name.
+/// With `backup`, the previous content is first kept under that name. The new file keeps
+/// the old one's permissions and, where the process may set them, its owner (a config
+/// file holds secrets an operator may have made private); a file that was not there is
+/// made readable by its owner only, whatever the umask.
 pub fn write_atomically(path: &Path, bytes: &[u8], backup: Option<&Path>) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
     let tmp = dir.join(format!(".{name}.tmp"));
+    let previous = fs::metadata(path).ok();
     {
         let mut file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(&tmp)?;
+        let mode = previous.as_ref().map_or(0o600, |m| m.mode() & 0o7777);
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        if let Some(m) = &previous {
+            // Only a privileged process may give a file away; the mode stands either way.
+            let _ = std::os::unix::fs::fchown(&file, Some(m.uid()), Some(m.gid()));
+        }
         file.write_all(bytes)?;
         file.sync_all()?;
     }
@@ -171,5 +183,30 @@ mod tests {
         assert_eq!(loaded, new);
         fs::write(dir.path().join(STATE_FILE), b"[1]").unwrap();
         assert!(Store::open(dir.path()).is_err());
+    }
+
+    #[test]
+    fn rewrites_keep_the_mode_and_new_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let fresh = dir.path().join("fresh.json");
+        write_atomically(&fresh, b"{}", None).unwrap();
+        assert_eq!(mode(&fresh), 0o600, "a new file is its owner's only");
+        let config = dir.path().join("kong.yaml");
+        fs::write(&config, b"old").unwrap();
+        fs::set_permissions(&config, fs::Permissions::from_mode(0o640)).unwrap();
+        let backup = dir.path().join("kong.yaml.bak");
+        write_atomically(&config, b"new", Some(&backup)).unwrap();
+        assert_eq!(fs::read(&config).unwrap(), b"new");
+        assert_eq!(fs::read(&backup).unwrap(), b"old");
+        assert_eq!(
+            mode(&config),
+            0o640,
+            "the rewrite keeps the operator's mode"
+        );
+        fs::set_permissions(&config, fs::Permissions::from_mode(0o604)).unwrap();
+        write_atomically(&config, b"newer", None).unwrap();
+        assert_eq!(mode(&config), 0o604);
     }
 }

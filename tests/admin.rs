@@ -1049,6 +1049,9 @@ fn post_config_writes_through_a_symlinked_config_file() {
     std::fs::write(&real, &old).unwrap();
     std::fs::remove_file(&link).unwrap();
     std::os::unix::fs::symlink(&real, &link).unwrap();
+    // The file holds secrets: the operator made it private, and the rewrite keeps it so.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
 
     let new = fresh_config(&o);
     let r = http_request(
@@ -1072,6 +1075,8 @@ fn post_config_writes_through_a_symlinked_config_file() {
         "the file the link leads to is replaced"
     );
     assert_eq!(read_file(&gw.dir().join("kong.yaml.bak")), old);
+    let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the rewritten file keeps its mode");
     let hash = r.json()["configuration_hash"]
         .as_str()
         .unwrap_or_default()
