@@ -164,6 +164,7 @@ fn host_wildcards_leading_and_trailing() {
         svc("lead", &o, "        hosts: [\"*.example.com\"]\n"),
         svc("trail", &o, "        hosts: [\"example.*\"]\n"),
         svc("plain", &o, "        hosts: [\"plain.test\"]\n"),
+        svc("ported", &o, "        hosts: [\"*.ported.test:8080\"]\n"),
     ]));
     check_table(
         &gw,
@@ -181,6 +182,12 @@ fn host_wildcards_leading_and_trailing() {
             (get_host("/", "www.example.org"), None),
             (get_host("/", "other.test"), None),
             (get_host("/", "xplain.test"), None),
+            // A leading wildcard with a port matches that port only.
+            (get_host("/", "a.ported.test:8080"), Some("svc-ported")),
+            (get_host("/", "B.Ported.Test:8080"), Some("svc-ported")),
+            (get_host("/", "a.ported.test:8081"), None),
+            (get_host("/", "a.ported.test"), None),
+            (get_host("/", "ported.test:8080"), None),
         ],
     );
 }

@@ -204,8 +204,10 @@ fn hosts_match(hosts: &[HostMatch], host: Option<&str>) -> bool {
             candidate.eq_ignore_ascii_case(h)
         }
         HostMatch::Suffix(suffix) => {
-            bare.len() > suffix.len()
-                && bare.as_bytes()[bare.len() - suffix.len()..]
+            // `*.example.com:8080` names the port too, as a plain host with a port does.
+            let candidate = if suffix.contains(':') { full } else { bare };
+            candidate.len() > suffix.len()
+                && candidate.as_bytes()[candidate.len() - suffix.len()..]
                     .eq_ignore_ascii_case(suffix.as_bytes())
         }
         HostMatch::Prefix(prefix) => {
