@@ -14,6 +14,8 @@ use crate::config::{Config, LoadError, NodeOverrides};
 pub const EXIT_CONFIG: u8 = 78;
 /// Exit code for a command line that cannot be acted on, as the argument parser's own.
 const EXIT_USAGE: u8 = 2;
+/// An internal error (a panic): sysexits' EX_SOFTWARE.
+const EXIT_PANIC: i32 = 70;
 
 #[derive(Parser)]
 #[command(
@@ -88,6 +90,32 @@ enum JwtCommand {
     },
 }
 
+/// A panic anywhere in the gateway ends the process, logged on one line. A worker
+/// thread that died would leave its listening socket open, and the kernel would keep
+/// handing it connections nobody accepts; a whole process that exits is restarted by
+/// its service manager (the bundled unit restarts on failure) or noticed by a takeover.
+fn exit_on_panic() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        log::error!(
+            "{} panicked{place}: {}; exiting",
+            thread.name().unwrap_or("a thread"),
+            message.replace('\n', "; ")
+        );
+        std::process::exit(EXIT_PANIC);
+    }));
+}
+
 /// Parses the arguments and runs the command.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -155,6 +183,7 @@ pub fn main() -> ExitCode {
                     }
                 }
             }
+            exit_on_panic();
             let overrides = NodeOverrides {
                 proxy_listen,
                 admin_listen,

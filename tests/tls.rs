@@ -1494,6 +1494,85 @@ fn bad_clients_on_the_tls_port_are_closed_without_disturbing_good_ones() {
     assert_no_panic(&t.gw.stderr_text());
 }
 
+/// A TLS stream cannot be read again once a read of it was abandoned (a deadline, or
+/// the upstream's early answer to an upload, cut it off): a close that lingered reading
+/// after such an answer killed the worker thread, and with it every connection. Each is
+/// answered and closed, and the worker serves on.
+#[test]
+fn abandoned_reads_over_tls_end_their_connection_not_the_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = make_cert(dir.path(), "a", "a.test", &["a.test"], false);
+    // An upstream that answers an upload's head at once and never reads the body.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let early = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n");
+                thread::sleep(Duration::from_secs(5));
+            });
+        }
+    });
+    let origin = Origin::start();
+    let cfg = format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: main\n    url: {}\n    routes: [{{name: main, paths: [\"/\"]}}]\n  - name: early\n    url: http://{early}\n    retries: 0\n    routes: [{{name: early, paths: [\"/early\"]}}]\n{}ringway:\n  client_header_timeout: 1000\n  client_body_timeout: 1000\n",
+        origin.url(),
+        certificates(&[cert_item(&a, &["a.test"], "")]),
+    );
+    let t = start_tls(&cfg, GatewayOpts::default());
+    let mut py = Py::start();
+    let upload = format!(
+        "POST /early HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1000000\r\n\r\n{}",
+        "x".repeat(2000)
+    );
+    for (what, id, request, status) in [
+        (
+            "a head that stops",
+            "head",
+            "GET /x HTTP/1.1\r\nHost: a.test\r\n",
+            408,
+        ),
+        (
+            "a body that stops",
+            "body",
+            "POST /x HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\nab",
+            408,
+        ),
+        ("an upload answered early", "upload", upload.as_str(), 413),
+    ] {
+        let answer = py.connect(id, t.port, Some("a.test"), json!({}));
+        assert_eq!(answer["ok"], true, "{what}: {answer}");
+        let answer = py.exchange(id, request, 1);
+        assert_eq!(answer["responses"][0]["status"], status, "{what}: {answer}");
+        let closed = py.wait_close(id, CLOSE_WITHIN);
+        assert_eq!(closed["closed"], true, "{what}: then closed: {closed}");
+        let fresh = format!("after-{id}");
+        let answer = py.connect(&fresh, t.port, Some("a.test"), json!({}));
+        assert_eq!(
+            answer["ok"], true,
+            "{what}: a new handshake after it: {answer}"
+        );
+        assert_proxied(&py.get(&fresh, "/ok", "a.test"), &format!("after {what}"));
+        py.close(&fresh);
+        let plain = proxy_get(&t.gw, "/plain", &[]);
+        assert_eq!(
+            plain.status, 200,
+            "the plain listener after {what}: {plain:?}"
+        );
+    }
+    assert_no_panic(&t.gw.stderr_text());
+}
+
 // ---------------------------------------------------------------------------------------
 // 8. reload
 

@@ -134,6 +134,11 @@ struct Conn<S> {
     /// The connection closes after an answer given while the request's body was still
     /// arriving: close it lingering, or the unread bytes reset it under the answer.
     linger: bool,
+    /// A read of the client was abandoned (cut off by its deadline, or by the
+    /// upstream's answer during an upload). A TLS stream cannot be read again after that
+    /// (its record layer lost the buffer the abandoned read held), so its close does not
+    /// linger reading; a plain socket's cancelled read left nothing behind.
+    read_cut: bool,
 }
 
 /// Serves one client connection until it closes. `local` is the address it reached
@@ -269,6 +274,7 @@ impl<S: ClientIo> Conn<S> {
             logged: String::new(),
             partial_line: None,
             linger: false,
+            read_cut: false,
         }
     }
 
@@ -538,6 +544,9 @@ impl<S: ClientIo> Conn<S> {
         // answer (an upload stalled behind an upstream that stopped reading).
         const LINGER_BYTES: usize = 64 << 20;
         let _ = self.client.shutdown().await;
+        if self.read_cut && self.info.https {
+            return;
+        }
         let deadline = Instant::now() + LINGER;
         let mut buf = std::mem::take(&mut self.buf);
         let mut dropped = 0;
@@ -634,7 +643,8 @@ impl<S: ClientIo> Conn<S> {
                 Ok(0) => return Err(HeadEnd::Closed),
                 Ok(_) => {}
                 Err(IoFail::TimedOut) if deadline.is_some() => {
-                    return Err(HeadEnd::Reject(ErrorKind::RequestTimeout))
+                    self.read_cut = true;
+                    return Err(HeadEnd::Reject(ErrorKind::RequestTimeout));
                 }
                 Err(_) => return Err(HeadEnd::Closed),
             }
@@ -1024,7 +1034,10 @@ impl<S: ClientIo> Conn<S> {
         self.buf = buf;
         match result {
             Ok(0) | Err(IoFail::Io) => Err(ErrorKind::ClientGone),
-            Err(IoFail::TimedOut) => Err(ErrorKind::RequestTimeout),
+            Err(IoFail::TimedOut) => {
+                self.read_cut = true;
+                Err(ErrorKind::RequestTimeout)
+            }
             Ok(_) => Ok(()),
         }
     }
@@ -1118,6 +1131,7 @@ impl<S: ClientIo> Conn<S> {
             if self.buf.is_empty() && !matches!(body, RequestBody::Done) {
                 let read = self.read_body_bytes(body_timeout);
                 let Some(read) = Box::pin(unless_answered(read, &mut answer)).await else {
+                    self.read_cut = true;
                     return Err(SendFail::UpstreamGone);
                 };
                 read.map_err(SendFail::Client)?;
