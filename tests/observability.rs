@@ -1965,6 +1965,122 @@ fn a_service_scoped_prometheus_counts_that_service_only() {
     );
 }
 
+/// Kong counts each request with the config that applies to it: a route's own instance
+/// (its flags, not those of other instances) wins over the global one there.
+#[test]
+fn each_route_is_counted_under_the_flags_of_the_instance_that_applies() {
+    let origin = Origin::start();
+    let gw = start(&format!(
+        r#"_format_version: "3.0"
+services:
+  - name: s1
+    url: {u}
+    routes:
+      - name: r1
+        paths: [/r1]
+        plugins:
+          - name: prometheus
+            config: {{status_code_metrics: true}}
+  - name: s2
+    url: {u}
+    routes:
+      - name: r2
+        paths: [/r2]
+    plugins:
+      - name: prometheus
+        config: {{latency_metrics: true}}
+  - name: s3
+    url: {u}
+    routes:
+      - name: quiet
+        paths: [/quiet]
+        plugins:
+          - name: prometheus
+            config: {{}}
+      - name: loud
+        paths: [/loud]
+plugins:
+  - name: prometheus
+    config: {ALL_FLAGS}
+"#,
+        u = origin.url()
+    ));
+    for path in ["/r1", "/r1", "/r2", "/r2", "/quiet", "/loud"] {
+        assert_proxied(&get(&gw, path, &[], "traffic"), path);
+    }
+    let prom = metrics_when(&gw, |p| p.sum("ringway_requests_total", &[]) >= 6.0);
+    let requests = |route| prom.sum("kong_http_requests_total", &[("route", route)]);
+    let latencies = |route| prom.sum("kong_request_latency_ms_count", &[("route", route)]);
+    let bandwidth = |route| {
+        prom.select("kong_bandwidth_bytes", &[("route", route)])
+            .len()
+    };
+    assert_eq!(
+        (requests("r1"), latencies("r1"), bandwidth("r1")),
+        (2.0, 0.0, 0),
+        "r1: its own instance counts status codes only\n{}",
+        prom.text
+    );
+    assert_eq!(
+        (requests("r2"), latencies("r2"), bandwidth("r2")),
+        (0.0, 2.0, 0),
+        "r2: its service's instance counts latencies only\n{}",
+        prom.text
+    );
+    assert_eq!(
+        (requests("quiet"), latencies("quiet"), bandwidth("quiet")),
+        (0.0, 0.0, 0),
+        "quiet: its own instance has every flag off\n{}",
+        prom.text
+    );
+    assert_eq!(
+        (requests("loud"), latencies("loud"), bandwidth("loud")),
+        (1.0, 1.0, 2),
+        "loud: the global instance, every flag\n{}",
+        prom.text
+    );
+}
+
+/// An upstream that times out took the time: a 504's wait is the upstream's latency
+/// (Kong's `KONG_WAITING_TIME`), not time ringway added.
+#[test]
+fn a_timed_out_upstream_is_counted_as_upstream_time() {
+    let origin =
+        Origin::with_handler(|_| Action::Delay(Duration::from_millis(1500), Box::new(Action::Ok)));
+    let gw = start(&format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: svc\n    url: {}\n    read_timeout: 200\n    retries: 0\n    routes:\n      - name: all\n        paths: [\"/\"]\nplugins:\n  - name: prometheus\n    config: {ALL_FLAGS}\n",
+        origin.url()
+    ));
+    let r = get(&gw, "/slow", &[], "a timed-out upstream");
+    assert_eq!(r.status, 504, "{r:?}");
+    let header = |name| -> u64 {
+        r.header(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: {r:?}"))
+    };
+    assert!(
+        header("X-Kong-Upstream-Latency") >= 199 && header("X-Kong-Proxy-Latency") < 199,
+        "the wait is the upstream's: {r:?}"
+    );
+    let doc = histograms_when(&gw, "", &["routes", "all", "request"], 1);
+    assert_eq!(count(&doc, &["routes", "all", "upstream"]), 1, "{doc}");
+    let upstream = field(hist(&doc, &["routes", "all", "upstream"]), "max", "504");
+    let proxy = field(hist(&doc, &["routes", "all", "proxy"]), "max", "504");
+    assert!(
+        upstream >= 199_000.0 && proxy < upstream,
+        "upstream {upstream} us, proxy {proxy} us: {doc}"
+    );
+    let prom = metrics_when(&gw, |p| {
+        p.sum("kong_upstream_latency_ms_count", &[("route", "all")]) == 1.0
+    });
+    assert!(
+        prom.sum("kong_kong_latency_ms_sum", &[("route", "all")])
+            < prom.sum("kong_upstream_latency_ms_sum", &[("route", "all")]),
+        "{}",
+        prom.text
+    );
+}
+
 #[test]
 fn admin_api_post_plugins_prometheus_turns_on_kongs_series() {
     let origin = Origin::start();

@@ -88,6 +88,16 @@ enum SendFail {
     Client(ErrorKind),
 }
 
+/// When a proxied request began and when it was first meant for the upstream (its
+/// failure's answer tells the time between them and since), and whether Kong's latency
+/// headers are on.
+#[derive(Clone, Copy)]
+struct Spent {
+    started: Instant,
+    proxying: Instant,
+    headers: bool,
+}
+
 /// What one exchange did, for the histograms and counters.
 #[derive(Debug, Default, Clone, Copy)]
 struct Tally {
@@ -717,14 +727,10 @@ impl<S: ClientIo> Conn<S> {
         // What a failure's answer says of the time spent, as Kong's does once a request
         // was meant for the upstream: ms with the upstream, ms before it.
         let proxying = Instant::now();
-        let latency = || {
-            node.latency_headers.then(|| {
-                let ms = |d: Duration| d.as_millis() as u64;
-                (
-                    ms(proxying.elapsed()),
-                    ms(proxying.saturating_duration_since(started)),
-                )
-            })
+        let latency = Spent {
+            started,
+            proxying,
+            headers: node.latency_headers,
         };
 
         // Move body bytes that arrived with the head behind the upstream head.
@@ -739,7 +745,7 @@ impl<S: ClientIo> Conn<S> {
         }
         if balanced.is_none() && service.addr.is_none() {
             return self
-                .fail(ErrorKind::NameResolution, &exchange, &body, latency())
+                .fail(ErrorKind::NameResolution, &exchange, &body, latency)
                 .await;
         }
         // An idempotent request's body that fits with its head is read whole before
@@ -795,7 +801,7 @@ impl<S: ClientIo> Conn<S> {
                     };
                     let Some(lease) = lease else {
                         return self
-                            .fail(ErrorKind::NoHealthyTarget, &exchange, &body, latency())
+                            .fail(ErrorKind::NoHealthyTarget, &exchange, &body, latency)
                             .await;
                     };
                     let target = &upstream.targets[lease.target];
@@ -856,7 +862,7 @@ impl<S: ClientIo> Conn<S> {
                             kind,
                             self.rid.as_deref().map(RequestId::value),
                         );
-                        return self.fail(kind, &exchange, &body, latency()).await;
+                        return self.fail(kind, &exchange, &body, latency).await;
                     }
                 };
             let sent = Instant::now();
@@ -956,30 +962,43 @@ impl<S: ClientIo> Conn<S> {
                 failure,
                 self.rid.as_deref().map(RequestId::value),
             );
-            return self.fail(failure, &exchange, &body, latency()).await;
+            return self.fail(failure, &exchange, &body, latency).await;
         }
     }
 
     /// Answers an upstream-side failure. The connection continues only when the client
     /// asked for that (HTTP/1.1 without `Connection: close`, or 1.0 with keep-alive) and
     /// none of the request's body is left unread: unread body bytes would be read as the
-    /// next request. `latency` (ms with the upstream, ms before it) goes in Kong's
-    /// latency headers.
+    /// next request. The time spent with the upstream (as Kong's: from when the request
+    /// was meant for it) is what its latency headers and the upstream latency record
+    /// say, not time ringway added.
     async fn fail(
         &mut self,
         kind: ErrorKind,
         exchange: &Exchange,
         body: &RequestBody,
-        latency: Option<(u64, u64)>,
+        latency: Spent,
     ) -> Next {
         let whole = matches!(body, RequestBody::Done);
         let keep = exchange.framing.keep_alive && whole && !self.worker.drain.fired();
         // A client still uploading (to an upstream that stopped reading) gets its 504
         // before the close, not a reset for the bytes it sent meanwhile.
         self.linger |= !whole;
-        let lines = latency.map_or_else(String::new, |(upstream, proxy)| {
-            format!("X-Kong-Upstream-Latency: {upstream}\r\nX-Kong-Proxy-Latency: {proxy}\r\n")
-        });
+        let upstream = latency.proxying.elapsed();
+        let before = latency.proxying.saturating_duration_since(latency.started);
+        if self.tally.contacted && self.tally.upstream_us.is_none() {
+            self.tally.upstream_us = Some(upstream.as_micros() as u32);
+            self.tally.before_upstream_us = before.as_micros() as u32;
+        }
+        let lines = if latency.headers {
+            format!(
+                "X-Kong-Upstream-Latency: {}\r\nX-Kong-Proxy-Latency: {}\r\n",
+                upstream.as_millis(),
+                before.as_millis()
+            )
+        } else {
+            String::new()
+        };
         let extra = [lines.as_bytes(), b"", b""];
         if self.answer(kind, !keep, exchange.head, extra).await {
             Next::KeepAlive
