@@ -870,7 +870,7 @@ pub fn build_plugins(
 /// consumer+route+service > group+route+service > consumer+route > consumer+service >
 /// group+route > group+service > route+service > consumer > group > route > service >
 /// global.
-fn rank(scope: &Scope, route: Option<(usize, usize)>) -> Option<u8> {
+pub(crate) fn rank(scope: &Scope, route: Option<(usize, usize)>) -> Option<u8> {
     let (r, s) = match route {
         Some((r, s)) => (Some(r), Some(s)),
         None => (None, None),

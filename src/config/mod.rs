@@ -27,11 +27,11 @@ use serde_norway::Value;
 use serde_path_to_error::Segment;
 use sha2::{Digest, Sha256};
 
-pub(crate) use entities::missing_reference_key;
 pub use entities::{
     is_uuid, random_id, stable_id, write_uuid, Chain, Consumer, ConsumerGroup, JwtSecret, Keys,
     Layer, Plugin, PluginConfig, Scope, KNOWN_PLUGINS,
 };
+pub(crate) use entities::{missing_reference_key, rank};
 pub use node::{AccessLog, Driver, Limits, Listen, Node, NodeOverrides, MAX_HEADERS_LIMIT};
 pub use upstreams::{
     Active, Algorithm, HashOn, Healthchecks, Passive, StatusSet, Target, Upstream,

@@ -1,11 +1,11 @@
 //! `GET /metrics`: Prometheus text format 0.0.4. Kong's `prometheus` plugin series under
 //! its flags (so Kong's dashboards keep working), and `ringway_*` series always.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
 use super::{Hist, Label, Published, Source};
-use crate::config::{Config, PluginConfig};
+use crate::config::{Config, PluginConfig, Scope};
 use crate::metrics::WorkerStats;
 use crate::plugins::prometheus::Config as Flags;
 
@@ -114,53 +114,69 @@ pub fn render(published: &Published, kong: Option<&Kong>, node: &Node<'_>) -> St
     out
 }
 
-/// What Kong's series show: the enabled `prometheus` plugins' flags, together, and the
-/// routes whose traffic they count. Kong's plugin counts a request in its log phase,
-/// which runs only where the plugin is configured: a service's plugin counts that
-/// service's routes, a global one everything (requests no route matched too).
+/// What Kong's series show. Kong's plugin counts a request in its log phase, with the
+/// config that applies to that request, so each route has the flags of the instance
+/// that wins there by precedence (a service's plugin counts that service's routes, a
+/// global one every route); routes no instance applies to are not counted.
+/// Consumer-scoped instances can only be told apart per request, which the records are
+/// not: their flags join those of the routes they apply to.
 pub struct Kong {
+    /// Every enabled instance's flags together: the node-wide series follow them.
     pub flags: Flags,
-    /// `None`: every route. Otherwise the route labels counted; a route folded into
-    /// `other` brings `other` in.
-    routes: Option<HashSet<Label>>,
+    /// `None`: every route, with `flags`. Otherwise each counted route label's flags; a
+    /// route folded into `other` brings its flags to `other`.
+    routes: Option<HashMap<Label, Flags>>,
 }
 
 impl Kong {
     /// `None` when no enabled `prometheus` plugin is configured.
     pub fn of(config: &Config, published: &Published) -> Option<Kong> {
-        let mut flags: Option<Flags> = None;
-        let mut routes = Some(HashSet::new());
-        for plugin in config.plugins.iter().filter(|p| p.enabled) {
-            let PluginConfig::Prometheus(these) = &plugin.config else {
-                continue;
-            };
-            flags = Some(match flags {
-                Some(all) => all.union(these),
-                None => these.as_ref().clone(),
-            });
-            let scope = plugin.scope;
-            if scope.service.is_none() && scope.route.is_none() {
-                routes = None;
-            }
-            let Some(labels) = routes.as_mut() else {
-                continue;
-            };
-            for (i, route) in config.routes.iter().enumerate() {
-                let applies = scope.route.is_none_or(|r| r == i)
-                    && scope.service.is_none_or(|s| s == route.service);
-                if !applies {
+        let instances: Vec<(&Scope, &Flags)> = config
+            .plugins
+            .iter()
+            .filter(|p| p.enabled)
+            .filter_map(|p| match &p.config {
+                PluginConfig::Prometheus(flags) => Some((&p.scope, flags.as_ref())),
+                _ => None,
+            })
+            .collect();
+        let flags = instances
+            .iter()
+            .map(|(_, f)| (*f).clone())
+            .reduce(|all, f| all.union(&f))?;
+        let mut routes: HashMap<Label, Flags> = HashMap::new();
+        for (i, route) in config.routes.iter().enumerate() {
+            let at = Some((i, route.service));
+            let mut best: Option<(u8, &Flags)> = None;
+            let mut by_consumer: Option<Flags> = None;
+            for (scope, these) in &instances {
+                let Some(rank) = crate::config::rank(scope, at) else {
                     continue;
+                };
+                if scope.consumer.is_some() || scope.group.is_some() {
+                    by_consumer =
+                        Some(by_consumer.map_or_else(|| (*these).clone(), |f| f.union(these)));
+                } else if best.is_none_or(|(b, _)| rank < b) {
+                    best = Some((rank, these));
                 }
-                let label = super::route_label(config, i);
-                if published.route_labels.is_folded(&label) {
-                    labels.insert(Label::from(super::OTHER));
-                }
-                labels.insert(label);
             }
+            let these = match (best, by_consumer) {
+                (None, None) => continue,
+                (Some((_, f)), None) => f.clone(),
+                (None, Some(f)) => f,
+                (Some((_, f)), Some(c)) => f.union(&c),
+            };
+            let label = super::route_label(config, i);
+            if published.route_labels.is_folded(&label) {
+                let other = routes.entry(Label::from(super::OTHER)).or_default();
+                *other = other.union(&these);
+            }
+            let entry = routes.entry(label).or_default();
+            *entry = entry.union(&these);
         }
         Some(Kong {
-            flags: flags?,
-            routes,
+            flags,
+            routes: Some(routes),
         })
     }
 
@@ -172,8 +188,12 @@ impl Kong {
         }
     }
 
-    fn counts(&self, route: &Label) -> bool {
-        self.routes.as_ref().is_none_or(|r| r.contains(route))
+    /// The flags a route's requests are counted with, when they are.
+    fn flags_for(&self, route: &Label) -> Option<&Flags> {
+        match &self.routes {
+            None => Some(&self.flags),
+            Some(routes) => routes.get(route),
+        }
     }
 }
 
@@ -279,10 +299,10 @@ fn kong_series(out: &mut String, published: &Published, kong: &Kong, node: &Node
         // Without per_consumer the consumer label is empty: fold the consumers.
         let mut rows: BTreeMap<(Label, Label, u16, &str, Label), u64> = BTreeMap::new();
         for ((service, route, consumer, code, source), n) in &published.counts {
-            if !kong.counts(route) {
+            let Some(these) = kong.flags_for(route).filter(|f| f.status_code_metrics) else {
                 continue;
-            }
-            let consumer = if flags.per_consumer {
+            };
+            let consumer = if these.per_consumer {
                 consumer.clone()
             } else {
                 Label::from("")
@@ -315,7 +335,7 @@ fn kong_series(out: &mut String, published: &Published, kong: &Kong, node: &Node
         let routes: BTreeMap<&str, _> = published
             .routes
             .iter()
-            .filter(|(route, _)| kong.counts(route))
+            .filter(|(route, _)| kong.flags_for(route).is_some_and(|f| f.latency_metrics))
             .map(|(route, l)| (&**route, l))
             .collect();
         let service_of = |route: &str| -> Label {
@@ -371,10 +391,10 @@ fn kong_series(out: &mut String, published: &Published, kong: &Kong, node: &Node
         );
         let mut rows: BTreeMap<(Label, Label, Label), (u64, u64)> = BTreeMap::new();
         for ((service, route, consumer), (ingress, egress)) in &published.bytes {
-            if !kong.counts(route) {
+            let Some(these) = kong.flags_for(route).filter(|f| f.bandwidth_metrics) else {
                 continue;
-            }
-            let consumer = if flags.per_consumer {
+            };
+            let consumer = if these.per_consumer {
                 consumer.clone()
             } else {
                 Label::from("")
