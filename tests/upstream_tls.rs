@@ -234,6 +234,49 @@ fn https_services_verify_their_upstream_and_reuse_connections() {
     assert!(log.contains("longer than tls_verify_depth"), "{log}");
 }
 
+/// A reload that changes what a CA id holds stops trusting the old CA at once:
+/// connections pooled under it are not reused (they were verified against it).
+#[test]
+fn a_reload_that_changes_a_ca_drops_the_connections_it_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    make_ca_and_leaf(dir.path());
+    let origin = TlsOrigin::start(dir.path());
+    let id = "7b5d4a3c-1f2e-4d6c-9a8b-000000000001";
+    let gw = Gateway::start(&config(dir.path(), origin.port, id));
+    let mut client = gw.client();
+    for i in 0..2 {
+        client
+            .send(b"GET /verified/a HTTP/1.1\r\nHost: gw\r\n\r\n")
+            .unwrap();
+        let r = client
+            .read_response_within(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("request {i}: {e:?}"));
+        assert_eq!(r.status, 200, "{}", r.body_str());
+    }
+    // The same id now holds an unrelated CA.
+    let other = tempfile::tempdir().unwrap();
+    make_self_signed(other.path(), "elsewhere.test");
+    let before = gw.status_json()["configuration_hash"].clone();
+    gw.write_config(&config(other.path(), origin.port, id));
+    gw.send_signal("HUP");
+    let applied = wait_for(Duration::from_secs(10), || {
+        (gw.status_json()["configuration_hash"] != before).then_some(())
+    });
+    assert!(applied.is_some(), "reload: {}", gw.stderr_text());
+    client
+        .send(b"GET /verified/b HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .unwrap();
+    let r = client
+        .read_response_within(Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(
+        r.status,
+        502,
+        "the upstream's certificate is no longer trusted, pooled connection or not: {}",
+        r.body_str()
+    );
+}
+
 #[test]
 fn a_ca_certificate_reference_must_exist() {
     let dir = tempfile::tempdir().unwrap();

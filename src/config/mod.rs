@@ -1320,13 +1320,10 @@ fn build_service(
             Ok(config) => server_name.map(|server_name| {
                 use std::hash::{Hash, Hasher};
                 let mut hasher = std::collections::hash_map::DefaultHasher::new();
-                (
-                    &host,
-                    verify,
-                    file.tls_verify_depth,
-                    file.ca_certificates.as_ref(),
-                )
-                    .hash(&mut hasher);
+                // The CAs' content, not only their ids: a reload that changes what a CA
+                // id holds must not keep connections verified against the old one.
+                let cas: Vec<&[u8]> = service_cas.iter().map(|c| c.as_ref()).collect();
+                (&host, verify, file.tls_verify_depth, cas).hash(&mut hasher);
                 UpstreamTls {
                     server_name,
                     config,
