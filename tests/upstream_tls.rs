@@ -290,6 +290,24 @@ fn a_ca_certificate_reference_must_exist() {
 }
 
 #[test]
+fn a_ca_certificate_item_holds_one_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    make_ca_and_leaf(dir.path());
+    let ca = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), format!("{ca}{ca}")).unwrap();
+    let (code, stderr) = check_file(&config(
+        dir.path(),
+        9,
+        "7b5d4a3c-1f2e-4d6c-9a8b-000000000001",
+    ));
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(
+        stderr.contains("ca_certificates[0].cert: please submit only one certificate at a time"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_balanced_https_service_verifies_each_target_by_its_own_name() {
     let dir = tempfile::tempdir().unwrap();
     make_ca_and_leaf(dir.path());

@@ -311,6 +311,11 @@ pub fn build_cas(values: Vec<Value>, report: &mut Report) -> Cas {
             continue;
         };
         match tls::certificates(&cert) {
+            // As Kong's entity: one CA per item, so that each is trusted by its own id.
+            Ok(certs) if certs.len() > 1 => report.add(
+                format!("{path}.cert"),
+                "please submit only one certificate at a time",
+            ),
             Ok(certs) => {
                 if cas.insert(id.clone(), certs).is_some() {
                     report.add(

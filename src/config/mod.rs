@@ -1261,8 +1261,27 @@ fn build_service(
             ),
         }
     }
-    if !https && (file.tls_verify.is_some() || file.ca_certificates.is_some()) {
-        // Kong ignores these on plain services; accepted so Kong files load.
+    if protocol == "http" {
+        // As Kong's schema: verification settings on a plain service would only make
+        // an operator believe its traffic is verified.
+        for (field, given) in [
+            ("tls_verify", file.tls_verify.is_some()),
+            ("tls_verify_depth", file.tls_verify_depth.is_some()),
+            ("ca_certificates", file.ca_certificates.is_some()),
+        ] {
+            if given {
+                report.add(
+                    format!("{path}.{field}"),
+                    "value must be null: only an https service verifies its upstream",
+                );
+            }
+        }
+    }
+    if file.tls_verify_depth.is_some_and(|depth| depth > 64) {
+        report.add(
+            format!("{path}.tls_verify_depth"),
+            "value should be between 0 and 64",
+        );
     }
     if file.client_certificate.is_some() {
         report.add(

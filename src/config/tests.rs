@@ -595,6 +595,28 @@ fn raw_non_ascii_route_paths_get_their_encoded_form() {
 }
 
 #[test]
+fn verification_settings_need_an_https_service() {
+    let found = problems(
+        "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://a\n    tls_verify: true\n    tls_verify_depth: 2\n    ca_certificates: []\n  - name: t\n    url: https://a\n    tls_verify_depth: 65\n",
+    );
+    for field in ["tls_verify", "tls_verify_depth", "ca_certificates"] {
+        let prefix = format!("services[0].{field}: value must be null");
+        assert!(
+            found.iter().any(|p| p.starts_with(&prefix)),
+            "{prefix}: {found:?}"
+        );
+    }
+    assert!(
+        found
+            .iter()
+            .any(|p| p == "services[1].tls_verify_depth: value should be between 0 and 64"),
+        "{found:?}"
+    );
+    // What Kong's dumps carry on a plain service loads.
+    load("_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://a\n    tls_verify: null\n    tls_verify_depth: null\n    ca_certificates: null\n").unwrap();
+}
+
+#[test]
 fn urls_and_service_fields() {
     for (url, host, port, path) in [
         ("http://example.com", "example.com", 80, "/"),
