@@ -38,21 +38,38 @@ pub struct Certificates {
     exact: HashMap<String, Vec<Arc<CertifiedKey>>>,
     /// `*.example.com` stored as `example.com`.
     wildcard: HashMap<String, Vec<Arc<CertifiedKey>>>,
+    /// `example.*` stored as `example`.
+    suffix: HashMap<String, Vec<Arc<CertifiedKey>>>,
+    /// Kong's catch-all SNI `*`: any name nothing else matched.
+    any: Vec<Arc<CertifiedKey>>,
     default: Vec<Arc<CertifiedKey>>,
 }
 
 impl Certificates {
     pub fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.wildcard.is_empty() && self.default.is_empty()
+        self.exact.is_empty()
+            && self.wildcard.is_empty()
+            && self.suffix.is_empty()
+            && self.any.is_empty()
+            && self.default.is_empty()
     }
 
     /// Adds the keys (a certificate and its optional alternate, e.g. ECDSA and RSA) for
-    /// one SNI name (`*.` prefix for a wildcard).
+    /// one SNI name: as Kong's, a host name, `*.` before one (any first label), `.*`
+    /// after one (any last label), or `*` alone (any name).
     pub fn add(&mut self, name: &str, keys: Vec<Arc<CertifiedKey>>) -> Result<(), String> {
         let name = name.to_ascii_lowercase();
-        let (map, key) = match name.strip_prefix("*.") {
-            Some(rest) => (&mut self.wildcard, rest.to_owned()),
-            None => (&mut self.exact, name.clone()),
+        if name == "*" {
+            if !self.any.is_empty() {
+                return Err("SNI '*' is given twice".into());
+            }
+            self.any = keys;
+            return Ok(());
+        }
+        let (map, key) = match (name.strip_prefix("*."), name.strip_suffix(".*")) {
+            (Some(rest), _) => (&mut self.wildcard, rest.to_owned()),
+            (None, Some(rest)) => (&mut self.suffix, rest.to_owned()),
+            (None, None) => (&mut self.exact, name.clone()),
         };
         // A host name: dot-separated labels of letters, digits, `-` and `_`; no port,
         // no wildcard but the leading `*.`.
@@ -66,7 +83,7 @@ impl Certificates {
             });
         if !host_name {
             return Err(format!(
-                "invalid SNI '{name}': expected a host name, or one after `*.`"
+                "invalid SNI '{name}': expected a host name, one after '*.' or before '.*', or '*'"
             ));
         }
         if map.insert(key, keys).is_some() {
@@ -93,6 +110,14 @@ impl Certificates {
                 if let Some(keys) = self.wildcard.get(parent) {
                     return keys;
                 }
+            }
+            if let Some((stem, _)) = name.rsplit_once('.') {
+                if let Some(keys) = self.suffix.get(stem) {
+                    return keys;
+                }
+            }
+            if !self.any.is_empty() {
+                return &self.any;
             }
         }
         &self.default

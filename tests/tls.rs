@@ -694,6 +694,51 @@ fn sni_selects_exact_and_wildcard_certificates_and_unknown_names_fail_without_a_
     assert_eq!(t.gw.admin_get("/status").status, 200);
 }
 
+/// Kong's other SNI forms: `name.*` (any last label) and `*` (any name nothing else
+/// matched), in Kong's order: exact, `*.` prefix, `.*` suffix, `*`, default.
+#[test]
+fn suffix_wildcard_and_catch_all_snis_follow_kongs_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = make_cert(dir.path(), "a", "a.test", &["a.test"], false);
+    let p = make_cert(dir.path(), "p", "*.shop.test", &["*.shop.test"], false);
+    let s = make_cert(dir.path(), "s", "shop.any", &["shop.any"], false);
+    let c = make_cert(dir.path(), "c", "catch.all", &["catch.all"], false);
+    let d = make_cert(dir.path(), "d", "default.test", &["default.test"], false);
+    let known = [("A", &a), ("P", &p), ("S", &s), ("C", &c), ("D", &d)];
+    let origin = Origin::start();
+    let cfg = tls_config(
+        &origin,
+        &certificates(&[
+            cert_item(&a, &["a.test"], ""),
+            cert_item(&p, &["*.shop.test"], ""),
+            cert_item(&s, &["shop.*", "www.shop.*"], ""),
+            cert_item(&c, &["*"], ""),
+        ]),
+        &default_cert_lines(&d),
+    );
+    let t = start_tls(&cfg, GatewayOpts::default());
+    let mut py = Py::start();
+    for (sni, want) in [
+        (Some("a.test"), "A"),
+        (Some("x.shop.test"), "P"),
+        (Some("shop.com"), "S"),
+        (Some("SHOP.org"), "S"),
+        (Some("www.shop.net"), "S"),
+        (Some("shop.test"), "S"),
+        (Some("a.b.shop.com"), "C"),
+        (Some("unknown.test"), "C"),
+        (None, "D"),
+    ] {
+        assert_eq!(py.which(t.port, sni, &known), want, "SNI {sni:?}");
+    }
+    let answer = py.connect("s", t.port, Some("shop.com"), json!({}));
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_proxied(
+        &py.get("s", "/shop", "shop.com"),
+        "over the suffix wildcard",
+    );
+}
+
 #[test]
 fn ssl_cert_is_the_default_for_unknown_names_and_clients_without_sni() {
     let dir = tempfile::tempdir().unwrap();
