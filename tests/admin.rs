@@ -367,6 +367,35 @@ fn consumer_and_credential_validation_errors() {
     );
     assert_eq!(r.status, 400, "RS256 without rsa_public_key: {r:?}");
     assert!(r.json()["fields"].is_object(), "{r:?}");
+    // Every field error at once, as Kong's schema reports them.
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/consumers/alice/jwt",
+        &json!({"bogus": 1, "algorithm": "XX", "key": 5}),
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    let fields = &r.json()["fields"];
+    assert_eq!(fields["bogus"], "unknown field", "{r:?}");
+    assert_eq!(fields["key"], "expected a string", "{r:?}");
+    assert!(fields["algorithm"].is_string(), "{r:?}");
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/consumers",
+        &json!({"bogus": 1, "username": 5, "custom_id": 7}),
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    let fields = &r.json()["fields"];
+    assert_eq!(
+        (&fields["bogus"], &fields["username"], &fields["custom_id"]),
+        (
+            &json!("unknown field"),
+            &json!("expected a string"),
+            &json!("expected a string")
+        ),
+        "{r:?}"
+    );
     let r = admin_form(&gw, "POST", "/consumers/nobody/jwt", &[("key", "k")]);
     assert_not_found(&r, "credential under an unknown consumer");
 
@@ -549,6 +578,11 @@ fn jwt_credentials_crud_generated_values_and_effect_on_traffic() {
         ],
     );
     assert_eq!(r.status, 201, "RS256 credential: {r:?}");
+    let secret = &r.json()["secret"];
+    assert!(
+        secret.as_str().is_some_and(|s| s.len() >= 16),
+        "a missing secret is generated whatever the algorithm, as Kong's: {r:?}"
+    );
     let rsa = EncodingKey::from_rsa_pem(&jwt_fixture("rsa-private.pem")).unwrap();
     let t = encode(
         &Header::new(Algorithm::RS256),

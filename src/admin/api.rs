@@ -1919,6 +1919,40 @@ fn base_object(mut body: Body) -> Result<Map<String, Value>, Reply> {
     Ok(body)
 }
 
+/// Kong's schema checks of a body's plain fields, every problem at once: `strings` must
+/// be non-empty strings, and nothing but them, `other` and the fields every entity has
+/// may be there. The field errors, by field.
+fn field_errors(body: &Body, strings: &[&str], other: &[&str]) -> Map<String, Value> {
+    let mut fields = Map::new();
+    for field in strings {
+        if let Err(message) = string_value(body, field) {
+            fields.insert((*field).to_owned(), message.into());
+        }
+    }
+    for field in body.keys() {
+        let common = ["id", "created_at", "updated_at", "tags"];
+        let field_str = field.as_str();
+        if ![strings, other, &common]
+            .iter()
+            .any(|known| known.contains(&field_str))
+        {
+            fields.insert(field.clone(), "unknown field".into());
+        }
+    }
+    fields
+}
+
+fn string_value<'a>(body: &'a Body, field: &str) -> Result<Option<&'a str>, &'static str> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        // Kong's strings are never empty unless a schema says so (none here does); an
+        // empty form value already arrived as null.
+        Some(Value::String(s)) if s.is_empty() => Err("length must be at least 1"),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err("expected a string"),
+    }
+}
+
 fn string_field<'a>(body: &'a Body, field: &str) -> Result<Option<&'a str>, Reply> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
@@ -1962,13 +1996,18 @@ fn create_consumer(
     body: Body,
     replacing: Replacing<'_>,
 ) -> Reply {
-    let (username, custom_id) = match (
-        string_field(&body, "username"),
-        string_field(&body, "custom_id"),
-    ) {
-        (Ok(u), Ok(c)) => (u.map(str::to_owned), c.map(str::to_owned)),
-        (Err(reply), _) | (_, Err(reply)) => return reply,
-    };
+    let fields = field_errors(&body, &["username", "custom_id"], &["groups"]);
+    if !fields.is_empty() {
+        return schema_violation(fields);
+    }
+    let username = string_value(&body, "username")
+        .ok()
+        .flatten()
+        .map(str::to_owned);
+    let custom_id = string_value(&body, "custom_id")
+        .ok()
+        .flatten()
+        .map(str::to_owned);
     if username.is_none() && custom_id.is_none() {
         let mut fields = Map::new();
         fields.insert(
@@ -2090,21 +2129,28 @@ fn create_jwt(
     mut body: Body,
     replacing: Replacing<'_>,
 ) -> Reply {
-    for field in ["key", "secret", "algorithm", "rsa_public_key"] {
-        if let Err(reply) = string_field(&body, field) {
-            return reply;
+    const STRINGS: [&str; 4] = ["key", "secret", "algorithm", "rsa_public_key"];
+    let mut fields = field_errors(&body, &STRINGS, &["consumer"]);
+    let algorithm = match body.get("algorithm") {
+        Some(Value::String(name)) => Algorithm::parse(name),
+        _ => Algorithm::parse("HS256"),
+    };
+    match algorithm {
+        None => {
+            fields.insert(
+                "algorithm".into(),
+                "expected one of: HS256, HS384, HS512, RS256, RS384, RS512, ES256, ES384".into(),
+            );
         }
+        Some(a) if !a.is_hmac() && body.get("rsa_public_key").and_then(Value::as_str).is_none() => {
+            fields
+                .entry("rsa_public_key")
+                .or_insert_with(|| "required field missing".into());
+        }
+        Some(_) => {}
     }
-    let algorithm = body
-        .get("algorithm")
-        .and_then(Value::as_str)
-        .unwrap_or("HS256")
-        .to_owned();
-    let Some(algorithm) = Algorithm::parse(&algorithm) else {
-        return field_error(
-            "algorithm",
-            "expected one of: HS256, HS384, HS512, RS256, RS384, RS512, ES256, ES384",
-        );
+    let Some(algorithm) = algorithm.filter(|_| fields.is_empty()) else {
+        return schema_violation(fields);
     };
     if body.get("key").and_then(Value::as_str).is_none() {
         body.insert("key".into(), random_string().into());
@@ -2114,14 +2160,9 @@ fn create_jwt(
     if holder.is_some_and(|id| replacing.is_none_or(|(_, replaced)| replaced != id)) {
         return unique_violation("key", &key);
     }
-    if algorithm.is_hmac() && body.get("secret").and_then(Value::as_str).is_none() {
+    // As Kong's `auto` secret, whatever the algorithm.
+    if body.get("secret").and_then(Value::as_str).is_none() {
         body.insert("secret".into(), random_string().into());
-    }
-    if !algorithm.is_hmac() && body.get("rsa_public_key").and_then(Value::as_str).is_none() {
-        return field_error(
-            "rsa_public_key",
-            &format!("required for algorithm {}", algorithm.name()),
-        );
     }
     body.insert("algorithm".into(), algorithm.name().into());
     body.insert(
