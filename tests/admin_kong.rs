@@ -812,6 +812,61 @@ fn a_given_id_must_be_a_uuid() {
 }
 
 #[test]
+fn a_consumer_reference_may_name_any_unique_field() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    for (field, value) in [
+        ("consumer.username", "refd"),
+        ("consumer.custom_id", "ext-7"),
+    ] {
+        let consumer = if field == "consumer.username" {
+            json!({ "username": value })
+        } else {
+            json!({ "custom_id": value })
+        };
+        let id = id_of(&ok(
+            &admin_json(&gw, "POST", "/consumers", &consumer),
+            201,
+            "a consumer",
+        ));
+        let r = admin_form(
+            &gw,
+            "POST",
+            "/plugins",
+            &[
+                ("name", "rate-limiting"),
+                ("config.minute", "5"),
+                (field, value),
+            ],
+        );
+        let plugin = ok(&r, 201, field);
+        assert_eq!(plugin["consumer"]["id"], id.as_str(), "{field}: {plugin}");
+    }
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/plugins",
+        &[
+            ("name", "rate-limiting"),
+            ("config.minute", "5"),
+            ("consumer.username", "nobody"),
+        ],
+    );
+    assert_eq!(r.status, 400, "an unknown username: {r:?}");
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/plugins",
+        &[
+            ("name", "rate-limiting"),
+            ("config.minute", "5"),
+            ("consumer.name", "refd"),
+        ],
+    );
+    assert_eq!(r.status, 400, "'name' is no consumer field: {r:?}");
+}
+
+#[test]
 fn malformed_ids_and_timestamps_are_refused_by_put_and_patch_too() {
     let o = Origin::start();
     let gw = Gateway::start(&base_config(&o));

@@ -2375,17 +2375,29 @@ fn resolve_reference(
     let key = match body.get(field) {
         Some(Value::String(key)) => key.clone(),
         Some(Value::Object(reference)) => {
-            match reference
-                .get("id")
-                .filter(|v| !v.is_null())
-                .or(reference.get("name"))
-                .and_then(Value::as_str)
-            {
-                Some(key) => key.to_owned(),
+            // As Kong's foreign keys: by id, or by any unique field of the entity.
+            let unique: &[&str] = if kind == "consumers" {
+                &["id", "username", "custom_id"]
+            } else {
+                &["id", "name"]
+            };
+            let given = unique.iter().find_map(|name| {
+                reference
+                    .get(*name)
+                    .and_then(Value::as_str)
+                    .map(|value| (*name, value))
+            });
+            match given {
+                Some(("custom_id", custom_id)) => config
+                    .consumers
+                    .iter()
+                    .find(|c| c.custom_id.as_deref() == Some(custom_id))
+                    .map_or_else(|| custom_id.to_owned(), |c| c.id.clone()),
+                Some((_, key)) => key.to_owned(),
                 None => {
                     return Err(field_error(
                         field,
-                        "expected a reference with an id or a name",
+                        &format!("expected a reference by {}", unique.join(", ")),
                     ))
                 }
             }

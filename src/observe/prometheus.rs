@@ -118,8 +118,7 @@ pub fn render(published: &Published, kong: Option<&Kong>, node: &Node<'_>) -> St
 /// config that applies to that request, so each route has the flags of the instance
 /// that wins there by precedence (a service's plugin counts that service's routes, a
 /// global one every route); routes no instance applies to are not counted.
-/// Consumer-scoped instances can only be told apart per request, which the records are
-/// not: their flags join those of the routes they apply to.
+/// (It cannot be scoped to consumers or groups, as in Kong, so a route decides.)
 pub struct Kong {
     /// Every enabled instance's flags together: the node-wide series follow them.
     pub flags: Flags,
@@ -148,24 +147,16 @@ impl Kong {
         for (i, route) in config.routes.iter().enumerate() {
             let at = Some((i, route.service));
             let mut best: Option<(u8, &Flags)> = None;
-            let mut by_consumer: Option<Flags> = None;
             for (scope, these) in &instances {
-                let Some(rank) = crate::config::rank(scope, at) else {
-                    continue;
-                };
-                if scope.consumer.is_some() || scope.group.is_some() {
-                    by_consumer =
-                        Some(by_consumer.map_or_else(|| (*these).clone(), |f| f.union(these)));
-                } else if best.is_none_or(|(b, _)| rank < b) {
-                    best = Some((rank, these));
+                match crate::config::rank(scope, at) {
+                    Some(rank) if best.is_none_or(|(b, _)| rank < b) => best = Some((rank, these)),
+                    _ => {}
                 }
             }
-            let these = match (best, by_consumer) {
-                (None, None) => continue,
-                (Some((_, f)), None) => f.clone(),
-                (None, Some(f)) => f,
-                (Some((_, f)), Some(c)) => f.union(&c),
+            let Some((_, these)) = best else {
+                continue;
             };
+            let these = these.clone();
             let label = super::route_label(config, i);
             if published.route_labels.is_folded(&label) {
                 let other = routes.entry(Label::from(super::OTHER)).or_default();
