@@ -17,17 +17,35 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
-/// A certificate and its key, checked to belong together.
-pub fn certified_key(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, String> {
-    let certs = certificates(cert_pem)?;
+/// Which half of a certificate and key pair a problem is with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Half {
+    Cert,
+    Key,
+}
+
+/// A certificate and its key, checked to belong together; a problem names its half.
+pub fn certified_key(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, (Half, String)> {
+    let certs = certificates(cert_pem).map_err(|e| (Half::Cert, e))?;
+    if key_pem.contains("ENCRYPTED") {
+        return Err((
+            Half::Key,
+            "the private key is encrypted: give it decrypted (openssl pkey -in KEY -out PLAIN)"
+                .into(),
+        ));
+    }
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|e| format!("invalid private key PEM: {e}"))?;
+        .map_err(|e| (Half::Key, format!("invalid private key PEM: {e}")))?;
     let signer = provider::sign::any_supported_type(&key)
-        .map_err(|e| format!("unsupported private key: {e}"))?;
+        .map_err(|e| (Half::Key, format!("unsupported private key: {e}")))?;
     let certified = CertifiedKey::new(certs, signer);
-    certified
-        .keys_match()
-        .map_err(|_| "the private key does not match the certificate".to_owned())?;
+    // Of the pair, not of either half: said of the certificate, as before.
+    certified.keys_match().map_err(|_| {
+        (
+            Half::Cert,
+            "the private key does not match the certificate".to_owned(),
+        )
+    })?;
     Ok(Arc::new(certified))
 }
 
@@ -492,10 +510,20 @@ pub(crate) mod tests {
         assert!(certified_key(&a_cert, &a_key).is_ok());
         assert_eq!(
             certified_key(&a_cert, &b_key).unwrap_err(),
-            "the private key does not match the certificate"
+            (
+                Half::Cert,
+                "the private key does not match the certificate".to_owned()
+            )
         );
-        assert!(certified_key("nonsense", &a_key).is_err());
-        assert!(certified_key(&a_cert, "nonsense").is_err());
+        // A problem with one half is said of that half.
+        assert_eq!(certified_key("nonsense", &a_key).unwrap_err().0, Half::Cert);
+        assert_eq!(certified_key(&a_cert, "nonsense").unwrap_err().0, Half::Key);
+        assert_eq!(certified_key(&a_cert, &a_cert).unwrap_err().0, Half::Key);
+        let encrypted =
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        let (half, message) = certified_key(&a_cert, encrypted).unwrap_err();
+        assert_eq!(half, Half::Key);
+        assert!(message.contains("encrypted"), "{message}");
 
         let key = certified_key(&a_cert, &a_key).unwrap();
         let mut set = Certificates::default();

@@ -122,10 +122,14 @@ pub fn build(
             continue;
         };
         let mut keys = Vec::new();
+        let half = |half: tls::Half, alt: &str| match half {
+            tls::Half::Cert => format!("{}.cert{alt}", item.path),
+            tls::Half::Key => format!("{}.key{alt}", item.path),
+        };
         match tls::certified_key(&cert, &key) {
             Ok(k) => keys.push(k),
-            Err(message) => {
-                report.add(format!("{}.cert", item.path), message);
+            Err((which, message)) => {
+                report.add(half(which, ""), message);
                 continue;
             }
         }
@@ -133,8 +137,8 @@ pub fn build(
             (None, None) => {}
             (Some(cert_alt), Some(key_alt)) => match tls::certified_key(cert_alt, key_alt) {
                 Ok(k) => keys.push(k),
-                Err(message) => {
-                    report.add(format!("{}.cert_alt", item.path), message);
+                Err((which, message)) => {
+                    report.add(half(which, "_alt"), message);
                     continue;
                 }
             },

@@ -435,7 +435,12 @@ fn build_with(
             if let (Some(cert_pem), Some(key_pem)) = (cert_pem, key_pem) {
                 match crate::tls::certified_key(&cert_pem, &key_pem) {
                     Ok(key) => default_certificate = Some(key),
-                    Err(message) => report.add("ringway.ssl_cert", message),
+                    Err((crate::tls::Half::Cert, message)) => {
+                        report.add("ringway.ssl_cert", message)
+                    }
+                    Err((crate::tls::Half::Key, message)) => {
+                        report.add("ringway.ssl_cert_key", message)
+                    }
                 }
             }
         }

@@ -1454,3 +1454,19 @@ fn plugin_ids_follow_their_scope_not_their_place() {
     assert_eq!(before, after);
     assert_ne!(before.0, before.1);
 }
+
+/// An unresolved vault reference is one problem: what the checks would say of the
+/// reference's own text (no PEM) is not reported beside it.
+#[test]
+fn an_unset_vault_key_is_reported_once_and_where_it_is() {
+    let (cert, _) = test_certificate_pem();
+    std::env::remove_var("RINGWAY_TEST_UNSET_KEY");
+    let found = problems(&format!(
+        "_format_version: \"3.0\"\ncertificates:\n- cert: |\n{cert}  key: \"{{vault://env/ringway-test-unset-key}}\"\n"
+    ));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("certificates[0].key: environment variable RINGWAY_TEST_UNSET_KEY"),
+        "{found:?}"
+    );
+}

@@ -19,7 +19,12 @@ pub(super) fn resolve(value: &mut Value, path: &mut String, report: &mut Report)
                         let written = std::mem::replace(text, secret.clone());
                         report.references.insert(path.clone(), (written, secret));
                     }
-                    Err(message) => report.add(path.clone(), message),
+                    Err(message) => {
+                        report.add(path.clone(), message);
+                        // What later checks would say of the reference's own text
+                        // (not a PEM, not a URL) is not news.
+                        report.muted.push(super::Muted::Field(path.clone()));
+                    }
                 }
             }
         }
