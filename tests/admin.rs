@@ -806,6 +806,21 @@ fn scoped_plugin_endpoints_and_errors() {
         &[("name", "jwt")],
     );
     assert_eq!(r.status, 409, "same plugin twice on one scope: {r:?}");
+    // Kong's body names the whole unique key.
+    let service = gw.admin_get("/services/account-service").json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        r.json(),
+        json!({
+            "code": 5,
+            "name": "unique constraint violation",
+            "message": format!("UNIQUE violation detected on '{{consumer=null,name=\"jwt\",route=null,service={{id=\"{service}\"}}}}'"),
+            "fields": { "consumer": null, "name": "jwt", "route": null, "service": { "id": service } },
+        }),
+        "{r:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -2242,16 +2242,40 @@ fn create_plugin(
             .all(|field| existing[*field] == body.get(*field).cloned().unwrap_or(Value::Null))
     };
     let replaced = |p: usize| replacing.is_some_and(|(i, _)| i == p);
-    if let Some(p) = (0..config.plugins.len())
-        .find(|&p| config.plugins[p].name == name && same_scope(p) && !replaced(p))
+    if (0..config.plugins.len())
+        .any(|p| config.plugins[p].name == name && same_scope(p) && !replaced(p))
     {
+        // Kong's shape: the whole unique key (name and scope), keys in order, each
+        // reference as `{id="..."}` or `null`.
+        let mut fields = Map::new();
+        let mut shown = Vec::new();
+        for field in ["consumer", "consumer_group", "name", "route", "service"] {
+            let value = if field == "name" {
+                Value::from(name.as_str())
+            } else {
+                body.get(field).cloned().unwrap_or(Value::Null)
+            };
+            if field == "consumer_group" && value.is_null() {
+                continue;
+            }
+            let text = match &value {
+                Value::String(s) => format!("\"{s}\""),
+                Value::Object(o) => match o.get("id").and_then(Value::as_str) {
+                    Some(id) => format!("{{id=\"{id}\"}}"),
+                    None => "null".into(),
+                },
+                _ => "null".into(),
+            };
+            shown.push(format!("{field}={text}"));
+            fields.insert(field.into(), value);
+        }
         return Reply::json(
             409,
             &json!({
                 "code": 5,
                 "name": "unique constraint violation",
-                "message": format!("UNIQUE violation detected on '{{name=\"{name}\"}}' (plugin {})", config.plugins[p].id),
-                "fields": { "name": name },
+                "message": format!("UNIQUE violation detected on '{{{}}}'", shown.join(",")),
+                "fields": fields,
             }),
         );
     }
