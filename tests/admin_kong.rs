@@ -867,6 +867,39 @@ fn a_consumer_reference_may_name_any_unique_field() {
 }
 
 #[test]
+fn a_membership_answer_shows_a_file_groups_timestamps() {
+    let o = Origin::start();
+    let gw = Gateway::start(&format!(
+        "{}consumer_groups:\n  - name: filegroup\n",
+        base_config(&o)
+    ));
+    ok(
+        &admin_form(&gw, "POST", "/consumers", &[("username", "joiner")]),
+        201,
+        "a consumer",
+    );
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/consumer_groups/filegroup/consumers",
+        &[("consumer", "joiner")],
+    );
+    let answer = ok(&r, 201, "membership");
+    let group = ok(
+        &gw.admin_get("/consumer_groups/filegroup"),
+        200,
+        "the group",
+    );
+    assert_ne!(group["created_at"], 0, "{group}");
+    for field in ["created_at", "updated_at"] {
+        assert_eq!(
+            answer["consumer_group"][field], group[field],
+            "{field}: the answer shows the group as GET does: {answer}"
+        );
+    }
+}
+
+#[test]
 fn malformed_ids_and_timestamps_are_refused_by_put_and_patch_too() {
     let o = Origin::start();
     let gw = Gateway::start(&base_config(&o));

@@ -2705,13 +2705,20 @@ fn add_members(control: &Control, config: &Config, g: usize, body: &Body) -> Rep
     };
     // Membership changes leave every entity's position as it was.
     let config = &after.config;
+    // Timestamps as every other answer shows them.
+    let stored = Stored::load(control);
     Reply::json(
         201,
         &json!({
-            "consumer_group": group_json(config, g),
+            "consumer_group": stored.decorate(group_json(config, g)),
             "consumers": members
                 .iter()
-                .filter_map(|&c| config.consumers.get(c).map(|_| consumer_json(config, c)))
+                .filter_map(|&c| {
+                    config
+                        .consumers
+                        .get(c)
+                        .map(|_| stored.decorate(consumer_json(config, c)))
+                })
                 .collect::<Vec<_>>(),
         }),
     )
@@ -2736,11 +2743,15 @@ fn join_groups(control: &Control, config: &Config, c: usize, body: &Body) -> Rep
     match set_membership(control, config, c, &groups, true) {
         Ok(after) => {
             let config = &after.config;
+            let stored = Stored::load(control);
             Reply::json(
                 201,
                 &json!({
-                    "consumer": consumer_json(config, c),
-                    "consumer_groups": groups.iter().map(|&g| group_json(config, g)).collect::<Vec<_>>(),
+                    "consumer": stored.decorate(consumer_json(config, c)),
+                    "consumer_groups": groups
+                        .iter()
+                        .map(|&g| stored.decorate(group_json(config, g)))
+                        .collect::<Vec<_>>(),
                 }),
             )
         }
