@@ -192,6 +192,33 @@ fn host_wildcards_leading_and_trailing() {
     );
 }
 
+/// As Kong's router: a regex reads the path with escapes decoded (all but those of
+/// reserved characters), and a prefix may be written decoded too (`/a b`).
+#[test]
+fn regex_paths_match_the_decoded_path_and_prefixes_take_kongs_form() {
+    let o = Origin::start();
+    let gw = Gateway::start(&config(&[
+        svc("space", &o, "        paths: [\"~/r/a\\\\sb$\"]\n"),
+        svc("cafe", &o, "        paths: [\"~/caf\u{e9}$\"]\n"),
+        svc("bar", &o, "        paths: [\"~/v/a%7Cb$\"]\n"),
+        svc("spaced", &o, "        paths: [\"/a b\"]\n"),
+    ]));
+    check_table(
+        &gw,
+        &o,
+        &[
+            (get_host("/r/a%20b", "x"), Some("svc-space")),
+            (get_host("/r/a%2fb", "x"), None),
+            (get_host("/caf%C3%A9", "x"), Some("svc-cafe")),
+            (get_host("/caf%c3%a9", "x"), Some("svc-cafe")),
+            (get_host("/cafe", "x"), None),
+            (get_host("/v/a%7Cb", "x"), Some("svc-bar")),
+            (get_host("/v/ab", "x"), None),
+            (get_host("/a%20b/x", "x"), Some("svc-spaced")),
+        ],
+    );
+}
+
 #[test]
 fn methods_select_routes() {
     let o = Origin::start();
@@ -460,6 +487,8 @@ const JOIN_CASES: &[(&str, &str, bool, &str, &str)] = &[
         "/re../admin",
         "/public/v1/admin",
     ),
+    // A regex that matched the decoded path strips what it matched of the path as sent.
+    ("/s", "~/sp\\\\s", true, "/sp%20x", "/s/x"),
 ];
 
 #[test]

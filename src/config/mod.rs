@@ -1580,16 +1580,16 @@ fn build_route(
                 );
                 continue;
             }
-            // Request paths are matched with such bytes percent-encoded (`/café` as
-            // `/caf%C3%A9`): a pattern holding them raw could never match.
-            if !pattern.is_ascii() {
-                let message = match regex_ascii_form(p) {
-                    Some(encoded) => format!("non-normalized path, consider use '{encoded}' instead (request paths are matched with non-ASCII bytes percent-encoded)"),
-                    None => "a non-ASCII character in a character class never matches: request paths are matched with non-ASCII bytes percent-encoded (é as %C3%A9); write an alternation of the encoded forms instead".to_owned(),
-                };
-                report.add(field, message);
+            // As Kong's router: the pattern reads escapes decoded, as it reads paths.
+            let Ok(pattern) = crate::route::regex_for_matching(pattern) else {
+                report.add(
+                    field,
+                    format!(
+                        "invalid regex path '{p}': its escapes decode to bytes that are not UTF-8"
+                    ),
+                );
                 continue;
-            }
+            };
             match regex::RegexBuilder::new(&format!("^(?:{pattern})"))
                 .size_limit(REGEX_SIZE_LIMIT_BYTES)
                 .build()
@@ -1613,13 +1613,23 @@ fn build_route(
                 field,
                 format!("invalid path '{p}': must not have empty segments"),
             );
-        } else if p.contains(['?', '#', ' ']) || p.bytes().any(|b| b.is_ascii_control()) {
-            report.add(field, format!("invalid path '{p}': must not contain a query, fragment, space or control character"));
+        } else if p.contains(['?', '#']) || p.bytes().any(|b| b.is_ascii_control()) {
+            report.add(
+                field,
+                format!(
+                    "invalid path '{p}': must not contain a query, fragment or control character"
+                ),
+            );
         } else {
             // As Kong: a prefix must be what a request path normalizes to, or no request
-            // could ever match it as written.
-            match crate::route::normalize(p) {
-                Ok(normal) if normal == *p => paths.push(PathMatch::Prefix(p.clone())),
+            // could ever match it as written. Kong writes what a request path cannot
+            // carry raw decoded (`/a b`, `/café`); request paths are matched here with it
+            // encoded (`/a%20b`, `/caf%C3%A9`): either spelling is taken, as the latter.
+            let encoded = crate::route::encoded_route_path(p);
+            match crate::route::normalize(&encoded) {
+                Ok(normal) if normal == encoded => {
+                    paths.push(PathMatch::Prefix(normal.into_owned()))
+                }
                 Ok(normal) => report.add(
                     field,
                     format!("non-normalized path, consider use '{normal}' instead"),
@@ -1764,38 +1774,6 @@ fn build_route(
         https,
         https_redirect_status_code,
     })
-}
-
-/// A regex path with each non-ASCII character as the group of its percent-encoded bytes,
-/// which matches what the character matched raw, a quantifier after it included (`é+`
-/// is `(?:%C3%A9)+`). None when one sits in a character class, where no such rewrite
-/// keeps the meaning (`[é]` is one of two bytes, not one character).
-fn regex_ascii_form(pattern: &str) -> Option<String> {
-    let mut encoded = String::with_capacity(pattern.len() * 3);
-    let (mut in_class, mut escaped) = (false, false);
-    for c in pattern.chars() {
-        if !c.is_ascii() {
-            if in_class {
-                return None;
-            }
-            encoded.push_str("(?:");
-            for &b in c.encode_utf8(&mut [0; 4]).as_bytes() {
-                encoded.extend(crate::route::escaped(b).map(char::from));
-            }
-            encoded.push(')');
-            escaped = false;
-            continue;
-        }
-        match c {
-            _ if escaped => escaped = false,
-            '\\' => escaped = true,
-            '[' => in_class = true,
-            ']' => in_class = false,
-            _ => {}
-        }
-        encoded.push(c);
-    }
-    Some(encoded)
 }
 
 fn parse_host_match(host: &str) -> Result<HostMatch, String> {

@@ -11,7 +11,10 @@ mod path;
 use std::cmp::Reverse;
 
 pub(crate) use path::escaped;
-pub use path::{normalize, upstream_path, PathError};
+pub use path::{
+    decoded_for_matching, encoded_route_path, normalize, regex_for_matching, upstream_path,
+    PathError,
+};
 
 use crate::config::{Config, HostMatch, PathMatch, Route, ValueMatch};
 
@@ -174,8 +177,8 @@ impl Router {
             let matched_len = match entry.path.map(|p| &route.paths[p]) {
                 None => 0,
                 Some(PathMatch::Prefix(prefix)) => prefix.len(),
-                Some(PathMatch::Regex(re)) => match re.find(request.path) {
-                    Some(m) => m.end(),
+                Some(PathMatch::Regex(re)) => match regex_end(re, request.path) {
+                    Some(end) => end,
                     None => continue,
                 },
             };
@@ -186,6 +189,18 @@ impl Router {
             });
         }
         None
+    }
+}
+
+/// Where a regex path's match ends in the normalized request path. As Kong's router,
+/// the regex reads the path with escapes decoded (but those of reserved characters),
+/// so `\s` matches `%20` and `é` matches `%C3%A9`; the end is mapped back to the path.
+fn regex_end(re: &regex::Regex, path: &str) -> Option<usize> {
+    match decoded_for_matching(path) {
+        None => re.find(path).map(|m| m.end()),
+        Some((decoded, ends)) => re
+            .find(&decoded)
+            .map(|m| m.end().checked_sub(1).map_or(0, |last| ends[last])),
     }
 }
 

@@ -80,6 +80,122 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
         .map_err(|_| PathError)
 }
 
+/// What Kong's router keeps escaped when it decodes a path to match a regex against it:
+/// RFC 3986's delimiters (gen-delims and sub-delims) and `%` itself.
+const fn kong_reserved(b: u8) -> bool {
+    matches!(
+        b,
+        b'!' | b'#'
+            | b'$'
+            | b'%'
+            | b'&'
+            | b'\''
+            | b'('
+            | b')'
+            | b'*'
+            | b'+'
+            | b','
+            | b'/'
+            | b':'
+            | b';'
+            | b'='
+            | b'?'
+            | b'@'
+            | b'['
+            | b']'
+    )
+}
+
+/// `text` with every escape decoded but those of reserved characters, as Kong's router
+/// reads a path (or a regex path) for matching; with, for each decoded byte, the offset
+/// in `text` just after it. `None` when nothing is to decode (read `text` itself) or the
+/// decoded bytes are not UTF-8.
+pub fn decoded_for_matching(text: &str) -> Option<(String, Vec<usize>)> {
+    let bytes = text.as_bytes();
+    memchr::memchr(b'%', bytes)?;
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut ends = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    let mut changed = false;
+    while i < bytes.len() {
+        let value = match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) => hex(h).zip(hex(l)).map(|(h, l)| h << 4 | l),
+            _ => None,
+        };
+        match value {
+            Some(v) if !kong_reserved(v) => {
+                decoded.push(v);
+                i += 3;
+                changed = true;
+            }
+            _ => {
+                decoded.push(bytes[i]);
+                i += 1;
+            }
+        }
+        ends.push(i);
+    }
+    if !changed {
+        return None;
+    }
+    String::from_utf8(decoded).ok().map(|d| (d, ends))
+}
+
+/// A regex path as Kong's router normalizes it: escapes of anything but reserved
+/// characters decoded (`%C3%A9` is `é`, `%20` a space), a regex metacharacter that
+/// came out of an escape escaped (`%7C` is `\|`, a literal bar). Regexes match the path
+/// decoded the same way (`decoded_for_matching`), so one written with raw characters
+/// (`/café`, `\s`) and one written with their escapes match alike. An error when the
+/// escapes decode to bytes that are not UTF-8.
+pub fn regex_for_matching(pattern: &str) -> Result<Cow<'_, str>, PathError> {
+    let bytes = pattern.as_bytes();
+    if memchr::memchr(b'%', bytes).is_none() {
+        return Ok(Cow::Borrowed(pattern));
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let value = match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) => hex(h).zip(hex(l)).map(|(h, l)| h << 4 | l),
+            _ => None,
+        };
+        match value {
+            Some(v) if !kong_reserved(v) => {
+                if matches!(v, b'.' | b'^' | b'-' | b'{' | b'}' | b'\\' | b'|') {
+                    out.push(b'\\');
+                }
+                out.push(v);
+                i += 3;
+            }
+            _ => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out)
+        .map(Cow::Owned)
+        .map_err(|_| PathError)
+}
+
+/// A route's prefix path as Kong writes it (`/a b`, `/café`) in the form request paths
+/// take here: bytes a request path cannot carry raw (a space, non-ASCII, `"`...)
+/// percent-encoded; nothing else changes.
+pub fn encoded_route_path(path: &str) -> Cow<'_, str> {
+    if !path.bytes().any(|b| b == b' ' || must_escape(b)) {
+        return Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len() + 16);
+    for &b in path.as_bytes() {
+        if b == b' ' || must_escape(b) {
+            out.extend(escaped(b).map(char::from));
+        } else {
+            out.push(char::from(b));
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// A byte percent-encoded, upper-case hex (`%C3`).
 pub(crate) fn escaped(b: u8) -> [u8; 3] {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
