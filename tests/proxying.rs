@@ -297,6 +297,43 @@ fn http10_client() {
     assert_eq!(rec.target, "/ten");
 }
 
+/// An HTTP/1.0 client that asked to keep the connection is told it is kept, on
+/// ringway's own answers too (a 404, a plugin's 401), or it takes each as the last.
+#[test]
+fn http10_keep_alive_answers_say_keep_alive() {
+    let o = Origin::start();
+    let gw = gateway_for(&o);
+    let mut c = gw.client();
+    for (path, status) in [("/ten", 200), ("/ten", 200)] {
+        let r = c
+            .roundtrip(format!("GET {path} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").as_bytes());
+        assert_eq!(r.status, status, "{r:?}");
+        assert_eq!(r.header("connection"), Some("keep-alive"), "{r:?}");
+    }
+    let gw = Gateway::start(&format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: {}\n    routes:\n      - name: r\n        hosts: [a.test]\n",
+        o.url()
+    ));
+    let mut c = gw.client();
+    for _ in 0..2 {
+        let r =
+            c.roundtrip(b"GET /x HTTP/1.0\r\nHost: elsewhere\r\nConnection: keep-alive\r\n\r\n");
+        assert_eq!(r.status, 404, "{r:?}");
+        assert_eq!(
+            r.header("connection"),
+            Some("keep-alive"),
+            "the 404 keeps the connection and says so: {r:?}"
+        );
+    }
+    let r = c.roundtrip(b"GET /x HTTP/1.0\r\nHost: elsewhere\r\n\r\n");
+    assert_eq!(r.status, 404, "{r:?}");
+    assert_ne!(r.header("connection"), Some("keep-alive"), "{r:?}");
+    assert!(
+        c.closed_within(CLOSE_DEADLINE),
+        "without keep-alive: closed"
+    );
+}
+
 #[test]
 fn http10_client_with_chunked_upstream_response_gets_close_delimited_or_length() {
     let o =

@@ -149,6 +149,9 @@ struct Conn<S> {
     /// (its record layer lost the buffer the abandoned read held), so its close does not
     /// linger reading; a plain socket's cancelled read left nothing behind.
     read_cut: bool,
+    /// The current request is HTTP/1.0: an answer that keeps its connection says so
+    /// (`Connection: keep-alive`), or a 1.0 client takes it as the last.
+    http10: bool,
 }
 
 /// Serves one client connection until it closes. `local` is the address it reached
@@ -285,6 +288,7 @@ impl<S: ClientIo> Conn<S> {
             partial_line: None,
             linger: false,
             read_cut: false,
+            http10: false,
         }
     }
 
@@ -353,6 +357,9 @@ impl<S: ClientIo> Conn<S> {
         } else {
             None
         };
+        let head = &self.buf[start..end];
+        self.http10 =
+            memchr::memchr(b'\r', head).is_some_and(|eol| head[..eol].ends_with(b" HTTP/1.0"));
         self.tally = Tally {
             ingress: (end - start) as u64,
             ..Tally::default()
@@ -412,6 +419,7 @@ impl<S: ClientIo> Conn<S> {
                     let detail = *detail;
                     let body = with_request_id(detail.body, self.rid.as_deref());
                     let echo = echo_line(self.rid.as_deref());
+                    let keep_line = self.keep_alive_line(!keep);
                     generated::response(
                         &mut self.out,
                         detail.status,
@@ -425,6 +433,7 @@ impl<S: ClientIo> Conn<S> {
                             latency[0],
                             latency[1],
                             latency[2],
+                            keep_line,
                         ],
                     );
                     self.tally.status = detail.status;
@@ -688,6 +697,7 @@ impl<S: ClientIo> Conn<S> {
             let body =
                 with_request_id(generated::message_body(kind.message()), self.rid.as_deref());
             let echo = echo_line(self.rid.as_deref());
+            let keep_line = self.keep_alive_line(close);
             generated::response(
                 &mut self.out,
                 kind.status(),
@@ -695,7 +705,7 @@ impl<S: ClientIo> Conn<S> {
                 &body,
                 close,
                 head,
-                &[echo.as_bytes(), extra[0], extra[1], extra[2]],
+                &[echo.as_bytes(), extra[0], extra[1], extra[2], keep_line],
             );
             self.tally.status = kind.status();
         }
@@ -705,6 +715,15 @@ impl<S: ClientIo> Conn<S> {
         let (result, out) = self.client.write_all(out).await;
         self.out = out;
         result.is_ok() && !close
+    }
+
+    /// The line an answer to an HTTP/1.0 request that keeps the connection carries.
+    fn keep_alive_line(&self, close: bool) -> &'static [u8] {
+        if self.http10 && !close {
+            b"Connection: keep-alive\r\n"
+        } else {
+            b""
+        }
     }
 
     fn count_error(&self, kind: ErrorKind) {
