@@ -116,6 +116,17 @@ fn exit_on_panic() {
     }));
 }
 
+/// No transparent huge pages for the gateway's heap. The allocator's regions are large
+/// and aligned, so where the kernel backs them with 2 MiB pages, the first byte touched
+/// in one commits all of it: thousands of idle connections of a few KiB each then cost
+/// far more memory than they use (measured: 4.7 KiB per idle connection with huge
+/// pages, 3.3 without). The heap is small enough that huge pages save little.
+#[allow(unsafe_code)]
+fn without_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no memory of ours.
+    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+}
+
 /// Parses the arguments and runs the command.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -184,6 +195,7 @@ pub fn main() -> ExitCode {
                 }
             }
             exit_on_panic();
+            without_huge_pages();
             let overrides = NodeOverrides {
                 proxy_listen,
                 admin_listen,

@@ -18,6 +18,19 @@ fn two_route_config(origin: &Origin, with_new: bool) -> String {
     )
 }
 
+/// The gateway runs without transparent huge pages: with them, every idle connection's
+/// few KiB would commit a share of 2 MiB pages (memory per idle connection, SPEC §6).
+#[test]
+fn the_gateway_runs_without_transparent_huge_pages() {
+    let o = Origin::start();
+    let gw = Gateway::start(&one_service_config(&o.url(), ""));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", gw.pid())).unwrap();
+    // A kernel that does not report it leaves nothing to check.
+    if let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) {
+        assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+    }
+}
+
 #[test]
 fn status_ready_answers_200_ready() {
     let o = Origin::start();
