@@ -347,6 +347,39 @@ fn http10_client_with_chunked_upstream_response_gets_close_delimited_or_length()
     assert_eq!(r.body, b"abc");
 }
 
+/// A client that stops reading a response for a while is no idle connection: it keeps
+/// its response past `keepalive_timeout`; `send_timeout` (nginx's) is what ends one
+/// that takes nothing for that long.
+#[test]
+fn a_pause_in_reading_is_bounded_by_send_timeout_not_keepalive_timeout() {
+    const BODY: usize = 16 << 20;
+    let o = Origin::with_handler(|_| Action::Pattern {
+        head: format!("HTTP/1.1 200 OK\r\nContent-Length: {BODY}\r\n\r\n"),
+        n: BODY,
+    });
+    for (node, whole) in [
+        ("  keepalive_timeout: 300\n", true),
+        ("  keepalive_timeout: 300\n  send_timeout: 300\n", false),
+    ] {
+        let gw = Gateway::start(&one_service_config(&o.url(), &format!("ringway:\n{node}")));
+        let mut c = gw.client();
+        c.send(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        // Not reading: the socket buffers fill, the gateway's writes wait.
+        std::thread::sleep(Duration::from_millis(1500));
+        match c.read_response_within(Duration::from_secs(20)) {
+            Ok(r) => {
+                assert!(
+                    whole,
+                    "{node}: the pause exceeds send_timeout, yet {} bytes came",
+                    r.body.len()
+                );
+                assert_eq!(r.body.len(), BODY, "{node}");
+            }
+            Err(e) => assert!(!whole, "{node}: the response was cut: {e:?}"),
+        }
+    }
+}
+
 #[test]
 fn client_connection_close_is_honoured() {
     let o = Origin::start();

@@ -251,6 +251,7 @@ pub struct NodeFile {
     pub client_header_timeout: Option<u64>,
     pub client_body_timeout: Option<u64>,
     pub keepalive_timeout: Option<u64>,
+    pub send_timeout: Option<u64>,
     pub drain_timeout: Option<u64>,
     pub max_request_line_bytes: Option<u64>,
     pub max_header_line_bytes: Option<u64>,

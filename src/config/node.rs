@@ -23,6 +23,8 @@ pub const DEFAULT_UPSTREAM_KEEPALIVE_MAX_IDLE: u64 = 256;
 pub const DEFAULT_CLIENT_HEADER_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_CLIENT_BODY_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_KEEPALIVE_TIMEOUT_MS: u64 = 60_000;
+/// nginx's `send_timeout`: between two writes of a response to a client.
+pub const DEFAULT_SEND_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_MAX_REQUEST_LINE_BYTES: u64 = 8192;
 pub const DEFAULT_MAX_HEADER_LINE_BYTES: u64 = 8192;
@@ -93,6 +95,9 @@ pub struct Node {
     pub client_header_timeout: Duration,
     pub client_body_timeout: Duration,
     pub keepalive_timeout: Duration,
+    /// A client that takes no response bytes for this long is closed (nginx's
+    /// `send_timeout`).
+    pub send_timeout: Duration,
     pub drain_timeout: Duration,
     pub limits: Limits,
     pub log_level: LevelFilter,
@@ -347,6 +352,12 @@ fn build_with(
         DEFAULT_KEEPALIVE_TIMEOUT_MS,
         MAX_MS,
     );
+    let send_timeout = positive(
+        "send_timeout",
+        file.send_timeout,
+        DEFAULT_SEND_TIMEOUT_MS,
+        MAX_MS,
+    );
     let drain_timeout = positive(
         "drain_timeout",
         file.drain_timeout,
@@ -500,6 +511,7 @@ fn build_with(
         client_header_timeout: Duration::from_millis(header_timeout),
         client_body_timeout: Duration::from_millis(body_timeout),
         keepalive_timeout: Duration::from_millis(keepalive_timeout),
+        send_timeout: Duration::from_millis(send_timeout),
         drain_timeout: Duration::from_millis(drain_timeout),
         limits: Limits {
             max_request_line_bytes: request_line as usize,

@@ -930,14 +930,7 @@ impl<S: ClientIo> Conn<S> {
                         // The lease (least-connections' count) lasts the whole exchange.
                         let _lease = lease;
                         return self
-                            .relay_response(
-                                upstream,
-                                addr,
-                                service,
-                                plan,
-                                pos,
-                                node.keepalive_timeout,
-                            )
+                            .relay_response(upstream, addr, service, plan, pos, node.send_timeout)
                             .await;
                     }
                     // No answer after all: the failed send is what went wrong.
