@@ -393,6 +393,24 @@ fn client_connection_close_is_honoured() {
     );
 }
 
+/// As nginx and Kong by default: header names with an underscore are not forwarded, so
+/// a CGI-style backend cannot read a client's `X_Real_IP` as ringway's `X-Real-IP`.
+#[test]
+fn headers_with_underscores_are_not_forwarded() {
+    let o = Origin::start();
+    let gw = gateway_for(&o);
+    let mut c = gw.client();
+    let r = c.roundtrip(
+        b"GET /u HTTP/1.1\r\nHost: a\r\nX_Real_IP: 6.6.6.6\r\nX_Forwarded_For: 6.6.6.6\r\nX-Kept: 1\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let rec = &o.complete_requests()[0];
+    assert!(rec.header_all("x_real_ip").is_empty(), "{rec:?}");
+    assert!(rec.header_all("x_forwarded_for").is_empty(), "{rec:?}");
+    assert_eq!(rec.header_all("x-kept"), vec!["1"], "{rec:?}");
+    assert_eq!(rec.header_all("x-real-ip"), vec!["127.0.0.1"], "{rec:?}");
+}
+
 #[test]
 fn hop_by_hop_headers_removed_upstream() {
     let o = Origin::start();

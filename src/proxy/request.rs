@@ -732,6 +732,10 @@ fn write_forwarded_headers(
             || access
                 .replaced_header
                 .is_some_and(|name| header.name.eq_ignore_ascii_case(name))
+            // As nginx (and so Kong) by default (`underscores_in_headers off`): CGI-style
+            // backends read `X_Forwarded_For` as the `X-Forwarded-For` ringway sets,
+            // so a client could pass one off as the other.
+            || header.name.contains('_')
         {
             continue;
         }
