@@ -101,6 +101,8 @@ const HEAD_CASES: &[(&str, &str, u16)] = &[
     ("cl-empty", "POST {P} HTTP/1.1\r\nHost: a\r\nContent-Length: \r\n\r\n", 400),
     ("cl-empty-then-valid", "GET {P} HTTP/1.1\r\nHost: a\r\ncontent-length: \r\ncontent-length: 5\r\n\r\nhello", 400),
     ("cl-overflow", "POST {P} HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551616\r\n\r\nhello", 400),
+    // Past a signed 64-bit length, which upstreams (and nginx) parse into.
+    ("cl-over-i64", "POST {P} HTTP/1.1\r\nHost: a\r\nContent-Length: 9223372036854775808\r\n\r\nhello", 400),
     ("cl-underscore", "POST {P} HTTP/1.1\r\nHost: a\r\nContent-Length: 1_0\r\n\r\n0123456789", 400),
     ("cl-space-inside", "POST {P} HTTP/1.1\r\nHost: a\r\nContent-Length: 5 5\r\n\r\nhello", 400),
     ("te-chunked-not-final", "POST {P} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n", 400),

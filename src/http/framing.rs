@@ -48,10 +48,13 @@ fn content_length<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<Option<u
             }
             let mut n: u64 = 0;
             for digit in element {
-                // RFC 9112 §6.3: anticipate large numerals; overflow is an error.
+                // RFC 9112 §6.3: anticipate large numerals; overflow is an error. The
+                // bound is a signed 64-bit length (nginx's `off_t`), which the upstream
+                // may parse into: a larger value would wrap there, not here.
                 n = n
                     .checked_mul(10)
                     .and_then(|n| n.checked_add(u64::from(digit - b'0')))
+                    .filter(|&n| n <= i64::MAX as u64)
                     .ok_or(())?;
             }
             match found {
@@ -392,6 +395,7 @@ mod tests {
             ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \r\n\r\n", Err(BadRequest)),
             ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \r\nContent-Length: 59\r\n\r\n", Err(BadRequest)),
             ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551616\r\n\r\n", Err(BadRequest)),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9223372036854775808\r\n\r\n", Err(BadRequest)),
             ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", ok(Chunked)),
             ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n", ok(Chunked)),
             ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\tchunked\r\n\r\n", ok(Chunked)),
