@@ -811,6 +811,45 @@ fn a_given_id_must_be_a_uuid() {
     );
 }
 
+/// A service's verification settings are shown, so one written back as read keeps them
+/// (hidden, a GET then PUT turned verification back on).
+#[test]
+fn a_service_read_and_written_back_keeps_its_verification_settings() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/services",
+        &[
+            ("name", "tv"),
+            ("url", "https://127.0.0.1:9"),
+            ("tls_verify", "false"),
+            ("tls_verify_depth", "3"),
+        ],
+    );
+    let created = ok(&r, 201, "an https service");
+    assert_eq!(created["tls_verify"], false, "{created}");
+    assert_eq!(created["tls_verify_depth"], 3, "{created}");
+    assert!(created["ca_certificates"].is_null(), "{created}");
+    let shown = ok(&gw.admin_get("/services/tv"), 200, "GET");
+    ok(
+        &admin_json(&gw, "PUT", "/services/tv", &shown),
+        200,
+        "PUT back as read",
+    );
+    let after = ok(&gw.admin_get("/services/tv"), 200, "GET again");
+    assert_eq!(after["tls_verify"], false, "{after}");
+    assert_eq!(after["tls_verify_depth"], 3, "{after}");
+    // A plain service shows them as null, and takes them back as null.
+    let plain = ok(
+        &gw.admin_get("/services/user-service"),
+        200,
+        "a file service",
+    );
+    assert!(plain["tls_verify"].is_null(), "{plain}");
+}
+
 #[test]
 fn a_consumer_reference_may_name_any_unique_field() {
     let o = Origin::start();

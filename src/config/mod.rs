@@ -254,6 +254,11 @@ pub struct Service {
     pub read_timeout: Duration,
     pub write_timeout: Duration,
     pub enabled: bool,
+    /// The verification settings as written (`null` when not), which the Admin API
+    /// shows: a GET'd service written back must not turn verification back on.
+    pub tls_verify: Option<bool>,
+    pub tls_verify_depth: Option<u32>,
+    pub ca_certificates: Option<Vec<String>>,
 }
 
 /// TLS to an upstream: the name to send and verify, the client config, and the key
@@ -1402,6 +1407,9 @@ fn build_service(
         read_timeout,
         write_timeout,
         enabled: file.enabled,
+        tls_verify: file.tls_verify,
+        tls_verify_depth: file.tls_verify_depth,
+        ca_certificates: file.ca_certificates,
     })
 }
 
