@@ -152,6 +152,8 @@ struct Conn<S> {
     /// The current request is HTTP/1.0: an answer that keeps its connection says so
     /// (`Connection: keep-alive`), or a 1.0 client takes it as the last.
     http10: bool,
+    /// When the current request last went out to an upstream (its last attempt's).
+    sent_at: Option<Instant>,
 }
 
 /// Serves one client connection until it closes. `local` is the address it reached
@@ -289,6 +291,7 @@ impl<S: ClientIo> Conn<S> {
             linger: false,
             read_cut: false,
             http10: false,
+            sent_at: None,
         }
     }
 
@@ -746,6 +749,7 @@ impl<S: ClientIo> Conn<S> {
         // What a failure's answer says of the time spent, as Kong's does once a request
         // was meant for the upstream: ms with the upstream, ms before it.
         let proxying = Instant::now();
+        self.sent_at = None;
         let latency = Spent {
             started,
             proxying,
@@ -885,6 +889,7 @@ impl<S: ClientIo> Conn<S> {
                     }
                 };
             let sent = Instant::now();
+            self.sent_at = Some(sent);
             let sending = self
                 .send_request(&mut upstream, service, node.client_body_timeout, &mut body)
                 .await;
@@ -981,9 +986,9 @@ impl<S: ClientIo> Conn<S> {
     /// Answers an upstream-side failure. The connection continues only when the client
     /// asked for that (HTTP/1.1 without `Connection: close`, or 1.0 with keep-alive) and
     /// none of the request's body is left unread: unread body bytes would be read as the
-    /// next request. The time spent with the upstream (as Kong's: from when the request
-    /// was meant for it) is what its latency headers and the upstream latency record
-    /// say, not time ringway added.
+    /// next request. The time since the request went upstream (as Kong's waiting time)
+    /// is what its latency headers and the upstream latency record say, not time
+    /// ringway added.
     async fn fail(
         &mut self,
         kind: ErrorKind,
@@ -996,9 +1001,13 @@ impl<S: ClientIo> Conn<S> {
         // A client still uploading (to an upstream that stopped reading) gets its 504
         // before the close, not a reset for the bytes it sent meanwhile.
         self.linger |= !whole;
-        let upstream = latency.proxying.elapsed();
-        let before = latency.proxying.saturating_duration_since(latency.started);
-        if self.tally.contacted && self.tally.upstream_us.is_none() {
+        // Once the request went out, the time since is the upstream's, as for an
+        // answer; before that (a connect that failed) it is ringway's own, and the
+        // headers tell the time spent trying the upstream.
+        let from = self.sent_at.unwrap_or(latency.proxying);
+        let upstream = from.elapsed();
+        let before = from.saturating_duration_since(latency.started);
+        if self.sent_at.is_some() && self.tally.upstream_us.is_none() {
             self.tally.upstream_us = Some(upstream.as_micros() as u32);
             self.tally.before_upstream_us = before.as_micros() as u32;
         }
