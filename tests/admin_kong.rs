@@ -903,6 +903,32 @@ fn a_consumer_reference_may_name_any_unique_field() {
         ],
     );
     assert_eq!(r.status, 400, "'name' is no consumer field: {r:?}");
+    // PATCH takes references alike, and keeps the unique key: moving a plugin onto a
+    // scope that has one of its name is Kong's 409.
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/plugins",
+        &[("name", "rate-limiting"), ("config.minute", "9")],
+    );
+    let global = id_of(&ok(&r, 201, "a global rate-limiting"));
+    let r = admin_form(
+        &gw,
+        "PATCH",
+        &format!("/plugins/{global}"),
+        &[("consumer.name", "refd")],
+    );
+    assert_eq!(r.status, 400, "PATCH: 'name' is no consumer field: {r:?}");
+    let r = admin_form(
+        &gw,
+        "PATCH",
+        &format!("/plugins/{global}"),
+        &[("consumer.username", "refd")],
+    );
+    let body = ok(&r, 409, "PATCH onto a scope that has a rate-limiting");
+    assert_eq!(body["code"], 5, "{body}");
+    assert_eq!(body["fields"]["name"], "rate-limiting", "{body}");
+    assert!(body["fields"]["consumer"]["id"].is_string(), "{body}");
 }
 
 #[test]

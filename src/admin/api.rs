@@ -2238,49 +2238,8 @@ fn create_plugin(
             return reply;
         }
     }
-    let same_scope = |p: usize| {
-        let existing = plugin_json(config, p);
-        ["service", "route", "consumer", "consumer_group"]
-            .iter()
-            .all(|field| existing[*field] == body.get(*field).cloned().unwrap_or(Value::Null))
-    };
-    let replaced = |p: usize| replacing.is_some_and(|(i, _)| i == p);
-    if (0..config.plugins.len())
-        .any(|p| config.plugins[p].name == name && same_scope(p) && !replaced(p))
-    {
-        // Kong's shape: the whole unique key (name and scope), keys in order, each
-        // reference as `{id="..."}` or `null`.
-        let mut fields = Map::new();
-        let mut shown = Vec::new();
-        for field in ["consumer", "consumer_group", "name", "route", "service"] {
-            let value = if field == "name" {
-                Value::from(name.as_str())
-            } else {
-                body.get(field).cloned().unwrap_or(Value::Null)
-            };
-            if field == "consumer_group" && value.is_null() {
-                continue;
-            }
-            let text = match &value {
-                Value::String(s) => format!("\"{s}\""),
-                Value::Object(o) => match o.get("id").and_then(Value::as_str) {
-                    Some(id) => format!("{{id=\"{id}\"}}"),
-                    None => "null".into(),
-                },
-                _ => "null".into(),
-            };
-            shown.push(format!("{field}={text}"));
-            fields.insert(field.into(), value);
-        }
-        return Reply::json(
-            409,
-            &json!({
-                "code": 5,
-                "name": "unique constraint violation",
-                "message": format!("UNIQUE violation detected on '{{{}}}'", shown.join(",")),
-                "fields": fields,
-            }),
-        );
+    if let Some(reply) = plugin_conflict(config, &name, &body, replacing.map(|(i, _)| i)) {
+        return reply;
     }
     write(
         control,
@@ -2291,7 +2250,89 @@ fn create_plugin(
     )
 }
 
+/// Kong's unique key of plugins, name and scope: a plugin (other than `except`) with the
+/// same name on the same scope (references as `{"id": ...}` or absent) answers 409,
+/// with Kong's body naming the whole key, each reference as `{id="..."}` or `null`.
+fn plugin_conflict(
+    config: &Config,
+    name: &str,
+    scope: &Body,
+    except: Option<usize>,
+) -> Option<Reply> {
+    const SCOPE: [&str; 4] = ["service", "route", "consumer", "consumer_group"];
+    let same_scope = |p: usize| {
+        let existing = plugin_json(config, p);
+        SCOPE
+            .iter()
+            .all(|field| existing[*field] == scope.get(*field).cloned().unwrap_or(Value::Null))
+    };
+    (0..config.plugins.len())
+        .find(|&p| config.plugins[p].name == name && Some(p) != except && same_scope(p))?;
+    let mut fields = Map::new();
+    let mut shown = Vec::new();
+    for field in ["consumer", "consumer_group", "name", "route", "service"] {
+        let value = if field == "name" {
+            Value::from(name)
+        } else {
+            scope.get(field).cloned().unwrap_or(Value::Null)
+        };
+        if field == "consumer_group" && value.is_null() {
+            continue;
+        }
+        let text = match &value {
+            Value::String(s) => format!("\"{s}\""),
+            Value::Object(o) => match o.get("id").and_then(Value::as_str) {
+                Some(id) => format!("{{id=\"{id}\"}}"),
+                None => "null".into(),
+            },
+            _ => "null".into(),
+        };
+        shown.push(format!("{field}={text}"));
+        fields.insert(field.into(), value);
+    }
+    Some(Reply::json(
+        409,
+        &json!({
+            "code": 5,
+            "name": "unique constraint violation",
+            "message": format!("UNIQUE violation detected on '{{{}}}'", shown.join(",")),
+            "fields": fields,
+        }),
+    ))
+}
+
 fn update_plugin(control: &Control, config: &Config, i: usize, mut body: Body) -> Reply {
+    // References as a create takes them, and the same unique key: the plugin's scope
+    // after the patch.
+    for (field, kind) in [
+        ("service", "services"),
+        ("route", "routes"),
+        ("consumer", "consumers"),
+        ("consumer_group", "consumer_groups"),
+    ] {
+        if let Err(reply) = resolve_reference(config, &mut body, field, kind) {
+            return reply;
+        }
+    }
+    let current = plugin_json(config, i);
+    let mut scope = Map::new();
+    for field in ["service", "route", "consumer", "consumer_group"] {
+        let value = body
+            .get(field)
+            .cloned()
+            .unwrap_or_else(|| current[field].clone());
+        if !value.is_null() {
+            scope.insert(field.into(), value);
+        }
+    }
+    let name = body
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or(&config.plugins[i].name)
+        .to_owned();
+    if let Some(reply) = plugin_conflict(config, &name, &scope, Some(i)) {
+        return reply;
+    }
     if let Some(config_value) = body.remove("config") {
         // A partial config merges into the current one, as in Kong.
         let mut merged = config.plugins[i].config_json.clone();
