@@ -1050,6 +1050,19 @@ fn nested_child_entities_in_a_body_are_refused_as_kong_refuses_them() {
         let r = admin_json(&gw, method, path, &body);
         assert_eq!(r.status, 400, "{method} {path} with nested children: {r:?}");
     }
+    // A form's indexed keys alike.
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/services",
+        &[
+            ("name", "nf"),
+            ("url", &o.url()),
+            ("routes[1].paths[]", "/z"),
+        ],
+    );
+    let j = ok(&r, 400, "a form nesting routes");
+    assert_eq!(j["fields"]["routes"], "unknown field", "{j}");
     let creds = ok(&gw.admin_get("/consumers/nz/jwt"), 200, "credentials");
     assert_eq!(
         creds["data"],

@@ -160,9 +160,14 @@ fn without_children(kind: &str, body: Body) -> Result<Body, Reply> {
         "upstreams" => &["targets"],
         _ => &[],
     };
+    // A form may have left an indexed key as it came (`routes[1].paths[]`).
+    let nests = |key: &str, child: &str| {
+        key.strip_prefix(child)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['[', '.']))
+    };
     let fields: Map<String, Value> = children
         .iter()
-        .filter(|child| body.contains_key(**child))
+        .filter(|child| body.keys().any(|key| nests(key, child)))
         .map(|child| ((*child).to_owned(), Value::from("unknown field")))
         .collect();
     if fields.is_empty() {
