@@ -253,7 +253,7 @@ impl Control {
         // a SIGHUP reads is the new config.
         let target =
             std::fs::canonicalize(&self.config_path).unwrap_or_else(|_| self.config_path.clone());
-        store::write_atomically(&target, &bytes, Some(std::path::Path::new(&backup)))
+        store::write_atomically(&target, &bytes, Some(std::path::Path::new(&backup)), None)
             .map_err(|e| Refused::Io(format!("cannot write {}: {e}", target.display())))?;
         layers.file = bytes;
         self.file_loaded_at

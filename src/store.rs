@@ -92,10 +92,12 @@ impl Store {
         self.dir.join(STATE_FILE)
     }
 
-    /// Writes `state` durably (see the module notes).
+    /// Writes `state` durably (see the module notes), readable by its owner only: it
+    /// holds every Admin-created secret (a state file an older version left readable
+    /// to others is made private by the next write).
     pub fn save(&self, state: &Value) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
-        write_atomically(&self.path(), &bytes, None)
+        write_atomically(&self.path(), &bytes, None, Some(0o600))
     }
 }
 
@@ -124,11 +126,16 @@ fn flock(file: &File, wait: bool) -> std::io::Result<bool> {
 }
 
 /// Replaces `path` with `bytes`: temporary file, fsync, rename, fsync of the directory.
-/// With `backup`, the previous content is first kept under that name. The new file keeps
-/// the old one's permissions and, where the process may set them, its owner (a config
-/// file holds secrets an operator may have made private); a file that was not there is
-/// made readable by its owner only, whatever the umask.
-pub fn write_atomically(path: &Path, bytes: &[u8], backup: Option<&Path>) -> std::io::Result<()> {
+/// With `backup`, the previous content is first kept under that name. The new file gets
+/// `mode` when given; else it keeps the old one's permissions and, where the process may
+/// set them, its owner (a config file holds secrets an operator may have made private);
+/// a file that was not there is made readable by its owner only, whatever the umask.
+pub fn write_atomically(
+    path: &Path,
+    bytes: &[u8],
+    backup: Option<&Path>,
+    mode: Option<u32>,
+) -> std::io::Result<()> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     let dir = path
         .parent()
@@ -144,7 +151,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8], backup: Option<&Path>) -> std
             .truncate(true)
             .mode(0o600)
             .open(&tmp)?;
-        let mode = previous.as_ref().map_or(0o600, |m| m.mode() & 0o7777);
+        let mode = mode.unwrap_or_else(|| previous.as_ref().map_or(0o600, |m| m.mode() & 0o7777));
         file.set_permissions(fs::Permissions::from_mode(mode))?;
         if let Some(m) = &previous {
             // Only a privileged process may give a file away; the mode stands either way.
@@ -177,6 +184,15 @@ mod tests {
         store.save(&new).unwrap();
         let (_, loaded) = Store::open(dir.path()).unwrap();
         assert_eq!(loaded, new);
+        // Private, whatever an older version left: it holds the Admin API's secrets.
+        use std::os::unix::fs::PermissionsExt;
+        let state = dir.path().join(STATE_FILE);
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o644)).unwrap();
+        store.save(&new).unwrap();
+        assert_eq!(
+            fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         // A torn temporary file from a crash mid-write does not affect the state.
         fs::write(dir.path().join(".state.json.tmp"), b"{\"consum").unwrap();
         let (_, loaded) = Store::open(dir.path()).unwrap();
@@ -191,13 +207,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         let fresh = dir.path().join("fresh.json");
-        write_atomically(&fresh, b"{}", None).unwrap();
+        write_atomically(&fresh, b"{}", None, None).unwrap();
         assert_eq!(mode(&fresh), 0o600, "a new file is its owner's only");
         let config = dir.path().join("kong.yaml");
         fs::write(&config, b"old").unwrap();
         fs::set_permissions(&config, fs::Permissions::from_mode(0o640)).unwrap();
         let backup = dir.path().join("kong.yaml.bak");
-        write_atomically(&config, b"new", Some(&backup)).unwrap();
+        write_atomically(&config, b"new", Some(&backup), None).unwrap();
         assert_eq!(fs::read(&config).unwrap(), b"new");
         assert_eq!(fs::read(&backup).unwrap(), b"old");
         assert_eq!(
@@ -206,7 +222,7 @@ mod tests {
             "the rewrite keeps the operator's mode"
         );
         fs::set_permissions(&config, fs::Permissions::from_mode(0o604)).unwrap();
-        write_atomically(&config, b"newer", None).unwrap();
+        write_atomically(&config, b"newer", None, None).unwrap();
         assert_eq!(mode(&config), 0o604);
     }
 }
