@@ -14,6 +14,8 @@ use crate::config::{Config, LoadError, NodeOverrides};
 pub const EXIT_CONFIG: u8 = 78;
 /// Exit code for a command line that cannot be acted on, as the argument parser's own.
 const EXIT_USAGE: u8 = 2;
+/// Output that could not be written: sysexits' EX_IOERR.
+const EXIT_IOERR: u8 = 74;
 /// An internal error (a panic): sysexits' EX_SOFTWARE.
 const EXIT_PANIC: i32 = 70;
 
@@ -145,10 +147,7 @@ pub fn main() -> ExitCode {
         restore_sigpipe();
     }
     match cli.command {
-        Command::Version => {
-            version();
-            ExitCode::SUCCESS
-        }
+        Command::Version => version(),
         Command::Check { config } => check(&config),
         Command::Jwt {
             command:
@@ -160,10 +159,7 @@ pub fn main() -> ExitCode {
                     claims,
                 },
         } => match sign(&secret, key, &alg, ttl, &claims) {
-            Ok(token) => {
-                println!("{token}");
-                ExitCode::SUCCESS
-            }
+            Ok(token) => emit(&format!("{token}\n")),
             Err(e) => {
                 eprintln!("ringway: {e}");
                 ExitCode::from(EXIT_USAGE)
@@ -296,14 +292,13 @@ fn check(path: &std::path::Path) -> ExitCode {
                     );
                 }
             }
-            println!(
-                "{}: OK ({} services, {} routes, configuration_hash {})",
+            emit(&format!(
+                "{}: OK ({} services, {} routes, configuration_hash {})\n",
                 path.display(),
                 config.services.len(),
                 config.routes.len(),
                 config.hash
-            );
-            ExitCode::SUCCESS
+            ))
         }
         Err(LoadError::Read(file, e)) => {
             eprintln!("ringway: cannot read config file {file}: {e}");
@@ -318,20 +313,32 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn version() {
+fn version() -> ExitCode {
     let uring = crate::server::io_uring_available();
     let default = if uring { "io_uring" } else { "epoll" };
-    println!(
-        "ringway {} (commit {})",
+    emit(&format!(
+        "ringway {} (commit {})\nio_uring: {}\nepoll: available\ndriver: {default}\n",
         crate::VERSION,
-        env!("RINGWAY_COMMIT")
-    );
-    println!(
-        "io_uring: {}",
+        env!("RINGWAY_COMMIT"),
         if uring { "available" } else { "unavailable" }
-    );
-    println!("epoll: available");
-    println!("driver: {default}");
+    ))
+}
+
+/// Writes a command's output to stdout; one that cannot be written (a full disk, a
+/// closed pipe) is a one-line error and sysexits' EX_IOERR, not a panic.
+fn emit(text: &str) -> ExitCode {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringway: cannot write to stdout: {e}");
+            ExitCode::from(EXIT_IOERR)
+        }
+    }
 }
 
 #[allow(unsafe_code)]

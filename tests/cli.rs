@@ -503,6 +503,41 @@ fn unresolved_host_is_one_warning_not_an_error() {
     assert_eq!(logged.matches(warning).count(), 1, "stderr:\n{logged}");
 }
 
+/// A one-shot command whose output cannot be written (stdout on a full disk) says so on
+/// one line and exits 74 (EX_IOERR), never with a panic.
+#[test]
+fn one_shot_output_that_cannot_be_written_is_an_error_not_a_panic() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kong.yaml");
+    fs::write(&config, "_format_version: \"3.0\"\n").unwrap();
+    let config = config.display().to_string();
+    for args in [
+        &["version"][..],
+        &["jwt", "sign", "--key", "k", "--secret", "s"][..],
+        &["check", "-c", &config][..],
+    ] {
+        let full = fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = Command::new(BIN)
+            .args(args)
+            .env_remove("RINGWAY_LOG")
+            .stdout(Stdio::from(full))
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(74), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("ringway: cannot write to stdout"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
 /// A one-shot command whose reader has gone (`ringway version | head -0`) ends quietly, as
 /// Unix tools do, instead of panicking on the write.
 #[test]
