@@ -396,6 +396,17 @@ fn consumer_and_credential_validation_errors() {
         ),
         "{r:?}"
     );
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/consumers",
+        &json!({"username": "ok", "id": "x", "created_at": "y", "colour": 1}),
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    let fields = &r.json()["fields"];
+    assert_eq!(fields["id"], "expected a valid UUID", "{r:?}");
+    assert_eq!(fields["created_at"], "expected an integer", "{r:?}");
+    assert_eq!(fields["colour"], "unknown field", "{r:?}");
     let r = admin_form(&gw, "POST", "/consumers/nobody/jwt", &[("key", "k")]);
     assert_not_found(&r, "credential under an unknown consumer");
 

@@ -964,6 +964,58 @@ fn a_membership_answer_shows_a_file_groups_timestamps() {
     }
 }
 
+/// PUT replaces a consumer whole: `groups` in the body is its membership (checked as
+/// anywhere else); without it, the membership stays.
+#[test]
+fn put_applies_the_groups_it_gives() {
+    let o = Origin::start();
+    let gw = Gateway::start(&format!(
+        "{}consumer_groups:\n  - name: ga\n  - name: gb\n",
+        base_config(&o)
+    ));
+    let groups = |gw: &Gateway| -> Vec<String> {
+        let list = ok(
+            &gw.admin_get("/consumers/pg/consumer_groups"),
+            200,
+            "groups",
+        );
+        let mut names: Vec<String> = list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["name"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    ok(
+        &admin_json(&gw, "PUT", "/consumers/pg", &json!({ "groups": ["ga"] })),
+        200,
+        "create",
+    );
+    assert_eq!(groups(&gw), ["ga"]);
+    ok(
+        &admin_json(&gw, "PUT", "/consumers/pg", &json!({ "custom_id": "x" })),
+        200,
+        "no groups",
+    );
+    assert_eq!(groups(&gw), ["ga"], "membership stays");
+    ok(
+        &admin_json(&gw, "PUT", "/consumers/pg", &json!({ "groups": ["gb"] })),
+        200,
+        "new groups",
+    );
+    assert_eq!(groups(&gw), ["gb"]);
+    let r = admin_json(
+        &gw,
+        "PUT",
+        "/consumers/pg",
+        &json!({ "groups": ["nosuch"] }),
+    );
+    assert_eq!(r.status, 400, "an unknown group: {r:?}");
+    assert_eq!(groups(&gw), ["gb"], "unchanged");
+}
+
 #[test]
 fn malformed_ids_and_timestamps_are_refused_by_put_and_patch_too() {
     let o = Origin::start();

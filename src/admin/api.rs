@@ -1441,7 +1441,8 @@ fn id_in_use(config: &Config, kind: &str, id: &str) -> bool {
 }
 
 /// Puts `object` in place of the admin entity `id`, keeping its id, `created_at` and,
-/// for a consumer, its group membership (a relation of its own, not a field).
+/// for a consumer, its group membership (a relation of its own) unless `object` gives
+/// `groups`.
 fn replace(
     control: &Control,
     config: &Config,
@@ -1456,7 +1457,12 @@ fn replace(
         let list = admin_list(admin, kind);
         if let Some(Value::Object(entity)) = list.get_mut(index) {
             object.insert("id".into(), id.into());
+            // Membership stays unless the body names the groups itself.
+            let given_groups = object.contains_key("groups");
             for kept in ["created_at", "groups"] {
+                if kept == "groups" && given_groups {
+                    continue;
+                }
                 if let Some(value) = entity.get(kept) {
                     object.insert(kept.into(), value.clone());
                 }
@@ -1888,6 +1894,17 @@ fn deleted<T>(outcome: Result<T, Refused>) -> Reply {
 /// silently ignored. Every problem at once.
 fn checked_meta(body: &Body) -> Result<(), Reply> {
     let mut fields = Map::new();
+    meta_errors(body, &mut fields);
+    if fields.is_empty() {
+        Ok(())
+    } else {
+        Err(schema_violation(fields))
+    }
+}
+
+/// The problems of the fields every entity has: an `id` that is no UUID, timestamps
+/// that are no whole numbers (`1.0` is one, as Kong's JSON decoder reads it).
+fn meta_errors(body: &Body, fields: &mut Map<String, Value>) {
     match body.get("id") {
         None | Some(Value::Null) => {}
         Some(Value::String(id)) if crate::config::is_uuid(id) => {}
@@ -1898,16 +1915,12 @@ fn checked_meta(body: &Body) -> Result<(), Reply> {
     for stamp in ["created_at", "updated_at"] {
         match body.get(stamp) {
             None | Some(Value::Null) => {}
-            Some(Value::Number(n)) if n.is_u64() || n.is_i64() => {}
+            Some(Value::Number(n))
+                if n.is_u64() || n.is_i64() || n.as_f64().is_some_and(|f| f.fract() == 0.0) => {}
             Some(_) => {
                 fields.insert(stamp.into(), "expected an integer".into());
             }
         }
-    }
-    if fields.is_empty() {
-        Ok(())
-    } else {
-        Err(schema_violation(fields))
     }
 }
 
@@ -1932,6 +1945,7 @@ fn base_object(mut body: Body) -> Result<Map<String, Value>, Reply> {
 /// may be there. The field errors, by field.
 fn field_errors(body: &Body, strings: &[&str], other: &[&str]) -> Map<String, Value> {
     let mut fields = Map::new();
+    meta_errors(body, &mut fields);
     for field in strings {
         if let Err(message) = string_value(body, field) {
             fields.insert((*field).to_owned(), message.into());
