@@ -380,6 +380,50 @@ fn a_pause_in_reading_is_bounded_by_send_timeout_not_keepalive_timeout() {
     }
 }
 
+/// A client that pipelines requests and takes none of ringway's own answers (404s here)
+/// is held to send_timeout too, not kept with megabytes queued for it.
+#[test]
+fn a_flood_of_unread_answers_ends_at_send_timeout() {
+    use std::io::{Read, Write};
+    let o = Origin::start();
+    let gw = Gateway::start(&format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: {}\n    routes:\n      - name: r\n        hosts: [a.test]\nringway:\n  send_timeout: 500\n",
+        o.url()
+    ));
+    let mut stream = std::net::TcpStream::connect(gw.proxy_addr()).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    writer
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let flood = std::thread::spawn(move || {
+        let request = b"GET /x HTTP/1.1\r\nHost: elsewhere\r\n\r\n".repeat(1000);
+        for _ in 0..100 {
+            if writer.write_all(&request).is_err() {
+                break;
+            }
+        }
+    });
+    // Not reading while the answers pile up, then reading all that came: the end must
+    // come (a close), not wait for more.
+    std::thread::sleep(Duration::from_millis(2500));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut sink = vec![0u8; 1 << 16];
+    let closed = loop {
+        match stream.read(&mut sink) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    assert!(closed, "the connection is closed once send_timeout passed");
+    let _ = flood.join();
+    let r = gw.client().roundtrip(&get_req("/x", "a.test"));
+    assert_eq!(r.status, 200, "the gateway serves on: {r:?}");
+}
+
 #[test]
 fn client_connection_close_is_honoured() {
     let o = Origin::start();

@@ -1618,6 +1618,47 @@ fn abandoned_reads_over_tls_end_their_connection_not_the_worker() {
     assert_no_panic(&t.gw.stderr_text());
 }
 
+/// A TLS client that stops reading a large response is closed at send_timeout, and
+/// only that connection: the write that timed out leaves the stream unusable, so no
+/// close_notify is attempted on it (which killed the process).
+#[test]
+fn a_tls_client_that_stops_reading_is_closed_alone() {
+    const BODY: usize = 32 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let a = make_cert(dir.path(), "a", "a.test", &["a.test"], false);
+    let origin = Origin::with_handler(|ctx| {
+        if ctx.req.path().contains("/big") {
+            Action::Pattern {
+                head: format!("HTTP/1.1 200 OK\r\nContent-Length: {BODY}\r\n\r\n"),
+                n: BODY,
+            }
+        } else {
+            Action::Ok
+        }
+    });
+    let cfg = tls_config(
+        &origin,
+        &certificates(&[cert_item(&a, &["a.test"], "")]),
+        "  send_timeout: 500\n",
+    );
+    let t = start_tls(&cfg, GatewayOpts::default());
+    let mut py = Py::start();
+    let answer = py.connect("stall", t.port, Some("a.test"), json!({}));
+    assert_eq!(answer["ok"], true, "{answer}");
+    let sent = py.send("stall", "GET /big HTTP/1.1\r\nHost: a.test\r\n\r\n");
+    assert_eq!(sent["ok"], true, "{sent}");
+    thread::sleep(Duration::from_millis(2000));
+    let answer = py.connect("next", t.port, Some("a.test"), json!({}));
+    assert_eq!(
+        answer["ok"], true,
+        "a new handshake after the stalled one: {answer}"
+    );
+    assert_proxied(&py.get("next", "/ok", "a.test"), "after a stalled reader");
+    py.close("next");
+    py.close("stall");
+    assert_no_panic(&t.gw.stderr_text());
+}
+
 // ---------------------------------------------------------------------------------------
 // 8. reload
 

@@ -144,11 +144,12 @@ struct Conn<S> {
     /// The connection closes after an answer given while the request's body was still
     /// arriving: close it lingering, or the unread bytes reset it under the answer.
     linger: bool,
-    /// A read of the client was abandoned (cut off by its deadline, or by the
-    /// upstream's answer during an upload). A TLS stream cannot be read again after that
-    /// (its record layer lost the buffer the abandoned read held), so its close does not
-    /// linger reading; a plain socket's cancelled read left nothing behind.
-    read_cut: bool,
+    /// A read or write of the client was abandoned (cut off by its deadline, or a read
+    /// by the upstream's answer during an upload). A TLS stream cannot be used again
+    /// after that (its record layer lost the buffer the abandoned operation held), so
+    /// its close neither lingers reading nor sends a close_notify; a plain socket's
+    /// cancelled operation left nothing behind.
+    cut: bool,
     /// The current request is HTTP/1.0: an answer that keeps its connection says so
     /// (`Connection: keep-alive`), or a 1.0 client takes it as the last.
     http10: bool,
@@ -192,7 +193,7 @@ pub fn serve<S: ClientIo>(
             // A TLS connection ends with its close_notify (RFC 8446 §6.1), so the client
             // can tell a close-delimited answer from a cut one; a client that does not
             // read gets a moment, not a worker task forever.
-            None if conn.info.https => {
+            None if conn.info.https && !conn.cut => {
                 let closing = monoio::time::timeout(TLS_CLOSE_WAIT, conn.client.shutdown());
                 let _ = Box::pin(closing).await;
             }
@@ -289,7 +290,7 @@ impl<S: ClientIo> Conn<S> {
             logged: String::new(),
             partial_line: None,
             linger: false,
-            read_cut: false,
+            cut: false,
             http10: false,
             sent_at: None,
         }
@@ -565,10 +566,10 @@ impl<S: ClientIo> Conn<S> {
         // speed. Several MiB may already sit in the socket buffers from before the
         // answer (an upload stalled behind an upstream that stopped reading).
         const LINGER_BYTES: usize = 64 << 20;
-        let _ = self.client.shutdown().await;
-        if self.read_cut && self.info.https {
+        if self.cut && self.info.https {
             return;
         }
+        let _ = self.client.shutdown().await;
         let deadline = Instant::now() + LINGER;
         let mut buf = std::mem::take(&mut self.buf);
         let mut dropped = 0;
@@ -665,7 +666,7 @@ impl<S: ClientIo> Conn<S> {
                 Ok(0) => return Err(HeadEnd::Closed),
                 Ok(_) => {}
                 Err(IoFail::TimedOut) if deadline.is_some() => {
-                    self.read_cut = true;
+                    self.cut = true;
                     return Err(HeadEnd::Reject(ErrorKind::RequestTimeout));
                 }
                 Err(_) => return Err(HeadEnd::Closed),
@@ -715,8 +716,13 @@ impl<S: ClientIo> Conn<S> {
         self.tally.generated = true;
         self.tally.egress += self.out.len() as u64;
         let out = std::mem::take(&mut self.out);
-        let (result, out) = self.client.write_all(out).await;
-        self.out = out;
+        // A client that sends requests and takes no answers (a pipelined flood) is held
+        // to send_timeout like one that takes no proxied response.
+        let worker = self.worker.clone();
+        let timeout = worker.snapshot().config.node.send_timeout;
+        let (result, out) = write_all_within(&worker.idle, &mut self.client, out, timeout).await;
+        self.out = out.unwrap_or_default();
+        self.cut |= matches!(result, Err(IoFail::TimedOut));
         result.is_ok() && !close
     }
 
@@ -1075,7 +1081,7 @@ impl<S: ClientIo> Conn<S> {
         match result {
             Ok(0) | Err(IoFail::Io) => Err(ErrorKind::ClientGone),
             Err(IoFail::TimedOut) => {
-                self.read_cut = true;
+                self.cut = true;
                 Err(ErrorKind::RequestTimeout)
             }
             Ok(_) => Ok(()),
@@ -1171,7 +1177,7 @@ impl<S: ClientIo> Conn<S> {
             if self.buf.is_empty() && !matches!(body, RequestBody::Done) {
                 let read = self.read_body_bytes(body_timeout);
                 let Some(read) = Box::pin(unless_answered(read, &mut answer)).await else {
-                    self.read_cut = true;
+                    self.cut = true;
                     return Err(SendFail::UpstreamGone);
                 };
                 read.map_err(SendFail::Client)?;
@@ -1392,7 +1398,8 @@ impl<S: ClientIo> Conn<S> {
                     )
                     .await;
                     self.ubuf = ubuf;
-                    if result.is_err() {
+                    if let Err(fail) = result {
+                        self.cut |= matches!(fail, IoFail::TimedOut);
                         return Next::Close;
                     }
                     self.tally.egress += take as u64;
@@ -1524,6 +1531,7 @@ impl<S: ClientIo> Conn<S> {
             self.out.clear();
             self.ubuf = ubuf;
         }
+        self.cut |= matches!(result, Err(IoFail::TimedOut));
         result.is_ok()
     }
 
@@ -1537,6 +1545,7 @@ impl<S: ClientIo> Conn<S> {
         let (result, out) = write_all_within(&worker.idle, &mut self.client, out, timeout).await;
         self.out = out.unwrap_or_default();
         self.out.clear();
+        self.cut |= matches!(result, Err(IoFail::TimedOut));
         result.is_ok()
     }
 }
