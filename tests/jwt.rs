@@ -1465,6 +1465,12 @@ services:
           - name: jwt
             config:
               header_names: [x-token]
+      - name: under
+        paths: ["/under"]
+        plugins:
+          - name: jwt
+            config:
+              header_names: [x_token]
 consumers:
   - username: b64-user
     jwt_secrets:
@@ -1515,6 +1521,15 @@ consumers:
     if r.status != 401 || r.json() != json!({"message": "Unauthorized"}) {
         bad.push(format!(
             "header_names [x-token] ignores Authorization: {} {}",
+            r.status,
+            r.body_str()
+        ));
+    }
+    // As Kong's `get_header`: `x_token` names the `X-Token` header.
+    let r = proxy_get(&gw, "/under/a", &[("X-Token", &tok)]);
+    if r.status != 200 {
+        bad.push(format!(
+            "header_names [x_token] reads X-Token: {} {}",
             r.status,
             r.body_str()
         ));

@@ -2332,6 +2332,30 @@ fn correlation_id_tracker_generator() {
     );
 }
 
+/// An underscored `header_name` reads the incoming ID as Kong does (`X-Req-ID`), never
+/// a client's own `X_Req_ID` (which nginx drops and ringway does not forward): the
+/// upstream always gets an ID under the configured name.
+#[test]
+fn correlation_id_with_an_underscored_header_name_always_reaches_the_upstream() {
+    let origin = Origin::start();
+    let gw = start(&correlation_config(
+        &origin,
+        "{header_name: X_Req_ID, generator: uuid, echo_downstream: true}",
+    ));
+    let r = get(&gw, "/x", &[("X_Req_ID", "client-1")], "an underscored ID");
+    assert_proxied(&r, "an underscored ID");
+    let sent = upstream_ids(&origin, 0, "x_req_id");
+    assert_eq!(sent.len(), 1, "one ID upstream: {sent:?}");
+    assert!(
+        is_uuid(&sent[0]),
+        "a generated one, not the client's: {sent:?}"
+    );
+    assert_eq!(r.header_all("x_req_id"), vec![sent[0].as_str()], "{r:?}");
+    let r = get(&gw, "/x", &[("X-Req-ID", "client-2")], "a dashed ID");
+    assert_proxied(&r, "a dashed ID");
+    assert_eq!(r.header_all("x_req_id"), vec!["client-2"], "kept: {r:?}");
+}
+
 #[test]
 fn correlation_id_keeps_an_incoming_id() {
     let origin = Origin::start();

@@ -256,6 +256,12 @@ fn headers_select_routes() {
             &o,
             "        paths: [\"/h\"]\n        headers:\n          x-version: [\"v2\", \"v3\"]\n",
         ),
+        // As Kong's router: `_` in a configured name stands for `-`.
+        svc(
+            "under",
+            &o,
+            "        paths: [\"/h\"]\n        headers:\n          x_tier: [\"gold\"]\n",
+        ),
     ]));
     check_table(
         &gw,
@@ -265,6 +271,9 @@ fn headers_select_routes() {
             (get_hdrs("/h", "a", "x-version: v3\r\n"), Some("svc-v2")),
             (get_hdrs("/h", "a", "X-Version: v9\r\n"), Some("svc-plain")),
             (get_host("/h", "a"), Some("svc-plain")),
+            (get_hdrs("/h", "a", "X-Tier: gold\r\n"), Some("svc-under")),
+            // A client's own underscored header is not read (nginx drops it).
+            (get_hdrs("/h", "a", "x_tier: gold\r\n"), Some("svc-plain")),
         ],
     );
 }

@@ -1674,7 +1674,9 @@ fn build_route(
     let mut headers = Vec::new();
     for (name, values) in file.headers {
         let field = format!("{path}.headers.{name}");
-        let lower = name.to_ascii_lowercase();
+        // As Kong's router reads a header name: `_` stands for `-` (a client's own
+        // underscored headers are not read, as nginx drops them).
+        let lower = name.to_ascii_lowercase().replace('_', "-");
         if lower == "host" {
             report.add(field, "cannot match on 'host': use 'hosts'");
             continue;

@@ -214,7 +214,8 @@ impl ConfigFile {
             header_names: self
                 .header_names
                 .iter()
-                .map(|h| h.to_ascii_lowercase())
+                // As Kong's `get_header`: `x_token` reads `X-Token`.
+                .map(|h| h.to_ascii_lowercase().replace('_', "-"))
                 .collect(),
             key_claim_name: self.key_claim_name,
             secret_is_base64: self.secret_is_base64,
