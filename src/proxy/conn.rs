@@ -115,6 +115,9 @@ struct Tally {
     /// An upstream connection was attempted (the log names the upstream even when the
     /// attempt failed).
     contacted: bool,
+    /// The request went out to an upstream, `before_upstream_us` after it began (its
+    /// last attempt).
+    sent: bool,
 }
 
 /// What a client connection may be: a TCP stream, or TLS over one.
@@ -153,8 +156,6 @@ struct Conn<S> {
     /// The current request is HTTP/1.0: an answer that keeps its connection says so
     /// (`Connection: keep-alive`), or a 1.0 client takes it as the last.
     http10: bool,
-    /// When the current request last went out to an upstream (its last attempt's).
-    sent_at: Option<Instant>,
 }
 
 /// Serves one client connection until it closes. `local` is the address it reached
@@ -292,7 +293,6 @@ impl<S: ClientIo> Conn<S> {
             linger: false,
             cut: false,
             http10: false,
-            sent_at: None,
         }
     }
 
@@ -720,7 +720,15 @@ impl<S: ClientIo> Conn<S> {
         // to send_timeout like one that takes no proxied response.
         let worker = self.worker.clone();
         let timeout = worker.snapshot().config.node.send_timeout;
-        let (result, out) = write_all_within(&worker.idle, &mut self.client, out, timeout).await;
+        // Boxed: a deadline's state would size every connection's future, idle ones
+        // included, for what is the rarer path.
+        let (result, out) = Box::pin(write_all_within(
+            &worker.idle,
+            &mut self.client,
+            out,
+            timeout,
+        ))
+        .await;
         self.out = out.unwrap_or_default();
         self.cut |= matches!(result, Err(IoFail::TimedOut));
         result.is_ok() && !close
@@ -755,7 +763,6 @@ impl<S: ClientIo> Conn<S> {
         // What a failure's answer says of the time spent, as Kong's does once a request
         // was meant for the upstream: ms with the upstream, ms before it.
         let proxying = Instant::now();
-        self.sent_at = None;
         let latency = Spent {
             started,
             proxying,
@@ -895,7 +902,9 @@ impl<S: ClientIo> Conn<S> {
                     }
                 };
             let sent = Instant::now();
-            self.sent_at = Some(sent);
+            self.tally.sent = true;
+            self.tally.before_upstream_us =
+                sent.saturating_duration_since(started).as_micros() as u32;
             let sending = self
                 .send_request(&mut upstream, service, node.client_body_timeout, &mut body)
                 .await;
@@ -1010,10 +1019,14 @@ impl<S: ClientIo> Conn<S> {
         // Once the request went out, the time since is the upstream's, as for an
         // answer; before that (a connect that failed) it is ringway's own, and the
         // headers tell the time spent trying the upstream.
-        let from = self.sent_at.unwrap_or(latency.proxying);
+        let from = if self.tally.sent {
+            latency.started + Duration::from_micros(u64::from(self.tally.before_upstream_us))
+        } else {
+            latency.proxying
+        };
         let upstream = from.elapsed();
         let before = from.saturating_duration_since(latency.started);
-        if self.sent_at.is_some() && self.tally.upstream_us.is_none() {
+        if self.tally.sent && self.tally.upstream_us.is_none() {
             self.tally.upstream_us = Some(upstream.as_micros() as u32);
             self.tally.before_upstream_us = before.as_micros() as u32;
         }
