@@ -104,6 +104,10 @@ impl Certificates {
                 "invalid SNI '{name}': expected a host name, one after '*.' or before '.*', or '*'"
             ));
         }
+        // A client never sends an address as a server name (RFC 6066 §3): as Kong.
+        if key.parse::<std::net::IpAddr>().is_ok() {
+            return Err(format!("invalid SNI '{name}': must not be an IP"));
+        }
         if map.insert(key, keys).is_some() {
             return Err(format!("SNI '{name}' is given twice"));
         }
@@ -528,6 +532,8 @@ pub(crate) mod tests {
         let key = certified_key(&a_cert, &a_key).unwrap();
         let mut set = Certificates::default();
         set.add("api.example.com", vec![key.clone()]).unwrap();
+        let refused = set.add("127.0.0.1", vec![key.clone()]).unwrap_err();
+        assert!(refused.contains("must not be an IP"), "{refused}");
         set.add("*.example.org", vec![key.clone()]).unwrap();
         assert!(set.add("API.example.com", vec![key.clone()]).is_err());
         assert!(set.add("*.*.x", vec![key.clone()]).is_err());

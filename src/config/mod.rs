@@ -1312,7 +1312,10 @@ fn build_service(
     }
     let base = match base {
         None => "/".to_owned(),
-        Some(p) if p.starts_with('/') && !p.contains("//") && !p.contains(['?', '#', ' ']) => p,
+        // Bytes a request target cannot carry raw (UTF-8, `"`...) are sent encoded.
+        Some(p) if p.starts_with('/') && !p.contains("//") && !p.contains(['?', '#', ' ']) => {
+            crate::route::encoded_route_path(&p).into_owned()
+        }
         Some(p) => {
             report.add(format!("{path}.path"), format!("invalid path '{p}': must start with '/' and have no empty segments, query or fragment"));
             "/".to_owned()

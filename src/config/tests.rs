@@ -652,6 +652,11 @@ fn urls_and_service_fields() {
             "{url}: {found:?}"
         );
     }
+    // A path a request target cannot carry raw is sent encoded.
+    let config =
+        load("_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://a/caf\u{e9}\n")
+            .unwrap();
+    assert_eq!(config.services[0].path, "/caf%C3%A9");
     let found = problems("_format_version: \"3.0\"\nservices:\n  - name: s\n    host: a\n    retries: 40000\n    read_timeout: 0\n");
     assert!(found.iter().any(|p| p.starts_with("services[0].retries")));
     assert!(found
