@@ -10,6 +10,15 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, LoadError, NodeOverrides};
 
+/// A line on stderr, as `eprintln!` writes it, but a stderr that cannot be written (a
+/// full disk, a closed descriptor) is no panic: the exit code still tells.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// Exit code for an invalid configuration (sysexits' EX_CONFIG).
 pub const EXIT_CONFIG: u8 = 78;
 /// Exit code for a command line that cannot be acted on, as the argument parser's own.
@@ -161,7 +170,7 @@ pub fn main() -> ExitCode {
         } => match sign(&secret, key, &alg, ttl, &claims) {
             Ok(token) => emit(&format!("{token}\n")),
             Err(e) => {
-                eprintln!("ringway: {e}");
+                say!("ringway: {e}");
                 ExitCode::from(EXIT_USAGE)
             }
         },
@@ -185,7 +194,7 @@ pub fn main() -> ExitCode {
                 match crate::logging::parse_level(level) {
                     Some(level) => crate::logging::init(level),
                     None => {
-                        eprintln!("ringway: invalid command line: {source}: unknown level '{level}' (error, warn, info, debug, trace)");
+                        say!("ringway: invalid command line: {source}: unknown level '{level}' (error, warn, info, debug, trace)");
                         return ExitCode::from(EXIT_USAGE);
                     }
                 }
@@ -204,7 +213,7 @@ pub fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     let message = format!("{e:#}");
-                    eprintln!("ringway: {}", message.replace('\n', "; "));
+                    say!("ringway: {}", message.replace('\n', "; "));
                     if message.starts_with("invalid config") {
                         ExitCode::from(EXIT_CONFIG)
                     } else if message.starts_with("invalid command line") {
@@ -270,7 +279,7 @@ fn check(path: &std::path::Path) -> ExitCode {
     match Config::load(path, &NodeOverrides::default()) {
         Ok(config) => {
             for warning in &config.warnings {
-                eprintln!("warning: {warning}");
+                say!("warning: {warning}");
             }
             // A fact of this machine, not of the file (which may be checked elsewhere than
             // it runs): a warning.
@@ -280,13 +289,13 @@ fn check(path: &std::path::Path) -> ExitCode {
                     .filter(|d| !d.as_os_str().is_empty())
                     .unwrap_or(std::path::Path::new("."));
                 if !dir.is_dir() {
-                    eprintln!(
+                    say!(
                         "warning: ringway.access_log: {} is not a directory here, so run cannot open {}",
                         dir.display(),
                         log.display()
                     );
                 } else if log.is_dir() || log.as_os_str().to_string_lossy().ends_with('/') {
-                    eprintln!(
+                    say!(
                         "warning: ringway.access_log: {} is a directory, not a file run can open",
                         log.display()
                     );
@@ -301,12 +310,12 @@ fn check(path: &std::path::Path) -> ExitCode {
             ))
         }
         Err(LoadError::Read(file, e)) => {
-            eprintln!("ringway: cannot read config file {file}: {e}");
+            say!("ringway: cannot read config file {file}: {e}");
             ExitCode::from(EXIT_CONFIG)
         }
         Err(LoadError::Invalid(problems)) => {
             for problem in &problems.0 {
-                eprintln!("{problem}");
+                say!("{problem}");
             }
             ExitCode::from(EXIT_CONFIG)
         }
@@ -335,7 +344,7 @@ fn emit(text: &str) -> ExitCode {
     {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ringway: cannot write to stdout: {e}");
+            say!("ringway: cannot write to stdout: {e}");
             ExitCode::from(EXIT_IOERR)
         }
     }

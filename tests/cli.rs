@@ -538,6 +538,36 @@ fn one_shot_output_that_cannot_be_written_is_an_error_not_a_panic() {
     }
 }
 
+/// A stderr that cannot be written changes no exit code and panics nothing: an invalid
+/// config is still 78, a bad flag 2.
+#[test]
+fn an_unwritable_stderr_is_no_panic() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    fs::write(&bad, "_format_version: \"3.0\"\nservices: 5\n").unwrap();
+    let bad = bad.display().to_string();
+    for (args, code) in [
+        (&["check", "-c", &bad][..], 78),
+        (&["run", "-c", &bad][..], 78),
+        (&["check", "-c", "/nonexistent/kong.yaml"][..], 78),
+        (&["jwt", "sign", "--secret", "s", "--alg", "XX"][..], 2),
+    ] {
+        let full = fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let status = Command::new(BIN)
+            .args(args)
+            .env_remove("RINGWAY_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(full))
+            .status()
+            .expect("run");
+        assert_eq!(status.code(), Some(code), "{args:?}");
+    }
+}
+
 /// A one-shot command whose reader has gone (`ringway version | head -0`) ends quietly, as
 /// Unix tools do, instead of panicking on the write.
 #[test]
