@@ -2706,6 +2706,10 @@ fn upstream_failures_carry_the_proxied_latency_pair() {
             assert_eq!(all.len(), usize::from(on), "{name}: {r:?}");
             assert!(all.iter().all(|v| v.parse::<u64>().is_ok()), "{r:?}");
         }
+        // Nothing went out: no upstream time, as the records say.
+        if on {
+            assert_eq!(r.header("X-Kong-Upstream-Latency"), Some("0"), "{r:?}");
+        }
         assert!(r.header("X-Kong-Response-Latency").is_none(), "{r:?}");
     }
 }

@@ -88,13 +88,11 @@ enum SendFail {
     Client(ErrorKind),
 }
 
-/// When a proxied request began and when it was first meant for the upstream (its
-/// failure's answer tells the time between them and since), and whether Kong's latency
-/// headers are on.
+/// When a proxied request began (its failure's answer tells the time spent before and
+/// after it went upstream), and whether Kong's latency headers are on.
 #[derive(Clone, Copy)]
 struct Spent {
     started: Instant,
-    proxying: Instant,
     headers: bool,
 }
 
@@ -762,10 +760,8 @@ impl<S: ClientIo> Conn<S> {
         let balanced = service.balancer.map(|i| (i, &snapshot.config.upstreams[i]));
         // What a failure's answer says of the time spent, as Kong's does once a request
         // was meant for the upstream: ms with the upstream, ms before it.
-        let proxying = Instant::now();
         let latency = Spent {
             started,
-            proxying,
             headers: node.latency_headers,
         };
 
@@ -877,6 +873,8 @@ impl<S: ClientIo> Conn<S> {
                 }
             };
             self.tally.contacted = true;
+            // Each attempt's own: an earlier attempt's request is not this one's.
+            self.tally.sent = false;
             let (mut upstream, reused) =
                 match self.checkout(addr, service, server_name, force_fresh).await {
                     Ok(checkout) => checkout,
@@ -1016,16 +1014,18 @@ impl<S: ClientIo> Conn<S> {
         // A client still uploading (to an upstream that stopped reading) gets its 504
         // before the close, not a reset for the bytes it sent meanwhile.
         self.linger |= !whole;
-        // Once the request went out, the time since is the upstream's, as for an
-        // answer; before that (a connect that failed) it is ringway's own, and the
-        // headers tell the time spent trying the upstream.
-        let from = if self.tally.sent {
-            latency.started + Duration::from_micros(u64::from(self.tally.before_upstream_us))
+        // Once the request went out, the time since is the upstream's, as for an answer.
+        // Before the request went out (a connect that failed), all of it is ringway's.
+        let (upstream, before) = if self.tally.sent {
+            let from =
+                latency.started + Duration::from_micros(u64::from(self.tally.before_upstream_us));
+            (
+                from.elapsed(),
+                from.saturating_duration_since(latency.started),
+            )
         } else {
-            latency.proxying
+            (Duration::ZERO, latency.started.elapsed())
         };
-        let upstream = from.elapsed();
-        let before = from.saturating_duration_since(latency.started);
         if self.tally.sent && self.tally.upstream_us.is_none() {
             self.tally.upstream_us = Some(upstream.as_micros() as u32);
             self.tally.before_upstream_us = before.as_micros() as u32;
