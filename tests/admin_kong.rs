@@ -1048,6 +1048,14 @@ fn malformed_ids_and_timestamps_are_refused_by_put_and_patch_too() {
     assert_eq!(j["fields"]["created_at"], "expected an integer", "{j}");
     assert_eq!(j["fields"]["updated_at"], "expected an integer", "{j}");
     assert_eq!(j["fields"]["id"], "expected a valid UUID", "{j}");
+    let r = admin_json(
+        &gw,
+        "PUT",
+        "/consumers/putter/jwt/k1",
+        &json!({ "id": "xx" }),
+    );
+    let j = ok(&r, 400, "PUT of a credential with a bad id");
+    assert_eq!(j["fields"]["id"], "expected a valid UUID", "{j}");
     let shown = ok(&gw.admin_get("/consumers/putter"), 200, "unchanged");
     assert_eq!(
         shown["custom_id"], "p",

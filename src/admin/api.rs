@@ -2119,6 +2119,9 @@ fn delete_consumer(control: &Control, config: &Config, key: &str) -> Reply {
 /// body leaves out goes back to its default, a secret is generated anew) or creates it,
 /// with that id or key; 200 either way.
 fn put_jwt(control: &Control, config: &Config, consumer: usize, k: &str, mut body: Body) -> Reply {
+    if let Err(reply) = checked_meta(&body) {
+        return reply;
+    }
     body.remove("consumer");
     let found = find_jwt(config, k);
     // The path names the credential by its id, else by its key (which may look like an
