@@ -2250,15 +2250,8 @@ fn create_plugin(
     if let Some((field, id)) = scope {
         body.insert(field.into(), json!({ "id": id }));
     }
-    for (field, kind) in [
-        ("service", "services"),
-        ("route", "routes"),
-        ("consumer", "consumers"),
-        ("consumer_group", "consumer_groups"),
-    ] {
-        if let Err(reply) = resolve_reference(config, &mut body, field, kind) {
-            return reply;
-        }
+    if let Err(reply) = resolve_scope(config, &mut body) {
+        return reply;
     }
     if let Some(reply) = plugin_conflict(config, &name, &body, replacing.map(|(i, _)| i)) {
         return reply;
@@ -2323,18 +2316,25 @@ fn plugin_conflict(
     ))
 }
 
-fn update_plugin(control: &Control, config: &Config, i: usize, mut body: Body) -> Reply {
-    // References as a create takes them, and the same unique key: the plugin's scope
-    // after the patch.
+/// A plugin body's scope references (service, route, consumer, group), each resolved to
+/// `{"id": ...}`.
+fn resolve_scope(config: &Config, body: &mut Body) -> Result<(), Reply> {
     for (field, kind) in [
         ("service", "services"),
         ("route", "routes"),
         ("consumer", "consumers"),
         ("consumer_group", "consumer_groups"),
     ] {
-        if let Err(reply) = resolve_reference(config, &mut body, field, kind) {
-            return reply;
-        }
+        resolve_reference(config, body, field, kind)?;
+    }
+    Ok(())
+}
+
+fn update_plugin(control: &Control, config: &Config, i: usize, mut body: Body) -> Reply {
+    // References as a create takes them, and the same unique key: the plugin's scope
+    // after the patch.
+    if let Err(reply) = resolve_scope(config, &mut body) {
+        return reply;
     }
     let current = plugin_json(config, i);
     let mut scope = Map::new();
