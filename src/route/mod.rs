@@ -12,8 +12,8 @@ use std::cmp::Reverse;
 
 pub(crate) use path::escaped;
 pub use path::{
-    decoded_for_matching, encoded_route_path, normalize, regex_for_matching, upstream_path,
-    PathError,
+    decoded_for_matching, encoded_offset, encoded_route_path, normalize, regex_for_matching,
+    upstream_path, PathError,
 };
 
 use crate::config::{Config, HostMatch, PathMatch, Route, ValueMatch};
@@ -140,6 +140,8 @@ impl Router {
 
     /// The highest-priority route that matches, ignoring protocols.
     pub fn select(&self, routes: &[Route], request: &RequestView<'_>) -> Option<Match> {
+        // The path as regexes read it: decoded once, at the first regex route tried.
+        let decoded = std::cell::OnceCell::new();
         for entry in &self.entries {
             if let Some(prefix) = &entry.prefix {
                 if !request.path.starts_with(&**prefix) {
@@ -177,7 +179,7 @@ impl Router {
             let matched_len = match entry.path.map(|p| &route.paths[p]) {
                 None => 0,
                 Some(PathMatch::Prefix(prefix)) => prefix.len(),
-                Some(PathMatch::Regex(re)) => match regex_end(re, request.path) {
+                Some(PathMatch::Regex(re)) => match regex_end(re, request.path, &decoded) {
                     Some(end) => end,
                     None => continue,
                 },
@@ -195,12 +197,15 @@ impl Router {
 /// Where a regex path's match ends in the normalized request path. As Kong's router,
 /// the regex reads the path with escapes decoded (but those of reserved characters),
 /// so `\s` matches `%20` and `é` matches `%C3%A9`; the end is mapped back to the path.
-fn regex_end(re: &regex::Regex, path: &str) -> Option<usize> {
-    match decoded_for_matching(path) {
+/// `decoded` holds the decoded path once computed, for the routes tried after.
+fn regex_end(
+    re: &regex::Regex,
+    path: &str,
+    decoded: &std::cell::OnceCell<Option<String>>,
+) -> Option<usize> {
+    match decoded.get_or_init(|| decoded_for_matching(path)) {
         None => re.find(path).map(|m| m.end()),
-        Some((decoded, ends)) => re
-            .find(&decoded)
-            .map(|m| m.end().checked_sub(1).map_or(0, |last| ends[last])),
+        Some(decoded) => re.find(decoded).map(|m| encoded_offset(path, m.end())),
     }
 }
 

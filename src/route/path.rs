@@ -106,39 +106,58 @@ const fn kong_reserved(b: u8) -> bool {
     )
 }
 
+/// The byte the escape at `bytes[i]` stands for, when there is one there that Kong's
+/// router decodes for matching (one not of a reserved character).
+fn decodable_escape(bytes: &[u8], i: usize) -> Option<u8> {
+    match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+        (b'%', Some(&h), Some(&l)) => hex(h)
+            .zip(hex(l))
+            .map(|(h, l)| h << 4 | l)
+            .filter(|v| !kong_reserved(*v)),
+        _ => None,
+    }
+}
+
 /// `text` with every escape decoded but those of reserved characters, as Kong's router
-/// reads a path (or a regex path) for matching; with, for each decoded byte, the offset
-/// in `text` just after it. `None` when nothing is to decode (read `text` itself) or the
-/// decoded bytes are not UTF-8.
-pub fn decoded_for_matching(text: &str) -> Option<(String, Vec<usize>)> {
+/// reads a path for matching. `None` when nothing is to decode (read `text` itself) or
+/// the decoded bytes are not UTF-8.
+pub fn decoded_for_matching(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     memchr::memchr(b'%', bytes)?;
     let mut decoded = Vec::with_capacity(bytes.len());
-    let mut ends = Vec::with_capacity(bytes.len());
-    let mut i = 0;
     let mut changed = false;
+    let mut i = 0;
     while i < bytes.len() {
-        let value = match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) => hex(h).zip(hex(l)).map(|(h, l)| h << 4 | l),
-            _ => None,
-        };
-        match value {
-            Some(v) if !kong_reserved(v) => {
+        match decodable_escape(bytes, i) {
+            Some(v) => {
                 decoded.push(v);
                 i += 3;
                 changed = true;
             }
-            _ => {
+            None => {
                 decoded.push(bytes[i]);
                 i += 1;
             }
         }
-        ends.push(i);
     }
     if !changed {
         return None;
     }
-    String::from_utf8(decoded).ok().map(|d| (d, ends))
+    String::from_utf8(decoded).ok()
+}
+
+/// Where in `text` the first `decoded_len` bytes of its `decoded_for_matching` end.
+pub fn encoded_offset(text: &str, decoded_len: usize) -> usize {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    for _ in 0..decoded_len {
+        i += if decodable_escape(bytes, i).is_some() {
+            3
+        } else {
+            1
+        };
+    }
+    i
 }
 
 /// A regex path as Kong's router normalizes it: escapes of anything but reserved
@@ -155,19 +174,15 @@ pub fn regex_for_matching(pattern: &str) -> Result<Cow<'_, str>, PathError> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let value = match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) => hex(h).zip(hex(l)).map(|(h, l)| h << 4 | l),
-            _ => None,
-        };
-        match value {
-            Some(v) if !kong_reserved(v) => {
+        match decodable_escape(bytes, i) {
+            Some(v) => {
                 if matches!(v, b'.' | b'^' | b'-' | b'{' | b'}' | b'\\' | b'|') {
                     out.push(b'\\');
                 }
                 out.push(v);
                 i += 3;
             }
-            _ => {
+            None => {
                 out.push(bytes[i]);
                 i += 1;
             }
