@@ -211,22 +211,6 @@ fn start_tls(config: &str, opts: GatewayOpts) -> Tls {
     panic!("the gateway must start with a TLS listener and this config (SPEC §2): {last}");
 }
 
-/// Rewrites the config file, sends SIGHUP and waits until `/status` shows the new hash.
-fn reload(gw: &Gateway, yaml: &str) {
-    let before = gw.status_json()["configuration_hash"].clone();
-    gw.write_config(yaml);
-    gw.send_signal("HUP");
-    let changed = wait_for(Duration::from_secs(10), || {
-        let now = gw.status_json()["configuration_hash"].clone();
-        (now != before).then_some(())
-    });
-    assert!(
-        changed.is_some(),
-        "the reload was not applied (configuration_hash unchanged 10 s after SIGHUP); stderr:\n{}",
-        gw.stderr_text()
-    );
-}
-
 // ---------------------------------------------------------------------------------------
 // clients
 
@@ -1042,10 +1026,7 @@ fn sessions_resume_after_a_reload() {
     py.close("c0");
 
     // Same certificate, a config change elsewhere.
-    reload(
-        &t.gw,
-        &tls_config(&origin, &certs, "  keepalive_timeout: 30000\n"),
-    );
+    t.gw.reload(&tls_config(&origin, &certs, "  keepalive_timeout: 30000\n"));
     let mut o = opts;
     o["session"] = json!("s");
     let answer = py.connect("c1", t.port, Some("a.test"), o);
@@ -1686,7 +1667,7 @@ fn reload_changes_the_certificate_for_new_handshakes_and_keeps_open_connections(
         "before the reload",
     );
 
-    reload(&t.gw, &config_for(&cert_b));
+    t.gw.reload(&config_for(&cert_b));
 
     assert_proxied(
         &py.get("old", "/after", "reload.test"),

@@ -161,6 +161,23 @@ impl Gateway {
         fs::rename(&tmp, &self.config_path).expect("rename config");
     }
 
+    /// Rewrites the config file, sends SIGHUP and waits until `/status` shows the new
+    /// hash.
+    pub fn reload(&self, yaml: &str) {
+        let before = self.status_json()["configuration_hash"].clone();
+        self.write_config(yaml);
+        self.send_signal("HUP");
+        let changed = wait_for(Duration::from_secs(10), || {
+            let now = self.status_json()["configuration_hash"].clone();
+            (now != before).then_some(())
+        });
+        assert!(
+            changed.is_some(),
+            "the reload was not applied (configuration_hash unchanged 10 s after SIGHUP); stderr:\n{}",
+            self.stderr_text()
+        );
+    }
+
     /// Sends a signal by name (`TERM`, `HUP`, `INT`, `KILL`) with `kill(1)`.
     pub fn send_signal(&self, sig: &str) {
         let pid = self.pid();
