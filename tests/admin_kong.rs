@@ -854,6 +854,19 @@ fn a_service_read_and_written_back_keeps_its_verification_settings() {
 fn a_consumer_reference_may_name_any_unique_field() {
     let o = Origin::start();
     let gw = Gateway::start(&base_config(&o));
+    // A rate-limiting plugin scoped by one reference field.
+    let rate_limit = |field: &str, value: &str| {
+        admin_form(
+            &gw,
+            "POST",
+            "/plugins",
+            &[
+                ("name", "rate-limiting"),
+                ("config.minute", "5"),
+                (field, value),
+            ],
+        )
+    };
     for (field, value) in [
         ("consumer.username", "refd"),
         ("consumer.custom_id", "ext-7"),
@@ -868,40 +881,12 @@ fn a_consumer_reference_may_name_any_unique_field() {
             201,
             "a consumer",
         ));
-        let r = admin_form(
-            &gw,
-            "POST",
-            "/plugins",
-            &[
-                ("name", "rate-limiting"),
-                ("config.minute", "5"),
-                (field, value),
-            ],
-        );
-        let plugin = ok(&r, 201, field);
+        let plugin = ok(&rate_limit(field, value), 201, field);
         assert_eq!(plugin["consumer"]["id"], id.as_str(), "{field}: {plugin}");
     }
-    let r = admin_form(
-        &gw,
-        "POST",
-        "/plugins",
-        &[
-            ("name", "rate-limiting"),
-            ("config.minute", "5"),
-            ("consumer.username", "nobody"),
-        ],
-    );
+    let r = rate_limit("consumer.username", "nobody");
     assert_eq!(r.status, 400, "an unknown username: {r:?}");
-    let r = admin_form(
-        &gw,
-        "POST",
-        "/plugins",
-        &[
-            ("name", "rate-limiting"),
-            ("config.minute", "5"),
-            ("consumer.name", "refd"),
-        ],
-    );
+    let r = rate_limit("consumer.name", "refd");
     assert_eq!(r.status, 400, "'name' is no consumer field: {r:?}");
     // PATCH takes references alike, and keeps the unique key: moving a plugin onto a
     // scope that has one of its name is Kong's 409.

@@ -2015,30 +2015,31 @@ plugins:
         prom.select("kong_bandwidth_bytes", &[("route", route)])
             .len()
     };
-    assert_eq!(
-        (requests("r1"), latencies("r1"), bandwidth("r1")),
-        (2.0, 0.0, 0),
-        "r1: its own instance counts status codes only\n{}",
-        prom.text
-    );
-    assert_eq!(
-        (requests("r2"), latencies("r2"), bandwidth("r2")),
-        (0.0, 2.0, 0),
-        "r2: its service's instance counts latencies only\n{}",
-        prom.text
-    );
-    assert_eq!(
-        (requests("quiet"), latencies("quiet"), bandwidth("quiet")),
-        (0.0, 0.0, 0),
-        "quiet: its own instance has every flag off\n{}",
-        prom.text
-    );
-    assert_eq!(
-        (requests("loud"), latencies("loud"), bandwidth("loud")),
-        (1.0, 1.0, 2),
-        "loud: the global instance, every flag\n{}",
-        prom.text
-    );
+    for (route, want, why) in [
+        (
+            "r1",
+            (2.0, 0.0, 0),
+            "its own instance counts status codes only",
+        ),
+        (
+            "r2",
+            (0.0, 2.0, 0),
+            "its service's instance counts latencies only",
+        ),
+        (
+            "quiet",
+            (0.0, 0.0, 0),
+            "its own instance has every flag off",
+        ),
+        ("loud", (1.0, 1.0, 2), "the global instance, every flag"),
+    ] {
+        assert_eq!(
+            (requests(route), latencies(route), bandwidth(route)),
+            want,
+            "{route}: {why}\n{}",
+            prom.text
+        );
+    }
 }
 
 /// An upstream that times out took the time: a 504's wait is the upstream's latency
