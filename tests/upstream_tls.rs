@@ -116,6 +116,16 @@ impl Drop for TlsOrigin {
     }
 }
 
+/// GET `path` on the kept connection `client`; `i` names the request in a failure.
+fn get_on(client: &mut Client, path: &str, i: usize) -> Response {
+    client
+        .send(format!("GET {path} HTTP/1.1\r\nHost: gw\r\n\r\n").as_bytes())
+        .unwrap();
+    client
+        .read_response_within(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("request {i}: {e:?}"))
+}
+
 fn indent(pem: &str) -> String {
     pem.lines().map(|l| format!("    {l}\n")).collect()
 }
@@ -157,12 +167,7 @@ fn https_services_verify_their_upstream_and_reuse_connections() {
 
     let mut client = gw.client();
     for i in 0..3 {
-        client
-            .send(b"GET /verified/a HTTP/1.1\r\nHost: gw\r\n\r\n")
-            .unwrap();
-        let r = client
-            .read_response_within(Duration::from_secs(10))
-            .unwrap_or_else(|e| panic!("request {i}: {e:?}"));
+        let r = get_on(&mut client, "/verified/a", i);
         assert_eq!(r.status, 200, "{}", r.body_str());
         assert_eq!(r.body_str(), "secure upstream /a");
         assert_eq!(
@@ -245,24 +250,14 @@ fn a_reload_that_changes_a_ca_drops_the_connections_it_verified() {
     let gw = Gateway::start(&config(dir.path(), origin.port, id));
     let mut client = gw.client();
     for i in 0..2 {
-        client
-            .send(b"GET /verified/a HTTP/1.1\r\nHost: gw\r\n\r\n")
-            .unwrap();
-        let r = client
-            .read_response_within(Duration::from_secs(10))
-            .unwrap_or_else(|e| panic!("request {i}: {e:?}"));
+        let r = get_on(&mut client, "/verified/a", i);
         assert_eq!(r.status, 200, "{}", r.body_str());
     }
     // The same id now holds an unrelated CA.
     let other = tempfile::tempdir().unwrap();
     make_self_signed(other.path(), "elsewhere.test");
     gw.reload(&config(other.path(), origin.port, id));
-    client
-        .send(b"GET /verified/b HTTP/1.1\r\nHost: gw\r\n\r\n")
-        .unwrap();
-    let r = client
-        .read_response_within(Duration::from_secs(10))
-        .unwrap();
+    let r = get_on(&mut client, "/verified/b", 2);
     assert_eq!(
         r.status,
         502,
