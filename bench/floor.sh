@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# CPU per request of ringway and nginx against the floor: a byte relay that does no HTTP
+# work (bench/relay.rs: one upstream connection per client connection, recv and send on
+# io_uring with ringway's ring setup). What the relay costs is the kernel's socket work
+# for one proxied request on this machine; what ringway costs above it is its own.
+# Each figure comes from a pair run side by side: two proxies on the same pinned core,
+# each saturated by its own wrk (wrk and the upstream on the other core), so whatever
+# this shared machine does happens to both at once (the method of bench/plugins.sh).
+# Pairs: ringway beside the relay, nginx beside the relay, ringway beside nginx; for a
+# small (100 B) and a 16 KiB body; the order rotates by round. Medians over rounds,
+# min-max shown. nginx is configured as in bench/run.sh (bench/nginx.conf.in).
+# Usage: bench/floor.sh [--duration S] [--rounds R] [--no-build]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=4
+rounds=5
+build=true
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) duration=$2; shift ;;
+    --rounds) rounds=$2; shift ;;
+    --no-build) build=false ;;
+    *) echo "floor.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+[[ "$duration" =~ ^[0-9]+$ && "$rounds" =~ ^[0-9]+$ && "$duration" -gt 0 && "$rounds" -gt 0 ]] \
+  || { echo "floor.sh: --duration and --rounds take whole numbers above 0" >&2; exit 2; }
+
+NAME=floor
+source bench/common.sh
+require wrk curl python3 nginx
+if $build; then
+  cargo build --release --bins >&2
+  cargo build --release --example relay >&2
+fi
+[ -x target/release/examples/relay ] || { echo "floor.sh: target/release/examples/relay is missing (run without --no-build)" >&2; exit 1; }
+
+up_port=$(free_port); rw_port=$(free_port); admin_port=$(free_port)
+ngx_port=$(free_port); relay_port=$(free_port)
+
+printf '_format_version: "3.0"\nservices:\n  - name: origin\n    url: http://127.0.0.1:%s\n    routes:\n      - name: all\n        paths: [/]\n' \
+  "$up_port" >"$work/ringway.yaml"
+mkdir -p "$work/nginx"
+sed -e "s|@PREFIX@|$work/nginx|g" -e "s|@WORKERS@|1|" -e "s|@NOFILE@|4096|" \
+  -e "s|@WORKER_CONNECTIONS@|1024|" -e "s|@UPPORT@|$up_port|" -e "s|@PORT@|$ngx_port|" \
+  -e "s|@REUSEPORT@||" bench/nginx.conf.in >"$work/nginx/nginx.conf"
+
+timeout 3600 "${pin_load[@]}" target/release/ringway-upstream --listen "127.0.0.1:$up_port" >/dev/null &
+pids+=($!)
+# Not under `timeout`: $! must be the server itself (taskset execs it) for the CPU figures;
+# the exit trap stops them.
+"${pin_proxy[@]}" target/release/ringway run -c "$work/ringway.yaml" --proxy-listen "127.0.0.1:$rw_port" \
+  --admin-listen "127.0.0.1:$admin_port" --workers 1 --data-dir "$work/data" --log-level warn &
+rw_pid=$!
+pids+=($rw_pid)
+"${pin_proxy[@]}" nginx -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" &
+ngx_pid=$!
+pids+=($ngx_pid)
+"${pin_proxy[@]}" target/release/examples/relay --listen "127.0.0.1:$relay_port" --upstream "127.0.0.1:$up_port" &
+relay_pid=$!
+pids+=($relay_pid)
+
+port_of() { case $1 in ringway) echo "$rw_port" ;; nginx) echo "$ngx_port" ;; relay) echo "$relay_port" ;; esac; }
+for name in ringway nginx relay; do
+  ok=false
+  for _ in $(seq 1 100); do
+    if [ "$(curl -s "http://127.0.0.1:$(port_of "$name")/size/16384" | wc -c)" = 16384 ]; then ok=true; break; fi
+    sleep 0.1
+  done
+  $ok || { echo "floor.sh: $name did not answer /size/16384 in full" >&2; exit 1; }
+done
+
+# The processes whose CPU counts: nginx is its master and its workers.
+pids_of() {
+  case $1 in
+    ringway) echo "$rw_pid" ;;
+    relay) echo "$relay_pid" ;;
+    nginx) echo "$ngx_pid" $(pgrep -P "$ngx_pid") ;;
+  esac
+}
+# CPU time in nanoseconds of the given processes, all their threads.
+cpu_ns() {
+  local pid
+  for pid in "$@"; do cat /proc/"$pid"/task/*/schedstat 2>/dev/null; done | awk '{s += $1} END {printf "%.0f\n", s}'
+}
+# pair A B PATH: A and B at once, each under its own wrk. Prints "A B PATH a_ns b_ns a_rps b_rps".
+pair() {
+  local a=$1 b=$2 path=$3 a0 b0 a1 b1 wa wb
+  # shellcheck disable=SC2046
+  a0=$(cpu_ns $(pids_of "$a")); b0=$(cpu_ns $(pids_of "$b"))
+  "${pin_load[@]}" wrk -t1 -c64 -d"${duration}s" "http://127.0.0.1:$(port_of "$a")$path" >"$work/wrk-a.txt" &
+  wa=$!
+  "${pin_load[@]}" wrk -t1 -c64 -d"${duration}s" "http://127.0.0.1:$(port_of "$b")$path" >"$work/wrk-b.txt" &
+  wb=$!
+  wait "$wa" "$wb"
+  # shellcheck disable=SC2046
+  a1=$(cpu_ns $(pids_of "$a")); b1=$(cpu_ns $(pids_of "$b"))
+  for f in a b; do
+    if grep -q -E "Non-2xx|Socket errors" "$work/wrk-$f.txt"; then
+      echo "floor.sh: errors in the $path run of the $a/$b pair:" >&2; cat "$work/wrk-$f.txt" >&2; exit 1
+    fi
+  done
+  local ra rb
+  ra=$(awk '/requests in/ {print $1}' "$work/wrk-a.txt"); rb=$(awk '/requests in/ {print $1}' "$work/wrk-b.txt")
+  echo "$a $b $path $(( (a1 - a0) / ra )) $(( (b1 - b0) / rb )) $(( ra / duration )) $(( rb / duration ))"
+}
+
+for path in /size/100 /size/16384; do
+  for name in ringway nginx relay; do
+    "${pin_load[@]}" wrk -t1 -c64 -d1s "http://127.0.0.1:$(port_of "$name")$path" >/dev/null
+  done
+done
+pairs=("ringway relay" "nginx relay" "ringway nginx")
+results=()
+for round in $(seq 1 "$rounds"); do
+  for path in /size/100 /size/16384; do
+    for i in "${!pairs[@]}"; do
+      read -r a b <<<"${pairs[$(((i + round) % ${#pairs[@]}))]}"
+      result=$(pair "$a" "$b" "$path")
+      results+=("$result")
+      echo "round $round: $result" | awk '{printf "round %s %s: %s %s ns/req (%s req/s) beside %s %s ns/req (%s req/s)\n", $2, $5, $3, $6, $8, $4, $7, $9}' >&2
+    done
+  done
+done
+
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+printf '%s\n' "${results[@]}" >"$work/pairs.txt"
+python3 - "$work/pairs.txt" "$commit" "$(lscpu | sed -n 's/^Model name: *//p' | head -1)" "$(uname -r)" \
+  "$duration" "$rounds" <<'PY'
+import json, statistics, sys
+med = statistics.median
+rows = [line.split() for line in open(sys.argv[1])]
+commit, cpu, kernel = sys.argv[2:5]
+out = {"commit": commit, "cpu": cpu, "kernel": kernel, "duration_s": int(sys.argv[5]),
+       "rounds": int(sys.argv[6]), "pairs": []}
+print(f"CPU per request beside the floor (commit {commit}, {cpu}, kernel {kernel}; each pair "
+      "side by side on one pinned core; medians of the rounds, min-max)\n")
+print("| body | ringway ns/req | nginx ns/req | relay (floor) ns/req | ringway / relay | nginx / relay | ringway / nginx |")
+print("|---|---|---|---|---|---|---|")
+for path, label in (("/size/100", "100 B"), ("/size/16384", "16 KiB")):
+    ratios, costs = {}, {}
+    for a, b, p, a_ns, b_ns, a_rps, b_rps in rows:
+        if p != path:
+            continue
+        a_ns, b_ns = int(a_ns), int(b_ns)
+        ratios.setdefault(f"{a}/{b}", []).append(a_ns / b_ns)
+        costs.setdefault(a, []).append(a_ns)
+        costs.setdefault(b, []).append(b_ns)
+        out["pairs"].append({"path": p, "a": a, "b": b, "a_ns_per_req": a_ns, "b_ns_per_req": b_ns,
+                             "a_req_s": int(a_rps), "b_req_s": int(b_rps)})
+    cell = lambda v: f"{med(v):.3f} ({min(v):.3f}-{max(v):.3f})"
+    print(f"| {label} | {med(costs['ringway']):,.0f} | {med(costs['nginx']):,.0f} | {med(costs['relay']):,.0f} "
+          f"| {cell(ratios['ringway/relay'])} | {cell(ratios['nginx/relay'])} | {cell(ratios['ringway/nginx'])} |")
+    out[label] = {k: med(v) for k, v in ratios.items()}
+print()
+for label in ("100 B", "16 KiB"):
+    r = out[label]
+    print(f"- {label}: ringway costs {r['ringway/relay']:.2f}x the floor, nginx {r['nginx/relay']:.2f}x; "
+          f"ringway/nginx side by side {r['ringway/nginx']:.3f}; the floor is {1 / r['nginx/relay']:.2f}x nginx")
+json.dump(out, open("bench/results/floor.json", "w"), indent=1)
+PY
+echo "(raw pairs in bench/results/floor.json)" >&2
