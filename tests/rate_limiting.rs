@@ -553,6 +553,48 @@ fn spoofed_forwarded_headers_do_not_escape_an_ip_limit() {
 // ---------------------------------------------------------------------------------------
 // 3. several periods
 
+/// A reload that changes a limit keeps what each client has used, as Kong keeps a
+/// window's count: raised from 3 to 30 a minute, a client that used 3 has 27 left (it
+/// stayed refused at "0 remaining" when the time drawn ahead was kept instead); lowered
+/// back to 3, it is refused, and told to retry within one period.
+#[test]
+fn a_changed_limit_keeps_the_requests_already_counted() {
+    let o = Origin::start();
+    let yaml = |minute: u32| {
+        rl_config(
+            &o.url(),
+            "service: svc",
+            &format!("{{minute: {minute}, limit_by: ip}}"),
+        )
+    };
+    let gw = start(&yaml(3));
+    for i in 1..=3 {
+        assert_proxied(&gw.get("/x"), &format!("request {i} of 3"));
+    }
+    assert_limited(&gw.get("/x"), 429, DEFAULT_MESSAGE, "request 4 of 3");
+
+    gw.reload(&yaml(30));
+    let what = "the first request after raising the limit to 30";
+    let r = gw.get("/x");
+    assert_proxied(&r, what);
+    assert_header(&r, "X-RateLimit-Limit-Minute", "30", what);
+    assert_header(&r, "X-RateLimit-Remaining-Minute", "26", what);
+    for i in 0..5 {
+        assert_proxied(&gw.get("/x"), &format!("request {i} more after raising"));
+    }
+
+    gw.reload(&yaml(3));
+    let what = "after lowering the limit back to 3";
+    let r = gw.get("/x");
+    let retry = assert_limited(&r, 429, DEFAULT_MESSAGE, what);
+    assert!(
+        (1..=60).contains(&retry),
+        "{what}: Retry-After {retry}, want within the period; response {r:?}"
+    );
+    assert_int_in(&r, "RateLimit-Reset", 1, 60, what);
+    assert_header(&r, "X-RateLimit-Remaining-Minute", "0", what);
+}
+
 #[test]
 fn several_periods_each_get_headers_and_the_tightest_blocks() {
     let o = Origin::start();

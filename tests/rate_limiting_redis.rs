@@ -112,6 +112,45 @@ fn two_instances_share_one_limit_through_redis() {
     drop(redis);
 }
 
+/// Two instances that each admit the whole limit between two syncs overshoot it
+/// together; the overshoot is not carried as a debt past one period: the refusals that
+/// follow say the bucket is full again within the hour and a token comes back within
+/// one interval (they said 7,200 s, twice the period, before).
+#[test]
+fn an_overshoot_between_syncs_is_not_carried_past_one_period() {
+    let origin = Origin::start();
+    let redis = Redis::start();
+    let cfg = config(&origin, redis.port, "").replace("sync_rate: 0.02", "sync_rate: 1");
+    let a = Gateway::start(&cfg);
+    let b = Gateway::start(&cfg);
+    let admitted = (0..60)
+        .filter(|i| status(if i % 2 == 0 { &a } else { &b }, "burst") == 200)
+        .count();
+    eprintln!("admitted {admitted} of 60 between syncs against a shared limit of 30");
+    // Both instances have synced since.
+    std::thread::sleep(Duration::from_millis(2500));
+    for gw in [&a, &b] {
+        let r = proxy_get(gw, "/", &[("X-Api-Key", "burst")]);
+        assert_eq!(r.status, 429, "the spent key is refused: {r:?}");
+        let number = |name: &str| -> u64 {
+            r.header(name)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} missing or not a number: {r:?}"))
+        };
+        let reset = number("RateLimit-Reset");
+        assert!(
+            reset <= 3600,
+            "RateLimit-Reset {reset} is past the hour: {r:?}"
+        );
+        let retry = number("Retry-After");
+        assert!(
+            retry <= 120,
+            "Retry-After {retry} is past one interval (120 s): {r:?}"
+        );
+    }
+    drop(redis);
+}
+
 #[test]
 fn without_redis_requests_keep_flowing_under_the_local_limit() {
     let origin = Origin::start();

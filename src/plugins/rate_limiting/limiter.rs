@@ -44,6 +44,11 @@ pub struct Bucket {
     /// nanoseconds, at which the bucket will be full again if nothing more is taken.
     /// At or before now means full.
     tat: [AtomicU64; 6],
+    /// Per period: the emission interval `tat` was last drawn at (0 before the first
+    /// draw). A reload that changes the limit rescales the arrival time by it, so the
+    /// tokens in use stay in use (as Kong keeps a window's count when its limit
+    /// changes) instead of the time drawn ahead staying drawn.
+    intervals: [AtomicU64; 6],
     /// Tokens taken since the last Redis sync (returns make it go down).
     pub pending: AtomicI64,
     /// Set while the sweeper decides whether to drop the bucket from the table.
@@ -67,6 +72,7 @@ impl Bucket {
     fn new(shared_name: Option<Box<str>>, workers: usize) -> Bucket {
         Bucket {
             tat: Default::default(),
+            intervals: Default::default(),
             pending: AtomicI64::new(0),
             retired: AtomicBool::new(false),
             shared_name,
@@ -95,6 +101,9 @@ impl Bucket {
     /// Takes the same number of tokens from every period at once: as many as `lease`
     /// asks for given what the emptiest period holds, and at least one if any.
     pub fn take(&self, limits: &[Limit], now: u64, lease: impl Fn(u64) -> u64) -> Take {
+        for limit in limits {
+            self.rescale(limit, now);
+        }
         'retry: loop {
             let mut fewest = u64::MAX;
             let mut wait = 0;
@@ -124,6 +133,32 @@ impl Bucket {
         }
     }
 
+    /// Keeps the tokens in use when `limit`'s interval is not the one the period was
+    /// drawn at: the arrival time becomes the same number of tokens at the new interval,
+    /// at most a full period ahead (a lowered limit empties the bucket, no more). One
+    /// worker wins the swap of the interval and converts; a token another worker
+    /// draws in between counts at the new interval.
+    fn rescale(&self, limit: &Limit, now: u64) {
+        let slot = &self.intervals[limit.period as usize];
+        let was = slot.load(Ordering::Acquire);
+        if was == limit.interval
+            || slot
+                .compare_exchange(was, limit.interval, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            || was == 0
+        {
+            return;
+        }
+        let _ = self.tat[limit.period as usize].fetch_update(
+            Ordering::AcqRel,
+            Ordering::Acquire,
+            |tat| {
+                let in_use = tat.saturating_sub(now).div_ceil(was).min(limit.limit);
+                Some(now + in_use * limit.interval)
+            },
+        );
+    }
+
     /// Moves one period's arrival time forward by `count` tokens, if it has them.
     fn advance(&self, limit: &Limit, now: u64, count: u64) -> bool {
         let slot = &self.tat[limit.period as usize];
@@ -142,8 +177,13 @@ impl Bucket {
         }
     }
 
-    /// Returns `count` unused tokens of one period.
+    /// Returns `count` unused tokens of one period, taken at `interval` (the tokens are
+    /// worth the interval the period is drawn at now, if a reload rescaled it since).
     pub fn give_back(&self, period: Period, interval: u64, count: u64) {
+        let interval = match self.intervals[period as usize].load(Ordering::Acquire) {
+            0 => interval,
+            now_drawn => now_drawn,
+        };
         let _ = self.tat[period as usize].fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
             Some(t.saturating_sub(count.saturating_mul(interval)))
         });
@@ -159,9 +199,11 @@ impl Bucket {
         self.tat[period as usize].load(Ordering::Acquire)
     }
 
-    /// Sets one period's arrival time (Redis sync: the cluster-wide state).
-    pub fn set_tat(&self, period: Period, tat: u64) {
-        self.tat[period as usize].store(tat, Ordering::Release);
+    /// Sets one period's arrival time (Redis sync: the cluster-wide state, drawn at
+    /// `limit`'s interval).
+    pub fn set_tat(&self, limit: &Limit, tat: u64) {
+        self.intervals[limit.period as usize].store(limit.interval, Ordering::Release);
+        self.tat[limit.period as usize].store(tat, Ordering::Release);
     }
 }
 

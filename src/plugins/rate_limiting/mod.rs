@@ -301,7 +301,7 @@ impl ConfigFile {
             if !(value >= 1.0 && value.fract() == 0.0 && value <= 1e15) {
                 problems.push((
                     period.name().into(),
-                    format!("must be a whole number greater than 0 (got {value})"),
+                    format!("must be a whole number from 1 to 10^15 (got {value})"),
                 ));
                 continue;
             }

@@ -110,22 +110,32 @@ pub fn shared_name(identifier: &[u8]) -> Box<str> {
 }
 
 /// Applies a batch of token counts to the shared buckets and returns, per period, how
-/// far (in microseconds) each bucket is from full. ARGV is (field, interval µs, count)
-/// triples; the key expires once every period would be full again.
+/// far (in microseconds) each bucket is from full. ARGV is (field, interval µs, count,
+/// limit) quadruples; the key expires once every period would be full again.
+/// The interval each period was drawn at is kept beside it: when a limit changes, the
+/// tokens in use stay in use at the new interval. A bucket is at most empty: what the
+/// instances admitted together beyond the limit between two syncs is not carried as a
+/// debt past one period (Kong's windows forget an overshoot when they end).
 const SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local out = {}
 local ttl = 1000
-for i = 1, #ARGV, 3 do
+for i = 1, #ARGV, 4 do
   local field = ARGV[i]
   local interval = tonumber(ARGV[i + 1])
   local count = tonumber(ARGV[i + 2])
+  local limit = tonumber(ARGV[i + 3])
   local tat = tonumber(redis.call('HGET', KEYS[1], field)) or now
   if tat < now then tat = now end
+  local was = tonumber(redis.call('HGET', KEYS[1], field .. '/interval'))
+  if was and was ~= interval then
+    tat = now + math.min(math.ceil((tat - now) / was), limit) * interval
+  end
   tat = tat + count * interval
   if tat < now then tat = now end
-  redis.call('HSET', KEYS[1], field, string.format('%.0f', tat))
+  if tat > now + limit * interval then tat = now + limit * interval end
+  redis.call('HSET', KEYS[1], field, string.format('%.0f', tat), field .. '/interval', interval)
   local debt = tat - now
   out[#out + 1] = string.format('%.0f', debt)
   if debt / 1000 + 1000 > ttl then ttl = debt / 1000 + 1000 end
@@ -391,6 +401,7 @@ impl Syncer {
                     command.push(limit.period.name().as_bytes().to_vec());
                     command.push((limit.interval / 1000).max(1).to_string().into_bytes());
                     command.push(count.to_string().into_bytes());
+                    command.push(limit.limit.to_string().into_bytes());
                 }
                 commands.push(command);
             }
@@ -432,8 +443,9 @@ impl Syncer {
                     let tat = debt_us
                         .saturating_mul(1000)
                         .saturating_add(unsent.saturating_mul(limit.interval))
+                        .min(limit.capacity())
                         .saturating_add(now);
-                    bucket.set_tat(limit.period, tat);
+                    bucket.set_tat(limit, tat);
                 }
             }
         }

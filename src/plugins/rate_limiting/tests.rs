@@ -333,13 +333,35 @@ fn resp_round_trip() {
     }
 }
 
+/// Tokens in use stay in use when the limit changes; a lowered limit empties the bucket
+/// and no more (the wait is at most one interval of the new limit).
+#[test]
+fn a_changed_limit_rescales_the_tokens_in_use() {
+    let store = Store::new(10, 1);
+    let bucket = store.bucket((1, 2), || None);
+    let now = store.now();
+    let ten = Limit::new(Period::Minute, 10);
+    assert_eq!(bucket.take(&[ten], now, |_| 4).got, 4);
+    let hundred = Limit::new(Period::Minute, 100);
+    // The first draw at the new limit converts: 4 in use of 100.
+    assert_eq!(bucket.take(&[hundred], now, |_| 1).got, 1);
+    assert_eq!(
+        Bucket::available(&hundred, bucket.tat(Period::Minute), now),
+        95
+    );
+    let two = Limit::new(Period::Minute, 2);
+    let take = bucket.take(&[two], now, |_| 1);
+    assert_eq!(take.got, 0);
+    assert_eq!(take.wait, two.interval);
+}
+
 #[test]
 fn a_bucket_drawn_far_ahead_refuses_without_overflowing() {
     // Redis's answer is not trusted to be in range: a huge debt saturates.
     let store = Store::new(10, 1);
     let minute = Limit::new(Period::Minute, 10);
     let bucket = store.bucket((1, 2), || None);
-    bucket.set_tat(Period::Minute, u64::MAX - 1);
+    bucket.set_tat(&minute, u64::MAX - 1);
     let take = bucket.take(&[minute], store.now(), |n| n);
     assert_eq!(take.got, 0);
     assert!(take.wait > 0);
