@@ -596,7 +596,12 @@ consumers:
       - key: rsa-iss
         algorithm: RS256
         rsa_public_key: |
-{rsa}  - username: ec-user
+{rsa}  - username: rsa-pkcs1-user
+    jwt_secrets:
+      - key: rsa-pkcs1-iss
+        algorithm: RS256
+        rsa_public_key: |
+{rsa_pkcs1}  - username: ec-user
     jwt_secrets:
       - key: ec-iss
         algorithm: ES256
@@ -612,6 +617,7 @@ consumers:
 "#,
         u = o.url(),
         rsa = indent(&pem("rsa-public.pem"), 10),
+        rsa_pkcs1 = indent(&pem("rsa-public.pkcs1.pem"), 10),
         ec = indent(&pem("ec256-public.pem"), 10),
     );
     let gw = Gateway::start(&cfg);
@@ -620,6 +626,13 @@ consumers:
     let ec_key = EncodingKey::from_ec_pem(&jwt_fixture("ec256-private.pk8.pem")).expect("ec key");
     let rs = encode(&Header::new(Algorithm::RS256), &claims("rsa-iss"), &rsa_key).unwrap();
     let es = encode(&Header::new(Algorithm::ES256), &claims("ec-iss"), &ec_key).unwrap();
+    // The same key pair, the public half given as PKCS#1 (`RSA PUBLIC KEY`).
+    let rs_pkcs1 = encode(
+        &Header::new(Algorithm::RS256),
+        &claims("rsa-pkcs1-iss"),
+        &rsa_key,
+    )
+    .unwrap();
     let hs384 = py_token(
         r#"{"alg":"HS384","typ":"JWT"}"#,
         &claims("hs384-iss").to_string(),
@@ -638,6 +651,7 @@ consumers:
     let mut bad = Vec::new();
     for (name, tok, want_user) in [
         ("RS256", &rs, "rsa-user"),
+        ("RS256, PKCS#1 public key", &rs_pkcs1, "rsa-pkcs1-user"),
         ("ES256", &es, "ec-user"),
         ("HS384 (python)", &hs384, "hs-user"),
         ("HS512 (python)", &hs512, "hs-user"),

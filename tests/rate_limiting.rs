@@ -550,6 +550,27 @@ fn spoofed_forwarded_headers_do_not_escape_an_ip_limit() {
     );
 }
 
+/// From a trusted proxy, X-Real-IP names the client; a value that is not an address is
+/// ignored (nginx's realip does the same), so it cannot pick a fresh bucket per value.
+#[test]
+fn a_trusted_proxys_forwarded_address_counts_only_when_it_is_one() {
+    let o = Origin::start();
+    let mut yaml = rl_config(&o.url(), "", "{hour: 2, limit_by: ip}");
+    yaml.push_str("ringway:\n  trusted_ips: [\"127.0.0.1/32\"]\n");
+    let gw = start(&yaml);
+    let statuses: Vec<u16> = ["not-an-ip", "still-not", "1.1.1.1:80", "nor-this"]
+        .iter()
+        .map(|v| proxy_get(&gw, "/", &[("X-Real-IP", v)]).status)
+        .collect();
+    assert_eq!(
+        statuses,
+        [200, 200, 429, 429],
+        "values that are not addresses all count as the peer (127.0.0.1)"
+    );
+    let r = proxy_get(&gw, "/", &[("X-Real-IP", " 10.9.8.7 ")]);
+    assert_proxied(&r, "a forwarded address has its own quota");
+}
+
 // ---------------------------------------------------------------------------------------
 // 3. several periods
 

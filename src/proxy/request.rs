@@ -550,7 +550,9 @@ impl Balance {
 }
 
 /// The client's address as plugins see it: the peer's, or for a peer in `trusted_ips`
-/// the one it forwarded (`X-Real-IP`, else the last `X-Forwarded-For` entry).
+/// the one it forwarded (`X-Real-IP`, else the last `X-Forwarded-For` entry). A
+/// forwarded value that is not an IP address is ignored, as nginx's realip module
+/// ignores it: it would otherwise be a rate-limit key of the sender's choosing.
 fn forwarded_ip<'a>(client: &'a ClientInfo, headers: &'a [Header<'a>]) -> &'a str {
     if !client.trusted {
         return &client.ip;
@@ -561,13 +563,10 @@ fn forwarded_ip<'a>(client: &'a ClientInfo, headers: &'a [Header<'a>]) -> &'a st
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .and_then(|h| std::str::from_utf8(h.value).ok())
     };
-    if let Some(ip) = value("x-real-ip").map(str::trim).filter(|v| !v.is_empty()) {
-        return ip;
-    }
-    value("x-forwarded-for")
-        .and_then(|v| v.rsplit(',').next())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
+    let address = |v: &'a str| Some(v.trim()).filter(|v| v.parse::<std::net::IpAddr>().is_ok());
+    value("x-real-ip")
+        .and_then(address)
+        .or_else(|| value("x-forwarded-for").and_then(|v| address(v.rsplit(',').next()?)))
         .unwrap_or(&client.ip)
 }
 

@@ -57,10 +57,23 @@ pub fn decode_base64_secret(secret: &str) -> Option<Vec<u8>> {
         .or_else(|| url_safe.decode(trimmed).ok())
 }
 
-/// Builds the verification key of an RS* / ES* credential from its PEM public key.
+/// Builds the verification key of an RS* / ES* credential from its PEM public key: a
+/// `PUBLIC KEY` (SubjectPublicKeyInfo), or for RSA a PKCS#1 `RSA PUBLIC KEY`, which
+/// OpenSSL (and so Kong) loads too.
 pub fn public_key(algorithm: Algorithm, pem: &str) -> Result<VerifyKey, String> {
-    let der = pem_body(pem, "PUBLIC KEY").ok_or("rsa_public_key: not a PEM 'PUBLIC KEY'")?;
-    let (oid, key) = spki(&der).ok_or("rsa_public_key: not a valid SubjectPublicKeyInfo")?;
+    let pkcs1;
+    let (oid, key) = if let Some(der) = pem_body(pem, "RSA PUBLIC KEY") {
+        pkcs1 = der;
+        if !is_rsa_public_key(&pkcs1) {
+            return Err("rsa_public_key: not a valid PKCS#1 RSA public key".into());
+        }
+        (RSA_OID, &pkcs1[..])
+    } else {
+        let der = pem_body(pem, "PUBLIC KEY")
+            .ok_or("rsa_public_key: not a PEM 'PUBLIC KEY' or 'RSA PUBLIC KEY'")?;
+        pkcs1 = der;
+        spki(&pkcs1).ok_or("rsa_public_key: not a valid SubjectPublicKeyInfo")?
+    };
     let (expected_oid, alg): (&[u8], &'static dyn signature::VerificationAlgorithm) =
         match algorithm {
             Algorithm::RS256 => (RSA_OID, &signature::RSA_PKCS1_2048_8192_SHA256),
@@ -134,6 +147,24 @@ fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 }
 
 /// SubjectPublicKeyInfo → (algorithm OID, subjectPublicKey bits).
+/// Whether `input` is exactly an RSAPublicKey: a SEQUENCE of two INTEGERs (the
+/// modulus and the exponent), nothing after it.
+fn is_rsa_public_key(input: &[u8]) -> bool {
+    let integers = |input| {
+        let (0x30, body, []) = der(input)? else {
+            return None;
+        };
+        let (0x02, _modulus, rest) = der(body)? else {
+            return None;
+        };
+        let (0x02, _exponent, []) = der(rest)? else {
+            return None;
+        };
+        Some(())
+    };
+    integers(input).is_some()
+}
+
 fn spki(input: &[u8]) -> Option<(&[u8], &[u8])> {
     let (0x30, spki, _) = der(input)? else {
         return None;

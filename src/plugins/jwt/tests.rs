@@ -636,3 +636,23 @@ fn cached_tokens_still_expire_and_follow_their_config() {
     cache.clear();
     assert!(cache.is_empty());
 }
+
+#[test]
+fn pkcs1_rsa_public_keys_load_and_malformed_ones_are_refused() {
+    use super::keys::public_key;
+    assert!(public_key(Algorithm::RS256, &fixture("rsa-public.pkcs1.pem")).is_ok());
+    let refused = |pem: &str, algorithm| match public_key(algorithm, pem) {
+        Ok(_) => panic!("{pem} loaded for {algorithm:?}"),
+        Err(e) => e,
+    };
+    let wrapped = |body: &str| {
+        format!("-----BEGIN RSA PUBLIC KEY-----\n{body}\n-----END RSA PUBLIC KEY-----\n")
+    };
+    // An empty SEQUENCE; one INTEGER only; trailing bytes after the key.
+    for body in ["MAA=", "MAMCAQE=", "MAYCAQECAQEA"] {
+        let e = refused(&wrapped(body), Algorithm::RS256);
+        assert!(e.contains("PKCS#1"), "{body}: {e}");
+    }
+    let e = refused(&fixture("rsa-public.pkcs1.pem"), Algorithm::ES256);
+    assert!(e.contains("does not fit"), "{e}");
+}
