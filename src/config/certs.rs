@@ -15,6 +15,7 @@ use crate::tls;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CertificateFile {
+    #[serde(default, deserialize_with = "super::file::entity_id")]
     id: Option<String>,
     cert: Option<String>,
     key: Option<String>,
@@ -40,6 +41,7 @@ enum SniEntry {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SniFile {
+    #[serde(default, deserialize_with = "super::file::entity_id")]
     id: Option<String>,
     name: Option<String>,
     certificate: Option<Reference>,
@@ -280,6 +282,7 @@ pub type Cas = HashMap<String, Vec<rustls::pki_types::CertificateDer<'static>>>;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CaFile {
+    #[serde(default, deserialize_with = "super::file::entity_id")]
     id: Option<String>,
     cert: Option<String>,
     cert_digest: Option<String>,

@@ -678,6 +678,8 @@ pub fn build_plugins(
 ) -> Vec<Plugin> {
     let mut plugins = Vec::new();
     let mut seen: HashMap<(String, Scope), String> = HashMap::new();
+    // Given ids, to the item that gave each first.
+    let mut ids: HashMap<String, String> = HashMap::new();
     for (item, nested) in items {
         let Some(file) = parse_item::<PluginFile>(item.value, &item.path, report) else {
             continue;
@@ -837,6 +839,15 @@ pub fn build_plugins(
                 format!("plugin '{name}' is already configured for this scope (at {first})"),
             );
             continue;
+        }
+        if let Some(id) = &file.id {
+            if let Some(first) = ids.insert(id.clone(), item.path.clone()) {
+                report.add(
+                    format!("{}.id", item.path),
+                    format!("duplicate plugin id '{id}' (first at {first})"),
+                );
+                continue;
+            }
         }
         let id = file
             .id

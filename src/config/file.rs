@@ -21,6 +21,17 @@ fn default_timeout_ms() -> u64 {
     DEFAULT_TIMEOUT_MS
 }
 
+/// An entity's `id`: a UUID, as Kong's schemas require, kept in lower case (Kong's
+/// check ignores case and its database stores the canonical form), so one id has one
+/// spelling in lookups, references and `X-Consumer-ID`.
+pub fn entity_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(id) if super::is_uuid(&id) => Ok(Some(id.to_ascii_lowercase())),
+        Some(_) => Err(serde::de::Error::custom("expected a valid UUID")),
+    }
+}
+
 /// An entity's `tags`, held to Kong's rule: each one non-empty, of printable ASCII
 /// other than `,` and `/` (the separators of the Admin API's `?tags=` filter) or of
 /// characters beyond ASCII.
@@ -104,6 +115,7 @@ pub struct Top {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct ServiceFile {
+    #[serde(default, deserialize_with = "entity_id")]
     pub id: Option<String>,
     pub name: Option<String>,
     pub url: Option<String>,
@@ -152,6 +164,7 @@ pub enum Reference {
 pub struct ReferenceObject {
     pub name: Option<String>,
     pub username: Option<String>,
+    #[serde(default, deserialize_with = "entity_id")]
     pub id: Option<String>,
 }
 
@@ -191,6 +204,7 @@ impl OneOrMany {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct RouteFile {
+    #[serde(default, deserialize_with = "entity_id")]
     pub id: Option<String>,
     pub name: Option<String>,
     pub service: Option<Reference>,
@@ -303,6 +317,7 @@ impl GroupRef {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct ConsumerFile {
+    #[serde(default, deserialize_with = "entity_id")]
     pub id: Option<String>,
     pub username: Option<String>,
     pub custom_id: Option<String>,
@@ -326,6 +341,7 @@ pub struct ConsumerFile {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct JwtSecretFile {
+    #[serde(default, deserialize_with = "entity_id")]
     pub id: Option<String>,
     pub key: Option<String>,
     pub secret: Option<String>,
@@ -343,6 +359,7 @@ pub struct JwtSecretFile {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct ConsumerGroupFile {
+    #[serde(default, deserialize_with = "entity_id")]
     pub id: Option<String>,
     pub name: Option<String>,
     #[serde(default, deserialize_with = "tags")]
@@ -358,6 +375,7 @@ pub struct ConsumerGroupFile {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct PluginFile {
+    #[serde(default, deserialize_with = "entity_id")]
     pub id: Option<String>,
     pub name: Option<String>,
     pub instance_name: Option<String>,

@@ -319,6 +319,26 @@ pub struct Route {
     pub https_redirect_status_code: u16,
 }
 
+/// The largest config file read: far above any real one (10,000 services take a few
+/// MiB), and a bound on what `-c /dev/zero` or a runaway generator can make it hold.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 64 << 20;
+
+/// Reads a config file whole, refusing one larger than [`MAX_CONFIG_FILE_BYTES`].
+pub fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_CONFIG_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CONFIG_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {} MiB", MAX_CONFIG_FILE_BYTES >> 20),
+        ));
+    }
+    Ok(bytes)
+}
+
 impl Config {
     /// The plugins that run for a request to `route` (`None`: no route matched) that came
     /// over HTTPS or not.
@@ -331,8 +351,7 @@ impl Config {
     }
     /// Reads, parses and validates a config file, applying command-line overrides.
     pub fn load(path: &Path, overrides: &NodeOverrides) -> Result<Config, LoadError> {
-        let bytes =
-            std::fs::read(path).map_err(|e| LoadError::Read(path.display().to_string(), e))?;
+        let bytes = read_file(path).map_err(|e| LoadError::Read(path.display().to_string(), e))?;
         Config::from_bytes(&bytes, overrides).map_err(LoadError::Invalid)
     }
 
@@ -373,6 +392,11 @@ impl Config {
                 return Err(Problems(report.problems));
             }
         };
+        // `<<: *defaults` merge keys, which Kong's YAML loader expands.
+        if let Err(e) = doc.apply_merge() {
+            report.add("", format!("invalid YAML: {e}"));
+            return Err(Problems(report.problems));
+        }
         // The hash is the content's: the same config in YAML or JSON, in another key
         // order or with other comments, has the same one (as `?check_hash=1` expects).
         // Taken before vault references are resolved, so no secret goes into it.
@@ -1006,6 +1030,7 @@ fn build(
 
     let mut routes = Vec::new();
     let mut route_names: HashMap<String, String> = HashMap::new();
+    let mut route_ids: HashMap<String, String> = HashMap::new();
     for (path, mut file, parent, route_layer) in route_files {
         let nested_plugins = std::mem::take(&mut file.plugins);
         let service = match parent {
@@ -1032,6 +1057,16 @@ fn build(
                 report.add(
                     format!("{path}.name"),
                     format!("duplicate route name '{name}' (first at {first})"),
+                );
+            }
+        }
+        // Two routes under one id: a plugin scoped to that id would guard one of them
+        // and leave the other open.
+        if let Some(id) = &file.id {
+            if let Some(first) = route_ids.insert(id.clone(), path.clone()) {
+                report.add(
+                    format!("{path}.id"),
+                    format!("duplicate route id '{id}' (first at {first})"),
                 );
             }
         }

@@ -1476,3 +1476,72 @@ fn an_unset_vault_key_is_reported_once_and_where_it_is() {
         "{found:?}"
     );
 }
+
+/// Ids are UUIDs, one per entity: a route id that is a route's name, or two routes
+/// under one id, let a plugin scoped to the id guard one route and leave the other
+/// open (the file loaded, and `/open` answered without a token).
+#[test]
+fn route_and_plugin_ids_are_uuids_and_unique() {
+    let found = problems(
+        r#"
+_format_version: "3.0"
+services:
+  - name: a
+    url: http://127.0.0.1:9
+    routes:
+      - {name: r1, id: 66666666-1111-4111-8111-111111111111, paths: [/a]}
+      - {name: r2, id: 66666666-1111-4111-8111-111111111111, paths: [/b]}
+      - {name: open, paths: [/open]}
+      - {name: secure, id: open, paths: [/secure]}
+plugins:
+  - {name: correlation-id, id: 88888888-1111-4111-8111-111111111111}
+  - {name: prometheus, id: 88888888-1111-4111-8111-111111111111}
+"#,
+    );
+    assert_eq!(
+        found,
+        [
+            "services[0].routes[3].id: expected a valid UUID",
+            "services[0].routes[1].id: duplicate route id '66666666-1111-4111-8111-111111111111' (first at services[0].routes[0])",
+            "plugins[1].id: duplicate plugin id '88888888-1111-4111-8111-111111111111' (first at plugins[0])",
+        ]
+    );
+}
+
+#[test]
+fn ids_are_kept_in_lower_case() {
+    let config = load(
+        r#"
+_format_version: "3.0"
+consumers:
+  - username: a
+    id: ABCDEF00-BBBB-4CCC-8DDD-EEEEEEEEEEEE
+"#,
+    )
+    .unwrap();
+    assert_eq!(
+        config.consumers[0].id,
+        "abcdef00-bbbb-4ccc-8ddd-eeeeeeeeeeee"
+    );
+}
+
+/// Kong's loader expands YAML merge keys, so a file sharing settings through anchors
+/// loads here too.
+#[test]
+fn yaml_merge_keys_are_expanded() {
+    let config = load(
+        r#"
+_format_version: "3.0"
+_comment: &defaults {url: "http://127.0.0.1:9", retries: 1}
+services:
+  - <<: *defaults
+    name: a
+  - <<: *defaults
+    name: b
+    retries: 3
+"#,
+    )
+    .unwrap();
+    let retries: Vec<u32> = config.services.iter().map(|s| s.retries).collect();
+    assert_eq!(retries, [1, 3]);
+}

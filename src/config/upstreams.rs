@@ -188,6 +188,7 @@ impl StatusSet {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 struct UpstreamFile {
+    #[serde(default, deserialize_with = "super::file::entity_id")]
     id: Option<String>,
     name: Option<String>,
     algorithm: Option<String>,
@@ -218,6 +219,7 @@ struct UpstreamFile {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 struct TargetFile {
+    #[serde(default, deserialize_with = "super::file::entity_id")]
     id: Option<String>,
     target: Option<String>,
     weight: Option<u32>,
