@@ -811,6 +811,119 @@ fn a_given_id_must_be_a_uuid() {
     );
 }
 
+/// An id is one UUID however its hex digits are cased, as in Kong (whose check ignores
+/// case and whose database keeps the canonical lower case): stored and shown in lower
+/// case, found by either spelling, and taken for both.
+#[test]
+fn ids_are_uuids_in_any_case_stored_in_lower_case() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let upper = "ABCDEF00-BBBB-4CCC-8DDD-EEEEEEEEEEEE";
+    let lower = upper.to_ascii_lowercase();
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/consumers",
+        &json!({ "username": "up-a", "id": upper }),
+    );
+    assert_eq!(ok(&r, 201, "an upper-case id")["id"], lower.as_str());
+    for key in [upper, lower.as_str()] {
+        let r = gw.admin_get(&format!("/consumers/{key}"));
+        assert_eq!(ok(&r, 200, key)["username"], "up-a");
+    }
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/consumers",
+        &json!({ "username": "up-b", "id": lower }),
+    );
+    assert_eq!(
+        ok(&r, 400, "the same id in lower case")["name"],
+        "primary key violation"
+    );
+    // PUT by an upper-case id creates the entity under the lower-case one.
+    let put_id = "12345678-AAAA-4BBB-8CCC-DDDDDDDDDDDD";
+    let r = admin_json(
+        &gw,
+        "PUT",
+        &format!("/consumers/{put_id}"),
+        &json!({ "username": "up-c" }),
+    );
+    assert_eq!(
+        ok(&r, 200, "PUT by an upper-case id")["id"],
+        put_id.to_ascii_lowercase()
+    );
+    // A PATCH naming another id is refused, not ignored.
+    let r = admin_json(
+        &gw,
+        "PATCH",
+        "/consumers/up-a",
+        &json!({ "id": "0d4b4a4e-8d4e-4a3b-9b1a-0c7e2f1d5e6a" }),
+    );
+    assert!(
+        ok(&r, 400, "PATCH with another id")["fields"]["id"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot be changed")),
+        "{r:?}"
+    );
+    let r = admin_json(&gw, "PATCH", "/consumers/up-a", &json!({ "id": upper }));
+    assert_eq!(ok(&r, 200, "PATCH with its own id")["id"], lower.as_str());
+}
+
+/// A credential's PATCH with a `consumer` moves it there, as Kong's PATCH takes the
+/// body's foreign key (it was dropped, and the 200 said nothing); `/jwts/{id}` takes
+/// PATCH and DELETE as Kong generates them.
+#[test]
+fn a_credential_moves_by_patch_and_jwts_can_be_written() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    for name in ["ren", "other"] {
+        ok(
+            &admin_form(&gw, "POST", "/consumers", &[("username", name)]),
+            201,
+            name,
+        );
+    }
+    ok(
+        &admin_form(
+            &gw,
+            "POST",
+            "/consumers/ren/jwt",
+            &[("key", "ren-k"), ("secret", "ren-secret-0123456789")],
+        ),
+        201,
+        "credential",
+    );
+    let other = id_of(&gw.admin_get("/consumers/other").json());
+    let r = admin_form(
+        &gw,
+        "PATCH",
+        "/consumers/ren/jwt/ren-k",
+        &[("consumer.id", &other)],
+    );
+    assert_eq!(ok(&r, 200, "moved")["consumer"]["id"], other.as_str());
+    assert_eq!(gw.admin_get("/consumers/ren/jwt/ren-k").status, 404);
+    assert_eq!(gw.admin_get("/consumers/other/jwt/ren-k").status, 200);
+    let r = admin_form(
+        &gw,
+        "PATCH",
+        "/consumers/other/jwt/ren-k",
+        &[("consumer", "nobody")],
+    );
+    ok(&r, 400, "a consumer that does not exist");
+
+    let r = admin_form(
+        &gw,
+        "PATCH",
+        "/jwts/ren-k",
+        &[("secret", "rotated-0123456789")],
+    );
+    assert_eq!(ok(&r, 200, "PATCH /jwts")["secret"], "rotated-0123456789");
+    assert_eq!(admin_form(&gw, "DELETE", "/jwts/ren-k", &[]).status, 204);
+    assert_eq!(gw.admin_get("/jwts/ren-k").status, 404);
+    assert_eq!(admin_form(&gw, "DELETE", "/jwts/ren-k", &[]).status, 204);
+}
+
 /// A service's verification settings are shown, so one written back as read keeps them
 /// (hidden, a GET then PUT turned verification back on).
 #[test]
@@ -1756,25 +1869,56 @@ fn admin_http_allow_head_and_challenge() {
     ));
     let token = [("Kong-Admin-Token", "sesame")];
     for (method, path, allow) in [
-        ("DELETE", "/status", "GET, HEAD"),
-        ("DELETE", "/consumers", "GET, HEAD, POST"),
-        ("POST", "/jwts", "GET, HEAD"),
+        ("DELETE", "/status", "GET, HEAD, OPTIONS"),
+        ("DELETE", "/consumers", "GET, HEAD, OPTIONS, POST"),
+        ("POST", "/jwts", "GET, HEAD, OPTIONS"),
+        (
+            "POST",
+            "/jwts/some-key",
+            "DELETE, GET, HEAD, OPTIONS, PATCH",
+        ),
         (
             "POST",
             "/routes/user-routes/service",
-            "GET, HEAD, PUT, PATCH",
+            "GET, HEAD, OPTIONS, PATCH, PUT",
         ),
         (
             "POST",
             "/services/user-service/routes/user-routes",
-            "GET, HEAD, PUT, PATCH, DELETE",
+            "DELETE, GET, HEAD, OPTIONS, PATCH, PUT",
         ),
-        ("PATCH", "/services/user-service", "GET, HEAD"),
+        ("PATCH", "/services/user-service", "GET, HEAD, OPTIONS"),
     ] {
         let r = http_request(gw.admin_addr(), method, path, &token, None);
         assert_eq!(r.status, 405, "{method} {path}: {r:?}");
         assert_eq!(r.header("allow"), Some(allow), "{method} {path}: {r:?}");
     }
+    // OPTIONS (a browser's CORS preflight) answers 204 with what the path serves, as
+    // Kong; a path with no endpoint is still a 404.
+    for (path, allow) in [
+        ("/consumers", "GET, HEAD, OPTIONS, POST"),
+        (
+            "/consumers/nobody/jwt/k",
+            "DELETE, GET, HEAD, OPTIONS, PATCH, PUT",
+        ),
+        ("/status", "GET, HEAD, OPTIONS"),
+    ] {
+        let r = http_request(gw.admin_addr(), "OPTIONS", path, &token, None);
+        assert_eq!(r.status, 204, "OPTIONS {path}: {r:?}");
+        assert_eq!(r.header("allow"), Some(allow), "OPTIONS {path}: {r:?}");
+        assert_eq!(
+            r.header("access-control-allow-methods"),
+            Some(allow),
+            "OPTIONS {path}: {r:?}"
+        );
+        assert_eq!(
+            r.header("access-control-allow-headers"),
+            Some("Content-Type"),
+            "OPTIONS {path}: {r:?}"
+        );
+    }
+    let r = http_request(gw.admin_addr(), "OPTIONS", "/nowhere", &token, None);
+    assert_eq!(r.status, 404, "{r:?}");
     for path in ["/status", "/consumers", "/services/user-service"] {
         let get = http_request(gw.admin_addr(), "GET", path, &token, None);
         let head = http_request(gw.admin_addr(), "HEAD", path, &token, None);

@@ -465,13 +465,13 @@ fn admin_api_lists_upstreams_and_targets() {
         );
     }
     let r = http_request(gw.admin_addr(), "PATCH", "/upstreams", &[], None);
-    assert_eq!(r.header("allow"), Some("GET, HEAD, POST"), "{r:?}");
+    assert_eq!(r.header("allow"), Some("GET, HEAD, OPTIONS, POST"), "{r:?}");
     let path = format!("/upstreams/pool/targets/{}/healthy", target(&a));
     for method in ["DELETE", "GET"] {
         let r = http_request(gw.admin_addr(), method, &path, &[], None);
         assert_eq!(
             (r.status, r.header("allow")),
-            (405, Some("PUT, POST")),
+            (405, Some("OPTIONS, POST, PUT")),
             "{method}: {r:?}"
         );
     }

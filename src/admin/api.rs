@@ -57,8 +57,26 @@ impl Reply {
 
     /// A 405 with the `Allow` header RFC 9110 §15.5.6 requires.
     pub fn method_not_allowed(allowed: &str) -> Reply {
-        Reply::message(405, "Method not allowed").with_header("Allow", allowed)
+        Reply::message(405, "Method not allowed").with_header("Allow", &allow_list(allowed))
     }
+
+    /// The answer to `OPTIONS` where `allowed` methods are served: Kong's 204, with the
+    /// methods for CORS preflights too.
+    pub fn options(allowed: &str) -> Reply {
+        let list = allow_list(allowed);
+        Reply::empty(204)
+            .with_header("Allow", &list)
+            .with_header("Access-Control-Allow-Methods", &list)
+            .with_header("Access-Control-Allow-Headers", "Content-Type")
+    }
+}
+
+/// `allowed` with OPTIONS, which every endpoint answers, in Kong's (alphabetical) order.
+fn allow_list(allowed: &str) -> String {
+    let mut methods: Vec<&str> = allowed.split(", ").chain(["OPTIONS"]).collect();
+    methods.sort_unstable();
+    methods.dedup();
+    methods.join(", ")
 }
 
 fn not_found() -> Reply {
@@ -67,7 +85,7 @@ fn not_found() -> Reply {
 
 fn read_only() -> Reply {
     Reply::message(405, "entity is managed by the declarative config file")
-        .with_header("Allow", "GET, HEAD")
+        .with_header("Allow", &allow_list("GET, HEAD"))
 }
 
 /// Kong's 400: `fields` nests a dotted path (`config.minute` under `config`), and the
@@ -230,6 +248,12 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
     };
     let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let method = request.method;
+    if method == "OPTIONS" {
+        return match allowed_methods(&segments) {
+            "" => not_found(),
+            allowed => Reply::options(allowed),
+        };
+    }
     let body = |kind: &str| {
         parse_body(request.content_type, request.body, Some(kind))
             .and_then(|body| without_children(kind, body))
@@ -337,6 +361,19 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
         ("GET", ["jwts", k, "consumer"]) => find_jwt(config, k).map_or_else(not_found, |j| {
             show(consumer_json(config, config.jwt_secrets[j].consumer))
         }),
+        ("PATCH", ["jwts", k]) => match find_jwt(config, k) {
+            Some(j) => with_body(body("jwt_secrets"), |b| update_jwt(control, config, j, b)),
+            None => not_found(),
+        },
+        ("DELETE", ["jwts", k]) => match find_jwt(config, k) {
+            Some(j) => delete_entity(
+                control,
+                config.jwt_secrets[j].layer,
+                "jwt_secrets",
+                &config.jwt_secrets[j].id.clone(),
+            ),
+            None => Reply::empty(204),
+        },
 
         ("GET", ["plugins"]) => list(
             &mut (0..config.plugins.len()).map(|p| plugin_json(config, p)),
@@ -734,7 +771,8 @@ fn allowed_methods(segments: &[&str]) -> &'static str {
     const ENTITY: &str = "GET, HEAD, PUT, PATCH, DELETE";
     match segments {
         ["config"] => LIST,
-        ["jwts"] | ["jwts", _] | ["jwts", _, "consumer"] | ["plugins", "enabled"] => READ,
+        ["jwts"] | ["jwts", _, "consumer"] | ["plugins", "enabled"] => READ,
+        ["jwts", _] => "GET, HEAD, PATCH, DELETE",
         ["consumers" | "plugins" | "services" | "routes" | "consumer_groups" | "certificates"
         | "snis"] => LIST,
         ["snis", _] => "GET, HEAD, DELETE",
@@ -752,9 +790,11 @@ fn allowed_methods(segments: &[&str]) -> &'static str {
         ["plugins", _, "service" | "route" | "consumer" | "consumer_group"]
         | ["snis", _, "certificate"] => READ,
         ["upstreams"] | ["upstreams", _, "targets"] => LIST,
+        ["upstreams", _, "health"] | ["upstreams", _, "targets", "all"] => READ,
         ["upstreams", _] | ["upstreams", _, "targets", _] => ENTITY,
         ["certificates", _, "snis"] => LIST,
         ["certificates", _, "snis", _] => "GET, HEAD, DELETE",
+        ["upstreams", _, "targets", _, "healthy" | "unhealthy"] => "PUT, POST",
         _ => "",
     }
 }
@@ -1049,31 +1089,50 @@ impl Stored {
 
 // ----- lookups (by id or by the endpoint key, as Kong does) -----
 
+/// A key as given, then, when it is a UUID in another case, as ids are stored (lower
+/// case): an id names its entity however its hex digits are cased, as in Kong.
+fn lookup(keys: &std::collections::HashMap<String, usize>, key: &str) -> Option<usize> {
+    keys.get(key)
+        .or_else(|| {
+            let lower = key.to_ascii_lowercase();
+            (crate::config::is_uuid(key) && lower != key)
+                .then(|| keys.get(&lower))
+                .flatten()
+        })
+        .copied()
+}
+
+/// Whether an id matches a key naming it (a UUID in any case).
+pub(super) fn is_id(id: &str, key: &str) -> bool {
+    id.eq_ignore_ascii_case(key)
+}
+
 fn find_consumer(config: &Config, key: &str) -> Option<usize> {
-    config.keys.consumers.get(key).copied()
+    lookup(&config.keys.consumers, key)
 }
 
 fn find_jwt(config: &Config, key: &str) -> Option<usize> {
     config
         .jwt_secrets
         .iter()
-        .position(|s| s.id == key || s.key == key)
+        .position(|s| s.key == key)
+        .or_else(|| config.jwt_secrets.iter().position(|s| is_id(&s.id, key)))
 }
 
 fn find_plugin(config: &Config, id: &str) -> Option<usize> {
-    config.plugins.iter().position(|p| p.id == id)
+    config.plugins.iter().position(|p| is_id(&p.id, id))
 }
 
 fn find_service(config: &Config, key: &str) -> Option<usize> {
-    config.keys.services.get(key).copied()
+    lookup(&config.keys.services, key)
 }
 
 fn find_route(config: &Config, key: &str) -> Option<usize> {
-    config.keys.routes.get(key).copied()
+    lookup(&config.keys.routes, key)
 }
 
 fn find_group(config: &Config, key: &str) -> Option<usize> {
-    config.keys.groups.get(key).copied()
+    lookup(&config.keys.groups, key)
 }
 
 /// For nested plugin endpoints: the scope field and the parent's id.
@@ -1437,7 +1496,7 @@ fn id_in_use(config: &Config, kind: &str, id: &str) -> bool {
         ),
         _ => return false,
     };
-    ids.any(|x| x == id)
+    ids.any(|x| x.eq_ignore_ascii_case(id))
 }
 
 /// Puts `object` in place of the admin entity `id`, keeping its id, `created_at` and,
@@ -1490,7 +1549,10 @@ fn admin_index(control: &Control, kind: &str, id: &str) -> Option<usize> {
         .admin_state()
         .get(kind)
         .and_then(Value::as_array)
-        .and_then(|l| l.iter().position(|e| e["id"] == json!(id)))
+        .and_then(|l| {
+            l.iter()
+                .position(|e| e["id"].as_str().is_some_and(|e| is_id(e, id)))
+        })
 }
 
 /// `PUT /{kind}/{name or id}`: Kong's upsert. An existing entity is replaced whole (405
@@ -1555,7 +1617,7 @@ fn put(control: &Control, config: &Config, kind: Upsert, key: &str, mut body: Bo
             body.insert("id".into(), id.as_str().into());
         }
         (None, _) if is_id => {
-            body.insert("id".into(), key.into());
+            body.insert("id".into(), key.to_ascii_lowercase().into());
         }
         (None, None) => return field_error("id", "expected a valid UUID"),
         (None, Some(_)) => {
@@ -1616,6 +1678,13 @@ fn update_generic(
     }
     if let Err(reply) = checked_meta(&patch) {
         return reply;
+    }
+    // The path names the entity; a body naming another would be ignored or a rename
+    // of its primary key, which nothing here supports.
+    if let Some(given) = patch.get("id").and_then(Value::as_str) {
+        if !is_id(id, given) {
+            return field_error("id", "cannot be changed (the path names the entity)");
+        }
     }
     let Some(index) = admin_index(control, kind, id) else {
         return not_found();
@@ -1932,7 +2001,10 @@ fn base_object(mut body: Body) -> Result<Map<String, Value>, Reply> {
         None | Some(Value::Null) => {
             body.insert("id".into(), random_id().into());
         }
-        Some(Value::String(id)) if crate::config::is_uuid(id) => {}
+        Some(Value::String(id)) if crate::config::is_uuid(id) => {
+            let id = id.to_ascii_lowercase();
+            body.insert("id".into(), id.into());
+        }
         Some(_) => return Err(field_error("id", "expected a valid UUID")),
     }
     body.insert("created_at".into(), now.into());
@@ -2138,7 +2210,7 @@ fn put_jwt(control: &Control, config: &Config, consumer: usize, k: &str, mut bod
     };
     match (replacing, by_id) {
         (Some((_, id)), _) => body.insert("id".into(), id.into()),
-        (None, true) => body.insert("id".into(), k.into()),
+        (None, true) => body.insert("id".into(), k.to_ascii_lowercase().into()),
         (None, false) => body.remove("id"),
     };
     if !by_id {
@@ -2203,8 +2275,23 @@ fn create_jwt(
     )
 }
 
+/// PATCH of a credential. A `consumer` in the body moves it to that consumer, as Kong's
+/// PATCH takes the body's foreign key over the path's.
 fn update_jwt(control: &Control, config: &Config, j: usize, mut body: Body) -> Reply {
-    body.remove("consumer");
+    match body.get("consumer") {
+        None => {}
+        Some(Value::String(_) | Value::Object(_)) => {
+            if let Err(reply) = resolve_reference(config, &mut body, "consumer", "consumers") {
+                return reply;
+            }
+        }
+        Some(_) => {
+            return field_error(
+                "consumer",
+                "expected a reference by id, username or custom_id",
+            )
+        }
+    }
     for field in ["key", "secret", "algorithm", "rsa_public_key"] {
         if let Err(reply) = string_field(&body, field) {
             return reply;
@@ -2677,7 +2764,7 @@ fn update_target(
             return not_found();
         }
         if crate::config::is_uuid(key) {
-            body.insert("id".into(), key.into());
+            body.insert("id".into(), key.to_ascii_lowercase().into());
         }
         return put_status(create_target(control, config, up, body));
     };

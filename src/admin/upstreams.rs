@@ -58,7 +58,7 @@ pub fn handle(
             }
         }
         ("GET", ["upstreams", _, "targets", _, "healthy" | "unhealthy"]) => {
-            Reply::message(405, "Method not allowed").with_header("Allow", "PUT, POST")
+            Reply::method_not_allowed("PUT, POST")
         }
         (_, ["upstreams", ..]) if matches!(method, "GET") => not_found(),
         // Writes are the Admin API's, as for any entity.
@@ -70,7 +70,7 @@ pub fn handle(
                 [_, _, "health"] | [_, _, "targets", "all"] => "GET, HEAD",
                 _ => return Some(not_found()),
             };
-            Reply::message(405, "Method not allowed").with_header("Allow", allow)
+            Reply::method_not_allowed(allow)
         }
         _ => return None,
     };
@@ -98,7 +98,7 @@ pub(super) fn index(config: &Config, key: &str) -> Option<usize> {
 pub(super) fn target<'c>(up: &'c Upstream, key: &str) -> Option<(&'c Upstream, &'c Target)> {
     up.targets
         .iter()
-        .find(|t| t.id == key || t.target == key)
+        .find(|t| super::api::is_id(&t.id, key) || t.target == key)
         .map(|t| (up, t))
 }
 
