@@ -237,7 +237,12 @@ fn sign(
     use crate::plugins::jwt::{self, Algorithm};
     let algorithm =
         Algorithm::parse(alg).ok_or_else(|| format!("--alg: unknown algorithm '{alg}'"))?;
+    // As a credential's secret: an empty key signs what anyone can forge.
+    if secret.is_empty() {
+        return Err("--secret: must not be empty".into());
+    }
     let mut map = serde_json::Map::new();
+    let keyed = key.is_some();
     if let Some(key) = key {
         map.insert("iss".into(), key.into());
     }
@@ -260,6 +265,9 @@ fn sign(
         let Some((name, value)) = claim.split_once('=').filter(|(name, _)| !name.is_empty()) else {
             return Err(format!("--claim {claim}: expected k=v or k:=JSON"));
         };
+        if keyed && name.trim_end_matches(':') == "iss" {
+            return Err(format!("--claim {claim}: iss is set by --key already"));
+        }
         match name.strip_suffix(':') {
             Some("") => return Err(format!("--claim {claim}: expected k=v or k:=JSON")),
             Some(name) => {

@@ -71,7 +71,7 @@ impl Control {
         config_path: PathBuf,
         overrides: NodeOverrides,
     ) -> Result<(Config, Store, Layers), String> {
-        let file = std::fs::read(&config_path)
+        let file = crate::config::read_file(&config_path)
             .map_err(|e| format!("cannot read config file {}: {e}", config_path.display()))?;
         let file_only = Config::from_bytes(&file, &overrides).map_err(|p| {
             // Problems only with values given as flags are no fault of the file's.
@@ -177,7 +177,7 @@ impl Control {
 
     /// SIGHUP: re-reads the file.
     pub fn reload_file(&self) -> Result<String, Refused> {
-        let bytes = std::fs::read(&self.config_path).map_err(|e| {
+        let bytes = crate::config::read_file(&self.config_path).map_err(|e| {
             Refused::Io(format!(
                 "cannot read config file {}: {e}",
                 self.config_path.display()
@@ -211,7 +211,8 @@ impl Control {
             }
         };
         let mut layers = self.lock();
-        let file = std::fs::read(&self.config_path).unwrap_or_else(|_| layers.file.clone());
+        let file =
+            crate::config::read_file(&self.config_path).unwrap_or_else(|_| layers.file.clone());
         // The state on disk is what later writes build on, whatever happens below; writes
         // open only once it is in place.
         layers.admin = admin;

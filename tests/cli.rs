@@ -387,6 +387,54 @@ fn run_with_invalid_config_fails_without_panic() {
 }
 
 /// A bad flag value is named by the flag, not as a problem of the file, which is valid.
+/// An empty data directory would put the lock and the Admin API's state in whatever
+/// directory ringway was started from.
+#[test]
+fn an_empty_data_dir_is_refused() {
+    let (_d, p) = write_tmp("kong.yaml", VALID);
+    let admin = free_addr().to_string();
+    let proxy = free_addr().to_string();
+    let out = run_cli(
+        &[
+            "run",
+            "-c",
+            &p,
+            "--data-dir",
+            "",
+            "--admin-listen",
+            &admin,
+            "--proxy-listen",
+            &proxy,
+        ],
+        &[],
+        CLI_TIMEOUT,
+    );
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--data-dir: must not be empty"), "{err}");
+    let (_d, p) = write_tmp(
+        "kong.yaml",
+        &VALID.replace("ringway:\n", "ringway:\n  data_dir: \"\"\n"),
+    );
+    let out = run_cli(&["check", "-c", &p], &[], CLI_TIMEOUT);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("ringway.data_dir: must not be empty"), "{err}");
+}
+
+/// A config file is read up to a bound: `-c /dev/zero` is a one-line error, not a
+/// process that reads until memory runs out.
+#[test]
+fn an_endless_config_file_is_refused_at_a_bound() {
+    let out = run_cli(&["check", "-c", "/dev/zero"], &[], CLI_TIMEOUT);
+    let err = stderr_of(&out);
+    assert!(!out.status.success(), "{err}");
+    assert_no_panic(&err);
+    let lines = nonempty_lines(&err);
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains("larger than 64 MiB"), "{err}");
+}
+
 #[test]
 fn run_with_a_bad_flag_value_names_the_flag() {
     let (d, p) = write_tmp("kong.yaml", VALID);
@@ -600,5 +648,29 @@ fn one_shot_output_to_a_closed_pipe_is_not_a_panic() {
             status.success() || status.signal() == Some(libc::SIGPIPE),
             "{args:?}: {status:?}"
         );
+    }
+}
+
+/// `jwt sign` refuses what would make a token anyone can forge, or one whose issuer is
+/// set twice.
+#[test]
+fn jwt_sign_refuses_an_empty_secret_and_a_second_issuer() {
+    for (args, says) in [
+        (
+            &["jwt", "sign", "--secret", ""][..],
+            "--secret: must not be empty",
+        ),
+        (
+            &[
+                "jwt", "sign", "--secret", "s", "--key", "k", "--claim", "iss=x",
+            ][..],
+            "iss is set by --key already",
+        ),
+    ] {
+        let out = run_cli(args, &[], CLI_TIMEOUT);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}: no token printed");
+        assert!(err.contains(says), "{args:?}: {err}");
     }
 }

@@ -484,6 +484,18 @@ fn build_with(
             None
         }
     };
+    let data_dir = match (&overrides.data_dir, file.data_dir) {
+        (Some(given), _) if given.is_empty() => {
+            report.add("--data-dir", "must not be empty");
+            String::new()
+        }
+        (Some(given), _) => given.clone(),
+        (None, Some(given)) if given.is_empty() => {
+            report.add("ringway.data_dir", "must not be empty");
+            String::new()
+        }
+        (None, given) => given.unwrap_or_else(|| DEFAULT_DATA_DIR.to_owned()),
+    };
     if report.problems.len() > before {
         return None;
     }
@@ -491,13 +503,7 @@ fn build_with(
         proxy_listen,
         admin_listen: admin_listen?,
         workers: workers as usize,
-        data_dir: PathBuf::from(
-            overrides
-                .data_dir
-                .clone()
-                .or(file.data_dir)
-                .unwrap_or_else(|| DEFAULT_DATA_DIR.to_owned()),
-        ),
+        data_dir: PathBuf::from(data_dir),
         admin_token,
         trusted_ips,
         max_connections: max_connections as usize,

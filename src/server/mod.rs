@@ -254,7 +254,7 @@ fn reload(control: &Control) {
     match control.reload_file() {
         Ok(hash) => {
             log::info!(
-                "reloaded {} (configuration_hash {hash})",
+                "reloaded {} (running configuration_hash {hash}: the file with the Admin API's entities)",
                 control.config_path.display()
             );
         }
