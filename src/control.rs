@@ -276,7 +276,13 @@ impl Control {
         let mut layers = self.lock();
         let mut admin = layers.admin.clone();
         let result = change(&mut admin);
-        let config = match Config::from_layers(&layers.file, Some(&admin), &self.overrides) {
+        // The hosts keep the addresses the running config found for them: a reload
+        // looks them up again, an Admin API write does not wait for DNS.
+        let running = self.shared.snapshot().config.resolved_names();
+        let composed = crate::config::reusing_lookups(running, || {
+            Config::from_layers(&layers.file, Some(&admin), &self.overrides)
+        });
+        let config = match composed {
             Ok(config) => config,
             Err(problems) => return Err(Refused::Invalid(problems)),
         };

@@ -9,13 +9,14 @@
 mod certs;
 mod entities;
 mod file;
+mod lookup;
 mod node;
 mod upstreams;
 mod vault;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -92,7 +93,7 @@ impl fmt::Display for Problems {
 impl std::error::Error for Problems {}
 
 /// Collects problems while validating.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct Report {
     problems: Vec<Problem>,
     /// What loads but will not work as written (a host that did not resolve, ...).
@@ -107,6 +108,7 @@ pub(crate) struct Report {
 }
 
 /// A path whose later problems are not reported.
+#[derive(Clone)]
 enum Muted {
     /// What the item itself (`services[0].routes[1]`) says about the fields taken out
     /// of it (a message naming one, quoted: `'paths'`), not about anything else.
@@ -433,7 +435,15 @@ impl Config {
         // Both layers' references: an Admin API credential may name a secret by
         // reference too, as in Kong.
         vault::resolve(&mut doc, &mut String::new(), &mut report);
-        let config = build(doc, overrides, &admin_from, &mut report);
+        // Built twice when it names hosts: the second time with every name looked up,
+        // all at once between the two.
+        let before_build = report;
+        let (config, built) = lookup::resolving(|| {
+            let mut report = before_build.clone();
+            let config = build(doc.clone(), overrides, &admin_from, &mut report);
+            (config, report)
+        });
+        let report = built;
         match config {
             Some(mut config) if report.problems.is_empty() => {
                 config.hash = hex_digest(&digest_input);
@@ -1451,13 +1461,30 @@ fn build_service(
     })
 }
 
-/// Resolves a service host once, at load time; an IP literal needs no lookup.
-fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
-        return Some(SocketAddr::new(ip, port));
+impl Config {
+    /// The host names this config resolved at load, with what each resolved to (`None`:
+    /// it did not), for a rebuild that keeps them ([`lookup::reusing`]).
+    pub fn resolved_names(&self) -> Vec<(lookup::Name, Option<SocketAddr>)> {
+        let services = self
+            .services
+            .iter()
+            .filter(|s| s.balancer.is_none())
+            .map(|s| ((s.host.clone(), s.port), s.addr));
+        let targets = self
+            .upstreams
+            .iter()
+            .flat_map(|u| &u.targets)
+            .map(|t| ((t.host.clone(), t.port), t.addr));
+        services.chain(targets).collect()
     }
-    (host, port).to_socket_addrs().ok()?.next()
+}
+
+pub use lookup::reusing as reusing_lookups;
+
+/// Resolves a service or target host once, at load time (all of a load's names at
+/// once: see [`lookup`]); an IP literal needs no lookup.
+fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
+    lookup::resolve(host, port)
 }
 
 fn valid_host(host: &str) -> bool {
