@@ -411,6 +411,10 @@ pub fn build_consumers(items: Vec<Item>, keys: &mut Keys, report: &mut Report) -
         let mut groups = Vec::new();
         for (i, group) in file.groups.iter().enumerate() {
             match group.key().and_then(|k| keys.groups.get(k)) {
+                Some(&g) if groups.contains(&g) => report.add(
+                    format!("{}.groups[{i}]", item.path),
+                    format!("duplicate group '{}'", group.key().unwrap_or("")),
+                ),
                 Some(&g) => groups.push(g),
                 None => report.add(
                     format!("{}.groups[{i}]", item.path),
@@ -467,6 +471,7 @@ pub fn build_secrets(
     let mut secrets = Vec::new();
     let mut credentials = jwt::Credentials::new();
     let mut ids: HashMap<String, String> = HashMap::new();
+    let mut key_paths: HashMap<String, String> = HashMap::new();
     for (item, parent) in items {
         let Some(file) = parse_item::<JwtSecretFile>(item.value, &item.path, report) else {
             continue;
@@ -496,14 +501,16 @@ pub fn build_secrets(
                 None => continue,
             },
         };
+        // Each field's problem is reported whatever the others' (an unknown algorithm
+        // hid a duplicate key in the next credential).
         let algorithm_name = file.algorithm.unwrap_or_else(|| "HS256".to_owned());
-        let Some(algorithm) = jwt::Algorithm::parse(&algorithm_name) else {
+        let algorithm = jwt::Algorithm::parse(&algorithm_name);
+        if algorithm.is_none() {
             report.add(
                 format!("{}.algorithm", item.path),
                 format!("expected one of: HS256, HS384, HS512, RS256, RS384, RS512, ES256, ES384 (got '{algorithm_name}')"),
             );
-            continue;
-        };
+        }
         let Some(key) = file.key.filter(|k| !k.is_empty()) else {
             report.add(
                 format!("{}.key", item.path),
@@ -512,6 +519,13 @@ pub fn build_secrets(
             continue;
         };
         header_safe(&key, &format!("{}.key", item.path), report);
+        if key_paths.insert(key.clone(), item.path.clone()).is_some() {
+            report.add(
+                format!("{}.key", item.path),
+                format!("duplicate credential key '{key}'"),
+            );
+            continue;
+        }
         let id = file.id.unwrap_or_else(|| stable_id("jwt_secret", &key));
         if let Some(first) = ids.insert(id.clone(), item.path.clone()) {
             report.add(
@@ -519,6 +533,9 @@ pub fn build_secrets(
                 format!("duplicate credential id (first at {first})"),
             );
         }
+        let Some(algorithm) = algorithm else {
+            continue;
+        };
         if algorithm.is_hmac() && file.secret.as_deref().unwrap_or("").is_empty() {
             report.add(
                 format!("{}.secret", item.path),
@@ -678,8 +695,9 @@ pub fn build_plugins(
 ) -> Vec<Plugin> {
     let mut plugins = Vec::new();
     let mut seen: HashMap<(String, Scope), String> = HashMap::new();
-    // Given ids, to the item that gave each first.
+    // Given ids and instance names, to the item that gave each first.
     let mut ids: HashMap<String, String> = HashMap::new();
+    let mut instances: HashMap<String, String> = HashMap::new();
     for (item, nested) in items {
         let Some(file) = parse_item::<PluginFile>(item.value, &item.path, report) else {
             continue;
@@ -847,6 +865,24 @@ pub fn build_plugins(
                     format!("duplicate plugin id '{id}' (first at {first})"),
                 );
                 continue;
+            }
+        }
+        if let Some(instance) = &file.instance_name {
+            // Kong's utf8_name: beyond ASCII anything, within it a name's characters.
+            if instance.is_empty()
+                || !instance.chars().all(|c| {
+                    !c.is_ascii() || c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '~')
+                })
+            {
+                report.add(
+                    format!("{}.instance_name", item.path),
+                    format!("invalid value '{instance}': the only accepted ascii characters are alphanumerics or ., -, _, and ~"),
+                );
+            } else if let Some(first) = instances.insert(instance.clone(), item.path.clone()) {
+                report.add(
+                    format!("{}.instance_name", item.path),
+                    format!("duplicate instance_name '{instance}' (first at {first})"),
+                );
             }
         }
         let id = file

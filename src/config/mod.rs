@@ -1358,8 +1358,20 @@ fn build_service(
     let base = match base {
         None => "/".to_owned(),
         // Bytes a request target cannot carry raw (UTF-8, `"`...) are sent encoded.
-        Some(p) if p.starts_with('/') && !p.contains("//") && !p.contains(['?', '#', ' ']) => {
+        Some(p)
+            if p.starts_with('/')
+                && !p.contains("//")
+                && !p.contains(['?', '#', ' '])
+                && well_escaped(&p) =>
+        {
             crate::route::encoded_route_path(&p).into_owned()
+        }
+        Some(p) if !well_escaped(&p) => {
+            report.add(
+                format!("{path}.path"),
+                format!("invalid path '{p}': bad percent-encoding"),
+            );
+            "/".to_owned()
         }
         Some(p) => {
             report.add(format!("{path}.path"), format!("invalid path '{p}': must start with '/' and have no empty segments, query or fragment"));
@@ -1493,11 +1505,29 @@ fn valid_host(host: &str) -> bool {
         && (host
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+            // No empty label (`a..b`, `.a`), none longer than DNS allows; one trailing
+            // dot (the root) is fine.
+            && host
+                .strip_suffix('.')
+                .unwrap_or(host)
+                .split('.')
+                .all(|label| (1..=63).contains(&label.len()))
             || (host.starts_with('[')
                 && host.ends_with(']')
                 && host[1..host.len() - 1]
                     .parse::<std::net::Ipv6Addr>()
                     .is_ok()))
+}
+
+/// Whether every `%` in `text` starts an escape of two hex digits.
+fn well_escaped(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    })
 }
 
 /// Splits `scheme://host[:port][/path]` into its parts.

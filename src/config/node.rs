@@ -184,7 +184,15 @@ fn build_with(
     let before = report.problems.len();
     let mut file: NodeFile = match value {
         None | Some(Value::Null) => NodeFile::default(),
-        Some(value) => parse_settings(value, "ringway", report)?,
+        Some(mut value) => {
+            // `trusted_ips` may be one comma-separated string, as in kong.conf.
+            if let Some(Value::String(list)) = value.get_mut("trusted_ips") {
+                let items = list.split(',').map(|s| Value::String(s.trim().to_owned()));
+                let items = items.collect();
+                value["trusted_ips"] = Value::Sequence(items);
+            }
+            parse_settings(value, "ringway", report)?
+        }
     };
 
     // Without proxy_listen, 8000; and, as Kong, 8443 with TLS when there is a

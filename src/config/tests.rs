@@ -1545,3 +1545,76 @@ services:
     let retries: Vec<u32> = config.services.iter().map(|s| s.retries).collect();
     assert_eq!(retries, [1, 3]);
 }
+
+/// One credential's bad algorithm does not hide the next one's duplicate key.
+#[test]
+fn a_bad_algorithm_does_not_hide_a_duplicate_key() {
+    let found = problems(
+        r#"
+_format_version: "3.0"
+consumers:
+  - username: u
+    jwt_secrets:
+      - {key: k, secret: a, algorithm: HS999}
+      - {key: k, secret: b}
+"#,
+    );
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[0].starts_with("consumers[0].jwt_secrets[0].algorithm: expected one of"));
+    assert_eq!(
+        found[1],
+        "consumers[0].jwt_secrets[1].key: duplicate credential key 'k'"
+    );
+}
+
+/// Values that load but cannot work are refused where they are written.
+#[test]
+fn malformed_hosts_escapes_groups_and_instance_names_are_refused() {
+    let found = problems(
+        r#"
+_format_version: "3.0"
+services:
+  - name: a
+    url: http://exa_mple..com
+  - name: b
+    url: "http://127.0.0.1:9/a%zz"
+consumer_groups:
+  - name: free
+consumers:
+  - username: u
+    groups: [free, free]
+plugins:
+  - {name: correlation-id, instance_name: "bad name!"}
+  - {name: prometheus, instance_name: j1}
+  - {name: jwt, instance_name: j1}
+"#,
+    );
+    let fields: Vec<&str> = found
+        .iter()
+        .map(|p| p.split(": ").next().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "services[0].host",
+            "services[1].path",
+            "consumers[0].groups[1]",
+            "plugins[0].instance_name",
+            "plugins[2].instance_name"
+        ],
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn trusted_ips_may_be_one_comma_separated_string() {
+    let config = load(
+        r#"
+_format_version: "3.0"
+ringway:
+  trusted_ips: "10.0.0.0/8, 192.168.1.1"
+"#,
+    )
+    .unwrap();
+    assert_eq!(config.node.trusted_ips.len(), 2);
+}
