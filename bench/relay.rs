@@ -2,8 +2,8 @@
 //!
 //! Each client connection gets one upstream connection of its own (what a keep-alive
 //! pool amounts to in steady state), and bytes are copied both ways with the operations
-//! ringway's proxy path uses: recv and send on io_uring, owned buffers, the same ring
-//! setup (DEFER_TASKRUN with SINGLE_ISSUER, COOP_TASKRUN where the kernel lacks it). No
+//! ringway's proxy path uses: recv and send on io_uring, owned buffers, ringway's own
+//! runtime (`ringway::server::io_uring_runtime`: the same ring setup and timer). No
 //! parsing, no routing, no headers added, no pool, no timers: what it costs per request
 //! is what the kernel's socket work costs a proxy on this machine, and `bench/floor.sh`
 //! measures ringway and nginx beside it.
@@ -29,19 +29,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let build = |defer: bool| {
-        let mut uring = io_uring::IoUring::builder();
-        if defer {
-            uring.setup_single_issuer().setup_defer_taskrun();
-        } else {
-            uring.setup_coop_taskrun().setup_taskrun_flag();
-        }
-        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .uring_builder(uring)
-            .with_entries(4096)
-            .build()
-    };
-    let mut runtime = match build(true).or_else(|_| build(false)) {
+    let mut runtime = match ringway::server::io_uring_runtime() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("relay: no io_uring runtime: {e}");

@@ -10,6 +10,8 @@
 mod listen;
 mod worker;
 
+pub use worker::io_uring_runtime;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -26,27 +26,7 @@ pub fn run(
 ) -> std::io::Result<()> {
     match driver {
         RunningDriver::IoUring => {
-            // DEFER_TASKRUN (with SINGLE_ISSUER: only this thread submits): the kernel
-            // completes socket operations in batches, when the worker asks for events
-            // (it does when it runs out of ready tasks), instead of at every entry;
-            // 3-5 % less CPU per proxied request than COOP_TASKRUN in A/B runs here.
-            // Kernels before 6.1 refuse it: then COOP_TASKRUN + TASKRUN_FLAG, which
-            // runs completions when the worker next enters the kernel instead of
-            // interrupting it (measured faster than monoio's default setup and epoll).
-            let build = |defer: bool| {
-                let mut uring = io_uring::IoUring::builder();
-                if defer {
-                    uring.setup_single_issuer().setup_defer_taskrun();
-                } else {
-                    uring.setup_coop_taskrun().setup_taskrun_flag();
-                }
-                monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                    .uring_builder(uring)
-                    .with_entries(RING_ENTRIES)
-                    .enable_timer()
-                    .build()
-            };
-            let mut runtime = build(true).or_else(|_| build(false))?;
+            let mut runtime = io_uring_runtime()?;
             runtime.block_on(main(id, shared, listeners))
         }
         RunningDriver::Epoll => {
@@ -57,6 +37,32 @@ pub fn run(
             runtime.block_on(main(id, shared, listeners))
         }
     }
+}
+
+/// A worker's io_uring runtime (with timers). DEFER_TASKRUN (with SINGLE_ISSUER: only
+/// this thread submits): the kernel completes socket operations in batches, when the
+/// worker asks for events (it does when it runs out of ready tasks), instead of at every
+/// entry; 3-5 % less CPU per proxied request than COOP_TASKRUN in A/B runs here.
+/// Kernels before 6.1 refuse it: then COOP_TASKRUN + TASKRUN_FLAG, which runs
+/// completions when the worker next enters the kernel instead of interrupting it
+/// (measured faster than monoio's default setup and epoll). The benchmarks' relay
+/// (bench/relay.rs) runs on this setup too.
+pub fn io_uring_runtime(
+) -> std::io::Result<monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>> {
+    let build = |defer: bool| {
+        let mut uring = io_uring::IoUring::builder();
+        if defer {
+            uring.setup_single_issuer().setup_defer_taskrun();
+        } else {
+            uring.setup_coop_taskrun().setup_taskrun_flag();
+        }
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .uring_builder(uring)
+            .with_entries(RING_ENTRIES)
+            .enable_timer()
+            .build()
+    };
+    build(true).or_else(|_| build(false))
 }
 
 async fn main(
