@@ -332,9 +332,13 @@ fn check(path: &std::path::Path) -> ExitCode {
 
 fn version() -> ExitCode {
     let uring = crate::server::io_uring_available();
-    let default = if uring { "io_uring" } else { "epoll" };
+    // What `run` would pick without a `driver` in the config: RINGWAY_DRIVER decides.
+    let driver = match crate::server::choose_driver(crate::config::Driver::Auto) {
+        Ok(driver) => driver.name().to_owned(),
+        Err(e) => format!("none ({e})"),
+    };
     emit(&format!(
-        "ringway {} (commit {})\nio_uring: {}\nepoll: available\ndriver: {default}\n",
+        "ringway {} (commit {})\nio_uring: {}\nepoll: available\ndriver: {driver}\n",
         crate::VERSION,
         env!("RINGWAY_COMMIT"),
         if uring { "available" } else { "unavailable" }

@@ -492,6 +492,10 @@ fn version_prints_version_and_driver() {
         text.contains("io_uring") || text.contains("epoll"),
         "names the driver; output:\n{text}"
     );
+    // The driver line says what run would use, RINGWAY_DRIVER included.
+    let out = run_cli(&["version"], &[("RINGWAY_DRIVER", "epoll")], CLI_TIMEOUT);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("driver: epoll\n"), "output:\n{text}");
 }
 
 #[test]
