@@ -101,9 +101,7 @@ impl Bucket {
     /// Takes the same number of tokens from every period at once: as many as `lease`
     /// asks for given what the emptiest period holds, and at least one if any.
     pub fn take(&self, limits: &[Limit], now: u64, lease: impl Fn(u64) -> u64) -> Take {
-        for limit in limits {
-            self.rescale(limit, now);
-        }
+        self.rescale(limits, now);
         'retry: loop {
             let mut fewest = u64::MAX;
             let mut wait = 0;
@@ -133,30 +131,58 @@ impl Bucket {
         }
     }
 
-    /// Keeps the tokens in use when `limit`'s interval is not the one the period was
+    /// Keeps the tokens in use when a limit's interval is not the one its period was
     /// drawn at: the arrival time becomes the same number of tokens at the new interval,
     /// at most a full period ahead (a lowered limit empties the bucket, no more). One
-    /// worker wins the swap of the interval and converts; a token another worker
-    /// draws in between counts at the new interval.
-    fn rescale(&self, limit: &Limit, now: u64) {
-        let slot = &self.intervals[limit.period as usize];
-        let was = slot.load(Ordering::Acquire);
-        if was == limit.interval
-            || slot
-                .compare_exchange(was, limit.interval, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-            || was == 0
-        {
+    /// worker wins the swap of a period's interval and converts it; a token another
+    /// worker draws in between counts at the new interval. Unspent leases were drawn at
+    /// the old intervals and are not in use: they all go back first, at those intervals
+    /// (given back after the conversion, at the new one, they would undo it).
+    fn rescale(&self, limits: &[Limit], now: u64) {
+        let mut changed: [Option<u64>; 6] = [None; 6];
+        for limit in limits {
+            let slot = &self.intervals[limit.period as usize];
+            let was = slot.load(Ordering::Acquire);
+            if was != limit.interval
+                && slot
+                    .compare_exchange(was, limit.interval, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                && was != 0
+            {
+                changed[limit.period as usize] = Some(was);
+            }
+        }
+        if changed.iter().all(Option::is_none) {
             return;
         }
-        let _ = self.tat[limit.period as usize].fetch_update(
-            Ordering::AcqRel,
-            Ordering::Acquire,
-            |tat| {
-                let in_use = tat.saturating_sub(now).div_ceil(was).min(limit.limit);
-                Some(now + in_use * limit.interval)
-            },
-        );
+        let unspent: u64 = self.held.iter().map(|h| h.swap(0, Ordering::AcqRel)).sum();
+        if unspent > 0 {
+            for period in Period::ALL {
+                let interval = match changed[period as usize] {
+                    Some(was) => was,
+                    None => self.intervals[period as usize].load(Ordering::Acquire),
+                };
+                if interval > 0 {
+                    self.return_tokens(period, interval, unspent);
+                }
+            }
+            if self.shared_name.is_some() {
+                self.pending.fetch_sub(unspent as i64, Ordering::AcqRel);
+            }
+        }
+        for limit in limits {
+            let Some(was) = changed[limit.period as usize] else {
+                continue;
+            };
+            let _ = self.tat[limit.period as usize].fetch_update(
+                Ordering::AcqRel,
+                Ordering::Acquire,
+                |tat| {
+                    let in_use = tat.saturating_sub(now).div_ceil(was).min(limit.limit);
+                    Some(now + in_use * limit.interval)
+                },
+            );
+        }
     }
 
     /// Moves one period's arrival time forward by `count` tokens, if it has them.
@@ -184,6 +210,11 @@ impl Bucket {
             0 => interval,
             now_drawn => now_drawn,
         };
+        self.return_tokens(period, interval, count);
+    }
+
+    /// Moves one period's arrival time back by `count` tokens of `interval`.
+    fn return_tokens(&self, period: Period, interval: u64, count: u64) {
         let _ = self.tat[period as usize].fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
             Some(t.saturating_sub(count.saturating_mul(interval)))
         });
