@@ -29,6 +29,27 @@ pub struct Store {
     owner: std::sync::atomic::AtomicBool,
 }
 
+/// Puts every UUID under an `id` key (entities' own ids and their references,
+/// `{"consumer": {"id": ...}}`) in lower case, as ids are kept since ringway reads ids in
+/// any case: a state an earlier version saved with upper-case ids is then found by the
+/// ids the config shows (a DELETE by one answered 204 and removed nothing).
+fn lowercase_ids(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, field) in map.iter_mut() {
+                match field {
+                    Value::String(id) if key == "id" && crate::config::is_uuid(id) => {
+                        id.make_ascii_lowercase();
+                    }
+                    _ => lowercase_ids(field),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(lowercase_ids),
+        _ => {}
+    }
+}
+
 impl Store {
     /// Opens (creating the directory) and loads the current state; an absent file is an
     /// empty state. The directory's lock is taken when it is free; `owns()` says so.
@@ -85,6 +106,8 @@ impl Store {
                 path.display()
             ));
         }
+        let mut state = state;
+        lowercase_ids(&mut state);
         Ok(state)
     }
 

@@ -870,6 +870,61 @@ fn ids_are_uuids_in_any_case_stored_in_lower_case() {
     assert_eq!(ok(&r, 200, "PATCH with its own id")["id"], lower.as_str());
 }
 
+/// A state an earlier version saved with upper-case ids is read with them in lower case,
+/// so a DELETE by the id the Admin API shows removes the entity (it answered 204 and the
+/// token kept working).
+#[test]
+fn state_saved_with_upper_case_ids_is_found_by_them() {
+    let o = Origin::start();
+    let cfg = format!(
+        r#"_format_version: "3.0"
+services:
+  - name: s
+    url: {u}
+    routes:
+      - name: r
+        paths: [/a]
+        plugins:
+          - name: jwt
+consumers:
+  - username: alice
+    id: CCCCCCCC-BBBB-4CCC-8DDD-EEEEEEEEEEEE
+"#,
+        u = o.url()
+    );
+    let mut gw = Gateway::start(&cfg);
+    gw.kill9();
+    std::fs::write(
+        gw.data_dir().join("state.json"),
+        json!({"jwt_secrets": [{
+            "algorithm": "HS256",
+            "consumer": {"id": "CCCCCCCC-BBBB-4CCC-8DDD-EEEEEEEEEEEE"},
+            "id": "F94DEEAB-201E-46B2-91B8-98B4C639EFF0",
+            "key": "ak", "secret": "as-0123456789"
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+    gw.restart_same_dir(GatewayOpts::default()).unwrap();
+    let token = cli_sign(&["--secret", "as-0123456789", "--key", "ak"]);
+    let auth = format!("Bearer {token}");
+    assert_eq!(
+        proxy_get(&gw, "/a", &[("Authorization", &auth)]).status,
+        200
+    );
+    let shown = gw.admin_get("/jwts/ak").json();
+    assert_eq!(
+        shown["id"], "f94deeab-201e-46b2-91b8-98b4c639eff0",
+        "{shown}"
+    );
+    assert_eq!(admin_form(&gw, "DELETE", "/jwts/ak", &[]).status, 204);
+    assert_eq!(gw.admin_get("/jwts/ak").status, 404);
+    assert_eq!(
+        proxy_get(&gw, "/a", &[("Authorization", &auth)]).status,
+        401
+    );
+}
+
 /// A credential's PATCH with a `consumer` moves it there, as Kong's PATCH takes the
 /// body's foreign key (it was dropped, and the 200 said nothing); `/jwts/{id}` takes
 /// PATCH and DELETE as Kong generates them.

@@ -1657,6 +1657,11 @@ impl Gateway {
         );
     }
 
+    /// The gateway's data directory (its Admin API state).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
     /// Starts the gateway again (after it exited or was killed) with the same temp dir,
     /// config file and data dir, on new ports, and waits until it is ready.
     pub fn restart_same_dir(&mut self, opts: GatewayOpts) -> Result<(), String> {
