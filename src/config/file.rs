@@ -155,8 +155,20 @@ pub struct ServiceFile {
     expecting = "expected a name or id, or an object with one of `name`, `username`, `id`"
 )]
 pub enum Reference {
+    #[serde(deserialize_with = "reference_key")]
     Name(String),
     Object(ReferenceObject),
+}
+
+/// A reference written as one string: a name, or an id in any case (kept as ids are, in
+/// lower case, so `route: 1111...555A` finds the route whose id was written so).
+fn reference_key<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let key = String::deserialize(d)?;
+    Ok(if super::is_uuid(&key) {
+        key.to_ascii_lowercase()
+    } else {
+        key
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -299,6 +311,7 @@ impl ListenList {
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum GroupRef {
+    #[serde(deserialize_with = "reference_key")]
     Name(String),
     Object(ReferenceObject),
 }

@@ -394,11 +394,19 @@ impl Config {
                 return Err(Problems(report.problems));
             }
         };
-        // `<<: *defaults` merge keys, which Kong's YAML loader expands.
-        if let Err(e) = doc.apply_merge() {
-            report.add("", format!("invalid YAML: {e}"));
-            return Err(Problems(report.problems));
+        // `<<: *defaults` merge keys, which Kong's YAML loader expands; a merged mapping
+        // may hold merge keys of its own (an anchor on a mapping that merges another),
+        // which the next pass expands.
+        for _ in 0..MAX_MERGE_DEPTH {
+            if let Err(e) = doc.apply_merge() {
+                report.add("", format!("invalid YAML: {e}"));
+                return Err(Problems(report.problems));
+            }
+            if !has_merge_key(&doc) {
+                break;
+            }
         }
+        yaml11_booleans(&mut doc);
         // The hash is the content's: the same config in YAML or JSON, in another key
         // order or with other comments, has the same one (as `?check_hash=1` expects).
         // Taken before vault references are resolved, so no secret goes into it.
@@ -1517,6 +1525,79 @@ fn valid_host(host: &str) -> bool {
                 && host[1..host.len() - 1]
                     .parse::<std::net::Ipv6Addr>()
                     .is_ok()))
+}
+
+/// Merge keys inside merged mappings are expanded this many levels deep at most; one
+/// left beyond is then an unknown field, reported as such.
+const MAX_MERGE_DEPTH: usize = 16;
+
+/// Whether a `<<` key is left anywhere in `value`.
+fn has_merge_key(value: &Value) -> bool {
+    match value {
+        Value::Mapping(map) => map
+            .iter()
+            .any(|(key, field)| key.as_str() == Some("<<") || has_merge_key(field)),
+        Value::Sequence(items) => items.iter().any(has_merge_key),
+        Value::Tagged(tagged) => has_merge_key(&tagged.value),
+        _ => false,
+    }
+}
+
+/// The fields that hold a boolean, in any entity or plugin config.
+const BOOLEAN_FIELDS: &[&str] = &[
+    "ai_metrics",
+    "bandwidth_metrics",
+    "echo_downstream",
+    "enabled",
+    "fault_tolerant",
+    "hide_client_headers",
+    "hide_credentials",
+    "https_verify_certificate",
+    "latency_headers",
+    "latency_metrics",
+    "per_consumer",
+    "preserve_host",
+    "request_buffering",
+    "response_buffering",
+    "run_on_preflight",
+    "secret_is_base64",
+    "ssl",
+    "ssl_verify",
+    "status_code_metrics",
+    "strip_path",
+    "tls_verify",
+    "upstream_health_metrics",
+    "use_srv_name",
+    "wasm_metrics",
+];
+
+/// Reads YAML 1.1's other spellings of booleans (`yes`, `off`, ...) in boolean fields as
+/// booleans, as Kong's YAML loader does (this parser follows YAML 1.2, where they are
+/// strings), so a Kong file that writes `strip_path: no` loads as it does there.
+fn yaml11_booleans(value: &mut Value) {
+    match value {
+        Value::Mapping(map) => {
+            for (key, field) in map.iter_mut() {
+                let boolean = key.as_str().is_some_and(|k| BOOLEAN_FIELDS.contains(&k));
+                match field {
+                    Value::String(word) if boolean => {
+                        let truth = match word.as_str() {
+                            "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => Some(true),
+                            "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => Some(false),
+                            _ => None,
+                        };
+                        if let Some(truth) = truth {
+                            *field = Value::Bool(truth);
+                        }
+                    }
+                    _ => yaml11_booleans(field),
+                }
+            }
+        }
+        Value::Sequence(items) => items.iter_mut().for_each(yaml11_booleans),
+        Value::Tagged(tagged) => yaml11_booleans(&mut tagged.value),
+        _ => {}
+    }
 }
 
 /// Whether every `%` in `text` starts an escape of two hex digits.

@@ -168,7 +168,7 @@ fn a_mistyped_field_hides_no_other_field_of_its_item() {
     let p = problems(
         "_format_version: \"3.0\"\nservices:\n  - name: s\n    host: 127.0.0.1\n    \
          port: 70000\n    path: nostartslash\n    protocol: gopher\n    connect_timeout: 0\n    \
-         routes:\n      - name: r\n        paths: [nope]\n        strip_path: \"yes\"\n      \
+         routes:\n      - name: r\n        paths: [nope]\n        strip_path: \"yep\"\n      \
          - name: only-bad-paths\n        paths: 5\n",
     );
     for prefix in [
@@ -190,7 +190,7 @@ fn a_mistyped_field_hides_no_other_field_of_its_item() {
     // A route with no match field at all still is, whatever else is mistyped in it.
     let p = problems(
         "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://127.0.0.1:9\n    \
-         routes:\n      - name: r\n        strip_path: \"yes\"\n",
+         routes:\n      - name: r\n        strip_path: \"yep\"\n",
     );
     assert!(
         p.iter()
@@ -1617,4 +1617,78 @@ ringway:
     )
     .unwrap();
     assert_eq!(config.node.trusted_ips.len(), 2);
+}
+
+/// Kong's YAML loader reads YAML 1.1's `yes`/`no`/`on`/`off` as booleans; a boolean field
+/// written so loads here too, and the same word elsewhere stays a string.
+#[test]
+fn yaml_1_1_booleans_are_read_in_boolean_fields() {
+    let config = load(
+        r#"
+_format_version: "3.0"
+services:
+  - name: "yes"
+    url: http://127.0.0.1:9
+    enabled: on
+    routes:
+      - name: r
+        paths: [/a]
+        strip_path: no
+        preserve_host: Yes
+"#,
+    )
+    .unwrap();
+    assert_eq!(&*config.services[0].name, "yes");
+    assert!(config.services[0].enabled);
+    assert!(!config.routes[0].strip_path);
+    assert!(config.routes[0].preserve_host);
+}
+
+/// A reference names its entity by the id as written there, in any case.
+#[test]
+fn references_by_upper_case_id_resolve() {
+    let config = load(
+        r#"
+_format_version: "3.0"
+services:
+  - {name: s, id: AAAAAAAA-BBBB-4CCC-8DDD-EEEEEEEEEEEE, url: "http://127.0.0.1:9",
+     routes: [{name: r, id: 11111111-2222-4333-8444-55555555555A, paths: [/a]}]}
+routes:
+  - {name: r2, service: AAAAAAAA-BBBB-4CCC-8DDD-EEEEEEEEEEEE, paths: [/b]}
+consumer_groups:
+  - {name: g, id: 99999999-BBBB-4CCC-8DDD-EEEEEEEEEEEE}
+consumers:
+  - username: alice
+    id: CCCCCCCC-BBBB-4CCC-8DDD-EEEEEEEEEEEE
+    groups: [99999999-BBBB-4CCC-8DDD-EEEEEEEEEEEE]
+plugins:
+  - {name: jwt, route: 11111111-2222-4333-8444-55555555555A}
+"#,
+    )
+    .unwrap();
+    assert_eq!(config.routes[1].service, 0);
+    assert_eq!(config.consumers[0].groups, [0]);
+    assert_eq!(config.plugins[0].scope.route, Some(0));
+}
+
+/// A mapping that merges another can itself be merged.
+#[test]
+fn nested_merge_keys_are_expanded() {
+    let config = load(
+        r#"
+_format_version: "3.0"
+_ignore:
+  - &base {url: "http://127.0.0.1:9", retries: 1}
+services:
+  - &mid
+    <<: *base
+    name: a
+  - <<: *mid
+    name: b
+"#,
+    )
+    .unwrap();
+    let names: Vec<&str> = config.services.iter().map(|s| &*s.name).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(config.services[1].retries, 1);
 }
