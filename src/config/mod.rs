@@ -1482,8 +1482,9 @@ fn build_service(
 }
 
 impl Config {
-    /// The host names this config resolved at load, with what each resolved to (`None`:
-    /// it did not), for a rebuild that keeps them ([`lookup::reusing`]).
+    /// The host names this config resolved at load, with their addresses, for a
+    /// rebuild that keeps them ([`lookup::reusing`]). Names that did not resolve are
+    /// left out: the next build looks them up again.
     pub fn resolved_names(&self) -> Vec<(lookup::Name, Option<SocketAddr>)> {
         let services = self
             .services
@@ -1495,7 +1496,10 @@ impl Config {
             .iter()
             .flat_map(|u| &u.targets)
             .map(|t| ((t.host.clone(), t.port), t.addr));
-        services.chain(targets).collect()
+        services
+            .chain(targets)
+            .filter(|(_, addr)| addr.is_some())
+            .collect()
     }
 }
 

@@ -1692,3 +1692,24 @@ services:
     assert_eq!(names, ["a", "b"]);
     assert_eq!(config.services[1].retries, 1);
 }
+
+/// An Admin API write reuses the addresses found, never a failed lookup: a name that
+/// did not resolve is looked up again by the next build.
+#[test]
+fn only_resolved_names_are_kept_for_reuse() {
+    let config = load(
+        r#"
+_format_version: "3.0"
+services:
+  - {name: a, url: "http://127.0.0.1:9"}
+  - {name: b, url: "http://no-such-host.invalid:9"}
+"#,
+    )
+    .unwrap();
+    let names: Vec<_> = config
+        .resolved_names()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(names, [("127.0.0.1".to_owned(), 9)]);
+}
