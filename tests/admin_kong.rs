@@ -925,6 +925,45 @@ consumers:
     );
 }
 
+/// `instance_name` is unique, as Kong's unique key (409, code 5), and names its plugin
+/// in the path as Kong's endpoint key does.
+#[test]
+fn plugin_instance_names_are_unique_and_name_their_plugin() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/plugins",
+        &[("name", "correlation-id"), ("instance_name", "inst1")],
+    );
+    let id = id_of(&ok(&r, 201, "first"));
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/routes/user-routes/plugins",
+        &[
+            ("name", "rate-limiting"),
+            ("config.minute", "3"),
+            ("instance_name", "inst1"),
+        ],
+    );
+    let j = ok(&r, 409, "the same instance_name");
+    assert_eq!(
+        (j["code"].as_i64(), j["fields"]["instance_name"].as_str()),
+        (Some(5), Some("inst1"))
+    );
+    let j = ok(&gw.admin_get("/plugins/inst1"), 200, "by instance_name");
+    assert_eq!(j["id"], id.as_str());
+    let r = admin_form(
+        &gw,
+        "PATCH",
+        "/plugins/inst1",
+        &[("instance_name", "inst1")],
+    );
+    ok(&r, 200, "a plugin keeps its own instance_name");
+}
+
 /// A credential's PATCH with a `consumer` moves it there, as Kong's PATCH takes the
 /// body's foreign key (it was dropped, and the 200 said nothing); `/jwts/{id}` takes
 /// PATCH and DELETE as Kong generates them.

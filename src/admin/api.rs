@@ -1119,8 +1119,14 @@ fn find_jwt(config: &Config, key: &str) -> Option<usize> {
         .or_else(|| config.jwt_secrets.iter().position(|s| is_id(&s.id, key)))
 }
 
-fn find_plugin(config: &Config, id: &str) -> Option<usize> {
-    config.plugins.iter().position(|p| is_id(&p.id, id))
+/// A plugin by id, else by `instance_name` (Kong's endpoint key for plugins).
+fn find_plugin(config: &Config, key: &str) -> Option<usize> {
+    let plugins = &config.plugins;
+    plugins.iter().position(|p| is_id(&p.id, key)).or_else(|| {
+        plugins
+            .iter()
+            .position(|p| p.instance_name.as_deref() == Some(key))
+    })
 }
 
 fn find_service(config: &Config, key: &str) -> Option<usize> {
@@ -2340,6 +2346,9 @@ fn create_plugin(
     if let Err(reply) = resolve_scope(config, &mut body) {
         return reply;
     }
+    if let Some(reply) = instance_name_taken(config, &body, replacing.map(|(i, _)| i)) {
+        return reply;
+    }
     if let Some(reply) = plugin_conflict(config, &name, &body, replacing.map(|(i, _)| i)) {
         return reply;
     }
@@ -2355,6 +2364,18 @@ fn create_plugin(
 /// Kong's unique key of plugins, name and scope: a plugin (other than `except`) with the
 /// same name on the same scope (references as `{"id": ...}` or absent) answers 409,
 /// with Kong's body naming the whole key, each reference as `{id="..."}` or `null`.
+/// Kong's 409 for an `instance_name` another plugin has (`this`: the plugin being
+/// written, which may keep its own).
+fn instance_name_taken(config: &Config, body: &Body, this: Option<usize>) -> Option<Reply> {
+    let name = body.get("instance_name")?.as_str()?;
+    config
+        .plugins
+        .iter()
+        .enumerate()
+        .any(|(i, p)| Some(i) != this && p.instance_name.as_deref() == Some(name))
+        .then(|| unique_violation("instance_name", name))
+}
+
 fn plugin_conflict(
     config: &Config,
     name: &str,
@@ -2439,6 +2460,9 @@ fn update_plugin(control: &Control, config: &Config, i: usize, mut body: Body) -
         .and_then(Value::as_str)
         .unwrap_or(&config.plugins[i].name)
         .to_owned();
+    if let Some(reply) = instance_name_taken(config, &body, Some(i)) {
+        return reply;
+    }
     if let Some(reply) = plugin_conflict(config, &name, &scope, Some(i)) {
         return reply;
     }
