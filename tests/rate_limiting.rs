@@ -558,7 +558,7 @@ fn a_trusted_proxys_forwarded_address_counts_only_when_it_is_one() {
     let mut yaml = rl_config(&o.url(), "", "{hour: 2, limit_by: ip}");
     yaml.push_str("ringway:\n  trusted_ips: [\"127.0.0.1/32\"]\n");
     let gw = start(&yaml);
-    let statuses: Vec<u16> = ["not-an-ip", "still-not", "1.1.1.1:80", "nor-this"]
+    let statuses: Vec<u16> = ["not-an-ip", "still-not", "1.1.1.1.1", "nor-this"]
         .iter()
         .map(|v| proxy_get(&gw, "/", &[("X-Real-IP", v)]).status)
         .collect();
@@ -569,6 +569,11 @@ fn a_trusted_proxys_forwarded_address_counts_only_when_it_is_one() {
     );
     let r = proxy_get(&gw, "/", &[("X-Real-IP", " 10.9.8.7 ")]);
     assert_proxied(&r, "a forwarded address has its own quota");
+    // With a port, as nginx's realip takes it: the same address, the same quota.
+    let r = proxy_get(&gw, "/", &[("X-Real-IP", "10.9.8.7:4000")]);
+    assert_proxied(&r, "the second of 10.9.8.7's two");
+    let r = proxy_get(&gw, "/", &[("X-Real-IP", "10.9.8.7")]);
+    assert_eq!(r.status, 429, "10.9.8.7's third: {r:?}");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -411,10 +411,13 @@ pub fn build_consumers(items: Vec<Item>, keys: &mut Keys, report: &mut Report) -
         let mut groups = Vec::new();
         for (i, group) in file.groups.iter().enumerate() {
             match group.key().and_then(|k| keys.groups.get(k)) {
-                Some(&g) if groups.contains(&g) => report.add(
-                    format!("{}.groups[{i}]", item.path),
-                    format!("duplicate group '{}'", group.key().unwrap_or("")),
-                ),
+                // A warning, not a problem: a state saved before this was checked may
+                // hold one, and refusing it would stop an upgraded gateway's start.
+                Some(&g) if groups.contains(&g) => report.warn(format!(
+                    "{}.groups[{i}]: group '{}' is listed twice; once is kept",
+                    item.path,
+                    group.key().unwrap_or("")
+                )),
                 Some(&g) => groups.push(g),
                 None => report.add(
                     format!("{}.groups[{i}]", item.path),

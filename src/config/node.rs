@@ -187,7 +187,11 @@ fn build_with(
         Some(mut value) => {
             // `trusted_ips` may be one comma-separated string, as in kong.conf.
             if let Some(Value::String(list)) = value.get_mut("trusted_ips") {
-                let items = list.split(',').map(|s| Value::String(s.trim().to_owned()));
+                let items = list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| Value::String(s.to_owned()));
                 let items = items.collect();
                 value["trusted_ips"] = Value::Sequence(items);
             }

@@ -1580,9 +1580,6 @@ services:
     url: "http://127.0.0.1:9/a%zz"
 consumer_groups:
   - name: free
-consumers:
-  - username: u
-    groups: [free, free]
 plugins:
   - {name: correlation-id, instance_name: "bad name!"}
   - {name: prometheus, instance_name: j1}
@@ -1598,7 +1595,6 @@ plugins:
         [
             "services[0].host",
             "services[1].path",
-            "consumers[0].groups[1]",
             "plugins[0].instance_name",
             "plugins[2].instance_name"
         ],
@@ -1617,6 +1613,35 @@ ringway:
     )
     .unwrap();
     assert_eq!(config.node.trusted_ips.len(), 2);
+    // As in kong.conf, an empty string is none.
+    let config = load("_format_version: \"3.0\"\nringway:\n  trusted_ips: \"\"\n").unwrap();
+    assert!(config.node.trusted_ips.is_empty());
+}
+
+/// A group listed twice on a consumer is kept once, with a warning: a state saved
+/// before this was checked may hold such a list, and must still load.
+#[test]
+fn a_group_listed_twice_is_kept_once_with_a_warning() {
+    let config = load(
+        r#"
+_format_version: "3.0"
+consumer_groups:
+  - name: free
+consumers:
+  - username: u
+    groups: [free, free]
+"#,
+    )
+    .unwrap();
+    assert_eq!(config.consumers[0].groups, [0]);
+    assert!(
+        config
+            .warnings
+            .iter()
+            .any(|w| w.contains("consumers[0].groups[1]")),
+        "{:?}",
+        config.warnings
+    );
 }
 
 /// Kong's YAML loader reads YAML 1.1's `yes`/`no`/`on`/`off` as booleans; a boolean field

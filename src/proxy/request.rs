@@ -563,7 +563,17 @@ fn forwarded_ip<'a>(client: &'a ClientInfo, headers: &'a [Header<'a>]) -> &'a st
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .and_then(|h| std::str::from_utf8(h.value).ok())
     };
-    let address = |v: &'a str| Some(v.trim()).filter(|v| v.parse::<std::net::IpAddr>().is_ok());
+    // An address, or an address and port as nginx's realip accepts (`1.2.3.4:80`,
+    // `[::1]:80`): the address part.
+    let address = |v: &'a str| {
+        let v = v.trim();
+        if v.parse::<std::net::IpAddr>().is_ok() {
+            return Some(v);
+        }
+        v.parse::<std::net::SocketAddr>().ok()?;
+        let host = &v[..v.rfind(':')?];
+        Some(host.trim_start_matches('[').trim_end_matches(']'))
+    };
     value("x-real-ip")
         .and_then(address)
         .or_else(|| value("x-forwarded-for").and_then(|v| address(v.rsplit(',').next()?)))

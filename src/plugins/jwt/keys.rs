@@ -92,6 +92,11 @@ pub fn public_key(algorithm: Algorithm, pem: &str) -> Result<VerifyKey, String> 
     if expected_oid == RSA_OID && !(256..=1100).contains(&key.len()) {
         return Err("rsa_public_key: RSA keys must be 2048 to 8192 bits".into());
     }
+    if expected_oid == RSA_OID && !rsa_exponent_usable(key) {
+        return Err(
+            "rsa_public_key: the RSA public exponent must be odd, at least 3 and below 2^33".into(),
+        );
+    }
     if algorithm == Algorithm::ES256 && key.len() != 65
         || algorithm == Algorithm::ES384 && key.len() != 97
     {
@@ -163,6 +168,33 @@ fn is_rsa_public_key(input: &[u8]) -> bool {
         Some(())
     };
     integers(input).is_some()
+}
+
+/// Whether an RSAPublicKey's exponent is one signatures can be verified with (ring takes
+/// odd exponents from 3 to 2^33 - 1); any other would fail every token, quietly.
+fn rsa_exponent_usable(key: &[u8]) -> bool {
+    let exponent = || {
+        let (0x30, body, _) = der(key)? else {
+            return None;
+        };
+        let (0x02, _modulus, rest) = der(body)? else {
+            return None;
+        };
+        let (0x02, exponent, _) = der(rest)? else {
+            return None;
+        };
+        // A positive INTEGER in DER: no sign bit, and a leading zero only before one.
+        let digits = match exponent {
+            [0, next, ..] if next & 0x80 != 0 => &exponent[1..],
+            [first, ..] if *first != 0 && first & 0x80 == 0 => exponent,
+            _ => return None,
+        };
+        if digits.len() > 8 {
+            return None;
+        }
+        Some(digits.iter().fold(0u64, |e, &b| e << 8 | u64::from(b)))
+    };
+    exponent().is_some_and(|e| e >= 3 && e % 2 == 1 && e < 1 << 33)
 }
 
 fn spki(input: &[u8]) -> Option<(&[u8], &[u8])> {

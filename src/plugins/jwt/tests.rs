@@ -656,3 +656,34 @@ fn pkcs1_rsa_public_keys_load_and_malformed_ones_are_refused() {
     let e = refused(&fixture("rsa-public.pkcs1.pem"), Algorithm::ES256);
     assert!(e.contains("does not fit"), "{e}");
 }
+
+/// An RSA key whose exponent no signature can be verified with is refused when the
+/// credential is made, not found out by every token failing.
+#[test]
+fn rsa_keys_with_unusable_exponents_are_refused() {
+    use super::keys::public_key;
+    use base64::Engine;
+    let pem = fixture("rsa-public.pkcs1.pem");
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap();
+    // SEQUENCE (30 82 LL LL) { INTEGER modulus (02 82 01 01 00 ...), INTEGER exponent }
+    let modulus = &der[4..4 + 4 + 257];
+    let with_exponent = |e: &[u8]| {
+        let mut inner = modulus.to_vec();
+        inner.extend_from_slice(&[0x02, e.len() as u8]);
+        inner.extend_from_slice(e);
+        let mut key = vec![0x30, 0x82, (inner.len() >> 8) as u8, inner.len() as u8];
+        key.extend_from_slice(&inner);
+        let text = base64::engine::general_purpose::STANDARD.encode(key);
+        format!("-----BEGIN RSA PUBLIC KEY-----\n{text}\n-----END RSA PUBLIC KEY-----\n")
+    };
+    assert!(public_key(Algorithm::RS256, &with_exponent(&[1, 0, 1])).is_ok());
+    for bad in [&[1u8][..], &[2], &[0x81], &[0, 0, 3], &[2, 0, 0, 0, 1]] {
+        match public_key(Algorithm::RS256, &with_exponent(bad)) {
+            Ok(_) => panic!("exponent {bad:?} accepted"),
+            Err(e) => assert!(e.contains("exponent"), "{bad:?}: {e}"),
+        }
+    }
+}
