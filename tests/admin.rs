@@ -1774,3 +1774,33 @@ fn logs_at_trace_never_contain_secrets_or_tokens() {
         leaks.join("\n")
     );
 }
+
+/// `GET /config` as JSON shows the config as it is read: merge keys expanded and YAML
+/// 1.1 booleans as booleans (`"no"` is a true string to most JSON readers).
+#[test]
+fn config_as_json_reads_yaml_as_the_loader_does() {
+    let o = Origin::start();
+    let gw = Gateway::start(&format!(
+        r#"_format_version: "3.0"
+_comment: &defaults {{url: "{u}", retries: 2}}
+services:
+  - <<: *defaults
+    name: s
+    routes:
+      - name: r
+        paths: [/a]
+        strip_path: no
+"#,
+        u = o.url()
+    ));
+    let r = http_request(
+        gw.admin_addr(),
+        "GET",
+        "/config",
+        &[("Accept", "application/json")],
+        None,
+    );
+    let service = &r.json()["config"]["services"][0];
+    assert_eq!(service["retries"], 2, "{r:?}");
+    assert_eq!(service["routes"][0]["strip_path"], false, "{r:?}");
+}

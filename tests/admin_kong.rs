@@ -925,6 +925,88 @@ consumers:
     );
 }
 
+/// An RSA public key (SubjectPublicKeyInfo) with exponent 65536, which no signature
+/// verifies with: the fixture's modulus with its exponent replaced.
+fn rsa_key_with_even_exponent() -> String {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let pkcs1: String = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/jwt/rsa-public.pkcs1.pem"
+    ))
+    .unwrap()
+    .lines()
+    .filter(|l| !l.starts_with("-----"))
+    .collect();
+    let der = engine.decode(pkcs1).unwrap();
+    let long = |tag: u8, body: &[u8]| {
+        let mut out = vec![tag, 0x82, (body.len() >> 8) as u8, body.len() as u8];
+        out.extend_from_slice(body);
+        out
+    };
+    let mut inner = der[4..4 + 4 + 257].to_vec();
+    inner.extend_from_slice(&[2, 3, 1, 0, 0]);
+    let mut bits = vec![0];
+    bits.extend_from_slice(&long(0x30, &inner));
+    let mut info = vec![
+        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+    ];
+    info.extend_from_slice(&long(0x03, &bits));
+    let text = engine.encode(long(0x30, &info));
+    format!("-----BEGIN PUBLIC KEY-----\n{text}\n-----END PUBLIC KEY-----\n")
+}
+
+/// An RSA key no token can verify with is refused when the Admin API is asked to store
+/// it; one an earlier version stored loads with a warning instead of stopping the start.
+#[test]
+fn an_unusable_rsa_key_is_refused_but_a_saved_one_loads() {
+    let o = Origin::start();
+    let mut gw = Gateway::start(&base_config(&o));
+    ok(
+        &admin_form(&gw, "POST", "/consumers", &[("username", "rk")]),
+        201,
+        "consumer",
+    );
+    let pem = rsa_key_with_even_exponent();
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/consumers/rk/jwt",
+        &[
+            ("key", "rk-k"),
+            ("algorithm", "RS256"),
+            ("rsa_public_key", &pem),
+        ],
+    );
+    let j = ok(&r, 400, "an even exponent");
+    assert!(
+        j["fields"]["rsa_public_key"]
+            .as_str()
+            .is_some_and(|m| m.contains("exponent")),
+        "{j}"
+    );
+    let consumer = id_of(&gw.admin_get("/consumers/rk").json());
+    gw.kill9();
+    let state_path = gw.data_dir().join("state.json");
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    state["jwt_secrets"] = json!([{
+        "algorithm": "RS256", "consumer": {"id": consumer},
+        "id": "0d4b4a4e-8d4e-4a3b-9b1a-0c7e2f1d5e6b", "key": "rk-k", "rsa_public_key": pem
+    }]);
+    std::fs::write(&state_path, state.to_string()).unwrap();
+    gw.restart_same_dir(GatewayOpts::default()).unwrap();
+    assert_eq!(
+        gw.admin_get("/jwts/rk-k").status,
+        200,
+        "the saved credential loaded"
+    );
+    assert!(
+        gw.stderr_text().contains("no token can verify with it"),
+        "{}",
+        gw.stderr_text()
+    );
+}
+
 /// `instance_name` is unique, as Kong's unique key (409, code 5), and names its plugin
 /// in the path as Kong's endpoint key does.
 #[test]
@@ -962,6 +1044,31 @@ fn plugin_instance_names_are_unique_and_name_their_plugin() {
         &[("instance_name", "inst1")],
     );
     ok(&r, 200, "a plugin keeps its own instance_name");
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/plugins",
+        &[("name", "prometheus"), ("instance_name", "bad name!")],
+    );
+    let j = ok(&r, 400, "not a name");
+    assert!(j["fields"]["instance_name"].is_string(), "{j}");
+    // PUT by instance_name replaces the plugin and keeps the name, or creates one so named.
+    let r = admin_json(
+        &gw,
+        "PUT",
+        "/plugins/inst1",
+        &json!({"name": "correlation-id", "config": {"header_name": "X-Trace"}}),
+    );
+    let j = ok(&r, 200, "PUT by instance_name");
+    assert_eq!(
+        (j["id"].as_str(), j["instance_name"].as_str()),
+        (Some(id.as_str()), Some("inst1"))
+    );
+    let r = admin_json(&gw, "PUT", "/plugins/fresh", &json!({"name": "prometheus"}));
+    assert_eq!(
+        ok(&r, 200, "PUT of a new instance_name")["instance_name"],
+        "fresh"
+    );
 }
 
 /// A credential's PATCH with a `consumer` moves it there, as Kong's PATCH takes the

@@ -1604,9 +1604,10 @@ fn put(control: &Control, config: &Config, kind: Upsert, key: &str, mut body: Bo
             }),
             Some("name"),
         ),
+        // Kong's endpoint key for plugins: a PUT by instance_name keeps or sets it.
         Upsert::Plugins => (
             find_plugin(config, key).map(|i| (i, config.plugins[i].layer, &config.plugins[i].id)),
-            None,
+            Some("instance_name"),
         ),
         Upsert::Upstreams => (
             upstreams::index(config, key).map(|i| {
@@ -2250,7 +2251,11 @@ fn create_jwt(
                 .entry("rsa_public_key")
                 .or_insert_with(|| "required field missing".into());
         }
-        Some(_) => {}
+        Some(a) => {
+            if let Some(problem) = unusable_key(a, &body) {
+                fields.insert("rsa_public_key".into(), problem.into());
+            }
+        }
     }
     let Some(algorithm) = algorithm.filter(|_| fields.is_empty()) else {
         return schema_violation(fields);
@@ -2279,6 +2284,14 @@ fn create_jwt(
         body,
         replacing.map(|(_, id)| id),
     )
+}
+
+/// What makes the RSA key in a credential body one no token could verify with.
+fn unusable_key(algorithm: Algorithm, body: &Body) -> Option<&'static str> {
+    let pem = body.get("rsa_public_key")?.as_str()?;
+    (!algorithm.is_hmac())
+        .then(|| crate::plugins::jwt::rsa_key_problem(pem))
+        .flatten()
 }
 
 /// PATCH of a credential. A `consumer` in the body moves it to that consumer, as Kong's
@@ -2311,6 +2324,13 @@ fn update_jwt(control: &Control, config: &Config, j: usize, mut body: Body) -> R
         {
             return unique_violation("key", key);
         }
+    }
+    let algorithm = match body.get("algorithm").and_then(Value::as_str) {
+        Some(name) => Algorithm::parse(name),
+        None => Some(config.jwt_secrets[j].algorithm),
+    };
+    if let Some(problem) = algorithm.and_then(|a| unusable_key(a, &body)) {
+        return field_error("rsa_public_key", problem);
     }
     update_generic(
         control,
@@ -2368,6 +2388,9 @@ fn create_plugin(
 /// written, which may keep its own).
 fn instance_name_taken(config: &Config, body: &Body, this: Option<usize>) -> Option<Reply> {
     let name = body.get("instance_name")?.as_str()?;
+    if let Some(problem) = crate::config::instance_name_problem(name) {
+        return Some(field_error("instance_name", &problem));
+    }
     config
         .plugins
         .iter()
@@ -2990,9 +3013,14 @@ fn set_membership(
 fn get_config(control: &Control, json: bool) -> Reply {
     let bytes = control.file_bytes();
     if json {
-        match serde_norway::from_slice::<serde_json::Value>(&bytes) {
-            Ok(value) => Reply::json(200, &json!({ "config": value })),
-            Err(_) => Reply::json(200, &json!({ "config": String::from_utf8_lossy(&bytes) })),
+        // As the config is read: merge keys expanded, YAML 1.1 booleans as booleans.
+        let doc = std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|text| crate::config::document(text).ok())
+            .and_then(|doc| serde_json::to_value(doc).ok());
+        match doc {
+            Some(value) => Reply::json(200, &json!({ "config": value })),
+            None => Reply::json(200, &json!({ "config": String::from_utf8_lossy(&bytes) })),
         }
     } else {
         Reply {

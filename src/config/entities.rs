@@ -546,6 +546,24 @@ pub fn build_secrets(
             );
             continue;
         }
+        // An RSA key no token can verify with: refused in the file (the Admin API
+        // refuses it before writing); one an earlier version saved loads with a warning,
+        // so it cannot stop the gateway's start.
+        let unusable = match (algorithm.is_hmac(), file.rsa_public_key.as_deref()) {
+            (false, Some(pem)) => jwt::rsa_key_problem(pem),
+            _ => None,
+        };
+        match (unusable, item.layer) {
+            (Some(problem), Layer::File) => {
+                report.add(format!("{}.rsa_public_key", item.path), problem);
+                continue;
+            }
+            (Some(problem), Layer::Admin) => report.warn(format!(
+                "{}.rsa_public_key ({key}): {problem}; no token can verify with it",
+                item.path
+            )),
+            (None, _) => {}
+        }
         match jwt::Credential::new(
             id.clone(),
             key.clone(),
@@ -582,6 +600,16 @@ pub fn build_secrets(
         });
     }
     (secrets, credentials)
+}
+
+/// Kong's utf8_name check of a plugin's `instance_name`: beyond ASCII anything, within
+/// it a name's characters.
+pub fn instance_name_problem(instance: &str) -> Option<String> {
+    let valid = !instance.is_empty()
+        && instance.chars().all(|c| {
+            !c.is_ascii() || c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '~')
+        });
+    (!valid).then(|| format!("invalid value '{instance}': the only accepted ascii characters are alphanumerics or ., -, _, and ~"))
 }
 
 /// The plugin names this version implements.
@@ -871,21 +899,24 @@ pub fn build_plugins(
             }
         }
         if let Some(instance) = &file.instance_name {
-            // Kong's utf8_name: beyond ASCII anything, within it a name's characters.
-            if instance.is_empty()
-                || !instance.chars().all(|c| {
-                    !c.is_ascii() || c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '~')
-                })
-            {
-                report.add(
-                    format!("{}.instance_name", item.path),
-                    format!("invalid value '{instance}': the only accepted ascii characters are alphanumerics or ., -, _, and ~"),
-                );
-            } else if let Some(first) = instances.insert(instance.clone(), item.path.clone()) {
-                report.add(
-                    format!("{}.instance_name", item.path),
-                    format!("duplicate instance_name '{instance}' (first at {first})"),
-                );
+            let problem = match instance_name_problem(instance) {
+                Some(problem) => Some(problem),
+                None => instances
+                    .insert(instance.clone(), item.path.clone())
+                    .map(|first| {
+                        format!("duplicate instance_name '{instance}' (first at {first})")
+                    }),
+            };
+            // The Admin API checks what it writes; a plugin an earlier version saved
+            // without these checks loads with a warning rather than stopping the start.
+            match (problem, item.layer) {
+                (Some(problem), Layer::File) => {
+                    report.add(format!("{}.instance_name", item.path), problem)
+                }
+                (Some(problem), Layer::Admin) => {
+                    report.warn(format!("{}.instance_name: {problem}", item.path))
+                }
+                (None, _) => {}
             }
         }
         let id = file

@@ -29,8 +29,8 @@ use serde_path_to_error::Segment;
 use sha2::{Digest, Sha256};
 
 pub use entities::{
-    is_uuid, random_id, stable_id, write_uuid, Chain, Consumer, ConsumerGroup, JwtSecret, Keys,
-    Layer, Plugin, PluginConfig, Scope, KNOWN_PLUGINS,
+    instance_name_problem, is_uuid, random_id, stable_id, write_uuid, Chain, Consumer,
+    ConsumerGroup, JwtSecret, Keys, Layer, Plugin, PluginConfig, Scope, KNOWN_PLUGINS,
 };
 pub(crate) use entities::{missing_reference_key, rank};
 pub use node::{AccessLog, Driver, Limits, Listen, Node, NodeOverrides, MAX_HEADERS_LIMIT};
@@ -379,34 +379,13 @@ impl Config {
                 return Err(Problems(report.problems));
             }
         };
-        if nests_too_deep(text) {
-            report.add(
-                "",
-                format!("invalid YAML: nests deeper than {MAX_FLOW_DEPTH} levels"),
-            );
-            return Err(Problems(report.problems));
-        }
-        let mut doc: Value = match serde_norway::from_str(text) {
-            Ok(Value::Null) => Value::Mapping(Default::default()),
+        let mut doc = match document(text) {
             Ok(doc) => doc,
-            Err(e) => {
-                report.add("", format!("invalid YAML: {e}"));
+            Err(problem) => {
+                report.add("", problem);
                 return Err(Problems(report.problems));
             }
         };
-        // `<<: *defaults` merge keys, which Kong's YAML loader expands; a merged mapping
-        // may hold merge keys of its own (an anchor on a mapping that merges another),
-        // which the next pass expands.
-        for _ in 0..MAX_MERGE_DEPTH {
-            if let Err(e) = doc.apply_merge() {
-                report.add("", format!("invalid YAML: {e}"));
-                return Err(Problems(report.problems));
-            }
-            if !has_merge_key(&doc) {
-                break;
-            }
-        }
-        yaml11_booleans(&mut doc);
         // The hash is the content's: the same config in YAML or JSON, in another key
         // order or with other comments, has the same one (as `?check_hash=1` expects).
         // Taken before vault references are resolved, so no secret goes into it.
@@ -1482,9 +1461,11 @@ fn build_service(
 }
 
 impl Config {
-    /// The host names this config resolved at load, with their addresses, for a
-    /// rebuild that keeps them ([`lookup::reusing`]). Names that did not resolve are
-    /// left out: the next build looks them up again.
+    /// The host names this config looked up at load, with what each resolved to (`None`:
+    /// it did not), for a rebuild that keeps them ([`lookup::reusing`]): an Admin API
+    /// write looks up only names the running config does not know, so it never waits on
+    /// a resolver for them (a name that failed would make every write wait its
+    /// timeout); a reload looks every name up again.
     pub fn resolved_names(&self) -> Vec<(lookup::Name, Option<SocketAddr>)> {
         let services = self
             .services
@@ -1496,10 +1477,7 @@ impl Config {
             .iter()
             .flat_map(|u| &u.targets)
             .map(|t| ((t.host.clone(), t.port), t.addr));
-        services
-            .chain(targets)
-            .filter(|(_, addr)| addr.is_some())
-            .collect()
+        services.chain(targets).collect()
     }
 }
 
@@ -1529,6 +1507,33 @@ fn valid_host(host: &str) -> bool {
                 && host[1..host.len() - 1]
                     .parse::<std::net::Ipv6Addr>()
                     .is_ok()))
+}
+
+/// A config file's document as Kong's YAML loader reads it: parsed (deep nesting refused
+/// first), merge keys expanded, YAML 1.1 booleans read in boolean fields.
+pub fn document(text: &str) -> Result<Value, String> {
+    if nests_too_deep(text) {
+        return Err(format!(
+            "invalid YAML: nests deeper than {MAX_FLOW_DEPTH} levels"
+        ));
+    }
+    let mut doc: Value = match serde_norway::from_str(text) {
+        Ok(Value::Null) => Value::Mapping(Default::default()),
+        Ok(doc) => doc,
+        Err(e) => return Err(format!("invalid YAML: {e}")),
+    };
+    // `<<: *defaults` merge keys, which Kong's YAML loader expands; a merged mapping may
+    // hold merge keys of its own (an anchor on a mapping that merges another), which the
+    // next pass expands.
+    for _ in 0..MAX_MERGE_DEPTH {
+        doc.apply_merge()
+            .map_err(|e| format!("invalid YAML: {e}"))?;
+        if !has_merge_key(&doc) {
+            break;
+        }
+    }
+    yaml11_booleans(&mut doc);
+    Ok(doc)
 }
 
 /// Merge keys inside merged mappings are expanded this many levels deep at most; one
@@ -1561,6 +1566,8 @@ const BOOLEAN_FIELDS: &[&str] = &[
     "latency_metrics",
     "per_consumer",
     "preserve_host",
+    "redis_ssl",
+    "redis_ssl_verify",
     "request_buffering",
     "response_buffering",
     "run_on_preflight",

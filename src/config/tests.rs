@@ -1718,10 +1718,10 @@ services:
     assert_eq!(config.services[1].retries, 1);
 }
 
-/// An Admin API write reuses the addresses found, never a failed lookup: a name that
-/// did not resolve is looked up again by the next build.
+/// An Admin API write reuses what the running config's lookups found, failures too (a
+/// name that does not resolve would make every write wait for the resolver's timeout).
 #[test]
-fn only_resolved_names_are_kept_for_reuse() {
+fn every_looked_up_name_is_kept_for_reuse() {
     let config = load(
         r#"
 _format_version: "3.0"
@@ -1734,7 +1734,13 @@ services:
     let names: Vec<_> = config
         .resolved_names()
         .into_iter()
-        .map(|(name, _)| name)
+        .map(|((host, _), addr)| (host, addr.is_some()))
         .collect();
-    assert_eq!(names, [("127.0.0.1".to_owned(), 9)]);
+    assert_eq!(
+        names,
+        [
+            ("127.0.0.1".to_owned(), true),
+            ("no-such-host.invalid".to_owned(), false)
+        ]
+    );
 }

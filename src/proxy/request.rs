@@ -571,8 +571,11 @@ fn forwarded_ip<'a>(client: &'a ClientInfo, headers: &'a [Header<'a>]) -> &'a st
             return Some(v);
         }
         v.parse::<std::net::SocketAddr>().ok()?;
-        let host = &v[..v.rfind(':')?];
-        Some(host.trim_start_matches('[').trim_end_matches(']'))
+        let host = v[..v.rfind(':')?]
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        // Not with an IPv6 zone (`[fe80::1%1]:80`): the key must be an address.
+        host.parse::<std::net::IpAddr>().is_ok().then_some(host)
     };
     value("x-real-ip")
         .and_then(address)

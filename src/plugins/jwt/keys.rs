@@ -92,11 +92,6 @@ pub fn public_key(algorithm: Algorithm, pem: &str) -> Result<VerifyKey, String> 
     if expected_oid == RSA_OID && !(256..=1100).contains(&key.len()) {
         return Err("rsa_public_key: RSA keys must be 2048 to 8192 bits".into());
     }
-    if expected_oid == RSA_OID && !rsa_exponent_usable(key) {
-        return Err(
-            "rsa_public_key: the RSA public exponent must be odd, at least 3 and below 2^33".into(),
-        );
-    }
     if algorithm == Algorithm::ES256 && key.len() != 65
         || algorithm == Algorithm::ES384 && key.len() != 97
     {
@@ -137,12 +132,16 @@ fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         (first as usize, rest)
     } else {
         let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 || rest.len() < n {
+        // DER: the long form only for lengths past 127, in as few bytes as they take.
+        if n == 0 || n > 4 || rest.len() < n || rest[0] == 0 {
             return None;
         }
         let len = rest[..n]
             .iter()
             .fold(0usize, |acc, b| acc << 8 | *b as usize);
+        if len < 0x80 {
+            return None;
+        }
         (len, &rest[n..])
     };
     if rest.len() < len {
@@ -151,7 +150,6 @@ fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     Some((tag, &rest[..len], &rest[len..]))
 }
 
-/// SubjectPublicKeyInfo → (algorithm OID, subjectPublicKey bits).
 /// Whether `input` is exactly an RSAPublicKey: a SEQUENCE of two INTEGERs (the
 /// modulus and the exponent), nothing after it.
 fn is_rsa_public_key(input: &[u8]) -> bool {
@@ -170,33 +168,55 @@ fn is_rsa_public_key(input: &[u8]) -> bool {
     integers(input).is_some()
 }
 
-/// Whether an RSAPublicKey's exponent is one signatures can be verified with (ring takes
-/// odd exponents from 3 to 2^33 - 1); any other would fail every token, quietly.
-fn rsa_exponent_usable(key: &[u8]) -> bool {
-    let exponent = || {
-        let (0x30, body, _) = der(key)? else {
-            return None;
-        };
-        let (0x02, _modulus, rest) = der(body)? else {
-            return None;
-        };
-        let (0x02, exponent, _) = der(rest)? else {
-            return None;
-        };
-        // A positive INTEGER in DER: no sign bit, and a leading zero only before one.
-        let digits = match exponent {
-            [0, next, ..] if next & 0x80 != 0 => &exponent[1..],
-            [first, ..] if *first != 0 && first & 0x80 == 0 => exponent,
-            _ => return None,
-        };
-        if digits.len() > 8 {
-            return None;
+/// What makes an RSA credential's key one no token can be verified with, if anything:
+/// an RSAPublicKey (PKCS#1, or inside a SubjectPublicKeyInfo) that is not exactly two
+/// positive, minimally encoded INTEGERs, or an exponent ring does not take (odd, 3 to
+/// 2^33 - 1). Checked apart from [`public_key`]: a credential an earlier version saved
+/// with such a key still loads (with a warning) rather than stopping the gateway.
+pub fn rsa_key_problem(pem: &str) -> Option<&'static str> {
+    let key = match pem_body(pem, "RSA PUBLIC KEY") {
+        Some(key) => key,
+        None => {
+            let info = pem_body(pem, "PUBLIC KEY")?;
+            let (oid, key) = spki(&info)?;
+            if oid != RSA_OID {
+                return None;
+            }
+            key.to_vec()
         }
-        Some(digits.iter().fold(0u64, |e, &b| e << 8 | u64::from(b)))
     };
-    exponent().is_some_and(|e| e >= 3 && e % 2 == 1 && e < 1 << 33)
+    let Some((0x30, body, [])) = der(&key) else {
+        return Some("not a valid RSA public key (expected a DER SEQUENCE of two INTEGERs)");
+    };
+    let parts = (|| {
+        let (0x02, modulus, rest) = der(body)? else {
+            return None;
+        };
+        let (0x02, exponent, []) = der(rest)? else {
+            return None;
+        };
+        Some((positive(modulus)?, positive(exponent)?))
+    })();
+    let Some((_, exponent)) = parts else {
+        return Some("not a valid RSA public key (expected a DER SEQUENCE of two INTEGERs)");
+    };
+    let usable = exponent.len() <= 8 && {
+        let e = exponent.iter().fold(0u64, |e, &b| e << 8 | u64::from(b));
+        e >= 3 && e % 2 == 1 && e < 1 << 33
+    };
+    (!usable).then_some("the RSA public exponent must be odd, at least 3 and below 2^33")
 }
 
+/// The digits of a positive DER INTEGER: no sign bit, a leading zero only before one.
+fn positive(integer: &[u8]) -> Option<&[u8]> {
+    match integer {
+        [0, next, ..] if next & 0x80 != 0 => Some(&integer[1..]),
+        [first, ..] if *first != 0 && first & 0x80 == 0 => Some(integer),
+        _ => None,
+    }
+}
+
+/// SubjectPublicKeyInfo → (algorithm OID, subjectPublicKey bits).
 fn spki(input: &[u8]) -> Option<(&[u8], &[u8])> {
     let (0x30, spki, _) = der(input)? else {
         return None;

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use keys::VerifyKey;
+pub use keys::{rsa_key_problem, VerifyKey};
 pub(crate) use token::percent_decode;
 pub use token::{
     authenticate, sign, Cache, Failure, FailureBody, Found, Locations, RequestParts, TimeClaims,

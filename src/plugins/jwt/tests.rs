@@ -657,11 +657,11 @@ fn pkcs1_rsa_public_keys_load_and_malformed_ones_are_refused() {
     assert!(e.contains("does not fit"), "{e}");
 }
 
-/// An RSA key whose exponent no signature can be verified with is refused when the
-/// credential is made, not found out by every token failing.
+/// An RSA key no signature can be verified with is found out when the credential is
+/// made (the file and the Admin API refuse it), not by every token failing.
 #[test]
-fn rsa_keys_with_unusable_exponents_are_refused() {
-    use super::keys::public_key;
+fn rsa_keys_no_token_can_verify_with_are_found() {
+    use super::keys::rsa_key_problem;
     use base64::Engine;
     let pem = fixture("rsa-public.pkcs1.pem");
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
@@ -670,20 +670,47 @@ fn rsa_keys_with_unusable_exponents_are_refused() {
         .unwrap();
     // SEQUENCE (30 82 LL LL) { INTEGER modulus (02 82 01 01 00 ...), INTEGER exponent }
     let modulus = &der[4..4 + 4 + 257];
-    let with_exponent = |e: &[u8]| {
-        let mut inner = modulus.to_vec();
-        inner.extend_from_slice(&[0x02, e.len() as u8]);
-        inner.extend_from_slice(e);
+    let pkcs1 = |inner: &[u8], after: &[u8]| {
         let mut key = vec![0x30, 0x82, (inner.len() >> 8) as u8, inner.len() as u8];
-        key.extend_from_slice(&inner);
+        key.extend_from_slice(inner);
+        key.extend_from_slice(after);
         let text = base64::engine::general_purpose::STANDARD.encode(key);
         format!("-----BEGIN RSA PUBLIC KEY-----\n{text}\n-----END RSA PUBLIC KEY-----\n")
     };
-    assert!(public_key(Algorithm::RS256, &with_exponent(&[1, 0, 1])).is_ok());
-    for bad in [&[1u8][..], &[2], &[0x81], &[0, 0, 3], &[2, 0, 0, 0, 1]] {
-        match public_key(Algorithm::RS256, &with_exponent(bad)) {
-            Ok(_) => panic!("exponent {bad:?} accepted"),
-            Err(e) => assert!(e.contains("exponent"), "{bad:?}: {e}"),
-        }
+    let with = |exponent: &[u8]| {
+        let mut inner = modulus.to_vec();
+        inner.extend_from_slice(exponent);
+        inner
+    };
+    assert_eq!(rsa_key_problem(&pkcs1(&with(&[2, 3, 1, 0, 1]), &[])), None);
+    assert_eq!(rsa_key_problem(&fixture("rsa-public.pem")), None);
+    assert_eq!(
+        rsa_key_problem(&fixture("ec256-public.pem")),
+        None,
+        "not RSA"
+    );
+    for (what, key) in [
+        ("e = 1", pkcs1(&with(&[2, 1, 1]), &[])),
+        ("e = 2", pkcs1(&with(&[2, 1, 2]), &[])),
+        ("negative e", pkcs1(&with(&[2, 1, 0x81]), &[])),
+        ("e not minimal", pkcs1(&with(&[2, 3, 0, 0, 3]), &[])),
+        (
+            "e = 2^32 + 1 ... past 2^33",
+            pkcs1(&with(&[2, 5, 2, 0, 0, 0, 1]), &[]),
+        ),
+        (
+            "e's length in long form",
+            pkcs1(&with(&[2, 0x81, 3, 1, 0, 1]), &[]),
+        ),
+        (
+            "a third INTEGER",
+            pkcs1(&with(&[2, 3, 1, 0, 1, 2, 1, 1]), &[]),
+        ),
+        (
+            "bytes after the key",
+            pkcs1(&with(&[2, 3, 1, 0, 1]), &[0, 0]),
+        ),
+    ] {
+        assert!(rsa_key_problem(&key).is_some(), "{what} passed");
     }
 }
