@@ -530,13 +530,15 @@ fn put_creates_or_replaces_the_whole_entity() {
         p2["config"]["header_name"], "Kong-Request-ID",
         "the config is replaced, not merged: {p2}"
     );
+    // Not an id: Kong's other endpoint key for plugins, instance_name; a new global
+    // correlation-id under it is the second one, a conflict.
     let r = admin_json(
         &gw,
         "PUT",
         "/plugins/not-a-uuid",
         &json!({ "name": "correlation-id" }),
     );
-    assert_eq!(r.status, 400, "PUT /plugins/{{not a uuid}}: {r:?}");
+    assert_eq!(r.status, 409, "PUT /plugins/{{instance_name}}: {r:?}");
 
     // consumer groups
     let r = admin_form(&gw, "PUT", "/consumer_groups/newg", &[("tags", "x")]);
