@@ -987,6 +987,28 @@ fn an_unusable_rsa_key_is_refused_but_a_saved_one_loads() {
             .is_some_and(|m| m.contains("exponent")),
         "{j}"
     );
+    // Stored under HS256 (no key check there), then made RS256 by a PATCH of the
+    // algorithm alone: the stored key is checked.
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/consumers/rk/jwt",
+        &[
+            ("key", "rk-h"),
+            ("algorithm", "HS256"),
+            ("secret", "s-0123456789"),
+            ("rsa_public_key", &pem),
+        ],
+    );
+    ok(&r, 201, "an HS256 credential carrying a key");
+    let r = admin_form(
+        &gw,
+        "PATCH",
+        "/consumers/rk/jwt/rk-h",
+        &[("algorithm", "RS256")],
+    );
+    let j = ok(&r, 400, "made RS256 with an unusable stored key");
+    assert!(j["fields"]["rsa_public_key"].is_string(), "{j}");
     let consumer = id_of(&gw.admin_get("/consumers/rk").json());
     gw.kill9();
     let state_path = gw.data_dir().join("state.json");

@@ -558,7 +558,7 @@ fn a_trusted_proxys_forwarded_address_counts_only_when_it_is_one() {
     let mut yaml = rl_config(&o.url(), "", "{hour: 2, limit_by: ip}");
     yaml.push_str("ringway:\n  trusted_ips: [\"127.0.0.1/32\"]\n");
     let gw = start(&yaml);
-    let statuses: Vec<u16> = ["not-an-ip", "still-not", "1.1.1.1.1", "[fe80::1%1]:80"]
+    let statuses: Vec<u16> = ["not-an-ip", "2001:DB8::1", "1.1.1.1.1", "[fe80::1%1]:80"]
         .iter()
         .map(|v| proxy_get(&gw, "/", &[("X-Real-IP", v)]).status)
         .collect();

@@ -1122,11 +1122,12 @@ fn find_jwt(config: &Config, key: &str) -> Option<usize> {
 /// A plugin by id, else by `instance_name` (Kong's endpoint key for plugins).
 fn find_plugin(config: &Config, key: &str) -> Option<usize> {
     let plugins = &config.plugins;
-    plugins.iter().position(|p| is_id(&p.id, key)).or_else(|| {
-        plugins
-            .iter()
-            .position(|p| p.instance_name.as_deref() == Some(key))
-    })
+    if crate::config::is_uuid(key) {
+        return plugins.iter().position(|p| is_id(&p.id, key));
+    }
+    plugins
+        .iter()
+        .position(|p| p.instance_name.as_deref() == Some(key))
 }
 
 fn find_service(config: &Config, key: &str) -> Option<usize> {
@@ -2286,7 +2287,7 @@ fn create_jwt(
     )
 }
 
-/// What makes the RSA key in a credential body one no token could verify with.
+/// What makes the RSA key in a new credential's body one no token could verify with.
 fn unusable_key(algorithm: Algorithm, body: &Body) -> Option<&'static str> {
     let pem = body.get("rsa_public_key")?.as_str()?;
     (!algorithm.is_hmac())
@@ -2325,11 +2326,21 @@ fn update_jwt(control: &Control, config: &Config, j: usize, mut body: Body) -> R
             return unique_violation("key", key);
         }
     }
+    // The key after the patch, under the algorithm after it: a PATCH of the algorithm
+    // alone may make an RSA credential of a key stored before.
     let algorithm = match body.get("algorithm").and_then(Value::as_str) {
         Some(name) => Algorithm::parse(name),
         None => Some(config.jwt_secrets[j].algorithm),
     };
-    if let Some(problem) = algorithm.and_then(|a| unusable_key(a, &body)) {
+    let pem = match body.get("rsa_public_key") {
+        Some(value) => value.as_str(),
+        None => config.jwt_secrets[j].rsa_public_key.as_deref(),
+    };
+    let unusable = match (algorithm, pem) {
+        (Some(a), Some(pem)) if !a.is_hmac() => crate::plugins::jwt::rsa_key_problem(pem),
+        _ => None,
+    };
+    if let Some(problem) = unusable {
         return field_error("rsa_public_key", problem);
     }
     update_generic(

@@ -728,7 +728,7 @@ pub fn build_plugins(
     let mut seen: HashMap<(String, Scope), String> = HashMap::new();
     // Given ids and instance names, to the item that gave each first.
     let mut ids: HashMap<String, String> = HashMap::new();
-    let mut instances: HashMap<String, String> = HashMap::new();
+    let mut instances: HashMap<String, (String, Layer)> = HashMap::new();
     for (item, nested) in items {
         let Some(file) = parse_item::<PluginFile>(item.value, &item.path, report) else {
             continue;
@@ -899,21 +899,27 @@ pub fn build_plugins(
             }
         }
         if let Some(instance) = &file.instance_name {
-            let problem = match instance_name_problem(instance) {
-                Some(problem) => Some(problem),
-                None => instances
-                    .insert(instance.clone(), item.path.clone())
-                    .map(|first| {
-                        format!("duplicate instance_name '{instance}' (first at {first})")
-                    }),
-            };
             // The Admin API checks what it writes; a plugin an earlier version saved
             // without these checks loads with a warning rather than stopping the start.
-            match (problem, item.layer) {
-                (Some(problem), Layer::File) => {
+            // A name the file and the Admin API both give is a conflict, as any other
+            // unique key the two layers share.
+            let (problem, soft) = match instance_name_problem(instance) {
+                Some(problem) => (Some(problem), item.layer == Layer::Admin),
+                None => match instances.insert(instance.clone(), (item.path.clone(), item.layer)) {
+                    Some((first, first_layer)) => (
+                        Some(format!(
+                            "duplicate instance_name '{instance}' (first at {first})"
+                        )),
+                        item.layer == Layer::Admin && first_layer == Layer::Admin,
+                    ),
+                    None => (None, false),
+                },
+            };
+            match (problem, soft) {
+                (Some(problem), false) => {
                     report.add(format!("{}.instance_name", item.path), problem)
                 }
-                (Some(problem), Layer::Admin) => {
+                (Some(problem), true) => {
                     report.warn(format!("{}.instance_name: {problem}", item.path))
                 }
                 (None, _) => {}

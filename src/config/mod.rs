@@ -1533,7 +1533,23 @@ pub fn document(text: &str) -> Result<Value, String> {
         }
     }
     yaml11_booleans(&mut doc);
+    untag(&mut doc);
     Ok(doc)
+}
+
+/// Drops YAML tags (`!custom foo` is `foo`), as the loader reads tagged values: what
+/// `GET /config` shows then loads again.
+fn untag(value: &mut Value) {
+    match value {
+        Value::Tagged(tagged) => {
+            let inner = std::mem::replace(&mut tagged.value, Value::Null);
+            *value = inner;
+            untag(value);
+        }
+        Value::Mapping(map) => map.iter_mut().for_each(|(_, field)| untag(field)),
+        Value::Sequence(items) => items.iter_mut().for_each(untag),
+        _ => {}
+    }
 }
 
 /// Merge keys inside merged mappings are expanded this many levels deep at most; one

@@ -1744,3 +1744,34 @@ services:
         ]
     );
 }
+
+/// A plugin instance_name the Admin API's state holds: a bad or repeated one an earlier
+/// version saved is a warning (the start goes on); one the file gives too is a
+/// conflict, as any unique key the two layers share.
+#[test]
+fn admin_instance_names_warn_and_collide_with_the_file() {
+    let file =
+        b"_format_version: \"3.0\"\nplugins:\n  - {name: prometheus, instance_name: shared}\n";
+    let admin = |plugins: serde_json::Value| serde_json::json!({ "plugins": plugins });
+    let saved = admin(serde_json::json!([
+        { "id": "10e37c21-6b76-42d4-8520-9f089e124d0d", "name": "correlation-id", "instance_name": "bad name!" },
+    ]));
+    let config = Config::from_layers(file, Some(&saved), &NodeOverrides::default()).unwrap();
+    assert!(
+        config.warnings.iter().any(|w| w.contains("instance_name")),
+        "{:?}",
+        config.warnings
+    );
+    let clash = admin(serde_json::json!([
+        { "id": "10e37c21-6b76-42d4-8520-9f089e124d0d", "name": "correlation-id", "instance_name": "shared" },
+    ]));
+    let problems = Config::from_layers(file, Some(&clash), &NodeOverrides::default())
+        .expect_err("a file and an Admin plugin under one instance_name");
+    assert!(
+        problems
+            .0
+            .iter()
+            .any(|p| p.to_string().contains("duplicate instance_name 'shared'")),
+        "{problems}"
+    );
+}

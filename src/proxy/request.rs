@@ -565,17 +565,19 @@ fn forwarded_ip<'a>(client: &'a ClientInfo, headers: &'a [Header<'a>]) -> &'a st
     };
     // An address, or an address and port as nginx's realip accepts (`1.2.3.4:80`,
     // `[::1]:80`): the address part.
+    // Only an address in its canonical text (`2001:db8::1`, not `2001:DB8:0::1`): one
+    // address must not hold several rate-limit quotas by its spellings.
     let address = |v: &'a str| {
         let v = v.trim();
-        if v.parse::<std::net::IpAddr>().is_ok() {
-            return Some(v);
-        }
-        v.parse::<std::net::SocketAddr>().ok()?;
-        let host = v[..v.rfind(':')?]
-            .trim_start_matches('[')
-            .trim_end_matches(']');
+        let host = match v.parse::<std::net::SocketAddr>() {
+            Ok(_) => v[..v.rfind(':')?]
+                .trim_start_matches('[')
+                .trim_end_matches(']'),
+            Err(_) => v,
+        };
         // Not with an IPv6 zone (`[fe80::1%1]:80`): the key must be an address.
-        host.parse::<std::net::IpAddr>().is_ok().then_some(host)
+        let ip = host.parse::<std::net::IpAddr>().ok()?;
+        (ip.to_string() == host).then_some(host)
     };
     value("x-real-ip")
         .and_then(address)

@@ -132,16 +132,12 @@ fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         (first as usize, rest)
     } else {
         let n = (first & 0x7f) as usize;
-        // DER: the long form only for lengths past 127, in as few bytes as they take.
-        if n == 0 || n > 4 || rest.len() < n || rest[0] == 0 {
+        if n == 0 || n > 4 || rest.len() < n {
             return None;
         }
         let len = rest[..n]
             .iter()
             .fold(0usize, |acc, b| acc << 8 | *b as usize);
-        if len < 0x80 {
-            return None;
-        }
         (len, &rest[n..])
     };
     if rest.len() < len {
@@ -185,26 +181,49 @@ pub fn rsa_key_problem(pem: &str) -> Option<&'static str> {
             key.to_vec()
         }
     };
-    let Some((0x30, body, [])) = der(&key) else {
+    let Some((0x30, body, [])) = der_strict(&key) else {
         return Some("not a valid RSA public key (expected a DER SEQUENCE of two INTEGERs)");
     };
     let parts = (|| {
-        let (0x02, modulus, rest) = der(body)? else {
+        let (0x02, modulus, rest) = der_strict(body)? else {
             return None;
         };
-        let (0x02, exponent, []) = der(rest)? else {
+        let (0x02, exponent, []) = der_strict(rest)? else {
             return None;
         };
         Some((positive(modulus)?, positive(exponent)?))
     })();
-    let Some((_, exponent)) = parts else {
+    let Some((modulus, exponent)) = parts else {
         return Some("not a valid RSA public key (expected a DER SEQUENCE of two INTEGERs)");
     };
+    // ring's RSA_PKCS1_2048_8192 verifiers: an odd modulus of 2048 to 8192 bits.
+    let bits = modulus.len() * 8 - modulus[0].leading_zeros() as usize;
+    if !(2048..=8192).contains(&bits) || modulus[modulus.len() - 1] % 2 == 0 {
+        return Some("RSA keys must have an odd modulus of 2048 to 8192 bits");
+    }
     let usable = exponent.len() <= 8 && {
         let e = exponent.iter().fold(0u64, |e, &b| e << 8 | u64::from(b));
         e >= 3 && e % 2 == 1 && e < 1 << 33
     };
     (!usable).then_some("the RSA public exponent must be odd, at least 3 and below 2^33")
+}
+
+/// [`der`], holding the length to DER's rule: the long form only past 127, in as few
+/// bytes as it takes. (`der` itself is lenient: keys an earlier version took that way
+/// verify, and a saved one must still load.)
+fn der_strict(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let element = der(input)?;
+    let header = input.len() - element.1.len() - element.2.len();
+    let minimal = match header {
+        2 => true,
+        _ => element.1.len() >= 0x80 && input[2] != 0 && header == 2 + byte_count(element.1.len()),
+    };
+    minimal.then_some(element)
+}
+
+/// How many bytes `n` takes written big-endian.
+fn byte_count(n: usize) -> usize {
+    (usize::BITS - n.leading_zeros()).div_ceil(8) as usize
 }
 
 /// The digits of a positive DER INTEGER: no sign bit, a leading zero only before one.

@@ -710,7 +710,41 @@ fn rsa_keys_no_token_can_verify_with_are_found() {
             "bytes after the key",
             pkcs1(&with(&[2, 3, 1, 0, 1]), &[0, 0]),
         ),
+        ("an even modulus", {
+            let mut inner = modulus.to_vec();
+            *inner.last_mut().unwrap() &= 0xfe;
+            inner.extend_from_slice(&[2, 3, 1, 0, 1]);
+            pkcs1(&inner, &[])
+        }),
+        ("a 2040-bit modulus", {
+            // 255 bytes of the fixture's modulus, a minimal length (81 ff).
+            let mut inner = vec![2, 0x81, 0xff];
+            inner.extend_from_slice(&modulus[6..]);
+            inner.extend_from_slice(&[2, 3, 1, 0, 1]);
+            pkcs1(&inner, &[])
+        }),
     ] {
         assert!(rsa_key_problem(&key).is_some(), "{what} passed");
     }
+}
+
+/// The key parser stays lenient about DER length forms (a key an earlier version took
+/// that way verifies, and a saved one must load); only the RSA check is strict.
+#[test]
+fn keys_with_long_form_lengths_still_load() {
+    use super::keys::{public_key, rsa_key_problem};
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let pem = fixture("ec256-public.pem");
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = engine.decode(body).unwrap();
+    assert_eq!(&der[..2], [0x30, 0x59]);
+    let mut long = vec![0x30, 0x81, 0x59];
+    long.extend_from_slice(&der[2..]);
+    let pem = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        engine.encode(long)
+    );
+    assert!(public_key(Algorithm::ES256, &pem).is_ok());
+    assert_eq!(rsa_key_problem(&pem), None);
 }
