@@ -28,6 +28,9 @@ pub struct RequestFraming {
     pub zero_length: bool,
     /// The client wants the connection kept after the response.
     pub keep_alive: bool,
+    /// An HTTP/1.0 request: an answer that keeps its connection must say so
+    /// (`Connection: keep-alive`), or the client takes it as the last.
+    pub http10: bool,
     pub expect_continue: bool,
     /// `Connection: upgrade` with an `Upgrade` header offering a protocol other than h2c.
     pub upgrade: bool,
@@ -283,6 +286,7 @@ pub fn request(version: u8, headers: &[Header<'_>]) -> Result<RequestFraming, Er
         body,
         zero_length,
         keep_alive,
+        http10: version == 0,
         expect_continue: expect_continue && version == 1 && body != BodyKind::None,
         upgrade: upgrade_token && upgrade_header && version == 1,
         h2c,

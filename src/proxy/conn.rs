@@ -151,8 +151,8 @@ struct Conn<S> {
     /// its close neither lingers reading nor sends a close_notify; a plain socket's
     /// cancelled operation left nothing behind.
     cut: bool,
-    /// The current request is HTTP/1.0: an answer that keeps its connection says so
-    /// (`Connection: keep-alive`), or a 1.0 client takes it as the last.
+    /// The current request is HTTP/1.0, as its framing found (false for a head refused
+    /// before that: its answer closes the connection anyway).
     http10: bool,
 }
 
@@ -359,9 +359,6 @@ impl<S: ClientIo> Conn<S> {
         } else {
             None
         };
-        let head = &self.buf[start..end];
-        self.http10 =
-            memchr::memchr(b'\r', head).is_some_and(|eol| head[..eol].ends_with(b" HTTP/1.0"));
         self.tally = Tally {
             ingress: (end - start) as u64,
             ..Tally::default()
@@ -390,12 +387,14 @@ impl<S: ClientIo> Conn<S> {
                     kind,
                     head,
                     keep_alive,
+                    http10,
                     unread,
                     detail,
                     routed,
                     request_id,
                 } = reject;
                 self.rid = request_id;
+                self.http10 = http10;
                 // A body that came whole with the head is skipped; one still on its way
                 // would be read as the next request, so the connection closes instead.
                 let whole = unread <= self.buf.len() as u64;
@@ -450,6 +449,7 @@ impl<S: ClientIo> Conn<S> {
             }
             Ok(mut exchange) => {
                 self.rid = exchange.request_id.take();
+                self.http10 = exchange.framing.http10;
                 if let BodyKind::Length(n) = exchange.framing.body {
                     self.tally.ingress += n;
                 }

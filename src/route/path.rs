@@ -122,28 +122,39 @@ fn decodable_escape(bytes: &[u8], i: usize) -> Option<u8> {
 /// reads a path for matching. `None` when nothing is to decode (read `text` itself) or
 /// the decoded bytes are not UTF-8.
 pub fn decoded_for_matching(text: &str) -> Option<String> {
+    memchr::memchr(b'%', text.as_bytes())?;
+    let (decoded, changed) = decode_escapes(text, false);
+    if !changed {
+        return None;
+    }
+    String::from_utf8(decoded).ok()
+}
+
+/// `text`'s bytes with the escapes Kong's router decodes decoded (with `escape_meta`, a
+/// regex metacharacter that came out of an escape is escaped, to stay literal), and
+/// whether there was any.
+fn decode_escapes(text: &str, escape_meta: bool) -> (Vec<u8>, bool) {
     let bytes = text.as_bytes();
-    memchr::memchr(b'%', bytes)?;
-    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut out = Vec::with_capacity(bytes.len());
     let mut changed = false;
     let mut i = 0;
     while i < bytes.len() {
         match decodable_escape(bytes, i) {
             Some(v) => {
-                decoded.push(v);
+                if escape_meta && matches!(v, b'.' | b'^' | b'-' | b'{' | b'}' | b'\\' | b'|') {
+                    out.push(b'\\');
+                }
+                out.push(v);
                 i += 3;
                 changed = true;
             }
             None => {
-                decoded.push(bytes[i]);
+                out.push(bytes[i]);
                 i += 1;
             }
         }
     }
-    if !changed {
-        return None;
-    }
-    String::from_utf8(decoded).ok()
+    (out, changed)
 }
 
 /// Where in `text` the first `decoded_len` bytes of its `decoded_for_matching` end.
@@ -167,28 +178,10 @@ pub fn encoded_offset(text: &str, decoded_len: usize) -> usize {
 /// (`/café`, `\s`) and one written with their escapes match alike. An error when the
 /// escapes decode to bytes that are not UTF-8.
 pub fn regex_for_matching(pattern: &str) -> Result<Cow<'_, str>, PathError> {
-    let bytes = pattern.as_bytes();
-    if memchr::memchr(b'%', bytes).is_none() {
+    if memchr::memchr(b'%', pattern.as_bytes()).is_none() {
         return Ok(Cow::Borrowed(pattern));
     }
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match decodable_escape(bytes, i) {
-            Some(v) => {
-                if matches!(v, b'.' | b'^' | b'-' | b'{' | b'}' | b'\\' | b'|') {
-                    out.push(b'\\');
-                }
-                out.push(v);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out)
+    String::from_utf8(decode_escapes(pattern, true).0)
         .map(Cow::Owned)
         .map_err(|_| PathError)
 }
