@@ -29,24 +29,38 @@ pub struct Store {
     owner: std::sync::atomic::AtomicBool,
 }
 
-/// Puts every UUID under an `id` key (entities' own ids and their references,
-/// `{"consumer": {"id": ...}}`) in lower case, as ids are kept since ringway reads ids in
+/// Puts the entities' ids and their references' ids (`{"consumer": {"id": ...}}`, also
+/// in lists such as `groups`) in lower case, as ids are kept since ringway reads ids in
 /// any case: a state an earlier version saved with upper-case ids is then found by the
-/// ids the config shows (a DELETE by one answered 204 and removed nothing).
-fn lowercase_ids(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            for (key, field) in map.iter_mut() {
-                match field {
-                    Value::String(id) if key == "id" && crate::config::is_uuid(id) => {
-                        id.make_ascii_lowercase();
-                    }
-                    _ => lowercase_ids(field),
-                }
+/// ids the config shows (a DELETE by one answered 204 and removed nothing). Nothing
+/// deeper is touched: a plugin's `config` is the operator's.
+fn lowercase_ids(state: &mut Value) {
+    fn canonical(object: &mut Map<String, Value>) {
+        if let Some(Value::String(id)) = object.get_mut("id") {
+            *id = crate::config::canonical_key(std::mem::take(id));
+        }
+    }
+    let Value::Object(kinds) = state else {
+        return;
+    };
+    for entity in kinds.values_mut().filter_map(Value::as_array_mut).flatten() {
+        let Value::Object(entity) = entity else {
+            continue;
+        };
+        canonical(entity);
+        for (name, field) in entity.iter_mut() {
+            if name == "config" {
+                continue;
+            }
+            match field {
+                Value::Object(reference) => canonical(reference),
+                Value::Array(items) => items
+                    .iter_mut()
+                    .filter_map(Value::as_object_mut)
+                    .for_each(canonical),
+                _ => {}
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(lowercase_ids),
-        _ => {}
     }
 }
 
@@ -94,7 +108,7 @@ impl Store {
 
     fn load(&self) -> Result<Value, String> {
         let path = self.path();
-        let state = match fs::read(&path) {
+        let state = match crate::config::read_file(&path) {
             Ok(bytes) => serde_json::from_slice::<Value>(&bytes)
                 .map_err(|e| format!("{}: not valid state: {e}", path.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Value::Object(Map::new()),

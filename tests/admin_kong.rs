@@ -870,6 +870,34 @@ fn ids_are_uuids_in_any_case_stored_in_lower_case() {
     );
     let r = admin_json(&gw, "PATCH", "/consumers/up-a", &json!({ "id": upper }));
     assert_eq!(ok(&r, 200, "PATCH with its own id")["id"], lower.as_str());
+    // A credential PUT by its id in upper case keeps its key (it took the id as key).
+    let cred = "0d4b4a4e-8d4e-4a3b-9b1a-0c7e2f1d5e6c";
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/consumers/up-a/jwt",
+        &json!({ "id": cred, "key": "up-key", "secret": "s-0123456789" }),
+    );
+    ok(&r, 201, "credential");
+    let r = admin_json(
+        &gw,
+        "PUT",
+        &format!("/consumers/up-a/jwt/{}", cred.to_ascii_uppercase()),
+        &json!({ "key": "up-key", "secret": "t-0123456789" }),
+    );
+    let j = ok(&r, 200, "PUT by the upper-case id");
+    assert_eq!(
+        (j["id"].as_str(), j["key"].as_str()),
+        (Some(cred), Some("up-key"))
+    );
+    // A custom_id no consumer has names no consumer, whatever usernames there are.
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/plugins",
+        &json!({ "name": "rate-limiting", "config": {"minute": 1}, "consumer": {"custom_id": "up-a"} }),
+    );
+    ok(&r, 400, "an unknown custom_id");
 }
 
 /// A state an earlier version saved with upper-case ids is read with them in lower case,

@@ -246,6 +246,12 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
     let Some(decoded) = decoded else {
         return Reply::message(400, "bad percent-encoding in the path");
     };
+    // Ids are kept in lower case: a UUID in the path (or as a body's `id`) is taken so,
+    // whatever the case of its hex digits, and looked up exactly.
+    let decoded: Vec<String> = decoded
+        .into_iter()
+        .map(crate::config::canonical_key)
+        .collect();
     let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let method = request.method;
     if method == "OPTIONS" {
@@ -257,6 +263,7 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
     let body = |kind: &str| {
         parse_body(request.content_type, request.body, Some(kind))
             .and_then(|body| without_children(kind, body))
+            .map(canonical_id)
     };
     let snapshot = control.shared.snapshot();
     let config = &snapshot.config;
@@ -1089,41 +1096,30 @@ impl Stored {
 
 // ----- lookups (by id or by the endpoint key, as Kong does) -----
 
-/// A key as given, then, when it is a UUID in another case, as ids are stored (lower
-/// case): an id names its entity however its hex digits are cased, as in Kong.
-fn lookup(keys: &std::collections::HashMap<String, usize>, key: &str) -> Option<usize> {
-    keys.get(key)
-        .or_else(|| {
-            let lower = key.to_ascii_lowercase();
-            (crate::config::is_uuid(key) && lower != key)
-                .then(|| keys.get(&lower))
-                .flatten()
-        })
-        .copied()
-}
-
-/// Whether an id matches a key naming it (a UUID in any case).
-pub(super) fn is_id(id: &str, key: &str) -> bool {
-    id.eq_ignore_ascii_case(key)
+/// A body with its `id`, when it is a UUID, in lower case, as ids are kept.
+fn canonical_id(mut body: Body) -> Body {
+    if let Some(Value::String(id)) = body.get_mut("id") {
+        *id = crate::config::canonical_key(std::mem::take(id));
+    }
+    body
 }
 
 fn find_consumer(config: &Config, key: &str) -> Option<usize> {
-    lookup(&config.keys.consumers, key)
+    config.keys.consumers.get(key).copied()
 }
 
 fn find_jwt(config: &Config, key: &str) -> Option<usize> {
     config
         .jwt_secrets
         .iter()
-        .position(|s| s.key == key)
-        .or_else(|| config.jwt_secrets.iter().position(|s| is_id(&s.id, key)))
+        .position(|s| s.id == key || s.key == key)
 }
 
 /// A plugin by id, else by `instance_name` (Kong's endpoint key for plugins).
 fn find_plugin(config: &Config, key: &str) -> Option<usize> {
     let plugins = &config.plugins;
     if crate::config::is_uuid(key) {
-        return plugins.iter().position(|p| is_id(&p.id, key));
+        return plugins.iter().position(|p| p.id == key);
     }
     plugins
         .iter()
@@ -1131,15 +1127,15 @@ fn find_plugin(config: &Config, key: &str) -> Option<usize> {
 }
 
 fn find_service(config: &Config, key: &str) -> Option<usize> {
-    lookup(&config.keys.services, key)
+    config.keys.services.get(key).copied()
 }
 
 fn find_route(config: &Config, key: &str) -> Option<usize> {
-    lookup(&config.keys.routes, key)
+    config.keys.routes.get(key).copied()
 }
 
 fn find_group(config: &Config, key: &str) -> Option<usize> {
-    lookup(&config.keys.groups, key)
+    config.keys.groups.get(key).copied()
 }
 
 /// For nested plugin endpoints: the scope field and the parent's id.
@@ -1503,7 +1499,7 @@ fn id_in_use(config: &Config, kind: &str, id: &str) -> bool {
         ),
         _ => return false,
     };
-    ids.any(|x| x.eq_ignore_ascii_case(id))
+    ids.any(|x| x == id)
 }
 
 /// Puts `object` in place of the admin entity `id`, keeping its id, `created_at` and,
@@ -1556,10 +1552,7 @@ fn admin_index(control: &Control, kind: &str, id: &str) -> Option<usize> {
         .admin_state()
         .get(kind)
         .and_then(Value::as_array)
-        .and_then(|l| {
-            l.iter()
-                .position(|e| e["id"].as_str().is_some_and(|e| is_id(e, id)))
-        })
+        .and_then(|l| l.iter().position(|e| e["id"] == json!(id)))
 }
 
 /// `PUT /{kind}/{name or id}`: Kong's upsert. An existing entity is replaced whole (405
@@ -1625,7 +1618,7 @@ fn put(control: &Control, config: &Config, kind: Upsert, key: &str, mut body: Bo
             body.insert("id".into(), id.as_str().into());
         }
         (None, _) if is_id => {
-            body.insert("id".into(), key.to_ascii_lowercase().into());
+            body.insert("id".into(), key.into());
         }
         (None, None) => return field_error("id", "expected a valid UUID"),
         (None, Some(_)) => {
@@ -1690,7 +1683,7 @@ fn update_generic(
     // The path names the entity; a body naming another would be ignored or a rename
     // of its primary key, which nothing here supports.
     if let Some(given) = patch.get("id").and_then(Value::as_str) {
-        if !is_id(id, given) {
+        if id != given {
             return field_error("id", "cannot be changed (the path names the entity)");
         }
     }
@@ -2009,10 +2002,7 @@ fn base_object(mut body: Body) -> Result<Map<String, Value>, Reply> {
         None | Some(Value::Null) => {
             body.insert("id".into(), random_id().into());
         }
-        Some(Value::String(id)) if crate::config::is_uuid(id) => {
-            let id = id.to_ascii_lowercase();
-            body.insert("id".into(), id.into());
-        }
+        Some(Value::String(id)) if crate::config::is_uuid(id) => {}
         Some(_) => return Err(field_error("id", "expected a valid UUID")),
     }
     body.insert("created_at".into(), now.into());
@@ -2218,7 +2208,7 @@ fn put_jwt(control: &Control, config: &Config, consumer: usize, k: &str, mut bod
     };
     match (replacing, by_id) {
         (Some((_, id)), _) => body.insert("id".into(), id.into()),
-        (None, true) => body.insert("id".into(), k.to_ascii_lowercase().into()),
+        (None, true) => body.insert("id".into(), k.into()),
         (None, false) => body.remove("id"),
     };
     if !by_id {
@@ -2608,7 +2598,7 @@ fn resolve_reference(
     kind: &str,
 ) -> Result<(), Reply> {
     let key = match body.get(field) {
-        Some(Value::String(key)) => key.clone(),
+        Some(Value::String(key)) => crate::config::canonical_key(key.clone()),
         Some(Value::Object(reference)) => {
             // As Kong's foreign keys: by id, or by any unique field of the entity.
             let unique: &[&str] = if kind == "consumers" {
@@ -2623,12 +2613,22 @@ fn resolve_reference(
                     .map(|value| (*name, value))
             });
             match given {
-                Some(("custom_id", custom_id)) => config
+                // A custom_id no consumer has names none (it must not fall back to a
+                // consumer whose username or id happens to be that text).
+                Some(("custom_id", custom_id)) => match config
                     .consumers
                     .iter()
                     .find(|c| c.custom_id.as_deref() == Some(custom_id))
-                    .map_or_else(|| custom_id.to_owned(), |c| c.id.clone()),
-                Some((_, key)) => key.to_owned(),
+                {
+                    Some(c) => c.id.clone(),
+                    None => {
+                        return Err(field_error(
+                            field,
+                            &format!("no {field} with custom_id '{custom_id}'"),
+                        ))
+                    }
+                },
+                Some((_, key)) => crate::config::canonical_key(key.to_owned()),
                 None => {
                     return Err(field_error(
                         field,
@@ -2822,7 +2822,7 @@ fn update_target(
             return not_found();
         }
         if crate::config::is_uuid(key) {
-            body.insert("id".into(), key.to_ascii_lowercase().into());
+            body.insert("id".into(), key.into());
         }
         return put_status(create_target(control, config, up, body));
     };

@@ -98,7 +98,7 @@ pub(super) fn index(config: &Config, key: &str) -> Option<usize> {
 pub(super) fn target<'c>(up: &'c Upstream, key: &str) -> Option<(&'c Upstream, &'c Target)> {
     up.targets
         .iter()
-        .find(|t| super::api::is_id(&t.id, key) || t.target == key)
+        .find(|t| t.id == key || t.target == key)
         .map(|t| (up, t))
 }
 

@@ -205,6 +205,16 @@ pub fn write_uuid(out: &mut String, bytes: [u8; 16]) {
     out.push_str(std::str::from_utf8(&text).unwrap_or_default());
 }
 
+/// A key that names an entity by id or by name, as ids are kept: a UUID in lower case
+/// (Kong's check ignores case and its database stores the canonical form), anything
+/// else as given.
+pub fn canonical_key(mut key: String) -> String {
+    if is_uuid(&key) {
+        key.make_ascii_lowercase();
+    }
+    key
+}
+
 /// Whether a string is a UUID in Kong's textual form.
 pub fn is_uuid(s: &str) -> bool {
     s.len() == 36

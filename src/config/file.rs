@@ -27,7 +27,7 @@ fn default_timeout_ms() -> u64 {
 pub fn entity_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     match Option::<String>::deserialize(d)? {
         None => Ok(None),
-        Some(id) if super::is_uuid(&id) => Ok(Some(id.to_ascii_lowercase())),
+        Some(id) if super::is_uuid(&id) => Ok(Some(super::canonical_key(id))),
         Some(_) => Err(serde::de::Error::custom("expected a valid UUID")),
     }
 }
@@ -163,12 +163,7 @@ pub enum Reference {
 /// A reference written as one string: a name, or an id in any case (kept as ids are, in
 /// lower case, so `route: 1111...555A` finds the route whose id was written so).
 fn reference_key<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let key = String::deserialize(d)?;
-    Ok(if super::is_uuid(&key) {
-        key.to_ascii_lowercase()
-    } else {
-        key
-    })
+    String::deserialize(d).map(super::canonical_key)
 }
 
 #[derive(Debug, Deserialize)]

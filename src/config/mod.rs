@@ -29,8 +29,8 @@ use serde_path_to_error::Segment;
 use sha2::{Digest, Sha256};
 
 pub use entities::{
-    instance_name_problem, is_uuid, random_id, stable_id, write_uuid, Chain, Consumer,
-    ConsumerGroup, JwtSecret, Keys, Layer, Plugin, PluginConfig, Scope, KNOWN_PLUGINS,
+    canonical_key, instance_name_problem, is_uuid, random_id, stable_id, write_uuid, Chain,
+    Consumer, ConsumerGroup, JwtSecret, Keys, Layer, Plugin, PluginConfig, Scope, KNOWN_PLUGINS,
 };
 pub(crate) use entities::{missing_reference_key, rank};
 pub use node::{AccessLog, Driver, Limits, Listen, Node, NodeOverrides, MAX_HEADERS_LIMIT};
