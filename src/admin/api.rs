@@ -2045,17 +2045,9 @@ fn string_value<'a>(body: &'a Body, field: &str) -> Result<Option<&'a str>, &'st
     }
 }
 
+/// `string_value`, its problem as Kong's 400 for the field.
 fn string_field<'a>(body: &'a Body, field: &str) -> Result<Option<&'a str>, Reply> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        // Kong's strings are never empty unless a schema says so (none here does); an
-        // empty form value already arrived as null.
-        Some(Value::String(s)) if s.is_empty() => {
-            Err(field_error(field, "length must be at least 1"))
-        }
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(field_error(field, "expected a string")),
-    }
+    string_value(body, field).map_err(|problem| field_error(field, problem))
 }
 
 /// The entity a PUT replaces: its index in the config and its id.
@@ -2382,9 +2374,6 @@ fn create_plugin(
     )
 }
 
-/// Kong's unique key of plugins, name and scope: a plugin (other than `except`) with the
-/// same name on the same scope (references as `{"id": ...}` or absent) answers 409,
-/// with Kong's body naming the whole key, each reference as `{id="..."}` or `null`.
 /// Kong's 409 for an `instance_name` another plugin has (`this`: the plugin being
 /// written, which may keep its own).
 fn instance_name_taken(config: &Config, body: &Body, this: Option<usize>) -> Option<Reply> {
@@ -2400,6 +2389,9 @@ fn instance_name_taken(config: &Config, body: &Body, this: Option<usize>) -> Opt
         .then(|| unique_violation("instance_name", name))
 }
 
+/// Kong's unique key of plugins, name and scope: a plugin (other than `except`) with the
+/// same name on the same scope (references as `{"id": ...}` or absent) answers 409,
+/// with Kong's body naming the whole key, each reference as `{id="..."}` or `null`.
 fn plugin_conflict(
     config: &Config,
     name: &str,

@@ -484,7 +484,7 @@ pub fn build_secrets(
     let mut secrets = Vec::new();
     let mut credentials = jwt::Credentials::new();
     let mut ids: HashMap<String, String> = HashMap::new();
-    let mut key_paths: HashMap<String, String> = HashMap::new();
+    let mut keys_seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     for (item, parent) in items {
         let Some(file) = parse_item::<JwtSecretFile>(item.value, &item.path, report) else {
             continue;
@@ -532,7 +532,7 @@ pub fn build_secrets(
             continue;
         };
         header_safe(&key, &format!("{}.key", item.path), report);
-        if key_paths.insert(key.clone(), item.path.clone()).is_some() {
+        if !keys_seen.insert(key.clone()) {
             report.add(
                 format!("{}.key", item.path),
                 format!("duplicate credential key '{key}'"),
@@ -582,14 +582,9 @@ pub fn build_secrets(
             file.rsa_public_key.as_deref(),
             consumer,
         ) {
+            // Keys are unique here: a duplicate was refused above.
             Ok(credential) => {
-                if credentials.insert(key.clone(), credential).is_some() {
-                    report.add(
-                        format!("{}.key", item.path),
-                        format!("duplicate credential key '{key}'"),
-                    );
-                    continue;
-                }
+                credentials.insert(key.clone(), credential);
             }
             Err((field, message)) => {
                 report.add(format!("{}.{field}", item.path), message);

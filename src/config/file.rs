@@ -137,6 +137,8 @@ pub struct ServiceFile {
     pub tags: Vec<String>,
     pub tls_verify: Option<bool>,
     pub tls_verify_depth: Option<u32>,
+    /// CA certificate ids, kept as ids are (a UUID in lower case).
+    #[serde(default, deserialize_with = "entity_keys")]
     pub ca_certificates: Option<Vec<String>>,
     pub client_certificate: Option<Value>,
     pub created_at: Option<u64>,
@@ -158,6 +160,12 @@ pub enum Reference {
     #[serde(deserialize_with = "reference_key")]
     Name(String),
     Object(ReferenceObject),
+}
+
+/// A list of references by id, each as ids are kept.
+fn entity_keys<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    let keys = Option::<Vec<String>>::deserialize(d)?;
+    Ok(keys.map(|keys| keys.into_iter().map(super::canonical_key).collect()))
 }
 
 /// A reference written as one string: a name, or an id in any case (kept as ids are, in

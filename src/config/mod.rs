@@ -1617,6 +1617,8 @@ fn yaml11_booleans(value: &mut Value) {
                             *field = Value::Bool(truth);
                         }
                     }
+                    // Route `headers` map header names to values: any name, none a field.
+                    _ if key.as_str() == Some("headers") => {}
                     _ => yaml11_booleans(field),
                 }
             }
@@ -1877,9 +1879,7 @@ fn build_route(
     let mut headers = Vec::new();
     for (name, values) in file.headers {
         let field = format!("{path}.headers.{name}");
-        // As Kong's router reads a header name: `_` stands for `-` (a client's own
-        // underscored headers are not read, as nginx drops them).
-        let lower = name.to_ascii_lowercase().replace('_', "-");
+        let lower = crate::http::header_key(&name);
         if lower == "host" {
             report.add(field, "cannot match on 'host': use 'hosts'");
             continue;

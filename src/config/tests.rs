@@ -1775,3 +1775,17 @@ fn admin_instance_names_warn_and_collide_with_the_file() {
         "{problems}"
     );
 }
+
+/// A CA certificate's id, like every id, names it in any case; and a route's `headers`
+/// map holds header names, whatever a field happens to be called (`enabled: yes` there
+/// is a header and its value, not a boolean).
+#[test]
+fn ca_ids_in_any_case_and_header_names_that_are_field_names() {
+    let (cert, _) = test_certificate_pem();
+    let yaml = format!(
+        "_format_version: \"3.0\"\nca_certificates:\n- id: 7B5D4A3C-1F2E-4D6C-9A8B-000000000001\n  cert: |\n{cert}services:\n- name: s\n  url: https://localhost:9\n  ca_certificates: [7B5D4A3C-1F2E-4D6C-9A8B-000000000001]\n  routes:\n  - name: r\n    paths: [/a]\n    headers: {{enabled: \"yes\"}}\n"
+    );
+    let config = load(&yaml).unwrap();
+    assert!(config.services[0].tls.is_some());
+    assert_eq!(config.routes[0].headers.len(), 1);
+}

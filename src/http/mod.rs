@@ -13,6 +13,13 @@ pub mod head;
 pub use framing::{BodyKind, RequestFraming};
 pub use head::{HeadScanner, HeadStatus};
 
+/// A configured header name as Kong's `get_header` reads it (and its router, for a
+/// route's `headers`): lower case, `_` standing for `-` (`x_token` reads `X-Token`; a
+/// client's own underscored headers are not read, as nginx drops them).
+pub fn header_key(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
 /// `tchar` from RFC 9110 §5.6.2.
 pub const fn is_token_byte(b: u8) -> bool {
     matches!(b,

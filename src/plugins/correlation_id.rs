@@ -68,10 +68,10 @@ impl ConfigFile {
         };
         match generator {
             Some(generator) if problems.is_empty() => Ok(Config {
-                // The incoming ID is read as Kong's `get_header` reads it (`x_req_id`
-                // reads `X-Req-Id`); a client's own `X_Req_ID` is not read, as nginx
-                // drops it, so an ID is generated and sent under the configured name.
-                header_lower: self.header_name.to_ascii_lowercase().replace('_', "-"),
+                // The incoming ID is read as Kong's `get_header` reads it; a client's
+                // own `X_Req_ID` is not read, so an ID is generated and sent under the
+                // configured name.
+                header_lower: crate::http::header_key(&self.header_name),
                 header_name: self.header_name,
                 generator,
                 echo_downstream: self.echo_downstream,

@@ -214,8 +214,7 @@ impl ConfigFile {
             header_names: self
                 .header_names
                 .iter()
-                // As Kong's `get_header`: `x_token` reads `X-Token`.
-                .map(|h| h.to_ascii_lowercase().replace('_', "-"))
+                .map(|h| crate::http::header_key(h))
                 .collect(),
             key_claim_name: self.key_claim_name,
             secret_is_base64: self.secret_is_base64,

@@ -338,8 +338,7 @@ impl ConfigFile {
             "service" => Some(LimitBy::Service),
             "header" => match self.header_name.as_deref() {
                 Some(name) if !name.is_empty() && name.bytes().all(crate::http::is_token_byte) => {
-                    // As Kong's `get_header`: `x_key` reads `X-Key`.
-                    Some(LimitBy::Header(name.to_ascii_lowercase().replace('_', "-")))
+                    Some(LimitBy::Header(crate::http::header_key(name)))
                 }
                 Some(name) if !name.is_empty() => {
                     problems.push((
