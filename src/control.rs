@@ -89,14 +89,17 @@ impl Control {
                 file_only.node.data_dir.display()
             ));
         }
-        let config = Config::from_layers(&file, Some(&admin), &overrides).map_err(|p| {
-            format!(
-                "the Admin API state in {} conflicts with {}: {}",
-                store.path().display(),
-                config_path.display(),
-                p.to_string().replace('\n', "; ")
-            )
-        })?;
+        // The file's names were just looked up: the full build takes them as found.
+        let known = file_only.resolved_names();
+        let config =
+            Config::from_layers_knowing(&file, Some(&admin), &overrides, &known).map_err(|p| {
+                format!(
+                    "the Admin API state in {} conflicts with {}: {}",
+                    store.path().display(),
+                    config_path.display(),
+                    p.to_string().replace('\n', "; ")
+                )
+            })?;
         Ok((config, store, Layers { file, admin }))
     }
 
@@ -279,9 +282,8 @@ impl Control {
         // The hosts keep the addresses the running config found for them: a reload
         // looks them up again, an Admin API write does not wait for DNS.
         let running = self.shared.snapshot().config.resolved_names();
-        let composed = crate::config::reusing_lookups(running, || {
-            Config::from_layers(&layers.file, Some(&admin), &self.overrides)
-        });
+        let composed =
+            Config::from_layers_knowing(&layers.file, Some(&admin), &self.overrides, &running);
         let config = match composed {
             Ok(config) => config,
             Err(problems) => return Err(Refused::Invalid(problems)),

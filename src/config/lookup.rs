@@ -1,101 +1,82 @@
-//! Service and target host names, resolved all at once.
+//! Service and target host names, resolved all at once once the config is built.
 //!
-//! Building a config meets its host names one by one, and resolving each as it comes
-//! made a load wait for every lookup in turn (300 names that do not resolve held
-//! `check`, a reload or an Admin API write for a minute). Within [`resolving`], a name
-//! not yet known is noted and reads as unresolved; when the build is done, the noted
-//! names are looked up concurrently and the config is built again, from what they
-//! resolved to. A load takes about as long as its slowest lookup.
+//! Resolving each name as the build met it made a load wait for every lookup in turn
+//! (300 names that do not resolve held `check`, a reload or an Admin API write for a
+//! minute). The build takes IP literals as they are and leaves names unresolved;
+//! [`fill`] then looks up every name not already known, concurrently, and writes the
+//! addresses in. A load waits about as long as its slowest lookup.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use super::{Config, Report};
+
 /// Lookups running at once, at most.
 const CONCURRENT: usize = 16;
 
+/// A host name and port.
 pub type Name = (String, u16);
 
-#[derive(Default)]
-struct Lookups {
-    known: HashMap<Name, Option<SocketAddr>>,
-    wanted: Vec<Name>,
-}
+/// Names already looked up, with what each resolved to (`None`: it did not).
+pub type Known = HashMap<Name, Option<SocketAddr>>;
 
-thread_local! {
-    static LOOKUPS: RefCell<Option<Lookups>> = const { RefCell::new(None) };
-    /// Addresses the next [`resolving`] on this thread takes as known (see [`reusing`]).
-    static SEED: RefCell<HashMap<Name, Option<SocketAddr>>> = RefCell::new(HashMap::new());
-}
-
-/// Runs `load` with the names in `known` taken as resolved to what they give: an
-/// Admin API write rebuilds the config from both layers, and looking up every host
-/// again for it (a reload's work) would hold each write for the slowest lookup.
-pub fn reusing<T>(
-    known: impl IntoIterator<Item = (Name, Option<SocketAddr>)>,
-    load: impl FnOnce() -> T,
-) -> T {
-    SEED.with(|seed| *seed.borrow_mut() = known.into_iter().collect());
-    let loaded = load();
-    SEED.with(|seed| seed.borrow_mut().clear());
-    loaded
-}
-
-/// The address of `host:port`: an IP literal at once; a name from this build's
-/// lookups (noted for the next round when not yet looked up), or outside
-/// [`resolving`] by a lookup now.
-pub fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
+/// The address of an IP literal host (`[::1]` too); `None` for a name.
+pub fn literal(host: &str, port: u16) -> Option<SocketAddr> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
-        return Some(SocketAddr::new(ip, port));
-    }
-    let noted = LOOKUPS.with(|lookups| {
-        let mut lookups = lookups.borrow_mut();
-        let lookups = lookups.as_mut()?;
-        let name = (host.to_owned(), port);
-        Some(match lookups.known.get(&name) {
-            Some(addr) => *addr,
-            None => {
-                lookups.wanted.push(name);
-                None
-            }
-        })
-    });
-    match noted {
-        Some(addr) => addr,
-        None => look_up(host, port),
-    }
+    bare.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, port))
 }
 
-/// Runs `build` once; if it met names not looked up yet, looks them all up at once and
-/// runs it again. `build`'s result the second time is the one returned.
-pub fn resolving<T>(mut build: impl FnMut() -> T) -> T {
-    let known = SEED.with(|seed| std::mem::take(&mut *seed.borrow_mut()));
-    let lookups = Lookups {
-        known,
-        wanted: Vec::new(),
-    };
-    let outer = LOOKUPS.with(|l| l.borrow_mut().replace(lookups));
-    let mut built = build();
-    let wanted = LOOKUPS.with(|l| {
-        l.borrow_mut()
-            .as_mut()
-            .map(|l| std::mem::take(&mut l.wanted))
-            .unwrap_or_default()
-    });
-    if !wanted.is_empty() {
-        let found = look_up_all(wanted);
-        LOOKUPS.with(|l| {
-            if let Some(l) = l.borrow_mut().as_mut() {
-                l.known.extend(found);
-            }
-        });
-        built = build();
+/// Gives every service (not balanced) and target that names a host its address: what
+/// `known` says of the name, else a lookup, all of them at once; each that did not
+/// resolve is named in a warning.
+pub fn fill(config: &mut Config, known: &Known, report: &mut Report) {
+    let services = config
+        .services
+        .iter_mut()
+        .filter(|s| s.balancer.is_none() && s.addr.is_none())
+        .map(|s| ((s.host.clone(), s.port), &mut s.addr, &mut s.addr_text));
+    let targets = config
+        .upstreams
+        .iter_mut()
+        .flat_map(|u| u.targets.iter_mut())
+        .filter(|t| t.addr.is_none())
+        .map(|t| ((t.host.clone(), t.port), &mut t.addr, &mut t.addr_text));
+    let mut slots: Vec<_> = services.chain(targets).collect();
+    let wanted: Vec<Name> = slots
+        .iter()
+        .map(|(name, _, _)| name)
+        .filter(|name| !known.contains_key(*name))
+        .cloned()
+        .collect();
+    let found: Known = look_up_all(wanted).into_iter().collect();
+    for (name, addr, text) in &mut slots {
+        **addr = known
+            .get(name)
+            .or_else(|| found.get(name))
+            .copied()
+            .flatten();
+        **text = addr.map(|a| a.to_string()).unwrap_or_default();
     }
-    LOOKUPS.with(|l| *l.borrow_mut() = outer);
-    built
+    for service in config.services.iter().filter(|s| s.balancer.is_none()) {
+        if service.addr.is_none() {
+            report.warn(format!(
+                "service '{}': host '{}' did not resolve; its requests get 503 until a reload resolves it",
+                service.name, service.host
+            ));
+        }
+    }
+    for upstream in &config.upstreams {
+        for target in upstream.targets.iter().filter(|t| t.addr.is_none()) {
+            report.warn(format!(
+                "upstream '{}': target '{}' did not resolve; it takes no traffic until a reload resolves it",
+                upstream.name, target.target
+            ));
+        }
+    }
 }
 
 fn look_up(host: &str, port: u16) -> Option<SocketAddr> {
@@ -129,36 +110,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_are_looked_up_between_two_builds() {
-        let mut builds = 0;
-        let addrs = resolving(|| {
-            builds += 1;
-            [resolve("localhost", 80), resolve("127.0.0.2", 81)]
-        });
-        assert_eq!(builds, 2);
-        assert_eq!(addrs[0].map(|a| a.port()), Some(80));
-        assert_eq!(addrs[1], Some("127.0.0.2:81".parse().unwrap()));
-        // IP literals alone need no second build.
-        let mut builds = 0;
-        resolving(|| {
-            builds += 1;
-            resolve("[::1]", 1)
-        });
-        assert_eq!(builds, 1);
-        // Names given as known are not looked up.
-        let mut builds = 0;
-        let addr = reusing(
-            [(
-                ("known.invalid".to_owned(), 8),
-                Some("10.0.0.8:8".parse().unwrap()),
-            )],
-            || {
-                resolving(|| {
-                    builds += 1;
-                    resolve("known.invalid", 8)
-                })
-            },
-        );
-        assert_eq!((builds, addr), (1, Some("10.0.0.8:8".parse().unwrap())));
+    fn names_are_looked_up_unless_known() {
+        assert_eq!(literal("[::1]", 1), Some("[::1]:1".parse().unwrap()));
+        assert_eq!(literal("localhost", 1), None);
+        let found = look_up_all(vec![("localhost".into(), 80), ("localhost".into(), 80)]);
+        assert_eq!(found.len(), 1, "one lookup per name");
+        assert_eq!(found[0].1.map(|a| a.port()), Some(80));
     }
 }

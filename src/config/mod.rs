@@ -93,7 +93,7 @@ impl fmt::Display for Problems {
 impl std::error::Error for Problems {}
 
 /// Collects problems while validating.
-#[derive(Default, Clone)]
+#[derive(Default)]
 pub(crate) struct Report {
     problems: Vec<Problem>,
     /// What loads but will not work as written (a host that did not resolve, ...).
@@ -108,7 +108,6 @@ pub(crate) struct Report {
 }
 
 /// A path whose later problems are not reported.
-#[derive(Clone)]
 enum Muted {
     /// What the item itself (`services[0].routes[1]`) says about the fields taken out
     /// of it (a message naming one, quoted: `'paths'`), not about anything else.
@@ -371,6 +370,18 @@ impl Config {
         admin: Option<&serde_json::Value>,
         overrides: &NodeOverrides,
     ) -> Result<Config, Problems> {
+        Config::from_layers_knowing(bytes, admin, overrides, &lookup::Known::new())
+    }
+
+    /// `from_layers`, taking the host names in `known` as resolved to what they give
+    /// (looking up only the others): an Admin API write, or the second build of a
+    /// start, need not wait on the resolver for names just looked up.
+    pub fn from_layers_knowing(
+        bytes: &[u8],
+        admin: Option<&serde_json::Value>,
+        overrides: &NodeOverrides,
+        known: &lookup::Known,
+    ) -> Result<Config, Problems> {
         let mut report = Report::default();
         let text = match std::str::from_utf8(bytes) {
             Ok(text) => text,
@@ -422,17 +433,11 @@ impl Config {
         // Both layers' references: an Admin API credential may name a secret by
         // reference too, as in Kong.
         vault::resolve(&mut doc, &mut String::new(), &mut report);
-        // Built twice when it names hosts: the second time with every name looked up,
-        // all at once between the two.
-        let before_build = report;
-        let (config, built) = lookup::resolving(|| {
-            let mut report = before_build.clone();
-            let config = build(doc.clone(), overrides, &admin_from, &mut report);
-            (config, report)
-        });
-        let report = built;
+        let config = build(doc, overrides, &admin_from, &mut report);
         match config {
             Some(mut config) if report.problems.is_empty() => {
+                // Once it is valid: a config refused needs no addresses.
+                lookup::fill(&mut config, known, &mut report);
                 config.hash = hex_digest(&digest_input);
                 config.warnings = report.warnings;
                 Ok(config)
@@ -1417,14 +1422,12 @@ fn build_service(
     }
 
     let balancer = upstreams.get(host.as_str()).copied();
+    // A name is looked up once the whole config is built (`lookup::fill`).
     let addr = if balancer.is_some() {
         None
     } else {
-        resolve(&host, port)
+        lookup::literal(&host, port)
     };
-    if addr.is_none() && balancer.is_none() {
-        report.warn(format!("service '{name}': host '{host}' did not resolve; its requests get 503 until a reload resolves it"));
-    }
     let host_header = if port == 80 {
         host.clone()
     } else {
@@ -1462,11 +1465,11 @@ fn build_service(
 
 impl Config {
     /// The host names this config looked up at load, with what each resolved to (`None`:
-    /// it did not), for a rebuild that keeps them ([`lookup::reusing`]): an Admin API
+    /// it did not), for a rebuild that keeps them (`from_layers_knowing`): an Admin API
     /// write looks up only names the running config does not know, so it never waits on
     /// a resolver for them (a name that failed would make every write wait its
     /// timeout); a reload looks every name up again.
-    pub fn resolved_names(&self) -> Vec<(lookup::Name, Option<SocketAddr>)> {
+    pub fn resolved_names(&self) -> lookup::Known {
         let services = self
             .services
             .iter()
@@ -1481,13 +1484,7 @@ impl Config {
     }
 }
 
-pub use lookup::reusing as reusing_lookups;
-
-/// Resolves a service or target host once, at load time (all of a load's names at
-/// once: see [`lookup`]); an IP literal needs no lookup.
-fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
-    lookup::resolve(host, port)
-}
+pub use lookup::Known as KnownNames;
 
 fn valid_host(host: &str) -> bool {
     !host.is_empty()

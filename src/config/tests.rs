@@ -1731,11 +1731,12 @@ services:
 "#,
     )
     .unwrap();
-    let names: Vec<_> = config
+    let mut names: Vec<_> = config
         .resolved_names()
         .into_iter()
         .map(|((host, _), addr)| (host, addr.is_some()))
         .collect();
+    names.sort();
     assert_eq!(
         names,
         [

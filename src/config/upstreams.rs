@@ -16,7 +16,7 @@ use serde_norway::Value;
 
 use super::entities::{stable_id, Item, Layer};
 use super::file::Reference;
-use super::{parse_item, resolve, valid_host, Report};
+use super::{parse_item, valid_host, Report};
 use crate::balance::{self, Health};
 
 /// Kong's default port of a target given without one.
@@ -847,13 +847,8 @@ fn build_target(
         );
         return None;
     }
-    let addr = resolve(&host, port);
-    if addr.is_none() {
-        report.warn(format!(
-            "upstream '{}': target '{target}' did not resolve; it takes no traffic until a reload resolves it",
-            upstream.name
-        ));
-    }
+    // A name is looked up once the whole config is built (`lookup::fill`).
+    let addr = super::lookup::literal(&host, port);
     let host_header = if port == 80 {
         host.clone()
     } else {
