@@ -149,19 +149,25 @@ fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 /// Whether `input` is exactly an RSAPublicKey: a SEQUENCE of two INTEGERs (the
 /// modulus and the exponent), nothing after it.
 fn is_rsa_public_key(input: &[u8]) -> bool {
-    let integers = |input| {
-        let (0x30, body, []) = der(input)? else {
-            return None;
-        };
-        let (0x02, _modulus, rest) = der(body)? else {
-            return None;
-        };
-        let (0x02, _exponent, []) = der(rest)? else {
-            return None;
-        };
-        Some(())
+    rsa_integers(input, der).is_some()
+}
+
+/// A DER element reader: (tag, contents, rest).
+type ReadElement = fn(&[u8]) -> Option<(u8, &[u8], &[u8])>;
+
+/// An RSAPublicKey's modulus and exponent INTEGERs, read with `element` (`der`, or
+/// `der_strict` for DER's length rule), when `input` is exactly one.
+fn rsa_integers(input: &[u8], element: ReadElement) -> Option<(&[u8], &[u8])> {
+    let (0x30, body, []) = element(input)? else {
+        return None;
     };
-    integers(input).is_some()
+    let (0x02, modulus, rest) = element(body)? else {
+        return None;
+    };
+    let (0x02, exponent, []) = element(rest)? else {
+        return None;
+    };
+    Some((modulus, exponent))
 }
 
 /// What makes an RSA credential's key one no token can be verified with, if anything:
@@ -181,18 +187,8 @@ pub fn rsa_key_problem(pem: &str) -> Option<&'static str> {
             key.to_vec()
         }
     };
-    let Some((0x30, body, [])) = der_strict(&key) else {
-        return Some("not a valid RSA public key (expected a DER SEQUENCE of two INTEGERs)");
-    };
-    let parts = (|| {
-        let (0x02, modulus, rest) = der_strict(body)? else {
-            return None;
-        };
-        let (0x02, exponent, []) = der_strict(rest)? else {
-            return None;
-        };
-        Some((positive(modulus)?, positive(exponent)?))
-    })();
+    let parts = rsa_integers(&key, der_strict)
+        .and_then(|(modulus, exponent)| Some((positive(modulus)?, positive(exponent)?)));
     let Some((modulus, exponent)) = parts else {
         return Some("not a valid RSA public key (expected a DER SEQUENCE of two INTEGERs)");
     };

@@ -122,7 +122,7 @@ impl Bucket {
                 if !self.advance(limit, now, want) {
                     // Another worker took tokens meanwhile: undo and look again.
                     for undone in &limits[..i] {
-                        self.give_back(undone.period, undone.interval, want);
+                        self.give_back(undone.period, want);
                     }
                     continue 'retry;
                 }
@@ -203,14 +203,14 @@ impl Bucket {
         }
     }
 
-    /// Returns `count` unused tokens of one period, taken at `interval` (the tokens are
-    /// worth the interval the period is drawn at now, if a reload rescaled it since).
-    pub fn give_back(&self, period: Period, interval: u64, count: u64) {
-        let interval = match self.intervals[period as usize].load(Ordering::Acquire) {
-            0 => interval,
-            now_drawn => now_drawn,
-        };
-        self.return_tokens(period, interval, count);
+    /// Returns `count` unused tokens of one period, at the interval the period is drawn
+    /// at now (tokens a reload rescaled since were rescaled with it). A period never
+    /// drawn has nothing to take back.
+    pub fn give_back(&self, period: Period, count: u64) {
+        let interval = self.intervals[period as usize].load(Ordering::Acquire);
+        if interval > 0 {
+            self.return_tokens(period, interval, count);
+        }
     }
 
     /// Moves one period's arrival time back by `count` tokens of `interval`.
@@ -361,8 +361,9 @@ impl Store {
 /// this worker).
 struct Entry {
     bucket: Arc<Bucket>,
-    /// The intervals the lease was taken with (0 for periods not configured), so it
-    /// can be returned even after a reload changed the limits.
+    /// The intervals the lease was taken under (0 for periods not configured): which
+    /// periods it goes back to, and, when they differ from the config's, a reload
+    /// changed the limits and the lease is settled before the next is taken.
     intervals: [u64; 6],
     used: u64,
 }
@@ -376,9 +377,8 @@ impl Entry {
             return;
         }
         for period in Period::ALL {
-            let interval = self.intervals[period as usize];
-            if interval > 0 {
-                self.bucket.give_back(period, interval, left);
+            if self.intervals[period as usize] > 0 {
+                self.bucket.give_back(period, left);
             }
         }
         if self.bucket.shared_name.is_some() {
