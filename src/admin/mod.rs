@@ -327,11 +327,12 @@ fn route(
         ("GET", "/status/ready") => ready(shared, settings),
         ("GET", "/metrics") => metrics_reply(shared, settings),
         ("GET", "/histograms") => histograms_reply(shared, settings, query),
-        ("OPTIONS", "" | "/status" | "/status/ready" | "/metrics" | "/histograms") => {
-            Reply::options("GET, HEAD")
-        }
         (_, "" | "/status" | "/status/ready" | "/metrics" | "/histograms") => {
-            Reply::method_not_allowed("GET, HEAD")
+            if method == "OPTIONS" {
+                Reply::options("GET, HEAD")
+            } else {
+                Reply::method_not_allowed("GET, HEAD")
+            }
         }
         _ => return None,
     })

@@ -57,21 +57,8 @@ pub fn handle(
                 None => not_found(),
             }
         }
-        ("GET", ["upstreams", _, "targets", _, "healthy" | "unhealthy"]) => {
-            Reply::method_not_allowed("PUT, POST")
-        }
-        (_, ["upstreams", ..]) if matches!(method, "GET") => not_found(),
-        // Writes are the Admin API's, as for any entity.
-        (_, ["upstreams"] | ["upstreams", _] | ["upstreams", _, "targets"])
-        | (_, ["upstreams", _, "targets", _]) => return None,
-        (_, path @ ["upstreams", ..]) => {
-            let allow = match path {
-                [_, _, "targets", _, "healthy" | "unhealthy"] => "PUT, POST",
-                [_, _, "health"] | [_, _, "targets", "all"] => "GET, HEAD",
-                _ => return Some(not_found()),
-            };
-            Reply::method_not_allowed(allow)
-        }
+        // Writes are the Admin API's, as for any entity; a method a path does not take
+        // is its 405 (the API's table of methods), a path there is not its 404.
         _ => return None,
     };
     Some(reply)
