@@ -9,17 +9,22 @@
 # Pairs: ringway beside the relay, nginx beside the relay, ringway beside nginx; for a
 # small (100 B) and a 16 KiB body; the order rotates by round. Medians over rounds,
 # min-max shown. nginx is configured as in bench/run.sh (bench/nginx.conf.in).
-# Usage: bench/floor.sh [--duration S] [--rounds R] [--no-build]
+# Then the latency each adds over going straight to the upstream, one at a time, under
+# evenly paced load (bench/paced.rs, 32 connections) at --rate requests a second (default:
+# nginx's median small-body rate beside ringway, about half of what it manages alone).
+# Usage: bench/floor.sh [--duration S] [--rounds R] [--rate Q] [--no-build]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 duration=4
 rounds=5
+rate=""
 build=true
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration=$2; shift ;;
     --rounds) rounds=$2; shift ;;
+    --rate) rate=$2; shift ;;
     --no-build) build=false ;;
     *) echo "floor.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -27,15 +32,18 @@ while [ $# -gt 0 ]; do
 done
 [[ "$duration" =~ ^[0-9]+$ && "$rounds" =~ ^[0-9]+$ && "$duration" -gt 0 && "$rounds" -gt 0 ]] \
   || { echo "floor.sh: --duration and --rounds take whole numbers above 0" >&2; exit 2; }
+[ -z "$rate" ] || [[ "$rate" =~ ^[1-9][0-9]*$ ]] || { echo "floor.sh: --rate takes a whole number above 0" >&2; exit 2; }
 
 NAME=floor
 source bench/common.sh
 require wrk curl python3 nginx
 if $build; then
   cargo build --release --bins >&2
-  cargo build --release --example relay >&2
+  cargo build --release --example relay --example paced >&2
 fi
-[ -x target/release/examples/relay ] || { echo "floor.sh: target/release/examples/relay is missing (run without --no-build)" >&2; exit 1; }
+for example in relay paced; do
+  [ -x target/release/examples/$example ] || { echo "floor.sh: target/release/examples/$example is missing (run without --no-build)" >&2; exit 1; }
+done
 
 up_port=$(free_port); rw_port=$(free_port); admin_port=$(free_port)
 ngx_port=$(free_port); relay_port=$(free_port)
@@ -62,7 +70,7 @@ pids+=($ngx_pid)
 relay_pid=$!
 pids+=($relay_pid)
 
-port_of() { case $1 in ringway) echo "$rw_port" ;; nginx) echo "$ngx_port" ;; relay) echo "$relay_port" ;; esac; }
+port_of() { case $1 in ringway) echo "$rw_port" ;; nginx) echo "$ngx_port" ;; relay) echo "$relay_port" ;; direct) echo "$up_port" ;; esac; }
 for name in ringway nginx relay; do
   ok=false
   for _ in $(seq 1 100); do
@@ -125,10 +133,30 @@ for round in $(seq 1 "$rounds"); do
   done
 done
 
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 printf '%s\n' "${results[@]}" >"$work/pairs.txt"
+if [ -z "$rate" ]; then
+  rate=$(awk '$3 == "/size/100" && ($1 == "nginx" || $2 == "nginx") && ($1 == "ringway" || $2 == "ringway") {
+    v = ($1 == "nginx") ? $6 : $7; print v }' "$work/pairs.txt" | sort -n | awk '{v[NR] = $1} END {
+    m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%d\n", int(m / 100 + 0.5) * 100 }')
+fi
+# Latency: one target at a time under paced load, the order rotating by round.
+: >"$work/latency.txt"
+targets=(direct relay ringway nginx)
+for round in $(seq 1 "$rounds"); do
+  for i in "${!targets[@]}"; do
+    name=${targets[$(((i + round) % ${#targets[@]}))]}
+    timeout -k 5 $((duration + 30)) "${pin_load[@]}" target/release/examples/paced --addr "127.0.0.1:$(port_of "$name")" \
+      --duration "$duration" --rate "$rate" --conns 32 --out "$work/paced.json"
+    python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); s = d["scheduled"]
+if d["errors"]: sys.exit("floor.sh: %d errors in the paced run against %s" % (d["errors"], sys.argv[3]))
+print(sys.argv[2], sys.argv[3], s["p50_us"], s["p99_us"], d["rate"])' "$work/paced.json" "$round" "$name" >>"$work/latency.txt"
+    echo "round $round: paced $rate req/s: $(tail -n 1 "$work/latency.txt" | awk '{printf "%s p50 %s us, p99 %s us", $2, $3, $4}')" >&2
+  done
+done
+
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 python3 - "$work/pairs.txt" "$commit" "$(lscpu | sed -n 's/^Model name: *//p' | head -1)" "$(uname -r)" \
-  "$duration" "$rounds" <<'PY'
+  "$duration" "$rounds" "$work/latency.txt" "$rate" <<'PY'
 import json, statistics, sys
 med = statistics.median
 rows = [line.split() for line in open(sys.argv[1])]
@@ -159,6 +187,29 @@ for label in ("100 B", "16 KiB"):
     r = out[label]
     print(f"- {label}: ringway costs {r['ringway/relay']:.2f}x the floor, nginx {r['nginx/relay']:.2f}x; "
           f"ringway/nginx side by side {r['ringway/nginx']:.3f}; the floor is {1 / r['nginx/relay']:.2f}x nginx")
+
+# Added latency: each proxy's paced p50 / p99 minus direct's in the same round, medians.
+lat = [line.split() for line in open(sys.argv[7])]
+rate = int(sys.argv[8])
+by = {(r[0], r[1]): (float(r[2]), float(r[3])) for r in lat}
+rounds_seen = sorted({r[0] for r in lat})
+added = {}
+for name in ("relay", "ringway", "nginx"):
+    for i, q in enumerate(("p50", "p99")):
+        added[(name, q)] = [by[(rd, name)][i] - by[(rd, "direct")][i] for rd in rounds_seen
+                            if (rd, name) in by and (rd, "direct") in by]
+print(f"\nLatency added over direct at {rate:,} req/s, evenly paced (bench/paced.rs, 32 connections; "
+      "from each request's scheduled instant; one target at a time; medians of per-round differences, min-max)\n")
+print("| | direct µs | relay (floor) | ringway | nginx | relay / nginx | ringway / nginx |")
+print("|---|---|---|---|---|---|---|")
+out["latency"] = {"rate": rate, "raw": lat}
+for i, q in enumerate(("p50", "p99")):
+    d = med([by[(rd, "direct")][i] for rd in rounds_seen if (rd, "direct") in by])
+    a = {n: med(added[(n, q)]) for n in ("relay", "ringway", "nginx")}
+    span = lambda n: f"+{a[n]:.0f} ({min(added[(n, q)]):+.0f} to {max(added[(n, q)]):+.0f})"
+    rel = lambda n: f"{a[n] / a['nginx']:.2f}" if a["nginx"] > 0 else "n/a"
+    print(f"| {q} | {d:.0f} | {span('relay')} | {span('ringway')} | {span('nginx')} | {rel('relay')} | {rel('ringway')} |")
+    out["latency"][q] = {"direct_us": d, **{f"{n}_added_us": a[n] for n in a}}
 json.dump(out, open("bench/results/floor.json", "w"), indent=1)
 PY
 echo "(raw pairs in bench/results/floor.json)" >&2

@@ -6,7 +6,8 @@
   report.py --suggest-rate RAWDIR              half of nginx's median small-body req/s, rounded
 
 Each measurement is RAWDIR/r{round}-{scenario}-{target}.meta.json (counters taken before
-and after by run.sh) plus the tool's own output (wrk text with a WRKJSON line, or oha JSON).
+and after by run.sh) plus the tool's own output (wrk text with a WRKJSON line, oha JSON, or
+bench/paced.rs JSON).
 """
 
 import argparse
@@ -21,7 +22,10 @@ SCENARIOS = {
     "wrk-small": "Closed-loop saturation, 100-byte body (wrk -t1 -c64)",
     "wrk-16k": "Closed-loop saturation, 16 KiB body (wrk -t1 -c64)",
     "oha-rate": "Fixed rate, 100-byte body (oha -q RATE --latency-correction -c 32)",
+    "paced-rate": "Fixed rate evenly paced, 100-byte body (bench/paced.rs --rate RATE --conns 32; "
+                  "latency from each request's scheduled instant)",
 }
+FIXED_RATE = ("oha-rate", "paced-rate")
 DEADLINE = "aborted due to deadline"
 
 
@@ -49,6 +53,18 @@ def load_measurement(meta_path):
             non2xx=w["err_status"],
             errors=w["err_connect"] + w["err_read"] + w["err_write"] + w["err_timeout"],
             bytes_per_response=w["bytes"] / requests if requests else 0.0,
+        )
+    elif m["tool"] == "paced":
+        with open(out_path) as f:
+            o = json.load(f)
+        sched = o["scheduled"]
+        r.update(
+            requests=o["requests"],
+            rps=o["rate"],
+            p50_ms=sched["p50_us"] / 1000, p99_ms=sched["p99_us"] / 1000, p999_ms=sched["p999_us"] / 1000,
+            # paced.rs counts anything but a 200 framed by Content-Length as an error.
+            non2xx=0,
+            errors=o["errors"],
         )
     else:
         with open(out_path) as f:
@@ -133,20 +149,21 @@ def aggregate(rows):
                 a["ringway_status_conns_per_1k"] = stats(
                     [r["ringway_status_conns_opened"] / max(r["requests"], 1) * 1000 for r in sel])
             agg.setdefault(s, {})[t] = a
-    # Added latency at the fixed rate: proxy minus direct, per round, then median.
+    # Added latency at a fixed rate: proxy minus direct, per round, then median.
     added = {}
-    fixed = [r for r in rows if r["scenario"] == "oha-rate"]
-    for t in ("ringway", "nginx"):
-        per = {"p50_ms": [], "p99_ms": [], "p999_ms": []}
-        for r in fixed:
-            if r["target"] != t:
-                continue
-            d = next((x for x in fixed if x["target"] == "direct" and x["round"] == r["round"]), None)
-            if d:
-                for k in per:
-                    per[k].append(r[k] - d[k])
-        if per["p50_ms"]:
-            added[t] = {k: stats(v) for k, v in per.items()}
+    for s in FIXED_RATE:
+        fixed = [r for r in rows if r["scenario"] == s]
+        for t in ("ringway", "nginx"):
+            per = {"p50_ms": [], "p99_ms": [], "p999_ms": []}
+            for r in fixed:
+                if r["target"] != t:
+                    continue
+                d = next((x for x in fixed if x["target"] == "direct" and x["round"] == r["round"]), None)
+                if d:
+                    for k in per:
+                        per[k].append(r[k] - d[k])
+            if per["p50_ms"]:
+                added.setdefault(s, {})[t] = {k: stats(v) for k, v in per.items()}
     return agg, added
 
 
@@ -208,7 +225,7 @@ def build_report(rows, meta, idle):
         hdr = ["target", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "proxy CPU µs/req",
                "capacity req/CPU-s", "upstream CPU µs/req", "upstream conns /1k req", "RSS MiB after",
                "non-2xx", "errors"]
-        if s == "oha-rate":
+        if s in FIXED_RATE:
             hdr[10:10] = ["+p50 ms", "+p99 ms"]
         L("| " + " | ".join(hdr) + " |")
         L("|" + "---|" * len(hdr))
@@ -229,8 +246,8 @@ def build_report(rows, meta, idle):
                 cell(rss_mib, 1, spread=False),
                 str(a["non2xx_total"]), str(a["errors_total"]),
             ]
-            if s == "oha-rate":
-                ad = added.get(t)
+            if s in FIXED_RATE:
+                ad = added.get(s, {}).get(t)
                 row[10:10] = [cell(ad["p50_ms"], 3) if ad else "-", cell(ad["p99_ms"], 3) if ad else "-"]
             L("| " + " | ".join(row) + " |")
         idle_pct = [agg[s][t]["machine_idle_pct"]["median"] for t in agg[s]]
@@ -258,16 +275,19 @@ def build_report(rows, meta, idle):
               f"{med(agg, s, 'ringway', 'cpu_us_per_req'):.2f} µs = {fmt(cap_r, 0)} req/CPU-s, nginx "
               f"{med(agg, s, 'nginx', 'cpu_us_per_req'):.2f} µs = {fmt(cap_n, 0)} req/CPU-s; upstream alone "
               f"{fmt(med(agg, s, 'direct', 'capacity'), 0)} req/CPU-s)")
-    if added.get("ringway") and added.get("nginx"):
+    for s, tool in (("oha-rate", "oha"), ("paced-rate", "evenly paced")):
+        ad = added.get(s, {})
+        if not (ad.get("ringway") and ad.get("nginx")):
+            continue
         for k, label in (("p50_ms", "p50"), ("p99_ms", "p99")):
-            rv, nv = added["ringway"][k]["median"], added["nginx"][k]["median"]
+            rv, nv = ad["ringway"][k]["median"], ad["nginx"][k]["median"]
             rt = ratio(rv, nv) if nv > 0 else None
-            ratios[f"added_latency_{label}"] = rt
+            ratios[f"added_latency_{label}_{s}"] = rt
             txt = f"**{rt:.2f}x**" if rt is not None else "n/a (nginx adds nothing measurable)"
-            L(f"- added latency ratio {label} at {meta.get('rate', '?')} req/s: {txt} "
+            L(f"- added latency ratio {label} at {meta.get('rate', '?')} req/s ({tool}): {txt} "
               f"(ringway {rv:+.3f} ms, nginx {nv:+.3f} ms over direct; medians of per-round differences)")
-    elif not any(r["scenario"] == "oha-rate" for r in rows):
-        L("- added latency: skipped (oha not installed or --no-oha)")
+    if not any(r["scenario"] == "oha-rate" for r in rows):
+        L("- added latency with oha: skipped (oha not installed or --no-oha)")
     for s, label in (("wrk-small", "small"), ("wrk-16k", "16 KiB")):
         rc, nc = med(agg, s, "ringway", "upstream_conns_per_1k"), med(agg, s, "nginx", "upstream_conns_per_1k")
         if rc is not None:

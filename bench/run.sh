@@ -7,8 +7,9 @@
 #   --workers N     ringway --workers / nginx worker_processes (default 1)
 #   --duration S    seconds per measurement (default 10)
 #   --rounds R      interleaved rounds; medians and min-max are reported (default 3)
-#   --rate Q        fixed rate for the oha latency scenario (default: half of nginx's
-#                   small-body saturation measured in this run, rounded to 100)
+#   --rate Q        fixed rate of the two latency scenarios, oha's and the evenly paced one
+#                   (default: half of nginx's small-body saturation measured in this run,
+#                   rounded to 100)
 #   --quick         1 round of 5 s, no idle-connection scenario
 #   --idle-conns N  idle keep-alive connections for the memory scenario (default 10000; 0 = off)
 #   --no-oha        skip the fixed-rate (oha) scenario and do not install oha
@@ -60,12 +61,14 @@ die() { printf '[bench %s] ERROR: %s\n' "$(date +%H:%M:%S)" "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- build and tools
 if [ "$build" = 1 ]; then
-  log "building (cargo build --release --bins)"
-  cargo build --release --bins || die "release build failed"
+  log "building (cargo build --release --bins --example paced)"
+  cargo build --release --bins --example paced || die "release build failed"
 fi
 RINGWAY=$ROOT/target/release/ringway
 UPSTREAM=$ROOT/target/release/ringway-upstream
-[ -x "$RINGWAY" ] && [ -x "$UPSTREAM" ] || die "missing $RINGWAY or $UPSTREAM (build first or drop --no-build)"
+PACED=$ROOT/target/release/examples/paced
+[ -x "$RINGWAY" ] && [ -x "$UPSTREAM" ] && [ -x "$PACED" ] \
+  || die "missing $RINGWAY, $UPSTREAM or $PACED (build first or drop --no-build)"
 
 if [ "$setup" = 1 ]; then
   setup_args=()
@@ -322,6 +325,10 @@ measure() {
     out=$base.wrk.txt
     timeout -k 5 $((duration + 30)) "${pin_load[@]}" wrk -t1 -c64 -d"${duration}s" --latency \
       -s "$WORK/report.lua" "http://127.0.0.1:$port$path" >"$out" 2>&1 || rc=$?
+  elif [ "$tool" = paced ]; then
+    out=$base.paced.json
+    timeout -k 5 $((duration + 30)) "${pin_load[@]}" "$PACED" --addr "127.0.0.1:$port" \
+      --path "$path" --duration "$duration" --rate "$qrate" --conns 32 --out "$out" 2>"$base.paced.err" || rc=$?
   else
     out=$base.oha.json
     timeout -k 5 $((duration + 30)) "${pin_load[@]}" oha -q "$qrate" --latency-correction -z "${duration}s" \
@@ -369,11 +376,11 @@ for round in $(seq 1 "$rounds"); do
 done
 
 # ---------------------------------------------------------------- fixed rate
+if [ -z "$rate" ]; then
+  rate=$(python3 bench/report.py --suggest-rate "$RAW")
+  log "fixed rate: $rate req/s (half of nginx's median small-body saturation in this run)"
+fi
 if [ "$have_oha" = 1 ]; then
-  if [ -z "$rate" ]; then
-    rate=$(python3 bench/report.py --suggest-rate "$RAW")
-    log "fixed rate: $rate req/s (half of nginx's median small-body saturation in this run)"
-  fi
   for round in $(seq 1 "$rounds"); do
     log "round $round/$rounds: fixed rate (oha -q $rate --latency-correction -c 32 -z ${duration}s)"
     for target in direct ringway nginx; do
@@ -381,6 +388,14 @@ if [ "$have_oha" = 1 ]; then
     done
   done
 fi
+# oha releases its fixed rate in bursts on its timer's ticks; bench/paced.rs spreads the same
+# rate evenly, which is what shows the latency a proxy hop adds.
+for round in $(seq 1 "$rounds"); do
+  log "round $round/$rounds: fixed rate, evenly paced (bench/paced.rs --rate $rate --conns 32, ${duration}s)"
+  for target in direct ringway nginx; do
+    measure "$round" paced-rate "$target" paced /size/100 "$rate"
+  done
+done
 rw_rss_end=$(rss_kib "$RW_PID"); ngx_rss_end=$(rss_kib "$NGX_PID")
 
 # ---------------------------------------------------------------- idle keep-alive memory
