@@ -144,6 +144,18 @@ impl Control {
         self.lock().admin.clone()
     }
 
+    /// Whether the Admin API holds entities of its own (then the running
+    /// `configuration_hash` is not the file's alone).
+    pub fn admin_has_entities(&self) -> bool {
+        match &self.lock().admin {
+            Value::Object(kinds) => kinds.values().any(|items| match items {
+                Value::Array(items) => !items.is_empty(),
+                other => !other.is_null(),
+            }),
+            other => !other.is_null(),
+        }
+    }
+
     fn compose(&self, file: &[u8], admin: &Value) -> Result<Config, Refused> {
         match Config::from_layers(file, Some(admin), &self.overrides) {
             Ok(config) => Ok(config),

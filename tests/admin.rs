@@ -1253,6 +1253,26 @@ fn post_config_replaces_the_file_layer_with_a_backup() {
     assert_eq!(r.status, 200, "{r:?}");
     assert!(r.json().is_object(), "GET /config as JSON: {r:?}");
     assert!(r.body_str().contains("fresh-route"));
+    // Media types are case-insensitive (RFC 9110 §8.3.1); a weight of zero refuses one.
+    for (accept, json) in [
+        ("APPLICATION/Json", true),
+        ("text/html, application/json;q=0.5", true),
+        ("application/json;q=0, application/yaml", false),
+        ("application/jsonx", false),
+    ] {
+        let r = http_request(
+            gw.admin_addr(),
+            "GET",
+            "/config",
+            &[("Accept", accept)],
+            None,
+        );
+        assert_eq!(r.status, 200, "{accept}: {r:?}");
+        let is_json = r
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/json"));
+        assert_eq!(is_json, json, "Accept: {accept}: {r:?}");
+    }
     assert!(
         read_file(gw.config_path()).contains("fresh-route"),
         "the config file is rewritten"
@@ -1292,6 +1312,15 @@ fn post_config_replaces_the_file_layer_with_a_backup() {
     let r = admin_json(&gw, "POST", "/config", &json_cfg);
     assert_eq!(r.status, 201, "POST /config with JSON: {r:?}");
     assert_eq!(gw.get("/json/a").status, 200);
+    // The file layer posted as JSON reads back as YAML, as GET /config promises.
+    let r = gw.admin_get("/config");
+    let text = r.body_str();
+    assert!(
+        text.contains("_format_version: '3.0'") && text.contains("- name: json-route"),
+        "GET /config after a JSON POST: {text}"
+    );
+    let reread: serde_json::Value = serde_norway::from_str(&text).expect("YAML");
+    assert_eq!(reread, json_cfg);
     let r = admin_form(&gw, "POST", "/config", &[("config", &fresh_config(&o))]);
     assert_eq!(r.status, 201, "POST /config with config= form: {r:?}");
     assert_eq!(gw.get("/fresh/a").status, 200);

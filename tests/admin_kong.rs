@@ -1123,6 +1123,55 @@ fn plugin_instance_names_are_unique_and_name_their_plugin() {
     );
 }
 
+/// Service and route names are Kong's `utf8_name` through the Admin API as in the file:
+/// a route named `bad name` or `a/b?c` is a 400 on the field (it was taken, and could not
+/// be addressed at `/routes/{name}`); beyond ASCII anything.
+#[test]
+fn service_and_route_names_are_checked_as_kong_checks_them() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let url = o.url();
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/services",
+        &[("name", "sp ace"), ("url", &url)],
+    );
+    assert!(ok(&r, 400, "a service name with a space")["fields"]["name"].is_string());
+    let r = admin_form(&gw, "POST", "/services", &[("name", "café"), ("url", &url)]);
+    ok(&r, 201, "a service name beyond ASCII");
+    for bad in ["bad name", "a/b?c#d", "new\nline"] {
+        let r = admin_json(
+            &gw,
+            "POST",
+            "/services/caf%C3%A9/routes",
+            &json!({"name": bad, "paths": ["/named"]}),
+        );
+        let j = ok(&r, 400, bad);
+        assert!(
+            j["fields"]["name"]
+                .as_str()
+                .is_some_and(|m| m.contains("only accepted ascii characters")),
+            "{bad}: {j}"
+        );
+    }
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/services/caf%C3%A9/routes",
+        &json!({"name": "größe", "paths": ["/named"]}),
+    );
+    ok(&r, 201, "a route name beyond ASCII");
+    let r = admin_json(
+        &gw,
+        "PATCH",
+        "/routes/gr%C3%B6%C3%9Fe",
+        &json!({"name": "x y"}),
+    );
+    assert!(ok(&r, 400, "PATCH to a bad name")["fields"]["name"].is_string());
+    assert_eq!(proxy_get(&gw, "/named", &[]).status, 200);
+}
+
 /// A credential's PATCH with a `consumer` moves it there, as Kong's PATCH takes the
 /// body's foreign key (it was dropped, and the 200 said nothing); `/jwts/{id}` takes
 /// PATCH and DELETE as Kong generates them.

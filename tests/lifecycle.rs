@@ -311,12 +311,36 @@ fn reload_adding_route(gw: &Gateway, o: &Origin) {
 #[test]
 fn sighup_with_valid_file_adds_route_without_dropping_connections() {
     let o = Origin::start();
-    let mut gw = Gateway::start(&two_route_config(&o, false));
+    let opts = GatewayOpts {
+        log_level: "info".into(),
+        ..GatewayOpts::default()
+    };
+    let mut gw = Gateway::start_with(&two_route_config(&o, false), opts);
     let mut c = gw.client();
     assert_eq!(c.roundtrip(&get_req("/old", "a")).status, 200);
     assert_eq!(c.roundtrip(&get_req("/new", "a")).status, 404);
     reload_adding_route(&gw, &o);
     assert_eq!(gw.get("/new").status, 200, "new route on a new connection");
+    // The log line gives the running hash, and says it covers the Admin API's entities
+    // only when there are some.
+    let hash = gw.status_json()["configuration_hash"]
+        .as_str()
+        .unwrap_or("?")
+        .to_owned();
+    let plain = format!("(running configuration_hash {hash})");
+    let logged = wait_for(Duration::from_secs(5), || {
+        gw.stderr_text().contains(&plain).then_some(())
+    });
+    assert!(logged.is_some(), "no '{plain}' in:\n{}", gw.stderr_text());
+    let r = admin_form(&gw, "POST", "/consumers", &[("username", "api-made")]);
+    assert_eq!(r.status, 201, "{r:?}");
+    gw.send_signal("HUP");
+    let logged = wait_for(Duration::from_secs(5), || {
+        gw.stderr_text()
+            .contains("the file with the Admin API's entities")
+            .then_some(())
+    });
+    assert!(logged.is_some(), "stderr:\n{}", gw.stderr_text());
     // the open keep-alive connection is still served and picks up the new route
     let mut last = None;
     let picked_up = wait_for(Duration::from_secs(5), || {

@@ -2069,6 +2069,22 @@ fn unique_name(
     }
 }
 
+/// `unique_name` for the names Kong types as `utf8_name` (services', routes'): their
+/// characters first.
+fn unique_utf8_name(
+    body: &Body,
+    field: &str,
+    names: &std::collections::HashMap<String, usize>,
+    replacing: Replacing<'_>,
+) -> Result<(), Reply> {
+    if let Some(name) = string_field(body, field)? {
+        if let Some(problem) = crate::config::utf8_name_problem(name) {
+            return Err(field_error(field, &problem));
+        }
+    }
+    unique_name(body, field, names, replacing)
+}
+
 /// Whether `other` (the entity holding a name) is someone else than the one replaced.
 fn taken_by_other(other: Option<&usize>, replacing: Replacing<'_>) -> bool {
     other.is_some_and(|&other| replacing.is_none_or(|(i, _)| i != other))
@@ -2378,7 +2394,7 @@ fn create_plugin(
 /// written, which may keep its own).
 fn instance_name_taken(config: &Config, body: &Body, this: Option<usize>) -> Option<Reply> {
     let name = body.get("instance_name")?.as_str()?;
-    if let Some(problem) = crate::config::instance_name_problem(name) {
+    if let Some(problem) = crate::config::utf8_name_problem(name) {
         return Some(field_error("instance_name", &problem));
     }
     config
@@ -2508,7 +2524,7 @@ fn create_service(
     body: Body,
     replacing: Replacing<'_>,
 ) -> Reply {
-    if let Err(reply) = unique_name(&body, "name", &config.keys.services, replacing) {
+    if let Err(reply) = unique_utf8_name(&body, "name", &config.keys.services, replacing) {
         return reply;
     }
     write(
@@ -2529,7 +2545,7 @@ fn update_service(control: &Control, config: &Config, i: usize, mut patch: Body)
     if service.layer == Layer::File {
         return read_only();
     }
-    if let Err(reply) = unique_name(
+    if let Err(reply) = unique_utf8_name(
         &patch,
         "name",
         &config.keys.services,
@@ -2658,7 +2674,7 @@ fn create_route(
     mut body: Body,
     replacing: Replacing<'_>,
 ) -> Reply {
-    if let Err(reply) = unique_name(&body, "name", &config.keys.routes, replacing) {
+    if let Err(reply) = unique_utf8_name(&body, "name", &config.keys.routes, replacing) {
         return reply;
     }
     if let Err(reply) = resolve_reference(config, &mut body, "service", "services") {
@@ -2673,7 +2689,8 @@ fn update_route(control: &Control, config: &Config, i: usize, mut patch: Body) -
     if route.layer == Layer::File {
         return read_only();
     }
-    if let Err(reply) = unique_name(&patch, "name", &config.keys.routes, Some((i, &route.id))) {
+    if let Err(reply) = unique_utf8_name(&patch, "name", &config.keys.routes, Some((i, &route.id)))
+    {
         return reply;
     }
     if let Err(reply) = resolve_reference(config, &mut patch, "service", "services") {
@@ -3028,11 +3045,23 @@ fn get_config(control: &Control, json: bool) -> Reply {
     } else {
         Reply {
             status: 200,
-            body: bytes,
+            body: as_yaml(bytes),
             content_type: b"application/yaml",
             headers: Vec::new(),
         }
     }
+}
+
+/// The file layer's text as YAML: as written, unless `POST /config` wrote it as JSON,
+/// which is then shown in YAML's block form (JSON holds no comments to lose).
+fn as_yaml(bytes: Vec<u8>) -> Vec<u8> {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return bytes;
+    }
+    serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|value| serde_norway::to_string(&value).ok())
+        .map_or(bytes, String::into_bytes)
 }
 
 fn post_config(control: &Control, request: &Request<'_>) -> Reply {

@@ -159,7 +159,7 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
                 .map(|v| v.trim().to_owned())
         };
         let content_type = header("content-type");
-        let accept_json = header("accept").is_some_and(|a| a.contains("application/json"));
+        let accept_json = header("accept").is_some_and(|a| accepts_json(&a));
         buf.drain(..end);
 
         let body = match read_body(&mut stream, &mut buf, framing.body).await {
@@ -276,6 +276,21 @@ async fn read_body(
             _ => return Err(None),
         }
     }
+}
+
+/// Whether an `Accept` value asks for JSON: one of its media ranges is
+/// `application/json` (case-insensitive, RFC 9110 §8.3.1) with a weight above zero.
+fn accepts_json(accept: &str) -> bool {
+    accept.split(',').any(|range| {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim();
+        media.eq_ignore_ascii_case("application/json")
+            && !parts.any(|param| {
+                let (name, value) = param.split_once('=').unwrap_or((param, ""));
+                name.trim().eq_ignore_ascii_case("q")
+                    && value.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+            })
+    })
 }
 
 /// Compares the presented token in constant time with the configured one.

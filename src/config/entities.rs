@@ -607,14 +607,16 @@ pub fn build_secrets(
     (secrets, credentials)
 }
 
-/// Kong's utf8_name check of a plugin's `instance_name`: beyond ASCII anything, within
-/// it a name's characters.
-pub fn instance_name_problem(instance: &str) -> Option<String> {
-    let valid = !instance.is_empty()
-        && instance.chars().all(|c| {
-            !c.is_ascii() || c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '~')
-        });
-    (!valid).then(|| format!("invalid value '{instance}': the only accepted ascii characters are alphanumerics or ., -, _, and ~"))
+/// Kong's `utf8_name`, the rule for the names of services and routes and a plugin's
+/// `instance_name`: beyond ASCII anything, within it a name's characters.
+pub fn utf8_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("length must be at least 1".to_owned());
+    }
+    let valid = name
+        .chars()
+        .all(|c| !c.is_ascii() || c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '~'));
+    (!valid).then(|| format!("invalid value '{name}': the only accepted ascii characters are alphanumerics or ., -, _, and ~"))
 }
 
 /// The plugin names this version implements.
@@ -908,7 +910,7 @@ pub fn build_plugins(
             // without these checks loads with a warning rather than stopping the start.
             // A name the file and the Admin API both give is a conflict, as any other
             // unique key the two layers share.
-            let (problem, soft) = match instance_name_problem(instance) {
+            let (problem, soft) = match utf8_name_problem(instance) {
                 Some(problem) => (Some(problem), item.layer == Layer::Admin),
                 None => match instances.insert(instance.clone(), (item.path.clone(), item.layer)) {
                     Some((first, first_layer)) => (

@@ -29,8 +29,8 @@ use serde_path_to_error::Segment;
 use sha2::{Digest, Sha256};
 
 pub use entities::{
-    canonical_key, instance_name_problem, is_uuid, random_id, stable_id, write_uuid, Chain,
-    Consumer, ConsumerGroup, JwtSecret, Keys, Layer, Plugin, PluginConfig, Scope, KNOWN_PLUGINS,
+    canonical_key, is_uuid, random_id, stable_id, utf8_name_problem, write_uuid, Chain, Consumer,
+    ConsumerGroup, JwtSecret, Keys, Layer, Plugin, PluginConfig, Scope, KNOWN_PLUGINS,
 };
 pub(crate) use entities::{missing_reference_key, rank};
 pub use node::{AccessLog, Driver, Limits, Listen, Node, NodeOverrides, MAX_HEADERS_LIMIT};
@@ -1055,6 +1055,15 @@ fn build(
             },
         };
         if let Some(name) = &file.name {
+            // The Admin API checks the names it writes; a route an earlier version saved
+            // without the check loads with a warning rather than stopping the start.
+            match utf8_name_problem(name) {
+                Some(problem) if route_layer == Layer::Admin => {
+                    report.warn(format!("{path}.name: {problem}"))
+                }
+                Some(problem) => report.add(format!("{path}.name"), problem),
+                None => {}
+            }
             if let Some(first) = route_names.insert(name.clone(), path.clone()) {
                 report.add(
                     format!("{path}.name"),
@@ -1213,10 +1222,6 @@ fn yaml_inline(value: &Value) -> String {
         .unwrap_or_else(|_| "?".to_owned())
 }
 
-fn is_name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~')
-}
-
 fn build_service(
     file: ServiceFile,
     path: &str,
@@ -1228,12 +1233,10 @@ fn build_service(
     let before = report.problems.len();
     let file_id = file.id.clone();
     let name = match &file.name {
-        Some(name) if !name.is_empty() && name.chars().all(is_name_char) => name.clone(),
         Some(name) => {
-            report.add(
-                format!("{path}.name"),
-                format!("invalid name '{name}': use letters, digits, '-', '_', '.', '~'"),
-            );
+            if let Some(problem) = utf8_name_problem(name) {
+                report.add(format!("{path}.name"), problem);
+            }
             name.clone()
         }
         // Kong allows a service without a name (its routes nested under it): it goes by

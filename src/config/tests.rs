@@ -1777,6 +1777,78 @@ fn admin_instance_names_warn_and_collide_with_the_file() {
     );
 }
 
+/// Route names follow Kong's `utf8_name`, as service names do: within ASCII a name's
+/// characters (a route named `a/b?c` could not be addressed at `/routes/{name}`), beyond
+/// it anything. A route the Admin API's state holds with a bad name, from a version that
+/// did not check, loads with a warning.
+#[test]
+fn route_and_service_names_are_kong_utf8_names() {
+    let found = problems(
+        r#"
+_format_version: "3.0"
+services:
+  - name: b
+    url: http://127.0.0.1:9
+    routes:
+      - {name: "", paths: [/d]}
+      - {name: "x y", paths: [/e]}
+      - {name: "a/b?c#d", paths: [/f]}
+      - {name: "n
+l", paths: [/g]}
+  - name: "sp ace"
+    url: http://127.0.0.1:9
+"#,
+    );
+    let fields: Vec<&str> = found
+        .iter()
+        .map(|p| p.split(": ").next().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "services[1].name",
+            "services[0].routes[0].name",
+            "services[0].routes[1].name",
+            "services[0].routes[2].name",
+            "services[0].routes[3].name",
+        ],
+        "{found:#?}"
+    );
+    assert!(
+        found[1].ends_with("length must be at least 1"),
+        "{found:#?}"
+    );
+    assert!(
+        found[2].contains("only accepted ascii characters"),
+        "{found:#?}"
+    );
+
+    let config = load(
+        r#"
+_format_version: "3.0"
+services:
+  - name: café
+    url: http://127.0.0.1:9
+    routes:
+      - {name: größe.v1~x, paths: [/a]}
+"#,
+    )
+    .unwrap();
+    assert_eq!(&*config.services[0].name, "café");
+
+    let file = b"_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://127.0.0.1:9\n";
+    let saved = serde_json::json!({ "routes": [
+        { "id": "10e37c21-6b76-42d4-8520-9f089e124d0e", "name": "old name", "paths": ["/o"], "service": { "name": "s" } },
+    ]});
+    let config = Config::from_layers(file, Some(&saved), &NodeOverrides::default()).unwrap();
+    assert_eq!(config.routes.len(), 1);
+    assert!(
+        config.warnings.iter().any(|w| w.contains("routes[0].name")),
+        "{:?}",
+        config.warnings
+    );
+}
+
 /// A CA certificate's id, like every id, names it in any case; and a route's `headers`
 /// map holds header names, whatever a field happens to be called (`enabled: yes` there
 /// is a header and its value, not a boolean).

@@ -255,8 +255,13 @@ fn maintain_rate_limits(shared: &Shared) {
 fn reload(control: &Control) {
     match control.reload_file() {
         Ok(hash) => {
+            let what = if control.admin_has_entities() {
+                ": the file with the Admin API's entities"
+            } else {
+                ""
+            };
             log::info!(
-                "reloaded {} (running configuration_hash {hash}: the file with the Admin API's entities)",
+                "reloaded {} (running configuration_hash {hash}{what})",
                 control.config_path.display()
             );
         }
