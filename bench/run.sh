@@ -380,20 +380,16 @@ if [ -z "$rate" ]; then
   rate=$(python3 bench/report.py --suggest-rate "$RAW")
   log "fixed rate: $rate req/s (half of nginx's median small-body saturation in this run)"
 fi
-if [ "$have_oha" = 1 ]; then
-  for round in $(seq 1 "$rounds"); do
-    log "round $round/$rounds: fixed rate (oha -q $rate --latency-correction -c 32 -z ${duration}s)"
-    for target in direct ringway nginx; do
-      measure "$round" oha-rate "$target" oha /size/100 "$rate"
-    done
-  done
-fi
 # oha releases its fixed rate in bursts on its timer's ticks; bench/paced.rs spreads the same
 # rate evenly, which is what shows the latency a proxy hop adds.
+tools=(paced)
+[ "$have_oha" = 1 ] && tools=(oha paced)
 for round in $(seq 1 "$rounds"); do
-  log "round $round/$rounds: fixed rate, evenly paced (bench/paced.rs --rate $rate --conns 32, ${duration}s)"
-  for target in direct ringway nginx; do
-    measure "$round" paced-rate "$target" paced /size/100 "$rate"
+  log "round $round/$rounds: fixed rate $rate req/s (oha -q --latency-correction -c 32; bench/paced.rs --conns 32; ${duration}s)"
+  for tool in "${tools[@]}"; do
+    for target in direct ringway nginx; do
+      measure "$round" "$tool-rate" "$target" "$tool" /size/100 "$rate"
+    done
   done
 done
 rw_rss_end=$(rss_kib "$RW_PID"); ngx_rss_end=$(rss_kib "$NGX_PID")

@@ -5,6 +5,14 @@ fn load(yaml: &str) -> Result<Config, Vec<String>> {
         .map_err(|p| p.0.iter().map(|p| p.to_string()).collect())
 }
 
+/// The path each problem starts with.
+fn paths_of(found: &[String]) -> Vec<&str> {
+    found
+        .iter()
+        .map(|p| p.split(": ").next().unwrap())
+        .collect()
+}
+
 fn problems(yaml: &str) -> Vec<String> {
     match load(yaml) {
         Ok(_) => panic!("expected problems in:\n{yaml}"),
@@ -1586,10 +1594,7 @@ plugins:
   - {name: jwt, instance_name: j1}
 "#,
     );
-    let fields: Vec<&str> = found
-        .iter()
-        .map(|p| p.split(": ").next().unwrap())
-        .collect();
+    let fields = paths_of(&found);
     assert_eq!(
         fields,
         [
@@ -1793,16 +1798,12 @@ services:
       - {name: "", paths: [/d]}
       - {name: "x y", paths: [/e]}
       - {name: "a/b?c#d", paths: [/f]}
-      - {name: "n
-l", paths: [/g]}
+      - {name: "n\nl", paths: [/g]}
   - name: "sp ace"
     url: http://127.0.0.1:9
 "#,
     );
-    let fields: Vec<&str> = found
-        .iter()
-        .map(|p| p.split(": ").next().unwrap())
-        .collect();
+    let fields = paths_of(&found);
     assert_eq!(
         fields,
         [
