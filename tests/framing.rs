@@ -851,3 +851,44 @@ fn an_oversized_head_in_one_write_gets_its_answer() {
         );
     }
 }
+
+/// A request refused for its framing while the client is still sending its body gets
+/// its answer and a clean close, not a reset: the gateway shuts its side and reads and
+/// drops what still comes (RFC 9112 §9.6), as it does after an oversized head.
+#[test]
+fn a_framing_error_mid_upload_closes_without_a_reset() {
+    use std::io::{Read, Write};
+    let o = Origin::start();
+    let gw = gateway_for(&o, "");
+    for (head, status) in [
+        (
+            "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\nzz\r\n",
+            "400",
+        ),
+        (
+            "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 9999999\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "400",
+        ),
+        (
+            "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "501",
+        ),
+    ] {
+        let mut c = std::net::TcpStream::connect(gw.proxy_addr()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(head.as_bytes()).unwrap();
+        // More than the socket buffers hold: with nobody reading, this write would stall,
+        // and after a reset it fails.
+        let sent = c.write_all(&vec![b'z'; 4 << 20]);
+        assert!(sent.is_ok(), "{status}: the upload was cut: {sent:?}");
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = Vec::new();
+        let read = c.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            read.is_ok() && text.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{status}: {read:?} {text}"
+        );
+    }
+}

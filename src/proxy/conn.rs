@@ -401,8 +401,10 @@ impl<S: ClientIo> Conn<S> {
                 if keep_alive && whole {
                     self.buf.drain(..unread as usize);
                 }
-                self.linger = !whole;
                 let keep = keep_alive && whole && !self.worker.drain.fired();
+                // Closing after a refusal: a body still on its way, or one whose framing
+                // was refused (its length unknown), must not reset the answer.
+                self.linger = !keep;
                 // As Kong: what ringway answers without proxying says how long it took
                 // (formatted on the stack: a flood of 401s or 429s allocates nothing).
                 let mut digits = itoa::Buffer::new();
@@ -1047,9 +1049,12 @@ impl<S: ClientIo> Conn<S> {
         }
     }
 
-    /// Answers a failure that leaves the client connection unusable.
+    /// Answers a failure that leaves the client connection unusable. The client may be
+    /// mid-upload (a broken chunk, a stalled body): the close lingers, or the bytes it
+    /// still sends would reset the connection under the answer.
     async fn fail_close(&mut self, kind: ErrorKind) -> Next {
         self.answer(kind, true, false, NO_EXTRA).await;
+        self.linger = true;
         Next::Close
     }
 
