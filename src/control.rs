@@ -144,6 +144,11 @@ impl Control {
         self.lock().admin.clone()
     }
 
+    /// Reads the admin layer in place (no copy of it).
+    pub fn with_admin<T>(&self, read: impl FnOnce(&Value) -> T) -> T {
+        read(&self.lock().admin)
+    }
+
     /// Whether the Admin API holds entities of its own (then the running
     /// `configuration_hash` is not the file's alone).
     pub fn admin_has_entities(&self) -> bool {

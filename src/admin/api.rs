@@ -1057,6 +1057,28 @@ impl Stored {
         Stored(by_id, control.file_loaded_at())
     }
 
+    /// `load` for what one answer shows: only the stored entities `shown` names (by its
+    /// `id`, and a certificate's), not a copy of the whole admin layer per write.
+    fn load_for(control: &Control, shown: &Value) -> Stored {
+        let wanted = [&shown["id"], &shown["certificate"]["id"]];
+        let by_id = control.with_admin(|admin| {
+            let mut by_id = std::collections::HashMap::new();
+            let Value::Object(kinds) = admin else {
+                return by_id;
+            };
+            for entity in kinds.values().filter_map(Value::as_array).flatten() {
+                if let (Value::Object(entity), Some(Value::String(id))) = (entity, entity.get("id"))
+                {
+                    if wanted.iter().any(|w| w.as_str() == Some(id)) {
+                        by_id.insert(id.clone(), entity.clone());
+                    }
+                }
+            }
+            by_id
+        });
+        Stored(by_id, control.file_loaded_at())
+    }
+
     fn decorate(&self, mut value: Value) -> Value {
         let Some(entity) = value["id"].as_str().and_then(|id| self.0.get(id)) else {
             // Declared in the file: stamped when the file was read, unless it says. An
@@ -1541,7 +1563,7 @@ fn replace(
 /// The answer to a write: the entity as the new config shows it.
 fn show_written(control: &Control, config: &Config, kind: &str, id: &str, status: u16) -> Reply {
     match show_by_id(config, kind, id) {
-        Some(value) => Reply::json(status, &Stored::load(control).decorate(value)),
+        Some(value) => Reply::json(status, &Stored::load_for(control, &value).decorate(value)),
         None => Reply::message(500, "An unexpected error occurred"),
     }
 }

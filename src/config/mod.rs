@@ -404,7 +404,6 @@ impl Config {
         canonical(&doc, &mut digest_input);
         let mut admin_from = AdminFrom::default();
         if let (Some(admin), Value::Mapping(map)) = (admin, &mut doc) {
-            let admin_doc: Value = serde_norway::to_value(admin).unwrap_or(Value::Null);
             for kind in ADMIN_KINDS {
                 let list = map
                     .entry(Value::String((*kind).into()))
@@ -416,8 +415,13 @@ impl Config {
                     continue;
                 };
                 admin_from.0.insert(kind, list.len());
-                if let Some(Value::Sequence(items)) = admin_doc.get(*kind) {
-                    list.extend(items.iter().cloned());
+                // Each item converted once, straight into the list.
+                if let Some(items) = admin.get(*kind).and_then(serde_json::Value::as_array) {
+                    list.extend(
+                        items
+                            .iter()
+                            .map(|item| serde_norway::to_value(item).unwrap_or(Value::Null)),
+                    );
                 }
             }
             // An empty admin layer leaves the file's hash as `ringway check` prints it.
