@@ -81,9 +81,9 @@ done
 have_oha=0
 if [ "$no_oha" = 0 ]; then
   if command -v oha >/dev/null; then have_oha=1
-  else log "NOTE: oha is not installed: the fixed-rate latency scenario is skipped (scripts/bench-setup.sh installs it)"; fi
+  else log "NOTE: oha is not installed: its fixed-rate scenario is skipped, the evenly paced one runs (scripts/bench-setup.sh installs oha)"; fi
 else
-  log "NOTE: --no-oha: the fixed-rate latency scenario is skipped"
+  log "NOTE: --no-oha: oha's fixed-rate scenario is skipped, the evenly paced one runs"
 fi
 
 hard_nofile=$(ulimit -Hn)
@@ -382,10 +382,10 @@ if [ -z "$rate" ]; then
 fi
 # oha releases its fixed rate in bursts on its timer's ticks; bench/paced.rs spreads the same
 # rate evenly, which is what shows the latency a proxy hop adds.
-tools=(paced)
-[ "$have_oha" = 1 ] && tools=(oha paced)
+tools=(paced) how="bench/paced.rs --conns 32"
+if [ "$have_oha" = 1 ]; then tools=(oha paced) how="oha -q --latency-correction -c 32, then $how"; fi
 for round in $(seq 1 "$rounds"); do
-  log "round $round/$rounds: fixed rate $rate req/s (oha -q --latency-correction -c 32; bench/paced.rs --conns 32; ${duration}s)"
+  log "round $round/$rounds: fixed rate $rate req/s ($how; ${duration}s each)"
   for tool in "${tools[@]}"; do
     for target in direct ringway nginx; do
       measure "$round" "$tool-rate" "$target" "$tool" /size/100 "$rate"
