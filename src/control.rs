@@ -139,26 +139,9 @@ impl Control {
         self.lock().file.clone()
     }
 
-    /// The admin layer (a copy).
-    pub fn admin_state(&self) -> Value {
-        self.lock().admin.clone()
-    }
-
     /// Reads the admin layer in place (no copy of it).
     pub fn with_admin<T>(&self, read: impl FnOnce(&Value) -> T) -> T {
         read(&self.lock().admin)
-    }
-
-    /// Whether the Admin API holds entities of its own (then the running
-    /// `configuration_hash` is not the file's alone).
-    pub fn admin_has_entities(&self) -> bool {
-        match &self.lock().admin {
-            Value::Object(kinds) => kinds.values().any(|items| match items {
-                Value::Array(items) => !items.is_empty(),
-                other => !other.is_null(),
-            }),
-            other => !other.is_null(),
-        }
     }
 
     fn compose(&self, file: &[u8], admin: &Value) -> Result<Config, Refused> {
@@ -195,8 +178,9 @@ impl Control {
         hash
     }
 
-    /// SIGHUP: re-reads the file.
-    pub fn reload_file(&self) -> Result<String, Refused> {
+    /// SIGHUP: re-reads the file. Returns the new `configuration_hash`, and whether it
+    /// covers Admin API entities besides the file.
+    pub fn reload_file(&self) -> Result<(String, bool), Refused> {
         let bytes = crate::config::read_file(&self.config_path).map_err(|e| {
             Refused::Io(format!(
                 "cannot read config file {}: {e}",
@@ -208,7 +192,8 @@ impl Control {
         layers.file = bytes;
         self.file_loaded_at
             .store(unix_now(), std::sync::atomic::Ordering::Relaxed);
-        Ok(self.publish(config))
+        let with_admin = crate::config::has_entities(&layers.admin);
+        Ok((self.publish(config), with_admin))
     }
 
     /// Whether the Admin API may write: this process holds the data directory. A process

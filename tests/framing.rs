@@ -892,3 +892,29 @@ fn a_framing_error_mid_upload_closes_without_a_reset() {
         );
     }
 }
+
+/// A refusal with nothing left to arrive closes at once: no lingering read holds the
+/// connection (a flood of such requests would otherwise hold a task each for seconds).
+#[test]
+fn a_bodiless_refusal_closes_without_lingering() {
+    use std::io::{Read, Write};
+    let o = Origin::start();
+    let gw = gateway_for(&o, "");
+    let mut c = std::net::TcpStream::connect(gw.proxy_addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"TRACE /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    c.read_to_end(&mut answer).unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 405 "),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // The client keeps its side open; the gateway's is gone well before a linger's 2 s.
+    let gone = wait_for(Duration::from_millis(1000), || {
+        (gw.status_json()["server"]["connections_active"] == 0).then_some(())
+    });
+    assert!(gone.is_some(), "{}", gw.status_json());
+    drop(c);
+}

@@ -1039,38 +1039,34 @@ struct Stored(std::collections::HashMap<String, Map<String, Value>>, u64);
 
 impl Stored {
     fn load(control: &Control) -> Stored {
-        let mut by_id = std::collections::HashMap::new();
-        if let Value::Object(kinds) = control.admin_state() {
-            for (_, entities) in kinds {
-                let Value::Array(entities) = entities else {
-                    continue;
-                };
-                for entity in entities {
-                    if let Value::Object(entity) = entity {
-                        if let Some(Value::String(id)) = entity.get("id") {
-                            by_id.insert(id.clone(), entity);
-                        }
-                    }
-                }
-            }
-        }
-        Stored(by_id, control.file_loaded_at())
+        Stored::collect(control, |_, _| true)
     }
 
-    /// `load` for what one answer shows: only the stored entities `shown` names (by its
-    /// `id`, and a certificate's), not a copy of the whole admin layer per write.
-    fn load_for(control: &Control, shown: &Value) -> Stored {
-        let wanted = [&shown["id"], &shown["certificate"]["id"]];
+    /// `load` for an answer showing one entity of `kind`: only it, and the certificate
+    /// an SNI names, are copied, not the whole admin layer on every write.
+    fn load_for(control: &Control, kind: &str, shown: &Value) -> Stored {
+        let id = shown["id"].as_str();
+        let certificate = shown["certificate"]["id"].as_str();
+        Stored::collect(control, |k, x| {
+            (k == kind && Some(x) == id) || (k == "certificates" && Some(x) == certificate)
+        })
+    }
+
+    /// The stored entities `wanted(kind, id)` picks, by id.
+    fn collect(control: &Control, wanted: impl Fn(&str, &str) -> bool) -> Stored {
         let by_id = control.with_admin(|admin| {
             let mut by_id = std::collections::HashMap::new();
             let Value::Object(kinds) = admin else {
                 return by_id;
             };
-            for entity in kinds.values().filter_map(Value::as_array).flatten() {
-                if let (Value::Object(entity), Some(Value::String(id))) = (entity, entity.get("id"))
-                {
-                    if wanted.iter().any(|w| w.as_str() == Some(id)) {
-                        by_id.insert(id.clone(), entity.clone());
+            for (kind, entities) in kinds {
+                for entity in entities.as_array().into_iter().flatten() {
+                    if let (Value::Object(entity), Some(Value::String(id))) =
+                        (entity, entity.get("id"))
+                    {
+                        if wanted(kind, id) {
+                            by_id.insert(id.clone(), entity.clone());
+                        }
                     }
                 }
             }
@@ -1462,11 +1458,12 @@ fn create(control: &Control, config: &Config, kind: &str, object: Map<String, Va
     match outcome {
         Ok((_, snapshot)) => show_written(control, &snapshot.config, kind, &id, 201),
         Err(reason) => {
-            let index = control
-                .admin_state()
-                .get(kind)
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len);
+            let index = control.with_admin(|admin| {
+                admin
+                    .get(kind)
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len)
+            });
             refused(reason, config, kind, Some(index))
         }
     }
@@ -1563,18 +1560,22 @@ fn replace(
 /// The answer to a write: the entity as the new config shows it.
 fn show_written(control: &Control, config: &Config, kind: &str, id: &str, status: u16) -> Reply {
     match show_by_id(config, kind, id) {
-        Some(value) => Reply::json(status, &Stored::load_for(control, &value).decorate(value)),
+        Some(value) => Reply::json(
+            status,
+            &Stored::load_for(control, kind, &value).decorate(value),
+        ),
         None => Reply::message(500, "An unexpected error occurred"),
     }
 }
 
 /// Where an entity sits in its admin-layer list.
 fn admin_index(control: &Control, kind: &str, id: &str) -> Option<usize> {
-    control
-        .admin_state()
-        .get(kind)
-        .and_then(Value::as_array)
-        .and_then(|l| l.iter().position(|e| e["id"] == json!(id)))
+    control.with_admin(|admin| {
+        admin
+            .get(kind)
+            .and_then(Value::as_array)
+            .and_then(|l| l.iter().position(|e| e["id"].as_str() == Some(id)))
+    })
 }
 
 /// `PUT /{kind}/{name or id}`: Kong's upsert. An existing entity is replaced whole (405
@@ -2581,9 +2582,7 @@ fn update_service(control: &Control, config: &Config, i: usize, mut patch: Body)
         }
     } else if PARTS.iter().any(|p| patch.contains_key(*p)) {
         let stored_url = admin_index(control, "services", &service.id).and_then(|index| {
-            control.admin_state()["services"][index]["url"]
-                .as_str()
-                .map(str::to_owned)
+            control.with_admin(|admin| admin["services"][index]["url"].as_str().map(str::to_owned))
         });
         if let Some(parts) = stored_url.as_deref().and_then(split_url) {
             for (part, value) in parts {
@@ -3029,12 +3028,7 @@ fn set_membership(
             ids.push(id.clone());
         }
     }
-    let index = control
-        .admin_state()
-        .get("consumers")
-        .and_then(Value::as_array)
-        .and_then(|l| l.iter().position(|e| e["id"] == json!(consumer.id)));
-    let Some(index) = index else {
+    let Some(index) = admin_index(control, "consumers", &consumer.id) else {
         return Err(not_found());
     };
     let outcome = control.update_admin(|admin| {
@@ -3074,13 +3068,14 @@ fn get_config(control: &Control, json: bool) -> Reply {
     }
 }
 
-/// The file layer's text as YAML: as written, unless `POST /config` wrote it as JSON,
-/// which is then shown in YAML's block form (JSON holds no comments to lose).
+/// The file layer's text as YAML: as written, unless it is JSON (as `POST /config`
+/// writes a JSON body, or an operator may), which is then shown in YAML's block form,
+/// keys in their order (JSON holds no comments to lose).
 fn as_yaml(bytes: Vec<u8>) -> Vec<u8> {
     if bytes.trim_ascii_start().first() != Some(&b'{') {
         return bytes;
     }
-    serde_json::from_slice::<Value>(&bytes)
+    serde_norway::from_slice::<serde_norway::Value>(&bytes)
         .ok()
         .and_then(|value| serde_norway::to_string(&value).ok())
         .map_or(bytes, String::into_bytes)

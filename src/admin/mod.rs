@@ -523,3 +523,27 @@ async fn write_head_or_reply(
     let (result, _) = stream.write_all(out).await;
     result.map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::accepts_json;
+
+    #[test]
+    fn accept_asks_for_json_by_media_range_and_weight() {
+        for (accept, json) in [
+            ("application/json", true),
+            ("APPLICATION/Json", true),
+            ("application/json; charset=utf-8", true),
+            ("text/html, application/json;q=0.5", true),
+            ("application/json ; Q=0.001", true),
+            ("application/json;q=0", false),
+            ("application/json; q=0.0, application/yaml", false),
+            ("application/jsonx", false),
+            ("application/yaml", false),
+            ("*/*", false),
+            ("", false),
+        ] {
+            assert_eq!(accepts_json(accept), json, "{accept:?}");
+        }
+    }
+}

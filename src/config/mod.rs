@@ -425,12 +425,7 @@ impl Config {
                 }
             }
             // An empty admin layer leaves the file's hash as `ringway check` prints it.
-            let has_entities = admin.as_object().is_some_and(|kinds| {
-                kinds
-                    .values()
-                    .any(|v| v.as_array().is_some_and(|l| !l.is_empty()))
-            });
-            if has_entities {
+            if has_entities(admin) {
                 digest_input.extend_from_slice(&serde_json::to_vec(admin).unwrap_or_default());
             }
         }
@@ -552,6 +547,15 @@ impl AdminFrom {
             _ => Layer::File,
         }
     }
+}
+
+/// Whether an admin layer holds any entity (then the configuration_hash covers it).
+pub fn has_entities(admin: &serde_json::Value) -> bool {
+    admin.as_object().is_some_and(|kinds| {
+        kinds
+            .values()
+            .any(|v| v.as_array().is_some_and(|l| !l.is_empty()))
+    })
 }
 
 /// Why a config could not be loaded.

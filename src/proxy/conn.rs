@@ -142,8 +142,9 @@ struct Conn<S> {
     /// ends, once its request line came whole (a head refused for a timeout is logged
     /// with it, its bytes being gone with the read the timeout cancelled).
     partial_line: Option<usize>,
-    /// The connection closes after an answer given while the request's body was still
-    /// arriving: close it lingering, or the unread bytes reset it under the answer.
+    /// The connection closes after an answer while the client may still be sending
+    /// (a body not read, or read only in part): close it lingering, or the unread bytes
+    /// reset it under the answer.
     linger: bool,
     /// A read or write of the client was abandoned (cut off by its deadline, or a read
     /// by the upstream's answer during an upload). A TLS stream cannot be used again
@@ -389,6 +390,7 @@ impl<S: ClientIo> Conn<S> {
                     keep_alive,
                     http10,
                     unread,
+                    body_pending,
                     detail,
                     routed,
                     request_id,
@@ -402,9 +404,9 @@ impl<S: ClientIo> Conn<S> {
                     self.buf.drain(..unread as usize);
                 }
                 let keep = keep_alive && whole && !self.worker.drain.fired();
-                // Closing after a refusal: a body still on its way, or one whose framing
-                // was refused (its length unknown), must not reset the answer.
-                self.linger = !keep;
+                // A body still on its way, or one of unknown length, must not reset the
+                // answer when the connection closes.
+                self.linger = !whole || body_pending;
                 // As Kong: what ringway answers without proxying says how long it took
                 // (formatted on the stack: a flood of 401s or 429s allocates nothing).
                 let mut digits = itoa::Buffer::new();
@@ -556,10 +558,10 @@ impl<S: ClientIo> Conn<S> {
         }
     }
 
-    /// Closes after an answer given while the request's body was still arriving, as
-    /// nginx's lingering close: the write side is shut (the answer is complete), then what
-    /// the client still sends is read and dropped for a moment, so the close does not
-    /// reset the connection, and the answer with it, while the client is sending.
+    /// Closes after an answer while the client may still be sending, as nginx's lingering
+    /// close: the write side is shut (the answer is complete), then what the client
+    /// still sends is read and dropped for a moment, so the close does not reset the
+    /// connection, and the answer with it, while the client is sending.
     async fn linger_close(&mut self) {
         const LINGER: Duration = Duration::from_secs(2);
         // Time is the bound; the byte cap only stops a client that sends at loopback
@@ -569,8 +571,10 @@ impl<S: ClientIo> Conn<S> {
         if self.cut && self.info.https {
             return;
         }
-        let _ = self.client.shutdown().await;
+        // Over TLS the shutdown writes a close_notify, which a client that stopped
+        // reading would hold up: it shares the deadline.
         let deadline = Instant::now() + LINGER;
+        let _ = monoio::time::timeout_at(deadline.into(), self.client.shutdown()).await;
         let mut buf = std::mem::take(&mut self.buf);
         let mut dropped = 0;
         while dropped < LINGER_BYTES {
@@ -775,7 +779,7 @@ impl<S: ClientIo> Conn<S> {
         };
         if let Err(kind) = self.take_buffered_body(&mut body) {
             // Nothing has reached the upstream yet.
-            return self.fail_close(kind).await;
+            return self.fail_close(kind, true).await;
         }
         if balanced.is_none() && service.addr.is_none() {
             return self
@@ -796,7 +800,7 @@ impl<S: ClientIo> Conn<S> {
             };
         if gather {
             if let Err(kind) = self.gather_body(&mut body, &exchange, node).await {
-                return self.fail_close(kind).await;
+                return self.fail_close(kind, true).await;
             }
             // The client has had its `100 Continue`.
             exchange.framing.expect_continue = false;
@@ -957,7 +961,7 @@ impl<S: ClientIo> Conn<S> {
                     Err(_) if early => ErrorKind::BadResponse,
                     Err(kind) => kind,
                 },
-                Err(SendFail::Client(kind)) => return self.fail_close(kind).await,
+                Err(SendFail::Client(kind)) => return self.fail_close(kind, true).await,
                 Err(SendFail::Upstream(kind)) => kind,
             };
             drop(upstream);
@@ -1049,12 +1053,13 @@ impl<S: ClientIo> Conn<S> {
         }
     }
 
-    /// Answers a failure that leaves the client connection unusable. The client may be
-    /// mid-upload (a broken chunk, a stalled body): the close lingers, or the bytes it
-    /// still sends would reset the connection under the answer.
-    async fn fail_close(&mut self, kind: ErrorKind) -> Next {
+    /// Answers a failure that leaves the client connection unusable. One found in the
+    /// client's body (a broken chunk, a stalled upload) comes while the client may still
+    /// be sending: `mid_body` makes the close linger, or the bytes it still sends would
+    /// reset the connection under the answer.
+    async fn fail_close(&mut self, kind: ErrorKind, mid_body: bool) -> Next {
         self.answer(kind, true, false, NO_EXTRA).await;
-        self.linger = true;
+        self.linger |= mid_body;
         Next::Close
     }
 
@@ -1515,7 +1520,7 @@ impl<S: ClientIo> Conn<S> {
     /// The upstream broke chunked framing before anything of the body was sent.
     async fn bad_response_after_head(&mut self, _plan: ResponsePlan) -> Next {
         self.out.clear();
-        self.fail_close(ErrorKind::BadResponse).await
+        self.fail_close(ErrorKind::BadResponse, false).await
     }
 
     /// Appends `ubuf[pos..]` to `out`, as a chunk or raw.

@@ -133,6 +133,9 @@ pub struct Reject {
     /// The request's `Content-Length` body, not read: the connection continues only if
     /// all of it has arrived with the head (it is then skipped).
     pub unread: u64,
+    /// Body bytes of unknown length may still be on their way (the framing was refused,
+    /// or the body is chunked or close-delimited): the close after the answer lingers.
+    pub body_pending: bool,
     /// A plugin's own status, body and headers, when it has them.
     pub detail: Option<Box<Detail>>,
     /// The route it matched, if any.
@@ -148,6 +151,7 @@ impl Reject {
             keep_alive: false,
             http10: false,
             unread: 0,
+            body_pending: true,
             detail: None,
             routed: None,
             request_id: None,
@@ -247,11 +251,6 @@ pub fn prepare(
         ..Reject::fatal(kind)
     };
     let framing = framing::request(version, headers).map_err(refused)?;
-    // A tunnel (`CONNECT`) or a loop-back of the request with whatever the hops added
-    // (`TRACE`, a way to read cookies a script cannot) is not for a gateway to pass on.
-    if matches!(method, "CONNECT" | "TRACE") {
-        return Err(refused(ErrorKind::MethodNotAllowed));
-    }
     // A rejected request's body is never read: a chunked or close-delimited one cannot be
     // skipped, so those answers close the connection; a Content-Length one that came
     // whole with the head is skipped (as nginx discards it), else the connection closes.
@@ -265,13 +264,26 @@ pub fn prepare(
             BodyKind::Length(n) => n,
             _ => 0,
         },
+        body_pending: matches!(framing.body, BodyKind::Chunked | BodyKind::UntilClose),
         detail: None,
         routed: None,
         request_id: None,
     };
+    // A request refused whole once its framing is known: the connection closes, and
+    // whether body bytes may still come is known.
+    let closing = |kind| Reject {
+        keep_alive: false,
+        request_id: global_id(),
+        ..soft(kind)
+    };
+    // A tunnel (`CONNECT`) or a loop-back of the request with whatever the hops added
+    // (`TRACE`, a way to read cookies a script cannot) is not for a gateway to pass on.
+    if matches!(method, "CONNECT" | "TRACE") {
+        return Err(closing(ErrorKind::MethodNotAllowed));
+    }
 
     let (authority, path_and_query) =
-        split_target(target).ok_or_else(|| refused(ErrorKind::BadRequest))?;
+        split_target(target).ok_or_else(|| closing(ErrorKind::BadRequest))?;
     let host = authority.or_else(|| {
         framing
             .host
@@ -283,7 +295,7 @@ pub fn prepare(
         Some(i) => (&path_and_query[..i], Some(&path_and_query[i + 1..])),
         None => (path_and_query, None),
     };
-    let path = route::normalize(raw_path).map_err(|_| refused(ErrorKind::BadRequest))?;
+    let path = route::normalize(raw_path).map_err(|_| closing(ErrorKind::BadRequest))?;
     let route_host = host.map(route::without_root_dot);
 
     let view = RequestView {

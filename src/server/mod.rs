@@ -254,8 +254,8 @@ fn maintain_rate_limits(shared: &Shared) {
 /// Re-reads the config file; an invalid file leaves the running config in place.
 fn reload(control: &Control) {
     match control.reload_file() {
-        Ok(hash) => {
-            let what = if control.admin_has_entities() {
+        Ok((hash, with_admin)) => {
+            let what = if with_admin {
                 ": the file with the Admin API's entities"
             } else {
                 ""
