@@ -14,14 +14,14 @@
 //!              [--conns N] --out FILE
 //! Writes JSON: requests, errors, the rate achieved, and p50/p90/p99/p99.9 in
 //! microseconds from the scheduled instant (`scheduled`) and from the send (`sent`).
-//! Expects responses framed by Content-Length (the bundled upstream's).
-
-#![allow(unsafe_code)]
+//! Expects 200 responses framed by Content-Length (the bundled upstream's); anything
+//! else, or a connection lost with a request on it, counts as an error and the
+//! connection is replaced. A connection that cannot be replaced ends the run.
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 struct Args {
@@ -79,22 +79,120 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: the clock the timerfd's absolute instants are on.
-fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+/// The first instant is this far after the start, so every connection is open by then.
+const LEAD_IN_NS: u64 = 50_000_000;
+/// How long answers may still come after the last instant before they count as lost.
+const GRACE_NS: u64 = 5_000_000_000;
+/// A response read at a time, and what one response may hold.
+const READ_BYTES: usize = 64 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// epoll events taken per wait, and the longest wait (ms) when no instant is due.
+const EVENTS: usize = 256;
+const WAIT_MS: i32 = 1000;
+/// The epoll key of the timer; connections are keyed by their index.
+const TIMER: u64 = u64::MAX;
 
-fn check(ret: libc::c_int, what: &str) -> Result<libc::c_int, String> {
-    if ret < 0 {
-        Err(format!("{what}: {}", std::io::Error::last_os_error()))
-    } else {
-        Ok(ret)
+/// The system calls this needs beyond std: the monotonic clock, an absolute timer and
+/// epoll, each a thin wrapper that checks the result.
+#[allow(unsafe_code)]
+mod sys {
+    use std::os::fd::RawFd;
+
+    fn check(ret: libc::c_int, what: &str) -> Result<libc::c_int, String> {
+        if ret < 0 {
+            Err(format!("{what}: {}", std::io::Error::last_os_error()))
+        } else {
+            Ok(ret)
+        }
+    }
+
+    /// CLOCK_MONOTONIC in nanoseconds: the clock the timer's absolute instants are on.
+    pub fn now_ns() -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid timespec to write; CLOCK_MONOTONIC always exists.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    }
+
+    /// The kernel's default timer slack (50 µs) would blur the schedule.
+    pub fn tight_timer_slack() {
+        // SAFETY: PR_SET_TIMERSLACK takes an integer and changes only this thread's setting.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
+    }
+
+    pub fn epoll() -> Result<RawFd, String> {
+        // SAFETY: creates a descriptor; the flag is valid.
+        check(
+            unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) },
+            "epoll_create1",
+        )
+    }
+
+    /// Adds `fd` to `epoll` for reading, under `key`.
+    pub fn watch(epoll: RawFd, fd: RawFd, key: u64) -> Result<(), String> {
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: key,
+        };
+        // SAFETY: both descriptors are open (the caller's); `event` is valid.
+        let ret = unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut event) };
+        check(ret, "epoll_ctl").map(drop)
+    }
+
+    /// Waits for events; the keys of those that came.
+    pub fn wait(
+        epoll: RawFd,
+        events: &mut [libc::epoll_event],
+        ms: i32,
+    ) -> Result<Vec<u64>, String> {
+        let capacity = events.len() as i32;
+        // SAFETY: `events` is a valid buffer of `capacity` entries.
+        let n = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), capacity, ms) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                return Ok(Vec::new());
+            }
+            return Err(format!("epoll_wait: {e}"));
+        }
+        Ok(events[..n as usize].iter().map(|e| e.u64).collect())
+    }
+
+    pub fn timer() -> Result<RawFd, String> {
+        let flags = libc::TFD_NONBLOCK | libc::TFD_CLOEXEC;
+        // SAFETY: creates a descriptor; the clock and flags are valid.
+        check(
+            unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, flags) },
+            "timerfd_create",
+        )
+    }
+
+    /// Arms `timer` to fire once at `at_ns` on CLOCK_MONOTONIC.
+    pub fn arm(timer: RawFd, at_ns: u64) -> Result<(), String> {
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: (at_ns / 1_000_000_000) as libc::time_t,
+                tv_nsec: (at_ns % 1_000_000_000) as libc::c_long,
+            },
+        };
+        let absolute = libc::TFD_TIMER_ABSTIME;
+        // SAFETY: `timer` is open; `spec` is a valid itimerspec; no old value wanted.
+        let ret = unsafe { libc::timerfd_settime(timer, absolute, &spec, std::ptr::null_mut()) };
+        check(ret, "timerfd_settime").map(drop)
+    }
+
+    /// Clears a timer that fired.
+    pub fn clear(timer: RawFd) {
+        let mut expirations = 0u64;
+        // SAFETY: reads at most 8 bytes into a u64 from the (non-blocking) timerfd.
+        unsafe { libc::read(timer, (&mut expirations as *mut u64).cast(), 8) };
     }
 }
 
@@ -133,43 +231,33 @@ fn response_complete(buf: &[u8]) -> Option<bool> {
 struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
-    /// The scheduled instant and the send instant of the request in flight.
+    /// The scheduled instant and the send instant of the request in flight (ns).
     busy: Option<(u64, u64)>,
 }
 
 struct Generator {
     addr: SocketAddr,
-    epoll: libc::c_int,
+    epoll: RawFd,
     conns: Vec<Conn>,
+    /// Indexes of connections with no request in flight.
     idle: Vec<usize>,
-    from_slot: Vec<u64>,
-    from_send: Vec<u64>,
+    in_flight: usize,
+    from_slot_ns: Vec<u64>,
+    from_send_ns: Vec<u64>,
     errors: u64,
 }
 
 impl Generator {
+    /// Opens connection `index` (a new one, or in place of one that ended).
     fn open(&mut self, index: usize) -> Result<(), String> {
-        let stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))
+        let stream = TcpStream::connect_timeout(&self.addr, CONNECT_TIMEOUT)
             .map_err(|e| format!("connect to {}: {e}", self.addr))?;
         stream.set_nodelay(true).map_err(|e| e.to_string())?;
         stream.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let mut event = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: index as u64,
-        };
-        // SAFETY: both descriptors are open; `event` is a valid epoll_event.
-        let ret = unsafe {
-            libc::epoll_ctl(
-                self.epoll,
-                libc::EPOLL_CTL_ADD,
-                stream.as_raw_fd(),
-                &mut event,
-            )
-        };
-        check(ret, "epoll_ctl")?;
+        sys::watch(self.epoll, stream.as_raw_fd(), index as u64)?;
         let conn = Conn {
             stream,
-            buf: Vec::with_capacity(65536),
+            buf: Vec::with_capacity(READ_BYTES),
             busy: None,
         };
         if index == self.conns.len() {
@@ -182,55 +270,80 @@ impl Generator {
         Ok(())
     }
 
-    /// Counts an error on connection `index` and replaces the connection.
-    fn fail(&mut self, index: usize) -> Result<(), String> {
-        self.errors += 1;
+    /// Replaces connection `index`, which ended; the request it had in flight, if any,
+    /// is lost and counts as an error.
+    fn replace(&mut self, index: usize) -> Result<(), String> {
+        if self.conns[index].busy.take().is_some() {
+            self.errors += 1;
+            self.in_flight -= 1;
+        }
         self.idle.retain(|&i| i != index);
         self.open(index)
     }
 
-    fn send(&mut self, index: usize, slot: u64, request: &[u8]) -> Result<(), String> {
+    fn send(&mut self, index: usize, slot_ns: u64, request: &[u8]) -> Result<(), String> {
         let conn = &mut self.conns[index];
         conn.buf.clear();
-        let sent = now_ns();
+        let sent_ns = sys::now_ns();
+        conn.busy = Some((slot_ns, sent_ns));
+        self.in_flight += 1;
         // A request of a few dozen bytes on an idle connection fits the socket buffer.
         match conn.stream.write(request) {
-            Ok(n) if n == request.len() => {
-                conn.busy = Some((slot, sent));
-                Ok(())
-            }
-            _ => self.fail(index),
+            Ok(n) if n == request.len() => Ok(()),
+            _ => self.replace(index),
         }
     }
 
     fn readable(&mut self, index: usize) -> Result<(), String> {
-        let mut chunk = [0u8; 65536];
+        let mut chunk = [0u8; READ_BYTES];
+        let mut ended = false;
         loop {
             let conn = &mut self.conns[index];
             match conn.stream.read(&mut chunk) {
-                Ok(0) => return self.fail(index),
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
                 Ok(n) => conn.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => return self.fail(index),
+                Err(_) => {
+                    ended = true;
+                    break;
+                }
             }
         }
         let conn = &mut self.conns[index];
-        let Some((slot, sent)) = conn.busy else {
-            // Bytes nobody asked for.
-            return self.fail(index);
-        };
-        match response_complete(&conn.buf) {
-            Some(false) => Ok(()),
-            Some(true) => {
-                let done = now_ns();
-                self.from_slot.push(done - slot);
-                self.from_send.push(done - sent);
-                conn.busy = None;
-                self.idle.push(index);
+        match (conn.busy, response_complete(&conn.buf)) {
+            // An idle connection the server closed (its keep-alive timeout): replaced,
+            // nothing lost. Bytes nobody asked for are an error.
+            (None, _) if conn.buf.is_empty() => {
+                if ended {
+                    self.replace(index)?;
+                }
                 Ok(())
             }
-            None => self.fail(index),
+            (Some((slot_ns, sent_ns)), Some(true)) => {
+                let done_ns = sys::now_ns();
+                self.from_slot_ns.push(done_ns - slot_ns);
+                self.from_send_ns.push(done_ns - sent_ns);
+                conn.busy = None;
+                conn.buf.clear();
+                self.in_flight -= 1;
+                if ended {
+                    self.replace(index)
+                } else {
+                    self.idle.push(index);
+                    Ok(())
+                }
+            }
+            (Some(_), Some(false)) if !ended => Ok(()),
+            _ => {
+                if conn.busy.is_none() {
+                    self.errors += 1;
+                }
+                self.replace(index)
+            }
         }
     }
 }
@@ -243,129 +356,91 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1000.0
 }
 
-fn summary(mut ns: Vec<u64>) -> String {
+/// Percentiles in microseconds.
+fn summary(mut ns: Vec<u64>) -> serde_json::Value {
     ns.sort_unstable();
-    format!(
-        "{{\"p50_us\":{:.1},\"p90_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1}}}",
-        percentile(&ns, 50.0),
-        percentile(&ns, 90.0),
-        percentile(&ns, 99.0),
-        percentile(&ns, 99.9),
-    )
+    serde_json::json!({
+        "p50_us": percentile(&ns, 50.0),
+        "p90_us": percentile(&ns, 90.0),
+        "p99_us": percentile(&ns, 99.0),
+        "p999_us": percentile(&ns, 99.9),
+    })
 }
 
-const TIMER: u64 = u64::MAX;
-
-fn run(args: &Args) -> Result<String, String> {
+fn run(args: &Args) -> Result<serde_json::Value, String> {
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ringway-paced\r\n\r\n",
         args.path, args.addr
     )
     .into_bytes();
-    // SAFETY: a descriptor-creating call with valid flags.
-    let ret = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    let epoll = check(ret, "epoll_create1")?;
-    let flags = libc::TFD_NONBLOCK | libc::TFD_CLOEXEC;
-    // SAFETY: as above.
-    let ret = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, flags) };
-    let timer = check(ret, "timerfd_create")?;
-    let mut event = libc::epoll_event {
-        events: libc::EPOLLIN as u32,
-        u64: TIMER,
-    };
-    // SAFETY: both descriptors were just opened; `event` is valid.
-    let ret = unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, timer, &mut event) };
-    check(ret, "epoll_ctl")?;
+    let epoll = sys::epoll()?;
+    let timer = sys::timer()?;
+    sys::watch(epoll, timer, TIMER)?;
     let mut g = Generator {
         addr: args.addr,
         epoll,
         conns: Vec::with_capacity(args.conns),
         idle: Vec::with_capacity(args.conns),
-        from_slot: Vec::new(),
-        from_send: Vec::new(),
+        in_flight: 0,
+        from_slot_ns: Vec::new(),
+        from_send_ns: Vec::new(),
         errors: 0,
     };
     for index in 0..args.conns {
         g.open(index)?;
     }
 
-    let start = now_ns() + 50_000_000;
-    let end = start + args.duration.as_nanos() as u64;
-    let slot_at = |k: u64| start + (u128::from(k) * 1_000_000_000 / u128::from(args.rate)) as u64;
-    let mut k = 0u64;
+    let start_ns = sys::now_ns() + LEAD_IN_NS;
+    let end_ns = start_ns + args.duration.as_nanos() as u64;
+    let slot_at =
+        |k: u64| start_ns + (u128::from(k) * 1_000_000_000 / u128::from(args.rate)) as u64;
+    let mut next = 0u64;
+    // Instants that came while every connection was busy, oldest first: at most the
+    // instants of the run, and in practice what one stall holds back.
     let mut waiting: VecDeque<u64> = VecDeque::new();
-    let mut armed = 0u64;
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let mut armed_ns = 0u64;
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
     loop {
-        let now = now_ns();
-        while slot_at(k) <= now && slot_at(k) < end {
-            waiting.push_back(slot_at(k));
-            k += 1;
+        let now_ns = sys::now_ns();
+        while slot_at(next) <= now_ns && slot_at(next) < end_ns {
+            waiting.push_back(slot_at(next));
+            next += 1;
         }
-        while !waiting.is_empty() {
+        while let Some(&slot_ns) = waiting.front() {
             let Some(index) = g.idle.pop() else { break };
-            let slot = waiting.pop_front().unwrap_or(now);
-            g.send(index, slot, &request)?;
+            waiting.pop_front();
+            g.send(index, slot_ns, &request)?;
         }
-        let busy = g.conns.iter().filter(|c| c.busy.is_some()).count();
-        if slot_at(k) >= end && waiting.is_empty() && busy == 0 {
+        if slot_at(next) >= end_ns && waiting.is_empty() && g.in_flight == 0 {
             break;
         }
-        if now > end + 5_000_000_000 {
+        if now_ns > end_ns + GRACE_NS {
             // Answers that never came count as errors.
-            g.errors += (busy + waiting.len()) as u64;
+            g.errors += (g.in_flight + waiting.len()) as u64;
             break;
         }
-        let next = slot_at(k);
-        if next < end && next != armed {
-            let spec = libc::itimerspec {
-                it_interval: libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: 0,
-                },
-                it_value: libc::timespec {
-                    tv_sec: (next / 1_000_000_000) as libc::time_t,
-                    tv_nsec: (next % 1_000_000_000) as libc::c_long,
-                },
-            };
-            let absolute = libc::TFD_TIMER_ABSTIME;
-            // SAFETY: `timer` is open; `spec` is a valid itimerspec; no old value wanted.
-            let ret =
-                unsafe { libc::timerfd_settime(timer, absolute, &spec, std::ptr::null_mut()) };
-            check(ret, "timerfd_settime")?;
-            armed = next;
+        let next_ns = slot_at(next);
+        if next_ns < end_ns && next_ns != armed_ns {
+            sys::arm(timer, next_ns)?;
+            armed_ns = next_ns;
         }
-        let capacity = events.len() as i32;
-        // SAFETY: `events` is a valid buffer of `capacity` entries.
-        let n = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), capacity, 1000) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(format!("epoll_wait: {e}"));
-        }
-        for event in &events[..n as usize] {
-            let key = event.u64;
+        for key in sys::wait(epoll, &mut events, WAIT_MS)? {
             if key == TIMER {
-                let mut expirations = 0u64;
-                // SAFETY: reads at most 8 bytes into a u64 from the (non-blocking) timerfd.
-                unsafe { libc::read(timer, (&mut expirations as *mut u64).cast(), 8) };
+                sys::clear(timer);
             } else {
                 g.readable(key as usize)?;
             }
         }
     }
-    let requests = g.from_slot.len();
-    Ok(format!(
-        "{{\"requests\":{},\"errors\":{},\"rate\":{:.0},\"conns\":{},\"scheduled\":{},\"sent\":{}}}\n",
-        requests,
-        g.errors,
-        requests as f64 / args.duration.as_secs_f64(),
-        args.conns,
-        summary(g.from_slot),
-        summary(g.from_send),
-    ))
+    let requests = g.from_slot_ns.len();
+    Ok(serde_json::json!({
+        "requests": requests,
+        "errors": g.errors,
+        "rate": (requests as f64 / args.duration.as_secs_f64()).round(),
+        "conns": args.conns,
+        "scheduled": summary(g.from_slot_ns),
+        "sent": summary(g.from_send_ns),
+    }))
 }
 
 fn main() {
@@ -376,12 +451,10 @@ fn main() {
             std::process::exit(2);
         }
     };
-    // The kernel's default timer slack (50 µs) would blur the schedule.
-    // SAFETY: PR_SET_TIMERSLACK takes an integer and changes only this thread's setting.
-    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
+    sys::tight_timer_slack();
     match run(&args) {
         Ok(json) => {
-            if let Err(e) = std::fs::write(&args.out, json) {
+            if let Err(e) = std::fs::write(&args.out, format!("{json}\n")) {
                 eprintln!("paced: cannot write {}: {e}", args.out);
                 std::process::exit(1);
             }

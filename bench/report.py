@@ -282,7 +282,8 @@ def build_report(rows, meta, idle):
         for k, label in (("p50_ms", "p50"), ("p99_ms", "p99")):
             rv, nv = ad["ringway"][k]["median"], ad["nginx"][k]["median"]
             rt = ratio(rv, nv) if nv > 0 else None
-            ratios[f"added_latency_{label}_{s}"] = rt
+            # oha's keep the names they had before the paced scenario came.
+            ratios[f"added_latency_{label}" + ("" if s == "oha-rate" else "_paced")] = rt
             txt = f"**{rt:.2f}x**" if rt is not None else "n/a (nginx adds nothing measurable)"
             L(f"- added latency ratio {label} at {meta.get('rate', '?')} req/s ({tool}): {txt} "
               f"(ringway {rv:+.3f} ms, nginx {nv:+.3f} ms over direct; medians of per-round differences)")
@@ -357,7 +358,8 @@ def build_report(rows, meta, idle):
     L("\n".join(f"- {w}" for w in warn) if warn else "- none (no errors, no non-2xx, <= 1 upstream connection per 1000 requests)")
     L("")
     md = "\n".join(lines)
-    data = {"meta": meta, "scenarios": agg, "added_latency_ms": added, "ratios_ringway_over_nginx": ratios,
+    data = {"meta": meta, "scenarios": agg, "added_latency_ms": added.get("oha-rate", {}),
+            "added_latency_paced_ms": added.get("paced-rate", {}), "ratios_ringway_over_nginx": ratios,
             "idle_conns": idle, "warnings": warn, "measurements": rows}
     return md, data
 

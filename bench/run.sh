@@ -341,7 +341,10 @@ measure() {
     st=$(curl -fsS --max-time 5 "http://127.0.0.1:$RW_ADMIN/status" || true)
     rw1=$(jnum "$st" connections_opened); rwt1=$(jnum "$st" total_requests)
   fi
-  [ "$rc" = 0 ] || { cat "$out" >&2 || true; die "$tool against $target exited with status $rc (output: $out)"; }
+  if [ "$rc" != 0 ]; then
+    for f in "$out" "$base.$tool.err"; do if [ -s "$f" ]; then cat "$f" >&2; fi; done
+    die "$tool against $target exited with status $rc (output: $out, errors: $base.$tool.err)"
+  fi
   cat >"$base.meta.json" <<EOF
 {"round":$round,"scenario":"$scenario","target":"$target","tool":"$tool","path":"$path","rate":$qrate,
  "output":"$(basename "$out")","clk_tck":$(getconf CLK_TCK),"wall_start":$w0,"wall_end":$w1,
