@@ -1321,6 +1321,32 @@ fn post_config_replaces_the_file_layer_with_a_backup() {
     );
     let reread: serde_json::Value = serde_norway::from_str(&text).expect("YAML");
     assert_eq!(reread, json_cfg);
+    // JSON is decoded as JSON, not as YAML: a surrogate pair escape is JSON only.
+    // Keys keep the order they were sent in, wrapped in `config` or not.
+    let raw = format!(
+        r#"{{"config": {{"services": [{{"url": "{}", "name": "json-service", "routes": [{{"paths": ["/json"], "name": "json-route"}}]}}], "consumers": [{{"username": "smile", "custom_id": "\ud83d\ude00"}}], "_format_version": "3.0"}}}}"#,
+        o.url()
+    );
+    let r = http_request(
+        gw.admin_addr(),
+        "POST",
+        "/config",
+        &[],
+        Some(("application/json", raw.as_bytes())),
+    );
+    assert_eq!(r.status, 201, "POST /config with JSON-only escapes: {r:?}");
+    let r = gw.admin_get("/consumers/smile");
+    assert_eq!(r.json()["custom_id"], "\u{1F600}", "{r:?}");
+    let text = gw.admin_get("/config").body_str().to_string();
+    let at = |key: &str| {
+        text.find(key)
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+    };
+    assert!(
+        at("services:") < at("consumers:") && at("consumers:") < at("_format_version:"),
+        "{text}"
+    );
+    assert!(at("url:") < at("name: json-service"), "{text}");
     let r = admin_form(&gw, "POST", "/config", &[("config", &fresh_config(&o))]);
     assert_eq!(r.status, 201, "POST /config with config= form: {r:?}");
     assert_eq!(gw.get("/fresh/a").status, 200);

@@ -3103,18 +3103,7 @@ fn post_config(control: &Control, request: &Request<'_>) -> Reply {
                 Err(reply) => return reply,
             }
         }
-        // YAML is a superset of JSON: both go to the same loader. A JSON object whose
-        // only key is `config` is what `GET /config` answers (and Kong's shape, with the
-        // YAML as a string): what it wraps is the config. A config itself always has
-        // `_format_version`, so nothing else looks like it.
-        _ => match serde_json::from_slice::<serde_json::Map<String, Value>>(request.body) {
-            Ok(mut object) if object.len() == 1 => match object.remove("config") {
-                Some(Value::String(text)) => text.into_bytes(),
-                Some(config) => serde_json::to_vec(&config).unwrap_or_default(),
-                None => request.body.to_vec(),
-            },
-            _ => request.body.to_vec(),
-        },
+        _ => json_config_as_yaml(request.body).unwrap_or_else(|| request.body.to_vec()),
     };
     // Kong's `?check_hash=1`: 304 when the config is the one running.
     let check_hash = request.query.split('&').any(|pair| {
@@ -3133,6 +3122,27 @@ fn post_config(control: &Control, request: &Request<'_>) -> Reply {
             Reply::message(500, "An unexpected error occurred")
         }
     }
+}
+
+/// A `POST /config` body that is JSON, as the YAML the file layer is kept in; `None` for
+/// a body that is not JSON (YAML, taken as sent). JSON is decoded as JSON, not as YAML:
+/// the two differ at the edges (a surrogate pair `\ud83d\ude00`, a raw DEL in a string
+/// are JSON but not YAML). Keys keep their order. A JSON object whose only key is
+/// `config` is what `GET /config` answers (and Kong's shape, with the YAML as a string):
+/// what it wraps is the config; a config itself always has `_format_version`.
+fn json_config_as_yaml(body: &[u8]) -> Option<Vec<u8>> {
+    use serde_norway::Value as Yaml;
+    let doc = serde_json::from_slice::<Yaml>(body).ok()?;
+    let config = match doc.as_mapping() {
+        Some(map) if map.len() == 1 => match map.get("config") {
+            Some(Yaml::String(text)) => return Some(text.clone().into_bytes()),
+            Some(config) => config,
+            None => &doc,
+        },
+        Some(_) => &doc,
+        None => return None,
+    };
+    serde_norway::to_string(config).ok().map(String::into_bytes)
 }
 
 fn config_errors(status: u16, problems: &Problems) -> Reply {

@@ -863,6 +863,15 @@ fn build(
         if legacy_paths && layer == Layer::File {
             migrate_legacy_paths(&mut route, path, report);
         }
+        // The Admin API checks the names it writes; a route an earlier version saved
+        // without the check loads with a warning rather than stopping the start.
+        match route.name.as_deref().and_then(utf8_name_problem) {
+            Some(problem) if layer == Layer::Admin => {
+                report.warn(format!("{path}.name: {problem}"))
+            }
+            Some(problem) => report.add(format!("{path}.name"), problem),
+            None => {}
+        }
         Some(route)
     };
     match top.format_version.as_ref() {
@@ -1063,15 +1072,6 @@ fn build(
             },
         };
         if let Some(name) = &file.name {
-            // The Admin API checks the names it writes; a route an earlier version saved
-            // without the check loads with a warning rather than stopping the start.
-            match utf8_name_problem(name) {
-                Some(problem) if route_layer == Layer::Admin => {
-                    report.warn(format!("{path}.name: {problem}"))
-                }
-                Some(problem) => report.add(format!("{path}.name"), problem),
-                None => {}
-            }
             if let Some(first) = route_names.insert(name.clone(), path.clone()) {
                 report.add(
                     format!("{path}.name"),

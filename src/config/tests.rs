@@ -1801,26 +1801,30 @@ services:
       - {name: "n\nl", paths: [/g]}
   - name: "sp ace"
     url: http://127.0.0.1:9
+    routes:
+      - {name: "r/slash", paths: [/h]}
 "#,
     );
     let fields = paths_of(&found);
     assert_eq!(
         fields,
         [
-            "services[1].name",
             "services[0].routes[0].name",
             "services[0].routes[1].name",
             "services[0].routes[2].name",
             "services[0].routes[3].name",
+            "services[1].name",
+            // Under a refused service, its routes' own problems are reported too.
+            "services[1].routes[0].name",
         ],
         "{found:#?}"
     );
     assert!(
-        found[1].ends_with("length must be at least 1"),
+        found[0].ends_with("length must be at least 1"),
         "{found:#?}"
     );
     assert!(
-        found[2].contains("only accepted ascii characters"),
+        found[1].contains("only accepted ascii characters"),
         "{found:#?}"
     );
 
