@@ -900,21 +900,24 @@ fn a_bodiless_refusal_closes_without_lingering() {
     use std::io::{Read, Write};
     let o = Origin::start();
     let gw = gateway_for(&o, "");
-    let mut c = std::net::TcpStream::connect(gw.proxy_addr()).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    c.write_all(b"TRACE /x HTTP/1.1\r\nHost: a\r\n\r\n")
-        .unwrap();
-    let mut answer = Vec::new();
-    c.read_to_end(&mut answer).unwrap();
-    assert!(
-        answer.starts_with(b"HTTP/1.1 405 "),
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
-    // The client keeps its side open; the gateway's is gone well before a linger's 2 s.
-    let gone = wait_for(Duration::from_millis(1000), || {
-        (gw.status_json()["server"]["connections_active"] == 0).then_some(())
-    });
-    assert!(gone.is_some(), "{}", gw.status_json());
-    drop(c);
+    for (request, status) in [
+        (&b"TRACE /x HTTP/1.1\r\nHost: a\r\n\r\n"[..], "405"),
+        // Refused before its framing is read, but announcing no body.
+        (b"GET /x HTTP/1.1\r\n\r\n", "400"),
+        (b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "400"),
+    ] {
+        let mut c = std::net::TcpStream::connect(gw.proxy_addr()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(request).unwrap();
+        let mut answer = Vec::new();
+        c.read_to_end(&mut answer).unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{text}");
+        // The client keeps its side open; the gateway's is gone well before a linger's 2 s.
+        let gone = wait_for(Duration::from_millis(1000), || {
+            (gw.status_json()["server"]["connections_active"] == 0).then_some(())
+        });
+        assert!(gone.is_some(), "{status}: {}", gw.status_json());
+        drop(c);
+    }
 }

@@ -245,9 +245,14 @@ pub fn prepare(
             .as_ref()
             .and_then(|c| request_id(c, headers, client, state))
     };
+    // Refused before its framing is known: a body may follow only if the head says so.
     let refused = |kind| Reject {
         head: is_head,
         request_id: global_id(),
+        body_pending: headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("content-length")
+                || h.name.eq_ignore_ascii_case("transfer-encoding")
+        }),
         ..Reject::fatal(kind)
     };
     let framing = framing::request(version, headers).map_err(refused)?;
