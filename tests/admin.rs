@@ -1347,6 +1347,9 @@ fn post_config_replaces_the_file_layer_with_a_backup() {
         "{text}"
     );
     assert!(at("url:") < at("name: json-service"), "{text}");
+    // Kept as JSON, its strings quoted, so a YAML 1.1 reader (Kong's) reads them as strings.
+    let saved = read_file(gw.config_path());
+    assert!(saved.contains(r#""username": "smile""#), "{saved}");
     let r = admin_form(&gw, "POST", "/config", &[("config", &fresh_config(&o))]);
     assert_eq!(r.status, 201, "POST /config with config= form: {r:?}");
     assert_eq!(gw.get("/fresh/a").status, 200);

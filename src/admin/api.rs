@@ -3103,7 +3103,7 @@ fn post_config(control: &Control, request: &Request<'_>) -> Reply {
                 Err(reply) => return reply,
             }
         }
-        _ => json_config_as_yaml(request.body).unwrap_or_else(|| request.body.to_vec()),
+        _ => json_config(request.body).unwrap_or_else(|| request.body.to_vec()),
     };
     // Kong's `?check_hash=1`: 304 when the config is the one running.
     let check_hash = request.query.split('&').any(|pair| {
@@ -3124,13 +3124,15 @@ fn post_config(control: &Control, request: &Request<'_>) -> Reply {
     }
 }
 
-/// A `POST /config` body that is JSON, as the YAML the file layer is kept in; `None` for
-/// a body that is not JSON (YAML, taken as sent). JSON is decoded as JSON, not as YAML:
-/// the two differ at the edges (a surrogate pair `\ud83d\ude00`, a raw DEL in a string
-/// are JSON but not YAML). Keys keep their order. A JSON object whose only key is
-/// `config` is what `GET /config` answers (and Kong's shape, with the YAML as a string):
-/// what it wraps is the config; a config itself always has `_format_version`.
-fn json_config_as_yaml(body: &[u8]) -> Option<Vec<u8>> {
+/// A `POST /config` body that is JSON, as the file layer keeps it; `None` for a body
+/// that is not JSON (YAML, kept as sent). JSON is decoded as JSON, not as YAML: the two
+/// differ at the edges (a surrogate pair escape `\ud83d\ude00` is JSON, not YAML). It is
+/// kept as JSON written out again, keys in their order: JSON is YAML to the loader, and
+/// unlike YAML written from it, its strings are quoted, so `"yes"` stays a string to a
+/// YAML 1.1 reader (Kong's loader among them). A JSON object whose only key is `config`
+/// is what `GET /config` answers (and Kong's shape, with the YAML as a string): what it
+/// wraps is the config; a config itself always has `_format_version`.
+fn json_config(body: &[u8]) -> Option<Vec<u8>> {
     use serde_norway::Value as Yaml;
     let doc = serde_json::from_slice::<Yaml>(body).ok()?;
     let config = match doc.as_mapping() {
@@ -3142,7 +3144,9 @@ fn json_config_as_yaml(body: &[u8]) -> Option<Vec<u8>> {
         Some(_) => &doc,
         None => return None,
     };
-    serde_norway::to_string(config).ok().map(String::into_bytes)
+    let mut text = serde_json::to_vec_pretty(config).ok()?;
+    text.push(b'\n');
+    Some(text)
 }
 
 fn config_errors(status: u16, problems: &Problems) -> Reply {
