@@ -404,14 +404,23 @@ fn with_node_section(posted: Vec<u8>, current: &[u8]) -> Vec<u8> {
     let Some(section) = file.get("ringway") else {
         return posted;
     };
+    let json = posted.trim_ascii_start().starts_with(b"{");
     // A YAML body is saved as it was sent (its comments and layout), with the file's
-    // section appended as the file wrote it; kept only when it reads back as meant.
-    if let Some(raw) = top_level_section(current, "ringway") {
+    // section appended as the file wrote it (or written out, from a JSON file); kept
+    // only when it reads back as meant.
+    let raw = top_level_section(current, "ringway")
+        .map(<[u8]>::to_vec)
+        .or_else(|| {
+            let mut only = serde_norway::Mapping::new();
+            only.insert("ringway".into(), section.clone());
+            serde_norway::to_string(&only).ok().map(String::into_bytes)
+        });
+    if let (false, Some(raw)) = (json, raw) {
         let mut appended = posted.clone();
         if !appended.ends_with(b"\n") {
             appended.push(b'\n');
         }
-        appended.extend_from_slice(raw);
+        appended.extend_from_slice(&raw);
         let mut meant = doc.clone();
         meant.insert("ringway".into(), section.clone());
         if serde_norway::from_slice::<Yaml>(&appended)
@@ -420,8 +429,15 @@ fn with_node_section(posted: Vec<u8>, current: &[u8]) -> Vec<u8> {
             return appended;
         }
     }
-    // Else (a JSON body, say) the document is written out again.
+    // Else the document is written out again: a JSON body as JSON, its strings kept
+    // quoted (see the Admin API's `json_config`).
     doc.insert("ringway".into(), section.clone());
+    if json {
+        return serde_json::to_vec_pretty(&doc).map_or(posted, |mut text| {
+            text.push(b'\n');
+            text
+        });
+    }
     serde_norway::to_string(&doc).map_or(posted, String::into_bytes)
 }
 

@@ -2102,9 +2102,10 @@ fn post_config_keeps_the_node_section_it_does_not_send() {
     });
     ok(&admin_json(&gw, "POST", "/config", &pushed), 201, "push");
     assert_eq!(upstream_target(&gw, "/pushed/a"), "/a");
+    // A JSON body stays JSON, the file's section added to it.
     let file = std::fs::read_to_string(gw.config_path()).unwrap();
-    assert!(file.contains("keepalive_timeout: 4321"), "{file}");
-    assert!(file.contains("pushed"), "{file}");
+    assert!(file.contains(r#""keepalive_timeout": 4321"#), "{file}");
+    assert!(file.contains(r#""name": "pushed""#), "{file}");
     // A YAML body is kept as sent, comments included, the section appended.
     let yaml = format!(
         "# pushed by the pipeline\n_format_version: \"3.0\"\nservices:\n  - name: pushed  # the one\n    url: {}\n",
