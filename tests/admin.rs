@@ -1862,3 +1862,50 @@ services:
     assert_eq!(service["retries"], 2, "{r:?}");
     assert_eq!(service["routes"][0]["strip_path"], false, "{r:?}");
 }
+
+/// The Admin listener waits as the proxy's does (`keepalive_timeout` idle,
+/// `client_header_timeout` for a head from its first byte), so a client that trickles a
+/// head or never sends holds no connection for long; and it holds at most 256
+/// connections, so a flood of idle ones cannot take the process's descriptors.
+#[test]
+fn admin_connections_are_bounded_in_time_and_number() {
+    use std::io::{Read, Write};
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(
+        &o,
+        "ringway:\n  client_header_timeout: 500\n  keepalive_timeout: 1000\n",
+    ));
+    let closed_within = |mut c: std::net::TcpStream, limit: Duration| {
+        c.set_read_timeout(Some(limit)).unwrap();
+        let mut byte = [0u8; 1];
+        matches!(c.read(&mut byte), Ok(0))
+    };
+    // A head begun and never finished: closed at client_header_timeout, not kept a minute.
+    let mut slow = std::net::TcpStream::connect(gw.admin_addr()).unwrap();
+    slow.write_all(b"GET /status HTTP/1.1\r\nHost: a\r\n")
+        .unwrap();
+    assert!(
+        closed_within(slow, Duration::from_secs(3)),
+        "a trickled head is cut off"
+    );
+    // A connection that sends nothing: closed at keepalive_timeout.
+    let idle = std::net::TcpStream::connect(gw.admin_addr()).unwrap();
+    assert!(
+        closed_within(idle, Duration::from_secs(4)),
+        "an idle connection is closed"
+    );
+
+    let open: Vec<_> = (0..256)
+        .map(|_| std::net::TcpStream::connect(gw.admin_addr()).unwrap())
+        .collect();
+    let extra = std::net::TcpStream::connect(gw.admin_addr()).unwrap();
+    assert!(
+        closed_within(extra, Duration::from_millis(500)),
+        "the 257th is closed at once"
+    );
+    drop(open);
+    let served = wait_for(Duration::from_secs(5), || {
+        (gw.admin_get("/status/ready").status == 200).then_some(())
+    });
+    assert!(served.is_some(), "served again once the others closed");
+}

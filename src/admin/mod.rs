@@ -37,8 +37,10 @@ const ADMIN_LIMITS: Limits = Limits {
     max_header_bytes: 65_536,
     max_headers: 100,
 };
-/// An idle admin connection is closed after this.
-const ADMIN_IDLE: Duration = Duration::from_secs(60);
+/// Admin connections open at once; one beyond is closed as it is accepted. The Admin
+/// API's clients are a few scripts and dashboards; a flood of connections that never
+/// send must not take the process's descriptors from the proxy.
+const MAX_ADMIN_CONNECTIONS: usize = 256;
 
 /// What the admin thread needs besides the shared state.
 pub struct Settings {
@@ -70,10 +72,22 @@ pub fn run(listener: StdListener, control: Arc<Control>, settings: Settings) {
                 return;
             }
         };
+        let open = std::rc::Rc::new(std::cell::Cell::new(0usize));
         loop {
             match listener.accept().await {
-                Ok((stream, _)) => {
-                    monoio::spawn(serve(stream, control.clone(), settings.clone()));
+                Ok((stream, peer)) => {
+                    if open.get() >= MAX_ADMIN_CONNECTIONS {
+                        log::debug!("admin connection from {peer} closed: {MAX_ADMIN_CONNECTIONS} already open");
+                        drop(stream);
+                        continue;
+                    }
+                    open.set(open.get() + 1);
+                    let open = open.clone();
+                    let serving = serve(stream, control.clone(), settings.clone());
+                    monoio::spawn(async move {
+                        serving.await;
+                        open.set(open.get() - 1);
+                    });
                 }
                 Err(e) => {
                     log::warn!("admin accept failed: {e}");
@@ -84,10 +98,23 @@ pub fn run(listener: StdListener, control: Arc<Control>, settings: Settings) {
     });
 }
 
+/// Serves one admin connection. Its waits are the node's, as on the proxy listener: an
+/// idle connection closes after `keepalive_timeout`, a head must be whole within
+/// `client_header_timeout` of its first byte, and a body may pause no longer than
+/// `client_body_timeout`.
 async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Settings>) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
+        let (idle, head_time, body_pause) = {
+            let node = &control.shared.snapshot().config.node;
+            (
+                node.keepalive_timeout,
+                node.client_header_timeout,
+                node.client_body_timeout,
+            )
+        };
         let mut scanner = HeadScanner::new();
+        let mut head_deadline: Option<std::time::Instant> = None;
         let (start, end) = loop {
             if !buf.is_empty() {
                 match scanner.scan(&buf, &ADMIN_LIMITS) {
@@ -109,12 +136,23 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
             }
             let len = buf.len();
             let cap = buf.capacity();
+            // Waiting for a request: keepalive_timeout; once its head began (or bytes of
+            // it came pipelined), client_header_timeout from then.
+            let deadline = *head_deadline.get_or_insert_with(|| {
+                let wait = if len == 0 { idle } else { head_time };
+                std::time::Instant::now() + wait
+            });
             let read = monoio::io::AsyncReadRent::read(
                 &mut stream,
                 monoio::buf::IoBufMut::slice_mut(buf, len..cap),
             );
-            match monoio::time::timeout(ADMIN_IDLE, read).await {
-                Ok((Ok(n), slice)) if n > 0 => buf = slice.into_inner(),
+            match monoio::time::timeout_at(deadline.into(), read).await {
+                Ok((Ok(n), slice)) if n > 0 => {
+                    buf = slice.into_inner();
+                    if len == 0 {
+                        head_deadline = None;
+                    }
+                }
                 _ => return,
             }
         };
@@ -162,7 +200,7 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
         let accept_json = header("accept").is_some_and(|a| accepts_json(&a));
         buf.drain(..end);
 
-        let body = match read_body(&mut stream, &mut buf, framing.body).await {
+        let body = match read_body(&mut stream, &mut buf, framing.body, body_pause).await {
             Ok(body) => body,
             Err(Some(reply)) => {
                 let _ = write_reply(&mut stream, reply, true).await;
@@ -234,6 +272,7 @@ async fn read_body(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     kind: BodyKind,
+    pause: Duration,
 ) -> Result<Vec<u8>, Option<Reply>> {
     let too_large = || Some(Reply::message(413, "Request body too large"));
     let mut decoder = match kind {
@@ -271,7 +310,7 @@ async fn read_body(
             stream,
             monoio::buf::IoBufMut::slice_mut(std::mem::take(buf), len..cap),
         );
-        match monoio::time::timeout(ADMIN_IDLE, read).await {
+        match monoio::time::timeout(pause, read).await {
             Ok((Ok(n), slice)) if n > 0 => *buf = slice.into_inner(),
             _ => return Err(None),
         }
