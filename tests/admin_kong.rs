@@ -862,12 +862,7 @@ fn ids_are_uuids_in_any_case_stored_in_lower_case() {
         "/consumers/up-a",
         &json!({ "id": "0d4b4a4e-8d4e-4a3b-9b1a-0c7e2f1d5e6a" }),
     );
-    assert!(
-        ok(&r, 400, "PATCH with another id")["fields"]["id"]
-            .as_str()
-            .is_some_and(|m| m.contains("cannot be changed")),
-        "{r:?}"
-    );
+    assert_field_error(&r, "id", "cannot be changed");
     let r = admin_json(&gw, "PATCH", "/consumers/up-a", &json!({ "id": upper }));
     assert_eq!(ok(&r, 200, "PATCH with its own id")["id"], lower.as_str());
     // A credential PUT by its id in upper case keeps its key (it took the id as key).
@@ -1008,13 +1003,7 @@ fn an_unusable_rsa_key_is_refused_but_a_saved_one_loads() {
             ("rsa_public_key", &pem),
         ],
     );
-    let j = ok(&r, 400, "an even exponent");
-    assert!(
-        j["fields"]["rsa_public_key"]
-            .as_str()
-            .is_some_and(|m| m.contains("exponent")),
-        "{j}"
-    );
+    assert_field_error(&r, "rsa_public_key", "exponent");
     // Stored under HS256 (no key check there), then made RS256 by a PATCH of the
     // algorithm alone: the stored key is checked.
     let r = admin_form(
@@ -1147,13 +1136,7 @@ fn service_and_route_names_are_checked_as_kong_checks_them() {
             "/services/caf%C3%A9/routes",
             &json!({"name": bad, "paths": ["/named"]}),
         );
-        let j = ok(&r, 400, bad);
-        assert!(
-            j["fields"]["name"]
-                .as_str()
-                .is_some_and(|m| m.contains("only accepted ascii characters")),
-            "{bad}: {j}"
-        );
+        assert_field_error(&r, "name", "only accepted ascii characters");
     }
     let r = admin_json(
         &gw,

@@ -339,6 +339,19 @@ pub fn assert_no_panic(stderr: &str) {
     );
 }
 
+/// Asserts an Admin API 400 whose field error on `field` contains `needle` (Kong's
+/// `{"fields": {FIELD: "..."}}`).
+pub fn assert_field_error(r: &Response, field: &str, needle: &str) {
+    assert_eq!(r.status, 400, "{field}: {r:?}");
+    let j = r.json();
+    assert!(
+        j["fields"][field]
+            .as_str()
+            .is_some_and(|m| m.contains(needle)),
+        "{field} should say '{needle}': {j}"
+    );
+}
+
 /// The non-empty lines of a text.
 pub fn nonempty_lines(s: &str) -> Vec<&str> {
     s.lines().filter(|l| !l.trim().is_empty()).collect()
