@@ -574,6 +574,17 @@ fn a_trusted_proxys_forwarded_address_counts_only_when_it_is_one() {
     assert_proxied(&r, "the second of 10.9.8.7's two");
     let r = proxy_get(&gw, "/", &[("X-Real-IP", "10.9.8.7")]);
     assert_eq!(r.status, 429, "10.9.8.7's third: {r:?}");
+    // Of several X-Forwarded-For lines the last is the trusted proxy's; an earlier one may
+    // be the client's own, which must not buy it a fresh quota.
+    let r = proxy_get(
+        &gw,
+        "/",
+        &[
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("X-Forwarded-For", "10.9.8.7"),
+        ],
+    );
+    assert_eq!(r.status, 429, "the last line's address, 10.9.8.7: {r:?}");
 }
 
 // ---------------------------------------------------------------------------------------

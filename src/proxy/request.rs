@@ -571,9 +571,11 @@ impl Balance {
 }
 
 /// The client's address as plugins see it: the peer's, or for a peer in `trusted_ips`
-/// the one it forwarded (`X-Real-IP`, else the last `X-Forwarded-For` entry). A
-/// forwarded value that is not an IP address is ignored, as nginx's realip module
-/// ignores it: it would otherwise be a rate-limit key of the sender's choosing.
+/// the one it forwarded (`X-Real-IP`, else the last `X-Forwarded-For` entry; of several
+/// lines of either, the last, which the trusted proxy wrote: an earlier one may be the
+/// client's own). A forwarded value that is not an IP address is ignored, as nginx's
+/// realip module ignores it: it would otherwise be a rate-limit key of the sender's
+/// choosing.
 fn forwarded_ip<'a>(client: &'a ClientInfo, headers: &'a [Header<'a>]) -> &'a str {
     if !client.trusted {
         return &client.ip;
@@ -581,24 +583,31 @@ fn forwarded_ip<'a>(client: &'a ClientInfo, headers: &'a [Header<'a>]) -> &'a st
     let value = |name: &str| {
         headers
             .iter()
+            .rev()
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .and_then(|h| std::str::from_utf8(h.value).ok())
     };
     // An address, or an address and port as nginx's realip accepts (`1.2.3.4:80`,
     // `[::1]:80`): the address part, only in its canonical text (`2001:db8::1`, not
     // `2001:DB8:0::1`; no IPv6 zone): one address must not hold several rate-limit
-    // quotas by its spellings. Compared on the stack: this runs for every request a
-    // trusted proxy forwards.
+    // quotas by its spellings. IPv4's parser takes only the canonical text; an IPv6
+    // address is compared with its canonical text on the stack.
     let address = |v: &'a str| {
         use std::io::Write;
         let v = v.trim();
-        let host = match v.parse::<std::net::SocketAddr>() {
-            Ok(_) => v[..v.rfind(':')?]
-                .trim_start_matches('[')
-                .trim_end_matches(']'),
-            Err(_) => v,
+        let (host, ip) = match v.parse::<std::net::IpAddr>() {
+            Ok(ip) => (v, ip),
+            Err(_) => {
+                let ip = v.parse::<std::net::SocketAddr>().ok()?.ip();
+                let host = v[..v.rfind(':')?]
+                    .trim_start_matches('[')
+                    .trim_end_matches(']');
+                (host, ip)
+            }
         };
-        let ip = host.parse::<std::net::IpAddr>().ok()?;
+        if ip.is_ipv4() {
+            return Some(host);
+        }
         // The longest an address's text can be (an IPv4-mapped IPv6 one) is 45 bytes.
         let mut text = [0u8; 48];
         let mut unwritten: &mut [u8] = &mut text;
