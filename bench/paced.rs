@@ -69,6 +69,11 @@ fn parse_args() -> Result<Args, String> {
             _ => return Err(format!("unknown argument {flag}")),
         }
     }
+    if f64::from(rate) * duration.as_secs_f64() > MAX_REQUESTS {
+        return Err(format!(
+            "--rate × --duration is over {MAX_REQUESTS} requests"
+        ));
+    }
     Ok(Args {
         addr: addr.ok_or("--addr is required")?,
         path,
@@ -83,8 +88,13 @@ fn parse_args() -> Result<Args, String> {
 const LEAD_IN_NS: u64 = 50_000_000;
 /// How long answers may still come after the last instant before they count as lost.
 const GRACE_NS: u64 = 5_000_000_000;
-/// A response read at a time, and what one response may hold.
+/// What one read takes.
 const READ_BYTES: usize = 64 * 1024;
+/// What one response may hold (the suite's are 100 B and 16 KiB); a longer one, or a
+/// head that never ends, is an error rather than a buffer without bound.
+const MAX_RESPONSE_BYTES: usize = 1 << 20;
+/// Timings kept (two per request): rate × duration beyond this is refused.
+const MAX_REQUESTS: f64 = 1e8;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// epoll events taken per wait, and the longest wait (ms) when no instant is due.
 const EVENTS: usize = 256;
@@ -204,7 +214,7 @@ fn response_complete(buf: &[u8]) -> Option<bool> {
     let mut response = httparse::Response::new(&mut headers);
     let head_len = match response.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Some(false),
+        Ok(httparse::Status::Partial) => return (buf.len() <= MAX_RESPONSE_BYTES).then_some(false),
         Err(_) => return None,
     };
     if response.code != Some(200) {
@@ -221,7 +231,10 @@ fn response_complete(buf: &[u8]) -> Option<bool> {
                 .parse::<usize>()
                 .ok()
         })?;
-    match buf.len().cmp(&(head_len + length)) {
+    let whole = head_len
+        .checked_add(length)
+        .filter(|&n| n <= MAX_RESPONSE_BYTES)?;
+    match buf.len().cmp(&whole) {
         std::cmp::Ordering::Less => Some(false),
         std::cmp::Ordering::Equal => Some(true),
         std::cmp::Ordering::Greater => None,
@@ -257,7 +270,7 @@ impl Generator {
         sys::watch(self.epoll, stream.as_raw_fd(), index as u64)?;
         let conn = Conn {
             stream,
-            buf: Vec::with_capacity(READ_BYTES),
+            buf: Vec::new(),
             busy: None,
         };
         if index == self.conns.len() {

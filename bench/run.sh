@@ -53,7 +53,8 @@ fi
 for v in workers duration rounds idle_conns; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "bench/run.sh: --${v//_/-} needs a whole number" >&2; exit 2; }
 done
-[ -z "$rate" ] || [[ "$rate" =~ ^[0-9]+$ ]] || { echo "bench/run.sh: --rate needs a whole number" >&2; exit 2; }
+[ -z "$rate" ] || [[ "$rate" =~ ^[1-9][0-9]{0,5}$ ]] || [ "$rate" = 1000000 ] \
+  || { echo "bench/run.sh: --rate needs a whole number from 1 to 1000000" >&2; exit 2; }
 [ "$workers" -ge 1 ] && [ "$duration" -ge 1 ] && [ "$rounds" -ge 1 ] || { echo "bench/run.sh: workers, duration and rounds must be >= 1" >&2; exit 2; }
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }

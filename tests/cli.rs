@@ -386,7 +386,6 @@ fn run_with_invalid_config_fails_without_panic() {
     );
 }
 
-/// A bad flag value is named by the flag, not as a problem of the file, which is valid.
 /// An empty data directory would put the lock and the Admin API's state in whatever
 /// directory ringway was started from.
 #[test]
@@ -435,6 +434,7 @@ fn an_endless_config_file_is_refused_at_a_bound() {
     assert!(lines[0].contains("larger than 64 MiB"), "{err}");
 }
 
+/// A bad flag value is named by the flag, not as a problem of the file, which is valid.
 #[test]
 fn run_with_a_bad_flag_value_names_the_flag() {
     let (d, p) = write_tmp("kong.yaml", VALID);
