@@ -148,8 +148,14 @@ impl Control {
         match Config::from_layers(file, Some(admin), &self.overrides) {
             Ok(config) => Ok(config),
             // The file with an empty admin layer: valid alone, and its config tells where
-            // each kind's admin items would start.
-            Err(problems) => match Config::from_layers(file, Some(&Value::Null), &self.overrides) {
+            // each kind's admin items would start. Only to name the conflict: its hosts
+            // keep the running config's addresses rather than be looked up again.
+            Err(problems) => match Config::from_layers_knowing(
+                file,
+                Some(&Value::Null),
+                &self.overrides,
+                &self.shared.snapshot().config.resolved_names(),
+            ) {
                 Ok(file_only) => Err(Refused::Conflict(name_admin_items(
                     problems,
                     &file_only.admin_offsets,

@@ -1876,7 +1876,7 @@ fn admin_connections_are_bounded_in_time_and_number() {
         closed_within(slow, Duration::from_secs(3)),
         "a trickled head is cut off"
     );
-    // A connection that sends nothing: closed at keepalive_timeout.
+    // A connection that sends nothing: closed (at client_header_timeout, as the proxy's).
     let idle = std::net::TcpStream::connect(gw.admin_addr()).unwrap();
     assert!(
         closed_within(idle, Duration::from_secs(4)),

@@ -2285,3 +2285,32 @@ fn admin_routes_are_3_0_routes_under_a_2_1_file() {
     assert_eq!(upstream_target(&gw, "/literal/[x]/a"), "/svc/literal/[x]/a");
     assert_eq!(proxy_get(&gw, "/literal/x", &[]).status, 404);
 }
+
+/// A credential's key is any string, kept as given; one shaped as an upper-case UUID is
+/// still found at `/jwts/{key}` (path UUIDs are read in lower case, as ids are kept).
+#[test]
+fn a_key_shaped_as_an_upper_case_uuid_is_found() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    ok(
+        &admin_form(&gw, "POST", "/consumers", &[("username", "uk")]),
+        201,
+        "consumer",
+    );
+    let key = "7B5D4A3C-1F2E-4D6C-9A8B-00000000000A";
+    let r = admin_form(&gw, "POST", "/consumers/uk/jwt", &[("key", key)]);
+    assert_eq!(ok(&r, 201, "credential")["key"], key);
+    assert_eq!(
+        ok(&gw.admin_get(&format!("/jwts/{key}")), 200, "GET")["key"],
+        key
+    );
+    let r = http_request(
+        gw.admin_addr(),
+        "DELETE",
+        &format!("/jwts/{key}"),
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(gw.admin_get(&format!("/jwts/{key}")).status, 404, "deleted");
+}

@@ -1127,10 +1127,13 @@ fn find_consumer(config: &Config, key: &str) -> Option<usize> {
 }
 
 fn find_jwt(config: &Config, key: &str) -> Option<usize> {
+    // A path segment shaped as a UUID arrives in lower case (`canonical_key`); a key is
+    // kept as given, so one shaped as a UUID is matched in any case.
+    let uuid = crate::config::is_uuid(key);
     config
         .jwt_secrets
         .iter()
-        .position(|s| s.id == key || s.key == key)
+        .position(|s| s.id == key || s.key == key || (uuid && s.key.eq_ignore_ascii_case(key)))
 }
 
 /// A plugin by id, else by `instance_name` (Kong's endpoint key for plugins).

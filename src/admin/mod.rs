@@ -98,12 +98,15 @@ pub fn run(listener: StdListener, control: Arc<Control>, settings: Settings) {
     });
 }
 
-/// Serves one admin connection. Its waits are the node's, as on the proxy listener: an
-/// idle connection closes after `keepalive_timeout`, a head must be whole within
-/// `client_header_timeout` of its first byte, and a body may pause no longer than
-/// `client_body_timeout`.
+/// Serves one admin connection. Its waits are the node's, as on the proxy listener: a
+/// new connection's first head and every head once begun must be whole within
+/// `client_header_timeout`, a connection idles between requests for `keepalive_timeout`,
+/// and a body may pause no longer than `client_body_timeout`.
 async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Settings>) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    // A new connection owes its first request within client_header_timeout, as on the
+    // proxy listener; between requests it may idle for keepalive_timeout.
+    let mut first = true;
     loop {
         let (idle, head_time, body_pause) = {
             let node = &control.shared.snapshot().config.node;
@@ -139,7 +142,7 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
             // Waiting for a request: keepalive_timeout; once its head began (or bytes of
             // it came pipelined), client_header_timeout from then.
             let deadline = *head_deadline.get_or_insert_with(|| {
-                let wait = if len == 0 { idle } else { head_time };
+                let wait = if len == 0 && !first { idle } else { head_time };
                 std::time::Instant::now() + wait
             });
             let read = monoio::io::AsyncReadRent::read(
@@ -156,6 +159,7 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
                 _ => return,
             }
         };
+        first = false;
         // From the whole head to the written answer, a drain waits for this request.
         let _in_flight = InFlight::count(&control.shared.admin_in_flight);
         let mut slots = [const { MaybeUninit::<Header<'_>>::uninit() }; 100];

@@ -90,17 +90,26 @@ fn look_up_all(mut names: Vec<Name>) -> Vec<(Name, Option<SocketAddr>)> {
     let next = AtomicUsize::new(0);
     let found = Mutex::new(Vec::with_capacity(names.len()));
     std::thread::scope(|scope| {
+        let work = || {
+            while let Some(name) = names.get(next.fetch_add(1, Ordering::Relaxed)) {
+                let addr = look_up(&name.0, name.1);
+                found
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((name.clone(), addr));
+            }
+        };
         for _ in 0..names.len().min(CONCURRENT) {
-            scope.spawn(|| {
-                while let Some(name) = names.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let addr = look_up(&name.0, name.1);
-                    found
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push((name.clone(), addr));
-                }
-            });
+            // A thread the system will not give is done without: the names left are
+            // looked up here, after the threads that did start.
+            if std::thread::Builder::new()
+                .spawn_scoped(scope, work)
+                .is_err()
+            {
+                break;
+            }
         }
+        work();
     });
     found.into_inner().unwrap_or_else(|e| e.into_inner())
 }

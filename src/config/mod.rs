@@ -1500,8 +1500,6 @@ impl Config {
     }
 }
 
-pub use lookup::Known as KnownNames;
-
 fn valid_host(host: &str) -> bool {
     !host.is_empty()
         && host.len() <= 253
