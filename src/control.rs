@@ -71,6 +71,7 @@ impl Control {
         config_path: PathBuf,
         overrides: NodeOverrides,
     ) -> Result<(Config, Store, Layers), String> {
+        let _give_back = GiveBack;
         let file = crate::config::read_file(&config_path)
             .map_err(|e| format!("cannot read config file {}: {e}", config_path.display()))?;
         let file_only = Config::from_bytes(&file, &overrides).map_err(|p| {
@@ -187,6 +188,7 @@ impl Control {
     /// SIGHUP: re-reads the file. Returns the new `configuration_hash`, and whether it
     /// covers Admin API entities besides the file.
     pub fn reload_file(&self) -> Result<(String, bool), Refused> {
+        let _give_back = GiveBack;
         let bytes = crate::config::read_file(&self.config_path).map_err(|e| {
             Refused::Io(format!(
                 "cannot read config file {}: {e}",
@@ -214,6 +216,7 @@ impl Control {
     /// left it (its Admin API may have written entities, or `POST /config` the file,
     /// since this one started). Blocks; run on a thread of its own.
     pub fn take_over_state(&self) {
+        let _give_back = GiveBack;
         let admin = match self.store.wait_for_lock() {
             Ok(admin) => admin,
             Err(e) => {
@@ -252,6 +255,7 @@ impl Control {
         bytes: Vec<u8>,
         unless_unchanged: bool,
     ) -> Result<Option<String>, Refused> {
+        let _give_back = GiveBack;
         let mut layers = self.lock();
         let bytes = with_node_section(bytes, &layers.file);
         let config = self.compose(&bytes, &layers.admin)?;
@@ -284,6 +288,7 @@ impl Control {
         &self,
         change: impl FnOnce(&mut Value) -> T,
     ) -> Result<(T, Arc<Snapshot>), Refused> {
+        let _give_back = GiveBack;
         let mut layers = self.lock();
         let mut admin = layers.admin.clone();
         let result = change(&mut admin);
@@ -302,6 +307,22 @@ impl Control {
         layers.admin = admin;
         self.publish(config);
         Ok((result, self.shared.snapshot()))
+    }
+}
+
+/// Hands back to the system the memory a config change used in passing, when dropped
+/// (declared first, it drops after the change's other locals). Building a config takes
+/// many times the file's size for a moment (the YAML parser's events, the document
+/// tree, the typed entities), which the allocator would otherwise keep for the life of
+/// the process: with 20,000 consumers in the file, 195 MiB of RSS instead of 49.
+struct GiveBack;
+
+impl Drop for GiveBack {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        // SAFETY: `mi_collect` has no preconditions: from any thread, it frees only what
+        // mimalloc holds unused and touches no live allocation.
+        unsafe { libmimalloc_sys::mi_collect(true) };
     }
 }
 
