@@ -70,11 +70,24 @@ enum HeadEnd {
     Reject(ErrorKind),
 }
 
-/// Where the request body stands.
+/// Where the current request's body stands. Anything but `Done` when the connection
+/// closes means the client may still be sending it: the close then lingers, or the
+/// unread bytes would reset the connection, and the answer with it.
 enum RequestBody {
+    /// Read whole (or there was none).
     Done,
+    /// This many bytes still to read.
     Length(u64),
     Chunked(Decoder),
+    /// Never to be read: the request was refused before its body (or before its head
+    /// was whole), and whatever of it is still on its way is dropped.
+    Abandoned,
+}
+
+impl RequestBody {
+    fn is_done(&self) -> bool {
+        matches!(self, RequestBody::Done)
+    }
 }
 
 /// Why sending the request failed.
@@ -142,10 +155,9 @@ struct Conn<S> {
     /// ends, once its request line came whole (a head refused for a timeout is logged
     /// with it, its bytes being gone with the read the timeout cancelled).
     partial_line: Option<usize>,
-    /// The connection closes after an answer while the client may still be sending
-    /// (a body not read, or read only in part): close it lingering, or the unread bytes
-    /// reset it under the answer.
-    linger: bool,
+    /// The current request's body: what is left to read, and so whether a close must
+    /// linger.
+    body: RequestBody,
     /// A read or write of the client was abandoned (cut off by its deadline, or a read
     /// by the upstream's answer during an upload). A TLS stream cannot be used again
     /// after that (its record layer lost the buffer the abandoned operation held), so
@@ -189,7 +201,7 @@ pub fn serve<S: ClientIo>(
                 Box::pin(tunnel(conn.client, upstream, conn.buf, idle)).await;
             }
             // Boxed too: rare, and its timer is large.
-            None if conn.linger => Box::pin(conn.linger_close()).await,
+            None if !conn.body.is_done() => Box::pin(conn.linger_close()).await,
             // A TLS connection ends with its close_notify (RFC 8446 §6.1), so the client
             // can tell a close-delimited answer from a cut one; a client that does not
             // read gets a moment, not a worker task forever.
@@ -289,7 +301,7 @@ impl<S: ClientIo> Conn<S> {
             ubuf: Vec::new(),
             logged: String::new(),
             partial_line: None,
-            linger: false,
+            body: RequestBody::Done,
             cut: false,
             http10: false,
         }
@@ -326,11 +338,11 @@ impl<S: ClientIo> Conn<S> {
                         ingress: self.buf.len() as u64,
                         ..Tally::default()
                     };
+                    // The rest of an oversized head, and a body after it, may still be
+                    // arriving.
+                    self.body = RequestBody::Abandoned;
                     self.answer(kind, true, false, NO_EXTRA).await;
                     self.record(&snapshot, None, started, logged);
-                    // The rest of an oversized head may still be arriving: closing with it
-                    // unread would reset the connection, and the answer with it.
-                    self.linger = true;
                     return None;
                 }
             };
@@ -404,9 +416,12 @@ impl<S: ClientIo> Conn<S> {
                     self.buf.drain(..unread as usize);
                 }
                 let keep = keep_alive && whole && !self.worker.drain.fired();
-                // A body still on its way, or one of unknown length, must not reset the
-                // answer when the connection closes.
-                self.linger = !whole || body_pending;
+                // A body still on its way, or one of unknown length, is never read.
+                self.body = if !whole || body_pending {
+                    RequestBody::Abandoned
+                } else {
+                    RequestBody::Done
+                };
                 // As Kong: what ringway answers without proxying says how long it took
                 // (formatted on the stack: a flood of 401s or 429s allocates nothing).
                 let mut digits = itoa::Buffer::new();
@@ -772,18 +787,18 @@ impl<S: ClientIo> Conn<S> {
         };
 
         // Move body bytes that arrived with the head behind the upstream head.
-        let mut body = match exchange.framing.body {
+        self.body = match exchange.framing.body {
             BodyKind::None | BodyKind::UntilClose => RequestBody::Done,
             BodyKind::Length(n) => RequestBody::Length(n),
             BodyKind::Chunked => RequestBody::Chunked(Decoder::new()),
         };
-        if let Err(kind) = self.take_buffered_body(&mut body) {
+        if let Err(kind) = self.take_buffered_body() {
             // Nothing has reached the upstream yet.
-            return self.fail_close(kind, true).await;
+            return self.fail_close(kind).await;
         }
         if balanced.is_none() && service.addr.is_none() {
             return self
-                .fail(ErrorKind::NameResolution, &exchange, &body, latency)
+                .fail(ErrorKind::NameResolution, &exchange, latency)
                 .await;
         }
         // An idempotent request's body that fits with its head is read whole before
@@ -791,21 +806,21 @@ impl<S: ClientIo> Conn<S> {
         // attempt can be replayed however the client's segments arrived (SPEC §3). A
         // chunked body's size shows only as it comes: it is gathered while it fits.
         let gather = exchange.idempotent
-            && match body {
+            && match self.body {
                 RequestBody::Length(remaining) => {
                     self.out.len() as u64 + remaining <= COALESCE_BYTES as u64
                 }
                 RequestBody::Chunked(_) => true,
-                RequestBody::Done => false,
+                RequestBody::Done | RequestBody::Abandoned => false,
             };
         if gather {
-            if let Err(kind) = self.gather_body(&mut body, &exchange, node).await {
-                return self.fail_close(kind, true).await;
+            if let Err(kind) = self.gather_body(&exchange, node).await {
+                return self.fail_close(kind).await;
             }
             // The client has had its `100 Continue`.
             exchange.framing.expect_continue = false;
         }
-        let complete = matches!(body, RequestBody::Done);
+        let complete = self.body.is_done();
         if !complete && exchange.framing.expect_continue {
             let (result, _) = self.client.write_all(CONTINUE).await;
             if result.is_err() {
@@ -839,7 +854,7 @@ impl<S: ClientIo> Conn<S> {
                     };
                     let Some(lease) = lease else {
                         return self
-                            .fail(ErrorKind::NoHealthyTarget, &exchange, &body, latency)
+                            .fail(ErrorKind::NoHealthyTarget, &exchange, latency)
                             .await;
                     };
                     let target = &upstream.targets[lease.target];
@@ -902,7 +917,7 @@ impl<S: ClientIo> Conn<S> {
                             kind,
                             self.rid.as_deref().map(RequestId::value),
                         );
-                        return self.fail(kind, &exchange, &body, latency).await;
+                        return self.fail(kind, &exchange, latency).await;
                     }
                 };
             let sent = Instant::now();
@@ -910,7 +925,7 @@ impl<S: ClientIo> Conn<S> {
             self.tally.before_upstream_us =
                 sent.saturating_duration_since(started).as_micros() as u32;
             let sending = self
-                .send_request(&mut upstream, service, node.client_body_timeout, &mut body)
+                .send_request(&mut upstream, service, node.client_body_timeout)
                 .await;
             // An upstream that stopped taking the body may have answered first (a 413, a
             // 401 before the upload): that answer is the client's, on a connection that
@@ -932,7 +947,6 @@ impl<S: ClientIo> Conn<S> {
                 {
                     Ok((mut plan, pos)) => {
                         plan.upstream_close |= early;
-                        self.linger |= early;
                         self.tally.status = plan.status;
                         if let (Some((_, up)), Some(lease)) = (balanced, &lease) {
                             let passive = &up.checks.passive;
@@ -961,7 +975,7 @@ impl<S: ClientIo> Conn<S> {
                     Err(_) if early => ErrorKind::BadResponse,
                     Err(kind) => kind,
                 },
-                Err(SendFail::Client(kind)) => return self.fail_close(kind, true).await,
+                Err(SendFail::Client(kind)) => return self.fail_close(kind).await,
                 Err(SendFail::Upstream(kind)) => kind,
             };
             drop(upstream);
@@ -998,7 +1012,7 @@ impl<S: ClientIo> Conn<S> {
                 failure,
                 self.rid.as_deref().map(RequestId::value),
             );
-            return self.fail(failure, &exchange, &body, latency).await;
+            return self.fail(failure, &exchange, latency).await;
         }
     }
 
@@ -1008,18 +1022,10 @@ impl<S: ClientIo> Conn<S> {
     /// next request. The time since the request went upstream (as Kong's waiting time)
     /// is what its latency headers and the upstream latency record say, not time
     /// ringway added.
-    async fn fail(
-        &mut self,
-        kind: ErrorKind,
-        exchange: &Exchange,
-        body: &RequestBody,
-        latency: Spent,
-    ) -> Next {
-        let whole = matches!(body, RequestBody::Done);
-        let keep = exchange.framing.keep_alive && whole && !self.worker.drain.fired();
+    async fn fail(&mut self, kind: ErrorKind, exchange: &Exchange, latency: Spent) -> Next {
         // A client still uploading (to an upstream that stopped reading) gets its 504
-        // before the close, not a reset for the bytes it sent meanwhile.
-        self.linger |= !whole;
+        // before a lingering close.
+        let keep = exchange.framing.keep_alive && self.body.is_done() && !self.worker.drain.fired();
         // Once the request went out, the time since is the upstream's, as for an answer.
         // Before the request went out (a connect that failed), all of it is ringway's.
         let (upstream, before) = if self.tally.sent {
@@ -1054,12 +1060,10 @@ impl<S: ClientIo> Conn<S> {
     }
 
     /// Answers a failure that leaves the client connection unusable. One found in the
-    /// client's body (a broken chunk, a stalled upload) comes while the client may still
-    /// be sending: `mid_body` makes the close linger, or the bytes it still sends would
-    /// reset the connection under the answer.
-    async fn fail_close(&mut self, kind: ErrorKind, mid_body: bool) -> Next {
+    /// client's body (a broken chunk, a stalled upload) leaves the body unread: the
+    /// close lingers.
+    async fn fail_close(&mut self, kind: ErrorKind) -> Next {
         self.answer(kind, true, false, NO_EXTRA).await;
-        self.linger |= mid_body;
         Next::Close
     }
 
@@ -1068,7 +1072,6 @@ impl<S: ClientIo> Conn<S> {
     /// no longer fits, the rest then streaming.
     async fn gather_body(
         &mut self,
-        body: &mut RequestBody,
         exchange: &Exchange,
         node: &crate::config::Node,
     ) -> Result<(), ErrorKind> {
@@ -1078,12 +1081,12 @@ impl<S: ClientIo> Conn<S> {
                 return Err(ErrorKind::ClientGone);
             }
         }
-        while !matches!(body, RequestBody::Done) {
+        while !self.body.is_done() {
             if self.out.len() + self.buf.len() >= COALESCE_BYTES {
                 break;
             }
             self.read_body_bytes(node.client_body_timeout).await?;
-            self.take_buffered_body(body)?;
+            self.take_buffered_body()?;
         }
         Ok(())
     }
@@ -1112,9 +1115,10 @@ impl<S: ClientIo> Conn<S> {
     }
 
     /// Appends body bytes already in `buf` to `out` (re-framed when chunked).
-    fn take_buffered_body(&mut self, body: &mut RequestBody) -> Result<(), ErrorKind> {
+    fn take_buffered_body(&mut self) -> Result<(), ErrorKind> {
+        let body = &mut self.body;
         match body {
-            RequestBody::Done => {}
+            RequestBody::Done | RequestBody::Abandoned => {}
             RequestBody::Length(remaining) => {
                 let take = (*remaining).min(self.buf.len() as u64) as usize;
                 if take > 0 && self.out.len() + take <= COALESCE_BYTES {
@@ -1174,7 +1178,6 @@ impl<S: ClientIo> Conn<S> {
         upstream: &mut upstream::Stream,
         service: &Service,
         body_timeout: Duration,
-        body: &mut RequestBody,
     ) -> Result<(), SendFail> {
         let worker = self.worker.clone();
         let out = std::mem::take(&mut self.out);
@@ -1186,7 +1189,7 @@ impl<S: ClientIo> Conn<S> {
             Err(IoFail::TimedOut) => return Err(SendFail::Upstream(ErrorKind::UpstreamTimeout)),
             Err(IoFail::Io) => return Err(SendFail::Upstream(ErrorKind::UpstreamClosed)),
         }
-        if matches!(body, RequestBody::Done) {
+        if self.body.is_done() {
             return Ok(());
         }
         // While the body streams, the upstream may answer before it has all of it (a
@@ -1197,7 +1200,7 @@ impl<S: ClientIo> Conn<S> {
         let mut answer = upstream.watch();
         loop {
             // Body bytes still in `buf` (those that did not fit the first write) go first.
-            if self.buf.is_empty() && !matches!(body, RequestBody::Done) {
+            if self.buf.is_empty() && !self.body.is_done() {
                 let read = self.read_body_bytes(body_timeout);
                 let Some(read) = Box::pin(unless_answered(read, &mut answer)).await else {
                     self.cut = true;
@@ -1205,8 +1208,8 @@ impl<S: ClientIo> Conn<S> {
                 };
                 read.map_err(SendFail::Client)?;
             }
-            match body {
-                RequestBody::Done => return Ok(()),
+            match &mut self.body {
+                RequestBody::Done | RequestBody::Abandoned => return Ok(()),
                 RequestBody::Length(remaining) => {
                     let take = (*remaining).min(self.buf.len() as u64) as usize;
                     let buf = std::mem::take(&mut self.buf);
@@ -1230,7 +1233,7 @@ impl<S: ClientIo> Conn<S> {
                     self.buf = buf;
                     *remaining -= take as u64;
                     if *remaining == 0 {
-                        *body = RequestBody::Done;
+                        self.body = RequestBody::Done;
                     }
                 }
                 RequestBody::Chunked(decoder) => {
@@ -1254,7 +1257,7 @@ impl<S: ClientIo> Conn<S> {
                         return Err(body_write_failure(fail));
                     }
                     if done {
-                        *body = RequestBody::Done;
+                        self.body = RequestBody::Done;
                     }
                 }
             }
@@ -1520,7 +1523,7 @@ impl<S: ClientIo> Conn<S> {
     /// The upstream broke chunked framing before anything of the body was sent.
     async fn bad_response_after_head(&mut self, _plan: ResponsePlan) -> Next {
         self.out.clear();
-        self.fail_close(ErrorKind::BadResponse, false).await
+        self.fail_close(ErrorKind::BadResponse).await
     }
 
     /// Appends `ubuf[pos..]` to `out`, as a chunk or raw.
