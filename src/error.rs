@@ -106,7 +106,7 @@ impl ErrorKind {
             ErrorKind::BadRequest => "Bad request",
             ErrorKind::NotImplemented => "Not implemented",
             ErrorKind::MethodNotAllowed => "Method not allowed",
-            ErrorKind::UriTooLong => "Request-URI too long",
+            ErrorKind::UriTooLong => "URI too long",
             ErrorKind::HeadersTooLarge => "Request header fields too large",
             ErrorKind::RequestTimeout => "Request timeout",
             ErrorKind::NoRoute => "no Route matched with those values",

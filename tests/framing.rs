@@ -490,6 +490,18 @@ fn check_limit_cases(gw: &Gateway, o: &Origin, cases: Vec<(&str, Vec<u8>, u16)>)
         let before = o.bytes_received();
         let out = probe(gw.proxy_addr(), bytes);
         let must_close = want != 200;
+        // Kong's texts for these statuses.
+        let message = match want {
+            414 => Some(r#"{"message":"URI too long"}"#),
+            431 => Some(r#"{"message":"Request header fields too large"}"#),
+            _ => None,
+        };
+        if let Some(message) = message.filter(|m| !out.detail.contains(&m.replace('"', "\\\""))) {
+            failures.push(format!(
+                "{name}: the body is not {message} :: {}",
+                out.detail
+            ));
+        }
         if out.status != Some(want) || (must_close && !out.closed) {
             failures.push(format!(
                 "{name}: want {want}{}; got {:?}, closed={} :: {}",
