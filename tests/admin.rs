@@ -1065,6 +1065,16 @@ fn sighup_reload_keeps_admin_entities() {
         200,
         "old config still serves"
     );
+
+    // An Admin API write after the reload builds on the reloaded file, not on the one
+    // the writes before it read.
+    create_consumer(&gw, "after-reload");
+    assert_eq!(
+        get_with(&gw, "/new/x", &a).status,
+        200,
+        "the reloaded route after an Admin API write"
+    );
+    assert_eq!(gw.admin_get("/consumers/after-reload").status, 200);
 }
 
 fn fresh_config(o: &Origin) -> String {

@@ -382,25 +382,22 @@ impl Config {
         overrides: &NodeOverrides,
         known: &lookup::Known,
     ) -> Result<Config, Problems> {
+        let doc = parse_document(bytes)?;
+        Config::from_document(doc, admin, overrides, known)
+    }
+
+    /// `from_layers_knowing`, from the file's document as [`parse_document`] gave it.
+    pub fn from_document(
+        mut doc: Value,
+        admin: Option<&serde_json::Value>,
+        overrides: &NodeOverrides,
+        known: &lookup::Known,
+    ) -> Result<Config, Problems> {
         let mut report = Report::default();
-        let text = match std::str::from_utf8(bytes) {
-            Ok(text) => text,
-            Err(e) => {
-                report.add("", format!("the file is not valid UTF-8: {e}"));
-                return Err(Problems(report.problems));
-            }
-        };
-        let mut doc = match document(text) {
-            Ok(doc) => doc,
-            Err(problem) => {
-                report.add("", problem);
-                return Err(Problems(report.problems));
-            }
-        };
         // The hash is the content's: the same config in YAML or JSON, in another key
         // order or with other comments, has the same one (as `?check_hash=1` expects).
         // Taken before vault references are resolved, so no secret goes into it.
-        let mut digest_input = Vec::with_capacity(bytes.len());
+        let mut digest_input = Vec::new();
         canonical(&doc, &mut digest_input);
         let mut admin_from = AdminFrom::default();
         if let (Some(admin), Value::Mapping(map)) = (admin, &mut doc) {
@@ -1522,6 +1519,34 @@ fn valid_host(host: &str) -> bool {
 
 /// A config file's document as Kong's YAML loader reads it: parsed (deep nesting refused
 /// first), merge keys expanded, YAML 1.1 booleans read in boolean fields.
+/// A config file's bytes as the document the config is built from: UTF-8, YAML (JSON
+/// being YAML), merge keys expanded, YAML 1.1 booleans read, tags dropped.
+pub fn parse_document(bytes: &[u8]) -> Result<Value, Problems> {
+    let problem = |message: String| {
+        let mut report = Report::default();
+        report.add("", message);
+        Problems(report.problems)
+    };
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| problem(format!("the file is not valid UTF-8: {e}")))?;
+    document(text).map_err(problem)
+}
+
+/// A parsed document kept as compact JSON, to be read back by [`from_snapshot`] many
+/// times faster than the YAML it came from (which the parser turns into an event list of
+/// about twenty times its size first), at a fraction of the tree's memory. `None` when
+/// JSON cannot hold the document exactly (a key that is not a string, a NaN): it is
+/// read back and compared before it is trusted.
+pub fn snapshot(doc: &Value) -> Option<Vec<u8>> {
+    let json = serde_json::to_vec(doc).ok()?;
+    (from_snapshot(&json).as_ref() == Some(doc)).then_some(json)
+}
+
+/// The document a [`snapshot`] holds.
+pub fn from_snapshot(json: &[u8]) -> Option<Value> {
+    serde_json::from_slice(json).ok()
+}
+
 pub fn document(text: &str) -> Result<Value, String> {
     if nests_too_deep(text) {
         return Err(format!(

@@ -1867,3 +1867,51 @@ fn ca_ids_in_any_case_and_header_names_that_are_field_names() {
     assert!(config.services[0].tls.is_some());
     assert_eq!(config.routes[0].headers.len(), 1);
 }
+
+/// A document read back from its snapshot builds the same config (the same hash) as the
+/// YAML it came from; one JSON cannot hold exactly has no snapshot.
+#[test]
+fn a_document_snapshot_reads_back_as_the_same_document() {
+    let yaml = r#"
+_format_version: "3.0"
+services:
+  - &users
+    name: users
+    url: http://127.0.0.1:8080/v1
+    retries: 3
+    tags: [café, "yes", on]
+    routes:
+      - name: r
+        paths: ["/u"]
+        strip_path: off
+  - <<: *users
+    name: orders
+    routes: []
+consumers:
+  - username: ünïcode
+    custom_id: "007"
+    jwt_secrets:
+      - key: k
+        secret: "s\u00e9cret"
+"#;
+    let overrides = NodeOverrides::default();
+    let known = lookup::Known::new();
+    let doc = parse_document(yaml.as_bytes()).expect("valid YAML");
+    let json = snapshot(&doc).expect("JSON holds this document");
+    let back = from_snapshot(&json).expect("a snapshot reads back");
+    assert_eq!(back, doc);
+    let from_yaml = Config::from_bytes(yaml.as_bytes(), &overrides).expect("valid config");
+    let from_back = Config::from_document(back, None, &overrides, &known).expect("valid config");
+    assert_eq!(from_back.hash, from_yaml.hash);
+    assert_eq!(from_back.services[1].retries, 3);
+    assert!(!from_back.routes[0].strip_path);
+
+    for (what, yaml) in [
+        ("a key that is not a string", "a: {1: one}\n"),
+        ("a NaN", "a: .nan\n"),
+        ("an infinity", "a: -.inf\n"),
+    ] {
+        let doc = parse_document(yaml.as_bytes()).expect("valid YAML");
+        assert_eq!(snapshot(&doc), None, "{what}");
+    }
+}
