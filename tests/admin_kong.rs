@@ -2115,6 +2115,27 @@ fn post_config_keeps_the_node_section_it_does_not_send() {
     assert!(file.contains("999") && !file.contains("4321"), "{file}");
 }
 
+/// A file whose `ringway:` section refers to an anchor elsewhere in the file: the section
+/// cannot be read alone, and a push still keeps what it says.
+#[test]
+fn post_config_keeps_a_node_section_that_uses_an_anchor() {
+    let o = Origin::start();
+    let file = format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: first\n    url: {}\n    read_timeout: &wait 4321\nringway:\n  keepalive_timeout: *wait\n",
+        o.url()
+    );
+    let gw = Gateway::start(&file);
+    let pushed = json!({
+        "_format_version": "3.0",
+        "services": [{"name": "pushed", "url": o.url(),
+                      "routes": [{"name": "pushed", "paths": ["/pushed"]}]}]
+    });
+    ok(&admin_json(&gw, "POST", "/config", &pushed), 201, "push");
+    assert_eq!(upstream_target(&gw, "/pushed/a"), "/a");
+    let file = std::fs::read_to_string(gw.config_path()).unwrap();
+    assert!(file.contains(r#""keepalive_timeout": 4321"#), "{file}");
+}
+
 /// A single form value of a plugin's list field is a one-item list, as with Kong.
 #[test]
 fn a_plugin_list_field_takes_one_form_value() {
