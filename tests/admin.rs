@@ -265,6 +265,76 @@ fn vault_secrets_show_as_their_references() {
     assert_field_error(&r, "secret", "RINGWAY_NOT_SET_ANYWHERE");
 }
 
+/// A plugin's Redis password given as a vault reference shows as the reference, in the
+/// file's plugins and the Admin API's, also after a PATCH; through the Admin API a
+/// reference is read only in such secret fields, or anyone holding the Admin API could
+/// read the gateway's environment back (in the entity, or in a 429's message).
+#[test]
+fn plugin_secrets_show_as_references_and_admin_references_stay_in_secret_fields() {
+    const SECRET: &str = "redis-password-from-the-environment";
+    let o = Origin::start();
+    let file_plugin = "plugins:\n  - name: rate-limiting\n    config:\n      minute: 100000\n      \
+                       policy: redis\n      redis:\n        host: 127.0.0.1\n        port: 9\n        \
+                       password: \"{vault://env/ringway-redis-secret}\"\n";
+    let gw = Gateway::start_with(
+        &base_config(&o, file_plugin),
+        GatewayOpts::default().env("RINGWAY_REDIS_SECRET", SECRET),
+    );
+    let reference = "{vault://env/ringway-redis-secret}";
+    let listed = gw.admin_get("/plugins").json();
+    assert_eq!(
+        listed["data"][0]["config"]["redis"]["password"], reference,
+        "{listed}"
+    );
+    assert!(!listed.to_string().contains(SECRET), "{listed}");
+
+    let posted = json!({
+        "name": "rate-limiting",
+        "config": {"minute": 100000, "policy": "redis",
+                   "redis": {"host": "127.0.0.1", "port": 9, "password": reference}}
+    });
+    let r = admin_json(&gw, "POST", "/services/user-service/plugins", &posted);
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.json()["config"]["redis"]["password"], reference, "{r:?}");
+    let id = id_of(&r.json());
+    let r = admin_json(
+        &gw,
+        "PATCH",
+        &format!("/plugins/{id}"),
+        &json!({"config": {"minute": 200000}}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let shown = gw.admin_get(&format!("/plugins/{id}")).json();
+    assert_eq!(shown["config"]["minute"], 200000, "{shown}");
+    assert_eq!(shown["config"]["redis"]["password"], reference, "{shown}");
+    assert!(!shown.to_string().contains(SECRET), "{shown}");
+
+    // Anywhere else in an Admin API entity, a reference is refused.
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/services/account-service/plugins",
+        &json!({"name": "rate-limiting",
+                "config": {"minute": 1, "error_message": reference}}),
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    let message = &r.json()["fields"]["config"]["error_message"];
+    assert!(
+        message
+            .as_str()
+            .is_some_and(|m| m.contains("only in secret fields")),
+        "{r:?}"
+    );
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/consumers",
+        &[("username", "{vault://env/ringway-redis-secret}")],
+    );
+    assert_field_error(&r, "username", "only in secret fields");
+    assert_eq!(gw.admin_get("/consumers").json()["data"], json!([]));
+}
+
 #[test]
 fn consumer_and_credential_validation_errors() {
     let o = Origin::start();

@@ -882,10 +882,12 @@ pub fn build_plugins(
             );
             ok = false;
         }
-        let Some((mut config, config_json)) = plugin_config(&name, file.config, &item.path, report)
+        let Some((mut config, mut config_json)) =
+            plugin_config(&name, file.config, &item.path, report)
         else {
             continue;
         };
+        report.show_references(&format!("{}.config", item.path), &mut config_json);
         if !ok {
             continue;
         }

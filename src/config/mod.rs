@@ -167,6 +167,20 @@ impl Report {
             .collect()
     }
 
+    /// Puts the vault references back into a value as the Admin API shows it (`json`,
+    /// whose path in the document is `at`): each field that was a reference shows the
+    /// reference as written, as Kong's does, never the value it resolved to.
+    pub(crate) fn show_references(&self, at: &str, json: &mut serde_json::Value) {
+        for (path, (reference, _)) in &self.references {
+            let Some(rest) = path.strip_prefix(at) else {
+                continue;
+            };
+            if let Some(slot) = json_at(json, rest) {
+                *slot = serde_json::Value::String(reference.clone());
+            }
+        }
+    }
+
     /// Whether problems at `path` go unreported (see `parse_item`).
     pub(crate) fn is_muted(&self, path: &str) -> bool {
         self.muted.iter().any(|m| m.covers(path, None))
@@ -191,6 +205,31 @@ impl Report {
         }
         self.problems.push(Problem { path, message });
     }
+}
+
+/// The value at a document path relative to `json` (`.redis.password`, `.paths[1]`);
+/// `None` unless `rest` starts a path below `json` and every step exists.
+fn json_at<'j>(
+    mut json: &'j mut serde_json::Value,
+    rest: &str,
+) -> Option<&'j mut serde_json::Value> {
+    if rest.is_empty() {
+        return None;
+    }
+    let mut rest = rest;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix('.') {
+            let end = after.find(['.', '[']).unwrap_or(after.len());
+            json = json.as_object_mut()?.get_mut(&after[..end])?;
+            rest = &after[end..];
+        } else {
+            let after = rest.strip_prefix('[')?;
+            let (index, tail) = after.split_once(']')?;
+            json = json.as_array_mut()?.get_mut(index.parse::<usize>().ok()?)?;
+            rest = tail;
+        }
+    }
+    Some(json)
 }
 
 /// The validated configuration: what workers route and proxy with.
@@ -428,7 +467,7 @@ impl Config {
         }
         // Both layers' references: an Admin API credential may name a secret by
         // reference too, as in Kong.
-        vault::resolve(&mut doc, &mut String::new(), &mut report);
+        vault::resolve(&mut doc, &admin_from, &mut report);
         let config = build(doc, overrides, &admin_from, &mut report);
         match config {
             Some(mut config) if report.problems.is_empty() => {

@@ -5,26 +5,94 @@ use serde_norway::Value;
 
 use super::Report;
 
-/// Replaces every vault reference in the document, reporting missing variables by path.
-pub(super) fn resolve(value: &mut Value, path: &mut String, report: &mut Report) {
+/// The fields of an entity written through the Admin API where a vault reference is
+/// read, by kind (Kong's `referenceable` fields): secrets, which the Admin API shows as
+/// the reference. Anywhere else in such an entity a reference would let whoever holds
+/// the Admin API read the gateway's environment back (in the entity, or in what the
+/// gateway answers with it); the file is the operator's own.
+const ADMIN_SECRET_FIELDS: &[(&str, &[&str])] = &[
+    ("jwt_secrets", &["secret", "rsa_public_key"]),
+    ("certificates", &["cert", "key", "cert_alt", "key_alt"]),
+    (
+        "plugins",
+        &[
+            "config.redis.username",
+            "config.redis.password",
+            "config.redis_username",
+            "config.redis_password",
+        ],
+    ),
+];
+
+/// Replaces the vault references in the document, reporting missing variables by path:
+/// everywhere in what the file declares, and only in secret fields of the entities the
+/// Admin API wrote (from `admin_from` on in each kind's list).
+pub(super) fn resolve(doc: &mut Value, admin_from: &super::AdminFrom, report: &mut Report) {
+    let Value::Mapping(map) = doc else {
+        return resolve_in(doc, &mut String::new(), None, report);
+    };
+    for (key, value) in map.iter_mut() {
+        let kind = key.as_str().unwrap_or("?");
+        let mut path = kind.to_owned();
+        match value {
+            Value::Sequence(items) => {
+                let secrets = ADMIN_SECRET_FIELDS
+                    .iter()
+                    .find(|(k, _)| *k == kind)
+                    .map_or(&[][..], |(_, fields)| fields);
+                for (i, item) in items.iter_mut().enumerate() {
+                    path.truncate(kind.len());
+                    path.push_str(&format!("[{i}]"));
+                    let only = (admin_from.layer(kind, i) == super::Layer::Admin)
+                        .then_some((path.len(), secrets));
+                    resolve_in(item, &mut path, only, report);
+                }
+            }
+            _ => resolve_in(value, &mut path, None, report),
+        }
+    }
+}
+
+/// `only`: the references are read only at these fields (relative to the item whose
+/// path is the first `usize` bytes of `path`); one elsewhere is a problem.
+fn resolve_in(
+    value: &mut Value,
+    path: &mut String,
+    only: Option<(usize, &[&str])>,
+    report: &mut Report,
+) {
     match value {
         Value::String(text) => {
-            if let Some(reference) = text
+            let Some(reference) = text
                 .trim()
                 .strip_prefix("{vault://")
                 .and_then(|r| r.strip_suffix('}'))
-            {
-                match lookup(reference) {
-                    Ok(secret) => {
-                        let written = std::mem::replace(text, secret.clone());
-                        report.references.insert(path.clone(), (written, secret));
-                    }
-                    Err(message) => {
-                        report.add(path.clone(), message);
-                        // What later checks would say of the reference's own text
-                        // (not a PEM, not a URL) is not news.
-                        report.muted.push(super::Muted::Field(path.clone()));
-                    }
+            else {
+                return;
+            };
+            if let Some((item, fields)) = only {
+                let field = path.get(item + 1..).unwrap_or("");
+                if !fields.contains(&field) {
+                    report.add(
+                        path.clone(),
+                        "a vault reference is read here only in the config file; through the \
+                         Admin API only in secret fields (a jwt secret or rsa_public_key, a \
+                         certificate's cert and key, Redis credentials)",
+                    );
+                    report.muted.push(super::Muted::Field(path.clone()));
+                    return;
+                }
+            }
+            match lookup(reference) {
+                Ok(secret) => {
+                    let written = std::mem::replace(text, secret.clone());
+                    report.references.insert(path.clone(), (written, secret));
+                }
+                Err(message) => {
+                    report.add(path.clone(), message);
+                    // What later checks would say of the reference's own text
+                    // (not a PEM, not a URL) is not news.
+                    report.muted.push(super::Muted::Field(path.clone()));
                 }
             }
         }
@@ -32,7 +100,7 @@ pub(super) fn resolve(value: &mut Value, path: &mut String, report: &mut Report)
             for (i, item) in items.iter_mut().enumerate() {
                 let len = path.len();
                 path.push_str(&format!("[{i}]"));
-                resolve(item, path, report);
+                resolve_in(item, path, only, report);
                 path.truncate(len);
             }
         }
@@ -43,11 +111,11 @@ pub(super) fn resolve(value: &mut Value, path: &mut String, report: &mut Report)
                     path.push('.');
                 }
                 path.push_str(key.as_str().unwrap_or("?"));
-                resolve(item, path, report);
+                resolve_in(item, path, only, report);
                 path.truncate(len);
             }
         }
-        Value::Tagged(tagged) => resolve(&mut tagged.value, path, report),
+        Value::Tagged(tagged) => resolve_in(&mut tagged.value, path, only, report),
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
