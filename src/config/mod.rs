@@ -726,11 +726,15 @@ fn parse_fields<T: DeserializeOwned>(
         }) {
             return None;
         }
-        mistyped |= !message.starts_with("unknown field `");
-        let secret = matches!(
-            segments.last(),
-            Some(Segment::Map { key }) if key == "key" || key == "secret" || key.ends_with("password") || key.ends_with("token")
-        );
+        let unknown = message.starts_with("unknown field `");
+        mistyped |= !unknown;
+        // An unknown field's message quotes names (the field's, the expected ones), no
+        // value.
+        let secret = !unknown
+            && matches!(
+                segments.last(),
+                Some(Segment::Map { key }) if key == "key" || key == "secret" || key.ends_with("password") || key.ends_with("token")
+            );
         report.add(
             join(&inner),
             if secret {

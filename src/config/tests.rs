@@ -1060,6 +1060,17 @@ ringway:
                 .any(|v| p.contains(v))),
         "a secret never reaches a message: {found:#?}"
     );
+    // A field unknown where it stands is named, with what is expected there, whatever
+    // its name: the message quotes names, no value.
+    let found = problems("_format_version: \"3.0\"\nsecret: x\nservices:\n- name: s\n  url: http://h\n  password: y\n");
+    for (path, field) in [("secret", "secret"), ("services[0].password", "password")] {
+        assert!(
+            found.iter().any(|p| p.starts_with(&format!(
+                "{path}: unknown field `{field}`, expected one of `"
+            ))),
+            "{found:#?}"
+        );
+    }
 }
 
 #[test]
