@@ -32,7 +32,7 @@ const EXIT_PANIC: i32 = 70;
 #[command(
     name = "ringway",
     about = "A thread-per-core io_uring API gateway that reads Kong's declarative config",
-    disable_version_flag = true
+    version
 )]
 struct Cli {
     #[command(subcommand)]
@@ -142,10 +142,26 @@ fn without_huge_pages() {
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            // Help and version output go to stdout with success; usage errors to stderr.
+        // Help and version output go to stdout with success.
+        Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            return ExitCode::SUCCESS;
+        }
+        // A usage error is one line on stderr, as every other error.
+        Err(e) => {
+            // clap's first paragraph (a list of missing arguments runs onto the next
+            // lines), without the usage and the hint after it.
+            let rendered = e.render().to_string();
+            let first: Vec<&str> = rendered
+                .lines()
+                .take_while(|line| !line.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!(
+                "{} (ringway --help lists the commands and flags)",
+                first.join(" ")
+            );
+            return ExitCode::from(2);
         }
     };
     crate::logging::init(log::LevelFilter::Info);

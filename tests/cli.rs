@@ -434,6 +434,39 @@ fn an_endless_config_file_is_refused_at_a_bound() {
     assert!(lines[0].contains("larger than 64 MiB"), "{err}");
 }
 
+/// A command line clap refuses (a flag's value of the wrong type, a missing argument, an
+/// unknown command) is one line on stderr and exit 2, as every other error; `--version`
+/// prints the version.
+#[test]
+fn a_usage_error_is_one_line() {
+    for (args, says) in [
+        (
+            &["run", "-c", "x.yaml", "--workers", "abc"][..],
+            "'abc' for '--workers",
+        ),
+        (&["check"][..], "--config <FILE>"),
+        (&["frob"][..], "unrecognized subcommand 'frob'"),
+        (
+            &["jwt", "sign", "--ttl", "-1", "--secret", "s"][..],
+            "unexpected argument '-1'",
+        ),
+    ] {
+        let out = run_cli(args, &[], CLI_TIMEOUT);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_no_panic(&err);
+        let lines = nonempty_lines(&err);
+        assert_eq!(lines.len(), 1, "{args:?}: {err}");
+        assert!(lines[0].contains(says), "{args:?}: {err}");
+    }
+    for flag in ["--version", "-V"] {
+        let out = run_cli(&[flag], &[], CLI_TIMEOUT);
+        assert!(out.status.success(), "{flag}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.starts_with("ringway "), "{flag}: {text}");
+    }
+}
+
 /// A bad flag value is named by the flag, not as a problem of the file, which is valid.
 #[test]
 fn run_with_a_bad_flag_value_names_the_flag() {
