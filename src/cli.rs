@@ -284,6 +284,11 @@ fn sign(
         if keyed && name.trim_end_matches(':') == "iss" {
             return Err(format!("--claim {claim}: iss is set by --key already"));
         }
+        if ttl > 0 && name.trim_end_matches(':') == "exp" {
+            return Err(format!(
+                "--claim {claim}: exp is set by --ttl already (--ttl 0 leaves it to --claim)"
+            ));
+        }
         match name.strip_suffix(':') {
             Some("") => return Err(format!("--claim {claim}: expected k=v or k:=JSON")),
             Some(name) => {

@@ -691,7 +691,7 @@ fn one_shot_output_to_a_closed_pipe_is_not_a_panic() {
 /// `jwt sign` refuses what would make a token anyone can forge, or one whose issuer is
 /// set twice.
 #[test]
-fn jwt_sign_refuses_an_empty_secret_and_a_second_issuer() {
+fn jwt_sign_refuses_an_empty_secret_and_a_second_issuer_or_expiry() {
     for (args, says) in [
         (
             &["jwt", "sign", "--secret", ""][..],
@@ -702,6 +702,14 @@ fn jwt_sign_refuses_an_empty_secret_and_a_second_issuer() {
                 "jwt", "sign", "--secret", "s", "--key", "k", "--claim", "iss=x",
             ][..],
             "iss is set by --key already",
+        ),
+        (
+            &["jwt", "sign", "--secret", "s", "--claim", "exp=5"][..],
+            "exp is set by --ttl already",
+        ),
+        (
+            &["jwt", "sign", "--secret", "s", "--claim", "exp:=5"][..],
+            "exp is set by --ttl already",
         ),
     ] {
         let out = run_cli(args, &[], CLI_TIMEOUT);
