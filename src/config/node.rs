@@ -272,6 +272,17 @@ fn build_with(
         report.add(admin_name, message);
     }
     let admin_token = file.admin_token.filter(|t| !t.is_empty());
+    // A token goes in a header, whose value loses its outer spaces on the way: one with
+    // spaces, control characters or non-ASCII could never be presented.
+    if admin_token
+        .as_deref()
+        .is_some_and(|t| !t.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        report.add(
+            "ringway.admin_token",
+            "must be printable ASCII without spaces (it is sent in a header)",
+        );
+    }
     if let Some(addr) = admin_listen {
         if !addr.ip().is_loopback() && admin_token.is_none() {
             report.add(

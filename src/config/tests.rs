@@ -833,6 +833,17 @@ ringway:
     )
     .unwrap();
     assert_eq!(with_token.node.admin_token.as_deref(), Some("s3cret"));
+    for token in ["\"  \"", "\"s3 cret\"", "\"s3cr\\tet\"", "\"sécret\""] {
+        let found = problems(&format!(
+            "_format_version: \"3.0\"\nringway:\n  admin_token: {token}\n"
+        ));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("ringway.admin_token: must be printable ASCII")),
+            "{token}: {found:?}"
+        );
+    }
 }
 
 /// Every file shipped in config/ must load, so examples cannot rot.
