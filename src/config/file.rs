@@ -312,7 +312,10 @@ impl ListenList {
 
 /// A consumer's group membership: a name, or Kong Enterprise's `{name: ...}`.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expected a group name, or an object with `name` or `id` and no other field"
+)]
 pub enum GroupRef {
     #[serde(deserialize_with = "reference_key")]
     Name(String),

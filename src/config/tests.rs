@@ -456,6 +456,8 @@ consumers:
       - secret: x
   - custom_id: ""
   - username: a
+  - username: b
+    groups: [{ name: premium, extra: 1 }]
 jwt_secrets:
   - key: k3
     secret: s
@@ -487,6 +489,7 @@ plugins:
         "consumers[0].jwt_secrets[2].key: required",
         "consumers[1]: at least one of these fields must be non-empty: 'custom_id', 'username'",
         "consumers[2].username: duplicate consumer 'a'",
+        "consumers[3].groups[0]: expected a group name, or an object with `name` or `id`",
         "jwt_secrets[0].consumer: no consumer named 'ghost'",
         "jwt_secrets[1].consumer: expected a name or id, or an object with one of",
         "plugins[0].consumer: plugin 'jwt' authenticates consumers",
