@@ -489,6 +489,8 @@ pub fn build_secrets(
         let Some(file) = parse_item::<JwtSecretFile>(item.value, &item.path, report) else {
             continue;
         };
+        // Not yet a reason to stop: the key's own problems (a duplicate) are reported
+        // whatever the consumer's.
         let consumer = match parent {
             Some(index) => {
                 if file.consumer.is_some() {
@@ -497,7 +499,7 @@ pub fn build_secrets(
                         "a nested credential takes its consumer from its parent",
                     );
                 }
-                index
+                Some(index)
             }
             None => match resolve(
                 &keys.consumers,
@@ -506,12 +508,12 @@ pub fn build_secrets(
                 &format!("{}.consumer", item.path),
                 report,
             ) {
-                Some(Some(index)) => index,
+                Some(Some(index)) => Some(index),
                 Some(None) => {
                     report.add(format!("{}.consumer", item.path), "required field missing");
-                    continue;
+                    None
                 }
-                None => continue,
+                None => None,
             },
         };
         // Each field's problem is reported whatever the others' (an unknown algorithm
@@ -546,7 +548,7 @@ pub fn build_secrets(
                 format!("duplicate credential id (first at {first})"),
             );
         }
-        let Some(algorithm) = algorithm else {
+        let (Some(algorithm), Some(consumer)) = (algorithm, consumer) else {
             continue;
         };
         if algorithm.is_hmac() && file.secret.as_deref().unwrap_or("").is_empty() {

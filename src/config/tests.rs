@@ -465,6 +465,9 @@ jwt_secrets:
   - key: k4
     secret: s
     consumer: [a]
+  - key: k3
+    secret: s
+    consumer: a
 plugins:
   - name: jwt
     consumer: a
@@ -492,6 +495,7 @@ plugins:
         "consumers[3].groups[0]: expected a group name, or an object with `name` or `id`",
         "jwt_secrets[0].consumer: no consumer named 'ghost'",
         "jwt_secrets[1].consumer: expected a name or id, or an object with one of",
+        "jwt_secrets[2].key: duplicate credential key 'k3'",
         "plugins[0].consumer: plugin 'jwt' authenticates consumers",
         "plugins[1].config.bogus: unknown field",
         "plugins[2].service: no service named 'missing'",
