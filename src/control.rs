@@ -455,34 +455,23 @@ fn with_node_section(posted: Vec<u8>, current: &[u8]) -> Vec<u8> {
     if doc.contains_key("ringway") {
         return posted;
     }
-    // The section alone, when the file writes it as a block of its own: the file itself
-    // (perhaps large) is parsed only when that does not read back as a section.
-    let raw = top_level_section(current, "ringway");
-    let alone = raw.and_then(|raw| match serde_norway::from_slice::<Yaml>(raw) {
-        Ok(Yaml::Mapping(mut only)) if only.len() == 1 => only.remove("ringway"),
-        _ => None,
-    });
-    let section = match alone {
-        Some(section) => section,
-        None => {
-            let Ok(Yaml::Mapping(mut file)) = serde_norway::from_slice::<Yaml>(current) else {
-                return posted;
-            };
-            let Some(section) = file.remove("ringway") else {
-                return posted;
-            };
-            section
-        }
+    let Ok(Yaml::Mapping(file)) = serde_norway::from_slice::<Yaml>(current) else {
+        return posted;
+    };
+    let Some(section) = file.get("ringway") else {
+        return posted;
     };
     let json = posted.trim_ascii_start().starts_with(b"{");
     // A YAML body is saved as it was sent (its comments and layout), with the file's
     // section appended as the file wrote it (or written out, from a JSON file); kept
     // only when it reads back as meant.
-    let raw = raw.map(<[u8]>::to_vec).or_else(|| {
-        let mut only = serde_norway::Mapping::new();
-        only.insert("ringway".into(), section.clone());
-        serde_norway::to_string(&only).ok().map(String::into_bytes)
-    });
+    let raw = top_level_section(current, "ringway")
+        .map(<[u8]>::to_vec)
+        .or_else(|| {
+            let mut only = serde_norway::Mapping::new();
+            only.insert("ringway".into(), section.clone());
+            serde_norway::to_string(&only).ok().map(String::into_bytes)
+        });
     if let (false, Some(raw)) = (json, raw) {
         let mut appended = posted.clone();
         if !appended.ends_with(b"\n") {

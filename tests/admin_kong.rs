@@ -2136,6 +2136,26 @@ fn post_config_keeps_a_node_section_that_uses_an_anchor() {
     assert!(file.contains(r#""keepalive_timeout": 4321"#), "{file}");
 }
 
+/// A `ringway:` line inside a quoted string of the file (a multi-line scalar may run
+/// back to column 0) is no section of the file: a push does not take it for one.
+#[test]
+fn post_config_takes_no_node_section_from_inside_a_string() {
+    let o = Origin::start();
+    let file = format!(
+        "_format_version: \"3.0\"\n_comment: \"a\nringway:\n  keepalive_timeout: 4321\n\"\nservices:\n  - name: first\n    url: {}\n",
+        o.url()
+    );
+    let gw = Gateway::start(&file);
+    let pushed = json!({
+        "_format_version": "3.0",
+        "services": [{"name": "pushed", "url": o.url(),
+                      "routes": [{"name": "pushed", "paths": ["/pushed"]}]}]
+    });
+    ok(&admin_json(&gw, "POST", "/config", &pushed), 201, "push");
+    let file = std::fs::read_to_string(gw.config_path()).unwrap();
+    assert!(!file.contains("4321"), "{file}");
+}
+
 /// A single form value of a plugin's list field is a one-item list, as with Kong.
 #[test]
 fn a_plugin_list_field_takes_one_form_value() {
