@@ -78,7 +78,9 @@ enum RequestBody {
     Done,
     /// This many bytes still to read.
     Length(u64),
-    Chunked(Decoder),
+    /// Boxed: the state lives on the connection, idle ones included, and a chunked
+    /// upload is rarer than the bytes its decoder would add to each.
+    Chunked(Box<Decoder>),
     /// Never to be read: the request was refused before its body (or before its head
     /// was whole), and whatever of it is still on its way is dropped.
     Abandoned,
@@ -790,7 +792,7 @@ impl<S: ClientIo> Conn<S> {
         self.body = match exchange.framing.body {
             BodyKind::None | BodyKind::UntilClose => RequestBody::Done,
             BodyKind::Length(n) => RequestBody::Length(n),
-            BodyKind::Chunked => RequestBody::Chunked(Decoder::new()),
+            BodyKind::Chunked => RequestBody::Chunked(Box::default()),
         };
         if let Err(kind) = self.take_buffered_body() {
             // Nothing has reached the upstream yet.
@@ -1209,6 +1211,8 @@ impl<S: ClientIo> Conn<S> {
                 read.map_err(SendFail::Client)?;
             }
             match &mut self.body {
+                // `Abandoned` is never sent (a refused request's body); it stops here as
+                // a finished one would.
                 RequestBody::Done | RequestBody::Abandoned => return Ok(()),
                 RequestBody::Length(remaining) => {
                     let take = (*remaining).min(self.buf.len() as u64) as usize;
