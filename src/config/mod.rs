@@ -1560,10 +1560,8 @@ fn valid_host(host: &str) -> bool {
                     .is_ok()))
 }
 
-/// A config file's document as Kong's YAML loader reads it: parsed (deep nesting refused
-/// first), merge keys expanded, YAML 1.1 booleans read in boolean fields.
-/// A config file's bytes as the document the config is built from: UTF-8, YAML (JSON
-/// being YAML), merge keys expanded, YAML 1.1 booleans read, tags dropped.
+/// A config file's bytes as the document the config is built from: UTF-8, then
+/// [`document`].
 pub fn parse_document(bytes: &[u8]) -> Result<Value, Problems> {
     let problem = |message: String| {
         let mut report = Report::default();
@@ -1575,21 +1573,23 @@ pub fn parse_document(bytes: &[u8]) -> Result<Value, Problems> {
     document(text).map_err(problem)
 }
 
-/// A parsed document kept as compact JSON, to be read back by [`from_snapshot`] many
+/// A parsed document kept as compact JSON, to be read back by [`from_compact`] many
 /// times faster than the YAML it came from (which the parser turns into an event list of
 /// about twenty times its size first), at a fraction of the tree's memory. `None` when
 /// JSON cannot hold the document exactly (a key that is not a string, a NaN): it is
 /// read back and compared before it is trusted.
-pub fn snapshot(doc: &Value) -> Option<Vec<u8>> {
+pub fn compact(doc: &Value) -> Option<Vec<u8>> {
     let json = serde_json::to_vec(doc).ok()?;
-    (from_snapshot(&json).as_ref() == Some(doc)).then_some(json)
+    (from_compact(&json).as_ref() == Some(doc)).then_some(json)
 }
 
-/// The document a [`snapshot`] holds.
-pub fn from_snapshot(json: &[u8]) -> Option<Value> {
+/// The document a [`compact`] form holds.
+pub fn from_compact(json: &[u8]) -> Option<Value> {
     serde_json::from_slice(json).ok()
 }
 
+/// A config file's document as Kong's YAML loader reads it: parsed (deep nesting refused
+/// first), merge keys expanded, YAML 1.1 booleans read in boolean fields, tags dropped.
 pub fn document(text: &str) -> Result<Value, String> {
     if nests_too_deep(text) {
         return Err(format!(

@@ -1897,10 +1897,10 @@ fn ca_ids_in_any_case_and_header_names_that_are_field_names() {
     assert_eq!(config.routes[0].headers.len(), 1);
 }
 
-/// A document read back from its snapshot builds the same config (the same hash) as the
-/// YAML it came from; one JSON cannot hold exactly has no snapshot.
+/// A document read back from its compact form builds the same config (the same hash) as the
+/// YAML it came from; one JSON cannot hold exactly has no compact form.
 #[test]
-fn a_document_snapshot_reads_back_as_the_same_document() {
+fn a_compact_document_reads_back_as_the_same_document() {
     let yaml = r#"
 _format_version: "3.0"
 services:
@@ -1926,8 +1926,8 @@ consumers:
     let overrides = NodeOverrides::default();
     let known = lookup::Known::new();
     let doc = parse_document(yaml.as_bytes()).expect("valid YAML");
-    let json = snapshot(&doc).expect("JSON holds this document");
-    let back = from_snapshot(&json).expect("a snapshot reads back");
+    let json = compact(&doc).expect("JSON holds this document");
+    let back = from_compact(&json).expect("a compact form reads back");
     assert_eq!(back, doc);
     let from_yaml = Config::from_bytes(yaml.as_bytes(), &overrides).expect("valid config");
     let from_back = Config::from_document(back, None, &overrides, &known).expect("valid config");
@@ -1941,6 +1941,6 @@ consumers:
         ("an infinity", "a: -.inf\n"),
     ] {
         let doc = parse_document(yaml.as_bytes()).expect("valid YAML");
-        assert_eq!(snapshot(&doc), None, "{what}");
+        assert_eq!(compact(&doc), None, "{what}");
     }
 }
