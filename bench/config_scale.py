@@ -14,8 +14,8 @@ bench/results/config-scale.json.
 import argparse
 import json
 import os
-import resource
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -70,8 +70,8 @@ def post(url, fields):
     return status, (time.perf_counter() - started) * 1000
 
 
-def wait_up(url, deadline):
-    while time.monotonic() < deadline:
+def wait_up(url, deadline, process):
+    while time.monotonic() < deadline and process.poll() is None:
         try:
             with urllib.request.urlopen(url, timeout=1):
                 return True
@@ -87,25 +87,36 @@ def measure(consumers, writes, scratch):
     write_config(config, consumers, data_dir)
     row = {"consumers": consumers, "file_bytes": os.path.getsize(config)}
 
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # This one child's peak RSS (wait4), not the largest of all children so far.
     started = time.perf_counter()
-    check = subprocess.run([BIN, "check", "-c", config], capture_output=True, text=True)
+    check = subprocess.Popen([BIN, "check", "-c", config],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    errors = check.stderr.read()
+    _, status, usage = os.wait4(check.pid, 0)
+    check.returncode = os.waitstatus_to_exitcode(status)
     row["check_s"] = round(time.perf_counter() - started, 3)
     if check.returncode != 0:
-        raise SystemExit(f"config_scale: ringway check failed: {check.stdout}{check.stderr}")
-    # ru_maxrss of all children so far: meaningful when it grew, which a larger N does.
-    row["check_peak_rss_kib"] = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+        raise SystemExit(f"config_scale: ringway check failed: {errors.decode(errors='replace')}")
+    row["check_peak_rss_kib"] = usage.ru_maxrss
 
     proxy, admin = free_port(), free_port()
+    log_path = os.path.join(scratch, f"gateway-{consumers}.log")
+    log = open(log_path, "wb")
     started = time.perf_counter()
     gateway = subprocess.Popen(
         [BIN, "run", "-c", config, "--proxy-listen", f"127.0.0.1:{proxy}",
          "--admin-listen", f"127.0.0.1:{admin}", "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.DEVNULL, stderr=log)
+
+    def fail(why):
+        with open(log_path, "rb") as f:
+            tail = f.read()[-2000:].decode(errors="replace")
+        raise SystemExit(f"config_scale: {why}; the gateway's log ends:\n{tail}")
+
     try:
         base = f"http://127.0.0.1:{admin}"
-        if not wait_up(f"{base}/status", time.monotonic() + 120):
-            raise SystemExit("config_scale: the gateway did not start within 120 s")
+        if not wait_up(f"{base}/status", time.monotonic() + 120, gateway):
+            fail("the gateway did not start within 120 s")
         row["start_s"] = round(time.perf_counter() - started, 3)
         time.sleep(1)
         row["rss_started_kib"] = rss_kib(gateway.pid)
@@ -119,7 +130,7 @@ def measure(consumers, writes, scratch):
                 status, ms = post(f"{base}/consumers/{name}/jwt", {"key": f"added-key-{i}"})
                 kind = "credential"
             if status != 201:
-                raise SystemExit(f"config_scale: Admin API write {i} answered {status}")
+                fail(f"Admin API write {i} answered {status}")
             latencies[kind].append(ms)
         every = latencies["consumer"] + latencies["credential"]
         row["write_ms_p50"] = round(statistics.median(every), 1)
@@ -134,6 +145,7 @@ def measure(consumers, writes, scratch):
         except subprocess.TimeoutExpired:
             gateway.kill()
             gateway.wait()
+        log.close()
     return row
 
 
@@ -158,14 +170,21 @@ def main():
         subprocess.run(["cargo", "build", "--release", "--bins"], cwd=ROOT, check=True)
 
     scratch = tempfile.mkdtemp(prefix="ringway-config-scale.")
+    # A SIGTERM ends the run as an exception would: the gateway stopped, scratch removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         rows = [measure(n, args.writes, scratch) for n in counts]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
-    print(f"\nconfig scale at {commit} ({os.cpu_count()} CPUs), {args.writes} Admin API writes each\n")
+    machine = {"cpus": os.cpu_count(), "kernel": os.uname().release, "arch": os.uname().machine}
+    version = subprocess.run([BIN, "version"], capture_output=True, text=True).stdout
+    driver = next((line.split(":", 1)[1].strip() for line in version.splitlines()
+                   if line.startswith("driver:")), "?")
+    print(f"\nconfig scale at {commit} ({machine['cpus']} CPUs, kernel {machine['kernel']}, "
+          f"{machine['arch']}, driver {driver}), {args.writes} Admin API writes each\n")
     print("| consumers | file | check | check peak RSS | start | RSS started | write p50 | write max | RSS after writes |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -175,7 +194,8 @@ def main():
               f"| {r['write_ms_max']:.0f} ms | {r['rss_after_writes_kib'] / 1024:.0f} MiB |")
     out = os.path.join(ROOT, "bench", "results", "config-scale.json")
     with open(out, "w") as f:
-        json.dump({"commit": commit, "writes": args.writes, "rows": rows}, f, indent=1)
+        json.dump({"commit": commit, "machine": machine, "driver": driver,
+                   "writes": args.writes, "rows": rows}, f, indent=1)
     print(f"\nwrote {os.path.relpath(out, ROOT)}")
 
 
