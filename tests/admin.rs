@@ -1977,3 +1977,42 @@ fn admin_connections_are_bounded_in_time_and_number() {
     });
     assert!(served.is_some(), "served again once the others closed");
 }
+
+/// A client that waits for `100 Continue` before its body (curl does past 1 KiB) gets it
+/// at once, not after its own timeout; one without the token gets its 401 instead, its
+/// body never asked for.
+#[test]
+fn admin_writes_answer_expect_100_continue() {
+    use std::io::{Read, Write};
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o, "ringway:\n  admin_token: s3cret\n"));
+    let read_some = |c: &mut std::net::TcpStream| {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 512];
+        let n = c.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let body = "username=waited";
+    let mut c = std::net::TcpStream::connect(gw.admin_addr()).unwrap();
+    write!(
+        c,
+        "POST /consumers HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer s3cret\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nExpect: 100-continue\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let interim = read_some(&mut c);
+    assert_eq!(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+    c.write_all(body.as_bytes()).unwrap();
+    let answer = read_some(&mut c);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+
+    let mut c = std::net::TcpStream::connect(gw.admin_addr()).unwrap();
+    c.write_all(
+        b"POST /consumers HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 15\r\n\r\n",
+    )
+    .unwrap();
+    let answer = read_some(&mut c);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+}

@@ -204,6 +204,31 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
         let accept_json = header("accept").is_some_and(|a| accepts_json(&a));
         buf.drain(..end);
 
+        // A client waiting for `100 Continue` before its body (curl does past 1 KiB, and
+        // otherwise waits a second) gets it, or the final answer when the body would
+        // not be read: a request without the token, a body over the limit.
+        let body_to_come = match framing.body {
+            BodyKind::Length(n) => n > buf.len() as u64,
+            BodyKind::Chunked => true,
+            BodyKind::None | BodyKind::UntilClose => false,
+        };
+        if framing.expect_continue && body_to_come {
+            let unauthorized = !(authorized || method == "GET" && target == "/status/ready");
+            let too_large = matches!(framing.body, BodyKind::Length(n) if n > MAX_ADMIN_BODY_BYTES);
+            if unauthorized {
+                let reply =
+                    Reply::message(401, "Unauthorized").with_header("WWW-Authenticate", "Bearer");
+                let _ = write_reply(&mut stream, reply, true).await;
+                return;
+            }
+            if !too_large {
+                let (written, _) = stream.write_all(crate::http::generated::CONTINUE).await;
+                if written.is_err() {
+                    return;
+                }
+            }
+        }
+
         let body = match read_body(&mut stream, &mut buf, framing.body, body_pause).await {
             Ok(body) => body,
             Err(Some(reply)) => {
