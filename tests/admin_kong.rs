@@ -1048,6 +1048,41 @@ fn an_unusable_rsa_key_is_refused_but_a_saved_one_loads() {
     );
 }
 
+/// A plugin is checked against its schema before its unique key, as Kong does: one with
+/// an invalid config answers 400 even where its name is configured already; a valid one
+/// there, 409.
+#[test]
+fn a_plugin_schema_is_checked_before_its_unique_key() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/plugins",
+        &[("name", "rate-limiting"), ("config.minute", "100")],
+    );
+    ok(&r, 201, "the global one");
+    let r = admin_form(&gw, "POST", "/plugins", &[("name", "rate-limiting")]);
+    let j = ok(&r, 400, "no limit given");
+    assert_eq!(j["name"], "schema violation", "{j}");
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/plugins",
+        &[("name", "rate-limiting"), ("config.minute", "bad")],
+    );
+    let j = ok(&r, 400, "a mistyped limit");
+    assert!(j["fields"]["config"]["minute"].is_string(), "{j}");
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/plugins",
+        &[("name", "rate-limiting"), ("config.minute", "5")],
+    );
+    let j = ok(&r, 409, "a valid second one on the same scope");
+    assert_eq!(j["name"], "unique constraint violation", "{j}");
+}
+
 /// `instance_name` is unique, as Kong's unique key (409, code 5), and names its plugin
 /// in the path as Kong's endpoint key does.
 #[test]

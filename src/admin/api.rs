@@ -2401,6 +2401,9 @@ fn create_plugin(
     if let Err(reply) = resolve_scope(config, &mut body) {
         return reply;
     }
+    if let Some(reply) = schema_refusal(&body) {
+        return reply;
+    }
     if let Some(reply) = instance_name_taken(config, &body, replacing.map(|(i, _)| i)) {
         return reply;
     }
@@ -2414,6 +2417,47 @@ fn create_plugin(
         body,
         replacing.map(|(_, id)| id),
     )
+}
+
+/// Kong checks a plugin against its schema before its unique keys: an invalid plugin
+/// answers 400 even on a scope that has one of its name already (409). The plugin is
+/// checked on its own, without its scope (what the scope allows is checked by the
+/// write), in a config that holds nothing else.
+fn schema_refusal(body: &Body) -> Option<Reply> {
+    let mut alone = body.clone();
+    for scope in [
+        "service",
+        "route",
+        "consumer",
+        "consumer_group",
+        "id",
+        "instance_name",
+    ] {
+        alone.remove(scope);
+    }
+    let doc = json!({ "_format_version": "3.0", "plugins": [alone] });
+    let bytes = serde_json::to_vec(&doc).ok()?;
+    let Err(problems) = Config::from_bytes(&bytes, &Default::default()) else {
+        return None;
+    };
+    let mut fields = Map::new();
+    let mut entity = Vec::new();
+    for problem in problems.0 {
+        match problem.path.strip_prefix("plugins[0]") {
+            Some("") => entity.push(Value::from(problem.message)),
+            Some(field) => {
+                fields.insert(
+                    field.trim_start_matches('.').to_owned(),
+                    problem.message.into(),
+                );
+            }
+            None => {}
+        }
+    }
+    if !entity.is_empty() {
+        fields.insert("@entity".into(), Value::Array(entity));
+    }
+    (!fields.is_empty()).then(|| schema_violation(fields))
 }
 
 /// Kong's 409 for an `instance_name` another plugin has (`this`: the plugin being
