@@ -1048,6 +1048,44 @@ fn an_unusable_rsa_key_is_refused_but_a_saved_one_loads() {
     );
 }
 
+/// A reference to an entity that does not exist is Kong's foreign key violation (400,
+/// code 4), naming the reference as given.
+#[test]
+fn a_reference_to_nothing_is_a_foreign_key_violation() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let missing = "00000000-0000-4000-8000-000000000000";
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/routes",
+        &json!({ "name": "r", "paths": ["/x"], "service": { "id": missing } }),
+    );
+    let j = ok(&r, 400, "a route to no service");
+    assert_eq!(
+        (j["code"].as_u64(), j["name"].as_str()),
+        (Some(4), Some("foreign key violation")),
+        "{j}"
+    );
+    assert_eq!(
+        j["message"],
+        format!("the foreign key '{{id=\"{missing}\"}}' does not reference an existing 'services' entity."),
+    );
+    assert_eq!(j["fields"], json!({ "service": { "id": missing } }));
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/plugins",
+        &[("name", "correlation-id"), ("consumer.username", "nobody")],
+    );
+    let j = ok(&r, 400, "a plugin on no consumer");
+    assert_eq!(
+        j["fields"],
+        json!({ "consumer": { "username": "nobody" } }),
+        "{j}"
+    );
+}
+
 /// A plugin is checked against its schema before its unique key, as Kong does: one with
 /// an invalid config answers 400 even where its name is configured already; a valid one
 /// there, 409.

@@ -2673,6 +2673,12 @@ fn resolve_reference(
     field: &str,
     kind: &str,
 ) -> Result<(), Reply> {
+    // Which unique field the reference gave, for Kong's answer when it names nothing.
+    let mut by = if kind == "consumers" {
+        "username"
+    } else {
+        "name"
+    };
     let key = match body.get(field) {
         Some(Value::String(key)) => crate::config::canonical_key(key.clone()),
         Some(Value::Object(reference)) => {
@@ -2704,7 +2710,10 @@ fn resolve_reference(
                         ))
                     }
                 },
-                Some((_, key)) => crate::config::canonical_key(key.to_owned()),
+                Some((name, key)) => {
+                    by = name;
+                    crate::config::canonical_key(key.to_owned())
+                }
                 None => {
                     return Err(field_error(
                         field,
@@ -2720,11 +2729,29 @@ fn resolve_reference(
             body.insert(field.into(), json!({ "id": id }));
             Ok(())
         }
-        None => Err(field_error(
-            field,
-            &format!("no {field} with id or name '{key}'"),
-        )),
+        None => {
+            if crate::config::is_uuid(&key) {
+                by = "id";
+            }
+            Err(missing_reference(field, kind, by, &key))
+        }
     }
+}
+
+/// Kong's 400 for a reference to an entity that does not exist (code 4), naming the
+/// reference as given (`{id="..."}`, `{name="..."}`).
+fn missing_reference(field: &str, kind: &str, by: &str, key: &str) -> Reply {
+    Reply::json(
+        400,
+        &json!({
+            "code": 4,
+            "name": "foreign key violation",
+            "message": format!(
+                "the foreign key '{{{by}=\"{key}\"}}' does not reference an existing '{kind}' entity."
+            ),
+            "fields": { field: { by: key } },
+        }),
+    )
 }
 
 /// One value of a list field (JSON `"paths": "/a"`) is a one-item list.
