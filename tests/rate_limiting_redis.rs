@@ -123,14 +123,23 @@ fn an_overshoot_between_syncs_is_not_carried_past_one_period() {
     let cfg = config(&origin, redis.port, "").replace("sync_rate: 0.02", "sync_rate: 1");
     let a = Gateway::start(&cfg);
     let b = Gateway::start(&cfg);
-    let admitted = (0..60)
-        .filter(|i| status(if i % 2 == 0 { &a } else { &b }, "burst") == 200)
-        .count();
+    // A burst is far shorter than the second between syncs, but one may still fall in
+    // it (and the instances then learn each other's counts): another key is tried.
+    let (key, admitted) = (0..5)
+        .map(|attempt| {
+            let key = format!("burst-{attempt}");
+            let admitted = (0..60)
+                .filter(|i| status(if i % 2 == 0 { &a } else { &b }, &key) == 200)
+                .count();
+            (key, admitted)
+        })
+        .find(|(_, admitted)| *admitted > 30)
+        .expect("two instances overshot a limit of 30 between syncs in none of 5 bursts");
     eprintln!("admitted {admitted} of 60 between syncs against a shared limit of 30");
     // Both instances have synced since.
     std::thread::sleep(Duration::from_millis(2500));
     for gw in [&a, &b] {
-        let r = proxy_get(gw, "/", &[("X-Api-Key", "burst")]);
+        let r = proxy_get(gw, "/", &[("X-Api-Key", key.as_str())]);
         assert_eq!(r.status, 429, "the spent key is refused: {r:?}");
         let number = |name: &str| -> u64 {
             r.header(name)
