@@ -278,13 +278,11 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             }
         }
     }
-    // What the config model does not keep of Admin-created entities: loaded (a copy of
-    // the Admin layer) only by a read that shows entities.
-    let stored = std::cell::OnceCell::new();
-    let stored = || stored.get_or_init(|| Stored::load(control));
-    let show = |value: Value| Reply::json(200, &stored().decorate(value));
+    // What the config model does not keep of Admin-created entities (their timestamps)
+    // is copied from the Admin layer for the entities an answer shows, no others.
+    let show = |value: Value| Reply::json(200, &Stored::load_for(control, &value).decorate(value));
     let list = |items: &mut dyn Iterator<Item = Value>, filter: &str| {
-        paged(items, request, stored(), filter)
+        paged(items, request, control, filter)
     };
     if let Some(reply) =
         upstreams::handle(method, &segments, config, &show, &|items| list(items, ""))
@@ -819,7 +817,7 @@ fn with_body(body: Result<Body, Reply>, f: impl FnOnce(Body) -> Reply) -> Reply 
 fn paged(
     items: &mut dyn Iterator<Item = Value>,
     request: &Request<'_>,
-    stored: &Stored,
+    control: &Control,
     filter: &str,
 ) -> Reply {
     let mut wanted = None;
@@ -879,8 +877,8 @@ fn paged(
             _ => {}
         }
     }
+    // The filters read no timestamp: only the page is dated.
     let mut matching: Vec<Value> = items
-        .map(|item| stored.decorate(item))
         .filter(|item| wanted.as_ref().is_none_or(|w| item[filter] == json!(w)))
         .filter(|item| tags.as_ref().is_none_or(|(t, _)| t.matches(&item["tags"])))
         .collect();
@@ -890,6 +888,8 @@ fn paged(
     let next_offset = more.then(|| Cursor::encode(&matching, end));
     matching.truncate(end);
     let data: Vec<Value> = matching.drain(start..).collect();
+    let stored = Stored::load_for_all(control, &data);
+    let data: Vec<Value> = data.into_iter().map(|item| stored.decorate(item)).collect();
     let mut page = json!({ "data": data, "next": null });
     if let Some(next_offset) = next_offset {
         let mut next = format!("{}?offset={}", request.path, escape(&next_offset));
@@ -1042,14 +1042,20 @@ impl Stored {
         Stored::collect(control, |_, _| true)
     }
 
-    /// `load` for an answer showing one entity of `kind`: only it, and the certificate
-    /// an SNI names, are copied, not the whole admin layer on every write.
-    fn load_for(control: &Control, kind: &str, shown: &Value) -> Stored {
-        let id = shown["id"].as_str();
-        let certificate = shown["certificate"]["id"].as_str();
-        Stored::collect(control, |k, x| {
-            (k == kind && Some(x) == id) || (k == "certificates" && Some(x) == certificate)
-        })
+    /// `load` for an answer showing one entity: only it, and the certificate an SNI
+    /// names, are copied, not the whole admin layer (ids are unique across kinds).
+    fn load_for(control: &Control, shown: &Value) -> Stored {
+        Stored::load_for_all(control, std::slice::from_ref(shown))
+    }
+
+    /// `load` for an answer showing `shown` (a page of a list).
+    fn load_for_all(control: &Control, shown: &[Value]) -> Stored {
+        let ids: std::collections::HashSet<&str> = shown
+            .iter()
+            .flat_map(|v| [v["id"].as_str(), v["certificate"]["id"].as_str()])
+            .flatten()
+            .collect();
+        Stored::collect(control, |_, id| ids.contains(id))
     }
 
     /// The stored entities `wanted(kind, id)` picks, by id.
@@ -1565,7 +1571,7 @@ fn show_written(control: &Control, config: &Config, kind: &str, id: &str, status
     match show_by_id(config, kind, id) {
         Some(value) => Reply::json(
             status,
-            &Stored::load_for(control, kind, &value).decorate(value),
+            &Stored::load_for(control, &value).decorate(value),
         ),
         None => Reply::message(500, "An unexpected error occurred"),
     }
