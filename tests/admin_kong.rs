@@ -1625,6 +1625,16 @@ fn updates_move_updated_at() {
     );
     let got = ok(&gw.admin_get("/consumers/u1"), 200, "GET after PATCH");
     assert_eq!(got["updated_at"], c2["updated_at"], "{got}");
+    // A list dates what it shows as the entity's own read does.
+    let listed = ok(
+        &gw.admin_get("/consumers?custom_id=x"),
+        200,
+        "list after PATCH",
+    );
+    assert_eq!(
+        listed["data"][0]["updated_at"], c2["updated_at"],
+        "{listed}"
+    );
     let s2 = ok(
         &admin_form(&gw, "PATCH", "/services/s1", &[("retries", "1")]),
         200,

@@ -1569,10 +1569,7 @@ fn replace(
 /// The answer to a write: the entity as the new config shows it.
 fn show_written(control: &Control, config: &Config, kind: &str, id: &str, status: u16) -> Reply {
     match show_by_id(config, kind, id) {
-        Some(value) => Reply::json(
-            status,
-            &Stored::load_for(control, &value).decorate(value),
-        ),
+        Some(value) => Reply::json(status, &Stored::load_for(control, &value).decorate(value)),
         None => Reply::message(500, "An unexpected error occurred"),
     }
 }
