@@ -2691,6 +2691,21 @@ fn answers_without_proxying_carry_the_response_latency() {
     }
 }
 
+/// A 503 for an upstream with no target to try is answered without proxying: it
+/// carries `X-Kong-Response-Latency`, as Kong's balancer failure does.
+#[test]
+fn no_target_to_try_carries_the_response_latency() {
+    let gw = start(
+        "_format_version: \"3.0\"\nupstreams:\n  - name: empty\nservices:\n  - name: s\n    url: http://empty\n    routes:\n      - name: all\n        paths: [/]\n",
+    );
+    let r = get(&gw, "/x", &[], "no target");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.header_all("X-Kong-Response-Latency").len(), 1, "{r:?}");
+    for name in ["X-Kong-Upstream-Latency", "X-Kong-Proxy-Latency"] {
+        assert!(r.header(name).is_none(), "nothing was tried: {r:?}");
+    }
+}
+
 /// As Kong, a request meant for the upstream that fails there (a 502 for a refused
 /// connect) carries the proxied pair, and on/off follows `latency_headers`.
 #[test]

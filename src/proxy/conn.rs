@@ -1044,14 +1044,16 @@ impl<S: ClientIo> Conn<S> {
             self.tally.upstream_us = Some(upstream.as_micros() as u32);
             self.tally.before_upstream_us = before.as_micros() as u32;
         }
-        let lines = if latency.headers {
-            format!(
+        let lines = match (latency.headers, self.tally.contacted) {
+            (false, _) => String::new(),
+            // No upstream was tried (no healthy target, a host that did not resolve):
+            // answered without proxying, as Kong's balancer failures are.
+            (true, false) => format!("X-Kong-Response-Latency: {}\r\n", before.as_millis()),
+            (true, true) => format!(
                 "X-Kong-Upstream-Latency: {}\r\nX-Kong-Proxy-Latency: {}\r\n",
                 upstream.as_millis(),
                 before.as_millis()
-            )
-        } else {
-            String::new()
+            ),
         };
         let extra = [lines.as_bytes(), b"", b""];
         if self.answer(kind, !keep, exchange.head, extra).await {
