@@ -319,6 +319,18 @@ fn passive_checks_take_a_failing_target_out_until_the_admin_api_restores_it() {
     };
     assert_eq!(state(&health, &target(&a)).as_deref(), Some("UNHEALTHY"));
     assert_eq!(state(&health, &target(&b)).as_deref(), Some("HEALTHY"));
+    assert!(health["node_id"].is_string(), "{health}");
+    // Kong's `?balancer_health=1`: the upstream as a whole, half of its weight down.
+    let balancer = gw
+        .admin_get("/upstreams/pool/health?balancer_health=1")
+        .json();
+    assert_eq!(balancer["data"]["health"], "HEALTHY", "{balancer}");
+    assert_eq!(
+        balancer["data"]["details"]["weight"],
+        serde_json::json!({"total": 200, "available": 100, "unavailable": 100}),
+        "{balancer}"
+    );
+    assert_eq!(balancer["node_id"], health["node_id"], "{balancer}");
     let status = gw.status_json();
     assert_eq!(status["upstreams"]["pool"]["unhealthy"], 1, "{status}");
     assert_eq!(

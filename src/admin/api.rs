@@ -229,6 +229,8 @@ pub struct Request<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub query: &'a str,
+    /// This node's id (Kong's `node_id`).
+    pub node_id: &'a str,
     pub content_type: Option<&'a str>,
     pub accept_json: bool,
     pub body: &'a [u8],
@@ -284,9 +286,15 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
     let list = |items: &mut dyn Iterator<Item = Value>, filter: &str| {
         paged(items, request, control, filter)
     };
-    if let Some(reply) =
-        upstreams::handle(method, &segments, config, &show, &|items| list(items, ""))
-    {
+    if let Some(reply) = upstreams::handle(
+        method,
+        &segments,
+        request.query,
+        request.node_id,
+        config,
+        &show,
+        &|items| list(items, ""),
+    ) {
         return reply;
     }
     match (method, segments.as_slice()) {

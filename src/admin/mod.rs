@@ -260,6 +260,7 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
                         method: &method,
                         path,
                         query,
+                        node_id: &settings.node_id,
                         content_type: content_type.as_deref(),
                         accept_json,
                         body: &body,

@@ -9,10 +9,13 @@ use super::Reply;
 use crate::config::{Active, Config, HashOn, Passive, StatusSet, Target, Upstream};
 
 /// Answers `/upstreams...` reads, shown and listed as every entity is (`show`, `list`);
-/// `None` for any other path, and for writes.
+/// `None` for any other path, and for writes. `node_id` is this node's, as Kong's
+/// health answers name it.
 pub fn handle(
     method: &str,
     segments: &[&str],
+    query: &str,
+    node_id: &str,
     config: &Config,
     show: &dyn Fn(Value) -> Reply,
     list: &dyn Fn(&mut dyn Iterator<Item = Value>) -> Reply,
@@ -36,11 +39,23 @@ pub fn handle(
             }
         }
         ("GET", ["upstreams", u, "health"]) => match find(config, u) {
+            // Kong's `?balancer_health=1`: the upstream's own health, not its targets'.
+            Some(up)
+                if query
+                    .split('&')
+                    .any(|p| matches!(p, "balancer_health=1" | "balancer_health=true")) =>
+            {
+                Reply::json(
+                    200,
+                    &json!({ "data": balancer_health_json(up), "next": null, "node_id": node_id }),
+                )
+            }
             Some(up) => Reply::json(
                 200,
                 &json!({
                     "data": up.targets.iter().map(|t| health_json(up, t)).collect::<Vec<_>>(),
                     "next": null,
+                    "node_id": node_id,
                 }),
             ),
             None => not_found(),
@@ -87,6 +102,30 @@ pub(super) fn target<'c>(up: &'c Upstream, key: &str) -> Option<(&'c Upstream, &
         .iter()
         .find(|t| t.id == key || t.target == key)
         .map(|t| (up, t))
+}
+
+/// The upstream as a whole, as Kong's balancer reports it: `HEALTHCHECKS_OFF` without
+/// checks, else whether the healthy weight is above `healthchecks.threshold`.
+fn balancer_health_json(up: &Upstream) -> Value {
+    let (total, available) = crate::balance::weights(up);
+    let health = if !up.checks_on() {
+        "HEALTHCHECKS_OFF"
+    } else if crate::balance::above_threshold(up) && available > 0 {
+        "HEALTHY"
+    } else {
+        "UNHEALTHY"
+    };
+    json!({
+        "health": health,
+        "id": up.id,
+        "details": {
+            "weight": {
+                "total": total,
+                "available": available,
+                "unavailable": total - available,
+            },
+        },
+    })
 }
 
 fn health_json(up: &Upstream, t: &Target) -> Value {

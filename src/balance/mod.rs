@@ -333,11 +333,19 @@ impl Local {
 }
 
 /// Kong's `healthchecks.threshold`: the share of the total weight that must be healthy.
-fn above_threshold(upstream: &Upstream) -> bool {
+pub fn above_threshold(upstream: &Upstream) -> bool {
     let threshold = upstream.checks.threshold;
     if threshold <= 0.0 {
         return true;
     }
+    let (total, healthy) = weights(upstream);
+    // Kong's comparison is strict: at exactly the threshold the upstream is down.
+    total > 0 && (healthy as f64) * 100.0 > threshold * total as f64
+}
+
+/// The upstream's total weight, and the weight of its targets that may take requests
+/// (healthy and resolved).
+pub fn weights(upstream: &Upstream) -> (u64, u64) {
     let (mut total, mut healthy) = (0u64, 0u64);
     for t in &upstream.targets {
         total += u64::from(t.weight);
@@ -345,8 +353,7 @@ fn above_threshold(upstream: &Upstream) -> bool {
             healthy += u64::from(t.weight);
         }
     }
-    // Kong's comparison is strict: at exactly the threshold the upstream is down.
-    total > 0 && (healthy as f64) * 100.0 > threshold * total as f64
+    (total, healthy)
 }
 
 /// nginx's smooth weighted round-robin: every eligible target gains its weight, the
