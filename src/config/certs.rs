@@ -292,9 +292,33 @@ struct CaFile {
     updated_at: Option<u64>,
 }
 
+/// What Kong's `ca_certificates` schema says of a certificate that cannot serve as one:
+/// expired at `now` (Unix seconds), or not marked a CA by its basic constraints. One
+/// X.509 cannot read is left to the TLS library, which refuses it too.
+fn ca_problem(der: &[u8], now: u64) -> Option<&'static str> {
+    use x509_cert::der::oid::AssociatedOid;
+    use x509_cert::der::Decode;
+    use x509_cert::ext::pkix::BasicConstraints;
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    let tbs = &cert.tbs_certificate;
+    if tbs.validity.not_after.to_unix_duration().as_secs() < now {
+        return Some("certificate expired, \"Not After\" time is in the past");
+    }
+    let is_ca = tbs
+        .extensions
+        .iter()
+        .flatten()
+        .filter(|e| e.extn_id == BasicConstraints::OID)
+        .any(|e| BasicConstraints::from_der(e.extn_value.as_bytes()).is_ok_and(|b| b.ca));
+    (!is_ca).then_some(
+        "certificate does not appear to be a CA because it is missing the \"CA\" basic constraint",
+    )
+}
+
 /// Parses the CA certificates services may refer to.
 pub fn build_cas(values: Vec<Value>, report: &mut Report) -> Cas {
     let mut cas = Cas::new();
+    let now = crate::control::unix_now();
     for (i, value) in values.into_iter().enumerate() {
         let path = format!("ca_certificates[{i}]");
         let Some(file) = parse_item::<CaFile>(value, &path, report) else {
@@ -324,6 +348,11 @@ pub fn build_cas(values: Vec<Value>, report: &mut Report) -> Cas {
                 "please submit only one certificate at a time",
             ),
             Ok(certs) => {
+                // Refused, but kept by its id: the services naming it are not also told
+                // it does not exist.
+                if let Some(problem) = certs.first().and_then(|c| ca_problem(c, now)) {
+                    report.add(format!("{path}.cert"), problem);
+                }
                 if cas.insert(id.clone(), certs).is_some() {
                     report.add(
                         format!("{path}.id"),

@@ -1944,3 +1944,53 @@ consumers:
         assert_eq!(compact(&doc), None, "{what}");
     }
 }
+
+/// As Kong's `ca_certificates` schema: an item that is no CA (its basic constraints say
+/// so, or are missing) or has expired is refused with Kong's words; a CA is taken.
+#[test]
+fn a_ca_certificate_must_be_a_ca_and_unexpired() {
+    let dir = tempfile::tempdir().unwrap();
+    let leaf = dir.path().join("leaf.pem");
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=leaf.test"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(dir.path().join("leaf.key"))
+        .arg("-out")
+        .arg(&leaf)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/expired-ca.pem");
+    let (ca, _) = crate::tls::tests::generate("ca.test");
+    let config = |pem: &str| {
+        let cert: String = pem.lines().map(|l| format!("    {l}\n")).collect();
+        format!(
+            "_format_version: \"3.0\"\nca_certificates:\n- id: 7b5d4a3c-1f2e-4d6c-9a8b-000000000001\n  cert: |\n{cert}services:\n- name: s\n  url: https://localhost:9\n  ca_certificates: [7b5d4a3c-1f2e-4d6c-9a8b-000000000001]\n"
+        )
+    };
+    for (pem, says) in [
+        (
+            std::fs::read_to_string(&leaf).unwrap(),
+            "ca_certificates[0].cert: certificate does not appear to be a CA because it is missing the \"CA\" basic constraint",
+        ),
+        (
+            std::fs::read_to_string(&fixture).unwrap(),
+            "ca_certificates[0].cert: certificate expired, \"Not After\" time is in the past",
+        ),
+    ] {
+        let found = problems(&config(&pem));
+        assert_eq!(found, vec![says.to_owned()], "one problem, the certificate's own");
+    }
+    load(&config(&ca)).expect("a CA loads");
+}
