@@ -93,7 +93,7 @@ enum JwtCommand {
         #[arg(long, default_value = "HS256")]
         alg: String,
         /// Seconds until `exp`; 0 leaves `exp` out.
-        #[arg(long, default_value_t = 3600)]
+        #[arg(long, default_value_t = 3600, allow_negative_numbers = true)]
         ttl: u64,
         /// `k=v` adds a string claim, `k:=JSON` any JSON value (repeatable).
         #[arg(long = "claim", value_name = "CLAIM")]

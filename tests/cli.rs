@@ -448,7 +448,7 @@ fn a_usage_error_is_one_line() {
         (&["frob"][..], "unrecognized subcommand 'frob'"),
         (
             &["jwt", "sign", "--ttl", "-1", "--secret", "s"][..],
-            "unexpected argument '-1'",
+            "invalid value '-1' for '--ttl",
         ),
     ] {
         let out = run_cli(args, &[], CLI_TIMEOUT);
