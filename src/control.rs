@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
 
-use crate::config::{Config, NodeOverrides, Problems};
+use crate::config::{Config, NodeOverrides, Problems, Reading};
 use crate::proxy::{Shared, Snapshot};
 use crate::store::{self, Store};
 
@@ -119,14 +119,15 @@ impl Control {
         // The file's names were just looked up: the full build takes them as found.
         let known = file_only.resolved_names();
         let config =
-            Config::from_layers_knowing(&file, Some(&admin), &overrides, &known).map_err(|p| {
-                format!(
-                    "the Admin API state in {} conflicts with {}: {}",
-                    store.path().display(),
-                    config_path.display(),
-                    p.to_string().replace('\n', "; ")
-                )
-            })?;
+            Config::from_layers_knowing(&file, Some(&admin), &overrides, &known, Reading::Anywhere)
+                .map_err(|p| {
+                    format!(
+                        "the Admin API state in {} conflicts with {}: {}",
+                        store.path().display(),
+                        config_path.display(),
+                        p.to_string().replace('\n', "; ")
+                    )
+                })?;
         let layers = Layers {
             file,
             admin,
@@ -176,8 +177,11 @@ impl Control {
         read(&self.lock().admin)
     }
 
-    fn compose(&self, file: &[u8], admin: &Value) -> Result<Config, Refused> {
-        match Config::from_layers(file, Some(admin), &self.overrides) {
+    /// Both layers as one config; `reading` says where the file's vault references are
+    /// read (secret fields only for a file the Admin API writes).
+    fn compose(&self, file: &[u8], admin: &Value, reading: Reading) -> Result<Config, Refused> {
+        let known = crate::config::Known::new();
+        match Config::from_layers_knowing(file, Some(admin), &self.overrides, &known, reading) {
             Ok(config) => Ok(config),
             // The file with an empty admin layer: valid alone, and its config tells where
             // each kind's admin items would start. Only to name the conflict: its hosts
@@ -187,6 +191,7 @@ impl Control {
                 Some(&Value::Null),
                 &self.overrides,
                 &self.shared.snapshot().config.resolved_names(),
+                reading,
             ) {
                 Ok(file_only) => Err(Refused::Conflict(name_admin_items(
                     problems,
@@ -227,7 +232,7 @@ impl Control {
             ))
         })?;
         let mut layers = self.lock();
-        let config = self.compose(&bytes, &layers.admin)?;
+        let config = self.compose(&bytes, &layers.admin, Reading::Anywhere)?;
         layers.set_file(bytes);
         self.file_loaded_at
             .store(unix_now(), std::sync::atomic::Ordering::Relaxed);
@@ -263,7 +268,7 @@ impl Control {
         layers.admin = admin;
         layers.set_file(file);
         self.store.claim();
-        match self.compose(&layers.file, &layers.admin) {
+        match self.compose(&layers.file, &layers.admin, Reading::Anywhere) {
             Ok(config) => {
                 let hash = self.publish(config);
                 log::info!(
@@ -289,7 +294,8 @@ impl Control {
         let _give_back = GiveBack;
         let mut layers = self.lock();
         let bytes = with_node_section(bytes, &layers.file);
-        let config = self.compose(&bytes, &layers.admin)?;
+        // Written through the Admin API: references only where secrets go.
+        let config = self.compose(&bytes, &layers.admin, Reading::SecretFieldsOnly)?;
         if unless_unchanged && config.hash == self.shared.snapshot().config.hash {
             return Ok(None);
         }
@@ -326,8 +332,23 @@ impl Control {
         // The hosts keep the addresses the running config found for them: a reload
         // looks them up again, an Admin API write does not wait for DNS.
         let running = self.shared.snapshot().config.resolved_names();
+        // What the write adds holds vault references only where secrets go; what earlier
+        // writes (of an earlier version) saved loads as it did.
+        let running_config = &self.shared.snapshot().config;
+        crate::config::references_outside_secret_fields(
+            &layers.admin,
+            &admin,
+            &running_config.admin_offsets,
+        )
+        .map_err(Refused::Invalid)?;
         let doc = layers.file_document()?;
-        let composed = Config::from_document(doc, Some(&admin), &self.overrides, &running);
+        let composed = Config::from_document(
+            doc,
+            Some(&admin),
+            &self.overrides,
+            &running,
+            Reading::Anywhere,
+        );
         let config = match composed {
             Ok(config) => config,
             Err(problems) => return Err(Refused::Invalid(problems)),

@@ -333,6 +333,24 @@ fn plugin_secrets_show_as_references_and_admin_references_stay_in_secret_fields(
     );
     assert_field_error(&r, "username", "only in secret fields");
     assert_eq!(gw.admin_get("/consumers").json()["data"], json!([]));
+
+    // A config posted to the Admin API is what it writes too: the same rule, for every
+    // entity, nested ones included; the node section and secret fields may refer.
+    let posted = json!({
+        "_format_version": "3.0",
+        "services": [{"name": "t", "url": o.url(), "routes": [
+            {"name": "t", "paths": ["/t"], "plugins": [{"name": "rate-limiting",
+             "config": {"minute": 5, "error_message": reference}}]}]}],
+        "ringway": {"log_level": "info"}
+    });
+    let r = admin_json(&gw, "POST", "/config", &posted);
+    assert_eq!(r.status, 400, "{r:?}");
+    let text = r.body_str();
+    assert!(
+        text.contains("services[0].routes[0].plugins[0].config.error_message: a vault reference")
+            && !text.contains(SECRET),
+        "{text}"
+    );
 }
 
 #[test]
@@ -2024,4 +2042,15 @@ fn admin_writes_answer_expect_100_continue() {
     .unwrap();
     let answer = read_some(&mut c);
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+
+    // What answers without the token does so with Expect too (a query string included).
+    let mut c = std::net::TcpStream::connect(gw.admin_addr()).unwrap();
+    c.write_all(
+        b"GET /status/ready?probe=1 HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(read_some(&mut c), "HTTP/1.1 100 Continue\r\n\r\n");
+    c.write_all(b"{}").unwrap();
+    let answer = read_some(&mut c);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }

@@ -2448,7 +2448,15 @@ fn schema_refusal(body: &Body) -> Option<Reply> {
     }
     let doc = json!({ "_format_version": "3.0", "plugins": [alone] });
     let bytes = serde_json::to_vec(&doc).ok()?;
-    let Err(problems) = Config::from_bytes(&bytes, &Default::default()) else {
+    // Vault references read as the write will read them: only in secret fields.
+    let built = Config::from_layers_knowing(
+        &bytes,
+        None,
+        &Default::default(),
+        &Default::default(),
+        crate::config::Reading::SecretFieldsOnly,
+    );
+    let Err(problems) = built else {
         return None;
     };
     let mut fields = Map::new();
@@ -2691,7 +2699,12 @@ fn resolve_reference(
         "name"
     };
     let key = match body.get(field) {
-        Some(Value::String(key)) => crate::config::canonical_key(key.clone()),
+        Some(Value::String(key)) => {
+            if crate::config::is_uuid(key) {
+                by = "id";
+            }
+            crate::config::canonical_key(key.clone())
+        }
         Some(Value::Object(reference)) => {
             // As Kong's foreign keys: by id, or by any unique field of the entity.
             let unique: &[&str] = if kind == "consumers" {
@@ -2714,12 +2727,7 @@ fn resolve_reference(
                     .find(|c| c.custom_id.as_deref() == Some(custom_id))
                 {
                     Some(c) => c.id.clone(),
-                    None => {
-                        return Err(field_error(
-                            field,
-                            &format!("no {field} with custom_id '{custom_id}'"),
-                        ))
-                    }
+                    None => return Err(missing_reference(field, kind, "custom_id", custom_id)),
                 },
                 Some((name, key)) => {
                     by = name;
@@ -2740,12 +2748,7 @@ fn resolve_reference(
             body.insert(field.into(), json!({ "id": id }));
             Ok(())
         }
-        None => {
-            if crate::config::is_uuid(&key) {
-                by = "id";
-            }
-            Err(missing_reference(field, kind, by, &key))
-        }
+        None => Err(missing_reference(field, kind, by, &key)),
     }
 }
 

@@ -213,7 +213,10 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
             BodyKind::None | BodyKind::UntilClose => false,
         };
         if framing.expect_continue && body_to_come {
-            let unauthorized = !(authorized || method == "GET" && target == "/status/ready");
+            let path = target
+                .split_once('?')
+                .map_or(target.as_str(), |(path, _)| path);
+            let unauthorized = !(authorized || is_public(&method, path));
             let too_large = matches!(framing.body, BodyKind::Length(n) if n > MAX_ADMIN_BODY_BYTES);
             if unauthorized {
                 let reply =
@@ -242,7 +245,7 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
         // HEAD is answered as GET without the body (RFC 9110 §9.3.2).
         let head = method == "HEAD";
         let method = if head { "GET".to_owned() } else { method };
-        let reply = if !(authorized || method == "GET" && path == "/status/ready") {
+        let reply = if !(authorized || is_public(&method, path)) {
             Reply::message(401, "Unauthorized").with_header("WWW-Authenticate", "Bearer")
         } else if !matches!(method.as_str(), "GET" | "OPTIONS") && !control.writable() {
             // Started with --takeover beside the process it replaces, which still owns
@@ -278,6 +281,11 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
             return;
         }
     }
+}
+
+/// What answers without the token: `GET` (or `HEAD`) `/status/ready`, for load balancers.
+fn is_public(method: &str, path: &str) -> bool {
+    matches!(method, "GET" | "HEAD") && path == "/status/ready"
 }
 
 /// One Admin API request counted in flight while it lives.

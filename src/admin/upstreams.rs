@@ -117,8 +117,10 @@ fn balancer_health_json(up: &Upstream) -> Value {
     };
     json!({
         "health": health,
+        "balancer_health": health,
         "id": up.id,
         "details": {
+            "healthy": health != "UNHEALTHY",
             "weight": {
                 "total": total,
                 "available": available,

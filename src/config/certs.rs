@@ -294,7 +294,8 @@ struct CaFile {
 
 /// What Kong's `ca_certificates` schema says of a certificate that cannot serve as one:
 /// expired at `now` (Unix seconds), or not marked a CA by its basic constraints. One
-/// X.509 cannot read is left to the TLS library, which refuses it too.
+/// X.509 cannot read is left to the TLS library (which may still take it as a trust
+/// anchor).
 fn ca_problem(der: &[u8], now: u64) -> Option<&'static str> {
     use x509_cert::der::oid::AssociatedOid;
     use x509_cert::der::Decode;
@@ -316,9 +317,9 @@ fn ca_problem(der: &[u8], now: u64) -> Option<&'static str> {
 }
 
 /// Parses the CA certificates services may refer to.
-pub fn build_cas(values: Vec<Value>, report: &mut Report) -> Cas {
+/// `now`: Unix seconds, against which an expired CA is refused.
+pub fn build_cas(values: Vec<Value>, now: u64, report: &mut Report) -> Cas {
     let mut cas = Cas::new();
-    let now = crate::control::unix_now();
     for (i, value) in values.into_iter().enumerate() {
         let path = format!("ca_certificates[{i}]");
         let Some(file) = parse_item::<CaFile>(value, &path, report) else {

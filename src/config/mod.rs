@@ -14,6 +14,9 @@ mod node;
 mod upstreams;
 mod vault;
 
+pub use lookup::Known;
+pub use vault::Reading;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -171,6 +174,9 @@ impl Report {
     /// whose path in the document is `at`): each field that was a reference shows the
     /// reference as written, as Kong's does, never the value it resolved to.
     pub(crate) fn show_references(&self, at: &str, json: &mut serde_json::Value) {
+        if self.references.is_empty() {
+            return;
+        }
         for (path, (reference, _)) in &self.references {
             let Some(rest) = path.strip_prefix(at) else {
                 continue;
@@ -409,20 +415,30 @@ impl Config {
         admin: Option<&serde_json::Value>,
         overrides: &NodeOverrides,
     ) -> Result<Config, Problems> {
-        Config::from_layers_knowing(bytes, admin, overrides, &lookup::Known::new())
+        Config::from_layers_knowing(
+            bytes,
+            admin,
+            overrides,
+            &lookup::Known::new(),
+            Reading::Anywhere,
+        )
     }
 
     /// `from_layers`, taking the host names in `known` as resolved to what they give
     /// (looking up only the others): an Admin API write, or the second build of a
     /// start, need not wait on the resolver for names just looked up.
+    ///
+    /// `reading` says where vault references are read: anywhere in a file put in place,
+    /// in secret fields only in one the Admin API writes (`POST /config`).
     pub fn from_layers_knowing(
         bytes: &[u8],
         admin: Option<&serde_json::Value>,
         overrides: &NodeOverrides,
         known: &lookup::Known,
+        reading: Reading,
     ) -> Result<Config, Problems> {
         let doc = parse_document(bytes)?;
-        Config::from_document(doc, admin, overrides, known)
+        Config::from_document(doc, admin, overrides, known, reading)
     }
 
     /// `from_layers_knowing`, from the file's document as [`parse_document`] gave it.
@@ -431,6 +447,7 @@ impl Config {
         admin: Option<&serde_json::Value>,
         overrides: &NodeOverrides,
         known: &lookup::Known,
+        reading: Reading,
     ) -> Result<Config, Problems> {
         let mut report = Report::default();
         // The hash is the content's: the same config in YAML or JSON, in another key
@@ -467,7 +484,7 @@ impl Config {
         }
         // Both layers' references: an Admin API credential may name a secret by
         // reference too, as in Kong.
-        vault::resolve(&mut doc, &admin_from, &mut report);
+        vault::resolve(&mut doc, reading, &mut report);
         let config = build(doc, overrides, &admin_from, &mut report);
         match config {
             Some(mut config) if report.problems.is_empty() => {
@@ -582,6 +599,52 @@ impl AdminFrom {
             Some(&from) if index >= from => Layer::Admin,
             _ => Layer::File,
         }
+    }
+}
+
+/// What an Admin API write adds outside secret fields (`vault::SECRET_FIELDS`): the items
+/// of `after` new or changed since `before`, each checked at its place in the composed
+/// config (`offsets`: where each kind's admin items start). Items saved before are not
+/// looked at: a state an earlier version wrote loads as it did.
+pub fn references_outside_secret_fields(
+    before: &serde_json::Value,
+    after: &serde_json::Value,
+    offsets: &HashMap<&'static str, usize>,
+) -> Result<(), Problems> {
+    let mut report = Report::default();
+    for (kind, items) in after.as_object().into_iter().flatten() {
+        let old: HashMap<&str, &serde_json::Value> = before
+            .get(kind)
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|item| Some((item.get("id")?.as_str()?, item)))
+            .collect();
+        for (i, item) in items.as_array().into_iter().flatten().enumerate() {
+            let unchanged = item
+                .get("id")
+                .and_then(serde_json::Value::as_str)
+                .and_then(|id| old.get(id))
+                .is_some_and(|old| *old == item);
+            if unchanged {
+                continue;
+            }
+            let Ok(mut value) = serde_norway::to_value(item) else {
+                continue;
+            };
+            let at = offsets.get(kind.as_str()).copied().unwrap_or(0) + i;
+            vault::check_secret_fields_only(
+                kind,
+                &mut value,
+                &format!("{kind}[{at}]"),
+                &mut report,
+            );
+        }
+    }
+    if report.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Problems(report.problems))
     }
 }
 
@@ -963,7 +1026,11 @@ fn build(
     let mut services = Vec::new();
     let mut service_keys: HashMap<String, usize> = HashMap::new();
     let mut route_files: Vec<(String, RouteFile, Option<usize>, Layer)> = Vec::new();
-    let cas = certs::build_cas(std::mem::take(&mut top.ca_certificates), report);
+    // A CA certificate has expired or not by the clock when the config is built.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let cas = certs::build_cas(std::mem::take(&mut top.ca_certificates), now, report);
     let layered_item = |kind: &'static str| {
         move |(i, value): (usize, Value)| Item {
             path: format!("{kind}[{i}]"),

@@ -1930,7 +1930,8 @@ consumers:
     let back = from_compact(&json).expect("a compact form reads back");
     assert_eq!(back, doc);
     let from_yaml = Config::from_bytes(yaml.as_bytes(), &overrides).expect("valid config");
-    let from_back = Config::from_document(back, None, &overrides, &known).expect("valid config");
+    let from_back = Config::from_document(back, None, &overrides, &known, Reading::Anywhere)
+        .expect("valid config");
     assert_eq!(from_back.hash, from_yaml.hash);
     assert_eq!(from_back.services[1].retries, 3);
     assert!(!from_back.routes[0].strip_path);
@@ -1993,4 +1994,77 @@ fn a_ca_certificate_must_be_a_ca_and_unexpired() {
         assert_eq!(found, vec![says.to_owned()], "one problem, the certificate's own");
     }
     load(&config(&ca)).expect("a CA loads");
+}
+
+/// Read as the Admin API writes a config: references only in entities' secret fields
+/// (nested entities included) and in the node section; anywhere else each is a problem
+/// with its path, and nothing of the environment is read for it.
+#[test]
+fn a_written_config_reads_references_in_secret_fields_only() {
+    std::env::set_var("RINGWAY_TEST_WRITTEN_SECRET", "written-secret-value");
+    std::env::set_var("RINGWAY_TEST_WRITTEN_LEVEL", "debug");
+    std::env::set_var("RINGWAY_TEST_WRITTEN_URL", "http://127.0.0.1:9");
+    let yaml = r#"
+_format_version: "3.0"
+services:
+  - name: s
+    url: "{vault://env/ringway-test-written-url}"
+    routes:
+      - name: r
+        paths: [/r]
+        plugins:
+          - name: rate-limiting
+            config:
+              minute: 1
+              policy: redis
+              redis: {host: 127.0.0.1, password: "{vault://env/ringway-test-written-secret}"}
+consumers:
+  - username: c
+    jwt_secrets:
+      - key: k
+        secret: "{vault://env/ringway-test-written-secret}"
+ringway:
+  log_level: "{vault://env/ringway-test-written-level}"
+"#;
+    let written = Config::from_layers_knowing(
+        yaml.as_bytes(),
+        None,
+        &NodeOverrides::default(),
+        &lookup::Known::new(),
+        Reading::SecretFieldsOnly,
+    );
+    let found: Vec<String> = written
+        .unwrap_err()
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        found[0].starts_with("services[0].url: a vault reference is read here only"),
+        "{found:#?}"
+    );
+    // Only the url is refused (what its text then fails in the service may follow).
+    assert!(
+        found.iter().all(|p| p.starts_with("services[0].")
+            && !p.contains("written-secret-value")
+            && !p.contains("plugins")),
+        "{found:#?}"
+    );
+    // The same file put in place reads them all.
+    let config = load(yaml).expect("a file may refer anywhere");
+    assert_eq!(config.node.log_level, log::LevelFilter::Debug);
+    // Admin API state an earlier version saved with a reference outside secret fields
+    // still loads (the Admin API refuses writing one now, not reading one).
+    std::env::set_var("RINGWAY_TEST_WRITTEN_HOST", "127.0.0.1");
+    let saved = serde_json::json!({ "services": [
+        { "id": "5c0a1e52-7a7b-4a5e-9a57-2c1d6f1e0a01", "name": "saved",
+          "host": "{vault://env/ringway-test-written-host}" }
+    ]});
+    let config = Config::from_layers(
+        b"_format_version: \"3.0\"\n",
+        Some(&saved),
+        &NodeOverrides::default(),
+    )
+    .expect("saved state loads");
+    assert_eq!(config.services[0].host, "127.0.0.1");
 }

@@ -5,14 +5,15 @@ use serde_norway::Value;
 
 use super::Report;
 
-/// The fields of an entity written through the Admin API where a vault reference is
-/// read, by kind (Kong's `referenceable` fields): secrets, which the Admin API shows as
-/// the reference. Anywhere else in such an entity a reference would let whoever holds
-/// the Admin API read the gateway's environment back (in the entity, or in what the
-/// gateway answers with it); the file is the operator's own.
-const ADMIN_SECRET_FIELDS: &[(&str, &[&str])] = &[
+/// The fields where a vault reference is read in what the Admin API writes, by entity
+/// (Kong's `referenceable` fields): secrets, which the Admin API shows as the reference.
+/// Anywhere else a reference would let whoever holds the Admin API read the gateway's
+/// environment back (in the entity, or in what the gateway answers with it). A file
+/// the operator puts in place may use references anywhere.
+const SECRET_FIELDS: &[(&str, &[&str])] = &[
     ("jwt_secrets", &["secret", "rsa_public_key"]),
     ("certificates", &["cert", "key", "cert_alt", "key_alt"]),
+    ("ca_certificates", &["cert"]),
     (
         "plugins",
         &[
@@ -24,41 +25,75 @@ const ADMIN_SECRET_FIELDS: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// Replaces the vault references in the document, reporting missing variables by path:
-/// everywhere in what the file declares, and only in secret fields of the entities the
-/// Admin API wrote (from `admin_from` on in each kind's list).
-pub(super) fn resolve(doc: &mut Value, admin_from: &super::AdminFrom, report: &mut Report) {
-    let Value::Mapping(map) = doc else {
-        return resolve_in(doc, &mut String::new(), None, report);
-    };
-    for (key, value) in map.iter_mut() {
-        let kind = key.as_str().unwrap_or("?");
-        let mut path = kind.to_owned();
-        match value {
-            Value::Sequence(items) => {
-                let secrets = ADMIN_SECRET_FIELDS
-                    .iter()
-                    .find(|(k, _)| *k == kind)
-                    .map_or(&[][..], |(_, fields)| fields);
-                for (i, item) in items.iter_mut().enumerate() {
-                    path.truncate(kind.len());
-                    path.push_str(&format!("[{i}]"));
-                    let only = (admin_from.layer(kind, i) == super::Layer::Admin)
-                        .then_some((path.len(), secrets));
-                    resolve_in(item, &mut path, only, report);
-                }
-            }
-            _ => resolve_in(value, &mut path, None, report),
-        }
-    }
+/// The keys whose lists hold entities, at any depth (`services[0].routes[1].plugins[0]`).
+const ENTITY_LISTS: &[&str] = &[
+    "services",
+    "routes",
+    "plugins",
+    "consumers",
+    "consumer_groups",
+    "jwt_secrets",
+    "certificates",
+    "snis",
+    "ca_certificates",
+    "upstreams",
+    "targets",
+];
+
+/// Where a document's vault references are read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// Anywhere: a file the operator put in place.
+    Anywhere,
+    /// In entities' secret fields (and the `ringway:` node section) only: what the Admin
+    /// API writes. A reference elsewhere is a problem.
+    SecretFieldsOnly,
 }
 
-/// `only`: the references are read only at these fields (relative to the item whose
-/// path is the first `usize` bytes of `path`); one elsewhere is a problem.
-fn resolve_in(
+/// Where a walk stands: in the node section, in an entity (its kind, and where its path
+/// starts), or neither.
+#[derive(Clone, Copy)]
+enum At {
+    Node,
+    Entity(&'static str, usize),
+    Other,
+}
+
+/// Replaces the vault references in the document, reporting missing variables (and,
+/// reading secret fields only, references elsewhere) by path.
+pub(super) fn resolve(doc: &mut Value, reading: Reading, report: &mut Report) {
+    walk(doc, &mut String::new(), At::Other, reading, true, report);
+}
+
+/// Reports, without reading them, the references in `item` (an entity of `kind` at
+/// `path`) outside its secret fields: what an Admin API write may not hold.
+pub(super) fn check_secret_fields_only(
+    kind: &str,
+    item: &mut Value,
+    path: &str,
+    report: &mut Report,
+) {
+    let at = match ENTITY_LISTS.iter().find(|k| **k == kind) {
+        Some(kind) => At::Entity(kind, path.len()),
+        None => At::Other,
+    };
+    let mut path = path.to_owned();
+    walk(
+        item,
+        &mut path,
+        at,
+        Reading::SecretFieldsOnly,
+        false,
+        report,
+    );
+}
+
+fn walk(
     value: &mut Value,
     path: &mut String,
-    only: Option<(usize, &[&str])>,
+    at: At,
+    reading: Reading,
+    read: bool,
     report: &mut Report,
 ) {
     match value {
@@ -70,18 +105,28 @@ fn resolve_in(
             else {
                 return;
             };
-            if let Some((item, fields)) = only {
-                let field = path.get(item + 1..).unwrap_or("");
-                if !fields.contains(&field) {
-                    report.add(
-                        path.clone(),
-                        "a vault reference is read here only in the config file; through the \
-                         Admin API only in secret fields (a jwt secret or rsa_public_key, a \
-                         certificate's cert and key, Redis credentials)",
-                    );
-                    report.muted.push(super::Muted::Field(path.clone()));
-                    return;
+            let secret = match at {
+                At::Node => true,
+                At::Entity(kind, start) => {
+                    let field = path.get(start + 1..).unwrap_or("");
+                    SECRET_FIELDS
+                        .iter()
+                        .any(|(k, fields)| *k == kind && fields.contains(&field))
                 }
+                At::Other => false,
+            };
+            if reading == Reading::SecretFieldsOnly && !secret {
+                report.add(
+                    path.clone(),
+                    "a vault reference is read here only in a config file put in place; \
+                     through the Admin API only in secret fields (a jwt secret or \
+                     rsa_public_key, a certificate's cert and key, Redis credentials)",
+                );
+                report.muted.push(super::Muted::Field(path.clone()));
+                return;
+            }
+            if !read {
+                return;
             }
             match lookup(reference) {
                 Ok(secret) => {
@@ -100,22 +145,43 @@ fn resolve_in(
             for (i, item) in items.iter_mut().enumerate() {
                 let len = path.len();
                 path.push_str(&format!("[{i}]"));
-                resolve_in(item, path, only, report);
+                walk(item, path, at, reading, read, report);
                 path.truncate(len);
             }
         }
         Value::Mapping(map) => {
             for (key, item) in map.iter_mut() {
                 let len = path.len();
-                if !path.is_empty() {
+                let name = key.as_str().unwrap_or("?");
+                let top = path.is_empty();
+                if !top {
                     path.push('.');
                 }
-                path.push_str(key.as_str().unwrap_or("?"));
-                resolve_in(item, path, only, report);
+                path.push_str(name);
+                let entities = ENTITY_LISTS.iter().find(|k| **k == name);
+                match (item, entities) {
+                    (Value::Sequence(items), Some(kind)) => {
+                        for (i, item) in items.iter_mut().enumerate() {
+                            let base = path.len();
+                            path.push_str(&format!("[{i}]"));
+                            let entity = At::Entity(kind, path.len());
+                            walk(item, path, entity, reading, read, report);
+                            path.truncate(base);
+                        }
+                    }
+                    (item, _) => {
+                        let inner = if top && name == "ringway" {
+                            At::Node
+                        } else {
+                            at
+                        };
+                        walk(item, path, inner, reading, read, report);
+                    }
+                }
                 path.truncate(len);
             }
         }
-        Value::Tagged(tagged) => resolve_in(&mut tagged.value, path, only, report),
+        Value::Tagged(tagged) => walk(&mut tagged.value, path, at, reading, read, report),
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
