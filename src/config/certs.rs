@@ -293,9 +293,11 @@ struct CaFile {
 }
 
 /// What Kong's `ca_certificates` schema says of a certificate that cannot serve as one:
-/// expired at `now` (Unix seconds), or not marked a CA by its basic constraints. One
-/// X.509 cannot read is left to the TLS library (which may still take it as a trust
-/// anchor).
+/// expired at `now` (Unix seconds), or not marked a CA by its basic constraints. A
+/// self-signed certificate is taken without the mark: listed, it pins itself (the
+/// upstream's own certificate, which ringway trusts as OpenSSL does), where Kong refuses
+/// it. One X.509 cannot read is left to the TLS library (which may still take it as a
+/// trust anchor).
 fn ca_problem(der: &[u8], now: u64) -> Option<&'static str> {
     use x509_cert::der::oid::AssociatedOid;
     use x509_cert::der::Decode;
@@ -311,7 +313,8 @@ fn ca_problem(der: &[u8], now: u64) -> Option<&'static str> {
         .flatten()
         .filter(|e| e.extn_id == BasicConstraints::OID)
         .any(|e| BasicConstraints::from_der(e.extn_value.as_bytes()).is_ok_and(|b| b.ca));
-    (!is_ca).then_some(
+    let self_signed = tbs.issuer == tbs.subject;
+    (!is_ca && !self_signed).then_some(
         "certificate does not appear to be a CA because it is missing the \"CA\" basic constraint",
     )
 }

@@ -1946,34 +1946,93 @@ consumers:
     }
 }
 
-/// As Kong's `ca_certificates` schema: an item that is no CA (its basic constraints say
-/// so, or are missing) or has expired is refused with Kong's words; a CA is taken.
+/// As Kong's `ca_certificates` schema: an item that is no CA (a leaf a CA signed) or has
+/// expired is refused with Kong's words; a CA is taken, and so is a self-signed
+/// certificate without the mark, which pins itself.
 #[test]
 fn a_ca_certificate_must_be_a_ca_and_unexpired() {
     let dir = tempfile::tempdir().unwrap();
-    let leaf = dir.path().join("leaf.pem");
-    let status = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=leaf.test"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(dir.path().join("leaf.key"))
-        .arg("-out")
-        .arg(&leaf)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let openssl = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "openssl {args:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let days = ["-days", "2"];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &days,
+            &[
+                "-subj",
+                "/CN=ca.test",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req", "-new"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=leaf.test",
+                "-keyout",
+                "leaf.key",
+                "-out",
+                "leaf.csr",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        "leaf.pem",
+    ]);
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &days,
+            &[
+                "-subj",
+                "/CN=pinned.test",
+                "-addext",
+                "basicConstraints=critical,CA:FALSE",
+            ],
+            &["-keyout", "pinned.key", "-out", "pinned.pem"],
+        ]
+        .concat(),
+    );
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
     let fixture =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/expired-ca.pem");
-    let (ca, _) = crate::tls::tests::generate("ca.test");
     let config = |pem: &str| {
         let cert: String = pem.lines().map(|l| format!("    {l}\n")).collect();
         format!(
@@ -1982,7 +2041,7 @@ fn a_ca_certificate_must_be_a_ca_and_unexpired() {
     };
     for (pem, says) in [
         (
-            std::fs::read_to_string(&leaf).unwrap(),
+            read("leaf.pem"),
             "ca_certificates[0].cert: certificate does not appear to be a CA because it is missing the \"CA\" basic constraint",
         ),
         (
@@ -1993,7 +2052,8 @@ fn a_ca_certificate_must_be_a_ca_and_unexpired() {
         let found = problems(&config(&pem));
         assert_eq!(found, vec![says.to_owned()], "one problem, the certificate's own");
     }
-    load(&config(&ca)).expect("a CA loads");
+    load(&config(&read("ca.pem"))).expect("a CA loads");
+    load(&config(&read("pinned.pem"))).expect("a self-signed certificate pins itself");
 }
 
 /// Read as the Admin API writes a config: references only in entities' secret fields
