@@ -2198,45 +2198,42 @@ fn post_config_keeps_the_node_section_it_does_not_send() {
     assert!(file.contains("999") && !file.contains("4321"), "{file}");
 }
 
-/// A file whose `ringway:` section refers to an anchor elsewhere in the file: the section
-/// cannot be read alone, and a push still keeps what it says.
+/// The file's `ringway:` section as a push without one keeps it, however the file
+/// writes it: one that refers to an anchor elsewhere (it cannot be read alone) is kept;
+/// a `ringway:` line inside a quoted string (a multi-line scalar may run back to column
+/// 0) is no section, and nothing is taken from it.
 #[test]
-fn post_config_keeps_a_node_section_that_uses_an_anchor() {
+fn post_config_reads_the_node_section_from_the_whole_file() {
     let o = Origin::start();
-    let file = format!(
-        "_format_version: \"3.0\"\nservices:\n  - name: first\n    url: {}\n    read_timeout: &wait 4321\nringway:\n  keepalive_timeout: *wait\n",
-        o.url()
-    );
-    let gw = Gateway::start(&file);
-    let pushed = json!({
-        "_format_version": "3.0",
-        "services": [{"name": "pushed", "url": o.url(),
-                      "routes": [{"name": "pushed", "paths": ["/pushed"]}]}]
-    });
-    ok(&admin_json(&gw, "POST", "/config", &pushed), 201, "push");
-    assert_eq!(upstream_target(&gw, "/pushed/a"), "/a");
-    let file = std::fs::read_to_string(gw.config_path()).unwrap();
-    assert!(file.contains(r#""keepalive_timeout": 4321"#), "{file}");
-}
-
-/// A `ringway:` line inside a quoted string of the file (a multi-line scalar may run
-/// back to column 0) is no section of the file: a push does not take it for one.
-#[test]
-fn post_config_takes_no_node_section_from_inside_a_string() {
-    let o = Origin::start();
-    let file = format!(
-        "_format_version: \"3.0\"\n_comment: \"a\nringway:\n  keepalive_timeout: 4321\n\"\nservices:\n  - name: first\n    url: {}\n",
-        o.url()
-    );
-    let gw = Gateway::start(&file);
-    let pushed = json!({
-        "_format_version": "3.0",
-        "services": [{"name": "pushed", "url": o.url(),
-                      "routes": [{"name": "pushed", "paths": ["/pushed"]}]}]
-    });
-    ok(&admin_json(&gw, "POST", "/config", &pushed), 201, "push");
-    let file = std::fs::read_to_string(gw.config_path()).unwrap();
-    assert!(!file.contains("4321"), "{file}");
+    let service = format!("services:\n  - name: first\n    url: {}\n", o.url());
+    for (head, kept) in [
+        (
+            format!(
+                "{service}    read_timeout: &wait 4321\nringway:\n  keepalive_timeout: *wait\n"
+            ),
+            true,
+        ),
+        (
+            format!("_comment: \"a\nringway:\n  keepalive_timeout: 4321\n\"\n{service}"),
+            false,
+        ),
+    ] {
+        let gw = Gateway::start(&format!("_format_version: \"3.0\"\n{head}"));
+        let pushed = json!({
+            "_format_version": "3.0",
+            "services": [{"name": "pushed", "url": o.url(),
+                          "routes": [{"name": "pushed", "paths": ["/pushed"]}]}]
+        });
+        ok(&admin_json(&gw, "POST", "/config", &pushed), 201, "push");
+        assert_eq!(upstream_target(&gw, "/pushed/a"), "/a");
+        let file = std::fs::read_to_string(gw.config_path()).unwrap();
+        assert_eq!(
+            file.contains(r#""keepalive_timeout": 4321"#),
+            kept,
+            "{head}\nsaved:\n{file}"
+        );
+        assert_eq!(file.contains("4321"), kept, "{file}");
+    }
 }
 
 /// A single form value of a plugin's list field is a one-item list, as with Kong.

@@ -1951,109 +1951,32 @@ consumers:
 /// certificate without the mark, which pins itself.
 #[test]
 fn a_ca_certificate_must_be_a_ca_and_unexpired() {
-    let dir = tempfile::tempdir().unwrap();
-    let openssl = |args: &[&str]| {
-        let status = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir.path())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "openssl {args:?}");
+    let fixture = |name: &str| {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+        std::fs::read_to_string(path.join(name)).unwrap()
     };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let days = ["-days", "2"];
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &days,
-            &[
-                "-subj",
-                "/CN=ca.test",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-            ],
-        ]
-        .concat(),
-    );
-    openssl(
-        &[
-            &["req", "-new"][..],
-            &ec,
-            &[
-                "-subj",
-                "/CN=leaf.test",
-                "-keyout",
-                "leaf.key",
-                "-out",
-                "leaf.csr",
-            ],
-        ]
-        .concat(),
-    );
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-out",
-        "leaf.pem",
-    ]);
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &days,
-            &[
-                "-subj",
-                "/CN=pinned.test",
-                "-addext",
-                "basicConstraints=critical,CA:FALSE",
-            ],
-            &["-keyout", "pinned.key", "-out", "pinned.pem"],
-        ]
-        .concat(),
-    );
-    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
-    let fixture =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/expired-ca.pem");
     let config = |pem: &str| {
         let cert: String = pem.lines().map(|l| format!("    {l}\n")).collect();
         format!(
             "_format_version: \"3.0\"\nca_certificates:\n- id: 7b5d4a3c-1f2e-4d6c-9a8b-000000000001\n  cert: |\n{cert}services:\n- name: s\n  url: https://localhost:9\n  ca_certificates: [7b5d4a3c-1f2e-4d6c-9a8b-000000000001]\n"
         )
     };
-    for (pem, says) in [
+    for (name, says) in [
         (
-            read("leaf.pem"),
+            "ca-signed-leaf.pem",
             "ca_certificates[0].cert: certificate does not appear to be a CA because it is missing the \"CA\" basic constraint",
         ),
         (
-            std::fs::read_to_string(&fixture).unwrap(),
+            "expired-ca.pem",
             "ca_certificates[0].cert: certificate expired, \"Not After\" time is in the past",
         ),
     ] {
-        let found = problems(&config(&pem));
-        assert_eq!(found, vec![says.to_owned()], "one problem, the certificate's own");
+        let found = problems(&config(&fixture(name)));
+        assert_eq!(found, vec![says.to_owned()], "{name}: one problem, its own");
     }
-    load(&config(&read("ca.pem"))).expect("a CA loads");
-    load(&config(&read("pinned.pem"))).expect("a self-signed certificate pins itself");
+    let (ca, _) = crate::tls::tests::generate("ca.test");
+    load(&config(&ca)).expect("a CA loads");
+    load(&config(&fixture("self-signed-leaf.pem"))).expect("a self-signed leaf pins itself");
 }
 
 /// Read as the Admin API writes a config: references only in entities' secret fields
