@@ -203,27 +203,26 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
         let content_type = header("content-type");
         let accept_json = header("accept").is_some_and(|a| accepts_json(&a));
         buf.drain(..end);
+        let (path, query) = target.split_once('?').unwrap_or((&target, ""));
 
+        // A request without the token is refused before its body is read (a client
+        // waiting for `100 Continue` gets the 401 instead), and the connection closes:
+        // the unread body would be read as the next request.
+        if !(authorized || is_public(&method, path)) {
+            let reply =
+                Reply::message(401, "Unauthorized").with_header("WWW-Authenticate", "Bearer");
+            let _ = write_reply(&mut stream, reply, true).await;
+            return;
+        }
         // A client waiting for `100 Continue` before its body (curl does past 1 KiB, and
-        // otherwise waits a second) gets it, or the final answer when the body would
-        // not be read: a request without the token, a body over the limit.
+        // otherwise waits a second) gets it, unless the body is over the limit (413).
         let body_to_come = match framing.body {
             BodyKind::Length(n) => n > buf.len() as u64,
             BodyKind::Chunked => true,
             BodyKind::None | BodyKind::UntilClose => false,
         };
         if framing.expect_continue && body_to_come {
-            let path = target
-                .split_once('?')
-                .map_or(target.as_str(), |(path, _)| path);
-            let unauthorized = !(authorized || is_public(&method, path));
             let too_large = matches!(framing.body, BodyKind::Length(n) if n > MAX_ADMIN_BODY_BYTES);
-            if unauthorized {
-                let reply =
-                    Reply::message(401, "Unauthorized").with_header("WWW-Authenticate", "Bearer");
-                let _ = write_reply(&mut stream, reply, true).await;
-                return;
-            }
             if !too_large {
                 let (written, _) = stream.write_all(crate::http::generated::CONTINUE).await;
                 if written.is_err() {
@@ -241,13 +240,10 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
             Err(None) => return,
         };
 
-        let (path, query) = target.split_once('?').unwrap_or((&target, ""));
         // HEAD is answered as GET without the body (RFC 9110 §9.3.2).
         let head = method == "HEAD";
         let method = if head { "GET".to_owned() } else { method };
-        let reply = if !(authorized || is_public(&method, path)) {
-            Reply::message(401, "Unauthorized").with_header("WWW-Authenticate", "Bearer")
-        } else if !matches!(method.as_str(), "GET" | "OPTIONS") && !control.writable() {
+        let reply = if !matches!(method.as_str(), "GET" | "OPTIONS") && !control.writable() {
             // Started with --takeover beside the process it replaces, which still owns
             // the data directory: a write here would be lost to that one's.
             Reply::message(
