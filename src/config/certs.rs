@@ -292,20 +292,38 @@ struct CaFile {
     updated_at: Option<u64>,
 }
 
-/// What Kong's `ca_certificates` schema says of a certificate that cannot serve as one:
-/// expired at `now` (Unix seconds), or not marked a CA by its basic constraints. A
-/// self-signed certificate is taken without the mark: listed, it pins itself (the
-/// upstream's own certificate, which ringway trusts as OpenSSL does), where Kong refuses
-/// it. One X.509 cannot read is left to the TLS library (which may still take it as a
-/// trust anchor).
-fn ca_problem(der: &[u8], now: u64) -> Option<&'static str> {
+/// Why a certificate cannot serve as a CA, as Kong's `ca_certificates` schema says.
+enum NoCa {
+    /// Expired at the time given.
+    Expired,
+    /// Signed by another without being marked a CA by its basic constraints. A
+    /// self-signed certificate is taken without the mark: listed, it pins itself (the
+    /// upstream's own certificate, which ringway trusts as OpenSSL does), where Kong
+    /// refuses it.
+    NotACa,
+}
+
+impl NoCa {
+    fn message(&self) -> &'static str {
+        match self {
+            NoCa::Expired => "certificate expired, \"Not After\" time is in the past",
+            NoCa::NotACa => {
+                "certificate does not appear to be a CA because it is missing the \"CA\" basic constraint"
+            }
+        }
+    }
+}
+
+/// What is wrong with `der` as a CA at `now` (Unix seconds). One X.509 cannot read is
+/// left to the TLS library (which may still take it as a trust anchor).
+fn ca_problem(der: &[u8], now: u64) -> Option<NoCa> {
     use x509_cert::der::oid::AssociatedOid;
     use x509_cert::der::Decode;
     use x509_cert::ext::pkix::BasicConstraints;
     let cert = x509_cert::Certificate::from_der(der).ok()?;
     let tbs = &cert.tbs_certificate;
     if tbs.validity.not_after.to_unix_duration().as_secs() < now {
-        return Some("certificate expired, \"Not After\" time is in the past");
+        return Some(NoCa::Expired);
     }
     let is_ca = tbs
         .extensions
@@ -314,14 +332,17 @@ fn ca_problem(der: &[u8], now: u64) -> Option<&'static str> {
         .filter(|e| e.extn_id == BasicConstraints::OID)
         .any(|e| BasicConstraints::from_der(e.extn_value.as_bytes()).is_ok_and(|b| b.ca));
     let self_signed = tbs.issuer == tbs.subject;
-    (!is_ca && !self_signed).then_some(
-        "certificate does not appear to be a CA because it is missing the \"CA\" basic constraint",
-    )
+    (!is_ca && !self_signed).then_some(NoCa::NotACa)
 }
 
 /// Parses the CA certificates services may refer to.
-/// `now`: Unix seconds, against which an expired CA is refused.
-pub fn build_cas(values: Vec<Value>, now: u64, report: &mut Report) -> Cas {
+/// `now`: Unix seconds, against which a CA has expired; then a problem when
+/// `expired_refused`, else a warning.
+pub fn build_cas(
+    values: Vec<Value>,
+    (now, expired_refused): (u64, bool),
+    report: &mut Report,
+) -> Cas {
     let mut cas = Cas::new();
     for (i, value) in values.into_iter().enumerate() {
         let path = format!("ca_certificates[{i}]");
@@ -354,8 +375,13 @@ pub fn build_cas(values: Vec<Value>, now: u64, report: &mut Report) -> Cas {
             Ok(certs) => {
                 // Refused, but kept by its id: the services naming it are not also told
                 // it does not exist.
-                if let Some(problem) = certs.first().and_then(|c| ca_problem(c, now)) {
-                    report.add(format!("{path}.cert"), problem);
+                match certs.first().and_then(|c| ca_problem(c, now)) {
+                    Some(NoCa::Expired) if !expired_refused => report.warn(format!(
+                        "{path}.cert: {}; a write through the Admin API would be refused",
+                        NoCa::Expired.message()
+                    )),
+                    Some(problem) => report.add(format!("{path}.cert"), problem.message()),
+                    None => {}
                 }
                 if cas.insert(id.clone(), certs).is_some() {
                     report.add(

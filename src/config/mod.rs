@@ -485,7 +485,7 @@ impl Config {
         // Both layers' references: an Admin API credential may name a secret by
         // reference too, as in Kong.
         vault::resolve(&mut doc, reading, &mut report);
-        let config = build(doc, overrides, &admin_from, &mut report);
+        let config = build(doc, overrides, &admin_from, reading, &mut report);
         match config {
             Some(mut config) if report.problems.is_empty() => {
                 // Once it is valid: a config refused needs no addresses.
@@ -955,6 +955,7 @@ fn build(
     doc: Value,
     overrides: &NodeOverrides,
     admin_from: &AdminFrom,
+    reading: Reading,
     report: &mut Report,
 ) -> Option<Config> {
     if !doc.is_mapping() {
@@ -1026,11 +1027,18 @@ fn build(
     let mut services = Vec::new();
     let mut service_keys: HashMap<String, usize> = HashMap::new();
     let mut route_files: Vec<(String, RouteFile, Option<usize>, Layer)> = Vec::new();
-    // A CA certificate has expired or not by the clock when the config is built.
+    // A CA certificate has expired or not by the clock when the config is built: what
+    // the Admin API writes is refused for it; a file put in place only warned, so a CA
+    // that expires under a running gateway does not stop its next reload or restart.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let cas = certs::build_cas(std::mem::take(&mut top.ca_certificates), now, report);
+    let expired_refused = reading == Reading::SecretFieldsOnly;
+    let cas = certs::build_cas(
+        std::mem::take(&mut top.ca_certificates),
+        (now, expired_refused),
+        report,
+    );
     let layered_item = |kind: &'static str| {
         move |(i, value): (usize, Value)| Item {
             path: format!("{kind}[{i}]"),
