@@ -45,7 +45,13 @@ fn parse_args() -> Result<Args, String> {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--addr" => addr = Some(value()?.parse().map_err(|e| format!("--addr: {e}"))?),
-            "--path" => path = value()?,
+            "--path" => {
+                path = value()?;
+                // It goes into the request line as given.
+                if !path.starts_with('/') || !path.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err("--path must start with / and hold no space or control byte".into());
+                }
+            }
             "--duration" => {
                 let secs: f64 = value()?.parse().map_err(|e| format!("--duration: {e}"))?;
                 if !(secs > 0.0 && secs < 86_400.0) {
@@ -317,6 +323,9 @@ impl Generator {
                     ended = true;
                     break;
                 }
+                // Past the bound, reading stops: what is buffered is then judged an
+                // oversized response below, however fast the server sends.
+                Ok(n) if conn.buf.len() + n > MAX_RESPONSE_BYTES + READ_BYTES => break,
                 Ok(n) => conn.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
