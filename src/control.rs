@@ -329,16 +329,16 @@ impl Control {
         let mut layers = self.lock();
         let mut admin = layers.admin.clone();
         let result = change(&mut admin);
+        let snapshot = self.shared.snapshot();
         // The hosts keep the addresses the running config found for them: a reload
         // looks them up again, an Admin API write does not wait for DNS.
-        let running = self.shared.snapshot().config.resolved_names();
+        let running = snapshot.config.resolved_names();
         // What the write adds holds vault references only where secrets go; what earlier
         // writes (of an earlier version) saved loads as it did.
-        let running_config = &self.shared.snapshot().config;
         crate::config::references_outside_secret_fields(
             &layers.admin,
             &admin,
-            &running_config.admin_offsets,
+            &snapshot.config.admin_offsets,
         )
         .map_err(Refused::Invalid)?;
         let doc = layers.file_document()?;

@@ -110,7 +110,7 @@ fn balancer_health_json(up: &Upstream) -> Value {
     let (total, available) = crate::balance::weights(up);
     let health = if !up.checks_on() {
         "HEALTHCHECKS_OFF"
-    } else if crate::balance::above_threshold(up) && available > 0 {
+    } else if crate::balance::threshold_met(up, (total, available)) && available > 0 {
         "HEALTHY"
     } else {
         "UNHEALTHY"

@@ -333,14 +333,15 @@ impl Local {
 }
 
 /// Kong's `healthchecks.threshold`: the share of the total weight that must be healthy.
-pub fn above_threshold(upstream: &Upstream) -> bool {
+fn above_threshold(upstream: &Upstream) -> bool {
+    upstream.checks.threshold <= 0.0 || threshold_met(upstream, weights(upstream))
+}
+
+/// Whether `(total, healthy)` weight is above the upstream's threshold (set or not).
+pub fn threshold_met(upstream: &Upstream, (total, healthy): (u64, u64)) -> bool {
     let threshold = upstream.checks.threshold;
-    if threshold <= 0.0 {
-        return true;
-    }
-    let (total, healthy) = weights(upstream);
     // Kong's comparison is strict: at exactly the threshold the upstream is down.
-    total > 0 && (healthy as f64) * 100.0 > threshold * total as f64
+    threshold <= 0.0 || total > 0 && (healthy as f64) * 100.0 > threshold * total as f64
 }
 
 /// The upstream's total weight, and the weight of its targets that may take requests
