@@ -1046,10 +1046,6 @@ impl TagFilter {
 struct Stored(std::collections::HashMap<String, Map<String, Value>>, u64);
 
 impl Stored {
-    fn load(control: &Control) -> Stored {
-        Stored::collect(control, |_, _| true)
-    }
-
     /// `load` for an answer showing one entity: only it, and the certificate an SNI
     /// names, are copied, not the whole admin layer (ids are unique across kinds).
     fn load_for(control: &Control, shown: &Value) -> Stored {
@@ -1063,22 +1059,22 @@ impl Stored {
             .flat_map(|v| [v["id"].as_str(), v["certificate"]["id"].as_str()])
             .flatten()
             .collect();
-        Stored::collect(control, |_, id| ids.contains(id))
+        Stored::collect(control, |id| ids.contains(id))
     }
 
-    /// The stored entities `wanted(kind, id)` picks, by id.
-    fn collect(control: &Control, wanted: impl Fn(&str, &str) -> bool) -> Stored {
+    /// The stored entities `wanted(id)` picks, by id.
+    fn collect(control: &Control, wanted: impl Fn(&str) -> bool) -> Stored {
         let by_id = control.with_admin(|admin| {
             let mut by_id = std::collections::HashMap::new();
             let Value::Object(kinds) = admin else {
                 return by_id;
             };
-            for (kind, entities) in kinds {
+            for entities in kinds.values() {
                 for entity in entities.as_array().into_iter().flatten() {
                     if let (Value::Object(entity), Some(Value::String(id))) =
                         (entity, entity.get("id"))
                     {
-                        if wanted(kind, id) {
+                        if wanted(id) {
                             by_id.insert(id.clone(), entity.clone());
                         }
                     }
@@ -3035,20 +3031,18 @@ fn add_members(control: &Control, config: &Config, g: usize, body: &Body) -> Rep
     // Membership changes leave every entity's position as it was.
     let config = &after.config;
     // Timestamps as every other answer shows them.
-    let stored = Stored::load(control);
+    let group = group_json(config, g);
+    let consumers: Vec<Value> = members
+        .iter()
+        .filter(|&&c| c < config.consumers.len())
+        .map(|&c| consumer_json(config, c))
+        .collect();
+    let stored = Stored::load_for_all(control, &[&[group.clone()][..], &consumers].concat());
     Reply::json(
         201,
         &json!({
-            "consumer_group": stored.decorate(group_json(config, g)),
-            "consumers": members
-                .iter()
-                .filter_map(|&c| {
-                    config
-                        .consumers
-                        .get(c)
-                        .map(|_| stored.decorate(consumer_json(config, c)))
-                })
-                .collect::<Vec<_>>(),
+            "consumer_group": stored.decorate(group),
+            "consumers": consumers.into_iter().map(|c| stored.decorate(c)).collect::<Vec<_>>(),
         }),
     )
 }
@@ -3072,15 +3066,14 @@ fn join_groups(control: &Control, config: &Config, c: usize, body: &Body) -> Rep
     match set_membership(control, config, c, &groups, true) {
         Ok(after) => {
             let config = &after.config;
-            let stored = Stored::load(control);
+            let consumer = consumer_json(config, c);
+            let shown: Vec<Value> = groups.iter().map(|&g| group_json(config, g)).collect();
+            let stored = Stored::load_for_all(control, &[&[consumer.clone()][..], &shown].concat());
             Reply::json(
                 201,
                 &json!({
-                    "consumer": stored.decorate(consumer_json(config, c)),
-                    "consumer_groups": groups
-                        .iter()
-                        .map(|&g| stored.decorate(group_json(config, g)))
-                        .collect::<Vec<_>>(),
+                    "consumer": stored.decorate(consumer),
+                    "consumer_groups": shown.into_iter().map(|g| stored.decorate(g)).collect::<Vec<_>>(),
                 }),
             )
         }
