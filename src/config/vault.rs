@@ -25,6 +25,14 @@ const SECRET_FIELDS: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// The secret fields of an entity of `kind` (none for most kinds).
+pub(super) fn secret_fields(kind: &str) -> &'static [&'static str] {
+    SECRET_FIELDS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or(&[], |(_, fields)| fields)
+}
+
 /// The keys whose lists hold entities, at any depth (`services[0].routes[1].plugins[0]`).
 const ENTITY_LISTS: &[&str] = &[
     "services",
@@ -108,10 +116,7 @@ fn walk(
             let secret = match at {
                 At::Node => true,
                 At::Entity(kind, start) => {
-                    let field = path.get(start + 1..).unwrap_or("");
-                    SECRET_FIELDS
-                        .iter()
-                        .any(|(k, fields)| *k == kind && fields.contains(&field))
+                    secret_fields(kind).contains(&path.get(start + 1..).unwrap_or(""))
                 }
                 At::Other => false,
             };
