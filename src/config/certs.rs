@@ -210,7 +210,8 @@ pub fn build(
             tags: file.tags,
             created_at: file.created_at.unwrap_or(0),
             layer: item.layer,
-            references: report.references_in(&item.path, super::vault::secret_fields("certificates")),
+            references: report
+                .references_in(&item.path, super::vault::secret_fields("certificates")),
         });
         keys_by_cert.push(keys);
     }

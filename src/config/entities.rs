@@ -603,7 +603,8 @@ pub fn build_secrets(
             tags: file.tags,
             created_at: file.created_at.unwrap_or(0),
             layer: item.layer,
-            references: report.references_in(&item.path, super::vault::secret_fields("jwt_secrets")),
+            references: report
+                .references_in(&item.path, super::vault::secret_fields("jwt_secrets")),
         });
     }
     (secrets, credentials)

@@ -1044,18 +1044,28 @@ impl<S: ClientIo> Conn<S> {
             self.tally.upstream_us = Some(upstream.as_micros() as u32);
             self.tally.before_upstream_us = before.as_micros() as u32;
         }
-        let lines = match (latency.headers, self.tally.contacted) {
-            (false, _) => String::new(),
-            // No upstream was tried (no healthy target, a host that did not resolve):
-            // answered without proxying, as Kong's balancer failures are.
-            (true, false) => format!("X-Kong-Response-Latency: {}\r\n", before.as_millis()),
-            (true, true) => format!(
-                "X-Kong-Upstream-Latency: {}\r\nX-Kong-Proxy-Latency: {}\r\n",
-                upstream.as_millis(),
-                before.as_millis()
-            ),
+        // No upstream was tried (no healthy target, a host that did not resolve):
+        // answered without proxying, as Kong's balancer failures are, and as the
+        // refusals' header, formatted on the stack (a flood of such 503s allocates
+        // nothing for it).
+        let mut digits = itoa::Buffer::new();
+        let pair;
+        let extra: Extra<'_> = match (latency.headers, self.tally.contacted) {
+            (false, _) => NO_EXTRA,
+            (true, false) => [
+                b"X-Kong-Response-Latency: ",
+                digits.format(before.as_millis() as u64).as_bytes(),
+                b"\r\n",
+            ],
+            (true, true) => {
+                pair = format!(
+                    "X-Kong-Upstream-Latency: {}\r\nX-Kong-Proxy-Latency: {}\r\n",
+                    upstream.as_millis(),
+                    before.as_millis()
+                );
+                [pair.as_bytes(), b"", b""]
+            }
         };
-        let extra = [lines.as_bytes(), b"", b""];
         if self.answer(kind, !keep, exchange.head, extra).await {
             Next::KeepAlive
         } else {
