@@ -59,6 +59,7 @@ fn client() -> ClientInfo {
     ClientInfo {
         ip: "192.0.2.10".into(),
         port: "8000".into(),
+        local_port: 8000,
         trusted: false,
         https: false,
         ..Default::default()
@@ -135,6 +136,7 @@ fn route(c: &mut Criterion) {
                 host: Some("api.example.com"),
                 headers: &[],
                 https: false,
+                port: 8000,
             };
             black_box(snap.router.select(&snap.config.routes, &view))
         })

@@ -192,6 +192,46 @@ fn host_wildcards_leading_and_trailing() {
     );
 }
 
+/// As Kong's router: a route host naming a port matches a `Host` without one when the
+/// request arrived on that port, and the `Host` port is read as a number.
+#[test]
+fn a_host_port_is_the_port_the_request_arrived_on_when_host_names_none() {
+    let o = Origin::start();
+    let gw = Gateway::start(&config(&[svc(
+        "plain",
+        &o,
+        "        hosts: [\"plain.test\"]\n",
+    )]));
+    let port = gw.proxy_addr().port();
+    gw.reload(&config(&[
+        svc(
+            "here",
+            &o,
+            &format!("        hosts: [\"here.test:{port}\", \"*.here.test:{port}\"]\n"),
+        ),
+        svc("there", &o, "        hosts: [\"there.test:1\"]\n"),
+    ]));
+    check_table(
+        &gw,
+        &o,
+        &[
+            (get_host("/", "here.test"), Some("svc-here")),
+            (get_host("/", "a.here.test"), Some("svc-here")),
+            (
+                get_host("/", &format!("here.test:{port}")),
+                Some("svc-here"),
+            ),
+            (
+                get_host("/", &format!("here.test:0{port}")),
+                Some("svc-here"),
+            ),
+            (get_host("/", "here.test:1"), None),
+            (get_host("/", "there.test"), None),
+            (get_host("/", "there.test:1"), Some("svc-there")),
+        ],
+    );
+}
+
 /// As Kong's router: a regex reads the path with escapes decoded (all but those of
 /// reserved characters), and a prefix may be written decoded too (`/a b`).
 #[test]

@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
         let client = ClientInfo {
             ip: "192.0.2.1".into(),
             port: "8000".into(),
+            local_port: 8000,
             ..Default::default()
         };
         [

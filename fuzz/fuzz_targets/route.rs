@@ -102,6 +102,7 @@ fuzz_target!(|data: &[u8]| {
         host,
         headers: if with_header { &headers } else { &[] },
         https: false,
+        port: if c.next() % 2 == 0 { 8080 } else { 8000 },
     };
     let got = router.select(&config.routes, &view).map(|m| (m.route, m.matched_len));
     let want = reference(&yaml, &config, &view);
@@ -117,7 +118,7 @@ fn reference(yaml: &str, config: &Config, req: &RequestView<'_>) -> Option<(usiz
         if !route.methods.is_empty() && !route.methods.iter().any(|m| m == req.method) {
             continue;
         }
-        if !route.hosts.is_empty() && !route.hosts.iter().any(|h| host_matches(h, req.host)) {
+        if !route.hosts.is_empty() && !route.hosts.iter().any(|h| host_matches(h, req.host, req.port)) {
             continue;
         }
         let headers_ok = route.headers.iter().all(|(name, values)| {
@@ -184,13 +185,15 @@ fn reference(yaml: &str, config: &Config, req: &RequestView<'_>) -> Option<(usiz
     best.map(|(_, (route, _), matched)| (route, matched))
 }
 
-fn host_matches(m: &ringway::config::HostMatch, host: Option<&str>) -> bool {
+fn host_matches(m: &ringway::config::HostMatch, host: Option<&str>, port: u16) -> bool {
     let Some(host) = host.map(str::to_ascii_lowercase) else {
         return false;
     };
     let bare = host.split(':').next().unwrap_or("");
+    // A host without a port is at the port the request arrived on.
+    let with_port = if host.contains(':') { host.clone() } else { format!("{host}:{port}") };
     match m {
-        ringway::config::HostMatch::Exact(h) if h.contains(':') => host == *h,
+        ringway::config::HostMatch::Exact(h) if h.contains(':') => with_port == *h,
         ringway::config::HostMatch::Exact(h) => bare == h,
         ringway::config::HostMatch::Suffix(s) => bare.len() > s.len() && bare.ends_with(s.as_str()),
         ringway::config::HostMatch::Prefix(p) => {

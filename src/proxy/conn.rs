@@ -188,6 +188,7 @@ pub fn serve<S: ClientIo>(
     let info = ClientInfo {
         ip: peer.ip().to_string(),
         port: local.port().to_string(),
+        local_port: local.port(),
         trusted,
         https,
         local_ip: Some(local.ip()),

@@ -24,6 +24,8 @@ pub struct ClientInfo {
     pub ip: String,
     /// The local port the client connected to, formatted once.
     pub port: String,
+    /// The same port, for routes whose hosts name one.
+    pub local_port: u16,
     /// Whether the client is in `trusted_ips` (its `X-Forwarded-*` are kept).
     pub trusted: bool,
     pub https: bool,
@@ -309,6 +311,7 @@ pub fn prepare(
         host: route_host.as_deref(),
         headers,
         https,
+        port: client.local_port,
     };
     let Some(matched) = snapshot.router.select(&config.routes, &view) else {
         // A global correlation-id gives even an unrouted request its ID.

@@ -32,6 +32,7 @@ fn client(ip: &str) -> ClientInfo {
     ClientInfo {
         ip: ip.to_owned(),
         port: "8000".to_owned(),
+        local_port: 8000,
         trusted: ip.starts_with("10."),
         https: false,
         ..Default::default()

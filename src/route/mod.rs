@@ -27,6 +27,9 @@ pub struct RequestView<'a> {
     pub host: Option<&'a str>,
     pub headers: &'a [httparse::Header<'a>],
     pub https: bool,
+    /// The local port the request arrived on: the port a route host with `:port`
+    /// matches when the `Host` value names none.
+    pub port: u16,
 }
 
 /// A selected route.
@@ -166,7 +169,7 @@ impl Router {
             if !route.methods.is_empty() && !route.methods.iter().any(|m| m == request.method) {
                 continue;
             }
-            if !route.hosts.is_empty() && !hosts_match(&route.hosts, request.host) {
+            if !route.hosts.is_empty() && !hosts_match(&route.hosts, request.host, request.port) {
                 continue;
             }
             if !route
@@ -209,32 +212,56 @@ fn regex_end(
     }
 }
 
-fn hosts_match(hosts: &[HostMatch], host: Option<&str>) -> bool {
+/// Whether the request's host is one of the route's. A route host naming a port (`a.test:8000`,
+/// `*.a.test:8000`) matches that port as well, as Kong's router does: the `Host` value's port
+/// read as a number (`08000` is 8000), or, when the value names none, the port the request
+/// arrived on.
+fn hosts_match(hosts: &[HostMatch], host: Option<&str>, local_port: u16) -> bool {
     let Some(full) = host else {
         return false;
     };
     let bare = strip_port(full);
+    let port = || match full[bare.len()..].strip_prefix(':') {
+        Some(digits) => port_number(digits),
+        None => Some(local_port),
+    };
+    // A pattern's name, and whether its port (if it names one) is the request's.
+    let split = |pattern: &'_ str| -> (usize, bool) {
+        let name = strip_port(pattern);
+        let port_ok = match pattern[name.len()..].strip_prefix(':') {
+            Some(digits) => port().is_some_and(|p| Some(p) == port_number(digits)),
+            None => true,
+        };
+        (name.len(), port_ok)
+    };
     hosts.iter().any(|m| match m {
         HostMatch::Exact(h) => {
-            let candidate = if h.contains(':') && !h.starts_with('[') || h.contains("]:") {
-                full
-            } else {
-                bare
-            };
-            candidate.eq_ignore_ascii_case(h)
+            let (len, port_ok) = split(h);
+            port_ok && bare.eq_ignore_ascii_case(&h[..len])
         }
         HostMatch::Suffix(suffix) => {
-            // `*.example.com:8080` names the port too, as a plain host with a port does.
-            let candidate = if suffix.contains(':') { full } else { bare };
-            candidate.len() > suffix.len()
-                && candidate.as_bytes()[candidate.len() - suffix.len()..]
-                    .eq_ignore_ascii_case(suffix.as_bytes())
+            let (len, port_ok) = split(suffix);
+            port_ok
+                && bare.len() > len
+                && bare.as_bytes()[bare.len() - len..]
+                    .eq_ignore_ascii_case(&suffix.as_bytes()[..len])
         }
         HostMatch::Prefix(prefix) => {
             bare.len() > prefix.len()
                 && bare.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
         }
     })
+}
+
+/// A port written in decimal digits (leading zeros allowed), if it is one.
+fn port_number(digits: &str) -> Option<u16> {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match digits.trim_start_matches('0') {
+        "" => Some(0),
+        significant => significant.parse().ok(),
+    }
 }
 
 /// The host without the root's trailing dot (`admin.example.:80` → `admin.example:80`),

@@ -41,6 +41,8 @@ fn select<'c>(config: &'c Config, req: &Req<'_>) -> Option<(&'c str, usize)> {
         host: req.host,
         headers: &headers,
         https: req.https,
+        // The port every test request arrives on.
+        port: 8000,
     };
     router.select(&config.routes, &view).map(|m| {
         (
@@ -105,7 +107,7 @@ fn more_match_fields_win_then_plain_hosts_then_headers() {
 #[test]
 fn hosts_wildcards_and_ports() {
     let c = config(
-        "  - { name: suffix, service: s, hosts: [\"*.example.com\"] }\n  - { name: prefix, service: s, hosts: [\"example.*\"] }\n  - { name: port, service: s, hosts: [\"other.test:8080\"] }\n",
+        "  - { name: suffix, service: s, hosts: [\"*.example.com\"] }\n  - { name: prefix, service: s, hosts: [\"example.*\"] }\n  - { name: port, service: s, hosts: [\"other.test:8080\"] }\n  - { name: local-port, service: s, hosts: [\"here.test:8000\", \"*.here.test:8000\"] }\n",
     );
     let with_host = |h: &'static str| Req {
         method: "GET",
@@ -122,6 +124,15 @@ fn hosts_wildcards_and_ports() {
     assert_eq!(name(&c, &with_host("example.org")), Some("prefix"));
     assert_eq!(name(&c, &with_host("other.test:8080")), Some("port"));
     assert_eq!(name(&c, &with_host("other.test")), None);
+    // The port is a number: leading zeros name the same one.
+    assert_eq!(name(&c, &with_host("other.test:08080")), Some("port"));
+    assert_eq!(name(&c, &with_host("other.test:8080x")), None);
+    // A `Host` without a port is at the port the request arrived on (8000 here).
+    assert_eq!(name(&c, &with_host("here.test")), Some("local-port"));
+    assert_eq!(name(&c, &with_host("a.here.test")), Some("local-port"));
+    assert_eq!(name(&c, &with_host("a.here.test:8000")), Some("local-port"));
+    assert_eq!(name(&c, &with_host("a.here.test:8080")), None);
+    assert_eq!(name(&c, &with_host("here.test:80")), None);
     assert_eq!(
         name(
             &c,
