@@ -895,6 +895,58 @@ fn ids_are_uuids_in_any_case_stored_in_lower_case() {
     ok(&r, 400, "an unknown custom_id");
 }
 
+/// As Kong's Admin API: a path key shaped as a UUID names an id only. A consumer whose
+/// username looks like one is not reached (nor replaced) through it, and a username may
+/// not be another consumer's id; the answers say so.
+#[test]
+fn a_uuid_shaped_key_names_an_id_only() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let name = "11111111-2222-3333-4444-555555555556";
+    let r = admin_form(&gw, "POST", "/consumers", &[("username", name)]);
+    let id = id_of(&ok(&r, 201, "a UUID-shaped username"));
+    assert_eq!(gw.admin_get(&format!("/consumers/{name}")).status, 404);
+    assert_eq!(gw.admin_get(&format!("/consumers/{id}")).status, 200);
+    // A PUT by it would create the consumer of that id, which the username holds.
+    let r = admin_form(
+        &gw,
+        "PUT",
+        &format!("/consumers/{name}"),
+        &[("custom_id", "zz9")],
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(
+        r.body_str().contains("username of another consumer"),
+        "{r:?}"
+    );
+    let r = gw.admin_get(&format!("/consumers/{id}"));
+    assert_eq!(ok(&r, 200, "untouched")["username"], name);
+    // A username that is another consumer's id.
+    let r = admin_form(&gw, "POST", "/consumers", &[("username", &id)]);
+    let j = ok(&r, 409, "another consumer's id as a username");
+    assert!(
+        j["message"]
+            .as_str()
+            .unwrap()
+            .contains("is the id of another consumer"),
+        "{j}"
+    );
+    let r = admin_form(&gw, "POST", "/consumers", &[("username", "plain")]);
+    ok(&r, 201, "a plain consumer");
+    let r = admin_form(&gw, "PATCH", "/consumers/plain", &[("username", &id)]);
+    ok(&r, 409, "renamed to another consumer's id");
+    // A service whose name looks like a UUID is reached by its id.
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/services",
+        &[("name", name), ("url", "http://127.0.0.1:9")],
+    );
+    let service = id_of(&ok(&r, 201, "a UUID-shaped service name"));
+    assert_eq!(gw.admin_get(&format!("/services/{name}")).status, 404);
+    assert_eq!(gw.admin_get(&format!("/services/{service}")).status, 200);
+}
+
 /// A state an earlier version saved with upper-case ids is read with them in lower case,
 /// so a DELETE by the id the Admin API shows removes the entity (it answered 204 and the
 /// token kept working).

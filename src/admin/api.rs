@@ -1132,8 +1132,20 @@ fn canonical_id(mut body: Body) -> Body {
     body
 }
 
+/// An entity by its endpoint key or its id, as Kong's Admin API finds one: a key shaped as
+/// a UUID names an id only, so a name that looks like one is not reached through it (a
+/// PUT with it creates the entity of that id, and leaves the named one alone).
+pub(super) fn by_key<'c>(
+    keys: &std::collections::HashMap<String, usize>,
+    key: &str,
+    id_of: impl Fn(usize) -> &'c str,
+) -> Option<usize> {
+    let found = *keys.get(key)?;
+    (!crate::config::is_uuid(key) || id_of(found) == key).then_some(found)
+}
+
 fn find_consumer(config: &Config, key: &str) -> Option<usize> {
-    config.keys.consumers.get(key).copied()
+    by_key(&config.keys.consumers, key, |i| &config.consumers[i].id)
 }
 
 fn find_jwt(config: &Config, key: &str) -> Option<usize> {
@@ -1158,15 +1170,15 @@ fn find_plugin(config: &Config, key: &str) -> Option<usize> {
 }
 
 fn find_service(config: &Config, key: &str) -> Option<usize> {
-    config.keys.services.get(key).copied()
+    by_key(&config.keys.services, key, |i| &config.services[i].id)
 }
 
 fn find_route(config: &Config, key: &str) -> Option<usize> {
-    config.keys.routes.get(key).copied()
+    by_key(&config.keys.routes, key, |i| &config.routes[i].id)
 }
 
 fn find_group(config: &Config, key: &str) -> Option<usize> {
-    config.keys.groups.get(key).copied()
+    by_key(&config.keys.groups, key, |i| &config.consumer_groups[i].id)
 }
 
 /// For nested plugin endpoints: the scope field and the parent's id.
@@ -2150,8 +2162,8 @@ fn create_consumer(
         return schema_violation(fields);
     }
     if let Some(username) = &username {
-        if taken_by_other(config.keys.consumers.get(username), replacing) {
-            return unique_violation("username", username);
+        if let Err(reply) = username_free(config, username, replacing) {
+            return reply;
         }
     }
     if let Some(custom_id) = &custom_id {
@@ -2166,6 +2178,28 @@ fn create_consumer(
         body,
         replacing.map(|(_, id)| id),
     )
+}
+
+/// Kong's unique constraint on a consumer's `username`. Usernames and ids share one lookup
+/// here, so a username shaped as a UUID may not be another consumer's id either (Kong keeps
+/// the two apart), and the answer says which it is.
+fn username_free(config: &Config, username: &str, replacing: Replacing<'_>) -> Result<(), Reply> {
+    let holder = config.keys.consumers.get(username);
+    if !taken_by_other(holder, replacing) {
+        return Ok(());
+    }
+    match holder {
+        Some(&i) if config.consumers[i].id == username => Err(Reply::json(
+            409,
+            &json!({
+                "code": 5,
+                "name": "unique constraint violation",
+                "message": format!("'{username}' is the id of another consumer, which a username may not be"),
+                "fields": { "username": username },
+            }),
+        )),
+        _ => Err(unique_violation("username", username)),
+    }
 }
 
 /// Kong's unique constraint on a consumer's `custom_id`, for a create, a PUT or a PATCH
@@ -2186,13 +2220,14 @@ fn update_consumer(control: &Control, config: &Config, key: &str, body: Body) ->
         return not_found();
     };
     let consumer = &config.consumers[i];
-    if let Err(reply) = unique_name(
-        &body,
-        "username",
-        &config.keys.consumers,
-        Some((i, &consumer.id)),
-    ) {
-        return reply;
+    match string_field(&body, "username") {
+        Ok(Some(username)) => {
+            if let Err(reply) = username_free(config, username, Some((i, &consumer.id))) {
+                return reply;
+            }
+        }
+        Ok(None) => {}
+        Err(reply) => return reply,
     }
     match string_field(&body, "custom_id") {
         Ok(Some(custom_id)) => {

@@ -91,9 +91,9 @@ pub(super) fn find<'c>(config: &'c Config, key: &str) -> Option<&'c Upstream> {
 /// Where `find`'s upstream is in the config's list.
 pub(super) fn index(config: &Config, key: &str) -> Option<usize> {
     let keys = &config.keys.upstreams;
-    keys.get(key)
-        .or_else(|| keys.get(&key.to_ascii_lowercase()))
-        .copied()
+    let id_of = |i: usize| config.upstreams[i].id.as_str();
+    super::api::by_key(keys, key, id_of)
+        .or_else(|| super::api::by_key(keys, &key.to_ascii_lowercase(), id_of))
 }
 
 /// A target by id or by its `host:port`.

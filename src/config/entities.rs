@@ -394,21 +394,32 @@ pub fn build_consumers(items: Vec<Item>, keys: &mut Keys, report: &mut Report) -
                     .unwrap_or_default(),
             )
         });
+        // Usernames and ids share one lookup, so a username shaped as a UUID may not be
+        // another consumer's id (nor an id another's username).
         if let Some(username) = &file.username {
-            if keys.consumers.insert(username.clone(), index).is_some() {
-                report.add(
-                    format!("{}.username", item.path),
-                    format!("duplicate consumer '{username}'"),
-                );
+            if let Some(other) = keys.consumers.insert(username.clone(), index) {
+                let problem = if consumers
+                    .get(other)
+                    .is_some_and(|c: &Consumer| c.id == *username)
+                {
+                    format!("'{username}' is the id of another consumer")
+                } else {
+                    format!("duplicate consumer '{username}'")
+                };
+                report.add(format!("{}.username", item.path), problem);
             }
         }
         // An id derived from a duplicated username or custom_id is a duplicate already
         // reported; only an id written in the file is reported as one.
-        if keys.consumers.insert(id.clone(), index).is_some() && file.id.is_some() {
-            report.add(
-                format!("{}.id", item.path),
-                format!("duplicate consumer id '{id}'"),
-            );
+        if let Some(other) = keys.consumers.insert(id.clone(), index) {
+            if file.id.is_some() {
+                let problem = if consumers.get(other).is_some_and(|c: &Consumer| c.id != id) {
+                    format!("'{id}' is the username of another consumer")
+                } else {
+                    format!("duplicate consumer id '{id}'")
+                };
+                report.add(format!("{}.id", item.path), problem);
+            }
         }
         if let Some(custom_id) = &file.custom_id {
             if let Some(first) = custom_ids.insert(custom_id.clone(), item.path.clone()) {
