@@ -299,6 +299,12 @@ services:
           - name: jwt
             config:
               realm: x
+      - name: quoted-realm
+        paths: ["/quoted-realm"]
+        plugins:
+          - name: jwt
+            config:
+              realm: 'a"b\c'
 consumers:
   - username: mobile-app
     custom_id: cust-1
@@ -482,6 +488,13 @@ fn failure_messages_match_kong_and_nothing_reaches_origin() {
             auth: None,
             body: msg("Unauthorized"),
             www: r#"Bearer realm="x""#,
+        },
+        Case {
+            name: "a realm's quote and backslash are escaped",
+            target: "/quoted-realm/x".into(),
+            auth: None,
+            body: msg("Unauthorized"),
+            www: r#"Bearer realm="a\"b\\c""#,
         },
         Case {
             name: "realm, bad signature",
@@ -1412,6 +1425,14 @@ services:
             ),
             "services[0].plugins[0].config.claims_to_verify",
             "",
+        ),
+        (
+            "a realm with a line break (it would add headers to every 401)",
+            format!(
+                "{base}    plugins:\n      - name: jwt\n        config:\n          realm: \"x\\r\\nSet-Cookie: a=b\"\n"
+            ),
+            "services[0].plugins[0].config.realm",
+            "control characters",
         ),
     ];
     let mut bad = Vec::new();

@@ -193,16 +193,26 @@ impl ConfigFile {
                 ));
             }
         }
+        // The realm goes into a response header: a line break in it would add headers of
+        // its own to every 401.
+        if let Some(realm) = &self.realm {
+            if realm.chars().any(char::is_control) {
+                problems.push(("realm".into(), "must not contain control characters".into()));
+            }
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
         // Auth-params are comma-separated (RFC 9110 §11.2): `Bearer realm="x",
-        // error="invalid_token"`.
+        // error="invalid_token"`; the realm is a quoted-string, `"` and `\` escaped.
         let (www_authenticate, www_authenticate_error) = match &self.realm {
-            Some(realm) => (
-                format!("Bearer realm=\"{realm}\""),
-                format!("Bearer realm=\"{realm}\", error=\"invalid_token\""),
-            ),
+            Some(realm) => {
+                let realm = realm.replace('\\', "\\\\").replace('"', "\\\"");
+                (
+                    format!("Bearer realm=\"{realm}\""),
+                    format!("Bearer realm=\"{realm}\", error=\"invalid_token\""),
+                )
+            }
             None => (
                 "Bearer".to_owned(),
                 "Bearer error=\"invalid_token\"".to_owned(),
