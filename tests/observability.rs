@@ -2267,6 +2267,28 @@ services:
     assert_eq!(seen.len(), 3, "a new UUID per request: {seen:?}");
 }
 
+/// As Kong's `set_header`: the echoed ID replaces an upstream's header of that name, so
+/// the client sees one ID, the one the upstream was sent.
+#[test]
+fn correlation_id_echo_replaces_the_upstreams_header() {
+    let origin = Origin::raw(
+        b"HTTP/1.1 200 OK\r\nx-request-id: the-upstreams-own\r\nContent-Length: 2\r\n\r\nok",
+    );
+    let gw = start(&correlation_config(
+        &origin,
+        "{header_name: X-Request-ID, generator: uuid, echo_downstream: true}",
+    ));
+    let mut c = Conn::new(gw.proxy_addr());
+    let r = c.get("/x", &[], "an upstream that sends its own X-Request-ID");
+    assert_eq!(r.status, 200, "{r:?}");
+    let echoed = r.header_all("x-request-id");
+    assert_eq!(echoed.len(), 1, "one X-Request-ID: {r:?}");
+    assert!(
+        is_uuid(echoed[0]),
+        "the generated ID, not the upstream's: {r:?}"
+    );
+}
+
 #[test]
 fn correlation_id_tracker_generator() {
     let origin = Origin::start();

@@ -44,6 +44,20 @@ pub struct Config {
     pub echo_downstream: bool,
 }
 
+/// Headers an ID may not travel in (lower case).
+const FRAMING_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "host",
+    "expect",
+];
+
 impl ConfigFile {
     pub fn validate(self) -> Result<Config, Vec<(String, String)>> {
         let mut problems = Vec::new();
@@ -52,6 +66,19 @@ impl ConfigFile {
             problems.push((
                 "header_name".into(),
                 format!("invalid header name '{}'", self.header_name),
+            ));
+        }
+        // The ID is added to the request and, echoed, to the response: under a name that
+        // frames the message or runs the connection it would desynchronise one side (a
+        // `Content-Length` beside the real one, a `Transfer-Encoding` beside a length).
+        let key = crate::http::header_key(&self.header_name);
+        if FRAMING_HEADERS.contains(&key.as_str()) {
+            problems.push((
+                "header_name".into(),
+                format!(
+                    "'{}' frames the message or runs the connection; name the ID's own header",
+                    self.header_name
+                ),
             ));
         }
         let generator = match self.generator.as_str() {
@@ -216,6 +243,18 @@ mod tests {
         assert!(!c.echo_downstream);
         assert!(parse("generator: counter").is_err());
         assert!(parse("header_name: 'bad header'").is_err());
+        for framing in [
+            "Content-Length",
+            "transfer_encoding",
+            "Connection",
+            "Host",
+            "TE",
+        ] {
+            assert!(
+                parse(&format!("header_name: {framing}")).is_err(),
+                "{framing}"
+            );
+        }
         assert!(serde_norway::from_str::<ConfigFile>("colour: red").is_err());
     }
 }

@@ -132,6 +132,11 @@ pub fn rewrite(
         .any(|h| h.name.eq_ignore_ascii_case("connection"));
     let mut upstream_chunked = false;
     let mut dated = false;
+    // An echoed request ID replaces the upstream's header of that name, as Kong sets it.
+    let echoed = extra
+        .request_id
+        .and_then(|line| line.split_once(':'))
+        .map(|(name, _)| name);
     for header in headers {
         dated |= header.name.len() == 4 && header.name.eq_ignore_ascii_case("date");
         if header.name.eq_ignore_ascii_case("transfer-encoding") {
@@ -151,6 +156,9 @@ pub fn rewrite(
                     list_elements(h.value).any(|t| t.eq_ignore_ascii_case(header.name.as_bytes()))
                 })
         {
+            continue;
+        }
+        if echoed.is_some_and(|name| header.name.eq_ignore_ascii_case(name)) {
             continue;
         }
         if rate_headers && rate_limiting::is_rate_limit_header(header.name) {
