@@ -209,6 +209,53 @@ plugins:
     );
 }
 
+/// A reference giving both a name and an id must name one entity with them: Kong would
+/// follow the id and drop the name unread.
+#[test]
+fn check_refuses_a_reference_whose_name_and_id_disagree() {
+    let s1 = "0b0b0b0b-0000-4000-8000-000000000001";
+    let s2 = "0b0b0b0b-0000-4000-8000-000000000002";
+    let gold = "0b0b0b0b-0000-4000-8000-000000000003";
+    let text = format!(
+        r#"_format_version: "3.0"
+services:
+  - {{name: s1, id: {s1}, url: "http://127.0.0.1:9"}}
+  - {{name: s2, id: {s2}, url: "http://127.0.0.1:9"}}
+consumer_groups:
+  - {{name: gold, id: {gold}}}
+  - {{name: silver}}
+consumers:
+  - username: a
+    groups: [{{name: silver, id: {gold}}}]
+routes:
+  - {{name: r, paths: [/r], service: {{name: s2, id: {s1}}}}}
+  - {{name: fine, paths: [/f], service: {{name: s2, id: {s2}}}}}
+plugins:
+  - {{name: correlation-id, service: {{name: s1, id: "0b0b0b0b-0000-4000-8000-00000000000f"}}}}
+"#
+    );
+    let (_d, p) = write_tmp("kong.yaml", &text);
+    let out = run_cli(&["check", "-c", &p], &[], CLI_TIMEOUT);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(78), "stderr:\n{err}");
+    for (path, words) in [
+        ("routes[0].service", "name different services"),
+        ("consumers[0].groups[0]", "name different consumer groups"),
+        ("plugins[0].service", "no service has the id"),
+    ] {
+        assert!(
+            nonempty_lines(&err)
+                .iter()
+                .any(|l| l.trim_start().starts_with(path) && l.contains(words)),
+            "expected `{path}: ... {words}`; stderr:\n{err}"
+        );
+    }
+    assert!(
+        !err.contains("routes[1]"),
+        "an agreeing reference is fine: {err}"
+    );
+}
+
 #[test]
 fn check_missing_file_is_one_line_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -247,6 +247,10 @@ fn resolve(
     let Some(reference) = reference else {
         return Some(None);
     };
+    if let Some(problem) = reference.disagreement(map, kind) {
+        report.add(path.to_owned(), problem);
+        return None;
+    }
     match reference.key().and_then(|k| map.get(k).map(|i| (k, *i))) {
         Some((_, index)) => Some(Some(index)),
         None => {
@@ -431,6 +435,12 @@ pub fn build_consumers(items: Vec<Item>, keys: &mut Keys, report: &mut Report) -
         }
         let mut groups = Vec::new();
         for (i, group) in file.groups.iter().enumerate() {
+            if let super::file::GroupRef::Object(object) = group {
+                if let Some(problem) = object.disagreement(&keys.groups, "consumer group") {
+                    report.add(format!("{}.groups[{i}]", item.path), problem);
+                    continue;
+                }
+            }
             match group.key().and_then(|k| keys.groups.get(k)) {
                 // A warning, not a problem: a state saved before this was checked may
                 // hold one, and refusing it would stop an upgraded gateway's start.

@@ -3,7 +3,7 @@
 //! Only shape lives here: every struct denies unknown fields, and defaults are the named
 //! consts below. Meaning (ranges, references, regexes) is checked by `config::validate`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
 use serde_norway::Value;
@@ -183,7 +183,34 @@ pub struct ReferenceObject {
     pub id: Option<String>,
 }
 
+impl ReferenceObject {
+    /// The problem of a reference giving a name and an id that are not the same `kind`
+    /// entity's in `keys` (Kong would take the id and drop the name unread).
+    pub fn disagreement(&self, keys: &HashMap<String, usize>, kind: &str) -> Option<String> {
+        let name = self.name.as_deref().or(self.username.as_deref())?;
+        let id = self.id.as_deref()?;
+        match (keys.get(name), keys.get(id)) {
+            // A name that names nothing is reported as the missing reference it is.
+            (None, _) => None,
+            (Some(a), Some(b)) if a == b => None,
+            (Some(_), None) => Some(format!("no {kind} has the id '{id}' given beside '{name}'")),
+            (Some(_), Some(_)) => {
+                Some(format!("'{name}' and the id '{id}' name different {kind}s"))
+            }
+        }
+    }
+}
+
 impl Reference {
+    /// The problem of a reference whose name and id disagree (see
+    /// [`ReferenceObject::disagreement`]).
+    pub fn disagreement(&self, keys: &HashMap<String, usize>, kind: &str) -> Option<String> {
+        match self {
+            Reference::Name(_) => None,
+            Reference::Object(object) => object.disagreement(keys, kind),
+        }
+    }
+
     /// The name or id this reference points at.
     pub fn key(&self) -> Option<&str> {
         match self {

@@ -1172,13 +1172,22 @@ fn build(
     let mut route_ids: HashMap<String, String> = HashMap::new();
     for (path, mut file, parent, route_layer) in route_files {
         let nested_plugins = std::mem::take(&mut file.plugins);
+        let disagreement = file
+            .service
+            .as_ref()
+            .and_then(|r| r.disagreement(&service_keys, "service"));
         let service = match parent {
             Some(index) => Some(index),
+            None if disagreement.is_some() => {
+                report.add(format!("{path}.service"), disagreement.unwrap_or_default());
+                None
+            }
             None => match file.service.as_ref().and_then(|r| r.key()) {
                 None => {
                     report.add(format!("{path}.service"), "required field missing");
                     None
                 }
+
                 Some(key) => match service_keys.get(key) {
                     Some(&index) => Some(index),
                     None => {
