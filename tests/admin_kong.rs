@@ -1522,6 +1522,13 @@ fn put_applies_the_groups_it_gives() {
     );
     assert_eq!(r.status, 400, "an unknown group: {r:?}");
     assert_eq!(groups(&gw), ["gb"], "unchanged");
+    // A form's one value for the list is a one-item list, as Kong reads it.
+    ok(
+        &admin_form(&gw, "PUT", "/consumers/pg", &[("groups", "ga")]),
+        200,
+        "groups=ga",
+    );
+    assert_eq!(groups(&gw), ["ga"]);
 }
 
 #[test]

@@ -245,6 +245,7 @@ fn field_type(kind: &str, field: &str) -> Option<Type> {
         ("routes", "service") => Foreign,
         ("routes", "headers") => HeaderMap,
         ("consumers", "username" | "custom_id") => Text,
+        ("consumers", "groups") => Texts,
         ("consumer_groups", "name") => Text,
         ("jwt_secrets", "key" | "secret" | "algorithm" | "rsa_public_key") => Text,
         ("jwt_secrets", "consumer") => Foreign,
@@ -475,8 +476,8 @@ mod tests {
             json!({ "port": "http", "enabled": "yes", "path": null, "name": "123" })
         );
         assert_eq!(
-            form("consumers", "username=007&custom_id=&tags[]=x"),
-            json!({ "username": "007", "custom_id": null, "tags": ["x"] })
+            form("consumers", "username=007&custom_id=&tags[]=x&groups=free"),
+            json!({ "username": "007", "custom_id": null, "tags": ["x"], "groups": ["free"] })
         );
         // Kong's indexed list items, in index order, beside the other fields.
         assert_eq!(
