@@ -257,6 +257,10 @@ fn sign(
     if secret.is_empty() {
         return Err("--secret: must not be empty".into());
     }
+    // Kong's jwt plugin refuses an empty `iss` ("Invalid 'iss' in claims").
+    if key.as_deref() == Some("") {
+        return Err("--key: must not be empty".into());
+    }
     let mut map = serde_json::Map::new();
     let keyed = key.is_some();
     if let Some(key) = key {
@@ -287,6 +291,12 @@ fn sign(
         if ttl > 0 && name.trim_end_matches(':') == "exp" {
             return Err(format!(
                 "--claim {claim}: exp is set by --ttl already (--ttl 0 leaves it to --claim)"
+            ));
+        }
+        if map.contains_key(name.trim_end_matches(':')) {
+            return Err(format!(
+                "--claim {claim}: {} is given twice",
+                name.trim_end_matches(':')
             ));
         }
         match name.strip_suffix(':') {

@@ -32,7 +32,7 @@ pub enum Refused {
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Refused::Invalid(p) => write!(f, "invalid: {}", p.to_string().replace('\n', "; ")),
+            Refused::Invalid(p) => f.write_str(&p.to_string().replace('\n', "; ")),
             Refused::Conflict(p) => {
                 write!(
                     f,

@@ -735,8 +735,8 @@ fn one_shot_output_to_a_closed_pipe_is_not_a_panic() {
     }
 }
 
-/// `jwt sign` refuses what would make a token anyone can forge, or one whose issuer is
-/// set twice.
+/// `jwt sign` refuses what would make a token anyone can forge or Kong refuses, or one
+/// with a claim set twice.
 #[test]
 fn jwt_sign_refuses_an_empty_secret_and_a_second_issuer_or_expiry() {
     for (args, says) in [
@@ -757,6 +757,16 @@ fn jwt_sign_refuses_an_empty_secret_and_a_second_issuer_or_expiry() {
         (
             &["jwt", "sign", "--secret", "s", "--claim", "exp:=5"][..],
             "exp is set by --ttl already",
+        ),
+        (
+            &["jwt", "sign", "--secret", "s", "--key", ""][..],
+            "--key: must not be empty",
+        ),
+        (
+            &[
+                "jwt", "sign", "--secret", "s", "--claim", "a=1", "--claim", "a:=2",
+            ][..],
+            "a is given twice",
         ),
     ] {
         let out = run_cli(args, &[], CLI_TIMEOUT);

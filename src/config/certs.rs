@@ -31,7 +31,7 @@ struct CertificateFile {
 
 /// A nested SNI: a name, or Kong's `{name: ...}` object.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected an SNI name, or an object with `name`")]
 enum SniEntry {
     Name(String),
     Object(SniFile),

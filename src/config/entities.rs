@@ -8,7 +8,7 @@ use serde_norway::Value;
 use sha2::{Digest, Sha256};
 
 use super::file::{ConsumerFile, ConsumerGroupFile, JwtSecretFile, PluginFile, Reference};
-use super::{parse_item, Report, Route};
+use super::{first_seen, parse_item, Report, Route};
 use crate::plugins::{correlation_id, jwt, prometheus, rate_limiting};
 
 /// Which layer an entity belongs to (SPEC §5): the config file, or the Admin API's
@@ -426,7 +426,7 @@ pub fn build_consumers(items: Vec<Item>, keys: &mut Keys, report: &mut Report) -
             }
         }
         if let Some(custom_id) = &file.custom_id {
-            if let Some(first) = custom_ids.insert(custom_id.clone(), item.path.clone()) {
+            if let Some(first) = first_seen(&mut custom_ids, custom_id.clone(), item.path.clone()) {
                 report.add(
                     format!("{}.custom_id", item.path),
                     format!("duplicate custom_id '{custom_id}' (first at {first})"),
@@ -563,7 +563,7 @@ pub fn build_secrets(
             continue;
         }
         let id = file.id.unwrap_or_else(|| stable_id("jwt_secret", &key));
-        if let Some(first) = ids.insert(id.clone(), item.path.clone()) {
+        if let Some(first) = first_seen(&mut ids, id.clone(), item.path.clone()) {
             report.add(
                 format!("{}.id", item.path),
                 format!("duplicate credential id (first at {first})"),
@@ -915,7 +915,7 @@ pub fn build_plugins(
         if !ok {
             continue;
         }
-        if let Some(first) = seen.insert((name.clone(), scope), item.path.clone()) {
+        if let Some(first) = first_seen(&mut seen, (name.clone(), scope), item.path.clone()) {
             report.add(
                 format!("{}.name", item.path),
                 format!("plugin '{name}' is already configured for this scope (at {first})"),
@@ -923,7 +923,7 @@ pub fn build_plugins(
             continue;
         }
         if let Some(id) = &file.id {
-            if let Some(first) = ids.insert(id.clone(), item.path.clone()) {
+            if let Some(first) = first_seen(&mut ids, id.clone(), item.path.clone()) {
                 report.add(
                     format!("{}.id", item.path),
                     format!("duplicate plugin id '{id}' (first at {first})"),
@@ -938,7 +938,11 @@ pub fn build_plugins(
             // unique key the two layers share.
             let (problem, soft) = match utf8_name_problem(instance) {
                 Some(problem) => (Some(problem), item.layer == Layer::Admin),
-                None => match instances.insert(instance.clone(), (item.path.clone(), item.layer)) {
+                None => match first_seen(
+                    &mut instances,
+                    instance.clone(),
+                    (item.path.clone(), item.layer),
+                ) {
                     Some((first, first_layer)) => (
                         Some(format!(
                             "duplicate instance_name '{instance}' (first at {first})"

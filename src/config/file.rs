@@ -226,7 +226,7 @@ impl Reference {
 
 /// One or many header values (`headers: {x-version: v1}` or `[v1, v2]`).
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected a string or a list of strings")]
 pub enum OneOrMany {
     One(String),
     Many(Vec<String>),
@@ -322,7 +322,7 @@ pub struct NodeFile {
 
 /// `proxy_listen` as a single string or a list, as Kong's `proxy_listen` allows.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected an address or a list of addresses")]
 pub enum ListenList {
     One(String),
     Many(Vec<String>),

@@ -365,6 +365,22 @@ pub struct Route {
     pub https_redirect_status_code: u16,
 }
 
+/// Records where `key` is first seen; for a key seen before, returns that first place
+/// (a later repeat does not become the "first" a third one is reported against).
+pub(crate) fn first_seen<K: std::hash::Hash + Eq, V: Clone>(
+    seen: &mut HashMap<K, V>,
+    key: K,
+    at: V,
+) -> Option<V> {
+    match seen.entry(key) {
+        std::collections::hash_map::Entry::Occupied(first) => Some(first.get().clone()),
+        std::collections::hash_map::Entry::Vacant(slot) => {
+            slot.insert(at);
+            None
+        }
+    }
+}
+
 /// The largest config file read: far above any real one (10,000 services take a few
 /// MiB), and a bound on what `-c /dev/zero` or a runaway generator can make it hold.
 pub const MAX_CONFIG_FILE_BYTES: u64 = 64 << 20;
@@ -987,6 +1003,15 @@ fn build(
         None => report.add("_format_version", "required field missing (use \"3.0\")"),
         // "1.1" as Kong reads it: like "2.1".
         Some(Value::String(v)) if v == "3.0" || v == "2.1" || v == "1.1" => {}
+        // `3.0` unquoted is a YAML number, which Kong's schema refuses too.
+        Some(number @ Value::Number(_))
+            if ["3.0", "2.1", "1.1"].contains(&yaml_inline(number).as_str()) =>
+        {
+            report.add(
+                "_format_version",
+                format!("must be a string: quote it (\"{}\")", yaml_inline(number)),
+            )
+        }
         Some(other) => report.add(
             "_format_version",
             format!(
@@ -1201,7 +1226,7 @@ fn build(
             },
         };
         if let Some(name) = &file.name {
-            if let Some(first) = route_names.insert(name.clone(), path.clone()) {
+            if let Some(first) = first_seen(&mut route_names, name.clone(), path.clone()) {
                 report.add(
                     format!("{path}.name"),
                     format!("duplicate route name '{name}' (first at {first})"),
@@ -1211,7 +1236,7 @@ fn build(
         // Two routes under one id: a plugin scoped to that id would guard one of them
         // and leave the other open.
         if let Some(id) = &file.id {
-            if let Some(first) = route_ids.insert(id.clone(), path.clone()) {
+            if let Some(first) = first_seen(&mut route_ids, id.clone(), path.clone()) {
                 report.add(
                     format!("{path}.id"),
                     format!("duplicate route id '{id}' (first at {first})"),

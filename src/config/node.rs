@@ -583,9 +583,17 @@ fn parse_listen(entry: &str) -> Result<Listen, String> {
         match word {
             "reuseport" => {}
             "ssl" => ssl = true,
-            _ => match word.strip_prefix("backlog=").map(str::parse::<u32>) {
-                Some(Ok(n)) if n > 0 => backlog = n,
-                _ => return Err(format!("'{entry}': unknown listen flag '{word}'")),
+            _ => match word.strip_prefix("backlog=") {
+                Some(n) => match n.parse::<i32>() {
+                    // listen(2) takes an int; the kernel caps it at somaxconn.
+                    Ok(n) if n > 0 => backlog = n as u32,
+                    _ => {
+                        return Err(format!(
+                            "'{entry}': backlog must be a whole number from 1 to 2147483647 (got '{n}')"
+                        ))
+                    }
+                },
+                None => return Err(format!("'{entry}': unknown listen flag '{word}'")),
             },
         }
     }

@@ -2076,3 +2076,45 @@ ringway:
     .expect("saved state loads");
     assert_eq!(config.services[0].host, "127.0.0.1");
 }
+
+/// Messages say what is wrong in the file's terms: no Rust type names, a flag's bad value
+/// is not an unknown flag, a third duplicate names the first, and an unquoted version is
+/// told to be quoted.
+#[test]
+fn problems_name_what_is_wrong_in_the_files_terms() {
+    let found = problems(
+        r#"_format_version: 3.0
+services:
+  - name: s
+    url: http://127.0.0.1:1
+    routes:
+      - { name: r1, paths: [/a], headers: { x-a: [1] } }
+      - { name: r1, paths: [/b] }
+routes:
+  - { name: r1, paths: [/c], service: s }
+ringway:
+  proxy_listen: ["127.0.0.1:8000 backlog=0"]
+"#,
+    );
+    for (prefix, says) in [
+        ("_format_version", "must be a string: quote it (\"3.0\")"),
+        (
+            "services[0].routes[0].headers.x-a",
+            "expected a string or a list of strings",
+        ),
+        (
+            "services[0].routes[1].name",
+            "(first at services[0].routes[0])",
+        ),
+        ("routes[0].name", "(first at services[0].routes[0])"),
+        ("ringway.proxy_listen", "backlog must be a whole number"),
+    ] {
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with(prefix) && p.contains(says)),
+            "missing {prefix}: ... {says} in {found:#?}"
+        );
+    }
+    assert!(!found.iter().any(|p| p.contains("untagged")), "{found:#?}");
+}

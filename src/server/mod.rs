@@ -164,11 +164,12 @@ pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
     // The bound addresses, so `:0` shows the port the kernel chose.
     let addresses: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
     log::info!(
-        "ringway {} listening on {} (admin {}), {} workers on {}",
+        "ringway {} listening on {} (admin {}), {} worker{} on {}",
         crate::VERSION,
         addresses.join(", "),
         admin_addr,
         node.workers,
+        if node.workers == 1 { "" } else { "s" },
         driver.name()
     );
 
