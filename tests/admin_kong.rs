@@ -282,6 +282,49 @@ fn post_config_takes_a_multipart_config_file() {
 // ---------------------------------------------------------------------------------------
 // 3. url on PATCH
 
+/// `POST /config` bodies that are not what their type says get an answer naming the
+/// mistake: a file sent as a form without `config=` (curl's default type), and JSON
+/// that does not parse as JSON.
+#[test]
+fn post_config_names_a_body_sent_under_the_wrong_type() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let yaml = "_format_version: \"3.0\"\nservices:\n  - name: a\n    url: http://127.0.0.1:9\n    routes:\n      - paths: [\"/x[0]\"]\n";
+    let r = http_request(
+        gw.admin_addr(),
+        "POST",
+        "/config",
+        &[],
+        Some(("application/x-www-form-urlencoded", yaml.as_bytes())),
+    );
+    let j = ok(&r, 400, "a YAML file sent as a form");
+    assert!(
+        j["fields"]["config"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("expected a declarative configuration")),
+        "{j}"
+    );
+    let r = http_request(
+        gw.admin_addr(),
+        "POST",
+        "/config",
+        &[],
+        Some(("application/json", br#"{"_format_version":"3.0""#)),
+    );
+    let j = ok(&r, 400, "truncated JSON");
+    assert!(
+        j["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Cannot parse JSON body")),
+        "{j}"
+    );
+    assert_eq!(
+        gw.admin_get("/services/user-service").status,
+        200,
+        "config kept"
+    );
+}
+
 #[test]
 fn patch_service_with_url_replaces_protocol_host_port_and_path() {
     let o = Origin::start();

@@ -3204,21 +3204,31 @@ fn post_config(control: &Control, request: &Request<'_>) -> Reply {
             match multipart_parts(request.content_type.unwrap_or(""), request.body) {
                 Ok(parts) => match parts.into_iter().find(|p| p.name == "config") {
                     Some(part) => part.data.to_vec(),
-                    None => return field_error("config", "required field missing"),
+                    None => return field_error("config", NO_CONFIG_FIELD),
                 },
                 Err(reply) => return reply,
             }
         }
+        // A file sent as a form without `config=` (curl's `--data-binary @kong.yaml` with
+        // its default type) says so, rather than how its text fails to parse as a form.
         "application/x-www-form-urlencoded" => {
-            match parse_body(request.content_type, request.body, None) {
-                Ok(form) => match form.get("config") {
-                    Some(Value::String(text)) => text.clone().into_bytes(),
-                    Some(other) => serde_json::to_vec(other).unwrap_or_default(),
-                    None => return field_error("config", "required field missing"),
-                },
-                Err(reply) => return reply,
+            match parse_body(request.content_type, request.body, None)
+                .ok()
+                .and_then(|mut form| form.remove("config"))
+            {
+                Some(Value::String(text)) => text.into_bytes(),
+                Some(other) => serde_json::to_vec(&other).unwrap_or_default(),
+                None => return field_error("config", NO_CONFIG_FIELD),
             }
         }
+        // Declared JSON is read as JSON, and its syntax errors named as JSON's.
+        "application/json" => match json_config(request.body) {
+            Some(text) => text,
+            None => match serde_json::from_slice::<serde::de::IgnoredAny>(request.body) {
+                Err(e) => return Reply::message(400, &format!("Cannot parse JSON body: {e}")),
+                Ok(_) => return Reply::message(400, "Cannot parse JSON body: expected an object"),
+            },
+        },
         _ => json_config(request.body).unwrap_or_else(|| request.body.to_vec()),
     };
     // Kong's `?check_hash=1`: 304 when the config is the one running.
@@ -3239,6 +3249,8 @@ fn post_config(control: &Control, request: &Request<'_>) -> Reply {
         }
     }
 }
+
+const NO_CONFIG_FIELD: &str = "expected a declarative configuration: send the file as the form field `config` (`--data-urlencode config@kong.yaml`), or as the body with a YAML or JSON content type";
 
 /// A `POST /config` body that is JSON, as the file layer keeps it; `None` for a body
 /// that is not JSON (YAML, kept as sent). JSON is decoded as JSON, not as YAML: the two

@@ -247,8 +247,7 @@ fn resolve(
     let Some(reference) = reference else {
         return Some(None);
     };
-    if let Some(problem) = reference.disagreement(map, kind) {
-        report.add(path.to_owned(), problem);
+    if reference.refuse_disagreement(map, kind, path, report) {
         return None;
     }
     match reference.key().and_then(|k| map.get(k).map(|i| (k, *i))) {
@@ -436,8 +435,8 @@ pub fn build_consumers(items: Vec<Item>, keys: &mut Keys, report: &mut Report) -
         let mut groups = Vec::new();
         for (i, group) in file.groups.iter().enumerate() {
             if let super::file::GroupRef::Object(object) = group {
-                if let Some(problem) = object.disagreement(&keys.groups, "consumer group") {
-                    report.add(format!("{}.groups[{i}]", item.path), problem);
+                let at = format!("{}.groups[{i}]", item.path);
+                if object.refuse_disagreement(&keys.groups, "consumer group", &at, report) {
                     continue;
                 }
             }

@@ -184,30 +184,56 @@ pub struct ReferenceObject {
 }
 
 impl ReferenceObject {
-    /// The problem of a reference giving a name and an id that are not the same `kind`
-    /// entity's in `keys` (Kong would take the id and drop the name unread).
-    pub fn disagreement(&self, keys: &HashMap<String, usize>, kind: &str) -> Option<String> {
-        let name = self.name.as_deref().or(self.username.as_deref())?;
-        let id = self.id.as_deref()?;
+    /// Checks a reference giving both a name and an id against `keys`: when they name
+    /// different `kind` entities it is a problem (Kong would follow the id and drop the
+    /// name unread); an id that names nothing beside a name that does (a file exported
+    /// from a database whose ids were not kept) is a warning, the name deciding. Returns
+    /// whether the reference is refused.
+    pub(crate) fn refuse_disagreement(
+        &self,
+        keys: &HashMap<String, usize>,
+        kind: &str,
+        path: &str,
+        report: &mut super::Report,
+    ) -> bool {
+        let (Some(name), Some(id)) = (
+            self.name.as_deref().or(self.username.as_deref()),
+            self.id.as_deref(),
+        ) else {
+            return false;
+        };
         match (keys.get(name), keys.get(id)) {
-            // A name that names nothing is reported as the missing reference it is.
-            (None, _) => None,
-            (Some(a), Some(b)) if a == b => None,
-            (Some(_), None) => Some(format!("no {kind} has the id '{id}' given beside '{name}'")),
-            (Some(_), Some(_)) => {
-                Some(format!("'{name}' and the id '{id}' name different {kind}s"))
+            (Some(a), Some(b)) if a != b => {
+                report.add(
+                    path.to_owned(),
+                    format!("'{name}' and the id '{id}' name different {kind}s"),
+                );
+                true
             }
+            (Some(_), None) => {
+                report.warn(format!(
+                    "{path}: no {kind} has the id '{id}'; the {kind} named '{name}' is meant"
+                ));
+                false
+            }
+            // The same entity, or a name that names nothing (reported as missing).
+            _ => false,
         }
     }
 }
 
 impl Reference {
-    /// The problem of a reference whose name and id disagree (see
-    /// [`ReferenceObject::disagreement`]).
-    pub fn disagreement(&self, keys: &HashMap<String, usize>, kind: &str) -> Option<String> {
+    /// See [`ReferenceObject::refuse_disagreement`].
+    pub(crate) fn refuse_disagreement(
+        &self,
+        keys: &HashMap<String, usize>,
+        kind: &str,
+        path: &str,
+        report: &mut super::Report,
+    ) -> bool {
         match self {
-            Reference::Name(_) => None,
-            Reference::Object(object) => object.disagreement(keys, kind),
+            Reference::Name(_) => false,
+            Reference::Object(object) => object.refuse_disagreement(keys, kind, path, report),
         }
     }
 

@@ -123,12 +123,29 @@ impl Muted {
     fn covers(&self, path: &str, message: Option<&str>) -> bool {
         match self {
             Muted::Item { path: item, fields } => {
-                path == item
-                    && message.is_some_and(|message| {
-                        fields
-                            .iter()
-                            .any(|field| message.contains(&format!("'{field}'")))
+                // The item itself, or its parent naming the field through the item (a
+                // plugin's check across its `config` names `'config.minute'`).
+                let through = if path == item {
+                    ""
+                } else {
+                    match item
+                        .strip_prefix(path)
+                        .and_then(|rest| rest.strip_prefix('.'))
+                    {
+                        Some(sub) if !sub.contains(['.', '[']) => sub,
+                        _ => return false,
+                    }
+                };
+                message.is_some_and(|message| {
+                    fields.iter().any(|field| {
+                        let named = if through.is_empty() {
+                            format!("'{field}'")
+                        } else {
+                            format!("'{through}.{field}'")
+                        };
+                        message.contains(&named)
                     })
+                })
             }
             Muted::Field(field) => path.strip_prefix(field.as_str()).is_some_and(|rest| {
                 rest.is_empty() || rest.starts_with('.') || rest.starts_with('[')
@@ -855,6 +872,7 @@ fn parse_fields<T: DeserializeOwned>(
 fn stand_in<T: DeserializeOwned>(value: &mut Value, segments: &[Segment], failed_at: &str) -> bool {
     let candidates = [
         Value::String(String::new()),
+        Value::String("x".into()),
         Value::Number(0.into()),
         Value::Bool(false),
         Value::Mapping(Default::default()),
@@ -863,20 +881,35 @@ fn stand_in<T: DeserializeOwned>(value: &mut Value, segments: &[Segment], failed
     let Some(original) = element_mut(value, segments).map(|e| e.clone()) else {
         return false;
     };
-    for candidate in candidates {
+    // Best, a stand-in the list itself takes too: a list that checks its elements as a
+    // whole (`tags`) would otherwise report the stand-in, a problem nobody wrote.
+    let list = failed_at.rsplit_once('[').map_or("", |(list, _)| list);
+    let mut passable = None;
+    for (i, candidate) in candidates.iter().enumerate() {
         if let Some(element) = element_mut(value, segments) {
-            *element = candidate;
+            *element = candidate.clone();
         }
         match serde_path_to_error::deserialize::<_, T>(&*value) {
             Ok(_) => return true,
-            Err(e) if e.path().to_string() != failed_at => return true,
-            Err(_) => {}
+            Err(e) => {
+                let at = e.path().to_string();
+                if at != failed_at && at != list {
+                    return true;
+                }
+                if at != failed_at && passable.is_none() {
+                    passable = Some(i);
+                }
+            }
         }
     }
+    let chosen = match passable {
+        Some(i) => candidates[i].clone(),
+        None => original,
+    };
     if let Some(element) = element_mut(value, segments) {
-        *element = original;
+        *element = chosen;
     }
-    false
+    passable.is_some()
 }
 
 /// The value at `segments` in `value`, when the path leads to one.
@@ -1197,16 +1230,13 @@ fn build(
     let mut route_ids: HashMap<String, String> = HashMap::new();
     for (path, mut file, parent, route_layer) in route_files {
         let nested_plugins = std::mem::take(&mut file.plugins);
-        let disagreement = file
-            .service
-            .as_ref()
-            .and_then(|r| r.disagreement(&service_keys, "service"));
+        let refused = parent.is_none()
+            && file.service.as_ref().is_some_and(|r| {
+                r.refuse_disagreement(&service_keys, "service", &format!("{path}.service"), report)
+            });
         let service = match parent {
             Some(index) => Some(index),
-            None if disagreement.is_some() => {
-                report.add(format!("{path}.service"), disagreement.unwrap_or_default());
-                None
-            }
+            None if refused => None,
             None => match file.service.as_ref().and_then(|r| r.key()) {
                 None => {
                     report.add(format!("{path}.service"), "required field missing");

@@ -2118,3 +2118,29 @@ ringway:
     }
     assert!(!found.iter().any(|p| p.contains("untagged")), "{found:#?}");
 }
+
+/// A mistyped value is one problem: the checks that run without it (a list's check of
+/// its elements, a plugin's check across its config) do not report its absence.
+#[test]
+fn a_mistyped_value_is_one_problem() {
+    let found = problems(
+        r#"_format_version: "3.0"
+services:
+  - name: s
+    url: http://127.0.0.1:1
+    tags: [1, ok]
+plugins:
+  - name: rate-limiting
+    config: { minute: abc }
+"#,
+    );
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(
+        found[0].starts_with("services[0].tags[0]: invalid type: integer"),
+        "{found:#?}"
+    );
+    assert!(
+        found[1].starts_with("plugins[0].config.minute: invalid type"),
+        "{found:#?}"
+    );
+}
