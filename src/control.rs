@@ -401,19 +401,36 @@ fn name_admin_items(
         let Some((kind, rest)) = problem.path.split_once('[') else {
             continue;
         };
-        // An Admin-created credential or plugin refers to its consumer by id: a consumer
-        // the new file drops is named as the operator knows it.
-        let consumer = crate::config::missing_reference_key(&problem.message, "consumer")
-            .and_then(|id| running.consumers.iter().find(|c| c.id == id));
-        if let Some(consumer) = consumer {
-            let name = consumer.username.as_deref().unwrap_or(&consumer.id);
-            let what = if kind == "plugins" {
-                "plugin"
-            } else {
-                "credential"
+        // An Admin-created entity refers to its parent by id: a parent the new file drops
+        // is named as the operator knows it.
+        let key = |kind| crate::config::missing_reference_key(&problem.message, kind);
+        let parent = key("consumer")
+            .and_then(|id| running.consumers.iter().find(|c| c.id == id))
+            .map(|c| ("consumer", c.username.as_deref().unwrap_or(&c.id)))
+            .or_else(|| {
+                key("service")
+                    .and_then(|id| running.services.iter().find(|s| s.id == id))
+                    .map(|s| ("service", &*s.name))
+            })
+            .or_else(|| {
+                key("route")
+                    .and_then(|id| running.routes.iter().find(|r| r.id == id))
+                    .map(|r| ("route", r.name.as_deref().unwrap_or(&r.id)))
+            })
+            .or_else(|| {
+                key("consumer group")
+                    .and_then(|id| running.consumer_groups.iter().find(|g| g.id == id))
+                    .map(|g| ("consumer group", g.name.as_str()))
+            });
+        if let Some((parent, name)) = parent {
+            let what = match kind {
+                "plugins" => "plugin",
+                "routes" => "route",
+                "consumers" => "consumer",
+                _ => "credential",
             };
             problem.message = format!(
-                "consumer '{name}' is not in the new file, and this {what} still refers to \
+                "{parent} '{name}' is not in the new file, and this {what} still refers to \
                  it (delete the {what} through the Admin API first)"
             );
         }

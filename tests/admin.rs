@@ -1529,6 +1529,24 @@ fn post_config_replaces_the_file_layer_with_a_backup() {
         errors.contains("this plugin still refers to it (delete the plugin"),
         "a plugin is named a plugin: {r:?}"
     );
+
+    // so is removing a file service an Admin-created plugin is scoped to, naming the
+    // service by its name
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/services/fresh-service/plugins",
+        &[("name", "correlation-id")],
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let without_service = "_format_version: \"3.0\"\nconsumers:\n  - username: owner\n";
+    let r = admin_form(&gw, "POST", "/config", &[("config", without_service)]);
+    assert_eq!(r.status, 409, "{r:?}");
+    let errors = r.json()["errors"].to_string();
+    assert!(
+        errors.contains(".service: service 'fresh-service' is not in the new file"),
+        "{r:?}"
+    );
 }
 
 #[test]
