@@ -1401,6 +1401,22 @@ fn refused(
                     .filter(|rest| rest.is_empty() || rest.starts_with('.'))
                     .map(|rest| rest.trim_start_matches('.').to_owned())
             };
+            // A unique key the write's own checks found free but the config it joined
+            // holds (a reload between the check and the write added it): Kong's 409, as
+            // the check would have answered.
+            let taken = problems.0.iter().find_map(|problem| {
+                let field = own(problem)?;
+                let value = problem
+                    .message
+                    .strip_prefix("duplicate ")?
+                    .split('\'')
+                    .nth(1)?;
+                matches!(field.as_str(), "username" | "custom_id" | "name" | "key")
+                    .then(|| (field, value.to_owned()))
+            });
+            if let Some((field, value)) = taken {
+                return unique_violation(&field, &value);
+            }
             // The config was valid before this write: when the written entity has problems
             // of its own, those elsewhere follow from them (a consumer refused for a
             // field's type leaves its credentials without a consumer) and are not shown.
@@ -3293,6 +3309,44 @@ fn config_errors(status: u16, problems: &Problems) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A unique key taken by the time a write joins the config (a reload in between)
+    /// answers Kong's 409, as the write's own check would have; other problems stay 400.
+    #[test]
+    fn a_key_taken_between_check_and_write_is_a_conflict() {
+        let config = Config::from_bytes(
+            b"_format_version: \"3.0\"\n",
+            &crate::config::NodeOverrides::default(),
+        )
+        .unwrap();
+        let problem = |path: &str, message: &str| crate::config::Problem {
+            path: path.into(),
+            message: message.into(),
+        };
+        let reply = refused(
+            Refused::Invalid(crate::config::Problems(vec![problem(
+                "consumers[0].username",
+                "duplicate consumer 'hw-14'",
+            )])),
+            &config,
+            "consumers",
+            Some(0),
+        );
+        assert_eq!(reply.status, 409);
+        let body: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(body["code"], 5, "{body}");
+        assert_eq!(body["fields"]["username"], "hw-14", "{body}");
+        let reply = refused(
+            Refused::Invalid(crate::config::Problems(vec![problem(
+                "consumers[0].custom_id",
+                "invalid type: integer `1`, expected a string",
+            )])),
+            &config,
+            "consumers",
+            Some(0),
+        );
+        assert_eq!(reply.status, 400);
+    }
 
     /// What the file declares is dated when the file was read, unless it says; an SNI
     /// named in an Admin-created certificate, by the certificate.
