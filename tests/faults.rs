@@ -882,6 +882,48 @@ fn an_unasked_100_continue_does_not_end_the_upload() {
     let _ = upload.join();
 }
 
+/// An upstream that sends its success head before it has read the body, then reads the
+/// whole body and only then sends the response body (a streaming server): the upload is
+/// not cut at the head, a client that pauses mid-body still gets the whole answer, and
+/// the connection stays open.
+#[test]
+fn an_early_success_head_does_not_end_the_upload() {
+    let addr = upstream_per_connection(|s| {
+        let mut conn = BufConn::new(s);
+        let deadline = Instant::now() + RESPONSE_DEADLINE;
+        while let Ok(Some(_head)) = conn.read_head(deadline, deadline) {
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+            let mut body = Vec::new();
+            if conn.read_exact_into(10, &mut body, deadline).is_err() {
+                return;
+            }
+            let text = format!("received {}", String::from_utf8_lossy(&body));
+            let _ = conn.write_all(format!("{:x}\r\n{text}\r\n0\r\n\r\n", text.len()).as_bytes());
+        }
+    });
+    let gw = gateway(&format!("http://{addr}"), "");
+    let mut c = gw.client();
+    for round in 0..2 {
+        c.send(b"POST /stream HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n01234")
+            .unwrap();
+        thread::sleep(Duration::from_millis(300));
+        c.send(b"56789").unwrap();
+        let r = c
+            .read_response_within(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+        assert_eq!(
+            (r.status, r.body_str()),
+            (200, "received 0123456789".to_string()),
+            "round {round}: {r:?}"
+        );
+        assert_ne!(
+            r.header("connection"),
+            Some("close"),
+            "round {round}: {r:?}"
+        );
+    }
+}
+
 /// An upstream that answers a large upload at its head (413, as a size limit does) and
 /// closes without reading the body: the client gets that answer, not a 502, and then a
 /// close, since the rest of its body is never read. The connection the gateway wrote to

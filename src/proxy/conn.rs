@@ -1211,13 +1211,21 @@ impl<S: ClientIo> Conn<S> {
         // 413, a 401 before the upload) and stop reading: that answer ends the upload at
         // once, rather than when the client or a write times out. A read or write in
         // flight is abandoned; the caller reads the answer and closes both connections.
-        // An interim 1xx sent unasked ends the watch instead, and the upload goes on.
+        // An interim 1xx sent unasked ends the watch instead, and the upload goes on; so
+        // does a success or redirect (an upstream answering as it reads), read once the
+        // body is sent, or at once should the upstream stop taking the rest after all.
         let mut answer = upstream.watch();
+        let mut taking = false;
+        let write_failure = |fail: IoFail, taking: bool| match fail {
+            IoFail::TimedOut if taking => SendFail::UpstreamGone,
+            fail => body_write_failure(fail),
+        };
         loop {
             // Body bytes still in `buf` (those that did not fit the first write) go first.
             if self.buf.is_empty() && !self.body.is_done() {
                 let read = self.read_body_bytes(body_timeout);
-                let Some(read) = Box::pin(unless_answered(read, &mut answer)).await else {
+                let Some(read) = Box::pin(unless_answered(read, &mut answer, &mut taking)).await
+                else {
                     self.cut = true;
                     return Err(SendFail::UpstreamGone);
                 };
@@ -1239,12 +1247,12 @@ impl<S: ClientIo> Conn<S> {
                         service.write_timeout,
                     );
                     let Some((result, mut buf)) =
-                        Box::pin(unless_answered(write, &mut answer)).await
+                        Box::pin(unless_answered(write, &mut answer, &mut taking)).await
                     else {
                         return Err(SendFail::UpstreamGone);
                     };
                     if let Err(fail) = result {
-                        return Err(body_write_failure(fail));
+                        return Err(write_failure(fail, taking));
                     }
                     buf.drain(..take);
                     self.buf = buf;
@@ -1265,13 +1273,14 @@ impl<S: ClientIo> Conn<S> {
                     let out = std::mem::take(&mut self.out);
                     let write =
                         write_all_within(&worker.idle, upstream, out, service.write_timeout);
-                    let Some((result, out)) = Box::pin(unless_answered(write, &mut answer)).await
+                    let Some((result, out)) =
+                        Box::pin(unless_answered(write, &mut answer, &mut taking)).await
                     else {
                         return Err(SendFail::UpstreamGone);
                     };
                     self.out = out.unwrap_or_default();
                     if let Err(fail) = result {
-                        return Err(body_write_failure(fail));
+                        return Err(write_failure(fail, taking));
                     }
                     if done {
                         self.body = RequestBody::Done;
@@ -1668,12 +1677,17 @@ fn finish(plan: ResponsePlan) -> Next {
 }
 
 /// Runs `op` to its end unless the watched upstream answers first (`None` then). What
-/// arrives may be an interim 1xx sent unasked: that ends the watch, not the operation.
+/// arrives may not end the upload: an interim 1xx sent unasked, or a success or a
+/// redirect, which says the upstream is taking the body (it answers as it reads, or
+/// before it reads, and wants the rest): either ends the watch, not the operation, and
+/// the second sets `taking`, the answer then read once the body is sent. A refusal (4xx,
+/// 5xx) or what does not read as a status is the upstream that stopped reading.
 /// Callers box it: it runs only for a body that did not go up with the head, and
 /// unboxed it would size every request's future.
 async fn unless_answered<F: std::future::Future>(
     op: F,
     answer: &mut Option<upstream::Answer>,
+    taking: &mut bool,
 ) -> Option<F::Output> {
     let mut op = std::pin::pin!(op);
     loop {
@@ -1687,8 +1701,10 @@ async fn unless_answered<F: std::future::Future>(
             done = &mut op => return Some(done),
             _ = arrived => {}
         }
-        if !answer.as_ref().is_some_and(upstream::Answer::is_interim) {
-            return None;
+        match answer.as_ref().and_then(upstream::Answer::status) {
+            Some(100 | 102..=199) => {}
+            Some(200..=399) => *taking = true,
+            _ => return None,
         }
         *answer = None;
     }

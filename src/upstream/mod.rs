@@ -78,10 +78,10 @@ impl Answer {
         let _ = self.0.readable(false).await;
     }
 
-    /// Whether what arrived is an interim `1xx` (other than `101`), which some servers
-    /// send unasked and which does not end the request: a peek, nothing is consumed.
+    /// The status of the response that arrived, when its first twelve bytes are there
+    /// and read as one (`HTTP/1.x NNN`): a peek, nothing is consumed.
     #[allow(unsafe_code)]
-    pub fn is_interim(&self) -> bool {
+    pub fn status(&self) -> Option<u16> {
         let mut head = [0u8; 12];
         // SAFETY: the descriptor is this watch's own copy, open while `self` lives; the
         // buffer is a valid local array of the length given, and MSG_PEEK leaves the
@@ -94,11 +94,14 @@ impl Answer {
                 libc::MSG_PEEK | libc::MSG_DONTWAIT,
             )
         };
-        n == head.len() as isize
-            && head.starts_with(b"HTTP/1.")
-            && head[8] == b' '
-            && head[9] == b'1'
-            && &head[9..12] != b"101"
+        if n != head.len() as isize || !head.starts_with(b"HTTP/1.") || head[8] != b' ' {
+            return None;
+        }
+        head[9..12].iter().try_fold(0u16, |status, &digit| {
+            digit
+                .is_ascii_digit()
+                .then(|| status * 10 + u16::from(digit - b'0'))
+        })
     }
 }
 
