@@ -698,6 +698,49 @@ fn client_body_timeout_gives_408() {
     );
 }
 
+/// RFC 9110 §9.3.2: ringway's own answers to a HEAD carry no content, those to a head
+/// that does not parse, one too large, or one whose body stalls included (each closes).
+#[test]
+fn generated_answers_to_head_have_no_body() {
+    let o = Origin::start();
+    let gw = gateway_for(&o, "ringway:\n  client_body_timeout: 600\n");
+    let long = "x".repeat(9000);
+    for (what, request, status) in [
+        (
+            "space before the colon",
+            "HEAD /a HTTP/1.1\r\nHost : a\r\n\r\n".to_owned(),
+            400,
+        ),
+        (
+            "a header line too long",
+            format!("HEAD /a HTTP/1.1\r\nHost: a\r\nX: {long}\r\n\r\n"),
+            431,
+        ),
+        (
+            "a stalled body",
+            "HEAD /a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nab".to_owned(),
+            408,
+        ),
+    ] {
+        let mut stream = std::net::TcpStream::connect(gw.proxy_addr()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+        let mut got = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stream, &mut got);
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{what}: {text:?}"
+        );
+        assert!(
+            text.ends_with("\r\n\r\n"),
+            "{what}: a body after the head: {text:?}"
+        );
+    }
+}
+
 #[test]
 fn client_body_timeout_is_per_read_not_total() {
     let o = Origin::start();

@@ -344,7 +344,12 @@ impl<S: ClientIo> Conn<S> {
                     // The rest of an oversized head, and a body after it, may still be
                     // arriving.
                     self.body = RequestBody::Abandoned;
-                    self.answer(kind, true, false, NO_EXTRA).await;
+                    let head = self
+                        .buf
+                        .iter()
+                        .position(|b| !matches!(b, b'\r' | b'\n'))
+                        .is_some_and(|at| request::names_head(&self.buf[at..]));
+                    self.answer(kind, true, head, NO_EXTRA).await;
                     self.record(&snapshot, None, started, logged);
                     return None;
                 }
@@ -797,7 +802,7 @@ impl<S: ClientIo> Conn<S> {
         };
         if let Err(kind) = self.take_buffered_body() {
             // Nothing has reached the upstream yet.
-            return self.fail_close(kind).await;
+            return self.fail_close(kind, exchange.head).await;
         }
         if balanced.is_none() && service.addr.is_none() {
             return self
@@ -818,7 +823,7 @@ impl<S: ClientIo> Conn<S> {
             };
         if gather {
             if let Err(kind) = self.gather_body(&exchange, node).await {
-                return self.fail_close(kind).await;
+                return self.fail_close(kind, exchange.head).await;
             }
             // The client has had its `100 Continue`.
             exchange.framing.expect_continue = false;
@@ -978,7 +983,7 @@ impl<S: ClientIo> Conn<S> {
                     Err(_) if early => ErrorKind::BadResponse,
                     Err(kind) => kind,
                 },
-                Err(SendFail::Client(kind)) => return self.fail_close(kind).await,
+                Err(SendFail::Client(kind)) => return self.fail_close(kind, exchange.head).await,
                 Err(SendFail::Upstream(kind)) => kind,
             };
             drop(upstream);
@@ -1077,8 +1082,8 @@ impl<S: ClientIo> Conn<S> {
     /// Answers a failure that leaves the client connection unusable. One found in the
     /// client's body (a broken chunk, a stalled upload) leaves the body unread: the
     /// close lingers.
-    async fn fail_close(&mut self, kind: ErrorKind) -> Next {
-        self.answer(kind, true, false, NO_EXTRA).await;
+    async fn fail_close(&mut self, kind: ErrorKind, head: bool) -> Next {
+        self.answer(kind, true, head, NO_EXTRA).await;
         Next::Close
     }
 
@@ -1549,7 +1554,8 @@ impl<S: ClientIo> Conn<S> {
     /// The upstream broke chunked framing before anything of the body was sent.
     async fn bad_response_after_head(&mut self, _plan: ResponsePlan) -> Next {
         self.out.clear();
-        self.fail_close(ErrorKind::BadResponse).await
+        // A response to a HEAD has no body to break: this request was not one.
+        self.fail_close(ErrorKind::BadResponse, false).await
     }
 
     /// Appends `ubuf[pos..]` to `out`, as a chunk or raw.

@@ -145,6 +145,12 @@ pub struct Reject {
     pub request_id: Option<Box<RequestId>>,
 }
 
+/// Whether a request head, whole or not, is a `HEAD` request's (RFC 9110 §9.3.2: the
+/// answer to one has no content, whatever it is).
+pub fn names_head(head: &[u8]) -> bool {
+    head.starts_with(b"HEAD ")
+}
+
 impl Reject {
     fn fatal(kind: ErrorKind) -> Reject {
         Reject {
@@ -214,17 +220,20 @@ pub fn prepare(
     let mut slots = [const { MaybeUninit::<Header<'_>>::uninit() }; MAX_HEADERS_LIMIT as usize];
     let limit = snapshot.config.node.limits.max_headers.min(slots.len());
     let mut request = httparse::Request::new(&mut []);
+    // A head that does not parse may still say it is a HEAD: its answer has no body.
+    let unparsed = |kind| Reject {
+        head: names_head(head),
+        ..Reject::fatal(kind)
+    };
     match request.parse_with_uninit_headers(head, &mut slots[..limit]) {
         Ok(httparse::Status::Complete(n)) if n == head.len() => {}
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(Reject::fatal(ErrorKind::HeadersTooLarge))
-        }
-        _ => return Err(Reject::fatal(ErrorKind::BadRequest)),
+        Err(httparse::Error::TooManyHeaders) => return Err(unparsed(ErrorKind::HeadersTooLarge)),
+        _ => return Err(unparsed(ErrorKind::BadRequest)),
     }
     let (Some(method), Some(target), Some(version)) =
         (request.method, request.path, request.version)
     else {
-        return Err(Reject::fatal(ErrorKind::BadRequest));
+        return Err(unparsed(ErrorKind::BadRequest));
     };
     let headers: &[Header<'_>] = request.headers;
     let config = &snapshot.config;
