@@ -821,8 +821,11 @@ fn write_forwarded_headers(
             None => write_header(out, header.name.as_bytes(), header.value),
             // Written below as one list.
             Some(Forwarded::For) => {}
+            // A trusted client's value is kept, its first line only: the one ringway
+            // acts on (the scheme it routes by), as nginx's `$http_x_forwarded_proto`
+            // reads it and Kong sends it, so the upstream cannot read another.
             Some(kind) => {
-                if client.trusted {
+                if client.trusted && !kept[kind as usize] {
                     kept[kind as usize] = true;
                     write_header(out, header.name.as_bytes(), header.value);
                 }

@@ -130,6 +130,11 @@ fn forwarded_headers_for_untrusted_and_trusted_clients() {
     assert_eq!(header(&head, "x-forwarded-for"), ["203.0.113.9, 10.0.0.5"]);
     assert_eq!(header(&head, "x-forwarded-proto"), ["https"]);
     assert_eq!(header(&head, "x-real-ip"), ["1.2.3.4"]);
+    // Of a trusted client's repeated lines, the first goes on, alone: the one routed by.
+    let twice = "GET /api HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: 443\r\nX-Forwarded-Port: 80\r\n\r\n";
+    let head = upstream_head(twice, "10.0.0.5").unwrap();
+    assert_eq!(header(&head, "x-forwarded-proto"), ["https"]);
+    assert_eq!(header(&head, "x-forwarded-port"), ["443"]);
 }
 
 #[test]
