@@ -530,6 +530,24 @@ fn exact_admission_headers_and_429_for_one_client() {
     );
 }
 
+/// A request the limiter counted and the upstream then failed (nothing listens) carries
+/// the limiter's headers on the generated 502 too, as on a proxied answer.
+#[test]
+fn a_counted_request_that_fails_upstream_still_gets_its_headers() {
+    let dead = free_addr();
+    let gw = start(&rl_config(
+        &format!("http://{dead}"),
+        "service: svc",
+        "{minute: 5, limit_by: ip}",
+    ));
+    let mut c = Conn::new(gw.proxy_addr());
+    let r = c.get("/x", &[], "a dead upstream");
+    assert_eq!(r.status, 502, "{r:?}");
+    assert_header(&r, "X-RateLimit-Limit-Minute", "5", "the 502");
+    assert_header(&r, "X-RateLimit-Remaining-Minute", "4", "the 502");
+    assert_header(&r, "RateLimit-Remaining", "4", "the 502");
+}
+
 #[test]
 fn spoofed_forwarded_headers_do_not_escape_an_ip_limit() {
     // 127.0.0.1 is not in trusted_ips, so X-Forwarded-For / X-Real-IP are the client's word

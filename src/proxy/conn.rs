@@ -1072,6 +1072,19 @@ impl<S: ClientIo> Conn<S> {
                 [pair.as_bytes(), b"", b""]
             }
         };
+        // A request the rate limiter counted says so on a failure too, as on the answer
+        // it would have had (Kong sets these on whatever the response is).
+        let mut with_rate = Vec::new();
+        let extra: Extra<'_> = match &exchange.rate_headers {
+            Some(headers) => {
+                headers.write(&mut with_rate, false);
+                for part in extra {
+                    with_rate.extend_from_slice(part);
+                }
+                [&with_rate, b"", b""]
+            }
+            None => extra,
+        };
         if self.answer(kind, !keep, exchange.head, extra).await {
             Next::KeepAlive
         } else {
