@@ -1574,6 +1574,44 @@ fn put_applies_the_groups_it_gives() {
     assert_eq!(groups(&gw), ["ga"]);
 }
 
+/// decK writes a group's members under the group (`consumers: [{username: ...}]`): the
+/// same memberships as a consumer's own `groups`, and a member naming no consumer is an
+/// error with its path.
+#[test]
+fn members_listed_under_a_group_are_its_members() {
+    let o = Origin::start();
+    let gw = Gateway::start(&format!(
+        "{}consumer_groups:\n  - name: gold\n    tags: null\n    consumers:\n      - username: alice\n      - {{username: bob, tags: null}}\nconsumers:\n  - username: alice\n  - username: bob\n    groups: [{{name: gold, tags: null, created_at: 1}}]\n  - username: carol\n",
+        base_config(&o)
+    ));
+    for (who, want) in [
+        ("alice", vec!["gold"]),
+        ("bob", vec!["gold"]),
+        ("carol", vec![]),
+    ] {
+        let list = ok(
+            &gw.admin_get(&format!("/consumers/{who}/consumer_groups")),
+            200,
+            who,
+        );
+        let names: Vec<&str> = list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, want, "{who}: {list}");
+    }
+    let (code, err) = check_file(
+        "_format_version: \"3.0\"\nconsumer_groups:\n  - name: gold\n    consumers: [{username: ghost}]\n",
+    );
+    assert_eq!(code, Some(78), "{err}");
+    assert!(
+        err.contains("consumer_groups[0].consumers[0]: no consumer named 'ghost'"),
+        "{err}"
+    );
+}
+
 #[test]
 fn malformed_ids_and_timestamps_are_refused_by_put_and_patch_too() {
     let o = Origin::start();

@@ -34,7 +34,7 @@ struct CertificateFile {
 #[serde(untagged, expecting = "expected an SNI name, or an object with `name`")]
 enum SniEntry {
     Name(String),
-    Object(SniFile),
+    Object(Box<SniFile>),
 }
 
 /// An `snis[]` item (or a nested object).

@@ -284,13 +284,17 @@ pub struct Item {
 }
 
 /// Consumer groups first (consumers refer to them).
+/// Members a group lists (decK's form): where each is, whom it names, and the group.
+pub type NestedMembers = Vec<(String, Reference, usize)>;
+
 pub fn build_groups(
     items: Vec<Item>,
     keys: &mut Keys,
     report: &mut Report,
-) -> (Vec<ConsumerGroup>, Vec<(Item, Scope)>) {
+) -> (Vec<ConsumerGroup>, Vec<(Item, Scope)>, NestedMembers) {
     let mut groups = Vec::new();
     let mut nested_plugins = Vec::new();
+    let mut members = Vec::new();
     for item in items {
         let Some(file) = parse_item::<ConsumerGroupFile>(item.value, &item.path, report) else {
             continue;
@@ -334,6 +338,9 @@ pub fn build_groups(
                 scope,
             ));
         }
+        for (i, member) in file.consumers.into_iter().enumerate() {
+            members.push((format!("{}.consumers[{i}]", item.path), member, index));
+        }
         groups.push(ConsumerGroup {
             id,
             name,
@@ -342,7 +349,25 @@ pub fn build_groups(
             layer: item.layer,
         });
     }
-    (groups, nested_plugins)
+    (groups, nested_plugins, members)
+}
+
+/// Adds the memberships groups list to their consumers (once the consumers are built).
+pub fn add_nested_members(
+    members: NestedMembers,
+    consumers: &mut [Consumer],
+    keys: &Keys,
+    report: &mut Report,
+) {
+    for (path, member, group) in members {
+        if let Some(Some(consumer)) =
+            resolve(&keys.consumers, Some(&member), "consumer", &path, report)
+        {
+            if let Some(consumer) = consumers.get_mut(consumer) {
+                consumer.groups.push(group);
+            }
+        }
+    }
 }
 
 /// Consumers, their nested credentials (with the consumer's index) and their nested

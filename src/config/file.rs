@@ -36,7 +36,8 @@ pub fn entity_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String
 /// other than `,` and `/` (the separators of the Admin API's `?tags=` filter) or of
 /// characters beyond ASCII.
 pub fn tags<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    let tags = Vec::<String>::deserialize(d)?;
+    // `tags: null`, as Kong's exports write an entity without tags.
+    let tags = Option::<Vec<String>>::deserialize(d)?.unwrap_or_default();
     let valid = |tag: &str| {
         !tag.is_empty()
             && tag.chars().all(|c| {
@@ -181,6 +182,14 @@ pub struct ReferenceObject {
     pub username: Option<String>,
     #[serde(default, deserialize_with = "entity_id")]
     pub id: Option<String>,
+    /// The referenced entity's own bookkeeping, as Kong's Admin API shows a consumer's
+    /// groups (an export may carry the whole object): no part of the reference.
+    #[serde(default, deserialize_with = "tags", rename = "tags")]
+    _tags: Vec<String>,
+    #[serde(rename = "created_at")]
+    _created_at: Option<u64>,
+    #[serde(rename = "updated_at")]
+    _updated_at: Option<u64>,
 }
 
 impl ReferenceObject {
@@ -367,7 +376,7 @@ impl ListenList {
 #[derive(Debug, Deserialize)]
 #[serde(
     untagged,
-    expecting = "expected a group name, or an object with `name` or `id` and no other field"
+    expecting = "expected a group name, or an object with `name` or `id` (and Kong's `tags`, `created_at`, `updated_at`)"
 )]
 pub enum GroupRef {
     #[serde(deserialize_with = "reference_key")]
@@ -440,6 +449,10 @@ pub struct ConsumerGroupFile {
     pub updated_at: Option<u64>,
     #[serde(default)]
     pub plugins: Vec<Value>,
+    /// Members listed under the group, as decK writes them (`consumers: [{username:
+    /// alice}]`): the same memberships as a consumer's own `groups`.
+    #[serde(default)]
+    pub consumers: Vec<Reference>,
 }
 
 /// A `plugins[]` item.

@@ -1311,7 +1311,7 @@ fn build(
             layer: admin_from.layer(kind, i),
         }
     };
-    let (consumer_groups, group_plugins) = entities::build_groups(
+    let (consumer_groups, group_plugins, group_members) = entities::build_groups(
         top.consumer_groups
             .into_iter()
             .enumerate()
@@ -1329,6 +1329,7 @@ fn build(
         &mut keys,
         report,
     );
+    entities::add_nested_members(group_members, &mut consumers, &keys, report);
     // As Kong Enterprise: of a consumer's groups whose plugins tie in precedence, the
     // group first by name wins, whatever order the consumer lists them in.
     for consumer in &mut consumers {
