@@ -670,6 +670,79 @@ pub fn utf8_name_problem(name: &str) -> Option<String> {
 /// The plugin names this version implements.
 pub const KNOWN_PLUGINS: &[&str] = &["correlation-id", "jwt", "prometheus", "rate-limiting"];
 
+/// Kong's own plugins (bundled and Enterprise) that this version does not implement: a
+/// file moving from Kong names them, and is told so rather than of a typo.
+const KONG_PLUGINS: &[&str] = &[
+    "acl",
+    "acme",
+    "ai-proxy",
+    "ai-prompt-decorator",
+    "ai-prompt-guard",
+    "ai-prompt-template",
+    "ai-request-transformer",
+    "ai-response-transformer",
+    "aws-lambda",
+    "azure-functions",
+    "basic-auth",
+    "bot-detection",
+    "canary",
+    "cors",
+    "datadog",
+    "file-log",
+    "grpc-gateway",
+    "grpc-web",
+    "hmac-auth",
+    "http-log",
+    "ip-restriction",
+    "jwt-signer",
+    "key-auth",
+    "key-auth-enc",
+    "ldap-auth",
+    "loggly",
+    "mtls-auth",
+    "oauth2",
+    "oauth2-introspection",
+    "opa",
+    "openid-connect",
+    "opentelemetry",
+    "post-function",
+    "pre-function",
+    "proxy-cache",
+    "proxy-cache-advanced",
+    "rate-limiting-advanced",
+    "redirect",
+    "request-size-limiting",
+    "request-termination",
+    "request-transformer",
+    "request-transformer-advanced",
+    "request-validator",
+    "response-ratelimiting",
+    "response-transformer",
+    "response-transformer-advanced",
+    "session",
+    "standard-webhooks",
+    "statsd",
+    "syslog",
+    "tcp-log",
+    "udp-log",
+    "zipkin",
+];
+
+/// The problem of a plugin name this version does not implement.
+pub fn unknown_plugin(name: &str) -> String {
+    let available = KNOWN_PLUGINS.join(", ");
+    match name {
+        "rate-limiting-advanced" => format!(
+            "plugin '{name}' is not implemented by this version of ringway: `rate-limiting` \
+             takes the same limits per period, per consumer group too (available: {available})"
+        ),
+        _ if KONG_PLUGINS.contains(&name) => format!(
+            "plugin '{name}' is not implemented by this version of ringway (available: {available})"
+        ),
+        _ => format!("unknown plugin '{name}' (available: {available})"),
+    }
+}
+
 /// Where a plugin's config problem is reported: `config.FIELD`, or the plugin itself
 /// for an empty field (a check across fields, Kong's `@entity`).
 fn config_field(plugin: &str, field: &str) -> String {
@@ -793,13 +866,7 @@ pub fn build_plugins(
             continue;
         };
         if !KNOWN_PLUGINS.contains(&name.as_str()) {
-            report.add(
-                format!("{}.name", item.path),
-                format!(
-                    "unknown plugin '{name}' (available: {})",
-                    KNOWN_PLUGINS.join(", ")
-                ),
-            );
+            report.add(format!("{}.name", item.path), unknown_plugin(&name));
             continue;
         }
         let mut scope = nested;

@@ -368,13 +368,26 @@ fn unsupported_entities_and_versions_are_errors() {
     assert!(found
         .iter()
         .any(|p| p.starts_with("_format_version: required")));
-    let found = problems("_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://a:1\n    plugins:\n      - name: acl\n");
-    assert!(
-        found
-            .iter()
-            .any(|p| p.starts_with("services[0].plugins[0].name: unknown plugin 'acl'")),
-        "{found:?}"
-    );
+    // Kong's own plugins are named as such, a typo as unknown.
+    let found = problems("_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://a:1\n    plugins:\n      - name: acl\n        enabled: false\n      - name: rate-limiting-advanced\n      - name: acl-typo\n");
+    for (path, says) in [
+        (
+            "services[0].plugins[0].name",
+            "plugin 'acl' is not implemented by this version",
+        ),
+        (
+            "services[0].plugins[1].name",
+            "`rate-limiting` takes the same limits",
+        ),
+        ("services[0].plugins[2].name", "unknown plugin 'acl-typo'"),
+    ] {
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with(path) && p.contains(says)),
+            "{path}: {says}: {found:?}"
+        );
+    }
 }
 
 #[test]
