@@ -1339,6 +1339,16 @@ fn post_config_replaces_the_file_layer_with_a_backup() {
     assert_eq!(r.status, 200, "{r:?}");
     assert!(r.json().is_object(), "GET /config as JSON: {r:?}");
     assert!(r.body_str().contains("fresh-route"));
+    // Saved as a file, that answer is a config `check` accepts, as is Kong's own shape
+    // (the YAML as a string).
+    let yaml = gw.admin_get("/config").body_str();
+    for saved in [
+        r.body_str(),
+        serde_json::json!({ "config": yaml }).to_string(),
+    ] {
+        let (code, err) = check_file(&saved);
+        assert_eq!(code, Some(0), "{err}\n{saved}");
+    }
     // Media types are case-insensitive (RFC 9110 §8.3.1); a weight of zero refuses one.
     for (accept, json) in [
         ("APPLICATION/Json", true),

@@ -1751,6 +1751,18 @@ pub fn document(text: &str) -> Result<Value, String> {
             break;
         }
     }
+    // What `GET /config` answers in JSON (`{"config": {...}}`), or Kong's own answer
+    // (`{"config": "<the YAML>"}`), saved as a file: the config it wraps. No config has
+    // `config` as its only key.
+    let wrapped = match doc.as_mapping() {
+        Some(map) if map.len() == 1 => map.get("config").cloned(),
+        _ => None,
+    };
+    match wrapped {
+        Some(Value::Mapping(config)) => doc = Value::Mapping(config),
+        Some(Value::String(text)) => return document(&text),
+        _ => {}
+    }
     yaml11_booleans(&mut doc);
     untag(&mut doc);
     Ok(doc)
