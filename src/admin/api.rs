@@ -1283,6 +1283,8 @@ fn service_json(config: &Config, i: usize) -> Value {
         "tls_verify": s.tls_verify,
         "tls_verify_depth": s.tls_verify_depth,
         "ca_certificates": s.ca_certificates,
+        // Refused when set (not supported): null, as Kong shows a service without one.
+        "client_certificate": null,
         "tags": tags(&s.tags),
         "created_at": null,
         "updated_at": null,
@@ -1352,6 +1354,11 @@ fn route_json(config: &Config, i: usize) -> Value {
         "protocols": protocols,
         "https_redirect_status_code": r.https_redirect_status_code,
         "path_handling": "v0",
+        // Stream and TLS-passthrough matching, refused when set: null, as Kong shows an
+        // http route.
+        "snis": null,
+        "sources": null,
+        "destinations": null,
         "service": { "id": config.services[r.service].id },
         "tags": tags(&r.tags),
         "created_at": null,
