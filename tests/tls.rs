@@ -2136,6 +2136,21 @@ fn admin_api_certificates_and_snis_take_effect_without_restart() {
         "the certificate created through the Admin API survives a restart"
     );
 
+    // A reload whose file holds no certificate for the TLS listener is refused, though an
+    // Admin-created one is there: a restart, which reads the file alone first, would
+    // refuse that file.
+    let hash = t.gw.status_json()["configuration_hash"].clone();
+    t.gw.write_config(&tls_config(&origin, "", ""));
+    t.gw.send_signal("HUP");
+    let refused = wait_for(Duration::from_secs(10), || {
+        t.gw.stderr_text()
+            .contains("needs a certificate in the file")
+            .then_some(())
+    });
+    assert!(refused.is_some(), "{}", t.gw.stderr_text());
+    assert_eq!(t.gw.status_json()["configuration_hash"], hash);
+    t.gw.write_config(&cfg);
+
     // An SNI named in its certificate's `snis` is deleted like any other; the
     // certificate stays.
     let r = admin_form(&t.gw, "DELETE", "/snis/new.test", &[]);

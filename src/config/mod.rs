@@ -1054,7 +1054,17 @@ fn build(
         ),
     }
 
-    let node = node::build(top.ringway, overrides, !top.certificates.is_empty(), report);
+    // A TLS listener's certificate comes from the file (its own `certificates`, or
+    // `ssl_cert`): one created through the Admin API would let a reload pass that a
+    // restart, which checks the file first, then refuses.
+    let file_certificates = top.certificates.len().min(
+        admin_from
+            .0
+            .get("certificates")
+            .copied()
+            .unwrap_or(usize::MAX),
+    );
+    let node = node::build(top.ringway, overrides, file_certificates > 0, report);
 
     if !top.vaults.is_empty() {
         report.add(

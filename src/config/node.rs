@@ -487,7 +487,7 @@ fn build_with(
             if listen.ssl {
                 report.add(
                     listen_name(i),
-                    "a TLS listener needs a certificate (certificates, or ringway.ssl_cert and ssl_cert_key)",
+                    "a TLS listener needs a certificate in the file (certificates, or ringway.ssl_cert and ssl_cert_key; one created through the Admin API does not count, as a restart reads the file alone first)",
                 );
             }
         }
