@@ -1723,7 +1723,20 @@ fn check_reports_tls_config_errors_with_their_paths() {
         key_path: PathBuf::new(),
     };
     let ssl_listen = "ringway:\n  proxy_listen: [\"127.0.0.1:0\", \"127.0.0.1:0 ssl\"]\n";
+    let same_type_alt = format!(
+        "    cert_alt: {}    key_alt: {}",
+        block(&b.pem, 6),
+        block(&b.key, 6)
+    );
     let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "an alternative certificate of the same key type (never chosen)",
+            format!(
+                "{head}{}",
+                certificates(&[cert_item(&a, &["a.test"], &same_type_alt)])
+            ),
+            "certificates[0].cert_alt: certificate and alternative certificate need to have different type",
+        ),
         (
             "a key that does not match the certificate",
             format!(
@@ -2165,6 +2178,14 @@ fn admin_api_certificates_and_snis_take_effect_without_restart() {
         py.which(t.port, Some("unclaimed.test"), &known),
         "after DELETE /snis/new.test the name is unclaimed"
     );
+    let r = admin_json(
+        &t.gw,
+        "POST",
+        "/snis",
+        &json!({"name": "new.test", "certificate": {"id": "0d4b4a4e-8d4e-4a3b-9b1a-0c7e2f1d5e6f"}}),
+    );
+    assert_eq!(r.status, 400, "an SNI of no certificate: {r:?}");
+    assert_eq!(r.json()["code"], 4, "Kong's foreign key violation: {r:?}");
     let r = admin_json(
         &t.gw,
         "POST",

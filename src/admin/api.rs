@@ -1721,8 +1721,23 @@ fn create_sni(control: &Control, config: &Config, body: Body) -> Reply {
     });
     match taken {
         Err(reply) | Ok(Some(reply)) => reply,
-        Ok(None) => write(control, config, "snis", body, None),
+        Ok(None) => match missing_certificate(config, &body) {
+            Some(reply) => reply,
+            None => write(control, config, "snis", body, None),
+        },
     }
+}
+
+/// Kong's foreign key violation (code 4) for an SNI whose `certificate` names none.
+fn missing_certificate(config: &Config, body: &Body) -> Option<Reply> {
+    let id = match body.get("certificate")? {
+        Value::String(id) => id.as_str(),
+        Value::Object(reference) => reference.get("id")?.as_str()?,
+        _ => return None,
+    };
+    let id = crate::config::canonical_key(id.to_owned());
+    (!config.certificates.iter().any(|c| c.id == id))
+        .then(|| missing_reference("certificate", "certificates", "id", &id))
 }
 
 /// A PUT answers 200 whether it created the entity or replaced it, as Kong's does.

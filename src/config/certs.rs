@@ -138,6 +138,19 @@ pub fn build(
         match (&file.cert_alt, &file.key_alt) {
             (None, None) => {}
             (Some(cert_alt), Some(key_alt)) => match tls::certified_key(cert_alt, key_alt) {
+                // As Kong: the alternative is for clients the first cannot serve, so of
+                // another key type; one of the same type would never be chosen.
+                Ok(k) if k.key.algorithm() == keys[0].key.algorithm() => {
+                    report.add(
+                        format!("{}.cert_alt", item.path),
+                        format!(
+                            "certificate and alternative certificate need to have different \
+                             type (e.g. RSA and ECDSA), the provided certificates were both {:?}",
+                            k.key.algorithm()
+                        ),
+                    );
+                    continue;
+                }
                 Ok(k) => keys.push(k),
                 Err((which, message)) => {
                     report.add(half(which, "_alt"), message);
