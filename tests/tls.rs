@@ -2194,6 +2194,29 @@ fn admin_api_certificates_and_snis_take_effect_without_restart() {
     );
     assert_eq!(r.status, 201, "POST /snis new.test: {r:?}");
 
+    // A PATCH of the certificate's `snis` is its whole list: a name added through
+    // `/snis` and left out goes.
+    let r = admin_json(
+        &t.gw,
+        "POST",
+        "/snis",
+        &json!({"name": "extra2.test", "certificate": {"id": id}}),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = admin_json(
+        &t.gw,
+        "PATCH",
+        &format!("/certificates/{id}"),
+        &json!({"snis": ["new.test"]}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["snis"], json!(["new.test"]), "{r:?}");
+    assert_eq!(
+        admin_form(&t.gw, "GET", "/snis/extra2.test", &[]).status,
+        404
+    );
+    assert_eq!(py.which(t.port, Some("new.test"), &known), "N");
+
     // Delete: the name no longer gets that certificate, and its SNIs go with it (Kong
     // cascades), the top-level one too.
     let r = admin_form(&t.gw, "DELETE", &format!("/certificates/{id}"), &[]);

@@ -1773,7 +1773,16 @@ fn update_generic(
     let Some(index) = admin_index(control, kind, id) else {
         return not_found();
     };
+    // As Kong: a certificate's `snis` is the whole list of its names, those added through
+    // `/snis` included, so a PATCH giving it drops the others.
+    let replaces_snis = kind == "certificates" && patch.contains_key("snis");
     let outcome = control.update_admin(|admin| {
+        if replaces_snis {
+            admin_list(admin, "snis").retain(|sni| {
+                let of = &sni["certificate"];
+                of.as_str().or_else(|| of["id"].as_str()) != Some(id)
+            });
+        }
         let list = admin_list(admin, kind);
         if let Some(Value::Object(entity)) = list.get_mut(index) {
             for (k, v) in patch {
