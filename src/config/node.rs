@@ -583,6 +583,12 @@ fn parse_listen(entry: &str) -> Result<Listen, String> {
         match word {
             "reuseport" => {}
             "ssl" => ssl = true,
+            // Kong's default `proxy_listen` has it: said plainly rather than as unknown.
+            "http2" => {
+                return Err(format!(
+                    "'{entry}': HTTP/2 is not supported by this version of ringway (drop `http2`: listeners serve HTTP/1.1)"
+                ))
+            }
             _ => match word.strip_prefix("backlog=") {
                 Some(n) => match n.parse::<i32>() {
                     // listen(2) takes an int; the kernel caps it at somaxconn.

@@ -2106,7 +2106,7 @@ services:
 routes:
   - { name: r1, paths: [/c], service: s }
 ringway:
-  proxy_listen: ["127.0.0.1:8000 backlog=0"]
+  proxy_listen: ["127.0.0.1:8000 backlog=0", "127.0.0.1:8443 http2 ssl"]
 "#,
     );
     for (prefix, says) in [
@@ -2121,6 +2121,7 @@ ringway:
         ),
         ("routes[0].name", "(first at services[0].routes[0])"),
         ("ringway.proxy_listen", "backlog must be a whole number"),
+        ("ringway.proxy_listen", "HTTP/2 is not supported"),
     ] {
         assert!(
             found
