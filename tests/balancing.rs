@@ -654,6 +654,37 @@ fn admin_api_writes_upstreams_and_targets() {
     assert_eq!(r.status, 201, "{r:?}");
     let targets = gw.admin_get("/upstreams/api-pool/targets").json();
     assert_eq!(targets["data"], json!([]), "{targets}");
+
+    // A target marked unhealthy, deleted and created again starts healthy, as Kong's: a
+    // new target, whatever address it has.
+    let add_a = || {
+        let r = admin_form(
+            &gw,
+            "POST",
+            "/upstreams/api-pool/targets",
+            &[("target", &target(&a))],
+        );
+        assert_eq!(r.status, 201, "{r:?}");
+    };
+    add_a();
+    let at_a = format!("/upstreams/api-pool/targets/{}", target(&a));
+    let r = http_request(
+        gw.admin_addr(),
+        "PUT",
+        &format!("{at_a}/unhealthy"),
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(proxy_get(&gw, "/", &[]).status, 503, "marked unhealthy");
+    let r = http_request(gw.admin_addr(), "DELETE", &at_a, &[], None);
+    assert_eq!(r.status, 204, "{r:?}");
+    add_a();
+    assert_eq!(
+        proxy_get(&gw, "/", &[]).status,
+        200,
+        "created again: healthy"
+    );
 }
 
 #[test]

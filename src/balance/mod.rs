@@ -156,14 +156,15 @@ pub fn state(upstream: &Upstream, target: &crate::config::Target) -> &'static st
     }
 }
 
-/// Every live `Health`, by upstream name and target, so a reload that keeps a target
-/// keeps its state.
+/// Every live `Health`, by upstream and target id, so a reload that keeps a target keeps
+/// its state, and one deleted and created again (a new id) starts afresh.
 static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(Mutex::default);
 
-/// `(upstream name, target)` to its health.
+/// `(upstream id, target id)` to its health.
 type Registry = HashMap<(String, String), Weak<Health>>;
 
-/// The health of `target` in `upstream`: the existing one when a config still holds it.
+/// The health of target `target` in `upstream` (ids): the existing one when a config still
+/// holds it.
 pub fn health_of(upstream: &str, target: &str) -> Arc<Health> {
     let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
     let key = (upstream.to_owned(), target.to_owned());

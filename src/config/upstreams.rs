@@ -869,10 +869,13 @@ fn build_target(
             .to_owned(),
     )
     .ok();
+    // By ids: a reload keeps a target's health, a target (or upstream) deleted and
+    // created again starts healthy, as Kong's does.
+    let health = balance::health_of(&upstream.id, &id);
     Some(Target {
         id,
         server_name,
-        health: balance::health_of(&upstream.name, &target),
+        health,
         addr_text: addr.map(|a| a.to_string()).unwrap_or_default(),
         addr,
         target,
