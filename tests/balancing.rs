@@ -642,6 +642,18 @@ fn admin_api_writes_upstreams_and_targets() {
         503,
         "only a weight-0 target left"
     );
+    // The balancer's own health says so, checks or not.
+    let balancer = gw
+        .admin_get("/upstreams/api-pool/health?balancer_health=1")
+        .json();
+    assert_eq!(
+        (
+            &balancer["data"]["health"],
+            &balancer["data"]["details"]["healthy"]
+        ),
+        (&json!("HEALTHCHECKS_OFF"), &json!(false)),
+        "{balancer}"
+    );
 
     // Deleting the upstream takes its targets with it.
     let r = http_request(gw.admin_addr(), "DELETE", "/upstreams/api-pool", &[], None);

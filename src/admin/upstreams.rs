@@ -108,9 +108,12 @@ pub(super) fn target<'c>(up: &'c Upstream, key: &str) -> Option<(&'c Upstream, &
 /// checks, else whether the healthy weight is above `healthchecks.threshold`.
 fn balancer_health_json(up: &Upstream) -> Value {
     let (total, available) = crate::balance::weights(up);
+    // Whether the balancer can pick a target: healthy weight above the threshold, as
+    // Kong's balancer says it in `details.healthy`, checks or not.
+    let healthy = crate::balance::threshold_met(up, (total, available)) && available > 0;
     let health = if !up.checks_on() {
         "HEALTHCHECKS_OFF"
-    } else if crate::balance::threshold_met(up, (total, available)) && available > 0 {
+    } else if healthy {
         "HEALTHY"
     } else {
         "UNHEALTHY"
@@ -120,7 +123,7 @@ fn balancer_health_json(up: &Upstream) -> Value {
         "balancer_health": health,
         "id": up.id,
         "details": {
-            "healthy": health != "UNHEALTHY",
+            "healthy": healthy,
             "weight": {
                 "total": total,
                 "available": available,
