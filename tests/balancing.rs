@@ -434,6 +434,20 @@ fn active_checks_mark_a_target_down_and_bring_it_back() {
     assert_eq!(tally(&gw, 4, "/", &[]).get("a"), Some(&2));
 }
 
+/// Kong's `details.healthy` is whether the balancer can pick a target, checks or not: an
+/// upstream without checks whose only target has weight 0 answers 503, and says so.
+#[test]
+fn balancer_health_without_checks_says_whether_a_target_can_be_picked() {
+    let a = named("a");
+    let gw = Gateway::start(&config("", &[(target(&a), 0)], ""));
+    assert_eq!(proxy_get(&gw, "/", &[]).status, 503);
+    let balancer = gw
+        .admin_get("/upstreams/pool/health?balancer_health=1")
+        .json();
+    assert_eq!(balancer["data"]["health"], "HEALTHCHECKS_OFF", "{balancer}");
+    assert_eq!(balancer["data"]["details"]["healthy"], false, "{balancer}");
+}
+
 #[test]
 fn admin_api_lists_upstreams_and_targets() {
     let a = named("a");
@@ -642,7 +656,7 @@ fn admin_api_writes_upstreams_and_targets() {
         503,
         "only a weight-0 target left"
     );
-    // The balancer's own health says so, checks or not.
+    // The balancer's own health says so (passive checks are on since the PATCH above).
     let balancer = gw
         .admin_get("/upstreams/api-pool/health?balancer_health=1")
         .json();
@@ -651,7 +665,7 @@ fn admin_api_writes_upstreams_and_targets() {
             &balancer["data"]["health"],
             &balancer["data"]["details"]["healthy"]
         ),
-        (&json!("HEALTHCHECKS_OFF"), &json!(false)),
+        (&json!("UNHEALTHY"), &json!(false)),
         "{balancer}"
     );
 
