@@ -117,9 +117,10 @@ fn consistent_hashing_sticks_a_key_to_one_target() {
         *used.entry(first.into_keys().next().unwrap()).or_insert(0) += 1;
     }
     assert_eq!(used.len(), 3, "30 keys spread over every target: {used:?}");
-    // As Kong: a header sent twice hashes its values joined.
+    // As Kong 3.6+ (nginx's `$http_x_user`): a header sent twice hashes its values
+    // joined by ", ".
     for user in 0..10 {
-        let joined = tally(&gw, 2, "/", &[("x-user", &format!("p{user}q{user}"))]);
+        let joined = tally(&gw, 2, "/", &[("x-user", &format!("p{user}, q{user}"))]);
         let (p, q) = (format!("p{user}"), format!("q{user}"));
         let twice = tally(&gw, 2, "/", &[("x-user", &p), ("x-user", &q)]);
         assert_eq!(joined, twice, "user {user}");
@@ -143,7 +144,7 @@ fn hash_on_cookie_sets_the_cookie_then_sticks_to_it() {
         .header("set-cookie")
         .expect("a Set-Cookie for the new key");
     assert!(
-        set.starts_with("sticky=") && set.ends_with("; Path=/app"),
+        set.starts_with("sticky=") && set.ends_with("; Path=/app; SameSite=Lax; HttpOnly"),
         "{set}"
     );
     let cookie = set.split(';').next().unwrap().to_owned();
@@ -161,6 +162,23 @@ fn hash_on_cookie_sets_the_cookie_then_sticks_to_it() {
     let again = proxy_get(&gw, "/", &[("cookie", &shouted)]);
     assert_eq!(again.header("set-cookie"), None, "{again:?}");
     assert_eq!(again.body_str(), first.body_str());
+
+    // A cookie as the fallback is set the same way when the client has neither.
+    let gw = Gateway::start(&config(
+        "algorithm: consistent-hashing\nhash_on: header\nhash_on_header: x-user\nhash_fallback: cookie\nhash_on_cookie: sticky",
+        &[(target(&a), 100), (target(&b), 100)],
+        "",
+    ));
+    let first = proxy_get(&gw, "/", &[]);
+    let set = first
+        .header("set-cookie")
+        .expect("a Set-Cookie for the fallback's new key");
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let with_cookie = tally(&gw, 8, "/", &[("cookie", &cookie)]);
+    assert_eq!(with_cookie.len(), 1, "{with_cookie:?}");
+    assert_eq!(with_cookie.keys().next(), Some(&first.body_str()));
+    let by_header = proxy_get(&gw, "/", &[("x-user", "u1")]);
+    assert_eq!(by_header.header("set-cookie"), None, "the header decided");
 }
 
 #[test]

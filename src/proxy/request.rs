@@ -541,7 +541,8 @@ impl Balance {
                 HashOn::Consumer => config.consumers.get(access.consumer_index?)?.id.as_str(),
                 HashOn::Ip => facts.client_ip,
                 HashOn::Path => path,
-                // As Kong: a header sent more than once hashes all its values, joined.
+                // As Kong 3.6+ (nginx's `$http_NAME`): a header sent more than once
+                // hashes all its values, joined by ", ".
                 HashOn::Header(name) => {
                     let mut values = facts
                         .headers
@@ -549,9 +550,16 @@ impl Balance {
                         .filter(|h| h.name.eq_ignore_ascii_case(name))
                         .filter_map(|h| std::str::from_utf8(crate::http::trim_ows(h.value)).ok());
                     let first = values.next()?;
-                    let rest: String = values.collect();
-                    if !rest.is_empty() {
-                        return Some(format!("{first}{rest}").into());
+                    let mut joined = String::new();
+                    for value in values {
+                        if joined.is_empty() {
+                            joined.push_str(first);
+                        }
+                        joined.push_str(", ");
+                        joined.push_str(value);
+                    }
+                    if !joined.is_empty() {
+                        return Some(joined.into());
                     }
                     first
                 }
@@ -569,14 +577,23 @@ impl Balance {
             (!value.is_empty()).then_some(value.into())
         };
         let value = input(&upstream.hash_on).or_else(|| input(&upstream.hash_fallback));
-        self.key = match (value, &upstream.hash_on) {
+        // A cookie (hashed on, or the fallback) the client lacks is made up and set.
+        let cookie = match (&upstream.hash_on, &upstream.hash_fallback) {
+            (HashOn::Cookie { name, path }, _) | (_, HashOn::Cookie { name, path }) => {
+                Some((name, path))
+            }
+            _ => None,
+        };
+        self.key = match (value, cookie) {
             (Some(value), _) => Some(crate::balance::hash64(value.as_bytes())),
-            (None, HashOn::Cookie { name, path }) => {
+            (None, Some((name, path))) => {
                 let value = crate::config::random_id();
-                self.set_cookie = Some(format!("Set-Cookie: {name}={value}; Path={path}"));
+                self.set_cookie = Some(format!(
+                    "Set-Cookie: {name}={value}; Path={path}; SameSite=Lax; HttpOnly"
+                ));
                 Some(crate::balance::hash64(value.as_bytes()))
             }
-            (None, _) => None,
+            (None, None) => None,
         };
         self
     }
