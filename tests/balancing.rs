@@ -741,8 +741,10 @@ upstreams:
       - target: \"10.0.0.1:0\"
       - target: 10.0.0.2:80
       - target: 10.0.0.2:80
+        weight: 70000
   - name: hashed
     hash_on: header
+  - name: pool
 targets:
   - target: 10.0.0.3
     upstream: missing
@@ -754,6 +756,9 @@ targets:
         "upstreams[1].hash_on: 'header' needs its field set",
         "upstreams[1].hash_on: hashing needs algorithm 'consistent-hashing'",
         "targets[0].upstream: no upstream named 'missing'",
+        // Found beside the refused algorithm, not hidden by it.
+        "upstreams[0].targets[2].weight: must be between 0 and 65535",
+        "upstreams[2].name: duplicate upstream 'pool'",
     ] {
         assert!(
             stderr.contains(expected),

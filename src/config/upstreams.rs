@@ -324,6 +324,7 @@ pub fn build(
 ) -> (Vec<Upstream>, HashMap<String, usize>) {
     let mut built = Vec::new();
     let mut keys: HashMap<String, usize> = HashMap::new();
+    let mut seen = std::collections::HashSet::new();
     let mut target_items: Vec<(String, Value, Option<usize>, Layer)> = Vec::new();
     for item in upstreams {
         let path = item.path;
@@ -339,18 +340,23 @@ pub fn build(
             file.name.as_deref().map(str::to_ascii_lowercase),
             file.id.clone(),
         ];
+        // Checked whether or not this upstream is refused for something else, so every
+        // problem is reported at once.
+        for key in names.iter().flatten() {
+            if !seen.insert(key.clone()) {
+                report.add(
+                    format!("{path}.name"),
+                    format!("duplicate upstream '{key}'"),
+                );
+            }
+        }
         let Some(mut upstream) = build_upstream(file, &path, report) else {
             check_orphans(&path, nested, report);
             continue;
         };
         upstream.layer = layer;
         for key in names.into_iter().flatten() {
-            if keys.insert(key.clone(), index).is_some() {
-                report.add(
-                    format!("{path}.name"),
-                    format!("duplicate upstream '{key}'"),
-                );
-            }
+            keys.entry(key).or_insert(index);
         }
         keys.entry(upstream.id.clone()).or_insert(index);
         for (j, target) in nested.into_iter().enumerate() {
@@ -416,6 +422,12 @@ fn check_orphans(path: &str, targets: Vec<Value>, report: &mut Report) {
     for (j, target) in targets.into_iter().enumerate() {
         let target_path = format!("{path}.targets[{j}]");
         if let Some(file) = parse_item::<TargetFile>(target, &target_path, report) {
+            if file.weight.is_some_and(|w| w > 65_535) {
+                report.add(
+                    format!("{target_path}.weight"),
+                    "must be between 0 and 65535",
+                );
+            }
             if file.target.as_deref().and_then(split_host_port).is_none() {
                 report.add(
                     format!("{target_path}.target"),
