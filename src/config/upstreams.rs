@@ -428,14 +428,15 @@ fn check_orphans(path: &str, targets: Vec<Value>, report: &mut Report) {
                     "must be between 0 and 65535",
                 );
             }
-            if file.target.as_deref().and_then(split_host_port).is_none() {
-                report.add(
+            match file.target.as_deref() {
+                None => report.add(format!("{target_path}.target"), "required field missing"),
+                Some(text) if split_host_port(text).is_none() => report.add(
                     format!("{target_path}.target"),
                     format!(
-                        "invalid target '{}': expected host[:port]",
-                        file.target.unwrap_or_default()
+                        "invalid target '{text}': expected host[:port], a port from 1 to 65535"
                     ),
-                );
+                ),
+                Some(_) => {}
             }
         }
     }
@@ -839,7 +840,7 @@ fn build_target(
     let Some((host, port)) = split_host_port(text) else {
         report.add(
             format!("{path}.target"),
-            format!("invalid target '{text}': expected host[:port]"),
+            format!("invalid target '{text}': expected host[:port], a port from 1 to 65535"),
         );
         return None;
     };
