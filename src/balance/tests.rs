@@ -237,3 +237,30 @@ fn health_is_shared_while_a_config_holds_it_and_forgotten_after() {
     }
     assert!(health_of("registry-test", "10.9.6.1:80").is_healthy());
 }
+
+/// Hundreds of targets at the largest weights and slots keep the ring bounded (it is
+/// rebuilt at every config change), their weights still splitting it in proportion.
+#[test]
+fn a_ring_of_heavy_targets_stays_bounded_and_proportional() {
+    let targets: Vec<(String, u32)> = (0..300)
+        .map(|i| {
+            (
+                format!("10.1.{}.{}:80", i / 250, i % 250),
+                if i == 0 { 40_000 } else { 20_000 },
+            )
+        })
+        .collect();
+    let targets: Vec<(&str, u32)> = targets.iter().map(|(t, w)| (t.as_str(), *w)).collect();
+    let config = upstream(
+        "    algorithm: consistent-hashing\n    hash_on: ip\n    slots: 65536\n",
+        &targets,
+    );
+    let ring = &config.upstreams[0].ring;
+    assert!(ring.len() <= 1 << 20, "{} points", ring.len());
+    let share = |target: u32| ring.iter().filter(|(_, t)| *t == target).count();
+    let (heavy, light) = (share(0), share(1));
+    assert!(
+        (2 * light).abs_diff(heavy) <= 2,
+        "weights 2:1 keep their points 2:1: {heavy} vs {light}"
+    );
+}

@@ -925,22 +925,37 @@ fn split_host_port(text: &str) -> Option<(String, u16)> {
     valid_host(&host).then(|| (host.to_ascii_lowercase(), port))
 }
 
+/// The most points a ring holds (16 bytes each): hundreds of targets at the largest
+/// weights would otherwise take gigabytes, rebuilt at every config change.
+const MAX_RING_POINTS: u64 = 1 << 20;
+
 /// The consistent-hashing ring, as ketama builds one: each target gets points in
 /// proportion to its own weight (160 at the default weight of 100, at most `slots`),
 /// placed by hashing `target#n`. A target's points do not depend on the others', so
-/// adding or removing one moves only the keys of its points.
+/// adding or removing one moves only the keys of its points, unless the ring would
+/// exceed [`MAX_RING_POINTS`]: then every target's share is scaled down alike.
 fn ring(targets: &[Target], slots: u32) -> Vec<(u64, u32)> {
-    let mut ring = Vec::new();
+    let points_of = |t: &Target| {
+        (u64::from(t.weight) * 160)
+            .div_ceil(100)
+            .min(u64::from(slots))
+    };
+    let total: u64 = targets.iter().map(points_of).sum();
+    let mut ring = Vec::with_capacity(total.min(MAX_RING_POINTS) as usize);
     for (i, t) in targets.iter().enumerate() {
         if t.weight == 0 {
             continue;
         }
-        let points = (u64::from(t.weight) * 160)
-            .div_ceil(100)
-            .min(u64::from(slots));
+        let mut points = points_of(t);
+        if total > MAX_RING_POINTS {
+            points = (points * MAX_RING_POINTS / total).max(1);
+        }
+        let mut key = format!("{}#", t.target);
+        let stem = key.len();
         for n in 0..points {
-            let point = balance::hash64(format!("{}#{n}", t.target).as_bytes());
-            ring.push((point, i as u32));
+            key.truncate(stem);
+            key.push_str(itoa::Buffer::new().format(n));
+            ring.push((balance::hash64(key.as_bytes()), i as u32));
         }
     }
     ring.sort_unstable();
