@@ -370,10 +370,23 @@ fn passive_checks_take_a_failing_target_out_until_the_admin_api_restores_it() {
     // Passive checks alone never bring it back (it gets no traffic); the Admin API does.
     failing.store(false, Ordering::SeqCst);
     assert_eq!(tally(&gw, 4, "/", &[]).get("b"), Some(&4));
+    // Kong's address-level form: an address the target does not have is none of it.
     let r = http_request(
         gw.admin_addr(),
         "PUT",
-        &format!("/upstreams/pool/targets/{}/healthy", target(&a)),
+        &format!("/upstreams/pool/targets/{}/10.9.9.9:1/healthy", target(&a)),
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 404, "{r:?}");
+    let r = http_request(
+        gw.admin_addr(),
+        "PUT",
+        &format!(
+            "/upstreams/pool/targets/{}/{}/healthy",
+            target(&a),
+            target(&a)
+        ),
         &[],
         None,
     );

@@ -807,7 +807,8 @@ fn allowed_methods(segments: &[&str]) -> &'static str {
         ["upstreams", _] | ["upstreams", _, "targets", _] => ENTITY,
         ["certificates", _, "snis"] => LIST,
         ["certificates", _, "snis", _] => "GET, HEAD, DELETE",
-        ["upstreams", _, "targets", _, "healthy" | "unhealthy"] => "PUT, POST",
+        ["upstreams", _, "targets", _, "healthy" | "unhealthy"]
+        | ["upstreams", _, "targets", _, _, "healthy" | "unhealthy"] => "PUT, POST",
         _ => "",
     }
 }

@@ -60,8 +60,18 @@ pub fn handle(
             ),
             None => not_found(),
         },
-        ("PUT" | "POST", ["upstreams", u, "targets", t, state @ ("healthy" | "unhealthy")]) => {
-            match find(config, u).and_then(|up| target(up, t)) {
+        // Kong's address-level form names one of the target's addresses; a target here
+        // has one, its resolved `ip:port`.
+        ("PUT" | "POST", ["upstreams", u, "targets", t, state @ ("healthy" | "unhealthy")])
+        | ("PUT" | "POST", ["upstreams", u, "targets", t, _, state @ ("healthy" | "unhealthy")]) => {
+            let address = match segments {
+                [_, _, _, _, address, _] => Some(*address),
+                _ => None,
+            };
+            let found = find(config, u)
+                .and_then(|up| target(up, t))
+                .filter(|(_, t)| address.is_none_or(|a| t.addr_text == a));
+            match found {
                 Some((up, t)) => {
                     let healthy = *state == "healthy";
                     if t.health.set(healthy) {
