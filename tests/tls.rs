@@ -775,6 +775,20 @@ fn ssl_cert_is_the_default_for_unknown_names_and_clients_without_sni() {
     );
     let seen = origin_saw(&origin, "/no-sni");
     assert_eq!(seen.header("x-forwarded-proto"), Some("https"), "{seen:?}");
+
+    // Rotating the default certificate's files (the config file unchanged) and
+    // reloading serves the new one, and the configuration_hash says the config changed.
+    let hash = t.gw.status_json()["configuration_hash"].clone();
+    let rotated = make_cert(dir.path(), "d2", "default.test", &["default.test"], false);
+    std::fs::copy(&rotated.cert_path, &d.cert_path).unwrap();
+    std::fs::copy(&rotated.key_path, &d.key_path).unwrap();
+    t.gw.send_signal("HUP");
+    let changed = wait_for(Duration::from_secs(10), || {
+        (t.gw.status_json()["configuration_hash"] != hash).then_some(())
+    });
+    assert!(changed.is_some(), "{}", t.gw.stderr_text());
+    let known = [("A", &a), ("W", &w), ("D2", &rotated)];
+    assert_eq!(py.which(t.port, None, &known), "D2");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -523,6 +523,13 @@ impl Config {
             Some(mut config) if report.problems.is_empty() => {
                 // Once it is valid: a config refused needs no addresses.
                 lookup::fill(&mut config, known, &mut report);
+                // The default certificate lives in files the config names: a rotation
+                // changes the hash as a change in the config would.
+                if let Some(certified) = &config.node.default_certificate {
+                    for der in &certified.cert {
+                        digest_input.extend_from_slice(der.as_ref());
+                    }
+                }
                 config.hash = hex_digest(&digest_input);
                 config.warnings = report.warnings;
                 Ok(config)
