@@ -36,8 +36,16 @@ pub fn certified_key(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>,
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
         .map_err(|e| (Half::Key, format!("invalid private key PEM: {e}")))?;
-    let signer = provider::sign::any_supported_type(&key)
-        .map_err(|e| (Half::Key, format!("unsupported private key: {e}")))?;
+    // ring signs with RSA keys of 2048 bits and more, ECDSA P-256 and P-384, and Ed25519;
+    // its own error for another (RSA-1024, P-521, DSA) says only that it failed to parse.
+    let signer = provider::sign::any_supported_type(&key).map_err(|_| {
+        (
+            Half::Key,
+            "unsupported private key: expected RSA of 2048 bits or more, ECDSA P-256 or P-384, \
+             or Ed25519"
+                .to_owned(),
+        )
+    })?;
     let certified = CertifiedKey::new(certs, signer);
     // Of the pair, not of either half: said of the certificate, as before.
     certified.keys_match().map_err(|_| {

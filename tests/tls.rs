@@ -46,15 +46,21 @@ struct Cert {
 /// Makes a self-signed certificate with `openssl req -x509`: P-256 by default, RSA 2048
 /// when `rsa`; `sans` become `subjectAltName` DNS entries.
 fn make_cert(dir: &Path, file: &str, cn: &str, sans: &[&str], rsa: bool) -> Cert {
+    let key: &[&str] = if rsa {
+        &["rsa:2048"]
+    } else {
+        &["ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+    };
+    make_cert_with(dir, file, cn, sans, key)
+}
+
+/// A self-signed certificate whose key `openssl req -newkey` makes from `key`.
+fn make_cert_with(dir: &Path, file: &str, cn: &str, sans: &[&str], key: &[&str]) -> Cert {
     let cert_path = dir.join(format!("{file}.crt"));
     let key_path = dir.join(format!("{file}.key"));
     let mut cmd = Command::new("openssl");
     cmd.args(["req", "-x509", "-newkey"]);
-    if rsa {
-        cmd.arg("rsa:2048");
-    } else {
-        cmd.args(["ec", "-pkeyopt", "ec_paramgen_curve:P-256"]);
-    }
+    cmd.args(key);
     cmd.args(["-nodes", "-days", "2", "-subj", &format!("/CN={cn}")]);
     if !sans.is_empty() {
         let list: Vec<String> = sans.iter().map(|s| format!("DNS:{s}")).collect();
@@ -1737,12 +1743,27 @@ fn check_reports_tls_config_errors_with_their_paths() {
         key_path: PathBuf::new(),
     };
     let ssl_listen = "ringway:\n  proxy_listen: [\"127.0.0.1:0\", \"127.0.0.1:0 ssl\"]\n";
+    let p521 = make_cert_with(
+        d,
+        "p521",
+        "p521.test",
+        &["p521.test"],
+        &["ec", "-pkeyopt", "ec_paramgen_curve:P-521"],
+    );
     let same_type_alt = format!(
         "    cert_alt: {}    key_alt: {}",
         block(&b.pem, 6),
         block(&b.key, 6)
     );
     let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "a key of a type the TLS library cannot sign with (P-521)",
+            format!(
+                "{head}{}",
+                certificates(&[cert_item(&p521, &["p521.test"], "")])
+            ),
+            "certificates[0].key: unsupported private key: expected RSA of 2048 bits or more",
+        ),
         (
             "an alternative certificate of the same key type (never chosen)",
             format!(
