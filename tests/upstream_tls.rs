@@ -278,6 +278,20 @@ fn a_ca_certificate_reference_must_exist() {
     );
 }
 
+/// As Kong's loader: a CA certificate the file gives no id loads (one is made up for it);
+/// nothing can name it, so it is simply unused.
+#[test]
+fn a_ca_certificate_without_an_id_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    make_ca_and_leaf(dir.path());
+    let ca = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+    let indented: String = ca.lines().map(|l| format!("    {l}\n")).collect();
+    let (code, stderr) = check_file(&format!(
+        "_format_version: \"3.0\"\nca_certificates:\n- cert: |\n{indented}"
+    ));
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
 #[test]
 fn a_ca_certificate_item_holds_one_certificate() {
     let dir = tempfile::tempdir().unwrap();

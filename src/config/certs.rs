@@ -373,13 +373,11 @@ pub fn build_cas(
             report.add(format!("{path}.cert"), "required field missing");
             continue;
         };
-        let Some(id) = file.id else {
-            report.add(
-                format!("{path}.id"),
-                "required field missing (services refer to it)",
-            );
-            continue;
-        };
+        // As Kong's loader, an id is made up when the file gives none (from the PEM, so
+        // it stays the same across loads); only a service that names it needs one given.
+        let id = file
+            .id
+            .unwrap_or_else(|| stable_id("ca_certificate", &cert));
         match tls::certificates(&cert) {
             // As Kong's entity: one CA per item, so that each is trusted by its own id.
             Ok(certs) if certs.len() > 1 => report.add(
