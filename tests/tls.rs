@@ -1816,6 +1816,14 @@ fn check_reports_tls_config_errors_with_their_paths() {
             "certificates[1].snis[0]:",
         ),
         (
+            "an SNI twice in one certificate's list",
+            format!(
+                "{head}{}",
+                certificates(&[cert_item(&a, &["a.test", "twice.test", "TWICE.test"], "")])
+            ),
+            "certificates[0].snis[2]: duplicate SNI in request: TWICE.test",
+        ),
+        (
             "a top-level SNI that repeats a nested one",
             format!(
                 "{head}{}snis:\n  - name: a.test\n    certificate: {{id: {id_a}}}\n",

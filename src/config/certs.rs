@@ -104,8 +104,19 @@ pub fn build(
                        path: String,
                        resolver: &mut tls::Certificates,
                        report: &mut Report| {
-        if let Some(first) = names.insert(name.to_ascii_lowercase(), path.clone()) {
-            report.add(path, format!("SNI '{name}' is already used (at {first})"));
+        if let Some(first) = super::first_seen(&mut names, name.to_ascii_lowercase(), path.clone())
+        {
+            // Twice in one certificate's list (as Kong says it of a request), or beside
+            // the first place it was used.
+            let same_list = path.contains(".snis[")
+                && first.rsplit_once('[').map(|(list, _)| list)
+                    == path.rsplit_once('[').map(|(list, _)| list);
+            let problem = if same_list {
+                format!("duplicate SNI in request: {name}")
+            } else {
+                format!("SNI '{name}' is already used (at {first})")
+            };
+            report.add(path, problem);
             return false;
         }
         if let Err(message) = resolver.add(name, keys.to_vec()) {
