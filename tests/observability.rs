@@ -2998,6 +2998,34 @@ fn reading_metrics_and_histograms_under_load_never_fails_anything() {
     );
 }
 
+/// A client that resets its connection while the upstream works gets none of the answer:
+/// counted as nginx counts a client gone before its response, 499, not the upstream's 200.
+#[test]
+fn a_client_gone_before_its_response_is_counted_as_499() {
+    let origin =
+        Origin::with_handler(|_| Action::Delay(Duration::from_millis(300), Box::new(Action::Ok)));
+    let cfg = one_service_config(
+        &origin.url(),
+        "plugins:\n  - name: prometheus\n    config: {status_code_metrics: true}\n",
+    );
+    let gw = start(&cfg);
+    let stream = std::net::TcpStream::connect(gw.proxy_addr()).unwrap();
+    std::io::Write::write_all(&mut &stream, b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    // A reset, not a FIN: SO_LINGER 0 then close.
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(stream);
+    let prom = metrics_when(&gw, |p| p.sum("kong_http_requests_total", &[]) >= 1.0);
+    let codes: Vec<&str> = prom
+        .select("kong_http_requests_total", &[])
+        .iter()
+        .map(|s| s.labels["code"].as_str())
+        .collect();
+    assert_eq!(codes, ["499"], "{}", prom.text);
+}
+
 /// A client that goes away in the middle of its body is counted as nginx logs it, 499,
 /// never as a status 0.
 #[test]

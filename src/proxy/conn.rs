@@ -131,6 +131,8 @@ struct Tally {
     /// The request went out to an upstream, `before_upstream_us` after it began (its
     /// last attempt).
     sent: bool,
+    /// Bytes of the proxied response reached the client.
+    delivered: bool,
 }
 
 /// What a client connection may be: a TCP stream, or TLS over one.
@@ -1588,7 +1590,8 @@ impl<S: ClientIo> Conn<S> {
         timeout: Duration,
     ) -> bool {
         let worker = self.worker.clone();
-        self.tally.egress += (self.out.len() + body.len()) as u64;
+        let head_and_body = (self.out.len() + body.len()) as u64;
+        self.tally.egress += head_and_body;
         let buf = HeadBody::new(
             std::mem::take(&mut self.out),
             std::mem::take(&mut self.ubuf),
@@ -1603,7 +1606,19 @@ impl<S: ClientIo> Conn<S> {
             self.ubuf = ubuf;
         }
         self.cut |= matches!(result, Err(IoFail::TimedOut));
+        self.note_delivery(result.is_ok(), head_and_body);
         result.is_ok()
+    }
+
+    /// After a write of the proxied response: a client gone before any of it reached
+    /// it is logged and counted as nginx does it (499), with nothing sent.
+    fn note_delivery(&mut self, written: bool, len: u64) {
+        if written {
+            self.tally.delivered = true;
+        } else if !self.tally.delivered {
+            self.tally.status = ErrorKind::ClientGone.status();
+            self.tally.egress = self.tally.egress.saturating_sub(len);
+        }
     }
 
     async fn flush_out(&mut self, timeout: Duration) -> bool {
@@ -1611,12 +1626,14 @@ impl<S: ClientIo> Conn<S> {
         if self.out.is_empty() {
             return true;
         }
-        self.tally.egress += self.out.len() as u64;
+        let len = self.out.len() as u64;
+        self.tally.egress += len;
         let out = std::mem::take(&mut self.out);
         let (result, out) = write_all_within(&worker.idle, &mut self.client, out, timeout).await;
         self.out = out.unwrap_or_default();
         self.out.clear();
         self.cut |= matches!(result, Err(IoFail::TimedOut));
+        self.note_delivery(result.is_ok(), len);
         result.is_ok()
     }
 }
