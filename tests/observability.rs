@@ -3026,6 +3026,49 @@ fn a_client_gone_before_its_response_is_counted_as_499() {
     assert_eq!(codes, ["499"], "{}", prom.text);
 }
 
+/// A client that closes its connection while a slow upstream works is noticed while it
+/// waits (as nginx's wait notices it), not when the answer comes: its connection slot is
+/// free at once, and it is counted as 499.
+#[test]
+fn a_client_that_leaves_during_a_slow_upstream_frees_its_slot_at_once() {
+    let origin =
+        Origin::with_handler(|_| Action::Delay(Duration::from_secs(5), Box::new(Action::Ok)));
+    let cfg = one_service_config(
+        &origin.url(),
+        "plugins:\n  - name: prometheus\n    config: {status_code_metrics: true}\n",
+    );
+    let gw = start(&cfg);
+    let stream = std::net::TcpStream::connect(gw.proxy_addr()).unwrap();
+    std::io::Write::write_all(&mut &stream, b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let active = |gw: &Gateway| gw.status_json()["server"]["connections_active"].as_u64();
+    let busy = wait_for(Duration::from_secs(3), || {
+        (active(&gw) == Some(1)).then_some(())
+    });
+    assert!(busy.is_some(), "the request is in flight");
+    let left = std::time::Instant::now();
+    drop(stream);
+    let freed = wait_for(Duration::from_secs(3), || {
+        (active(&gw) == Some(0)).then_some(())
+    });
+    assert!(
+        freed.is_some(),
+        "the slot is held after the client left: {}",
+        gw.status_json()
+    );
+    assert!(
+        left.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        left.elapsed()
+    );
+    let prom = metrics_when(&gw, |p| p.sum("kong_http_requests_total", &[]) >= 1.0);
+    let codes: Vec<&str> = prom
+        .select("kong_http_requests_total", &[])
+        .iter()
+        .map(|s| s.labels["code"].as_str())
+        .collect();
+    assert_eq!(codes, ["499"], "{}", prom.text);
+}
+
 /// A client that goes away in the middle of its body is counted as nginx logs it, 499,
 /// never as a status 0.
 #[test]

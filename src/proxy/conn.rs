@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split};
 
 use super::io::{
-    read_more, read_more_until, read_more_within, write_all_within, write_head_body_within,
-    write_range_within, HeadBody, IoFail, BODY_READ_SPACE, HEAD_READ_SPACE,
+    read_answer_within, read_more, read_more_until, read_more_within, write_all_within,
+    write_head_body_within, write_range_within, Answered, HeadBody, IoFail, BODY_READ_SPACE,
+    HEAD_READ_SPACE,
 };
 use super::request::{self, ClientInfo, Exchange, RequestId, Routed};
 use super::response::{self, ClientBody, Parsed, ResponsePlan};
@@ -182,6 +183,7 @@ struct Conn<S> {
 pub fn serve<S: ClientIo>(
     worker: Rc<Worker>,
     client: S,
+    fd: std::os::fd::RawFd,
     peer: SocketAddr,
     local: SocketAddr,
     https: bool,
@@ -191,6 +193,7 @@ pub fn serve<S: ClientIo>(
         ip: peer.ip().to_string(),
         port: local.port().to_string(),
         local_port: local.port(),
+        fd: Some(fd),
         trusted,
         https,
         local_ip: Some(local.ip()),
@@ -981,6 +984,11 @@ impl<S: ClientIo> Conn<S> {
                             .relay_response(upstream, addr, service, plan, pos, node.send_timeout)
                             .await;
                     }
+                    // The client left while the upstream worked: nothing to answer, no
+                    // fault of the target's; the upstream connection, mid-exchange, goes.
+                    Err(ErrorKind::ClientGone) => {
+                        return self.fail_close(ErrorKind::ClientGone, exchange.head).await
+                    }
                     // No answer after all: the failed send is what went wrong.
                     Err(_) if early => ErrorKind::BadResponse,
                     Err(kind) => kind,
@@ -1329,15 +1337,22 @@ impl<S: ClientIo> Conn<S> {
         let mut received_any = false;
         loop {
             let ubuf = std::mem::take(&mut self.ubuf);
-            let (result, ubuf) = read_more_within(
+            // Until the answer starts, a client that leaves ends the wait (as nginx's).
+            let client = (!received_any).then_some(self.info.fd).flatten();
+            let (answered, ubuf) = read_answer_within(
                 &worker.idle,
                 upstream,
                 ubuf,
                 RESPONSE_HEAD_READ_SPACE,
                 service.read_timeout,
+                client,
             )
             .await;
             self.ubuf = ubuf;
+            let result = match answered {
+                Answered::Read(result) => result,
+                Answered::ClientGone => return Err(ErrorKind::ClientGone),
+            };
             match result {
                 Ok(0) | Err(IoFail::Io) if !received_any => return Err(ErrorKind::UpstreamClosed),
                 Ok(0) | Err(IoFail::Io) => return Err(ErrorKind::BadResponse),
@@ -1787,7 +1802,8 @@ mod tests {
     fn idle_connection_state_stays_small() {
         crate::proxy::worker::with_test_worker(|worker, addr| async move {
             let stream = monoio::net::TcpStream::connect_addr(addr).await.unwrap();
-            let future = super::serve(worker, stream, addr, addr, false);
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+            let future = super::serve(worker, stream, fd, addr, addr, false);
             let size = std::mem::size_of_val(&future);
             assert!(size <= 1088, "the connection future grew to {size} bytes");
         });

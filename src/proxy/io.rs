@@ -76,6 +76,79 @@ pub async fn read_more_within<S: AsyncReadRent>(
     }
 }
 
+/// How long a wait for an upstream's answer goes before it first looks whether its client
+/// is still there (then as often again), on the housekeeping tick: an answer sooner costs
+/// nothing more than `read_more_within`.
+pub const CLIENT_CHECK_AFTER: Duration = Duration::from_millis(100);
+
+/// How a wait for an upstream's answer ended.
+pub enum Answered {
+    Read(Result<usize, IoFail>),
+    /// The client closed or reset its connection meanwhile.
+    ClientGone,
+}
+
+/// `read_more_within` for an upstream's answer that also ends, as nginx's wait does, when
+/// the client goes away meanwhile (its socket, `client`, closed or reset: a non-blocking
+/// peek at each check, bytes there being a pipelined request, not a departure). Without
+/// it a client that left would hold its connection slot, and the upstream its work, for
+/// up to `timeout`.
+pub async fn read_answer_within<S: AsyncReadRent>(
+    deadlines: &IdleSlots,
+    stream: &mut S,
+    buf: Vec<u8>,
+    space: usize,
+    timeout: Duration,
+    client: Option<std::os::fd::RawFd>,
+) -> (Answered, Vec<u8>) {
+    let Some(client) = client else {
+        let (result, buf) = read_more_within(deadlines, stream, buf, space, timeout).await;
+        return (Answered::Read(result), buf);
+    };
+    let slot = deadlines.register();
+    let deadline = deadlines.deadline_after(timeout);
+    let mut read = std::pin::pin!(read_more(stream, buf, space));
+    loop {
+        let check = deadlines.deadline_after(CLIENT_CHECK_AFTER).min(deadline);
+        let due = slot.arm_deadline(check);
+        monoio::select! {
+            (result, buf) = &mut read => {
+                return (Answered::Read(result.map_err(|_| IoFail::Io)), buf)
+            }
+            _ = due => {}
+        }
+        if deadlines.coarse_now() >= deadline {
+            return (Answered::Read(Err(IoFail::TimedOut)), Vec::new());
+        }
+        if peer_gone(client) {
+            return (Answered::ClientGone, Vec::new());
+        }
+    }
+}
+
+/// Whether the peer of a socket closed or reset it: a one-byte non-blocking peek, which
+/// consumes nothing.
+#[allow(unsafe_code)]
+fn peer_gone(fd: std::os::fd::RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: `fd` is the client connection's socket, open while its connection's task
+    // runs (the caller's); the buffer is one valid local byte, and MSG_PEEK leaves the
+    // socket's data untouched.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        0 => true,
+        n if n > 0 => false,
+        _ => std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
 /// Writes all of `buf` within `timeout` (a deadline slot, as for reads).
 pub async fn write_all_within<S: AsyncWriteRent, T: IoBuf + 'static>(
     deadlines: &IdleSlots,

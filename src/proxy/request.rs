@@ -26,6 +26,9 @@ pub struct ClientInfo {
     pub port: String,
     /// The same port, for routes whose hosts name one.
     pub local_port: u16,
+    /// The client's socket, looked at while an upstream works on its request (has the
+    /// client gone?); `None` where there is none to look at.
+    pub fd: Option<std::os::fd::RawFd>,
     /// Whether the client is in `trusted_ips` (its `X-Forwarded-*` are kept).
     pub trusted: bool,
     pub https: bool,

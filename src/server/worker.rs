@@ -173,7 +173,8 @@ fn serve_plain(
     peer: SocketAddr,
     local: SocketAddr,
 ) -> impl std::future::Future<Output = ()> {
-    proxy::serve(worker, stream, peer, local, false)
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+    proxy::serve(worker, stream, fd, peer, local, false)
 }
 
 /// A TLS connection's whole task: the handshake, then the same connection loop.
@@ -183,9 +184,10 @@ async fn serve_tls(
     peer: SocketAddr,
     local: SocketAddr,
 ) {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     // Boxed: the handshake's state is needed only until it is done.
     if let Some(tls) = Box::pin(handshake(&worker, stream)).await {
-        proxy::serve(worker, tls, peer, local, true).await;
+        proxy::serve(worker, tls, fd, peer, local, true).await;
     }
 }
 
