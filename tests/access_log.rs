@@ -358,4 +358,12 @@ fn heads_refused_before_they_were_whole_are_logged() {
         ],
         "{lines:?}"
     );
+    // The 408's request lasted from its first byte to the deadline (300 ms), not the
+    // moment of the answer.
+    let stalled = lines
+        .iter()
+        .find(|l| l["status"] == 408)
+        .and_then(|l| l["request_us"].as_u64())
+        .unwrap_or(0);
+    assert!(stalled >= 250_000, "request_us {stalled}: {lines:?}");
 }

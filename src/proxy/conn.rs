@@ -67,8 +67,9 @@ enum Next {
 enum HeadEnd {
     /// The client left, idled out, or draining began: close without a word.
     Closed,
-    /// Answer with this error and close.
-    Reject(ErrorKind),
+    /// Answer with this error and close; the head's first byte came at the instant given
+    /// (when it came before a read that waited), which is when the request began.
+    Reject(ErrorKind, Option<Instant>),
 }
 
 /// Where the current request's body stands. Anything but `Done` when the connection
@@ -326,11 +327,11 @@ impl<S: ClientIo> Conn<S> {
             {
                 Ok(range) => range,
                 Err(HeadEnd::Closed) => return None,
-                Err(HeadEnd::Reject(kind)) => {
+                Err(HeadEnd::Reject(kind, began)) => {
                     // A head refused before it was whole (414, 431, 408, a line that is
                     // no HTTP/1.x) is a request too: counted, and logged as it came.
                     self.worker.stats.total_requests.inc();
-                    let started = Instant::now();
+                    let started = began.unwrap_or_else(Instant::now);
                     let logged = self.worker.access_log.is_some().then(|| {
                         let at = self
                             .buf
@@ -628,18 +629,21 @@ impl<S: ClientIo> Conn<S> {
         let node = &snapshot.config.node;
         let mut scanner = HeadScanner::new();
         let mut deadline: Option<Instant> = None;
+        let began = |deadline: Option<Instant>| {
+            deadline.and_then(|d| d.checked_sub(node.client_header_timeout))
+        };
         loop {
             if !self.buf.is_empty() {
                 match scanner.scan(&self.buf, limits) {
                     Ok(HeadStatus::Complete { start, end }) => return Ok((start, end)),
                     Ok(HeadStatus::Partial) => {}
-                    Err(kind) => return Err(HeadEnd::Reject(kind)),
+                    Err(kind) => return Err(HeadEnd::Reject(kind, began(deadline))),
                 }
                 // Refuse a request line that can never become HTTP/1.x (HTTP/0.9, the
                 // HTTP/2 preface, garbage) now, rather than waiting for headers.
                 if let Some(line) = scanner.first_line(&self.buf) {
                     if !(line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0")) {
-                        return Err(HeadEnd::Reject(ErrorKind::BadRequest));
+                        return Err(HeadEnd::Reject(ErrorKind::BadRequest, began(deadline)));
                     }
                     if self.partial_line.is_none() && self.worker.access_log.is_some() {
                         self.partial_line = Some(request_line(line, &mut self.logged));
@@ -699,7 +703,7 @@ impl<S: ClientIo> Conn<S> {
                 Ok(_) => {}
                 Err(IoFail::TimedOut) if deadline.is_some() => {
                     self.cut = true;
-                    return Err(HeadEnd::Reject(ErrorKind::RequestTimeout));
+                    return Err(HeadEnd::Reject(ErrorKind::RequestTimeout, began(deadline)));
                 }
                 Err(_) => return Err(HeadEnd::Closed),
             }
