@@ -32,6 +32,22 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
+
+    /// Counts one for as long as the returned guard lives (a gauge of what is under way).
+    /// Only the owning worker may call this.
+    pub fn hold(&self) -> Held<'_> {
+        self.inc();
+        Held(self)
+    }
+}
+
+/// One in a gauge, taken back when dropped.
+pub struct Held<'a>(&'a Counter);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// The counters of one worker.
@@ -39,6 +55,10 @@ impl Counter {
 #[repr(align(64))]
 pub struct WorkerStats {
     pub connections_active: Counter,
+    /// Connections reading a request head that came in parts (nginx's "reading").
+    pub connections_reading: Counter,
+    /// Connections with a request in the works, from its head to its answer ("writing").
+    pub connections_writing: Counter,
     pub connections_accepted: Counter,
     /// Connections refused because the process was at `max_connections`.
     pub connections_refused: Counter,
@@ -57,6 +77,8 @@ pub struct WorkerStats {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Totals {
     pub connections_active: u64,
+    pub connections_reading: u64,
+    pub connections_writing: u64,
     pub connections_accepted: u64,
     pub connections_refused: u64,
     pub total_requests: u64,
@@ -68,11 +90,22 @@ pub struct Totals {
     pub upstream_errors: u64,
 }
 
+impl Totals {
+    /// Connections between requests: nginx's "waiting", what is neither reading nor
+    /// writing.
+    pub fn connections_waiting(&self) -> u64 {
+        self.connections_active
+            .saturating_sub(self.connections_reading + self.connections_writing)
+    }
+}
+
 /// Adds up every worker's slots; called off the request path.
 pub fn totals<'a>(workers: impl IntoIterator<Item = &'a WorkerStats>) -> Totals {
     let mut t = Totals::default();
     for w in workers {
         t.connections_active += w.connections_active.get();
+        t.connections_reading += w.connections_reading.get();
+        t.connections_writing += w.connections_writing.get();
         t.connections_accepted += w.connections_accepted.get();
         t.connections_refused += w.connections_refused.get();
         t.total_requests += w.total_requests.get();

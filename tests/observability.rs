@@ -2998,6 +2998,49 @@ fn reading_metrics_and_histograms_under_load_never_fails_anything() {
     );
 }
 
+/// Kong's connection states (nginx's stub_status): `reading` a head that came in parts,
+/// `writing` a request in the works, `waiting` between requests, in `/status` and in
+/// `kong_nginx_connections_total`.
+#[test]
+fn connection_states_are_reading_writing_and_waiting() {
+    let origin = Origin::with_handler(|ctx| {
+        if ctx.req.target.starts_with("/slow") {
+            Action::Delay(Duration::from_secs(3), Box::new(Action::Ok))
+        } else {
+            Action::Ok
+        }
+    });
+    let cfg = one_service_config(&origin.url(), "plugins:\n  - name: prometheus\n");
+    let gw = start(&cfg);
+    // Waiting: a keep-alive connection after its request.
+    let mut idle = Conn::new(gw.proxy_addr());
+    assert_eq!(idle.get("/fast", &[], "a request").status, 200);
+    // Reading: a head's first bytes.
+    let reading = std::net::TcpStream::connect(gw.proxy_addr()).unwrap();
+    std::io::Write::write_all(&mut &reading, b"GET /partial HTTP/1.1\r\n").unwrap();
+    // Writing: a request the upstream works on.
+    let writing = std::net::TcpStream::connect(gw.proxy_addr()).unwrap();
+    std::io::Write::write_all(&mut &writing, b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let states = |gw: &Gateway| {
+        let server = gw.status_json()["server"].clone();
+        (
+            server["connections_reading"].as_u64(),
+            server["connections_writing"].as_u64(),
+            server["connections_waiting"].as_u64(),
+        )
+    };
+    let settled = wait_for(Duration::from_secs(2), || {
+        (states(&gw) == (Some(1), Some(1), Some(1))).then_some(())
+    });
+    assert!(settled.is_some(), "{:?}: {}", states(&gw), gw.status_json());
+    let prom = metrics_when(&gw, |_| true);
+    for state in ["reading", "writing", "waiting"] {
+        let value = prom.sum("kong_nginx_connections_total", &[("state", state)]);
+        assert_eq!(value, 1.0, "{state}: {}", prom.text);
+    }
+    drop((reading, writing));
+}
+
 /// A client that resets its connection while the upstream works gets none of the answer:
 /// counted as nginx counts a client gone before its response, 499, not the upstream's 200.
 #[test]

@@ -437,6 +437,9 @@ fn status(shared: &Shared, settings: &Settings) -> Reply {
                 "connections_accepted": totals.connections_accepted,
                 "connections_handled": totals.connections_accepted,
                 "connections_refused": totals.connections_refused,
+                "connections_reading": totals.connections_reading,
+                "connections_writing": totals.connections_writing,
+                "connections_waiting": totals.connections_waiting(),
                 "total_requests": totals.total_requests,
             },
             "upstream": {

@@ -197,11 +197,15 @@ fn kong_series(out: &mut String, published: &Published, kong: &Kong, node: &Node
         "gauge",
         "Number of connections by subsystem",
     );
-    let active = totals.connections_active.to_string();
+    // Kong's states, nginx's stub_status figures.
     for (state, value) in [
-        ("active", active.as_str()),
-        ("accepted", &totals.connections_accepted.to_string()),
-        ("handled", &totals.connections_accepted.to_string()),
+        ("accepted", totals.connections_accepted),
+        ("active", totals.connections_active),
+        ("handled", totals.connections_accepted),
+        ("reading", totals.connections_reading),
+        ("total", totals.total_requests),
+        ("waiting", totals.connections_waiting()),
+        ("writing", totals.connections_writing),
     ] {
         let _ = writeln!(
             out,

@@ -366,7 +366,10 @@ impl<S: ClientIo> Conn<S> {
             // Boxed: everything a request needs (its routing result, plugin state,
             // timings, the proxying state machine) lives only while it is in flight, so
             // an idle keep-alive connection carries none of it.
+            let worker = self.worker.clone();
+            let writing = worker.stats.connections_writing.hold();
             let next = Box::pin(self.exchange(start, end)).await;
+            drop(writing);
             match next {
                 Next::KeepAlive if !self.worker.drain.fired() => self.release_buffers(),
                 Next::Tunnel(upstream, idle) => return Some((upstream, idle)),
@@ -629,6 +632,9 @@ impl<S: ClientIo> Conn<S> {
         let node = &snapshot.config.node;
         let mut scanner = HeadScanner::new();
         let mut deadline: Option<Instant> = None;
+        // From a head's first byte when it comes in parts: nginx's "reading".
+        let worker = self.worker.clone();
+        let mut _reading = None;
         let began = |deadline: Option<Instant>| {
             deadline.and_then(|d| d.checked_sub(node.client_header_timeout))
         };
@@ -653,6 +659,7 @@ impl<S: ClientIo> Conn<S> {
                     // RFC-free policy: one deadline for the whole head, from its first
                     // byte, so trickling bytes cannot keep a connection forever.
                     deadline = Some(Instant::now() + node.client_header_timeout);
+                    _reading = Some(worker.stats.connections_reading.hold());
                 }
             }
             let buf = std::mem::take(&mut self.buf);
