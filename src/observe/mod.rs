@@ -444,12 +444,19 @@ fn fold(published: &mut Published, limit: usize, pending: Pending) {
     }
 }
 
-/// A service's label: its name.
+/// A service's label: its name, or its host when it has none (Kong's `service` label:
+/// `service.name or service.host`; an unnamed service goes by its id elsewhere).
 pub fn service_label(config: &crate::config::Config, index: usize) -> Label {
     config
         .services
         .get(index)
-        .map(|s| s.name.clone())
+        .map(|s| {
+            if *s.name == *s.id {
+                Label::from(s.host.as_str())
+            } else {
+                s.name.clone()
+            }
+        })
         .unwrap_or_else(|| Label::from(""))
 }
 

@@ -50,6 +50,15 @@ fn workers_records_fold_by_name_and_reads_see_them() {
     let unnamed = route_label(&snap.config, 1);
     assert!(crate::config::is_uuid(&unnamed), "{unnamed}");
     assert_eq!(published.routes[&unnamed].request.len(), 1);
+    drop(published);
+    // A service without a name is labelled by its host, as Kong's.
+    let config = Config::from_bytes(
+        b"_format_version: \"3.0\"\nservices:\n- url: http://billing.internal:9\n",
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(&*service_label(&config, 0), "billing.internal");
+    let published = observe.lock();
     let summary = hgrm::summary(&published.overall.request);
     assert_eq!(summary["count"], 4);
     assert_eq!(summary["min"], 100);
