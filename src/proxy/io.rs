@@ -126,26 +126,12 @@ pub async fn read_answer_within<S: AsyncReadRent>(
     }
 }
 
-/// Whether the peer of a socket closed or reset it: a one-byte non-blocking peek, which
-/// consumes nothing.
-#[allow(unsafe_code)]
+/// Whether the peer of a socket closed or reset it (a peek, which consumes nothing; bytes
+/// there are not a departure).
 fn peer_gone(fd: std::os::fd::RawFd) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: `fd` is the client connection's socket, open while its connection's task
-    // runs (the caller's); the buffer is one valid local byte, and MSG_PEEK leaves the
-    // socket's data untouched.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    match n {
-        0 => true,
-        n if n > 0 => false,
-        _ => std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock,
+    match crate::upstream::peek(fd, &mut [0]) {
+        Ok(n) => n == 0,
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
     }
 }
 

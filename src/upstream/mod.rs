@@ -80,21 +80,12 @@ impl Answer {
 
     /// The status of the response that arrived, when its first twelve bytes are there
     /// and read as one (`HTTP/1.x NNN`): a peek, nothing is consumed.
-    #[allow(unsafe_code)]
     pub fn status(&self) -> Option<u16> {
         let mut head = [0u8; 12];
-        // SAFETY: the descriptor is this watch's own copy, open while `self` lives; the
-        // buffer is a valid local array of the length given, and MSG_PEEK leaves the
-        // socket's data untouched.
-        let n = unsafe {
-            libc::recv(
-                self.0.as_raw_fd(),
-                head.as_mut_ptr().cast(),
-                head.len(),
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        if n != head.len() as isize || !head.starts_with(b"HTTP/1.") || head[8] != b' ' {
+        if peek(self.0.as_raw_fd(), &mut head).ok() != Some(head.len())
+            || !head.starts_with(b"HTTP/1.")
+            || head[8] != b' '
+        {
             return None;
         }
         head[9..12].iter().try_fold(0u16, |status, &digit| {
@@ -308,26 +299,30 @@ pub async fn connect(
 /// connection: a non-blocking one-byte peek, made before every reuse. Its syscall is the
 /// price of never reading an unsolicited response as the answer to the next request, and
 /// of not sending a request that cannot be replayed on a dead connection.
-#[allow(unsafe_code)]
 fn is_closed(stream: &Stream) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: the descriptor belongs to `stream`, which outlives the call and has no
-    // operation in flight (it was idle in the pool); the buffer is one valid local byte,
-    // and MSG_PEEK leaves the socket's data untouched.
+    // 0: the upstream closed; > 0: bytes nobody asked for, the connection is out of step.
+    !matches!(peek(stream.fd(), &mut [0]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// A non-blocking look at the bytes waiting on a socket (as many as `buf` holds), which
+/// consumes none: `Ok(0)` is the peer's close, `WouldBlock` nothing there yet.
+#[allow(unsafe_code)]
+pub fn peek(fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
+    // SAFETY: `buf` is valid for `buf.len()` bytes; MSG_PEEK leaves the socket's data
+    // untouched, and a descriptor that is not an open socket is an error, not UB. Callers
+    // pass a socket they own, with no operation reading it in flight.
     let n = unsafe {
         libc::recv(
-            stream.fd(),
-            (&mut byte as *mut u8).cast(),
-            1,
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
             libc::MSG_PEEK | libc::MSG_DONTWAIT,
         )
     };
     if n < 0 {
-        let err = std::io::Error::last_os_error();
-        return err.kind() != std::io::ErrorKind::WouldBlock;
+        return Err(std::io::Error::last_os_error());
     }
-    // 0: the upstream closed; > 0: bytes nobody asked for, the connection is out of step.
-    true
+    Ok(n as usize)
 }
 
 #[cfg(test)]
