@@ -1192,6 +1192,8 @@ fn scope_of(config: &Config, kind: &str, key: &str) -> Option<(&'static str, Str
         }
         "consumer_groups" => find_group(config, key)
             .map(|i| ("consumer_group", config.consumer_groups[i].id.clone())),
+        "certificates" => find_certificate(config, key)
+            .map(|i| ("certificate", config.certificates[i].id.clone())),
         _ => None,
     }
 }
@@ -1710,7 +1712,7 @@ fn put(control: &Control, config: &Config, kind: Upsert, key: &str, mut body: Bo
 }
 
 /// A new SNI; its name is unique (409, as for any other entity).
-fn create_sni(control: &Control, config: &Config, body: Body) -> Reply {
+fn create_sni(control: &Control, config: &Config, mut body: Body) -> Reply {
     let taken = string_field(&body, "name").map(|name| {
         name.filter(|name| {
             config
@@ -1722,23 +1724,11 @@ fn create_sni(control: &Control, config: &Config, body: Body) -> Reply {
     });
     match taken {
         Err(reply) | Ok(Some(reply)) => reply,
-        Ok(None) => match missing_certificate(config, &body) {
-            Some(reply) => reply,
-            None => write(control, config, "snis", body, None),
+        Ok(None) => match resolve_reference(config, &mut body, "certificate", "certificates") {
+            Err(reply) => reply,
+            Ok(()) => write(control, config, "snis", body, None),
         },
     }
-}
-
-/// Kong's foreign key violation (code 4) for an SNI whose `certificate` names none.
-fn missing_certificate(config: &Config, body: &Body) -> Option<Reply> {
-    let id = match body.get("certificate")? {
-        Value::String(id) => id.as_str(),
-        Value::Object(reference) => reference.get("id")?.as_str()?,
-        _ => return None,
-    };
-    let id = crate::config::canonical_key(id.to_owned());
-    (!config.certificates.iter().any(|c| c.id == id))
-        .then(|| missing_reference("certificate", "certificates", "id", &id))
 }
 
 /// A PUT answers 200 whether it created the entity or replaced it, as Kong's does.

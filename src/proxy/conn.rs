@@ -321,45 +321,43 @@ impl<S: ClientIo> Conn<S> {
         let mut first = true;
         loop {
             let snapshot = self.worker.snapshot();
-            let (start, end) = match self
-                .read_head(&snapshot.config.node.limits, &snapshot, first)
-                .await
-            {
-                Ok(range) => range,
-                Err(HeadEnd::Closed) => return None,
-                Err(HeadEnd::Reject(kind, began)) => {
-                    // A head refused before it was whole (414, 431, 408, a line that is
-                    // no HTTP/1.x) is a request too: counted, and logged as it came.
-                    self.worker.stats.total_requests.inc();
-                    let started = began.unwrap_or_else(Instant::now);
-                    let logged = self.worker.access_log.is_some().then(|| {
+            let (start, end) =
+                match self
+                    .read_head(&snapshot.config.node.limits, &snapshot, first)
+                    .await
+                {
+                    Ok(range) => range,
+                    Err(HeadEnd::Closed) => return None,
+                    Err(HeadEnd::Reject(kind, began)) => {
+                        // A head refused before it was whole (414, 431, 408, a line that is
+                        // no HTTP/1.x) is a request too: counted, and logged as it came.
+                        self.worker.stats.total_requests.inc();
+                        let started = began.unwrap_or_else(Instant::now);
+                        // Where the head starts, past empty lines before it.
                         let at = self
                             .buf
                             .iter()
                             .position(|b| !matches!(b, b'\r' | b'\n'))
                             .unwrap_or(self.buf.len());
-                        match self.partial_line.take() {
-                            Some(split) if at == self.buf.len() => split,
-                            _ => request_line(&self.buf[at..], &mut self.logged),
-                        }
-                    });
-                    self.tally = Tally {
-                        ingress: self.buf.len() as u64,
-                        ..Tally::default()
-                    };
-                    // The rest of an oversized head, and a body after it, may still be
-                    // arriving.
-                    self.body = RequestBody::Abandoned;
-                    let head = self
-                        .buf
-                        .iter()
-                        .position(|b| !matches!(b, b'\r' | b'\n'))
-                        .is_some_and(|at| request::names_head(&self.buf[at..]));
-                    self.answer(kind, true, head, NO_EXTRA).await;
-                    self.record(&snapshot, None, started, logged);
-                    return None;
-                }
-            };
+                        let logged = self.worker.access_log.is_some().then(|| {
+                            match self.partial_line.take() {
+                                Some(split) if at == self.buf.len() => split,
+                                _ => request_line(&self.buf[at..], &mut self.logged),
+                            }
+                        });
+                        self.tally = Tally {
+                            ingress: self.buf.len() as u64,
+                            ..Tally::default()
+                        };
+                        // The rest of an oversized head, and a body after it, may still be
+                        // arriving.
+                        self.body = RequestBody::Abandoned;
+                        let head = request::names_head(&self.buf[at..]);
+                        self.answer(kind, true, head, NO_EXTRA).await;
+                        self.record(&snapshot, None, started, logged);
+                        return None;
+                    }
+                };
             first = false;
             self.partial_line = None;
             self.worker.stats.total_requests.inc();
