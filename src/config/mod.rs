@@ -1748,6 +1748,34 @@ pub fn from_compact(json: &[u8]) -> Option<Value> {
 /// A config file's document as Kong's YAML loader reads it: parsed (deep nesting refused
 /// first), merge keys expanded, YAML 1.1 booleans read in boolean fields, tags dropped.
 pub fn document(text: &str) -> Result<Value, String> {
+    let mut doc = yaml_document(text)?;
+    // What `GET /config` answers in JSON (`{"config": {...}}`), or Kong's own answer
+    // (`{"config": "<the YAML>"}`), saved as a file: the config it wraps, one level (a
+    // wrapper inside is a config's own field, refused as such). No config has `config` as
+    // its only key.
+    if let Some(map) = doc
+        .as_mapping_mut()
+        .filter(|map| map.len() == 1)
+        .filter(|map| {
+            matches!(
+                map.get("config"),
+                Some(Value::Mapping(_) | Value::String(_))
+            )
+        })
+    {
+        doc = match map.remove("config") {
+            Some(Value::String(text)) => yaml_document(&text)?,
+            Some(config) => config,
+            None => Value::Null,
+        };
+    }
+    yaml11_booleans(&mut doc);
+    untag(&mut doc);
+    Ok(doc)
+}
+
+/// A YAML text parsed (deep nesting refused first), merge keys expanded.
+fn yaml_document(text: &str) -> Result<Value, String> {
     if nests_too_deep(text) {
         return Err(format!(
             "invalid YAML: nests deeper than {MAX_FLOW_DEPTH} levels"
@@ -1768,20 +1796,6 @@ pub fn document(text: &str) -> Result<Value, String> {
             break;
         }
     }
-    // What `GET /config` answers in JSON (`{"config": {...}}`), or Kong's own answer
-    // (`{"config": "<the YAML>"}`), saved as a file: the config it wraps. No config has
-    // `config` as its only key.
-    let wrapped = match doc.as_mapping() {
-        Some(map) if map.len() == 1 => map.get("config").cloned(),
-        _ => None,
-    };
-    match wrapped {
-        Some(Value::Mapping(config)) => doc = Value::Mapping(config),
-        Some(Value::String(text)) => return document(&text),
-        _ => {}
-    }
-    yaml11_booleans(&mut doc);
-    untag(&mut doc);
     Ok(doc)
 }
 

@@ -2158,3 +2158,21 @@ plugins:
         "{found:#?}"
     );
 }
+
+/// A file wrapped as `GET /config` answers is unwrapped once: a wrapper inside a wrapper
+/// is the config's own (unknown) field, not read again, so no nesting of wrappers makes
+/// the loader recurse.
+#[test]
+fn a_wrapped_config_is_unwrapped_once() {
+    let mut text = String::from("_format_version: \"3.0\"\n");
+    for _ in 0..200 {
+        let indented: String = text.lines().map(|l| format!("  {l}\n")).collect();
+        text = format!("config: |\n{indented}");
+    }
+    let doc = document(&text).unwrap();
+    let map = doc.as_mapping().unwrap();
+    assert_eq!(map.len(), 1);
+    assert!(map.get("config").is_some_and(Value::is_string), "{doc:?}");
+    let found = problems(&text);
+    assert!(found.iter().any(|p| p.starts_with("config:")), "{found:?}");
+}
