@@ -179,29 +179,34 @@ impl Control {
 
     /// Both layers as one config; `reading` says where the file's vault references are
     /// read (secret fields only for a file the Admin API writes).
+    ///
+    /// The file is validated alone first, as a start and `ringway check` read it: it may
+    /// not lean on entities the Admin API created (a file plugin scoped to an Admin-made
+    /// consumer would load now and stop the next start).
     fn compose(&self, file: &[u8], admin: &Value, reading: Reading) -> Result<Config, Refused> {
         let known = crate::config::Known::new();
-        match Config::from_layers_knowing(file, Some(admin), &self.overrides, &known, reading) {
-            Ok(config) => Ok(config),
-            // The file with an empty admin layer: valid alone, and its config tells where
-            // each kind's admin items would start. Only to name the conflict: its hosts
-            // keep the running config's addresses rather than be looked up again.
-            Err(problems) => match Config::from_layers_knowing(
-                file,
-                Some(&Value::Null),
-                &self.overrides,
-                &self.shared.snapshot().config.resolved_names(),
-                reading,
-            ) {
-                Ok(file_only) => Err(Refused::Conflict(name_admin_items(
-                    problems,
-                    &file_only.admin_offsets,
-                    admin,
-                    &self.shared.snapshot().config,
-                ))),
-                Err(file_problems) => Err(Refused::Invalid(file_problems)),
-            },
+        let file_only =
+            Config::from_layers_knowing(file, Some(&Value::Null), &self.overrides, &known, reading)
+                .map_err(Refused::Invalid)?;
+        if !crate::config::has_entities(admin) {
+            return Ok(file_only);
         }
+        // The file's names were just looked up: the full build takes them as found.
+        Config::from_layers_knowing(
+            file,
+            Some(admin),
+            &self.overrides,
+            &file_only.resolved_names(),
+            reading,
+        )
+        .map_err(|problems| {
+            Refused::Conflict(name_admin_items(
+                problems,
+                &file_only.admin_offsets,
+                admin,
+                &self.shared.snapshot().config,
+            ))
+        })
     }
 
     fn publish(&self, config: Config) -> String {

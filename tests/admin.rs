@@ -1165,6 +1165,57 @@ fn sighup_reload_keeps_admin_entities() {
     assert_eq!(gw.admin_get("/consumers/after-reload").status, 200);
 }
 
+/// The file layer stands alone, as the next start reads it: a file that names an entity
+/// the Admin API created is refused by `POST /config` and by SIGHUP, and the running
+/// config stays.
+#[test]
+fn a_file_may_not_name_admin_entities() {
+    let o = Origin::start();
+    let old = base_config(&o, "");
+    let gw = Gateway::start(&old);
+    create_consumer(&gw, "api-made");
+    let leaning = format!(
+        "{}plugins:\n  - name: rate-limiting\n    consumer: api-made\n    config: {{minute: 5}}\n",
+        fresh_config(&o)
+    );
+    let r = http_request(
+        gw.admin_addr(),
+        "POST",
+        "/config",
+        &[],
+        Some(("application/yaml", leaning.as_bytes())),
+    );
+    assert_eq!(r.status, 400, "a file naming an Admin consumer: {r:?}");
+    assert!(
+        r.body_str()
+            .contains("plugins[0].consumer: no consumer named 'api-made'"),
+        "{}",
+        r.body_str()
+    );
+    assert_eq!(read_file(gw.config_path()), old, "the file is kept");
+    assert_eq!(gw.get("/fresh/a").status, 404, "not applied");
+
+    gw.write_config(&leaning);
+    gw.send_signal("HUP");
+    let logged = wait_for(Duration::from_secs(10), || {
+        gw.stderr_text()
+            .contains("no consumer named 'api-made'")
+            .then_some(())
+    });
+    assert!(
+        logged.is_some(),
+        "the refused reload is logged: {}",
+        gw.stderr_text()
+    );
+    assert_eq!(gw.get("/fresh/a").status, 404, "the old config serves");
+    assert_eq!(gw.get("/api/users/1").status, 401);
+    // The Admin consumer stays its own: nothing in the file holds it.
+    assert_eq!(
+        http_request(gw.admin_addr(), "DELETE", "/consumers/api-made", &[], None).status,
+        204
+    );
+}
+
 fn fresh_config(o: &Origin) -> String {
     format!(
         r#"_format_version: "3.0"
