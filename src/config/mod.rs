@@ -2252,7 +2252,9 @@ fn build_route(
 }
 
 fn parse_host_match(host: &str) -> Result<HostMatch, String> {
-    let lower = host.to_ascii_lowercase();
+    // A request's Host loses its root dot before routing, so the route's does too:
+    // `example.com.` matches both spellings of the name.
+    let lower = crate::route::without_root_dot(&host.to_ascii_lowercase()).into_owned();
     let stars = lower.matches('*').count();
     let valid = |s: &str| {
         !s.is_empty()

@@ -37,7 +37,8 @@ pub struct RequestView<'a> {
 pub struct Match {
     pub route: usize,
     pub service: usize,
-    /// How many leading bytes of the path the matched path consumed (0 without a path).
+    /// How many leading bytes of the path the matched path consumed (the leading `/`
+    /// without a path).
     pub matched_len: usize,
 }
 
@@ -180,7 +181,9 @@ impl Router {
                 continue;
             }
             let matched_len = match entry.path.map(|p| &route.paths[p]) {
-                None => 0,
+                // As Kong's router: a route without paths matched the path's leading `/`,
+                // so `strip_path` joins `/` to the service path as the bare service path.
+                None => 1,
                 Some(PathMatch::Prefix(prefix)) => prefix.len(),
                 Some(PathMatch::Regex(re)) => match regex_end(re, request.path, &decoded) {
                     Some(end) => end,

@@ -389,6 +389,10 @@ mod tests {
             ("/", "/r.", 2, true, "/"),
             ("/v1", "/api.../x", 4, true, "/v1/.../x"),
             ("/v1", "/api../admin", 4, false, "/v1/api../admin"),
+            // A route without paths matched the leading `/`.
+            ("/v1", "/", 1, true, "/v1"),
+            ("/v1", "/x/", 1, true, "/v1/x/"),
+            ("/v1/", "/", 1, true, "/v1/"),
         ];
         for (base, req, matched, strip, expected) in cases {
             assert_eq!(

@@ -107,7 +107,7 @@ fn more_match_fields_win_then_plain_hosts_then_headers() {
 #[test]
 fn hosts_wildcards_and_ports() {
     let c = config(
-        "  - { name: suffix, service: s, hosts: [\"*.example.com\"] }\n  - { name: prefix, service: s, hosts: [\"example.*\"] }\n  - { name: port, service: s, hosts: [\"other.test:8080\"] }\n  - { name: local-port, service: s, hosts: [\"here.test:8000\", \"*.here.test:8000\"] }\n",
+        "  - { name: suffix, service: s, hosts: [\"*.example.com\"] }\n  - { name: prefix, service: s, hosts: [\"example.*\"] }\n  - { name: port, service: s, hosts: [\"other.test:8080\"] }\n  - { name: local-port, service: s, hosts: [\"here.test:8000\", \"*.here.test:8000\"] }\n  - { name: rooted, service: s, hosts: [\"Rooted.Test.\", \"*.rooted.example.:8000\"] }\n",
     );
     let with_host = |h: &'static str| Req {
         method: "GET",
@@ -133,6 +133,14 @@ fn hosts_wildcards_and_ports() {
     assert_eq!(name(&c, &with_host("a.here.test:8000")), Some("local-port"));
     assert_eq!(name(&c, &with_host("a.here.test:8080")), None);
     assert_eq!(name(&c, &with_host("here.test:80")), None);
+    // A route host's root dot goes, as the request's does before routing.
+    assert_eq!(name(&c, &with_host("rooted.test")), Some("rooted"));
+    assert_eq!(
+        name(&c, &with_host("a.rooted.example:8000")),
+        Some("rooted")
+    );
+    // A route without paths consumed the path's leading `/`, as in Kong.
+    assert_eq!(select(&c, &with_host("rooted.test")), Some(("rooted", 1)));
     assert_eq!(
         name(
             &c,
