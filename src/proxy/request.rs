@@ -463,7 +463,7 @@ pub fn prepare(
         &framing,
         client,
         route_host.as_deref(),
-        &path,
+        raw_path,
         route
             .strip_path
             .then(|| path.get(..matched.matched_len))
@@ -775,7 +775,9 @@ fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// Copies the end-to-end headers and writes the `X-Forwarded-*` set; `host` is the host
-/// as routed (no root dot), `prefix` what `strip_path` took off the path.
+/// as routed (no root dot), `raw_path` the request's path as the client wrote it (Kong's
+/// `X-Forwarded-Path`: what the client asked for, before normalizing), `prefix` what
+/// `strip_path` took off the normalized path.
 #[allow(clippy::too_many_arguments)]
 fn write_forwarded_headers(
     out: &mut Vec<u8>,
@@ -783,7 +785,7 @@ fn write_forwarded_headers(
     framing: &RequestFraming,
     client: &ClientInfo,
     host: Option<&str>,
-    path: &str,
+    raw_path: &str,
     prefix: Option<&str>,
     access: &Access<'_>,
 ) {
@@ -887,7 +889,7 @@ fn write_forwarded_headers(
         write_header(out, b"X-Forwarded-Port", client.port.as_bytes());
     }
     if !kept[Forwarded::Path as usize] {
-        write_header(out, b"X-Forwarded-Path", path.as_bytes());
+        write_header(out, b"X-Forwarded-Path", raw_path.as_bytes());
     }
     if !kept[Forwarded::RealIp as usize] {
         write_header(out, b"X-Real-IP", client.ip.as_bytes());

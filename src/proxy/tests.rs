@@ -91,6 +91,10 @@ fn request_line_and_host() {
     )
     .unwrap();
     assert!(head.starts_with("GET /base/z HTTP/1.1\r\n"), "{head}");
+    // `X-Forwarded-Path` is the path the client asked for, as Kong sends it; the
+    // prefix stripped is the normalized path's.
+    assert_eq!(header(&head, "x-forwarded-path"), ["/nothing/../api/z"]);
+    assert_eq!(header(&head, "x-forwarded-prefix"), ["/api"]);
 }
 
 #[test]
