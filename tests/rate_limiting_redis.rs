@@ -17,10 +17,16 @@ struct Redis {
 
 impl Redis {
     fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    /// With more `redis-server` arguments (`--requirepass`, ...).
+    fn start_with(args: &[&str]) -> Redis {
         let port = free_port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -223,6 +229,56 @@ fn not_fault_tolerant_answers_500_while_redis_is_down() {
         "An unexpected error occurred",
         "{}",
         response.body_str()
+    );
+}
+
+/// Each plugin logs in with its own credentials: one with a wrong password is refused
+/// by Redis (and, not fault tolerant, answers 500) even while another plugin is logged
+/// in to the same Redis with the right one.
+#[test]
+fn each_plugin_logs_in_with_its_own_password() {
+    let origin = Origin::start();
+    let redis = Redis::start_with(&["--requirepass", "right-pw"]);
+    let plugin = |service: &str, password: &str| {
+        format!(
+            "- name: rate-limiting\n  service: {service}\n  config:\n    hour: 30\n    policy: redis\n    fault_tolerant: false\n    sync_rate: 0.02\n    redis: {{host: 127.0.0.1, port: {port}, timeout: 300, password: {password}}}\n",
+            port = redis.port
+        )
+    };
+    let cfg = format!(
+        "_format_version: \"3.0\"\nservices:\n- name: good\n  url: {url}\n  routes: [{{name: good, paths: [/good]}}]\n- name: bad\n  url: {url}\n  routes: [{{name: bad, paths: [/bad]}}]\nplugins:\n{}{}",
+        plugin("good", "right-pw"),
+        plugin("bad", "wrong-pw"),
+        url = origin.url()
+    );
+    let gw = Gateway::start(&cfg);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let refused = loop {
+        assert_eq!(
+            proxy_get(&gw, "/good", &[]).status,
+            200,
+            "the right password"
+        );
+        let response = proxy_get(&gw, "/bad", &[]);
+        if response.status == 500 || Instant::now() > deadline {
+            break response;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        refused.status,
+        500,
+        "the wrong password: {}",
+        refused.body_str()
+    );
+    // Some syncs later, the right login still works.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(proxy_get(&gw, "/good", &[]).status, 200);
+    assert_eq!(proxy_get(&gw, "/bad", &[]).status, 500);
+    let log = gw.stderr_text();
+    assert!(
+        !log.contains("right-pw") && !log.contains("wrong-pw"),
+        "{log}"
     );
 }
 

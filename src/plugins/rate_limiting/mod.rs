@@ -529,7 +529,11 @@ impl ConfigFile {
             return None;
         }
         let timeout = |ms: Option<u64>| Duration::from_millis(ms.unwrap_or(block.timeout).max(1));
-        let health = redis::health(&format!("{host}:{}/{}", block.port, block.database));
+        let health = redis::health(&redis::login(
+            &format!("{host}:{}/{}", block.port, block.database),
+            block.username.as_deref(),
+            block.password.as_deref(),
+        ));
         Some(redis::Settings {
             host,
             port: block.port,

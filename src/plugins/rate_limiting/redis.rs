@@ -30,8 +30,8 @@ use super::{Config, Policy};
 /// Redis round trip per request, which ringway never makes).
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Whether the last sync with one Redis endpoint succeeded; shared by every config that
-/// names that endpoint.
+/// Whether the last sync with one Redis login (endpoint and credentials) succeeded;
+/// shared by every config that logs in the same way.
 #[derive(Debug)]
 pub struct Health {
     up: AtomicBool,
@@ -75,20 +75,50 @@ impl PartialEq for Settings {
 impl Eq for Settings {}
 
 impl Settings {
-    /// `host:port/db`: one connection and one health flag each.
+    /// `host:port/db`, as logs name it.
     pub fn endpoint(&self) -> String {
         format!("{}:{}/{}", self.host, self.port, self.database)
     }
+
+    /// One connection and one health flag each: the endpoint and the login, so that
+    /// plugins with other credentials for the same Redis never ride on another's.
+    pub fn login(&self) -> String {
+        login(
+            &self.endpoint(),
+            self.username.as_deref(),
+            self.password.as_deref(),
+        )
+    }
 }
 
-/// The health flag for an endpoint (one per process, so reloads keep it).
-pub fn health(endpoint: &str) -> Arc<Health> {
+/// The endpoint with a digest of the credentials (the password itself is not kept in
+/// a key that may be printed).
+pub fn login(endpoint: &str, username: Option<&str>, password: Option<&str>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    for part in [username, password] {
+        match part {
+            Some(text) => {
+                digest.update([1]);
+                digest.update((text.len() as u64).to_le_bytes());
+                digest.update(text.as_bytes());
+            }
+            None => digest.update([0]),
+        }
+    }
+    let digest = digest.finalize();
+    let tag: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{endpoint}#{tag}")
+}
+
+/// The health flag for a login (one per process, so reloads keep it).
+pub fn health(login: &str) -> Arc<Health> {
     static ALL: OnceLock<Mutex<HashMap<String, Arc<Health>>>> = OnceLock::new();
     let mut all = ALL
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    all.entry(endpoint.to_owned())
+    all.entry(login.to_owned())
         .or_insert_with(|| {
             Arc::new(Health {
                 up: AtomicBool::new(true),
@@ -305,7 +335,7 @@ pub fn read_reply(reader: &mut impl BufRead, depth: usize) -> Result<Reply, Redi
     }
 }
 
-/// The background side: one connection per endpoint, reopened after failures.
+/// The background side: one connection per login, reopened after failures.
 #[derive(Default)]
 pub struct Syncer {
     connections: HashMap<String, Connection>,
@@ -335,18 +365,22 @@ impl Syncer {
                 continue;
             }
             self.last.insert(config.instance, now);
-            let endpoint = settings.endpoint();
-            if let Err(e) = self.sync(store, config, settings, &endpoint) {
-                self.connections.remove(&endpoint);
-                if self.failing.insert(endpoint.clone(), now).is_none() {
+            let login = settings.login();
+            if let Err(e) = self.sync(store, config, settings, &login) {
+                self.connections.remove(&login);
+                if self.failing.insert(login, now).is_none() {
                     log::warn!(
-                        "rate-limiting: Redis at {endpoint} unreachable ({e}); enforcing limits locally until it is back"
+                        "rate-limiting: Redis at {} unreachable ({e}); enforcing limits locally until it is back",
+                        settings.endpoint()
                     );
                 }
                 settings.health.set(false);
             } else {
-                if self.failing.remove(&endpoint).is_some() {
-                    log::info!("rate-limiting: Redis at {endpoint} reachable again");
+                if self.failing.remove(&login).is_some() {
+                    log::info!(
+                        "rate-limiting: Redis at {} reachable again",
+                        settings.endpoint()
+                    );
                 }
                 settings.health.set(true);
             }
@@ -359,13 +393,13 @@ impl Syncer {
         store: &Store,
         config: &Config,
         settings: &Settings,
-        endpoint: &str,
+        login: &str,
     ) -> Result<(), RedisError> {
-        if !self.connections.contains_key(endpoint) {
+        if !self.connections.contains_key(login) {
             let connection = Connection::open(settings)?;
-            self.connections.insert(endpoint.to_owned(), connection);
+            self.connections.insert(login.to_owned(), connection);
         }
-        let Some(connection) = self.connections.get_mut(endpoint) else {
+        let Some(connection) = self.connections.get_mut(login) else {
             return Ok(());
         };
         let now = store.now();
