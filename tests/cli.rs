@@ -648,6 +648,29 @@ fn unresolved_host_is_one_warning_not_an_error() {
     );
     let logged = gw.stderr_text();
     assert_eq!(logged.matches(warning).count(), 1, "stderr:\n{logged}");
+
+    // Its plugins run first, as in Kong (which resolves after them): a limit counts
+    // the 503s and then refuses, and a missing token is a 401.
+    let limited = one_service_config(
+        "http://no-such-host.invalid:8080",
+        "plugins:\n  - name: rate-limiting\n    config: {hour: 2}\n",
+    );
+    let gw = Gateway::start(&limited);
+    let first = gw.get("/anything");
+    assert_eq!(first.status, 503, "{first:?}");
+    assert_eq!(
+        first.header("x-ratelimit-remaining-hour"),
+        Some("1"),
+        "{first:?}"
+    );
+    assert_eq!(gw.get("/anything").status, 503);
+    assert_eq!(gw.get("/anything").status, 429);
+    let guarded = one_service_config(
+        "http://no-such-host.invalid:8080",
+        "plugins:\n  - name: jwt\n",
+    );
+    let gw = Gateway::start(&guarded);
+    assert_eq!(gw.get("/anything").status, 401);
 }
 
 /// A one-shot command whose output cannot be written (stdout on a full disk) says so on

@@ -387,10 +387,9 @@ pub fn prepare(
         };
         return Err(refuse(ErrorKind::ProtocolNotAllowed, detail, routed, rid));
     }
+    // A service whose host did not resolve still runs its plugins first (as Kong
+    // resolves in the balancer, after them): the 401 or 429 comes before the 503.
     let service = &config.services[matched.service];
-    if service.addr.is_none() && service.balancer.is_none() {
-        return Err(refuse(ErrorKind::NameResolution, None, routed, rid));
-    }
 
     let facts = RequestFacts {
         method,
