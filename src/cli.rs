@@ -92,9 +92,10 @@ enum JwtCommand {
         key: Option<String>,
         #[arg(long, default_value = "HS256")]
         alg: String,
-        /// Seconds until `exp`; 0 leaves `exp` out.
-        #[arg(long, default_value_t = 3600, allow_negative_numbers = true)]
-        ttl: u64,
+        /// Seconds until `exp` (default 3600, unless `--claim` gives `exp`; negative for
+        /// a token already expired); 0 leaves `exp` out.
+        #[arg(long, allow_negative_numbers = true)]
+        ttl: Option<i64>,
         /// `k=v` adds a string claim, `k:=JSON` any JSON value (repeatable).
         #[arg(long = "claim", value_name = "CLAIM")]
         claims: Vec<String>,
@@ -247,7 +248,7 @@ fn sign(
     secret: &str,
     key: Option<String>,
     alg: &str,
-    ttl: u64,
+    ttl: Option<i64>,
     claims: &[String],
 ) -> Result<String, String> {
     use crate::plugins::jwt::{self, Algorithm};
@@ -266,17 +267,29 @@ fn sign(
     if let Some(key) = key {
         map.insert("iss".into(), key.into());
     }
-    if ttl > 0 {
+    // An `exp` of its own (an expired token for a test) stands in for the default.
+    let exp_claimed = claims.iter().any(|claim| {
+        claim
+            .split_once('=')
+            .is_some_and(|(name, _)| name.trim_end_matches(':') == "exp")
+    });
+    let ttl_given = ttl.is_some();
+    let ttl = match ttl {
+        Some(ttl) => ttl,
+        None if exp_claimed => 0,
+        None => 3600,
+    };
+    if ttl != 0 {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         // Past 2^53 a JSON number is no longer an exact integer to most parsers (RFC
-        // 8259 §6), and past u64 the sum would wrap into the past.
+        // 8259 §6); before 1970 it is no time at all.
         const MAX_EXACT: u64 = (1 << 53) - 1;
         let exp = now
-            .checked_add(ttl)
+            .checked_add_signed(ttl)
             .filter(|&exp| exp <= MAX_EXACT)
-            .ok_or_else(|| format!("--ttl {ttl}: exp would be past {MAX_EXACT}"))?;
+            .ok_or_else(|| format!("--ttl {ttl}: exp would be outside 0..={MAX_EXACT}"))?;
         map.insert("exp".into(), exp.into());
     }
     for claim in claims {
@@ -288,9 +301,9 @@ fn sign(
         if keyed && name.trim_end_matches(':') == "iss" {
             return Err(format!("--claim {claim}: iss is set by --key already"));
         }
-        if ttl > 0 && name.trim_end_matches(':') == "exp" {
+        if ttl_given && ttl != 0 && name.trim_end_matches(':') == "exp" {
             return Err(format!(
-                "--claim {claim}: exp is set by --ttl already (--ttl 0 leaves it to --claim)"
+                "--claim {claim}: exp is set by --ttl already (without --ttl, --claim sets it)"
             ));
         }
         if map.contains_key(name.trim_end_matches(':')) {

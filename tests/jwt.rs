@@ -97,6 +97,23 @@ fn cli_sign_refuses_bad_arguments_with_one_line() {
     }
 }
 
+/// An expired token for a test: `--claim exp:=N` sets `exp` itself (the default ttl
+/// steps aside), and a negative `--ttl` puts it in the past.
+#[test]
+fn cli_sign_makes_expired_tokens() {
+    let t = cli_sign(&["--secret", SECRET, "--key", "k", "--claim", "exp:=1000"]);
+    assert_eq!(decode_part(&t, 1)["exp"], 1000);
+    let t = cli_sign(&["--secret", SECRET, "--claim", "exp=soon"]);
+    assert_eq!(decode_part(&t, 1)["exp"], "soon");
+    let before = unix_now();
+    let t = cli_sign(&["--secret", SECRET, "--ttl", "-60"]);
+    let exp = decode_part(&t, 1)["exp"].as_u64().expect("exp is a number");
+    assert!(
+        exp + 60 >= before && exp + 60 <= unix_now(),
+        "exp {exp}, now {before}"
+    );
+}
+
 #[test]
 fn cli_sign_sets_iss_exp_alg_and_claims() {
     let before = unix_now();
