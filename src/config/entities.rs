@@ -778,12 +778,6 @@ fn plugin_config(
         "rate-limiting" => {
             let file: rate_limiting::ConfigFile = parse_item(config, &config_path, report)?;
             let json = serde_json::to_value(&file).unwrap_or_default();
-            if file.sync_rate != -1.0 && file.policy == "local" {
-                report.warn(format!(
-                    "{config_path}.sync_rate: has no effect with policy 'local' (counts are \
-                     shared between workers at once)"
-                ));
-            }
             match file.validate() {
                 Ok(config) => Some((PluginConfig::RateLimiting(Arc::new(config)), json)),
                 Err(problems) => {

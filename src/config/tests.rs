@@ -124,19 +124,15 @@ fn route_hosts_take_a_port_up_to_65535() {
 }
 
 #[test]
-fn sync_rate_without_redis_is_a_warning() {
+fn sync_rate_without_redis_is_refused_as_kong_does() {
     let file = |config: &str| {
         format!(
             "_format_version: \"3.0\"\nplugins:\n  - name: rate-limiting\n    config: {config}\n"
         )
     };
-    let config = load(&file("{minute: 5, sync_rate: 1}")).unwrap();
     assert_eq!(
-        config.warnings,
-        [
-            "plugins[0].config.sync_rate: has no effect with policy 'local' (counts are shared \
-          between workers at once)"
-        ]
+        load(&file("{minute: 5, sync_rate: 1}")).unwrap_err(),
+        ["plugins[0].config.sync_rate: sync_rate can only be used with the redis policy"]
     );
     assert!(load(&file("{minute: 5}")).unwrap().warnings.is_empty());
     assert!(load(&file("{minute: 5, sync_rate: -1}"))

@@ -319,10 +319,11 @@ impl ConfigFile {
         for pair in limits.windows(2) {
             let (shorter, longer) = (pair[0], pair[1]);
             if longer.limit < shorter.limit {
+                // Kong's words (its `%.1f` of whole numbers).
                 problems.push((
                     longer.period.name().into(),
                     format!(
-                        "the limit for {} ({}) cannot be lower than the limit for {} ({})",
+                        "The limit for {}({}.0) cannot be lower than the limit for {}({}.0)",
                         longer.period.name(),
                         longer.limit,
                         shorter.period.name(),
@@ -387,14 +388,20 @@ impl ConfigFile {
                 ),
             ));
         }
-        if self.sync_rate != -1.0 && !(self.sync_rate >= 0.02 && self.sync_rate <= 3600.0) {
-            problems.push((
-                "sync_rate".into(),
-                format!(
-                    "must be -1 or between 0.02 and 3600 seconds (got {})",
-                    self.sync_rate
-                ),
-            ));
+        // Kong's checks and words; past them, a value must be a duration at all.
+        if self.sync_rate != -1.0 {
+            let problem = if self.policy != "redis" {
+                Some("sync_rate can only be used with the redis policy".to_owned())
+            } else if self.sync_rate < 0.02 {
+                Some("sync_rate must be greater than 0.02, or -1 to disable".to_owned())
+            } else if Duration::try_from_secs_f64(self.sync_rate).is_err() {
+                Some(format!("sync_rate {} is not a duration", self.sync_rate))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                problems.push(("sync_rate".into(), problem));
+            }
         }
         let redis = self.redis_settings(&mut problems);
         let policy = match self.policy.as_str() {
@@ -542,11 +549,11 @@ impl ConfigFile {
             database: block.database,
             connect_timeout: timeout(block.connect_timeout),
             io_timeout: timeout(block.read_timeout.max(block.send_timeout)),
-            sync_interval: if self.sync_rate > 0.0 {
-                Duration::from_secs_f64(self.sync_rate)
-            } else {
-                redis::DEFAULT_SYNC_INTERVAL
-            },
+            // (A value no duration holds is refused beside this.)
+            sync_interval: Duration::try_from_secs_f64(self.sync_rate)
+                .ok()
+                .filter(|interval| !interval.is_zero())
+                .unwrap_or(redis::DEFAULT_SYNC_INTERVAL),
             health,
         })
     }

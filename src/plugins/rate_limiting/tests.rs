@@ -52,7 +52,25 @@ fn validation_reports_each_problem_with_its_field() {
             "{code}"
         );
     }
-    assert_eq!(fields("minute: 5\nsync_rate: 0.001"), ["sync_rate"]);
+    // Kong's sync_rate checks: only with Redis, and at 0.02 s or more.
+    let says = |yaml: &str| config(yaml).unwrap_err()[0].1.clone();
+    assert_eq!(
+        says("minute: 5\nsync_rate: 1"),
+        "sync_rate can only be used with the redis policy"
+    );
+    assert_eq!(
+        says("minute: 5\npolicy: redis\nredis: {host: r}\nsync_rate: 0.001"),
+        "sync_rate must be greater than 0.02, or -1 to disable"
+    );
+    assert!(config("minute: 5\npolicy: redis\nredis: {host: r}\nsync_rate: 86400").is_ok());
+    assert_eq!(
+        fields("minute: 5\npolicy: redis\nredis: {host: r}\nsync_rate: .inf"),
+        ["sync_rate"]
+    );
+    assert_eq!(
+        says("minute: 10\nhour: 5"),
+        "The limit for hour(5.0) cannot be lower than the limit for minute(10.0)"
+    );
     assert_eq!(
         fields("minute: 5\nredis: {host: a}\nredis_host: b"),
         ["redis"]
