@@ -1602,6 +1602,18 @@ fn members_listed_under_a_group_are_its_members() {
             .collect();
         assert_eq!(names, want, "{who}: {list}");
     }
+    // The file's memberships are the file's to change.
+    for path in [
+        "/consumer_groups/gold/consumers",
+        "/consumers/alice/consumer_groups",
+    ] {
+        assert_eq!(admin_form(&gw, "DELETE", path, &[]).status, 405, "{path}");
+    }
+    assert_eq!(
+        admin_form(&gw, "DELETE", "/consumers/carol/consumer_groups", &[]).status,
+        204,
+        "nothing to leave"
+    );
     let (code, err) = check_file(
         "_format_version: \"3.0\"\nconsumer_groups:\n  - name: gold\n    consumers: [{username: ghost}]\n",
     );
@@ -2145,6 +2157,71 @@ fn deletes_restrict_on_routes_and_cascade_scoped_entities() {
     assert_eq!(
         body["fields"]["group"], "expected a name or id, or an object with one",
         "{body}"
+    );
+    // Kong Enterprise's single-group answer: the group with its members and plugins
+    // (its own fields beside them, as every entity is shown).
+    ok(
+        &admin_form(
+            &gw,
+            "POST",
+            "/consumer_groups/gold/plugins",
+            &[("name", "rate-limiting"), ("config.minute", "7")],
+        ),
+        201,
+        "a group plugin",
+    );
+    let shown = ok(&gw.admin_get("/consumer_groups/gold"), 200, "gold");
+    assert_eq!(shown["consumer_group"]["name"], "gold", "{shown}");
+    assert_eq!(shown["name"], "gold", "{shown}");
+    let mut members: Vec<&str> = shown["consumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["username"].as_str())
+        .collect();
+    members.sort_unstable();
+    assert_eq!(members, ["m2", "member"], "{shown}");
+    assert_eq!(shown["plugins"][0]["config"]["minute"], 7, "{shown}");
+    // Every member out at once, from either side; the group stays.
+    assert_eq!(
+        admin_form(&gw, "DELETE", "/consumers/m2/consumer_groups", &[]).status,
+        204
+    );
+    let groups = ok(&gw.admin_get("/consumers/m2/consumer_groups"), 200, "m2's");
+    assert_eq!(groups["data"], json!([]), "{groups}");
+    assert_eq!(
+        admin_form(&gw, "DELETE", "/consumers/m2/consumer_groups", &[]).status,
+        204,
+        "in no group"
+    );
+    assert_eq!(
+        admin_form(&gw, "DELETE", "/consumer_groups/gold/consumers", &[]).status,
+        204
+    );
+    let left = ok(
+        &gw.admin_get("/consumer_groups/gold/consumers"),
+        200,
+        "none",
+    );
+    assert_eq!(left["data"], json!([]), "{left}");
+    ok(
+        &gw.admin_get("/consumer_groups/gold"),
+        200,
+        "the group stays",
+    );
+    assert_eq!(
+        admin_form(&gw, "DELETE", "/consumer_groups/nope/consumers", &[]).status,
+        404
+    );
+    ok(
+        &admin_form(
+            &gw,
+            "POST",
+            "/consumer_groups/gold/consumers",
+            &[("consumer", "member")],
+        ),
+        201,
+        "back in",
     );
     assert_eq!(
         admin_form(&gw, "DELETE", "/consumer_groups/gold", &[]).status,

@@ -635,7 +635,7 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             create_group(control, config, b, None)
         }),
         ("GET", ["consumer_groups", g]) => {
-            find_group(config, g).map_or_else(not_found, |i| show(group_json(config, i)))
+            find_group(config, g).map_or_else(not_found, |i| show_group(control, config, i))
         }
         ("PATCH", ["consumer_groups", g]) => match find_group(config, g) {
             Some(i) => with_body(body("consumer_groups"), |b| {
@@ -740,6 +740,15 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             Some(g) => with_body(body("memberships"), |b| add_members(control, config, g, &b)),
             None => not_found(),
         },
+        ("DELETE", ["consumer_groups", g, "consumers"]) => match find_group(config, g) {
+            Some(g) => {
+                let members: Vec<usize> = (0..config.consumers.len())
+                    .filter(|&c| config.consumers[c].groups.contains(&g))
+                    .collect();
+                leave_groups(control, config, &members, &[g])
+            }
+            None => not_found(),
+        },
         ("DELETE", ["consumer_groups", g, "consumers", c]) => {
             match (find_group(config, g), find_consumer(config, c)) {
                 (Some(g), Some(c)) => set_membership(control, config, c, &[g], false)
@@ -759,6 +768,10 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
         },
         ("POST", ["consumers", c, "consumer_groups"]) => match find_consumer(config, c) {
             Some(c) => with_body(body("memberships"), |b| join_groups(control, config, c, &b)),
+            None => not_found(),
+        },
+        ("DELETE", ["consumers", c, "consumer_groups"]) => match find_consumer(config, c) {
+            Some(c) => leave_groups(control, config, &[c], &config.consumers[c].groups),
             None => not_found(),
         },
         ("DELETE", ["consumers", c, "consumer_groups", g]) => {
@@ -797,7 +810,9 @@ fn allowed_methods(segments: &[&str]) -> &'static str {
         ["services", _, "routes", _] => ENTITY,
         ["consumers" | "services" | "routes" | "consumer_groups", _, "plugins"] => LIST,
         ["consumers" | "services" | "routes" | "consumer_groups", _, "plugins", _] => ENTITY,
-        ["consumers", _, "consumer_groups"] | ["consumer_groups", _, "consumers"] => LIST,
+        ["consumers", _, "consumer_groups"] | ["consumer_groups", _, "consumers"] => {
+            "GET, HEAD, POST, DELETE"
+        }
         ["consumers", _, "consumer_groups", _] | ["consumer_groups", _, "consumers", _] => "DELETE",
         ["routes", _, "service"] => "GET, HEAD, PUT, PATCH",
         ["plugins", _, "service" | "route" | "consumer" | "consumer_group"]
@@ -3118,6 +3133,63 @@ fn add_members(control: &Control, config: &Config, g: usize, body: &Body) -> Rep
             "consumers": consumers.into_iter().map(|c| stored.decorate(c)).collect::<Vec<_>>(),
         }),
     )
+}
+
+/// `GET /consumer_groups/{group}`: Kong Enterprise's answer (`consumer_group`, its
+/// `consumers` and `plugins`), with the group's own fields beside them, as every other
+/// entity is shown, for clients that read it that way.
+fn show_group(control: &Control, config: &Config, g: usize) -> Reply {
+    let group = group_json(config, g);
+    let consumers: Vec<Value> = (0..config.consumers.len())
+        .filter(|&c| config.consumers[c].groups.contains(&g))
+        .map(|c| consumer_json(config, c))
+        .collect();
+    let plugins: Vec<Value> = (0..config.plugins.len())
+        .filter(|&p| config.plugins[p].scope.group == Some(g))
+        .map(|p| plugin_json(config, p))
+        .collect();
+    let stored = Stored::load_for_all(
+        control,
+        &[&[group.clone()][..], &consumers, &plugins].concat(),
+    );
+    let group = stored.decorate(group);
+    let mut shown = group.clone();
+    shown["consumer_group"] = group;
+    shown["consumers"] = consumers.into_iter().map(|c| stored.decorate(c)).collect();
+    shown["plugins"] = plugins.into_iter().map(|p| stored.decorate(p)).collect();
+    Reply::json(200, &shown)
+}
+
+/// `DELETE /consumers/{c}/consumer_groups` and `DELETE /consumer_groups/{g}/consumers`:
+/// every consumer of `consumers` leaves every group of `groups` it is in. Nothing
+/// changes when one of them is the file's.
+fn leave_groups(
+    control: &Control,
+    config: &Config,
+    consumers: &[usize],
+    groups: &[usize],
+) -> Reply {
+    let leaving: Vec<usize> = consumers
+        .iter()
+        .copied()
+        .filter(|&c| {
+            groups
+                .iter()
+                .any(|g| config.consumers[c].groups.contains(g))
+        })
+        .collect();
+    if leaving
+        .iter()
+        .any(|&c| config.consumers[c].layer == Layer::File)
+    {
+        return read_only();
+    }
+    for c in leaving {
+        if let Err(reply) = set_membership(control, config, c, groups, false) {
+            return reply;
+        }
+    }
+    Reply::empty(204)
 }
 
 /// `POST /consumers/{consumer}/consumer_groups` with `group=<name or id>`.
