@@ -96,10 +96,14 @@ fn form_encoded_services_and_routes_take_numbers_booleans_lists_and_references()
             ("regex_priority", "3"),
             ("methods", "GET"),
             ("methods", "POST"),
+            ("response_buffering", "false"),
         ],
     );
     let f1r = ok(&r, 201, "POST /routes with form booleans and service.name");
     assert_eq!(f1r["strip_path"], false, "{f1r}");
+    // Kong's buffering switches show as given, true by default.
+    assert_eq!(f1r["response_buffering"], false, "{f1r}");
+    assert_eq!(f1r["request_buffering"], true, "{f1r}");
     assert_eq!(f1r["regex_priority"], 3, "{f1r}");
     assert_eq!(f1r["paths"], json!(["/f1"]), "{f1r}");
     assert_eq!(f1r["methods"], json!(["GET", "POST"]), "{f1r}");

@@ -1372,6 +1372,8 @@ fn route_json(config: &Config, i: usize) -> Value {
         "protocols": protocols,
         "https_redirect_status_code": r.https_redirect_status_code,
         "path_handling": "v0",
+        "request_buffering": r.request_buffering,
+        "response_buffering": r.response_buffering,
         // Stream and TLS-passthrough matching, refused when set: null, as Kong shows an
         // http route.
         "snis": null,

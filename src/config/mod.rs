@@ -380,6 +380,9 @@ pub struct Route {
     pub http: bool,
     pub https: bool,
     pub https_redirect_status_code: u16,
+    /// Kong's buffering switches, shown as given: ringway streams either way.
+    pub request_buffering: bool,
+    pub response_buffering: bool,
 }
 
 /// Records where `key` is first seen; for a key seen before, returns that first place
@@ -2222,9 +2225,6 @@ fn build_route(
             "expression routes (Kong's expressions router) are not supported",
         );
     }
-    if file.request_buffering == Some(true) || file.response_buffering == Some(true) {
-        // Kong buffers by default; ringway always streams. Accepted so Kong files load.
-    }
     if report.problems.len() > before {
         return None;
     }
@@ -2248,6 +2248,8 @@ fn build_route(
         http,
         https,
         https_redirect_status_code,
+        request_buffering: file.request_buffering.unwrap_or(true),
+        response_buffering: file.response_buffering.unwrap_or(true),
     })
 }
 
