@@ -338,14 +338,11 @@ impl Control {
         // The hosts keep the addresses the running config found for them: a reload
         // looks them up again, an Admin API write does not wait for DNS.
         let running = snapshot.config.resolved_names();
-        // What the write adds holds vault references only where secrets go; what earlier
-        // writes (of an earlier version) saved loads as it did.
-        crate::config::references_outside_secret_fields(
-            &layers.admin,
-            &admin,
-            &snapshot.config.admin_offsets,
-        )
-        .map_err(Refused::Invalid)?;
+        // What the write adds is held to the write's rules; what earlier writes (of an
+        // earlier version) saved loads as it did. Its problems go with the build's, so
+        // the answer lists them all.
+        let added =
+            crate::config::what_a_write_adds(&layers.admin, &admin, &snapshot.config.admin_offsets);
         let doc = layers.file_document()?;
         let composed = Config::from_document(
             doc,
@@ -355,8 +352,12 @@ impl Control {
             Reading::Anywhere,
         );
         let config = match composed {
-            Ok(config) => config,
-            Err(problems) => return Err(Refused::Invalid(problems)),
+            Ok(config) if added.is_empty() => config,
+            Ok(_) => return Err(Refused::Invalid(Problems(added))),
+            Err(Problems(mut problems)) => {
+                problems.extend(added);
+                return Err(Refused::Invalid(Problems(problems)));
+            }
         };
         self.store.save(&admin).map_err(|e| {
             Refused::Io(format!("cannot write {}: {e}", self.store.path().display()))

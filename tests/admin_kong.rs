@@ -2339,6 +2339,44 @@ fn schema_violations_nest_their_fields_as_kong_does() {
         "{body}"
     );
 
+    // Every problem at once: a bad name hides none of the others, and the schema
+    // comes before a reference that names nothing (Kong's order).
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/services",
+        &[("name", "bad name"), ("host", "h"), ("retries", "-1")],
+    );
+    let body = ok(&r, 400, "a bad name and a bad number");
+    assert!(
+        body["fields"]["name"].is_string() && body["fields"]["retries"].is_string(),
+        "{body}"
+    );
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/routes",
+        &[
+            ("name", "bad name"),
+            ("paths", "nope"),
+            ("service.name", "user-service"),
+        ],
+    );
+    let body = ok(&r, 400, "a route's bad name and bad path");
+    assert!(
+        body["fields"]["name"].is_string() && body["fields"]["paths"].is_array(),
+        "{body}"
+    );
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/plugins",
+        &json!({"name": "rate-limiting", "config": {"minute": "x"}, "service": {"name": "nosvc"}}),
+    );
+    let body = ok(&r, 400, "a bad config on a missing service");
+    assert_eq!(body["code"], 2, "{body}");
+    assert!(body["fields"]["config"]["minute"].is_string(), "{body}");
+
     let r = admin_form(&gw, "POST", "/consumers", &[("username", "both")]);
     ok(&r, 201, "a consumer");
     // A field of the wrong type is the one problem shown, not what it leads to (the

@@ -2169,8 +2169,9 @@ fn unique_name(
     }
 }
 
-/// `unique_name` for the names Kong types as `utf8_name` (services', routes'): their
-/// characters first.
+/// `unique_name` for the names Kong types as `utf8_name` (services', routes'): a name
+/// that is not one is no conflict, and the build reports it beside the entity's other
+/// problems.
 fn unique_utf8_name(
     body: &Body,
     field: &str,
@@ -2178,8 +2179,8 @@ fn unique_utf8_name(
     replacing: Replacing<'_>,
 ) -> Result<(), Reply> {
     if let Some(name) = string_field(body, field)? {
-        if let Some(problem) = crate::config::utf8_name_problem(name) {
-            return Err(field_error(field, &problem));
+        if crate::config::utf8_name_problem(name).is_some() {
+            return Ok(());
         }
     }
     unique_name(body, field, names, replacing)
@@ -2495,10 +2496,11 @@ fn create_plugin(
     if let Some((field, id)) = scope {
         body.insert(field.into(), json!({ "id": id }));
     }
-    if let Err(reply) = resolve_scope(config, &mut body) {
+    // As Kong: the schema first, the references it names after.
+    if let Some(reply) = schema_refusal(&body) {
         return reply;
     }
-    if let Some(reply) = schema_refusal(&body) {
+    if let Err(reply) = resolve_scope(config, &mut body) {
         return reply;
     }
     if let Some(reply) = instance_name_taken(config, &body, replacing.map(|(i, _)| i)) {
@@ -2516,8 +2518,9 @@ fn create_plugin(
     )
 }
 
-/// Kong checks a plugin against its schema before its unique keys: an invalid plugin
-/// answers 400 even on a scope that has one of its name already (409). The plugin is
+/// Kong checks a plugin against its schema before its foreign and unique keys: an
+/// invalid plugin answers 400 with its schema's problems even on a scope that names
+/// nothing (code 4) or has one of its name already (409). The plugin is
 /// checked on its own, without its scope (what the scope allows is checked by the
 /// write), in a config that holds nothing else.
 fn schema_refusal(body: &Body) -> Option<Reply> {

@@ -645,15 +645,17 @@ impl AdminFrom {
     }
 }
 
-/// What an Admin API write adds outside secret fields (`vault::SECRET_FIELDS`): the items
-/// of `after` new or changed since `before`, each checked at its place in the composed
-/// config (`offsets`: where each kind's admin items start). Items saved before are not
-/// looked at: a state an earlier version wrote loads as it did.
-pub fn references_outside_secret_fields(
+/// The rules an Admin API write is held to beyond what a saved state is: the items of
+/// `after` new or changed since `before`, each checked at its place in the composed
+/// config (`offsets`: where each kind's admin items start), hold vault references only
+/// in secret fields (`vault::SECRET_FIELDS`), and a route's name is Kong's `utf8_name`.
+/// Items saved before are not looked at: a state an earlier version wrote loads as it
+/// did.
+pub fn what_a_write_adds(
     before: &serde_json::Value,
     after: &serde_json::Value,
     offsets: &HashMap<&'static str, usize>,
-) -> Result<(), Problems> {
+) -> Vec<Problem> {
     let mut report = Report::default();
     for (kind, items) in after.as_object().into_iter().flatten() {
         let old: HashMap<&str, &serde_json::Value> = before
@@ -682,13 +684,18 @@ pub fn references_outside_secret_fields(
                 &format!("{kind}[{at}]"),
                 &mut report,
             );
+            if kind == "routes" {
+                if let Some(problem) = item
+                    .get("name")
+                    .and_then(serde_json::Value::as_str)
+                    .and_then(utf8_name_problem)
+                {
+                    report.add(format!("routes[{at}].name"), problem);
+                }
+            }
         }
     }
-    if report.problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Problems(report.problems))
-    }
+    report.problems
 }
 
 /// Whether an admin layer holds any entity (then the configuration_hash covers it).
