@@ -1324,6 +1324,10 @@ fn post_config_replaces_the_file_layer_with_a_backup() {
         body.contains("plugins[0]") && body.contains("consumers[0]"),
         "400 lists every error with its path: {body}"
     );
+    // Kong's `fields`: each problem where it is, entity lists as arrays.
+    let fields = &r.json()["fields"];
+    assert!(fields["plugins"][0]["name"].is_string(), "{body}");
+    assert!(fields["consumers"][0].is_object(), "{body}");
     assert_eq!(gw.get("/fresh/a").status, 404, "invalid config not applied");
     assert_eq!(
         gw.get("/api/users/1").status,

@@ -157,13 +157,30 @@ fn nest(map: &mut Map<String, Value>, path: &str, value: Value) -> Option<Value>
                 None
             }
         },
-        Some((first, rest)) => match map
-            .entry(first)
-            .or_insert_with(|| Value::Object(Map::new()))
-        {
-            Value::Object(inner) => nest(inner, rest, value),
-            _ => Some(value),
-        },
+        // An element on the way (`services[1].routes[0].name`): an object in its array.
+        Some((first, rest)) => {
+            let inner = match element(first) {
+                Some((name, index)) => match map.entry(name).or_insert_with(|| json!([])) {
+                    Value::Array(list) => {
+                        if list.len() <= index {
+                            list.resize(index + 1, Value::Null);
+                        }
+                        if list[index].is_null() {
+                            list[index] = Value::Object(Map::new());
+                        }
+                        &mut list[index]
+                    }
+                    _ => return Some(value),
+                },
+                None => map
+                    .entry(first)
+                    .or_insert_with(|| Value::Object(Map::new())),
+            };
+            match inner {
+                Value::Object(inner) => nest(inner, rest, value),
+                _ => Some(value),
+            }
+        }
     }
 }
 
@@ -3392,8 +3409,16 @@ fn json_config(body: &[u8]) -> Option<Vec<u8>> {
     Some(text)
 }
 
+/// Kong's answer to a config it refuses: `fields` nests each problem where it is (entity
+/// lists as arrays, null where an item is fine), and `errors` lists them as `check`
+/// prints them. Of two problems at one place, `fields` holds the first.
 fn config_errors(status: u16, problems: &Problems) -> Reply {
     let errors: Vec<String> = problems.0.iter().map(ToString::to_string).collect();
+    let mut fields = Map::new();
+    for problem in problems.0.iter().rev().filter(|p| !p.path.is_empty()) {
+        // Whatever is in the way of a place stays as it is.
+        let _ = nest(&mut fields, &problem.path, problem.message.clone().into());
+    }
     let message = if status == 409 {
         "declarative config conflicts with entities created through the Admin API"
     } else {
@@ -3401,13 +3426,43 @@ fn config_errors(status: u16, problems: &Problems) -> Reply {
     };
     Reply::json(
         status,
-        &json!({ "code": 14, "name": "invalid declarative configuration", "message": message, "errors": errors }),
+        &json!({ "code": 14, "name": "invalid declarative configuration", "message": message, "fields": fields, "errors": errors }),
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A config's problems nest as Kong's `fields`: lists of entities as arrays with
+    /// null for the items that are fine, the first problem of a place kept.
+    #[test]
+    fn config_problems_nest_through_entity_lists() {
+        let problem = |path: &str, message: &str| crate::config::Problem {
+            path: path.into(),
+            message: message.into(),
+        };
+        let reply = config_errors(
+            400,
+            &crate::config::Problems(vec![
+                problem("services[1].routes[0].paths[2]", "bad path"),
+                problem("services[1].name", "first"),
+                problem("services[1].name", "second"),
+                problem("ringway.log_level", "unknown level"),
+                problem("", "no place"),
+            ]),
+        );
+        let body: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(
+            body["fields"],
+            json!({
+                "services": [null, {"name": "first", "routes": [{"paths": [null, null, "bad path"]}]}],
+                "ringway": {"log_level": "unknown level"},
+            }),
+            "{body}"
+        );
+        assert_eq!(body["errors"].as_array().map(Vec::len), Some(5), "{body}");
+    }
 
     /// A unique key taken by the time a write joins the config (a reload in between)
     /// answers Kong's 409, as the write's own check would have; other problems stay 400.
