@@ -1229,6 +1229,13 @@ fn https_only_routes_answer_426_or_redirect_over_http_and_proxy_over_tls() {
         "Location: https:// + the request's host (without its port) + path and query, as \
          Kong: {r:?}"
     );
+    // The host as nginx's `$host` has it: lower case, no root dot.
+    let r = plain("/moved/x", "Shop.TEST.:8000", "");
+    assert_eq!(
+        r.header("location"),
+        Some("https://shop.test/moved/x"),
+        "{r:?}"
+    );
     let r = plain("/perm/y?q=%20z", "shop.test", "");
     assert_eq!(r.status, 308, "{r:?}");
     assert_eq!(

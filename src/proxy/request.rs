@@ -356,7 +356,8 @@ pub fn prepare(
             None
         } else if route.https_redirect_status_code != 426 && host.is_some() {
             // As Kong: a trusted proxy's `X-Forwarded-Host` names the host the client
-            // used; otherwise the request's own, without its port.
+            // used; otherwise the request's own as nginx's `$host` has it (lower case,
+            // without its port or root dot).
             let forwarded = client
                 .trusted
                 .then(|| {
@@ -369,8 +370,16 @@ pub fn prepare(
                 .filter(|v| !v.is_empty() && framing::valid_host_value(v))
                 .and_then(|v| std::str::from_utf8(v).ok());
             let mut location = String::from("Location: https://");
-            location
-                .push_str(forwarded.unwrap_or_else(|| host.map(route::strip_port).unwrap_or("")));
+            match forwarded {
+                Some(forwarded) => location.push_str(forwarded),
+                None => location.push_str(
+                    &route_host
+                        .as_deref()
+                        .map(route::strip_port)
+                        .unwrap_or("")
+                        .to_ascii_lowercase(),
+                ),
+            }
             location.push_str(path_and_query);
             location.push_str("\r\n");
             Some(Box::new(Detail {
