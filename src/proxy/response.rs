@@ -138,7 +138,6 @@ pub fn rewrite(
         .and_then(|line| line.split_once(':'))
         .map(|(name, _)| name);
     for header in headers {
-        dated |= header.name.len() == 4 && header.name.eq_ignore_ascii_case("date");
         if header.name.eq_ignore_ascii_case("transfer-encoding") {
             upstream_chunked = true;
         }
@@ -165,6 +164,8 @@ pub fn rewrite(
             // The plugin's own values replace the upstream's.
             continue;
         }
+        // A date that goes out (one `Connection` named is not).
+        dated |= header.name.len() == 4 && header.name.eq_ignore_ascii_case("date");
         out.extend_from_slice(header.name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(header.value);

@@ -250,6 +250,19 @@ fn response_heads() {
         text,
         "HTTP/1.1 200 OK\r\nX-App: 2\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nTransfer-Encoding: chunked\r\n\r\n"
     );
+    // A Date that `Connection` names does not go out: the gateway dates the response.
+    let mut head = Vec::new();
+    rewrite(
+        b"HTTP/1.1 200 OK\r\nConnection: Date\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 0\r\n\r\n",
+        &exchange,
+        true,
+        &Default::default(),
+        &mut head,
+    )
+    .unwrap();
+    let text = String::from_utf8(head).unwrap();
+    assert_eq!(text.matches("Date: ").count(), 1, "{text}");
+    assert!(!text.contains("1994"), "{text}");
 
     let mut head = Vec::new();
     assert_eq!(
