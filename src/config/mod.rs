@@ -1912,11 +1912,26 @@ fn well_escaped(text: &str) -> bool {
     })
 }
 
+/// A url as a problem may quote it: any `user:password@` (after the scheme, or at the
+/// start) as `***@`.
+fn without_userinfo(url: &str) -> std::borrow::Cow<'_, str> {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    match url[start..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]).into(),
+        None => url.into(),
+    }
+}
+
 /// Splits `scheme://host[:port][/path]` into its parts.
 pub(crate) fn parse_url(
     url: &str,
 ) -> Result<(String, String, Option<u16>, Option<String>), String> {
-    let (scheme, rest) = url
+    // Problems quote the url, its credentials (which are refused) hidden.
+    let given = url;
+    let shown = without_userinfo(given);
+    let url = &*shown;
+    let (scheme, rest) = given
         .split_once("://")
         .ok_or_else(|| format!("invalid url '{url}': expected scheme://host[:port][/path]"))?;
     let scheme = scheme.to_ascii_lowercase();

@@ -676,6 +676,24 @@ fn urls_and_service_fields() {
             "{url}: {found:?}"
         );
     }
+    // A problem quotes a url without its credentials.
+    for url in [
+        "http://user:s3cret@a/p",
+        "user:s3cret@a/p",
+        "http://user:s3cret@a:x",
+    ] {
+        let found = problems(&format!(
+            "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: {url}\n"
+        ));
+        assert!(
+            !found.is_empty() && found.iter().all(|p| !p.contains("s3cret")),
+            "{url}: {found:?}"
+        );
+        assert!(
+            found.iter().any(|p| p.contains("***@a")),
+            "{url}: {found:?}"
+        );
+    }
     // A path a request target cannot carry raw is sent encoded.
     let config =
         load("_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://a/caf\u{e9}\n")
