@@ -652,6 +652,31 @@ fn connect_refused_gives_502_fast_and_other_services_keep_working() {
             && !lines[0].contains("/dead"),
         "{stderr}"
     );
+    // The two held back are counted once their second is over, with no later failure.
+    let counted = wait_for(Duration::from_secs(5), || {
+        gw.stderr_text()
+            .contains("2 more upstream failures on this worker since its last such line")
+            .then_some(())
+    });
+    assert!(counted.is_some(), "{}", gw.stderr_text());
+
+    // A client's request ID is quoted and cut short in that line: it can pass neither
+    // for more of the line nor make it long.
+    let gw = Gateway::start(&format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: dead\n    url: http://127.0.0.1:{dead}\n    routes:\n      - name: dead\n        paths: [\"/dead\"]\nplugins:\n  - name: correlation-id\n    config: {{header_name: X-Request-ID}}\n"
+    ));
+    let id = format!("abc\" injected {}", "x".repeat(500));
+    let r = gw.client().roundtrip(
+        format!("GET /dead HTTP/1.1\r\nHost: a\r\nX-Request-ID: {id}\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(r.status, 502);
+    let stderr = gw.stderr_text();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("service 'dead'"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains(r#"request "abc\" injected xxx"#), "{line}");
+    assert!(line.len() < 400, "{line}");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -358,8 +358,18 @@ impl Worker {
             return;
         }
         self.failure_log.set((Some(now), 0));
+        // The ID may be the client's own: quoted and escaped, and cut short, so it can
+        // neither pass for more of the line nor make it long.
+        const ID_SHOWN: usize = 128;
         let id = request_id
-            .map(|id| format!(", request {id}"))
+            .map(|id| {
+                let mut end = id.len().min(ID_SHOWN);
+                while !id.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let cut = if end < id.len() { "..." } else { "" };
+                format!(", request {:?}{cut}", &id[..end])
+            })
             .unwrap_or_default();
         let more = match unlogged {
             0 => String::new(),
@@ -372,6 +382,19 @@ impl Worker {
             kind.describe(),
             kind.status()
         );
+    }
+
+    /// On the housekeeping tick: the failures held back by `log_upstream_failure`, once
+    /// their second is over, so a burst followed by quiet still has its count logged.
+    pub fn log_unlogged_failures(&self) {
+        let (last, unlogged) = self.failure_log.get();
+        if unlogged > 0 && last.is_some_and(|at| at.elapsed() >= std::time::Duration::from_secs(1))
+        {
+            self.failure_log.set((Some(Instant::now()), 0));
+            log::warn!(
+                "{unlogged} more upstream failures on this worker since its last such line, not logged"
+            );
+        }
     }
 
     /// The config to use for the next request: the worker's cached snapshot, refreshed

@@ -94,6 +94,7 @@ async fn main(
         worker.clock.reanchor();
         worker.buffers.trim();
         worker.plugins.recorder.tick();
+        worker.log_unlogged_failures();
         if let Some(log) = &worker.access_log {
             log.flush();
         }
