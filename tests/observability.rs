@@ -1066,6 +1066,22 @@ fn histograms_narrow_to_one_service_or_route() {
     hgrm(&gw, "?route=a-two&format=hgrm", 2);
     hgrm(&gw, "?route=b-one&format=hgrm&metric=upstream", 4);
     hgrm(&gw, "?service=svc-b&format=hgrm&metric=proxy", 4);
+
+    // A service without a name goes by its host, there and in the query.
+    let gw = start(&format!(
+        "_format_version: \"3.0\"\nservices:\n  - url: {}\n    routes:\n      - name: unnamed-route\n        paths: [/]\n",
+        origin.url()
+    ));
+    let mut c = Conn::new(gw.proxy_addr());
+    assert_proxied(&c.get("/x", &[], "traffic"), "/x");
+    histograms_when(&gw, "", &["overall", "request"], 1);
+    let doc = histograms(&gw, "?service=127.0.0.1");
+    assert_eq!(
+        count(&doc, &["services", "127.0.0.1", "request"]),
+        1,
+        "{doc}"
+    );
+    hgrm(&gw, "?service=127.0.0.1&format=hgrm", 1);
 }
 
 #[test]

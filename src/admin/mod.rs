@@ -531,8 +531,9 @@ fn histograms_reply(shared: &Shared, settings: &Settings, query: &str) -> Reply 
     let published = shared.observe.read(settings.workers);
     // A configured name, or `other` once names fold into it.
     let other = crate::observe::OTHER;
+    // As the series are labelled: by name, or by host for a service without one.
     let known_service = |name: &str| {
-        config.services.iter().any(|s| &*s.name == name)
+        (0..config.services.len()).any(|i| &*crate::observe::service_label(config, i) == name)
             || (name == other && published.services.contains_key(other))
     };
     let known_route = |name: &str| {
