@@ -418,7 +418,12 @@ fn fold(published: &mut Published, limit: usize, pending: Pending) {
             .label(route_label(config, route), limit);
         let consumer = consumer
             .and_then(|c| config.consumers.get(c))
-            .map(|c| published.consumer_label(c.username.as_deref().unwrap_or(&c.id), limit))
+            // Kong's label: the username, else (Kong 3.11 on) the custom_id; the id
+            // when there is neither.
+            .map(|c| {
+                let name = c.username.as_deref().or(c.custom_id.as_deref());
+                published.consumer_label(name.unwrap_or(&c.id), limit)
+            })
             .unwrap_or_else(|| Label::from(""));
         (service, route, consumer)
     };

@@ -108,6 +108,24 @@ fn consumer_labels_fold_into_other_beyond_the_cap() {
     assert_eq!(published.counts.values().sum::<u64>(), 5);
 }
 
+/// Kong's consumer label: the username, else the custom_id (Kong 3.11 on).
+#[test]
+fn a_consumer_without_a_username_is_labelled_by_its_custom_id() {
+    let observe = Arc::new(Observe::new(1, 100));
+    let config = Config::from_bytes(
+        b"_format_version: \"3.0\"\nservices:\n- name: users\n  url: http://127.0.0.1:9\n  routes:\n  - {name: list, paths: [/a]}\nconsumers:\n- custom_id: cid-only\n",
+        &Default::default(),
+    )
+    .unwrap();
+    let snap = Arc::new(Snapshot::new(config));
+    let r = Recorder::new(observe.clone(), 0);
+    r.record(&snap, &sample(0, Some(0), 200, 10));
+    r.flush();
+    let published = observe.lock();
+    let consumers: Vec<&str> = published.counts.keys().map(|k| &*k.2).collect();
+    assert_eq!(consumers, ["cid-only"]);
+}
+
 #[test]
 fn hgrm_text_ends_at_the_total_count() {
     let mut h = Hist::new(3).unwrap();
