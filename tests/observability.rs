@@ -1705,6 +1705,34 @@ plugins:
     );
 }
 
+/// Ingress bandwidth counts a chunked upload as it was read, framing and all (nginx's
+/// `$request_length`), as it counts a Content-Length one by its length.
+#[test]
+fn metrics_ingress_counts_a_chunked_body() {
+    let origin = Origin::start();
+    let cfg = one_service_config(
+        &origin.url(),
+        "plugins:\n  - name: prometheus\n    config: {bandwidth_metrics: true}\n",
+    );
+    let gw = start(&cfg);
+    let chunk = "z".repeat(5000);
+    let req = format!(
+        "POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1388\r\n{chunk}\r\n1388\r\n{chunk}\r\n0\r\n\r\n"
+    );
+    let mut c = Conn::new(gw.proxy_addr());
+    let r = c.try_send(req.as_bytes()).unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    let prom = metrics_when(&gw, |p| {
+        p.sum("kong_bandwidth_bytes", &[("direction", "ingress")]) > 0.0
+    });
+    assert_eq!(
+        prom.sum("kong_bandwidth_bytes", &[("direction", "ingress")]),
+        req.len() as f64,
+        "{}",
+        prom.text
+    );
+}
+
 #[test]
 fn metrics_count_jwt_failures_and_rate_limit_rejections() {
     let origin = Origin::start();

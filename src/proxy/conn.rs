@@ -1187,6 +1187,9 @@ impl<S: ClientIo> Conn<S> {
                     let used = decoder
                         .decode(&self.buf, &mut self.out, Emit::Chunked)
                         .map_err(|_| ErrorKind::BadRequest)?;
+                    // A chunked body counts as read, framing and all (nginx's
+                    // `$request_length`, Kong's ingress bandwidth).
+                    self.tally.ingress += used as u64;
                     self.buf.drain(..used);
                     if decoder.is_done() {
                         *body = RequestBody::Done;
@@ -1305,6 +1308,7 @@ impl<S: ClientIo> Conn<S> {
                     let used = decoder
                         .decode(&self.buf, &mut self.out, Emit::Chunked)
                         .map_err(|_| SendFail::Client(ErrorKind::BadRequest))?;
+                    self.tally.ingress += used as u64;
                     self.buf.drain(..used);
                     let done = decoder.is_done();
                     let out = std::mem::take(&mut self.out);
