@@ -68,6 +68,9 @@ impl Store {
     /// Opens (creating the directory) and loads the current state; an absent file is an
     /// empty state. The directory's lock is taken when it is free; `owns()` says so.
     pub fn open(dir: &Path) -> Result<(Store, Value), String> {
+        if dir.exists() && !dir.is_dir() {
+            return Err(format!("data_dir {} is not a directory", dir.display()));
+        }
         fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create data_dir {}: {e}", dir.display()))?;
         let lock_path = dir.join(LOCK_FILE);
@@ -76,7 +79,13 @@ impl Store {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+            .map_err(|e| {
+                format!(
+                    "data_dir {}: cannot open its lock file {}: {e}",
+                    dir.display(),
+                    lock_path.display()
+                )
+            })?;
         let owner =
             flock(&lock, false).map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
         let store = Store {

@@ -483,6 +483,33 @@ fn an_empty_data_dir_is_refused() {
     assert!(err.contains("ringway.data_dir: must not be empty"), "{err}");
 }
 
+/// A data directory that is a file is named as such, on one line.
+#[test]
+fn a_data_dir_that_is_a_file_is_one_line() {
+    let (d, p) = write_tmp("kong.yaml", VALID);
+    let file = d.path().join("not-a-dir");
+    fs::write(&file, "x").unwrap();
+    let out = run_cli(
+        &[
+            "run",
+            "-c",
+            &p,
+            "--data-dir",
+            &file.display().to_string(),
+            "--admin-listen",
+            &free_addr().to_string(),
+            "--proxy-listen",
+            &free_addr().to_string(),
+        ],
+        &[],
+        CLI_TIMEOUT,
+    );
+    let err = stderr_of(&out);
+    assert!(!out.status.success(), "{err}");
+    assert_eq!(nonempty_lines(&err).len(), 1, "{err}");
+    assert!(err.contains("is not a directory"), "{err}");
+}
+
 /// A config file is read up to a bound: `-c /dev/zero` is a one-line error, not a
 /// process that reads until memory runs out.
 #[test]
