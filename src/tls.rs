@@ -48,13 +48,34 @@ pub fn certified_key(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>,
     })?;
     let certified = CertifiedKey::new(certs, signer);
     // Of the pair, not of either half: said of the certificate, as before.
-    certified.keys_match().map_err(|_| {
-        (
+    if !keys_match(&certified) {
+        return Err((
             Half::Cert,
             "the private key does not match the certificate".to_owned(),
-        )
-    })?;
+        ));
+    }
     Ok(Arc::new(certified))
+}
+
+/// Whether the key is the certificate's: their public keys compared as DER. The
+/// certificate is read as X.509 of any version; rustls' own check reads it as webpki
+/// does, which refuses version 1 certificates (`openssl x509 -req -signkey` makes them,
+/// and Kong serves them), so that check is only the fallback for a key that cannot say
+/// its public key.
+fn keys_match(certified: &CertifiedKey) -> bool {
+    use x509_cert::der::{Decode, Encode};
+    let cert_spki = certified.end_entity_cert().ok().and_then(|der| {
+        x509_cert::Certificate::from_der(der)
+            .ok()?
+            .tbs_certificate
+            .subject_public_key_info
+            .to_der()
+            .ok()
+    });
+    match (certified.key.public_key(), cert_spki) {
+        (Some(key), Some(cert)) => key.as_ref() == cert.as_slice(),
+        _ => certified.keys_match().is_ok(),
+    }
 }
 
 /// Certificates by server name.
@@ -464,6 +485,54 @@ pub(crate) mod tests {
             std::fs::read_to_string(cert).unwrap(),
             std::fs::read_to_string(key).unwrap(),
         )
+    }
+
+    /// A version 1 certificate (no extensions: `openssl x509 -req -signkey` makes them)
+    /// is served with its key, and refused with another.
+    #[test]
+    fn version_1_certificates_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        let openssl = |args: &[&str]| {
+            let status = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .stderr(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "openssl {args:?}");
+        };
+        openssl(&["genrsa", "-out", "k.pem", "2048"]);
+        openssl(&[
+            "req",
+            "-new",
+            "-key",
+            "k.pem",
+            "-subj",
+            "/CN=v1.test",
+            "-out",
+            "r.csr",
+        ]);
+        openssl(&[
+            "x509", "-req", "-in", "r.csr", "-signkey", "k.pem", "-days", "2", "-out", "c.pem",
+        ]);
+        let cert = std::fs::read_to_string(path("c.pem")).unwrap();
+        let key = std::fs::read_to_string(path("k.pem")).unwrap();
+        assert!(cert.contains("BEGIN CERTIFICATE"));
+        assert!(
+            certified_key(&cert, &key).is_ok(),
+            "{:?}",
+            certified_key(&cert, &key).err()
+        );
+        let (_, other) = generate("other.test");
+        assert_eq!(
+            certified_key(&cert, &other).unwrap_err(),
+            (
+                Half::Cert,
+                "the private key does not match the certificate".to_owned()
+            )
+        );
     }
 
     /// A client's last flight, its `close_notify` and more than rustls buffers at once,
