@@ -7,6 +7,7 @@
 //! `Arc` that reload swaps whole.
 
 mod certs;
+mod deck;
 mod entities;
 mod file;
 mod lookup;
@@ -491,6 +492,8 @@ impl Config {
         // Taken before vault references are resolved, so no secret goes into it.
         let mut digest_input = Vec::new();
         canonical(&doc, &mut digest_input);
+        // The file's bookkeeping and decK's header, before the Admin API's items join.
+        deck::apply(&mut doc, &mut report);
         let mut admin_from = AdminFrom::default();
         if let (Some(admin), Value::Mapping(map)) = (admin, &mut doc) {
             for kind in ADMIN_KINDS {

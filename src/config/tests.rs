@@ -1336,6 +1336,71 @@ fn listeners_that_cannot_all_bind_are_named_by_their_entries() {
     assert!(fine.is_ok(), "{:?}", fine.err());
 }
 
+/// decK's `_info` as `deck gateway sync` applies it: `defaults` fill what an entity
+/// leaves unset (never what its `url` gives), `select_tags` tag every entity; and Kong's
+/// bookkeeping (`_comment`, `_ignore`, `ws_id`) loads on any entity, at any depth.
+#[test]
+fn deck_info_defaults_and_bookkeeping_apply() {
+    let config = load(
+        r#"
+_format_version: "3.0"
+_info:
+  select_tags: [team-a]
+  defaults:
+    service: {read_timeout: 1000, retries: 0, port: 9999, path: /from-defaults}
+    route: {strip_path: false}
+services:
+  - name: s
+    url: http://127.0.0.1:1/base
+    retries: 2
+    ws_id: 0b7d3b1d-5b3a-4a4a-9a8a-6b4f3c2d1e0f
+    _comment: the one service
+    routes:
+      - name: r
+        paths: [/a]
+        _ignore: [x]
+        plugins:
+          - name: correlation-id
+            _comment: nested twice
+  - name: bare
+    host: 127.0.0.1
+routes:
+  - name: top
+    service: bare
+    paths: [/b]
+    strip_path: true
+"#,
+    )
+    .unwrap();
+    let s = &config.services[0];
+    assert_eq!(s.read_timeout, Duration::from_millis(1000));
+    assert_eq!(s.retries, 2, "the entity's own value stands");
+    assert_eq!(
+        (s.port, s.path.as_str()),
+        (1, "/base"),
+        "what the url gives stands"
+    );
+    let bare = &config.services[1];
+    assert_eq!((bare.port, bare.path.as_str()), (9999, "/from-defaults"));
+    assert!(!config.routes[0].strip_path, "a default");
+    assert!(config.routes[1].strip_path, "the route's own value");
+    assert_eq!(s.tags, ["team-a"]);
+    assert_eq!(config.routes[1].tags, ["team-a"]);
+
+    let found = problems(
+        "_format_version: \"3.0\"\n_info:\n  defaults: {plugin: {enabled: false}, route: 5}\n  select_tags: team-a\n",
+    );
+    assert_eq!(
+        paths_of(&found),
+        [
+            "_info.defaults.plugin",
+            "_info.defaults.route",
+            "_info.select_tags"
+        ],
+        "{found:?}"
+    );
+}
+
 #[test]
 fn what_kong_and_deck_exports_write_loads() {
     // Fields a Kong 3.x export spells out at their defaults, nulls included.
