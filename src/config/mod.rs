@@ -1482,22 +1482,46 @@ fn build_service(
         file.path.clone(),
     );
     if let Some(url) = &file.url {
-        if file.protocol.is_some()
-            || file.host.is_some()
-            || file.port.is_some()
-            || file.path.is_some()
-        {
-            report.add(
-                format!("{path}.url"),
-                "give either url or protocol/host/port/path, not both",
-            );
-        }
         match parse_url(url) {
             Ok(parts) => {
+                // As Kong: the url's parts, and a path it leaves out given on its own.
+                // Stricter: a part given both ways must agree (Kong takes the url's).
+                let scheme_port = if parts.0 == "https" { 443 } else { 80 };
+                let disagree = [
+                    (
+                        "protocol",
+                        file.protocol
+                            .as_ref()
+                            .is_some_and(|p| !p.eq_ignore_ascii_case(&parts.0)),
+                    ),
+                    (
+                        "host",
+                        file.host
+                            .as_ref()
+                            .is_some_and(|h| !h.eq_ignore_ascii_case(&parts.1)),
+                    ),
+                    (
+                        "port",
+                        file.port
+                            .is_some_and(|p| p != parts.2.unwrap_or(scheme_port)),
+                    ),
+                    (
+                        "path",
+                        parts.3.is_some() && file.path.is_some() && file.path != parts.3,
+                    ),
+                ];
+                for (field, differs) in disagree {
+                    if differs {
+                        report.add(
+                            format!("{path}.{field}"),
+                            format!("disagrees with url '{url}'"),
+                        );
+                    }
+                }
                 protocol = Some(parts.0);
                 host = Some(parts.1);
                 port = parts.2;
-                base = parts.3;
+                base = parts.3.or_else(|| file.path.clone());
             }
             Err(message) => report.add(format!("{path}.url"), message),
         }

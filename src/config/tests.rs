@@ -676,6 +676,28 @@ fn urls_and_service_fields() {
             "{url}: {found:?}"
         );
     }
+    // `url` beside its parts, as decK's examples write it: parts that agree load, a path
+    // the url leaves out is taken, parts that disagree are refused (Kong takes the url's).
+    let config = load(
+        "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://a:81\n    protocol: HTTP\n    host: A\n    port: 81\n    path: /v1\n  - name: t\n    url: https://b/x\n    port: 443\n    path: /x\n",
+    )
+    .unwrap();
+    let (s, t) = (&config.services[0], &config.services[1]);
+    assert_eq!((s.host.as_str(), s.port, s.path.as_str()), ("a", 81, "/v1"));
+    assert_eq!((t.port, t.path.as_str()), (443, "/x"));
+    let found = problems(
+        "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://a/v1\n    protocol: https\n    host: b\n    port: 8080\n    path: /v2\n",
+    );
+    assert_eq!(
+        paths_of(&found),
+        [
+            "services[0].protocol",
+            "services[0].host",
+            "services[0].port",
+            "services[0].path"
+        ],
+        "{found:?}"
+    );
     // A problem quotes a url without its credentials.
     for url in [
         "http://user:s3cret@a/p",
