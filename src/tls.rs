@@ -24,6 +24,9 @@ pub enum Half {
     Key,
 }
 
+/// What `certified_key` says of a key that is not the certificate's.
+pub const KEY_MISMATCH: &str = "the private key does not match the certificate";
+
 /// A certificate and its key, checked to belong together; a problem names its half.
 pub fn certified_key(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, (Half, String)> {
     let certs = certificates(cert_pem).map_err(|e| (Half::Cert, e))?;
@@ -49,10 +52,7 @@ pub fn certified_key(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>,
     let certified = CertifiedKey::new(certs, signer);
     // Of the pair, not of either half: said of the certificate, as before.
     if !keys_match(&certified) {
-        return Err((
-            Half::Cert,
-            "the private key does not match the certificate".to_owned(),
-        ));
+        return Err((Half::Cert, KEY_MISMATCH.to_owned()));
     }
     Ok(Arc::new(certified))
 }

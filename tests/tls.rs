@@ -1777,15 +1777,15 @@ fn check_reports_tls_config_errors_with_their_paths() {
                 "{head}{}",
                 certificates(&[cert_item(&a, &["a.test"], &same_type_alt)])
             ),
-            "certificates[0].cert_alt: certificate and alternative certificate need to have different type",
+            "certificates[0]: certificate and alternative certificate need to have different type",
         ),
         (
-            "a key that does not match the certificate",
+            "a key that does not match the certificate (Kong's words, of the entity)",
             format!(
                 "{head}{}",
                 certificates(&[cert_item(&mismatched, &["a.test"], "")])
             ),
-            "certificates[0].cert:",
+            "certificates[0]: certificate does not match key",
         ),
         (
             "a certificate whose PEM body is not base64",
@@ -1820,7 +1820,7 @@ fn check_reports_tls_config_errors_with_their_paths() {
                     cert_item(&b, &["DUP.test"], ""),
                 ])
             ),
-            "certificates[1].snis[0]:",
+            "certificates[1].snis: DUP.test already associated with existing certificate",
         ),
         (
             "an SNI twice in one certificate's list",
@@ -1828,7 +1828,7 @@ fn check_reports_tls_config_errors_with_their_paths() {
                 "{head}{}",
                 certificates(&[cert_item(&a, &["a.test", "twice.test", "TWICE.test"], "")])
             ),
-            "certificates[0].snis[2]: duplicate SNI in request: TWICE.test",
+            "certificates[0].snis: TWICE.test is duplicated",
         ),
         (
             "a top-level SNI that repeats a nested one",
@@ -1836,7 +1836,7 @@ fn check_reports_tls_config_errors_with_their_paths() {
                 "{head}{}snis:\n  - name: a.test\n    certificate: {{id: {id_a}}}\n",
                 certificates(&[cert_item(&a, &["a.test"], &format!("    id: {id_a}\n"))])
             ),
-            "snis[0]",
+            "snis[0].name: a.test already associated with existing certificate",
         ),
         (
             "a top-level SNI naming an unknown certificate id",
@@ -1864,7 +1864,7 @@ fn check_reports_tls_config_errors_with_their_paths() {
                     &format!("    cert_alt: {}", block(&b.pem, 6))
                 )])
             ),
-            "certificates[0].key_alt:",
+            "certificates[0]: all or none of these fields must be set: 'cert_alt', 'key_alt'",
         ),
         (
             "an ssl listener and no certificate at all",
@@ -1958,8 +1958,8 @@ fn check_reports_tls_config_errors_with_their_paths() {
     );
     let (code, stderr, _) = check(d, "all.yaml", &all);
     for prefix in [
-        "certificates[0].cert:",
-        "certificates[2].snis[0]:",
+        "certificates[0]: certificate does not match key",
+        "certificates[2].snis:",
         "ringway.ssl_cert",
     ] {
         if code != Some(78) || !stderr.lines().any(|l| l.starts_with(prefix)) {

@@ -1880,10 +1880,13 @@ fn show_by_id(config: &Config, kind: &str, id: &str) -> Option<Value> {
 
 fn certificate_json(config: &Config, i: usize) -> Value {
     let c = &config.certificates[i];
+    // Sorted, as Kong shows them.
+    let mut snis = c.snis.clone();
+    snis.sort_unstable();
     let mut json = json!({
         "id": c.id, "cert": c.cert, "key": c.key,
         "cert_alt": c.cert_alt, "key_alt": c.key_alt,
-        "snis": c.snis, "tags": tags(&c.tags), "created_at": c.created_at,
+        "snis": snis, "tags": tags(&c.tags), "created_at": c.created_at,
         "updated_at": c.created_at,
     });
     show_references(&mut json, &c.references);

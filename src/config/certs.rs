@@ -98,25 +98,35 @@ pub fn build(
     let mut resolver = tls::Certificates::default();
     let mut keys_by_cert: Vec<Vec<Arc<rustls::sign::CertifiedKey>>> = Vec::new();
     let mut ids: HashMap<String, usize> = HashMap::new();
-    let mut names: HashMap<String, String> = HashMap::new();
+    // Each name's first place and the certificate it names.
+    let mut names: HashMap<String, (String, String)> = HashMap::new();
     let mut add_sni = |name: &str,
+                       certificate: &str,
                        keys: &[Arc<rustls::sign::CertifiedKey>],
                        path: String,
                        resolver: &mut tls::Certificates,
                        report: &mut Report| {
-        if let Some(first) = super::first_seen(&mut names, name.to_ascii_lowercase(), path.clone())
+        let key = name.to_ascii_lowercase();
+        if let Some((first, owner)) =
+            super::first_seen(&mut names, key, (path.clone(), certificate.to_owned()))
         {
-            // Twice in one certificate's list (as Kong says it of a request), or beside
-            // the first place it was used.
-            let same_list = path.contains(".snis[")
-                && first.rsplit_once('[').map(|(list, _)| list)
-                    == path.rsplit_once('[').map(|(list, _)| list);
-            let problem = if same_list {
-                format!("duplicate SNI in request: {name}")
-            } else {
-                format!("SNI '{name}' is already used (at {first})")
+            // In Kong's words: of a certificate's `snis` list, said of the list; of an
+            // `snis` item, of its name.
+            let list = |p: &str| p.rsplit_once(".snis[").map(|(entity, _)| entity.to_owned());
+            let (at, problem) = match list(&path) {
+                Some(entity) if list(&first).as_deref() == Some(&*entity) => {
+                    (format!("{entity}.snis"), format!("{name} is duplicated"))
+                }
+                Some(entity) => (
+                    format!("{entity}.snis"),
+                    format!("{name} already associated with existing certificate '{owner}'"),
+                ),
+                None => (
+                    format!("{path}.name"),
+                    format!("{name} already associated with existing certificate '{owner}'"),
+                ),
             };
-            report.add(path, problem);
+            report.add(at, problem);
             return false;
         }
         if let Err(message) = resolver.add(name, keys.to_vec()) {
@@ -139,8 +149,14 @@ pub fn build(
             tls::Half::Cert => format!("{}.cert{alt}", item.path),
             tls::Half::Key => format!("{}.key{alt}", item.path),
         };
+        // Problems of the pair are the certificate entity's, in Kong's words (its
+        // `@entity` checks); a problem of one half is that field's.
         match tls::certified_key(&cert, &key) {
             Ok(k) => keys.push(k),
+            Err((_, message)) if message == tls::KEY_MISMATCH => {
+                report.add(item.path.clone(), "certificate does not match key");
+                continue;
+            }
             Err((which, message)) => {
                 report.add(half(which, ""), message);
                 continue;
@@ -153,27 +169,31 @@ pub fn build(
                 // another key type; one of the same type would never be chosen.
                 Ok(k) if k.key.algorithm() == keys[0].key.algorithm() => {
                     report.add(
-                        format!("{}.cert_alt", item.path),
-                        format!(
-                            "certificate and alternative certificate need to have different \
-                             type (e.g. RSA and ECDSA), the provided certificates were both {:?}",
-                            k.key.algorithm()
-                        ),
+                        item.path.clone(),
+                        "certificate and alternative certificate need to have different \
+                         type (e.g. RSA and ECDSA), the provided certificates were both of the \
+                         same type",
                     );
                     continue;
                 }
                 Ok(k) => keys.push(k),
+                Err((_, message)) if message == tls::KEY_MISMATCH => {
+                    report.add(
+                        item.path.clone(),
+                        "alternative certificate does not match key",
+                    );
+                    continue;
+                }
                 Err((which, message)) => {
                     report.add(half(which, "_alt"), message);
                     continue;
                 }
             },
-            (Some(_), None) => {
-                report.add(format!("{}.key_alt", item.path), "required with cert_alt");
-                continue;
-            }
-            (None, Some(_)) => {
-                report.add(format!("{}.cert_alt", item.path), "required with key_alt");
+            _ => {
+                report.add(
+                    item.path.clone(),
+                    "all or none of these fields must be set: 'cert_alt', 'key_alt'",
+                );
                 continue;
             }
         }
@@ -211,7 +231,7 @@ pub fn build(
                     (name, object.id, object.tags, object.created_at)
                 }
             };
-            if add_sni(&name, &keys, path, &mut resolver, report) {
+            if add_sni(&name, &id, &keys, path, &mut resolver, report) {
                 built.snis.push(Sni {
                     id: sni_id.unwrap_or_else(|| stable_id("sni", &name)),
                     name: name.clone(),
@@ -262,8 +282,10 @@ pub fn build(
             continue;
         };
         let _ = file.updated_at;
+        let owner = built.certificates[index].id.clone();
         if add_sni(
             &name,
+            &owner,
             &keys_by_cert[index],
             item.path.clone(),
             &mut resolver,
