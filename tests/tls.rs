@@ -2188,6 +2188,21 @@ fn admin_api_certificates_and_snis_take_effect_without_restart() {
     // The file's certificate is read-only through the API.
     let r = admin_form(&t.gw, "DELETE", &format!("/certificates/{file_id}"), &[]);
     assert_eq!(r.status, 405, "a file-declared certificate: {r:?}");
+    // It has no id of its own (its id follows its PEM): an SNI attached to it would be
+    // left naming nothing once it is renewed.
+    let r = admin_form(
+        &t.gw,
+        "POST",
+        &format!("/certificates/{file_id}/snis"),
+        &[("name", "attached.test")],
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(
+        r.json()["fields"]["certificate"]
+            .as_str()
+            .is_some_and(|m| m.contains("give it an id in the file")),
+        "{r:?}"
+    );
 
     // Admin-created certificates are durable.
     let opts = t.opts.clone();

@@ -1760,9 +1760,30 @@ fn create_sni(control: &Control, config: &Config, mut body: Body) -> Reply {
         Err(reply) | Ok(Some(reply)) => reply,
         Ok(None) => match resolve_reference(config, &mut body, "certificate", "certificates") {
             Err(reply) => reply,
-            Ok(()) => write(control, config, "snis", body, None),
+            Ok(()) => match unsteady_certificate(config, &body) {
+                Some(reply) => reply,
+                None => write(control, config, "snis", body, None),
+            },
         },
     }
+}
+
+/// An SNI the Admin API attaches to a certificate the file declares without an `id`
+/// would be left naming nothing once the certificate is renewed (its id follows its
+/// PEM), and the next start would refuse the state: refused up front.
+fn unsteady_certificate(config: &Config, body: &Body) -> Option<Reply> {
+    let id = body.get("certificate")?.get("id")?.as_str()?;
+    let certificate = config.certificates.iter().find(|c| c.id == id)?;
+    (certificate.layer == Layer::File && certificate.derived_id).then(|| {
+        field_error(
+            "certificate",
+            &format!(
+                "certificate '{id}' is declared in the file without an id: its id follows its \
+                 PEM and changes when it is renewed, leaving this SNI behind; give it an id in \
+                 the file to attach SNIs here"
+            ),
+        )
+    })
 }
 
 /// A PUT answers 200 whether it created the entity or replaced it, as Kong's does.

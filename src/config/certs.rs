@@ -63,6 +63,9 @@ pub struct Certificate {
     pub tags: Vec<String>,
     pub created_at: u64,
     pub layer: Layer,
+    /// A file certificate without an `id` of its own: its id follows its PEM, and a
+    /// renewal changes it.
+    pub derived_id: bool,
     /// `cert`, `key`, `cert_alt` or `key_alt` as written when it was a vault reference.
     pub references: Vec<(&'static str, String)>,
 }
@@ -254,6 +257,7 @@ pub fn build(
             tags: file.tags,
             created_at: file.created_at.unwrap_or(0),
             layer: item.layer,
+            derived_id: file.id.is_none(),
             references: report
                 .references_in(&item.path, super::vault::secret_fields("certificates")),
         });
