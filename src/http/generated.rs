@@ -194,10 +194,14 @@ pub fn response(
     out.extend_from_slice(reason(status).as_bytes());
     out.extend_from_slice(b"\r\nDate: ");
     write_date(out);
-    out.extend_from_slice(b"\r\nContent-Type: ");
-    out.extend_from_slice(content_type);
-    out.extend_from_slice(b"\r\nContent-Length: ");
-    write_u64(out, body.len() as u64);
+    // A 204 has no content, and so neither its type nor a length (RFC 9110 §8.6); a
+    // 304 would describe the representation it stands for, which it does not carry.
+    if !matches!(status, 204 | 304) {
+        out.extend_from_slice(b"\r\nContent-Type: ");
+        out.extend_from_slice(content_type);
+        out.extend_from_slice(b"\r\nContent-Length: ");
+        write_u64(out, body.len() as u64);
+    }
     out.extend_from_slice(b"\r\nServer: ringway\r\n");
     for line in extra {
         out.extend_from_slice(line);
@@ -206,7 +210,7 @@ pub fn response(
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    if !head {
+    if !head && !matches!(status, 204 | 304) {
         out.extend_from_slice(body);
     }
 }
@@ -232,6 +236,27 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(json["message"], "no Route matched with those values");
         assert!(text.contains(&format!("Content-Length: {}\r\n", body.len())));
+    }
+
+    /// A 204 and a 304 carry no content: no type, no length, no body.
+    #[test]
+    fn no_content_has_no_content_headers() {
+        for status in [204, 304] {
+            let mut out = Vec::new();
+            response(
+                &mut out,
+                status,
+                b"application/json",
+                b"",
+                false,
+                false,
+                &[],
+            );
+            let text = String::from_utf8(out).unwrap();
+            assert!(!text.contains("Content-Length"), "{text}");
+            assert!(!text.contains("Content-Type"), "{text}");
+            assert!(text.ends_with("Server: ringway\r\n\r\n"), "{text}");
+        }
     }
 
     /// A plugin's `error_code` may be any status: its registered reason, or none.
