@@ -630,6 +630,38 @@ fn admin_api_writes_upstreams_and_targets() {
         None,
     );
     assert_eq!(r.status, 204, "{r:?}");
+    // Hashing fields show as given, the fallback's cookie too; `hash_on` alone means
+    // consistent hashing (as Kong reads files from before `algorithm`); what GET shows
+    // a PUT takes back.
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/upstreams",
+        &[
+            ("name", "hashed"),
+            ("hash_on", "header"),
+            ("hash_on_header", "x-a"),
+            ("hash_fallback", "cookie"),
+            ("hash_on_cookie", "ck"),
+            ("hash_fallback_query_arg", "unused"),
+        ],
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let shown = r.json();
+    assert_eq!(shown["algorithm"], "consistent-hashing", "{shown}");
+    assert_eq!(shown["hash_on_cookie"], "ck", "{shown}");
+    assert_eq!(shown["hash_fallback_query_arg"], "unused", "{shown}");
+    let r = admin_json(&gw, "PUT", "/upstreams/hashed", &shown);
+    assert_eq!(r.status, 200, "GET's answer, put back: {r:?}");
+    let r = http_request(gw.admin_addr(), "DELETE", "/upstreams/hashed", &[], None);
+    assert_eq!(r.status, 204, "{r:?}");
+    let r = admin_form(&gw, "POST", "/upstreams", &[("name", "127.0.0.1")]);
+    assert_eq!(r.status, 400, "an address for a name: {r:?}");
+    assert_eq!(
+        r.json()["fields"]["name"],
+        "Invalid name; no ip addresses allowed",
+        "{r:?}"
+    );
     let r = admin_form(&gw, "POST", "/upstreams", &[("name", "spare")]);
     assert_eq!(r.status, 201, "{r:?}");
     let r = admin_form(&gw, "PATCH", "/upstreams/spare", &[("name", "api-pool")]);
@@ -758,6 +790,12 @@ upstreams:
   - name: hashed
     hash_on: header
   - name: pool
+  - name: rr
+    algorithm: round-robin
+    hash_on: ip
+  - name: 127.0.0.1
+  - name: \"[::1]\"
+  - name: api:80
 targets:
   - target: 10.0.0.3
     upstream: missing
@@ -766,8 +804,12 @@ targets:
     assert_eq!(code, Some(78));
     for expected in [
         "upstreams[0].algorithm: the 'latency' algorithm is not supported",
-        "upstreams[1].hash_on: 'header' needs its field set",
-        "upstreams[1].hash_on: hashing needs algorithm 'consistent-hashing'",
+        "upstreams[1].hash_on_header: required field missing (hash_on is 'header')",
+        "upstreams[3].hash_on: hashing needs algorithm 'consistent-hashing'",
+        // Kong's: an upstream named as an address would take that address's services.
+        "upstreams[4].name: Invalid name; no ip addresses allowed",
+        "upstreams[5].name: Invalid name; no ip addresses allowed",
+        "upstreams[6].name: Invalid name; no port allowed",
         "targets[0].upstream: no upstream named 'missing'",
         // Found beside the refused algorithm, not hidden by it.
         "upstreams[0].targets[2].weight: must be between 0 and 65535",
@@ -821,8 +863,8 @@ upstreams:
     assert_eq!(code, Some(78), "{stderr}");
     for expected in [
         "upstreams[0].host_header: invalid host",
-        "upstreams[1].hash_on: invalid cookie name 'a=b'",
-        "upstreams[1].hash_on: invalid cookie path '/; Secure'",
+        "upstreams[1].hash_on_cookie: invalid cookie name 'a=b'",
+        "upstreams[1].hash_on_cookie_path: invalid cookie path '/; Secure'",
         "upstreams[2].healthchecks.active.timeout: must be greater than 0",
         "upstreams[2].healthchecks.active.concurrency: must be between 1 and 64",
     ] {

@@ -179,20 +179,20 @@ fn tags(tags: &[String]) -> Value {
 }
 
 pub(super) fn upstream_json(up: &Upstream) -> Value {
-    let (hash_on, on_header, on_query, cookie, cookie_path) = hash_fields(&up.hash_on);
-    let (fallback, fb_header, fb_query, _, _) = hash_fields(&up.hash_fallback);
+    // The fields as given, whether or not the hashing chosen uses them, as Kong shows them.
+    let given = &up.hash_fields;
     json!({
         "id": up.id,
         "name": &*up.name,
         "algorithm": up.algorithm.as_str(),
-        "hash_on": hash_on,
-        "hash_fallback": fallback,
-        "hash_on_header": on_header,
-        "hash_fallback_header": fb_header,
-        "hash_on_query_arg": on_query,
-        "hash_fallback_query_arg": fb_query,
-        "hash_on_cookie": cookie,
-        "hash_on_cookie_path": cookie_path.unwrap_or("/"),
+        "hash_on": hash_kind(&up.hash_on),
+        "hash_fallback": hash_kind(&up.hash_fallback),
+        "hash_on_header": given.hash_on_header,
+        "hash_fallback_header": given.hash_fallback_header,
+        "hash_on_query_arg": given.hash_on_query_arg,
+        "hash_fallback_query_arg": given.hash_fallback_query_arg,
+        "hash_on_cookie": given.hash_on_cookie,
+        "hash_on_cookie_path": given.hash_on_cookie_path.as_deref().unwrap_or("/"),
         "hash_on_uri_capture": null,
         "hash_fallback_uri_capture": null,
         "slots": up.slots,
@@ -210,23 +210,15 @@ pub(super) fn upstream_json(up: &Upstream) -> Value {
     })
 }
 
-type HashFields<'a> = (
-    &'static str,
-    Option<&'a str>,
-    Option<&'a str>,
-    Option<&'a str>,
-    Option<&'a str>,
-);
-
-fn hash_fields(on: &HashOn) -> HashFields<'_> {
+fn hash_kind(on: &HashOn) -> &'static str {
     match on {
-        HashOn::None => ("none", None, None, None, None),
-        HashOn::Consumer => ("consumer", None, None, None, None),
-        HashOn::Ip => ("ip", None, None, None, None),
-        HashOn::Path => ("path", None, None, None, None),
-        HashOn::Header(h) => ("header", Some(h), None, None, None),
-        HashOn::QueryArg(q) => ("query_arg", None, Some(q), None, None),
-        HashOn::Cookie { name, path } => ("cookie", None, None, Some(name), Some(path)),
+        HashOn::None => "none",
+        HashOn::Consumer => "consumer",
+        HashOn::Ip => "ip",
+        HashOn::Path => "path",
+        HashOn::Header(_) => "header",
+        HashOn::QueryArg(_) => "query_arg",
+        HashOn::Cookie { .. } => "cookie",
     }
 }
 

@@ -32,6 +32,9 @@ pub struct Upstream {
     pub algorithm: Algorithm,
     pub hash_on: HashOn,
     pub hash_fallback: HashOn,
+    /// The hashing fields as given (Kong keeps and shows them whether or not the
+    /// `hash_on` / `hash_fallback` chosen uses them).
+    pub hash_fields: HashFieldsGiven,
     /// The `Host` sent upstream instead of the target's own.
     pub host_header: Option<String>,
     pub slots: u32,
@@ -42,6 +45,17 @@ pub struct Upstream {
     pub tags: Vec<String>,
     pub created_at: u64,
     pub layer: Layer,
+}
+
+/// An upstream's `hash_on_*` / `hash_fallback_*` fields as given.
+#[derive(Debug, Clone, Default)]
+pub struct HashFieldsGiven {
+    pub hash_on_header: Option<String>,
+    pub hash_fallback_header: Option<String>,
+    pub hash_on_cookie: Option<String>,
+    pub hash_on_cookie_path: Option<String>,
+    pub hash_on_query_arg: Option<String>,
+    pub hash_fallback_query_arg: Option<String>,
 }
 
 impl Upstream {
@@ -445,6 +459,19 @@ fn check_orphans(path: &str, targets: Vec<Value>, report: &mut Report) {
 fn build_upstream(file: UpstreamFile, path: &str, report: &mut Report) -> Option<Upstream> {
     let before = report.problems.len();
     let name = match &file.name {
+        // Kong's words: a name, never an address (an upstream named `127.0.0.1` would
+        // take every service whose host is that address) or one with a port.
+        Some(name) if is_address(name) => {
+            report.add(
+                format!("{path}.name"),
+                "Invalid name; no ip addresses allowed",
+            );
+            String::new()
+        }
+        Some(name) if name.contains(':') => {
+            report.add(format!("{path}.name"), "Invalid name; no port allowed");
+            String::new()
+        }
         Some(name) if valid_host(name) => name.to_ascii_lowercase(),
         Some(name) => {
             report.add(
@@ -458,7 +485,15 @@ fn build_upstream(file: UpstreamFile, path: &str, report: &mut Report) -> Option
             String::new()
         }
     };
-    let algorithm = match file.algorithm.as_deref().unwrap_or("round-robin") {
+    // As Kong: without an algorithm, hashing on something means consistent hashing
+    // (files from before `algorithm` existed say only `hash_on`).
+    let hashing = file.hash_on.as_deref().is_some_and(|on| on != "none");
+    let default_algorithm = if hashing {
+        "consistent-hashing"
+    } else {
+        "round-robin"
+    };
+    let algorithm = match file.algorithm.as_deref().unwrap_or(default_algorithm) {
         "round-robin" => Algorithm::RoundRobin,
         "consistent-hashing" => Algorithm::ConsistentHashing,
         "least-connections" => Algorithm::LeastConnections,
@@ -477,27 +512,43 @@ fn build_upstream(file: UpstreamFile, path: &str, report: &mut Report) -> Option
             Algorithm::RoundRobin
         }
     };
+    if let Some(cookie_path) = file.hash_on_cookie_path.as_deref() {
+        let at = format!("{path}.hash_on_cookie_path");
+        if !cookie_path.starts_with('/') {
+            report.add(at, "should start with: /");
+        } else if cookie_path
+            .bytes()
+            .any(|b| b.is_ascii_control() || b == b';' || b == b',' || b == b' ')
+        {
+            report.add(at, format!("invalid cookie path '{cookie_path}'"));
+        }
+    }
     let hash_on = hash_input(
+        "hash_on",
         file.hash_on.as_deref(),
         HashFields {
-            header: file.hash_on_header.as_deref(),
-            query_arg: file.hash_on_query_arg.as_deref(),
+            header: ("hash_on_header", file.hash_on_header.as_deref()),
+            query_arg: ("hash_on_query_arg", file.hash_on_query_arg.as_deref()),
             cookie: file.hash_on_cookie.as_deref(),
             cookie_path: file.hash_on_cookie_path.as_deref(),
         },
-        &format!("{path}.hash_on"),
+        path,
         report,
     );
     let hash_fallback = hash_input(
+        "hash_fallback",
         file.hash_fallback.as_deref(),
         HashFields {
-            header: file.hash_fallback_header.as_deref(),
-            query_arg: file.hash_fallback_query_arg.as_deref(),
+            header: ("hash_fallback_header", file.hash_fallback_header.as_deref()),
+            query_arg: (
+                "hash_fallback_query_arg",
+                file.hash_fallback_query_arg.as_deref(),
+            ),
             // Kong's fallback cookie is `hash_on_cookie`.
             cookie: file.hash_on_cookie.as_deref(),
             cookie_path: file.hash_on_cookie_path.as_deref(),
         },
-        &format!("{path}.hash_fallback"),
+        path,
         report,
     );
     // Kong's rules: hashing needs the consistent-hashing algorithm, the fallback needs a
@@ -562,6 +613,14 @@ fn build_upstream(file: UpstreamFile, path: &str, report: &mut Report) -> Option
         algorithm,
         hash_on,
         hash_fallback,
+        hash_fields: HashFieldsGiven {
+            hash_on_header: file.hash_on_header,
+            hash_fallback_header: file.hash_fallback_header,
+            hash_on_cookie: file.hash_on_cookie,
+            hash_on_cookie_path: file.hash_on_cookie_path,
+            hash_on_query_arg: file.hash_on_query_arg,
+            hash_fallback_query_arg: file.hash_fallback_query_arg,
+        },
         host_header: file.host_header,
         slots,
         targets: Vec::new(),
@@ -573,10 +632,21 @@ fn build_upstream(file: UpstreamFile, path: &str, report: &mut Report) -> Option
     })
 }
 
-/// The fields `hash_on` / `hash_fallback` may need.
+/// Whether an upstream name is an address as Kong's `hostname_type` reads it: any text
+/// of digits and dots (`1234` too), or an IPv6 address, bracketed or not.
+fn is_address(name: &str) -> bool {
+    let bare = name
+        .strip_prefix('[')
+        .and_then(|n| n.strip_suffix(']'))
+        .unwrap_or(name);
+    name.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        || bare.parse::<std::net::Ipv6Addr>().is_ok()
+}
+
+/// The fields `hash_on` / `hash_fallback` may need, with the names of their own.
 struct HashFields<'a> {
-    header: Option<&'a str>,
-    query_arg: Option<&'a str>,
+    header: (&'static str, Option<&'a str>),
+    query_arg: (&'static str, Option<&'a str>),
     cookie: Option<&'a str>,
     cookie_path: Option<&'a str>,
 }
@@ -588,36 +658,29 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// One of `hash_on` / `hash_fallback` with the field it needs.
+/// One of `hash_on` / `hash_fallback` (`which`) with the field it needs; a problem with
+/// that field is said of it.
 fn hash_input(
+    which: &str,
     kind: Option<&str>,
     fields: HashFields<'_>,
-    path: &str,
+    upstream: &str,
     report: &mut Report,
 ) -> HashOn {
-    let needs = |field: Option<&str>, what: &str, report: &mut Report| match field {
-        Some(v) if is_token(v) => v.to_owned(),
-        Some(v) => {
-            report.add(path, format!("invalid {what} name '{v}'"));
-            String::new()
-        }
-        None => {
-            report.add(
-                path,
-                format!("'{what}' needs its field set (e.g. {path}_{what})"),
-            );
-            String::new()
+    let needs = |(field, value): (&str, Option<&str>), what: &str, report: &mut Report| {
+        let at = format!("{upstream}.{field}");
+        match value {
+            Some(v) if is_token(v) => v.to_owned(),
+            Some(v) => {
+                report.add(at, format!("invalid {what} name '{v}'"));
+                String::new()
+            }
+            None => {
+                report.add(at, format!("required field missing ({which} is '{what}')"));
+                String::new()
+            }
         }
     };
-    if let Some(cookie_path) = fields.cookie_path {
-        if !cookie_path.starts_with('/')
-            || cookie_path
-                .bytes()
-                .any(|b| b.is_ascii_control() || b == b';' || b == b',' || b == b' ')
-        {
-            report.add(path, format!("invalid cookie path '{cookie_path}'"));
-        }
-    }
     match kind.unwrap_or("none") {
         "none" => HashOn::None,
         "consumer" => HashOn::Consumer,
@@ -626,19 +689,19 @@ fn hash_input(
         "header" => HashOn::Header(needs(fields.header, "header", report).to_ascii_lowercase()),
         "query_arg" => HashOn::QueryArg(needs(fields.query_arg, "query_arg", report)),
         "cookie" => HashOn::Cookie {
-            name: needs(fields.cookie, "cookie", report),
+            name: needs(("hash_on_cookie", fields.cookie), "cookie", report),
             path: fields.cookie_path.unwrap_or("/").to_owned(),
         },
         "uri_capture" => {
             report.add(
-                path,
+                format!("{upstream}.{which}"),
                 "hashing on 'uri_capture' is not supported by this version of ringway",
             );
             HashOn::None
         }
         other => {
             report.add(
-                path,
+                format!("{upstream}.{which}"),
                 format!("unknown value '{other}' (expected none, consumer, ip, header, cookie, path or query_arg)"),
             );
             HashOn::None
