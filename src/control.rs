@@ -427,12 +427,19 @@ fn name_admin_items(
                 key("consumer group")
                     .and_then(|id| running.consumer_groups.iter().find(|g| g.id == id))
                     .map(|g| ("consumer group", g.name.as_str()))
+            })
+            .or_else(|| {
+                key("upstream")
+                    .and_then(|id| running.upstreams.iter().find(|u| u.id == id))
+                    .map(|u| ("upstream", &*u.name))
             });
         if let Some((parent, name)) = parent {
             let what = match kind {
                 "plugins" => "plugin",
                 "routes" => "route",
                 "consumers" => "consumer",
+                "targets" => "target",
+                "snis" => "SNI",
                 _ => "credential",
             };
             problem.message = format!(
@@ -452,11 +459,17 @@ fn name_admin_items(
         else {
             continue;
         };
-        let label = ["username", "name", "key", "id"]
+        let label = ["username", "name", "key", "target", "id"]
             .iter()
             .find_map(|field| entity.get(*field)?.as_str())
             .unwrap_or("?");
-        problem.path = format!("{kind} '{label}' (created through the Admin API){rest}");
+        // `rest` is the field within it (`.target`), if any.
+        problem.path = match rest.strip_prefix('.') {
+            Some(field) => {
+                format!("{kind} '{label}' (created through the Admin API), field {field}")
+            }
+            None => format!("{kind} '{label}' (created through the Admin API){rest}"),
+        };
     }
     problems
 }

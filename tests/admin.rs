@@ -1562,7 +1562,7 @@ fn post_config_replaces_the_file_layer_with_a_backup() {
     let errors = r.json()["errors"].to_string();
     assert!(
         errors.contains(
-            "consumers 'keeper' (created through the Admin API).username: duplicate consumer 'keeper'"
+            "consumers 'keeper' (created through the Admin API), field username: duplicate consumer 'keeper'"
         ),
         "409 names the Admin-created entity by what it is, not its place in a merged list: {r:?}"
     );
@@ -1585,7 +1585,7 @@ fn post_config_replaces_the_file_layer_with_a_backup() {
     let errors = r.json()["errors"].to_string();
     assert!(
         errors.contains(
-            "jwt_secrets 'owner-key' (created through the Admin API).consumer: consumer 'owner' \
+            "jwt_secrets 'owner-key' (created through the Admin API), field consumer: consumer 'owner' \
              is not in the new file"
         ),
         "{r:?}"
@@ -1609,7 +1609,7 @@ fn post_config_replaces_the_file_layer_with_a_backup() {
     assert_eq!(r.status, 409, "{r:?}");
     let errors = r.json()["errors"].to_string();
     assert!(
-        errors.contains(".service: service 'fresh-service' is not in the new file"),
+        errors.contains(", field service: service 'fresh-service' is not in the new file"),
         "{r:?}"
     );
 }

@@ -3435,22 +3435,26 @@ fn json_config(body: &[u8]) -> Option<Vec<u8>> {
 
 /// Kong's answer to a config it refuses: `fields` nests each problem where it is (entity
 /// lists as arrays, null where an item is fine), and `errors` lists them as `check`
-/// prints them. Of two problems at one place, `fields` holds the first.
+/// prints them. Of two problems at one place, `fields` holds the first. A conflict (409)
+/// has `errors` only: it names Admin API entities, not places in the file.
 fn config_errors(status: u16, problems: &Problems) -> Reply {
     let errors: Vec<String> = problems.0.iter().map(ToString::to_string).collect();
+    if status == 409 {
+        // Conflicts name Admin API entities, not places in the file.
+        let message = "declarative config conflicts with entities created through the Admin API";
+        return Reply::json(
+            status,
+            &json!({ "code": 14, "name": "invalid declarative configuration", "message": message, "errors": errors }),
+        );
+    }
     let mut fields = Map::new();
     for problem in problems.0.iter().rev().filter(|p| !p.path.is_empty()) {
         // Whatever is in the way of a place stays as it is.
         let _ = nest(&mut fields, &problem.path, problem.message.clone().into());
     }
-    let message = if status == 409 {
-        "declarative config conflicts with entities created through the Admin API"
-    } else {
-        "declarative config is invalid"
-    };
     Reply::json(
         status,
-        &json!({ "code": 14, "name": "invalid declarative configuration", "message": message, "fields": fields, "errors": errors }),
+        &json!({ "code": 14, "name": "invalid declarative configuration", "message": "declarative config is invalid", "fields": fields, "errors": errors }),
     )
 }
 
