@@ -483,6 +483,17 @@ fn an_empty_data_dir_is_refused() {
     assert!(err.contains("ringway.data_dir: must not be empty"), "{err}");
 }
 
+/// The configs the repository ships (the documented example, the demo, the seed
+/// scenario's) are valid as they are.
+#[test]
+fn the_bundled_configs_pass_check() {
+    for name in ["kong.example.yaml", "demo.yaml", "seed.yaml"] {
+        let path = format!("{}/config/{name}", env!("CARGO_MANIFEST_DIR"));
+        let out = run_cli(&["check", "-c", &path], &[], CLI_TIMEOUT);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr_of(&out));
+    }
+}
+
 /// A data directory that is a file is named as such, on one line.
 #[test]
 fn a_data_dir_that_is_a_file_is_one_line() {
