@@ -239,6 +239,8 @@ fn active_json(a: &Active) -> Value {
         "timeout": a.timeout.as_secs_f64(),
         "concurrency": a.concurrency,
         "http_path": a.http_path,
+        "https_sni": a.https_sni,
+        "https_verify_certificate": a.https_verify_certificate,
         "headers": headers,
         "healthy": {
             "interval": a.healthy_interval.as_secs_f64(),

@@ -1423,6 +1423,33 @@ routes:
     );
 }
 
+/// What a Kong 3.11 dump writes on every upstream (sticky-session fields at their
+/// defaults) and https probe settings on an http probe (inert, as in Kong) load;
+/// sticky sessions themselves are refused.
+#[test]
+fn upstream_fields_kong_dumps_spell_out_load() {
+    let file = |extra: &str| {
+        format!(
+            "_format_version: \"3.0\"\nupstreams:\n  - name: u\n    sticky_sessions_cookie: null\n    sticky_sessions_cookie_path: /\n    healthchecks:\n      active:\n        type: http\n        https_sni: example.com\n        https_verify_certificate: false\n{extra}"
+        )
+    };
+    let config = load(&file("")).unwrap();
+    let active = &config.upstreams[0].checks.active;
+    assert_eq!(active.https_sni.as_deref(), Some("example.com"));
+    assert!(!active.https_verify_certificate);
+    let found = problems(&file(
+        "  - name: v\n    algorithm: sticky-sessions\n    sticky_sessions_cookie: sid\n",
+    ));
+    assert_eq!(
+        paths_of(&found),
+        [
+            "upstreams[1].algorithm",
+            "upstreams[1].sticky_sessions_cookie"
+        ],
+        "{found:?}"
+    );
+}
+
 #[test]
 fn what_kong_and_deck_exports_write_loads() {
     // Fields a Kong 3.x export spells out at their defaults, nulls included.

@@ -159,6 +159,10 @@ pub struct Active {
     pub concurrency: usize,
     pub http_path: String,
     pub headers: Vec<(String, String)>,
+    /// Kong's `https` probe settings, kept as given: inert, since probes here are
+    /// `http` or `tcp`, as Kong ignores them for those.
+    pub https_sni: Option<String>,
+    pub https_verify_certificate: bool,
     /// Probe interval of healthy targets; zero: healthy targets are not probed.
     pub healthy_interval: Duration,
     pub healthy_statuses: StatusSet,
@@ -221,6 +225,9 @@ struct UpstreamFile {
     host_header: Option<String>,
     client_certificate: Option<Value>,
     use_srv_name: Option<bool>,
+    /// Kong 3.11's sticky sessions: its dumps write both on every upstream.
+    sticky_sessions_cookie: Option<String>,
+    sticky_sessions_cookie_path: Option<String>,
     #[serde(default, deserialize_with = "super::file::tags")]
     tags: Vec<String>,
     created_at: Option<u64>,
@@ -497,10 +504,12 @@ fn build_upstream(file: UpstreamFile, path: &str, report: &mut Report) -> Option
         "round-robin" => Algorithm::RoundRobin,
         "consistent-hashing" => Algorithm::ConsistentHashing,
         "least-connections" => Algorithm::LeastConnections,
-        "latency" => {
+        unsupported @ ("latency" | "sticky-sessions") => {
             report.add(
                 format!("{path}.algorithm"),
-                "the 'latency' algorithm is not supported by this version of ringway",
+                format!(
+                    "the '{unsupported}' algorithm is not supported by this version of ringway"
+                ),
             );
             Algorithm::RoundRobin
         }
@@ -591,6 +600,22 @@ fn build_upstream(file: UpstreamFile, path: &str, report: &mut Report) -> Option
             format!("{path}.client_certificate"),
             "client certificates are not supported by this version of ringway",
         );
+    }
+    // Their defaults (no cookie, `/`) are what any dump spells out; a cookie is sticky
+    // sessions, which this version does not have.
+    if file.sticky_sessions_cookie.is_some() {
+        report.add(
+            format!("{path}.sticky_sessions_cookie"),
+            "sticky sessions are not supported by this version of ringway",
+        );
+    }
+    if let Some(cookie_path) = file.sticky_sessions_cookie_path.as_deref() {
+        if cookie_path != "/" {
+            report.add(
+                format!("{path}.sticky_sessions_cookie_path"),
+                "sticky sessions are not supported by this version of ringway",
+            );
+        }
     }
     if file.use_srv_name == Some(true) {
         report.add(
@@ -825,12 +850,6 @@ fn healthchecks(file: HealthchecksFile, path: &str, report: &mut Report) -> Heal
     if concurrency == 0 {
         report.add(format!("{path}.active.concurrency"), "must be at least 1");
     }
-    if a.https_sni.is_some() || a.https_verify_certificate == Some(false) {
-        report.add(
-            format!("{path}.active"),
-            "https probes are not supported by this version of ringway",
-        );
-    }
     let timeout = seconds(a.timeout, 1.0, "active.timeout", report);
     if timeout.is_zero() && a.timeout.is_some_and(|t| t == 0.0) {
         report.add(format!("{path}.active.timeout"), "must be greater than 0");
@@ -847,6 +866,8 @@ fn healthchecks(file: HealthchecksFile, path: &str, report: &mut Report) -> Heal
         concurrency: concurrency.clamp(1, 64) as usize,
         http_path,
         headers,
+        https_sni: a.https_sni,
+        https_verify_certificate: a.https_verify_certificate.unwrap_or(true),
         healthy_interval: seconds(a.healthy.interval, 0.0, "active.healthy.interval", report),
         healthy_statuses: statuses(
             a.healthy.http_statuses,
