@@ -907,6 +907,39 @@ fn an_unasked_100_continue_does_not_end_the_upload() {
     let _ = upload.join();
 }
 
+/// Interim answers before the final one are taken (a long job's `102 Processing`), but
+/// not without end: each restarts `read_timeout`, so an upstream sending only them would
+/// hold the request forever. Past 64 of them the answer is a 502.
+#[test]
+fn endless_interim_answers_end_in_a_502() {
+    let addr = upstream_per_connection(|s| {
+        let mut conn = BufConn::new(s);
+        let deadline = Instant::now() + RESPONSE_DEADLINE;
+        let Ok(Some(head)) = conn.read_head(deadline, deadline) else {
+            return;
+        };
+        let endless = head.starts_with(b"GET /endless");
+        for _ in 0..if endless { 1000 } else { 3 } {
+            if conn.write_all(b"HTTP/1.1 102 Processing\r\n\r\n").is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    });
+    let gw = gateway(&format!("http://{addr}"), "");
+    let r = gw.get("/some");
+    assert_eq!((r.status, r.body_str()), (200, "ok".to_string()), "{r:?}");
+    let start = Instant::now();
+    let r = gw.get("/endless");
+    assert_kong_json(&r, 502, BAD_GATEWAY);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
 /// An upstream that sends its success head before it has read the body, then reads the
 /// whole body and only then sends the response body (a streaming server): the upload is
 /// not cut at the head, a client that pauses mid-body still gets the whole answer, and

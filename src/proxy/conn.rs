@@ -45,6 +45,9 @@ const WRITEV_BODY_BYTES: usize = 4 * 1024;
 /// 4 KiB arrives in one read and leaves in one write; with room for the body alone, the
 /// last bytes took a second read and a second (tiny) write to the client.
 const RESPONSE_HEAD_READ_SPACE: usize = BODY_READ_SPACE + 4 * 1024;
+/// Interim (1xx) answers taken before a final one (a long job's `102 Processing`
+/// keep-alives fit many times over); beyond them the upstream is answering nothing: 502.
+const MAX_INTERIM_RESPONSES: u32 = 64;
 /// Limits for upstream response heads: generous, but bounded.
 const RESPONSE_LIMITS: Limits = Limits {
     max_request_line_bytes: 8192,
@@ -1348,6 +1351,7 @@ impl<S: ClientIo> Conn<S> {
         self.ubuf.clear();
         let mut scanner = HeadScanner::new();
         let mut received_any = false;
+        let mut interim = 0;
         loop {
             let ubuf = std::mem::take(&mut self.ubuf);
             // Until the answer starts, a client that leaves ends the wait (as nginx's).
@@ -1407,6 +1411,12 @@ impl<S: ClientIo> Conn<S> {
                         )? {
                             Parsed::Final(plan) => return Ok((plan, end)),
                             Parsed::Informational => {
+                                // Each interim answer restarts `read_timeout`: an upstream
+                                // that only ever sends them would hold the request forever.
+                                interim += 1;
+                                if interim > MAX_INTERIM_RESPONSES {
+                                    return Err(ErrorKind::BadResponse);
+                                }
                                 self.ubuf.drain(..end);
                                 scanner = HeadScanner::new();
                                 if self.ubuf.is_empty() {
