@@ -91,6 +91,13 @@ pub struct Totals {
 }
 
 impl Totals {
+    /// nginx's "accepted" (Kong's `connections_accepted`): every connection taken from
+    /// the listener, those closed at once at `max_connections` too; "handled" is the rest
+    /// (`connections_accepted` here), so accepted − handled counts the drops.
+    pub fn connections_taken(&self) -> u64 {
+        self.connections_accepted + self.connections_refused
+    }
+
     /// Connections between requests: nginx's "waiting", what is neither reading nor
     /// writing.
     pub fn connections_waiting(&self) -> u64 {

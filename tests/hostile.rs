@@ -754,6 +754,13 @@ fn max_connections_refuses_fast_and_recovers() {
         "{}",
         gw.status_json()
     );
+    // As nginx's stub_status (Kong's /status): accepted counts the drops, handled not.
+    assert_eq!(
+        server_stat(&gw, "connections_accepted") - server_stat(&gw, "connections_handled"),
+        server_stat(&gw, "connections_refused"),
+        "{}",
+        gw.status_json()
+    );
     assert!(
         o.requests().iter().all(|r| r.target != "/extra"),
         "a refused connection was served"

@@ -434,7 +434,7 @@ fn status(shared: &Shared, settings: &Settings) -> Reply {
         &serde_json::json!({
             "server": {
                 "connections_active": totals.connections_active,
-                "connections_accepted": totals.connections_accepted,
+                "connections_accepted": totals.connections_taken(),
                 "connections_handled": totals.connections_accepted,
                 "connections_refused": totals.connections_refused,
                 "connections_reading": totals.connections_reading,

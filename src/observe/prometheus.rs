@@ -199,7 +199,7 @@ fn kong_series(out: &mut String, published: &Published, kong: &Kong, node: &Node
     );
     // Kong's states, nginx's stub_status figures.
     for (state, value) in [
-        ("accepted", totals.connections_accepted),
+        ("accepted", totals.connections_taken()),
         ("active", totals.connections_active),
         ("handled", totals.connections_accepted),
         ("reading", totals.connections_reading),
