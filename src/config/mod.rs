@@ -835,7 +835,7 @@ fn parse_fields<T: DeserializeOwned>(
         };
         let segments: Vec<Segment> = e.path().iter().cloned().collect();
         let inner = e.path().to_string();
-        let message = kong_types(e.into_inner().to_string());
+        let message = kong_entities(kong_types(e.into_inner().to_string()));
         // A required field taken out above now shows up missing: it is reported already.
         if removed.iter().any(|(at, field)| {
             *at == inner && message.starts_with(&format!("missing field `{field}`"))
@@ -943,6 +943,43 @@ fn element_mut<'v>(value: &'v mut Value, segments: &[Segment]) -> Option<&'v mut
         };
     }
     Some(at)
+}
+
+/// Kong's entities (and credentials) of plugins or features ringway does not have, as a
+/// file or a consumer may list them: refused as what they are, not as a typo.
+const KONG_ENTITIES: &[&str] = &[
+    "acls",
+    "basicauth_credentials",
+    "hmacauth_credentials",
+    "keyauth_credentials",
+    "mtls_auth_credentials",
+    "oauth2_credentials",
+    "jwt_signer_jwks",
+    "keys",
+    "key_sets",
+    "filter_chains",
+    "partials",
+    "workspaces",
+    "licenses",
+    "event_hooks",
+    "degraphql_routes",
+    "graphql_ratelimiting_advanced_costs",
+    "consumer_group_consumers",
+    "_plugin_configs",
+];
+
+/// An unknown field that is one of [`KONG_ENTITIES`], said as such.
+fn kong_entities(message: String) -> String {
+    let field = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(field, _)| field);
+    match field {
+        Some(field) if KONG_ENTITIES.contains(&field) => format!(
+            "`{field}` are not supported by this version of ringway (Kong entities of a plugin or feature it does not have)"
+        ),
+        _ => message,
+    }
 }
 
 /// A type error names what was expected as Kong's schema does (`expected an integer`),

@@ -1450,6 +1450,26 @@ fn upstream_fields_kong_dumps_spell_out_load() {
     );
 }
 
+/// Kong entities of plugins ringway lacks are refused as what they are, not as typos.
+#[test]
+fn kong_entities_ringway_lacks_are_named_as_such() {
+    let found = problems(
+        "_format_version: \"3.0\"\nkeyauth_credentials: [{key: x, consumer: a}]\nconsumers:\n  - username: a\n    acls: [{group: g}]\n",
+    );
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].starts_with("keyauth_credentials: `keyauth_credentials` are not supported"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].starts_with("consumers[0].acls: `acls` are not supported"),
+        "{found:?}"
+    );
+    // A typo is still a typo.
+    let found = problems("_format_version: \"3.0\"\nservice: []\n");
+    assert!(found[0].contains("unknown field `service`"), "{found:?}");
+}
+
 #[test]
 fn what_kong_and_deck_exports_write_loads() {
     // Fields a Kong 3.x export spells out at their defaults, nulls included.
