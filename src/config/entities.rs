@@ -233,6 +233,8 @@ pub struct Keys {
     pub services: HashMap<String, usize>,
     pub routes: HashMap<String, usize>,
     pub consumers: HashMap<String, usize>,
+    /// Consumers by `custom_id`, apart: a custom_id may read as another's username.
+    pub custom_ids: HashMap<String, usize>,
     pub groups: HashMap<String, usize>,
     pub upstreams: HashMap<String, usize>,
 }
@@ -259,6 +261,28 @@ fn resolve(
             );
             None
         }
+    }
+}
+
+/// `resolve` for a consumer, which a reference may also name by its `custom_id`.
+fn resolve_consumer(
+    keys: &Keys,
+    reference: Option<&Reference>,
+    path: &str,
+    report: &mut Report,
+) -> Option<Option<usize>> {
+    match reference.and_then(Reference::custom_id) {
+        Some(custom_id) => match keys.custom_ids.get(custom_id) {
+            Some(&index) => Some(Some(index)),
+            None => {
+                report.add(
+                    path.to_owned(),
+                    format!("no consumer with custom_id '{custom_id}'"),
+                );
+                None
+            }
+        },
+        None => resolve(&keys.consumers, reference, "consumer", path, report),
     }
 }
 
@@ -360,9 +384,7 @@ pub fn add_nested_members(
     report: &mut Report,
 ) {
     for (path, member, group) in members {
-        if let Some(Some(consumer)) =
-            resolve(&keys.consumers, Some(&member), "consumer", &path, report)
-        {
+        if let Some(Some(consumer)) = resolve_consumer(keys, Some(&member), &path, report) {
             if let Some(consumer) = consumers.get_mut(consumer) {
                 consumer.groups.push(group);
             }
@@ -456,6 +478,7 @@ pub fn build_consumers(items: Vec<Item>, keys: &mut Keys, report: &mut Report) -
                     format!("duplicate custom_id '{custom_id}' (first at {first})"),
                 );
             }
+            keys.custom_ids.entry(custom_id.clone()).or_insert(index);
         }
         let mut groups = Vec::new();
         for (i, group) in file.groups.iter().enumerate() {
@@ -546,10 +569,9 @@ pub fn build_secrets(
                 }
                 Some(index)
             }
-            None => match resolve(
-                &keys.consumers,
+            None => match resolve_consumer(
+                keys,
                 file.consumer.as_ref(),
-                "consumer",
                 &format!("{}.consumer", item.path),
                 report,
             ) {
@@ -906,13 +928,13 @@ pub fn build_plugins(
                 ok = false;
                 continue;
             }
-            match resolve(
-                map,
-                reference,
-                kind,
-                &format!("{}.{field}", item.path),
-                report,
-            ) {
+            let at = format!("{}.{field}", item.path);
+            let resolved = if field == "consumer" {
+                resolve_consumer(keys, reference, &at, report)
+            } else {
+                resolve(map, reference, kind, &at, report)
+            };
+            match resolved {
                 Some(index) => *slot = index,
                 None => ok = false,
             }

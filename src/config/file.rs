@@ -155,7 +155,7 @@ pub struct ServiceFile {
 #[derive(Debug, Deserialize)]
 #[serde(
     untagged,
-    expecting = "expected a name or id, or an object with one of `name`, `username`, `id`"
+    expecting = "expected a name or id, or an object with one of `name`, `username`, `id`, `custom_id`"
 )]
 pub enum Reference {
     #[serde(deserialize_with = "reference_key")]
@@ -182,6 +182,12 @@ pub struct ReferenceObject {
     pub username: Option<String>,
     #[serde(default, deserialize_with = "entity_id")]
     pub id: Option<String>,
+    /// A consumer's other unique field: decK names a consumer with no username by it.
+    pub custom_id: Option<String>,
+    /// Kong's lowercased copy of a consumer's username (the Admin API's consumer
+    /// objects carry it): derived, so unused.
+    #[serde(rename = "username_lower")]
+    _username_lower: Option<String>,
     /// The referenced entity's own bookkeeping, as Kong's Admin API shows a consumer's
     /// groups (an export may carry the whole object): no part of the reference.
     #[serde(default, deserialize_with = "tags", rename = "tags")]
@@ -255,6 +261,14 @@ impl Reference {
                 .as_deref()
                 .or(object.username.as_deref())
                 .or(object.id.as_deref()),
+        }
+    }
+
+    /// A consumer named by its `custom_id` alone.
+    pub fn custom_id(&self) -> Option<&str> {
+        match self {
+            Reference::Object(object) if self.key().is_none() => object.custom_id.as_deref(),
+            _ => None,
         }
     }
 }

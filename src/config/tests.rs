@@ -1450,6 +1450,40 @@ fn upstream_fields_kong_dumps_spell_out_load() {
     );
 }
 
+/// A consumer may be named by its `custom_id` (decK names one without a username so),
+/// and a reference object may be the Admin API's whole consumer.
+#[test]
+fn consumers_are_referred_to_by_custom_id_too() {
+    let config = load(
+        r#"
+_format_version: "3.0"
+consumer_groups:
+  - name: gold
+    consumers:
+      - custom_id: ca
+      - {username: a2, custom_id: null, created_at: 1, username_lower: a2}
+consumers:
+  - custom_id: ca
+  - username: a2
+plugins:
+  - name: rate-limiting
+    consumer: {custom_id: ca}
+    config: {minute: 3}
+"#,
+    )
+    .unwrap();
+    assert_eq!(config.consumers[0].groups, [0]);
+    assert_eq!(config.consumers[1].groups, [0]);
+    assert_eq!(config.plugins[0].scope.consumer, Some(0));
+    let found = problems(
+        "_format_version: \"3.0\"\nconsumers: [{username: a}]\njwt_secrets:\n  - {key: k, secret: s, consumer: {custom_id: nobody}}\n",
+    );
+    assert_eq!(
+        found,
+        ["jwt_secrets[0].consumer: no consumer with custom_id 'nobody'"]
+    );
+}
+
 /// Kong entities of plugins ringway lacks are refused as what they are, not as typos.
 #[test]
 fn kong_entities_ringway_lacks_are_named_as_such() {
