@@ -728,6 +728,25 @@ fn urls_and_service_fields() {
         .any(|p| p.starts_with("services[0].read_timeout")));
 }
 
+/// decK's `${{ env "..." }}` templates are refused: unexpanded, the template's text
+/// would be the secret, known to anyone who reads the file.
+#[test]
+fn deck_templates_are_refused_with_a_pointer_to_vault() {
+    let found = problems(
+        "_format_version: \"3.0\"\nconsumers:\n  - username: u\n    jwt_secrets: [{key: k, secret: '${{ env \"DECK_JWT_SECRET\" }}'}]\n",
+    );
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("consumers[0].jwt_secrets[0].secret: a decK template")
+            && found[0].contains("{vault://env/NAME}"),
+        "{found:?}"
+    );
+    // Text that only looks alike is text.
+    assert!(
+        load("_format_version: \"3.0\"\nconsumers: [{username: \"${{ not a template\"}]\n").is_ok()
+    );
+}
+
 #[test]
 fn vault_references_read_the_environment() {
     std::env::set_var("RINGWAY_TEST_UPSTREAM_HOST", "127.0.0.1");

@@ -96,6 +96,15 @@ pub(super) fn check_secret_fields_only(
     );
 }
 
+/// Whether `text` holds decK's environment template, `${{ env "NAME" }}`.
+fn is_deck_template(text: &str) -> bool {
+    text.split("${{").skip(1).any(|rest| {
+        rest.trim_start()
+            .strip_prefix("env")
+            .is_some_and(|r| r.trim_start().starts_with('"') && r.contains("}}"))
+    })
+}
+
 fn walk(
     value: &mut Value,
     path: &mut String,
@@ -106,6 +115,16 @@ fn walk(
 ) {
     match value {
         Value::String(text) => {
+            // decK expands `${{ env "DECK_NAME" }}` before Kong sees the file; read here,
+            // it would be taken as written: a secret anyone reading the file knows.
+            if read && is_deck_template(text) {
+                report.add(
+                    path.clone(),
+                    "a decK template (${{ env \"...\" }}) is not expanded here: write \
+                     {vault://env/NAME} to read the value from $NAME",
+                );
+                return;
+            }
             let Some(reference) = text
                 .trim()
                 .strip_prefix("{vault://")
