@@ -2399,16 +2399,14 @@ fn create_jwt(
 ) -> Reply {
     const STRINGS: [&str; 4] = ["key", "secret", "algorithm", "rsa_public_key"];
     let mut fields = field_errors(&body, &STRINGS, &["consumer"]);
-    let algorithm = match body.get("algorithm") {
-        Some(Value::String(name)) => Algorithm::parse(name),
-        _ => Algorithm::parse("HS256"),
+    let name = match body.get("algorithm") {
+        Some(Value::String(name)) => name.as_str(),
+        _ => "HS256",
     };
+    let algorithm = Algorithm::parse(name);
     match algorithm {
         None => {
-            fields.insert(
-                "algorithm".into(),
-                "expected one of: HS256, HS384, HS512, RS256, RS384, RS512, ES256, ES384".into(),
-            );
+            fields.insert("algorithm".into(), Algorithm::unknown(name).into());
         }
         Some(a) if !a.is_hmac() && body.get("rsa_public_key").and_then(Value::as_str).is_none() => {
             fields

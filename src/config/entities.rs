@@ -590,7 +590,7 @@ pub fn build_secrets(
         if algorithm.is_none() {
             report.add(
                 format!("{}.algorithm", item.path),
-                format!("expected one of: HS256, HS384, HS512, RS256, RS384, RS512, ES256, ES384 (got '{algorithm_name}')"),
+                jwt::Algorithm::unknown(&algorithm_name),
             );
         }
         let Some(key) = file.key.filter(|k| !k.is_empty()) else {

@@ -57,7 +57,8 @@ pub fn decode_base64_secret(secret: &str) -> Option<Vec<u8>> {
         .or_else(|| url_safe.decode(trimmed).ok())
 }
 
-/// Builds the verification key of an RS* / ES* credential from its PEM public key: a
+/// Builds the verification key of an RS* / PS* / ES* / EdDSA credential from its PEM
+/// public key: a
 /// `PUBLIC KEY` (SubjectPublicKeyInfo), or for RSA a PKCS#1 `RSA PUBLIC KEY`, which
 /// OpenSSL (and so Kong) loads too.
 pub fn public_key(algorithm: Algorithm, pem: &str) -> Result<VerifyKey, String> {
@@ -81,6 +82,10 @@ pub fn public_key(algorithm: Algorithm, pem: &str) -> Result<VerifyKey, String> 
             Algorithm::RS512 => (RSA_OID, &signature::RSA_PKCS1_2048_8192_SHA512),
             Algorithm::ES256 => (EC_OID, &signature::ECDSA_P256_SHA256_FIXED),
             Algorithm::ES384 => (EC_OID, &signature::ECDSA_P384_SHA384_FIXED),
+            Algorithm::PS256 => (RSA_OID, &signature::RSA_PSS_2048_8192_SHA256),
+            Algorithm::PS384 => (RSA_OID, &signature::RSA_PSS_2048_8192_SHA384),
+            Algorithm::PS512 => (RSA_OID, &signature::RSA_PSS_2048_8192_SHA512),
+            Algorithm::EdDSA => (ED25519_OID, &signature::ED25519),
             _ => return Err("algorithm: not a public-key algorithm".into()),
         };
     if oid != expected_oid {
@@ -94,6 +99,7 @@ pub fn public_key(algorithm: Algorithm, pem: &str) -> Result<VerifyKey, String> 
     }
     if algorithm == Algorithm::ES256 && key.len() != 65
         || algorithm == Algorithm::ES384 && key.len() != 97
+        || algorithm == Algorithm::EdDSA && key.len() != 32
     {
         return Err(format!(
             "rsa_public_key: the EC key does not fit algorithm {}",
@@ -110,6 +116,8 @@ pub fn public_key(algorithm: Algorithm, pem: &str) -> Result<VerifyKey, String> 
 const RSA_OID: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
 /// id-ecPublicKey, 1.2.840.10045.2.1.
 const EC_OID: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+/// id-Ed25519, 1.3.101.112 (EdDSA: Kong's keys are Ed25519).
+const ED25519_OID: &[u8] = &[0x2b, 0x65, 0x70];
 
 /// The base64 body between `-----BEGIN {label}-----` and `-----END {label}-----`.
 fn pem_body(pem: &str, label: &str) -> Option<Vec<u8>> {

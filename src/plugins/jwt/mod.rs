@@ -33,10 +33,14 @@ pub enum Algorithm {
     RS512,
     ES256,
     ES384,
+    PS256,
+    PS384,
+    PS512,
+    EdDSA,
 }
 
 impl Algorithm {
-    pub const ALL: [Algorithm; 8] = [
+    pub const ALL: [Algorithm; 12] = [
         Algorithm::HS256,
         Algorithm::HS384,
         Algorithm::HS512,
@@ -45,7 +49,22 @@ impl Algorithm {
         Algorithm::RS512,
         Algorithm::ES256,
         Algorithm::ES384,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+        Algorithm::EdDSA,
     ];
+
+    /// The problem with an algorithm name that is none of [`Algorithm::ALL`]: Kong's
+    /// ES512 (its curve, P-521, is not in the crypto library) said as such.
+    pub fn unknown(name: &str) -> String {
+        if name == "ES512" {
+            return "ES512 is not supported by this version of ringway (ring has no P-521)"
+                .to_owned();
+        }
+        let names: Vec<&str> = Algorithm::ALL.iter().map(|a| a.name()).collect();
+        format!("expected one of: {} (got '{name}')", names.join(", "))
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -57,6 +76,10 @@ impl Algorithm {
             Algorithm::RS512 => "RS512",
             Algorithm::ES256 => "ES256",
             Algorithm::ES384 => "ES384",
+            Algorithm::PS256 => "PS256",
+            Algorithm::PS384 => "PS384",
+            Algorithm::PS512 => "PS512",
+            Algorithm::EdDSA => "EdDSA",
         }
     }
 

@@ -133,6 +133,30 @@ fn every_algorithm_verifies_tokens_from_an_independent_library() {
             EncodingKey::from_ec_pem(fixture("ec384-private.pk8.pem").as_bytes()).unwrap(),
             public("k", Algorithm::ES384, &fixture("ec384-public.pem")),
         ),
+        (
+            Algorithm::PS256,
+            J::PS256,
+            EncodingKey::from_rsa_pem(fixture("rsa-private.pem").as_bytes()).unwrap(),
+            public("k", Algorithm::PS256, &fixture("rsa-public.pem")),
+        ),
+        (
+            Algorithm::PS384,
+            J::PS384,
+            EncodingKey::from_rsa_pem(fixture("rsa-private.pem").as_bytes()).unwrap(),
+            public("k", Algorithm::PS384, &fixture("rsa-public.pem")),
+        ),
+        (
+            Algorithm::PS512,
+            J::PS512,
+            EncodingKey::from_rsa_pem(fixture("rsa-private.pem").as_bytes()).unwrap(),
+            public("k", Algorithm::PS512, &fixture("rsa-public.pkcs1.pem")),
+        ),
+        (
+            Algorithm::EdDSA,
+            J::EdDSA,
+            EncodingKey::from_ed_pem(fixture("ed25519-private.pem").as_bytes()).unwrap(),
+            public("k", Algorithm::EdDSA, &fixture("ed25519-public.pem")),
+        ),
     ];
     let conf = config("");
     for (alg, j, key, credential) in cases {
@@ -655,6 +679,14 @@ fn pkcs1_rsa_public_keys_load_and_malformed_ones_are_refused() {
     }
     let e = refused(&fixture("rsa-public.pkcs1.pem"), Algorithm::ES256);
     assert!(e.contains("does not fit"), "{e}");
+    // An Ed25519 key is EdDSA's only, and EdDSA takes no other.
+    let e = refused(&fixture("ed25519-public.pem"), Algorithm::RS256);
+    assert!(e.contains("does not fit"), "{e}");
+    let e = refused(&fixture("ec256-public.pem"), Algorithm::EdDSA);
+    assert!(e.contains("does not fit"), "{e}");
+    // Kong's ES512 is named as what ringway lacks, not as a typo.
+    assert!(Algorithm::unknown("ES512").contains("not supported"));
+    assert!(Algorithm::unknown("HS999").starts_with("expected one of: HS256"));
 }
 
 /// An RSA key no signature can be verified with is found out when the credential is
