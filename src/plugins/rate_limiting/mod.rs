@@ -209,7 +209,7 @@ pub struct ConfigFile {
     pub error_code: u16,
     #[serde(default = "default_error_message")]
     pub error_message: String,
-    #[serde(default = "default_sync_rate")]
+    #[serde(default = "default_sync_rate", serialize_with = "whole_or_not")]
     pub sync_rate: f64,
     pub redis: Option<RedisFile>,
     // Kong 2.x / early 3.x spelled the Redis settings flat; still accepted.
@@ -236,9 +236,17 @@ pub struct ConfigFile {
 /// Limits print as Kong prints them: `100`, not `100.0`.
 fn whole<S: serde::Serializer>(value: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
     match value {
-        Some(v) if v.fract() == 0.0 && v.abs() < 9e15 => s.serialize_some(&(*v as i64)),
-        Some(v) => s.serialize_some(v),
+        Some(v) => whole_or_not(v, s),
         None => s.serialize_none(),
+    }
+}
+
+/// A number as Kong prints it: `-1`, `0.5`.
+fn whole_or_not<S: serde::Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if value.fract() == 0.0 && value.abs() < 9e15 {
+        s.serialize_i64(*value as i64)
+    } else {
+        s.serialize_f64(*value)
     }
 }
 
