@@ -241,15 +241,21 @@ pub fn prepare(
     let headers: &[Header<'_>] = request.headers;
     let config = &snapshot.config;
     let is_head = method == "HEAD";
-    // The scheme the client used: TLS here, or (as Kong's forwarded scheme) a trusted
-    // proxy's `X-Forwarded-Proto: https` when it terminated TLS in front of us; of
-    // several such lines, the first (nginx's `$http_x_forwarded_proto`).
-    let https = client.https
-        || (client.trusted
-            && headers
+    // The scheme the client used, as Kong's forwarded scheme: a trusted proxy's
+    // `X-Forwarded-Proto` when it sends one (of several lines, the first: nginx's
+    // `$http_x_forwarded_proto`), whatever the hop to us was; else TLS here or not.
+    let https = match client
+        .trusted
+        .then(|| {
+            headers
                 .iter()
                 .find(|h| h.name.eq_ignore_ascii_case("x-forwarded-proto"))
-                .is_some_and(|h| crate::http::trim_ows(h.value).eq_ignore_ascii_case(b"https")));
+        })
+        .flatten()
+    {
+        Some(forwarded) => crate::http::trim_ows(forwarded.value).eq_ignore_ascii_case(b"https"),
+        None => client.https,
+    };
     // The head parsed: a global correlation-id gives the request its ID even when it is
     // refused before routing (the ID is in the error body and echoed).
     let global_id = || {

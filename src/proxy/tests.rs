@@ -97,6 +97,30 @@ fn request_line_and_host() {
     assert_eq!(header(&head, "x-forwarded-prefix"), ["/api"]);
 }
 
+/// The scheme is a trusted proxy's X-Forwarded-Proto when it sends one, whatever the
+/// hop to the gateway (as Kong's forwarded scheme): `http` over TLS reaches an
+/// https-only route as plain HTTP, 426.
+#[test]
+fn a_trusted_proxys_forwarded_proto_is_the_scheme() {
+    let snap =
+        snapshot("      - name: secure\n        paths: [/secure]\n        protocols: [https]\n");
+    let over_tls = |ip: &str, raw: &str| {
+        let client = ClientInfo {
+            https: true,
+            ..client(ip)
+        };
+        let mut out = Vec::new();
+        prepare(raw.as_bytes(), &client, &snap, 0, None, &mut out).map(|_| ())
+    };
+    let said_http = "GET /secure HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: http\r\n\r\n";
+    let refused = over_tls("10.0.0.5", said_http).unwrap_err();
+    assert_eq!(refused.kind, ErrorKind::ProtocolNotAllowed);
+    // An untrusted client's header changes nothing: TLS is https.
+    assert!(over_tls("192.0.2.1", said_http).is_ok());
+    // Without the header, the connection decides.
+    assert!(over_tls("10.0.0.5", "GET /secure HTTP/1.1\r\nHost: a\r\n\r\n").is_ok());
+}
+
 #[test]
 fn hop_by_hop_headers_are_removed() {
     let head = upstream_head(
