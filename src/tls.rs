@@ -178,10 +178,14 @@ impl Certificates {
 impl ResolvesServerCert for Certificates {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let keys = self.lookup(hello.server_name());
-        // With an ECDSA and an RSA certificate, the first the client can verify.
+        // With an ECDSA and an RSA certificate, ECDSA when the client can verify it (as
+        // Kong's `cert_alt` promises), else the first it can, else the first.
         let schemes = hello.signature_schemes();
+        let usable = |k: &&Arc<CertifiedKey>| k.key.choose_scheme(schemes).is_some();
         keys.iter()
-            .find(|k| k.key.choose_scheme(schemes).is_some())
+            .filter(usable)
+            .find(|k| k.key.algorithm() == rustls::SignatureAlgorithm::ECDSA)
+            .or_else(|| keys.iter().find(usable))
             .or_else(|| keys.first())
             .cloned()
     }

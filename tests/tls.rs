@@ -904,16 +904,45 @@ fn cert_alt_gives_rsa_only_clients_the_rsa_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let ec = make_cert(dir.path(), "ec", "dual.test", &["dual.test"], false);
     let rsa = make_cert(dir.path(), "rsa", "dual.test", &["dual.test"], true);
-    let known = [("ECDSA", &ec), ("RSA", &rsa)];
+    let ec2 = make_cert(
+        dir.path(),
+        "ec2",
+        "rsa-first.test",
+        &["rsa-first.test"],
+        false,
+    );
+    let rsa2 = make_cert(
+        dir.path(),
+        "rsa2",
+        "rsa-first.test",
+        &["rsa-first.test"],
+        true,
+    );
+    let known = [
+        ("ECDSA", &ec),
+        ("RSA", &rsa),
+        ("ECDSA", &ec2),
+        ("RSA", &rsa2),
+    ];
     let origin = Origin::start();
     let alt = format!(
         "    cert_alt: {}    key_alt: {}",
         block(&rsa.pem, 6),
         block(&rsa.key, 6)
     );
+    // RSA first and ECDSA as the alternative: Kong's `cert_alt` is for serving ECDSA to
+    // clients that take it.
+    let ec_alt = format!(
+        "    cert_alt: {}    key_alt: {}",
+        block(&ec2.pem, 6),
+        block(&ec2.key, 6)
+    );
     let cfg = tls_config(
         &origin,
-        &certificates(&[cert_item(&ec, &["dual.test"], &alt)]),
+        &certificates(&[
+            cert_item(&ec, &["dual.test"], &alt),
+            cert_item(&rsa2, &["rsa-first.test"], &ec_alt),
+        ]),
         "",
     );
     let t = start_tls(&cfg, GatewayOpts::default());
@@ -924,6 +953,12 @@ fn cert_alt_gives_rsa_only_clients_the_rsa_certificate() {
         presented(&answer, &known),
         "ECDSA",
         "a client that takes either gets `cert`: {answer}"
+    );
+    let answer = py.connect("any2", t.port, Some("rsa-first.test"), json!({}));
+    assert_eq!(
+        presented(&answer, &known),
+        "ECDSA",
+        "a client that takes either gets ECDSA, even as `cert_alt`: {answer}"
     );
     let answer = py.connect(
         "rsa12",
