@@ -155,7 +155,17 @@ pub fn build(
         // Problems of the pair are the certificate entity's, in Kong's words (its
         // `@entity` checks); a problem of one half is that field's.
         match tls::certified_key(&cert, &key) {
-            Ok(k) => keys.push(k),
+            Ok(k) => {
+                // Loaded as Kong loads it; said, since clients will refuse it.
+                if k.end_entity_cert().is_ok_and(|der| expired(der)) {
+                    report.warn(format!(
+                        "{}.cert: certificate expired, \"Not After\" time is in the past: \
+                         clients will refuse it",
+                        item.path
+                    ));
+                }
+                keys.push(k)
+            }
             Err((_, message)) if message == tls::KEY_MISMATCH => {
                 report.add(item.path.clone(), "certificate does not match key");
                 continue;
@@ -386,6 +396,19 @@ fn ca_problem(der: &[u8], now: u64) -> Option<NoCa> {
     (!is_ca && !self_signed).then_some(NoCa::NotACa)
 }
 
+/// Whether a certificate's "Not After" is past (one X.509 cannot read is not).
+fn expired(der: &[u8]) -> bool {
+    use x509_cert::der::Decode;
+    x509_cert::Certificate::from_der(der).is_ok_and(|cert| {
+        cert.tbs_certificate
+            .validity
+            .not_after
+            .to_unix_duration()
+            .as_secs()
+            < crate::control::unix_now()
+    })
+}
+
 /// Parses the CA certificates services may refer to.
 /// `now`: Unix seconds, against which a CA has expired; then a problem when
 /// `expired_refused`, else a warning.
@@ -443,4 +466,20 @@ pub fn build_cas(
         }
     }
     cas
+}
+
+#[cfg(test)]
+mod tests {
+    /// A server certificate past its "Not After" loads with a warning (see `build`).
+    #[test]
+    fn expiry_is_read_from_the_certificate() {
+        let der = |name: &str| {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+            let pem = std::fs::read_to_string(path.join(name)).unwrap();
+            crate::tls::certificates(&pem).unwrap().remove(0)
+        };
+        assert!(super::expired(&der("expired-ca.pem")));
+        assert!(!super::expired(&der("self-signed-leaf.pem")));
+        assert!(!super::expired(b"not a certificate"));
+    }
 }
