@@ -156,6 +156,14 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
                         head_deadline = None;
                     }
                 }
+                // A head begun and not finished in time: 408, as on the proxy listener
+                // (an idle connection just closes).
+                Err(_) if len > 0 => {
+                    let reply =
+                        Reply::message(408, crate::error::ErrorKind::RequestTimeout.message());
+                    let _ = write_reply(&mut stream, reply, true).await;
+                    return;
+                }
                 _ => return,
             }
         };
@@ -212,6 +220,7 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
             let reply =
                 Reply::message(401, "Unauthorized").with_header("WWW-Authenticate", "Bearer");
             let _ = write_reply(&mut stream, reply, true).await;
+            linger(&mut stream).await;
             return;
         }
         // A client waiting for `100 Continue` before its body (curl does past 1 KiB, and
@@ -235,6 +244,7 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
             Ok(body) => body,
             Err(Some(reply)) => {
                 let _ = write_reply(&mut stream, reply, true).await;
+                linger(&mut stream).await;
                 return;
             }
             Err(None) => return,
@@ -275,6 +285,29 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
             || close
         {
             return;
+        }
+    }
+}
+
+/// After an answer given while the client may still be sending its body (a 413, a
+/// 401 before the body), the close lingers as nginx's does: the write side is shut and
+/// what comes is read and dropped for a moment, so the close does not reset the
+/// connection and take the answer with it before the client read it.
+async fn linger(stream: &mut TcpStream) {
+    const LINGER: Duration = Duration::from_secs(2);
+    const LINGER_BYTES: usize = 16 << 20;
+    let _ = monoio::io::AsyncWriteRent::shutdown(stream).await;
+    let deadline = std::time::Instant::now() + LINGER;
+    let mut drained = 0;
+    let mut buf = vec![0u8; 16 * 1024];
+    while drained < LINGER_BYTES {
+        let read = monoio::io::AsyncReadRent::read(stream, buf);
+        match monoio::time::timeout_at(deadline.into(), read).await {
+            Ok((Ok(n), back)) if n > 0 => {
+                drained += n;
+                buf = back;
+            }
+            _ => return,
         }
     }
 }
