@@ -3154,6 +3154,12 @@ fn a_client_that_leaves_during_a_slow_upstream_frees_its_slot_at_once() {
         .map(|s| s.labels["code"].as_str())
         .collect();
     assert_eq!(codes, ["499"], "{}", prom.text);
+    // The wait was the upstream's, not time the gateway added (as a timeout's is).
+    let doc = histograms_when(&gw, "", &["overall", "request"], 1);
+    assert_eq!(count(&doc, &["overall", "upstream"]), 1, "{doc}");
+    let proxy_max = doc["overall"]["proxy"]["max"].as_u64().unwrap_or(u64::MAX);
+    let upstream_max = doc["overall"]["upstream"]["max"].as_u64().unwrap_or(0);
+    assert!(proxy_max < upstream_max, "{doc}");
 }
 
 /// A client that goes away in the middle of its body is counted as nginx logs it, 499,

@@ -998,8 +998,10 @@ impl<S: ClientIo> Conn<S> {
                     }
                     // The client left while the upstream worked: nothing to answer, no
                     // fault of the target's; the upstream connection, mid-exchange, goes.
+                    // The wait was the upstream's, as a timeout's is.
                     Err(ErrorKind::ClientGone) => {
-                        return self.fail_close(ErrorKind::ClientGone, exchange.head).await
+                        self.tally.upstream_us = Some(sent.elapsed().as_micros() as u32);
+                        return self.fail_close(ErrorKind::ClientGone, exchange.head).await;
                     }
                     // No answer after all: the failed send is what went wrong.
                     Err(_) if early => ErrorKind::BadResponse,
