@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs ringway on a bare-metal or VM edge node (run as root):
 #   binary      /usr/local/bin/ringway (and ringway-upstream, for smoke tests)
-#   config      /etc/ringway/kong.yaml (kept if it exists; the documented example otherwise)
+#   config      /etc/ringway/kong.yaml (kept if it exists; the documented example otherwise),
+#               the directory owned by the ringway user so that POST /config can rewrite it
 #   data        /var/lib/ringway (Admin API state), owned by the ringway user
 #   service     /etc/systemd/system/ringway.service (systemctl reload = SIGHUP)
 # Usage: scripts/install.sh [--no-build] [--prefix /usr/local]
@@ -36,9 +37,12 @@ if ! id ringway >/dev/null 2>&1; then
   useradd --system --home-dir /var/lib/ringway --shell /usr/sbin/nologin ringway
 fi
 install -d -m 0750 -o ringway -g ringway /var/lib/ringway
-install -d -m 0750 -o root -g ringway /etc/ringway
+# POST /config rewrites the file atomically (a new file renamed over it, FILE.bak kept
+# beside it): the service user owns the directory and the file. For a config that only
+# deploys change, give both back to root; POST /config then answers 500.
+install -d -m 0750 -o ringway -g ringway /etc/ringway
 if [ ! -e /etc/ringway/kong.yaml ]; then
-  install -m 0640 -o root -g ringway config/kong.example.yaml /etc/ringway/kong.yaml
+  install -m 0640 -o ringway -g ringway config/kong.example.yaml /etc/ringway/kong.yaml
   echo "installed the example config to /etc/ringway/kong.yaml: edit it, then start the service"
 fi
 "$prefix/bin/ringway" check -c /etc/ringway/kong.yaml || echo "warning: /etc/ringway/kong.yaml does not validate yet" >&2
