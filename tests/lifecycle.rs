@@ -191,6 +191,30 @@ fn sigterm_idle_gateway_exits_0_promptly() {
     drop(c);
 }
 
+/// A keep-alive connection in use when the drain begins is not closed under the
+/// client's next request (which would fail it): for a moment such requests are still
+/// answered, with `Connection: close`, and the client moves to a new connection.
+#[test]
+fn a_busy_keep_alive_client_sees_no_failure_through_a_drain() {
+    let o = Origin::start();
+    let mut gw = Gateway::start(&one_service_config(&o.url(), ""));
+    let mut c = gw.client();
+    assert_eq!(c.roundtrip(&get_req("/x", "a")).status, 200);
+    gw.send_signal("TERM");
+    // The client's next request, a moment after the drain began, as a busy one sends it.
+    std::thread::sleep(Duration::from_millis(200));
+    c.send(&get_req("/y", "a")).unwrap();
+    let r = c
+        .read_response()
+        .expect("a request on a connection open when the drain began is answered");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+    let st = gw
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits after SIGTERM");
+    assert_eq!(st.code(), Some(0));
+}
+
 #[test]
 fn sigint_drains_like_sigterm() {
     let o = Origin::start();

@@ -5,7 +5,8 @@
 //! future, so idle waits use this instead: each connection owns one slot, arming it is
 //! two writes, and the worker's housekeeping tick (`sweep`) wakes the slots whose
 //! deadline passed. Deadlines are therefore kept to within one tick
-//! (`TICK`); draining wakes every idle slot at once. The sweep also keeps a coarse
+//! (`TICK`); draining wakes every idle slot once it is `DRAIN_IDLE_GRACE` old. The
+//! sweep also keeps a coarse
 //! clock, so arming a deadline reads no clock: deadlines are computed from the last
 //! sweep's time plus two ticks of slack (one for the clock's age, one for a sweep that
 //! runs late on a busy worker), so they do not fire early, and fire at most three ticks
@@ -19,6 +20,13 @@ use std::time::{Duration, Instant};
 
 /// How often the worker sweeps its slots; also the precision of every slot deadline.
 pub const TICK: Duration = Duration::from_millis(50);
+
+/// How long into a drain idle keep-alive connections stay open. Closing one races the
+/// client's next request on it (which then fails: the connection closed under it, as
+/// nginx's shutdown does to such clients); for this long a request still comes in and is
+/// answered with `Connection: close`, so a client that is using its connection moves to
+/// a new one without a failure. Connections idle past it close.
+pub const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(1);
 
 use slab::Slab;
 
@@ -70,14 +78,17 @@ impl IdleSlots {
         self.now.get()
     }
 
-    /// Marks every armed slot whose deadline passed (or all idle ones, when draining)
-    /// as expired and wakes its connection.
-    pub fn sweep(&self, now: Instant, draining: bool) {
+    /// Marks every armed slot whose deadline passed (or all idle ones, once a drain that
+    /// began at `draining_since` is [`DRAIN_IDLE_GRACE`] old) as expired and wakes its
+    /// connection.
+    pub fn sweep(&self, now: Instant, draining_since: Option<Instant>) {
         self.now.set(now);
+        let close_idle =
+            draining_since.is_some_and(|at| now.saturating_duration_since(at) >= DRAIN_IDLE_GRACE);
         for (_, slot) in self.slots.borrow_mut().iter_mut() {
             let due = slot
                 .deadline
-                .is_some_and(|d| d <= now || (draining && slot.idle));
+                .is_some_and(|d| d <= now || (close_idle && slot.idle));
             if due && !slot.expired {
                 slot.expired = true;
                 if let Some(waker) = slot.waker.take() {
@@ -183,24 +194,27 @@ mod tests {
         let start = Instant::now();
         let mut wait = Box::pin(key.arm(start + Duration::from_secs(10)));
         assert!(wait.as_mut().poll(&mut cx).is_pending());
-        slots.sweep(start + Duration::from_secs(9), false);
+        slots.sweep(start + Duration::from_secs(9), None);
         assert!(wait.as_mut().poll(&mut cx).is_pending());
-        slots.sweep(start + Duration::from_secs(10), false);
+        slots.sweep(start + Duration::from_secs(10), None);
         assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
         assert!(wait.as_mut().poll(&mut cx).is_ready());
         drop(wait);
-        // Disarmed slots never expire; draining wakes armed ones at once.
+        // Disarmed slots never expire; draining wakes armed idle ones once its grace
+        // is over, not before.
         key.disarm();
-        slots.sweep(start + Duration::from_secs(100), false);
+        slots.sweep(start + Duration::from_secs(100), None);
         let mut wait = Box::pin(key.arm(start + Duration::from_secs(1000)));
         assert!(wait.as_mut().poll(&mut cx).is_pending());
-        slots.sweep(start, true);
+        slots.sweep(start, Some(start));
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        slots.sweep(start + DRAIN_IDLE_GRACE, Some(start));
         assert!(wait.as_mut().poll(&mut cx).is_ready());
         drop(wait);
         // An operation's deadline outlives draining.
         let mut op = Box::pin(key.arm_deadline(start + Duration::from_secs(1000)));
         assert!(op.as_mut().poll(&mut cx).is_pending());
-        slots.sweep(start, true);
+        slots.sweep(start + DRAIN_IDLE_GRACE, Some(start));
         assert!(op.as_mut().poll(&mut cx).is_pending());
         drop(op);
         drop(key);

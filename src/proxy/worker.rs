@@ -112,12 +112,14 @@ impl Shared {
 #[derive(Default)]
 pub struct Drain {
     fired: Cell<bool>,
+    since: Cell<Option<Instant>>,
     waiters: RefCell<Slab<Waker>>,
 }
 
 impl Drain {
     pub fn fire(&self) {
         self.fired.set(true);
+        self.since.set(Some(Instant::now()));
         for waker in self.waiters.borrow_mut().drain() {
             waker.wake();
         }
@@ -125,6 +127,11 @@ impl Drain {
 
     pub fn fired(&self) -> bool {
         self.fired.get()
+    }
+
+    /// When draining began.
+    pub fn since(&self) -> Option<Instant> {
+        self.since.get()
     }
 
     /// A future that completes once draining starts.

@@ -90,7 +90,7 @@ async fn main(
         if shared.draining.load(Ordering::Acquire) && !worker.drain.fired() {
             worker.drain.fire();
         }
-        worker.idle.sweep(Instant::now(), worker.drain.fired());
+        worker.idle.sweep(Instant::now(), worker.drain.since());
         worker.clock.reanchor();
         worker.buffers.trim();
         worker.plugins.recorder.tick();
