@@ -25,9 +25,16 @@ get() {
   else
     python3 - "$@" <<'PY'
 import sys, urllib.request, urllib.error
-url = sys.argv[-1]
+args = sys.argv[1:]
+url = args[-1]
+headers = {}
+# The curl flags this script uses: -H 'Name: value'.
+for flag, value in zip(args, args[1:]):
+    if flag == "-H":
+        name, _, v = value.partition(":")
+        headers[name.strip()] = v.strip()
 try:
-    r = urllib.request.urlopen(url, timeout=5)
+    r = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5)
 except urllib.error.HTTPError as e:
     r = e
 print(f"HTTP/1.1 {r.status}")
@@ -41,8 +48,18 @@ PY
 }
 
 wait_ready() {
+  # Ready once its own Admin API says so; a gateway that exited (a port already in use)
+  # is not waited for, nor mistaken for whatever else answers on the port.
+  local gateway=$1
   for _ in $(seq 1 100); do
-    if (exec 3<>/dev/tcp/127.0.0.1/8001) 2>/dev/null; then return 0; fi
+    if ! kill -0 "$gateway" 2>/dev/null; then
+      echo "the gateway exited; see its log above" >&2
+      exit 1
+    fi
+    if python3 -c 'import json, sys, urllib.request
+sys.exit(0 if "ringway" in json.load(urllib.request.urlopen("http://127.0.0.1:8001/", timeout=1)).get("tagline", "") else 1)' 2>/dev/null; then
+      return 0
+    fi
     sleep 0.1
   done
   echo "the gateway did not come up; see its log above" >&2
@@ -55,14 +72,14 @@ pids+=($!)
 echo "==> starting ringway on config/demo.yaml (proxy 127.0.0.1:8000, admin 127.0.0.1:8001)"
 target/release/ringway run -c config/demo.yaml &
 pids+=($!)
-wait_ready
+wait_ready $!
 
 echo "==> GET /api/users/123 without a token (user-service has the jwt plugin: 401)"
 get http://127.0.0.1:8000/api/users/123
 token=$(target/release/ringway jwt sign --secret demo-secret --key demo-app --claim sub=user123)
 echo "==> GET /api/users/123 with a token from 'ringway jwt sign --secret demo-secret --key demo-app'"
 get -H "Authorization: Bearer $token" http://127.0.0.1:8000/api/users/123
-echo "==> GET /api/accounts/7 (no plugin; routed to account-service, /api/accounts stripped)"
+echo "==> GET /api/accounts/7 (no plugin; /api/accounts stripped, sent on the service's path: the upstream echoes /echo/accounts/7)"
 get http://127.0.0.1:8000/api/accounts/7
 echo "==> GET /echo/hello?x=1 (the upstream echoes what it received: note X-Forwarded-*)"
 get http://127.0.0.1:8000/echo/hello?x=1
