@@ -213,6 +213,12 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
         buf.drain(..end);
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
 
+        // Body bytes the client has yet to send.
+        let body_to_come = match framing.body {
+            BodyKind::Length(n) => n > buf.len() as u64,
+            BodyKind::Chunked => true,
+            BodyKind::None | BodyKind::UntilClose => false,
+        };
         // A request without the token is refused before its body is read (a client
         // waiting for `100 Continue` gets the 401 instead), and the connection closes:
         // the unread body would be read as the next request.
@@ -220,16 +226,15 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
             let reply =
                 Reply::message(401, "Unauthorized").with_header("WWW-Authenticate", "Bearer");
             let _ = write_reply(&mut stream, reply, true).await;
-            linger(&mut stream).await;
+            // Only a body still to come makes the close linger: a request without one
+            // frees its connection at once.
+            if body_to_come {
+                linger(&mut stream).await;
+            }
             return;
         }
         // A client waiting for `100 Continue` before its body (curl does past 1 KiB, and
         // otherwise waits a second) gets it, unless the body is over the limit (413).
-        let body_to_come = match framing.body {
-            BodyKind::Length(n) => n > buf.len() as u64,
-            BodyKind::Chunked => true,
-            BodyKind::None | BodyKind::UntilClose => false,
-        };
         if framing.expect_continue && body_to_come {
             let too_large = matches!(framing.body, BodyKind::Length(n) if n > MAX_ADMIN_BODY_BYTES);
             if !too_large {
