@@ -215,6 +215,37 @@ fn a_busy_keep_alive_client_sees_no_failure_through_a_drain() {
     assert_eq!(st.code(), Some(0));
 }
 
+/// An answer decided in the moment after the signal, before the worker's own tick saw
+/// the drain, already says `Connection: close`: the client is not left to send its next
+/// request on a connection about to close.
+#[test]
+fn an_answer_right_after_the_signal_says_close() {
+    let o =
+        Origin::with_handler(|_| Action::Delay(Duration::from_millis(20), Box::new(Action::Ok)));
+    let mut gw = Gateway::start(&one_service_config(&o.url(), ""));
+    let mut c = gw.client();
+    assert_eq!(c.roundtrip(&get_req("/warm", "a")).status, 200);
+    c.send(&get_req("/x", "a")).unwrap();
+    gw.send_signal("TERM");
+    let r = c
+        .read_response()
+        .expect("the in-flight request is answered");
+    assert_eq!(r.status, 200, "{r:?}");
+    if r.header("connection") != Some("close") {
+        // Told keep-alive: the connection must then take the next request.
+        c.send(&get_req("/y", "a")).unwrap();
+        let next = c
+            .read_response()
+            .expect("a connection told keep-alive serves on");
+        assert_eq!(next.status, 200, "{next:?}");
+    }
+    assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+    let st = gw
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits after SIGTERM");
+    assert_eq!(st.code(), Some(0));
+}
+
 #[test]
 fn sigint_drains_like_sigterm() {
     let o = Origin::start();

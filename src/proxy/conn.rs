@@ -371,8 +371,11 @@ impl<S: ClientIo> Conn<S> {
             let writing = worker.stats.connections_writing.hold();
             let next = Box::pin(self.exchange(start, end)).await;
             drop(writing);
+            // An answer that said keep-alive is kept to, drain or not: the client may send
+            // its next request at once (the idle wait closes the connection once the
+            // drain's grace is over).
             match next {
-                Next::KeepAlive if !self.worker.drain.fired() => self.release_buffers(),
+                Next::KeepAlive => self.release_buffers(),
                 Next::Tunnel(upstream, idle) => return Some((upstream, idle)),
                 _ => return None,
             }
@@ -433,7 +436,7 @@ impl<S: ClientIo> Conn<S> {
                 if keep_alive && whole {
                     self.buf.drain(..unread as usize);
                 }
-                let keep = keep_alive && whole && !self.worker.drain.fired();
+                let keep = keep_alive && whole && !self.worker.draining();
                 // A body still on its way, or one of unknown length, is never read.
                 self.body = if !whole || body_pending {
                     RequestBody::Abandoned
@@ -1057,7 +1060,7 @@ impl<S: ClientIo> Conn<S> {
     async fn fail(&mut self, kind: ErrorKind, exchange: &Exchange, latency: Spent) -> Next {
         // A client still uploading (to an upstream that stopped reading) gets its 504
         // before a lingering close.
-        let keep = exchange.framing.keep_alive && self.body.is_done() && !self.worker.drain.fired();
+        let keep = exchange.framing.keep_alive && self.body.is_done() && !self.worker.draining();
         // Once the request went out, the time since is the upstream's, as for an answer.
         // Before the request went out (a connect that failed), all of it is ringway's.
         let (upstream, before) = if self.tally.sent {
@@ -1385,7 +1388,7 @@ impl<S: ClientIo> Conn<S> {
                     Ok(HeadStatus::Complete { start, end }) => {
                         // Decided now, not when the request went out: a drain that began
                         // while the upstream worked still tells this client to reconnect.
-                        let keep_client = exchange.framing.keep_alive && !self.worker.drain.fired();
+                        let keep_client = exchange.framing.keep_alive && !self.worker.draining();
                         self.out.clear();
                         let upstream_us = sent.elapsed().as_micros() as u32;
                         let before_us = sent.saturating_duration_since(started).as_micros() as u32;

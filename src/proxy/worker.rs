@@ -327,6 +327,13 @@ impl Worker {
         }
     }
 
+    /// Whether the process is draining, as of now: the signal sets the shared flag at
+    /// once, while the worker's own `drain` fires at its next housekeeping tick. An
+    /// answer decided in between must already say `Connection: close`.
+    pub fn draining(&self) -> bool {
+        self.drain.fired() || self.shared.draining.load(Ordering::Acquire)
+    }
+
     /// Counts a new client connection in, unless the process already holds the current
     /// config's `max_connections`: one count for the whole process, so no worker refuses
     /// while another has room left. The connection is counted out (there and in this
