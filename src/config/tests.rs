@@ -741,6 +741,17 @@ fn deck_templates_are_refused_with_a_pointer_to_vault() {
             && found[0].contains("{vault://env/NAME}"),
         "{found:?}"
     );
+    // Every action decK would render is one, whatever its form.
+    for value in [
+        "'${{env `DECK_X`}}'",
+        "'${{- env \"DECK_X\" -}}'",
+        "'p-${{ .Env.X }}'",
+    ] {
+        let found = problems(&format!(
+            "_format_version: \"3.0\"\nconsumers:\n  - username: u\n    jwt_secrets: [{{key: k, secret: {value}}}]\n"
+        ));
+        assert_eq!(found.len(), 1, "{value}: {found:?}");
+    }
     // Text that only looks alike is text.
     assert!(
         load("_format_version: \"3.0\"\nconsumers: [{username: \"${{ not a template\"}]\n").is_ok()

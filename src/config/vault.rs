@@ -96,13 +96,12 @@ pub(super) fn check_secret_fields_only(
     );
 }
 
-/// Whether `text` holds decK's environment template, `${{ env "NAME" }}`.
+/// Whether `text` holds a decK template action: decK renders the whole file as a Go
+/// template with `${{` and `}}` as delimiters (`${{ env "NAME" }}`, ``${{env `NAME`}}``,
+/// `${{- ... -}}`), so any such pair is one.
 fn is_deck_template(text: &str) -> bool {
-    text.split("${{").skip(1).any(|rest| {
-        rest.trim_start()
-            .strip_prefix("env")
-            .is_some_and(|r| r.trim_start().starts_with('"') && r.contains("}}"))
-    })
+    text.find("${{")
+        .is_some_and(|at| text[at + 3..].contains("}}"))
 }
 
 fn walk(
@@ -120,8 +119,8 @@ fn walk(
             if read && is_deck_template(text) {
                 report.add(
                     path.clone(),
-                    "a decK template (${{ env \"...\" }}) is not expanded here: write \
-                     {vault://env/NAME} to read the value from $NAME",
+                    "a decK template (${{ ... }}) is not expanded here: write \
+                     {vault://env/NAME} to read a value from $NAME",
                 );
                 return;
             }
