@@ -49,8 +49,21 @@ const DEFAULTS: [(&str, &str); 4] = [
     ("target", "targets"),
 ];
 
-/// A service's fields its `url` gives: a default never stands in for them.
-const URL_FIELDS: [&str; 4] = ["protocol", "host", "port", "path"];
+/// A service's fields its `url` gives: a default never stands in for them (a `path`
+/// only when the url has one).
+const URL_FIELDS: [&str; 3] = ["protocol", "host", "port"];
+
+/// What decK refuses in defaults: what names an entity (`defaultsRestrictedFields`).
+fn restricted(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "target" => &["id", "target"],
+        _ => &["id", "name"],
+    }
+}
+
+/// `_info`'s keys, decK's (`default_lookup_tags` steers only decK's own lookups of
+/// entities the file refers to, so it means nothing here).
+const INFO_KEYS: [&str; 3] = ["select_tags", "defaults", "default_lookup_tags"];
 
 /// Applies the file's conventions to its document (the file layer's only: the Admin
 /// API's entities have none of them).
@@ -76,10 +89,15 @@ fn visit(kind: &str, item: &mut Value, defaults: &[(&str, Mapping)], select_tags
         entity.remove(field);
     }
     if let Some((_, fields)) = defaults.iter().find(|(k, _)| *k == kind) {
-        let has_url = entity.get("url").is_some_and(|url| !url.is_null());
+        let url = entity.get("url").and_then(Value::as_str);
+        let has_url = url.is_some();
+        let url_has_path = url.is_some_and(|url| {
+            let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
+            authority.contains('/')
+        });
         for (field, value) in fields {
-            let url_field = field.as_str().is_some_and(|f| URL_FIELDS.contains(&f));
-            if has_url && url_field {
+            let gives = |f: &str| URL_FIELDS.contains(&f) || (f == "path" && url_has_path);
+            if has_url && field.as_str().is_some_and(gives) {
                 continue;
             }
             if entity.get(field).is_none_or(Value::is_null) {
@@ -119,6 +137,14 @@ fn info(info: Option<&Value>, report: &mut Report) -> (Vec<(&'static str, Mappin
     let Some(Value::Mapping(info)) = info else {
         return (defaults, select_tags);
     };
+    for key in info.keys() {
+        if !key.as_str().is_some_and(|k| INFO_KEYS.contains(&k)) {
+            report.add(
+                format!("_info.{}", key.as_str().unwrap_or("?")),
+                "unknown field (decK's _info has select_tags, defaults, default_lookup_tags)",
+            );
+        }
+    }
     match info.get("defaults") {
         None | Some(Value::Null) => {}
         Some(Value::Mapping(given)) => {
@@ -128,8 +154,10 @@ fn info(info: Option<&Value>, report: &mut Report) -> (Vec<(&'static str, Mappin
                     .and_then(|k| DEFAULTS.iter().find(|(name, _)| *name == k));
                 let path = format!("_info.defaults.{}", key.as_str().unwrap_or("?"));
                 match (known, fields) {
-                    (Some((_, kind)), Value::Mapping(fields)) => {
-                        defaults.push((*kind, fields.clone()));
+                    (Some((name, list)), Value::Mapping(fields)) => {
+                        if fits(name, fields, &path, report) {
+                            defaults.push((*list, fields.clone()));
+                        }
                     }
                     (Some(_), Value::Null) => {}
                     (Some(_), _) => report.add(path, "expected a mapping of field values"),
@@ -144,10 +172,53 @@ fn info(info: Option<&Value>, report: &mut Report) -> (Vec<(&'static str, Mappin
     }
     match info.get("select_tags") {
         None | Some(Value::Null) => {}
-        Some(Value::Sequence(tags)) if tags.iter().all(Value::is_string) => {
-            select_tags.clone_from(tags);
+        Some(tags) => {
+            // Checked here, once, as tags are: not at every entity they would join.
+            let before = report.problems.len();
+            let _ = super::parse_item::<SelectTags>(
+                Value::Mapping(Mapping::from_iter([(
+                    Value::from("select_tags"),
+                    tags.clone(),
+                )])),
+                "_info",
+                report,
+            );
+            if report.problems.len() == before {
+                if let Value::Sequence(tags) = tags {
+                    select_tags.clone_from(tags);
+                }
+            }
         }
-        Some(_) => report.add("_info.select_tags", "expected a list of tags"),
     }
     (defaults, select_tags)
+}
+
+/// `select_tags`, read as an entity's `tags` is.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct SelectTags {
+    #[serde(deserialize_with = "super::file::tags")]
+    select_tags: Vec<String>,
+}
+
+/// Whether decK's defaults for `kind` are fields of that entity, checked where they are
+/// written (not at every entity they would fill), and name none of its own.
+fn fits(kind: &str, fields: &Mapping, path: &str, report: &mut Report) -> bool {
+    let mut fine = true;
+    for field in restricted(kind) {
+        if fields.contains_key(*field) {
+            report.add(
+                format!("{path}.{field}"),
+                format!("{kind} defaults cannot have this restricted field set (as decK)"),
+            );
+            fine = false;
+        }
+    }
+    let value = Value::Mapping(fields.clone());
+    let typed = match kind {
+        "service" => super::parse_item::<super::file::ServiceFile>(value, path, report).is_some(),
+        "route" => super::parse_item::<super::file::RouteFile>(value, path, report).is_some(),
+        _ => super::upstreams::defaults_fit(kind, value, path, report),
+    };
+    fine && typed
 }

@@ -1416,6 +1416,8 @@ services:
             _comment: nested twice
   - name: bare
     host: 127.0.0.1
+  - name: pathless-url
+    url: http://127.0.0.1:2
 routes:
   - name: top
     service: bare
@@ -1434,19 +1436,31 @@ routes:
     );
     let bare = &config.services[1];
     assert_eq!((bare.port, bare.path.as_str()), (9999, "/from-defaults"));
+    // A url without a path gives none: the default's stands.
+    let pathless = &config.services[2];
+    assert_eq!(
+        (pathless.port, pathless.path.as_str()),
+        (2, "/from-defaults")
+    );
     assert!(!config.routes[0].strip_path, "a default");
     assert!(config.routes[1].strip_path, "the route's own value");
     assert_eq!(s.tags, ["team-a"]);
     assert_eq!(config.routes[1].tags, ["team-a"]);
 
+    // Problems in `_info` are said where they are written, once, not at every entity
+    // the defaults would fill; what names an entity is no default (as decK).
     let found = problems(
-        "_format_version: \"3.0\"\n_info:\n  defaults: {plugin: {enabled: false}, route: 5}\n  select_tags: team-a\n",
+        "_format_version: \"3.0\"\n_info:\n  defaults: {plugin: {enabled: false}, route: 5, service: {colour: red, name: x}, target: {target: 10.0.0.1}}\n  select_tags: [\"a,b\"]\n  colour: red\nservices: [{name: s, url: http://127.0.0.1:1, routes: [{paths: [/a]}]}]\n",
     );
     assert_eq!(
         paths_of(&found),
         [
+            "_info.colour",
             "_info.defaults.plugin",
             "_info.defaults.route",
+            "_info.defaults.service.name",
+            "_info.defaults.service.colour",
+            "_info.defaults.target.target",
             "_info.select_tags"
         ],
         "{found:?}"

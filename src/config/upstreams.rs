@@ -202,6 +202,15 @@ impl StatusSet {
 
 // --- the file's shapes ---------------------------------------------------------------
 
+/// Checks decK's `_info.defaults.upstream` / `.target` values (`kind` `upstream` or
+/// `target`) as fields of those entities, reporting at `path`; whether they are fine.
+pub(super) fn defaults_fit(kind: &str, fields: Value, path: &str, report: &mut Report) -> bool {
+    match kind {
+        "upstream" => parse_item::<UpstreamFile>(fields, path, report).is_some(),
+        _ => parse_item::<TargetFile>(fields, path, report).is_some(),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
