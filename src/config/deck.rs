@@ -100,9 +100,7 @@ fn visit(kind: &str, item: &mut Value, defaults: &[(&str, Mapping)], select_tags
             if has_url && field.as_str().is_some_and(gives) {
                 continue;
             }
-            if entity.get(field).is_none_or(Value::is_null) {
-                entity.insert(field.clone(), value.clone());
-            }
+            fill(entity, field, value);
         }
     }
     if !select_tags.is_empty() {
@@ -125,6 +123,22 @@ fn visit(kind: &str, item: &mut Value, defaults: &[(&str, Mapping)], select_tags
             for item in items {
                 visit(child, item, defaults, select_tags);
             }
+        }
+    }
+}
+
+/// Sets `field` from a default where the entity leaves it unset; within a record both
+/// give (an upstream's `healthchecks`), field by field, as decK merges them.
+fn fill(entity: &mut Mapping, field: &Value, default: &Value) {
+    match (entity.get_mut(field), default) {
+        (Some(Value::Mapping(given)), Value::Mapping(defaults)) => {
+            for (inner, value) in defaults {
+                fill(given, inner, value);
+            }
+        }
+        (Some(given), _) if !given.is_null() => {}
+        _ => {
+            entity.insert(field.clone(), default.clone());
         }
     }
 }

@@ -1446,6 +1446,16 @@ routes:
     assert!(config.routes[1].strip_path, "the route's own value");
     assert_eq!(s.tags, ["team-a"]);
     assert_eq!(config.routes[1].tags, ["team-a"]);
+    // Records merge field by field, as decK merges them.
+    let config = load(
+        "_format_version: \"3.0\"\n_info: {defaults: {upstream: {healthchecks: {active: {http_path: /hc}}}}}\nupstreams: [{name: up, healthchecks: {active: {timeout: 5}}}]\n",
+    )
+    .unwrap();
+    let active = &config.upstreams[0].checks.active;
+    assert_eq!(
+        (active.http_path.as_str(), active.timeout),
+        ("/hc", Duration::from_secs(5))
+    );
 
     // Problems in `_info` are said where they are written, once, not at every entity
     // the defaults would fill; what names an entity is no default (as decK).
