@@ -243,7 +243,8 @@ pub fn prepare(
     let is_head = method == "HEAD";
     // The scheme the client used, as Kong's forwarded scheme: a trusted proxy's
     // `X-Forwarded-Proto` when it sends one (of several lines, the first: nginx's
-    // `$http_x_forwarded_proto`), whatever the hop to us was; else TLS here or not.
+    // `$http_x_forwarded_proto`; `https` exactly, as Kong compares it), whatever the hop
+    // to us was; else TLS here or not.
     let https = match client
         .trusted
         .then(|| {
@@ -253,7 +254,7 @@ pub fn prepare(
         })
         .flatten()
     {
-        Some(forwarded) => crate::http::trim_ows(forwarded.value).eq_ignore_ascii_case(b"https"),
+        Some(forwarded) => crate::http::trim_ows(forwarded.value) == b"https",
         None => client.https,
     };
     // The head parsed: a global correlation-id gives the request its ID even when it is

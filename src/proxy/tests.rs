@@ -117,6 +117,9 @@ fn a_trusted_proxys_forwarded_proto_is_the_scheme() {
     assert_eq!(refused.kind, ErrorKind::ProtocolNotAllowed);
     // An untrusted client's header changes nothing: TLS is https.
     assert!(over_tls("192.0.2.1", said_http).is_ok());
+    // `https` exactly, as Kong compares it.
+    let upper = "GET /secure HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: HTTPS\r\n\r\n";
+    assert!(over_tls("10.0.0.5", upper).is_err());
     // Without the header, the connection decides.
     assert!(over_tls("10.0.0.5", "GET /secure HTTP/1.1\r\nHost: a\r\n\r\n").is_ok());
 }
