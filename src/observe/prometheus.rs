@@ -441,7 +441,7 @@ fn ringway_series(out: &mut String, published: &Published, node: &Node<'_>) {
         (
             "ringway_connections_accepted_total",
             "counter",
-            "Client connections accepted, per worker",
+            "Client connections served (not refused at max_connections), per worker",
             |w| w.connections_accepted.get(),
         ),
         (
