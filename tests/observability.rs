@@ -2397,6 +2397,20 @@ fn correlation_id_tracker_generator() {
         fields_seen[0].1 + 1,
         "the connection's request number counts up {fields_seen:?}"
     );
+
+    // With several workers (one process, one pid) the connection number is still the
+    // process's serial: IDs made in the same millisecond on two workers differ.
+    let gw = start(&format!(
+        "{}ringway:\n  workers: 2\n",
+        correlation_config(&origin, "{generator: tracker, echo_downstream: true}")
+    ));
+    let mut connections = BTreeSet::new();
+    for _ in 0..20 {
+        let r = get(&gw, "/x", &[], "a fresh connection");
+        let id = r.header("kong-request-id").unwrap_or_default().to_string();
+        let conn = id.split('-').nth(3).unwrap_or_default().to_string();
+        assert!(connections.insert(conn), "a connection number twice: {id}");
+    }
 }
 
 /// An underscored `header_name` reads the incoming ID as Kong does (`X-Req-ID`), never

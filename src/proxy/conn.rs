@@ -201,7 +201,11 @@ pub fn serve<S: ClientIo>(
         trusted,
         https,
         local_ip: Some(local.ip()),
-        connection: worker.stats.connections_accepted.get() as u32,
+        // A serial number for the whole process, as nginx's `$connection` (the tracker
+        // ID's): each worker's count, interleaved with the others'.
+        connection: (worker.stats.connections_accepted.get() as u32)
+            .wrapping_mul(worker.shared.stats.len() as u32)
+            .wrapping_add(worker.id as u32),
         requests: Default::default(),
     };
     let mut conn = Conn::new(worker, client, info);
