@@ -2465,6 +2465,29 @@ fn correlation_id_keeps_an_incoming_id() {
     }
 }
 
+/// Only HTTP's whitespace (spaces, tabs) is trimmed from an incoming ID: a non-breaking
+/// space is part of it, echoed as the upstream got it.
+#[test]
+fn correlation_id_keeps_unicode_spaces_of_an_incoming_id() {
+    let origin = Origin::start();
+    let gw = start(&correlation_config(
+        &origin,
+        "{generator: uuid, echo_downstream: true}",
+    ));
+    let mut c = Conn::new(gw.proxy_addr());
+    let r = c
+        .try_send(
+            "GET /x HTTP/1.1\r\nHost: a\r\nKong-Request-ID: \u{a0}nbsp-id\u{a0}\r\n\r\n".as_bytes(),
+        )
+        .unwrap();
+    assert_proxied(&r, "an ID with non-breaking spaces");
+    let head = String::from_utf8_lossy(&r.head_raw);
+    assert!(
+        head.contains("Kong-Request-ID: \u{a0}nbsp-id\u{a0}\r\n"),
+        "echoed whole: {head}"
+    );
+}
+
 #[test]
 fn correlation_id_replaces_an_empty_incoming_id() {
     let origin = Origin::start();

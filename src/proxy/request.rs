@@ -178,12 +178,14 @@ fn request_id(
     client: &ClientInfo,
     state: Option<&PluginState>,
 ) -> Option<Box<RequestId>> {
+    // Trimmed of HTTP's own whitespace (spaces and tabs) only: the ID echoed and put in
+    // bodies is the one the upstream gets.
     let incoming = headers
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case(&config.header_lower))
-        .and_then(|h| std::str::from_utf8(h.value).ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty());
+        .map(|h| crate::http::trim_ows(h.value))
+        .filter(|v| !v.is_empty())
+        .and_then(|v| std::str::from_utf8(v).ok());
     if let Some(value) = incoming {
         return Some(Box::new(RequestId::new(
             &config.header_name,
