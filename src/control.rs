@@ -98,7 +98,7 @@ impl Control {
         overrides: NodeOverrides,
     ) -> Result<(Config, Store, Layers), String> {
         let _give_back = GiveBack;
-        let file = crate::config::read_file(&config_path)
+        let file = crate::config::read_regular_file(&config_path)
             .map_err(|e| format!("cannot read config file {}: {e}", config_path.display()))?;
         let file_only = Config::from_bytes(&file, &overrides).map_err(|p| {
             // Problems only with values given as flags are no fault of the file's.
@@ -230,7 +230,7 @@ impl Control {
     /// covers Admin API entities besides the file.
     pub fn reload_file(&self) -> Result<(String, bool), Refused> {
         let _give_back = GiveBack;
-        let bytes = crate::config::read_file(&self.config_path).map_err(|e| {
+        let bytes = crate::config::read_regular_file(&self.config_path).map_err(|e| {
             Refused::Io(format!(
                 "cannot read config file {}: {e}",
                 self.config_path.display()
@@ -266,8 +266,8 @@ impl Control {
             }
         };
         let mut layers = self.lock();
-        let file =
-            crate::config::read_file(&self.config_path).unwrap_or_else(|_| layers.file.clone());
+        let file = crate::config::read_regular_file(&self.config_path)
+            .unwrap_or_else(|_| layers.file.clone());
         // The state on disk is what later writes build on, whatever happens below; writes
         // open only once it is in place.
         layers.admin = admin;

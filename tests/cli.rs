@@ -494,6 +494,28 @@ fn the_bundled_configs_pass_check() {
     }
 }
 
+/// The gateway's config is a regular file: a named pipe (which it would read again on
+/// every SIGHUP, blocking until something wrote to it) is refused at once, on one line.
+#[test]
+fn run_refuses_a_config_that_is_a_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("kong.yaml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let out = run_cli(
+        &["run", "-c", &fifo.display().to_string()],
+        &[],
+        CLI_TIMEOUT,
+    );
+    let err = stderr_of(&out);
+    assert!(!out.status.success(), "{err}");
+    assert_eq!(nonempty_lines(&err).len(), 1, "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+}
+
 /// A data directory that is a file is named as such, on one line.
 #[test]
 fn a_data_dir_that_is_a_file_is_one_line() {

@@ -408,10 +408,32 @@ pub const MAX_CONFIG_FILE_BYTES: u64 = 64 << 20;
 
 /// Reads a config file whole, refusing one larger than [`MAX_CONFIG_FILE_BYTES`].
 pub fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    read_bounded(std::fs::File::open(path)?)
+}
+
+/// `read_file` for the gateway's own config, which it reads again on every SIGHUP: a
+/// regular file only. A named pipe would block the read (and with it the signals, a
+/// SIGTERM included) until something wrote to it; it is opened without waiting for a
+/// writer and refused.
+pub fn read_regular_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    read_bounded(file)
+}
+
+fn read_bounded(file: std::fs::File) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(MAX_CONFIG_FILE_BYTES + 1)
+    file.take(MAX_CONFIG_FILE_BYTES + 1)
         .read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_CONFIG_FILE_BYTES {
         return Err(std::io::Error::new(
@@ -1855,10 +1877,30 @@ fn yaml_document(text: &str) -> Result<Value, String> {
             "invalid YAML: nests deeper than {MAX_FLOW_DEPTH} levels"
         ));
     }
-    let mut doc: Value = match serde_norway::from_str(text) {
-        Ok(Value::Null) => Value::Mapping(Default::default()),
-        Ok(doc) => doc,
-        Err(e) => return Err(format!("invalid YAML: {e}")),
+    // A byte order mark (as some editors save UTF-8) is no part of the document.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // One document; empty ones after it (a file that ends in `---`) are nothing, where
+    // Kong's loader would read the first and drop any other unread.
+    let mut documents = serde_norway::Deserializer::from_str(text);
+    let first = match documents.next() {
+        Some(first) => <Value as serde::Deserialize>::deserialize(first)
+            .map_err(|e| format!("invalid YAML: {e}"))?,
+        None => Value::Null,
+    };
+    for later in documents {
+        let later = <Value as serde::Deserialize>::deserialize(later)
+            .map_err(|e| format!("invalid YAML: {e}"))?;
+        if !later.is_null() {
+            return Err(
+                "invalid YAML: more than one document (a config is one, with no `---` \
+                 between parts)"
+                    .to_owned(),
+            );
+        }
+    }
+    let mut doc = match first {
+        Value::Null => Value::Mapping(Default::default()),
+        doc => doc,
     };
     // `<<: *defaults` merge keys, which Kong's YAML loader expands; a merged mapping may
     // hold merge keys of its own (an anchor on a mapping that merges another), which the

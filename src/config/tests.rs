@@ -1538,6 +1538,16 @@ plugins:
     );
 }
 
+/// A byte order mark and empty documents after the config are no part of it; a
+/// second document with content is refused (Kong would drop it unread).
+#[test]
+fn a_bom_and_trailing_empty_documents_load() {
+    let config = load("\u{feff}_format_version: \"3.0\"\nservices:\n  - name: s\n    url: http://127.0.0.1:1\n---\n").unwrap();
+    assert_eq!(config.services.len(), 1);
+    let found = problems("_format_version: \"3.0\"\n---\nservices: []\n");
+    assert!(found[0].contains("more than one document"), "{found:?}");
+}
+
 /// Kong entities of plugins ringway lacks are refused as what they are, not as typos.
 #[test]
 fn kong_entities_ringway_lacks_are_named_as_such() {
