@@ -761,6 +761,12 @@ fn deck_templates_are_refused_with_a_pointer_to_vault() {
 #[test]
 fn vault_references_read_the_environment() {
     std::env::set_var("RINGWAY_TEST_UPSTREAM_HOST", "127.0.0.1");
+    // Only as the whole value (Kong would take one with spaces around it as text).
+    let found = problems("_format_version: \"3.0\"\nservices:\n  - name: s\n    host: \" {vault://env/ringway-test-upstream-host}\"\n");
+    assert!(
+        found[0].starts_with("services[0].host: a vault reference must be the whole value"),
+        "{found:?}"
+    );
     let config = load("_format_version: \"3.0\"\nservices:\n  - name: s\n    host: \"{vault://env/ringway-test-upstream-host}\"\n").unwrap();
     assert_eq!(config.services[0].host, "127.0.0.1");
     let found = problems("_format_version: \"3.0\"\nservices:\n  - name: s\n    host: \"{vault://env/ringway-test-not-set}\"\n");

@@ -131,6 +131,15 @@ fn walk(
             else {
                 return;
             };
+            // Kong reads a reference only as the whole value: with spaces around it, its
+            // text would be the secret there and the variable's here. Neither: refused.
+            if read && text.trim().len() != text.len() {
+                report.add(
+                    path.clone(),
+                    "a vault reference must be the whole value, without spaces around it",
+                );
+                return;
+            }
             let secret = match at {
                 At::Node => true,
                 At::Entity(kind, start) => {
