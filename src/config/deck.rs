@@ -8,21 +8,6 @@ use serde_norway::{Mapping, Value};
 
 use super::Report;
 
-/// The entity lists of a file, at the top level.
-const KINDS: [&str; 11] = [
-    "services",
-    "routes",
-    "plugins",
-    "consumers",
-    "consumer_groups",
-    "jwt_secrets",
-    "upstreams",
-    "targets",
-    "certificates",
-    "snis",
-    "ca_certificates",
-];
-
 /// The entity lists a `kind`'s items may nest (references, such as a group's
 /// `consumers`, are not entities).
 fn nested(kind: &str) -> &'static [&'static str] {
@@ -72,7 +57,7 @@ pub(super) fn apply(doc: &mut Value, report: &mut Report) {
         return;
     };
     let (defaults, select_tags) = info(top.get("_info"), report);
-    for kind in KINDS {
+    for kind in super::vault::ENTITY_LISTS {
         if let Some(Value::Sequence(items)) = top.get_mut(kind) {
             for item in items {
                 visit(kind, item, &defaults, &select_tags);

@@ -34,7 +34,7 @@ pub(super) fn secret_fields(kind: &str) -> &'static [&'static str] {
 }
 
 /// The keys whose lists hold entities, at any depth (`services[0].routes[1].plugins[0]`).
-const ENTITY_LISTS: &[&str] = &[
+pub(super) const ENTITY_LISTS: &[&str] = &[
     "services",
     "routes",
     "plugins",
