@@ -252,13 +252,18 @@ fn resolve(
     if reference.refuse_disagreement(map, kind, path, report) {
         return None;
     }
-    match reference.key().and_then(|k| map.get(k).map(|i| (k, *i))) {
-        Some((_, index)) => Some(Some(index)),
+    let Some(key) = reference.key() else {
+        // An object with every key null (`{username: null}`) names nothing at all.
+        report.add(
+            path.to_owned(),
+            format!("names no {kind}: give its name or id"),
+        );
+        return None;
+    };
+    match map.get(key) {
+        Some(&index) => Some(Some(index)),
         None => {
-            report.add(
-                path.to_owned(),
-                missing_reference(kind, reference.key().unwrap_or("")),
-            );
+            report.add(path.to_owned(), missing_reference(kind, key));
             None
         }
     }

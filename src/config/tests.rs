@@ -1542,6 +1542,13 @@ plugins:
         found,
         ["jwt_secrets[0].consumer: no consumer with custom_id 'nobody'"]
     );
+    let found = problems(
+        "_format_version: \"3.0\"\nconsumers: [{username: a}]\njwt_secrets:\n  - {key: k, secret: s, consumer: {custom_id: null}}\n",
+    );
+    assert_eq!(
+        found,
+        ["jwt_secrets[0].consumer: names no consumer: give its name or id"]
+    );
 }
 
 /// A byte order mark and empty documents after the config are no part of it; a
