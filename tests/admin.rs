@@ -1462,6 +1462,17 @@ fn post_config_replaces_the_file_layer_with_a_backup() {
         "services": [{"name": "json-service", "url": o.url(),
                       "routes": [{"name": "json-route", "paths": ["/json"]}]}]
     });
+    // With a byte order mark first, as some editors save JSON: the same config.
+    let mut with_bom = b"\xef\xbb\xbf".to_vec();
+    with_bom.extend_from_slice(json_cfg.to_string().as_bytes());
+    let r = http_request(
+        gw.admin_addr(),
+        "POST",
+        "/config",
+        &[],
+        Some(("application/json", &with_bom)),
+    );
+    assert_eq!(r.status, 201, "POST /config with a BOM'd JSON: {r:?}");
     let r = admin_json(&gw, "POST", "/config", &json_cfg);
     assert_eq!(r.status, 201, "POST /config with JSON: {r:?}");
     assert_eq!(gw.get("/json/a").status, 200);

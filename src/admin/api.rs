@@ -3378,7 +3378,12 @@ fn post_config(control: &Control, request: &Request<'_>) -> Reply {
         // Declared JSON is read as JSON, and its syntax errors named as JSON's.
         "application/json" => match json_config(request.body) {
             Some(text) => text,
-            None => match serde_json::from_slice::<serde::de::IgnoredAny>(request.body) {
+            None => match serde_json::from_slice::<serde::de::IgnoredAny>(
+                request
+                    .body
+                    .strip_prefix(b"\xef\xbb\xbf")
+                    .unwrap_or(request.body),
+            ) {
                 Err(e) => return Reply::message(400, &format!("Cannot parse JSON body: {e}")),
                 Ok(_) => return Reply::message(400, "Cannot parse JSON body: expected an object"),
             },
@@ -3416,6 +3421,8 @@ const NO_CONFIG_FIELD: &str = "expected a declarative configuration: send the fi
 /// wraps is the config; a config itself always has `_format_version`.
 fn json_config(body: &[u8]) -> Option<Vec<u8>> {
     use serde_norway::Value as Yaml;
+    // A byte order mark (some editors save one) is no part of the JSON.
+    let body = body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body);
     let doc = serde_json::from_slice::<Yaml>(body).ok()?;
     let config = match doc.as_mapping() {
         Some(map) if map.len() == 1 => match map.get("config") {
