@@ -768,7 +768,7 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
         },
         ("DELETE", ["consumer_groups", g, "consumers", c]) => {
             match (find_group(config, g), find_consumer(config, c)) {
-                (Some(g), Some(c)) => set_membership(control, config, c, &[g], false)
+                (Some(g), Some(c)) => set_membership(control, config, &[c], &[g], false)
                     .map_or_else(|reply| reply, |_| Reply::empty(204)),
                 _ => not_found(),
             }
@@ -793,7 +793,7 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
         },
         ("DELETE", ["consumers", c, "consumer_groups", g]) => {
             match (find_group(config, g), find_consumer(config, c)) {
-                (Some(g), Some(c)) => set_membership(control, config, c, &[g], false)
+                (Some(g), Some(c)) => set_membership(control, config, &[c], &[g], false)
                     .map_or_else(|reply| reply, |_| Reply::empty(204)),
                 _ => not_found(),
             }
@@ -3150,15 +3150,9 @@ fn add_members(control: &Control, config: &Config, g: usize, body: &Body) -> Rep
             None => return field_error("consumer", &format!("consumer '{name}' not found")),
         }
     }
-    let mut snapshot = None;
-    for c in members.iter().copied() {
-        match set_membership(control, config, c, &[g], true) {
-            Ok(after) => snapshot = Some(after),
-            Err(reply) => return reply,
-        }
-    }
-    let Some(after) = snapshot else {
-        return Reply::message(500, "An unexpected error occurred");
+    let after = match set_membership(control, config, &members, &[g], true) {
+        Ok(after) => after,
+        Err(reply) => return reply,
     };
     // Membership changes leave every entity's position as it was.
     let config = &after.config;
@@ -3222,18 +3216,11 @@ fn leave_groups(
                 .any(|g| config.consumers[c].groups.contains(g))
         })
         .collect();
-    if leaving
-        .iter()
-        .any(|&c| config.consumers[c].layer == Layer::File)
-    {
-        return read_only();
+    if leaving.is_empty() {
+        return Reply::empty(204);
     }
-    for c in leaving {
-        if let Err(reply) = set_membership(control, config, c, groups, false) {
-            return reply;
-        }
-    }
-    Reply::empty(204)
+    set_membership(control, config, &leaving, groups, false)
+        .map_or_else(|reply| reply, |_| Reply::empty(204))
 }
 
 /// `POST /consumers/{consumer}/consumer_groups` with `group=<name or id>`.
@@ -3252,7 +3239,7 @@ fn join_groups(control: &Control, config: &Config, c: usize, body: &Body) -> Rep
             None => return field_error("group", &format!("consumer group '{name}' not found")),
         }
     }
-    match set_membership(control, config, c, &groups, true) {
+    match set_membership(control, config, &[c], &groups, true) {
         Ok(after) => {
             let config = &after.config;
             let consumer = consumer_json(config, c);
@@ -3270,47 +3257,61 @@ fn join_groups(control: &Control, config: &Config, c: usize, body: &Body) -> Rep
     }
 }
 
-/// Adds a consumer to groups or removes it from them. Only Admin-created consumers can
-/// change: a file-declared consumer's groups are the file's.
+/// Adds consumers to groups or removes them from them, in one write (a group's hundred
+/// members are one config build, not a hundred). Only Admin-created consumers can change:
+/// a file-declared consumer's groups are the file's; nothing changes when one is.
 fn set_membership(
     control: &Control,
     config: &Config,
-    c: usize,
+    consumers: &[usize],
     groups: &[usize],
     member: bool,
 ) -> Result<std::sync::Arc<crate::proxy::Snapshot>, Reply> {
-    let consumer = &config.consumers[c];
-    if consumer.layer == Layer::File {
-        return Err(read_only());
-    }
-    if !member && !groups.iter().any(|g| consumer.groups.contains(g)) {
-        return Err(not_found());
-    }
-    let mut ids: Vec<String> = consumer
-        .groups
-        .iter()
-        .map(|&g| config.consumer_groups[g].id.clone())
-        .collect();
-    for &g in groups {
-        let id = &config.consumer_groups[g].id;
-        ids.retain(|x| x != id);
-        if member {
-            ids.push(id.clone());
+    let mut changes = Vec::with_capacity(consumers.len());
+    for &c in consumers {
+        let consumer = &config.consumers[c];
+        if consumer.layer == Layer::File {
+            return Err(read_only());
         }
+        if !member && !groups.iter().any(|g| consumer.groups.contains(g)) {
+            return Err(not_found());
+        }
+        let mut ids: Vec<String> = consumer
+            .groups
+            .iter()
+            .map(|&g| config.consumer_groups[g].id.clone())
+            .collect();
+        for &g in groups {
+            let id = &config.consumer_groups[g].id;
+            ids.retain(|x| x != id);
+            if member {
+                ids.push(id.clone());
+            }
+        }
+        let Some(index) = admin_index(control, "consumers", &consumer.id) else {
+            return Err(not_found());
+        };
+        changes.push((index, ids));
     }
-    let Some(index) = admin_index(control, "consumers", &consumer.id) else {
-        return Err(not_found());
-    };
     let outcome = control.update_admin(|admin| {
         let list = admin_list(admin, "consumers");
-        if let Some(Value::Object(entity)) = list.get_mut(index) {
-            entity.insert("groups".into(), json!(ids));
-            entity.insert("updated_at".into(), crate::control::unix_now().into());
+        let now = crate::control::unix_now();
+        for (index, ids) in &changes {
+            if let Some(Value::Object(entity)) = list.get_mut(*index) {
+                entity.insert("groups".into(), json!(ids));
+                entity.insert("updated_at".into(), now.into());
+            }
         }
     });
     match outcome {
         Ok((_, snapshot)) => Ok(snapshot),
-        Err(reason) => Err(refused(reason, config, "consumers", Some(index))),
+        Err(reason) => {
+            let one = match changes.as_slice() {
+                [(index, _)] => Some(*index),
+                _ => None,
+            };
+            Err(refused(reason, config, "consumers", one))
+        }
     }
 }
 
