@@ -760,6 +760,18 @@ fn metrics(gw: &Gateway) -> Prom {
     parse_prom(&metrics_text(gw))
 }
 
+/// Waits for the first request in `kong_http_requests_total` and asserts it is the only
+/// one, with status `code`.
+fn assert_counted_once_as(gw: &Gateway, code: &str) {
+    let prom = metrics_when(gw, |p| p.sum("kong_http_requests_total", &[]) >= 1.0);
+    let codes: Vec<&str> = prom
+        .select("kong_http_requests_total", &[])
+        .iter()
+        .map(|s| s.labels["code"].as_str())
+        .collect();
+    assert_eq!(codes, [code], "{}", prom.text);
+}
+
 /// Polls `/metrics` until `done` holds; returns the last parse.
 fn metrics_when(gw: &Gateway, done: impl Fn(&Prom) -> bool) -> Prom {
     poll(|| metrics(gw), done)
@@ -3141,13 +3153,7 @@ fn a_client_gone_before_its_response_is_counted_as_499() {
         .set_linger(Some(Duration::ZERO))
         .unwrap();
     drop(stream);
-    let prom = metrics_when(&gw, |p| p.sum("kong_http_requests_total", &[]) >= 1.0);
-    let codes: Vec<&str> = prom
-        .select("kong_http_requests_total", &[])
-        .iter()
-        .map(|s| s.labels["code"].as_str())
-        .collect();
-    assert_eq!(codes, ["499"], "{}", prom.text);
+    assert_counted_once_as(&gw, "499");
 }
 
 /// A client that closes its connection while a slow upstream works is noticed while it
@@ -3184,13 +3190,7 @@ fn a_client_that_leaves_during_a_slow_upstream_frees_its_slot_at_once() {
         "{:?}",
         left.elapsed()
     );
-    let prom = metrics_when(&gw, |p| p.sum("kong_http_requests_total", &[]) >= 1.0);
-    let codes: Vec<&str> = prom
-        .select("kong_http_requests_total", &[])
-        .iter()
-        .map(|s| s.labels["code"].as_str())
-        .collect();
-    assert_eq!(codes, ["499"], "{}", prom.text);
+    assert_counted_once_as(&gw, "499");
     // The wait was the upstream's, not time the gateway added (as a timeout's is).
     let doc = histograms_when(&gw, "", &["overall", "request"], 1);
     assert_eq!(count(&doc, &["overall", "upstream"]), 1, "{doc}");
@@ -3214,11 +3214,5 @@ fn a_client_gone_mid_body_is_counted_as_499() {
         .unwrap();
     c.shutdown_write();
     assert!(c.closed_within(Duration::from_secs(5)));
-    let prom = metrics_when(&gw, |p| p.sum("kong_http_requests_total", &[]) >= 1.0);
-    let codes: Vec<&str> = prom
-        .select("kong_http_requests_total", &[])
-        .iter()
-        .map(|s| s.labels["code"].as_str())
-        .collect();
-    assert_eq!(codes, ["499"], "{}", prom.text);
+    assert_counted_once_as(&gw, "499");
 }
