@@ -598,29 +598,43 @@ pub fn build_secrets(
                 jwt::Algorithm::unknown(&algorithm_name),
             );
         }
-        let Some(key) = file.key.filter(|k| !k.is_empty()) else {
-            report.add(
-                format!("{}.key", item.path),
-                "required field missing (the Admin API generates one; the file must name it)",
-            );
-            continue;
+        // A missing or repeated key still leaves the secret or public key checked, so
+        // that one run names every field to fix.
+        let key = file.key.filter(|k| !k.is_empty());
+        let mut usable = true;
+        match &key {
+            None => {
+                report.add(
+                    format!("{}.key", item.path),
+                    "required field missing (the Admin API generates one; the file must name it)",
+                );
+                usable = false;
+            }
+            Some(key) => {
+                header_safe(key, &format!("{}.key", item.path), report);
+                if !keys_seen.insert(key.clone()) {
+                    report.add(
+                        format!("{}.key", item.path),
+                        format!("duplicate credential key '{key}'"),
+                    );
+                    usable = false;
+                }
+            }
+        }
+        let id = match (&file.id, &key) {
+            (Some(id), _) => id.clone(),
+            (None, Some(key)) => stable_id("jwt_secret", key),
+            (None, None) => String::new(),
         };
-        header_safe(&key, &format!("{}.key", item.path), report);
-        if !keys_seen.insert(key.clone()) {
-            report.add(
-                format!("{}.key", item.path),
-                format!("duplicate credential key '{key}'"),
-            );
-            continue;
+        if usable {
+            if let Some(first) = first_seen(&mut ids, id.clone(), item.path.clone()) {
+                report.add(
+                    format!("{}.id", item.path),
+                    format!("duplicate credential id (first at {first})"),
+                );
+            }
         }
-        let id = file.id.unwrap_or_else(|| stable_id("jwt_secret", &key));
-        if let Some(first) = first_seen(&mut ids, id.clone(), item.path.clone()) {
-            report.add(
-                format!("{}.id", item.path),
-                format!("duplicate credential id (first at {first})"),
-            );
-        }
-        let (Some(algorithm), Some(consumer)) = (algorithm, consumer) else {
+        let Some(algorithm) = algorithm else {
             continue;
         };
         if algorithm.is_hmac() && file.secret.as_deref().unwrap_or("").is_empty() {
@@ -630,6 +644,7 @@ pub fn build_secrets(
             );
             continue;
         }
+        let label = key.as_deref().unwrap_or("");
         // An RSA key no token can verify with: refused in the file (the Admin API
         // refuses it before writing); one an earlier version saved loads with a warning,
         // so it cannot stop the gateway's start.
@@ -643,28 +658,31 @@ pub fn build_secrets(
                 continue;
             }
             (Some(problem), Layer::Admin) => report.warn(format!(
-                "{}.rsa_public_key ({key}): {problem}; no token can verify with it",
+                "{}.rsa_public_key ({label}): {problem}; no token can verify with it",
                 item.path
             )),
             (None, _) => {}
         }
-        match jwt::Credential::new(
+        let credential = jwt::Credential::new(
             id.clone(),
-            key.clone(),
+            label.to_owned(),
             algorithm,
             file.secret.as_deref(),
             file.rsa_public_key.as_deref(),
-            consumer,
-        ) {
-            // Keys are unique here: a duplicate was refused above.
-            Ok(credential) => {
-                credentials.insert(key.clone(), credential);
-            }
+            consumer.unwrap_or(0),
+        );
+        let credential = match credential {
+            Ok(credential) => credential,
             Err((field, message)) => {
                 report.add(format!("{}.{field}", item.path), message);
                 continue;
             }
-        }
+        };
+        let (Some(key), Some(consumer), true) = (key, consumer, usable) else {
+            continue;
+        };
+        // Keys are unique here: a duplicate was refused above.
+        credentials.insert(key.clone(), credential);
         secrets.push(JwtSecret {
             id,
             key,
@@ -879,6 +897,16 @@ pub fn build_plugins(
     let mut ids: HashMap<String, String> = HashMap::new();
     let mut instances: HashMap<String, (String, Layer)> = HashMap::new();
     for (item, nested) in items {
+        // A malformed instance_name is named whatever else is wrong with the plugin. The
+        // Admin API checks what it writes; a plugin an earlier version saved without the
+        // check loads with a warning rather than stopping the start.
+        let instance = item.value.get("instance_name").and_then(|v| v.as_str());
+        if let Some(problem) = instance.and_then(utf8_name_problem) {
+            match item.layer {
+                Layer::File => report.add(format!("{}.instance_name", item.path), problem),
+                Layer::Admin => report.warn(format!("{}.instance_name: {problem}", item.path)),
+            }
+        }
         let Some(file) = parse_item::<PluginFile>(item.value, &item.path, report) else {
             continue;
         };
@@ -1043,35 +1071,26 @@ pub fn build_plugins(
                 continue;
             }
         }
-        if let Some(instance) = &file.instance_name {
-            // The Admin API checks what it writes; a plugin an earlier version saved
-            // without these checks loads with a warning rather than stopping the start.
+        if let Some(instance) = file
+            .instance_name
+            .as_ref()
+            .filter(|i| utf8_name_problem(i).is_none())
+        {
             // A name the file and the Admin API both give is a conflict, as any other
-            // unique key the two layers share.
-            let (problem, soft) = match utf8_name_problem(instance) {
-                Some(problem) => (Some(problem), item.layer == Layer::Admin),
-                None => match first_seen(
-                    &mut instances,
-                    instance.clone(),
-                    (item.path.clone(), item.layer),
-                ) {
-                    Some((first, first_layer)) => (
-                        Some(format!(
-                            "duplicate instance_name '{instance}' (first at {first})"
-                        )),
-                        item.layer == Layer::Admin && first_layer == Layer::Admin,
-                    ),
-                    None => (None, false),
-                },
-            };
-            match (problem, soft) {
-                (Some(problem), false) => {
-                    report.add(format!("{}.instance_name", item.path), problem)
+            // unique key the two layers share; two the Admin API's state holds (saved by
+            // an earlier version) load with a warning.
+            let first = first_seen(
+                &mut instances,
+                instance.clone(),
+                (item.path.clone(), item.layer),
+            );
+            if let Some((first, first_layer)) = first {
+                let problem = format!("duplicate instance_name '{instance}' (first at {first})");
+                if item.layer == Layer::Admin && first_layer == Layer::Admin {
+                    report.warn(format!("{}.instance_name: {problem}", item.path));
+                } else {
+                    report.add(format!("{}.instance_name", item.path), problem);
                 }
-                (Some(problem), true) => {
-                    report.warn(format!("{}.instance_name: {problem}", item.path))
-                }
-                (None, _) => {}
             }
         }
         let id = file

@@ -38,6 +38,14 @@ pub fn entity_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String
 pub fn tags<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     // `tags: null`, as Kong's exports write an entity without tags.
     let tags = Option::<Vec<String>>::deserialize(d)?.unwrap_or_default();
+    match tags_problem(&tags) {
+        None => Ok(tags),
+        Some(problem) => Err(serde::de::Error::custom(problem)),
+    }
+}
+
+/// What breaks Kong's rule for tags, every bad tag named with its place.
+pub fn tags_problem(tags: &[String]) -> Option<String> {
     let valid = |tag: &str| {
         !tag.is_empty()
             && tag.chars().all(|c| {
@@ -50,13 +58,12 @@ pub fn tags<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Er
         .filter(|(_, tag)| !valid(tag))
         .map(|(i, tag)| format!("[{i}] '{}'", tag.escape_debug()))
         .collect();
-    if bad.is_empty() {
-        return Ok(tags);
-    }
-    Err(serde::de::Error::custom(format!(
-        "invalid tag {}: expected printable ascii (except `,` and `/`) or valid utf-8 sequences",
-        bad.join(", ")
-    )))
+    (!bad.is_empty()).then(|| {
+        format!(
+            "invalid tag {}: expected printable ascii (except `,` and `/`) or valid utf-8 sequences",
+            bad.join(", ")
+        )
+    })
 }
 
 /// The top level: every entity list is kept as raw values so that each item is

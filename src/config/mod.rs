@@ -15,6 +15,7 @@ mod node;
 mod upstreams;
 mod vault;
 
+pub use file::tags_problem;
 pub use lookup::Known;
 pub use vault::Reading;
 
@@ -1593,6 +1594,8 @@ fn build_service(
     let https = match protocol.as_str() {
         "http" => false,
         "https" => true,
+        // The url's own problem (an unset vault reference in it) was reported.
+        _ if url_refused => false,
         other => {
             report.add(
                 format!("{path}.protocol"),
@@ -1663,6 +1666,7 @@ fn build_service(
             if p.starts_with('/')
                 && !p.contains("//")
                 && !p.contains(['?', '#', ' '])
+                && !p.bytes().any(|b| b.is_ascii_control())
                 && well_escaped(&p) =>
         {
             crate::route::encoded_route_path(&p).into_owned()
@@ -1671,6 +1675,14 @@ fn build_service(
             report.add(
                 format!("{path}.path"),
                 format!("invalid path '{p}': bad percent-encoding"),
+            );
+            "/".to_owned()
+        }
+        Some(p) if p.bytes().any(|b| b.is_ascii_control()) => {
+            // Sent as it stands, a CR or LF would split the upstream request line.
+            report.add(
+                format!("{path}.path"),
+                format!("invalid path {p:?}: must not contain a control character"),
             );
             "/".to_owned()
         }
@@ -1870,6 +1882,24 @@ pub fn document(text: &str) -> Result<Value, String> {
     Ok(doc)
 }
 
+/// A YAML parse error as one problem line, which starts with the path when the parser
+/// knows one (`services[0]: invalid YAML: duplicate entry with key "url" ...`), as every
+/// other problem does.
+fn yaml_problem(e: serde_norway::Error) -> String {
+    let text = e.to_string();
+    match text.split_once(": ") {
+        Some((path, rest))
+            if !path.is_empty()
+                && path
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.[]".contains(&b)) =>
+        {
+            format!("{path}: invalid YAML: {rest}")
+        }
+        _ => format!("invalid YAML: {text}"),
+    }
+}
+
 /// A YAML text parsed (deep nesting refused first), merge keys expanded.
 fn yaml_document(text: &str) -> Result<Value, String> {
     if nests_too_deep(text) {
@@ -1883,13 +1913,11 @@ fn yaml_document(text: &str) -> Result<Value, String> {
     // Kong's loader would read the first and drop any other unread.
     let mut documents = serde_norway::Deserializer::from_str(text);
     let first = match documents.next() {
-        Some(first) => <Value as serde::Deserialize>::deserialize(first)
-            .map_err(|e| format!("invalid YAML: {e}"))?,
+        Some(first) => <Value as serde::Deserialize>::deserialize(first).map_err(yaml_problem)?,
         None => Value::Null,
     };
     for later in documents {
-        let later = <Value as serde::Deserialize>::deserialize(later)
-            .map_err(|e| format!("invalid YAML: {e}"))?;
+        let later = <Value as serde::Deserialize>::deserialize(later).map_err(yaml_problem)?;
         if !later.is_null() {
             return Err(
                 "invalid YAML: more than one document (a config is one, with no `---` \
@@ -1906,8 +1934,7 @@ fn yaml_document(text: &str) -> Result<Value, String> {
     // hold merge keys of its own (an anchor on a mapping that merges another), which the
     // next pass expands.
     for _ in 0..MAX_MERGE_DEPTH {
-        doc.apply_merge()
-            .map_err(|e| format!("invalid YAML: {e}"))?;
+        doc.apply_merge().map_err(yaml_problem)?;
         if !has_merge_key(&doc) {
             break;
         }
@@ -2218,6 +2245,13 @@ fn build_route(
             report.add(
                 field,
                 format!("invalid path '{p}': must not have empty segments"),
+            );
+        } else if p.contains('\\') {
+            // A request path with a raw backslash is a 400, so no request could match;
+            // most likely a Kong 2.x regex that lost its `~` on the way to "3.0".
+            report.add(
+                field,
+                format!("invalid path '{p}': a prefix path cannot hold a raw '\\' (for a regex, write '~{p}')"),
             );
         } else if p.contains(['?', '#']) || p.bytes().any(|b| b.is_ascii_control()) {
             report.add(

@@ -521,6 +521,13 @@ fn invalid_yaml_is_one_problem() {
     let found = problems("_format_version: \"3.0\"\nservices: [\n");
     assert_eq!(found.len(), 1);
     assert!(found[0].starts_with("invalid YAML"));
+    let found =
+        problems("_format_version: \"3.0\"\nservices: [{name: s, url: http://a, url: http://b}]\n");
+    assert_eq!(found.len(), 1);
+    assert!(
+        found[0].starts_with("services[0]: invalid YAML: duplicate entry with key \"url\""),
+        "{found:?}"
+    );
     let found = problems("- just\n- a list\n");
     assert_eq!(found, vec!["the top level must be a mapping".to_owned()]);
 }
@@ -538,7 +545,7 @@ services:
       - name: dup
         paths: [/a]
       - name: dup
-        paths: [/b//c, /a/../b, /a/./b, /%7Euser, /x/%2f, /%zz, /.., /ok/%2F, /ok/~]
+        paths: [/b//c, /a/../b, /a/./b, /%7Euser, /x/%2f, /%zz, /.., /ok/%2F, /ok/~, '/v\d+/x']
         headers: { host: [x] }
         https_redirect_status_code: 200
 "#,
@@ -550,6 +557,7 @@ services:
         "services[0].routes[2].paths[4]: non-normalized path, consider use '/x/%2F' instead",
         "services[0].routes[2].paths[5]: invalid path '/%zz'",
         "services[0].routes[2].paths[6]: invalid path '/..'",
+        "services[0].routes[2].paths[9]: invalid path '/v\\d+/x': a prefix path cannot hold a raw '\\' (for a regex, write '~/v\\d+/x')",
     ] {
         assert!(
             found.iter().any(|p| p.starts_with(prefix)),
@@ -578,6 +586,61 @@ services:
 
 /// Request paths are routed with non-ASCII bytes percent-encoded: a route path that
 /// holds them raw, prefix or regex, is refused with the form that would match.
+/// One run names every field to fix: a credential's missing key hides not its missing
+/// public key, nor a plugin's config problem its malformed instance_name.
+#[test]
+fn a_missing_key_or_bad_config_hides_no_other_field() {
+    let found = problems(
+        "_format_version: \"3.0\"\n\
+         consumers:\n\
+         - username: x\n\
+         \x20 jwt_secrets: [{algorithm: RS256}, {algorithm: HS256}]\n\
+         plugins:\n\
+         - {name: rate-limiting, instance_name: \"bad name\", config: {minute: 5, hour: 1}}\n",
+    );
+    for prefix in [
+        "consumers[0].jwt_secrets[0].key: required field missing",
+        "consumers[0].jwt_secrets[0].rsa_public_key: required for algorithm RS256",
+        "consumers[0].jwt_secrets[1].key: required field missing",
+        "consumers[0].jwt_secrets[1].secret: required for HS algorithms",
+        "plugins[0].instance_name: invalid value 'bad name'",
+        "plugins[0].config.hour:",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(prefix)),
+            "missing {prefix:?} in {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn control_bytes_never_reach_an_upstream_request() {
+    // A CR or LF in a service path would split the upstream request line (a header
+    // injected by config), so every place that writes config into a request refuses them.
+    let found = problems(
+        "_format_version: \"3.0\"\n\
+         services:\n\
+         - {name: a, url: \"http://127.0.0.1:1/a\\r\\nX-Injected: 1\"}\n\
+         - {name: b, host: 127.0.0.1, path: \"/b\\tc\\x01d\"}\n\
+         - {name: c, host: 127.0.0.1, path: \"/c\\x7f\"}\n\
+         upstreams:\n\
+         - name: up\n\
+         \x20 healthchecks: {active: {http_path: \"/h\\tx\", headers: {x-probe: [\"a\\x00b\"]}}}\n",
+    );
+    for prefix in [
+        "services[0].path: invalid path \"/a\\r\\nX-Injected: 1\": must not contain a control character",
+        "services[1].path: invalid path \"/b\\tc\\u{1}d\": must not contain a control character",
+        "services[2].path: invalid path",
+        "upstreams[0].healthchecks.active.http_path: invalid path \"/h\\tx\"",
+        "upstreams[0].healthchecks.active.headers.x-probe: invalid header name or value",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(prefix)),
+            "missing {prefix:?} in {found:#?}"
+        );
+    }
+}
+
 #[test]
 fn route_paths_in_kongs_decoded_form_load() {
     // Kong writes a prefix with what a request path cannot carry raw decoded, and reads
@@ -772,6 +835,13 @@ fn vault_references_read_the_environment() {
     let found = problems("_format_version: \"3.0\"\nservices:\n  - name: s\n    host: \"{vault://env/ringway-test-not-set}\"\n");
     assert!(
         found[0].starts_with("services[0].host: environment variable RINGWAY_TEST_NOT_SET"),
+        "{found:?}"
+    );
+    // An unset url is that one problem, not also a protocol the reference's text would be.
+    let found = problems("_format_version: \"3.0\"\nservices:\n  - name: s\n    url: \"{vault://env/ringway-test-not-set}\"\n");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("services[0].url: environment variable RINGWAY_TEST_NOT_SET"),
         "{found:?}"
     );
 }

@@ -833,10 +833,10 @@ fn healthchecks(file: HealthchecksFile, path: &str, report: &mut Report) -> Heal
         }
     };
     let http_path = a.http_path.unwrap_or_else(|| "/".to_owned());
-    if !http_path.starts_with('/') || http_path.contains([' ', '\r', '\n']) {
+    if !http_path.starts_with('/') || http_path.bytes().any(|b| b == b' ' || b.is_ascii_control()) {
         report.add(
             format!("{path}.active.http_path"),
-            format!("invalid path '{http_path}'"),
+            format!("invalid path {http_path:?}"),
         );
     }
     let mut headers = Vec::new();
@@ -845,7 +845,8 @@ fn healthchecks(file: HealthchecksFile, path: &str, report: &mut Report) -> Heal
             && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_!#$%&'*+.^`|~".contains(&b));
-        if !valid || values.iter().any(|v| v.contains(['\r', '\n'])) {
+        let bad_value = |v: &String| v.bytes().any(|b| b.is_ascii_control() && b != b'\t');
+        if !valid || values.iter().any(bad_value) {
             report.add(
                 format!("{path}.active.headers.{name}"),
                 "invalid header name or value",
