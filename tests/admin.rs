@@ -366,6 +366,19 @@ fn consumer_and_credential_validation_errors() {
     assert_eq!(r.json()["name"], "unique constraint violation", "{r:?}");
     let r = admin_json(&gw, "POST", "/consumers", &json!({"username": "alice"}));
     assert_eq!(r.status, 409, "duplicate username (JSON): {r:?}");
+    // As Kong: the schema before unique keys, so a body with both problems is a 400.
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/consumers",
+        &json!({"username": "alice", "tags": "x"}),
+    );
+    assert_eq!(r.status, 400, "schema before uniqueness: {r:?}");
+    assert_eq!(
+        r.json()["fields"],
+        json!({"tags": "expected a set"}),
+        "{r:?}"
+    );
     // custom_id is unique too, whichever write takes it; a consumer keeps its own.
     let r = admin_form(
         &gw,
@@ -846,6 +859,45 @@ fn scoped_plugin_endpoints_and_errors() {
         &json!({"name": "jwt", "config": {"no_such_field": 1}}),
     );
     assert_eq!(r.status, 400, "unknown jwt config field: {r:?}");
+    assert_eq!(
+        r.json()["fields"],
+        json!({"config": {"no_such_field": "unknown field"}}),
+        "Kong's wording: {r:?}"
+    );
+    // Every problem of a plugin at once, the schema's before its unique key (409).
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/plugins",
+        &json!({"name": "correlation-id", "instance_name": "bad name", "enabled": "no", "config": {"bogus": 1}}),
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    let fields = r.json()["fields"].clone();
+    for field in ["instance_name", "enabled"] {
+        assert!(fields.get(field).is_some(), "{field} in {fields}");
+    }
+    assert_eq!(
+        fields["config"],
+        json!({"bogus": "unknown field"}),
+        "{fields}"
+    );
+    let r = admin_form(&gw, "POST", "/plugins", &[("name", "correlation-id")]);
+    assert_eq!(r.status, 201, "{r:?}");
+    let correlation = id_of(&r.json());
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/plugins",
+        &json!({"name": "correlation-id", "enabled": "no"}),
+    );
+    assert_eq!(
+        r.status, 400,
+        "a schema problem answers before the 409: {r:?}"
+    );
+    let r = admin_form(&gw, "POST", "/plugins", &[("name", "correlation-id")]);
+    assert_eq!(r.status, 409, "{r:?}");
+    let r = admin_form(&gw, "DELETE", &format!("/plugins/{correlation}"), &[]);
+    assert_eq!(r.status, 204, "{r:?}");
     let r = admin_form(
         &gw,
         "POST",

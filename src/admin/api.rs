@@ -90,7 +90,12 @@ fn read_only() -> Reply {
 
 /// Kong's 400: `fields` nests a dotted path (`config.minute` under `config`), and the
 /// message lists the entity's own problems (`@entity`) first, then each field's.
-fn schema_violation(fields: Map<String, Value>) -> Reply {
+fn schema_violation(mut fields: Map<String, Value>) -> Reply {
+    for value in fields.values_mut() {
+        if let Value::String(message) = value {
+            *message = kong_wording(message);
+        }
+    }
     let mut summary: Vec<String> = match fields.get("@entity") {
         Some(Value::Array(list)) => list
             .iter()
@@ -124,6 +129,41 @@ fn schema_violation(fields: Map<String, Value>) -> Reply {
         400,
         &json!({ "code": 2, "name": "schema violation", "message": message, "fields": nested }),
     )
+}
+
+/// Whether a problem's path names an entity itself (`consumers[2]`,
+/// `services[0].routes[1]`), not a field or a list element of one (`paths[2]`).
+fn is_entity(path: &str) -> bool {
+    const LISTS: [&str; 12] = [
+        "services",
+        "routes",
+        "consumers",
+        "plugins",
+        "jwt_secrets",
+        "consumer_groups",
+        "upstreams",
+        "targets",
+        "certificates",
+        "snis",
+        "ca_certificates",
+        "vaults",
+    ];
+    let Some(stem) = path.strip_suffix(']') else {
+        return false;
+    };
+    let last = stem.rsplit('.').next().unwrap_or(stem);
+    last.split_once('[')
+        .is_some_and(|(name, _)| LISTS.contains(&name))
+}
+
+/// A problem as Kong's Admin API words it: serde's `unknown field `x`, expected one of
+/// ...` (which `ringway check` prints, to help a human) is Kong's plain `unknown field`.
+fn kong_wording(message: &str) -> String {
+    if message.starts_with("unknown field `") {
+        "unknown field".to_owned()
+    } else {
+        message.to_owned()
+    }
 }
 
 /// The largest array a 400 body places element problems in.
@@ -2123,6 +2163,28 @@ fn meta_errors(body: &Body, fields: &mut Map<String, Value>) {
             fields.insert("id".into(), "expected a valid UUID".into());
         }
     }
+    // Kong's schema refuses these before any unique key is looked at.
+    let tags = match body.get("tags") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => match items
+            .iter()
+            .map(|t| t.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+        {
+            Some(tags) => crate::config::tags_problem(&tags),
+            None => Some("expected a set of strings".to_owned()),
+        },
+        Some(_) => Some("expected a set".to_owned()),
+    };
+    if let Some(problem) = tags {
+        fields.insert("tags".into(), problem.into());
+    }
+    if body
+        .get("enabled")
+        .is_some_and(|v| !v.is_null() && !v.is_boolean())
+    {
+        fields.insert("enabled".into(), "expected a boolean".into());
+    }
     for stamp in ["created_at", "updated_at"] {
         match body.get(stamp) {
             None | Some(Value::Null) => {}
@@ -2564,14 +2626,7 @@ fn create_plugin(
 /// write), in a config that holds nothing else.
 fn schema_refusal(body: &Body) -> Option<Reply> {
     let mut alone = body.clone();
-    for scope in [
-        "service",
-        "route",
-        "consumer",
-        "consumer_group",
-        "id",
-        "instance_name",
-    ] {
+    for scope in ["service", "route", "consumer", "consumer_group", "id"] {
         alone.remove(scope);
     }
     let doc = json!({ "_format_version": "3.0", "plugins": [alone] });
@@ -2584,12 +2639,11 @@ fn schema_refusal(body: &Body) -> Option<Reply> {
         &Default::default(),
         crate::config::Reading::SecretFieldsOnly,
     );
-    let Err(problems) = built else {
-        return None;
-    };
     let mut fields = Map::new();
+    meta_errors(body, &mut fields);
+    let problems = built.err().map(|p| p.0).unwrap_or_default();
     let mut entity = Vec::new();
-    for problem in problems.0 {
+    for problem in problems {
         match problem.path.strip_prefix("plugins[0]") {
             Some("") => entity.push(Value::from(problem.message)),
             Some(field) => {
@@ -3455,8 +3509,17 @@ fn config_errors(status: u16, problems: &Problems) -> Reply {
     }
     let mut fields = Map::new();
     for problem in problems.0.iter().rev().filter(|p| !p.path.is_empty()) {
+        // A problem of an entity itself, not of one of its fields, is Kong's `@entity`.
+        let (path, value) = if is_entity(&problem.path) {
+            (
+                format!("{}.@entity", problem.path),
+                json!([problem.message]),
+            )
+        } else {
+            (problem.path.clone(), kong_wording(&problem.message).into())
+        };
         // Whatever is in the way of a place stays as it is.
-        let _ = nest(&mut fields, &problem.path, problem.message.clone().into());
+        let _ = nest(&mut fields, &path, value);
     }
     Reply::json(
         status,
@@ -3484,18 +3547,30 @@ mod tests {
                 problem("services[1].name", "second"),
                 problem("ringway.log_level", "unknown level"),
                 problem("", "no place"),
+                problem("consumers[1]", "needs a name"),
+                problem("services[1].routes[1]", "matches nothing"),
+                problem(
+                    "plugins[0].config.foo",
+                    "unknown field `foo`, expected one of `a`",
+                ),
             ]),
         );
         let body: Value = serde_json::from_slice(&reply.body).unwrap();
+        // An entity's own problem is Kong's `@entity`; serde's unknown-field text, Kong's.
         assert_eq!(
             body["fields"],
             json!({
-                "services": [null, {"name": "first", "routes": [{"paths": [null, null, "bad path"]}]}],
+                "services": [null, {"name": "first", "routes": [
+                    {"paths": [null, null, "bad path"]},
+                    {"@entity": ["matches nothing"]},
+                ]}],
+                "consumers": [null, {"@entity": ["needs a name"]}],
+                "plugins": [{"config": {"foo": "unknown field"}}],
                 "ringway": {"log_level": "unknown level"},
             }),
             "{body}"
         );
-        assert_eq!(body["errors"].as_array().map(Vec::len), Some(5), "{body}");
+        assert_eq!(body["errors"].as_array().map(Vec::len), Some(8), "{body}");
     }
 
     /// A unique key taken by the time a write joins the config (a reload in between)
