@@ -96,9 +96,10 @@ pub fn write_rfc3339(out: &mut Vec<u8>, since: std::time::Duration) {
     ]);
 }
 
-/// Parses a level name as accepted by `--log-level`, `RINGWAY_LOG` and `log_level`.
+/// Parses a level name as accepted by `--log-level`, `RINGWAY_LOG` and `log_level`, in
+/// any case (`DEBUG`, as other loggers take it).
 pub fn parse_level(name: &str) -> Option<LevelFilter> {
-    match name {
+    match name.to_ascii_lowercase().as_str() {
         "error" => Some(LevelFilter::Error),
         "warn" => Some(LevelFilter::Warn),
         "info" => Some(LevelFilter::Info),
@@ -122,5 +123,15 @@ mod tests {
         assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(at(951_782_400), "2000-02-29T00:00:00.000Z");
         assert_eq!(at(1_300_819_380), "2011-03-22T18:43:00.000Z");
+    }
+
+    #[test]
+    fn level_names_in_any_case() {
+        use log::LevelFilter;
+        assert_eq!(super::parse_level("debug"), Some(LevelFilter::Debug));
+        assert_eq!(super::parse_level("DEBUG"), Some(LevelFilter::Debug));
+        assert_eq!(super::parse_level("Warn"), Some(LevelFilter::Warn));
+        assert_eq!(super::parse_level("verbose"), None);
+        assert_eq!(super::parse_level("ringway=debug"), None);
     }
 }
