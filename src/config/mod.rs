@@ -1749,7 +1749,8 @@ fn build_service(
     } else {
         lookup::literal(&host, port)
     };
-    let host_header = if port == 80 {
+    // RFC 9110 §7.2, as Kong: no port when it is the scheme's default.
+    let host_header = if port == if https { 443 } else { 80 } {
         host.clone()
     } else {
         format!("{host}:{port}")

@@ -613,6 +613,36 @@ fn a_missing_key_or_bad_config_hides_no_other_field() {
     }
 }
 
+/// The `Host` a service sends has a port only when it is not the scheme's default.
+#[test]
+fn service_host_has_a_port_unless_the_schemes_default() {
+    let config = load(
+        "_format_version: \"3.0\"\n\
+         services:\n\
+         - {name: a, url: \"https://api.example.com\"}\n\
+         - {name: b, url: \"https://api.example.com:80\"}\n\
+         - {name: c, protocol: https, host: api.example.com, port: 443}\n\
+         - {name: d, url: \"http://api.example.com:443\"}\n\
+         - {name: e, url: \"http://api.example.com\"}\n",
+    )
+    .unwrap();
+    let hosts: Vec<&str> = config
+        .services
+        .iter()
+        .map(|s| s.host_header.as_str())
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            "api.example.com",
+            "api.example.com:80",
+            "api.example.com",
+            "api.example.com:443",
+            "api.example.com"
+        ]
+    );
+}
+
 #[test]
 fn control_bytes_never_reach_an_upstream_request() {
     // A CR or LF in a service path would split the upstream request line (a header
