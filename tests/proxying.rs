@@ -527,7 +527,10 @@ fn x_forwarded_headers_set_and_client_values_overwritten() {
         ("x-forwarded-port", port.as_str()),
         ("x-forwarded-path", "/xff/path"),
         ("x-real-ip", "127.0.0.1"),
+        // RFC 9110 §7.6.3: the gateway names itself in what it forwards.
+        ("via", "1.1 ringway"),
     ];
+    assert_eq!(r.header("via"), Some("1.1 ringway"), "{r:?}");
     for (h, v) in want {
         let got = rec.header_all(h);
         if got != vec![v] {
@@ -535,6 +538,17 @@ fn x_forwarded_headers_set_and_client_values_overwritten() {
         }
     }
     assert!(bad.is_empty(), "{}\n{rec:?}", bad.join("\n"));
+
+    // An HTTP/1.0 client's request says so; an earlier hop's Via goes first.
+    let mut c10 = gw.client();
+    let r = c10.roundtrip(b"GET /v10 HTTP/1.0\r\nHost: h.example\r\nVia: 1.1 edge\r\n\r\n");
+    assert_eq!(r.status, 200);
+    let rec = o.complete_requests().pop().unwrap();
+    assert_eq!(
+        rec.header_all("via"),
+        vec!["1.1 edge", "1.0 ringway"],
+        "{rec:?}"
+    );
 
     // without client values
     let r = c.roundtrip(&get_req("/plain", "h.example"));

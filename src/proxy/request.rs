@@ -492,6 +492,13 @@ pub fn prepare(
         out.extend_from_slice(id.header_line().as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    // RFC 9110 §7.6.3: a gateway names itself, with the protocol it received, in each
+    // request it forwards (as Kong does since 3.8), after the earlier hops' lines.
+    out.extend_from_slice(if version == 0 {
+        b"Via: 1.0 ringway\r\n"
+    } else {
+        b"Via: 1.1 ringway\r\n"
+    });
 
     match framing.body {
         BodyKind::Length(n) => {

@@ -177,6 +177,13 @@ pub fn rewrite(
         crate::http::generated::write_date(out);
         out.extend_from_slice(b"\r\n");
     }
+    // As Kong (its default `server_tokens`, without the version): the hop the response
+    // came through, with the protocol the upstream answered in.
+    out.extend_from_slice(if version == 0 {
+        b"Via: 1.0 ringway\r\n"
+    } else {
+        b"Via: 1.1 ringway\r\n"
+    });
     if let Some(headers) = &exchange.rate_headers {
         headers.write(out, false);
     }

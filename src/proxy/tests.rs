@@ -95,6 +95,10 @@ fn request_line_and_host() {
     // prefix stripped is the normalized path's.
     assert_eq!(header(&head, "x-forwarded-path"), ["/nothing/../api/z"]);
     assert_eq!(header(&head, "x-forwarded-prefix"), ["/api"]);
+    // The gateway names itself with the protocol it received; earlier hops stay.
+    assert_eq!(header(&head, "via"), ["1.1 ringway"]);
+    let head = upstream_head("GET /api/v HTTP/1.0\r\nVia: 1.1 edge\r\n\r\n", "192.0.2.1").unwrap();
+    assert_eq!(header(&head, "via"), ["1.1 edge", "1.0 ringway"], "{head}");
 }
 
 /// The scheme is a trusted proxy's X-Forwarded-Proto when it sends one, whatever the
@@ -275,7 +279,22 @@ fn response_heads() {
     let text = String::from_utf8(head).unwrap();
     assert_eq!(
         text,
-        "HTTP/1.1 200 OK\r\nX-App: 2\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "HTTP/1.1 200 OK\r\nX-App: 2\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nVia: 1.1 ringway\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    // Via names the protocol the upstream answered in; the upstream's own line stays.
+    let mut head = Vec::new();
+    rewrite(
+        b"HTTP/1.0 200 OK\r\nVia: 1.1 cache\r\nContent-Length: 0\r\n\r\n",
+        &exchange,
+        true,
+        &Default::default(),
+        &mut head,
+    )
+    .unwrap();
+    let text = String::from_utf8(head).unwrap();
+    assert!(
+        text.contains("Via: 1.1 cache\r\n") && text.contains("Via: 1.0 ringway\r\n"),
+        "{text}"
     );
     // A Date that `Connection` names does not go out: the gateway dates the response.
     let mut head = Vec::new();
