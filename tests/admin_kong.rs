@@ -2393,11 +2393,7 @@ fn schema_violations_nest_their_fields_as_kong_does() {
         &json!({"tags": "notalist"}),
     );
     let body = ok(&r, 400, "a mistyped field");
-    assert_eq!(
-        body["fields"],
-        json!({"tags": "expected a set"}),
-        "{body}"
-    );
+    assert_eq!(body["fields"], json!({"tags": "expected a set"}), "{body}");
     let r = admin_json(
         &gw,
         "PATCH",
