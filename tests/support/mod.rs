@@ -1546,7 +1546,22 @@ fn perform(
 
 /// A free port with nothing listening on it (for connect-refused tests).
 pub fn closed_port() -> u16 {
-    free_port()
+    // Bound but never listening, and held for the life of the test process: a connect is
+    // refused, and no other test's listener (nor any other process) can take the port, as
+    // it could a port merely free a moment ago.
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind 127.0.0.1:0");
+    let port = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("local_addr")
+        .port();
+    std::mem::forget(socket);
+    port
 }
 
 /// Spawns a thread that runs `f` and returns its handle (sugar for concurrent client work).
