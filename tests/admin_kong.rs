@@ -2266,6 +2266,54 @@ fn deletes_restrict_on_routes_and_cascade_scoped_entities() {
 /// Kong's schema-violation body: `fields` nests (`config` holds `minute`), a check across
 /// fields is the entity's (`@entity`, listed first in the message), and neither names
 /// the entity's place in ringway's combined config.
+/// Kong validates an entity before its unique keys: a body that is invalid and takes a
+/// name already taken is a 400 with its problems; the same body, valid, a 409.
+#[test]
+fn schema_problems_answer_before_a_taken_name() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let url = o.url();
+    for (path, first, invalid, field) in [
+        (
+            "/services",
+            json!({"name": "svc-a", "url": url}),
+            json!({"name": "svc-a", "url": url, "retries": "many"}),
+            "retries",
+        ),
+        (
+            "/routes",
+            json!({"name": "route-a", "paths": ["/route-a"], "service": {"name": "svc-a"}}),
+            json!({"name": "route-a", "paths": ["nope"], "service": {"name": "svc-a"}}),
+            "paths",
+        ),
+        (
+            "/consumer_groups",
+            json!({"name": "group-a"}),
+            json!({"name": "group-a", "bogus": 1}),
+            "bogus",
+        ),
+        (
+            "/upstreams",
+            json!({"name": "up-a"}),
+            json!({"name": "up-a", "slots": "x"}),
+            "slots",
+        ),
+        (
+            "/consumers",
+            json!({"username": "user-a"}),
+            json!({"username": "user-a", "custom_id": 5}),
+            "custom_id",
+        ),
+    ] {
+        ok(&admin_json(&gw, "POST", path, &first), 201, path);
+        let body = ok(&admin_json(&gw, "POST", path, &invalid), 400, path);
+        assert_eq!(body["code"], 2, "{path}: {body}");
+        assert!(body["fields"].get(field).is_some(), "{path}: {body}");
+        let body = ok(&admin_json(&gw, "POST", path, &first), 409, path);
+        assert_eq!(body["code"], 5, "{path}: {body}");
+    }
+}
+
 #[test]
 fn schema_violations_nest_their_fields_as_kong_does() {
     let o = Origin::start();

@@ -2322,12 +2322,12 @@ fn create_consumer(
     }
     if let Some(username) = &username {
         if let Err(reply) = username_free(config, username, replacing) {
-            return reply;
+            return invalid_or(config, "consumers", &body, &["groups"], reply);
         }
     }
     if let Some(custom_id) = &custom_id {
         if let Err(reply) = custom_id_free(config, custom_id, replacing) {
-            return reply;
+            return invalid_or(config, "consumers", &body, &["groups"], reply);
         }
     }
     write(
@@ -2619,6 +2619,62 @@ fn create_plugin(
     )
 }
 
+/// Kong validates an entity against its schema before it looks at unique keys: a body
+/// that would take a name already taken, and is invalid too, answers 400 with its
+/// problems, not 409. Checked only on the way to a 409 (a valid entity's name goes
+/// through the resolver here, as the write would look it up): the entity alone, its
+/// references to other entities (`references`, checked after) left out. `conflict`
+/// is the 409, answered when the entity is otherwise valid.
+fn invalid_or(
+    config: &Config,
+    kind: &str,
+    body: &Body,
+    references: &[&str],
+    conflict: Reply,
+) -> Reply {
+    let mut alone = body.clone();
+    for field in references.iter().chain(&["id", "created_at", "updated_at"]) {
+        alone.remove(*field);
+    }
+    let mut fields = Map::new();
+    meta_errors(body, &mut fields);
+    let admin = json!({ kind: [alone] });
+    let built = Config::from_layers_knowing(
+        b"_format_version: \"3.0\"\n",
+        Some(&admin),
+        &Default::default(),
+        &config.resolved_names(),
+        crate::config::Reading::SecretFieldsOnly,
+    );
+    let own = format!("{kind}[0]");
+    let mut entity = Vec::new();
+    for problem in built.err().map(|p| p.0).unwrap_or_default() {
+        let Some(field) = problem.path.strip_prefix(own.as_str()) else {
+            continue;
+        };
+        let field = field.trim_start_matches('.');
+        let root = field.split(['.', '[']).next().unwrap_or("");
+        if references.contains(&root) {
+            continue;
+        }
+        if field.is_empty() {
+            entity.push(Value::from(problem.message));
+        } else {
+            fields
+                .entry(field.to_owned())
+                .or_insert(problem.message.into());
+        }
+    }
+    if !entity.is_empty() {
+        fields.insert("@entity".into(), Value::Array(entity));
+    }
+    if fields.is_empty() {
+        conflict
+    } else {
+        schema_violation(fields)
+    }
+}
+
 /// Kong checks a plugin against its schema before its foreign and unique keys: an
 /// invalid plugin answers 400 with its schema's problems even on a scope that names
 /// nothing (code 4) or has one of its name already (409). The plugin is
@@ -2796,7 +2852,13 @@ fn create_service(
     replacing: Replacing<'_>,
 ) -> Reply {
     if let Err(reply) = unique_utf8_name(&body, "name", &config.keys.services, replacing) {
-        return reply;
+        return invalid_or(
+            config,
+            "services",
+            &body,
+            &["ca_certificates", "client_certificate"],
+            reply,
+        );
     }
     write(
         control,
@@ -2965,13 +3027,13 @@ fn create_route(
     mut body: Body,
     replacing: Replacing<'_>,
 ) -> Reply {
+    lists_of_one(&mut body);
     if let Err(reply) = unique_utf8_name(&body, "name", &config.keys.routes, replacing) {
-        return reply;
+        return invalid_or(config, "routes", &body, &["service"], reply);
     }
     if let Err(reply) = resolve_reference(config, &mut body, "service", "services") {
         return reply;
     }
-    lists_of_one(&mut body);
     write(control, config, "routes", body, replacing.map(|(_, id)| id))
 }
 
@@ -3007,7 +3069,7 @@ fn create_upstream(
     replacing: Replacing<'_>,
 ) -> Reply {
     if let Err(reply) = upstream_name_free(config, &body, replacing.map(|(_, id)| id)) {
-        return reply;
+        return invalid_or(config, "upstreams", &body, &["client_certificate"], reply);
     }
     write(
         control,
@@ -3141,7 +3203,7 @@ fn update_target(
 
 fn create_group(control: &Control, config: &Config, body: Body, replacing: Replacing<'_>) -> Reply {
     if let Err(reply) = unique_name(&body, "name", &config.keys.groups, replacing) {
-        return reply;
+        return invalid_or(config, "consumer_groups", &body, &[], reply);
     }
     write(
         control,
