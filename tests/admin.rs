@@ -1802,6 +1802,62 @@ services:
 // ---------------------------------------------------------------------------------------
 // admin security
 
+/// Without `admin_token`, a loopback Admin API answers its operator's clients, not a web
+/// page in a browser on the same machine: a cross-site form post (which needs no CORS
+/// preflight) and a name rebound to 127.0.0.1 are refused before anything is written.
+#[test]
+fn a_tokenless_admin_api_refuses_what_a_web_page_sends() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o, ""));
+    let port = gw.admin_addr().port();
+    let post = |headers: &str| {
+        let body = "username=from-a-page";
+        Client::connect(gw.admin_addr()).roundtrip(
+            format!(
+                "POST /consumers HTTP/1.1\r\n{headers}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+    };
+    for headers in [
+        format!("Host: 127.0.0.1:{port}\r\nOrigin: http://evil.example\r\n"),
+        format!("Host: 127.0.0.1:{port}\r\nSec-Fetch-Site: cross-site\r\n"),
+        format!("Host: evil.example:{port}\r\nOrigin: http://evil.example:{port}\r\n"),
+        format!("Host: evil.example:{port}\r\nSec-Fetch-Site: same-origin\r\n"),
+    ] {
+        let r = post(&headers);
+        assert_eq!(r.status, 403, "{headers:?}: {r:?}");
+        assert!(r.json()["message"].is_string(), "{r:?}");
+    }
+    let r = gw.admin_get("/consumers/from-a-page");
+    assert_eq!(r.status, 404, "nothing was written: {r:?}");
+    // The operator's own clients: any Host from what is no browser; from a browser, an
+    // address or localhost, same-origin.
+    for (i, headers) in [
+        format!("Host: gateway.test:{port}\r\n"),
+        format!("Host: localhost:{port}\r\nOrigin: http://localhost:{port}\r\nSec-Fetch-Site: same-origin\r\n"),
+        String::new(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = Client::connect(gw.admin_addr()).roundtrip(
+            format!("GET /consumers HTTP/1.{}\r\n{headers}\r\n", u8::from(i < 2)).as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{headers:?}: {r:?}");
+    }
+    // A body a page can send without asking (text/plain) is no config, as in Kong.
+    let r = http_request(
+        gw.admin_addr(),
+        "POST",
+        "/config",
+        &[],
+        Some(("text/plain", b"_format_version: \"3.0\"\n")),
+    );
+    assert_eq!(r.status, 415, "{r:?}");
+}
+
 #[test]
 fn admin_token_guards_every_endpoint_but_ready() {
     let o = Origin::start();

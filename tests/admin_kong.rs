@@ -647,6 +647,8 @@ fn lists_filter_by_tags_and_page_with_size_and_offset() {
     assert_eq!(names("/consumers?tags=a,b"), ["c1"], "AND");
     assert_eq!(names("/consumers?tags=a/b"), ["c1", "c2", "c3"], "OR");
     assert_eq!(names("/consumers?tags=c"), ["c4"]);
+    // Of repeated parameters, the first, as Kong reads them.
+    assert_eq!(names("/consumers?tags=c&tags=a"), ["c4"]);
     assert!(names("/consumers?tags=zzz").is_empty());
     let r = gw.admin_get("/consumers?tags=a,b/c");
     assert_eq!(r.status, 400, "mixed separators: {r:?}");
@@ -2266,6 +2268,31 @@ fn deletes_restrict_on_routes_and_cascade_scoped_entities() {
 /// Kong's schema-violation body: `fields` nests (`config` holds `minute`), a check across
 /// fields is the entity's (`@entity`, listed first in the message), and neither names
 /// the entity's place in ringway's combined config.
+/// `/plugins/enabled` is an endpoint of its own: no write there reaches a plugin.
+#[test]
+fn plugins_enabled_takes_no_writes() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let body = ok(&gw.admin_get("/plugins/enabled"), 200, "GET");
+    assert!(body["enabled_plugins"].is_array(), "{body}");
+    for method in ["PUT", "PATCH", "DELETE", "POST"] {
+        let r = admin_form(&gw, method, "/plugins/enabled", &[("name", "prometheus")]);
+        assert_eq!(r.status, 405, "{method}: {r:?}");
+        assert_eq!(
+            r.header("allow"),
+            Some("GET, HEAD, OPTIONS"),
+            "{method}: {r:?}"
+        );
+    }
+    let plugins = ok(&gw.admin_get("/plugins"), 200, "plugins");
+    assert!(
+        !plugins
+            .to_string()
+            .contains("\"instance_name\":\"enabled\""),
+        "{plugins}"
+    );
+}
+
 /// Kong validates an entity before its unique keys: a body that is invalid and takes a
 /// name already taken is a 400 with its problems; the same body, valid, a 409.
 #[test]

@@ -2880,6 +2880,8 @@ fn status_counters_grow_with_traffic() {
         GatewayOpts::default().workers(2),
     );
     let before = gw.status_json();
+    // Kong's key, which its health checks probe.
+    assert_eq!(before["database"], json!({"reachable": true}), "{before}");
     let n = |v: &Value, k: &str| -> u64 {
         v["server"][k]
             .as_u64()

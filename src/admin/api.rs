@@ -453,6 +453,9 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             200,
             &json!({ "enabled_plugins": crate::config::KNOWN_PLUGINS }),
         ),
+        // An endpoint of its own, as in Kong: not the plugin whose instance_name is
+        // `enabled`, which a PUT or DELETE here would otherwise write.
+        (_, ["plugins", "enabled"]) => Reply::method_not_allowed(allowed_methods(&segments)),
         ("POST", ["plugins"]) => with_body(body("plugins"), |b| {
             create_plugin(control, config, b, None, None)
         }),
@@ -935,6 +938,8 @@ fn paged(
                     )
                 }
             },
+            // As Kong: of repeated `tags` parameters, the first.
+            "tags" if tags.is_some() => {}
             "tags" => {
                 let why = match TagFilter::parse(&value) {
                     Some(filter) if filter.len() <= MAX_TAG_QUERY => {
@@ -3505,7 +3510,18 @@ fn post_config(control: &Control, request: &Request<'_>) -> Reply {
                 Ok(_) => return Reply::message(400, "Cannot parse JSON body: expected an object"),
             },
         },
-        _ => json_config(request.body).unwrap_or_else(|| request.body.to_vec()),
+        // YAML as SPEC names it (and a body sent with no type at all).
+        "" | "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => {
+            json_config(request.body).unwrap_or_else(|| request.body.to_vec())
+        }
+        // As Kong, which takes no other type: a `text/plain` post is what a web page can
+        // send without the browser asking first.
+        other => {
+            return Reply::message(
+                415,
+                &format!("Unsupported Content-Type '{other}': use application/yaml, application/json, application/x-www-form-urlencoded (config=) or multipart/form-data"),
+            )
+        }
     };
     // Kong's `?check_hash=1`: 304 when the config is the one running.
     let check_hash = request.query.split('&').any(|pair| {

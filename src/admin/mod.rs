@@ -200,6 +200,12 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
             .token
             .as_deref()
             .is_none_or(|token| has_token(request.headers, token));
+        // Without a token, a page in the operator's browser must not reach the API:
+        // refused as an unauthorized request is.
+        let browser = match &settings.token {
+            None => foreign_browser(request.headers),
+            Some(_) => None,
+        };
         let header = |name: &str| {
             request
                 .headers
@@ -222,9 +228,13 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
         // A request without the token is refused before its body is read (a client
         // waiting for `100 Continue` gets the 401 instead), and the connection closes:
         // the unread body would be read as the next request.
-        if !(authorized || is_public(&method, path)) {
-            let reply =
-                Reply::message(401, "Unauthorized").with_header("WWW-Authenticate", "Bearer");
+        if browser.is_some() || !(authorized || is_public(&method, path)) {
+            let reply = match browser {
+                Some(why) => Reply::message(403, why),
+                None => {
+                    Reply::message(401, "Unauthorized").with_header("WWW-Authenticate", "Bearer")
+                }
+            };
             let _ = write_reply(&mut stream, reply, true).await;
             // Only a body still to come makes the close linger: a request without one
             // frees its connection at once.
@@ -320,6 +330,40 @@ async fn linger(stream: &mut TcpStream) {
 /// What answers without the token: `GET` (or `HEAD`) `/status/ready`, for load balancers.
 fn is_public(method: &str, path: &str) -> bool {
     matches!(method, "GET" | "HEAD") && path == "/status/ready"
+}
+
+/// Why a request to an Admin API without a token came from a web page rather than a
+/// client of the operator's, if it did. A loopback listener without a token trusts
+/// whoever can connect; a page open in a browser on the same machine can connect too,
+/// and send form posts (which need no CORS preflight) or read answers through a name it
+/// rebinds to 127.0.0.1. A browser marks its requests (`Origin`, `Sec-Fetch-Site`); one
+/// so marked is answered only from the API's own address (`localhost` or an IP as the
+/// `Host`, the `Origin` the same). Clients that are no browser (curl, scripts, load
+/// balancers) send neither header and are not affected.
+fn foreign_browser(headers: &[Header<'_>]) -> Option<&'static str> {
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
+    };
+    let (origin, site) = (header("origin"), header("sec-fetch-site"));
+    if origin.is_none() && site.is_none() {
+        return None;
+    }
+    const REFUSED: &str = "cross-site request refused: an Admin API without admin_token answers a browser only from its own address";
+    if site.is_some_and(|site| site == "cross-site" || site == "same-site") {
+        return Some(REFUSED);
+    }
+    let host = header("host").unwrap_or_default();
+    if origin.is_some_and(|origin| origin.split_once("://").map(|(_, a)| a) != Some(host.as_str()))
+    {
+        return Some(REFUSED);
+    }
+    let name = crate::route::strip_port(&host);
+    let bare = name.trim_start_matches('[').trim_end_matches(']');
+    let local = bare.parse::<std::net::IpAddr>().is_ok() || name == "localhost";
+    (!local).then_some(REFUSED)
 }
 
 /// One Admin API request counted in flight while it lives.
@@ -486,6 +530,8 @@ fn status(shared: &Shared, settings: &Settings) -> Reply {
                 "retries": totals.upstream_retries,
             },
             "upstreams": upstreams_status(&snapshot.config.upstreams),
+            // Kong's health checks probe it; there is no database to lose.
+            "database": { "reachable": true },
             "configuration_hash": snapshot.config.hash,
             "workers": settings.workers,
             "driver": settings.driver.name(),
