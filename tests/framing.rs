@@ -117,6 +117,11 @@ const HEAD_CASES: &[(&str, &str, u16)] = &[
     ("te-identity", "POST {P} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n", 501),
     ("te-xchunked", "POST {P} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", 501),
     // header syntax
+    // As nginx: a method is upper-case letters, `_` and `-` (`post` would pass by a
+    // route limited to POST, and its jwt, to a backend that reads it as POST).
+    ("method-lower", "post {P} HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", 400),
+    ("method-mixed", "Get {P} HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("method-digit", "G3T {P} HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ("ws-before-colon", "GET {P} HTTP/1.1\r\nHost: a\r\nX-A : b\r\n\r\n", 400),
     ("ws-before-colon-te", "POST {P} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", 400),
     ("tab-before-colon", "GET {P} HTTP/1.1\r\nHost: a\r\nX-A\t: b\r\n\r\n", 400),

@@ -1162,7 +1162,7 @@ fn a_refused_request_with_its_whole_body_keeps_the_connection() {
     let gw = Gateway::start(&one_service_config(&o.url(), "plugins:\n  - name: jwt\n"));
     let mut c = gw.client();
     // Two in one write: the second is parsed after the first's body, not from it.
-    c.send(b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 14\r\n\r\nGET /x HTTP/1.1POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
+    c.send(b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 15\r\n\r\nGET /x HTTP/1.1POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
         .unwrap();
     for path in ["/a", "/b"] {
         let r = c.read_response().unwrap();

@@ -284,6 +284,15 @@ fn methods_select_routes() {
             (req_with_body("DELETE", "/m", "a", b""), None),
         ],
     );
+    // Extension methods (upper case, `-`, `_`) are served; none matches these routes.
+    check_table(
+        &gw,
+        &o,
+        &[
+            (req_with_body("M-SEARCH", "/m", "a", b""), None),
+            (req_with_body("VERSION_CONTROL", "/m", "a", b""), None),
+        ],
+    );
 }
 
 #[test]

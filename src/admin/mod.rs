@@ -175,7 +175,9 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
         let parsed = request.parse_with_uninit_headers(&buf[start..end], &mut slots);
         let (method, target, version) =
             match (parsed, request.method, request.path, request.version) {
-                (Ok(httparse::Status::Complete(_)), Some(m), Some(p), Some(v)) => {
+                (Ok(httparse::Status::Complete(_)), Some(m), Some(p), Some(v))
+                    if crate::http::is_served_method(m) =>
+                {
                     (m.to_owned(), p.to_owned(), v)
                 }
                 _ => {

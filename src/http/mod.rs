@@ -27,6 +27,17 @@ pub const fn is_token_byte(b: u8) -> bool {
         | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
 }
 
+/// Whether a request method is one nginx (and so Kong) serves: upper-case letters, `_`
+/// and `-`. Methods are case-sensitive (RFC 9110 §9.1), and a route's `methods` are
+/// upper-case, so `post` would pass by a route limited to POST (and its plugins) and
+/// reach a backend that reads it as POST.
+pub fn is_served_method(method: &str) -> bool {
+    !method.is_empty()
+        && method
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b == b'_' || b == b'-')
+}
+
 /// The value of the first cookie called `name`, quotes taken off, over every `Cookie`
 /// line. Names match without regard to case, as nginx's `$cookie_NAME` (which Kong's
 /// plugins and balancer read) matches them.

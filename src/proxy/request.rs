@@ -240,6 +240,9 @@ pub fn prepare(
     else {
         return Err(unparsed(ErrorKind::BadRequest));
     };
+    if !crate::http::is_served_method(method) {
+        return Err(unparsed(ErrorKind::BadRequest));
+    }
     let headers: &[Header<'_>] = request.headers;
     let config = &snapshot.config;
     let is_head = method == "HEAD";
