@@ -38,6 +38,32 @@ fn validation_reports_each_problem_with_its_field() {
     assert_eq!(fields("minute: 5\nlimit_by: header"), ["header_name"]);
     assert_eq!(fields("minute: 5\nlimit_by: path"), ["path"]);
     assert_eq!(fields("minute: 5\nlimit_by: path\npath: x"), ["path"]);
+    // A path no normalized request path could equal would never match: refused.
+    for path in [
+        "/a/%78",
+        "/b//x",
+        "/c/y/../x",
+        "\"/q?x=1\"",
+        "/%zz",
+        "'/v\\d'",
+    ] {
+        assert_eq!(
+            fields(&format!("minute: 5\nlimit_by: path\npath: {path}")),
+            ["path"],
+            "{path}"
+        );
+    }
+    assert_eq!(
+        config("minute: 5\nlimit_by: path\npath: /a/%78").unwrap_err()[0].1,
+        "non-normalized path, consider use '/a/x' instead"
+    );
+    // What a request path carries encoded may be written decoded, as for a route.
+    let decoded = config("minute: 5\nlimit_by: path\npath: /café").unwrap();
+    assert!(
+        matches!(&decoded.limit_by, LimitBy::Path(p) if p == "/caf%C3%A9"),
+        "{:?}",
+        decoded.limit_by
+    );
     assert_eq!(fields("minute: 5\nlimit_by: planet"), ["limit_by"]);
     assert_eq!(fields("minute: 5\npolicy: cluster"), ["policy"]);
     assert_eq!(fields("minute: 5\npolicy: redis"), ["redis.host"]);
