@@ -2268,6 +2268,32 @@ fn deletes_restrict_on_routes_and_cascade_scoped_entities() {
 /// Kong's schema-violation body: `fields` nests (`config` holds `minute`), a check across
 /// fields is the entity's (`@entity`, listed first in the message), and neither names
 /// the entity's place in ringway's combined config.
+/// `GET /` has the keys of Kong's node information that tools and scripts read.
+#[test]
+fn node_information_has_kongs_keys() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    ok(
+        &admin_form(&gw, "POST", "/plugins", &[("name", "prometheus")]),
+        201,
+        "plugin",
+    );
+    let body = ok(&gw.admin_get("/"), 200, "GET /");
+    assert_eq!(body["configuration"]["database"], "off", "{body}");
+    assert!(
+        body["node_id"].as_str().is_some_and(|id| id.len() == 36),
+        "{body}"
+    );
+    assert!(body["hostname"].is_string(), "{body}");
+    assert!(body["pids"]["master"].is_u64(), "{body}");
+    let available = body["plugins"]["available_on_server"].as_object().unwrap();
+    for name in ["jwt", "rate-limiting", "correlation-id", "prometheus"] {
+        assert!(available[name]["priority"].is_u64(), "{name}: {body}");
+    }
+    let enabled = body["plugins"]["enabled_in_cluster"].as_array().unwrap();
+    assert!(enabled.contains(&json!("prometheus")), "{body}");
+}
+
 /// `/plugins/enabled` is an endpoint of its own: no write there reaches a plugin.
 #[test]
 fn plugins_enabled_takes_no_writes() {

@@ -487,14 +487,7 @@ fn route(
 ) -> Option<Reply> {
     let path = path.trim_end_matches('/');
     Some(match (method, path) {
-        ("GET", "") => Reply::json(
-            200,
-            &serde_json::json!({
-                "tagline": "Welcome to ringway",
-                "version": crate::VERSION,
-                "node": { "workers": settings.workers, "driver": settings.driver.name() },
-            }),
-        ),
+        ("GET", "") => node_info(shared, settings),
         ("GET", "/status") => status(shared, settings),
         ("GET", "/status/ready") => ready(shared, settings),
         ("GET", "/metrics") => metrics_reply(shared, settings),
@@ -538,6 +531,57 @@ fn status(shared: &Shared, settings: &Settings) -> Reply {
             "workers": settings.workers,
             "driver": settings.driver.name(),
             "version": crate::VERSION,
+        }),
+    )
+}
+
+/// `GET /`: the node, with the keys of Kong's answer that tools and scripts read
+/// (`hostname`, `node_id`, `plugins`, `configuration.database`, `pids`); `version` is
+/// ringway's own.
+fn node_info(shared: &Shared, settings: &Settings) -> Reply {
+    // Kong's priorities, the order its plugins run in, which ringway keeps.
+    const PRIORITIES: [(&str, u32); 4] = [
+        ("correlation-id", 100_001),
+        ("jwt", 1450),
+        ("rate-limiting", 910),
+        ("prometheus", 13),
+    ];
+    let available: serde_json::Map<String, serde_json::Value> = PRIORITIES
+        .iter()
+        .map(|(name, priority)| {
+            (
+                (*name).to_owned(),
+                serde_json::json!({ "version": crate::VERSION, "priority": priority }),
+            )
+        })
+        .collect();
+    let snapshot = shared.snapshot();
+    let mut enabled: Vec<&str> = snapshot
+        .config
+        .plugins
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    enabled.sort_unstable();
+    enabled.dedup();
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    Reply::json(
+        200,
+        &serde_json::json!({
+            "tagline": "Welcome to ringway",
+            "version": crate::VERSION,
+            "hostname": hostname,
+            "node_id": settings.node_id,
+            "plugins": {
+                "available_on_server": available,
+                "enabled_in_cluster": enabled,
+                "disabled_on_server": {},
+            },
+            "configuration": { "database": "off" },
+            "pids": { "master": std::process::id() },
+            "node": { "workers": settings.workers, "driver": settings.driver.name() },
         }),
     )
 }
