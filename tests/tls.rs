@@ -2336,6 +2336,46 @@ fn admin_api_certificates_and_snis_take_effect_without_restart() {
         admin_form(&t.gw, "GET", &format!("/certificates/{id}"), &[]).status,
         404
     );
+
+    // As Kong: a PUT creates a certificate under an SNI name (which it then serves) or a
+    // new id, and replaces one whole (its id kept, fields not given reset).
+    let r = admin_json(
+        &t.gw,
+        "PUT",
+        "/certificates/put.test",
+        &json!({"cert": n.pem, "key": n.key, "tags": ["first"]}),
+    );
+    assert_eq!(r.status, 200, "PUT /certificates/{{new SNI}}: {r:?}");
+    let put_id = r.json()["id"].as_str().unwrap_or("").to_owned();
+    assert_eq!(r.json()["snis"], json!(["put.test"]), "{r:?}");
+    assert_eq!(py.which(t.port, Some("put.test"), &known), "N");
+    let r = admin_json(
+        &t.gw,
+        "PUT",
+        "/certificates/put.test",
+        &json!({"cert": n.pem, "key": n.key}),
+    );
+    assert_eq!(r.status, 200, "PUT replaces: {r:?}");
+    assert_eq!(r.json()["id"], json!(put_id), "{r:?}");
+    assert_eq!(
+        r.json()["tags"],
+        Value::Null,
+        "tags not given are reset: {r:?}"
+    );
+    let new_id = "5b0f7c1e-2a8d-4c7e-9f3b-6d1a2e4c8b90";
+    let r = admin_json(
+        &t.gw,
+        "PUT",
+        &format!("/certificates/{new_id}"),
+        &json!({"cert": n.pem, "key": n.key, "snis": ["put2.test"]}),
+    );
+    assert_eq!(r.status, 200, "PUT /certificates/{{new id}}: {r:?}");
+    assert_eq!(r.json()["id"], json!(new_id), "{r:?}");
+    assert_eq!(
+        admin_form(&t.gw, "PUT", &format!("/certificates/{file_id}"), &[]).status,
+        405,
+        "the file's certificate stays read-only"
+    );
 }
 
 /// A TLS connection ends with the gateway's close_notify (RFC 8446 §6.1): a client that

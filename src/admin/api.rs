@@ -724,7 +724,10 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
         }),
         ("GET", ["certificates", c]) => find_certificate(config, c)
             .map_or_else(not_found, |i| show(certificate_json(config, i))),
-        ("PATCH" | "PUT", ["certificates", c]) => match find_certificate(config, c) {
+        ("PUT", ["certificates", c]) => with_body(body("certificates"), |b| {
+            put_certificate(control, config, c, b)
+        }),
+        ("PATCH", ["certificates", c]) => match find_certificate(config, c) {
             Some(i) => with_body(body("certificates"), |b| {
                 update_generic(
                     control,
@@ -1788,6 +1791,54 @@ fn put(control: &Control, config: &Config, kind: Upsert, key: &str, mut body: Bo
         Upsert::Upstreams => create_upstream(control, config, body, replacing),
     };
     put_status(reply)
+}
+
+/// `PUT /certificates/{id or SNI name}`, as Kong: a certificate there is replaced whole
+/// (its id kept; fields not given back to their defaults); none there is created, with
+/// that id, or with that name among its `snis`.
+fn put_certificate(control: &Control, config: &Config, key: &str, mut body: Body) -> Reply {
+    if let Err(reply) = checked_meta(&body) {
+        return reply;
+    }
+    let is_id = crate::config::is_uuid(key);
+    if !is_id {
+        let mut snis = match body.remove("snis") {
+            Some(Value::Array(snis)) => snis,
+            None | Some(Value::Null) => Vec::new(),
+            Some(_) => return field_error("snis", "expected a set"),
+        };
+        if !snis.iter().any(|s| s.as_str() == Some(key)) {
+            snis.push(key.into());
+        }
+        body.insert("snis".into(), Value::Array(snis));
+    }
+    match find_certificate(config, key) {
+        Some(i) => {
+            let certificate = &config.certificates[i];
+            if certificate.layer == Layer::File {
+                return read_only();
+            }
+            for field in ["cert", "key", "cert_alt", "key_alt", "tags"] {
+                body.entry(field).or_insert(Value::Null);
+            }
+            update_generic(
+                control,
+                config,
+                certificate.layer,
+                "certificates",
+                &certificate.id.clone(),
+                body,
+            )
+        }
+        None => {
+            if is_id {
+                body.insert("id".into(), key.into());
+            } else {
+                body.remove("id");
+            }
+            put_status(write(control, config, "certificates", body, None))
+        }
+    }
 }
 
 /// A new SNI; its name is unique (409, as for any other entity).
