@@ -503,10 +503,31 @@ impl Config {
 
     /// `from_layers_knowing`, from the file's document as [`parse_document`] gave it.
     pub fn from_document(
-        mut doc: Value,
+        doc: Value,
         admin: Option<&serde_json::Value>,
         overrides: &NodeOverrides,
         known: &lookup::Known,
+        reading: Reading,
+    ) -> Result<Config, Problems> {
+        Config::built(doc, admin, overrides, Some(known), reading)
+    }
+
+    /// A config checked, its host names not looked up (services and targets without an
+    /// address): for an entity validated alone, which nothing will be sent to.
+    pub fn checked_without_lookups(
+        bytes: &[u8],
+        admin: Option<&serde_json::Value>,
+        reading: Reading,
+    ) -> Result<Config, Problems> {
+        let doc = parse_document(bytes)?;
+        Config::built(doc, admin, &NodeOverrides::default(), None, reading)
+    }
+
+    fn built(
+        mut doc: Value,
+        admin: Option<&serde_json::Value>,
+        overrides: &NodeOverrides,
+        known: Option<&lookup::Known>,
         reading: Reading,
     ) -> Result<Config, Problems> {
         let mut report = Report::default();
@@ -551,7 +572,9 @@ impl Config {
         match config {
             Some(mut config) if report.problems.is_empty() => {
                 // Once it is valid: a config refused needs no addresses.
-                lookup::fill(&mut config, known, &mut report);
+                if let Some(known) = known {
+                    lookup::fill(&mut config, known, &mut report);
+                }
                 // The default certificate lives in files the config names: a rotation
                 // changes the hash as a change in the config would.
                 if let Some(certified) = &config.node.default_certificate {
