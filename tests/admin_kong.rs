@@ -2294,6 +2294,69 @@ fn node_information_has_kongs_keys() {
     assert!(enabled.contains(&json!("prometheus")), "{body}");
 }
 
+/// Kong's `POST /schemas/{entity}/validate` (what `deck gateway validate` posts each
+/// entity to): 200 for a valid entity, the write's 400 for an invalid one; nothing is
+/// written and references are not looked for.
+#[test]
+fn schemas_validate_checks_without_writing() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let valid = "schema validation successful";
+    for (kind, body) in [
+        (
+            "services",
+            json!({"name": "v-svc", "url": "http://api.example.com"}),
+        ),
+        (
+            "routes",
+            json!({"paths": ["/v"], "service": {"name": "no-such-service"}}),
+        ),
+        ("consumers", json!({"username": "v-user"})),
+        (
+            "plugins",
+            json!({"name": "rate-limiting", "config": {"minute": 5}}),
+        ),
+        ("upstreams", json!({"name": "v-pool"})),
+    ] {
+        let path = format!("/schemas/{kind}/validate");
+        let r = admin_json(&gw, "POST", &path, &body);
+        assert_eq!(ok(&r, 200, &path)["message"], valid, "{r:?}");
+    }
+    for (kind, body, field) in [
+        (
+            "services",
+            json!({"url": "ftp://x", "retries": "x"}),
+            "retries",
+        ),
+        ("routes", json!({"paths": ["x"]}), "paths"),
+        ("consumers", json!({"username": "u", "bogus": 1}), "bogus"),
+        (
+            "plugins",
+            json!({"name": "rate-limiting", "config": {"minute": 0}}),
+            "config",
+        ),
+        ("plugins", json!({"name": "acl"}), "name"),
+        (
+            "jwt_secrets",
+            json!({"key": "k", "algorithm": "RS256"}),
+            "rsa_public_key",
+        ),
+    ] {
+        let path = format!("/schemas/{kind}/validate");
+        let body = ok(&admin_json(&gw, "POST", &path, &body), 400, &path);
+        assert_eq!(body["code"], 2, "{path}: {body}");
+        assert!(body["fields"].get(field).is_some(), "{path}: {body}");
+    }
+    let r = admin_json(&gw, "POST", "/schemas/widgets/validate", &json!({}));
+    assert_eq!(
+        ok(&r, 404, "unknown")["message"],
+        "No entity named 'widgets'"
+    );
+    for path in ["/services/v-svc", "/consumers/v-user", "/upstreams/v-pool"] {
+        assert_eq!(gw.admin_get(path).status, 404, "{path} was not written");
+    }
+}
+
 /// `/plugins/enabled` is an endpoint of its own: no write there reaches a plugin.
 #[test]
 fn plugins_enabled_takes_no_writes() {

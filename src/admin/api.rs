@@ -453,6 +453,9 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             200,
             &json!({ "enabled_plugins": crate::config::KNOWN_PLUGINS }),
         ),
+        ("POST", ["schemas", kind, "validate"]) => {
+            with_body(body(kind), |b| validate_entity(kind, b))
+        }
         // An endpoint of its own, as in Kong: not the plugin whose instance_name is
         // `enabled`, which a PUT or DELETE here would otherwise write.
         (_, ["plugins", "enabled"]) => Reply::method_not_allowed(allowed_methods(&segments)),
@@ -887,6 +890,7 @@ fn allowed_methods(segments: &[&str]) -> &'static str {
         ["certificates", _, "snis", _] => "GET, HEAD, DELETE",
         ["upstreams", _, "targets", _, "healthy" | "unhealthy"]
         | ["upstreams", _, "targets", _, _, "healthy" | "unhealthy"] => "PUT, POST",
+        ["schemas", _, "validate"] => "POST",
         _ => "",
     }
 }
@@ -2378,12 +2382,12 @@ fn create_consumer(
     }
     if let Some(username) = &username {
         if let Err(reply) = username_free(config, username, replacing) {
-            return invalid_or(config, "consumers", &body, &["groups"], reply);
+            return invalid_or("consumers", &body, reply);
         }
     }
     if let Some(custom_id) = &custom_id {
         if let Err(reply) = custom_id_free(config, custom_id, replacing) {
-            return invalid_or(config, "consumers", &body, &["groups"], reply);
+            return invalid_or("consumers", &body, reply);
         }
     }
     write(
@@ -2677,17 +2681,32 @@ fn create_plugin(
 
 /// Kong validates an entity against its schema before it looks at unique keys: a body
 /// that would take a name already taken, and is invalid too, answers 400 with its
-/// problems, not 409. Checked only on the way to a 409 (a valid entity's name goes
-/// through the resolver here, as the write would look it up): the entity alone, its
-/// references to other entities (`references`, checked after) left out. `conflict`
-/// is the 409, answered when the entity is otherwise valid.
-fn invalid_or(
-    config: &Config,
-    kind: &str,
-    body: &Body,
-    references: &[&str],
-    conflict: Reply,
-) -> Reply {
+/// problems, not 409. `conflict` is the 409, answered when the entity is otherwise
+/// valid.
+fn invalid_or(kind: &str, body: &Body, conflict: Reply) -> Reply {
+    schema_problems(kind, body).unwrap_or(conflict)
+}
+
+/// The fields of each kind that name other entities: checked after the schema (a 404
+/// or Kong's foreign-key 400), so left out when an entity is checked alone.
+fn references_of(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "services" => &["ca_certificates", "client_certificate"],
+        "routes" => &["service"],
+        "consumers" => &["groups"],
+        "jwt_secrets" => &["consumer"],
+        "upstreams" => &["client_certificate"],
+        "targets" => &["upstream"],
+        "snis" => &["certificate"],
+        _ => &[],
+    }
+}
+
+/// An entity's problems against its schema, checked alone (its references to other
+/// entities left to the checks after, its names not looked up): Kong's 400, or `None`
+/// when it is valid.
+fn schema_problems(kind: &str, body: &Body) -> Option<Reply> {
+    let references = references_of(kind);
     let mut alone = body.clone();
     for field in references.iter().chain(&["id", "created_at", "updated_at"]) {
         alone.remove(*field);
@@ -2695,11 +2714,9 @@ fn invalid_or(
     let mut fields = Map::new();
     meta_errors(body, &mut fields);
     let admin = json!({ kind: [alone] });
-    let built = Config::from_layers_knowing(
+    let built = Config::checked_without_lookups(
         b"_format_version: \"3.0\"\n",
         Some(&admin),
-        &Default::default(),
-        &config.resolved_names(),
         crate::config::Reading::SecretFieldsOnly,
     );
     let own = format!("{kind}[0]");
@@ -2724,11 +2741,49 @@ fn invalid_or(
     if !entity.is_empty() {
         fields.insert("@entity".into(), Value::Array(entity));
     }
-    if fields.is_empty() {
-        conflict
-    } else {
-        schema_violation(fields)
+    (!fields.is_empty()).then(|| schema_violation(fields))
+}
+
+/// Kong's `POST /schemas/{entity}/validate` (and `/schemas/plugins/validate`): the
+/// entity checked as a write would check it, nothing written; its references are not
+/// looked for, as Kong's schema check does not.
+fn validate_entity(kind: &str, body: Body) -> Reply {
+    const KINDS: [&str; 10] = [
+        "services",
+        "routes",
+        "consumers",
+        "plugins",
+        "jwt_secrets",
+        "consumer_groups",
+        "upstreams",
+        "targets",
+        "certificates",
+        "snis",
+    ];
+    if !KINDS.contains(&kind) {
+        return Reply::message(404, &format!("No entity named '{kind}'"));
     }
+    let problems = if kind == "plugins" {
+        match string_value(&body, "name") {
+            Ok(Some(name)) if crate::config::KNOWN_PLUGINS.contains(&name) => schema_refusal(&body),
+            Ok(Some(name)) => Some(field_error(
+                "name",
+                &format!(
+                    "plugin '{name}' not enabled; add it to the 'plugins' configuration property"
+                ),
+            )),
+            Ok(None) => Some(field_error("name", "required field missing")),
+            Err(problem) => Some(field_error("name", problem)),
+        }
+    } else {
+        let mut body = body;
+        if kind == "routes" {
+            lists_of_one(&mut body);
+        }
+        schema_problems(kind, &body)
+    };
+    problems
+        .unwrap_or_else(|| Reply::json(200, &json!({ "message": "schema validation successful" })))
 }
 
 /// Kong checks a plugin against its schema before its foreign and unique keys: an
@@ -2908,13 +2963,7 @@ fn create_service(
     replacing: Replacing<'_>,
 ) -> Reply {
     if let Err(reply) = unique_utf8_name(&body, "name", &config.keys.services, replacing) {
-        return invalid_or(
-            config,
-            "services",
-            &body,
-            &["ca_certificates", "client_certificate"],
-            reply,
-        );
+        return invalid_or("services", &body, reply);
     }
     write(
         control,
@@ -3085,7 +3134,7 @@ fn create_route(
 ) -> Reply {
     lists_of_one(&mut body);
     if let Err(reply) = unique_utf8_name(&body, "name", &config.keys.routes, replacing) {
-        return invalid_or(config, "routes", &body, &["service"], reply);
+        return invalid_or("routes", &body, reply);
     }
     if let Err(reply) = resolve_reference(config, &mut body, "service", "services") {
         return reply;
@@ -3125,7 +3174,7 @@ fn create_upstream(
     replacing: Replacing<'_>,
 ) -> Reply {
     if let Err(reply) = upstream_name_free(config, &body, replacing.map(|(_, id)| id)) {
-        return invalid_or(config, "upstreams", &body, &["client_certificate"], reply);
+        return invalid_or("upstreams", &body, reply);
     }
     write(
         control,
@@ -3259,7 +3308,7 @@ fn update_target(
 
 fn create_group(control: &Control, config: &Config, body: Body, replacing: Replacing<'_>) -> Reply {
     if let Err(reply) = unique_name(&body, "name", &config.keys.groups, replacing) {
-        return invalid_or(config, "consumer_groups", &body, &[], reply);
+        return invalid_or("consumer_groups", &body, reply);
     }
     write(
         control,
