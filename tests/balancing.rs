@@ -338,6 +338,14 @@ fn passive_checks_take_a_failing_target_out_until_the_admin_api_restores_it() {
     assert_eq!(state(&health, &target(&a)).as_deref(), Some("UNHEALTHY"));
     assert_eq!(state(&health, &target(&b)).as_deref(), Some("HEALTHY"));
     assert!(health["node_id"].is_string(), "{health}");
+    // Paged as every list.
+    let first = gw.admin_get("/upstreams/pool/health?size=1").json();
+    assert_eq!(first["data"].as_array().map(Vec::len), Some(1), "{first}");
+    assert!(first["node_id"].is_string(), "{first}");
+    let next = first["next"].as_str().unwrap_or_else(|| panic!("{first}"));
+    let second = gw.admin_get(next).json();
+    assert_eq!(second["data"].as_array().map(Vec::len), Some(1), "{second}");
+    assert_ne!(second["data"][0]["target"], first["data"][0]["target"]);
     // Kong's `?balancer_health=1`: the upstream as a whole, half of its weight down.
     let balancer = gw
         .admin_get("/upstreams/pool/health?balancer_health=1")

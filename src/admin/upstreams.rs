@@ -50,14 +50,15 @@ pub fn handle(
                     &json!({ "data": balancer_health_json(up), "next": null, "node_id": node_id }),
                 )
             }
-            Some(up) => Reply::json(
-                200,
-                &json!({
-                    "data": up.targets.iter().map(|t| health_json(up, t)).collect::<Vec<_>>(),
-                    "next": null,
-                    "node_id": node_id,
-                }),
-            ),
+            // Paged as every list, with the node's id beside the page, as Kong's.
+            Some(up) => {
+                let mut reply = list(&mut up.targets.iter().map(|t| health_json(up, t)));
+                if let Ok(Value::Object(mut page)) = serde_json::from_slice(&reply.body) {
+                    page.insert("node_id".into(), node_id.into());
+                    reply.body = serde_json::to_vec(&page).unwrap_or(reply.body);
+                }
+                reply
+            }
             None => not_found(),
         },
         // Kong's address-level form names one of the target's addresses; a target here
