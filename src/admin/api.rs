@@ -2223,21 +2223,26 @@ fn meta_errors(body: &Body, fields: &mut Map<String, Value>) {
             fields.insert("id".into(), "expected a valid UUID".into());
         }
     }
-    // Kong's schema refuses these before any unique key is looked at.
-    let tags = match body.get("tags") {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(items)) => match items
-            .iter()
-            .map(|t| t.as_str().map(str::to_owned))
-            .collect::<Option<Vec<_>>>()
-        {
-            Some(tags) => crate::config::tags_problem(&tags),
-            None => Some("expected a set of strings".to_owned()),
-        },
-        Some(_) => Some("expected a set".to_owned()),
-    };
-    if let Some(problem) = tags {
-        fields.insert("tags".into(), problem.into());
+    // Kong's schema refuses these before any unique key is looked at; a bad tag is
+    // named at its place in the list (`tags[1]`), as Kong answers an element's problem.
+    match body.get("tags") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for (i, tag) in items.iter().enumerate() {
+                let problem = match tag.as_str() {
+                    Some(tag) if crate::config::valid_tag(tag) => continue,
+                    Some(tag) => format!(
+                        "invalid tag '{}': expected printable ascii (except `,` and `/`) or valid utf-8 sequences",
+                        tag.escape_debug()
+                    ),
+                    None => "expected a string".to_owned(),
+                };
+                fields.insert(format!("tags[{i}]"), problem.into());
+            }
+        }
+        Some(_) => {
+            fields.insert("tags".into(), "expected a set".into());
+        }
     }
     if body
         .get("enabled")

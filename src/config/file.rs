@@ -44,18 +44,21 @@ pub fn tags<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Er
     }
 }
 
+/// Kong's rule for a tag: not empty, of printable ASCII other than `,` and `/` (the
+/// separators of the Admin API's `?tags=` filter) or of characters beyond ASCII.
+pub fn valid_tag(tag: &str) -> bool {
+    !tag.is_empty()
+        && tag
+            .chars()
+            .all(|c| !c.is_ascii() || (c == ' ' || c.is_ascii_graphic()) && c != ',' && c != '/')
+}
+
 /// What breaks Kong's rule for tags, every bad tag named with its place.
 pub fn tags_problem(tags: &[String]) -> Option<String> {
-    let valid = |tag: &str| {
-        !tag.is_empty()
-            && tag.chars().all(|c| {
-                !c.is_ascii() || (c == ' ' || c.is_ascii_graphic()) && c != ',' && c != '/'
-            })
-    };
     let bad: Vec<String> = tags
         .iter()
         .enumerate()
-        .filter(|(_, tag)| !valid(tag))
+        .filter(|(_, tag)| !valid_tag(tag))
         .map(|(i, tag)| format!("[{i}] '{}'", tag.escape_debug()))
         .collect();
     (!bad.is_empty()).then(|| {

@@ -15,7 +15,7 @@ mod node;
 mod upstreams;
 mod vault;
 
-pub use file::tags_problem;
+pub use file::valid_tag;
 pub use lookup::Known;
 pub use vault::Reading;
 
