@@ -2348,7 +2348,16 @@ fn admin_api_certificates_and_snis_take_effect_without_restart() {
     assert_eq!(r.status, 200, "PUT /certificates/{{new SNI}}: {r:?}");
     let put_id = r.json()["id"].as_str().unwrap_or("").to_owned();
     assert_eq!(r.json()["snis"], json!(["put.test"]), "{r:?}");
+    assert_eq!(r.json()["tags"], json!(["first"]), "{r:?}");
     assert_eq!(py.which(t.port, Some("put.test"), &known), "N");
+    let r = admin_form(
+        &t.gw,
+        "POST",
+        &format!("/certificates/{put_id}/snis"),
+        &[("name", "put-b.test")],
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    // Replaced under one of its names, it keeps the others.
     let r = admin_json(
         &t.gw,
         "PUT",
@@ -2362,6 +2371,8 @@ fn admin_api_certificates_and_snis_take_effect_without_restart() {
         Value::Null,
         "tags not given are reset: {r:?}"
     );
+    assert_eq!(r.json()["snis"], json!(["put-b.test", "put.test"]), "{r:?}");
+    assert_eq!(py.which(t.port, Some("put-b.test"), &known), "N");
     let new_id = "5b0f7c1e-2a8d-4c7e-9f3b-6d1a2e4c8b90";
     let r = admin_json(
         &t.gw,

@@ -1805,7 +1805,10 @@ fn put_certificate(control: &Control, config: &Config, key: &str, mut body: Body
         return reply;
     }
     let is_id = crate::config::is_uuid(key);
-    if !is_id {
+    let found = find_certificate(config, key);
+    // A new certificate put under a name serves that name too; one there keeps its
+    // names unless the body gives them.
+    if !is_id && found.is_none() {
         let mut snis = match body.remove("snis") {
             Some(Value::Array(snis)) => snis,
             None | Some(Value::Null) => Vec::new(),
@@ -1816,7 +1819,7 @@ fn put_certificate(control: &Control, config: &Config, key: &str, mut body: Body
         }
         body.insert("snis".into(), Value::Array(snis));
     }
-    match find_certificate(config, key) {
+    match found {
         Some(i) => {
             let certificate = &config.certificates[i];
             if certificate.layer == Layer::File {
