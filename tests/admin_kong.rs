@@ -1177,7 +1177,11 @@ fn a_reference_to_nothing_is_a_foreign_key_violation() {
         &gw,
         "POST",
         "/plugins",
-        &[("name", "correlation-id"), ("consumer.username", "nobody")],
+        &[
+            ("name", "rate-limiting"),
+            ("config.minute", "5"),
+            ("consumer.username", "nobody"),
+        ],
     );
     let j = ok(&r, 400, "a plugin on no consumer");
     assert_eq!(
@@ -2317,6 +2321,12 @@ fn schemas_validate_checks_without_writing() {
             json!({"name": "rate-limiting", "config": {"minute": 5}}),
         ),
         ("upstreams", json!({"name": "v-pool"})),
+        // What the write generates may be left out.
+        ("jwt_secrets", json!({})),
+        (
+            "snis",
+            json!({"name": "v.example", "certificate": {"id": "00000000-0000-4000-8000-00000000000a"}}),
+        ),
     ] {
         let path = format!("/schemas/{kind}/validate");
         let r = admin_json(&gw, "POST", &path, &body);
@@ -2340,6 +2350,24 @@ fn schemas_validate_checks_without_writing() {
             "jwt_secrets",
             json!({"key": "k", "algorithm": "RS256"}),
             "rsa_public_key",
+        ),
+        // What a write refuses as it adds the entity, and what a scope allows.
+        (
+            "routes",
+            json!({"name": "bad name", "paths": ["/x"]}),
+            "name",
+        ),
+        ("targets", json!({}), "target"),
+        (
+            "targets",
+            json!({"target": "10.0.0.1:80", "weight": 70000}),
+            "weight",
+        ),
+        ("snis", json!({"name": "a..b"}), "name"),
+        (
+            "plugins",
+            json!({"name": "jwt", "consumer": {"name": "anyone"}}),
+            "consumer",
         ),
     ] {
         let path = format!("/schemas/{kind}/validate");
@@ -2413,6 +2441,12 @@ fn schema_problems_answer_before_a_taken_name() {
             json!({"name": "up-a"}),
             json!({"name": "up-a", "slots": "x"}),
             "slots",
+        ),
+        (
+            "/upstreams/up-a/targets",
+            json!({"target": "10.0.0.1:80"}),
+            json!({"target": "10.0.0.1:80", "weight": -5}),
+            "weight",
         ),
         (
             "/consumers",
