@@ -134,7 +134,10 @@ fn schema_violation(mut fields: Map<String, Value>) -> Reply {
 /// Whether a problem's path names an entity itself (`consumers[2]`,
 /// `services[0].routes[1]`), not a field or a list element of one (`paths[2]`).
 fn is_entity(path: &str) -> bool {
-    const LISTS: [&str; 12] = [
+    // Top-level lists, and the lists nested in an entity that hold entities (not names
+    // or references: a certificate's `snis`, a group's `consumers`, a service's
+    // `ca_certificates`).
+    const TOP: [&str; 11] = [
         "services",
         "routes",
         "consumers",
@@ -146,14 +149,17 @@ fn is_entity(path: &str) -> bool {
         "certificates",
         "snis",
         "ca_certificates",
-        "vaults",
     ];
+    const NESTED: [&str; 4] = ["routes", "plugins", "jwt_secrets", "targets"];
     let Some(stem) = path.strip_suffix(']') else {
         return false;
     };
-    let last = stem.rsplit('.').next().unwrap_or(stem);
+    let (lists, last) = match stem.rsplit_once('.') {
+        Some((_, last)) => (&NESTED[..], last),
+        None => (&TOP[..], stem),
+    };
     last.split_once('[')
-        .is_some_and(|(name, _)| LISTS.contains(&name))
+        .is_some_and(|(name, _)| lists.contains(&name))
 }
 
 /// A problem as Kong's Admin API words it: serde's `unknown field `x`, expected one of
@@ -3752,18 +3758,31 @@ fn config_errors(status: u16, problems: &Problems) -> Reply {
         );
     }
     let mut fields = Map::new();
-    for problem in problems.0.iter().rev().filter(|p| !p.path.is_empty()) {
-        // A problem of an entity itself, not of one of its fields, is Kong's `@entity`.
-        let (path, value) = if is_entity(&problem.path) {
-            (
-                format!("{}.@entity", problem.path),
-                json!([problem.message]),
-            )
-        } else {
-            (problem.path.clone(), kong_wording(&problem.message).into())
-        };
+    // A problem of an entity itself, not of one of its fields, is Kong's `@entity`: all
+    // of an entity's, in order.
+    let mut entities: Vec<(String, Vec<Value>)> = Vec::new();
+    for problem in problems.0.iter().filter(|p| is_entity(&p.path)) {
+        let message = Value::from(problem.message.clone());
+        match entities.iter_mut().find(|(path, _)| *path == problem.path) {
+            Some((_, list)) => list.push(message),
+            None => entities.push((problem.path.clone(), vec![message])),
+        }
+    }
+    for (path, list) in entities {
+        let _ = nest(&mut fields, &format!("{path}.@entity"), Value::Array(list));
+    }
+    for problem in problems
+        .0
+        .iter()
+        .rev()
+        .filter(|p| !p.path.is_empty() && !is_entity(&p.path))
+    {
         // Whatever is in the way of a place stays as it is.
-        let _ = nest(&mut fields, &path, value);
+        let _ = nest(
+            &mut fields,
+            &problem.path,
+            kong_wording(&problem.message).into(),
+        );
     }
     Reply::json(
         status,
@@ -3792,7 +3811,9 @@ mod tests {
                 problem("ringway.log_level", "unknown level"),
                 problem("", "no place"),
                 problem("consumers[1]", "needs a name"),
+                problem("consumers[1]", "and more"),
                 problem("services[1].routes[1]", "matches nothing"),
+                problem("services[0].ca_certificates[1]", "no CA certificate"),
                 problem(
                     "plugins[0].config.foo",
                     "unknown field `foo`, expected one of `a`",
@@ -3804,17 +3825,20 @@ mod tests {
         assert_eq!(
             body["fields"],
             json!({
-                "services": [null, {"name": "first", "routes": [
-                    {"paths": [null, null, "bad path"]},
-                    {"@entity": ["matches nothing"]},
-                ]}],
-                "consumers": [null, {"@entity": ["needs a name"]}],
+                "services": [
+                    {"ca_certificates": [null, "no CA certificate"]},
+                    {"name": "first", "routes": [
+                        {"paths": [null, null, "bad path"]},
+                        {"@entity": ["matches nothing"]},
+                    ]},
+                ],
+                "consumers": [null, {"@entity": ["needs a name", "and more"]}],
                 "plugins": [{"config": {"foo": "unknown field"}}],
                 "ringway": {"log_level": "unknown level"},
             }),
             "{body}"
         );
-        assert_eq!(body["errors"].as_array().map(Vec::len), Some(8), "{body}");
+        assert_eq!(body["errors"].as_array().map(Vec::len), Some(10), "{body}");
     }
 
     /// A unique key taken by the time a write joins the config (a reload in between)
