@@ -77,7 +77,8 @@ pub struct Target {
     pub addr: Option<SocketAddr>,
     pub addr_text: String,
     pub weight: u32,
-    /// The `Host` header for requests to it: the target's host, with `:port` unless 80.
+    /// The `Host` header for requests to it: the target's host and `:port` (left out for
+    /// the scheme's default port as it is sent).
     pub host_header: String,
     /// The name to send and verify over TLS (an `https` service), as Kong's SNI: the
     /// upstream's `host_header` host, else the target's host (an IP for an IP target).
@@ -956,11 +957,9 @@ fn build_target(
     }
     // A name is looked up once the whole config is built (`lookup::fill`).
     let addr = super::lookup::literal(&host, port);
-    let host_header = if port == 80 {
-        host.clone()
-    } else {
-        format!("{host}:{port}")
-    };
+    // With its port always: whether the port goes out depends on the scheme of the
+    // service sending to it, known per request.
+    let host_header = format!("{host}:{port}");
     let id = file
         .id
         .unwrap_or_else(|| stable_id("target", &format!("{}/{target}", upstream.name)));

@@ -894,7 +894,7 @@ impl<S: ClientIo> Conn<S> {
                         Some((Some(at), port_only)) if self.out.len() >= at + host_len => {
                             // As Kong: no port for the scheme's default one.
                             let default_port = if service.tls.is_some() { 443 } else { 80 };
-                            // `host_header` is the target's host, then `:port` unless 80.
+                            // `host_header` is the target's host, then `:port`.
                             let suffix = &target.host_header.as_bytes()[target.host.len()..];
                             let port;
                             let value = match (target.port == default_port, port_only) {
