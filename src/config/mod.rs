@@ -1617,8 +1617,9 @@ fn build_service(
     let https = match protocol.as_str() {
         "http" => false,
         "https" => true,
-        // The url's own problem (an unset vault reference in it) was reported.
-        _ if url_refused => false,
+        // The url's own problem (an unset vault reference in it) was reported; a
+        // protocol given beside it is still checked.
+        _ if url_refused && file.protocol.is_none() => false,
         other => {
             report.add(
                 format!("{path}.protocol"),
@@ -2058,6 +2059,45 @@ fn yaml11_booleans(value: &mut Value) {
     }
 }
 
+/// A prefix path (a route's, a rate limit's `path`) as request paths are compared with
+/// it: in the form routing normalizes a request path to, or the problem that no request
+/// could ever match it as written.
+pub fn prefix_path(p: &str) -> Result<String, String> {
+    if !p.starts_with('/') {
+        Err(format!(
+            "invalid path '{p}': must start with '/' (or '~/' for a regex)"
+        ))
+    } else if p.contains("//") {
+        Err(format!("invalid path '{p}': must not have empty segments"))
+    } else if p.contains('\\') {
+        // A request path with a raw backslash is a 400, so no request could match; most
+        // likely a Kong 2.x regex that lost its `~` on the way to "3.0".
+        Err(format!(
+            "invalid path '{p}': a prefix path cannot hold a raw '\\' (for a regex, write '~{p}')"
+        ))
+    } else if p.contains(['?', '#']) || p.bytes().any(|b| b.is_ascii_control()) {
+        Err(format!(
+            "invalid path '{}': must not contain a query, fragment or control character",
+            p.escape_debug()
+        ))
+    } else {
+        // As Kong: a prefix must be what a request path normalizes to. Kong writes what a
+        // request path cannot carry raw decoded (`/a b`, `/café`); request paths are
+        // matched here with it encoded (`/a%20b`, `/caf%C3%A9`): either spelling is
+        // taken, as the latter.
+        let encoded = crate::route::encoded_route_path(p);
+        match crate::route::normalize(&encoded) {
+            Ok(normal) if normal == encoded => Ok(normal.into_owned()),
+            Ok(normal) => Err(format!(
+                "non-normalized path, consider use '{normal}' instead"
+            )),
+            Err(_) => Err(format!(
+                "invalid path '{p}': bad percent-encoding or '..' above the root"
+            )),
+        }
+    }
+}
+
 /// Whether every `%` in `text` starts an escape of two hex digits.
 fn well_escaped(text: &str) -> bool {
     let bytes = text.as_bytes();
@@ -2260,48 +2300,10 @@ fn build_route(
                     ),
                 ),
             }
-        } else if !p.starts_with('/') {
-            report.add(
-                field,
-                format!("invalid path '{p}': must start with '/' (or '~/' for a regex)"),
-            );
-        } else if p.contains("//") {
-            report.add(
-                field,
-                format!("invalid path '{p}': must not have empty segments"),
-            );
-        } else if p.contains('\\') {
-            // A request path with a raw backslash is a 400, so no request could match;
-            // most likely a Kong 2.x regex that lost its `~` on the way to "3.0".
-            report.add(
-                field,
-                format!("invalid path '{p}': a prefix path cannot hold a raw '\\' (for a regex, write '~{p}')"),
-            );
-        } else if p.contains(['?', '#']) || p.bytes().any(|b| b.is_ascii_control()) {
-            report.add(
-                field,
-                format!(
-                    "invalid path '{p}': must not contain a query, fragment or control character"
-                ),
-            );
         } else {
-            // As Kong: a prefix must be what a request path normalizes to, or no request
-            // could ever match it as written. Kong writes what a request path cannot
-            // carry raw decoded (`/a b`, `/café`); request paths are matched here with it
-            // encoded (`/a%20b`, `/caf%C3%A9`): either spelling is taken, as the latter.
-            let encoded = crate::route::encoded_route_path(p);
-            match crate::route::normalize(&encoded) {
-                Ok(normal) if normal == encoded => {
-                    paths.push(PathMatch::Prefix(normal.into_owned()))
-                }
-                Ok(normal) => report.add(
-                    field,
-                    format!("non-normalized path, consider use '{normal}' instead"),
-                ),
-                Err(_) => report.add(
-                    field,
-                    format!("invalid path '{p}': bad percent-encoding or '..' above the root"),
-                ),
+            match prefix_path(p) {
+                Ok(normal) => paths.push(PathMatch::Prefix(normal)),
+                Err(problem) => report.add(field, problem),
             }
         }
     }

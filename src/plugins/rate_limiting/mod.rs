@@ -368,31 +368,13 @@ impl ConfigFile {
                 // Compared with the request's path as routing normalized it: one that is
                 // not in that form would never match, and every request would count
                 // against its address instead.
-                Some(path) if path.starts_with('/') => {
-                    let encoded = crate::route::encoded_route_path(path);
-                    let problem = if path.contains(['?', '#'])
-                        || path.bytes().any(|b| b.is_ascii_control())
-                    {
-                        Some(format!("invalid path '{}': must not contain a query, fragment or control character", path.escape_debug()))
-                    } else if path.contains('\\') || path.contains("//") {
-                        Some(format!(
-                            "invalid path '{path}': must not hold a backslash or an empty segment"
-                        ))
-                    } else {
-                        match crate::route::normalize(&encoded) {
-                            Ok(normal) if normal == encoded => None,
-                            Ok(normal) => Some(format!("non-normalized path, consider use '{normal}' instead")),
-                            Err(_) => Some(format!("invalid path '{path}': bad percent-encoding or '..' above the root")),
-                        }
-                    };
-                    match problem {
-                        None => Some(LimitBy::Path(encoded.into_owned())),
-                        Some(problem) => {
-                            problems.push(("path".into(), problem));
-                            None
-                        }
+                Some(path) if path.starts_with('/') => match crate::config::prefix_path(path) {
+                    Ok(normal) => Some(LimitBy::Path(normal)),
+                    Err(problem) => {
+                        problems.push(("path".into(), problem));
+                        None
                     }
-                }
+                },
                 Some(path) => {
                     problems.push(("path".into(), format!("must start with '/' (got '{path}')")));
                     None
