@@ -663,6 +663,8 @@ pub fn build_secrets(
             )),
             (None, _) => {}
         }
+        // Built to check its key material even when its consumer or key is refused
+        // (then dropped below, so the placeholder consumer is never used).
         let credential = jwt::Credential::new(
             id.clone(),
             label.to_owned(),

@@ -27,6 +27,17 @@ pub const fn is_token_byte(b: u8) -> bool {
         | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
 }
 
+/// The `Via` line ringway adds to what it forwards (RFC 9110 §7.6.3), naming the
+/// protocol version it received the message in (httparse's minor version); no version
+/// of ringway in it.
+pub fn via_line(minor_version: u8) -> &'static [u8] {
+    if minor_version == 0 {
+        b"Via: 1.0 ringway\r\n"
+    } else {
+        b"Via: 1.1 ringway\r\n"
+    }
+}
+
 /// Whether a request method is one nginx (and so Kong) serves: upper-case letters, `_`
 /// and `-`. Methods are case-sensitive (RFC 9110 §9.1), and a route's `methods` are
 /// upper-case, so `post` would pass by a route limited to POST (and its plugins) and

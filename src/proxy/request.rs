@@ -497,11 +497,7 @@ pub fn prepare(
     }
     // RFC 9110 §7.6.3: a gateway names itself, with the protocol it received, in each
     // request it forwards (as Kong does since 3.8), after the earlier hops' lines.
-    out.extend_from_slice(if version == 0 {
-        b"Via: 1.0 ringway\r\n"
-    } else {
-        b"Via: 1.1 ringway\r\n"
-    });
+    out.extend_from_slice(crate::http::via_line(version));
 
     match framing.body {
         BodyKind::Length(n) => {

@@ -179,11 +179,7 @@ pub fn rewrite(
     }
     // As Kong (its default `server_tokens`, without the version): the hop the response
     // came through, with the protocol the upstream answered in.
-    out.extend_from_slice(if version == 0 {
-        b"Via: 1.0 ringway\r\n"
-    } else {
-        b"Via: 1.1 ringway\r\n"
-    });
+    out.extend_from_slice(crate::http::via_line(version));
     if let Some(headers) = &exchange.rate_headers {
         headers.write(out, false);
     }
