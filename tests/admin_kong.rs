@@ -2269,9 +2269,6 @@ fn deletes_restrict_on_routes_and_cascade_scoped_entities() {
     assert_eq!(groups["data"], json!([]), "{groups}");
 }
 
-/// Kong's schema-violation body: `fields` nests (`config` holds `minute`), a check across
-/// fields is the entity's (`@entity`, listed first in the message), and neither names
-/// the entity's place in ringway's combined config.
 /// `GET /` has the keys of Kong's node information that tools and scripts read.
 #[test]
 fn node_information_has_kongs_keys() {
@@ -2464,6 +2461,9 @@ fn schema_problems_answer_before_a_taken_name() {
     }
 }
 
+/// Kong's schema-violation body: `fields` nests (`config` holds `minute`), a check across
+/// fields is the entity's (`@entity`, listed first in the message), and neither names
+/// the entity's place in ringway's combined config.
 #[test]
 fn schema_violations_nest_their_fields_as_kong_does() {
     let o = Origin::start();

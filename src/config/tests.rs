@@ -584,8 +584,6 @@ services:
     }
 }
 
-/// Request paths are routed with non-ASCII bytes percent-encoded: a route path that
-/// holds them raw, prefix or regex, is refused with the form that would match.
 /// One run names every field to fix: a credential's missing key hides not its missing
 /// public key, nor a plugin's config problem its malformed instance_name.
 #[test]
@@ -671,6 +669,8 @@ fn control_bytes_never_reach_an_upstream_request() {
     }
 }
 
+/// Request paths are routed with non-ASCII bytes percent-encoded: a route path that
+/// holds them raw, prefix or regex, is refused with the form that would match.
 #[test]
 fn route_paths_in_kongs_decoded_form_load() {
     // Kong writes a prefix with what a request path cannot carry raw decoded, and reads
