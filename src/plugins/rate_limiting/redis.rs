@@ -369,8 +369,15 @@ impl Syncer {
             if let Err(e) = self.sync(store, config, settings, &login) {
                 self.connections.remove(&login);
                 if self.failing.insert(login, now).is_none() {
+                    // What requests meet meanwhile: the local limits, or (not fault
+                    // tolerant, as Kong) a 500.
+                    let meanwhile = if config.fault_tolerant {
+                        "enforcing limits locally"
+                    } else {
+                        "answering 500 (fault_tolerant is false)"
+                    };
                     log::warn!(
-                        "rate-limiting: Redis at {} unreachable ({e}); enforcing limits locally until it is back",
+                        "rate-limiting: Redis at {} unreachable ({e}); {meanwhile} until it is back",
                         settings.endpoint()
                     );
                 }
