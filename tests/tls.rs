@@ -2212,6 +2212,15 @@ fn admin_api_certificates_and_snis_take_effect_without_restart() {
         assert_eq!(r.status, 409, "POST /snis {taken} again: {r:?}");
         assert_eq!(r.json()["name"], "unique constraint violation", "{r:?}");
     }
+    // A taken name in a body that is invalid too: the schema's 400 first, as Kong.
+    let r = admin_json(
+        &t.gw,
+        "POST",
+        "/snis",
+        &json!({"name": "new.test", "certificate": {"id": id}, "bogus": 1}),
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(r.json()["fields"]["bogus"], "unknown field", "{r:?}");
     let r = admin_form(&t.gw, "DELETE", "/snis/extra.test", &[]);
     assert_eq!(r.status, 204, "DELETE /snis/extra.test: {r:?}");
     assert!(

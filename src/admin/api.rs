@@ -1866,7 +1866,8 @@ fn create_sni(control: &Control, config: &Config, mut body: Body) -> Reply {
         .map(|name| unique_violation("name", name))
     });
     match taken {
-        Err(reply) | Ok(Some(reply)) => reply,
+        Err(reply) => reply,
+        Ok(Some(conflict)) => invalid_or("snis", &body, conflict),
         Ok(None) => match resolve_reference(config, &mut body, "certificate", "certificates") {
             Err(reply) => reply,
             Ok(()) => match unsteady_certificate(config, &body) {
