@@ -1564,7 +1564,12 @@ fn build_service(
         file.port,
         file.path.clone(),
     );
-    if let Some(url) = &file.url {
+    // A url whose reference did not resolve had its problem said; its text is no url.
+    let url = file
+        .url
+        .as_ref()
+        .filter(|_| !report.is_muted(&format!("{path}.url")));
+    if let Some(url) = url {
         match parse_url(url) {
             Ok(parts) => {
                 // As Kong: the url's parts, and a path it leaves out given on its own.
@@ -1617,9 +1622,6 @@ fn build_service(
     let https = match protocol.as_str() {
         "http" => false,
         "https" => true,
-        // The url's own problem (an unset vault reference in it) was reported; a
-        // protocol given beside it is still checked.
-        _ if url_refused && file.protocol.is_none() => false,
         other => {
             report.add(
                 format!("{path}.protocol"),

@@ -874,6 +874,13 @@ fn vault_references_read_the_environment() {
         found[0].starts_with("services[0].url: environment variable RINGWAY_TEST_NOT_SET"),
         "{found:?}"
     );
+    // A protocol given beside it is still checked, against nothing the url's text says.
+    let found = problems("_format_version: \"3.0\"\nservices:\n  - name: s\n    url: \"{vault://env/ringway-test-not-set}\"\n    protocol: ftp\n");
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[1].starts_with("services[0].protocol: unsupported protocol 'ftp'"),
+        "{found:?}"
+    );
 }
 
 /// A warning quotes the reference too: a host from a vault that did not resolve.
