@@ -206,7 +206,7 @@ fn a_log_nobody_reads_never_blocks_requests() {
 /// A failed upstream attempt still names the upstream it tried.
 #[test]
 fn a_failed_attempt_logs_the_upstream_it_tried() {
-    let dead = free_addr();
+    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], closed_port()));
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     let config = one_service_config(&format!("http://{dead}"), "").replace(

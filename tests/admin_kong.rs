@@ -2319,7 +2319,7 @@ fn schemas_validate_checks_without_writing() {
         ),
         ("upstreams", json!({"name": "v-pool"})),
         // What the write generates may be left out.
-        ("jwt_secrets", json!({})),
+        ("jwt_secrets", json!({"consumer": {"username": "whoever"}})),
         (
             "snis",
             json!({"name": "v.example", "certificate": {"id": "00000000-0000-4000-8000-00000000000a"}}),
@@ -2354,10 +2354,10 @@ fn schemas_validate_checks_without_writing() {
             json!({"name": "bad name", "paths": ["/x"]}),
             "name",
         ),
-        ("targets", json!({}), "target"),
+        ("targets", json!({"upstream": {"name": "pool"}}), "target"),
         (
             "targets",
-            json!({"target": "10.0.0.1:80", "weight": 70000}),
+            json!({"target": "10.0.0.1:80", "weight": 70000, "upstream": {"name": "pool"}}),
             "weight",
         ),
         ("snis", json!({"name": "a..b"}), "name"),

@@ -534,7 +534,7 @@ fn exact_admission_headers_and_429_for_one_client() {
 /// the limiter's headers on the generated 502 too, as on a proxied answer.
 #[test]
 fn a_counted_request_that_fails_upstream_still_gets_its_headers() {
-    let dead = free_addr();
+    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], closed_port()));
     let gw = start(&rl_config(
         &format!("http://{dead}"),
         "service: svc",
