@@ -369,15 +369,10 @@ impl Syncer {
             if let Err(e) = self.sync(store, config, settings, &login) {
                 self.connections.remove(&login);
                 if self.failing.insert(login, now).is_none() {
-                    // What requests meet meanwhile: the local limits, or (not fault
-                    // tolerant, as Kong) a 500.
-                    let meanwhile = if config.fault_tolerant {
-                        "enforcing limits locally"
-                    } else {
-                        "answering 500 (fault_tolerant is false)"
-                    };
+                    // One line for the address, whichever instances share it: what
+                    // requests meet meanwhile depends on each one's fault_tolerant.
                     log::warn!(
-                        "rate-limiting: Redis at {} unreachable ({e}); {meanwhile} until it is back",
+                        "rate-limiting: Redis at {} unreachable ({e}); until it is back, limits are enforced locally (a 500 where fault_tolerant is false)",
                         settings.endpoint()
                     );
                 }
