@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::*;
@@ -788,6 +788,43 @@ fn error_code_and_error_message_are_used() {
         o.requests().len(),
         1,
         "the rejection did not reach the upstream"
+    );
+}
+
+/// A worker's lease kept past the bucket's refill is no extra token: requests spaced a
+/// little over the lease's idle time, then a pipelined burst, get the limit (plus what
+/// refills while the burst runs), not a third more.
+#[test]
+fn a_burst_after_spaced_requests_gets_the_limit() {
+    const LIMIT: usize = 100;
+    let o = Origin::start();
+    let gw = start(&rl_config(
+        &o.url(),
+        "",
+        &format!("{{second: {LIMIT}, limit_by: ip}}"),
+    ));
+    let mut c = Client::connect(gw.proxy_addr());
+    for _ in 0..10 {
+        let r = c.roundtrip(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(r.status, 200, "{r:?}");
+        thread::sleep(Duration::from_millis(105));
+    }
+    let burst = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".repeat(2 * LIMIT);
+    let started = Instant::now();
+    c.send(&burst).unwrap();
+    let mut admitted = 0;
+    for _ in 0..2 * LIMIT {
+        let r = c.read_response().unwrap();
+        assert!(r.status == 200 || r.status == 429, "{r:?}");
+        admitted += usize::from(r.status == 200);
+    }
+    // One token every 10 ms refills while the burst is answered (and one or two more
+    // for the coarse clock the buckets read).
+    let refilled = started.elapsed().as_millis() as usize / 10 + 2;
+    assert!(
+        admitted <= LIMIT + refilled,
+        "{admitted} admitted in {:?} (limit {LIMIT})",
+        started.elapsed()
     );
 }
 

@@ -80,11 +80,27 @@ impl Bucket {
         }
     }
 
-    /// Spends one token of a worker's unspent lease, if it has one.
-    fn spend_held(&self, worker: usize) -> bool {
+    /// Spends one token of a worker's unspent lease, if it has one. The leases count
+    /// as in use in the bucket's arrival times (see `effective_tat`): once the bucket
+    /// has refilled past them, that count is made the arrival time first, so the token
+    /// leaves the lease without the bucket gaining one.
+    pub(super) fn spend_held(&self, worker: usize, limits: &[Limit], now: u64) -> bool {
+        if self.held[worker].load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let held = self.held_total();
+        for limit in limits {
+            let floor = now.saturating_add(held.saturating_mul(limit.interval));
+            self.tat[limit.period as usize].fetch_max(floor, Ordering::AcqRel);
+        }
         self.held[worker]
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
             .is_ok()
+    }
+
+    /// Puts `count` leased tokens in worker `worker`'s slot.
+    pub(super) fn hold(&self, worker: usize, count: u64) {
+        self.held[worker].fetch_add(count, Ordering::AcqRel);
     }
 
     /// Leased tokens no worker has spent yet.
@@ -98,15 +114,32 @@ impl Bucket {
         (now + limit.capacity()).saturating_sub(base) / limit.interval
     }
 
+    /// The arrival time of `limit`'s period with the unspent leases counted as in use.
+    /// A lease's tokens were drawn when it was taken; once the bucket has refilled past
+    /// them, the arrival time alone would count the bucket full while the leases still
+    /// hold their tokens, and the two together would admit more than the limit. So the
+    /// bucket is never fuller than its capacity less what the leases hold.
+    fn effective_tat(&self, limit: &Limit, now: u64, held: u64) -> u64 {
+        self.tat(limit.period)
+            .max(now.saturating_add(held.saturating_mul(limit.interval)))
+    }
+
+    /// Tokens `limit`'s period holds at `now`, the unspent leases (`held` tokens)
+    /// counted as in use.
+    pub fn free(&self, limit: &Limit, now: u64, held: u64) -> u64 {
+        Bucket::available(limit, self.effective_tat(limit, now, held), now)
+    }
+
     /// Takes the same number of tokens from every period at once: as many as `lease`
     /// asks for given what the emptiest period holds, and at least one if any.
     pub fn take(&self, limits: &[Limit], now: u64, lease: impl Fn(u64) -> u64) -> Take {
         self.rescale(limits, now);
         'retry: loop {
+            let held = self.held_total();
             let mut fewest = u64::MAX;
             let mut wait = 0;
             for limit in limits {
-                let tat = self.tat(limit.period);
+                let tat = self.effective_tat(limit, now, held);
                 let available = Bucket::available(limit, tat, now);
                 fewest = fewest.min(available);
                 if available == 0 {
@@ -119,7 +152,7 @@ impl Bucket {
             }
             let want = lease(fewest).clamp(1, fewest);
             for (i, limit) in limits.iter().enumerate() {
-                if !self.advance(limit, now, want) {
+                if !self.advance(limit, now, want, held) {
                     // Another worker took tokens meanwhile: undo and look again.
                     for undone in &limits[..i] {
                         self.give_back(undone.period, want);
@@ -185,13 +218,15 @@ impl Bucket {
         }
     }
 
-    /// Moves one period's arrival time forward by `count` tokens, if it has them.
-    fn advance(&self, limit: &Limit, now: u64, count: u64) -> bool {
+    /// Moves one period's arrival time forward by `count` tokens, if it has them (the
+    /// unspent leases, `held` tokens, counted as in use).
+    fn advance(&self, limit: &Limit, now: u64, count: u64, held: u64) -> bool {
         let slot = &self.tat[limit.period as usize];
+        let floor = now.saturating_add(held.saturating_mul(limit.interval));
         let mut current = slot.load(Ordering::Acquire);
         loop {
             let next = current
-                .max(now)
+                .max(floor)
                 .saturating_add(count.saturating_mul(limit.interval));
             if next > now + limit.capacity() {
                 return false;
@@ -472,18 +507,20 @@ impl Local {
         }
         let bucket = &entry.bucket;
         let mut denied = None;
-        if !bucket.spend_held(worker) {
+        if !bucket.spend_held(worker, &config.limits, now) {
             let divisor = 2 * store.workers as u64;
             let take = bucket.take(&config.limits, now, |available| {
                 (available / divisor).min(MAX_LEASE)
             });
             if take.got > 0 {
                 // One token for this request, the rest leased.
-                bucket.held[worker].fetch_add(take.got - 1, Ordering::AcqRel);
+                bucket.hold(worker, take.got - 1);
                 if redis.is_some() {
                     bucket.pending.fetch_add(take.got as i64, Ordering::AcqRel);
                 }
-            } else if !(0..bucket.held.len()).any(|w| w != worker && bucket.spend_held(w)) {
+            } else if !(0..bucket.held.len())
+                .any(|w| w != worker && bucket.spend_held(w, &config.limits, now))
+            {
                 // Nothing in the bucket, nothing unspent in any other worker's lease.
                 denied = Some(take.wait);
             }
@@ -493,8 +530,7 @@ impl Local {
         let held = bucket.held_total();
         let mut headers = Headers::default();
         for limit in &config.limits {
-            let tat = bucket.tat(limit.period);
-            let remaining = Bucket::available(limit, tat, now) + held;
+            let remaining = bucket.free(limit, now, held) + held;
             headers.push(limit.period, limit.limit, remaining.min(limit.limit));
         }
         let reset = |i: usize| {

@@ -151,6 +151,37 @@ fn valid_configs_keep_kongs_defaults() {
     );
 }
 
+/// A lease's tokens stay in use while it is held, however long: once the bucket has
+/// refilled past them, the bucket and the lease together still hold the limit, not more
+/// (a lease kept past a refill let a burst through a third over the limit).
+#[test]
+fn a_lease_held_past_a_refill_is_no_extra_token() {
+    let store = Store::new(100, 1);
+    let second = Limit::new(Period::Second, 100);
+    let bucket = store.bucket((1, 3), || None);
+    let now = store.now();
+    // A worker leases 50, spends one, and holds the other 49.
+    assert_eq!(bucket.take(&[second], now, |_| 50).got, 50);
+    bucket.hold(0, 49);
+    let later = now + 5_000_000_000;
+    let mut got = 0;
+    while bucket.take(&[second], later, |_| 1).got == 1 {
+        got += 1;
+    }
+    assert_eq!(got + 49, 100, "the bucket and the lease: the limit");
+    // Spending the lease frees nothing in the bucket.
+    let mut spent = 0;
+    while bucket.spend_held(0, &[second], later) {
+        spent += 1;
+    }
+    assert_eq!(spent, 49);
+    assert_eq!(
+        bucket.take(&[second], later, |_| 1).got,
+        0,
+        "all 100 are used"
+    );
+}
+
 #[test]
 fn a_bucket_admits_exactly_its_capacity_then_refills_evenly() {
     let store = Store::new(100, 1);
