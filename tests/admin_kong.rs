@@ -2459,32 +2459,6 @@ fn schema_problems_answer_before_a_taken_name() {
         let body = ok(&admin_json(&gw, "POST", path, &first), 409, path);
         assert_eq!(body["code"], 5, "{path}: {body}");
     }
-    // A PATCH too: the entity as the patch leaves it, before the taken name.
-    let r = admin_json(
-        &gw,
-        "POST",
-        "/services",
-        &json!({"name": "svc-b", "url": url}),
-    );
-    ok(&r, 201, "svc-b");
-    let r = admin_json(&gw, "POST", "/consumers", &json!({"username": "user-b"}));
-    ok(&r, 201, "user-b");
-    for (path, patch, status) in [
-        (
-            "/services/svc-b",
-            json!({"name": "svc-a", "retries": "many"}),
-            400,
-        ),
-        ("/services/svc-b", json!({"name": "svc-a"}), 409),
-        (
-            "/consumers/user-b",
-            json!({"username": "user-a", "tags": "x"}),
-            400,
-        ),
-        ("/consumers/user-b", json!({"username": "user-a"}), 409),
-    ] {
-        ok(&admin_json(&gw, "PATCH", path, &patch), status, path);
-    }
 }
 
 /// Kong's schema-violation body: `fields` nests (`config` holds `minute`), a check across

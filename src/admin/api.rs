@@ -2464,7 +2464,7 @@ fn update_consumer(control: &Control, config: &Config, key: &str, body: Body) ->
     match string_field(&body, "username") {
         Ok(Some(username)) => {
             if let Err(reply) = username_free(config, username, Some((i, &consumer.id))) {
-                return patched_invalid_or(control, "consumers", &consumer.id, &body, reply);
+                return reply;
             }
         }
         Ok(None) => {}
@@ -2473,7 +2473,7 @@ fn update_consumer(control: &Control, config: &Config, key: &str, body: Body) ->
     match string_field(&body, "custom_id") {
         Ok(Some(custom_id)) => {
             if let Err(reply) = custom_id_free(config, custom_id, Some((i, &consumer.id))) {
-                return patched_invalid_or(control, "consumers", &consumer.id, &body, reply);
+                return reply;
             }
         }
         Ok(None) => {}
@@ -2709,32 +2709,6 @@ fn create_plugin(
 /// valid.
 fn invalid_or(kind: &str, body: &Body, conflict: Reply) -> Reply {
     schema_problems(kind, body).unwrap_or(conflict)
-}
-
-/// `invalid_or` for a PATCH: the entity as the patch would leave it (the Admin layer's
-/// copy with the patch's fields over it) is what is checked.
-fn patched_invalid_or(
-    control: &Control,
-    kind: &str,
-    id: &str,
-    patch: &Body,
-    conflict: Reply,
-) -> Reply {
-    let stored = control.with_admin(|admin| {
-        admin
-            .get(kind)
-            .and_then(Value::as_array)
-            .and_then(|list| list.iter().find(|e| e["id"].as_str() == Some(id)))
-            .and_then(Value::as_object)
-            .cloned()
-    });
-    let Some(mut entity) = stored else {
-        return conflict;
-    };
-    for (field, value) in patch {
-        entity.insert(field.clone(), value.clone());
-    }
-    invalid_or(kind, &without_nulls(entity), conflict)
 }
 
 /// The id of the stand-in parents an entity is checked under when it is checked alone
@@ -3123,7 +3097,7 @@ fn update_service(control: &Control, config: &Config, i: usize, mut patch: Body)
         &config.keys.services,
         Some((i, &service.id)),
     ) {
-        return patched_invalid_or(control, "services", &service.id, &patch, reply);
+        return reply;
     }
     if patch.get("url").is_some_and(|u| !u.is_null()) {
         for part in PARTS {
@@ -3283,7 +3257,7 @@ fn update_route(control: &Control, config: &Config, i: usize, mut patch: Body) -
     }
     if let Err(reply) = unique_utf8_name(&patch, "name", &config.keys.routes, Some((i, &route.id)))
     {
-        return patched_invalid_or(control, "routes", &route.id, &patch, reply);
+        return reply;
     }
     if let Err(reply) = resolve_reference(config, &mut patch, "service", "services") {
         return reply;
@@ -3340,7 +3314,7 @@ fn update_upstream(
     mut patch: Body,
 ) -> Reply {
     if let Err(reply) = upstream_name_free(config, &patch, Some(&up.id)) {
-        return patched_invalid_or(control, "upstreams", &up.id, &patch, reply);
+        return reply;
     }
     if let Some(checks) = patch.remove("healthchecks") {
         let mut merged = upstreams::upstream_json(up)["healthchecks"].take();
@@ -3459,7 +3433,7 @@ fn update_group(control: &Control, config: &Config, g: usize, patch: Body) -> Re
         return read_only();
     }
     if let Err(reply) = unique_name(&patch, "name", &config.keys.groups, Some((g, &group.id))) {
-        return patched_invalid_or(control, "consumer_groups", &group.id, &patch, reply);
+        return reply;
     }
     update_generic(
         control,
