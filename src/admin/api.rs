@@ -134,32 +134,24 @@ fn schema_violation(mut fields: Map<String, Value>) -> Reply {
 /// Whether a problem's path names an entity itself (`consumers[2]`,
 /// `services[0].routes[1]`), not a field or a list element of one (`paths[2]`).
 fn is_entity(path: &str) -> bool {
-    // Top-level lists, and the lists nested in an entity that hold entities (not names
-    // or references: a certificate's `snis`, a group's `consumers`, a service's
-    // `ca_certificates`).
-    const TOP: [&str; 11] = [
-        "services",
-        "routes",
-        "consumers",
-        "plugins",
-        "jwt_secrets",
-        "consumer_groups",
-        "upstreams",
-        "targets",
-        "certificates",
-        "snis",
-        "ca_certificates",
-    ];
+    // Top-level lists (the kinds the Admin API writes, and the file's CA certificates),
+    // and the lists nested in an entity that hold entities (not names or references: a
+    // certificate's `snis`, a group's `consumers`, a service's `ca_certificates`).
     const NESTED: [&str; 4] = ["routes", "plugins", "jwt_secrets", "targets"];
     let Some(stem) = path.strip_suffix(']') else {
         return false;
     };
-    let (lists, last) = match stem.rsplit_once('.') {
-        Some((_, last)) => (&NESTED[..], last),
-        None => (&TOP[..], stem),
+    let (nested, last) = match stem.rsplit_once('.') {
+        Some((_, last)) => (true, last),
+        None => (false, stem),
     };
-    last.split_once('[')
-        .is_some_and(|(name, _)| lists.contains(&name))
+    last.split_once('[').is_some_and(|(name, _)| {
+        if nested {
+            NESTED.contains(&name)
+        } else {
+            crate::config::ADMIN_KINDS.contains(&name) || name == "ca_certificates"
+        }
+    })
 }
 
 /// A problem as Kong's Admin API words it: serde's `unknown field `x`, expected one of
@@ -2831,19 +2823,7 @@ fn schema_problems(kind: &str, body: &Body) -> Option<Reply> {
 /// entity checked as a write would check it, nothing written; its references are not
 /// looked for, as Kong's schema check does not.
 fn validate_entity(kind: &str, body: Body) -> Reply {
-    const KINDS: [&str; 10] = [
-        "services",
-        "routes",
-        "consumers",
-        "plugins",
-        "jwt_secrets",
-        "consumer_groups",
-        "upstreams",
-        "targets",
-        "certificates",
-        "snis",
-    ];
-    if !KINDS.contains(&kind) {
+    if !crate::config::ADMIN_KINDS.contains(&kind) {
         return Reply::message(404, &format!("No entity named '{kind}'"));
     }
     let problems = if kind == "plugins" {
