@@ -2311,11 +2311,7 @@ fn build_route(
     }
     let mut methods = Vec::new();
     for (i, m) in file.methods.iter().enumerate() {
-        if m.is_empty()
-            || !m
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
-        {
+        if !crate::http::is_served_method(m) {
             report.add(
                 format!("{path}.methods[{i}]"),
                 format!("invalid method '{m}': must be upper-case letters"),
