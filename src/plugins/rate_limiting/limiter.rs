@@ -91,7 +91,12 @@ impl Bucket {
         let held = self.held_total();
         for limit in limits {
             let floor = now.saturating_add(held.saturating_mul(limit.interval));
-            self.tat[limit.period as usize].fetch_max(floor, Ordering::AcqRel);
+            let tat = &self.tat[limit.period as usize];
+            // Only a bucket refilled past the leases is written: a spend from a fresh
+            // lease (the arrival time still ahead of it) stays a read of the shared line.
+            if tat.load(Ordering::Acquire) < floor {
+                tat.fetch_max(floor, Ordering::AcqRel);
+            }
         }
         self.held[worker]
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
