@@ -2789,25 +2789,37 @@ fn schema_problems(kind: &str, body: &Body) -> Option<Reply> {
         }
     }
     let own = format!("{kind}[0]");
+    // An SNI whose name is refused is not refused again as an entity for it.
+    if kind == "snis" && fields.contains_key("name") {
+        problems.retain(|p| p.path != own);
+    }
+    entity_refusal(&own, problems, fields, &left_out)
+}
+
+/// Kong's 400 for the entity at `own` (`services[0]`) of a config checked around it:
+/// each of its fields' first problem, its own under `@entity`; a field `fields` holds
+/// already (said in Kong's words) or one rooted in `left_out` is not said again. `None`
+/// when there is nothing to say.
+fn entity_refusal(
+    own: &str,
+    problems: Vec<crate::config::Problem>,
+    mut fields: Map<String, Value>,
+    left_out: &[&str],
+) -> Option<Reply> {
     let said: Vec<String> = fields.keys().cloned().collect();
     let mut entity = Vec::new();
     for problem in problems {
-        let Some(field) = problem.path.strip_prefix(own.as_str()) else {
+        let Some(field) = problem.path.strip_prefix(own) else {
             continue;
         };
         let field = field.trim_start_matches('.');
-        let root = field.split(['.', '[']).next().unwrap_or("");
-        // What was left out, and what was said in Kong's words already.
-        let already = said.iter().any(|key| key.split('[').next() == Some(root));
-        if left_out.contains(&root) || (!root.is_empty() && already) {
+        if field.is_empty() {
+            entity.push(Value::from(problem.message));
             continue;
         }
-        if field.is_empty() {
-            if kind == "snis" && fields.contains_key("name") {
-                continue;
-            }
-            entity.push(Value::from(problem.message));
-        } else {
+        let root = field.split(['.', '[']).next().unwrap_or("");
+        let already = said.iter().any(|key| key.split('[').next() == Some(root));
+        if !left_out.contains(&root) && !already {
             fields
                 .entry(field.to_owned())
                 .or_insert(problem.message.into());
@@ -2894,26 +2906,7 @@ fn schema_refusal(body: &Body) -> Option<Reply> {
     let mut fields = Map::new();
     meta_errors(body, &mut fields);
     let problems = built.err().map(|p| p.0).unwrap_or_default();
-    let mut entity = Vec::new();
-    // What the fields every entity has said in Kong's words stays as said.
-    let said: Vec<String> = fields.keys().cloned().collect();
-    for problem in problems {
-        match problem.path.strip_prefix("plugins[0]") {
-            Some("") => entity.push(Value::from(problem.message)),
-            Some(field) => {
-                let field = field.trim_start_matches('.');
-                let root = field.split(['.', '[']).next().unwrap_or("");
-                if !said.iter().any(|key| key.split('[').next() == Some(root)) {
-                    fields.insert(field.to_owned(), problem.message.into());
-                }
-            }
-            None => {}
-        }
-    }
-    if !entity.is_empty() {
-        fields.insert("@entity".into(), Value::Array(entity));
-    }
-    (!fields.is_empty()).then(|| schema_violation(fields))
+    entity_refusal("plugins[0]", problems, fields, &[])
 }
 
 /// Kong's 409 for an `instance_name` another plugin has (`this`: the plugin being
