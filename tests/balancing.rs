@@ -404,6 +404,50 @@ fn passive_checks_take_a_failing_target_out_until_the_admin_api_restores_it() {
 }
 
 #[test]
+fn a_success_forgets_the_failures_before_it_unless_successes_are_off() {
+    // lua-resty-healthcheck: a success resets every failure counter, when
+    // `healthy.successes` is set; with it at 0 (Kong's default) nothing does.
+    let failing = |ctx: &Ctx| {
+        let status = if ctx.req.target.ends_with("/fail") {
+            500
+        } else {
+            200
+        };
+        Action::Respond(reply(status, "o"))
+    };
+    let statuses = |gw: &Gateway, paths: &[&str]| -> Vec<u16> {
+        paths.iter().map(|p| proxy_get(gw, p, &[]).status).collect()
+    };
+    let o = Origin::with_handler(failing);
+    let gw = Gateway::start(&config(
+        "healthchecks:\n  passive:\n    healthy:\n      successes: 5\n    unhealthy:\n      http_failures: 3\n",
+        &[(target(&o), 100)],
+        "",
+    ));
+    assert_eq!(
+        statuses(&gw, &["/fail", "/ok", "/fail", "/fail", "/ok"]),
+        [500, 200, 500, 500, 200],
+        "the 200 between the failures cleared the first one"
+    );
+    assert_eq!(
+        statuses(&gw, &["/fail", "/fail", "/fail", "/ok"]),
+        [500, 500, 500, 503]
+    );
+
+    let o = Origin::with_handler(failing);
+    let gw = Gateway::start(&config(
+        "healthchecks:\n  passive:\n    unhealthy:\n      http_failures: 3\n",
+        &[(target(&o), 100)],
+        "",
+    ));
+    assert_eq!(
+        statuses(&gw, &["/fail", "/ok", "/fail", "/ok", "/fail", "/ok"]),
+        [500, 200, 500, 200, 500, 503],
+        "without successes counted, failures add up however spread"
+    );
+}
+
+#[test]
 fn every_target_unhealthy_answers_503_fast() {
     let a = Origin::with_handler(|_| Action::Respond(reply(503, "down")));
     let b = Origin::with_handler(|_| Action::Respond(reply(503, "down")));

@@ -55,10 +55,11 @@ pub struct Thresholds {
 /// A target's health, shared by every worker.
 ///
 /// Kong's rules (lua-resty-healthcheck): each kind of failure has its own counter, and a
-/// healthy target whose counter reaches its threshold becomes unhealthy. Failures need
-/// not be consecutive: only `successes` successes in a row (when `successes` is set)
-/// clear them. An unhealthy target counts successes (a failure restarts the count) and
-/// becomes healthy at `successes`. A counter whose threshold is 0 counts nothing. Passive
+/// healthy target whose counter reaches its threshold becomes unhealthy. A success
+/// clears every failure counter, when `successes` is set; with `successes: 0` nothing
+/// does, and failures spread over any time add up. An unhealthy target counts successes
+/// (a failure restarts the count) and becomes healthy at `successes`. A counter whose
+/// threshold is 0 counts nothing and clears nothing. Passive
 /// checks alone never bring a target back, since it gets no traffic to succeed with:
 /// active probes or the Admin API do.
 #[derive(Debug, Default)]
@@ -106,18 +107,20 @@ impl Health {
             return None;
         }
         let healthy = self.is_healthy();
-        if outcome == Outcome::Success {
-            // A healthy target with no failures has nothing to recover from.
-            let failures = [&self.tcp_failures, &self.timeouts, &self.http_failures]
-                .iter()
-                .any(|c| c.load(Ordering::Relaxed) != 0);
-            if healthy && !failures {
-                return None;
-            }
-        } else if !healthy {
-            // A failure interrupts a recovery.
-            if self.successes.load(Ordering::Relaxed) != 0 {
-                self.successes.store(0, Ordering::Relaxed);
+        let to_healthy = outcome == Outcome::Success;
+        if healthy == to_healthy {
+            // A healthy target's success forgets its failures; an unhealthy target's
+            // failure interrupts its recovery. Neither changes the state. (Stores only
+            // when there is something to clear: the common case writes nothing shared.)
+            let cleared: &[&AtomicU32] = if healthy {
+                &[&self.tcp_failures, &self.timeouts, &self.http_failures]
+            } else {
+                &[&self.successes]
+            };
+            for c in cleared {
+                if c.load(Ordering::Relaxed) != 0 {
+                    c.store(0, Ordering::Relaxed);
+                }
             }
             return None;
         }
@@ -125,11 +128,6 @@ impl Health {
             return None;
         }
         self.clear();
-        if healthy && outcome == Outcome::Success {
-            // Enough successes after some failures: the failures are forgotten.
-            return None;
-        }
-        let to_healthy = outcome == Outcome::Success;
         // Of racing workers, the one that flips the state reports it.
         self.unhealthy
             .compare_exchange(

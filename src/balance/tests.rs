@@ -18,20 +18,24 @@ const LIMITS: Thresholds = Thresholds {
 };
 
 #[test]
-fn failures_add_up_until_enough_successes_clear_them() {
+fn a_success_clears_the_failures_of_a_healthy_target() {
+    // lua-resty-healthcheck: "a success will reset _all three_ failure counters".
+    let two_timeouts = Thresholds {
+        timeouts: 2,
+        ..LIMITS
+    };
     let h = Health::default();
     assert_eq!(h.report(Outcome::TcpFailure, LIMITS), None);
-    // One success is not `successes` (2) in a row: the failure still counts.
+    assert_eq!(h.report(Outcome::Timeout, two_timeouts), None);
     assert_eq!(h.report(Outcome::Success, LIMITS), None);
+    // Both counts started over: one more of each is not enough.
+    assert_eq!(h.report(Outcome::TcpFailure, LIMITS), None);
+    assert_eq!(h.report(Outcome::Timeout, two_timeouts), None);
+    assert!(h.is_healthy());
+    // Without a success in between, failures need not be consecutive in time.
     assert_eq!(h.report(Outcome::TcpFailure, LIMITS), Some(false));
     assert!(!h.is_healthy());
     assert!(h.set(true));
-    // Two successes in a row clear the failures.
-    assert_eq!(h.report(Outcome::TcpFailure, LIMITS), None);
-    assert_eq!(h.report(Outcome::Success, LIMITS), None);
-    assert_eq!(h.report(Outcome::Success, LIMITS), None);
-    assert_eq!(h.report(Outcome::TcpFailure, LIMITS), None);
-    assert!(h.is_healthy());
     // Kinds count apart: two HTTP failures do not add to the TCP one.
     assert_eq!(h.report(Outcome::HttpFailure, LIMITS), None);
     assert_eq!(h.report(Outcome::HttpFailure, LIMITS), None);
