@@ -682,6 +682,19 @@ fn admin_api_writes_upstreams_and_targets() {
         None,
     );
     assert_eq!(r.status, 204, "{r:?}");
+    // Gone now: a target is found under its upstream, so a second DELETE is Kong's 404.
+    let r = http_request(
+        gw.admin_addr(),
+        "DELETE",
+        "/upstreams/api-pool/targets/127.0.0.9:7",
+        &[],
+        None,
+    );
+    assert_eq!(
+        (r.status, &r.json()["message"]),
+        (404, &json!("Not found")),
+        "{r:?}"
+    );
     // Hashing fields show as given, the fallback's cookie too; `hash_on` alone means
     // consistent hashing (as Kong reads files from before `algorithm`); what GET shows
     // a PUT takes back.

@@ -683,7 +683,8 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
         ("DELETE", ["upstreams", u, "targets", t]) => match upstreams::find(config, u) {
             Some(up) => match upstreams::target(up, t) {
                 Some((_, t)) => delete_entity(control, t.layer, "targets", &t.id.clone()),
-                None => Reply::empty(204),
+                // Under its upstream, as a credential under its consumer: Kong's 404.
+                None => not_found(),
             },
             None => not_found(),
         },
