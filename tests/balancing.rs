@@ -182,6 +182,39 @@ fn hash_on_cookie_sets_the_cookie_then_sticks_to_it() {
 }
 
 #[test]
+fn the_hash_cookie_replaces_an_upstream_cookie_of_its_name() {
+    // As Kong's balancer sets it: the upstream's first `sticky=` cookie gives way, so the
+    // client holds one `sticky`, the one requests are hashed on; other cookies, and a
+    // second one of that name, pass.
+    let o = Origin::with_handler(|_| {
+        Action::Respond(
+            b"HTTP/1.1 200 OK\r\nSet-Cookie: stickyness=1\r\nSet-Cookie: sticky=up; Path=/\r\nSet-Cookie: other=2\r\nSet-Cookie: sticky=again\r\nContent-Length: 2\r\n\r\nok"
+                .to_vec(),
+        )
+    });
+    let gw = Gateway::start(&config(
+        "algorithm: consistent-hashing\nhash_on: cookie\nhash_on_cookie: sticky",
+        &[(target(&o), 100)],
+        "",
+    ));
+    let r = proxy_get(&gw, "/", &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let cookies = r.header_all("set-cookie");
+    assert_eq!(cookies.len(), 4, "{cookies:?}");
+    assert_eq!(&cookies[..3], ["stickyness=1", "other=2", "sticky=again"]);
+    assert!(
+        cookies[3].starts_with("sticky=")
+            && cookies[3].ends_with("; Path=/; SameSite=Lax; HttpOnly"),
+        "{cookies:?}"
+    );
+    // A client with the cookie gets the upstream's cookies as they are.
+    let cookie = cookies[3].split(';').next().unwrap().to_owned();
+    let r = proxy_get(&gw, "/", &[("cookie", &cookie)]);
+    assert_eq!(r.header_all("set-cookie").len(), 4, "{r:?}");
+    assert_eq!(r.header_all("set-cookie")[1], "sticky=up; Path=/");
+}
+
+#[test]
 fn least_connections_avoids_the_busy_target() {
     let hold = |name: &'static str| {
         Origin::with_handler(move |ctx| {

@@ -137,6 +137,12 @@ pub fn rewrite(
         .request_id
         .and_then(|line| line.split_once(':'))
         .map(|(name, _)| name);
+    // The balancer's hash cookie takes the place of the upstream's first cookie of that
+    // name, as Kong sets it: the client keeps one, the one its requests are hashed on.
+    let mut cookie_prefix = extra
+        .set_cookie
+        .and_then(|line| line.strip_prefix("Set-Cookie: "))
+        .and_then(|value| value.find('=').map(|at| &value.as_bytes()[..=at]));
     for header in headers {
         if header.name.eq_ignore_ascii_case("transfer-encoding") {
             upstream_chunked = true;
@@ -158,6 +164,12 @@ pub fn rewrite(
             continue;
         }
         if echoed.is_some_and(|name| header.name.eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        if cookie_prefix.is_some_and(|prefix| {
+            header.name.eq_ignore_ascii_case("set-cookie") && header.value.starts_with(prefix)
+        }) {
+            cookie_prefix = None;
             continue;
         }
         if rate_headers && rate_limiting::is_rate_limit_header(header.name) {
