@@ -715,6 +715,20 @@ fn admin_api_writes_upstreams_and_targets() {
         None,
     );
     assert_eq!(r.status, 204, "{r:?}");
+    // A weight out of range, either side, in Kong's words.
+    for weight in ["-1", "65536"] {
+        let r = admin_form(
+            &gw,
+            "POST",
+            "/upstreams/api-pool/targets",
+            &[("target", "127.0.0.9:8"), ("weight", weight)],
+        );
+        assert_eq!(
+            (r.status, &r.json()["fields"]["weight"]),
+            (400, &json!("value should be between 0 and 65535")),
+            "weight {weight}: {r:?}"
+        );
+    }
     // Gone now: a target is found under its upstream, so a second DELETE is Kong's 404.
     let r = http_request(
         gw.admin_addr(),
@@ -910,7 +924,7 @@ targets:
         "upstreams[6].name: Invalid name; no port allowed",
         "targets[0].upstream: no upstream named 'missing'",
         // Found beside the refused algorithm, not hidden by it.
-        "upstreams[0].targets[2].weight: must be between 0 and 65535",
+        "upstreams[0].targets[2].weight: value should be between 0 and 65535",
         "upstreams[2].name: duplicate upstream 'pool'",
     ] {
         assert!(
@@ -934,7 +948,7 @@ upstreams:
         "{stderr}"
     );
     assert!(
-        stderr.contains("upstreams[0].targets[2].weight: must be between 0 and 65535"),
+        stderr.contains("upstreams[0].targets[2].weight: value should be between 0 and 65535"),
         "{stderr}"
     );
 }

@@ -253,7 +253,8 @@ struct TargetFile {
     #[serde(default, deserialize_with = "super::file::entity_id")]
     id: Option<String>,
     target: Option<String>,
-    weight: Option<u32>,
+    /// Signed, so a negative weight is refused in Kong's words, not the parser's.
+    weight: Option<i64>,
     upstream: Option<Reference>,
     #[serde(default, deserialize_with = "super::file::tags")]
     tags: Vec<String>,
@@ -448,16 +449,16 @@ fn nested_targets(upstream: &Value) -> Vec<Value> {
     }
 }
 
+/// A target's weight out of range, in Kong's words (its schema's `between`).
+const WEIGHT_RANGE: &str = "value should be between 0 and 65535";
+
 /// Checks the shape of a broken upstream's targets, so one pass reports them too.
 fn check_orphans(path: &str, targets: Vec<Value>, report: &mut Report) {
     for (j, target) in targets.into_iter().enumerate() {
         let target_path = format!("{path}.targets[{j}]");
         if let Some(file) = parse_item::<TargetFile>(target, &target_path, report) {
-            if file.weight.is_some_and(|w| w > 65_535) {
-                report.add(
-                    format!("{target_path}.weight"),
-                    "must be between 0 and 65535",
-                );
+            if file.weight.is_some_and(|w| !(0..=65_535).contains(&w)) {
+                report.add(format!("{target_path}.weight"), WEIGHT_RANGE);
             }
             match file.target.as_deref() {
                 None => report.add(format!("{target_path}.target"), "required field missing"),
@@ -939,11 +940,11 @@ fn build_target(
         );
         return None;
     };
-    let weight = file.weight.unwrap_or(DEFAULT_WEIGHT);
-    if weight > 65_535 {
-        report.add(format!("{path}.weight"), "must be between 0 and 65535");
+    let weight = file.weight.map_or(Ok(DEFAULT_WEIGHT), u32::try_from);
+    let Some(weight) = weight.ok().filter(|w| *w <= 65_535) else {
+        report.add(format!("{path}.weight"), WEIGHT_RANGE);
         return None;
-    }
+    };
     let target = format!("{host}:{port}");
     if upstream.targets.iter().any(|t| t.target == target) {
         report.add(
