@@ -568,10 +568,20 @@ fn balancer_health_without_checks_says_whether_a_target_can_be_picked() {
 fn admin_api_lists_upstreams_and_targets() {
     let a = named("a");
     let gw = Gateway::start(&config(
-        "algorithm: least-connections\nslots: 100",
+        "algorithm: least-connections\nslots: 100\nhealthchecks:\n  active:\n    healthy:\n      interval: 0.5\n",
         &[(target(&a), 50)],
         "",
     ));
+    // Numbers as Kong's JSON writes them: whole ones without a fraction.
+    let raw = gw.admin_get("/upstreams/pool").body_str();
+    for field in [
+        r#""threshold":0}"#,
+        r#""timeout":1,"#,
+        r#""interval":0.5,"#,
+        r#""interval":0,"#,
+    ] {
+        assert!(raw.contains(field), "{field} in {raw}");
+    }
     let list = gw.admin_get("/upstreams").json();
     assert_eq!(list["data"][0]["name"], "pool");
     assert_eq!(list["data"][0]["algorithm"], "least-connections");

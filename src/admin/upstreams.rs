@@ -204,7 +204,7 @@ pub(super) fn upstream_json(up: &Upstream) -> Value {
         "created_at": up.created_at,
         "updated_at": up.created_at,
         "healthchecks": {
-            "threshold": up.checks.threshold,
+            "threshold": number(up.checks.threshold),
             "active": active_json(&up.checks.active),
             "passive": passive_json(&up.checks.passive),
         },
@@ -227,6 +227,15 @@ fn statuses(set: &StatusSet) -> Vec<u16> {
     (100..1000).filter(|&s| set.contains(s)).collect()
 }
 
+/// A number as Kong's JSON writes it: whole ones without a fraction (`1`, not `1.0`).
+fn number(value: f64) -> Value {
+    if value.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&value) {
+        json!(value as u64)
+    } else {
+        json!(value)
+    }
+}
+
 fn active_json(a: &Active) -> Value {
     let mut headers = serde_json::Map::new();
     for (name, value) in &a.headers {
@@ -237,19 +246,19 @@ fn active_json(a: &Active) -> Value {
     }
     json!({
         "type": if a.tcp_only { "tcp" } else { "http" },
-        "timeout": a.timeout.as_secs_f64(),
+        "timeout": number(a.timeout.as_secs_f64()),
         "concurrency": a.concurrency,
         "http_path": a.http_path,
         "https_sni": a.https_sni,
         "https_verify_certificate": a.https_verify_certificate,
         "headers": headers,
         "healthy": {
-            "interval": a.healthy_interval.as_secs_f64(),
+            "interval": number(a.healthy_interval.as_secs_f64()),
             "http_statuses": statuses(&a.healthy_statuses),
             "successes": a.successes,
         },
         "unhealthy": {
-            "interval": a.unhealthy_interval.as_secs_f64(),
+            "interval": number(a.unhealthy_interval.as_secs_f64()),
             "http_statuses": statuses(&a.unhealthy_statuses),
             "tcp_failures": a.tcp_failures,
             "timeouts": a.timeouts,
