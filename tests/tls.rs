@@ -2398,6 +2398,128 @@ fn admin_api_certificates_and_snis_take_effect_without_restart() {
     );
 }
 
+/// `PUT /snis/{id or name}` and `PATCH /snis/{id or name}`, as Kong serves them (decK
+/// creates SNIs with a PUT by id): each write takes effect on the next handshake.
+#[test]
+fn admin_api_puts_and_patches_snis() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = make_cert(dir.path(), "a", "a.test", &["a.test"], false);
+    let n = make_cert(dir.path(), "n", "n.test", &["n.test", "moved.test"], false);
+    let m = make_cert(
+        dir.path(),
+        "m",
+        "m.test",
+        &["m.test", "n.test", "moved.test"],
+        false,
+    );
+    let known = [("A", &a), ("N", &n), ("M", &m)];
+    let origin = Origin::start();
+    let cfg = tls_config(
+        &origin,
+        &certificates(&[cert_item(&a, &["a.test"], "")]),
+        "",
+    );
+    let t = start_tls(&cfg, GatewayOpts::default());
+    let mut py = Py::start();
+    let cert = |pem: &Cert, names: &[&str]| {
+        let r = admin_json(
+            &t.gw,
+            "POST",
+            "/certificates",
+            &json!({"cert": pem.pem, "key": pem.key, "snis": names}),
+        );
+        assert_eq!(r.status, 201, "{r:?}");
+        r.json()["id"].as_str().unwrap_or("").to_owned()
+    };
+    let (n_id, m_id) = (cert(&n, &["n.test"]), cert(&m, &["m.test"]));
+
+    // A PUT by a new id creates the SNI with that id.
+    let sni_id = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+    let r = admin_json(
+        &t.gw,
+        "PUT",
+        &format!("/snis/{sni_id}"),
+        &json!({"name": "moved.test", "certificate": {"id": n_id}, "tags": ["t1"]}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        (&r.json()["id"], &r.json()["name"], &r.json()["tags"]),
+        (&json!(sni_id), &json!("moved.test"), &json!(["t1"])),
+        "{r:?}"
+    );
+    assert_eq!(py.which(t.port, Some("moved.test"), &known), "N");
+    // A PATCH by name moves it to another certificate; its id and tags stay.
+    let r = admin_json(
+        &t.gw,
+        "PATCH",
+        "/snis/moved.test",
+        &json!({"certificate": {"id": m_id}}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        (
+            &r.json()["id"],
+            &r.json()["certificate"]["id"],
+            &r.json()["tags"]
+        ),
+        (&json!(sni_id), &json!(m_id), &json!(["t1"])),
+        "{r:?}"
+    );
+    assert_eq!(py.which(t.port, Some("moved.test"), &known), "M");
+    // An SNI named in its certificate's `snis` is patched the same way, and leaves that
+    // list for the certificate it now names.
+    let before = admin_form(&t.gw, "GET", "/snis/n.test", &[]).json()["id"].clone();
+    let r = admin_json(
+        &t.gw,
+        "PATCH",
+        "/snis/n.test",
+        &json!({"certificate": {"id": m_id}}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["id"], before, "{r:?}");
+    assert_eq!(py.which(t.port, Some("n.test"), &known), "M");
+    let r = admin_form(&t.gw, "GET", &format!("/certificates/{n_id}"), &[]);
+    assert_eq!(r.json()["snis"], json!([]), "{r:?}");
+    // A PUT by name replaces it whole: tags not given go.
+    let r = admin_json(
+        &t.gw,
+        "PUT",
+        "/snis/moved.test",
+        &json!({"certificate": {"id": n_id}}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        (&r.json()["id"], &r.json()["tags"]),
+        (&json!(sni_id), &Value::Null),
+        "{r:?}"
+    );
+    assert_eq!(py.which(t.port, Some("moved.test"), &known), "N");
+    // Refusals: a name another SNI holds (409), a certificate that is not there (Kong's
+    // foreign key 400), a PATCH of no SNI (404), the file's SNI (405).
+    let r = admin_json(
+        &t.gw,
+        "PATCH",
+        "/snis/moved.test",
+        &json!({"name": "m.test"}),
+    );
+    assert_eq!(r.status, 409, "{r:?}");
+    let r = admin_json(
+        &t.gw,
+        "PUT",
+        "/snis/other.test",
+        &json!({"certificate": {"id": "0d4b4a4e-8d4e-4a3b-9b1a-0c7e2f1d5e6f"}}),
+    );
+    assert_eq!((r.status, &r.json()["code"]), (400, &json!(4)), "{r:?}");
+    let r = admin_json(&t.gw, "PUT", "/snis/other.test", &json!({}));
+    assert_eq!(r.status, 400, "a PUT names its certificate: {r:?}");
+    let r = admin_json(&t.gw, "PATCH", "/snis/none.test", &json!({"tags": ["x"]}));
+    assert_eq!(r.status, 404, "{r:?}");
+    let r = admin_json(&t.gw, "PATCH", "/snis/a.test", &json!({"tags": ["x"]}));
+    assert_eq!(r.status, 405, "{r:?}");
+    assert_eq!(py.which(t.port, Some("moved.test"), &known), "N");
+    assert_eq!(py.which(t.port, Some("a.test"), &known), "A");
+}
+
 /// A TLS connection ends with the gateway's close_notify (RFC 8446 §6.1): a client that
 /// treats a bare TCP close as a truncation (Python's `suppress_ragged_eofs=False`) reads
 /// a `Connection: close` answer, and a refused request's, to a clean end.

@@ -787,6 +787,8 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
         ("GET", ["snis", s, "certificate"]) => find_sni(config, s).map_or_else(not_found, |i| {
             show(certificate_json(config, config.snis[i].certificate))
         }),
+        ("PUT", ["snis", s]) => with_body(body("snis"), |b| put_sni(control, config, s, b, false)),
+        ("PATCH", ["snis", s]) => with_body(body("snis"), |b| put_sni(control, config, s, b, true)),
         ("DELETE", ["snis", s]) => match find_sni(config, s) {
             Some(i) => delete_sni(control, config, i),
             None => Reply::empty(204),
@@ -866,7 +868,7 @@ fn allowed_methods(segments: &[&str]) -> &'static str {
         ["jwts", _] => "GET, HEAD, PATCH, DELETE",
         ["consumers" | "plugins" | "services" | "routes" | "consumer_groups" | "certificates"
         | "snis"] => LIST,
-        ["snis", _] => "GET, HEAD, DELETE",
+        ["snis", _] => ENTITY,
         ["consumers" | "plugins" | "services" | "routes" | "consumer_groups" | "certificates", _] => {
             ENTITY
         }
@@ -1875,6 +1877,92 @@ fn create_sni(control: &Control, config: &Config, mut body: Body) -> Reply {
                 None => write(control, config, "snis", body, None),
             },
         },
+    }
+}
+
+/// `PUT /snis/{id or name}` (create or replace whole) and `PATCH /snis/{id or name}`
+/// (the body laid over the SNI there), as Kong; decK creates SNIs with a PUT by id. An
+/// SNI given among its certificate's `snis` becomes an entity of its own, its id kept.
+fn put_sni(control: &Control, config: &Config, key: &str, mut body: Body, patch: bool) -> Reply {
+    if let Err(reply) = checked_meta(&body) {
+        return reply;
+    }
+    let found = find_sni(config, key).map(|i| &config.snis[i]);
+    match found {
+        Some(sni) if sni.layer == Layer::File => return read_only(),
+        None if patch => return not_found(),
+        _ => {}
+    }
+    let is_id = crate::config::is_uuid(key);
+    if let (true, Some(sni)) = (patch, found) {
+        body.entry("name")
+            .or_insert_with(|| sni.name.as_str().into());
+        body.entry("certificate")
+            .or_insert_with(|| json!({ "id": config.certificates[sni.certificate].id }));
+        if !sni.tags.is_empty() {
+            body.entry("tags").or_insert_with(|| json!(sni.tags));
+        }
+    } else if !is_id {
+        body.insert("name".into(), key.into());
+    }
+    match (found, is_id) {
+        (Some(sni), _) => body.insert("id".into(), sni.id.as_str().into()),
+        (None, true) => body.insert("id".into(), key.into()),
+        (None, false) => body.remove("id"),
+    };
+    // Kong's unique name: another SNI holding it is a conflict, this one is not.
+    let taken = string_field(&body, "name").map(|name| {
+        name.filter(|name| {
+            config.snis.iter().any(|s| {
+                s.name.eq_ignore_ascii_case(name) && found.is_none_or(|sni| s.id != sni.id)
+            })
+        })
+        .map(|name| unique_violation("name", name))
+    });
+    match taken {
+        Err(reply) => return reply,
+        Ok(Some(conflict)) => return invalid_or("snis", &body, conflict),
+        Ok(None) => {}
+    }
+    if let Err(reply) = resolve_reference(config, &mut body, "certificate", "certificates") {
+        return reply;
+    }
+    if let Some(reply) = unsteady_certificate(config, &body) {
+        return reply;
+    }
+    if let Some(reply) = schema_problems("snis", &body) {
+        return reply;
+    }
+    let mut object = match base_object(body) {
+        Ok(object) => object,
+        Err(reply) => return reply,
+    };
+    let id = object["id"].as_str().unwrap_or_default().to_owned();
+    let old = found.map(|sni| (json!(sni.id), json!(sni.name), sni.created_at));
+    let outcome = control.update_admin(|admin| {
+        // The SNI there goes from wherever it is, its place in the list kept.
+        let mut at = None;
+        if let Some((old_id, old_name, created_at)) = &old {
+            object.insert("created_at".into(), json!(created_at));
+            at = admin_list(admin, "snis")
+                .iter()
+                .position(|e| e["id"] == *old_id);
+            for certificate in admin_list(admin, "certificates") {
+                if let Some(names) = certificate.get_mut("snis").and_then(Value::as_array_mut) {
+                    names.retain(|n| n != old_name && n["name"] != *old_name);
+                }
+            }
+        }
+        let list = admin_list(admin, "snis");
+        let entity = Value::Object(without_nulls(object));
+        match at {
+            Some(at) => list[at] = entity,
+            None => list.push(entity),
+        }
+    });
+    match outcome {
+        Ok((_, snapshot)) => show_written(control, &snapshot.config, "snis", &id, 200),
+        Err(reason) => refused(reason, config, "snis", None),
     }
 }
 
