@@ -459,7 +459,7 @@ fn name_admin_items(
         else {
             continue;
         };
-        let label = ["username", "name", "key", "target", "id"]
+        let label = label_fields(kind)
             .iter()
             .find_map(|field| entity.get(*field)?.as_str())
             .unwrap_or("?");
@@ -472,6 +472,19 @@ fn name_admin_items(
         };
     }
     problems
+}
+
+/// The fields that name an entity of `kind` to an operator, best first. Each is safe to
+/// show: a JWT credential's `key` is its tokens' `iss`, while a certificate's `key` is
+/// its private key and never names it.
+fn label_fields(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "consumers" => &["username", "custom_id", "id"],
+        "jwt_secrets" => &["key", "id"],
+        "targets" => &["target", "id"],
+        "certificates" => &["id"],
+        _ => &["name", "id"],
+    }
 }
 
 /// The `ringway:` settings a running process keeps until it restarts (its sockets,

@@ -2398,6 +2398,66 @@ fn admin_api_certificates_and_snis_take_effect_without_restart() {
     );
 }
 
+/// A file that clashes with an Admin-created certificate is refused naming that
+/// certificate by its id: never by its `key` field, which is its private key (SPEC §1:
+/// secrets are never logged), neither in the 409 nor in the failed reload's log line.
+#[test]
+fn a_conflict_names_an_admin_certificate_by_id_never_by_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = make_cert(dir.path(), "a", "a.test", &["a.test"], false);
+    let n = make_cert(dir.path(), "n", "alt.test", &["alt.test"], false);
+    let origin = Origin::start();
+    let cfg = tls_config(
+        &origin,
+        &certificates(&[cert_item(&a, &["a.test"], "")]),
+        "",
+    );
+    let t = start_tls(&cfg, GatewayOpts::default());
+    let r = admin_json(
+        &t.gw,
+        "POST",
+        "/certificates",
+        &json!({"cert": n.pem, "key": n.key, "snis": ["alt.test"]}),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let id = r.json()["id"].as_str().unwrap_or("").to_owned();
+    let key_line = n.key.lines().nth(1).unwrap_or("none").to_owned();
+    let clashing = tls_config(
+        &origin,
+        &certificates(&[
+            cert_item(&a, &["a.test"], ""),
+            cert_item(&n, &["alt.test"], ""),
+        ]),
+        "",
+    );
+    let r = http_request(
+        t.gw.admin_addr(),
+        "POST",
+        "/config",
+        &[],
+        Some(("application/yaml", clashing.as_bytes())),
+    );
+    assert_eq!(r.status, 409, "{r:?}");
+    let body = r.body_str();
+    assert!(body.contains(&format!("certificates '{id}'")), "{body}");
+    assert!(
+        !body.contains("PRIVATE KEY") && !body.contains(&key_line),
+        "{body}"
+    );
+    t.gw.write_config(&clashing);
+    t.gw.send_signal("HUP");
+    let logged = wait_for(Duration::from_secs(10), || {
+        let stderr = t.gw.stderr_text();
+        stderr.contains("reload failed").then_some(stderr)
+    })
+    .expect("the reload is refused");
+    assert!(logged.contains(&format!("certificates '{id}'")), "{logged}");
+    assert!(
+        !logged.contains("PRIVATE KEY") && !logged.contains(&key_line),
+        "{logged}"
+    );
+}
+
 /// `PUT /snis/{id or name}` and `PATCH /snis/{id or name}`, as Kong serves them (decK
 /// creates SNIs with a PUT by id): each write takes effect on the next handshake.
 #[test]
