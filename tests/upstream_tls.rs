@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -387,5 +387,43 @@ fn a_self_signed_upstream_listed_in_ca_certificates_is_trusted_for_its_name() {
         assert_eq!(r.status, want, "certificate for {name}: {}", r.body_str());
         // The same certificate is no trust anchor for a service that does not list it.
         assert_eq!(proxy_get(&gw, "/public/a", &[]).status, 502, "{name}");
+    }
+}
+
+/// An https upstream that answers a large upload at its head (413) and closes without
+/// reading the body: the client gets that answer, not a 502 (README: over TLS the answer
+/// is read once the upstream closes), on every try.
+#[test]
+fn an_https_upstream_answer_before_the_body_reaches_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    make_ca_and_leaf(dir.path());
+    let origin = TlsOrigin::start(dir.path());
+    let gw = Gateway::start(&config(
+        dir.path(),
+        origin.port,
+        "7b5d4a3c-1f2e-4d6c-9a8b-000000000001",
+    ));
+    for round in 0..8 {
+        let mut c = gw.client();
+        let body = vec![b'x'; 8 << 20];
+        let mut sender = c.conn.stream.try_clone().unwrap();
+        let head = format!(
+            "POST /verified/upload HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let upload = std::thread::spawn(move || {
+            let _ = sender.write_all(head.as_bytes());
+            let _ = sender.write_all(&body);
+        });
+        let r = c
+            .read_response_within(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+        assert_eq!(
+            (r.status, r.body_str()),
+            (413, "too large".to_owned()),
+            "round {round}: {r:?}"
+        );
+        drop(c);
+        let _ = upload.join();
     }
 }
