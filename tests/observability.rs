@@ -3201,6 +3201,54 @@ fn a_client_that_leaves_during_a_slow_upstream_frees_its_slot_at_once() {
     assert!(proxy_max < upstream_max, "{doc}");
 }
 
+/// A client that leaves while the gateway is still connecting to the upstream (here a TLS
+/// handshake the upstream never answers) ends the attempt and the retries after it, as
+/// nginx gives up: its slot is free at once, no further connection is made, and it is
+/// counted as 499, not as the target's failure.
+#[test]
+fn a_client_that_leaves_during_the_upstream_connect_ends_it() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    let cfg = format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: silent\n    url: https://127.0.0.1:{port}\n    tls_verify: false\n    connect_timeout: 10000\n    retries: 3\n    routes:\n      - name: all\n        paths: [/]\nplugins:\n  - name: prometheus\n    config: {{status_code_metrics: true}}\n"
+    );
+    let gw = start(&cfg);
+    let stream = std::net::TcpStream::connect(gw.proxy_addr()).unwrap();
+    std::io::Write::write_all(&mut &stream, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let connecting = wait_for(Duration::from_secs(3), || {
+        (accepted.load(std::sync::atomic::Ordering::SeqCst) == 1).then_some(())
+    });
+    assert!(connecting.is_some(), "the handshake is under way");
+    let left = std::time::Instant::now();
+    drop(stream);
+    let active = |gw: &Gateway| gw.status_json()["server"]["connections_active"].as_u64();
+    let freed = wait_for(Duration::from_secs(3), || {
+        (active(&gw) == Some(0)).then_some(())
+    });
+    assert!(freed.is_some(), "the slot is held: {}", gw.status_json());
+    assert!(
+        left.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        left.elapsed()
+    );
+    assert_counted_once_as(&gw, "499");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "no retry for a client that left"
+    );
+}
+
 /// A client that goes away in the middle of its body is counted as nginx logs it, 499,
 /// never as a status 0.
 #[test]

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split};
 
 use super::io::{
-    read_answer_within, read_more, read_more_until, read_more_within, write_all_within,
-    write_head_body_within, write_range_within, Answered, HeadBody, IoFail, BODY_READ_SPACE,
-    HEAD_READ_SPACE,
+    read_answer_within, read_more, read_more_until, read_more_within, unless_client_leaves,
+    write_all_within, write_head_body_within, write_range_within, Answered, HeadBody, IoFail,
+    BODY_READ_SPACE, HEAD_READ_SPACE,
 };
 use super::request::{self, ClientInfo, Exchange, RequestId, Routed};
 use super::response::{self, ClientBody, Parsed, ResponsePlan};
@@ -931,6 +931,11 @@ impl<S: ClientIo> Conn<S> {
             let (mut upstream, reused) =
                 match self.checkout(addr, service, server_name, force_fresh).await {
                     Ok(checkout) => checkout,
+                    // The client left while the connect went on: nothing to answer, no
+                    // fault of the target's, nothing to try again for.
+                    Err(ErrorKind::ClientGone) => {
+                        return self.fail_close(ErrorKind::ClientGone, exchange.head).await;
+                    }
                     Err(kind) => {
                         report(Outcome::of_error(kind));
                         if let Some(lease) = &lease {
@@ -1228,13 +1233,17 @@ impl<S: ClientIo> Conn<S> {
         }
         // Boxed: a connect (with a TLS handshake) is a large future and rare next to a
         // pooled connection; unboxed it would size, and be copied with, every request's.
-        let stream = Box::pin(upstream::connect(
+        // A client that leaves meanwhile ends it (and the retries after it).
+        let connect = upstream::connect(
             addr,
             service.tls.as_ref(),
             server_name,
             service.connect_timeout,
-        ))
-        .await?;
+        );
+        let worker = self.worker.clone();
+        let stream = Box::pin(unless_client_leaves(&worker.idle, connect, self.info.fd))
+            .await
+            .ok_or(ErrorKind::ClientGone)??;
         self.worker.stats.upstream_connects.inc();
         Ok((stream, false))
     }

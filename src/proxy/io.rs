@@ -126,6 +126,32 @@ pub async fn read_answer_within<S: AsyncReadRent>(
     }
 }
 
+/// Runs `work` (an upstream connect, its TLS handshake) unless the client leaves first:
+/// `None` then, `work` dropped, as nginx gives up a connect for a client that closed.
+/// The client's socket is looked at as `read_answer_within` does; `work` is bounded by
+/// its own deadline.
+pub async fn unless_client_leaves<F: std::future::Future>(
+    deadlines: &IdleSlots,
+    work: F,
+    client: Option<std::os::fd::RawFd>,
+) -> Option<F::Output> {
+    let Some(client) = client else {
+        return Some(work.await);
+    };
+    let slot = deadlines.register();
+    let mut work = std::pin::pin!(work);
+    loop {
+        let due = slot.arm_deadline(deadlines.deadline_after(CLIENT_CHECK_AFTER));
+        monoio::select! {
+            output = &mut work => return Some(output),
+            _ = due => {}
+        }
+        if peer_gone(client) {
+            return None;
+        }
+    }
+}
+
 /// Whether the peer of a socket closed or reset it (a peek, which consumes nothing; bytes
 /// there are not a departure).
 fn peer_gone(fd: std::os::fd::RawFd) -> bool {
