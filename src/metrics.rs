@@ -71,6 +71,8 @@ pub struct WorkerStats {
     /// Requests answered with a generated error, by cause.
     pub client_errors: Counter,
     pub upstream_errors: Counter,
+    /// Proxied responses the upstream broke off after their head.
+    pub upstream_cut: Counter,
 }
 
 /// Sums of all workers' counters.

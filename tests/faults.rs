@@ -340,6 +340,24 @@ fn response_body_cut_short_aborts_the_client() {
         assert_eq!(o.attempts(path).len(), 1, "{path}: {:?}", o.seen());
         assert_normal(&mut gw.client(), "/after");
     }
+    // Counted, and logged as nginx logs "upstream prematurely closed connection".
+    assert_eq!(cut_responses(&gw), 3);
+    let logged = gw.stderr_text();
+    assert!(
+        logged.contains("the client's connection was cut")
+            && logged.contains("upstream 127.0.0.1:"),
+        "{logged}"
+    );
+}
+
+/// `ringway_upstream_cut_responses_total`, over the workers.
+fn cut_responses(gw: &Gateway) -> u64 {
+    gw.admin_get("/metrics")
+        .body_str()
+        .lines()
+        .filter(|l| l.starts_with("ringway_upstream_cut_responses_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 // ---------------------------------------------------------------------------------------
@@ -424,6 +442,13 @@ fn body_longer_than_content_length_is_cut_and_connection_not_reused() {
         let r = assert_normal(&mut c, path);
         assert!(r.header("x-evil").is_none(), "{r:?}");
     }
+    // The client had the whole declared body: logged, not counted as a cut response.
+    assert_eq!(cut_responses(&gw), 0);
+    let logged = gw.stderr_text();
+    assert!(
+        logged.contains("sent more response body than its Content-Length"),
+        "{logged}"
+    );
     // neither out-of-step connection was reused
     for s in o.seen() {
         if s.target.starts_with("/next") {
@@ -608,6 +633,12 @@ fn response_body_stalled_past_read_timeout_aborts_the_client() {
         "client cut ~read_timeout after the stall, not after {took:?}"
     );
     assert_normal(&mut gw.client(), "/after");
+    assert_eq!(cut_responses(&gw), 1);
+    let logged = gw.stderr_text();
+    assert!(
+        logged.contains("sent no response body bytes for read_timeout"),
+        "{logged}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -431,7 +431,7 @@ fn ringway_series(out: &mut String, published: &Published, node: &Node<'_>) {
         labels(&[("version", node.version), ("driver", node.driver)])
     );
     type Read = fn(&WorkerStats) -> u64;
-    let per_worker: [(&str, &str, &str, Read); 10] = [
+    let per_worker: [(&str, &str, &str, Read); 11] = [
         (
             "ringway_connections_active",
             "gauge",
@@ -491,6 +491,12 @@ fn ringway_series(out: &mut String, published: &Published, node: &Node<'_>) {
             "counter",
             "Requests answered with a generated upstream error (502/504), per worker",
             |w| w.upstream_errors.get(),
+        ),
+        (
+            "ringway_upstream_cut_responses_total",
+            "counter",
+            "Proxied responses the upstream broke off after their head (closed, reset, stalled or malformed body), per worker",
+            |w| w.upstream_cut.get(),
         ),
     ];
     for (name, kind, help, read) in per_worker {

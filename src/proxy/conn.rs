@@ -97,6 +97,48 @@ impl RequestBody {
     }
 }
 
+/// How an upstream broke off a response body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyCut {
+    Closed,
+    Reset,
+    Stalled,
+    Malformed,
+    /// More bytes than its `Content-Length`: the client had the whole declared body.
+    TooLong,
+}
+
+impl BodyCut {
+    /// The cut a failed (or empty) body read means.
+    fn of(read: Result<usize, IoFail>) -> BodyCut {
+        match read {
+            Ok(_) => BodyCut::Closed,
+            Err(IoFail::TimedOut) => BodyCut::Stalled,
+            Err(IoFail::Io) => BodyCut::Reset,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            BodyCut::Closed => {
+                "closed the connection before the end of the response body; the client's connection was cut"
+            }
+            BodyCut::Reset => {
+                "reset the connection in the response body; the client's connection was cut"
+            }
+            BodyCut::Stalled => {
+                "sent no response body bytes for read_timeout; the client's connection was cut"
+            }
+            BodyCut::Malformed => {
+                "sent a malformed chunked response body; the client's connection was cut"
+            }
+            BodyCut::TooLong => {
+                "sent more response body than its Content-Length; the rest was dropped"
+            }
+        }
+    }
+}
+
 /// Why sending the request failed.
 enum SendFail {
     /// The upstream failed: before any response byte, so maybe retryable.
@@ -1511,7 +1553,10 @@ impl<S: ClientIo> Conn<S> {
                         Ok(n) if n > 0 => {}
                         // Short body or a stalled upstream: the client must not see a
                         // complete-looking response, so its connection is cut.
-                        _ => return Next::Close,
+                        result => {
+                            self.upstream_cut(service, addr, BodyCut::of(result));
+                            return Next::Close;
+                        }
                     }
                     let take = remaining.min(self.ubuf.len() as u64) as usize;
                     let extra_now = take < self.ubuf.len();
@@ -1534,6 +1579,7 @@ impl<S: ClientIo> Conn<S> {
                     remaining -= take as u64;
                     if extra_now {
                         // More bytes than declared: the upstream is out of step.
+                        self.upstream_cut(service, addr, BodyCut::TooLong);
                         return finish(plan);
                     }
                 }
@@ -1563,11 +1609,17 @@ impl<S: ClientIo> Conn<S> {
                     self.ubuf = ubuf;
                     match result {
                         Ok(n) if n > 0 => {}
-                        _ => return Next::Close,
+                        result => {
+                            self.upstream_cut(service, addr, BodyCut::of(result));
+                            return Next::Close;
+                        }
                     }
                     pos = match decoder.decode(&self.ubuf, &mut self.out, emit) {
                         Ok(used) => used,
-                        Err(_) => return Next::Close,
+                        Err(_) => {
+                            self.upstream_cut(service, addr, BodyCut::Malformed);
+                            return Next::Close;
+                        }
                     };
                     if !self.flush_out(client_timeout).await {
                         return Next::Close;
@@ -1595,7 +1647,10 @@ impl<S: ClientIo> Conn<S> {
                     match result {
                         Ok(0) => break,
                         Ok(_) => {}
-                        Err(_) => return Next::Close,
+                        Err(fail) => {
+                            self.upstream_cut(service, addr, BodyCut::of(Err(fail)));
+                            return Next::Close;
+                        }
                     }
                     self.encode_body(0, emit);
                     if !self.flush_out(client_timeout).await {
@@ -1620,6 +1675,19 @@ impl<S: ClientIo> Conn<S> {
             );
         }
         finish(plan)
+    }
+
+    /// Counts and logs an upstream that broke off its response after the head.
+    fn upstream_cut(&self, service: &Service, addr: SocketAddr, cut: BodyCut) {
+        if cut != BodyCut::TooLong {
+            self.worker.stats.upstream_cut.inc();
+        }
+        self.worker.log_upstream(
+            &service.name,
+            addr,
+            cut.describe(),
+            self.rid.as_deref().map(RequestId::value),
+        );
     }
 
     /// The upstream broke chunked framing before anything of the body was sent.

@@ -364,6 +364,20 @@ impl Worker {
         kind: crate::error::ErrorKind,
         request_id: Option<&str>,
     ) {
+        let what = format!("{} ({})", kind.describe(), kind.status());
+        self.log_upstream(service, addr, &what, request_id);
+    }
+
+    /// One warn line about an upstream (`what` it did), at most one a second per worker
+    /// (the rest are counted into the next). Also for an upstream that broke off a
+    /// response after its head, as nginx logs "upstream prematurely closed connection".
+    pub fn log_upstream(
+        &self,
+        service: &str,
+        addr: std::net::SocketAddr,
+        what: &str,
+        request_id: Option<&str>,
+    ) {
         const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
         let (last, unlogged) = self.failure_log.get();
         let now = Instant::now();
@@ -391,11 +405,7 @@ impl Worker {
                 " ({n} more upstream failures on this worker since its last such line, not logged)"
             ),
         };
-        log::warn!(
-            "service '{service}', upstream {addr}: {} ({}){id}{more}",
-            kind.describe(),
-            kind.status()
-        );
+        log::warn!("service '{service}', upstream {addr}: {what}{id}{more}");
     }
 
     /// On the housekeeping tick: the failures held back by `log_upstream_failure`, once
