@@ -2578,6 +2578,25 @@ fn admin_api_puts_and_patches_snis() {
     assert_eq!(r.status, 405, "{r:?}");
     assert_eq!(py.which(t.port, Some("moved.test"), &known), "N");
     assert_eq!(py.which(t.port, Some("a.test"), &known), "A");
+    // A certificate asked for by a name no SNI has: Kong's `SNI not found`, a DELETE
+    // too; by an id no certificate has: `Not found`, and a DELETE of it is done (204).
+    for (method, path) in [
+        ("GET", "/certificates/none.test"),
+        ("PATCH", "/certificates/none.test"),
+        ("DELETE", "/certificates/none.test"),
+        ("GET", "/certificates/none.test/snis"),
+    ] {
+        let r = admin_json(&t.gw, method, path, &json!({}));
+        assert_eq!(
+            (r.status, &r.json()["message"]),
+            (404, &json!("SNI not found")),
+            "{method} {path}: {r:?}"
+        );
+    }
+    let absent = "/certificates/0d4b4a4e-8d4e-4a3b-9b1a-0c7e2f1d5e6f";
+    let r = admin_form(&t.gw, "GET", absent, &[]);
+    assert_eq!((r.status, &r.json()["message"]), (404, &json!("Not found")));
+    assert_eq!(admin_form(&t.gw, "DELETE", absent, &[]).status, 204);
 }
 
 /// A TLS connection ends with the gateway's close_notify (RFC 8446 §6.1): a client that

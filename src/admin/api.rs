@@ -724,8 +724,10 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
         ("POST", ["certificates"]) => with_body(body("certificates"), |b| {
             write(control, config, "certificates", b, None)
         }),
-        ("GET", ["certificates", c]) => find_certificate(config, c)
-            .map_or_else(not_found, |i| show(certificate_json(config, i))),
+        ("GET", ["certificates", c]) => find_certificate(config, c).map_or_else(
+            || certificate_missing(c),
+            |i| show(certificate_json(config, i)),
+        ),
         ("PUT", ["certificates", c]) => with_body(body("certificates"), |b| {
             put_certificate(control, config, c, b)
         }),
@@ -740,7 +742,7 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
                     b,
                 )
             }),
-            None => not_found(),
+            None => certificate_missing(c),
         },
         ("DELETE", ["certificates", c]) => match find_certificate(config, c) {
             Some(i) => delete_entity(
@@ -749,7 +751,8 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
                 "certificates",
                 &config.certificates[i].id.clone(),
             ),
-            None => Reply::empty(204),
+            None if crate::config::is_uuid(c) => Reply::empty(204),
+            None => certificate_missing(c),
         },
         ("GET", ["certificates", c, "snis"]) => match find_certificate(config, c) {
             Some(i) => list(
@@ -758,7 +761,7 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
                     .map(|s| sni_json(config, s)),
                 "",
             ),
-            None => not_found(),
+            None => certificate_missing(c),
         },
         ("GET", ["snis"]) => list(&mut (0..config.snis.len()).map(|i| sni_json(config, i)), ""),
         ("POST", ["certificates", c, "snis"]) => match find_certificate(config, c) {
@@ -769,7 +772,7 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
                 );
                 create_sni(control, config, b)
             }),
-            None => not_found(),
+            None => certificate_missing(c),
         },
         ("GET" | "DELETE", ["certificates", c, "snis", s]) => {
             match (find_certificate(config, c), find_sni(config, s)) {
@@ -2129,6 +2132,17 @@ fn find_certificate(config: &Config, key: &str) -> Option<usize> {
         .iter()
         .position(|c| c.id == key)
         .or_else(|| find_sni(config, key).map(|s| config.snis[s].certificate))
+}
+
+/// The answer for `/certificates/{key}` when no certificate is there: for an SNI name,
+/// Kong's 404 `SNI not found` (a DELETE too); for an id, `Not found` (a DELETE of it 204,
+/// as for any top-level entity).
+fn certificate_missing(key: &str) -> Reply {
+    if crate::config::is_uuid(key) {
+        not_found()
+    } else {
+        Reply::message(404, "SNI not found")
+    }
 }
 
 fn find_sni(config: &Config, key: &str) -> Option<usize> {
