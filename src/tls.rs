@@ -33,19 +33,19 @@ pub fn certified_key(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>,
     if key_pem.contains("ENCRYPTED") {
         return Err((
             Half::Key,
-            "the private key is encrypted: give it decrypted (openssl pkey -in KEY -out PLAIN)"
+            "invalid key: it is encrypted: give it decrypted (openssl pkey -in KEY -out PLAIN)"
                 .into(),
         ));
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|e| (Half::Key, format!("invalid private key PEM: {e}")))?;
+        .map_err(|e| (Half::Key, format!("invalid key: {e}")))?;
     // ring signs with RSA keys of 2048 bits and more, ECDSA P-256 and P-384, and Ed25519;
     // its own error for another (RSA-1024, P-521, DSA) says only that it failed to parse.
     let signer = provider::sign::any_supported_type(&key).map_err(|_| {
         (
             Half::Key,
-            "unsupported private key: expected RSA of 2048 bits or more, ECDSA P-256 or P-384, \
-             or Ed25519"
+            "invalid key: unsupported type: expected RSA of 2048 bits or more, ECDSA P-256 or \
+             P-384, or Ed25519"
                 .to_owned(),
         )
     })?;
@@ -403,13 +403,14 @@ impl rustls::client::danger::ServerCertVerifier for UpstreamVerifier {
     }
 }
 
-/// PEM certificates (a chain, or a CA bundle).
+/// PEM certificates (a chain, or a CA bundle). Problems read as Kong's (`invalid
+/// certificate: ...`), as do the key's in `certified_key` (`invalid key: ...`).
 pub fn certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("invalid certificate PEM: {e}"))?;
+        .map_err(|e| format!("invalid certificate: {e}"))?;
     if certs.is_empty() {
-        return Err("no certificate in the PEM".into());
+        return Err("invalid certificate: no certificate in the PEM".into());
     }
     Ok(certs)
 }

@@ -1804,7 +1804,7 @@ fn check_reports_tls_config_errors_with_their_paths() {
                 "{head}{}",
                 certificates(&[cert_item(&p521, &["p521.test"], "")])
             ),
-            "certificates[0].key: unsupported private key: expected RSA of 2048 bits or more",
+            "certificates[0].key: invalid key: unsupported type: expected RSA of 2048 bits or more",
         ),
         (
             "an alternative certificate of the same key type (never chosen)",
@@ -2088,6 +2088,23 @@ fn admin_api_certificates_and_snis_take_effect_without_restart() {
         &json!({"cert": n.pem, "key": a.key, "snis": ["new.test"]}),
     );
     assert_eq!(r.status, 400, "a key that does not match: {r:?}");
+    // Unreadable halves, in Kong's words.
+    for (cert, key, field, prefix) in [
+        ("garbage", n.key.as_str(), "cert", "invalid certificate: "),
+        (n.pem.as_str(), "garbage", "key", "invalid key: "),
+    ] {
+        let r = admin_json(
+            &t.gw,
+            "POST",
+            "/certificates",
+            &json!({"cert": cert, "key": key}),
+        );
+        let message = r.json()["fields"][field].as_str().unwrap_or("").to_owned();
+        assert!(
+            r.status == 400 && message.starts_with(prefix),
+            "{field}: {r:?}"
+        );
+    }
     let r = admin_json(
         &t.gw,
         "POST",
