@@ -157,7 +157,9 @@ impl Certificates {
             if let Some(keys) = self.exact.get(&name) {
                 return keys;
             }
-            if let Some((_, parent)) = name.split_once('.') {
+            // As Kong: a `*.parent` wildcard for names of three labels or more, so
+            // `*.test` never takes `foo.test`.
+            if let Some((_, parent)) = name.split_once('.').filter(|(_, p)| p.contains('.')) {
                 if let Some(keys) = self.wildcard.get(parent) {
                     return keys;
                 }
@@ -641,6 +643,10 @@ pub(crate) mod tests {
             "one label only"
         );
         assert_eq!(set.lookup(Some("example.org")).len(), 0);
+        // A wildcard of one label takes no name of two (Kong's rule).
+        set.add("*.test", vec![key.clone()]).unwrap();
+        assert_eq!(set.lookup(Some("foo.test")).len(), 0);
+        assert_eq!(set.lookup(Some("foo.bar.test")).len(), 0, "one label only");
         assert_eq!(set.lookup(None).len(), 0);
         set.set_default(vec![key]);
         assert_eq!(set.lookup(Some("other.test")).len(), 1);
