@@ -212,8 +212,14 @@ impl Control {
     fn publish(&self, config: Config) -> String {
         let hash = config.hash.clone();
         log::set_max_level(config.node.log_level);
+        // A warning is said when it first appears, not again with every Admin API write
+        // (or reload) that leaves its cause in place.
+        let running = self.shared.snapshot();
+        let mut said = std::collections::HashSet::new();
         for warning in &config.warnings {
-            log::warn!("{warning}");
+            if !running.config.warnings.contains(warning) && said.insert(warning) {
+                log::warn!("{warning}");
+            }
         }
         let fixed = restart_only_changes(&self.started, &config.node);
         if !fixed.is_empty() {

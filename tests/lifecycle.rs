@@ -708,3 +708,29 @@ fn a_reload_names_the_settings_that_wait_for_a_restart() {
         "a reload back to the running value warns of nothing: {log}"
     );
 }
+
+/// A config warning is logged when it first appears, not again with every Admin API
+/// write that leaves its cause in place; gone and back, it is logged again.
+#[test]
+fn a_warning_is_logged_once_not_with_every_write() {
+    let o = Origin::start();
+    let cfg = one_service_config(
+        &o.url(),
+        "plugins:\n  - name: jwt\n    config: {anonymous: ghost}\n",
+    );
+    let gw = Gateway::start(&cfg);
+    let warning = "anonymous consumer 'ghost' does not exist";
+    let said = |gw: &Gateway| gw.stderr_text().matches(warning).count();
+    assert_eq!(said(&gw), 1, "{}", gw.stderr_text());
+    for name in ["c1", "c2", "c3"] {
+        let r = admin_form(&gw, "POST", "/consumers", &[("username", name)]);
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+    assert_eq!(said(&gw), 1, "{}", gw.stderr_text());
+    let r = admin_form(&gw, "POST", "/consumers", &[("username", "ghost")]);
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = admin_form(&gw, "DELETE", "/consumers/ghost", &[]);
+    assert_eq!(r.status, 204, "{r:?}");
+    let back = wait_for(Duration::from_secs(3), || (said(&gw) == 2).then_some(()));
+    assert!(back.is_some(), "{}", gw.stderr_text());
+}

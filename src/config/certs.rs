@@ -158,8 +158,15 @@ pub fn build(
             Ok(k) => {
                 // Loaded as Kong loads it; said, since clients will refuse it.
                 if k.end_entity_cert().is_ok_and(|der| expired(der)) {
+                    // By id too: one created through the Admin API has no place in the
+                    // file to point at.
+                    let id = file
+                        .id
+                        .as_deref()
+                        .map(|id| format!(" (id {id})"))
+                        .unwrap_or_default();
                     report.warn(format!(
-                        "{}.cert: certificate expired, \"Not After\" time is in the past: \
+                        "{}.cert{id}: certificate expired, \"Not After\" time is in the past: \
                          clients will refuse it",
                         item.path
                     ));
