@@ -169,7 +169,13 @@ pub(super) fn build(
         });
         if at_replaced && !report.problems[before..].contains(&problem) {
             file_problem = true;
-            report.add(problem.path, problem.message);
+            report.add(
+                problem.path,
+                format!(
+                    "{} (the file's own value, which a flag replaces: a start without the flag would refuse it)",
+                    problem.message
+                ),
+            );
         }
     }
     node.filter(|_| !file_problem)
