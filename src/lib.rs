@@ -27,3 +27,9 @@ pub mod upstream;
 
 /// The version string printed by `ringway version` and reported in `/status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The Kong version whose file format and Admin API ringway answers as, where tools read
+/// Kong's version to choose what to send: `GET /`'s `version` (decK reads it to pick the
+/// 3.0 file format and the consumer-group scoped plugins of 3.4 on). ringway's own is
+/// beside it there.
+pub const KONG_COMPATIBLE_VERSION: &str = "3.9.0";

@@ -2281,6 +2281,14 @@ fn node_information_has_kongs_keys() {
     );
     let body = ok(&gw.admin_get("/"), 200, "GET /");
     assert_eq!(body["configuration"]["database"], "off", "{body}");
+    // Kong 3's version, which decK reads to choose the 3.0 format and the endpoints it
+    // writes; ringway's own beside it.
+    assert_eq!(body["version"], "3.9.0", "{body}");
+    assert_eq!(
+        body["ringway"]["version"],
+        env!("CARGO_PKG_VERSION"),
+        "{body}"
+    );
     assert!(
         body["node_id"].as_str().is_some_and(|id| id.len() == 36),
         "{body}"

@@ -537,7 +537,7 @@ fn status(shared: &Shared, settings: &Settings) -> Reply {
 
 /// `GET /`: the node, with the keys of Kong's answer that tools and scripts read
 /// (`hostname`, `node_id`, `plugins`, `configuration.database`, `pids`); `version` is
-/// ringway's own.
+/// the Kong version ringway answers as, `ringway` its own.
 fn node_info(shared: &Shared, settings: &Settings) -> Reply {
     // Kong's priorities, the order its plugins run in, which ringway keeps.
     const PRIORITIES: [(&str, u32); 4] = [
@@ -571,7 +571,8 @@ fn node_info(shared: &Shared, settings: &Settings) -> Reply {
         200,
         &serde_json::json!({
             "tagline": "Welcome to ringway",
-            "version": crate::VERSION,
+            "version": crate::KONG_COMPATIBLE_VERSION,
+            "ringway": { "version": crate::VERSION, "commit": env!("RINGWAY_COMMIT") },
             "hostname": hostname,
             "node_id": settings.node_id,
             "plugins": {
