@@ -2896,3 +2896,162 @@ fn a_key_shaped_as_an_upper_case_uuid_is_found() {
     assert_eq!(r.status, 204, "{r:?}");
     assert_eq!(gw.admin_get(&format!("/jwts/{key}")).status, 404, "deleted");
 }
+
+/// The defaults of a schema's fields (records flattened to their own defaults), as decK
+/// reads them to fill in what a file leaves out.
+fn schema_defaults(schema: &Value) -> serde_json::Map<String, Value> {
+    let mut defaults = serde_json::Map::new();
+    for field in schema["fields"].as_array().into_iter().flatten() {
+        let Some((name, spec)) = field.as_object().and_then(|f| f.iter().next()) else {
+            continue;
+        };
+        if spec["type"] == "record" {
+            defaults.insert(name.clone(), Value::Object(schema_defaults(spec)));
+        } else if let Some(default) = spec.get("default") {
+            defaults.insert(name.clone(), default.clone());
+        }
+    }
+    defaults
+}
+
+/// Every default in `defaults` is what `shown` has there.
+fn assert_defaults_shown(defaults: &serde_json::Map<String, Value>, shown: &Value, what: &str) {
+    for (name, default) in defaults {
+        match default {
+            Value::Object(record) if !record.is_empty() => {
+                assert_defaults_shown(record, &shown[name], &format!("{what}.{name}"))
+            }
+            default => assert_eq!(&shown[name], default, "{what}.{name}: {shown}"),
+        }
+    }
+}
+
+/// Kong's `GET /schemas/{entity}` and `/schemas/plugins/{name}`, which decK reads before
+/// a sync or a diff to fill in what a file leaves out: each field's type and default,
+/// and the defaults are what ringway answers for an entity written without them, so a
+/// file synced and read back compares equal.
+#[test]
+fn schemas_give_the_defaults_writes_answer_with() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let schema = |path: &str| ok(&gw.admin_get(path), 200, path);
+    let services = schema("/schemas/services");
+    let defaults = schema_defaults(&services);
+    assert_eq!(defaults["retries"], 5, "{services}");
+    assert_eq!(defaults["protocol"], "http", "{services}");
+    let service = ok(
+        &admin_form(
+            &gw,
+            "POST",
+            "/services",
+            &[("name", "schema-svc"), ("host", "example.test")],
+        ),
+        201,
+        "service",
+    );
+    assert_defaults_shown(&defaults, &service, "service");
+
+    let route = ok(
+        &admin_json(
+            &gw,
+            "POST",
+            "/routes",
+            &json!({"paths": ["/schema"], "service": {"id": service["id"]}}),
+        ),
+        201,
+        "route",
+    );
+    let defaults = schema_defaults(&schema("/schemas/routes"));
+    assert_eq!(defaults["strip_path"], true);
+    assert_defaults_shown(&defaults, &route, "route");
+
+    let upstream = ok(
+        &admin_form(&gw, "POST", "/upstreams", &[("name", "schema.pool")]),
+        201,
+        "upstream",
+    );
+    let defaults = schema_defaults(&schema("/schemas/upstreams"));
+    // Kong's order, kept: 429 first.
+    assert_eq!(
+        defaults["healthchecks"]["active"]["unhealthy"]["http_statuses"],
+        json!([429, 404, 500, 501, 502, 503, 504, 505])
+    );
+    assert_defaults_shown(&defaults, &upstream, "upstream");
+    let target = ok(
+        &admin_form(
+            &gw,
+            "POST",
+            "/upstreams/schema.pool/targets",
+            &[("target", "10.0.0.9:80")],
+        ),
+        201,
+        "target",
+    );
+    assert_defaults_shown(
+        &schema_defaults(&schema("/schemas/targets")),
+        &target,
+        "target",
+    );
+
+    for (name, config) in [
+        ("rate-limiting", json!({"minute": 5})),
+        ("jwt", json!({})),
+        ("prometheus", json!({})),
+        ("correlation-id", json!({})),
+    ] {
+        let plugin = ok(
+            &admin_json(
+                &gw,
+                "POST",
+                &format!("/services/{}/plugins", service["id"].as_str().unwrap()),
+                &json!({"name": name, "config": config}),
+            ),
+            201,
+            name,
+        );
+        let schema = schema(&format!("/schemas/plugins/{name}"));
+        let defaults = schema_defaults(&schema);
+        assert_defaults_shown(&defaults, &plugin, name);
+        assert!(defaults["protocols"].is_array(), "{name}: {schema}");
+    }
+    // A rate-limiting plugin shows its `redis` record whole, given or not, as Kong does.
+    let defaults = schema_defaults(&schema("/schemas/plugins/rate-limiting"));
+    assert_eq!(defaults["config"]["redis"]["port"], 6379);
+    assert_eq!(defaults["config"]["redis"]["timeout"], 2000);
+
+    for (path, message) in [
+        ("/schemas/nothing", "No entity named 'nothing'"),
+        ("/schemas/plugins/nothing", "No plugin named 'nothing'"),
+    ] {
+        let r = gw.admin_get(path);
+        assert_eq!(
+            (r.status, &r.json()["message"]),
+            (404, &json!(message)),
+            "{r:?}"
+        );
+    }
+}
+
+/// Health-check status lists are shown in the order given (Kong's `set`), each status
+/// once; an upstream without active-check headers shows null, as Kong does.
+#[test]
+fn upstream_status_lists_keep_their_order() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let up = ok(
+        &admin_json(
+            &gw,
+            "POST",
+            "/upstreams",
+            &json!({"name": "order.pool", "healthchecks": {"passive": {"unhealthy": {"http_statuses": [503, 500, 429, 503]}}}}),
+        ),
+        201,
+        "upstream",
+    );
+    let checks = &up["healthchecks"];
+    assert_eq!(
+        checks["passive"]["unhealthy"]["http_statuses"],
+        json!([503, 500, 429])
+    );
+    assert_eq!(checks["active"]["headers"], Value::Null, "{checks}");
+}

@@ -454,6 +454,12 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
         ("POST", ["schemas", kind, "validate"]) => {
             with_body(body(kind), |b| validate_entity(kind, b))
         }
+        ("GET", ["schemas", "plugins", name]) => {
+            schema_reply(plugin_schema(name), || format!("No plugin named '{name}'"))
+        }
+        ("GET", ["schemas", kind]) => {
+            schema_reply(entity_schema(kind), || format!("No entity named '{kind}'"))
+        }
         // An endpoint of its own, as in Kong: not the plugin whose instance_name is
         // `enabled`, which a PUT or DELETE here would otherwise write.
         (_, ["plugins", "enabled"]) => Reply::method_not_allowed(allowed_methods(&segments)),
@@ -895,6 +901,7 @@ fn allowed_methods(segments: &[&str]) -> &'static str {
         ["upstreams", _, "targets", _, "healthy" | "unhealthy"]
         | ["upstreams", _, "targets", _, _, "healthy" | "unhealthy"] => "PUT, POST",
         ["schemas", _, "validate"] => "POST",
+        ["schemas", _] | ["schemas", "plugins", _] => READ,
         _ => "",
     }
 }
@@ -2962,6 +2969,129 @@ fn validate_entity(kind: &str, body: Body) -> Reply {
     };
     problems
         .unwrap_or_else(|| Reply::json(200, &json!({ "message": "schema validation successful" })))
+}
+
+/// A schema, or Kong's 404 naming what has none.
+fn schema_reply(schema: Option<Value>, missing: impl FnOnce() -> String) -> Reply {
+    match schema {
+        Some(schema) => Reply::json(200, &schema),
+        None => Reply::message(404, &missing()),
+    }
+}
+
+/// The id the entity a schema is read from is written with.
+const SCHEMA_SAMPLE: &str = "00000000-0000-4000-8000-000000000001";
+
+/// Kong's `GET /schemas/{entity}`, as far as tools read it: each field with its type and
+/// its default when it has one, a record with its own fields. Read off what ringway
+/// shows for an entity written with its required fields alone, so what a tool fills in
+/// from these defaults (decK does, before it compares a file with what it reads back) is
+/// what ringway answers for the same entity.
+fn entity_schema(kind: &str) -> Option<Value> {
+    let (sample, given): (Value, &[&str]) = match kind {
+        "services" => (json!({ "host": "example.test" }), &["host"]),
+        "routes" => (json!({ "paths": ["/"] }), &["paths", "service"]),
+        "upstreams" => (json!({ "name": "example.test" }), &["name"]),
+        "targets" => (
+            json!({ "target": "example.test:80" }),
+            &["target", "upstream"],
+        ),
+        "consumers" => (json!({ "username": "example" }), &["username"]),
+        "consumer_groups" => (json!({ "name": "example" }), &["name"]),
+        "jwt_secrets" => (
+            json!({ "key": "example", "secret": "example" }),
+            &["key", "secret", "consumer"],
+        ),
+        _ => return None,
+    };
+    let parent = match kind {
+        "routes" => Some(("service", "services", json!({ "host": "stand-in.invalid" }))),
+        "targets" => Some((
+            "upstream",
+            "upstreams",
+            json!({ "name": "stand-in.invalid" }),
+        )),
+        "jwt_secrets" => Some(("consumer", "consumers", json!({ "username": "stand-in" }))),
+        _ => None,
+    };
+    let mut sample = sample;
+    sample["id"] = SCHEMA_SAMPLE.into();
+    let mut admin = Map::new();
+    if let Some((field, parent_kind, mut entity)) = parent {
+        sample[field] = json!({ "id": STAND_IN });
+        entity["id"] = STAND_IN.into();
+        admin.insert(parent_kind.into(), json!([entity]));
+    }
+    admin.insert(kind.into(), json!([sample]));
+    let shown = sample_shown(&Value::Object(admin), kind)?;
+    Some(json!({ "fields": schema_fields(&shown, given) }))
+}
+
+/// Kong's `GET /schemas/plugins/{name}`: the plugin's fields, its `config` a record of
+/// the configuration's, read off a plugin written with the least configuration it takes.
+fn plugin_schema(name: &str) -> Option<Value> {
+    let (config, given): (Value, &[&str]) = match name {
+        "rate-limiting" => (json!({ "minute": 1 }), &["minute"]),
+        name if crate::config::KNOWN_PLUGINS.contains(&name) => (json!({}), &[]),
+        _ => return None,
+    };
+    let plugin = json!({ "id": SCHEMA_SAMPLE, "name": name, "config": config });
+    let mut shown = sample_shown(&json!({ "plugins": [plugin] }), "plugins")?;
+    let config = shown.as_object_mut()?.remove("config")?;
+    let mut fields = schema_fields(&shown, &["name"]);
+    fields.push(json!({ "config": { "type": "record", "fields": schema_fields(&config, given) } }));
+    Some(json!({ "fields": fields }))
+}
+
+/// How ringway shows the sample entity of `kind` in `admin` (the Admin API layer of a
+/// config that holds nothing else).
+fn sample_shown(admin: &Value, kind: &str) -> Option<Value> {
+    let config = Config::checked_without_lookups(
+        b"_format_version: \"3.0\"\n",
+        Some(admin),
+        crate::config::Reading::SecretFieldsOnly,
+    )
+    .ok()?;
+    show_by_id(&config, kind, SCHEMA_SAMPLE)
+}
+
+/// Schema fields from a shown entity: what the sample was given (`given`) and what is
+/// generated (`id`, the timestamps) have no default; null has none either; an object
+/// with fields is a record of them.
+fn schema_fields(shown: &Value, given: &[&str]) -> Vec<Value> {
+    let Some(object) = shown.as_object() else {
+        return Vec::new();
+    };
+    let mut fields = Vec::new();
+    for (name, value) in object {
+        let kind = match value {
+            Value::Null => None,
+            Value::Bool(_) => Some("boolean"),
+            Value::Number(n) if n.is_f64() => Some("number"),
+            Value::Number(_) => Some("integer"),
+            Value::String(_) => Some("string"),
+            Value::Array(_) => Some("array"),
+            Value::Object(o) if o.is_empty() => Some("map"),
+            // A reference to another entity (`{"id": ...}`), Kong's foreign key.
+            Value::Object(o) if o.len() == 1 && o.contains_key("id") => Some("foreign"),
+            Value::Object(_) => Some("record"),
+        };
+        let mut field = Map::new();
+        if let Some(kind) = kind {
+            field.insert("type".into(), kind.into());
+        }
+        if matches!(name.as_str(), "id" | "created_at" | "updated_at") {
+            field.insert("auto".into(), true.into());
+        } else if given.contains(&name.as_str()) {
+            field.insert("required".into(), true.into());
+        } else if kind == Some("record") {
+            field.insert("fields".into(), Value::Array(schema_fields(value, &[])));
+        } else if !value.is_null() {
+            field.insert("default".into(), value.clone());
+        }
+        fields.push(json!({ name: field }));
+    }
+    fields
 }
 
 /// Kong checks a plugin against its schema before its foreign and unique keys: an

@@ -223,8 +223,9 @@ fn hash_kind(on: &HashOn) -> &'static str {
     }
 }
 
-fn statuses(set: &StatusSet) -> Vec<u16> {
-    (100..1000).filter(|&s| set.contains(s)).collect()
+/// In the order given, as Kong keeps a `set` (its default lists start with 429).
+fn statuses(set: &StatusSet) -> &[u16] {
+    set.listed()
 }
 
 /// A number as Kong's JSON writes it: whole ones without a fraction (`1`, not `1.0`).
@@ -244,6 +245,12 @@ fn active_json(a: &Active) -> Value {
             list.push(json!(value));
         }
     }
+    // None given is null, as Kong shows it (the field has no default).
+    let headers = if headers.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(headers)
+    };
     json!({
         "type": if a.tcp_only { "tcp" } else { "http" },
         "timeout": number(a.timeout.as_secs_f64()),

@@ -824,7 +824,7 @@ fn plugin_config(
         }
         "rate-limiting" => {
             let file: rate_limiting::ConfigFile = parse_item(config, &config_path, report)?;
-            let json = serde_json::to_value(&file).unwrap_or_default();
+            let json = file.shown();
             match file.validate() {
                 Ok(config) => Some((PluginConfig::RateLimiting(Arc::new(config)), json)),
                 Err(problems) => {

@@ -1011,7 +1011,8 @@ ringway:
         found,
         [
             "--workers: must be between 1 and 1024",
-            "ringway.workers: must be between 1 and 1024"
+            "ringway.workers: must be between 1 and 1024 (the file's own value, which a flag \
+             replaces: a start without the flag would refuse it)"
         ],
         "{found:?}"
     );

@@ -183,21 +183,33 @@ impl Active {
     }
 }
 
-/// A set of HTTP statuses (100–999), one bit each.
+/// A set of HTTP statuses (100–999), one bit each, and the list it was given as (Kong's
+/// `set`: each status once, in the order given), which is what is shown.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StatusSet([u64; 16]);
+pub struct StatusSet {
+    bits: [u64; 16],
+    listed: Vec<u16>,
+}
 
 impl StatusSet {
     pub fn of(statuses: &[u16]) -> StatusSet {
         let mut set = StatusSet::default();
         for &s in statuses.iter().filter(|&&s| s < 1024) {
-            set.0[usize::from(s / 64)] |= 1 << (s % 64);
+            if !set.contains(s) {
+                set.bits[usize::from(s / 64)] |= 1 << (s % 64);
+                set.listed.push(s);
+            }
         }
         set
     }
 
     pub fn contains(&self, status: u16) -> bool {
-        status < 1024 && self.0[usize::from(status / 64)] & (1 << (status % 64)) != 0
+        status < 1024 && self.bits[usize::from(status / 64)] & (1 << (status % 64)) != 0
+    }
+
+    /// The statuses in the order given.
+    pub fn listed(&self) -> &[u16] {
+        &self.listed
     }
 }
 

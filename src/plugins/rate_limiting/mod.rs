@@ -455,9 +455,10 @@ impl ConfigFile {
         }
     }
 
-    /// The Redis settings from the `redis` block or the legacy flat fields; `None` with
-    /// a problem when `policy: redis` lacks a host.
-    fn redis_settings(&self, problems: &mut Vec<(String, String)>) -> Option<redis::Settings> {
+    /// The `redis` block as it reads: the one given, or Kong's defaults with the legacy
+    /// flat fields laid over them; and the fields on which a given block and flat fields
+    /// disagree.
+    fn redis_block(&self) -> (RedisFile, Vec<&'static str>) {
         // The legacy flat fields fill a missing block; beside a block (a dump taken
         // through Kong's Admin API shows both spellings) they must say the same.
         let given = self.redis.is_some();
@@ -517,6 +518,21 @@ impl ConfigFile {
         );
         let server_name = self.redis_server_name.clone().map(Some);
         merge(&mut block.server_name, server_name, "server_name", given, d);
+        (block, disagree)
+    }
+
+    /// The configuration as the Admin API shows it: the `redis` record always whole, as
+    /// Kong shows it, given or not.
+    pub fn shown(&self) -> serde_json::Value {
+        let mut json = serde_json::to_value(self).unwrap_or_default();
+        json["redis"] = serde_json::to_value(self.redis_block().0).unwrap_or_default();
+        json
+    }
+
+    /// The Redis settings from the `redis` block or the legacy flat fields; `None` with
+    /// a problem when `policy: redis` lacks a host.
+    fn redis_settings(&self, problems: &mut Vec<(String, String)>) -> Option<redis::Settings> {
+        let (block, disagree) = self.redis_block();
         if !disagree.is_empty() {
             problems.push((
                 "redis".into(),
