@@ -1049,6 +1049,12 @@ fn kong_types(message: String) -> String {
         (false, other) if other.starts_with("struct ") => "a record",
         _ => expected,
     };
+    // A value where a record or a list belongs is named by what belongs there alone, in
+    // Kong's words: what was given may be a whole entity's worth of secrets (a
+    // certificate pasted as one PEM string, a Redis URL with its password).
+    if given.starts_with("invalid type:") && matches!(expected, "a record" | "an array" | "a map") {
+        return format!("expected {expected}");
+    }
     format!("{given}, expected {expected}")
 }
 
