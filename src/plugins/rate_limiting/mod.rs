@@ -233,6 +233,15 @@ pub struct ConfigFile {
     pub redis_server_name: Option<String>,
 }
 
+/// A host name (letters, digits, `-`, `.`, `_`) or an IP address.
+fn is_host(host: &str) -> bool {
+    host.parse::<std::net::IpAddr>().is_ok()
+        || (!host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')))
+}
+
 /// Limits print as Kong prints them: `100`, not `100.0`.
 fn whole<S: serde::Serializer>(value: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
     match value {
@@ -540,6 +549,21 @@ impl ConfigFile {
                     "the 'redis' block and the legacy 'redis_*' fields disagree on {}",
                     disagree.join(", ")
                 ),
+            ));
+            return None;
+        }
+        // As Kong's host type: a name or an address, nothing around it (a URL would carry
+        // a password into every line that names the server).
+        if block
+            .host
+            .as_deref()
+            .is_some_and(|h| !h.is_empty() && !is_host(h))
+        {
+            problems.push((
+                "redis.host".into(),
+                "must be a host name or an IP address (the port goes in redis.port, \
+                 credentials in redis.username and redis.password)"
+                    .into(),
             ));
             return None;
         }

@@ -102,6 +102,16 @@ fn validation_reports_each_problem_with_its_field() {
         ["redis"]
     );
     assert!(serde_norway::from_str::<ConfigFile>("minute: 5\ncolour: red").is_err());
+    // A host is a name or an address: a URL would carry its password into log lines.
+    for host in ["redis://:pw@r", "user:pw@r", "r:6379", "r/0"] {
+        let problem = format!("minute: 5\npolicy: redis\nredis: {{host: \"{host}\"}}");
+        assert_eq!(fields(&problem), ["redis.host"], "{host}");
+        assert!(!says(&problem).contains("pw"), "{host}");
+    }
+    for host in ["redis.internal", "10.0.0.7", "::1", "redis_1"] {
+        let fine = format!("minute: 5\npolicy: redis\nredis: {{host: \"{host}\"}}");
+        assert!(config(&fine).is_ok(), "{host}");
+    }
 }
 
 #[test]
