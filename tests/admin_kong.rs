@@ -3055,3 +3055,33 @@ fn upstream_status_lists_keep_their_order() {
     );
     assert_eq!(checks["active"]["headers"], Value::Null, "{checks}");
 }
+
+/// A PATCH of a plugin's configuration merges records field by field, as Kong's does:
+/// changing `redis.port` keeps the host and the password.
+#[test]
+fn a_plugin_patch_merges_nested_records() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let plugin = ok(
+        &admin_json(
+            &gw,
+            "POST",
+            "/plugins",
+            &json!({"name": "rate-limiting", "config": {"minute": 5, "redis": {"host": "redis.internal", "password": "pw"}}}),
+        ),
+        201,
+        "plugin",
+    );
+    let r = admin_json(
+        &gw,
+        "PATCH",
+        &format!("/plugins/{}", id_of(&plugin)),
+        &json!({"config": {"redis": {"port": 6380}}}),
+    );
+    let redis = &ok(&r, 200, "PATCH")["config"]["redis"];
+    assert_eq!(
+        (&redis["host"], &redis["password"], &redis["port"]),
+        (&json!("redis.internal"), &json!("pw"), &json!(6380)),
+        "{redis}"
+    );
+}

@@ -3222,6 +3222,24 @@ fn resolve_scope(config: &Config, body: &mut Body) -> Result<(), Reply> {
     Ok(())
 }
 
+/// Lays `patch` over `current`: an object into an object field by field (recursively),
+/// anything else in place of what is there.
+fn merge_record(current: &mut Value, patch: Value) {
+    match (current, patch) {
+        (Value::Object(current), Value::Object(patch)) => {
+            for (k, v) in patch {
+                match current.get_mut(&k) {
+                    Some(slot @ Value::Object(_)) if v.is_object() => merge_record(slot, v),
+                    _ => {
+                        current.insert(k, v);
+                    }
+                }
+            }
+        }
+        (current, patch) => *current = patch,
+    }
+}
+
 fn update_plugin(control: &Control, config: &Config, i: usize, mut body: Body) -> Reply {
     // References as a create takes them, and the same unique key: the plugin's scope
     // after the patch.
@@ -3251,13 +3269,10 @@ fn update_plugin(control: &Control, config: &Config, i: usize, mut body: Body) -
         return reply;
     }
     if let Some(config_value) = body.remove("config") {
-        // A partial config merges into the current one, as in Kong.
+        // A partial config merges into the current one, records field by field, as in
+        // Kong: a PATCH of `redis.port` keeps the host and the password.
         let mut merged = config.plugins[i].config_json.clone();
-        if let (Value::Object(current), Value::Object(patch)) = (&mut merged, config_value) {
-            for (k, v) in patch {
-                current.insert(k, v);
-            }
-        }
+        merge_record(&mut merged, config_value);
         body.insert("config".into(), merged);
     }
     update_generic(
