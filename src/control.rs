@@ -221,8 +221,9 @@ impl Control {
                 log::warn!("{warning}");
             }
         }
+        // Said once per change, not again with every later write while it waits.
         let fixed = restart_only_changes(&self.started, &config.node);
-        if !fixed.is_empty() {
+        if !fixed.is_empty() && fixed != restart_only_changes(&self.started, &running.config.node) {
             log::warn!(
                 "{} changed: takes effect on restart only; the running values stay",
                 fixed.join(", ")

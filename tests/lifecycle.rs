@@ -679,6 +679,25 @@ fn a_reload_names_the_settings_that_wait_for_a_restart() {
     assert!(logged.is_some(), "stderr:\n{}", gw.stderr_text());
     assert_eq!(with("first-token"), 200, "the running token stays");
     assert_eq!(with("second-token"), 401);
+    // Said once: Admin API writes while it waits do not say it again.
+    for name in ["w1", "w2"] {
+        let r = http_request(
+            gw.admin_addr(),
+            "POST",
+            "/consumers",
+            &[("Kong-Admin-Token", "first-token")],
+            Some((
+                "application/json",
+                format!("{{\"username\":\"{name}\"}}").as_bytes(),
+            )),
+        );
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+    let said = gw
+        .stderr_text()
+        .matches("takes effect on restart only")
+        .count();
+    assert_eq!(said, 1, "stderr:\n{}", gw.stderr_text());
 
     // Back to the running value: nothing waits for a restart any more, so no warning.
     let hash = |gw: &Gateway| {
