@@ -58,6 +58,15 @@ const FRAMING_HEADERS: &[&str] = &[
     "expect",
 ];
 
+/// Headers that carry credentials (lower case), never a request ID's.
+const CREDENTIAL_HEADERS: [&str; 5] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "kong-admin-token",
+];
+
 impl ConfigFile {
     pub fn validate(self) -> Result<Config, Vec<(String, String)>> {
         let mut problems = Vec::new();
@@ -77,6 +86,17 @@ impl ConfigFile {
                 "header_name".into(),
                 format!(
                     "'{}' frames the message or runs the connection; name the ID's own header",
+                    self.header_name
+                ),
+            ));
+        }
+        // The ID goes into log lines, the access log and error bodies: a credential's
+        // header would put the credential there (secrets are never logged).
+        if CREDENTIAL_HEADERS.contains(&key.as_str()) {
+            problems.push((
+                "header_name".into(),
+                format!(
+                    "'{}' carries credentials, which the request ID would put in logs; name the ID's own header",
                     self.header_name
                 ),
             ));
@@ -254,6 +274,15 @@ mod tests {
                 parse(&format!("header_name: {framing}")).is_err(),
                 "{framing}"
             );
+        }
+        for credentials in [
+            "Authorization",
+            "proxy-authorization",
+            "Cookie",
+            "Kong-Admin-Token",
+        ] {
+            let refused = parse(&format!("header_name: {credentials}")).unwrap_err();
+            assert!(refused[0].1.contains("carries credentials"), "{refused:?}");
         }
         assert!(serde_norway::from_str::<ConfigFile>("colour: red").is_err());
     }
