@@ -408,6 +408,11 @@ impl rustls::client::danger::ServerCertVerifier for UpstreamVerifier {
 /// PEM certificates (a chain, or a CA bundle). Problems read as Kong's (`invalid
 /// certificate: ...`), as do the key's in `certified_key` (`invalid key: ...`).
 pub fn certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    // A certificate is shown and stored as given: a key kept in the same PEM would be
+    // published with it (its own field, `key`, is where a private key goes).
+    if pem.contains("PRIVATE KEY-----") {
+        return Err("invalid certificate: holds a private key; give the certificate alone".into());
+    }
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("invalid certificate: {e}"))?;
@@ -605,6 +610,10 @@ pub(crate) mod tests {
         );
         // A problem with one half is said of that half.
         assert_eq!(certified_key("nonsense", &a_key).unwrap_err().0, Half::Cert);
+        // A key pasted beside the certificate would be shown with it: refused.
+        let bundle = format!("{a_cert}{a_key}");
+        let refused = certificates(&bundle).unwrap_err();
+        assert!(refused.contains("holds a private key"), "{refused}");
         assert_eq!(certified_key(&a_cert, "nonsense").unwrap_err().0, Half::Key);
         assert_eq!(certified_key(&a_cert, &a_cert).unwrap_err().0, Half::Key);
         let encrypted =

@@ -62,6 +62,14 @@ pub fn decode_base64_secret(secret: &str) -> Option<Vec<u8>> {
 /// `PUBLIC KEY` (SubjectPublicKeyInfo), or for RSA a PKCS#1 `RSA PUBLIC KEY`, which
 /// OpenSSL (and so Kong) loads too.
 pub fn public_key(algorithm: Algorithm, pem: &str) -> Result<VerifyKey, String> {
+    // The field is shown by every read and stored as given: a private key kept beside
+    // the public one in the same PEM would be published with it.
+    if pem.contains("PRIVATE KEY-----") {
+        return Err(
+            "rsa_public_key: holds a private key; give the public key alone (openssl pkey -pubout)"
+                .into(),
+        );
+    }
     let pkcs1;
     let (oid, key) = if let Some(der) = pem_body(pem, "RSA PUBLIC KEY") {
         pkcs1 = der;

@@ -684,6 +684,16 @@ fn pkcs1_rsa_public_keys_load_and_malformed_ones_are_refused() {
     assert!(e.contains("does not fit"), "{e}");
     let e = refused(&fixture("ec256-public.pem"), Algorithm::EdDSA);
     assert!(e.contains("does not fit"), "{e}");
+    // A private key kept in the same PEM is never stored (every read would show it).
+    let bundle = format!(
+        "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n{}",
+        fixture("rsa-public.pkcs1.pem")
+    );
+    let e = refused(&bundle, Algorithm::RS256);
+    assert!(
+        e.contains("holds a private key") && !e.contains("MC4C"),
+        "{e}"
+    );
     // Kong's ES512 is named as what ringway lacks, not as a typo.
     assert!(Algorithm::unknown("ES512").contains("not supported"));
     assert!(Algorithm::unknown("HS999").starts_with("expected one of: HS256"));
