@@ -90,6 +90,16 @@ fn every_request_is_one_json_line_without_the_query() {
             .is_some_and(|id| !id.is_empty()),
         "a generated ID is logged: {first}"
     );
+    // A fragment (refused: 400) is left out as the query is.
+    let r = gw
+        .client()
+        .roundtrip(b"GET /hide/x#jwt=fragment-token HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 400, "{r:?}");
+    let lines = read_lines(&log, 3);
+    assert_eq!(lines[2]["path"], "/hide/x", "{}", lines[2]);
+    assert!(!std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("fragment-token"));
 }
 
 #[test]

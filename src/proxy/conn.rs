@@ -1780,7 +1780,9 @@ fn request_line(head: &[u8], line: &mut String) -> usize {
             _ => b"/",
         };
     }
-    let path = &target[..memchr::memchr(b'?', target).unwrap_or(target.len())];
+    // Neither the query nor a fragment (which no client should send, and which would
+    // carry what a query does) is logged.
+    let path = &target[..memchr::memchr2(b'?', b'#', target).unwrap_or(target.len())];
     // A parsed head's method is ASCII and its target nearly always valid UTF-8: checked
     // first, so the lossy conversion's slower scan runs only for what needs it.
     fn push(line: &mut String, part: &[u8]) {
