@@ -950,6 +950,55 @@ consumers:
     assert_eq!(all.target, "/all", "{all:?}");
 }
 
+/// A token that fails, its request going on as the anonymous consumer, is a credential
+/// all the same: `hide_credentials` removes it wherever it came, two different ones too.
+#[test]
+fn hide_credentials_removes_a_failed_token_from_an_anonymous_request() {
+    let o = Origin::start();
+    let cfg = format!(
+        r#"_format_version: "3.0"
+services:
+  - name: svc
+    url: {u}
+    routes:
+      - name: api
+        paths: ["/api"]
+        plugins:
+          - name: jwt
+            config:
+              anonymous: guest
+              hide_credentials: true
+consumers:
+  - username: guest
+  - username: mobile-app
+    jwt_secrets:
+      - key: mobile-app
+        secret: {SECRET}
+"#,
+        u = o.url()
+    );
+    let gw = Gateway::start(&cfg);
+    let bad = py_hs256(&good_claims("mobile-app"), "not-the-secret");
+    let other = py_hs256(&good_claims("nobody"), SECRET);
+    let r = proxy_get(
+        &gw,
+        &format!("/api/x?a=1&jwt={bad}"),
+        &[("Authorization", &bearer(&other))],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let seen = o.wait_complete(1, Duration::from_secs(10)).pop().unwrap();
+    assert_eq!(
+        seen.header("x-anonymous-consumer"),
+        Some("true"),
+        "{seen:?}"
+    );
+    let head = String::from_utf8_lossy(&seen.head_raw).to_string();
+    assert!(
+        !head.contains(&bad) && !head.contains(&other) && seen.target == "/x?a=1",
+        "{seen:?}"
+    );
+}
+
 #[test]
 fn anonymous_consumer_on_failure() {
     let o = Origin::start();

@@ -213,6 +213,11 @@ fn authenticate_jwt<'c>(
                         access.consumer = config.consumers.get(index);
                         access.consumer_index = Some(index);
                         access.anonymous = true;
+                        // A token that failed is a credential all the same: hidden
+                        // wherever it came, as a verified one is.
+                        if jwt.hide_credentials {
+                            access.hide = Some((jwt, jwt::offered(jwt, request)));
+                        }
                         Ok(())
                     }
                     None => Err(JwtRefusal {

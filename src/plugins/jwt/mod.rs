@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 pub use keys::{rsa_key_problem, VerifyKey};
 pub(crate) use token::percent_decode;
 pub use token::{
-    authenticate, sign, Cache, Failure, FailureBody, Found, Locations, RequestParts, TimeClaims,
+    authenticate, offered, sign, Cache, Failure, FailureBody, Found, Locations, RequestParts,
+    TimeClaims,
 };
 
 /// The algorithms a credential may use.

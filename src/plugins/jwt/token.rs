@@ -133,16 +133,46 @@ fn find_token<'a>(
 ) -> Result<(Cow<'a, str>, Locations), Failure> {
     let mut found: Option<Cow<'a, str>> = None;
     let mut locations = Locations::default();
+    scan(config, request, &mut locations, |token| match &found {
+        None => {
+            found = Some(token);
+            Ok(())
+        }
+        Some(existing) if *existing == token => Ok(()),
+        Some(_) => Err(Failure::message("Multiple tokens provided")),
+    })?;
+    match found {
+        Some(token) => Ok((token, locations)),
+        None => Err(Failure {
+            body: FailureBody::Message(Cow::Borrowed("Unauthorized")),
+            invalid_token: false,
+        }),
+    }
+}
+
+/// Everywhere the request offers a token, good or not: what `hide_credentials` removes
+/// when a failed authentication goes on as the anonymous consumer.
+pub fn offered(config: &Config, request: &RequestParts<'_>) -> Locations {
+    let mut locations = Locations::default();
+    let _ = scan(config, request, &mut locations, |_| Ok(()));
+    locations
+}
+
+/// Hands `offer` each non-empty token the request carries under a configured name, in
+/// Kong's order (query, cookies, headers), and marks its place in `locations` once
+/// `offer` takes it.
+fn scan<'a>(
+    config: &Config,
+    request: &RequestParts<'a>,
+    locations: &mut Locations,
+    mut offer: impl FnMut(Cow<'a, str>) -> Result<(), Failure>,
+) -> Result<(), Failure> {
     // `at` is the location's bit in its set.
-    let mut offer = |token: Cow<'a, str>, set: &mut u64, at: usize| -> Result<(), Failure> {
+    let mut take = |token: Cow<'a, str>, set: &mut u64, at: usize| -> Result<(), Failure> {
         if token.is_empty() {
             return Ok(());
         }
-        match &found {
-            None => found = Some(token),
-            Some(existing) if *existing == token => {}
-            Some(_) => return Err(Failure::message("Multiple tokens provided")),
-        }
+        offer(token)?;
         // The config holds at most 64 names of a kind; past that there is no bit.
         *set |= 1u64.checked_shl(at as u32).unwrap_or(0);
         Ok(())
@@ -153,7 +183,7 @@ fn find_token<'a>(
                 let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
                 // Names are decoded as values are (`?j%77t=` is `?jwt=`), as Kong reads them.
                 if percent_decode(key) == name.as_str() {
-                    offer(percent_decode(value), &mut locations.query, i)?;
+                    take(percent_decode(value), &mut locations.query, i)?;
                 }
             }
         }
@@ -161,7 +191,7 @@ fn find_token<'a>(
     // nginx's `$cookie_NAME`, which Kong reads: the first cookie of that name.
     for (i, name) in config.cookie_names.iter().enumerate() {
         if let Some(value) = crate::http::cookie(request.headers, name) {
-            offer(Cow::Borrowed(value), &mut locations.cookie, i)?;
+            take(Cow::Borrowed(value), &mut locations.cookie, i)?;
         }
     }
     // `kong.request.get_header`: the first header of each name.
@@ -176,15 +206,9 @@ fn find_token<'a>(
         let Some(token) = std::str::from_utf8(header.value).ok().and_then(bearer) else {
             continue;
         };
-        offer(Cow::Borrowed(token), &mut locations.header, i)?;
+        take(Cow::Borrowed(token), &mut locations.header, i)?;
     }
-    match found {
-        Some(token) => Ok((token, locations)),
-        None => Err(Failure {
-            body: FailureBody::Message(Cow::Borrowed("Unauthorized")),
-            invalid_token: false,
-        }),
-    }
+    Ok(())
 }
 
 /// Kong's `\s*[Bb]earer\s+(.+)`, unanchored: the token after the first `Bearer` (or
