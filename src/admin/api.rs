@@ -268,15 +268,27 @@ fn unique_violation(field: &str, value: &str) -> Reply {
     )
 }
 
-/// A random alphanumeric string, as Kong generates credential keys and secrets.
-fn random_string() -> String {
+/// A random alphanumeric string of 32 characters, as Kong generates credential keys and
+/// secrets; `None` when the system's random source fails, so a write fails rather than
+/// store a guessable secret.
+fn random_string() -> Option<String> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut bytes = [0u8; 32];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
-    bytes
-        .iter()
-        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
-        .collect()
+    const LEN: usize = 32;
+    // Bytes from the largest whole multiple of the alphabet's size on are skipped, so
+    // every character is as likely.
+    const TAKEN: usize = 256 / ALPHABET.len() * ALPHABET.len();
+    let random = ring::rand::SystemRandom::new();
+    let mut out = String::with_capacity(LEN);
+    let mut bytes = [0u8; 64];
+    while out.len() < LEN {
+        ring::rand::SecureRandom::fill(&random, &mut bytes).ok()?;
+        for b in bytes.iter().map(|&b| usize::from(b)).filter(|&b| b < TAKEN) {
+            if out.len() < LEN {
+                out.push(ALPHABET[b % ALPHABET.len()] as char);
+            }
+        }
+    }
+    Some(out)
 }
 
 /// The request as the API sees it.
@@ -2670,8 +2682,18 @@ fn create_jwt(
     let Some(algorithm) = algorithm.filter(|_| fields.is_empty()) else {
         return schema_violation(fields);
     };
-    if body.get("key").and_then(Value::as_str).is_none() {
-        body.insert("key".into(), random_string().into());
+    let generated = |body: &mut Body, field: &str| -> Result<(), Reply> {
+        if body.get(field).and_then(Value::as_str).is_none() {
+            let value = random_string().ok_or_else(|| {
+                log::error!("the system's random source failed: no {field} generated");
+                Reply::message(500, "An unexpected error occurred")
+            })?;
+            body.insert(field.into(), value.into());
+        }
+        Ok(())
+    };
+    if let Err(reply) = generated(&mut body, "key") {
+        return reply;
     }
     let key = body["key"].as_str().unwrap_or_default().to_owned();
     let holder = config.credentials.get(&key).map(|c| c.id.as_str());
@@ -2679,8 +2701,8 @@ fn create_jwt(
         return unique_violation("key", &key);
     }
     // As Kong's `auto` secret, whatever the algorithm.
-    if body.get("secret").and_then(Value::as_str).is_none() {
-        body.insert("secret".into(), random_string().into());
+    if let Err(reply) = generated(&mut body, "secret") {
+        return reply;
     }
     body.insert("algorithm".into(), algorithm.name().into());
     body.insert(
@@ -4050,6 +4072,27 @@ fn config_errors(status: u16, problems: &Problems) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_secrets_are_32_alphanumerics_each_drawn_evenly() {
+        let a = random_string().expect("the random source");
+        let b = random_string().expect("the random source");
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric()), "{a}");
+        assert_ne!(a, b);
+        // Over many draws every character turns up, none far more than the others.
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..400 {
+            for c in random_string().unwrap().chars() {
+                *counts.entry(c).or_insert(0u32) += 1;
+            }
+        }
+        assert_eq!(counts.len(), 62);
+        assert!(
+            counts.values().all(|&n| (100..=330).contains(&n)),
+            "{counts:?}"
+        );
+    }
 
     /// A config's problems nest as Kong's `fields`: lists of entities as arrays with
     /// null for the items that are fine, the first problem of a place kept.
