@@ -427,3 +427,98 @@ fn an_https_upstream_answer_before_the_body_reaches_the_client() {
         let _ = upload.join();
     }
 }
+
+/// Kong's `/ca_certificates` endpoints (decK writes every CA with a PUT by id): a CA made
+/// through the Admin API verifies a service written there too, is listed, read and
+/// validated as Kong's, cannot go while a service names it, and goes once none does.
+#[test]
+fn ca_certificates_through_the_admin_api() {
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    make_ca_and_leaf(dir.path());
+    let origin = TlsOrigin::start(dir.path());
+    let gw = Gateway::start("_format_version: \"3.0\"\n");
+    let ca = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+    let leaf = std::fs::read_to_string(dir.path().join("leaf.pem")).unwrap();
+    let id = "3f2b1c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d";
+    let r = admin_json(
+        &gw,
+        "PUT",
+        &format!("/ca_certificates/{id}"),
+        &json!({"cert": ca, "tags": ["t"]}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let shown = r.json();
+    assert_eq!(
+        (&shown["id"], &shown["tags"]),
+        (&json!(id), &json!(["t"])),
+        "{shown}"
+    );
+    assert!(
+        shown["cert_digest"].as_str().is_some_and(|d| d.len() == 64),
+        "{shown}"
+    );
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/services",
+        &json!({"name": "via-ca", "url": format!("https://localhost:{}", origin.port), "ca_certificates": [id]}),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/services/via-ca/routes",
+        &json!({"paths": ["/via-ca"]}),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = proxy_get(&gw, "/via-ca/a", &[]);
+    assert_eq!(
+        (r.status, r.body_str()),
+        (200, "secure upstream /a".to_owned()),
+        "{r:?}"
+    );
+
+    let list = gw.admin_get("/ca_certificates").json();
+    assert_eq!(list["data"][0]["id"], id, "{list}");
+    assert_eq!(gw.admin_get(&format!("/ca_certificates/{id}")).status, 200);
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/schemas/ca_certificates/validate",
+        &json!({"cert": ca}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    // Not a CA: refused, written or validated.
+    for path in ["/ca_certificates", "/schemas/ca_certificates/validate"] {
+        let r = admin_json(&gw, "POST", path, &json!({"cert": leaf}));
+        assert_eq!(r.status, 400, "{path}: {r:?}");
+    }
+    let r = admin_json(
+        &gw,
+        "PUT",
+        "/ca_certificates/not-an-id",
+        &json!({"cert": ca}),
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+
+    // Named by a service: it stays, and so does what it verifies.
+    let r = admin_form(&gw, "DELETE", &format!("/ca_certificates/{id}"), &[]);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(r.json()["name"], "foreign key violation", "{r:?}");
+    assert_eq!(proxy_get(&gw, "/via-ca/b", &[]).status, 200);
+    for path in ["/routes", "/services/via-ca"] {
+        let path = if path == "/routes" {
+            let routes = gw.admin_get("/routes").json();
+            format!("/routes/{}", routes["data"][0]["id"].as_str().unwrap())
+        } else {
+            path.to_owned()
+        };
+        assert_eq!(admin_form(&gw, "DELETE", &path, &[]).status, 204, "{path}");
+    }
+    assert_eq!(
+        admin_form(&gw, "DELETE", &format!("/ca_certificates/{id}"), &[]).status,
+        204
+    );
+    assert_eq!(gw.admin_get(&format!("/ca_certificates/{id}")).status, 404);
+}

@@ -735,6 +735,39 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             ),
             None => Reply::empty(204),
         },
+        ("GET", ["ca_certificates"]) => list(
+            &mut (0..config.ca_certificates.len()).map(|i| ca_certificate_json(config, i)),
+            "",
+        ),
+        ("POST", ["ca_certificates"]) => with_body(body("ca_certificates"), |b| {
+            write(control, config, "ca_certificates", b, None)
+        }),
+        ("GET", ["ca_certificates", c]) => find_ca_certificate(config, c)
+            .map_or_else(not_found, |i| show(ca_certificate_json(config, i))),
+        ("PUT", ["ca_certificates", c]) => with_body(body("ca_certificates"), |b| {
+            put_ca_certificate(control, config, c, b)
+        }),
+        ("PATCH", ["ca_certificates", c]) => match find_ca_certificate(config, c) {
+            Some(i) => with_body(body("ca_certificates"), |b| {
+                let ca = &config.ca_certificates[i];
+                update_generic(
+                    control,
+                    config,
+                    ca.layer,
+                    "ca_certificates",
+                    &ca.id.clone(),
+                    b,
+                )
+            }),
+            None => not_found(),
+        },
+        ("DELETE", ["ca_certificates", c]) => match find_ca_certificate(config, c) {
+            Some(i) => {
+                let ca = &config.ca_certificates[i];
+                delete_entity(control, ca.layer, "ca_certificates", &ca.id.clone())
+            }
+            None => Reply::empty(204),
+        },
         ("GET", ["certificates"]) => list(
             &mut (0..config.certificates.len()).map(|i| certificate_json(config, i)),
             "",
@@ -888,7 +921,8 @@ fn allowed_methods(segments: &[&str]) -> &'static str {
         ["jwts"] | ["jwts", _, "consumer"] | ["plugins", "enabled"] => READ,
         ["jwts", _] => "GET, HEAD, PATCH, DELETE",
         ["consumers" | "plugins" | "services" | "routes" | "consumer_groups" | "certificates"
-        | "snis"] => LIST,
+        | "snis" | "ca_certificates"] => LIST,
+        ["ca_certificates", _] => ENTITY,
         ["snis", _] => ENTITY,
         ["consumers" | "plugins" | "services" | "routes" | "consumer_groups" | "certificates", _] => {
             ENTITY
@@ -2110,6 +2144,11 @@ fn show_by_id(config: &Config, kind: &str, id: &str) -> Option<Value> {
             .iter()
             .position(|s| s.id == id)
             .map(|i| sni_json(config, i)),
+        "ca_certificates" => config
+            .ca_certificates
+            .iter()
+            .position(|c| c.id == id)
+            .map(|i| ca_certificate_json(config, i)),
         "upstreams" => upstreams::find(config, id).map(upstreams::upstream_json),
         "targets" => config.upstreams.iter().find_map(|up| {
             let t = up.targets.iter().find(|t| t.id == id)?;
@@ -2145,6 +2184,38 @@ fn sni_json(config: &Config, i: usize) -> Value {
 }
 
 /// By id, or (as Kong) by one of its SNI names.
+fn find_ca_certificate(config: &Config, id: &str) -> Option<usize> {
+    config.ca_certificates.iter().position(|c| c.id == id)
+}
+
+fn ca_certificate_json(config: &Config, i: usize) -> Value {
+    let c = &config.ca_certificates[i];
+    json!({
+        "id": c.id, "cert": c.cert, "cert_digest": c.cert_digest,
+        "tags": tags(&c.tags), "created_at": c.created_at, "updated_at": c.created_at,
+    })
+}
+
+/// `PUT /ca_certificates/{id}`, as Kong (and decK, which writes every entity so): the
+/// CA certificate there replaced whole, its id kept; none there, one made with that id.
+fn put_ca_certificate(control: &Control, config: &Config, key: &str, mut body: Body) -> Reply {
+    if let Err(reply) = checked_meta(&body) {
+        return reply;
+    }
+    match find_ca_certificate(config, key) {
+        Some(i) if config.ca_certificates[i].layer == Layer::File => read_only(),
+        Some(_) => {
+            body.insert("id".into(), key.into());
+            write(control, config, "ca_certificates", body, Some(key))
+        }
+        None if crate::config::is_uuid(key) => {
+            body.insert("id".into(), key.into());
+            put_status(write(control, config, "ca_certificates", body, None))
+        }
+        None => field_error("id", "expected a valid UUID"),
+    }
+}
+
 fn find_certificate(config: &Config, key: &str) -> Option<usize> {
     config
         .certificates

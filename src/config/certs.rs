@@ -346,6 +346,18 @@ pub fn build(
 /// CA certificates by id (Kong's `ca_certificates` entity).
 pub type Cas = HashMap<String, Vec<rustls::pki_types::CertificateDer<'static>>>;
 
+/// A CA certificate as the Admin API shows it.
+#[derive(Debug, Clone)]
+pub struct CaCertificate {
+    pub id: String,
+    pub cert: String,
+    /// SHA-256 of the certificate's DER in hex, as Kong's `cert_digest`.
+    pub cert_digest: String,
+    pub tags: Vec<String>,
+    pub created_at: u64,
+    pub layer: Layer,
+}
+
 /// A `ca_certificates[]` item.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -421,21 +433,19 @@ fn expired(der: &[u8]) -> bool {
 /// `expired_refused`, else a warning.
 pub fn build_cas(
     values: Vec<Value>,
+    layer: impl Fn(usize) -> Layer,
     (now, expired_refused): (u64, bool),
     report: &mut Report,
-) -> Cas {
+) -> (Cas, Vec<CaCertificate>) {
     let mut cas = Cas::new();
+    let mut shown = Vec::new();
     for (i, value) in values.into_iter().enumerate() {
         let path = format!("ca_certificates[{i}]");
         let Some(file) = parse_item::<CaFile>(value, &path, report) else {
             continue;
         };
-        let _ = (
-            &file.cert_digest,
-            &file.tags,
-            file.created_at,
-            file.updated_at,
-        );
+        // Kong's digest is its own to compute: a given one is not taken.
+        let _ = (&file.cert_digest, file.updated_at);
         let Some(cert) = file.cert else {
             report.add(format!("{path}.cert"), "required field missing");
             continue;
@@ -462,17 +472,32 @@ pub fn build_cas(
                     Some(problem) => report.add(format!("{path}.cert"), problem.message()),
                     None => {}
                 }
+                let digest = certs.first().map_or_else(String::new, |der| {
+                    ring::digest::digest(&ring::digest::SHA256, der)
+                        .as_ref()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect()
+                });
                 if cas.insert(id.clone(), certs).is_some() {
                     report.add(
                         format!("{path}.id"),
                         format!("duplicate CA certificate id '{id}'"),
                     );
                 }
+                shown.push(CaCertificate {
+                    id,
+                    cert,
+                    cert_digest: digest,
+                    tags: file.tags,
+                    created_at: file.created_at.unwrap_or(0),
+                    layer: layer(i),
+                });
             }
             Err(message) => report.add(format!("{path}.cert"), message),
         }
     }
-    cas
+    (cas, shown)
 }
 
 #[cfg(test)]

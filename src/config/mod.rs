@@ -288,6 +288,8 @@ pub struct Config {
     pub warnings: Vec<String>,
     pub certificates: Vec<certs::Certificate>,
     pub snis: Vec<certs::Sni>,
+    /// Kong's `ca_certificates`, as the Admin API shows them.
+    pub ca_certificates: Vec<certs::CaCertificate>,
     /// The TLS server config for `ssl` listeners; `None` without certificates.
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -669,6 +671,7 @@ pub(crate) fn nests_too_deep(text: &str) -> bool {
 
 /// The entity kinds the Admin API writes.
 pub const ADMIN_KINDS: &[&str] = &[
+    "ca_certificates",
     "certificates",
     "snis",
     "upstreams",
@@ -1211,8 +1214,9 @@ fn build(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let expired_refused = reading == Reading::SecretFieldsOnly;
-    let cas = certs::build_cas(
+    let (cas, ca_certificates) = certs::build_cas(
         std::mem::take(&mut top.ca_certificates),
+        |i| admin_from.layer("ca_certificates", i),
         (now, expired_refused),
         report,
     );
@@ -1516,6 +1520,7 @@ fn build(
         warnings: Vec::new(),
         certificates: tls.certificates,
         snis: tls.snis,
+        ca_certificates,
         tls: tls.tls,
     })
 }
