@@ -203,10 +203,22 @@ pub fn response(
         write_u64(out, body.len() as u64);
     }
     out.extend_from_slice(b"\r\nServer: ringway\r\n");
-    for line in extra {
-        out.extend_from_slice(line);
+    // One `Connection` field: a close joins the options an extra line gives (a 426's
+    // `Upgrade`) rather than following them in a second field.
+    let mut connection_said = false;
+    for block in extra {
+        for line in block.split_inclusive(|&b| b == b'\n') {
+            match line.get(..11) {
+                Some(name) if close && name.eq_ignore_ascii_case(b"connection:") => {
+                    out.extend_from_slice(line.strip_suffix(b"\r\n").unwrap_or(line));
+                    out.extend_from_slice(b", close\r\n");
+                    connection_said = true;
+                }
+                _ => out.extend_from_slice(line),
+            }
+        }
     }
-    if close {
+    if close && !connection_said {
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -236,6 +248,27 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(json["message"], "no Route matched with those values");
         assert!(text.contains(&format!("Content-Length: {}\r\n", body.len())));
+        // A close joins an extra line's `Connection` options: one field, not two.
+        let mut out = Vec::new();
+        response(
+            &mut out,
+            426,
+            b"application/json",
+            b"{}",
+            true,
+            false,
+            &[b"Upgrade: TLS/1.2, HTTP/1.1\r\nConnection: Upgrade\r\n"],
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches("Connection:").count(), 1, "{text}");
+        assert!(
+            text.contains("\r\nConnection: Upgrade, close\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\r\nUpgrade: TLS/1.2, HTTP/1.1\r\n"),
+            "{text}"
+        );
     }
 
     /// A 204 and a 304 carry no content: no type, no length, no body.
