@@ -143,6 +143,9 @@ fn sigterm_finishes_in_flight_request_then_exits_0() {
     c.send(&get_req("/slow", "a")).unwrap();
     o.wait_requests(1, RESPONSE_DEADLINE);
     gw.send_signal("TERM");
+    // A reload asked for while draining is said to come to nothing.
+    std::thread::sleep(Duration::from_millis(100));
+    gw.send_signal("HUP");
     let r = c
         .read_response()
         .expect("the in-flight request completes during drain");
@@ -170,6 +173,12 @@ fn sigterm_finishes_in_flight_request_then_exits_0() {
     assert!(
         Client::try_connect_timeout(addr, Duration::from_secs(1)).is_err(),
         "new connections refused after exit"
+    );
+    assert!(
+        gw.stderr_text()
+            .contains("SIGHUP while draining: not reloaded"),
+        "{}",
+        gw.stderr_text()
     );
     assert_no_panic(&gw.stderr_text());
 }

@@ -195,6 +195,10 @@ pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
             log::warn!("drain_timeout reached with connections still open; exiting");
             return Ok(());
         }
+        // A reload asked for now would come to nothing: said, not silently dropped.
+        if signals.pending().any(|signal| signal == SIGHUP) {
+            log::warn!("SIGHUP while draining: not reloaded, the process is exiting");
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
     for thread in threads {
