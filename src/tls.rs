@@ -405,14 +405,19 @@ impl rustls::client::danger::ServerCertVerifier for UpstreamVerifier {
     }
 }
 
-/// PEM certificates (a chain, or a CA bundle). Problems read as Kong's (`invalid
-/// certificate: ...`), as do the key's in `certified_key` (`invalid key: ...`).
-pub fn certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    // A certificate is shown and stored as given: a key kept in the same PEM would be
-    // published with it (its own field, `key`, is where a private key goes).
+/// Refuses a certificate entity's PEM that holds a private key too: the entity is shown
+/// by every read and stored as given, so the key would be published with it (its own
+/// field, `key`, is where a private key goes). A file named by `ssl_cert` may hold both.
+pub fn without_private_key(pem: &str) -> Result<(), String> {
     if pem.contains("PRIVATE KEY-----") {
         return Err("invalid certificate: holds a private key; give the certificate alone".into());
     }
+    Ok(())
+}
+
+/// PEM certificates (a chain, or a CA bundle). Problems read as Kong's (`invalid
+/// certificate: ...`), as do the key's in `certified_key` (`invalid key: ...`).
+pub fn certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("invalid certificate: {e}"))?;
@@ -610,10 +615,12 @@ pub(crate) mod tests {
         );
         // A problem with one half is said of that half.
         assert_eq!(certified_key("nonsense", &a_key).unwrap_err().0, Half::Cert);
-        // A key pasted beside the certificate would be shown with it: refused.
+        // A key pasted beside an entity's certificate would be shown with it: refused
+        // there; a file may hold both (one server.pem for ssl_cert and ssl_cert_key).
         let bundle = format!("{a_cert}{a_key}");
-        let refused = certificates(&bundle).unwrap_err();
+        let refused = without_private_key(&bundle).unwrap_err();
         assert!(refused.contains("holds a private key"), "{refused}");
+        assert!(certified_key(&bundle, &bundle).is_ok());
         assert_eq!(certified_key(&a_cert, "nonsense").unwrap_err().0, Half::Key);
         assert_eq!(certified_key(&a_cert, &a_cert).unwrap_err().0, Half::Key);
         let encrypted =

@@ -154,6 +154,20 @@ pub fn build(
         };
         // Problems of the pair are the certificate entity's, in Kong's words (its
         // `@entity` checks); a problem of one half is that field's.
+        // The halves every read shows and the state stores: no private key in them.
+        let shown = [
+            Some((&cert, "cert")),
+            file.cert_alt.as_ref().map(|alt| (alt, "cert_alt")),
+        ];
+        let with_key = shown.into_iter().flatten().find_map(|(pem, field)| {
+            tls::without_private_key(pem)
+                .err()
+                .map(|message| (field, message))
+        });
+        if let Some((field, message)) = with_key {
+            report.add(format!("{}.{field}", item.path), message);
+            continue;
+        }
         match tls::certified_key(&cert, &key) {
             Ok(k) => {
                 // Loaded as Kong loads it; said, since clients will refuse it.
@@ -455,7 +469,7 @@ pub fn build_cas(
         let id = file
             .id
             .unwrap_or_else(|| stable_id("ca_certificate", &cert));
-        match tls::certificates(&cert) {
+        match tls::without_private_key(&cert).and_then(|()| tls::certificates(&cert)) {
             // As Kong's entity: one CA per item, so that each is trusted by its own id.
             Ok(certs) if certs.len() > 1 => report.add(
                 format!("{path}.cert"),
