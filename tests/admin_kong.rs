@@ -3084,4 +3084,55 @@ fn a_plugin_patch_merges_nested_records() {
         (&json!("redis.internal"), &json!("pw"), &json!(6380)),
         "{redis}"
     );
+
+    // Written with Kong's shorthand fields: folded into the record, and a PATCH of
+    // either spelling changes the one value.
+    ok(
+        &admin_form(
+            &gw,
+            "POST",
+            "/services",
+            &[("name", "users"), ("host", "example.test")],
+        ),
+        201,
+        "service",
+    );
+    let flat = ok(
+        &admin_form(
+            &gw,
+            "POST",
+            "/plugins",
+            &[
+                ("name", "rate-limiting"),
+                ("config.minute", "5"),
+                ("config.redis_host", "redis.flat"),
+                ("config.redis_password", "pw2"),
+                ("service", "users"),
+            ],
+        ),
+        201,
+        "flat plugin",
+    );
+    assert!(flat["config"].get("redis_host").is_none(), "{flat}");
+    assert_eq!(flat["config"]["redis"]["host"], "redis.flat", "{flat}");
+    let path = format!("/plugins/{}", id_of(&flat));
+    let r = admin_form(&gw, "PATCH", &path, &[("config.redis_port", "6390")]);
+    let redis = &ok(&r, 200, "PATCH redis_port")["config"]["redis"];
+    assert_eq!(
+        (&redis["host"], &redis["port"]),
+        (&json!("redis.flat"), &json!(6390)),
+        "{redis}"
+    );
+    let r = admin_json(
+        &gw,
+        "PATCH",
+        &path,
+        &json!({"config": {"redis": {"port": 6391}}}),
+    );
+    let redis = &ok(&r, 200, "PATCH redis.port")["config"]["redis"];
+    assert_eq!(
+        (&redis["password"], &redis["port"]),
+        (&json!("pw2"), &json!(6391)),
+        "{redis}"
+    );
 }

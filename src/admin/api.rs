@@ -3365,6 +3365,10 @@ fn update_plugin(control: &Control, config: &Config, i: usize, mut body: Body) -
         // A partial config merges into the current one, records field by field, as in
         // Kong: a PATCH of `redis.port` keeps the host and the password.
         let mut merged = config.plugins[i].config_json.clone();
+        let mut config_value = config_value;
+        if name == "rate-limiting" {
+            crate::plugins::rate_limiting::fold_shorthands(&mut config_value);
+        }
         merge_record(&mut merged, config_value);
         body.insert("config".into(), merged);
     }

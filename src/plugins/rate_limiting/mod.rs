@@ -233,6 +233,40 @@ pub struct ConfigFile {
     pub redis_server_name: Option<String>,
 }
 
+/// Kong's shorthand fields for the `redis` record, and the field each stands for.
+const REDIS_SHORTHANDS: [(&str, &str); 9] = [
+    ("redis_host", "host"),
+    ("redis_port", "port"),
+    ("redis_username", "username"),
+    ("redis_password", "password"),
+    ("redis_database", "database"),
+    ("redis_timeout", "timeout"),
+    ("redis_ssl", "ssl"),
+    ("redis_ssl_verify", "ssl_verify"),
+    ("redis_server_name", "server_name"),
+];
+
+/// Moves a configuration's (or a PATCH's) shorthand `redis_*` fields into its `redis`
+/// record, as Kong stores them.
+pub fn fold_shorthands(config: &mut serde_json::Value) {
+    let Some(object) = config.as_object_mut() else {
+        return;
+    };
+    for (shorthand, field) in REDIS_SHORTHANDS {
+        if let Some(value) = object.remove(shorthand) {
+            let redis = object
+                .entry("redis")
+                .or_insert_with(|| serde_json::Value::Object(Default::default()));
+            if !redis.is_object() {
+                *redis = serde_json::Value::Object(Default::default());
+            }
+            if let Some(redis) = redis.as_object_mut() {
+                redis.insert(field.into(), value);
+            }
+        }
+    }
+}
+
 /// A host name (letters, digits, `-`, `.`, `_`) or an IP address.
 fn is_host(host: &str) -> bool {
     host.parse::<std::net::IpAddr>().is_ok()
@@ -531,9 +565,15 @@ impl ConfigFile {
     }
 
     /// The configuration as the Admin API shows it: the `redis` record always whole, as
-    /// Kong shows it, given or not.
+    /// Kong shows it, given or not, with the shorthand `redis_*` fields folded into it
+    /// (so a later PATCH of either spelling changes the one value).
     pub fn shown(&self) -> serde_json::Value {
         let mut json = serde_json::to_value(self).unwrap_or_default();
+        if let Some(object) = json.as_object_mut() {
+            for (shorthand, _) in REDIS_SHORTHANDS {
+                object.remove(shorthand);
+            }
+        }
         json["redis"] = serde_json::to_value(self.redis_block().0).unwrap_or_default();
         json
     }
