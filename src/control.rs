@@ -221,9 +221,11 @@ impl Control {
                 log::warn!("{warning}");
             }
         }
-        // Said once per change, not again with every later write while it waits.
+        // Said when such a setting changes, not again with every later write while it
+        // waits.
         let fixed = restart_only_changes(&self.started, &config.node);
-        if !fixed.is_empty() && fixed != restart_only_changes(&self.started, &running.config.node) {
+        if !fixed.is_empty() && !restart_only_changes(&running.config.node, &config.node).is_empty()
+        {
             log::warn!(
                 "{} changed: takes effect on restart only; the running values stay",
                 fixed.join(", ")

@@ -446,7 +446,7 @@ fn body_longer_than_content_length_is_cut_and_connection_not_reused() {
     assert_eq!(cut_responses(&gw), 0);
     let logged = gw.stderr_text();
     assert!(
-        logged.contains("sent more response body than its Content-Length"),
+        logged.contains("sent bytes past the end of the response"),
         "{logged}"
     );
     // neither out-of-step connection was reused
@@ -1066,4 +1066,26 @@ fn an_answer_before_the_body_was_taken_reaches_the_client() {
         2,
         "nothing pooled from round 0"
     );
+}
+
+/// An upstream whose chunked framing is broken in the first bytes after its head: the
+/// client gets a 502 (nothing of the body has gone out), and the failure is logged as
+/// every other 502 is.
+#[test]
+fn broken_chunked_framing_at_the_head_is_a_logged_502() {
+    let o = RawOrigin::start(|req| match req.target {
+        "/broken" => {
+            req.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nbroken\r\n")
+        }
+        _ => req.ok(),
+    });
+    let gw = gateway(&o.url(), "    retries: 0\n");
+    let r = gw.client().roundtrip(&get_req("/broken", "a"));
+    assert_kong_json(&r, 502, BAD_GATEWAY);
+    let logged = wait_for(Duration::from_secs(3), || {
+        let log = gw.stderr_text();
+        log.contains("sent an invalid response (502)").then_some(())
+    });
+    assert!(logged.is_some(), "{}", gw.stderr_text());
+    assert_normal(&mut gw.client(), "/after");
 }

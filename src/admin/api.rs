@@ -2183,7 +2183,7 @@ fn sni_json(config: &Config, i: usize) -> Value {
     })
 }
 
-/// By id, or (as Kong) by one of its SNI names.
+/// By id only: a CA certificate has no other key.
 fn find_ca_certificate(config: &Config, id: &str) -> Option<usize> {
     config.ca_certificates.iter().position(|c| c.id == id)
 }
@@ -2216,6 +2216,7 @@ fn put_ca_certificate(control: &Control, config: &Config, key: &str, mut body: B
     }
 }
 
+/// By id, or (as Kong) by one of its SNI names.
 fn find_certificate(config: &Config, key: &str) -> Option<usize> {
     config
         .certificates

@@ -104,8 +104,9 @@ enum BodyCut {
     Reset,
     Stalled,
     Malformed,
-    /// More bytes than its `Content-Length`: the client had the whole declared body.
-    TooLong,
+    /// Bytes past the response's end (beyond its `Content-Length`, after its last chunk,
+    /// or after a response without a body): the client had the whole response.
+    Trailing,
 }
 
 impl BodyCut {
@@ -132,8 +133,8 @@ impl BodyCut {
             BodyCut::Malformed => {
                 "sent a malformed chunked response body; the client's connection was cut"
             }
-            BodyCut::TooLong => {
-                "sent more response body than its Content-Length; the rest was dropped"
+            BodyCut::Trailing => {
+                "sent bytes past the end of the response; they were dropped and the connection closed"
             }
         }
     }
@@ -1273,8 +1274,6 @@ impl<S: ClientIo> Conn<S> {
                 return Ok((stream, true));
             }
         }
-        // Boxed: a connect (with a TLS handshake) is a large future and rare next to a
-        // pooled connection; unboxed it would size, and be copied with, every request's.
         // A client that leaves meanwhile ends it (and the retries after it).
         let connect = upstream::connect(
             addr,
@@ -1282,10 +1281,15 @@ impl<S: ClientIo> Conn<S> {
             server_name,
             service.connect_timeout,
         );
-        let worker = self.worker.clone();
-        let stream = Box::pin(unless_client_leaves(&worker.idle, connect, self.info.fd))
-            .await
-            .ok_or(ErrorKind::ClientGone)??;
+        // Boxed: a connect (with a TLS handshake) is a large future and rare next to a
+        // pooled connection; unboxed it would size, and be copied with, every request's.
+        let stream = Box::pin(unless_client_leaves(
+            &self.worker.idle,
+            connect,
+            self.info.fd,
+        ))
+        .await
+        .ok_or(ErrorKind::ClientGone)??;
         self.worker.stats.upstream_connects.inc();
         Ok((stream, false))
     }
@@ -1520,6 +1524,9 @@ impl<S: ClientIo> Conn<S> {
                 if !self.flush_out(client_timeout).await {
                     return Next::Close;
                 }
+                if !clean {
+                    self.upstream_cut(service, addr, BodyCut::Trailing);
+                }
             }
             BodyKind::Length(mut remaining) => {
                 let take = remaining.min((self.ubuf.len() - pos) as u64) as usize;
@@ -1579,17 +1586,28 @@ impl<S: ClientIo> Conn<S> {
                     remaining -= take as u64;
                     if extra_now {
                         // More bytes than declared: the upstream is out of step.
-                        self.upstream_cut(service, addr, BodyCut::TooLong);
+                        self.upstream_cut(service, addr, BodyCut::Trailing);
                         return finish(plan);
                     }
                 }
                 clean = !extra;
+                if extra {
+                    self.upstream_cut(service, addr, BodyCut::Trailing);
+                }
             }
             BodyKind::Chunked => {
                 let mut decoder = Decoder::new();
                 let used = match decoder.decode(&self.ubuf[pos..], &mut self.out, emit) {
                     Ok(used) => used,
-                    Err(_) => return self.bad_response_after_head(plan).await,
+                    Err(_) => {
+                        self.worker.log_upstream_failure(
+                            &service.name,
+                            addr,
+                            ErrorKind::BadResponse,
+                            self.rid.as_deref().map(RequestId::value),
+                        );
+                        return self.bad_response_after_head(plan).await;
+                    }
                 };
                 pos += used;
                 if !self.flush_out(client_timeout).await {
@@ -1626,6 +1644,9 @@ impl<S: ClientIo> Conn<S> {
                     }
                 }
                 clean = pos == self.ubuf.len();
+                if !clean {
+                    self.upstream_cut(service, addr, BodyCut::Trailing);
+                }
             }
             BodyKind::UntilClose => {
                 self.encode_body(pos, emit);
@@ -1679,13 +1700,13 @@ impl<S: ClientIo> Conn<S> {
 
     /// Counts and logs an upstream that broke off its response after the head.
     fn upstream_cut(&self, service: &Service, addr: SocketAddr, cut: BodyCut) {
-        if cut != BodyCut::TooLong {
+        if cut != BodyCut::Trailing {
             self.worker.stats.upstream_cut.inc();
         }
         self.worker.log_upstream(
             &service.name,
             addr,
-            cut.describe(),
+            format_args!("{}", cut.describe()),
             self.rid.as_deref().map(RequestId::value),
         );
     }

@@ -364,8 +364,12 @@ impl Worker {
         kind: crate::error::ErrorKind,
         request_id: Option<&str>,
     ) {
-        let what = format!("{} ({})", kind.describe(), kind.status());
-        self.log_upstream(service, addr, &what, request_id);
+        self.log_upstream(
+            service,
+            addr,
+            format_args!("{} ({})", kind.describe(), kind.status()),
+            request_id,
+        );
     }
 
     /// One warn line about an upstream (`what` it did), at most one a second per worker
@@ -375,7 +379,7 @@ impl Worker {
         &self,
         service: &str,
         addr: std::net::SocketAddr,
-        what: &str,
+        what: std::fmt::Arguments<'_>,
         request_id: Option<&str>,
     ) {
         const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -408,7 +412,7 @@ impl Worker {
         log::warn!("service '{service}', upstream {addr}: {what}{id}{more}");
     }
 
-    /// On the housekeeping tick: the failures held back by `log_upstream_failure`, once
+    /// On the housekeeping tick: the failures held back by `log_upstream`, once
     /// their second is over, so a burst followed by quiet still has its count logged.
     pub fn log_unlogged_failures(&self) {
         let (last, unlogged) = self.failure_log.get();

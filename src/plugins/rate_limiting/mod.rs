@@ -269,7 +269,9 @@ pub fn fold_shorthands(config: &mut serde_json::Value) {
 
 /// A host name (letters, digits, `-`, `.`, `_`) or an IP address.
 fn is_host(host: &str) -> bool {
-    host.parse::<std::net::IpAddr>().is_ok()
+    let bracketed = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    bracketed.is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok())
+        || host.parse::<std::net::IpAddr>().is_ok()
         || (!host.is_empty()
             && host
                 .bytes()
@@ -599,8 +601,14 @@ impl ConfigFile {
             .as_deref()
             .is_some_and(|h| !h.is_empty() && !is_host(h))
         {
+            // Named where it was written: the shorthand, or the record.
+            let field = if self.redis.is_some() || self.redis_host.is_none() {
+                "redis.host"
+            } else {
+                "redis_host"
+            };
             problems.push((
-                "redis.host".into(),
+                field.into(),
                 "must be a host name or an IP address (the port goes in redis.port, \
                  credentials in redis.username and redis.password)"
                     .into(),
@@ -633,6 +641,12 @@ impl ConfigFile {
             return None;
         }
         let timeout = |ms: Option<u64>| Duration::from_millis(ms.unwrap_or(block.timeout).max(1));
+        // An IPv6 address goes in brackets before its port.
+        let host = if host.parse::<std::net::Ipv6Addr>().is_ok() {
+            format!("[{host}]")
+        } else {
+            host
+        };
         let health = redis::health(&redis::login(
             &format!("{host}:{}/{}", block.port, block.database),
             block.username.as_deref(),

@@ -108,7 +108,10 @@ fn validation_reports_each_problem_with_its_field() {
         assert_eq!(fields(&problem), ["redis.host"], "{host}");
         assert!(!says(&problem).contains("pw"), "{host}");
     }
-    for host in ["redis.internal", "10.0.0.7", "::1", "redis_1"] {
+    // Named where it was written.
+    let flat = "minute: 5\npolicy: redis\nredis_host: \"redis://:pw@r\"";
+    assert_eq!(fields(flat), ["redis_host"]);
+    for host in ["redis.internal", "10.0.0.7", "::1", "[::1]", "redis_1"] {
         let fine = format!("minute: 5\npolicy: redis\nredis: {{host: \"{host}\"}}");
         assert!(config(&fine).is_ok(), "{host}");
     }
