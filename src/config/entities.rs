@@ -87,6 +87,8 @@ pub struct Plugin {
     pub tags: Vec<String>,
     pub created_at: u64,
     pub layer: Layer,
+    /// Where it is in the config (`plugins[2]`), for problems found across plugins.
+    pub path: String,
 }
 
 /// The plugins that run for one route (or for requests no route matched), with Kong's
@@ -1115,6 +1117,7 @@ pub fn build_plugins(
             tags: file.tags,
             created_at: file.created_at.unwrap_or(0),
             layer: item.layer,
+            path: item.path,
         });
     }
     plugins

@@ -1490,6 +1490,30 @@ fn build(
             }
         }
     }
+    // A request ID goes into log lines, the access log and answers: read from a header
+    // a jwt plugin takes its token from, it would carry the token there.
+    let token_headers: std::collections::HashSet<String> = plugins
+        .iter()
+        .filter_map(|p| match &p.config {
+            PluginConfig::Jwt(jwt) => Some(jwt.header_names.iter()),
+            _ => None,
+        })
+        .flatten()
+        .map(|name| name.to_ascii_lowercase())
+        .collect();
+    for plugin in &plugins {
+        if let PluginConfig::CorrelationId(id) = &plugin.config {
+            if token_headers.contains(&id.header_name.to_ascii_lowercase()) {
+                report.add(
+                    format!("{}.config.header_name", plugin.path),
+                    format!(
+                        "'{}' is where a jwt plugin reads its token, which the request ID would put in logs; name the ID's own header",
+                        id.header_name
+                    ),
+                );
+            }
+        }
+    }
     let (chains, global_chain) = entities::resolve_chains(&routes, &plugins);
 
     let certificate_items = top

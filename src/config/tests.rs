@@ -2565,3 +2565,24 @@ fn a_record_given_as_a_string_is_refused_without_quoting_it() {
         assert!(!all.contains(secret), "{secret} in {all}");
     }
 }
+
+#[test]
+fn a_request_id_read_from_a_token_header_is_refused() {
+    // correlation-id's header where a jwt plugin reads its token: the token would be the
+    // request ID, and go into logs and answers.
+    let p = problems(
+        "_format_version: \"3.0\"\nplugins:\n  - name: jwt\n    config: {header_names: [authorization, x-jwt]}\n  \
+         - name: correlation-id\n    config: {header_name: X-JWT}\n",
+    );
+    assert!(
+        p.iter().any(|l| l.starts_with(
+            "plugins[1].config.header_name: 'X-JWT' is where a jwt plugin reads its token"
+        )),
+        "{p:#?}"
+    );
+    let fine = Config::from_bytes(
+        b"_format_version: \"3.0\"\nplugins:\n  - name: jwt\n  - name: correlation-id\n    config: {header_name: X-Request-ID}\n",
+        &NodeOverrides::default(),
+    );
+    assert!(fine.is_ok(), "{:?}", fine.err());
+}
