@@ -914,11 +914,28 @@ upstreams:
   - name: 127.0.0.1
   - name: \"[::1]\"
   - name: api:80
+  - name: ranges
+    slots: 5
+    healthchecks:
+      threshold: 101
+      active:
+        timeout: 70000
+        unhealthy: {tcp_failures: 300, http_statuses: [99]}
 targets:
   - target: 10.0.0.3
     upstream: missing
 ";
     let (code, stderr) = check_file(yaml);
+    // Ranges in Kong's words.
+    for expected in [
+        "upstreams[7].slots: value should be between 10 and 65536",
+        "upstreams[7].healthchecks.threshold: value should be between 0 and 100",
+        "upstreams[7].healthchecks.active.timeout: value should be between 0 and 65535",
+        "upstreams[7].healthchecks.active.unhealthy.tcp_failures: value should be between 0 and 255",
+        "upstreams[7].healthchecks.active.unhealthy.http_statuses[0]: value should be between 100 and 999",
+    ] {
+        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+    }
     assert_eq!(code, Some(78));
     for expected in [
         "upstreams[0].algorithm: the 'latency' algorithm is not supported",

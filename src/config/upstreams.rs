@@ -603,7 +603,10 @@ fn build_upstream(file: UpstreamFile, path: &str, report: &mut Report) -> Option
     }
     let slots = file.slots.unwrap_or(DEFAULT_SLOTS);
     if !(10..=65_536).contains(&slots) {
-        report.add(format!("{path}.slots"), "must be between 10 and 65536");
+        report.add(
+            format!("{path}.slots"),
+            "value should be between 10 and 65536",
+        );
     }
     if let Some(host) = &file.host_header {
         let valid = match split_host_port(host) {
@@ -763,7 +766,7 @@ fn healthchecks(file: HealthchecksFile, path: &str, report: &mut Report) -> Heal
         if value > MAX_COUNTER {
             report.add(
                 format!("{path}.{field}"),
-                format!("must be between 0 and {MAX_COUNTER}"),
+                format!("value should be between 0 and {MAX_COUNTER}"),
             );
         }
         value
@@ -774,7 +777,7 @@ fn healthchecks(file: HealthchecksFile, path: &str, report: &mut Report) -> Heal
             if !(100..=999).contains(s) {
                 report.add(
                     format!("{path}.{field}[{i}]"),
-                    "must be between 100 and 999",
+                    "value should be between 100 and 999",
                 );
             }
         }
@@ -785,7 +788,7 @@ fn healthchecks(file: HealthchecksFile, path: &str, report: &mut Report) -> Heal
         if !(0.0..=65_535.0).contains(&value) {
             report.add(
                 format!("{path}.{field}"),
-                "must be between 0 and 65535 (seconds)",
+                "value should be between 0 and 65535",
             );
             return Duration::ZERO;
         }
@@ -926,7 +929,10 @@ fn healthchecks(file: HealthchecksFile, path: &str, report: &mut Report) -> Heal
     };
     let threshold = file.threshold.unwrap_or(0.0);
     if !(0.0..=100.0).contains(&threshold) {
-        report.add(format!("{path}.threshold"), "must be between 0 and 100");
+        report.add(
+            format!("{path}.threshold"),
+            "value should be between 0 and 100",
+        );
     }
     Healthchecks {
         passive,
