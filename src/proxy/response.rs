@@ -138,7 +138,8 @@ pub fn rewrite(
         .and_then(|line| line.split_once(':'))
         .map(|(name, _)| name);
     // The balancer's hash cookie takes the place of the upstream's first cookie of that
-    // name, as Kong sets it: the client keeps one, the one its requests are hashed on.
+    // name, where it stood, as Kong sets it; without one it goes last.
+    let mut cookie_placed = false;
     let mut cookie_prefix = extra
         .set_cookie
         .and_then(|line| line.strip_prefix("Set-Cookie: "))
@@ -170,6 +171,11 @@ pub fn rewrite(
             header.name.eq_ignore_ascii_case("set-cookie") && header.value.starts_with(prefix)
         }) {
             cookie_prefix = None;
+            if let Some(line) = extra.set_cookie {
+                out.extend_from_slice(line.as_bytes());
+                out.extend_from_slice(b"\r\n");
+                cookie_placed = true;
+            }
             continue;
         }
         if rate_headers && rate_limiting::is_rate_limit_header(header.name) {
@@ -199,7 +205,7 @@ pub fn rewrite(
         out.extend_from_slice(line.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if let Some(line) = extra.set_cookie {
+    if let Some(line) = extra.set_cookie.filter(|_| !cookie_placed) {
         out.extend_from_slice(line.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
