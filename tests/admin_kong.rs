@@ -3014,8 +3014,27 @@ fn schemas_give_the_defaults_writes_answer_with() {
         assert_defaults_shown(&defaults, &plugin, name);
         assert!(defaults["protocols"].is_array(), "{name}: {schema}");
     }
-    // A rate-limiting plugin shows its `redis` record whole, given or not, as Kong does.
-    let defaults = schema_defaults(&schema("/schemas/plugins/rate-limiting"));
+    // A rate-limiting plugin shows its `redis` record whole, given or not, as Kong does,
+    // and the schema says it is required: go-kong fills in only a required record.
+    let rate = schema("/schemas/plugins/rate-limiting");
+    let config = rate["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|f| f.get("config"))
+        .unwrap();
+    let redis = config["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|f| f.get("redis"))
+        .unwrap();
+    assert_eq!(
+        (&redis["type"], &redis["required"]),
+        (&json!("record"), &json!(true)),
+        "{redis}"
+    );
+    let defaults = schema_defaults(&rate);
     assert_eq!(defaults["config"]["redis"]["port"], 6379);
     assert_eq!(defaults["config"]["redis"]["timeout"], 2000);
 

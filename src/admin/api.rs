@@ -3151,7 +3151,7 @@ fn sample_shown(admin: &Value, kind: &str) -> Option<Value> {
 
 /// Schema fields from a shown entity: what the sample was given (`given`) and what is
 /// generated (`id`, the timestamps) have no default; null has none either; an object
-/// with fields is a record of them.
+/// with fields is a required record of them.
 fn schema_fields(shown: &Value, given: &[&str]) -> Vec<Value> {
     let Some(object) = shown.as_object() else {
         return Vec::new();
@@ -3177,8 +3177,13 @@ fn schema_fields(shown: &Value, given: &[&str]) -> Vec<Value> {
         if matches!(name.as_str(), "id" | "created_at" | "updated_at") {
             field.insert("auto".into(), true.into());
         } else if given.contains(&name.as_str()) {
-            field.insert("required".into(), true.into());
+            // What the sample was given has no default (whether Kong requires it or
+            // not, the schema does not say).
         } else if kind == Some("record") {
+            // Shown whole whether given or not, as a required record of Kong's is: a tool
+            // fills it in from its fields' defaults (go-kong fills a record only when it
+            // is required).
+            field.insert("required".into(), true.into());
             field.insert("fields".into(), Value::Array(schema_fields(value, &[])));
         } else if !value.is_null() {
             field.insert("default".into(), value.clone());
