@@ -501,6 +501,20 @@ fn ca_certificates_through_the_admin_api() {
         &json!({"cert": ca}),
     );
     assert_eq!(r.status, 400, "{r:?}");
+    // One entity per certificate (Kong's unique cert_digest); a PUT of its own is fine.
+    let r = admin_json(&gw, "POST", "/ca_certificates", &json!({"cert": ca}));
+    assert_eq!(
+        (r.status, &r.json()["name"]),
+        (409, &json!("unique constraint violation")),
+        "{r:?}"
+    );
+    let r = admin_json(
+        &gw,
+        "PUT",
+        &format!("/ca_certificates/{id}"),
+        &json!({"cert": ca, "tags": ["t"]}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
 
     // Named by a service: it stays, and so does what it verifies.
     let r = admin_form(&gw, "DELETE", &format!("/ca_certificates/{id}"), &[]);

@@ -740,7 +740,8 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             "",
         ),
         ("POST", ["ca_certificates"]) => with_body(body("ca_certificates"), |b| {
-            write(control, config, "ca_certificates", b, None)
+            ca_digest_taken(config, &b, None)
+                .unwrap_or_else(|| write(control, config, "ca_certificates", b, None))
         }),
         ("GET", ["ca_certificates", c]) => find_ca_certificate(config, c)
             .map_or_else(not_found, |i| show(ca_certificate_json(config, i))),
@@ -2202,7 +2203,14 @@ fn put_ca_certificate(control: &Control, config: &Config, key: &str, mut body: B
     if let Err(reply) = checked_meta(&body) {
         return reply;
     }
-    match find_ca_certificate(config, key) {
+    let found = find_ca_certificate(config, key);
+    if found.is_none() && !crate::config::is_uuid(key) {
+        return field_error("id", "expected a valid UUID");
+    }
+    if let Some(taken) = ca_digest_taken(config, &body, Some(key)) {
+        return taken;
+    }
+    match found {
         Some(i) if config.ca_certificates[i].layer == Layer::File => read_only(),
         Some(_) => {
             body.insert("id".into(), key.into());
@@ -2214,6 +2222,19 @@ fn put_ca_certificate(control: &Control, config: &Config, key: &str, mut body: B
         }
         None => field_error("id", "expected a valid UUID"),
     }
+}
+
+/// Kong's unique `cert_digest`: a 409 when another CA certificate than `except` (the one
+/// a PUT replaces) is the same certificate as the body's.
+fn ca_digest_taken(config: &Config, body: &Body, except: Option<&str>) -> Option<Reply> {
+    let pem = body.get("cert")?.as_str()?;
+    let der = crate::tls::certificates(pem).ok()?.into_iter().next()?;
+    let digest = crate::config::cert_digest(&der);
+    config
+        .ca_certificates
+        .iter()
+        .any(|c| c.cert_digest == digest && Some(c.id.as_str()) != except)
+        .then(|| unique_violation("cert_digest", &digest))
 }
 
 /// By id, or (as Kong) by one of its SNI names.

@@ -360,6 +360,16 @@ pub fn build(
 /// CA certificates by id (Kong's `ca_certificates` entity).
 pub type Cas = HashMap<String, Vec<rustls::pki_types::CertificateDer<'static>>>;
 
+/// Kong's `cert_digest`: the SHA-256 of a certificate's DER, in hex.
+pub fn cert_digest(der: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut hex = String::with_capacity(64);
+    for byte in ring::digest::digest(&ring::digest::SHA256, der).as_ref() {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
+
 /// A CA certificate as the Admin API shows it.
 #[derive(Debug, Clone)]
 pub struct CaCertificate {
@@ -486,13 +496,19 @@ pub fn build_cas(
                     Some(problem) => report.add(format!("{path}.cert"), problem.message()),
                     None => {}
                 }
-                let digest = certs.first().map_or_else(String::new, |der| {
-                    ring::digest::digest(&ring::digest::SHA256, der)
-                        .as_ref()
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect()
-                });
+                let digest = certs
+                    .first()
+                    .map_or_else(String::new, |der| cert_digest(der));
+                // As Kong's unique `cert_digest`: one entity per CA certificate.
+                if let Some(same) = shown
+                    .iter()
+                    .position(|c: &CaCertificate| c.cert_digest == digest)
+                {
+                    report.add(
+                        format!("{path}.cert"),
+                        format!("the same certificate as ca_certificates[{same}]"),
+                    );
+                }
                 if cas.insert(id.clone(), certs).is_some() {
                     report.add(
                         format!("{path}.id"),

@@ -15,6 +15,7 @@ mod node;
 mod upstreams;
 mod vault;
 
+pub use certs::cert_digest;
 pub use file::valid_tag;
 pub use lookup::Known;
 pub use vault::Reading;
