@@ -3856,19 +3856,16 @@ fn show_group(control: &Control, config: &Config, g: usize) -> Reply {
         .filter(|&c| config.consumers[c].groups.contains(&g))
         .map(|c| consumer_json(config, c))
         .collect();
-    let plugins: Vec<Value> = (0..config.plugins.len())
-        .filter(|&p| config.plugins[p].scope.group == Some(g))
-        .map(|p| plugin_json(config, p))
-        .collect();
-    let stored = Stored::load_for_all(
-        control,
-        &[&[group.clone()][..], &consumers, &plugins].concat(),
-    );
+    let stored = Stored::load_for_all(control, &[&[group.clone()][..], &consumers].concat());
     let group = stored.decorate(group);
     let mut shown = group.clone();
     shown["consumer_group"] = group;
     shown["consumers"] = consumers.into_iter().map(|c| stored.decorate(c)).collect();
-    shown["plugins"] = plugins.into_iter().map(|p| stored.decorate(p)).collect();
+    // Kong Enterprise lists the group's per-group overrides here (the pre-3.4 kind,
+    // which ringway has none of), not the plugins scoped to it: those are under
+    // `/consumer_groups/{g}/plugins`. decK reads this list as overrides, and would write
+    // a scoped plugin twice.
+    shown["plugins"] = json!([]);
     Reply::json(200, &shown)
 }
 
