@@ -3163,3 +3163,22 @@ fn a_plugin_patch_merges_nested_records() {
         "{redis}"
     );
 }
+
+/// A service's path is shown as given, `/` too, as Kong shows it; none given is null.
+#[test]
+fn a_service_path_is_shown_as_given() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    for (name, url, path) in [
+        ("slash", "http://example.test:8080/", json!("/")),
+        ("bare", "http://example.test:8080", Value::Null),
+        ("deep", "http://example.test:8080/v1", json!("/v1")),
+    ] {
+        let shown = ok(
+            &admin_form(&gw, "POST", "/services", &[("name", name), ("url", url)]),
+            201,
+            name,
+        );
+        assert_eq!(shown["path"], path, "{name}: {shown}");
+    }
+}

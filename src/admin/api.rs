@@ -1419,7 +1419,7 @@ fn service_json(config: &Config, i: usize) -> Value {
         "protocol": if s.tls.is_some() { "https" } else { "http" },
         "host": s.host,
         "port": s.port,
-        "path": if s.path == "/" { Value::Null } else { json!(s.path) },
+        "path": if s.path_given { json!(s.path) } else { Value::Null },
         "retries": s.retries,
         "connect_timeout": s.connect_timeout.as_millis() as u64,
         "read_timeout": s.read_timeout.as_millis() as u64,

@@ -305,6 +305,9 @@ pub struct Service {
     pub port: u16,
     /// The base path requests are joined to; `/` when the service has none.
     pub path: String,
+    /// Whether a path was given (`path`, or the url's): shown as given, `/` too, as Kong
+    /// shows it; none is shown null.
+    pub path_given: bool,
     /// The `Host` header sent upstream: the host, with `:port` unless it is 80.
     pub host_header: String,
     /// The resolved address; `None` when the host did not resolve at load time, or
@@ -1721,6 +1724,7 @@ fn build_service(
     if port == 0 {
         report.add(format!("{path}.port"), "must be between 1 and 65535");
     }
+    let path_given = base.is_some();
     let base = match base {
         None => "/".to_owned(),
         // Bytes a request target cannot carry raw (UTF-8, `"`...) are sent encoded.
@@ -1830,6 +1834,7 @@ fn build_service(
         host,
         port,
         path: base,
+        path_given,
         host_header,
         addr_text: addr.map(|a| a.to_string()).unwrap_or_default(),
         addr,
