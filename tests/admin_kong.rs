@@ -3182,3 +3182,36 @@ fn a_service_path_is_shown_as_given() {
         assert_eq!(shown["path"], path, "{name}: {shown}");
     }
 }
+
+/// A route's protocols are shown in the order given, as Kong keeps a set's.
+#[test]
+fn route_protocols_keep_their_order() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    ok(
+        &admin_form(
+            &gw,
+            "POST",
+            "/services",
+            &[("name", "ordered"), ("host", "example.test")],
+        ),
+        201,
+        "service",
+    );
+    for (paths, protocols) in [
+        ("/first-https", json!(["https", "http"])),
+        ("/first-http", json!(["http", "https"])),
+    ] {
+        let route = ok(
+            &admin_json(
+                &gw,
+                "POST",
+                "/services/ordered/routes",
+                &json!({"paths": [paths], "protocols": protocols}),
+            ),
+            201,
+            paths,
+        );
+        assert_eq!(route["protocols"], protocols, "{route}");
+    }
+}

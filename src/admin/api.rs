@@ -1483,7 +1483,7 @@ fn route_json(config: &Config, i: usize) -> Value {
         protocols.push("http");
     }
     if r.https {
-        protocols.push("https");
+        protocols.insert(if r.https_first { 0 } else { protocols.len() }, "https");
     }
     let or_null = |empty: bool, v: Value| if empty { Value::Null } else { v };
     json!({

@@ -387,6 +387,9 @@ pub struct Route {
     pub regex_priority: i64,
     pub http: bool,
     pub https: bool,
+    /// `https` came before `http` in the protocols given: shown in that order, as Kong
+    /// keeps a set's.
+    pub https_first: bool,
     pub https_redirect_status_code: u16,
     /// Kong's buffering switches, shown as given: ringway streams either way.
     pub request_buffering: bool,
@@ -2282,13 +2285,17 @@ fn build_route(
     let before = report.problems.len();
     let mut http = true;
     let mut https = true;
+    let mut https_first = false;
     if let Some(protocols) = &file.protocols {
         http = false;
         https = false;
         for (i, p) in protocols.iter().enumerate() {
             match p.as_str() {
                 "http" => http = true,
-                "https" => https = true,
+                "https" => {
+                    https_first |= !http;
+                    https = true;
+                }
                 other => report.add(
                     format!("{path}.protocols[{i}]"),
                     format!("unsupported protocol '{other}' (expected http or https)"),
@@ -2474,6 +2481,7 @@ fn build_route(
         regex_priority: file.regex_priority,
         http,
         https,
+        https_first,
         https_redirect_status_code,
         request_buffering: file.request_buffering.unwrap_or(true),
         response_buffering: file.response_buffering.unwrap_or(true),
