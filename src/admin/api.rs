@@ -774,7 +774,8 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             "",
         ),
         ("POST", ["certificates"]) => with_body(body("certificates"), |b| {
-            write(control, config, "certificates", b, None)
+            sni_held(config, &b, None)
+                .unwrap_or_else(|| write(control, config, "certificates", b, None))
         }),
         ("GET", ["certificates", c]) => find_certificate(config, c).map_or_else(
             || certificate_missing(c),
@@ -785,6 +786,9 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
         }),
         ("PATCH", ["certificates", c]) => match find_certificate(config, c) {
             Some(i) => with_body(body("certificates"), |b| {
+                if let Some(held) = sni_held(config, &b, Some(&config.certificates[i].id)) {
+                    return held;
+                }
                 update_generic(
                     control,
                     config,
@@ -1862,6 +1866,26 @@ fn put(control: &Control, config: &Config, kind: Upsert, key: &str, mut body: Bo
     put_status(reply)
 }
 
+/// Kong's answer to a certificate whose `snis` name one another certificate (not
+/// `own`) serves: `snis: NAME already associated with existing certificate 'ID'`.
+fn sni_held(config: &Config, body: &Body, own: Option<&str>) -> Option<Reply> {
+    let names = body.get("snis")?.as_array()?;
+    names.iter().find_map(|entry| {
+        let name = entry.as_str().or_else(|| entry.get("name")?.as_str())?;
+        let held = config
+            .snis
+            .iter()
+            .find(|s| s.name.eq_ignore_ascii_case(name))?;
+        let holder = &config.certificates[held.certificate].id;
+        (Some(holder.as_str()) != own).then(|| {
+            field_error(
+                "snis",
+                &format!("{name} already associated with existing certificate '{holder}'"),
+            )
+        })
+    })
+}
+
 /// `PUT /certificates/{id or SNI name}`, as Kong: a certificate there is replaced whole
 /// (its id kept; fields not given back to their defaults); none there is created, with
 /// that id, or with that name among its `snis`.
@@ -1871,6 +1895,10 @@ fn put_certificate(control: &Control, config: &Config, key: &str, mut body: Body
     }
     let is_id = crate::config::is_uuid(key);
     let found = find_certificate(config, key);
+    let own = found.map(|i| config.certificates[i].id.as_str());
+    if let Some(held) = sni_held(config, &body, own) {
+        return held;
+    }
     // A new certificate put under a name serves that name too; one there keeps its
     // names unless the body gives them.
     if !is_id && found.is_none() {
