@@ -121,11 +121,26 @@ impl Control {
         let config =
             Config::from_layers_knowing(&file, Some(&admin), &overrides, &known, Reading::Anywhere)
                 .map_err(|p| {
+                    // Its entities named as the operator knows them (by where they start
+                    // beside the file's), and what can be done: a check this version makes
+                    // that an earlier one did not may refuse what that one saved.
+                    let offsets = Config::from_layers_knowing(
+                        &file,
+                        Some(&Value::Null),
+                        &overrides,
+                        &known,
+                        Reading::Anywhere,
+                    )
+                    .map(|c| c.admin_offsets)
+                    .unwrap_or_default();
+                    let named = name_admin_items(p, &offsets, &admin, &file_only);
                     format!(
-                        "the Admin API state in {} conflicts with {}: {}",
+                        "the Admin API state in {} does not load beside {}: {} (change the file, \
+                         or the entities named: through the Admin API of the version that saved \
+                         them, or in the state file while ringway is stopped)",
                         store.path().display(),
                         config_path.display(),
-                        p.to_string().replace('\n', "; ")
+                        named.to_string().replace('\n', "; ")
                     )
                 })?;
         let layers = Layers {

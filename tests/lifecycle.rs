@@ -762,3 +762,28 @@ fn a_warning_is_logged_once_not_with_every_write() {
     let back = wait_for(Duration::from_secs(3), || (said(&gw) == 2).then_some(()));
     assert!(back.is_some(), "{}", gw.stderr_text());
 }
+
+/// A file that no longer loads beside the Admin API's state stops the start with a
+/// message naming the Admin entity as the operator knows it, and saying what to do.
+#[test]
+fn a_start_refused_by_admin_state_names_the_entity_and_the_way_out() {
+    let o = Origin::start();
+    let mut gw = Gateway::start(&one_service_config(&o.url(), ""));
+    let r = admin_form(&gw, "POST", "/consumers", &[("username", "zed")]);
+    assert_eq!(r.status, 201, "{r:?}");
+    gw.kill9();
+    gw.write_config(&one_service_config(
+        &o.url(),
+        "consumers:\n  - username: zed\n",
+    ));
+    let refused = gw
+        .restart_same_dir(GatewayOpts::default())
+        .expect_err("the start is refused");
+    for expected in [
+        "does not load beside",
+        "consumers 'zed' (created through the Admin API)",
+        "in the state file while ringway is stopped",
+    ] {
+        assert!(refused.contains(expected), "{expected:?} in {refused}");
+    }
+}
