@@ -4201,6 +4201,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_schema_is_read_off_its_sample() {
+        // A sample that stops building (a new check refusing it) would answer 404 where
+        // decK needs the schema: each is built here.
+        for kind in [
+            "services",
+            "routes",
+            "upstreams",
+            "targets",
+            "consumers",
+            "consumer_groups",
+            "jwt_secrets",
+        ] {
+            let schema = entity_schema(kind).unwrap_or_else(|| panic!("{kind}"));
+            assert!(
+                schema["fields"].as_array().is_some_and(|f| f.len() > 3),
+                "{kind}: {schema}"
+            );
+        }
+        for plugin in crate::config::KNOWN_PLUGINS {
+            let schema = plugin_schema(plugin).unwrap_or_else(|| panic!("{plugin}"));
+            assert!(
+                schema.to_string().contains("\"config\""),
+                "{plugin}: {schema}"
+            );
+        }
+    }
+
+    #[test]
     fn generated_secrets_are_32_alphanumerics_each_drawn_evenly() {
         let a = random_string().expect("the random source");
         let b = random_string().expect("the random source");
