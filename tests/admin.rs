@@ -310,6 +310,23 @@ fn plugin_secrets_show_as_references_and_admin_references_stay_in_secret_fields(
     assert!(shown["config"]["sync_rate"].is_i64(), "{shown}");
     assert_eq!(shown["config"]["redis"]["password"], reference, "{shown}");
     assert!(!shown.to_string().contains(SECRET), "{shown}");
+    // Given in the shorthand spelling, the reference shows in both, the value in none.
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/services/account-service/plugins",
+        &json!({"name": "rate-limiting",
+                "config": {"minute": 5, "policy": "redis", "redis_host": "127.0.0.1",
+                           "redis_port": 9, "redis_password": reference}}),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let config = &r.json()["config"];
+    assert_eq!(
+        (&config["redis_password"], &config["redis"]["password"]),
+        (&json!(reference), &json!(reference)),
+        "{config}"
+    );
+    assert!(!r.body_str().contains(SECRET), "{r:?}");
 
     // Anywhere else in an Admin API entity, a reference is refused.
     let r = admin_json(

@@ -3042,6 +3042,23 @@ fn schemas_give_the_defaults_writes_answer_with() {
         (&json!("record"), &json!(true)),
         "{redis}"
     );
+    // Kong's deprecated spellings are shorthands translated into the record, which decK
+    // lines up before it compares; not fields of their own.
+    let shorthand = config["shorthand_fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|f| f.get("redis_port"))
+        .unwrap();
+    assert_eq!(
+        shorthand["translate_backwards"],
+        json!(["redis", "port"]),
+        "{config}"
+    );
+    assert!(
+        !config["fields"].to_string().contains("redis_port"),
+        "{config}"
+    );
     let defaults = schema_defaults(&rate);
     assert_eq!(defaults["config"]["redis"]["port"], 6379);
     assert_eq!(defaults["config"]["redis"]["timeout"], 2000);
@@ -3140,8 +3157,10 @@ fn a_plugin_patch_merges_nested_records() {
         201,
         "flat plugin",
     );
-    assert!(flat["config"].get("redis_host").is_none(), "{flat}");
+    // Both spellings shown, as Kong 3.6.1 on shows them, saying the same.
     assert_eq!(flat["config"]["redis"]["host"], "redis.flat", "{flat}");
+    assert_eq!(flat["config"]["redis_host"], "redis.flat", "{flat}");
+    assert_eq!(flat["config"]["redis_port"], 6379, "{flat}");
     let path = format!("/plugins/{}", id_of(&flat));
     let r = admin_form(&gw, "PATCH", &path, &[("config.redis_port", "6390")]);
     let redis = &ok(&r, 200, "PATCH redis_port")["config"]["redis"];
@@ -3156,12 +3175,18 @@ fn a_plugin_patch_merges_nested_records() {
         &path,
         &json!({"config": {"redis": {"port": 6391}}}),
     );
-    let redis = &ok(&r, 200, "PATCH redis.port")["config"]["redis"];
+    let config = &ok(&r, 200, "PATCH redis.port")["config"];
+    let redis = &config["redis"];
     assert_eq!(
         (&redis["password"], &redis["port"]),
         (&json!("pw2"), &json!(6391)),
         "{redis}"
     );
+    assert_eq!(config["redis_port"], 6391, "{config}");
+    // What a GET shows goes back whole with a PUT.
+    let shown = ok(&gw.admin_get(&path), 200, "GET");
+    let r = admin_json(&gw, "PUT", &path, &shown);
+    assert_eq!(ok(&r, 200, "PUT as shown")["config"], shown["config"]);
 }
 
 /// A service's path is shown as given, `/` too, as Kong shows it; none given is null.

@@ -3180,9 +3180,29 @@ fn plugin_schema(name: &str) -> Option<Value> {
     };
     let plugin = json!({ "id": SCHEMA_SAMPLE, "name": name, "config": config });
     let mut shown = sample_shown(&json!({ "plugins": [plugin] }), "plugins")?;
-    let config = shown.as_object_mut()?.remove("config")?;
+    let mut config = shown.as_object_mut()?.remove("config")?;
     let mut fields = schema_fields(&shown, &["name"]);
-    fields.push(json!({ "config": { "type": "record", "fields": schema_fields(&config, given) } }));
+    let mut record = json!({ "type": "record" });
+    if name == "rate-limiting" {
+        // Kong's deprecated spellings: not fields of their own but shorthands, each
+        // translated to and from its place in the `redis` record.
+        let mut shorthands = Vec::new();
+        for (shorthand, field) in crate::plugins::rate_limiting::REDIS_SHORTHANDS {
+            config.as_object_mut()?.remove(shorthand);
+            let kind = match config["redis"][field] {
+                Value::Bool(_) => "boolean",
+                Value::Number(_) => "integer",
+                _ => "string",
+            };
+            shorthands.push(json!({ shorthand: {
+                "type": kind,
+                "translate_backwards": ["redis", field],
+            } }));
+        }
+        record["shorthand_fields"] = Value::Array(shorthands);
+    }
+    record["fields"] = Value::Array(schema_fields(&config, given));
+    fields.push(json!({ "config": record }));
     Some(json!({ "fields": fields }))
 }
 
@@ -3422,6 +3442,9 @@ fn update_plugin(control: &Control, config: &Config, i: usize, mut body: Body) -
         let mut merged = config.plugins[i].config_json.clone();
         let mut config_value = config_value;
         if name == "rate-limiting" {
+            // Either spelling in the patch changes the record; the shorthands shown
+            // beside it (its values) give way, so none is left to disagree.
+            crate::plugins::rate_limiting::fold_shorthands(&mut merged);
             crate::plugins::rate_limiting::fold_shorthands(&mut config_value);
         }
         merge_record(&mut merged, config_value);

@@ -1056,6 +1056,9 @@ pub fn build_plugins(
             continue;
         };
         report.show_references(&format!("{}.config", item.path), &mut config_json);
+        if name == "rate-limiting" {
+            rate_limiting::show_references_in_both_spellings(&mut config_json);
+        }
         if !ok {
             continue;
         }

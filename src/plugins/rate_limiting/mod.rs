@@ -234,7 +234,7 @@ pub struct ConfigFile {
 }
 
 /// Kong's shorthand fields for the `redis` record, and the field each stands for.
-const REDIS_SHORTHANDS: [(&str, &str); 9] = [
+pub const REDIS_SHORTHANDS: [(&str, &str); 9] = [
     ("redis_host", "host"),
     ("redis_port", "port"),
     ("redis_username", "username"),
@@ -245,6 +245,24 @@ const REDIS_SHORTHANDS: [(&str, &str); 9] = [
     ("redis_ssl_verify", "ssl_verify"),
     ("redis_server_name", "server_name"),
 ];
+
+/// After a shown configuration's vault references were put back in place of their
+/// values (at the spelling they were given in): the same reference in the other
+/// spelling too, which `shown` filled with the value.
+pub fn show_references_in_both_spellings(json: &mut serde_json::Value) {
+    for (shorthand, field) in REDIS_SHORTHANDS {
+        let is_reference =
+            |v: &serde_json::Value| v.as_str().is_some_and(|s| s.starts_with("{vault://"));
+        let reference = [&json[shorthand], &json["redis"][field]]
+            .into_iter()
+            .find(|v| is_reference(v))
+            .cloned();
+        if let Some(reference) = reference {
+            json[shorthand] = reference.clone();
+            json["redis"][field] = reference;
+        }
+    }
+}
 
 /// Moves a configuration's (or a PATCH's) shorthand `redis_*` fields into its `redis`
 /// record, as Kong stores them.
@@ -566,17 +584,18 @@ impl ConfigFile {
         (block, disagree)
     }
 
-    /// The configuration as the Admin API shows it: the `redis` record always whole, as
-    /// Kong shows it, given or not, with the shorthand `redis_*` fields folded into it
-    /// (so a later PATCH of either spelling changes the one value).
+    /// The configuration as the Admin API shows it, as Kong 3.6.1 on shows it: the
+    /// `redis` record always whole, given or not, and each shorthand `redis_*` field
+    /// beside it with the record's value (decK lines the two spellings up by them).
     pub fn shown(&self) -> serde_json::Value {
         let mut json = serde_json::to_value(self).unwrap_or_default();
+        let redis = serde_json::to_value(self.redis_block().0).unwrap_or_default();
         if let Some(object) = json.as_object_mut() {
-            for (shorthand, _) in REDIS_SHORTHANDS {
-                object.remove(shorthand);
+            for (shorthand, field) in REDIS_SHORTHANDS {
+                object.insert(shorthand.into(), redis[field].clone());
             }
         }
-        json["redis"] = serde_json::to_value(self.redis_block().0).unwrap_or_default();
+        json["redis"] = redis;
         json
     }
 
