@@ -536,3 +536,111 @@ fn ca_certificates_through_the_admin_api() {
     );
     assert_eq!(gw.admin_get(&format!("/ca_certificates/{id}")).status, 404);
 }
+
+/// A self-signed CA certificate valid from `start` to `end` (`YYYYMMDDHHMMSSZ`), made with
+/// `openssl ca`, which (unlike `req -x509`) takes dates in the past.
+fn ca_valid_between(dir: &Path, name: &str, start: &str, end: &str) -> String {
+    let at = dir.join(name);
+    std::fs::create_dir_all(&at).unwrap();
+    std::fs::write(at.join("index.txt"), "").unwrap();
+    std::fs::write(at.join("serial"), "01\n").unwrap();
+    std::fs::write(
+        at.join("ca.cnf"),
+        "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\nserial = serial\nnew_certs_dir = .\n\
+         default_md = sha256\npolicy = p\ncopy_extensions = copy\n[p]\ncommonName = supplied\n",
+    )
+    .unwrap();
+    openssl(
+        &at,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.csr",
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+        ],
+    );
+    openssl(
+        &at,
+        &[
+            "ca",
+            "-batch",
+            "-config",
+            "ca.cnf",
+            "-selfsign",
+            "-keyfile",
+            "ca.key",
+            "-in",
+            "ca.csr",
+            "-startdate",
+            start,
+            "-enddate",
+            end,
+            "-out",
+            "ca.pem",
+        ],
+    );
+    std::fs::read_to_string(at.join("ca.pem")).unwrap()
+}
+
+/// A CA certificate already expired is refused when it is written (created, replaced,
+/// patched or validated), as Kong refuses it; one that expires later, while the Admin
+/// API holds it, stops no other write.
+#[test]
+fn expired_ca_certificates_are_refused_when_written_only() {
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let expired = ca_valid_between(dir.path(), "old", "20200101000000Z", "20200102000000Z");
+    let soon = std::process::Command::new("date")
+        .args(["-u", "-d", "+3 seconds", "+%Y%m%d%H%M%SZ"])
+        .output()
+        .unwrap();
+    let soon = String::from_utf8(soon.stdout).unwrap();
+    let expiring = ca_valid_between(dir.path(), "brief", "20200101000000Z", soon.trim());
+    let gw = Gateway::start("_format_version: \"3.0\"\n");
+    for (method, path) in [
+        ("POST", "/ca_certificates".to_owned()),
+        ("POST", "/schemas/ca_certificates/validate".to_owned()),
+    ] {
+        let r = admin_json(&gw, method, &path, &json!({"cert": expired}));
+        assert_eq!(r.status, 400, "{path}: {r:?}");
+        assert!(
+            r.json()["fields"]["cert"]
+                .as_str()
+                .is_some_and(|m| m.contains("expired")),
+            "{r:?}"
+        );
+    }
+    let r = admin_json(&gw, "POST", "/ca_certificates", &json!({"cert": expiring}));
+    assert_eq!(r.status, 201, "{r:?}");
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let r = admin_json(
+        &gw,
+        "PATCH",
+        &format!("/ca_certificates/{id}"),
+        &json!({"cert": expired}),
+    );
+    assert_eq!(r.status, 400, "PATCH to an expired one: {r:?}");
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    // Expired now, held by the Admin API: other writes go on.
+    let r = admin_form(&gw, "POST", "/consumers", &[("username", "after")]);
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = http_request(
+        gw.admin_addr(),
+        "POST",
+        "/config",
+        &[],
+        Some(("application/yaml", b"_format_version: \"3.0\"\n")),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+}

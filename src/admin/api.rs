@@ -740,7 +740,7 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             "",
         ),
         ("POST", ["ca_certificates"]) => with_body(body("ca_certificates"), |b| {
-            ca_digest_taken(config, &b, None)
+            ca_write_refused(config, &b, None)
                 .unwrap_or_else(|| write(control, config, "ca_certificates", b, None))
         }),
         ("GET", ["ca_certificates", c]) => find_ca_certificate(config, c)
@@ -751,6 +751,9 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
         ("PATCH", ["ca_certificates", c]) => match find_ca_certificate(config, c) {
             Some(i) => with_body(body("ca_certificates"), |b| {
                 let ca = &config.ca_certificates[i];
+                if let Some(refused) = ca_write_refused(config, &b, Some(&ca.id)) {
+                    return refused;
+                }
                 update_generic(
                     control,
                     config,
@@ -2235,8 +2238,8 @@ fn put_ca_certificate(control: &Control, config: &Config, key: &str, mut body: B
     if found.is_none() && !crate::config::is_uuid(key) {
         return field_error("id", "expected a valid UUID");
     }
-    if let Some(taken) = ca_digest_taken(config, &body, Some(key)) {
-        return taken;
+    if let Some(refused) = ca_write_refused(config, &body, Some(key)) {
+        return refused;
     }
     match found {
         Some(i) if config.ca_certificates[i].layer == Layer::File => read_only(),
@@ -2249,6 +2252,20 @@ fn put_ca_certificate(control: &Control, config: &Config, key: &str, mut body: B
             put_status(write(control, config, "ca_certificates", body, None))
         }
         None => field_error("id", "expected a valid UUID"),
+    }
+}
+
+/// What refuses a CA certificate's write before the config it joins is built: a
+/// certificate expired already (one that expires later only warns, in every config
+/// built since), and Kong's unique `cert_digest`.
+fn ca_write_refused(config: &Config, body: &Body, except: Option<&str>) -> Option<Reply> {
+    let expired = body
+        .get("cert")
+        .and_then(Value::as_str)
+        .and_then(crate::config::expired_ca);
+    match expired {
+        Some(message) => Some(field_error("cert", message)),
+        None => ca_digest_taken(config, body, except),
     }
 }
 
@@ -3108,7 +3125,17 @@ fn validate_entity(kind: &str, body: Body) -> Reply {
         if kind == "routes" {
             lists_of_one(&mut body);
         }
-        schema_problems(kind, &body)
+        let expired = (kind == "ca_certificates")
+            .then(|| {
+                body.get("cert")
+                    .and_then(Value::as_str)
+                    .and_then(crate::config::expired_ca)
+            })
+            .flatten();
+        match expired {
+            Some(message) => Some(field_error("cert", message)),
+            None => schema_problems(kind, &body),
+        }
     };
     problems
         .unwrap_or_else(|| Reply::json(200, &json!({ "message": "schema validation successful" })))

@@ -439,6 +439,17 @@ fn ca_problem(der: &[u8], now: u64) -> Option<NoCa> {
     (!is_ca && !self_signed).then_some(NoCa::NotACa)
 }
 
+/// Kong's refusal of a CA certificate PEM already expired when it is written (a write
+/// of that entity through the Admin API); `None` for one still valid, or one that does
+/// not read (its write says why).
+pub fn expired_ca(pem: &str) -> Option<&'static str> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let der = tls::certificates(pem).ok()?.into_iter().next()?;
+    matches!(ca_problem(&der, now), Some(NoCa::Expired)).then(|| NoCa::Expired.message())
+}
+
 /// Whether a certificate's "Not After" is past (one X.509 cannot read is not).
 fn expired(der: &[u8]) -> bool {
     use x509_cert::der::Decode;
@@ -488,8 +499,12 @@ pub fn build_cas(
             Ok(certs) => {
                 // Refused, but kept by its id: the services naming it are not also told
                 // it does not exist.
+                // A CA the Admin API holds that has expired since it was written only
+                // warns: it is not what a write is writing (its own write refuses one
+                // already expired, see `expired_ca`).
+                let written = expired_refused && layer(i) == Layer::File;
                 match certs.first().and_then(|c| ca_problem(c, now)) {
-                    Some(NoCa::Expired) if !expired_refused => report.warn(format!(
+                    Some(NoCa::Expired) if !written => report.warn(format!(
                         "{path}.cert: {}; a write through the Admin API would be refused",
                         NoCa::Expired.message()
                     )),

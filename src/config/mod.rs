@@ -15,7 +15,7 @@ mod node;
 mod upstreams;
 mod vault;
 
-pub use certs::cert_digest;
+pub use certs::{cert_digest, expired_ca};
 pub use file::valid_tag;
 pub use lookup::Known;
 pub use vault::Reading;
