@@ -67,6 +67,24 @@ const CREDENTIAL_HEADERS: [&str; 5] = [
     "kong-admin-token",
 ];
 
+/// Headers the gateway itself sets on the request it forwards (lower case): under one of
+/// them the ID would go upstream beside the gateway's own value.
+const FORWARDING_HEADERS: [&str; 13] = [
+    "x-real-ip",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-path",
+    "x-forwarded-prefix",
+    "via",
+    "x-consumer-id",
+    "x-consumer-username",
+    "x-consumer-custom-id",
+    "x-credential-identifier",
+    "x-anonymous-consumer",
+];
+
 impl ConfigFile {
     pub fn validate(self) -> Result<Config, Vec<(String, String)>> {
         let mut problems = Vec::new();
@@ -97,6 +115,15 @@ impl ConfigFile {
                 "header_name".into(),
                 format!(
                     "'{}' carries credentials, which the request ID would put in logs; name the ID's own header",
+                    self.header_name
+                ),
+            ));
+        }
+        if FORWARDING_HEADERS.contains(&key.as_str()) {
+            problems.push((
+                "header_name".into(),
+                format!(
+                    "'{}' is set by the gateway on the forwarded request; name the ID's own header",
                     self.header_name
                 ),
             ));
@@ -274,6 +301,10 @@ mod tests {
                 parse(&format!("header_name: {framing}")).is_err(),
                 "{framing}"
             );
+        }
+        for ours in ["X-Real-IP", "x-forwarded-for", "Via", "X-Consumer-ID"] {
+            let refused = parse(&format!("header_name: {ours}")).unwrap_err();
+            assert!(refused[0].1.contains("set by the gateway"), "{refused:?}");
         }
         for credentials in [
             "Authorization",
