@@ -3183,6 +3183,25 @@ fn a_plugin_patch_merges_nested_records() {
         "{redis}"
     );
     assert_eq!(config["redis_port"], 6391, "{config}");
+    // A plugin does not become another.
+    let r = admin_form(&gw, "PATCH", &path, &[("name", "correlation-id")]);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(
+        ok(&gw.admin_get(&path), 200, "GET")["name"],
+        "rate-limiting"
+    );
+    // The two spellings saying different things in one PATCH: refused, as a create is.
+    let r = admin_json(
+        &gw,
+        "PATCH",
+        &path,
+        &json!({"config": {"redis": {"port": 7000}, "redis_port": 7001}}),
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(
+        ok(&gw.admin_get(&path), 200, "GET")["config"]["redis"]["port"],
+        6391
+    );
     // What a GET shows goes back whole with a PUT.
     let shown = ok(&gw.admin_get(&path), 200, "GET");
     let r = admin_json(&gw, "PUT", &path, &shown);

@@ -3490,6 +3490,18 @@ fn update_plugin(control: &Control, config: &Config, i: usize, mut body: Body) -
         .and_then(Value::as_str)
         .unwrap_or(&config.plugins[i].name)
         .to_owned();
+    // Kong checks the stored configuration, defaults and all, against the new plugin's
+    // schema, which refuses another plugin's fields: a plugin does not become another
+    // (a jwt turned correlation-id would take authentication off its scope silently).
+    if name != config.plugins[i].name {
+        return field_error(
+            "name",
+            &format!(
+                "a '{}' plugin cannot become '{name}': create that plugin and delete this one",
+                config.plugins[i].name
+            ),
+        );
+    }
     if let Some(reply) = instance_name_taken(config, &body, Some(i)) {
         return reply;
     }

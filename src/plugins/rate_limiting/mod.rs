@@ -271,6 +271,16 @@ pub fn fold_shorthands(config: &mut serde_json::Value) {
         return;
     };
     for (shorthand, field) in REDIS_SHORTHANDS {
+        // Both spellings saying different things stay as they are, to be refused as a
+        // create refuses them.
+        let differs = object
+            .get("redis")
+            .and_then(|redis| redis.get(field))
+            .zip(object.get(shorthand))
+            .is_some_and(|(record, flat)| record != flat);
+        if differs {
+            continue;
+        }
         if let Some(value) = object.remove(shorthand) {
             let redis = object
                 .entry("redis")
