@@ -3259,3 +3259,35 @@ fn route_protocols_keep_their_order() {
         assert_eq!(route["protocols"], protocols, "{route}");
     }
 }
+
+/// A username may not be another consumer's id, in any case: ids are found without
+/// regard to case, so the new consumer would be reached as the other one.
+#[test]
+fn a_username_is_no_other_consumers_id_in_capitals() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let id = "7b5d4a3c-1f2e-4d6c-9a8b-0000000000bb";
+    ok(
+        &admin_form(
+            &gw,
+            "POST",
+            "/consumers",
+            &[("username", "first"), ("id", id)],
+        ),
+        201,
+        "first",
+    );
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/consumers",
+        &[("username", &id.to_uppercase())],
+    );
+    let body = ok(&r, 409, "a username that is an id in capitals");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("is the id of another consumer")),
+        "{body}"
+    );
+}

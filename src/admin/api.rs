@@ -2677,12 +2677,21 @@ fn create_consumer(
 /// here, so a username shaped as a UUID may not be another consumer's id either (Kong keeps
 /// the two apart), and the answer says which it is.
 fn username_free(config: &Config, username: &str, replacing: Replacing<'_>) -> Result<(), Reply> {
-    let holder = config.keys.consumers.get(username);
+    // An id is found without regard to case: so is a username shaped as one.
+    let as_id = crate::config::is_uuid(username).then(|| username.to_ascii_lowercase());
+    let holder = config.keys.consumers.get(username).or_else(|| {
+        let id = as_id.as_deref()?;
+        config
+            .keys
+            .consumers
+            .get(id)
+            .filter(|&&i| config.consumers[i].id == id)
+    });
     if !taken_by_other(holder, replacing) {
         return Ok(());
     }
     match holder {
-        Some(&i) if config.consumers[i].id == username => Err(Reply::json(
+        Some(&i) if config.consumers[i].id.eq_ignore_ascii_case(username) => Err(Reply::json(
             409,
             &json!({
                 "code": 5,

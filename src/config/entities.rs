@@ -422,6 +422,9 @@ pub fn build_consumers(items: Vec<Item>, keys: &mut Keys, report: &mut Report) -
     let mut secrets = Vec::new();
     let mut nested_plugins = Vec::new();
     let mut custom_ids: HashMap<String, String> = HashMap::new();
+    // Usernames shaped as a UUID, with where they are: checked against every id below,
+    // without regard to case (ids are found so).
+    let mut uuid_usernames: Vec<(usize, String, String)> = Vec::new();
     for item in items {
         let Some(file) = parse_item::<ConsumerFile>(item.value, &item.path, report) else {
             continue;
@@ -454,6 +457,9 @@ pub fn build_consumers(items: Vec<Item>, keys: &mut Keys, report: &mut Report) -
         // Usernames and ids share one lookup, so a username shaped as a UUID may not be
         // another consumer's id (nor an id another's username).
         if let Some(username) = &file.username {
+            if super::is_uuid(username) {
+                uuid_usernames.push((index, item.path.clone(), username.clone()));
+            }
             if let Some(other) = keys.consumers.insert(username.clone(), index) {
                 let problem = if consumers
                     .get(other)
@@ -546,6 +552,23 @@ pub fn build_consumers(items: Vec<Item>, keys: &mut Keys, report: &mut Report) -
             created_at: file.created_at.unwrap_or(0),
             layer: item.layer,
         });
+    }
+    if !uuid_usernames.is_empty() {
+        let ids: HashMap<String, usize> = consumers
+            .iter()
+            .enumerate()
+            .map(|(i, c): (usize, &Consumer)| (c.id.to_ascii_lowercase(), i))
+            .collect();
+        for (index, path, username) in uuid_usernames {
+            let other = ids.get(&username.to_ascii_lowercase());
+            // Exactly equal was said above, as the lookup found it.
+            if other.is_some_and(|&o| o != index && consumers[o].id != username) {
+                report.add(
+                    format!("{path}.username"),
+                    format!("'{username}' is the id of another consumer"),
+                );
+            }
+        }
     }
     (consumers, secrets, nested_plugins)
 }

@@ -2586,3 +2586,30 @@ fn a_request_id_read_from_a_token_header_is_refused() {
     );
     assert!(fine.is_ok(), "{:?}", fine.err());
 }
+
+#[test]
+fn a_username_is_no_other_consumers_id_in_any_case() {
+    // Ids are found without regard to case, so a username that is another consumer's id
+    // in capitals would be reached as that consumer.
+    let id = "7b5d4a3c-1f2e-4d6c-9a8b-0000000000aa";
+    for (first, second) in [
+        (
+            format!("  - username: a\n    id: {id}\n"),
+            format!("  - username: \"{}\"\n", id.to_uppercase()),
+        ),
+        (
+            format!("  - username: \"{}\"\n", id.to_uppercase()),
+            format!("  - username: a\n    id: {id}\n"),
+        ),
+    ] {
+        let p = problems(&format!(
+            "_format_version: \"3.0\"\nconsumers:\n{first}{second}"
+        ));
+        assert!(
+            p.iter()
+                .any(|l| l.contains(".username: '")
+                    && l.ends_with("' is the id of another consumer")),
+            "{p:#?}"
+        );
+    }
+}
