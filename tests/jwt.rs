@@ -955,29 +955,10 @@ consumers:
 #[test]
 fn hide_credentials_removes_a_failed_token_from_an_anonymous_request() {
     let o = Origin::start();
-    let cfg = format!(
-        r#"_format_version: "3.0"
-services:
-  - name: svc
-    url: {u}
-    routes:
-      - name: api
-        paths: ["/api"]
-        plugins:
-          - name: jwt
-            config:
-              anonymous: guest
-              hide_credentials: true
-consumers:
-  - username: guest
-  - username: mobile-app
-    jwt_secrets:
-      - key: mobile-app
-        secret: {SECRET}
-"#,
-        u = o.url()
-    );
-    let gw = Gateway::start(&cfg);
+    let gw = Gateway::start(&anonymous_config(
+        &o,
+        "              hide_credentials: true\n",
+    ));
     let bad = py_hs256(&good_claims("mobile-app"), "not-the-secret");
     let other = py_hs256(&good_claims("nobody"), SECRET);
     let r = proxy_get(
@@ -999,10 +980,11 @@ consumers:
     );
 }
 
-#[test]
-fn anonymous_consumer_on_failure() {
-    let o = Origin::start();
-    let cfg = format!(
+/// One service at `/api` whose jwt plugin maps a failure to the `guest` consumer
+/// (`extra`: more of the plugin's config lines), and the consumer `mobile-app` with a
+/// credential.
+fn anonymous_config(o: &Origin, extra: &str) -> String {
+    format!(
         r#"_format_version: "3.0"
 services:
   - name: svc
@@ -1014,7 +996,7 @@ services:
           - name: jwt
             config:
               anonymous: guest
-consumers:
+{extra}consumers:
   - username: guest
   - username: mobile-app
     jwt_secrets:
@@ -1022,7 +1004,13 @@ consumers:
         secret: {SECRET}
 "#,
         u = o.url()
-    );
+    )
+}
+
+#[test]
+fn anonymous_consumer_on_failure() {
+    let o = Origin::start();
+    let cfg = anonymous_config(&o, "");
     let gw = Gateway::start(&cfg);
     let guest_id = gw.admin_get("/consumers/guest").json()["id"]
         .as_str()
