@@ -3291,3 +3291,34 @@ fn a_username_is_no_other_consumers_id_in_capitals() {
         "{body}"
     );
 }
+
+/// correlation-id under a credential header, or one the gateway sets upstream: refused
+/// when written, through the Admin API as in the file.
+#[test]
+fn correlation_id_refuses_a_credential_or_forwarding_header_when_written() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    for header in ["Authorization", "X-Forwarded-For"] {
+        let r = admin_json(
+            &gw,
+            "POST",
+            "/plugins",
+            &json!({"name": "correlation-id", "config": {"header_name": header}}),
+        );
+        let body = ok(&r, 400, header);
+        assert!(
+            body["fields"]["config"]["header_name"]
+                .as_str()
+                .is_some_and(|m| m.contains(header)),
+            "{body}"
+        );
+    }
+    let (code, stderr) = check_file(
+        "_format_version: \"3.0\"\nplugins:\n  - name: correlation-id\n    config: {header_name: Cookie}\n",
+    );
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(
+        stderr.contains("plugins[0].config.header_name: 'Cookie' carries credentials"),
+        "{stderr}"
+    );
+}

@@ -601,13 +601,17 @@ fn expired_ca_certificates_are_refused_when_written_only() {
     use serde_json::json;
     let dir = tempfile::tempdir().unwrap();
     let expired = ca_valid_between(dir.path(), "old", "20200101000000Z", "20200102000000Z");
+    let gw = Gateway::start("_format_version: \"3.0\"\n");
+    // Made once the gateway is up, so its few seconds are the test's, not the start's.
     let soon = std::process::Command::new("date")
         .args(["-u", "-d", "+3 seconds", "+%Y%m%d%H%M%SZ"])
         .output()
         .unwrap();
     let soon = String::from_utf8(soon.stdout).unwrap();
     let expiring = ca_valid_between(dir.path(), "brief", "20200101000000Z", soon.trim());
-    let gw = Gateway::start("_format_version: \"3.0\"\n");
+    let r = admin_json(&gw, "POST", "/ca_certificates", &json!({"cert": expiring}));
+    assert_eq!(r.status, 201, "{r:?}");
+    let id = r.json()["id"].as_str().unwrap().to_owned();
     for (method, path) in [
         ("POST", "/ca_certificates".to_owned()),
         ("POST", "/schemas/ca_certificates/validate".to_owned()),
@@ -621,9 +625,6 @@ fn expired_ca_certificates_are_refused_when_written_only() {
             "{r:?}"
         );
     }
-    let r = admin_json(&gw, "POST", "/ca_certificates", &json!({"cert": expiring}));
-    assert_eq!(r.status, 201, "{r:?}");
-    let id = r.json()["id"].as_str().unwrap().to_owned();
     let r = admin_json(
         &gw,
         "PATCH",

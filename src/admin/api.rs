@@ -751,6 +751,9 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
         ("PATCH", ["ca_certificates", c]) => match find_ca_certificate(config, c) {
             Some(i) => with_body(body("ca_certificates"), |b| {
                 let ca = &config.ca_certificates[i];
+                if ca.layer == Layer::File {
+                    return read_only();
+                }
                 if let Some(refused) = ca_write_refused(config, &b, Some(&ca.id)) {
                     return refused;
                 }
@@ -789,6 +792,9 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
         }),
         ("PATCH", ["certificates", c]) => match find_certificate(config, c) {
             Some(i) => with_body(body("certificates"), |b| {
+                if config.certificates[i].layer == Layer::File {
+                    return read_only();
+                }
                 if let Some(held) = sni_held(config, &b, Some(&config.certificates[i].id)) {
                     return held;
                 }
@@ -1898,6 +1904,9 @@ fn put_certificate(control: &Control, config: &Config, key: &str, mut body: Body
     }
     let is_id = crate::config::is_uuid(key);
     let found = find_certificate(config, key);
+    if found.is_some_and(|i| config.certificates[i].layer == Layer::File) {
+        return read_only();
+    }
     let own = found.map(|i| config.certificates[i].id.as_str());
     if let Some(held) = sni_held(config, &body, own) {
         return held;
@@ -2237,6 +2246,9 @@ fn put_ca_certificate(control: &Control, config: &Config, key: &str, mut body: B
     let found = find_ca_certificate(config, key);
     if found.is_none() && !crate::config::is_uuid(key) {
         return field_error("id", "expected a valid UUID");
+    }
+    if found.is_some_and(|i| config.ca_certificates[i].layer == Layer::File) {
+        return read_only();
     }
     if let Some(refused) = ca_write_refused(config, &body, Some(key)) {
         return refused;

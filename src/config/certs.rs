@@ -514,15 +514,18 @@ pub fn build_cas(
                 let digest = certs
                     .first()
                     .map_or_else(String::new, |der| cert_digest(der));
-                // As Kong's unique `cert_digest`: one entity per CA certificate.
+                // As Kong's unique `cert_digest`: one entity per CA certificate. The Admin
+                // API refuses a second when it is written; one an earlier version saved
+                // loads with a warning.
                 if let Some(same) = shown
                     .iter()
-                    .position(|c: &CaCertificate| c.cert_digest == digest)
+                    .find(|c: &&CaCertificate| c.cert_digest == digest)
                 {
-                    report.add(
-                        format!("{path}.cert"),
-                        format!("the same certificate as ca_certificates[{same}]"),
-                    );
+                    let problem = format!("the same certificate as CA certificate '{}'", same.id);
+                    match layer(i) {
+                        Layer::File => report.add(format!("{path}.cert"), problem),
+                        Layer::Admin => report.warn(format!("{path}.cert: {problem}")),
+                    }
                 }
                 if cas.insert(id.clone(), certs).is_some() {
                     report.add(

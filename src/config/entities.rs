@@ -424,7 +424,7 @@ pub fn build_consumers(items: Vec<Item>, keys: &mut Keys, report: &mut Report) -
     let mut custom_ids: HashMap<String, String> = HashMap::new();
     // Usernames shaped as a UUID, with where they are: checked against every id below,
     // without regard to case (ids are found so).
-    let mut uuid_usernames: Vec<(usize, String, String)> = Vec::new();
+    let mut uuid_usernames: Vec<(usize, String, String, Layer)> = Vec::new();
     for item in items {
         let Some(file) = parse_item::<ConsumerFile>(item.value, &item.path, report) else {
             continue;
@@ -458,7 +458,7 @@ pub fn build_consumers(items: Vec<Item>, keys: &mut Keys, report: &mut Report) -
         // another consumer's id (nor an id another's username).
         if let Some(username) = &file.username {
             if super::is_uuid(username) {
-                uuid_usernames.push((index, item.path.clone(), username.clone()));
+                uuid_usernames.push((index, item.path.clone(), username.clone(), item.layer));
             }
             if let Some(other) = keys.consumers.insert(username.clone(), index) {
                 let problem = if consumers
@@ -559,14 +559,18 @@ pub fn build_consumers(items: Vec<Item>, keys: &mut Keys, report: &mut Report) -
             .enumerate()
             .map(|(i, c): (usize, &Consumer)| (c.id.to_ascii_lowercase(), i))
             .collect();
-        for (index, path, username) in uuid_usernames {
+        for (index, path, username, layer) in uuid_usernames {
             let other = ids.get(&username.to_ascii_lowercase());
-            // Exactly equal was said above, as the lookup found it.
+            // Exactly equal was said above, as the lookup found it. The Admin API refuses
+            // the rest when it writes them; one an earlier version saved loads with a
+            // warning.
             if other.is_some_and(|&o| o != index && consumers[o].id != username) {
-                report.add(
-                    format!("{path}.username"),
-                    format!("'{username}' is the id of another consumer"),
-                );
+                let at = format!("{path}.username");
+                let problem = format!("'{username}' is the id of another consumer");
+                match layer {
+                    Layer::File => report.add(at, problem),
+                    Layer::Admin => report.warn(format!("{at}: {problem}")),
+                }
             }
         }
     }
@@ -829,6 +833,7 @@ fn plugin_config(
     name: &str,
     config: Option<Value>,
     path: &str,
+    layer: Layer,
     report: &mut Report,
 ) -> Option<(PluginConfig, serde_json::Value)> {
     let config = config.unwrap_or(Value::Mapping(Default::default()));
@@ -863,6 +868,18 @@ fn plugin_config(
         "correlation-id" => {
             let file: correlation_id::ConfigFile = parse_item(config, &config_path, report)?;
             let json = serde_json::to_value(&file).unwrap_or_default();
+            // Refused in the file; Admin API state an earlier version saved loads with a
+            // warning (what the Admin API writes is refused, see `what_a_write_adds`).
+            if let Some(caution) = file.header_caution() {
+                let at = config_field(path, "header_name");
+                match layer {
+                    Layer::File => {
+                        report.add(at, caution);
+                        return None;
+                    }
+                    Layer::Admin => report.warn(format!("{at}: {caution}")),
+                }
+            }
             match file.validate() {
                 Ok(config) => Some((PluginConfig::CorrelationId(Arc::new(config)), json)),
                 Err(problems) => {
@@ -1074,7 +1091,7 @@ pub fn build_plugins(
             ok = false;
         }
         let Some((mut config, mut config_json)) =
-            plugin_config(&name, file.config, &item.path, report)
+            plugin_config(&name, file.config, &item.path, item.layer, report)
         else {
             continue;
         };

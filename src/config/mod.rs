@@ -752,6 +752,18 @@ pub fn what_a_write_adds(
                     report.add(format!("routes[{at}].name"), problem);
                 }
             }
+            let correlation = kind == "plugins"
+                && item.get("name").and_then(serde_json::Value::as_str) == Some("correlation-id");
+            let caution = correlation
+                .then(|| item.get("config").cloned())
+                .flatten()
+                .and_then(|c| {
+                    serde_json::from_value::<crate::plugins::correlation_id::ConfigFile>(c).ok()
+                })
+                .and_then(|c| c.header_caution());
+            if let Some(caution) = caution {
+                report.add(format!("plugins[{at}].config.header_name"), caution);
+            }
         }
     }
     report.problems
@@ -1511,13 +1523,16 @@ fn build(
     for plugin in &plugins {
         if let PluginConfig::CorrelationId(id) = &plugin.config {
             if token_headers.contains(&id.header_name.to_ascii_lowercase()) {
-                report.add(
-                    format!("{}.config.header_name", plugin.path),
-                    format!(
-                        "'{}' is where a jwt plugin reads its token, which the request ID would put in logs; name the ID's own header",
-                        id.header_name
-                    ),
+                let at = format!("{}.config.header_name", plugin.path);
+                let problem = format!(
+                    "'{}' is where a jwt plugin reads its token, which the request ID would put in logs; name the ID's own header",
+                    id.header_name
                 );
+                // Admin API state an earlier version saved loads with a warning.
+                match plugin.layer {
+                    Layer::File => report.add(at, problem),
+                    Layer::Admin => report.warn(format!("{at}: {problem}")),
+                }
             }
         }
     }
