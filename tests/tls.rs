@@ -2111,7 +2111,15 @@ fn admin_api_certificates_and_snis_take_effect_without_restart() {
         "/certificates",
         &json!({"cert": n.pem, "key": n.key, "snis": ["a.test"]}),
     );
-    // Kong's words, under the field.
+    // Kong's words, under the field; one name in a form too.
+    let form = admin_form(
+        &t.gw,
+        "POST",
+        "/certificates",
+        &[("cert", &n.pem), ("key", &n.key), ("snis", "a.test")],
+    );
+    assert_eq!(form.status, 400, "{form:?}");
+    assert!(form.json()["fields"]["snis"].as_str().is_some(), "{form:?}");
     assert_eq!(r.status, 400, "an SNI another certificate has: {r:?}");
     assert!(
         r.json()["fields"]["snis"]

@@ -1878,7 +1878,11 @@ fn put(control: &Control, config: &Config, kind: Upsert, key: &str, mut body: Bo
 /// Kong's answer to a certificate whose `snis` name one another certificate (not
 /// `own`) serves: `snis: NAME already associated with existing certificate 'ID'`.
 fn sni_held(config: &Config, body: &Body, own: Option<&str>) -> Option<Reply> {
-    let names = body.get("snis")?.as_array()?;
+    // A list, or one name (a form's single `snis=`).
+    let names = match body.get("snis")? {
+        Value::Array(names) => names.as_slice(),
+        one => std::slice::from_ref(one),
+    };
     names.iter().find_map(|entry| {
         let name = entry.as_str().or_else(|| entry.get("name")?.as_str())?;
         let held = config
