@@ -327,6 +327,19 @@ fn plugin_secrets_show_as_references_and_admin_references_stay_in_secret_fields(
         "{config}"
     );
     assert!(!r.body_str().contains(SECRET), "{r:?}");
+    // The two spellings are compared as written: a reference in one and the secret's
+    // value in the other is refused, and the value reaches no state.
+    let flat_id = id_of(&r.json());
+    let r = admin_json(
+        &gw,
+        "PATCH",
+        &format!("/plugins/{flat_id}"),
+        &json!({"config": {"redis": {"password": reference}, "redis_password": SECRET}}),
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(!r.body_str().contains(SECRET), "{r:?}");
+    let state = std::fs::read_to_string(gw.data_dir().join("state.json")).unwrap_or_default();
+    assert!(!state.is_empty() && !state.contains(SECRET), "{state}");
 
     // Anywhere else in an Admin API entity, a reference is refused.
     let r = admin_json(

@@ -1640,6 +1640,11 @@ fn write(
     body: Body,
     replacing: Option<&str>,
 ) -> Reply {
+    if kind == "plugins" && body.get("name").and_then(Value::as_str) == Some("rate-limiting") {
+        if let Some(refused) = body.get("config").and_then(redis_spellings_refused) {
+            return refused;
+        }
+    }
     // The entity's own problems, in Kong's words, before the config it joins is built
     // (a plugin's were checked with its scope).
     if kind != "plugins" {
@@ -2044,7 +2049,10 @@ fn put_sni(control: &Control, config: &Config, key: &str, mut body: Body, patch:
         // The SNI there goes from wherever it is, its place in the list kept.
         let mut at = None;
         if let Some((old_id, old_name, created_at)) = &old {
-            object.insert("created_at".into(), json!(created_at));
+            // Kept, unless the SNI had none (one named in its certificate's list).
+            if *created_at != 0 {
+                object.insert("created_at".into(), json!(created_at));
+            }
             at = admin_list(admin, "snis")
                 .iter()
                 .position(|e| e["id"] == *old_id);
@@ -3475,6 +3483,22 @@ fn resolve_scope(config: &Config, body: &mut Body) -> Result<(), Reply> {
     Ok(())
 }
 
+/// A rate-limiting configuration's two Redis spellings compared as written, before any
+/// reference in them is read: one may not hold a secret's value beside the other's
+/// reference (Kong compares them so too).
+fn redis_spellings_refused(config: &Value) -> Option<Reply> {
+    let disagree = crate::plugins::rate_limiting::spellings_disagree(config);
+    (!disagree.is_empty()).then(|| {
+        field_error(
+            "config.redis",
+            &format!(
+                "the 'redis' block and the legacy 'redis_*' fields disagree on {}",
+                disagree.join(", ")
+            ),
+        )
+    })
+}
+
 /// Lays `patch` over `current`: an object into an object field by field (recursively),
 /// anything else in place of what is there.
 fn merge_record(current: &mut Value, patch: Value) {
@@ -3515,6 +3539,9 @@ fn update_plugin(control: &Control, config: &Config, i: usize, mut body: Body) -
         .and_then(Value::as_str)
         .unwrap_or(&config.plugins[i].name)
         .to_owned();
+    if config.plugins[i].layer == Layer::File {
+        return read_only();
+    }
     // Kong checks the stored configuration, defaults and all, against the new plugin's
     // schema, which refuses another plugin's fields: a plugin does not become another
     // (a jwt turned correlation-id would take authentication off its scope silently).
@@ -3545,6 +3572,11 @@ fn update_plugin(control: &Control, config: &Config, i: usize, mut body: Body) -
             crate::plugins::rate_limiting::fold_shorthands(&mut config_value);
         }
         merge_record(&mut merged, config_value);
+        if name == "rate-limiting" {
+            if let Some(refused) = redis_spellings_refused(&merged) {
+                return refused;
+            }
+        }
         body.insert("config".into(), merged);
     }
     update_generic(

@@ -522,9 +522,13 @@ pub fn build_cas(
                     .find(|c: &&CaCertificate| c.cert_digest == digest)
                 {
                     let problem = format!("the same certificate as CA certificate '{}'", same.id);
-                    match layer(i) {
-                        Layer::File => report.add(format!("{path}.cert"), problem),
-                        Layer::Admin => report.warn(format!("{path}.cert: {problem}")),
+                    // Refused when the file is one of the two (it is what a load or a
+                    // reload writes); two the Admin API holds only warn.
+                    match (same.layer, layer(i)) {
+                        (Layer::Admin, Layer::Admin) => {
+                            report.warn(format!("{path}.cert: {problem}"))
+                        }
+                        _ => report.add(format!("{path}.cert"), problem),
                     }
                 }
                 if cas.insert(id.clone(), certs).is_some() {

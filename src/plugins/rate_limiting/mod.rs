@@ -264,6 +264,25 @@ pub fn show_references_in_both_spellings(json: &mut serde_json::Value) {
     }
 }
 
+/// The Redis settings a configuration gives in both spellings with different values as
+/// written (a vault reference is not its value: Kong compares what is written, so one
+/// spelling cannot hold a secret's value beside the other's reference).
+pub fn spellings_disagree(config: &serde_json::Value) -> Vec<&'static str> {
+    REDIS_SHORTHANDS
+        .iter()
+        .filter(|(shorthand, field)| {
+            let flat = config.get(*shorthand).filter(|v| !v.is_null());
+            let record = config
+                .get("redis")
+                .and_then(|r| r.get(*field))
+                .filter(|v| !v.is_null());
+            flat.zip(record)
+                .is_some_and(|(flat, record)| flat != record)
+        })
+        .map(|(_, field)| *field)
+        .collect()
+}
+
 /// Moves a configuration's (or a PATCH's) shorthand `redis_*` fields into its `redis`
 /// record, as Kong stores them.
 pub fn fold_shorthands(config: &mut serde_json::Value) {
