@@ -3322,3 +3322,77 @@ fn correlation_id_refuses_a_credential_or_forwarding_header_when_written() {
         "{stderr}"
     );
 }
+
+/// correlation-id where a jwt plugin reads its token, written through the Admin API in
+/// either order: refused, the token would become the logged request ID.
+#[test]
+fn correlation_id_and_jwt_may_not_share_a_header_when_written() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    ok(
+        &admin_form(
+            &gw,
+            "POST",
+            "/services",
+            &[("name", "shared"), ("host", "example.test")],
+        ),
+        201,
+        "service",
+    );
+    ok(
+        &admin_json(
+            &gw,
+            "POST",
+            "/services/shared/plugins",
+            &json!({"name": "jwt", "config": {"header_names": ["x-token"]}}),
+        ),
+        201,
+        "jwt",
+    );
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/plugins",
+        &json!({"name": "correlation-id", "config": {"header_name": "X-Token"}}),
+    );
+    let body = ok(&r, 400, "correlation-id on the jwt header");
+    assert!(
+        body["fields"]["config"]["header_name"]
+            .as_str()
+            .is_some_and(|m| m.contains("X-Token")),
+        "{body}"
+    );
+    // The other order: a correlation-id first, then a jwt reading its header.
+    let id = ok(
+        &admin_json(
+            &gw,
+            "POST",
+            "/plugins",
+            &json!({"name": "correlation-id", "config": {"header_name": "X-Trace"}}),
+        ),
+        201,
+        "correlation-id",
+    );
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/routes",
+        &json!({"name": "r-shared", "paths": ["/shared"], "service": {"name": "shared"}}),
+    );
+    ok(&r, 201, "route");
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/routes/r-shared/plugins",
+        &json!({"name": "jwt", "config": {"header_names": ["x-trace"]}}),
+    );
+    ok(&r, 400, "jwt on the correlation-id header");
+    // A PATCH into the clash is refused too.
+    let r = admin_json(
+        &gw,
+        "PATCH",
+        &format!("/plugins/{}", id_of(&id)),
+        &json!({"config": {"header_name": "x-token"}}),
+    );
+    ok(&r, 400, "PATCH into the clash");
+}

@@ -1645,6 +1645,11 @@ fn write(
             return refused;
         }
     }
+    if kind == "plugins" {
+        if let Some(refused) = token_header_clash(config, &body, replacing) {
+            return refused;
+        }
+    }
     // The entity's own problems, in Kong's words, before the config it joins is built
     // (a plugin's were checked with its scope).
     if kind != "plugins" {
@@ -3483,6 +3488,60 @@ fn resolve_scope(config: &Config, body: &mut Body) -> Result<(), Reply> {
     Ok(())
 }
 
+/// A correlation-id plugin whose header is one a jwt plugin (other than the one being
+/// replaced, `replacing`) reads its token from, or a jwt plugin reading from a
+/// correlation-id plugin's header: the token would become the logged request ID. The
+/// file refuses it at load; here it is refused when written (saved state only warns).
+fn token_header_clash(config: &Config, body: &Body, replacing: Option<&str>) -> Option<Reply> {
+    use crate::config::PluginConfig;
+    let name = body.get("name").and_then(Value::as_str)?;
+    let given = body.get("config");
+    let others = config
+        .plugins
+        .iter()
+        .filter(|p| Some(p.id.as_str()) != replacing);
+    let (field, clash) = match name {
+        "correlation-id" => {
+            let header = given
+                .and_then(|c| c.get("header_name"))
+                .and_then(Value::as_str)
+                .unwrap_or("Kong-Request-ID");
+            let clash = others
+                .filter_map(|p| match &p.config {
+                    PluginConfig::Jwt(jwt) => Some(&jwt.header_names),
+                    _ => None,
+                })
+                .flatten()
+                .find(|h| h.eq_ignore_ascii_case(header))
+                .map(|_| header.to_owned());
+            ("header_name", clash)
+        }
+        "jwt" => {
+            let names: Vec<&str> = match given.and_then(|c| c.get("header_names")) {
+                Some(Value::Array(names)) => names.iter().filter_map(Value::as_str).collect(),
+                Some(Value::String(one)) => vec![one.as_str()],
+                _ => vec!["authorization"],
+            };
+            let clash = others
+                .filter_map(|p| match &p.config {
+                    PluginConfig::CorrelationId(id) => Some(id.header_name.as_str()),
+                    _ => None,
+                })
+                .find(|h| names.iter().any(|n| n.eq_ignore_ascii_case(h)))
+                .map(str::to_owned);
+            ("header_names", clash)
+        }
+        _ => return None,
+    };
+    let header = clash?;
+    Some(field_error(
+        &format!("config.{field}"),
+        &format!(
+            "'{header}' is where a jwt plugin reads its token and where correlation-id puts the request ID, which goes into logs; name the ID's own header"
+        ),
+    ))
+}
+
 /// A rate-limiting configuration's two Redis spellings compared as written, before any
 /// reference in them is read: one may not hold a secret's value beside the other's
 /// reference (Kong compares them so too).
@@ -3576,6 +3635,12 @@ fn update_plugin(control: &Control, config: &Config, i: usize, mut body: Body) -
             if let Some(refused) = redis_spellings_refused(&merged) {
                 return refused;
             }
+        }
+        let mut patched = Body::new();
+        patched.insert("name".into(), name.as_str().into());
+        patched.insert("config".into(), merged.clone());
+        if let Some(refused) = token_header_clash(config, &patched, Some(&config.plugins[i].id)) {
+            return refused;
         }
         body.insert("config".into(), merged);
     }
