@@ -501,6 +501,14 @@ fn ca_certificates_through_the_admin_api() {
         &json!({"cert": ca}),
     );
     assert_eq!(r.status, 400, "{r:?}");
+    // An id taken: Kong's primary key violation, before anything else is looked at.
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/ca_certificates",
+        &json!({"id": id, "cert": ca}),
+    );
+    assert_eq!((r.status, &r.json()["code"]), (400, &json!(3)), "{r:?}");
     // One entity per certificate (Kong's unique cert_digest); a PUT of its own is fine.
     let r = admin_json(&gw, "POST", "/ca_certificates", &json!({"cert": ca}));
     assert_eq!(

@@ -1704,6 +1704,7 @@ fn created_kind(segments: &[&str]) -> Option<&'static str> {
         ["plugins"] | [_, _, "plugins"] => "plugins",
         ["consumer_groups"] => "consumer_groups",
         ["certificates"] => "certificates",
+        ["ca_certificates"] => "ca_certificates",
         ["snis"] => "snis",
         ["upstreams"] => "upstreams",
         ["upstreams", _, "targets"] => "targets",
@@ -1733,6 +1734,7 @@ fn id_in_use(config: &Config, kind: &str, id: &str) -> bool {
         "plugins" => Box::new(config.plugins.iter().map(|e| e.id.as_str())),
         "jwt_secrets" => Box::new(config.jwt_secrets.iter().map(|e| e.id.as_str())),
         "certificates" => Box::new(config.certificates.iter().map(|e| e.id.as_str())),
+        "ca_certificates" => Box::new(config.ca_certificates.iter().map(|e| e.id.as_str())),
         "snis" => Box::new(config.snis.iter().map(|e| e.id.as_str())),
         "upstreams" => Box::new(config.upstreams.iter().map(|e| e.id.as_str())),
         "targets" => Box::new(
