@@ -757,6 +757,13 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
                 if let Some(refused) = ca_write_refused(config, &b, Some(&ca.id)) {
                     return refused;
                 }
+                // As Kong checks the entity a PATCH leaves: one whose certificate has
+                // expired takes no other change (replace or delete it).
+                if !b.contains_key("cert") {
+                    if let Some(message) = crate::config::expired_ca(&ca.cert) {
+                        return field_error("cert", message);
+                    }
+                }
                 update_generic(
                     control,
                     config,
