@@ -2306,6 +2306,8 @@ fn node_information_has_kongs_keys() {
     let available = body["plugins"]["available_on_server"].as_object().unwrap();
     for name in ["jwt", "rate-limiting", "correlation-id", "prometheus"] {
         assert!(available[name]["priority"].is_u64(), "{name}: {body}");
+        // Kong's bundled plugins carry Kong's version.
+        assert_eq!(available[name]["version"], "3.9.0", "{name}: {body}");
     }
     let enabled = body["plugins"]["enabled_in_cluster"].as_array().unwrap();
     assert!(enabled.contains(&json!("prometheus")), "{body}");

@@ -551,7 +551,8 @@ fn node_info(shared: &Shared, settings: &Settings) -> Reply {
         .map(|(name, priority)| {
             (
                 (*name).to_owned(),
-                serde_json::json!({ "version": crate::VERSION, "priority": priority }),
+// Kong's bundled plugins carry Kong's version; these answer as they do.
+                serde_json::json!({ "version": crate::KONG_COMPATIBLE_VERSION, "priority": priority }),
             )
         })
         .collect();
