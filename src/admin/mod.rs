@@ -546,12 +546,12 @@ fn node_info(shared: &Shared, settings: &Settings) -> Reply {
         ("rate-limiting", 910),
         ("prometheus", 13),
     ];
+    // Kong's bundled plugins carry Kong's version; these answer as they do.
     let available: serde_json::Map<String, serde_json::Value> = PRIORITIES
         .iter()
         .map(|(name, priority)| {
             (
                 (*name).to_owned(),
-// Kong's bundled plugins carry Kong's version; these answer as they do.
                 serde_json::json!({ "version": crate::KONG_COMPATIBLE_VERSION, "priority": priority }),
             )
         })
