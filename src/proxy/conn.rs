@@ -119,24 +119,20 @@ impl BodyCut {
         }
     }
 
+    /// What the upstream did.
     fn describe(self) -> &'static str {
         match self {
-            BodyCut::Closed => {
-                "closed the connection before the end of the response body; the client's connection was cut"
-            }
-            BodyCut::Reset => {
-                "reset the connection in the response body; the client's connection was cut"
-            }
-            BodyCut::Stalled => {
-                "sent no response body bytes for read_timeout; the client's connection was cut"
-            }
-            BodyCut::Malformed => {
-                "sent a malformed chunked response body; the client's connection was cut"
-            }
-            BodyCut::Trailing => {
-                "sent bytes past the end of the response; they were dropped and the connection closed"
-            }
+            BodyCut::Closed => "closed the connection before the end of the response body",
+            BodyCut::Reset => "reset the connection in the response body",
+            BodyCut::Stalled => "sent no response body bytes for read_timeout",
+            BodyCut::Malformed => "sent a malformed chunked response body",
+            BodyCut::Trailing => "sent bytes past the end of the response",
         }
+    }
+
+    /// Whether the client's response was cut short (else it had all of it).
+    fn cuts_response(self) -> bool {
+        self != BodyCut::Trailing
     }
 }
 
@@ -1668,8 +1664,8 @@ impl<S: ClientIo> Conn<S> {
                     match result {
                         Ok(0) => break,
                         Ok(_) => {}
-                        Err(fail) => {
-                            self.upstream_cut(service, addr, BodyCut::of(Err(fail)));
+                        result @ Err(_) => {
+                            self.upstream_cut(service, addr, BodyCut::of(result));
                             return Next::Close;
                         }
                     }
@@ -1700,13 +1696,16 @@ impl<S: ClientIo> Conn<S> {
 
     /// Counts and logs an upstream that broke off its response after the head.
     fn upstream_cut(&self, service: &Service, addr: SocketAddr, cut: BodyCut) {
-        if cut != BodyCut::Trailing {
+        let outcome = if cut.cuts_response() {
             self.worker.stats.upstream_cut.inc();
-        }
+            "the client's connection was cut"
+        } else {
+            "they were dropped and the connection closed"
+        };
         self.worker.log_upstream(
             &service.name,
             addr,
-            format_args!("{}", cut.describe()),
+            format_args!("{}; {outcome}", cut.describe()),
             self.rid.as_deref().map(RequestId::value),
         );
     }

@@ -138,12 +138,13 @@ pub fn rewrite(
         .and_then(|line| line.split_once(':'))
         .map(|(name, _)| name);
     // The balancer's hash cookie takes the place of the upstream's first cookie of that
-    // name, where it stood, as Kong sets it; without one it goes last.
-    let mut cookie_placed = false;
-    let mut cookie_prefix = extra
-        .set_cookie
-        .and_then(|line| line.strip_prefix("Set-Cookie: "))
-        .and_then(|value| value.find('=').map(|at| &value.as_bytes()[..=at]));
+    // name (`name=`), where it stood, as Kong sets it; not placed there, it goes last.
+    let mut cookie = extra.set_cookie.map(|line| {
+        let name = line
+            .strip_prefix("Set-Cookie: ")
+            .and_then(|value| value.find('=').map(|at| &value.as_bytes()[..=at]));
+        (line, name)
+    });
     for header in headers {
         if header.name.eq_ignore_ascii_case("transfer-encoding") {
             upstream_chunked = true;
@@ -167,16 +168,13 @@ pub fn rewrite(
         if echoed.is_some_and(|name| header.name.eq_ignore_ascii_case(name)) {
             continue;
         }
-        if cookie_prefix.is_some_and(|prefix| {
-            header.name.eq_ignore_ascii_case("set-cookie") && header.value.starts_with(prefix)
-        }) {
-            cookie_prefix = None;
-            if let Some(line) = extra.set_cookie {
+        if let Some((line, Some(name))) = cookie {
+            if header.name.eq_ignore_ascii_case("set-cookie") && header.value.starts_with(name) {
                 out.extend_from_slice(line.as_bytes());
                 out.extend_from_slice(b"\r\n");
-                cookie_placed = true;
+                cookie = None;
+                continue;
             }
-            continue;
         }
         if rate_headers && rate_limiting::is_rate_limit_header(header.name) {
             // The plugin's own values replace the upstream's.
@@ -205,7 +203,7 @@ pub fn rewrite(
         out.extend_from_slice(line.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if let Some(line) = extra.set_cookie.filter(|_| !cookie_placed) {
+    if let Some((line, _)) = cookie {
         out.extend_from_slice(line.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
