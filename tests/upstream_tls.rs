@@ -270,11 +270,9 @@ fn a_reload_that_changes_a_ca_drops_the_connections_it_verified() {
 fn a_ca_certificate_reference_must_exist() {
     let dir = tempfile::tempdir().unwrap();
     make_ca_and_leaf(dir.path());
-    let (code, stderr) = check_file(&config(dir.path(), 9, "no-such-ca"));
-    assert_eq!(code, Some(78));
-    assert!(
-        stderr.contains("services[0].ca_certificates[0]: no CA certificate with id 'no-such-ca'"),
-        "{stderr}"
+    check_refuses(
+        &config(dir.path(), 9, "no-such-ca"),
+        &["services[0].ca_certificates[0]: no CA certificate with id 'no-such-ca'"],
     );
 }
 
@@ -298,15 +296,9 @@ fn a_ca_certificate_item_holds_one_certificate() {
     make_ca_and_leaf(dir.path());
     let ca = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
     std::fs::write(dir.path().join("ca.pem"), format!("{ca}{ca}")).unwrap();
-    let (code, stderr) = check_file(&config(
-        dir.path(),
-        9,
-        "7b5d4a3c-1f2e-4d6c-9a8b-000000000001",
-    ));
-    assert_eq!(code, Some(78), "{stderr}");
-    assert!(
-        stderr.contains("ca_certificates[0].cert: please submit only one certificate at a time"),
-        "{stderr}"
+    check_refuses(
+        &config(dir.path(), 9, "7b5d4a3c-1f2e-4d6c-9a8b-000000000001"),
+        &["ca_certificates[0].cert: please submit only one certificate at a time"],
     );
 }
 

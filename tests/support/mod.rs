@@ -313,7 +313,17 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Output
     }
 }
 
-/// Asserts that stderr shows no panic and no backtrace.
+/// `ringway check` refuses `yaml` (exit 78) and says each of `expected` (a part of a
+/// line); returns its stderr for further checks.
+pub fn check_refuses(yaml: &str, expected: &[&str]) -> String {
+    let (code, stderr) = check_file(yaml);
+    assert_eq!(code, Some(78), "{stderr}");
+    for part in expected {
+        assert!(stderr.contains(part), "missing {part:?} in:\n{stderr}");
+    }
+    stderr
+}
+
 /// `ringway check -c FILE` on `yaml` written to a fresh temp file: (exit code, stderr).
 pub fn check_file(yaml: &str) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
