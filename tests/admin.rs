@@ -595,6 +595,25 @@ fn consumer_and_credential_validation_errors() {
         assert!(last.starts_with("invalid tag '"), "{body}: {r:?}");
         assert!(list[..list.len() - 1].iter().all(Value::is_null), "{r:?}");
     }
+    // Very many bad tags: the first few are said, each quoted short; the answer stays small.
+    let many: Vec<String> = (0..20_000)
+        .map(|i| format!("{},{}", "x".repeat(200), i))
+        .collect();
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/consumers",
+        &json!({"username": "many", "tags": many}),
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.body.len() < 64 * 1024, "{} bytes", r.body.len());
+    let said = r.json()["fields"]["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| !t.is_null())
+        .count();
+    assert_eq!(said, 32, "{r:?}");
     let body = json!({"username": "tagged", "tags": ["team a", "équipe-b", "x:y=z"]});
     let r = admin_json(&gw, "POST", "/consumers", &body);
     assert_eq!(r.status, 201, "{body}: {r:?}");

@@ -2518,6 +2518,10 @@ fn checked_meta(body: &Body) -> Result<(), Reply> {
     }
 }
 
+/// Bad tags said in one answer, and how much of each is quoted.
+const MAX_TAG_PROBLEMS: usize = 32;
+const SHOWN_TAG_CHARS: usize = 64;
+
 /// The problems of the fields every entity has: an `id` that is no UUID, timestamps
 /// that are no whole numbers (`1.0` is one, as Kong's JSON decoder reads it).
 fn meta_errors(body: &Body, fields: &mut Map<String, Value>) {
@@ -2533,15 +2537,20 @@ fn meta_errors(body: &Body, fields: &mut Map<String, Value>) {
     match body.get("tags") {
         None | Some(Value::Null) => {}
         Some(Value::Array(items)) => {
-            for (i, tag) in items.iter().enumerate() {
+            // The first few, as the config's own checks stop at a few per item: a body of
+            // a million bad tags gets an answer of a few lines, not one per tag.
+            let bad = items.iter().enumerate().filter_map(|(i, tag)| {
                 let problem = match tag.as_str() {
-                    Some(tag) if crate::config::valid_tag(tag) => continue,
+                    Some(tag) if crate::config::valid_tag(tag) => return None,
                     Some(tag) => format!(
                         "invalid tag '{}': expected printable ascii (except `,` and `/`) or valid utf-8 sequences",
-                        tag.escape_debug()
+                        tag.chars().take(SHOWN_TAG_CHARS).collect::<String>().escape_debug()
                     ),
                     None => "expected a string".to_owned(),
                 };
+                Some((i, problem))
+            });
+            for (i, problem) in bad.take(MAX_TAG_PROBLEMS) {
                 fields.insert(format!("tags[{i}]"), problem.into());
             }
         }
@@ -4390,12 +4399,17 @@ fn config_errors(status: u16, problems: &Problems) -> Reply {
     let mut fields = Map::new();
     // A problem of an entity itself, not of one of its fields, is Kong's `@entity`: all
     // of an entity's, in order.
-    let mut entities: Vec<(String, Vec<Value>)> = Vec::new();
+    let mut entities: Vec<(&str, Vec<Value>)> = Vec::new();
+    // Where each entity's list is (a config may hold very many entities with problems).
+    let mut at: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for problem in problems.0.iter().filter(|p| is_entity(&p.path)) {
         let message = Value::from(problem.message.clone());
-        match entities.iter_mut().find(|(path, _)| *path == problem.path) {
-            Some((_, list)) => list.push(message),
-            None => entities.push((problem.path.clone(), vec![message])),
+        match at.get(problem.path.as_str()) {
+            Some(&i) => entities[i].1.push(message),
+            None => {
+                at.insert(&problem.path, entities.len());
+                entities.push((&problem.path, vec![message]));
+            }
         }
     }
     for (path, list) in entities {
