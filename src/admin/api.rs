@@ -1647,13 +1647,8 @@ fn write(
     body: Body,
     replacing: Option<&str>,
 ) -> Reply {
-    if kind == "plugins" && body.get("name").and_then(Value::as_str) == Some("rate-limiting") {
-        if let Some(refused) = body.get("config").and_then(redis_spellings_refused) {
-            return refused;
-        }
-    }
-    if kind == "plugins" {
-        if let Some(refused) = token_header_clash(config, &body, replacing) {
+    if let (true, Some(name)) = (kind == "plugins", body.get("name").and_then(Value::as_str)) {
+        if let Some(refused) = plugin_config_refused(config, name, body.get("config"), replacing) {
             return refused;
         }
     }
@@ -3504,14 +3499,31 @@ fn resolve_scope(config: &Config, body: &mut Body) -> Result<(), Reply> {
     Ok(())
 }
 
+/// What refuses a plugin's configuration (`given`, as written) before the config it
+/// joins is built, for a create, a PUT (`replacing` its id) or a PATCH's result.
+fn plugin_config_refused(
+    config: &Config,
+    name: &str,
+    given: Option<&Value>,
+    replacing: Option<&str>,
+) -> Option<Reply> {
+    let redis = given.filter(|_| name == "rate-limiting");
+    redis
+        .and_then(redis_spellings_refused)
+        .or_else(|| token_header_clash(config, name, given, replacing))
+}
+
 /// A correlation-id plugin whose header is one a jwt plugin (other than the one being
 /// replaced, `replacing`) reads its token from, or a jwt plugin reading from a
 /// correlation-id plugin's header: the token would become the logged request ID. The
 /// file refuses it at load; here it is refused when written (saved state only warns).
-fn token_header_clash(config: &Config, body: &Body, replacing: Option<&str>) -> Option<Reply> {
+fn token_header_clash(
+    config: &Config,
+    name: &str,
+    given: Option<&Value>,
+    replacing: Option<&str>,
+) -> Option<Reply> {
     use crate::config::PluginConfig;
-    let name = body.get("name").and_then(Value::as_str)?;
-    let given = body.get("config");
     let others = config
         .plugins
         .iter()
@@ -3574,25 +3586,10 @@ fn redis_spellings_refused(config: &Value) -> Option<Reply> {
     })
 }
 
-/// Lays `patch` over `current`: an object into an object field by field (recursively),
-/// anything else in place of what is there.
-fn merge_record(current: &mut Value, patch: Value) {
-    match (current, patch) {
-        (Value::Object(current), Value::Object(patch)) => {
-            for (k, v) in patch {
-                match current.get_mut(&k) {
-                    Some(slot @ Value::Object(_)) if v.is_object() => merge_record(slot, v),
-                    _ => {
-                        current.insert(k, v);
-                    }
-                }
-            }
-        }
-        (current, patch) => *current = patch,
-    }
-}
-
 fn update_plugin(control: &Control, config: &Config, i: usize, mut body: Body) -> Reply {
+    if config.plugins[i].layer == Layer::File {
+        return read_only();
+    }
     // References as a create takes them, and the same unique key: the plugin's scope
     // after the patch.
     if let Err(reply) = resolve_scope(config, &mut body) {
@@ -3614,9 +3611,6 @@ fn update_plugin(control: &Control, config: &Config, i: usize, mut body: Body) -
         .and_then(Value::as_str)
         .unwrap_or(&config.plugins[i].name)
         .to_owned();
-    if config.plugins[i].layer == Layer::File {
-        return read_only();
-    }
     // Kong checks the stored configuration, defaults and all, against the new plugin's
     // schema, which refuses another plugin's fields: a plugin does not become another
     // (a jwt turned correlation-id would take authentication off its scope silently).
@@ -3646,16 +3640,9 @@ fn update_plugin(control: &Control, config: &Config, i: usize, mut body: Body) -
             crate::plugins::rate_limiting::fold_shorthands(&mut merged);
             crate::plugins::rate_limiting::fold_shorthands(&mut config_value);
         }
-        merge_record(&mut merged, config_value);
-        if name == "rate-limiting" {
-            if let Some(refused) = redis_spellings_refused(&merged) {
-                return refused;
-            }
-        }
-        let mut patched = Body::new();
-        patched.insert("name".into(), name.as_str().into());
-        patched.insert("config".into(), merged.clone());
-        if let Some(refused) = token_header_clash(config, &patched, Some(&config.plugins[i].id)) {
+        merge_records(&mut merged, config_value);
+        let own = Some(config.plugins[i].id.as_str());
+        if let Some(refused) = plugin_config_refused(config, &name, Some(&merged), own) {
             return refused;
         }
         body.insert("config".into(), merged);
