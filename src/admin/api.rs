@@ -134,9 +134,9 @@ fn schema_violation(mut fields: Map<String, Value>) -> Reply {
 /// Whether a problem's path names an entity itself (`consumers[2]`,
 /// `services[0].routes[1]`), not a field or a list element of one (`paths[2]`).
 fn is_entity(path: &str) -> bool {
-    // Top-level lists (the kinds the Admin API writes, and the file's CA certificates),
-    // and the lists nested in an entity that hold entities (not names or references: a
-    // certificate's `snis`, a group's `consumers`, a service's `ca_certificates`).
+    // Top-level lists (the kinds the Admin API writes), and the lists nested in an entity
+    // that hold entities (not names or references: a certificate's `snis`, a group's
+    // `consumers`, a service's `ca_certificates`).
     const NESTED: [&str; 4] = ["routes", "plugins", "jwt_secrets", "targets"];
     let Some(stem) = path.strip_suffix(']') else {
         return false;
@@ -149,7 +149,7 @@ fn is_entity(path: &str) -> bool {
         if nested {
             NESTED.contains(&name)
         } else {
-            crate::config::ADMIN_KINDS.contains(&name) || name == "ca_certificates"
+            crate::config::ADMIN_KINDS.contains(&name)
         }
     })
 }
@@ -943,11 +943,8 @@ fn allowed_methods(segments: &[&str]) -> &'static str {
         ["jwts", _] => "GET, HEAD, PATCH, DELETE",
         ["consumers" | "plugins" | "services" | "routes" | "consumer_groups" | "certificates"
         | "snis" | "ca_certificates"] => LIST,
-        ["ca_certificates", _] => ENTITY,
-        ["snis", _] => ENTITY,
-        ["consumers" | "plugins" | "services" | "routes" | "consumer_groups" | "certificates", _] => {
-            ENTITY
-        }
+        ["consumers" | "plugins" | "services" | "routes" | "consumer_groups" | "certificates"
+        | "snis" | "ca_certificates", _] => ENTITY,
         ["consumers", _, "jwt"] | ["services", _, "routes"] => LIST,
         ["consumers", _, "jwt", _] => ENTITY,
         ["services", _, "routes", _] => ENTITY,
@@ -2204,11 +2201,9 @@ fn show_by_id(config: &Config, kind: &str, id: &str) -> Option<Value> {
             .iter()
             .position(|s| s.id == id)
             .map(|i| sni_json(config, i)),
-        "ca_certificates" => config
-            .ca_certificates
-            .iter()
-            .position(|c| c.id == id)
-            .map(|i| ca_certificate_json(config, i)),
+        "ca_certificates" => {
+            find_ca_certificate(config, id).map(|i| ca_certificate_json(config, i))
+        }
         "upstreams" => upstreams::find(config, id).map(upstreams::upstream_json),
         "targets" => config.upstreams.iter().find_map(|up| {
             let t = up.targets.iter().find(|t| t.id == id)?;

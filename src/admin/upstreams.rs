@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 
 use super::Reply;
-use crate::config::{Active, Config, HashOn, Passive, StatusSet, Target, Upstream};
+use crate::config::{Active, Config, HashOn, Passive, Target, Upstream};
 
 /// Answers `/upstreams...` reads, shown and listed as every entity is (`show`, `list`);
 /// `None` for any other path, and for writes. `node_id` is this node's, as Kong's
@@ -223,11 +223,6 @@ fn hash_kind(on: &HashOn) -> &'static str {
     }
 }
 
-/// In the order given, as Kong keeps a `set` (its default lists start with 429).
-fn statuses(set: &StatusSet) -> &[u16] {
-    set.listed()
-}
-
 /// A number as Kong's JSON writes it: whole ones without a fraction (`1`, not `1.0`).
 fn number(value: f64) -> Value {
     if value.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&value) {
@@ -261,12 +256,12 @@ fn active_json(a: &Active) -> Value {
         "headers": headers,
         "healthy": {
             "interval": number(a.healthy_interval.as_secs_f64()),
-            "http_statuses": statuses(&a.healthy_statuses),
+            "http_statuses": a.healthy_statuses.listed(),
             "successes": a.successes,
         },
         "unhealthy": {
             "interval": number(a.unhealthy_interval.as_secs_f64()),
-            "http_statuses": statuses(&a.unhealthy_statuses),
+            "http_statuses": a.unhealthy_statuses.listed(),
             "tcp_failures": a.tcp_failures,
             "timeouts": a.timeouts,
             "http_failures": a.http_failures,
@@ -278,11 +273,11 @@ fn passive_json(p: &Passive) -> Value {
     json!({
         "type": "http",
         "healthy": {
-            "http_statuses": statuses(&p.healthy_statuses),
+            "http_statuses": p.healthy_statuses.listed(),
             "successes": p.successes,
         },
         "unhealthy": {
-            "http_statuses": statuses(&p.unhealthy_statuses),
+            "http_statuses": p.unhealthy_statuses.listed(),
             "tcp_failures": p.tcp_failures,
             "timeouts": p.timeouts,
             "http_failures": p.http_failures,

@@ -443,11 +443,8 @@ fn ca_problem(der: &[u8], now: u64) -> Option<NoCa> {
 /// of that entity through the Admin API); `None` for one still valid, or one that does
 /// not read (its write says why).
 pub fn expired_ca(pem: &str) -> Option<&'static str> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     let der = tls::certificates(pem).ok()?.into_iter().next()?;
-    matches!(ca_problem(&der, now), Some(NoCa::Expired)).then(|| NoCa::Expired.message())
+    expired(&der).then(|| NoCa::Expired.message())
 }
 
 /// Whether a certificate's "Not After" is past (one X.509 cannot read is not).
@@ -497,12 +494,13 @@ pub fn build_cas(
                 "please submit only one certificate at a time",
             ),
             Ok(certs) => {
+                let from = layer(i);
                 // Refused, but kept by its id: the services naming it are not also told
                 // it does not exist.
                 // A CA the Admin API holds that has expired since it was written only
                 // warns: it is not what a write is writing (its own write refuses one
                 // already expired, see `expired_ca`).
-                let written = expired_refused && layer(i) == Layer::File;
+                let written = expired_refused && from == Layer::File;
                 match certs.first().and_then(|c| ca_problem(c, now)) {
                     Some(NoCa::Expired) if !written => report.warn(format!(
                         "{path}.cert: {}; a write through the Admin API would be refused",
@@ -524,7 +522,7 @@ pub fn build_cas(
                     let problem = format!("the same certificate as CA certificate '{}'", same.id);
                     // Refused when the file is one of the two (it is what a load or a
                     // reload writes); two the Admin API holds only warn.
-                    match (same.layer, layer(i)) {
+                    match (same.layer, from) {
                         (Layer::Admin, Layer::Admin) => {
                             report.warn(format!("{path}.cert: {problem}"))
                         }
@@ -543,7 +541,7 @@ pub fn build_cas(
                     cert_digest: digest,
                     tags: file.tags,
                     created_at: file.created_at.unwrap_or(0),
-                    layer: layer(i),
+                    layer: from,
                 });
             }
             Err(message) => report.add(format!("{path}.cert"), message),
