@@ -535,17 +535,19 @@ fn status(shared: &Shared, settings: &Settings) -> Reply {
     )
 }
 
+/// Kong's priorities, the order its plugins run in, which ringway keeps: one for each of
+/// `config::KNOWN_PLUGINS`.
+const PRIORITIES: [(&str, u32); 4] = [
+    ("correlation-id", 100_001),
+    ("jwt", 1450),
+    ("rate-limiting", 910),
+    ("prometheus", 13),
+];
+
 /// `GET /`: the node, with the keys of Kong's answer that tools and scripts read
 /// (`hostname`, `node_id`, `plugins`, `configuration.database`, `pids`); `version` is
 /// the Kong version ringway answers as, `ringway` its own.
 fn node_info(shared: &Shared, settings: &Settings) -> Reply {
-    // Kong's priorities, the order its plugins run in, which ringway keeps.
-    const PRIORITIES: [(&str, u32); 4] = [
-        ("correlation-id", 100_001),
-        ("jwt", 1450),
-        ("rate-limiting", 910),
-        ("prometheus", 13),
-    ];
     // Kong's bundled plugins carry Kong's version; these answer as they do.
     let available: serde_json::Map<String, serde_json::Value> = PRIORITIES
         .iter()
@@ -754,5 +756,16 @@ mod tests {
         ] {
             assert_eq!(accepts_json(accept), json, "{accept:?}");
         }
+    }
+
+    #[test]
+    fn every_known_plugin_has_its_kong_priority() {
+        // `GET /` lists these as the plugins available: one missing would be a plugin a
+        // file may name that the node says it does not have.
+        let mut named: Vec<&str> = super::PRIORITIES.iter().map(|(name, _)| *name).collect();
+        named.sort_unstable();
+        let mut known = crate::config::KNOWN_PLUGINS.to_vec();
+        known.sort_unstable();
+        assert_eq!(named, known);
     }
 }
