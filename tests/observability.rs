@@ -36,7 +36,6 @@ use support::*;
 const DEADLINE: Duration = Duration::from_secs(5);
 /// How long a count may take to show up in `/histograms` or `/metrics`.
 const SETTLE: Duration = Duration::from_secs(3);
-const CLI_TIMEOUT: Duration = Duration::from_secs(20);
 /// The summary fields of one histogram (SPEC §5).
 const H_FIELDS: [&str; 9] = [
     "count", "min", "max", "mean", "p50", "p90", "p99", "p999", "p9999",
@@ -2680,13 +2679,9 @@ plugins:
 
 /// `ringway check` on `yaml`: exit 78 and a stderr line starting with `path`.
 fn assert_check_refuses(yaml: &str, path: &str, what: &str) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("kong.yaml");
-    std::fs::write(&file, yaml).expect("write config");
-    let out = run_cli(&["check", "-c", file.to_str().unwrap()], &[], CLI_TIMEOUT);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let (code, stderr) = check_file(yaml);
     assert_eq!(
-        out.status.code(),
+        code,
         Some(78),
         "{what}: `ringway check` exits 78 for an invalid config; stderr:\n{stderr}\nconfig:\n{yaml}"
     );
@@ -2712,14 +2707,11 @@ consumers:
     let ok = format!(
         "{base}plugins:\n  - name: correlation-id\n    config: {{generator: tracker}}\n  - name: prometheus\n    config: {ALL_FLAGS}\n"
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("ok.yaml");
-    std::fs::write(&file, &ok).expect("write config");
-    let out = run_cli(&["check", "-c", file.to_str().unwrap()], &[], CLI_TIMEOUT);
-    assert!(
-        out.status.success(),
-        "a valid config passes `ringway check`: {}\n{ok}",
-        String::from_utf8_lossy(&out.stderr)
+    let (code, stderr) = check_file(&ok);
+    assert_eq!(
+        code,
+        Some(0),
+        "a valid config passes `ringway check`: {stderr}\n{ok}"
     );
 
     let cases = [
