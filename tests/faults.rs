@@ -853,6 +853,73 @@ fn an_answer_while_the_body_streams_ends_the_upload() {
     }
 }
 
+/// The same early answer to an upload sent on a pooled connection, one whose next read
+/// the gateway posted while it sat idle: that read gives way to the watch on the
+/// socket, so the 413 still ends the upload at once, on both drivers.
+#[test]
+fn an_answer_to_an_upload_on_a_pooled_connection_ends_it() {
+    static CONNS: AtomicUsize = AtomicUsize::new(0);
+    let addr = upstream_per_connection(|s| {
+        CONNS.fetch_add(1, Ordering::SeqCst);
+        let mut conn = BufConn::new(s);
+        let deadline = Instant::now() + RESPONSE_DEADLINE;
+        while let Ok(Some(head)) = conn.read_head(deadline, deadline) {
+            if head.starts_with(b"POST") {
+                let _ = conn.write_all(
+                    b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large",
+                );
+                // Holds the connection, reading nothing.
+                thread::sleep(Duration::from_secs(20));
+                return;
+            }
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+    });
+    let config = format!(
+        "_format_version: \"3.0\"\nservices:\n  - name: svc\n    url: http://{addr}\n    write_timeout: 30000\n    routes:\n      - paths: [\"/\"]\n"
+    );
+    for driver in ["io_uring", "epoll"] {
+        let before = CONNS.load(Ordering::SeqCst);
+        // One worker (the default): every request meets the same pool.
+        let gw = Gateway::start_with(
+            &config,
+            GatewayOpts::default().env("RINGWAY_DRIVER", driver),
+        );
+        let mut c = gw.client();
+        for _ in 0..2 {
+            let r = c.roundtrip(b"GET /warm HTTP/1.1\r\nHost: a\r\n\r\n");
+            assert_eq!(
+                (r.status, r.body_str()),
+                (200, "ok".to_string()),
+                "{driver}"
+            );
+            // Idle a while: the read posted on the pooled connection is with the kernel.
+            thread::sleep(Duration::from_millis(50));
+        }
+        let mut sender = c.conn.stream.try_clone().unwrap();
+        let head = "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 50000000\r\n\r\n";
+        let upload = thread::spawn(move || {
+            let _ = sender.write_all(head.as_bytes());
+            let _ = sender.write_all(&vec![b'x'; 16 << 20]);
+        });
+        let r = c
+            .read_response_within(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{driver}: {e:?}"));
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (413, &b"too large"[..]),
+            "{driver}"
+        );
+        assert!(c.closed_within(CLOSE_DEADLINE), "{driver}");
+        let _ = upload.join();
+        assert_eq!(
+            CONNS.load(Ordering::SeqCst) - before,
+            1,
+            "{driver}: the upload went on the pooled connection"
+        );
+    }
+}
+
 /// An upstream that takes the head and then stops reading: the upload stalls, and at
 /// the service's `write_timeout` the client gets its 504. A client that goes on sending
 /// a little meanwhile (as one that reads only between writes does) is not reset: the

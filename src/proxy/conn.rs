@@ -6,10 +6,11 @@
 //! body bytes already read, in one write → stream the rest → pool the upstream
 //! connection after a clean exchange → next request (keep-alive, pipelining in order).
 //!
-//! Hot-path notes: the client read buffer, the write buffer and the upstream read buffer
-//! live as long as the connection and are reused for every request; nothing is
-//! allocated per request once warm. The response head and the first body bytes go out
-//! in one write, as do the upstream head and a small request body.
+//! Hot-path notes: buffers come from the worker's free list and are reused, never
+//! allocated per request once warm; a reused upstream connection's answer arrives in the
+//! buffer of the read posted on it while it sat idle (`upstream::Pool`), so no syscall
+//! checks it before reuse. The response head and the first body bytes go out in one
+//! write, as do the upstream head and a small request body.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -19,9 +20,9 @@ use std::time::{Duration, Instant};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split};
 
 use super::io::{
-    read_answer_within, read_more, read_more_until, read_more_within, unless_client_leaves,
-    write_all_within, write_head_body_within, write_range_within, Answered, HeadBody, IoFail,
-    BODY_READ_SPACE, HEAD_READ_SPACE,
+    answer_within, read_answer_within, read_more, read_more_until, read_more_within,
+    unless_client_leaves, write_all_within, write_head_body_within, write_range_within, Answered,
+    HeadBody, IoFail, BODY_READ_SPACE, HEAD_READ_SPACE,
 };
 use super::request::{self, ClientInfo, Exchange, RequestId, Routed};
 use super::response::{self, ClientBody, Parsed, ResponsePlan};
@@ -969,6 +970,9 @@ impl<S: ClientIo> Conn<S> {
             self.tally.sent = false;
             let (mut upstream, reused) =
                 match self.checkout(addr, service, server_name, force_fresh).await {
+                    // A body still to stream is sent watching the socket for an early
+                    // answer, which a posted read would take instead.
+                    Ok((lease, reused)) if !complete => (lease.whole(), reused),
                     Ok(checkout) => checkout,
                     // The client left while the connect went on: nothing to answer, no
                     // fault of the target's, nothing to try again for.
@@ -1262,12 +1266,12 @@ impl<S: ClientIo> Conn<S> {
         service: &Service,
         server_name: Option<&rustls::pki_types::ServerName<'static>>,
         fresh: bool,
-    ) -> Result<(upstream::Stream, bool), ErrorKind> {
+    ) -> Result<(upstream::Lease, bool), ErrorKind> {
         if !fresh {
             let key = (addr, service.tls.as_ref().map_or(0, |t| t.pool_key));
-            if let Some(stream) = self.worker.pool.take(key, self.worker.idle.coarse_now()) {
+            if let Some(lease) = self.worker.pool.take(key, self.worker.idle.coarse_now()) {
                 self.worker.stats.upstream_reused.inc();
-                return Ok((stream, true));
+                return Ok((lease, true));
             }
         }
         // A client that leaves meanwhile ends it (and the retries after it).
@@ -1287,13 +1291,13 @@ impl<S: ClientIo> Conn<S> {
         .await
         .ok_or(ErrorKind::ClientGone)??;
         self.worker.stats.upstream_connects.inc();
-        Ok((stream, false))
+        Ok((upstream::Lease::Whole(stream), false))
     }
 
     /// Sends the head in `out`, then streams what remains of the body from the client.
     async fn send_request(
         &mut self,
-        upstream: &mut upstream::Stream,
+        upstream: &mut upstream::Lease,
         service: &Service,
         body_timeout: Duration,
     ) -> Result<(), SendFail> {
@@ -1398,33 +1402,49 @@ impl<S: ClientIo> Conn<S> {
     /// client's head is in `out` and the body starts at the returned offset of `ubuf`.
     async fn read_response_head(
         &mut self,
-        upstream: &mut upstream::Stream,
+        upstream: &mut upstream::Lease,
         service: &Service,
         exchange: &Exchange,
         (started, sent): (Instant, Instant),
         latency_headers: bool,
     ) -> Result<(ResponsePlan, usize), ErrorKind> {
         let worker = self.worker.clone();
-        if self.ubuf.capacity() == 0 {
-            self.ubuf = self.worker.buffers.take();
-        }
         self.ubuf.clear();
         let mut scanner = HeadScanner::new();
         let mut received_any = false;
         let mut interim = 0;
         loop {
-            let ubuf = std::mem::take(&mut self.ubuf);
             // Until the answer starts, a client that leaves ends the wait (as nginx's).
             let client = (!received_any).then_some(self.info.fd).flatten();
-            let (answered, ubuf) = read_answer_within(
-                &worker.idle,
-                upstream,
-                ubuf,
-                RESPONSE_HEAD_READ_SPACE,
-                service.read_timeout,
-                client,
-            )
-            .await;
+            let mut rejoined = None;
+            let (answered, ubuf) = match upstream.take_posted() {
+                // Read into the pooled connection's own buffer: this one goes back.
+                Some(posted) => {
+                    let read = posted.read(&mut rejoined);
+                    let answered =
+                        answer_within(&worker.idle, read, service.read_timeout, client).await;
+                    self.worker.buffers.give(std::mem::take(&mut self.ubuf));
+                    answered
+                }
+                None => {
+                    let ubuf = match std::mem::take(&mut self.ubuf) {
+                        ubuf if ubuf.capacity() > 0 => ubuf,
+                        _ => self.worker.buffers.take(),
+                    };
+                    read_answer_within(
+                        &worker.idle,
+                        upstream,
+                        ubuf,
+                        RESPONSE_HEAD_READ_SPACE,
+                        service.read_timeout,
+                        client,
+                    )
+                    .await
+                }
+            };
+            if let Some(stream) = rejoined {
+                *upstream = upstream::Lease::Whole(stream);
+            }
             self.ubuf = ubuf;
             let result = match answered {
                 Answered::Read(result) => result,
@@ -1493,7 +1513,7 @@ impl<S: ClientIo> Conn<S> {
     /// Writes the response head and streams the body; pools the upstream when clean.
     async fn relay_response(
         &mut self,
-        mut upstream: upstream::Stream,
+        mut upstream: upstream::Lease,
         addr: SocketAddr,
         service: &Service,
         plan: ResponsePlan,
@@ -1506,7 +1526,10 @@ impl<S: ClientIo> Conn<S> {
             if !self.flush_out(client_timeout).await {
                 return Next::Close;
             }
-            return Next::Tunnel(upstream, service.read_timeout);
+            return match upstream.into_stream() {
+                Some(stream) => Next::Tunnel(stream, service.read_timeout),
+                None => Next::Close,
+            };
         }
         let emit = if plan.client_body == ClientBody::Raw {
             Emit::Raw
@@ -1685,11 +1708,19 @@ impl<S: ClientIo> Conn<S> {
             }
         }
         if clean && !plan.upstream_close {
-            self.worker.pool.put(
-                (addr, service.tls.as_ref().map_or(0, |t| t.pool_key)),
-                upstream,
-                self.worker.idle.coarse_now(),
-            );
+            if let Some(stream) = upstream.into_stream() {
+                let buffers = &self.worker.buffers;
+                self.worker.pool.put(
+                    (addr, service.tls.as_ref().map_or(0, |t| t.pool_key)),
+                    stream,
+                    self.worker.idle.coarse_now(),
+                    || {
+                        let mut buf = buffers.take();
+                        buf.reserve(RESPONSE_HEAD_READ_SPACE);
+                        buf
+                    },
+                );
+            }
         }
         finish(plan)
     }

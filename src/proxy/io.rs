@@ -101,15 +101,28 @@ pub async fn read_answer_within<S: AsyncReadRent>(
     timeout: Duration,
     client: Option<std::os::fd::RawFd>,
 ) -> (Answered, Vec<u8>) {
-    let Some(client) = client else {
-        let (result, buf) = read_more_within(deadlines, stream, buf, space, timeout).await;
-        return (Answered::Read(result), buf);
-    };
+    answer_within(deadlines, read_more(stream, buf, space), timeout, client).await
+}
+
+/// `read_answer_within` for a read already under way (one posted on a pooled
+/// connection while it sat idle).
+pub async fn answer_within<F>(
+    deadlines: &IdleSlots,
+    read: F,
+    timeout: Duration,
+    client: Option<std::os::fd::RawFd>,
+) -> (Answered, Vec<u8>)
+where
+    F: std::future::Future<Output = (io::Result<usize>, Vec<u8>)>,
+{
     let slot = deadlines.register();
     let deadline = deadlines.deadline_after(timeout);
-    let mut read = std::pin::pin!(read_more(stream, buf, space));
+    let mut read = std::pin::pin!(read);
     loop {
-        let check = deadlines.deadline_after(CLIENT_CHECK_AFTER).min(deadline);
+        let check = match client {
+            Some(_) => deadlines.deadline_after(CLIENT_CHECK_AFTER).min(deadline),
+            None => deadline,
+        };
         let due = slot.arm_deadline(check);
         monoio::select! {
             (result, buf) = &mut read => {
@@ -120,7 +133,7 @@ pub async fn read_answer_within<S: AsyncReadRent>(
         if deadlines.coarse_now() >= deadline {
             return (Answered::Read(Err(IoFail::TimedOut)), Vec::new());
         }
-        if peer_gone(client) {
+        if client.is_some_and(peer_gone) {
             return (Answered::ClientGone, Vec::new());
         }
     }

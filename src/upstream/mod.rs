@@ -7,15 +7,27 @@
 //! only after a clean exchange. Idle connections are taken newest first, so the oldest
 //! age out, and are dropped past `upstream_keepalive_idle_timeout` or beyond
 //! `upstream_keepalive_max_idle` per address.
+//!
+//! A plain connection is pooled with the read of its next answer already posted: while
+//! it sits idle, that read completing (the upstream closed, reset, or wrote out of turn)
+//! marks it dead, which checkout sees without a syscall; once it is taken, the same read
+//! receives the answer. What a syscall-free check would otherwise cost is a buffer per
+//! posted read, so a worker posts at most `MAX_POSTED` reads; idle connections past them
+//! (and TLS ones, where a session ticket is not an answer) hold no buffer and get a
+//! non-blocking peek before reuse instead.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, OwnedReadHalf, OwnedWriteHalf, Split, Splitable};
 use monoio::net::TcpStream;
 use monoio::BufResult;
 
@@ -150,9 +162,175 @@ impl AsyncWriteRent for Stream {
 /// settings the connection was verified with.
 pub type PoolKey = (SocketAddr, u64);
 
+/// Reads a worker keeps posted on idle pooled connections, at most. Each holds a buffer
+/// the size of a response head and a small body (about 20 KiB), so this bounds them to
+/// a few MiB per worker however many connections sit idle.
+pub const MAX_POSTED: usize = 128;
+
+/// What a posted read gives back: the read half (to rejoin the write half), the read's
+/// result and its buffer.
+type ReadBack = (OwnedReadHalf<Stream>, std::io::Result<usize>, Vec<u8>);
+
+/// A connection with a read posted on it, and the write half beside it.
+pub struct PostedRead {
+    write: OwnedWriteHalf<Stream>,
+    /// Boxed, as its type has no name. Polled once when posted (which submits it), once
+    /// when taken, and awaited for the answer; never again once it has completed.
+    read: Pin<Box<dyn Future<Output = ReadBack>>>,
+}
+
+impl PostedRead {
+    /// Polls the read once, without a task to wake: `true` while it has not completed.
+    fn still_pending(&mut self) -> bool {
+        self.read
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_pending()
+    }
+
+    /// Resolves to what the read got, the connection whole again in `rejoined`.
+    pub async fn read(self, rejoined: &mut Option<Stream>) -> (std::io::Result<usize>, Vec<u8>) {
+        let (half, result, buf) = self.read.await;
+        *rejoined = half.reunite(self.write).ok();
+        (result, buf)
+    }
+
+    /// The whole connection, the read abandoned: the runtime cancels it ahead of
+    /// anything submitted after it, so it cannot take bytes meant for a later read.
+    fn abandon(self) -> Option<Stream> {
+        drop(self.read);
+        OwnedReadHalf(self.write.0.clone()).reunite(self.write).ok()
+    }
+}
+
+/// An upstream connection as one exchange holds it.
+pub enum Lease {
+    /// Nothing in flight on it.
+    Whole(Stream),
+    /// Taken from the pool with the read of its answer already posted: requests go out
+    /// on its write half, and `take_posted` gives the read of the answer.
+    Posted(PostedRead),
+    /// Left while a posted read is taken out, or when it never gave the connection back:
+    /// reads and writes fail.
+    Closed,
+}
+
+impl Lease {
+    /// The read of the answer, when it was posted while the connection sat idle. The
+    /// lease is `Closed` until what the read gives back makes it whole again.
+    pub fn take_posted(&mut self) -> Option<PostedRead> {
+        match std::mem::replace(self, Lease::Closed) {
+            Lease::Posted(posted) => Some(posted),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
+    /// The connection as a stream with nothing in flight: a posted read is abandoned.
+    /// For an exchange that watches the socket itself, as streaming a request body does
+    /// (`Stream::watch`).
+    pub fn into_stream(self) -> Option<Stream> {
+        match self {
+            Lease::Whole(stream) => Some(stream),
+            Lease::Posted(posted) => posted.abandon(),
+            Lease::Closed => None,
+        }
+    }
+
+    /// The connection as a lease with nothing in flight (`into_stream`).
+    pub fn whole(self) -> Lease {
+        self.into_stream().map_or(Lease::Closed, Lease::Whole)
+    }
+
+    /// `Stream::watch` of a whole connection; `None` otherwise.
+    pub fn watch(&self) -> Option<Answer> {
+        match self {
+            Lease::Whole(stream) => stream.watch(),
+            _ => None,
+        }
+    }
+}
+
+fn closed_lease() -> std::io::Error {
+    std::io::Error::from(std::io::ErrorKind::NotConnected)
+}
+
+/// Reads of a whole connection. A posted read is taken with `take_posted` first: until
+/// then, a read fails.
+impl AsyncReadRent for Lease {
+    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            Lease::Whole(stream) => stream.read(buf).await,
+            _ => (Err(closed_lease()), buf),
+        }
+    }
+
+    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            Lease::Whole(stream) => stream.readv(buf).await,
+            _ => (Err(closed_lease()), buf),
+        }
+    }
+}
+
+impl AsyncWriteRent for Lease {
+    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            Lease::Whole(stream) => stream.write(buf).await,
+            Lease::Posted(posted) => posted.write.write(buf).await,
+            Lease::Closed => (Err(closed_lease()), buf),
+        }
+    }
+
+    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            Lease::Whole(stream) => stream.writev(buf).await,
+            Lease::Posted(posted) => posted.write.writev(buf).await,
+            Lease::Closed => (Err(closed_lease()), buf),
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Lease::Whole(stream) => stream.flush().await,
+            Lease::Posted(posted) => posted.write.flush().await,
+            Lease::Closed => Err(closed_lease()),
+        }
+    }
+
+    async fn shutdown(&mut self) -> std::io::Result<()> {
+        match self {
+            Lease::Whole(stream) => stream.shutdown().await,
+            Lease::Posted(posted) => posted.write.shutdown().await,
+            Lease::Closed => Err(closed_lease()),
+        }
+    }
+}
+
 struct Idle {
-    stream: Stream,
+    conn: Parked,
     since: Instant,
+}
+
+/// An idle connection in the pool.
+enum Parked {
+    /// Checked with a peek when taken.
+    Quiet(Stream),
+    /// With the read of its next answer posted; `_slot` is its place among the worker's
+    /// posted reads.
+    Posted { read: PostedRead, _slot: PostSlot },
+}
+
+/// A place among a worker's `MAX_POSTED` posted reads, given back when dropped (the
+/// connection taken, swept, evicted or closed).
+struct PostSlot(Rc<Cell<usize>>);
+
+impl Drop for PostSlot {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }
 
 /// One worker's idle upstream connections, keyed by address (and TLS settings).
@@ -162,16 +340,26 @@ pub struct Pool {
     idle: RefCell<HashMap<PoolKey, Vec<Idle>, foldhash::fast::RandomState>>,
     /// `upstream_keepalive_max_idle` and `upstream_keepalive_idle_timeout`, as the
     /// worker's current config has them.
-    max_idle: std::cell::Cell<usize>,
-    idle_timeout: std::cell::Cell<Duration>,
+    max_idle: Cell<usize>,
+    idle_timeout: Cell<Duration>,
+    /// Reads posted on idle connections now, and how many may be.
+    posted: Rc<Cell<usize>>,
+    max_posted: usize,
 }
 
 impl Pool {
     pub fn new(max_idle: usize, idle_timeout: Duration) -> Pool {
+        Pool::with_posted_reads(max_idle, idle_timeout, MAX_POSTED)
+    }
+
+    /// A pool that posts at most `max_posted` reads on idle connections.
+    pub fn with_posted_reads(max_idle: usize, idle_timeout: Duration, max_posted: usize) -> Pool {
         Pool {
             idle: RefCell::new(HashMap::default()),
-            max_idle: std::cell::Cell::new(max_idle),
-            idle_timeout: std::cell::Cell::new(idle_timeout),
+            max_idle: Cell::new(max_idle),
+            idle_timeout: Cell::new(idle_timeout),
+            posted: Rc::new(Cell::new(0)),
+            max_posted,
         }
     }
 
@@ -185,22 +373,40 @@ impl Pool {
     /// Takes the most recently used live connection to `addr`, if any. One the upstream
     /// closed, reset or wrote to while it sat idle is closed instead: a response read
     /// from it would be another request's.
-    pub fn take(&self, addr: PoolKey, now: Instant) -> Option<Stream> {
+    pub fn take(&self, addr: PoolKey, now: Instant) -> Option<Lease> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         while let Some(entry) = list.pop() {
             // Expired or dead: dropping it closes it.
-            if now.saturating_duration_since(entry.since) < self.idle_timeout.get()
-                && !is_closed(&entry.stream)
-            {
-                return Some(entry.stream);
+            if now.saturating_duration_since(entry.since) >= self.idle_timeout.get() {
+                continue;
+            }
+            match entry.conn {
+                Parked::Quiet(stream) => {
+                    if !is_closed(&stream) {
+                        return Some(Lease::Whole(stream));
+                    }
+                }
+                Parked::Posted { mut read, .. } => {
+                    if read.still_pending() {
+                        return Some(Lease::Posted(read));
+                    }
+                }
             }
         }
         None
     }
 
-    /// Returns a connection after a clean exchange.
-    pub fn put(&self, addr: PoolKey, stream: Stream, now: Instant) {
+    /// Returns a connection after a clean exchange. A plain one gets the read of its
+    /// next answer posted, into a buffer from `buffer` (its free space is what the read
+    /// may fill), while the worker has fewer than its maximum posted.
+    pub fn put(
+        &self,
+        addr: PoolKey,
+        stream: Stream,
+        now: Instant,
+        buffer: impl FnOnce() -> Vec<u8>,
+    ) {
         let max_idle = self.max_idle.get();
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(addr).or_default();
@@ -212,7 +418,39 @@ impl Pool {
         if max_idle == 0 {
             return;
         }
-        list.push(Idle { stream, since: now });
+        let conn = match stream {
+            Stream::Plain(_) if self.posted.get() < self.max_posted => {
+                match self.post(stream, buffer()) {
+                    Some(conn) => conn,
+                    // The upstream already said something: the connection is done.
+                    None => return,
+                }
+            }
+            stream => Parked::Quiet(stream),
+        };
+        list.push(Idle { conn, since: now });
+    }
+
+    /// Posts the read of the next answer on `stream`; `None` when it completed at once.
+    fn post(&self, stream: Stream, buf: Vec<u8>) -> Option<Parked> {
+        let (mut half, write) = stream.into_split();
+        let mut read = PostedRead {
+            write,
+            read: Box::pin(async move {
+                let len = buf.len();
+                let cap = buf.capacity();
+                let (result, slice) = half.read(buf.slice_mut(len..cap)).await;
+                (half, result, slice.into_inner())
+            }),
+        };
+        if !read.still_pending() {
+            return None;
+        }
+        self.posted.set(self.posted.get() + 1);
+        Some(Parked::Posted {
+            read,
+            _slot: PostSlot(self.posted.clone()),
+        })
     }
 
     /// Closes connections idle past the timeout; run periodically by the worker.
@@ -228,6 +466,11 @@ impl Pool {
     /// Closes every idle connection (on shutdown).
     pub fn clear(&self) {
         self.idle.borrow_mut().clear();
+    }
+
+    /// Reads posted on idle connections now.
+    pub fn posted(&self) -> usize {
+        self.posted.get()
     }
 }
 
@@ -296,9 +539,10 @@ pub async fn connect(
 }
 
 /// Whether the upstream has closed (or reset, or spoken out of turn on) an idle pooled
-/// connection: a non-blocking one-byte peek, made before every reuse. Its syscall is the
-/// price of never reading an unsolicited response as the answer to the next request, and
-/// of not sending a request that cannot be replayed on a dead connection.
+/// connection without a posted read: a non-blocking one-byte peek, made before reuse.
+/// Its syscall is the price of never reading an unsolicited response as the answer to
+/// the next request, and of not sending a request that cannot be replayed on a dead
+/// connection.
 fn is_closed(stream: &Stream) -> bool {
     // 0: the upstream closed; > 0: bytes nobody asked for, the connection is out of step.
     !matches!(peek(stream.fd(), &mut [0]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
