@@ -8,8 +8,8 @@
 //!
 //! Hot-path notes: buffers come from the worker's free list and are reused, never
 //! allocated per request once warm; a reused upstream connection's answer arrives in the
-//! buffer of the read posted on it while it sat idle (`upstream::Pool`), so no syscall
-//! checks it before reuse. The response head and the first body bytes go out in one
+//! buffer of the read posted on it when its previous response was in (`upstream::Pool`),
+//! so no syscall checks it before reuse. The response head and the first body bytes go out in one
 //! write, as do the upstream head and a small request body.
 
 use std::net::SocketAddr;
@@ -1540,6 +1540,9 @@ impl<S: ClientIo> Conn<S> {
         match plan.upstream_body {
             BodyKind::None => {
                 clean = pos == self.ubuf.len();
+                if clean {
+                    self.post_next_read(&mut upstream, &plan);
+                }
                 if !self.flush_out(client_timeout).await {
                     return Next::Close;
                 }
@@ -1549,6 +1552,9 @@ impl<S: ClientIo> Conn<S> {
             }
             BodyKind::Length(mut remaining) => {
                 let take = remaining.min((self.ubuf.len() - pos) as u64) as usize;
+                if take as u64 == remaining && pos + take == self.ubuf.len() {
+                    self.post_next_read(&mut upstream, &plan);
+                }
                 let flushed = if take >= WRITEV_BODY_BYTES {
                     // A large first part goes out beside the head, not copied behind it.
                     self.flush_out_with_body(pos..pos + take, client_timeout)
@@ -1586,6 +1592,9 @@ impl<S: ClientIo> Conn<S> {
                     }
                     let take = remaining.min(self.ubuf.len() as u64) as usize;
                     let extra_now = take < self.ubuf.len();
+                    if take as u64 == remaining && !extra_now {
+                        self.post_next_read(&mut upstream, &plan);
+                    }
                     let ubuf = std::mem::take(&mut self.ubuf);
                     let (result, ubuf) = write_range_within(
                         &worker.idle,
@@ -1629,6 +1638,9 @@ impl<S: ClientIo> Conn<S> {
                     }
                 };
                 pos += used;
+                if decoder.is_done() && pos == self.ubuf.len() {
+                    self.post_next_read(&mut upstream, &plan);
+                }
                 if !self.flush_out(client_timeout).await {
                     return Next::Close;
                 }
@@ -1658,6 +1670,9 @@ impl<S: ClientIo> Conn<S> {
                             return Next::Close;
                         }
                     };
+                    if decoder.is_done() && pos == self.ubuf.len() {
+                        self.post_next_read(&mut upstream, &plan);
+                    }
                     if !self.flush_out(client_timeout).await {
                         return Next::Close;
                     }
@@ -1708,21 +1723,28 @@ impl<S: ClientIo> Conn<S> {
             }
         }
         if clean && !plan.upstream_close {
-            if let Some(stream) = upstream.into_stream() {
-                let buffers = &self.worker.buffers;
-                self.worker.pool.put(
-                    (addr, service.tls.as_ref().map_or(0, |t| t.pool_key)),
-                    stream,
-                    self.worker.idle.coarse_now(),
-                    || {
-                        let mut buf = buffers.take();
-                        buf.reserve(RESPONSE_HEAD_READ_SPACE);
-                        buf
-                    },
-                );
-            }
+            self.worker.pool.put(
+                (addr, service.tls.as_ref().map_or(0, |t| t.pool_key)),
+                upstream,
+                self.worker.idle.coarse_now(),
+            );
         }
         finish(plan)
+    }
+
+    /// Once the whole response is in, clean, from an upstream that keeps the connection:
+    /// posts the connection's next read ahead of the last write to the client, so the
+    /// kernel has it by the time the connection is pooled (`upstream::Pool`).
+    fn post_next_read(&self, upstream: &mut upstream::Lease, plan: &ResponsePlan) {
+        if plan.upstream_close {
+            return;
+        }
+        let buffers = &self.worker.buffers;
+        upstream.post(&self.worker.pool, || {
+            let mut buf = buffers.take();
+            buf.reserve(RESPONSE_HEAD_READ_SPACE);
+            buf
+        });
     }
 
     /// Counts and logs an upstream that broke off its response after the head.

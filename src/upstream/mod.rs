@@ -8,12 +8,16 @@
 //! age out, and are dropped past `upstream_keepalive_idle_timeout` or beyond
 //! `upstream_keepalive_max_idle` per address.
 //!
-//! A plain connection is pooled with the read of its next answer already posted: while
-//! it sits idle, that read completing (the upstream closed, reset, or wrote out of turn)
-//! marks it dead, which checkout sees without a syscall; once it is taken, the same read
-//! receives the answer. What a syscall-free check would otherwise cost is a buffer per
-//! posted read, so a worker posts at most `MAX_POSTED` reads; idle connections past them
-//! (and TLS ones, where a session ticket is not an answer) hold no buffer and get a
+//! A plain connection's next read is posted as soon as its response is in (`Lease::post`),
+//! before the last of it goes to the client, so the kernel has it by the time the
+//! connection is pooled. While the connection sits idle, that read completing (the
+//! upstream closed, reset, or wrote out of turn) marks it dead, which checkout sees by
+//! polling it, without a syscall; once it is taken, the same read receives the answer.
+//! Checkout knows what the worker has collected from the kernel: bytes that came since
+//! the worker last did (microseconds under load) go unseen, as bytes that come just after
+//! a peek would, and as nginx's idle-connection read handler sees them. Each posted read
+//! holds a buffer, so a worker keeps at most `MAX_POSTED` in the pool; connections past
+//! them (and TLS ones, where a session ticket is not an answer) hold no buffer and get a
 //! non-blocking peek before reuse instead.
 
 use std::cell::{Cell, RefCell};
@@ -163,8 +167,8 @@ impl AsyncWriteRent for Stream {
 pub type PoolKey = (SocketAddr, u64);
 
 /// Reads a worker keeps posted on idle pooled connections, at most. Each holds a buffer
-/// the size of a response head and a small body (about 20 KiB), so this bounds them to
-/// a few MiB per worker however many connections sit idle.
+/// for a response head and a small body (20–32 KiB), so this bounds them to a few MiB per
+/// worker however many connections sit idle.
 pub const MAX_POSTED: usize = 128;
 
 /// What a posted read gives back: the read half (to rejoin the write half), the read's
@@ -174,12 +178,29 @@ type ReadBack = (OwnedReadHalf<Stream>, std::io::Result<usize>, Vec<u8>);
 /// A connection with a read posted on it, and the write half beside it.
 pub struct PostedRead {
     write: OwnedWriteHalf<Stream>,
-    /// Boxed, as its type has no name. Polled once when posted (which submits it), once
-    /// when taken, and awaited for the answer; never again once it has completed.
+    /// Boxed, as its type has no name. Polled once when posted (which queues it for the
+    /// kernel; the epoll driver tries it at once), when pooled, swept and taken, and
+    /// awaited for the answer; never again once it has completed.
     read: Pin<Box<dyn Future<Output = ReadBack>>>,
 }
 
 impl PostedRead {
+    /// Posts a read into `buf`'s free space on a plain stream; `None` when it completed
+    /// at once (the upstream had already said something: the connection is done).
+    fn post(stream: Stream, buf: Vec<u8>) -> Option<PostedRead> {
+        let (mut half, write) = stream.into_split();
+        let mut posted = PostedRead {
+            write,
+            read: Box::pin(async move {
+                let len = buf.len();
+                let cap = buf.capacity();
+                let (result, slice) = half.read(buf.slice_mut(len..cap)).await;
+                (half, result, slice.into_inner())
+            }),
+        };
+        posted.still_pending().then_some(posted)
+    }
+
     /// Polls the read once, without a task to wake: `true` while it has not completed.
     fn still_pending(&mut self) -> bool {
         self.read
@@ -197,6 +218,7 @@ impl PostedRead {
 
     /// The whole connection, the read abandoned: the runtime cancels it ahead of
     /// anything submitted after it, so it cannot take bytes meant for a later read.
+    /// Bytes that came before the cancel (out of turn) go with it.
     fn abandon(self) -> Option<Stream> {
         drop(self.read);
         OwnedReadHalf(self.write.0.clone()).reunite(self.write).ok()
@@ -207,8 +229,9 @@ impl PostedRead {
 pub enum Lease {
     /// Nothing in flight on it.
     Whole(Stream),
-    /// Taken from the pool with the read of its answer already posted: requests go out
-    /// on its write half, and `take_posted` gives the read of the answer.
+    /// With the read of its next answer posted: once the response is in, until pooled
+    /// (`Lease::post`); taken from the pool, for the next request, whose answer
+    /// `take_posted` gives. Writes go out on its write half.
     Posted(PostedRead),
     /// Left while a posted read is taken out, or when it never gave the connection back:
     /// reads and writes fail.
@@ -216,6 +239,21 @@ pub enum Lease {
 }
 
 impl Lease {
+    /// Posts the read of the next answer on a plain connection whose response is in
+    /// (while the worker's pool has room for another posted read), so the kernel has it
+    /// before the connection is pooled. A read that completes at once leaves the lease
+    /// `Closed`: the upstream said something out of turn.
+    pub fn post(&mut self, pool: &Pool, buffer: impl FnOnce() -> Vec<u8>) {
+        if pool.posted.get() >= pool.max_posted || !matches!(self, Lease::Whole(Stream::Plain(_))) {
+            return;
+        }
+        if let Lease::Whole(stream) = std::mem::replace(self, Lease::Closed) {
+            if let Some(posted) = PostedRead::post(stream, buffer()) {
+                *self = Lease::Posted(posted);
+            }
+        }
+    }
+
     /// The read of the answer, when it was posted while the connection sat idle. The
     /// lease is `Closed` until what the read gives back makes it whole again.
     pub fn take_posted(&mut self) -> Option<PostedRead> {
@@ -323,6 +361,16 @@ enum Parked {
     Posted { read: PostedRead, _slot: PostSlot },
 }
 
+impl Parked {
+    /// Whether a posted read has not completed: the upstream has said nothing since.
+    fn quiet(&mut self) -> bool {
+        match self {
+            Parked::Quiet(_) => true,
+            Parked::Posted { read, .. } => read.still_pending(),
+        }
+    }
+}
+
 /// A place among a worker's `MAX_POSTED` posted reads, given back when dropped (the
 /// connection taken, swept, evicted or closed).
 struct PostSlot(Rc<Cell<usize>>);
@@ -397,16 +445,10 @@ impl Pool {
         None
     }
 
-    /// Returns a connection after a clean exchange. A plain one gets the read of its
-    /// next answer posted, into a buffer from `buffer` (its free space is what the read
-    /// may fill), while the worker has fewer than its maximum posted.
-    pub fn put(
-        &self,
-        addr: PoolKey,
-        stream: Stream,
-        now: Instant,
-        buffer: impl FnOnce() -> Vec<u8>,
-    ) {
+    /// Returns a connection after a clean exchange: one with a posted read (`Lease::post`)
+    /// keeps it while it sits idle, unless it has completed already (the connection is
+    /// closed instead) or the worker's pool holds its maximum of them (it is abandoned).
+    pub fn put(&self, addr: PoolKey, lease: Lease, now: Instant) {
         let max_idle = self.max_idle.get();
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(addr).or_default();
@@ -418,47 +460,39 @@ impl Pool {
         if max_idle == 0 {
             return;
         }
-        let conn = match stream {
-            Stream::Plain(_) if self.posted.get() < self.max_posted => {
-                match self.post(stream, buffer()) {
-                    Some(conn) => conn,
-                    // The upstream already said something: the connection is done.
-                    None => return,
+        let conn = match lease {
+            Lease::Whole(stream) => Parked::Quiet(stream),
+            Lease::Posted(read) if self.posted.get() >= self.max_posted => match read.abandon() {
+                Some(stream) => Parked::Quiet(stream),
+                None => return,
+            },
+            Lease::Posted(read) => {
+                self.posted.set(self.posted.get() + 1);
+                Parked::Posted {
+                    read,
+                    _slot: PostSlot(self.posted.clone()),
                 }
             }
-            stream => Parked::Quiet(stream),
+            Lease::Closed => return,
         };
-        list.push(Idle { conn, since: now });
-    }
-
-    /// Posts the read of the next answer on `stream`; `None` when it completed at once.
-    fn post(&self, stream: Stream, buf: Vec<u8>) -> Option<Parked> {
-        let (mut half, write) = stream.into_split();
-        let mut read = PostedRead {
-            write,
-            read: Box::pin(async move {
-                let len = buf.len();
-                let cap = buf.capacity();
-                let (result, slice) = half.read(buf.slice_mut(len..cap)).await;
-                (half, result, slice.into_inner())
-            }),
-        };
-        if !read.still_pending() {
-            return None;
+        let mut entry = Idle { conn, since: now };
+        // Dead already: dropping it closes it.
+        if entry.conn.quiet() {
+            list.push(entry);
         }
-        self.posted.set(self.posted.get() + 1);
-        Some(Parked::Posted {
-            read,
-            _slot: PostSlot(self.posted.clone()),
-        })
     }
 
-    /// Closes connections idle past the timeout; run periodically by the worker.
+    /// Closes connections idle past the timeout, and those whose posted read completed
+    /// (the upstream closed them, as one with a shorter idle timeout does), which would
+    /// otherwise hold their buffer and their place among the posted reads until taken;
+    /// run periodically by the worker.
     pub fn sweep(&self, now: Instant) {
         let timeout = self.idle_timeout.get();
         let mut idle = self.idle.borrow_mut();
         idle.retain(|_, list| {
-            list.retain(|entry| now.saturating_duration_since(entry.since) < timeout);
+            list.retain_mut(|entry| {
+                now.saturating_duration_since(entry.since) < timeout && entry.conn.quiet()
+            });
             !list.is_empty()
         });
     }
