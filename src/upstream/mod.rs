@@ -254,7 +254,7 @@ impl Lease {
         }
     }
 
-    /// The read of the answer, when it was posted while the connection sat idle. The
+    /// The read of the answer, when it was posted before the connection was pooled. The
     /// lease is `Closed` until what the read gives back makes it whole again.
     pub fn take_posted(&mut self) -> Option<PostedRead> {
         match std::mem::replace(self, Lease::Closed) {
