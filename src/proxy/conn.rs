@@ -1670,7 +1670,9 @@ impl<S: ClientIo> Conn<S> {
                             return Next::Close;
                         }
                     };
-                    if decoder.is_done() && pos == self.ubuf.len() {
+                    // Not when nothing is left to write (the last chunk alone, decoded
+                    // for an HTTP/1.0 client): no write would take the read to the kernel.
+                    if decoder.is_done() && pos == self.ubuf.len() && !self.out.is_empty() {
                         self.post_next_read(&mut upstream, &plan);
                     }
                     if !self.flush_out(client_timeout).await {
@@ -1733,8 +1735,9 @@ impl<S: ClientIo> Conn<S> {
     }
 
     /// Once the whole response is in, clean, from an upstream that keeps the connection:
-    /// posts the connection's next read ahead of the last write to the client, so the
-    /// kernel has it by the time the connection is pooled (`upstream::Pool`).
+    /// posts the connection's next read. Called only ahead of a write to the client with
+    /// bytes in it: its completion comes through the kernel, which so has the read by the
+    /// time the connection is pooled (`upstream::Pool`).
     fn post_next_read(&self, upstream: &mut upstream::Lease, plan: &ResponsePlan) {
         if plan.upstream_close {
             return;

@@ -9,16 +9,17 @@
 //! `upstream_keepalive_max_idle` per address.
 //!
 //! A plain connection's next read is posted as soon as its response is in (`Lease::post`),
-//! before the last of it goes to the client, so the kernel has it by the time the
-//! connection is pooled. While the connection sits idle, that read completing (the
-//! upstream closed, reset, or wrote out of turn) marks it dead, which checkout sees by
-//! polling it, without a syscall; once it is taken, the same read receives the answer.
-//! Checkout knows what the worker has collected from the kernel: bytes that came since
-//! the worker last did (microseconds under load) go unseen, as bytes that come just after
-//! a peek would, and as nginx's idle-connection read handler sees them. Each posted read
-//! holds a buffer, so a worker keeps at most `MAX_POSTED` in the pool; connections past
-//! them (and TLS ones, where a session ticket is not an answer) hold no buffer and get a
-//! non-blocking peek before reuse instead.
+//! ahead of a write of the response to the client, whose completion takes the worker
+//! through the kernel: the kernel has the read by the time the connection is pooled.
+//! While the connection sits idle, that read completing (the upstream closed, reset, or
+//! wrote out of turn) marks it dead, which checkout sees by polling it, without a
+//! syscall; once it is taken, the same read receives the answer. Checkout knows what the
+//! worker has collected from the kernel: bytes that came since the worker last did
+//! (microseconds under load) go unseen, as bytes that come just after a peek would, and
+//! as nginx's idle-connection read handler sees them. Each posted read holds a buffer, so
+//! a worker has at most `MAX_POSTED` in flight; connections pooled past them (and TLS
+//! ones, where a session ticket is not an answer) hold no buffer and get a non-blocking
+//! peek before reuse instead.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -166,9 +167,10 @@ impl AsyncWriteRent for Stream {
 /// settings the connection was verified with.
 pub type PoolKey = (SocketAddr, u64);
 
-/// Reads a worker keeps posted on idle pooled connections, at most. Each holds a buffer
-/// for a response head and a small body (20–32 KiB), so this bounds them to a few MiB per
-/// worker however many connections sit idle.
+/// Reads a worker keeps posted on upstream connections (idle in its pool, being pooled,
+/// or taken and awaiting their answer), at most. Each holds a buffer for a response head
+/// and a small body (20–32 KiB), so this bounds them to a few MiB per worker however many
+/// connections there are.
 pub const MAX_POSTED: usize = 128;
 
 /// What a posted read gives back: the read half (to rejoin the write half), the read's
@@ -179,15 +181,18 @@ type ReadBack = (OwnedReadHalf<Stream>, std::io::Result<usize>, Vec<u8>);
 pub struct PostedRead {
     write: OwnedWriteHalf<Stream>,
     /// Boxed, as its type has no name. Polled once when posted (which queues it for the
-    /// kernel; the epoll driver tries it at once), when pooled, swept and taken, and
-    /// awaited for the answer; never again once it has completed.
+    /// kernel; the epoll driver reads at once when the socket is marked readable), when
+    /// pooled, swept and taken, and awaited for the answer; never again once it has
+    /// completed.
     read: Pin<Box<dyn Future<Output = ReadBack>>>,
+    /// Its place among the worker's `MAX_POSTED`.
+    _slot: PostSlot,
 }
 
 impl PostedRead {
     /// Posts a read into `buf`'s free space on a plain stream; `None` when it completed
     /// at once (the upstream had already said something: the connection is done).
-    fn post(stream: Stream, buf: Vec<u8>) -> Option<PostedRead> {
+    fn post(stream: Stream, buf: Vec<u8>, slot: PostSlot) -> Option<PostedRead> {
         let (mut half, write) = stream.into_split();
         let mut posted = PostedRead {
             write,
@@ -197,6 +202,7 @@ impl PostedRead {
                 let (result, slice) = half.read(buf.slice_mut(len..cap)).await;
                 (half, result, slice.into_inner())
             }),
+            _slot: slot,
         };
         posted.still_pending().then_some(posted)
     }
@@ -233,22 +239,29 @@ pub enum Lease {
     /// (`Lease::post`); taken from the pool, for the next request, whose answer
     /// `take_posted` gives. Writes go out on its write half.
     Posted(PostedRead),
-    /// Left while a posted read is taken out, or when it never gave the connection back:
-    /// reads and writes fail.
+    /// Left while a posted read is taken out, when it never gave the connection back, or
+    /// when it completed as it was posted (the upstream wrote out of turn): reads and
+    /// writes fail.
     Closed,
 }
 
 impl Lease {
-    /// Posts the read of the next answer on a plain connection whose response is in
-    /// (while the worker's pool has room for another posted read), so the kernel has it
-    /// before the connection is pooled. A read that completes at once leaves the lease
-    /// `Closed`: the upstream said something out of turn.
+    /// Posts the read of the next answer on a plain connection whose response is in,
+    /// while the worker has fewer than `MAX_POSTED` and its pool keeps connections. The
+    /// caller then writes to the client (a write that completes through the kernel, so
+    /// the kernel has the read before the connection is pooled). A read that completes at
+    /// once leaves the lease `Closed`: the upstream said something out of turn.
     pub fn post(&mut self, pool: &Pool, buffer: impl FnOnce() -> Vec<u8>) {
-        if pool.posted.get() >= pool.max_posted || !matches!(self, Lease::Whole(Stream::Plain(_))) {
+        if pool.posted.get() >= pool.max_posted
+            || pool.max_idle.get() == 0
+            || !matches!(self, Lease::Whole(Stream::Plain(_)))
+        {
             return;
         }
         if let Lease::Whole(stream) = std::mem::replace(self, Lease::Closed) {
-            if let Some(posted) = PostedRead::post(stream, buffer()) {
+            pool.posted.set(pool.posted.get() + 1);
+            let slot = PostSlot(pool.posted.clone());
+            if let Some(posted) = PostedRead::post(stream, buffer(), slot) {
                 *self = Lease::Posted(posted);
             }
         }
@@ -356,9 +369,8 @@ struct Idle {
 enum Parked {
     /// Checked with a peek when taken.
     Quiet(Stream),
-    /// With the read of its next answer posted; `_slot` is its place among the worker's
-    /// posted reads.
-    Posted { read: PostedRead, _slot: PostSlot },
+    /// With the read of its next answer posted.
+    Posted(PostedRead),
 }
 
 impl Parked {
@@ -366,13 +378,13 @@ impl Parked {
     fn quiet(&mut self) -> bool {
         match self {
             Parked::Quiet(_) => true,
-            Parked::Posted { read, .. } => read.still_pending(),
+            Parked::Posted(read) => read.still_pending(),
         }
     }
 }
 
-/// A place among a worker's `MAX_POSTED` posted reads, given back when dropped (the
-/// connection taken, swept, evicted or closed).
+/// A place among a worker's `MAX_POSTED` posted reads, given back when the read goes
+/// (completed and rejoined, abandoned, or dropped with its connection).
 struct PostSlot(Rc<Cell<usize>>);
 
 impl Drop for PostSlot {
@@ -435,7 +447,7 @@ impl Pool {
                         return Some(Lease::Whole(stream));
                     }
                 }
-                Parked::Posted { mut read, .. } => {
+                Parked::Posted(mut read) => {
                     if read.still_pending() {
                         return Some(Lease::Posted(read));
                     }
@@ -445,41 +457,33 @@ impl Pool {
         None
     }
 
-    /// Returns a connection after a clean exchange: one with a posted read (`Lease::post`)
-    /// keeps it while it sits idle, unless it has completed already (the connection is
-    /// closed instead) or the worker's pool holds its maximum of them (it is abandoned).
+    /// Returns a connection after a clean exchange; one with a posted read (`Lease::post`)
+    /// keeps it while it sits idle, unless it has completed already: the connection is
+    /// closed instead.
     pub fn put(&self, addr: PoolKey, lease: Lease, now: Instant) {
         let max_idle = self.max_idle.get();
+        let mut conn = match lease {
+            Lease::Whole(stream) => Parked::Quiet(stream),
+            Lease::Posted(read) => Parked::Posted(read),
+            Lease::Closed => return,
+        };
         let mut idle = self.idle.borrow_mut();
+        if max_idle == 0 {
+            // A reload turned pooling off: those idle go too.
+            idle.remove(&addr);
+            return;
+        }
+        // Dead already: dropping it closes it (before it could push a live one out).
+        if !conn.quiet() {
+            return;
+        }
         let list = idle.entry(addr).or_default();
         // Drop the oldest so the newest (most likely alive) stay; a lowered limit
         // drops as many as it takes.
-        while !list.is_empty() && list.len() >= max_idle {
+        while list.len() >= max_idle {
             list.remove(0);
         }
-        if max_idle == 0 {
-            return;
-        }
-        let conn = match lease {
-            Lease::Whole(stream) => Parked::Quiet(stream),
-            Lease::Posted(read) if self.posted.get() >= self.max_posted => match read.abandon() {
-                Some(stream) => Parked::Quiet(stream),
-                None => return,
-            },
-            Lease::Posted(read) => {
-                self.posted.set(self.posted.get() + 1);
-                Parked::Posted {
-                    read,
-                    _slot: PostSlot(self.posted.clone()),
-                }
-            }
-            Lease::Closed => return,
-        };
-        let mut entry = Idle { conn, since: now };
-        // Dead already: dropping it closes it.
-        if entry.conn.quiet() {
-            list.push(entry);
-        }
+        list.push(Idle { conn, since: now });
     }
 
     /// Closes connections idle past the timeout, and those whose posted read completed
