@@ -104,8 +104,8 @@ pub async fn read_answer_within<S: AsyncReadRent>(
     answer_within(deadlines, read_more(stream, buf, space), timeout, client).await
 }
 
-/// `read_answer_within` for a read already under way (one posted on a pooled
-/// connection while it sat idle).
+/// `read_answer_within` for a read already under way (the one posted on a pooled
+/// upstream connection once its previous response was in).
 pub async fn answer_within<F>(
     deadlines: &IdleSlots,
     read: F,
