@@ -9,8 +9,8 @@
 //! Hot-path notes: buffers come from the worker's free list and are reused, never
 //! allocated per request once warm; a reused upstream connection's answer arrives in the
 //! buffer of the read posted on it when its previous response was in (`upstream::Pool`),
-//! so no syscall checks it before reuse. The response head and the first body bytes go out in one
-//! write, as do the upstream head and a small request body.
+//! so no syscall checks it before reuse. The response head and the first body bytes go
+//! out in one write, as do the upstream head and a small request body.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
