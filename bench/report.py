@@ -29,6 +29,18 @@ FIXED_RATE = ("oha-rate", "paced-rate")
 DEADLINE = "aborted due to deadline"
 
 
+def wrk_json(path):
+    """The WRKJSON line bench/run.sh's wrk script prints, as a dict."""
+    line = None
+    with open(path) as f:
+        for raw in f:
+            if raw.startswith("WRKJSON "):
+                line = raw[len("WRKJSON "):]
+    if line is None:
+        raise SystemExit(f"report.py: no WRKJSON line in {path}")
+    return json.loads(line)
+
+
 def load_measurement(meta_path):
     with open(meta_path) as f:
         m = json.load(f)
@@ -36,14 +48,7 @@ def load_measurement(meta_path):
     r = {k: m[k] for k in ("round", "scenario", "target", "tool", "rate")}
     wall = m["wall_end"] - m["wall_start"]
     if m["tool"] == "wrk":
-        line = None
-        with open(out_path) as f:
-            for raw in f:
-                if raw.startswith("WRKJSON "):
-                    line = raw[len("WRKJSON "):]
-        if line is None:
-            raise SystemExit(f"report.py: no WRKJSON line in {out_path}")
-        w = json.loads(line)
+        w = wrk_json(out_path)
         requests = w["requests"]
         secs = w["duration_us"] / 1e6
         r.update(
@@ -108,6 +113,23 @@ def load_measurement(meta_path):
     return r
 
 
+def load_pair(path):
+    """One side-by-side measurement: each proxy's requests and CPU µs per request."""
+    with open(path) as f:
+        m = json.load(f)
+    r = {"round": m["round"], "scenario": m["scenario"]}
+    for t in ("ringway", "nginx"):
+        w = wrk_json(os.path.join(os.path.dirname(path), m[f"{t}_output"]))
+        requests = w["requests"]
+        errors = w["err_connect"] + w["err_read"] + w["err_write"] + w["err_timeout"] + w["err_status"]
+        r[t] = {"requests": requests, "errors": errors,
+                "rps": requests / (w["duration_us"] / 1e6) if w["duration_us"] else 0.0,
+                "cpu_us_per_req": m[f"{t}_cpu_ns"] / 1000 / requests if requests else None}
+    a, b = r["ringway"]["cpu_us_per_req"], r["nginx"]["cpu_us_per_req"]
+    r["cpu_ratio"] = a / b if a and b else None
+    return r
+
+
 def load_all(raw):
     rows = [load_measurement(p) for p in sorted(glob.glob(os.path.join(raw, "r*-*.meta.json")))]
     meta_path = os.path.join(raw, "meta.json")
@@ -117,7 +139,8 @@ def load_all(raw):
         p = os.path.join(raw, f"idle-{t}.json")
         if os.path.exists(p):
             idle[t] = json.load(open(p))
-    return rows, meta, idle
+    pairs = [load_pair(p) for p in sorted(glob.glob(os.path.join(raw, "pair-r*.json")))]
+    return rows, meta, idle, pairs
 
 
 def stats(values):
@@ -197,7 +220,7 @@ def med(agg, s, t, k):
         return None
 
 
-def build_report(rows, meta, idle):
+def build_report(rows, meta, idle, pairs):
     agg, added = aggregate(rows)
     lines = []
     L = lines.append
@@ -257,9 +280,38 @@ def build_report(rows, meta, idle):
           "during these runs (medians per target)")
         L("")
 
+    side = {}
+    if pairs:
+        L("## Side by side: ringway and nginx at once on the proxy core (wrk -t1 -c64 each)")
+        L("")
+        L("Both saturated at the same time, each by its own wrk, so the machine's drift falls on "
+          "both: CPU per request over the same seconds, median (min–max) over rounds.")
+        L("")
+        L("| body | ringway CPU µs/req | nginx CPU µs/req | ringway / nginx | capacity ratio | ringway req/s | nginx req/s |")
+        L("|---|---|---|---|---|---|---|")
+        for s, label in (("wrk-small", "100 B"), ("wrk-16k", "16 KiB")):
+            ps = [p for p in pairs if p["scenario"] == s]
+            rc = stats([p["ringway"]["cpu_us_per_req"] for p in ps])
+            nc = stats([p["nginx"]["cpu_us_per_req"] for p in ps])
+            rt = stats([p["cpu_ratio"] for p in ps])
+            if not (rc and nc and rt):
+                continue
+            side[s] = {"ringway_cpu_us_per_req": rc, "nginx_cpu_us_per_req": nc, "cpu_ratio": rt}
+            rr = stats([p["ringway"]["rps"] for p in ps])
+            nr = stats([p["nginx"]["rps"] for p in ps])
+            L(f"| {label} | {cell(rc, 2)} | {cell(nc, 2)} | {cell(rt, 3)} | {1 / rt['median']:.2f}x | "
+              f"{cell(rr, 0)} | {cell(nr, 0)} |")
+        L("")
+
     ratios = {}
     L("## ringway / nginx")
     L("")
+    for s, label in (("wrk-small", "small body"), ("wrk-16k", "16 KiB body")):
+        rt = (side.get(s) or {}).get("cpu_ratio")
+        if rt:
+            ratios[f"cpu_per_request_side_by_side_{s}"] = rt["median"]
+            L(f"- CPU per request ratio side by side ({label}): **{rt['median']:.2f}x** "
+              f"({rt['min']:.3f}–{rt['max']:.3f} over rounds; capacity {1 / rt['median']:.2f}x)")
     for s, label in (("wrk-small", "small body"), ("wrk-16k", "16 KiB body")):
         thr = ratio(med(agg, s, "ringway", "rps"), med(agg, s, "nginx", "rps"))
         cpu = ratio(med(agg, s, "ringway", "cpu_us_per_req"), med(agg, s, "nginx", "cpu_us_per_req"))
@@ -352,13 +404,19 @@ def build_report(rows, meta, idle):
             if r["ringway_status_requests"] < r["requests"]:
                 warn.append(f"ringway /status counted {r['ringway_status_requests']} requests but the client "
                             f"completed {r['requests']} (round {r['round']}, {r['scenario']})")
+    for p in pairs:
+        for t in ("ringway", "nginx"):
+            if p[t]["errors"]:
+                warn.append(f"{p[t]['errors']} errors or non-2xx from {t} side by side "
+                            f"(round {p['round']}, {p['scenario']})")
     L("")
     L("## Warnings")
     L("")
     L("\n".join(f"- {w}" for w in warn) if warn else "- none (no errors, no non-2xx, <= 1 upstream connection per 1000 requests)")
     L("")
     md = "\n".join(lines)
-    data = {"meta": meta, "scenarios": agg, "added_latency_ms": added.get("oha-rate", {}),
+    data = {"meta": meta, "scenarios": agg, "side_by_side": side, "pairs": pairs,
+            "added_latency_ms": added.get("oha-rate", {}),
             "added_latency_paced_ms": added.get("paced-rate", {}), "ratios_ringway_over_nginx": ratios,
             "idle_conns": idle, "warnings": warn, "measurements": rows}
     return md, data
@@ -380,13 +438,20 @@ def main():
     ap.add_argument("--md")
     ap.add_argument("--json")
     ap.add_argument("--one")
+    ap.add_argument("--pair")
     ap.add_argument("--suggest-rate")
     a = ap.parse_args()
     if a.one:
         print(one(a.one))
         return
+    if a.pair:
+        p = load_pair(a.pair)
+        print(f"ringway {p['ringway']['cpu_us_per_req']:.2f} µs/req ({p['ringway']['rps']:,.0f} req/s), "
+              f"nginx {p['nginx']['cpu_us_per_req']:.2f} µs/req ({p['nginx']['rps']:,.0f} req/s), "
+              f"ringway/nginx {p['cpu_ratio']:.3f}")
+        return
     if a.suggest_rate:
-        rows, _, _ = load_all(a.suggest_rate)
+        rows, _, _, _ = load_all(a.suggest_rate)
         v = [r["rps"] for r in rows if r["scenario"] == "wrk-small" and r["target"] == "nginx"]
         if not v:
             raise SystemExit("report.py: no nginx wrk-small measurement to derive a rate from")
@@ -394,10 +459,10 @@ def main():
         return
     if not a.raw:
         ap.error("RAWDIR is required")
-    rows, meta, idle = load_all(a.raw)
+    rows, meta, idle, pairs = load_all(a.raw)
     if not rows:
         raise SystemExit(f"report.py: no measurements in {a.raw}")
-    md, data = build_report(rows, meta, idle)
+    md, data = build_report(rows, meta, idle, pairs)
     print(md)
     if a.md:
         with open(a.md, "w") as f:

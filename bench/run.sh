@@ -215,6 +215,16 @@ rss_kib() {
   done
   echo "$t"
 }
+# cpu_ns PID... : CPU time in nanoseconds (all threads) of the PIDs and their descendants,
+# from schedstat: finer than the clock ticks of cpu_ticks, for the side-by-side pairs.
+cpu_ns() {
+  local t=0 p v
+  for p in $(proc_tree "$@"); do
+    v=$(cat /proc/"$p"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f", s}')
+    t=$((t + ${v:-0}))
+  done
+  echo "$t"
+}
 # cpu_stat : the aggregate "cpu" line of /proc/stat as a JSON array.
 cpu_stat() { awk '/^cpu / {printf "[%s", $2; for (i = 3; i <= 9; i++) printf ",%s", $i; print "]"; exit}' /proc/stat; }
 
@@ -376,6 +386,40 @@ for round in $(seq 1 "$rounds"); do
     for target in direct ringway nginx; do
       measure "$round" "$scenario" "$target" wrk "$path"
     done
+  done
+done
+
+# ---------------------------------------------------------------- side by side
+# ringway and nginx at the same time on the proxy core, each saturated by its own wrk (both
+# on the load core): whatever this shared machine does happens to both at once, which the
+# sequential runs above cannot separate from a few per cent (the method of bench/ab.sh and
+# bench/floor.sh). The figure is each proxy's CPU per request over the same seconds.
+# side_by_side ROUND SCENARIO PATH
+side_by_side() {
+  local round=$1 scenario=$2 path=$3 base r0 r1 n0 n1 wr wn rc=0
+  check_alive
+  base=$RAW/pair-r$round-$scenario
+  r0=$(cpu_ns "$RW_PID"); n0=$(cpu_ns "$NGX_PID")
+  timeout -k 5 $((duration + 30)) "${pin_load[@]}" wrk -t1 -c64 -d"${duration}s" \
+    -s "$WORK/report.lua" "http://127.0.0.1:$RW_PORT$path" >"$base.ringway.wrk.txt" 2>&1 &
+  wr=$!
+  timeout -k 5 $((duration + 30)) "${pin_load[@]}" wrk -t1 -c64 -d"${duration}s" \
+    -s "$WORK/report.lua" "http://127.0.0.1:$NGX_PORT$path" >"$base.nginx.wrk.txt" 2>&1 &
+  wn=$!
+  wait "$wr" || rc=$?
+  wait "$wn" || rc=$?
+  r1=$(cpu_ns "$RW_PID"); n1=$(cpu_ns "$NGX_PID")
+  [ "$rc" = 0 ] || { cat "$base.ringway.wrk.txt" "$base.nginx.wrk.txt" >&2; die "wrk side by side exited with status $rc"; }
+  printf '{"round":%s,"scenario":"%s","path":"%s","ringway_cpu_ns":%s,"nginx_cpu_ns":%s,"ringway_output":"%s","nginx_output":"%s"}\n' \
+    "$round" "$scenario" "$path" "$((r1 - r0))" "$((n1 - n0))" \
+    "$(basename "$base.ringway.wrk.txt")" "$(basename "$base.nginx.wrk.txt")" >"$base.json"
+  log "  round $round  $scenario  side by side: $(python3 bench/report.py --pair "$base.json")"
+}
+for round in $(seq 1 "$rounds"); do
+  log "round $round/$rounds: side by side (ringway and nginx at once, each under wrk -t1 -c64 -d${duration}s)"
+  for scenario in wrk-small wrk-16k; do
+    path=/size/100; [ "$scenario" = wrk-16k ] && path=/size/16384
+    side_by_side "$round" "$scenario" "$path"
   done
 done
 
