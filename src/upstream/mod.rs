@@ -367,8 +367,8 @@ struct Idle {
 
 /// An idle connection in the pool.
 enum Parked {
-    /// Checked with a peek when taken.
-    Quiet(Stream),
+    /// Without a posted read (TLS, or past `MAX_POSTED`): checked with a peek when taken.
+    Unposted(Stream),
     /// With the read of its next answer posted.
     Posted(PostedRead),
 }
@@ -377,7 +377,7 @@ impl Parked {
     /// Whether a posted read has not completed: the upstream has said nothing since.
     fn quiet(&mut self) -> bool {
         match self {
-            Parked::Quiet(_) => true,
+            Parked::Unposted(_) => true,
             Parked::Posted(read) => read.still_pending(),
         }
     }
@@ -402,7 +402,7 @@ pub struct Pool {
     /// worker's current config has them.
     max_idle: Cell<usize>,
     idle_timeout: Cell<Duration>,
-    /// Reads posted on idle connections now, and how many may be.
+    /// Reads posted now (idle, being pooled, or awaiting an answer), and how many may be.
     posted: Rc<Cell<usize>>,
     max_posted: usize,
 }
@@ -412,7 +412,7 @@ impl Pool {
         Pool::with_posted_reads(max_idle, idle_timeout, MAX_POSTED)
     }
 
-    /// A pool that posts at most `max_posted` reads on idle connections.
+    /// A pool whose connections have at most `max_posted` reads posted at once.
     pub fn with_posted_reads(max_idle: usize, idle_timeout: Duration, max_posted: usize) -> Pool {
         Pool {
             idle: RefCell::new(HashMap::default()),
@@ -442,7 +442,7 @@ impl Pool {
                 continue;
             }
             match entry.conn {
-                Parked::Quiet(stream) => {
+                Parked::Unposted(stream) => {
                     if !is_closed(&stream) {
                         return Some(Lease::Whole(stream));
                     }
@@ -463,7 +463,7 @@ impl Pool {
     pub fn put(&self, addr: PoolKey, lease: Lease, now: Instant) {
         let max_idle = self.max_idle.get();
         let mut conn = match lease {
-            Lease::Whole(stream) => Parked::Quiet(stream),
+            Lease::Whole(stream) => Parked::Unposted(stream),
             Lease::Posted(read) => Parked::Posted(read),
             Lease::Closed => return,
         };
@@ -506,7 +506,7 @@ impl Pool {
         self.idle.borrow_mut().clear();
     }
 
-    /// Reads posted on idle connections now.
+    /// Reads posted now (`MAX_POSTED`).
     pub fn posted(&self) -> usize {
         self.posted.get()
     }
