@@ -183,6 +183,15 @@ fn tls_config(origin: &Origin, certs: &str, ringway: &str) -> String {
     one_service_config(&origin.url(), &format!("{certs}{node}"))
 }
 
+/// `tls_config` with one certificate, for the single SNI `sni`.
+fn one_cert_config(origin: &Origin, cert: &Cert, sni: &str, ringway: &str) -> String {
+    tls_config(
+        origin,
+        &certificates(&[cert_item(cert, &[sni], "")]),
+        ringway,
+    )
+}
+
 // ---------------------------------------------------------------------------------------
 // gateway with a TLS listener
 
@@ -528,11 +537,7 @@ fn tls_listener_proxies_with_a_verified_certificate_and_forwarded_headers() {
     let dir = tempfile::tempdir().unwrap();
     let api = make_cert(dir.path(), "api", "api.test", &["api.test"], false);
     let origin = Origin::start();
-    let cfg = tls_config(
-        &origin,
-        &certificates(&[cert_item(&api, &["api.test"], "")]),
-        "",
-    );
+    let cfg = one_cert_config(&origin, &api, "api.test", "");
     let t = start_tls(&cfg, GatewayOpts::default());
 
     let out = curl_https(t.port, "api.test", "/hello?x=1", &api.cert_path, &[]);
@@ -805,11 +810,7 @@ fn tls12_and_tls13_both_work_and_alpn_selects_http11() {
     let dir = tempfile::tempdir().unwrap();
     let a = make_cert(dir.path(), "a", "a.test", &["a.test"], false);
     let origin = Origin::start();
-    let cfg = tls_config(
-        &origin,
-        &certificates(&[cert_item(&a, &["a.test"], "")]),
-        "",
-    );
+    let cfg = one_cert_config(&origin, &a, "a.test", "");
     let t = start_tls(&cfg, GatewayOpts::default());
 
     for (flags, what) in [
@@ -1014,11 +1015,7 @@ fn sessions_resume_across_workers_for_tls12_and_tls13() {
     let dir = tempfile::tempdir().unwrap();
     let a = make_cert(dir.path(), "a", "a.test", &["a.test"], false);
     let origin = Origin::start();
-    let cfg = tls_config(
-        &origin,
-        &certificates(&[cert_item(&a, &["a.test"], "")]),
-        "",
-    );
+    let cfg = one_cert_config(&origin, &a, "a.test", "");
     let t = start_tls(&cfg, GatewayOpts::default().workers(2));
     let mut py = Py::start();
 
@@ -1110,11 +1107,7 @@ fn keep_alive_pipelining_and_large_bodies_over_one_tls_connection() {
         },
         _ => Action::Ok,
     });
-    let cfg = tls_config(
-        &origin,
-        &certificates(&[cert_item(&a, &["a.test"], "")]),
-        "",
-    );
+    let cfg = one_cert_config(&origin, &a, "a.test", "");
     let t = start_tls(&cfg, GatewayOpts::default());
     let mut py = Py::start();
     let answer = py.connect("c", t.port, Some("a.test"), json!({}));
@@ -1469,11 +1462,7 @@ fn bad_clients_on_the_tls_port_are_closed_without_disturbing_good_ones() {
     let dir = tempfile::tempdir().unwrap();
     let a = make_cert(dir.path(), "a", "a.test", &["a.test"], false);
     let origin = Origin::start();
-    let cfg = tls_config(
-        &origin,
-        &certificates(&[cert_item(&a, &["a.test"], "")]),
-        "  client_header_timeout: 1000\n",
-    );
+    let cfg = one_cert_config(&origin, &a, "a.test", "  client_header_timeout: 1000\n");
     let t = start_tls(&cfg, GatewayOpts::default());
     let mut py = Py::start();
     let answer = py.connect("good", t.port, Some("a.test"), json!({}));
@@ -1679,11 +1668,7 @@ fn a_tls_client_that_stops_reading_is_closed_alone() {
             Action::Ok
         }
     });
-    let cfg = tls_config(
-        &origin,
-        &certificates(&[cert_item(&a, &["a.test"], "")]),
-        "  send_timeout: 500\n",
-    );
+    let cfg = one_cert_config(&origin, &a, "a.test", "  send_timeout: 500\n");
     let t = start_tls(&cfg, GatewayOpts::default());
     let mut py = Py::start();
     let answer = py.connect("stall", t.port, Some("a.test"), json!({}));
@@ -2056,11 +2041,7 @@ fn admin_api_certificates_and_snis_take_effect_without_restart() {
     let n = make_cert(dir.path(), "n", "new.test", &["new.test"], false);
     let known = [("A", &a), ("N", &n)];
     let origin = Origin::start();
-    let cfg = tls_config(
-        &origin,
-        &certificates(&[cert_item(&a, &["a.test"], "")]),
-        "",
-    );
+    let cfg = one_cert_config(&origin, &a, "a.test", "");
     let mut t = start_tls(&cfg, GatewayOpts::default());
     let mut py = Py::start();
 
@@ -2436,11 +2417,7 @@ fn a_conflict_names_an_admin_certificate_by_id_never_by_its_key() {
     let a = make_cert(dir.path(), "a", "a.test", &["a.test"], false);
     let n = make_cert(dir.path(), "n", "alt.test", &["alt.test"], false);
     let origin = Origin::start();
-    let cfg = tls_config(
-        &origin,
-        &certificates(&[cert_item(&a, &["a.test"], "")]),
-        "",
-    );
+    let cfg = one_cert_config(&origin, &a, "a.test", "");
     let t = start_tls(&cfg, GatewayOpts::default());
     let r = admin_json(
         &t.gw,
@@ -2503,11 +2480,7 @@ fn admin_api_puts_and_patches_snis() {
     );
     let known = [("A", &a), ("N", &n), ("M", &m)];
     let origin = Origin::start();
-    let cfg = tls_config(
-        &origin,
-        &certificates(&[cert_item(&a, &["a.test"], "")]),
-        "",
-    );
+    let cfg = one_cert_config(&origin, &a, "a.test", "");
     let t = start_tls(&cfg, GatewayOpts::default());
     let mut py = Py::start();
     let cert = |pem: &Cert, names: &[&str]| {

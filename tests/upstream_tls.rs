@@ -154,16 +154,23 @@ ca_certificates:
     )
 }
 
-#[test]
-fn https_services_verify_their_upstream_and_reuse_connections() {
+/// The id `config` gives the CA it writes into `ca_certificates`.
+const CA_ID: &str = "7b5d4a3c-1f2e-4d6c-9a8b-000000000001";
+
+/// A CA and a leaf it signed, an https origin serving the leaf, and a gateway on `config`
+/// (the verifying service trusting that CA); the directory and the origin live as long
+/// as they are held.
+fn verifying_gateway() -> (tempfile::TempDir, TlsOrigin, Gateway) {
     let dir = tempfile::tempdir().unwrap();
     make_ca_and_leaf(dir.path());
     let origin = TlsOrigin::start(dir.path());
-    let gw = Gateway::start(&config(
-        dir.path(),
-        origin.port,
-        "7b5d4a3c-1f2e-4d6c-9a8b-000000000001",
-    ));
+    let gw = Gateway::start(&config(dir.path(), origin.port, CA_ID));
+    (dir, origin, gw)
+}
+
+#[test]
+fn https_services_verify_their_upstream_and_reuse_connections() {
+    let (dir, _origin, gw) = verifying_gateway();
 
     let mut client = gw.client();
     for i in 0..3 {
@@ -243,11 +250,7 @@ fn https_services_verify_their_upstream_and_reuse_connections() {
 /// connections pooled under it are not reused (they were verified against it).
 #[test]
 fn a_reload_that_changes_a_ca_drops_the_connections_it_verified() {
-    let dir = tempfile::tempdir().unwrap();
-    make_ca_and_leaf(dir.path());
-    let origin = TlsOrigin::start(dir.path());
-    let id = "7b5d4a3c-1f2e-4d6c-9a8b-000000000001";
-    let gw = Gateway::start(&config(dir.path(), origin.port, id));
+    let (_dir, origin, gw) = verifying_gateway();
     let mut client = gw.client();
     for i in 0..2 {
         let r = get_on(&mut client, "/verified/a", i);
@@ -256,7 +259,7 @@ fn a_reload_that_changes_a_ca_drops_the_connections_it_verified() {
     // The same id now holds an unrelated CA.
     let other = tempfile::tempdir().unwrap();
     make_self_signed(other.path(), "elsewhere.test");
-    gw.reload(&config(other.path(), origin.port, id));
+    gw.reload(&config(other.path(), origin.port, CA_ID));
     let r = get_on(&mut client, "/verified/b", 2);
     assert_eq!(
         r.status,
@@ -297,7 +300,7 @@ fn a_ca_certificate_item_holds_one_certificate() {
     let ca = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
     std::fs::write(dir.path().join("ca.pem"), format!("{ca}{ca}")).unwrap();
     check_refuses(
-        &config(dir.path(), 9, "7b5d4a3c-1f2e-4d6c-9a8b-000000000001"),
+        &config(dir.path(), 9, CA_ID),
         &["ca_certificates[0].cert: please submit only one certificate at a time"],
     );
 }
@@ -387,14 +390,7 @@ fn a_self_signed_upstream_listed_in_ca_certificates_is_trusted_for_its_name() {
 /// is read once the upstream closes), on every try.
 #[test]
 fn an_https_upstream_answer_before_the_body_reaches_the_client() {
-    let dir = tempfile::tempdir().unwrap();
-    make_ca_and_leaf(dir.path());
-    let origin = TlsOrigin::start(dir.path());
-    let gw = Gateway::start(&config(
-        dir.path(),
-        origin.port,
-        "7b5d4a3c-1f2e-4d6c-9a8b-000000000001",
-    ));
+    let (_dir, _origin, gw) = verifying_gateway();
     for round in 0..8 {
         let mut c = gw.client();
         let body = vec![b'x'; 8 << 20];
