@@ -3356,6 +3356,20 @@ fn correlation_id_and_jwt_may_not_share_a_header_when_written() {
             .is_some_and(|m| m.contains("X-Token")),
         "{body}"
     );
+    // `X_Token` is read as the header `x-token` too.
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/plugins",
+        &json!({"name": "correlation-id", "config": {"header_name": "X_Token"}}),
+    );
+    let body = ok(&r, 400, "correlation-id on the jwt header, underscored");
+    assert!(
+        body["fields"]["config"]["header_name"]
+            .as_str()
+            .is_some_and(|m| m.contains("X_Token")),
+        "{body}"
+    );
     // The other order: a correlation-id first, then a jwt reading its header.
     let id = ok(
         &admin_json(

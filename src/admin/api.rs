@@ -3523,34 +3523,42 @@ fn token_header_clash(
         .plugins
         .iter()
         .filter(|p| Some(p.id.as_str()) != replacing);
+    use crate::http::same_header;
     let (field, clash) = match name {
         "correlation-id" => {
             let header = given
                 .and_then(|c| c.get("header_name"))
                 .and_then(Value::as_str)
-                .unwrap_or("Kong-Request-ID");
+                .map_or_else(
+                    crate::plugins::correlation_id::default_header,
+                    str::to_owned,
+                );
             let clash = others
                 .filter_map(|p| match &p.config {
                     PluginConfig::Jwt(jwt) => Some(&jwt.header_names),
                     _ => None,
                 })
                 .flatten()
-                .find(|h| h.eq_ignore_ascii_case(header))
-                .map(|_| header.to_owned());
+                .any(|h| same_header(h, &header))
+                .then_some(header);
             ("header_name", clash)
         }
         "jwt" => {
-            let names: Vec<&str> = match given.and_then(|c| c.get("header_names")) {
-                Some(Value::Array(names)) => names.iter().filter_map(Value::as_str).collect(),
-                Some(Value::String(one)) => vec![one.as_str()],
-                _ => vec!["authorization"],
+            let names: Vec<String> = match given.and_then(|c| c.get("header_names")) {
+                Some(Value::Array(names)) => names
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect(),
+                Some(Value::String(one)) => vec![one.clone()],
+                _ => crate::plugins::jwt::default_headers(),
             };
             let clash = others
                 .filter_map(|p| match &p.config {
                     PluginConfig::CorrelationId(id) => Some(id.header_name.as_str()),
                     _ => None,
                 })
-                .find(|h| names.iter().any(|n| n.eq_ignore_ascii_case(h)))
+                .find(|h| names.iter().any(|n| same_header(n, h)))
                 .map(str::to_owned);
             ("header_names", clash)
         }

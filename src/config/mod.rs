@@ -1511,18 +1511,19 @@ fn build(
     }
     // A request ID goes into log lines, the access log and answers: read from a header
     // a jwt plugin takes its token from, it would carry the token there.
-    let token_headers: std::collections::HashSet<String> = plugins
+    // Both sides are `http::header_key`s: `X_JWT` is the header `x-jwt` too.
+    let token_headers: std::collections::HashSet<&str> = plugins
         .iter()
         .filter_map(|p| match &p.config {
             PluginConfig::Jwt(jwt) => Some(jwt.header_names.iter()),
             _ => None,
         })
         .flatten()
-        .map(|name| name.to_ascii_lowercase())
+        .map(String::as_str)
         .collect();
     for plugin in &plugins {
         if let PluginConfig::CorrelationId(id) = &plugin.config {
-            if token_headers.contains(&id.header_name.to_ascii_lowercase()) {
+            if token_headers.contains(id.header_lower.as_str()) {
                 let at = format!("{}.config.header_name", plugin.path);
                 let problem = format!(
                     "'{}' is where a jwt plugin reads its token, which the request ID would put in logs; name the ID's own header",

@@ -2580,6 +2580,17 @@ fn a_request_id_read_from_a_token_header_is_refused() {
         )),
         "{p:#?}"
     );
+    // `X_JWT` reads the header `x-jwt` (as Kong's get_header does): the same clash.
+    let p = problems(
+        "_format_version: \"3.0\"\nplugins:\n  - name: jwt\n    config: {header_names: [x-jwt]}\n  \
+         - name: correlation-id\n    config: {header_name: X_JWT}\n",
+    );
+    assert!(
+        p.iter().any(|l| l.starts_with(
+            "plugins[1].config.header_name: 'X_JWT' is where a jwt plugin reads its token"
+        )),
+        "{p:#?}"
+    );
     let fine = Config::from_bytes(
         b"_format_version: \"3.0\"\nplugins:\n  - name: jwt\n  - name: correlation-id\n    config: {header_name: X-Request-ID}\n",
         &NodeOverrides::default(),

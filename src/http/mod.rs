@@ -20,6 +20,21 @@ pub fn header_key(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
 }
 
+/// Whether two configured header names read the same request header (`header_key`).
+pub fn same_header(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes().zip(b.bytes()).all(|(x, y)| {
+            let key = |c: u8| {
+                if c == b'_' {
+                    b'-'
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            };
+            key(x) == key(y)
+        })
+}
+
 /// `tchar` from RFC 9110 §5.6.2.
 pub const fn is_token_byte(b: u8) -> bool {
     matches!(b,

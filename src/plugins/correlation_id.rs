@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
-fn default_header() -> String {
+pub(crate) fn default_header() -> String {
     "Kong-Request-ID".into()
 }
 fn default_generator() -> String {

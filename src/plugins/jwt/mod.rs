@@ -97,7 +97,7 @@ impl Algorithm {
 fn default_uri_params() -> Vec<String> {
     vec!["jwt".into()]
 }
-fn default_headers() -> Vec<String> {
+pub(crate) fn default_headers() -> Vec<String> {
     vec!["authorization".into()]
 }
 fn default_key_claim() -> String {
