@@ -409,10 +409,15 @@ impl rustls::client::danger::ServerCertVerifier for UpstreamVerifier {
 /// by every read and stored as given, so the key would be published with it (its own
 /// field, `key`, is where a private key goes). A file named by `ssl_cert` may hold both.
 pub fn without_private_key(pem: &str) -> Result<(), String> {
-    if pem.contains("PRIVATE KEY-----") {
+    if holds_private_key(pem) {
         return Err("invalid certificate: holds a private key; give the certificate alone".into());
     }
     Ok(())
+}
+
+/// Whether a PEM holds a private key (of any kind: PKCS#8, RSA, EC, encrypted).
+pub fn holds_private_key(pem: &str) -> bool {
+    pem.contains("PRIVATE KEY-----")
 }
 
 /// PEM certificates (a chain, or a CA bundle). Problems read as Kong's (`invalid

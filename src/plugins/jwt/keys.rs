@@ -64,7 +64,7 @@ pub fn decode_base64_secret(secret: &str) -> Option<Vec<u8>> {
 pub fn public_key(algorithm: Algorithm, pem: &str) -> Result<VerifyKey, String> {
     // The field is shown by every read and stored as given: a private key kept beside
     // the public one in the same PEM would be published with it.
-    if pem.contains("PRIVATE KEY-----") {
+    if crate::tls::holds_private_key(pem) {
         return Err(
             "rsa_public_key: holds a private key; give the public key alone (openssl pkey -pubout)"
                 .into(),

@@ -314,15 +314,9 @@ pub fn fold_shorthands(config: &mut serde_json::Value) {
     }
 }
 
-/// A host name (letters, digits, `-`, `.`, `_`) or an IP address.
+/// A host as a service's (`config::valid_host`), or an IPv6 address unbracketed.
 fn is_host(host: &str) -> bool {
-    let bracketed = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
-    bracketed.is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok())
-        || host.parse::<std::net::IpAddr>().is_ok()
-        || (!host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')))
+    crate::config::valid_host(host) || host.parse::<std::net::Ipv6Addr>().is_ok()
 }
 
 /// Limits print as Kong prints them: `100`, not `100.0`.

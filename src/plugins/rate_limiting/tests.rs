@@ -103,7 +103,17 @@ fn validation_reports_each_problem_with_its_field() {
     );
     assert!(serde_norway::from_str::<ConfigFile>("minute: 5\ncolour: red").is_err());
     // A host is a name or an address: a URL would carry its password into log lines.
-    for host in ["redis://:pw@r", "user:pw@r", "r:6379", "r/0"] {
+    // And one as a service's host is: no empty label, none past DNS's 63 bytes.
+    let long_label = "a".repeat(64);
+    for host in [
+        "redis://:pw@r",
+        "user:pw@r",
+        "r:6379",
+        "r/0",
+        "a..b",
+        ".",
+        &long_label,
+    ] {
         let problem = format!("minute: 5\npolicy: redis\nredis: {{host: \"{host}\"}}");
         assert_eq!(fields(&problem), ["redis.host"], "{host}");
         assert!(!says(&problem).contains("pw"), "{host}");
