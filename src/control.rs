@@ -230,9 +230,10 @@ impl Control {
         // A warning is said when it first appears, not again with every Admin API write
         // (or reload) that leaves its cause in place.
         let running = self.shared.snapshot();
-        let mut said = std::collections::HashSet::new();
+        let mut said: std::collections::HashSet<&str> =
+            running.config.warnings.iter().map(String::as_str).collect();
         for warning in &config.warnings {
-            if !running.config.warnings.contains(warning) && said.insert(warning) {
+            if said.insert(warning) {
                 log::warn!("{warning}");
             }
         }
