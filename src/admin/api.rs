@@ -1942,9 +1942,6 @@ fn put_certificate(control: &Control, config: &Config, key: &str, mut body: Body
     match found {
         Some(i) => {
             let certificate = &config.certificates[i];
-            if certificate.layer == Layer::File {
-                return read_only();
-            }
             for field in ["cert", "key", "cert_alt", "key_alt", "tags"] {
                 body.entry(field).or_insert(Value::Null);
             }
@@ -2258,26 +2255,18 @@ fn put_ca_certificate(control: &Control, config: &Config, key: &str, mut body: B
         return reply;
     }
     let found = find_ca_certificate(config, key);
-    if found.is_none() && !crate::config::is_uuid(key) {
-        return field_error("id", "expected a valid UUID");
-    }
-    if found.is_some_and(|i| config.ca_certificates[i].layer == Layer::File) {
-        return read_only();
+    match found {
+        Some(i) if config.ca_certificates[i].layer == Layer::File => return read_only(),
+        None if !crate::config::is_uuid(key) => return field_error("id", "expected a valid UUID"),
+        _ => {}
     }
     if let Some(refused) = ca_write_refused(config, &body, Some(key)) {
         return refused;
     }
+    body.insert("id".into(), key.into());
     match found {
-        Some(i) if config.ca_certificates[i].layer == Layer::File => read_only(),
-        Some(_) => {
-            body.insert("id".into(), key.into());
-            write(control, config, "ca_certificates", body, Some(key))
-        }
-        None if crate::config::is_uuid(key) => {
-            body.insert("id".into(), key.into());
-            put_status(write(control, config, "ca_certificates", body, None))
-        }
-        None => field_error("id", "expected a valid UUID"),
+        Some(_) => write(control, config, "ca_certificates", body, Some(key)),
+        None => put_status(write(control, config, "ca_certificates", body, None)),
     }
 }
 
@@ -2285,14 +2274,13 @@ fn put_ca_certificate(control: &Control, config: &Config, key: &str, mut body: B
 /// certificate expired already (one that expires later only warns, in every config
 /// built since), and Kong's unique `cert_digest`.
 fn ca_write_refused(config: &Config, body: &Body, except: Option<&str>) -> Option<Reply> {
-    let expired = body
-        .get("cert")
-        .and_then(Value::as_str)
-        .and_then(crate::config::expired_ca);
-    match expired {
-        Some(message) => Some(field_error("cert", message)),
-        None => ca_digest_taken(config, body, except),
-    }
+    ca_expired(body).or_else(|| ca_digest_taken(config, body, except))
+}
+
+/// A CA certificate's `cert` that has expired already.
+fn ca_expired(body: &Body) -> Option<Reply> {
+    let cert = body.get("cert")?.as_str()?;
+    crate::config::expired_ca(cert).map(|message| field_error("cert", message))
 }
 
 /// Kong's unique `cert_digest`: a 409 when another CA certificate than `except` (the one
@@ -3169,17 +3157,10 @@ fn validate_entity(kind: &str, body: Body) -> Reply {
         if kind == "routes" {
             lists_of_one(&mut body);
         }
-        let expired = (kind == "ca_certificates")
-            .then(|| {
-                body.get("cert")
-                    .and_then(Value::as_str)
-                    .and_then(crate::config::expired_ca)
-            })
-            .flatten();
-        match expired {
-            Some(message) => Some(field_error("cert", message)),
-            None => schema_problems(kind, &body),
-        }
+        (kind == "ca_certificates")
+            .then(|| ca_expired(&body))
+            .flatten()
+            .or_else(|| schema_problems(kind, &body))
     };
     problems
         .unwrap_or_else(|| Reply::json(200, &json!({ "message": "schema validation successful" })))
