@@ -1416,11 +1416,10 @@ impl<S: ClientIo> Conn<S> {
         loop {
             // Until the answer starts, a client that leaves ends the wait (as nginx's).
             let client = (!received_any).then_some(self.info.fd).flatten();
-            let mut rejoined = None;
             let (answered, ubuf) = match upstream.take_posted() {
                 // Read into the pooled connection's own buffer: this one goes back.
                 Some(posted) => {
-                    let read = posted.read(&mut rejoined);
+                    let read = posted.read(upstream);
                     let answered =
                         answer_within(&worker.idle, read, service.read_timeout, client).await;
                     self.worker.buffers.give(std::mem::take(&mut self.ubuf));
@@ -1442,9 +1441,6 @@ impl<S: ClientIo> Conn<S> {
                     .await
                 }
             };
-            if let Some(stream) = rejoined {
-                *upstream = upstream::Lease::Whole(stream);
-            }
             self.ubuf = ubuf;
             let result = match answered {
                 Answered::Read(result) => result,

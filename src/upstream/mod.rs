@@ -215,10 +215,14 @@ impl PostedRead {
             .is_pending()
     }
 
-    /// Resolves to what the read got, the connection whole again in `rejoined`.
-    pub async fn read(self, rejoined: &mut Option<Stream>) -> (std::io::Result<usize>, Vec<u8>) {
+    /// Resolves to what the read got, leaving the connection whole again in `lease` (the
+    /// one `Lease::take_posted` took it from; `Closed` meanwhile, and should the read be
+    /// dropped before it completes).
+    pub async fn read(self, lease: &mut Lease) -> (std::io::Result<usize>, Vec<u8>) {
         let (half, result, buf) = self.read.await;
-        *rejoined = half.reunite(self.write).ok();
+        if let Ok(stream) = half.reunite(self.write) {
+            *lease = Lease::Whole(stream);
+        }
         (result, buf)
     }
 
@@ -295,6 +299,16 @@ impl Lease {
         self.into_stream().map_or(Lease::Closed, Lease::Whole)
     }
 
+    /// Whether nothing has come on the connection as far as the worker has seen: a
+    /// posted read has not completed (a whole connection is peeked at when taken).
+    fn quiet(&mut self) -> bool {
+        match self {
+            Lease::Whole(_) => true,
+            Lease::Posted(read) => read.still_pending(),
+            Lease::Closed => false,
+        }
+    }
+
     /// `Stream::watch` of a whole connection; `None` otherwise.
     pub fn watch(&self) -> Option<Answer> {
         match self {
@@ -360,27 +374,11 @@ impl AsyncWriteRent for Lease {
     }
 }
 
+/// An idle connection in the pool: with its next read posted, or whole (TLS, or past
+/// `MAX_POSTED`), to be checked with a peek when taken.
 struct Idle {
-    conn: Parked,
+    lease: Lease,
     since: Instant,
-}
-
-/// An idle connection in the pool.
-enum Parked {
-    /// Without a posted read (TLS, or past `MAX_POSTED`): checked with a peek when taken.
-    Unposted(Stream),
-    /// With the read of its next answer posted.
-    Posted(PostedRead),
-}
-
-impl Parked {
-    /// Whether a posted read has not completed: the upstream has said nothing since.
-    fn quiet(&mut self) -> bool {
-        match self {
-            Parked::Unposted(_) => true,
-            Parked::Posted(read) => read.still_pending(),
-        }
-    }
 }
 
 /// A place among a worker's `MAX_POSTED` posted reads, given back when the read goes
@@ -436,22 +434,17 @@ impl Pool {
     pub fn take(&self, addr: PoolKey, now: Instant) -> Option<Lease> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
-        while let Some(entry) = list.pop() {
+        while let Some(mut entry) = list.pop() {
             // Expired or dead: dropping it closes it.
             if now.saturating_duration_since(entry.since) >= self.idle_timeout.get() {
                 continue;
             }
-            match entry.conn {
-                Parked::Unposted(stream) => {
-                    if !is_closed(&stream) {
-                        return Some(Lease::Whole(stream));
-                    }
-                }
-                Parked::Posted(mut read) => {
-                    if read.still_pending() {
-                        return Some(Lease::Posted(read));
-                    }
-                }
+            let live = match &mut entry.lease {
+                Lease::Whole(stream) => !is_closed(stream),
+                posted => posted.quiet(),
+            };
+            if live {
+                return Some(entry.lease);
             }
         }
         None
@@ -460,13 +453,8 @@ impl Pool {
     /// Returns a connection after a clean exchange; one with a posted read (`Lease::post`)
     /// keeps it while it sits idle, unless it has completed already: the connection is
     /// closed instead.
-    pub fn put(&self, addr: PoolKey, lease: Lease, now: Instant) {
+    pub fn put(&self, addr: PoolKey, mut lease: Lease, now: Instant) {
         let max_idle = self.max_idle.get();
-        let mut conn = match lease {
-            Lease::Whole(stream) => Parked::Unposted(stream),
-            Lease::Posted(read) => Parked::Posted(read),
-            Lease::Closed => return,
-        };
         let mut idle = self.idle.borrow_mut();
         if max_idle == 0 {
             // A reload turned pooling off: those idle go too.
@@ -474,7 +462,7 @@ impl Pool {
             return;
         }
         // Dead already: dropping it closes it (before it could push a live one out).
-        if !conn.quiet() {
+        if !lease.quiet() {
             return;
         }
         let list = idle.entry(addr).or_default();
@@ -483,7 +471,7 @@ impl Pool {
         while list.len() >= max_idle {
             list.remove(0);
         }
-        list.push(Idle { conn, since: now });
+        list.push(Idle { lease, since: now });
     }
 
     /// Closes connections idle past the timeout, and those whose posted read completed
@@ -495,7 +483,7 @@ impl Pool {
         let mut idle = self.idle.borrow_mut();
         idle.retain(|_, list| {
             list.retain_mut(|entry| {
-                now.saturating_duration_since(entry.since) < timeout && entry.conn.quiet()
+                now.saturating_duration_since(entry.since) < timeout && entry.lease.quiet()
             });
             !list.is_empty()
         });

@@ -63,14 +63,10 @@ fn buffer() -> Vec<u8> {
 /// Reads the answer to what was written on `lease`: through its posted read when it has
 /// one (which makes it whole again), else a read of its own.
 async fn answer(lease: &mut Lease) -> Vec<u8> {
-    let mut rejoined = None;
     let (result, buf) = match lease.take_posted() {
-        Some(posted) => posted.read(&mut rejoined).await,
+        Some(posted) => posted.read(lease).await,
         None => lease.read(Vec::with_capacity(64)).await,
     };
-    if let Some(stream) = rejoined {
-        *lease = Lease::Whole(stream);
-    }
     assert!(result.unwrap() > 0, "an answer");
     buf
 }
