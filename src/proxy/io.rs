@@ -115,27 +115,11 @@ pub async fn answer_within<F>(
 where
     F: std::future::Future<Output = (io::Result<usize>, Vec<u8>)>,
 {
-    let slot = deadlines.register();
     let deadline = deadlines.deadline_after(timeout);
-    let mut read = std::pin::pin!(read);
-    loop {
-        let check = match client {
-            Some(_) => deadlines.deadline_after(CLIENT_CHECK_AFTER).min(deadline),
-            None => deadline,
-        };
-        let due = slot.arm_deadline(check);
-        monoio::select! {
-            (result, buf) = &mut read => {
-                return (Answered::Read(result.map_err(|_| IoFail::Io)), buf)
-            }
-            _ = due => {}
-        }
-        if deadlines.coarse_now() >= deadline {
-            return (Answered::Read(Err(IoFail::TimedOut)), Vec::new());
-        }
-        if client.is_some_and(peer_gone) {
-            return (Answered::ClientGone, Vec::new());
-        }
+    match watched(deadlines, std::pin::pin!(read), Some(deadline), client).await {
+        Watched::Done((result, buf)) => (Answered::Read(result.map_err(|_| IoFail::Io)), buf),
+        Watched::TimedOut => (Answered::Read(Err(IoFail::TimedOut)), Vec::new()),
+        Watched::ClientGone => (Answered::ClientGone, Vec::new()),
     }
 }
 
@@ -148,19 +132,43 @@ pub async fn unless_client_leaves<F: std::future::Future>(
     work: F,
     client: Option<std::os::fd::RawFd>,
 ) -> Option<F::Output> {
-    let Some(client) = client else {
-        return Some(work.await);
-    };
+    match watched(deadlines, std::pin::pin!(work), None, client).await {
+        Watched::Done(output) => Some(output),
+        Watched::TimedOut | Watched::ClientGone => None,
+    }
+}
+
+/// How a `watched` wait ended.
+enum Watched<T> {
+    Done(T),
+    TimedOut,
+    ClientGone,
+}
+
+/// Runs `work` until it is done, `deadline` passes, or the client (its socket, `client`)
+/// leaves, looked at every `CLIENT_CHECK_AFTER` on the worker's deadline slots. `work` is
+/// pinned by the caller, so it is kept once in the caller's state, not again in this one.
+async fn watched<F: std::future::Future>(
+    deadlines: &IdleSlots,
+    mut work: std::pin::Pin<&mut F>,
+    deadline: Option<Instant>,
+    client: Option<std::os::fd::RawFd>,
+) -> Watched<F::Output> {
     let slot = deadlines.register();
-    let mut work = std::pin::pin!(work);
     loop {
-        let due = slot.arm_deadline(deadlines.deadline_after(CLIENT_CHECK_AFTER));
+        let check = client.map(|_| deadlines.deadline_after(CLIENT_CHECK_AFTER));
+        let Some(due) = check.into_iter().chain(deadline).min() else {
+            return Watched::Done(work.await);
+        };
         monoio::select! {
-            output = &mut work => return Some(output),
-            _ = due => {}
+            output = &mut work => return Watched::Done(output),
+            _ = slot.arm_deadline(due) => {}
         }
-        if peer_gone(client) {
-            return None;
+        if deadline.is_some_and(|deadline| deadlines.coarse_now() >= deadline) {
+            return Watched::TimedOut;
+        }
+        if client.is_some_and(peer_gone) {
+            return Watched::ClientGone;
         }
     }
 }
