@@ -63,35 +63,13 @@ for side in base candidate; do
   pid[$side]=$!
   pids+=($!)
 done
-for side in base candidate; do
-  ok=false
-  for _ in $(seq 1 100); do
-    if [ "$(curl -s "http://127.0.0.1:${port[$side]}/size/16384" | wc -c)" = 16384 ]; then ok=true; break; fi
-    sleep 0.1
-  done
-  $ok || { echo "ab.sh: the $side gateway did not answer /size/16384 in full" >&2; exit 1; }
-done
+for side in base candidate; do wait_full "the $side gateway" "${port[$side]}"; done
 
-# CPU time in nanoseconds of a process, all its threads.
-cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s}'; }
 # pair FIRST SECOND PATH: both under their own wrk at once; prints "PATH base_ns candidate_ns".
 pair() {
-  local first=$1 second=$2 path=$3 side w0 w1
-  declare -A c0 c1 req
-  for side in base candidate; do c0[$side]=$(cpu_ns "${pid[$side]}"); done
-  "${pin_load[@]}" wrk -t1 -c64 -d"${duration}s" "http://127.0.0.1:${port[$first]}$path" >"$work/wrk-$first.txt" &
-  w0=$!
-  "${pin_load[@]}" wrk -t1 -c64 -d"${duration}s" "http://127.0.0.1:${port[$second]}$path" >"$work/wrk-$second.txt" &
-  w1=$!
-  wait "$w0" "$w1"
-  for side in base candidate; do
-    c1[$side]=$(cpu_ns "${pid[$side]}")
-    if grep -q -E "Non-2xx|Socket errors" "$work/wrk-$side.txt"; then
-      echo "ab.sh: errors in the $path run of the $side gateway:" >&2; cat "$work/wrk-$side.txt" >&2; exit 1
-    fi
-    req[$side]=$(awk '/requests in/ {print $1}' "$work/wrk-$side.txt")
-  done
-  echo "$path $(( (c1[base] - c0[base]) / req[base] )) $(( (c1[candidate] - c0[candidate]) / req[candidate] ))"
+  local first=$1 second=$2 path=$3 first_ns second_ns
+  read -r first_ns second_ns _ _ < <(wrk_pair "${port[$first]}" "${pid[$first]}" "${port[$second]}" "${pid[$second]}" "$path")
+  if [ "$first" = base ]; then echo "$path $first_ns $second_ns"; else echo "$path $second_ns $first_ns"; fi
 }
 
 for path in "${paths[@]}"; do

@@ -87,14 +87,7 @@ port_of() {
     relay-near) echo "$near_port" ;; direct) echo "$up_port" ;;
   esac
 }
-for name in ringway nginx relay relay-near; do
-  ok=false
-  for _ in $(seq 1 100); do
-    if [ "$(curl -s "http://127.0.0.1:$(port_of "$name")/size/16384" | wc -c)" = 16384 ]; then ok=true; break; fi
-    sleep 0.1
-  done
-  $ok || { echo "floor.sh: $name did not answer /size/16384 in full" >&2; exit 1; }
-done
+for name in ringway nginx relay relay-near; do wait_full "$name" "$(port_of "$name")"; done
 
 # The processes whose CPU counts: nginx is its master and its workers.
 pids_of() {
@@ -104,31 +97,11 @@ pids_of() {
     nginx) echo "$ngx_pid" $(pgrep -P "$ngx_pid") ;;
   esac
 }
-# CPU time in nanoseconds of the given processes, all their threads.
-cpu_ns() {
-  local pid
-  for pid in "$@"; do cat /proc/"$pid"/task/*/schedstat 2>/dev/null; done | awk '{s += $1} END {printf "%.0f\n", s}'
-}
 # pair A B PATH: A and B at once, each under its own wrk. Prints "A B PATH a_ns b_ns a_rps b_rps".
 pair() {
-  local a=$1 b=$2 path=$3 a0 b0 a1 b1 wa wb
-  # shellcheck disable=SC2046
-  a0=$(cpu_ns $(pids_of "$a")); b0=$(cpu_ns $(pids_of "$b"))
-  "${pin_load[@]}" wrk -t1 -c64 -d"${duration}s" "http://127.0.0.1:$(port_of "$a")$path" >"$work/wrk-a.txt" &
-  wa=$!
-  "${pin_load[@]}" wrk -t1 -c64 -d"${duration}s" "http://127.0.0.1:$(port_of "$b")$path" >"$work/wrk-b.txt" &
-  wb=$!
-  wait "$wa" "$wb"
-  # shellcheck disable=SC2046
-  a1=$(cpu_ns $(pids_of "$a")); b1=$(cpu_ns $(pids_of "$b"))
-  for f in a b; do
-    if grep -q -E "Non-2xx|Socket errors" "$work/wrk-$f.txt"; then
-      echo "floor.sh: errors in the $path run of the $a/$b pair:" >&2; cat "$work/wrk-$f.txt" >&2; exit 1
-    fi
-  done
-  local ra rb
-  ra=$(awk '/requests in/ {print $1}' "$work/wrk-a.txt"); rb=$(awk '/requests in/ {print $1}' "$work/wrk-b.txt")
-  echo "$a $b $path $(( (a1 - a0) / ra )) $(( (b1 - b0) / rb )) $(( ra / duration )) $(( rb / duration ))"
+  local a=$1 b=$2 path=$3 a_ns b_ns ra rb
+  read -r a_ns b_ns ra rb < <(wrk_pair "$(port_of "$a")" "$(pids_of "$a")" "$(port_of "$b")" "$(pids_of "$b")" "$path")
+  echo "$a $b $path $a_ns $b_ns $(( ra / duration )) $(( rb / duration ))"
 }
 
 for path in /size/100 /size/16384; do

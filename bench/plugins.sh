@@ -144,8 +144,7 @@ auth="Authorization: Bearer $token"
 curl -s -D - -o /dev/null "http://127.0.0.1:$rw2_port/limited/size/100" | grep -qi '^X-RateLimit-Limit-Second' \
   || { echo "plugins.sh: the rate-limited route did not send its headers" >&2; exit 1; }
 
-# CPU time of a process in nanoseconds (all its threads), and its user-space ticks.
-cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s}'; }
+# User-space clock ticks of a process (its whole CPU is common.sh's cpu_ns).
 user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
 # wrk_load OUT PORT PATH [HEADER]: wrk for the duration, its output to OUT.
 wrk_load() {
