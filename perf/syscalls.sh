@@ -8,7 +8,11 @@
 # syscalls per request per syscall name. strace slows the proxy down a lot (ptrace stop per
 # syscall), so the request rate here means nothing; the per-request counts do.
 # With the io_uring driver, socket reads/writes/accepts are io_uring submissions and show up
-# only as io_uring_enter (one enter can carry many operations).
+# only as io_uring_enter (one enter can carry many operations); so for ringway on io_uring the
+# script also counts the ring's own work per request from the kernel's io_uring tracepoints
+# (`perf record`, when perf is installed and the kernel lets it read them): operations
+# submitted by opcode, receives that found the socket empty and waited (poll_arm), and
+# completions handed back to the worker (task_add). A separate wrk run, without strace.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -100,5 +104,49 @@ for s, c, e in rows:
 print(f"{'total':<20} {total:>10} {'':>8} {total / requests:>12.3f}")
 PY
 done
-[ "$driver" = io_uring ] && echo "note: with io_uring, socket I/O is submitted through the ring and only io_uring_enter shows up here."
+if [ "$driver" = io_uring ]; then
+  echo "note: with io_uring, socket I/O is submitted through the ring and only io_uring_enter shows up here."
+  events=(io_uring:io_uring_submit_req io_uring:io_uring_poll_arm io_uring:io_uring_task_add syscalls:sys_enter_io_uring_enter)
+  if ! command -v perf >/dev/null; then
+    log "perf missing: no count of io_uring operations (scripts/bench-setup.sh installs it)"
+  elif ! perf stat -e "$(IFS=,; echo "${events[*]}")" -- true >/dev/null 2>&1; then
+    log "perf cannot read the io_uring tracepoints here (root, or kernel.perf_event_paranoid=-1, is needed)"
+  else
+    log "ringway: perf record of io_uring tracepoints during wrk -t1 -c64 -d${duration}s"
+    record=()
+    for e in "${events[@]}"; do record+=(-e "$e"); done
+    timeout -k 5 $((duration + 20)) perf record -q -o "$WORK/uring.data" "${record[@]}" -p "$RW_PID" -- sleep $((duration + 2)) \
+      >"$WORK/perf-record.log" 2>&1 &
+    ppid=$!
+    sleep 1
+    timeout -k 5 $((duration + 30)) "${pin_load[@]}" wrk -t1 -c64 -d"${duration}s" "http://127.0.0.1:$RW$path" >"$OUT/wrk-uring-ringway.txt" 2>&1 \
+      || die "wrk against ringway failed"
+    wait "$ppid" || die "perf record failed (see $WORK/perf-record.log)"
+    requests=$(awk '/requests in/ {print $1}' "$OUT/wrk-uring-ringway.txt")
+    [ -n "$requests" ] && [ "$requests" -gt 0 ] || die "no requests completed against ringway"
+    perf script -i "$WORK/uring.data" >"$WORK/uring.txt" 2>/dev/null || die "perf script failed"
+    python3 - "$WORK/uring.txt" "$requests" <<'PY' | tee "$OUT/uring-ops-ringway.txt"
+import collections, re, sys
+path, requests = sys.argv[1], int(sys.argv[2])
+counts = collections.Counter()
+for line in open(path):
+    event = re.search(r"(io_uring:\w+|syscalls:\w+):", line)
+    if not event:
+        continue
+    opcode = re.search(r"opcode (\w+)", line)
+    counts[(event.group(1).split(":")[1], opcode.group(1) if opcode else "")] += 1
+labels = {
+    "io_uring_submit_req": "submitted",
+    "io_uring_poll_arm": "found nothing, waited",
+    "io_uring_task_add": "completed later",
+    "sys_enter_io_uring_enter": "io_uring_enter calls",
+}
+print(f"\nringway: io_uring work per request ({requests} requests by wrk with perf attached)")
+print(f"{'event':<24} {'opcode':<14} {'count':>10} {'per request':>12}")
+for (event, opcode), n in sorted(counts.items(), key=lambda kv: (list(labels).index(kv[0][0]), -kv[1])):
+    if n / requests >= 0.0005:
+        print(f"{labels[event]:<24} {opcode:<14} {n:>10} {n / requests:>12.3f}")
+PY
+  fi
+fi
 log "raw strace summaries: perf/out/strace-*.txt"
