@@ -549,6 +549,16 @@ fn x_forwarded_headers_set_and_client_values_overwritten() {
         vec!["1.1 edge", "1.0 ringway"],
         "{rec:?}"
     );
+    // One that names no host at all still says where it came in: the address it reached.
+    let mut c10 = gw.client();
+    let r = c10.roundtrip(b"GET /nohost HTTP/1.0\r\n\r\n");
+    assert_eq!(r.status, 200);
+    let rec = o.complete_requests().pop().unwrap();
+    assert_eq!(
+        rec.header_all("x-forwarded-host"),
+        vec!["127.0.0.1"],
+        "{rec:?}"
+    );
 
     // without client values
     let r = c.roundtrip(&get_req("/plain", "h.example"));

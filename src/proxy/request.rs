@@ -906,6 +906,15 @@ fn write_forwarded_headers(
             let value = out.len() + b"X-Forwarded-Host: ".len();
             write_header(out, b"X-Forwarded-Host", host.as_bytes());
             out[value..value + host.len()].make_ascii_lowercase();
+        } else if let Some(ip) = client.local_ip {
+            // An HTTP/1.0 request may name no host. `$host` then falls back to the
+            // server's name (Kong's is `kong`); the address the client reached is the
+            // name it could have used, so the header is there for every request.
+            let ip = match ip {
+                std::net::IpAddr::V4(ip) => ip.to_string(),
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            };
+            write_header(out, b"X-Forwarded-Host", ip.as_bytes());
         }
     }
     if !kept[Forwarded::Port as usize] {
