@@ -1955,6 +1955,22 @@ fn admin_token_guards_every_endpoint_but_ready() {
 
     let r = http_request(a, "GET", "/status/ready", &[], None);
     assert_eq!(r.status, 200, "/status/ready needs no token: {r:?}");
+    // RFC 9112 §3.2.2: a target in absolute form names the same resource as its path.
+    let r = http_request(a, "GET", "http://127.0.0.1/status/ready", &[], None);
+    assert_eq!(r.status, 200, "absolute-form /status/ready: {r:?}");
+    let r = http_request(a, "GET", "HTTP://127.0.0.1/status", &[], None);
+    assert_eq!(
+        r.status, 401,
+        "the absolute form is no way past the token: {r:?}"
+    );
+    let r = http_request(
+        a,
+        "GET",
+        "http://127.0.0.1/consumers?size=1",
+        &[("Authorization", "Bearer s3cret")],
+        None,
+    );
+    assert_eq!(r.status, 200, "absolute-form with the token: {r:?}");
 
     for h in [
         ("Authorization", "Bearer s3cret"),

@@ -178,7 +178,7 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
                 (Ok(httparse::Status::Complete(_)), Some(m), Some(p), Some(v))
                     if crate::http::is_served_method(m) =>
                 {
-                    (m.to_owned(), p.to_owned(), v)
+                    (m.to_owned(), origin_form(p), v)
                 }
                 _ => {
                     let _ =
@@ -326,6 +326,17 @@ async fn linger(stream: &mut TcpStream) {
             }
             _ => return,
         }
+    }
+}
+
+/// A request target as a path and query: RFC 9112 §3.2.2 has servers accept the
+/// absolute form (`http://host/status/ready`) too, as nginx, and so Kong's Admin API,
+/// does; it names the same resource as its path (`/` when it has none).
+fn origin_form(target: &str) -> String {
+    match crate::http::split_absolute(target.as_bytes()) {
+        Some((_, end)) if target[end..].starts_with('/') => target[end..].to_owned(),
+        Some((_, end)) => format!("/{}", &target[end..]),
+        None => target.to_owned(),
     }
 }
 

@@ -95,6 +95,19 @@ pub fn trim_ows(mut value: &[u8]) -> &[u8] {
     value
 }
 
+/// Where an absolute-form target's authority starts and ends (`http://` or `https://`,
+/// any case, up to the first `/` or `?`); `None` for any other form.
+pub fn split_absolute(target: &[u8]) -> Option<(usize, usize)> {
+    let start = [&b"http://"[..], b"https://"]
+        .into_iter()
+        .find_map(|scheme| {
+            let prefix = target.get(..scheme.len())?;
+            prefix.eq_ignore_ascii_case(scheme).then_some(scheme.len())
+        })?;
+    let end = memchr::memchr2(b'/', b'?', &target[start..]).map_or(target.len(), |i| start + i);
+    Some((start, end))
+}
+
 /// Whether a method may be replayed after a failure (RFC 9110 §9.2.2).
 pub fn is_idempotent(method: &str) -> bool {
     matches!(

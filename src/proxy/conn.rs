@@ -1846,7 +1846,7 @@ fn request_line(head: &[u8], line: &mut String) -> usize {
     let mut target = &rest[..memchr::memchr(b' ', rest).unwrap_or(rest.len())];
     // An absolute-form target logs its path only: its authority may carry credentials
     // (`http://user:password@host/`).
-    if let Some((_, end)) = super::request::split_absolute(target) {
+    if let Some((_, end)) = crate::http::split_absolute(target) {
         target = match target.get(end) {
             Some(b'/') => &target[end..],
             _ => b"/",

@@ -711,7 +711,7 @@ fn split_target(target: &str) -> Option<(Option<&str>, &str)> {
     if target.starts_with('/') {
         return Some((None, target));
     }
-    let (start, end) = split_absolute(target.as_bytes())?;
+    let (start, end) = crate::http::split_absolute(target.as_bytes())?;
     let authority = &target[start..end];
     // An empty path (`http://host` or `http://host?q`) is `/` (RFC 9110 §4.2.3); the
     // caller reads `?q` as that.
@@ -725,19 +725,6 @@ fn split_target(target: &str) -> Option<(Option<&str>, &str)> {
         return None;
     }
     Some((Some(authority), path))
-}
-
-/// Where an absolute-form target's authority starts and ends (`http://` or `https://`,
-/// any case, up to the first `/` or `?`); `None` for any other form.
-pub(crate) fn split_absolute(target: &[u8]) -> Option<(usize, usize)> {
-    let start = [&b"http://"[..], b"https://"]
-        .into_iter()
-        .find_map(|scheme| {
-            let prefix = target.get(..scheme.len())?;
-            prefix.eq_ignore_ascii_case(scheme).then_some(scheme.len())
-        })?;
-    let end = memchr::memchr2(b'/', b'?', &target[start..]).map_or(target.len(), |i| start + i);
-    Some((start, end))
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus those
