@@ -37,10 +37,82 @@ const ADMIN_LIMITS: Limits = Limits {
     max_header_bytes: 65_536,
     max_headers: 100,
 };
-/// Admin connections open at once; one beyond is closed as it is accepted. The Admin
-/// API's clients are a few scripts and dashboards; a flood of connections that never
-/// send must not take the process's descriptors from the proxy.
+/// Admin connections open at once. The Admin API's clients are a few scripts and
+/// dashboards; a flood of connections must not take the process's descriptors from the
+/// proxy. At the limit a new connection takes the place of the one that has waited
+/// longest for a request (as nginx reuses its idle connections when it runs out), so
+/// connections that never send cannot keep a load balancer's `/status/ready` out; only
+/// when every connection is inside a request is the new one closed as it is accepted.
 const MAX_ADMIN_CONNECTIONS: usize = 256;
+
+/// The admin connections waiting for a request (none of it read yet), oldest first: at
+/// the connection limit the oldest is closed to make room.
+#[derive(Default)]
+struct Waiting {
+    next: std::cell::Cell<u64>,
+    connections: std::cell::RefCell<std::collections::BTreeMap<u64, std::rc::Rc<Reclaim>>>,
+}
+
+/// A waiting connection's notice that it is to close.
+#[derive(Default)]
+struct Reclaim {
+    due: std::cell::Cell<bool>,
+    waker: std::cell::Cell<Option<std::task::Waker>>,
+}
+
+impl Waiting {
+    /// Closes the connection that has waited longest; `false` when none is waiting.
+    fn reclaim_oldest(&self) -> bool {
+        let Some((_, oldest)) = self.connections.borrow_mut().pop_first() else {
+            return false;
+        };
+        oldest.due.set(true);
+        if let Some(waker) = oldest.waker.take() {
+            waker.wake();
+        }
+        true
+    }
+
+    /// Resolves when this connection is reclaimed; it stops waiting when dropped.
+    fn wait(&self) -> Reclaimed<'_> {
+        let id = self.next.get();
+        self.next.set(id + 1);
+        let reclaim = std::rc::Rc::new(Reclaim::default());
+        self.connections.borrow_mut().insert(id, reclaim.clone());
+        Reclaimed {
+            waiting: self,
+            id,
+            reclaim,
+        }
+    }
+}
+
+struct Reclaimed<'a> {
+    waiting: &'a Waiting,
+    id: u64,
+    reclaim: std::rc::Rc<Reclaim>,
+}
+
+impl std::future::Future for Reclaimed<'_> {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.reclaim.due.get() {
+            return std::task::Poll::Ready(());
+        }
+        self.reclaim.waker.set(Some(cx.waker().clone()));
+        std::task::Poll::Pending
+    }
+}
+
+impl Drop for Reclaimed<'_> {
+    fn drop(&mut self) {
+        self.waiting.connections.borrow_mut().remove(&self.id);
+    }
+}
 
 /// What the admin thread needs besides the shared state.
 pub struct Settings {
@@ -73,17 +145,21 @@ pub fn run(listener: StdListener, control: Arc<Control>, settings: Settings) {
             }
         };
         let open = std::rc::Rc::new(std::cell::Cell::new(0usize));
+        let waiting = std::rc::Rc::new(Waiting::default());
         loop {
             match listener.accept().await {
                 Ok((stream, peer)) => {
-                    if open.get() >= MAX_ADMIN_CONNECTIONS {
+                    // A reclaimed connection is still counted until its task has closed
+                    // it, a moment later: the count is over the limit by the ones closing.
+                    if open.get() >= MAX_ADMIN_CONNECTIONS && !waiting.reclaim_oldest() {
                         log::debug!("admin connection from {peer} closed: {MAX_ADMIN_CONNECTIONS} already open");
                         drop(stream);
                         continue;
                     }
                     open.set(open.get() + 1);
                     let open = open.clone();
-                    let serving = serve(stream, control.clone(), settings.clone());
+                    let serving =
+                        serve(stream, control.clone(), settings.clone(), waiting.clone());
                     monoio::spawn(async move {
                         serving.await;
                         open.set(open.get() - 1);
@@ -102,7 +178,12 @@ pub fn run(listener: StdListener, control: Arc<Control>, settings: Settings) {
 /// new connection's first head and every head once begun must be whole within
 /// `client_header_timeout`, a connection idles between requests for `keepalive_timeout`,
 /// and a body may pause no longer than `client_body_timeout`.
-async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Settings>) {
+async fn serve(
+    mut stream: TcpStream,
+    control: Arc<Control>,
+    settings: Arc<Settings>,
+    waiting: std::rc::Rc<Waiting>,
+) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     // A new connection owes its first request within client_header_timeout, as on the
     // proxy listener; between requests it may idle for keepalive_timeout.
@@ -149,7 +230,19 @@ async fn serve(mut stream: TcpStream, control: Arc<Control>, settings: Arc<Setti
                 &mut stream,
                 monoio::buf::IoBufMut::slice_mut(buf, len..cap),
             );
-            match monoio::time::timeout_at(deadline.into(), read).await {
+            let read = monoio::time::timeout_at(deadline.into(), read);
+            // Waiting for a request, the connection may be reclaimed for a new one: it
+            // then closes, and the read (of nothing) is abandoned with it.
+            let read = if len == 0 {
+                let reclaimed = waiting.wait();
+                monoio::select! {
+                    read = read => read,
+                    () = reclaimed => return,
+                }
+            } else {
+                read.await
+            };
+            match read {
                 Ok((Ok(n), slice)) if n > 0 => {
                     buf = slice.into_inner();
                     if len == 0 {
