@@ -133,7 +133,7 @@ impl Control {
                     )
                     .map(|c| c.admin_offsets)
                     .unwrap_or_default();
-                    let named = name_admin_items(p, &offsets, &admin, &file_only);
+                    let named = name_admin_items(p, &offsets, &admin, &file_only, &file_only);
                     format!(
                         "the Admin API state in {} does not load beside {}: {} (change the file, \
                          or the entities named: through the Admin API of the version that saved \
@@ -220,6 +220,7 @@ impl Control {
                 &file_only.admin_offsets,
                 admin,
                 &self.shared.snapshot().config,
+                &file_only,
             ))
         })
     }
@@ -427,6 +428,7 @@ fn name_admin_items(
     offsets: &std::collections::HashMap<&'static str, usize>,
     admin: &Value,
     running: &Config,
+    new_file: &Config,
 ) -> Problems {
     for problem in &mut problems.0 {
         let Some((kind, rest)) = problem.path.split_once('[') else {
@@ -467,10 +469,32 @@ fn name_admin_items(
                 "snis" => "SNI",
                 _ => "credential",
             };
-            problem.message = format!(
-                "{parent} '{name}' is not in the new file, and this {what} still refers to \
-                 it (delete the {what} through the Admin API first)"
-            );
+            // The new file may have it under another id: it is the id that is gone.
+            let renamed = match parent {
+                "consumer" => new_file
+                    .consumers
+                    .iter()
+                    .any(|c| c.username.as_deref().unwrap_or(&c.id) == name),
+                "service" => new_file.services.iter().any(|s| &*s.name == name),
+                "route" => new_file
+                    .routes
+                    .iter()
+                    .any(|r| r.name.as_deref() == Some(name)),
+                "consumer group" => new_file.consumer_groups.iter().any(|g| g.name == name),
+                _ => new_file.upstreams.iter().any(|u| &*u.name == name),
+            };
+            problem.message = if renamed {
+                format!(
+                    "{parent} '{name}' has another id in the new file, and this {what} still \
+                     refers to the one it had (keep its id in the file, or delete the {what} \
+                     through the Admin API first)"
+                )
+            } else {
+                format!(
+                    "{parent} '{name}' is not in the new file, and this {what} still refers to \
+                     it (delete the {what} through the Admin API first)"
+                )
+            };
         }
         let Some((index, rest)) = rest.split_once(']') else {
             continue;

@@ -1710,6 +1710,19 @@ fn post_config_replaces_the_file_layer_with_a_backup() {
         errors.contains("this plugin still refers to it (delete the plugin"),
         "a plugin is named a plugin: {r:?}"
     );
+    // Kept under another id it is refused too, and the answer says it is the id.
+    let new_id = format!(
+        "{}consumers:\n  - username: owner\n    id: 2f0e7a3c-5b1d-4c8e-9f6a-1d2b3c4d5e6f\n",
+        fresh_config(&o)
+    );
+    let r = admin_form(&gw, "POST", "/config", &[("config", &new_id)]);
+    assert_eq!(r.status, 409, "{r:?}");
+    let errors = r.json()["errors"].to_string();
+    assert!(
+        errors.contains("consumer 'owner' has another id in the new file")
+            && !errors.contains("is not in the new file"),
+        "{r:?}"
+    );
 
     // so is removing a file service an Admin-created plugin is scoped to, naming the
     // service by its name
