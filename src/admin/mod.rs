@@ -232,10 +232,12 @@ async fn serve(
             );
             let read = monoio::time::timeout_at(deadline.into(), read);
             // Waiting for a request, the connection may be reclaimed for a new one: it
-            // then closes, and the read (of nothing) is abandoned with it.
+            // then closes, and the read (of nothing) is abandoned with it. A request
+            // that has come meanwhile goes first.
             let read = if len == 0 {
                 let reclaimed = waiting.wait();
                 monoio::select! {
+                    biased;
                     read = read => read,
                     () = reclaimed => return,
                 }

@@ -315,6 +315,7 @@ async fn tunnel<S: ClientIo>(
         }
     };
     monoio::select! {
+        biased;
         _ = copying => {}
         _ = watchdog => {}
     }
@@ -745,6 +746,7 @@ impl<S: ClientIo> Conn<S> {
                     };
                     let read = read_more(&mut self.client, buf, HEAD_READ_SPACE);
                     let result = monoio::select! {
+                        biased;
                         (r, buf) = read => (r.map_err(|_| IoFail::Io), buf),
                         _ = expired => return Err(HeadEnd::Closed),
                     };
@@ -1932,6 +1934,7 @@ async fn unless_answered<F: std::future::Future>(
             }
         };
         monoio::select! {
+            biased;
             done = &mut op => return Some(done),
             _ = arrived => {}
         }

@@ -4,6 +4,10 @@
 //! call takes the buffer and gives it back. A read or write cut off by its deadline
 //! cannot give it back (the cancelled operation keeps it until the kernel lets go); the
 //! caller gets an empty buffer and closes the connection anyway.
+//!
+//! Every race of an operation against its deadline (here and in the connection loop) is
+//! `biased;` toward the operation: one that completed as the deadline passed counts as
+//! done, not timed out, and no random pick is drawn per race.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -71,6 +75,7 @@ pub async fn read_more_within<S: AsyncReadRent>(
     let expired = slot.arm_deadline(deadlines.deadline_after(timeout));
     let read = read_more(stream, buf, space);
     monoio::select! {
+        biased;
         (result, buf) = read => (result.map_err(|_| IoFail::Io), buf),
         _ = expired => (Err(IoFail::TimedOut), Vec::new()),
     }
@@ -161,6 +166,7 @@ async fn watched<F: std::future::Future>(
             return Watched::Done(work.await);
         };
         monoio::select! {
+            biased;
             output = &mut work => return Watched::Done(output),
             _ = slot.arm_deadline(due) => {}
         }
@@ -193,6 +199,7 @@ pub async fn write_all_within<S: AsyncWriteRent, T: IoBuf + 'static>(
     let expired = slot.arm_deadline(deadlines.deadline_after(timeout));
     let write = stream.write_all(buf);
     monoio::select! {
+        biased;
         (result, buf) = write => (result.map(|_| ()).map_err(|_| IoFail::Io), Some(buf)),
         _ = expired => (Err(IoFail::TimedOut), None),
     }
@@ -302,6 +309,7 @@ pub async fn write_head_body_within<S: AsyncWriteRent>(
         (Ok(()), buf)
     };
     monoio::select! {
+        biased;
         (result, buf) = write => (result, Some(buf)),
         _ = expired => (Err(IoFail::TimedOut), None),
     }
