@@ -80,7 +80,26 @@ pub fn fill(config: &mut Config, known: &Known, report: &mut Report) {
 }
 
 fn look_up(host: &str, port: u16) -> Option<SocketAddr> {
+    if reads_as_number(host) {
+        return None;
+    }
     (host, port).to_socket_addrs().ok()?.next()
+}
+
+/// Whether the C library's resolver would take `host` for an IPv4 address in one of
+/// inet_aton's forms (`1.2.3` is 1.2.0.3, `0x7f.1` is 127.0.0.1) rather than look it up:
+/// its last label is a number, which no domain name's is. Kong's resolver looks such a
+/// name up (and finds nothing); ringway does not reach an address the operator never
+/// wrote. Dotted quads are IP literals by then, read in decimal (`canonical_host`).
+fn reads_as_number(host: &str) -> bool {
+    let last = host
+        .trim_end_matches('.')
+        .rsplit('.')
+        .next()
+        .unwrap_or_default();
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    digits(last) || (last.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x")) && hex(&last[2..]))
 }
 
 /// Looks names up on up to [`CONCURRENT`] threads.
@@ -125,5 +144,23 @@ mod tests {
         let found = look_up_all(vec![("localhost".into(), 80), ("localhost".into(), 80)]);
         assert_eq!(found.len(), 1, "one lookup per name");
         assert_eq!(found[0].1.map(|a| a.port()), Some(80));
+    }
+
+    #[test]
+    fn names_the_resolver_would_read_as_numbers_are_not_looked_up() {
+        for name in [
+            "1.2.3",
+            "127.1",
+            "0x7f.1",
+            "2130706433",
+            "a.b.10",
+            "1.2.3.4.",
+        ] {
+            assert!(reads_as_number(name), "{name}");
+            assert_eq!(look_up(name, 80), None, "{name}");
+        }
+        for name in ["localhost", "a.example", "x.0x", "10.in-addr.arpa", "a1"] {
+            assert!(!reads_as_number(name), "{name}");
+        }
     }
 }

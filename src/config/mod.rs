@@ -1727,9 +1727,9 @@ fn build_service(
             "client certificates are not supported by this version of ringway",
         );
     }
-    let host = match host {
-        Some(host) if valid_host(&host) => host.to_ascii_lowercase(),
-        Some(host) => {
+    let host = match host.as_deref().map(|h| (canonical_host(h), h)) {
+        Some((Some(canonical), _)) => canonical,
+        Some((None, host)) => {
             report.add(format!("{path}.host"), format!("invalid host '{host}'"));
             String::new()
         }
@@ -1890,6 +1890,25 @@ impl Config {
             .map(|t| ((t.host.clone(), t.port), t.addr));
         services.chain(targets).collect()
     }
+}
+
+/// A host as ringway keeps it: lower case, and a dotted quad in plain decimal, as Kong
+/// reads one (`010.0.0.1` is 10.0.0.1, where the C library's resolver would read octal
+/// and reach 8.0.0.1). `None` for what is no host, including four numbers that are no
+/// IPv4 address (`1.2.3.256`).
+pub(crate) fn canonical_host(host: &str) -> Option<String> {
+    if !valid_host(host) {
+        return None;
+    }
+    let labels: Vec<&str> = host.split('.').collect();
+    if labels.len() != 4 || !labels.iter().all(|l| l.bytes().all(|b| b.is_ascii_digit())) {
+        return Some(host.to_ascii_lowercase());
+    }
+    let mut octets = [0u8; 4];
+    for (octet, label) in octets.iter_mut().zip(&labels) {
+        *octet = label.parse().ok()?;
+    }
+    Some(std::net::Ipv4Addr::from(octets).to_string())
 }
 
 pub(crate) fn valid_host(host: &str) -> bool {

@@ -739,6 +739,9 @@ fn urls_and_service_fields() {
         ("http://example.com", "example.com", 80, "/"),
         ("http://127.0.0.1:9000/", "127.0.0.1", 9000, "/"),
         ("http://[::1]:9000/x/y", "[::1]", 9000, "/x/y"),
+        // Read in decimal, as Kong does (the C resolver would take `010` for octal 8).
+        ("http://010.000.000.001:81", "10.0.0.1", 81, "/"),
+        ("http://Example.COM", "example.com", 80, "/"),
     ] {
         let config = load(&format!(
             "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: {url}\n"
@@ -755,6 +758,7 @@ fn urls_and_service_fields() {
         ("example.com", "services[0].url: invalid url"),
         ("http://a:99999", "services[0].url: invalid port"),
         ("https://a?x", "services[0].host: invalid host"),
+        ("http://1.2.3.256", "services[0].host: invalid host"),
         (
             "ftp://a",
             "services[0].protocol: unsupported protocol 'ftp'",

@@ -16,7 +16,7 @@ use serde_norway::Value;
 
 use super::entities::{stable_id, Item, Layer};
 use super::file::Reference;
-use super::{parse_item, valid_host, Report};
+use super::{canonical_host, parse_item, valid_host, Report};
 use crate::balance::{self, Health};
 
 /// Kong's default port of a target given without one.
@@ -1016,6 +1016,10 @@ fn build_target(
 
 /// `host[:port]` with Kong's default port; IPv6 in brackets.
 fn split_host_port(text: &str) -> Option<(String, u16)> {
+    // As Kong: an IPv6 address without brackets is a target with the default port.
+    if let Ok(ip) = text.parse::<std::net::Ipv6Addr>() {
+        return Some((format!("[{ip}]"), DEFAULT_TARGET_PORT));
+    }
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
         let (ip, after) = rest.split_once(']')?;
         let port = match after.strip_prefix(':') {
@@ -1034,7 +1038,7 @@ fn split_host_port(text: &str) -> Option<(String, u16)> {
         None => DEFAULT_TARGET_PORT,
         Some(p) => p.parse::<u16>().ok().filter(|&p| p != 0)?,
     };
-    valid_host(&host).then(|| (host.to_ascii_lowercase(), port))
+    Some((canonical_host(&host)?, port))
 }
 
 /// The most points a ring holds (16 bytes each): hundreds of targets at the largest
@@ -1091,6 +1095,22 @@ mod tests {
         assert_eq!(split_host_port("a:x"), None);
         assert_eq!(split_host_port("a b:80"), None);
         assert_eq!(split_host_port("[::1]x"), None);
+        // As Kong: a bare IPv6 address takes the default port; a dotted quad is read in
+        // decimal whatever its zeros (the C resolver would read `010` as octal).
+        assert_eq!(split_host_port("::1"), Some(("[::1]".into(), 8000)));
+        assert_eq!(
+            split_host_port("012.034.056.078"),
+            Some(("12.34.56.78".into(), 8000))
+        );
+        assert_eq!(
+            split_host_port("01.02.03.04:123"),
+            Some(("1.2.3.4".into(), 123))
+        );
+        assert_eq!(split_host_port("1.2.3.256"), None);
+        assert_eq!(
+            split_host_port("Pool.EXAMPLE:81"),
+            Some(("pool.example".into(), 81))
+        );
     }
 
     #[test]
