@@ -361,6 +361,32 @@ fn idle_closed_pooled_connection_get_transparently_retried() {
     }
 }
 
+/// A pooled connection idle past `upstream_keepalive_idle_timeout` is closed about then,
+/// not at the next whole second: the pool is swept at a quarter of the timeout.
+#[test]
+fn pooled_connection_closes_soon_after_a_short_idle_timeout() {
+    let o = Origin::start();
+    let gw = Gateway::start(&config(
+        &o.url(),
+        "",
+        "ringway:\n  upstream_keepalive_idle_timeout: 200\n",
+    ));
+    let mut c = gw.client();
+    assert_eq!(c.roundtrip(&get_req("/a", "a")).status, 200);
+    let pooled = std::time::Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(3), || (o.closed_connections() >= 1)
+            .then_some(()))
+        .is_some(),
+        "the idle upstream connection was never closed"
+    );
+    let after = pooled.elapsed();
+    assert!(
+        (Duration::from_millis(180)..Duration::from_millis(700)).contains(&after),
+        "closed {after:?} after the answer, with a 200 ms idle timeout"
+    );
+}
+
 #[test]
 fn connection_close_from_upstream_is_not_reused() {
     // the origin says `Connection: close` but leaves the socket open: the gateway must not reuse it

@@ -108,7 +108,7 @@ async fn main(
             continue;
         }
         let now = Instant::now();
-        if now.duration_since(last_sweep) >= Duration::from_secs(1) {
+        if now.duration_since(last_sweep) >= worker.pool.sweep_every(HOUSEKEEPING_INTERVAL) {
             worker.pool.sweep(now);
             last_sweep = now;
         }

@@ -489,6 +489,13 @@ impl Pool {
         });
     }
 
+    /// How often `sweep` should run: a quarter of the idle timeout, so a connection
+    /// closes within a quarter past it (never more often than `at_least`, nor less often
+    /// than once a second).
+    pub fn sweep_every(&self, at_least: Duration) -> Duration {
+        (self.idle_timeout.get() / 4).clamp(at_least, Duration::from_secs(1))
+    }
+
     /// Closes every idle connection (on shutdown).
     pub fn clear(&self) {
         self.idle.borrow_mut().clear();
