@@ -141,6 +141,25 @@ fn sync_rate_without_redis_is_refused_as_kong_does() {
         .is_empty());
 }
 
+/// An upstream refused for one field still has its targets checked, duplicates too.
+#[test]
+fn a_refused_upstream_hides_no_problem_of_its_targets() {
+    let p = problems(
+        "_format_version: \"3.0\"\nupstreams:\n  - name: pool\n    slots: 5\n    targets:\n      \
+         - target: z:1\n      - target: Z:1\n      - target: a:b\n",
+    );
+    for prefix in [
+        "upstreams[0].slots: value should be between 10 and 65536",
+        "upstreams[0].targets[1].target: duplicate target 'z:1'",
+        "upstreams[0].targets[2].target: invalid target 'a:b'",
+    ] {
+        assert!(
+            p.iter().any(|line| line.starts_with(prefix)),
+            "{prefix}\n{p:#?}"
+        );
+    }
+}
+
 #[test]
 fn a_bad_element_hides_no_other_problem() {
     let p = problems(

@@ -466,6 +466,7 @@ const WEIGHT_RANGE: &str = "value should be between 0 and 65535";
 
 /// Checks the shape of a broken upstream's targets, so one pass reports them too.
 fn check_orphans(path: &str, targets: Vec<Value>, report: &mut Report) {
+    let mut seen = std::collections::HashSet::new();
     for (j, target) in targets.into_iter().enumerate() {
         let target_path = format!("{path}.targets[{j}]");
         if let Some(file) = parse_item::<TargetFile>(target, &target_path, report) {
@@ -474,13 +475,20 @@ fn check_orphans(path: &str, targets: Vec<Value>, report: &mut Report) {
             }
             match file.target.as_deref() {
                 None => report.add(format!("{target_path}.target"), "required field missing"),
-                Some(text) if split_host_port(text).is_none() => report.add(
-                    format!("{target_path}.target"),
-                    format!(
-                        "invalid target '{text}': expected host[:port], a port from 1 to 65535"
+                Some(text) => match split_host_port(text) {
+                    None => report.add(
+                        format!("{target_path}.target"),
+                        format!(
+                            "invalid target '{text}': expected host[:port], a port from 1 to \
+                             65535"
+                        ),
                     ),
-                ),
-                Some(_) => {}
+                    Some((host, port)) if !seen.insert(format!("{host}:{port}")) => report.add(
+                        format!("{target_path}.target"),
+                        format!("duplicate target '{host}:{port}' in this upstream"),
+                    ),
+                    Some(_) => {}
+                },
             }
         }
     }
