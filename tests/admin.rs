@@ -2235,10 +2235,10 @@ services:
 
 /// The Admin listener waits as the proxy's does (`keepalive_timeout` idle,
 /// `client_header_timeout` for a head from its first byte), so a client that trickles a
-/// head or never sends holds no connection for long; and it holds at most 256
-/// connections, so a flood of idle ones cannot take the process's descriptors.
+/// head or never sends holds no connection for long; a body over the limit gets its 413.
+/// (The number of connections: `admin_connections_at_the_limit_make_room_from_idle_ones`.)
 #[test]
-fn admin_connections_are_bounded_in_time_and_number() {
+fn admin_connections_are_bounded_in_time() {
     use std::io::{Read, Write};
     let o = Origin::start();
     let gw = Gateway::start(&base_config(
@@ -2296,10 +2296,11 @@ fn admin_connections_are_bounded_in_time_and_number() {
     let _ = upload.join();
 }
 
-/// At most 256 admin connections: at the limit a new one takes the place of the one that
-/// has waited longest for a request (as nginx reuses idle connections), so connections
-/// that never send cannot keep `/status/ready` from a load balancer; when every one is
-/// inside a request, the new one is closed at once.
+/// At most 256 admin connections: at the limit a new one takes the place of one still
+/// short of a whole request head (as nginx reuses idle connections): those that never
+/// completed a request first, oldest first, so neither silent connections nor heads sent
+/// a byte at a time keep `/status/ready` from a load balancer, and a client's keep-alive
+/// connection outlasts them. When every one is being answered, the new one is closed.
 #[test]
 fn admin_connections_at_the_limit_make_room_from_idle_ones() {
     use std::io::{Read, Write};
@@ -2320,24 +2321,67 @@ fn admin_connections_at_the_limit_make_room_from_idle_ones() {
         buf[..n].starts_with(b"HTTP/1.1 200").then_some(())
     };
 
-    // Every connection inside a request (a head begun): none can make room.
+    // Every connection being answered (a head whole, its body awaited): none can make
+    // room.
     let busy: Vec<_> = (0..256)
         .map(|_| {
             let mut c = std::net::TcpStream::connect(gw.admin_addr()).unwrap();
-            c.write_all(b"GET /status HTTP/1.1\r\n").unwrap();
+            c.write_all(b"POST /consumers HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n")
+                .unwrap();
             c
         })
         .collect();
-    // The heads' bytes reach the server before the next connection does.
-    thread::sleep(Duration::from_millis(200));
+    // The heads reach the server before the next connection does.
+    thread::sleep(Duration::from_millis(300));
     let extra = std::net::TcpStream::connect(gw.admin_addr()).unwrap();
     assert!(
         closed_within(&extra, Duration::from_secs(2)),
-        "with every connection inside a request, the 257th is closed at once"
+        "with every connection being answered, the 257th is closed at once"
     );
     drop(busy);
     // Until the server has seen the 256 closes a new connection may still be refused:
     // asked again until it is served.
+    assert!(
+        wait_for(Duration::from_secs(5), ready).is_some(),
+        "served again once the others closed"
+    );
+
+    // A client's keep-alive connection, then 255 heads begun and never finished: a
+    // health check gets in in the place of the oldest of those, not the client's.
+    let mut client = std::net::TcpStream::connect(gw.admin_addr()).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let ask = |c: &mut std::net::TcpStream| {
+        c.write_all(b"GET /status/ready HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let n = c.read(&mut buf).unwrap_or(0);
+        buf[..n].starts_with(b"HTTP/1.1 200")
+    };
+    assert!(ask(&mut client));
+    let trickling: Vec<_> = (0..255)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(gw.admin_addr()).unwrap();
+            c.write_all(b"G").unwrap();
+            c
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        ready().is_some(),
+        "/status/ready answers past heads sent a byte at a time"
+    );
+    assert!(
+        closed_within(&trickling[0], Duration::from_secs(2)),
+        "the oldest begun head made room"
+    );
+    assert!(
+        ask(&mut client),
+        "the client's keep-alive connection is kept"
+    );
+    drop(trickling);
+    drop(client);
     assert!(
         wait_for(Duration::from_secs(5), ready).is_some(),
         "served again once the others closed"

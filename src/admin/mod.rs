@@ -39,18 +39,25 @@ const ADMIN_LIMITS: Limits = Limits {
 };
 /// Admin connections open at once. The Admin API's clients are a few scripts and
 /// dashboards; a flood of connections must not take the process's descriptors from the
-/// proxy. At the limit a new connection takes the place of the one that has waited
-/// longest for a request (as nginx reuses its idle connections when it runs out), so
-/// connections that never send cannot keep a load balancer's `/status/ready` out; only
-/// when every connection is inside a request is the new one closed as it is accepted.
+/// proxy. At the limit a new connection takes the place of one still waiting for (or
+/// reading) a request head, on which nothing has been done yet (as nginx reuses its idle
+/// connections when it runs out): first those that have never completed a request,
+/// oldest first, then keep-alive ones. So connections that send nothing, or a byte at a
+/// time, cannot keep a load balancer's `/status/ready` out, nor close a client's
+/// keep-alive connection while any of theirs is left. Only when every connection is
+/// being answered is the new one closed as it is accepted.
 const MAX_ADMIN_CONNECTIONS: usize = 256;
 
-/// The admin connections waiting for a request (none of it read yet), oldest first: at
-/// the connection limit the oldest is closed to make room.
+/// Past the limit by the connections closing to make room, at most: a hard ceiling
+/// should a closing connection ever stay (see `serve`).
+const MAX_ADMIN_OVERSHOOT: usize = 16;
+
+/// The admin connections waiting for a request head, in the order they are reclaimed:
+/// by (has completed a request, since when).
 #[derive(Default)]
 struct Waiting {
     next: std::cell::Cell<u64>,
-    connections: std::cell::RefCell<std::collections::BTreeMap<u64, std::rc::Rc<Reclaim>>>,
+    connections: std::cell::RefCell<std::collections::BTreeMap<(bool, u64), std::rc::Rc<Reclaim>>>,
 }
 
 /// A waiting connection's notice that it is to close.
@@ -74,23 +81,27 @@ impl Waiting {
     }
 
     /// Resolves when this connection is reclaimed; it stops waiting when dropped.
-    fn wait(&self) -> Reclaimed<'_> {
-        let id = self.next.get();
-        self.next.set(id + 1);
+    /// `served`: it has completed a request before (reclaimed after those that have not).
+    fn wait(&self, served: bool) -> Reclaimed<'_> {
+        let id = (served, self.next.get());
+        self.next.set(self.next.get() + 1);
         let reclaim = std::rc::Rc::new(Reclaim::default());
         self.connections.borrow_mut().insert(id, reclaim.clone());
         Reclaimed {
             waiting: self,
             id,
             reclaim,
+            closing: false,
         }
     }
 }
 
 struct Reclaimed<'a> {
     waiting: &'a Waiting,
-    id: u64,
+    id: (bool, u64),
     reclaim: std::rc::Rc<Reclaim>,
+    /// It resolved: the connection closes, making the room itself.
+    closing: bool,
 }
 
 impl std::future::Future for Reclaimed<'_> {
@@ -100,10 +111,12 @@ impl std::future::Future for Reclaimed<'_> {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<()> {
-        if self.reclaim.due.get() {
+        let this = self.get_mut();
+        if this.reclaim.due.get() {
+            this.closing = true;
             return std::task::Poll::Ready(());
         }
-        self.reclaim.waker.set(Some(cx.waker().clone()));
+        this.reclaim.waker.set(Some(cx.waker().clone()));
         std::task::Poll::Pending
     }
 }
@@ -111,6 +124,11 @@ impl std::future::Future for Reclaimed<'_> {
 impl Drop for Reclaimed<'_> {
     fn drop(&mut self) {
         self.waiting.connections.borrow_mut().remove(&self.id);
+        // Reclaimed just as its read completed (the read won the race): the room it was
+        // to make is made by the next one waiting instead.
+        if self.reclaim.due.get() && !self.closing {
+            self.waiting.reclaim_oldest();
+        }
     }
 }
 
@@ -151,7 +169,10 @@ pub fn run(listener: StdListener, control: Arc<Control>, settings: Settings) {
                 Ok((stream, peer)) => {
                     // A reclaimed connection is still counted until its task has closed
                     // it, a moment later: the count is over the limit by the ones closing.
-                    if open.get() >= MAX_ADMIN_CONNECTIONS && !waiting.reclaim_oldest() {
+                    let full = open.get() >= MAX_ADMIN_CONNECTIONS
+                        && (open.get() >= MAX_ADMIN_CONNECTIONS + MAX_ADMIN_OVERSHOOT
+                            || !waiting.reclaim_oldest());
+                    if full {
                         log::debug!("admin connection from {peer} closed: {MAX_ADMIN_CONNECTIONS} already open");
                         drop(stream);
                         continue;
@@ -231,18 +252,15 @@ async fn serve(
                 monoio::buf::IoBufMut::slice_mut(buf, len..cap),
             );
             let read = monoio::time::timeout_at(deadline.into(), read);
-            // Waiting for a request, the connection may be reclaimed for a new one: it
-            // then closes, and the read (of nothing) is abandoned with it. A request
-            // that has come meanwhile goes first.
-            let read = if len == 0 {
-                let reclaimed = waiting.wait();
-                monoio::select! {
-                    biased;
-                    read = read => read,
-                    () = reclaimed => return,
-                }
-            } else {
-                read.await
+            // Until its head is whole nothing has been done for the request: the
+            // connection may be reclaimed for a new one, and then closes, the read (and
+            // what came of the head) abandoned with it. Bytes that came meanwhile go
+            // first.
+            let reclaimed = waiting.wait(!first);
+            let read = monoio::select! {
+                biased;
+                read = read => read,
+                () = reclaimed => return,
             };
             match read {
                 Ok((Ok(n), slice)) if n > 0 => {
