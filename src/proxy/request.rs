@@ -897,7 +897,8 @@ fn write_forwarded_headers(
             // An HTTP/1.0 request may name no host. `$host` then falls back to the
             // server's name (Kong's is `kong`); the address the client reached is the
             // name it could have used, so the header is there for every request.
-            let ip = match ip {
+            // A dual-stack listener sees an IPv4 client's address as IPv4-mapped IPv6.
+            let ip = match ip.to_canonical() {
                 std::net::IpAddr::V4(ip) => ip.to_string(),
                 std::net::IpAddr::V6(ip) => format!("[{ip}]"),
             };
