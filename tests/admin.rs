@@ -1984,6 +1984,18 @@ fn admin_token_guards_every_endpoint_but_ready() {
         None,
     );
     assert_eq!(r.status, 200, "absolute-form with the token: {r:?}");
+    // What the proxy refuses as a target the Admin API refuses too (RFC 9110 §4.2.1,
+    // §4.2.4): no host, credentials in it, a fragment.
+    for target in [
+        "http:///status/ready",
+        "http://u:p@127.0.0.1/status/ready",
+        "http://h#x/status/ready",
+    ] {
+        let r = http_request(a, "GET", target, &[], None);
+        assert_eq!(r.status, 400, "{target}: {r:?}");
+    }
+    let r = http_request(a, "GET", "http://127.0.0.1?x=1", &[], None);
+    assert_eq!(r.status, 401, "http://host?q is the root, with the token: {r:?}");
 
     for h in [
         ("Authorization", "Bearer s3cret"),

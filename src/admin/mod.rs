@@ -286,19 +286,18 @@ async fn serve(
         let mut slots = [const { MaybeUninit::<Header<'_>>::uninit() }; 100];
         let mut request = httparse::Request::new(&mut []);
         let parsed = request.parse_with_uninit_headers(&buf[start..end], &mut slots);
-        let (method, target, version) =
-            match (parsed, request.method, request.path, request.version) {
-                (Ok(httparse::Status::Complete(_)), Some(m), Some(p), Some(v))
-                    if crate::http::is_served_method(m) =>
-                {
-                    (m.to_owned(), origin_form(p), v)
-                }
-                _ => {
-                    let _ =
-                        write_reply(&mut stream, Reply::message(400, "Bad request"), true).await;
-                    return;
-                }
-            };
+        let line = match (parsed, request.method, request.path, request.version) {
+            (Ok(httparse::Status::Complete(_)), Some(m), Some(p), Some(v))
+                if crate::http::is_served_method(m) =>
+            {
+                origin_form(p).map(|target| (m.to_owned(), target, v))
+            }
+            _ => None,
+        };
+        let Some((method, target, version)) = line else {
+            let _ = write_reply(&mut stream, Reply::message(400, "Bad request"), true).await;
+            return;
+        };
         let framing = match framing::request(version, request.headers) {
             Ok(framing) => framing,
             Err(kind) => {
@@ -444,12 +443,12 @@ async fn linger(stream: &mut TcpStream) {
 
 /// A request target as a path and query: RFC 9112 §3.2.2 has servers accept the
 /// absolute form (`http://host/status/ready`) too, as nginx, and so Kong's Admin API,
-/// does; it names the same resource as its path (`/` when it has none).
-fn origin_form(target: &str) -> String {
-    match crate::http::split_absolute(target.as_bytes()) {
-        Some((_, end)) if target[end..].starts_with('/') => target[end..].to_owned(),
-        Some((_, end)) => format!("/{}", &target[end..]),
-        None => target.to_owned(),
+/// does; it names the same resource as its path (`/` when it has none). `None` for a
+/// target the proxy refuses too (an empty or malformed authority, a fragment).
+fn origin_form(target: &str) -> Option<String> {
+    match crate::http::split_target(target)? {
+        (_, path) if path.starts_with('?') => Some(format!("/{path}")),
+        (_, path) => Some(path.to_owned()),
     }
 }
 

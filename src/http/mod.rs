@@ -95,6 +95,32 @@ pub fn trim_ows(mut value: &[u8]) -> &[u8] {
     value
 }
 
+/// Splits a request target into an optional authority (absolute-form) and the
+/// origin-form path with query. RFC 9112 §3.2.2: with absolute-form the target's
+/// authority replaces `Host`.
+pub fn split_target(target: &str) -> Option<(Option<&str>, &str)> {
+    if target.contains('#') {
+        return None;
+    }
+    if target.starts_with('/') {
+        return Some((None, target));
+    }
+    let (start, end) = split_absolute(target.as_bytes())?;
+    let authority = &target[start..end];
+    // An empty path (`http://host` or `http://host?q`) is `/` (RFC 9110 §4.2.3); the
+    // caller reads `?q` as that.
+    let path = if end == target.len() {
+        "/"
+    } else {
+        &target[end..]
+    };
+    // The authority is the request's Host: the same grammar (no userinfo, ASCII only).
+    if authority.is_empty() || !framing::valid_host_value(authority.as_bytes()) {
+        return None;
+    }
+    Some((Some(authority), path))
+}
+
 /// Where an absolute-form target's authority starts and ends (`http://` or `https://`,
 /// any case, up to the first `/` or `?`); `None` for any other form.
 pub fn split_absolute(target: &[u8]) -> Option<(usize, usize)> {

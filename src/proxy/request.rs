@@ -314,7 +314,7 @@ pub fn prepare(
     }
 
     let (authority, path_and_query) =
-        split_target(target).ok_or_else(|| closing(ErrorKind::BadRequest))?;
+        crate::http::split_target(target).ok_or_else(|| closing(ErrorKind::BadRequest))?;
     let host = authority.or_else(|| {
         framing
             .host
@@ -699,32 +699,6 @@ fn write_query(out: &mut Vec<u8>, query: &str, access: &Access<'_>) {
         out.extend_from_slice(pair.as_bytes());
         first = false;
     }
-}
-
-/// Splits a request target into an optional authority (absolute-form) and the
-/// origin-form path with query. RFC 9112 §3.2.2: with absolute-form the target's
-/// authority replaces `Host`.
-fn split_target(target: &str) -> Option<(Option<&str>, &str)> {
-    if target.contains('#') {
-        return None;
-    }
-    if target.starts_with('/') {
-        return Some((None, target));
-    }
-    let (start, end) = crate::http::split_absolute(target.as_bytes())?;
-    let authority = &target[start..end];
-    // An empty path (`http://host` or `http://host?q`) is `/` (RFC 9110 §4.2.3); the
-    // caller reads `?q` as that.
-    let path = if end == target.len() {
-        "/"
-    } else {
-        &target[end..]
-    };
-    // The authority is the request's Host: the same grammar (no userinfo, ASCII only).
-    if authority.is_empty() || !framing::valid_host_value(authority.as_bytes()) {
-        return None;
-    }
-    Some((Some(authority), path))
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus those
