@@ -484,10 +484,14 @@ fn name_admin_items(
                 _ => new_file.upstreams.iter().any(|u| &*u.name == name),
             };
             problem.message = if renamed {
+                let id = ["consumer", "service", "route", "consumer group", "upstream"]
+                    .into_iter()
+                    .find_map(key)
+                    .unwrap_or_default();
                 format!(
                     "{parent} '{name}' has another id in the new file, and this {what} still \
-                     refers to the one it had (keep its id in the file, or delete the {what} \
-                     through the Admin API first)"
+                     refers to the one it had, {id} (give it that id in the file, or delete \
+                     the {what} through the Admin API first)"
                 )
             } else {
                 format!(

@@ -1718,8 +1718,11 @@ fn post_config_replaces_the_file_layer_with_a_backup() {
     let r = admin_form(&gw, "POST", "/config", &[("config", &new_id)]);
     assert_eq!(r.status, 409, "{r:?}");
     let errors = r.json()["errors"].to_string();
+    let owner = http_request(gw.admin_addr(), "GET", "/consumers/owner", &[], None);
+    let owner_id = owner.json()["id"].as_str().unwrap().to_owned();
     assert!(
         errors.contains("consumer 'owner' has another id in the new file")
+            && errors.contains(&format!("refers to the one it had, {owner_id}"))
             && !errors.contains("is not in the new file"),
         "{r:?}"
     );
@@ -1995,7 +1998,10 @@ fn admin_token_guards_every_endpoint_but_ready() {
         assert_eq!(r.status, 400, "{target}: {r:?}");
     }
     let r = http_request(a, "GET", "http://127.0.0.1?x=1", &[], None);
-    assert_eq!(r.status, 401, "http://host?q is the root, with the token: {r:?}");
+    assert_eq!(
+        r.status, 401,
+        "http://host?q is the root, with the token: {r:?}"
+    );
 
     for h in [
         ("Authorization", "Bearer s3cret"),
