@@ -1895,12 +1895,13 @@ impl Config {
 /// A host as ringway keeps it: lower case, and a dotted quad in plain decimal, as Kong
 /// reads one (`010.0.0.1` is 10.0.0.1, where the C library's resolver would read octal
 /// and reach 8.0.0.1). `None` for what is no host, including four numbers that are no
-/// IPv4 address (`1.2.3.256`).
+/// IPv4 address (`1.2.3.256`). A dotted quad loses the root dot it may end in
+/// (`1.2.3.4.`): no resolver would read it another way.
 pub(crate) fn canonical_host(host: &str) -> Option<String> {
     if !valid_host(host) {
         return None;
     }
-    let labels: Vec<&str> = host.split('.').collect();
+    let labels: Vec<&str> = host.strip_suffix('.').unwrap_or(host).split('.').collect();
     if labels.len() != 4 || !labels.iter().all(|l| l.bytes().all(|b| b.is_ascii_digit())) {
         return Some(host.to_ascii_lowercase());
     }

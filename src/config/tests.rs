@@ -761,6 +761,7 @@ fn urls_and_service_fields() {
         // Read in decimal, as Kong does (the C resolver would take `010` for octal 8).
         ("http://010.000.000.001:81", "10.0.0.1", 81, "/"),
         ("http://Example.COM", "example.com", 80, "/"),
+        ("http://1.2.3.4.:81", "1.2.3.4", 81, "/"),
     ] {
         let config = load(&format!(
             "_format_version: \"3.0\"\nservices:\n  - name: s\n    url: {url}\n"
