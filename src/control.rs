@@ -439,28 +439,28 @@ fn name_admin_items(
         let key = |kind| crate::config::missing_reference_key(&problem.message, kind);
         let parent = key("consumer")
             .and_then(|id| running.consumers.iter().find(|c| c.id == id))
-            .map(|c| ("consumer", c.username.as_deref().unwrap_or(&c.id)))
+            .map(|c| ("consumer", c.username.as_deref().unwrap_or(&c.id), &*c.id))
             .or_else(|| {
                 key("service")
                     .and_then(|id| running.services.iter().find(|s| s.id == id))
-                    .map(|s| ("service", &*s.name))
+                    .map(|s| ("service", &*s.name, &*s.id))
             })
             .or_else(|| {
                 key("route")
                     .and_then(|id| running.routes.iter().find(|r| r.id == id))
-                    .map(|r| ("route", r.name.as_deref().unwrap_or(&r.id)))
+                    .map(|r| ("route", r.name.as_deref().unwrap_or(&r.id), &*r.id))
             })
             .or_else(|| {
                 key("consumer group")
                     .and_then(|id| running.consumer_groups.iter().find(|g| g.id == id))
-                    .map(|g| ("consumer group", g.name.as_str()))
+                    .map(|g| ("consumer group", g.name.as_str(), &*g.id))
             })
             .or_else(|| {
                 key("upstream")
                     .and_then(|id| running.upstreams.iter().find(|u| u.id == id))
-                    .map(|u| ("upstream", &*u.name))
+                    .map(|u| ("upstream", &*u.name, &*u.id))
             });
-        if let Some((parent, name)) = parent {
+        if let Some((parent, name, id)) = parent {
             let what = match kind {
                 "plugins" => "plugin",
                 "routes" => "route",
@@ -484,10 +484,6 @@ fn name_admin_items(
                 _ => new_file.upstreams.iter().any(|u| &*u.name == name),
             };
             problem.message = if renamed {
-                let id = ["consumer", "service", "route", "consumer group", "upstream"]
-                    .into_iter()
-                    .find_map(key)
-                    .unwrap_or_default();
                 format!(
                     "{parent} '{name}' has another id in the new file, and this {what} still \
                      refers to the one it had, {id} (give it that id in the file, or delete \

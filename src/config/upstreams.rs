@@ -476,13 +476,7 @@ fn check_orphans(path: &str, targets: Vec<Value>, report: &mut Report) {
             match file.target.as_deref() {
                 None => report.add(format!("{target_path}.target"), "required field missing"),
                 Some(text) => match split_host_port(text) {
-                    None => report.add(
-                        format!("{target_path}.target"),
-                        format!(
-                            "invalid target '{text}': expected host[:port], a port from 1 to \
-                             65535"
-                        ),
-                    ),
+                    None => report.add(format!("{target_path}.target"), invalid_target(text)),
                     Some((host, port)) if !seen.insert(format!("{host}:{port}")) => report.add(
                         format!("{target_path}.target"),
                         format!("duplicate target '{host}:{port}' in this upstream"),
@@ -960,10 +954,7 @@ fn build_target(
         return None;
     };
     let Some((host, port)) = split_host_port(text) else {
-        report.add(
-            format!("{path}.target"),
-            format!("invalid target '{text}': expected host[:port], a port from 1 to 65535"),
-        );
+        report.add(format!("{path}.target"), invalid_target(text));
         return None;
     };
     let weight = file.weight.map_or(Ok(DEFAULT_WEIGHT), u32::try_from);
@@ -1020,6 +1011,11 @@ fn build_target(
         created_at: file.created_at.map_or(0, |t| t as u64),
         layer: Layer::File,
     })
+}
+
+/// What is said of a target `split_host_port` does not take.
+fn invalid_target(text: &str) -> String {
+    format!("invalid target '{text}': expected host[:port], a port from 1 to 65535")
 }
 
 /// `host[:port]` with Kong's default port; IPv6 in brackets.
