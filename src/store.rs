@@ -18,6 +18,9 @@ const STATE_FILE: &str = "state.json";
 
 const LOCK_FILE: &str = "lock";
 
+/// This node's id (Kong's `node_id`, which Kong keeps in its prefix as `kong.id`).
+const NODE_ID_FILE: &str = "node_id";
+
 /// The state file of one data directory, and the lock that makes one process its writer.
 #[derive(Debug)]
 pub struct Store {
@@ -136,6 +139,32 @@ impl Store {
 
     pub fn path(&self) -> PathBuf {
         self.dir.join(STATE_FILE)
+    }
+
+    /// This node's id, the same across restarts: read from `data_dir/node_id`, or made
+    /// and written there when the file is missing or does not hold a UUID. Prometheus
+    /// series carry it as a label, so a new id at each start would split every series a
+    /// dashboard follows. A directory that cannot take the file costs only that: the id
+    /// then lasts as long as the process, and the log says why.
+    pub fn node_id(&self) -> String {
+        let path = self.dir.join(NODE_ID_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) if crate::config::is_uuid(text.trim()) => {
+                return text.trim().to_ascii_lowercase();
+            }
+            Ok(_) => log::warn!(
+                "{} does not hold a UUID: writing a new node id",
+                path.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("cannot read {}: {e}: writing a new node id", path.display()),
+        }
+        let id = crate::config::random_id();
+        let line = format!("{id}\n");
+        if let Err(e) = write_atomically(&path, line.as_bytes(), None, Some(0o644)) {
+            log::warn!("cannot keep the node id in {}: {e}", path.display());
+        }
+        id
     }
 
     /// Writes `state` durably (see the module notes), readable by its owner only: it

@@ -2309,6 +2309,29 @@ fn node_information_has_kongs_keys() {
     assert!(enabled.contains(&json!("prometheus")), "{body}");
 }
 
+/// The node id outlives the process, as Kong's (kept in its prefix): Prometheus series
+/// carry it, so a new one at each start would split them. It lives in `data_dir`; a file
+/// that does not hold a UUID is replaced, not served.
+#[test]
+fn node_id_survives_restarts() {
+    let o = Origin::start();
+    let mut gw = Gateway::start(&base_config(&o));
+    let first = ok(&gw.admin_get("/"), 200, "GET /")["node_id"].clone();
+    let kept = std::fs::read_to_string(gw.data_dir().join("node_id")).unwrap();
+    assert_eq!(kept.trim(), first.as_str().unwrap(), "data_dir/node_id");
+    gw.restart_same_dir(GatewayOpts::default()).unwrap();
+    let again = ok(&gw.admin_get("/"), 200, "GET / after a restart");
+    assert_eq!(again["node_id"], first, "{again}");
+
+    std::fs::write(gw.data_dir().join("node_id"), "not-a-uuid\n").unwrap();
+    gw.restart_same_dir(GatewayOpts::default()).unwrap();
+    let fresh = ok(&gw.admin_get("/"), 200, "GET / after a bad node_id file")["node_id"].clone();
+    let fresh = fresh.as_str().unwrap().to_owned();
+    assert!(fresh.len() == 36 && fresh != first, "{fresh}");
+    let kept = std::fs::read_to_string(gw.data_dir().join("node_id")).unwrap();
+    assert_eq!(kept.trim(), fresh, "the new id is kept");
+}
+
 /// Kong's `POST /schemas/{entity}/validate` (what `deck gateway validate` posts each
 /// entity to): 200 for a valid entity, the write's 400 for an invalid one; nothing is
 /// written and references are not looked for.

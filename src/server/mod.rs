@@ -104,6 +104,7 @@ pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
     let mut signals =
         Signals::new([SIGTERM, SIGINT, SIGHUP]).context("cannot install signal handlers")?;
 
+    let node_id = store.node_id();
     let shared = Arc::new(Shared::new(Snapshot::new(config), node.workers));
     if let Some(target) = &node.access_log {
         let log = crate::accesslog::start(target, shared.access_log_dropped.clone())?;
@@ -145,7 +146,7 @@ pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
         token: node.admin_token.clone(),
         driver,
         workers: node.workers,
-        node_id: crate::config::random_id(),
+        node_id,
     };
     std::thread::Builder::new()
         .name("ringway-admin".into())
