@@ -607,7 +607,7 @@ fn failure_messages_match_kong_and_nothing_reaches_origin() {
 // algorithms, tokens from jsonwebtoken and Python
 
 #[test]
-fn rs256_es256_hs384_hs512_from_independent_signers() {
+fn rs256_es256_es512_hs384_hs512_from_independent_signers() {
     use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
     let o = Origin::start();
     let cfg = format!(
@@ -636,7 +636,12 @@ consumers:
       - key: ec-iss
         algorithm: ES256
         rsa_public_key: |
-{ec}  - username: hs-user
+{ec}  - username: ec512-user
+    jwt_secrets:
+      - key: ec512-iss
+        algorithm: ES512
+        rsa_public_key: |
+{ec512}  - username: hs-user
     jwt_secrets:
       - key: hs384-iss
         algorithm: HS384
@@ -649,6 +654,7 @@ consumers:
         rsa = indent(&pem("rsa-public.pem"), 10),
         rsa_pkcs1 = indent(&pem("rsa-public.pkcs1.pem"), 10),
         ec = indent(&pem("ec256-public.pem"), 10),
+        ec512 = indent(&pem("ec521-public.pem"), 10),
     );
     let gw = Gateway::start(&cfg);
     let claims = |iss: &str| json!({"iss": iss, "sub": "user123", "exp": unix_now() + 3600});
@@ -656,6 +662,7 @@ consumers:
     let ec_key = EncodingKey::from_ec_pem(&jwt_fixture("ec256-private.pk8.pem")).expect("ec key");
     let rs = encode(&Header::new(Algorithm::RS256), &claims("rsa-iss"), &rsa_key).unwrap();
     let es = encode(&Header::new(Algorithm::ES256), &claims("ec-iss"), &ec_key).unwrap();
+    let es512 = es512_token(&claims("ec512-iss"));
     // The same key pair, the public half given as PKCS#1 (`RSA PUBLIC KEY`).
     let rs_pkcs1 = encode(
         &Header::new(Algorithm::RS256),
@@ -683,6 +690,7 @@ consumers:
         ("RS256", &rs, "rsa-user"),
         ("RS256, PKCS#1 public key", &rs_pkcs1, "rsa-pkcs1-user"),
         ("ES256", &es, "ec-user"),
+        ("ES512", &es512, "ec512-user"),
         ("HS384 (python)", &hs384, "hs-user"),
         ("HS512 (python)", &hs512, "hs-user"),
         ("HS384 (cli)", &hs384_cli, "hs-user"),
@@ -1769,4 +1777,20 @@ services:
     assert_eq!(r.status, 200, "{r:?}");
     let seen = origin.wait_requests(1, RESPONSE_DEADLINE);
     assert_eq!(seen[0].target, "/pub/x/");
+}
+
+/// An ES512 token (P-521, which `jsonwebtoken` does not sign) from RustCrypto's `p521`.
+fn es512_token(claims: &Value) -> String {
+    use p521::ecdsa::signature::Signer;
+    use p521::pkcs8::DecodePrivateKey;
+    let pem = String::from_utf8(jwt_fixture("ec521-private.pk8.pem")).unwrap();
+    let secret = p521::SecretKey::from_pkcs8_pem(&pem).expect("P-521 key");
+    let signer = p521::ecdsa::SigningKey::from_bytes(&secret.to_bytes()).unwrap();
+    let input = format!(
+        "{}.{}",
+        b64url(br#"{"alg":"ES512","typ":"JWT"}"#),
+        b64url(claims.to_string().as_bytes())
+    );
+    let signature: p521::ecdsa::Signature = signer.sign(input.as_bytes());
+    format!("{input}.{}", b64url(&signature.to_bytes()))
 }

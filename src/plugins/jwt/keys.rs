@@ -10,6 +10,8 @@ pub enum VerifyKey {
     Hmac(hmac::Key),
     /// The key bytes ring expects: an RSAPublicKey (PKCS#1) or an uncompressed EC point.
     Public(signature::UnparsedPublicKey<Vec<u8>>),
+    /// ES512: P-521, which ring does not have.
+    P521(Box<p521::ecdsa::VerifyingKey>),
 }
 
 impl std::fmt::Debug for VerifyKey {
@@ -18,6 +20,7 @@ impl std::fmt::Debug for VerifyKey {
         f.write_str(match self {
             VerifyKey::Hmac(_) => "VerifyKey::Hmac(..)",
             VerifyKey::Public(_) => "VerifyKey::Public(..)",
+            VerifyKey::P521(_) => "VerifyKey::P521(..)",
         })
     }
 }
@@ -28,6 +31,12 @@ impl VerifyKey {
             // Constant-time comparison of the tags.
             VerifyKey::Hmac(key) => hmac::verify(key, message, signature).is_ok(),
             VerifyKey::Public(key) => key.verify(message, signature).is_ok(),
+            // JWS's fixed-width R || S (RFC 7518 §3.4), 66 bytes each; SHA-512.
+            VerifyKey::P521(key) => {
+                use p521::ecdsa::signature::Verifier;
+                p521::ecdsa::Signature::from_slice(signature)
+                    .is_ok_and(|signature| key.verify(message, &signature).is_ok())
+            }
         }
     }
 }
@@ -83,19 +92,21 @@ pub fn public_key(algorithm: Algorithm, pem: &str) -> Result<VerifyKey, String> 
         pkcs1 = der;
         spki(&pkcs1).ok_or("rsa_public_key: not a valid SubjectPublicKeyInfo")?
     };
-    let (expected_oid, alg): (&[u8], &'static dyn signature::VerificationAlgorithm) =
-        match algorithm {
-            Algorithm::RS256 => (RSA_OID, &signature::RSA_PKCS1_2048_8192_SHA256),
-            Algorithm::RS384 => (RSA_OID, &signature::RSA_PKCS1_2048_8192_SHA384),
-            Algorithm::RS512 => (RSA_OID, &signature::RSA_PKCS1_2048_8192_SHA512),
-            Algorithm::ES256 => (EC_OID, &signature::ECDSA_P256_SHA256_FIXED),
-            Algorithm::ES384 => (EC_OID, &signature::ECDSA_P384_SHA384_FIXED),
-            Algorithm::PS256 => (RSA_OID, &signature::RSA_PSS_2048_8192_SHA256),
-            Algorithm::PS384 => (RSA_OID, &signature::RSA_PSS_2048_8192_SHA384),
-            Algorithm::PS512 => (RSA_OID, &signature::RSA_PSS_2048_8192_SHA512),
-            Algorithm::EdDSA => (ED25519_OID, &signature::ED25519),
-            _ => return Err("algorithm: not a public-key algorithm".into()),
-        };
+    // ring's algorithm, or None for ES512 (ring has no P-521).
+    type Ring = Option<&'static dyn signature::VerificationAlgorithm>;
+    let (expected_oid, alg): (&[u8], Ring) = match algorithm {
+        Algorithm::RS256 => (RSA_OID, Some(&signature::RSA_PKCS1_2048_8192_SHA256)),
+        Algorithm::RS384 => (RSA_OID, Some(&signature::RSA_PKCS1_2048_8192_SHA384)),
+        Algorithm::RS512 => (RSA_OID, Some(&signature::RSA_PKCS1_2048_8192_SHA512)),
+        Algorithm::ES256 => (EC_OID, Some(&signature::ECDSA_P256_SHA256_FIXED)),
+        Algorithm::ES384 => (EC_OID, Some(&signature::ECDSA_P384_SHA384_FIXED)),
+        Algorithm::ES512 => (EC_OID, None),
+        Algorithm::PS256 => (RSA_OID, Some(&signature::RSA_PSS_2048_8192_SHA256)),
+        Algorithm::PS384 => (RSA_OID, Some(&signature::RSA_PSS_2048_8192_SHA384)),
+        Algorithm::PS512 => (RSA_OID, Some(&signature::RSA_PSS_2048_8192_SHA512)),
+        Algorithm::EdDSA => (ED25519_OID, Some(&signature::ED25519)),
+        _ => return Err("algorithm: not a public-key algorithm".into()),
+    };
     if oid != expected_oid {
         return Err(format!(
             "rsa_public_key: the key does not fit algorithm {}",
@@ -107,6 +118,7 @@ pub fn public_key(algorithm: Algorithm, pem: &str) -> Result<VerifyKey, String> 
     }
     if algorithm == Algorithm::ES256 && key.len() != 65
         || algorithm == Algorithm::ES384 && key.len() != 97
+        || algorithm == Algorithm::ES512 && key.len() != 133
         || algorithm == Algorithm::EdDSA && key.len() != 32
     {
         return Err(format!(
@@ -114,10 +126,16 @@ pub fn public_key(algorithm: Algorithm, pem: &str) -> Result<VerifyKey, String> 
             algorithm.name()
         ));
     }
-    Ok(VerifyKey::Public(signature::UnparsedPublicKey::new(
-        alg,
-        key.to_vec(),
-    )))
+    match alg {
+        Some(alg) => Ok(VerifyKey::Public(signature::UnparsedPublicKey::new(
+            alg,
+            key.to_vec(),
+        ))),
+        // The point is checked to be on the curve now, not at the first token.
+        None => p521::ecdsa::VerifyingKey::from_sec1_bytes(key)
+            .map(|key| VerifyKey::P521(Box::new(key)))
+            .map_err(|_| "rsa_public_key: not a valid P-521 public key (ES512)".to_owned()),
+    }
 }
 
 /// rsaEncryption, 1.2.840.113549.1.1.1.

@@ -34,6 +34,7 @@ pub enum Algorithm {
     RS512,
     ES256,
     ES384,
+    ES512,
     PS256,
     PS384,
     PS512,
@@ -41,7 +42,7 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    pub const ALL: [Algorithm; 12] = [
+    pub const ALL: [Algorithm; 13] = [
         Algorithm::HS256,
         Algorithm::HS384,
         Algorithm::HS512,
@@ -50,19 +51,15 @@ impl Algorithm {
         Algorithm::RS512,
         Algorithm::ES256,
         Algorithm::ES384,
+        Algorithm::ES512,
         Algorithm::PS256,
         Algorithm::PS384,
         Algorithm::PS512,
         Algorithm::EdDSA,
     ];
 
-    /// The problem with an algorithm name that is none of [`Algorithm::ALL`]: Kong's
-    /// ES512 (its curve, P-521, is not in the crypto library) said as such.
+    /// The problem with an algorithm name that is none of [`Algorithm::ALL`].
     pub fn unknown(name: &str) -> String {
-        if name == "ES512" {
-            return "ES512 is not supported by this version of ringway (ring has no P-521)"
-                .to_owned();
-        }
         let names: Vec<&str> = Algorithm::ALL.iter().map(|a| a.name()).collect();
         format!("expected one of: {} (got '{name}')", names.join(", "))
     }
@@ -77,6 +74,7 @@ impl Algorithm {
             Algorithm::RS512 => "RS512",
             Algorithm::ES256 => "ES256",
             Algorithm::ES384 => "ES384",
+            Algorithm::ES512 => "ES512",
             Algorithm::PS256 => "PS256",
             Algorithm::PS384 => "PS384",
             Algorithm::PS512 => "PS512",

@@ -185,6 +185,55 @@ fn every_algorithm_verifies_tokens_from_an_independent_library() {
     }
 }
 
+/// ES512 (P-521, outside ring): a token signed with the key verifies, a flipped bit or a
+/// DER-encoded signature does not, and a key of another curve does not make a credential.
+#[test]
+fn es512_tokens_verify() {
+    use p521::ecdsa::signature::Signer;
+    use p521::pkcs8::DecodePrivateKey;
+    let secret = p521::SecretKey::from_pkcs8_pem(&fixture("ec521-private.pk8.pem")).unwrap();
+    let signer = p521::ecdsa::SigningKey::from_bytes(&secret.to_bytes()).unwrap();
+    let input = format!(
+        "{}.{}",
+        base64_url(br#"{"alg":"ES512","typ":"JWT"}"#),
+        base64_url(format!(r#"{{"iss":"k","exp":{}}}"#, NOW + 60).as_bytes())
+    );
+    let signature: p521::ecdsa::Signature = signer.sign(input.as_bytes());
+    let token = format!("{input}.{}", base64_url(&signature.to_bytes()));
+    let creds = credentials(vec![public(
+        "k",
+        Algorithm::ES512,
+        &fixture("ec521-public.pem"),
+    )]);
+    let conf = config("");
+    let offer = |token: &str| check(&conf, &creds, &[("Authorization", &bearer(token))], None);
+    assert_eq!(offer(&token), Ok("k".into()));
+
+    let mut flipped = signature.to_bytes().to_vec();
+    flipped[70] ^= 1;
+    let tampered = format!("{input}.{}", base64_url(&flipped));
+    assert_eq!(message(offer(&tampered)), "Invalid signature");
+    let der = format!("{input}.{}", base64_url(signature.to_der().as_bytes()));
+    assert_eq!(message(offer(&der)), "Invalid signature");
+    // The same key under ES384's name is refused; so is a P-256 key under ES512.
+    let head384 = format!(
+        "{}.{}",
+        base64_url(br#"{"alg":"ES384"}"#),
+        input.split_once('.').unwrap().1
+    );
+    let es384 = format!("{head384}.{}", base64_url(&signature.to_bytes()));
+    assert_eq!(message(offer(&es384)), "Invalid algorithm");
+    for (alg, pem) in [
+        (Algorithm::ES512, "ec256-public.pem"),
+        (Algorithm::ES384, "ec521-public.pem"),
+    ] {
+        assert!(
+            Credential::new("i".into(), "k".into(), alg, None, Some(&fixture(pem)), 0).is_err(),
+            "{alg:?} with {pem}"
+        );
+    }
+}
+
 fn base64_url_decode(s: &str) -> Vec<u8> {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -262,6 +311,14 @@ fn kong_messages_for_bad_tokens() {
         (
             raw_token(r#"{"alg":"HS256"}"#, r#"{"iss":""}"#, b"s"),
             "Invalid 'iss' in claims",
+        ),
+        (
+            raw_token(r#"{"alg":"HS256"}"#, r#"{"iss":false}"#, b"s"),
+            "No mandatory 'iss' in claims",
+        ),
+        (
+            raw_token(r#"{"alg":"HS256"}"#, r#"{"iss":true}"#, b"s"),
+            "No credentials found for given 'iss'",
         ),
         (
             raw_token(r#"{"alg":"HS256"}"#, r#"{"iss":7}"#, b"s"),
@@ -549,6 +606,22 @@ fn rfc7515_example_with_a_base64_secret_and_key_claim_from_the_header() {
         ),
         Ok("key-7".into())
     );
+    // A claim of `false` is no claim (Kong's `claims[k] or header[k]`): the header's
+    // value counts.
+    let token = raw_token(
+        r#"{"alg":"HS256","kid":"key-7"}"#,
+        r#"{"sub":"x","kid":false}"#,
+        b"s",
+    );
+    assert_eq!(
+        check(
+            &kid_conf,
+            &creds,
+            &[("Authorization", &bearer(&token))],
+            None
+        ),
+        Ok("key-7".into())
+    );
 }
 
 #[test]
@@ -694,8 +767,6 @@ fn pkcs1_rsa_public_keys_load_and_malformed_ones_are_refused() {
         e.contains("holds a private key") && !e.contains("MC4C"),
         "{e}"
     );
-    // Kong's ES512 is named as what ringway lacks, not as a typo.
-    assert!(Algorithm::unknown("ES512").contains("not supported"));
     assert!(Algorithm::unknown("HS999").starts_with("expected one of: HS256"));
 }
 

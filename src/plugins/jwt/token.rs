@@ -343,9 +343,10 @@ fn verify_signature<'c>(
         Err(_) => return Err(Failure::message("Bad token; invalid signature")),
     };
 
+    let absent = |value: &Value<'_>| matches!(value, Value::Missing | Value::False);
     let key = match (&claims.key, &header.key) {
-        (Value::Missing, Value::Missing) => None,
-        (Value::Missing, value) | (value, _) => Some(value),
+        (claim, value) if absent(claim) => Some(value).filter(|value| !absent(value)),
+        (claim, _) => Some(claim),
     };
     let key = match key {
         None => {
@@ -493,6 +494,8 @@ enum Value<'de> {
     Missing,
     Str(Cow<'de, str>),
     Number(f64),
+    /// JSON `false`: for the key claim, absent, as Kong's `claims[k] or header[k]` reads it.
+    False,
     Other,
 }
 
@@ -605,8 +608,8 @@ impl<'de> de::Deserialize<'de> for AnyValue<'de> {
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
                 Ok(AnyValue(Value::Number(v)))
             }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(AnyValue(Value::Other))
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(AnyValue(if v { Value::Other } else { Value::False }))
             }
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
                 Ok(AnyValue(Value::Other))
