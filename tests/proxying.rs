@@ -489,6 +489,20 @@ fn hop_by_hop_headers_removed_upstream() {
         );
     }
     assert_eq!(rec.header("x-end-to-end"), Some("kept"));
+
+    // Named in `Connection`, the client's X-Forwarded-For is hop-by-hop too: the
+    // upstream gets ringway's entry alone (and the usual list without the naming).
+    for (connection, want) in [
+        ("Connection: X-Forwarded-For\r\n", "127.0.0.1"),
+        ("", "1.2.3.4, 127.0.0.1"),
+    ] {
+        let before = o.requests().len();
+        let request =
+            format!("GET /hop HTTP/1.1\r\nHost: a\r\n{connection}X-Forwarded-For: 1.2.3.4\r\n\r\n");
+        assert_eq!(c.roundtrip(request.as_bytes()).status, 200);
+        let rec = o.wait_complete(before + 1, Duration::from_secs(10))[before].clone();
+        assert_eq!(rec.header_all("x-forwarded-for"), vec![want], "{rec:?}");
+    }
 }
 
 #[test]

@@ -838,11 +838,13 @@ fn write_forwarded_headers(
             }
         }
     }
-    // X-Forwarded-For is appended to, never replaced: earlier hops are kept.
+    // X-Forwarded-For is appended to, never replaced: earlier hops are kept, unless the
+    // client named it in `Connection`, which makes it hop-by-hop as any header named there.
+    let earlier_hops = !(has_connection && named_by_connection("x-forwarded-for", headers));
     out.extend_from_slice(b"X-Forwarded-For: ");
     for header in headers
         .iter()
-        .filter(|h| forwarded_kind(h.name) == Some(Forwarded::For))
+        .filter(|h| earlier_hops && forwarded_kind(h.name) == Some(Forwarded::For))
     {
         let value = crate::http::trim_ows(header.value);
         if !value.is_empty() {
