@@ -740,8 +740,16 @@ fn lists_filter_by_tags_and_page_with_size_and_offset() {
         let j = ok(&r, 400, bad);
         assert_eq!(j["name"], "invalid size", "{bad}: {j}");
     }
-    let r = gw.admin_get("/consumers?offset=!!notbase64");
-    assert_eq!(ok(&r, 400, "bad offset")["name"], "invalid offset");
+    // Kong's reason for each way a cursor is wrong (`bm90IGpzb24=` is "not json").
+    for (offset, why) in [
+        ("!!notbase64", "bad base64 encoding"),
+        ("bm90IGpzb24%3D", "bad json encoding"),
+    ] {
+        let r = gw.admin_get(&format!("/consumers?offset={offset}"));
+        let j = ok(&r, 400, "bad offset");
+        assert_eq!(j["name"], "invalid offset", "{j}");
+        assert!(j["message"].as_str().unwrap().ends_with(why), "{j}");
+    }
     let r = gw.admin_get("/services?size=1000");
     assert_eq!(r.status, 200, "{r:?}");
 

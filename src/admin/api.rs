@@ -1007,15 +1007,16 @@ fn paged(
                 }
                 Err(_) => return invalid_size("size must be a number"),
             },
+            // Kong's reasons, as its database strategies give them.
             "offset" => match Cursor::decode(&value) {
-                Some(cursor) => offset = Some(cursor),
-                None => {
+                Ok(cursor) => offset = Some(cursor),
+                Err(why) => {
                     return Reply::json(
                         400,
                         &json!({
                             "code": 7,
                             "name": "invalid offset",
-                            "message": format!("'{value}' is not a valid offset: bad base64 encoding"),
+                            "message": format!("'{value}' is not a valid offset: {why}"),
                         }),
                     )
                 }
@@ -1113,14 +1114,14 @@ impl Cursor {
             .encode(json!([position, before, after]).to_string())
     }
 
-    fn decode(offset: &str) -> Option<Cursor> {
+    fn decode(offset: &str) -> Result<Cursor, &'static str> {
         use base64::Engine;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(offset)
-            .ok()?;
+            .map_err(|_| "bad base64 encoding")?;
         let (position, before, after): (usize, Vec<String>, Vec<String>) =
-            serde_json::from_slice(&bytes).ok()?;
-        Some(Cursor {
+            serde_json::from_slice(&bytes).map_err(|_| "bad json encoding")?;
+        Ok(Cursor {
             position,
             before,
             after,
