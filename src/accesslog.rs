@@ -8,7 +8,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +29,17 @@ pub struct Log {
     /// Written batches coming back, emptied, so their memory is used again.
     spare: Receiver<Vec<u8>>,
     dropped: Arc<AtomicU64>,
+    /// Set by SIGUSR1: the writer opens the file's path again (logrotate's `postrotate`).
+    reopen: Arc<AtomicBool>,
+}
+
+impl Log {
+    /// Asks the writer to open the log file's path again, as nginx does on SIGUSR1: after
+    /// a rotation renamed the file, lines go to a new one under the configured name. The
+    /// writer does it before its next batch, within one nap (50 ms).
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
+    }
 }
 
 /// Where the writer thread writes.
@@ -45,6 +56,7 @@ enum Sink {
 /// the start; a FIFO never holds it up.
 pub fn start(target: &AccessLog, dropped: Arc<AtomicU64>) -> anyhow::Result<Log> {
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let mut reopenable = None;
     let sink = match target {
         AccessLog::Stdout => Sink::Open(Box::new(std::io::stdout())),
         AccessLog::File(path) => {
@@ -57,6 +69,7 @@ pub fn start(target: &AccessLog, dropped: Arc<AtomicU64>) -> anyhow::Result<Log>
                 .open(path);
             match opened {
                 Ok(file) if !file.metadata().is_ok_and(|m| m.file_type().is_fifo()) => {
+                    reopenable = Some(path.clone());
                     Sink::Open(Box::new(file))
                 }
                 Ok(file) => Sink::Fifo(path.clone(), Some(file)),
@@ -76,14 +89,62 @@ pub fn start(target: &AccessLog, dropped: Arc<AtomicU64>) -> anyhow::Result<Log>
     let (queue, batches) = crossbeam_channel::bounded(QUEUE_BATCHES);
     let (returns, spare) = crossbeam_channel::bounded(QUEUE_BATCHES);
     let lost = dropped.clone();
+    let reopen = Arc::new(AtomicBool::new(false));
+    let asked = Reopen {
+        asked: reopen.clone(),
+        path: reopenable,
+    };
     std::thread::Builder::new()
         .name("ringway-access-log".into())
-        .spawn(move || write_batches(batches, returns, sink, &lost))?;
+        .spawn(move || write_batches(batches, returns, sink, &lost, asked))?;
     Ok(Log {
         queue,
         spare,
         dropped,
+        reopen,
     })
+}
+
+/// The writer's side of [`Log::reopen`]: the flag, and the path to open again (a regular
+/// file's; stdout and a FIFO have nothing to rotate).
+struct Reopen {
+    asked: Arc<AtomicBool>,
+    path: Option<std::path::PathBuf>,
+}
+
+impl Reopen {
+    /// The newly opened file, when a reopen was asked for and could be done. A file that
+    /// cannot be opened leaves the writer on the one it had: lines are kept, and the log
+    /// says why.
+    fn take(&self) -> Option<std::fs::File> {
+        if !self.asked.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        let Some(path) = &self.path else {
+            log::info!("SIGUSR1: the access log is not a file; nothing to reopen");
+            return None;
+        };
+        use std::os::unix::fs::OpenOptionsExt;
+        // Non-blocking as at start: a FIFO put in the file's place cannot hold the writer.
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(file) => {
+                log::info!("SIGUSR1: reopened access_log {}", path.display());
+                Some(file)
+            }
+            Err(e) => {
+                log::error!(
+                    "SIGUSR1: cannot reopen access_log {}: {e}; writing on to the file already open",
+                    path.display()
+                );
+                None
+            }
+        }
+    }
 }
 
 /// How long the writer sleeps when the queue is empty.
@@ -104,6 +165,7 @@ fn write_batches(
     returns: Sender<Vec<u8>>,
     sink: Sink,
     dropped: &AtomicU64,
+    reopen: Reopen,
 ) {
     let mut sink = match sink {
         Sink::Open(sink) => sink,
@@ -120,6 +182,10 @@ fn write_batches(
     };
     let mut failing = false;
     loop {
+        if let Some(file) = reopen.take() {
+            let _ = sink.flush();
+            sink = Box::new(file);
+        }
         match batches.try_recv() {
             Ok(mut batch) => {
                 match sink.write_all(&batch).and_then(|()| sink.flush()) {
@@ -343,6 +409,7 @@ mod tests {
             queue,
             spare,
             dropped: Arc::default(),
+            reopen: Arc::default(),
         });
         for _ in 0..3 {
             batcher.push(&entry());

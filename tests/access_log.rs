@@ -102,6 +102,32 @@ fn every_request_is_one_json_line_without_the_query() {
         .contains("fragment-token"));
 }
 
+/// logrotate's way, as with nginx: the file is renamed, SIGUSR1 sent, and the lines after
+/// it go to a new file under the configured name; none is lost or doubled.
+#[test]
+fn sigusr1_reopens_the_file_after_a_rotation() {
+    let origin = Origin::start();
+    let (gw, dir, log) = logged_gateway(&origin, "");
+    assert_eq!(proxy_get(&gw, "/before", &[]).status, 200);
+    assert_eq!(read_lines(&log, 1).len(), 1);
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    gw.send_signal("USR1");
+    // Reopening creates the file under its configured name.
+    assert!(
+        wait_for(Duration::from_secs(5), || log.exists().then_some(())).is_some(),
+        "no new file after SIGUSR1: {}",
+        gw.stderr_text()
+    );
+    assert_eq!(proxy_get(&gw, "/after", &[]).status, 200);
+    let new = read_lines(&log, 1);
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert_eq!(new[0]["path"], "/after", "{new:?}");
+    let old = read_lines(&rotated, 1);
+    assert_eq!(old.len(), 1, "{old:?}");
+    assert_eq!(old[0]["path"], "/before", "{old:?}");
+}
+
 #[test]
 fn hostile_request_bytes_still_make_json_lines_at_the_right_time() {
     // Quotes, backslashes, tabs and invalid UTF-8 in what a client controls

@@ -183,6 +183,47 @@ fn sigterm_finishes_in_flight_request_then_exits_0() {
     assert_no_panic(&gw.stderr_text());
 }
 
+/// The signals nginx (and so Kong) gives meanings to do not kill the process: SIGUSR1
+/// and SIGUSR2 leave it serving, SIGQUIT (nginx's graceful stop) drains as SIGTERM does.
+#[test]
+fn sigquit_drains_and_user_signals_do_not_kill() {
+    let o =
+        Origin::with_handler(|_| Action::Delay(Duration::from_millis(300), Box::new(Action::Ok)));
+    let mut gw = Gateway::start(&one_service_config(&o.url(), ""));
+    let mut c = gw.client();
+    for signal in ["USR1", "USR2"] {
+        gw.send_signal(signal);
+        assert_eq!(
+            c.roundtrip(&get_req("/after", "a")).status,
+            200,
+            "after SIG{signal}"
+        );
+    }
+    assert!(
+        wait_for(Duration::from_secs(5), || gw
+            .stderr_text()
+            .contains("SIGUSR2 ignored")
+            .then_some(()))
+        .is_some(),
+        "{}",
+        gw.stderr_text()
+    );
+    c.send(&get_req("/slow", "a")).unwrap();
+    o.wait_requests(3, RESPONSE_DEADLINE);
+    gw.send_signal("QUIT");
+    let r = c.read_response().expect("the in-flight request completes");
+    assert_eq!(
+        (r.status, r.header("connection")),
+        (200, Some("close")),
+        "{r:?}"
+    );
+    let st = gw
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("running 10 s after SIGQUIT:\n{}", gw.stderr_text()));
+    assert_eq!(st.code(), Some(0), "{}", gw.stderr_text());
+    assert_no_panic(&gw.stderr_text());
+}
+
 #[test]
 fn sigterm_idle_gateway_exits_0_promptly() {
     let o = Origin::start();

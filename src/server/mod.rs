@@ -5,7 +5,8 @@
 //! its own upstream pool and counters. The kernel spreads connections over the workers'
 //! listeners; a connection lives and dies on the worker that accepted it. The Admin API
 //! runs on a thread of its own. The main thread only waits for signals: SIGHUP reloads,
-//! SIGTERM / SIGINT drain and exit.
+//! SIGTERM / SIGINT / SIGQUIT drain and exit, SIGUSR1 reopens the access log file; SIGUSR2
+//! (nginx's binary upgrade) is refused with a word on `--takeover`.
 
 mod listen;
 mod worker;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 
 use crate::config::{Config, Driver, LoadError, NodeOverrides};
@@ -101,8 +102,11 @@ pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
     let admin_addr = admin.local_addr().unwrap_or(node.admin_listen);
 
     // Signals are registered before workers start so none is lost.
-    let mut signals =
-        Signals::new([SIGTERM, SIGINT, SIGHUP]).context("cannot install signal handlers")?;
+    // Every signal nginx (and so Kong) gives a meaning to is handled: left to its default
+    // action, SIGQUIT, SIGUSR1 or SIGUSR2 from a habit or a logrotate hook would kill the
+    // process and every request in flight.
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2])
+        .context("cannot install signal handlers")?;
 
     let node_id = store.node_id();
     let shared = Arc::new(Shared::new(Snapshot::new(config), node.workers));
@@ -177,6 +181,8 @@ pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
     for signal in signals.forever() {
         match signal {
             SIGHUP => reload(&control),
+            SIGUSR1 | SIGUSR2 => on_user_signal(&shared, signal),
+            // SIGTERM, SIGINT, and SIGQUIT (nginx's graceful stop): all drain.
             _ => break,
         }
     }
@@ -196,9 +202,13 @@ pub fn run(path: PathBuf, overrides: NodeOverrides) -> anyhow::Result<()> {
             log::warn!("drain_timeout reached with connections still open; exiting");
             return Ok(());
         }
-        // A reload asked for now would come to nothing: said, not silently dropped.
-        if signals.pending().any(|signal| signal == SIGHUP) {
-            log::warn!("SIGHUP while draining: not reloaded, the process is exiting");
+        for signal in signals.pending() {
+            match signal {
+                // A reload asked for now would come to nothing: said, not silently dropped.
+                SIGHUP => log::warn!("SIGHUP while draining: not reloaded, the process is exiting"),
+                SIGUSR1 | SIGUSR2 => on_user_signal(&shared, signal),
+                _ => {}
+            }
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -254,6 +264,20 @@ fn maintain_rate_limits(shared: &Shared) {
             last_sweep = Instant::now();
         }
         std::thread::sleep(next.min(Duration::from_millis(250)));
+    }
+}
+
+/// SIGUSR1 reopens the access log file, as nginx reopens its logs (logrotate's
+/// `postrotate`); SIGUSR2, nginx's binary upgrade, is not how ringway upgrades.
+fn on_user_signal(shared: &Shared, signal: i32) {
+    if signal == SIGUSR2 {
+        log::warn!(
+            "SIGUSR2 ignored: to upgrade, start the new binary with `ringway run --takeover` beside this process, then send this one SIGTERM"
+        );
+    } else if let Some(log) = shared.access_log.get() {
+        log.reopen();
+    } else {
+        log::info!("SIGUSR1: no access log to reopen (stderr needs none)");
     }
 }
 
