@@ -56,7 +56,7 @@ fn make_ca_and_leaf(dir: &Path) {
     openssl(dir, &csr);
     std::fs::write(
         dir.join("ext.cnf"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+        "subjectAltName=DNS:localhost,DNS:preserved.example\nbasicConstraints=CA:FALSE\n",
     )
     .unwrap();
     openssl(
@@ -334,6 +334,43 @@ services:
     // The certificate names `localhost`, the target's host, not the upstream's name.
     assert_eq!(r.status, 200, "{}", r.body_str());
     assert_eq!(r.header("X-Seen-SNI"), Some("localhost"));
+}
+
+/// With `preserve_host`, the client's host is the upstream connection's name, sent as SNI
+/// and verified (Kong's `proxy_ssl_name $upstream_host`), without its port; connections
+/// made for one name are not reused for another.
+#[test]
+fn a_preserved_host_names_the_upstream_tls_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    make_ca_and_leaf(dir.path());
+    let origin = TlsOrigin::start(dir.path());
+    let yaml = config(dir.path(), origin.port, CA_ID).replace(
+        "  routes: [{name: verified, paths: [/verified]}]",
+        "  routes:\n  - {name: verified, paths: [/verified]}\n  - {name: kept, paths: [/kept], preserve_host: true}",
+    );
+    let gw = Gateway::start(&yaml);
+    let mut client = gw.client();
+    let mut get = |path: &str, host: &str| {
+        client
+            .send(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+            .unwrap();
+        client
+            .read_response_within(Duration::from_secs(10))
+            .unwrap()
+    };
+    for (path, host, sni) in [
+        ("/kept/a", "Preserved.Example:8000", "preserved.example"),
+        ("/kept/b", "localhost", "localhost"),
+        ("/verified/c", "preserved.example", "localhost"),
+        ("/kept/d", "preserved.example.", "preserved.example"),
+    ] {
+        let r = get(path, host);
+        assert_eq!(r.status, 200, "{path} Host {host}: {}", r.body_str());
+        assert_eq!(r.header("X-Seen-SNI"), Some(sni), "{path} Host {host}");
+    }
+    // A name the upstream's certificate does not cover is refused, as with any name.
+    let r = get("/kept/e", "other.example");
+    assert_eq!(r.status, 502, "{}", r.body_str());
 }
 
 /// A self-signed certificate made the usual way: `openssl req -x509` marks it a CA.

@@ -914,7 +914,7 @@ impl<S: ClientIo> Conn<S> {
         let mut fresh_retry = true;
         let mut force_fresh = false;
         loop {
-            let (addr, lease, server_name) = match balanced {
+            let (addr, lease, target_name) = match balanced {
                 None => (service.addr.unwrap_or(UNSPECIFIED), None, None),
                 Some((index, upstream)) => {
                     let lease = match same_target.take() {
@@ -970,38 +970,49 @@ impl<S: ClientIo> Conn<S> {
             self.tally.contacted = true;
             // Each attempt's own: an earlier attempt's request is not this one's.
             self.tally.sent = false;
-            let (mut upstream, reused) =
-                match self.checkout(addr, service, server_name, force_fresh).await {
-                    // A body still to stream is sent watching the socket for an early
-                    // answer, which a posted read would take instead.
-                    Ok((lease, reused)) if !complete => (lease.whole(), reused),
-                    Ok(checkout) => checkout,
-                    // The client left while the connect went on: nothing to answer, no
-                    // fault of the target's, nothing to try again for.
-                    Err(ErrorKind::ClientGone) => {
-                        return self.fail_close(ErrorKind::ClientGone, exchange.head).await;
+            // A preserved `Host` names the connection, balanced or not (as Kong's
+            // `$upstream_host`); its connections are pooled apart.
+            let (server_name, pool_key) = match exchange.tls_name() {
+                Some(tls) => (Some(&tls.name), (addr, tls.pool_key)),
+                None => (
+                    target_name,
+                    (addr, service.tls.as_ref().map_or(0, |t| t.pool_key)),
+                ),
+            };
+            let (mut upstream, reused) = match self
+                .checkout(pool_key, service, server_name, force_fresh)
+                .await
+            {
+                // A body still to stream is sent watching the socket for an early
+                // answer, which a posted read would take instead.
+                Ok((lease, reused)) if !complete => (lease.whole(), reused),
+                Ok(checkout) => checkout,
+                // The client left while the connect went on: nothing to answer, no
+                // fault of the target's, nothing to try again for.
+                Err(ErrorKind::ClientGone) => {
+                    return self.fail_close(ErrorKind::ClientGone, exchange.head).await;
+                }
+                Err(kind) => {
+                    report(Outcome::of_error(kind));
+                    if let Some(lease) = &lease {
+                        tried.push(lease.target as u32);
                     }
-                    Err(kind) => {
-                        report(Outcome::of_error(kind));
-                        if let Some(lease) = &lease {
-                            tried.push(lease.target as u32);
-                        }
-                        // Nothing was sent: any method may try again, unless the
-                        // upstream's certificate was refused (it would be again).
-                        if retries_left > 0 && kind != ErrorKind::UpstreamCertificate {
-                            retries_left -= 1;
-                            self.worker.stats.upstream_retries.inc();
-                            continue;
-                        }
-                        self.worker.log_upstream_failure(
-                            &service.name,
-                            addr,
-                            kind,
-                            self.rid.as_deref().map(RequestId::value),
-                        );
-                        return self.fail(kind, &exchange, latency).await;
+                    // Nothing was sent: any method may try again, unless the
+                    // upstream's certificate was refused (it would be again).
+                    if retries_left > 0 && kind != ErrorKind::UpstreamCertificate {
+                        retries_left -= 1;
+                        self.worker.stats.upstream_retries.inc();
+                        continue;
                     }
-                };
+                    self.worker.log_upstream_failure(
+                        &service.name,
+                        addr,
+                        kind,
+                        self.rid.as_deref().map(RequestId::value),
+                    );
+                    return self.fail(kind, &exchange, latency).await;
+                }
+            };
             let sent = Instant::now();
             self.tally.sent = true;
             self.tally.before_upstream_us =
@@ -1050,7 +1061,14 @@ impl<S: ClientIo> Conn<S> {
                         // The lease (least-connections' count) lasts the whole exchange.
                         let _lease = lease;
                         return self
-                            .relay_response(upstream, addr, service, plan, pos, node.send_timeout)
+                            .relay_response(
+                                upstream,
+                                pool_key,
+                                service,
+                                plan,
+                                pos,
+                                node.send_timeout,
+                            )
                             .await;
                     }
                     // The client left while the upstream worked: nothing to answer, no
@@ -1264,13 +1282,13 @@ impl<S: ClientIo> Conn<S> {
 
     async fn checkout(
         &mut self,
-        addr: SocketAddr,
+        key: upstream::PoolKey,
         service: &Service,
         server_name: Option<&rustls::pki_types::ServerName<'static>>,
         fresh: bool,
     ) -> Result<(upstream::Lease, bool), ErrorKind> {
+        let addr = key.0;
         if !fresh {
-            let key = (addr, service.tls.as_ref().map_or(0, |t| t.pool_key));
             if let Some(lease) = self.worker.pool.take(key, self.worker.idle.coarse_now()) {
                 self.worker.stats.upstream_reused.inc();
                 return Ok((lease, true));
@@ -1512,12 +1530,13 @@ impl<S: ClientIo> Conn<S> {
     async fn relay_response(
         &mut self,
         mut upstream: upstream::Lease,
-        addr: SocketAddr,
+        key: upstream::PoolKey,
         service: &Service,
         plan: ResponsePlan,
         mut pos: usize,
         client_timeout: Duration,
     ) -> Next {
+        let addr = key.0;
         let worker = self.worker.clone();
         if plan.switching {
             self.out.extend_from_slice(&self.ubuf[pos..]);
@@ -1723,11 +1742,9 @@ impl<S: ClientIo> Conn<S> {
             }
         }
         if clean && !plan.upstream_close {
-            self.worker.pool.put(
-                (addr, service.tls.as_ref().map_or(0, |t| t.pool_key)),
-                upstream,
-                self.worker.idle.coarse_now(),
-            );
+            self.worker
+                .pool
+                .put(key, upstream, self.worker.idle.coarse_now());
         }
         finish(plan)
     }

@@ -106,9 +106,60 @@ pub struct Exchange {
     pub request_id: Option<Box<RequestId>>,
     /// For a service balanced over an upstream's targets.
     pub balance: Option<Box<Balance>>,
+    /// What few requests have, boxed: the exchange lives in every connection's state.
+    pub rare: Option<Box<Rare>>,
+}
+
+/// The parts of an exchange most requests do without.
+#[derive(Debug, Clone, Default)]
+pub struct Rare {
     /// For an upgrade, the protocols the client offered (its `Upgrade` values, comma
     /// separated): a `101` must switch to one of them.
     pub upgrade: Option<Box<str>>,
+    /// For a route that preserves the client's `Host` to an `https` service: the name
+    /// sent as SNI and verified, as Kong's `proxy_ssl_name $upstream_host`.
+    pub tls_name: Option<TlsName>,
+}
+
+impl Exchange {
+    pub fn upgrade(&self) -> Option<&str> {
+        self.rare.as_ref()?.upgrade.as_deref()
+    }
+
+    pub fn tls_name(&self) -> Option<&TlsName> {
+        self.rare.as_ref()?.tls_name.as_ref()
+    }
+}
+
+/// The TLS server name of one request's upstream connection, and the pool key that keeps
+/// connections made for it apart from those made for other names.
+#[derive(Debug, Clone)]
+pub struct TlsName {
+    pub name: rustls::pki_types::ServerName<'static>,
+    pub pool_key: u64,
+}
+
+impl TlsName {
+    /// The preserved `Host` as a server name: without its port (as nginx strips it from
+    /// `proxy_ssl_name`), its root dot or IPv6 brackets, lower-cased. `None` for a value
+    /// that is no server name: the service's own is used then.
+    fn of_host(host: &str, service_key: u64) -> Option<TlsName> {
+        let host = route::strip_port(host);
+        let host = host.strip_suffix('.').unwrap_or(host);
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
+            .to_ascii_lowercase();
+        let name = rustls::pki_types::ServerName::try_from(host).ok()?;
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (service_key, name.to_str()).hash(&mut hasher);
+        Some(TlsName {
+            name,
+            pool_key: hasher.finish() | 1,
+        })
+    }
 }
 
 /// What picking a target needs from the request.
@@ -526,7 +577,16 @@ pub fn prepare(
         consumer: access.consumer_index,
         request_id: rid,
         balance,
-        upgrade: framing.upgrade.then(|| offered_protocols(headers)),
+        rare: {
+            let rare = Rare {
+                upgrade: framing.upgrade.then(|| offered_protocols(headers)),
+                tls_name: match (route.preserve_host, host, &service.tls) {
+                    (true, Some(host), Some(tls)) => TlsName::of_host(host, tls.pool_key),
+                    _ => None,
+                },
+            };
+            (rare.upgrade.is_some() || rare.tls_name.is_some()).then(|| Box::new(rare))
+        },
     })
 }
 

@@ -102,8 +102,7 @@ pub fn rewrite(
     // a switch to anything else is not tunnelled.
     if switching
         && !exchange
-            .upgrade
-            .as_deref()
+            .upgrade()
             .is_some_and(|offered| switches_to_offered(offered, response.headers))
     {
         return Err(ErrorKind::BadResponse);
