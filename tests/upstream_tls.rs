@@ -373,6 +373,40 @@ fn a_preserved_host_names_the_upstream_tls_connection() {
     assert_eq!(r.status, 502, "{}", r.body_str());
 }
 
+/// An `https` service whose upstream speaks plain HTTP fails every attempt's handshake:
+/// the 502 comes after the retries, and stderr gets one line a second for them, not one
+/// per attempt.
+#[test]
+fn failed_upstream_handshakes_do_not_flood_the_log() {
+    // A plain HTTP server's answer to anything it cannot read, at once, then a close.
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = plain.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in plain.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+        }
+    });
+    let gw = Gateway::start(&format!(
+        "_format_version: \"3.0\"\nservices:\n- name: wrong\n  url: https://127.0.0.1:{port}\n  tls_verify: false\n  routes: [{{name: wrong, paths: [/]}}]\n"
+    ));
+    for _ in 0..2 {
+        let r = proxy_get(&gw, "/x", &[]);
+        assert_eq!(r.status, 502, "{}", r.body_str());
+    }
+    assert_eq!(
+        gw.status_json()["upstream"]["retries"],
+        10,
+        "5 retries each"
+    );
+    let log = gw.stderr_text();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("TLS to upstream"))
+        .count();
+    assert_eq!(lines, 1, "12 failed handshakes, one line: {log}");
+}
+
 /// A self-signed certificate made the usual way: `openssl req -x509` marks it a CA.
 fn make_self_signed(dir: &Path, name: &str) {
     openssl(

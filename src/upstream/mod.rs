@@ -554,21 +554,46 @@ pub async fn connect(
                     | rustls::Error::NoCertificatesPresented
                     | rustls::Error::InvalidCertRevocationList(_)),
                 ) => {
-                    log::warn!("TLS to upstream {addr} refused: {cause}");
+                    tls_warning(format_args!("TLS to upstream {addr} refused: {cause}"));
                     Err(ErrorKind::UpstreamCertificate)
                 }
                 Ok(cause) => {
-                    log::warn!("TLS to upstream {addr} failed: {cause}");
+                    tls_warning(format_args!("TLS to upstream {addr} failed: {cause}"));
                     Err(ErrorKind::ConnectFailed)
                 }
                 Err(cause) => {
-                    log::warn!("TLS to upstream {addr} failed: {cause}");
+                    tls_warning(format_args!("TLS to upstream {addr} failed: {cause}"));
                     Err(ErrorKind::ConnectFailed)
                 }
             }
         }
         Err(_) => Err(ErrorKind::ConnectTimeout),
     }
+}
+
+/// A failed upstream TLS handshake's warn line, at most one a second per worker thread
+/// with a count of those not logged, as a request's failure line: every attempt of every
+/// request to an upstream that answers TLS wrongly fails the same way, and a line each
+/// would make the load a flood on stderr.
+fn tls_warning(line: std::fmt::Arguments<'_>) {
+    thread_local! {
+        static LAST: std::cell::Cell<(Option<Instant>, u64)> =
+            const { std::cell::Cell::new((None, 0)) };
+    }
+    const EVERY: Duration = Duration::from_secs(1);
+    LAST.with(|last| {
+        let (at, unlogged) = last.get();
+        let now = Instant::now();
+        if at.is_some_and(|at| now.duration_since(at) < EVERY) {
+            last.set((at, unlogged + 1));
+            return;
+        }
+        last.set((Some(now), 0));
+        match unlogged {
+            0 => log::warn!("{line}"),
+            n => log::warn!("{line} ({n} more upstream TLS failures on this worker since its last such line, not logged)"),
+        }
+    });
 }
 
 /// Whether the upstream has closed (or reset, or spoken out of turn on) an idle pooled
