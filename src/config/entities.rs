@@ -239,12 +239,16 @@ pub struct Keys {
     pub custom_ids: HashMap<String, usize>,
     pub groups: HashMap<String, usize>,
     pub upstreams: HashMap<String, usize>,
+    /// Entities declared, by kind and name or id, whether or not they were refused: a
+    /// reference to a refused one (its problems reported) is not one more problem.
+    pub declared: std::collections::HashSet<(&'static str, String)>,
 }
 
 fn resolve(
     map: &HashMap<String, usize>,
+    declared: &std::collections::HashSet<(&'static str, String)>,
     reference: Option<&Reference>,
-    kind: &str,
+    kind: &'static str,
     path: &str,
     report: &mut Report,
 ) -> Option<Option<usize>> {
@@ -264,6 +268,7 @@ fn resolve(
     };
     match map.get(key) {
         Some(&index) => Some(Some(index)),
+        None if declared.contains(&(kind, key.to_owned())) => None,
         None => {
             report.add(path.to_owned(), missing_reference(kind, key));
             None
@@ -289,7 +294,14 @@ fn resolve_consumer(
                 None
             }
         },
-        None => resolve(&keys.consumers, reference, "consumer", path, report),
+        None => resolve(
+            &keys.consumers,
+            &keys.declared,
+            reference,
+            "consumer",
+            path,
+            report,
+        ),
     }
 }
 
@@ -1009,7 +1021,7 @@ pub fn build_plugins(
             let resolved = if field == "consumer" {
                 resolve_consumer(keys, reference, &at, report)
             } else {
-                resolve(map, reference, kind, &at, report)
+                resolve(map, &keys.declared, reference, kind, &at, report)
             };
             match resolved {
                 Some(index) => *slot = index,

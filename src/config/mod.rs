@@ -885,9 +885,15 @@ fn parse_fields<T: DeserializeOwned>(
         let e = match serde_path_to_error::deserialize::<_, T>(&value) {
             Ok(item) => {
                 if mistyped && !settings {
+                    // A field taken out of a map field (`headers.x-c`) names that field too:
+                    // the item's "must set ... 'headers'" is about it.
+                    let fields = removed.iter().flat_map(|(at, field)| {
+                        let top = at.split(['.', '[']).next().filter(|top| !top.is_empty());
+                        std::iter::once(field.clone()).chain(top.map(str::to_owned))
+                    });
                     report.muted.push(Muted::Item {
                         path: path.to_owned(),
-                        fields: removed.iter().map(|(_, field)| field.clone()).collect(),
+                        fields: fields.collect(),
                     });
                     for (at, field) in &removed {
                         let field = match at.as_str() {
@@ -1205,6 +1211,19 @@ fn build(
     }
     let layer = Layer::File;
     let mut keys = Keys::default();
+    // Every route the file declares, nested or not: one that is then refused has had its
+    // problems reported, and a plugin naming it is not one more.
+    let nested_routes = top
+        .services
+        .iter()
+        .flat_map(|service| nested_list(service, "routes"));
+    for route in top.routes.iter().cloned().chain(nested_routes) {
+        for field in ["name", "id"] {
+            if let Some(key) = route.get(field).and_then(Value::as_str) {
+                keys.declared.insert(("route", key.to_owned()));
+            }
+        }
+    }
     let mut plugin_items: Vec<(Item, Scope)> = top
         .plugins
         .into_iter()
@@ -1610,9 +1629,15 @@ fn build_service(
             None => stable_id("service", path),
         },
     };
-    for key in [file.name.as_ref(), file.id.as_ref()].into_iter().flatten() {
+    // One key space for names and ids, as references name either: a name that is
+    // another service's id would make a reference to it ambiguous.
+    for (field, key) in [("name", &file.name), ("id", &file.id)] {
+        let Some(key) = key else { continue };
         if keys.insert(key.clone(), index).is_some() {
-            report.add(format!("{path}.name"), format!("duplicate service '{key}'"));
+            report.add(
+                format!("{path}.{field}"),
+                format!("duplicate service '{key}': another service has it as its name or id"),
+            );
         }
     }
 
@@ -2423,8 +2448,13 @@ fn build_route(
             report.add(field, format!("invalid header name '{name}'"));
             continue;
         }
+        let values = values.into_vec();
+        if values.is_empty() {
+            report.add(field, "must list at least one value");
+            continue;
+        }
         let mut matches = Vec::new();
-        for value in values.into_vec() {
+        for value in values {
             if let Some(pattern) = value.strip_prefix("~*") {
                 match regex::RegexBuilder::new(pattern)
                     .case_insensitive(true)
@@ -2444,8 +2474,8 @@ fn build_route(
                 matches.push(ValueMatch::Exact(value.to_ascii_lowercase()));
             }
         }
+        // Every value was refused, each with its reason: nothing to match on.
         if matches.is_empty() {
-            report.add(field, "must list at least one value");
             continue;
         }
         headers.push((lower, matches));

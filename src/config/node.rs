@@ -457,21 +457,24 @@ fn build_with(
     };
     // The default certificate, from files: read now so a missing file is a config error.
     let mut default_certificate = None;
+    // Each file given is read, so one that cannot be is said even when its pair is
+    // missing.
+    let read = |field: &str, path: &Option<String>, report: &mut Report| {
+        let path = path.as_deref()?;
+        std::fs::read_to_string(path)
+            .map_err(|e| {
+                report.add(
+                    format!("ringway.{field}"),
+                    format!("cannot read {path}: {e}"),
+                )
+            })
+            .ok()
+    };
+    let cert_pem = read("ssl_cert", &file.ssl_cert, report);
+    let key_pem = read("ssl_cert_key", &file.ssl_cert_key, report);
     match (&file.ssl_cert, &file.ssl_cert_key) {
         (None, None) => {}
-        (Some(cert), Some(key)) => {
-            let read = |field: &str, path: &str, report: &mut Report| {
-                std::fs::read_to_string(path)
-                    .map_err(|e| {
-                        report.add(
-                            format!("ringway.{field}"),
-                            format!("cannot read {path}: {e}"),
-                        )
-                    })
-                    .ok()
-            };
-            let cert_pem = read("ssl_cert", cert, report);
-            let key_pem = read("ssl_cert_key", key, report);
+        (Some(_), Some(_)) => {
             if let (Some(cert_pem), Some(key_pem)) = (cert_pem, key_pem) {
                 match crate::tls::certified_key(&cert_pem, &key_pem) {
                     Ok(key) => default_certificate = Some(key),
@@ -492,7 +495,7 @@ fn build_with(
         for (i, listen) in proxy_listen.iter().enumerate() {
             if listen.ssl {
                 report.add(
-                    listen_name(i),
+                    listen_name(entry_of[i]),
                     "a TLS listener needs a certificate in the file (certificates, or ringway.ssl_cert and ssl_cert_key; one created through the Admin API does not count, as a restart reads the file alone first)",
                 );
             }

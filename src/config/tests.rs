@@ -1251,6 +1251,55 @@ consumers:
     );
 }
 
+/// Each problem once, where it is: no second line that a first one's consequence would
+/// make (a route left without its only match field, a plugin naming a refused route),
+/// and the index of the entry written, not of the ones that parsed.
+#[test]
+fn one_mistake_is_one_problem_at_its_own_path() {
+    let found = problems(
+        r#"
+_format_version: "3.0"
+ringway:
+  proxy_listen: ["nohost", "127.0.0.1:81 ssl"]
+  ssl_cert_key: /nonexistent/key.pem
+services:
+  - id: 11111111-1111-1111-1111-111111111111
+    url: http://127.0.0.1:1
+    routes:
+      - name: typed
+        headers: {x-c: [1, true]}
+      - name: regex
+        headers: {x-c: ["~*(bad"]}
+  - id: 11111111-1111-1111-1111-111111111111
+    url: http://127.0.0.1:2
+    routes:
+      - name: refused
+        paths: [bad]
+plugins:
+  - name: rate-limiting
+    route: refused
+    config: {minute: 1}
+"#,
+    );
+    let want = [
+        "ringway.proxy_listen[0]: invalid address 'nohost': expected HOST:PORT",
+        "ringway.ssl_cert_key: cannot read /nonexistent/key.pem: No such file or directory (os error 2)",
+        "ringway.ssl_cert: required with ssl_cert_key",
+        "ringway.proxy_listen[1]: a TLS listener needs a certificate",
+        "services[0].routes[0].headers.x-c: expected a string or a list of strings",
+        "services[0].routes[1].headers.x-c: invalid regex: error: unclosed group",
+        "services[1].id: duplicate service '11111111-1111-1111-1111-111111111111': another service has it as its name or id",
+        "services[1].routes[0].paths[0]: invalid path 'bad'",
+    ];
+    for line in &want {
+        assert!(
+            found.iter().any(|f| f.starts_with(line)),
+            "missing {line:?} in {found:#?}"
+        );
+    }
+    assert_eq!(found.len(), want.len(), "{found:#?}");
+}
+
 #[test]
 fn a_mistyped_secret_is_reported_without_its_value() {
     let found = problems(
