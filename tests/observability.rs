@@ -1637,6 +1637,11 @@ plugins:
         "kong_node_info{{node_id,version}}: {:?}",
         info[0]
     );
+    // The version Kong's dashboards read is the Kong version `GET /` answers as, and
+    // the node id is the one `GET /` gives.
+    let node = gw.admin_get("/").json();
+    assert_eq!(info[0].labels["version"], node["version"].as_str().unwrap());
+    assert_eq!(info[0].labels["node_id"], node["node_id"].as_str().unwrap());
 }
 
 #[test]

@@ -245,7 +245,12 @@ fn kong_series(out: &mut String, published: &Published, kong: &Kong, node: &Node
     let _ = writeln!(
         out,
         "kong_node_info{} 1",
-        labels(&[("node_id", node.node_id), ("version", node.version)])
+        // Kong's version, which `GET /` answers as: what dashboards built on Kong's
+        // series read (ringway's own is on `ringway_info`).
+        labels(&[
+            ("node_id", node.node_id),
+            ("version", crate::KONG_COMPATIBLE_VERSION)
+        ])
     );
     header(
         out,
