@@ -5,10 +5,12 @@
 //! computed by a script on the Redis server (with its clock, so instances' clocks need
 //! not agree).
 //!
-//! Overshoot: an instance does not see what the others admitted since its last sync, so
-//! the cluster admits at most `limit` plus what the other instances admit in one sync
-//! interval (`sync_rate × (instances − 1) × their request rate`, and never more than
-//! `instances × limit`). When Redis is unreachable each instance goes on enforcing the
+//! Overshoot: what another instance admits reaches this one after that instance's next
+//! sync and then this one's, so the cluster admits at most `limit` plus what the other
+//! instances admit in two sync intervals (`2 × sync_rate × (instances − 1) × their
+//! request rate`); a key an instance has not synced yet starts full there, so until its
+//! first sync of it that instance may admit up to the whole limit (never more than
+//! `instances × limit` in all). When Redis is unreachable each instance goes on enforcing the
 //! limit on its own buckets (`instances × limit` at most, never unlimited); with
 //! `fault_tolerant: false` requests get 500 instead until a sync succeeds again.
 //!
