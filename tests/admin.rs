@@ -2251,6 +2251,56 @@ services:
     assert_eq!(service["routes"][0]["strip_path"], false, "{r:?}");
 }
 
+/// A JSON config is saved so that the loader, a YAML reader, reads every string as JSON
+/// did: a secret holding DEL, a C1 control, NEL or a line separator (YAML refuses the
+/// first two unescaped and folds the others into spaces) is the same secret after
+/// `POST /config`, and `GET /config` as JSON posts back to the same configuration.
+#[test]
+fn json_configs_keep_strings_yaml_reads_otherwise() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o, ""));
+    let secret = "a\u{7f}b\u{80}c\u{85}d\u{2028}e";
+    let config = json!({
+        "_format_version": "3.0",
+        "services": [{ "name": "s", "url": o.url(), "routes": [{ "name": "r", "paths": ["/j"] }] }],
+        "consumers": [{ "username": "u", "jwt_secrets": [{ "key": "k", "secret": secret }] }],
+    });
+    let post = |body: &[u8]| {
+        http_request(
+            gw.admin_addr(),
+            "POST",
+            "/config",
+            &[],
+            Some(("application/json", body)),
+        )
+    };
+    let r = post(config.to_string().as_bytes());
+    assert_eq!(r.status, 201, "{r:?}");
+    let hash = r.json()["configuration_hash"].clone();
+    let stored = gw.admin_get("/jwts/k").json();
+    assert_eq!(stored["secret"], secret, "{stored}");
+    let exported = http_request(
+        gw.admin_addr(),
+        "GET",
+        "/config",
+        &[("Accept", "application/json")],
+        None,
+    );
+    assert_eq!(exported.status, 200);
+    assert!(
+        !exported.body.windows(1).any(|b| b[0] == 0x7f),
+        "DEL is escaped in the export"
+    );
+    let r = post(&exported.body);
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(
+        r.json()["configuration_hash"],
+        hash,
+        "the same configuration"
+    );
+    assert_eq!(gw.admin_get("/jwts/k").json()["secret"], secret);
+}
+
 /// The Admin listener waits as the proxy's does (`keepalive_timeout` idle,
 /// `client_header_timeout` for a head from its first byte), so a client that trickles a
 /// head or never sends holds no connection for long; a body over the limit gets its 413.

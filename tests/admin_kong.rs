@@ -1157,8 +1157,8 @@ fn an_unusable_rsa_key_is_refused_but_a_saved_one_loads() {
     );
 }
 
-/// A reference to an entity that does not exist is Kong's foreign key violation (400,
-/// code 4), naming the reference as given.
+/// A reference to an entity that does not exist is Kong's 400, naming the reference as
+/// given: a foreign key violation (code 4) by id, unresolved (code 13) by name.
 #[test]
 fn a_reference_to_nothing_is_a_foreign_key_violation() {
     let o = Origin::start();
@@ -1191,12 +1191,27 @@ fn a_reference_to_nothing_is_a_foreign_key_violation() {
             ("consumer.username", "nobody"),
         ],
     );
+    // By another unique field, which Kong resolves to an id first: a foreign key that
+    // could not be resolved (code 13).
     let j = ok(&r, 400, "a plugin on no consumer");
+    let why = "the foreign key cannot be resolved with '{username=\"nobody\"}' for an existing 'consumers' entity";
     assert_eq!(
-        j["fields"],
-        json!({ "consumer": { "username": "nobody" } }),
-        "{j}"
+        j,
+        json!({
+            "code": 13,
+            "name": "foreign keys unresolved",
+            "message": format!("foreign key unresolved (consumer.username: {why})"),
+            "fields": { "consumer": { "username": why } },
+        })
     );
+    let r = admin_form(
+        &gw,
+        "POST",
+        "/routes",
+        &[("name", "r4"), ("paths[]", "/d"), ("service.name", "nosvc")],
+    );
+    let j = ok(&r, 400, "a route to no service, by name");
+    assert_eq!((j["code"].as_u64(), &j["fields"]["service"]["name"]), (Some(13), &json!("the foreign key cannot be resolved with '{name=\"nosvc\"}' for an existing 'services' entity")), "{j}");
 }
 
 /// A plugin is checked against its schema before its unique key, as Kong does: one with
@@ -1393,6 +1408,35 @@ fn a_credential_moves_by_patch_and_jwts_can_be_written() {
     assert_eq!(admin_form(&gw, "DELETE", "/jwts/ren-k", &[]).status, 204);
     assert_eq!(gw.admin_get("/jwts/ren-k").status, 404);
     assert_eq!(admin_form(&gw, "DELETE", "/jwts/ren-k", &[]).status, 204);
+}
+
+/// A form PATCH of a plugin need not name it: its config is typed by the stored plugin's
+/// schema, as Kong's does, so one value of a list field is a one-item list, at the plugin
+/// and under its scope.
+#[test]
+fn a_plugin_patch_form_is_typed_by_the_stored_plugin() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    let r = admin_form(&gw, "POST", "/plugins", &[("name", "jwt")]);
+    let id = id_of(&ok(&r, 201, "a jwt plugin"));
+    let r = admin_form(
+        &gw,
+        "PATCH",
+        &format!("/plugins/{id}"),
+        &[("config.claims_to_verify", "nbf")],
+    );
+    assert_eq!(
+        ok(&r, 200, "one list value")["config"]["claims_to_verify"],
+        json!(["nbf"])
+    );
+    // A JSON body is typed as sent: a string is no list.
+    let r = admin_json(
+        &gw,
+        "PATCH",
+        &format!("/plugins/{id}"),
+        &json!({ "config": { "header_names": "x-token" } }),
+    );
+    ok(&r, 400, "a string for a list, in JSON");
 }
 
 /// A service's verification settings are shown, so one written back as read keeps them

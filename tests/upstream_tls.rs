@@ -586,7 +586,19 @@ fn ca_certificates_through_the_admin_api() {
     // Named by a service: it stays, and so does what it verifies.
     let r = admin_form(&gw, "DELETE", &format!("/ca_certificates/{id}"), &[]);
     assert_eq!(r.status, 400, "{r:?}");
-    assert_eq!(r.json()["name"], "foreign key violation", "{r:?}");
+    let service = gw.admin_get("/services/via-ca").json()["id"].clone();
+    assert_eq!(
+        r.json(),
+        json!({
+            "code": 19,
+            "name": "referenced by others",
+            "message": format!(
+                "ca certificate {id} is still referenced by services (id = {})",
+                service.as_str().unwrap()
+            ),
+        }),
+        "as Kong's CA certificates DAO"
+    );
     assert_eq!(proxy_get(&gw, "/via-ca/b", &[]).status, 200);
     for path in ["/routes", "/services/via-ca"] {
         let path = if path == "/routes" {

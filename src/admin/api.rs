@@ -336,6 +336,18 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
     };
     let snapshot = control.shared.snapshot();
     let config = &snapshot.config;
+    // A PATCH of plugin `i`: a form's config typed by that plugin's schema, as Kong types
+    // it by the stored plugin's name (a form need not name it).
+    let patch_body = |i: usize| {
+        super::body::parse_body_as(
+            request.content_type,
+            request.body,
+            Some("plugins"),
+            Some(&config.plugins[i].name),
+        )
+        .and_then(|body| without_children("plugins", body))
+        .map(canonical_id)
+    };
     // A new entity given an id that is taken: Kong's primary key violation, before any
     // other check (the database finds it first).
     if let (true, Some(kind)) = (method == "POST", created_kind(&segments)) {
@@ -482,7 +494,7 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             find_plugin(config, p).map_or_else(not_found, |i| show(plugin_json(config, i)))
         }
         ("PATCH", ["plugins", p]) => match find_plugin(config, p) {
-            Some(i) => with_body(body("plugins"), |b| update_plugin(control, config, i, b)),
+            Some(i) => with_body(patch_body(i), |b| update_plugin(control, config, i, b)),
             None => not_found(),
         },
         ("PUT", ["plugins", p]) => with_body(body("plugins"), |b| {
@@ -549,7 +561,7 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
                     match method {
                         "GET" => show(plugin_json(config, i)),
                         "PATCH" => {
-                            with_body(body("plugins"), |b| update_plugin(control, config, i, b))
+                            with_body(patch_body(i), |b| update_plugin(control, config, i, b))
                         }
                         _ => delete_entity(
                             control,
@@ -778,7 +790,28 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
         ("DELETE", ["ca_certificates", c]) => match find_ca_certificate(config, c) {
             Some(i) => {
                 let ca = &config.ca_certificates[i];
-                delete_entity(control, ca.layer, "ca_certificates", &ca.id.clone())
+                // Kong's CA DAO answers for a CA a service still names itself, before
+                // any foreign key: "referenced by others" (code 19), naming a service.
+                let user = config.services.iter().find(|s| {
+                    s.ca_certificates
+                        .iter()
+                        .flatten()
+                        .any(|id| id.eq_ignore_ascii_case(&ca.id))
+                });
+                match user {
+                    Some(service) if ca.layer != Layer::File => Reply::json(
+                        400,
+                        &json!({
+                            "code": 19,
+                            "name": "referenced by others",
+                            "message": format!(
+                                "ca certificate {} is still referenced by services (id = {})",
+                                ca.id, service.id
+                            ),
+                        }),
+                    ),
+                    _ => delete_entity(control, ca.layer, "ca_certificates", &ca.id.clone()),
+                }
             }
             None => Reply::empty(204),
         },
@@ -3787,18 +3820,35 @@ fn resolve_reference(
     }
 }
 
-/// Kong's 400 for a reference to an entity that does not exist (code 4), naming the
-/// reference as given (`{id="..."}`, `{name="..."}`).
+/// Kong's 400 for a reference to an entity that does not exist, naming the reference as
+/// given: by id, a foreign key violation (code 4); by another unique field (`name`,
+/// `username`, `custom_id`), which Kong first resolves to an id, a foreign key that
+/// could not be resolved (code 13).
 fn missing_reference(field: &str, kind: &str, by: &str, key: &str) -> Reply {
+    let reference = format!("{{{by}=\"{key}\"}}");
+    if by == "id" {
+        return Reply::json(
+            400,
+            &json!({
+                "code": 4,
+                "name": "foreign key violation",
+                "message": format!(
+                    "the foreign key '{reference}' does not reference an existing '{kind}' entity."
+                ),
+                "fields": { field: { by: key } },
+            }),
+        );
+    }
+    let why = format!(
+        "the foreign key cannot be resolved with '{reference}' for an existing '{kind}' entity"
+    );
     Reply::json(
         400,
         &json!({
-            "code": 4,
-            "name": "foreign key violation",
-            "message": format!(
-                "the foreign key '{{{by}=\"{key}\"}}' does not reference an existing '{kind}' entity."
-            ),
-            "fields": { field: { by: key } },
+            "code": 13,
+            "name": "foreign keys unresolved",
+            "message": format!("foreign key unresolved ({field}.{by}: {why})"),
+            "fields": { field: { by: why } },
         }),
     )
 }
@@ -4229,9 +4279,16 @@ fn get_config(control: &Control, json: bool) -> Reply {
             .ok()
             .and_then(|text| crate::config::document(text).ok())
             .and_then(|doc| serde_json::to_value(doc).ok());
-        match doc {
-            Some(value) => Reply::json(200, &json!({ "config": value })),
-            None => Reply::json(200, &json!({ "config": String::from_utf8_lossy(&bytes) })),
+        let answer = match doc {
+            Some(value) => json!({ "config": value }),
+            None => json!({ "config": String::from_utf8_lossy(&bytes) }),
+        };
+        // Saved as a file, the answer is read as YAML: what YAML reads otherwise is
+        // escaped.
+        let text = serde_json::to_string(&answer).unwrap_or_default();
+        Reply {
+            body: yaml_safe_escapes(&text).into_bytes(),
+            ..Reply::json(200, &Value::Null)
         }
     } else {
         Reply {
@@ -4349,9 +4406,37 @@ fn json_config(body: &[u8]) -> Option<Vec<u8>> {
         Some(_) => &doc,
         None => return None,
     };
-    let mut text = serde_json::to_vec_pretty(config).ok()?;
+    let text = serde_json::to_string_pretty(config).ok()?;
+    let mut text = yaml_safe_escapes(&text).into_bytes();
     text.push(b'\n');
     Some(text)
+}
+
+/// JSON text with every character a YAML reader takes otherwise than JSON does written
+/// as a `\uXXXX` escape, which both read alike: DEL and the C1 controls (YAML refuses
+/// them unescaped, though JSON takes them), NEL and the line and paragraph separators
+/// (line breaks to YAML, folded into a space inside a quoted string: a secret holding one
+/// would change), the byte order mark and U+FFFE / U+FFFF. They can only be inside
+/// strings: JSON's own syntax is ASCII.
+fn yaml_safe_escapes(json: &str) -> String {
+    let differs = |c: char| {
+        matches!(
+            c,
+            '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
+        )
+    };
+    if !json.contains(differs) {
+        return json.to_owned();
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if differs(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Kong's answer to a config it refuses: `fields` nests each problem where it is (entity

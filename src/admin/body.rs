@@ -19,6 +19,17 @@ pub fn parse_body(
     body: &[u8],
     kind: Option<&str>,
 ) -> Result<Body, Reply> {
+    parse_body_as(content_type, body, kind, None)
+}
+
+/// [`parse_body`], a form's plugin `config` typed by `plugin`'s schema when the form
+/// names no plugin: a PATCH of a plugin, which Kong types by the stored plugin's name.
+pub fn parse_body_as(
+    content_type: Option<&str>,
+    body: &[u8],
+    kind: Option<&str>,
+    plugin: Option<&str>,
+) -> Result<Body, Reply> {
     let media = media_type(content_type);
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
@@ -41,7 +52,7 @@ pub fn parse_body(
         return Err(Reply::message(415, &format!("Unsupported Content-Type '{media}': use application/json, application/x-www-form-urlencoded or multipart/form-data")));
     };
     Ok(match kind {
-        Some(kind) => infer(kind, form),
+        Some(kind) => infer(kind, form, plugin),
         None => form,
     })
 }
@@ -286,9 +297,14 @@ fn field_type(kind: &str, field: &str) -> Option<Type> {
 /// Types a form's values by the schema of `kind`, as Kong's `infer_value` does: an empty
 /// value is null (which resets the field), integers and booleans are parsed when they
 /// parse (else left for validation to report), one value of a list field is a list.
-pub fn infer(kind: &str, form: Body) -> Body {
+pub fn infer(kind: &str, form: Body, stored: Option<&str>) -> Body {
     let plugin = (kind == "plugins")
-        .then(|| form.get("name").and_then(Value::as_str).map(str::to_owned))
+        .then(|| {
+            form.get("name")
+                .and_then(Value::as_str)
+                .or(stored)
+                .map(str::to_owned)
+        })
         .flatten();
     form.into_iter()
         .map(|(field, value)| {
