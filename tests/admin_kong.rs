@@ -1439,6 +1439,75 @@ fn a_plugin_patch_form_is_typed_by_the_stored_plugin() {
     ok(&r, 400, "a string for a list, in JSON");
 }
 
+/// Kong's words for what a body gets wrong: a body that is no JSON object (an empty one
+/// included) is `Cannot parse JSON body`, and a field's problem names what belongs there,
+/// not what was sent: `expected a number`, `expected one of: ...` with the list alone.
+#[test]
+fn field_problems_are_worded_as_kong_words_them() {
+    let o = Origin::start();
+    let gw = Gateway::start(&base_config(&o));
+    for body in [&b"{bad"[..], b"[1,2]", b""] {
+        let r = http_request(
+            gw.admin_addr(),
+            "POST",
+            "/consumers",
+            &[],
+            Some(("application/json", body)),
+        );
+        assert_eq!(
+            (r.status, r.json()),
+            (400, json!({ "message": "Cannot parse JSON body" })),
+            "{:?}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/plugins",
+        &json!({ "name": "rate-limiting", "config": { "minute": "abc", "policy": "foo" } }),
+    );
+    let j = ok(&r, 400, "mistyped and unknown values");
+    assert_eq!(j["fields"]["config"]["minute"], "expected a number", "{j}");
+    let policy = j["fields"]["config"]["policy"].as_str().unwrap();
+    assert!(
+        policy.starts_with("expected one of: ") && !policy.contains("got"),
+        "{j}"
+    );
+    ok(
+        &admin_form(&gw, "POST", "/consumers", &[("username", "jc")]),
+        201,
+        "consumer",
+    );
+    let r = admin_json(
+        &gw,
+        "POST",
+        "/consumers/jc/jwt",
+        &json!({ "algorithm": "HS999" }),
+    );
+    let r2 = admin_json(
+        &gw,
+        "POST",
+        "/plugins",
+        &json!({ "name": "prometheus", "service": { "id": "bad" } }),
+    );
+    assert_eq!(
+        ok(&r2, 400, "a reference by an id that is no UUID"),
+        json!({
+            "code": 2,
+            "name": "schema violation",
+            "message": "schema violation (service.id: expected a valid UUID)",
+            "fields": { "service": { "id": "expected a valid UUID" } },
+        })
+    );
+    let j = ok(&r, 400, "an unknown algorithm");
+    assert_eq!(
+        j["fields"]["algorithm"],
+        "expected one of: HS256, HS384, HS512, RS256, RS384, RS512, ES256, ES384, ES512, PS256, PS384, PS512, EdDSA",
+        "{j}"
+    );
+}
+
 /// A service's verification settings are shown, so one written back as read keeps them
 /// (hidden, a GET then PUT turned verification back on).
 #[test]

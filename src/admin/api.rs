@@ -158,10 +158,23 @@ fn is_entity(path: &str) -> bool {
 /// ...` (which `ringway check` prints, to help a human) is Kong's plain `unknown field`.
 fn kong_wording(message: &str) -> String {
     if message.starts_with("unknown field `") {
-        "unknown field".to_owned()
-    } else {
-        message.to_owned()
+        return "unknown field".to_owned();
     }
+    // serde's ``invalid type: string "abc", expected a number``: Kong names only what
+    // belongs there.
+    if let Some((_, expected)) = message
+        .strip_prefix("invalid type: ")
+        .and_then(|rest| rest.rsplit_once(", expected "))
+    {
+        return format!("expected {expected}");
+    }
+    // `expected one of: a, b (got 'c')`, as `check` helps a human: Kong's list alone.
+    if message.starts_with("expected one of: ") {
+        if let Some((list, _)) = message.rsplit_once(" (got '") {
+            return list.to_owned();
+        }
+    }
+    message.to_owned()
 }
 
 /// The largest array a 400 body places element problems in.
@@ -3811,6 +3824,12 @@ fn resolve_reference(
         }
         _ => return Ok(()),
     };
+    // `{id: ...}` that is no UUID is the field's schema problem, as Kong checks it first.
+    if by == "id" && !crate::config::is_uuid(&key) {
+        let mut fields = Map::new();
+        fields.insert(format!("{field}.id"), json!("expected a valid UUID"));
+        return Err(schema_violation(fields));
+    }
     match scope_of(config, kind, &key) {
         Some((_, id)) => {
             body.insert(field.into(), json!({ "id": id }));
@@ -4337,18 +4356,10 @@ fn post_config(control: &Control, request: &Request<'_>) -> Reply {
                 None => return field_error("config", NO_CONFIG_FIELD),
             }
         }
-        // Declared JSON is read as JSON, and its syntax errors named as JSON's.
+        // Declared JSON is read as JSON; one that is not a JSON object gets Kong's answer.
         "application/json" => match json_config(request.body) {
             Some(text) => text,
-            None => match serde_json::from_slice::<serde::de::IgnoredAny>(
-                request
-                    .body
-                    .strip_prefix(b"\xef\xbb\xbf")
-                    .unwrap_or(request.body),
-            ) {
-                Err(e) => return Reply::message(400, &format!("Cannot parse JSON body: {e}")),
-                Ok(_) => return Reply::message(400, "Cannot parse JSON body: expected an object"),
-            },
+            None => return Reply::message(400, "Cannot parse JSON body"),
         },
         // YAML as SPEC names it (and a body sent with no type at all).
         "" | "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => {
