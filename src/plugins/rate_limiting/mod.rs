@@ -392,6 +392,11 @@ impl ConfigFile {
         ];
         for (period, value) in Period::ALL.into_iter().zip(given) {
             let Some(value) = value else { continue };
+            // Kong's schema check first; then what a bucket of whole tokens needs.
+            if value <= 0.0 || value.is_nan() {
+                problems.push((period.name().into(), "value must be greater than 0".into()));
+                continue;
+            }
             if !(value >= 1.0 && value.fract() == 0.0 && value <= 1e15) {
                 problems.push((
                     period.name().into(),
