@@ -107,7 +107,7 @@ fn schema_violation(mut fields: Map<String, Value>) -> Reply {
         fields
             .iter()
             .filter(|(k, _)| *k != "@entity")
-            .map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or("invalid"))),
+            .map(|(k, v)| format!("{}: {}", kong_path(k), v.as_str().unwrap_or("invalid"))),
     );
     let message = if summary.len() == 1 {
         format!("schema violation ({})", summary[0])
@@ -129,6 +129,36 @@ fn schema_violation(mut fields: Map<String, Value>) -> Reply {
         400,
         &json!({ "code": 2, "name": "schema violation", "message": message, "fields": nested }),
     )
+}
+
+/// A field's path as Kong's messages write it: a list element by its 1-based position
+/// after a dot (`tags.1`, `config.claims_to_verify.2`), where ringway's paths have
+/// `tags[0]`.
+fn kong_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(open) = rest.find('[') {
+        let Some(close) = rest[open..].find(']').map(|c| open + c) else {
+            break;
+        };
+        // An index from the body itself (an unknown field `x[18446744073709551615]`)
+        // may be any number: one with no successor stays as written.
+        match rest[open + 1..close]
+            .parse::<u64>()
+            .ok()
+            .and_then(|index| index.checked_add(1))
+        {
+            Some(position) => {
+                out.push_str(&rest[..open]);
+                out.push('.');
+                out.push_str(&position.to_string());
+            }
+            None => out.push_str(&rest[..=close]),
+        }
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Whether a problem's path names an entity itself (`consumers[2]`,
@@ -4505,6 +4535,22 @@ fn config_errors(status: u16, problems: &Problems) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_name_list_elements_as_kong_does() {
+        assert_eq!(kong_path("tags[0]"), "tags.1");
+        assert_eq!(
+            kong_path("config.claims_to_verify[1]"),
+            "config.claims_to_verify.2"
+        );
+        assert_eq!(kong_path("routes[2].paths[0]"), "routes.3.paths.1");
+        assert_eq!(kong_path("name"), "name");
+        assert_eq!(kong_path("x[y]"), "x[y]");
+        assert_eq!(
+            kong_path("x[18446744073709551615]"),
+            "x[18446744073709551615]"
+        );
+    }
 
     #[test]
     fn every_schema_is_read_off_its_sample() {

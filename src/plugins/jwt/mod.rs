@@ -179,7 +179,7 @@ impl ConfigFile {
         if self.maximum_expiration > 31_536_000 {
             problems.push((
                 "maximum_expiration".into(),
-                "must be between 0 and 31536000".into(),
+                "value should be between 0 and 31536000".into(),
             ));
         }
         if self.maximum_expiration > 0 && !require_exp {
