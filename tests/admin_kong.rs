@@ -1500,6 +1500,22 @@ fn field_problems_are_worded_as_kong_words_them() {
             "fields": { "service": { "id": "expected a valid UUID" } },
         })
     );
+    let rs = admin_json(
+        &gw,
+        "POST",
+        "/consumers/jc/jwt",
+        &json!({ "algorithm": "RS256" }),
+    );
+    let condition = "failed conditional validation given value of field 'algorithm'";
+    assert_eq!(
+        ok(&rs, 400, "RS256 without its key"),
+        json!({
+            "code": 2,
+            "name": "schema violation",
+            "message": format!("2 schema violations ({condition}; rsa_public_key: required field missing)"),
+            "fields": { "@entity": [condition], "rsa_public_key": "required field missing" },
+        })
+    );
     let j = ok(&r, 400, "an unknown algorithm");
     assert_eq!(
         j["fields"]["algorithm"],

@@ -2898,6 +2898,10 @@ fn put_jwt(control: &Control, config: &Config, consumer: usize, k: &str, mut bod
 /// A credential's string fields.
 const JWT_STRINGS: [&str; 4] = ["key", "secret", "algorithm", "rsa_public_key"];
 
+/// Kong's entity-level problem beside a public-key credential's missing or unusable
+/// `rsa_public_key` (its schema's conditional on `algorithm`).
+const ALGORITHM_CONDITION: &str = "failed conditional validation given value of field 'algorithm'";
+
 fn create_jwt(
     control: &Control,
     config: &Config,
@@ -2919,10 +2923,12 @@ fn create_jwt(
             fields
                 .entry("rsa_public_key")
                 .or_insert_with(|| "required field missing".into());
+            fields.insert("@entity".into(), json!([ALGORITHM_CONDITION]));
         }
         Some(a) => {
             if let Some(problem) = unusable_key(a, &body) {
                 fields.insert("rsa_public_key".into(), problem.into());
+                fields.insert("@entity".into(), json!([ALGORITHM_CONDITION]));
             }
         }
     }
