@@ -1500,6 +1500,12 @@ fn field_problems_are_worded_as_kong_words_them() {
             "fields": { "service": { "id": "expected a valid UUID" } },
         })
     );
+    let empty = admin_json(&gw, "POST", "/consumers", &json!({ "username": "" }));
+    let pair = "at least one of these fields must be non-empty: 'custom_id', 'username'";
+    assert_eq!(
+        ok(&empty, 400, "an empty username alone")["fields"],
+        json!({ "@entity": [pair], "username": "length must be at least 1" })
+    );
     let rs = admin_json(
         &gw,
         "POST",

@@ -2734,8 +2734,22 @@ fn create_consumer(
     body: Body,
     replacing: Replacing<'_>,
 ) -> Reply {
-    let fields = field_errors(&body, &["username", "custom_id"], &["groups"]);
+    let mut fields = field_errors(&body, &["username", "custom_id"], &["groups"]);
     if !fields.is_empty() {
+        // Kong checks the pair with the fields' own problems, an empty string as empty.
+        let given = |field: &str| {
+            !fields.contains_key(field)
+                && body
+                    .get(field)
+                    .and_then(Value::as_str)
+                    .is_some_and(|v| !v.is_empty())
+        };
+        if !given("username") && !given("custom_id") {
+            fields.insert(
+                "@entity".into(),
+                json!(["at least one of these fields must be non-empty: 'custom_id', 'username'"]),
+            );
+        }
         return schema_violation(fields);
     }
     let username = string_value(&body, "username")
