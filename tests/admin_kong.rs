@@ -1500,6 +1500,17 @@ fn field_problems_are_worded_as_kong_words_them() {
             "fields": { "service": { "id": "expected a valid UUID" } },
         })
     );
+    let header = admin_json(
+        &gw,
+        "POST",
+        "/plugins",
+        &json!({ "name": "rate-limiting", "config": { "minute": 5, "limit_by": "header" } }),
+    );
+    let condition = "failed conditional validation given value of field 'config.limit_by'";
+    assert_eq!(
+        ok(&header, 400, "limit_by header without its name")["fields"],
+        json!({ "@entity": [condition], "config": { "header_name": "required field missing" } })
+    );
     let empty = admin_json(&gw, "POST", "/consumers", &json!({ "username": "" }));
     let pair = "at least one of these fields must be non-empty: 'custom_id', 'username'";
     assert_eq!(

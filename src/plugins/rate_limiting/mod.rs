@@ -377,6 +377,10 @@ pub struct Config {
     pub instance: u64,
 }
 
+/// Kong's plugin-level problem beside a `limit_by` whose field is missing.
+const LIMIT_BY_CONDITION: &str =
+    "failed conditional validation given value of field 'config.limit_by'";
+
 impl ConfigFile {
     /// Validates the config; problems are `(field, message)`.
     pub fn validate(self) -> Result<Config, Vec<(String, String)>> {
@@ -447,11 +451,11 @@ impl ConfigFile {
                     ));
                     None
                 }
+                // Kong's schema says it so: a conditional on `limit_by`, on the plugin,
+                // and the field's own problem.
                 _ => {
-                    problems.push((
-                        "header_name".into(),
-                        "required when limit_by is 'header'".into(),
-                    ));
+                    problems.push((String::new(), LIMIT_BY_CONDITION.into()));
+                    problems.push(("header_name".into(), "required field missing".into()));
                     None
                 }
             },
@@ -471,7 +475,8 @@ impl ConfigFile {
                     None
                 }
                 None => {
-                    problems.push(("path".into(), "required when limit_by is 'path'".into()));
+                    problems.push((String::new(), LIMIT_BY_CONDITION.into()));
+                    problems.push(("path".into(), "required field missing".into()));
                     None
                 }
             },

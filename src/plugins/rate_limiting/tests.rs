@@ -35,8 +35,9 @@ fn validation_reports_each_problem_with_its_field() {
     assert_eq!(fields("minute: -3"), ["minute"]);
     assert_eq!(fields("minute: 1.5"), ["minute"]);
     assert_eq!(fields("minute: 10\nhour: 5"), ["hour"]);
-    assert_eq!(fields("minute: 5\nlimit_by: header"), ["header_name"]);
-    assert_eq!(fields("minute: 5\nlimit_by: path"), ["path"]);
+    // As Kong's schema: the conditional on the plugin, then the field's own problem.
+    assert_eq!(fields("minute: 5\nlimit_by: header"), ["", "header_name"]);
+    assert_eq!(fields("minute: 5\nlimit_by: path"), ["", "path"]);
     assert_eq!(fields("minute: 5\nlimit_by: path\npath: x"), ["path"]);
     // A path no normalized request path could equal would never match: refused.
     for path in [
