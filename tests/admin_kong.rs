@@ -1511,6 +1511,16 @@ fn field_problems_are_worded_as_kong_words_them() {
         ok(&header, 400, "limit_by header without its name")["fields"],
         json!({ "@entity": [condition], "config": { "header_name": "required field missing" } })
     );
+    let unnamed = admin_json(
+        &gw,
+        "POST",
+        "/plugins",
+        &json!({ "name": "correlation-id", "config": { "header_name": "" } }),
+    );
+    assert_eq!(
+        ok(&unnamed, 400, "an empty header name")["fields"]["config"]["header_name"],
+        "length must be at least 1"
+    );
     let empty = admin_json(&gw, "POST", "/consumers", &json!({ "username": "" }));
     let pair = "at least one of these fields must be non-empty: 'custom_id', 'username'";
     assert_eq!(

@@ -109,8 +109,10 @@ impl ConfigFile {
 
     pub fn validate(self) -> Result<Config, Vec<(String, String)>> {
         let mut problems = Vec::new();
-        if self.header_name.is_empty() || !self.header_name.bytes().all(crate::http::is_token_byte)
-        {
+        if self.header_name.is_empty() {
+            // Kong's words for an empty string field.
+            problems.push(("header_name".into(), "length must be at least 1".into()));
+        } else if !self.header_name.bytes().all(crate::http::is_token_byte) {
             problems.push((
                 "header_name".into(),
                 format!("invalid header name '{}'", self.header_name),
