@@ -1521,6 +1521,16 @@ fn field_problems_are_worded_as_kong_words_them() {
         ok(&unnamed, 400, "an empty header name")["fields"]["config"]["header_name"],
         "length must be at least 1"
     );
+    let scoped = admin_form(&gw, "POST", "/consumers/jc/plugins", &[("name", "jwt")]);
+    assert_eq!(
+        ok(&scoped, 400, "jwt on a consumer"),
+        json!({
+            "code": 2,
+            "name": "schema violation",
+            "message": "schema violation (consumer: value must be null)",
+            "fields": { "consumer": "value must be null" },
+        })
+    );
     let empty = admin_json(&gw, "POST", "/consumers", &json!({ "username": "" }));
     let pair = "at least one of these fields must be non-empty: 'custom_id', 'username'";
     assert_eq!(

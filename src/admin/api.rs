@@ -198,6 +198,11 @@ fn kong_wording(message: &str) -> String {
     {
         return format!("expected {expected}");
     }
+    // A plugin Kong's schema keeps off consumers (`typedefs.no_consumer`): `check` says
+    // why, Kong's Admin API that the reference must be null.
+    if message.starts_with("plugin '") && message.contains(" cannot be scoped ") {
+        return "value must be null".to_owned();
+    }
     // `expected one of: a, b (got 'c')`, as `check` helps a human: Kong's list alone.
     if message.starts_with("expected one of: ") {
         if let Some((list, _)) = message.rsplit_once(" (got '") {
