@@ -1531,6 +1531,22 @@ fn field_problems_are_worded_as_kong_words_them() {
             "fields": { "consumer": "value must be null" },
         })
     );
+    let ordered = admin_json(
+        &gw,
+        "POST",
+        "/plugins",
+        &json!({ "name": "rate-limiting", "config": { "minute": 100, "hour": 50, "day": 10 } }),
+    );
+    let order = "The limit for hour(50.0) cannot be lower than the limit for minute(100.0)";
+    assert_eq!(
+        ok(&ordered, 400, "periods out of order"),
+        json!({
+            "code": 2,
+            "name": "schema violation",
+            "message": format!("schema violation (config: {order})"),
+            "fields": { "config": order },
+        })
+    );
     let empty = admin_json(&gw, "POST", "/consumers", &json!({ "username": "" }));
     let pair = "at least one of these fields must be non-empty: 'custom_id', 'username'";
     assert_eq!(

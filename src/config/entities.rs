@@ -831,13 +831,14 @@ pub fn unknown_plugin(name: &str) -> String {
     }
 }
 
-/// Where a plugin's config problem is reported: `config.FIELD`, or the plugin itself
-/// for an empty field (a check across fields, Kong's `@entity`).
+/// Where a plugin's config problem is reported: `config.FIELD`; the plugin itself for an
+/// empty field (a check across the plugin's fields, Kong's `@entity`); `config` itself for
+/// `.` (a check across the config's fields, which Kong's schema puts on the record).
 fn config_field(plugin: &str, field: &str) -> String {
-    if field.is_empty() {
-        plugin.to_owned()
-    } else {
-        format!("{plugin}.config.{field}")
+    match field {
+        "" => plugin.to_owned(),
+        "." => format!("{plugin}.config"),
+        field => format!("{plugin}.config.{field}"),
     }
 }
 

@@ -621,7 +621,7 @@ fn a_missing_key_or_bad_config_hides_no_other_field() {
         "consumers[0].jwt_secrets[1].key: required field missing",
         "consumers[0].jwt_secrets[1].secret: required for HS algorithms",
         "plugins[0].instance_name: invalid value 'bad name'",
-        "plugins[0].config.hour:",
+        "plugins[0].config: The limit for hour",
     ] {
         assert!(
             found.iter().any(|p| p.starts_with(prefix)),

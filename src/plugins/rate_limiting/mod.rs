@@ -419,21 +419,20 @@ impl ConfigFile {
                     .into(),
             ));
         }
-        for pair in limits.windows(2) {
+        // Kong's record check, on `config` itself, and the first pair out of order only.
+        if let Some(pair) = limits.windows(2).find(|pair| pair[1].limit < pair[0].limit) {
             let (shorter, longer) = (pair[0], pair[1]);
-            if longer.limit < shorter.limit {
-                // Kong's words (its `%.1f` of whole numbers).
-                problems.push((
-                    longer.period.name().into(),
-                    format!(
-                        "The limit for {}({}.0) cannot be lower than the limit for {}({}.0)",
-                        longer.period.name(),
-                        longer.limit,
-                        shorter.period.name(),
-                        shorter.limit
-                    ),
-                ));
-            }
+            // Kong's words (its `%.1f` of whole numbers).
+            problems.push((
+                ".".into(),
+                format!(
+                    "The limit for {}({}.0) cannot be lower than the limit for {}({}.0)",
+                    longer.period.name(),
+                    longer.limit,
+                    shorter.period.name(),
+                    shorter.limit
+                ),
+            ));
         }
         let limit_by = match self.limit_by.as_str() {
             "consumer" => Some(LimitBy::Consumer),
