@@ -1309,7 +1309,20 @@ impl<S: ClientIo> Conn<S> {
             self.info.fd,
         ))
         .await
-        .ok_or(ErrorKind::ClientGone)??;
+        .ok_or(ErrorKind::ClientGone)?
+        .map_err(|e| {
+            // Every attempt of every request to an upstream that answers TLS wrongly
+            // fails so: said under the worker's limit on upstream failure lines.
+            if let Some(tls) = &e.tls {
+                self.worker.log_upstream(
+                    &service.name,
+                    addr,
+                    format_args!("TLS to upstream {tls}"),
+                    self.rid.as_deref().map(RequestId::value),
+                );
+            }
+            e.kind
+        })?;
         self.worker.stats.upstream_connects.inc();
         Ok((upstream::Lease::Whole(stream), false))
     }

@@ -507,6 +507,21 @@ impl Pool {
     }
 }
 
+/// Why a connect failed, and for a TLS handshake rustls' reason (`refused: ...` for a
+/// certificate, else `failed: ...`), which the caller logs with what it knows of the
+/// request, under its own limit on such lines.
+#[derive(Debug)]
+pub struct ConnectError {
+    pub kind: ErrorKind,
+    pub tls: Option<String>,
+}
+
+impl From<ErrorKind> for ConnectError {
+    fn from(kind: ErrorKind) -> ConnectError {
+        ConnectError { kind, tls: None }
+    }
+}
+
 /// Opens a new connection within `timeout` (for TLS, the handshake included, with
 /// `server_name` when given instead of the service's: a balanced target's own).
 pub async fn connect(
@@ -514,7 +529,7 @@ pub async fn connect(
     tls: Option<&UpstreamTls>,
     server_name: Option<&rustls::pki_types::ServerName<'static>>,
     timeout: Duration,
-) -> Result<Stream, ErrorKind> {
+) -> Result<Stream, ConnectError> {
     let deadline = Instant::now() + timeout;
     let tcp = match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(stream)) => {
@@ -523,9 +538,9 @@ pub async fn connect(
         }
         Ok(Err(e)) => {
             log::debug!("connect to {addr} failed: {e}");
-            return Err(ErrorKind::ConnectFailed);
+            return Err(ErrorKind::ConnectFailed.into());
         }
-        Err(_) => return Err(ErrorKind::ConnectTimeout),
+        Err(_) => return Err(ErrorKind::ConnectTimeout.into()),
     };
     let Some(tls) = tls else {
         return Ok(Stream::Plain(tcp));
@@ -548,52 +563,22 @@ pub async fn connect(
                     e.get_ref().and_then(|inner| inner.downcast_ref()).ok_or(e)
                 }
             };
-            match cause {
+            let (kind, tls) = match cause {
                 Ok(
                     cause @ (rustls::Error::InvalidCertificate(_)
                     | rustls::Error::NoCertificatesPresented
                     | rustls::Error::InvalidCertRevocationList(_)),
-                ) => {
-                    tls_warning(format_args!("TLS to upstream {addr} refused: {cause}"));
-                    Err(ErrorKind::UpstreamCertificate)
-                }
-                Ok(cause) => {
-                    tls_warning(format_args!("TLS to upstream {addr} failed: {cause}"));
-                    Err(ErrorKind::ConnectFailed)
-                }
-                Err(cause) => {
-                    tls_warning(format_args!("TLS to upstream {addr} failed: {cause}"));
-                    Err(ErrorKind::ConnectFailed)
-                }
-            }
+                ) => (ErrorKind::UpstreamCertificate, format!("refused: {cause}")),
+                Ok(cause) => (ErrorKind::ConnectFailed, format!("failed: {cause}")),
+                Err(cause) => (ErrorKind::ConnectFailed, format!("failed: {cause}")),
+            };
+            Err(ConnectError {
+                kind,
+                tls: Some(tls),
+            })
         }
-        Err(_) => Err(ErrorKind::ConnectTimeout),
+        Err(_) => Err(ErrorKind::ConnectTimeout.into()),
     }
-}
-
-/// A failed upstream TLS handshake's warn line, at most one a second per worker thread
-/// with a count of those not logged, as a request's failure line: every attempt of every
-/// request to an upstream that answers TLS wrongly fails the same way, and a line each
-/// would make the load a flood on stderr.
-fn tls_warning(line: std::fmt::Arguments<'_>) {
-    thread_local! {
-        static LAST: std::cell::Cell<(Option<Instant>, u64)> =
-            const { std::cell::Cell::new((None, 0)) };
-    }
-    const EVERY: Duration = Duration::from_secs(1);
-    LAST.with(|last| {
-        let (at, unlogged) = last.get();
-        let now = Instant::now();
-        if at.is_some_and(|at| now.duration_since(at) < EVERY) {
-            last.set((at, unlogged + 1));
-            return;
-        }
-        last.set((Some(now), 0));
-        match unlogged {
-            0 => log::warn!("{line}"),
-            n => log::warn!("{line} ({n} more upstream TLS failures on this worker since its last such line, not logged)"),
-        }
-    });
 }
 
 /// Whether the upstream has closed (or reset, or spoken out of turn on) an idle pooled
