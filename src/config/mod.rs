@@ -1213,11 +1213,13 @@ fn build(
     let mut keys = Keys::default();
     // Every route the file declares, nested or not: one that is then refused has had its
     // problems reported, and a plugin naming it is not one more.
+    // Read in place: a build runs at every reload and Admin API write.
     let nested_routes = top
         .services
         .iter()
-        .flat_map(|service| nested_list(service, "routes"));
-    for route in top.routes.iter().cloned().chain(nested_routes) {
+        .filter_map(|service| service.get("routes")?.as_sequence())
+        .flatten();
+    for route in top.routes.iter().chain(nested_routes) {
         for field in ["name", "id"] {
             if let Some(key) = route.get(field).and_then(Value::as_str) {
                 keys.declared.insert(("route", key.to_owned()));
