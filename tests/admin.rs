@@ -2436,6 +2436,9 @@ fn admin_connections_at_the_limit_make_room_from_idle_ones() {
         })
         .collect();
     thread::sleep(Duration::from_millis(300));
+    // The oldest sends a byte more: it is still the oldest.
+    (&trickling[0]).write_all(b"E").unwrap();
+    thread::sleep(Duration::from_millis(100));
     assert!(
         ready().is_some(),
         "/status/ready answers past heads sent a byte at a time"

@@ -53,7 +53,8 @@ const MAX_ADMIN_CONNECTIONS: usize = 256;
 const MAX_ADMIN_OVERSHOOT: usize = 16;
 
 /// The admin connections waiting for a request head, in the order they are reclaimed:
-/// by (has completed a request, since when).
+/// by (has completed a request, when it was accepted). A connection keeps its place
+/// while it trickles a head, so sending a byte now and then does not make it young.
 #[derive(Default)]
 struct Waiting {
     next: std::cell::Cell<u64>,
@@ -80,11 +81,18 @@ impl Waiting {
         true
     }
 
+    /// A new connection's place in the order, by age.
+    fn ticket(&self) -> u64 {
+        let ticket = self.next.get();
+        self.next.set(ticket + 1);
+        ticket
+    }
+
     /// Resolves when this connection is reclaimed; it stops waiting when dropped.
-    /// `served`: it has completed a request before (reclaimed after those that have not).
-    fn wait(&self, served: bool) -> Reclaimed<'_> {
-        let id = (served, self.next.get());
-        self.next.set(self.next.get() + 1);
+    /// `served`: it has completed a request before (reclaimed after those that have not);
+    /// `ticket`: its own, from `ticket`.
+    fn wait(&self, served: bool, ticket: u64) -> Reclaimed<'_> {
+        let id = (served, ticket);
         let reclaim = std::rc::Rc::new(Reclaim::default());
         self.connections.borrow_mut().insert(id, reclaim.clone());
         Reclaimed {
@@ -206,6 +214,7 @@ async fn serve(
     waiting: std::rc::Rc<Waiting>,
 ) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let ticket = waiting.ticket();
     // A new connection owes its first request within client_header_timeout, as on the
     // proxy listener; between requests it may idle for keepalive_timeout.
     let mut first = true;
@@ -256,7 +265,7 @@ async fn serve(
             // connection may be reclaimed for a new one, and then closes, the read (and
             // what came of the head) abandoned with it. Bytes that came meanwhile go
             // first.
-            let reclaimed = waiting.wait(!first);
+            let reclaimed = waiting.wait(!first, ticket);
             let read = monoio::select! {
                 biased;
                 read = read => read,
