@@ -27,9 +27,14 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(status: u16, value: &Value) -> Reply {
+        Reply::json_text(status, serde_json::to_vec(value).unwrap_or_default())
+    }
+
+    /// A body that is JSON already.
+    pub fn json_text(status: u16, body: Vec<u8>) -> Reply {
         Reply {
             status,
-            body: serde_json::to_vec(value).unwrap_or_default(),
+            body,
             content_type: b"application/json; charset=utf-8",
             headers: Vec::new(),
         }
@@ -377,25 +382,18 @@ pub fn handle(request: &Request<'_>, control: &Control) -> Reply {
             allowed => Reply::options(allowed),
         };
     }
-    let body = |kind: &str| {
-        parse_body(request.content_type, request.body, Some(kind))
+    // The body as an entity of `kind`; a plugin form's config typed by `plugin`'s schema
+    // when the form does not name one.
+    let body_as = |kind: &str, plugin: Option<&str>| {
+        super::body::parse_body_as(request.content_type, request.body, Some(kind), plugin)
             .and_then(|body| without_children(kind, body))
             .map(canonical_id)
     };
+    let body = |kind: &str| body_as(kind, None);
     let snapshot = control.shared.snapshot();
     let config = &snapshot.config;
-    // A PATCH of plugin `i`: a form's config typed by that plugin's schema, as Kong types
-    // it by the stored plugin's name (a form need not name it).
-    let patch_body = |i: usize| {
-        super::body::parse_body_as(
-            request.content_type,
-            request.body,
-            Some("plugins"),
-            Some(&config.plugins[i].name),
-        )
-        .and_then(|body| without_children("plugins", body))
-        .map(canonical_id)
-    };
+    // A PATCH of plugin `i`, typed as Kong types it: by the stored plugin's name.
+    let patch_body = |i: usize| body_as("plugins", Some(&config.plugins[i].name));
     // A new entity given an id that is taken: Kong's primary key violation, before any
     // other check (the database finds it first).
     if let (true, Some(kind)) = (method == "POST", created_kind(&segments)) {
@@ -4360,10 +4358,7 @@ fn get_config(control: &Control, json: bool) -> Reply {
         // Saved as a file, the answer is read as YAML: what YAML reads otherwise is
         // escaped.
         let text = serde_json::to_string(&answer).unwrap_or_default();
-        Reply {
-            body: yaml_safe_escapes(&text).into_bytes(),
-            ..Reply::json(200, &Value::Null)
-        }
+        Reply::json_text(200, yaml_safe_escapes(&text).into_bytes())
     } else {
         Reply {
             status: 200,
