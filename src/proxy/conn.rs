@@ -1004,12 +1004,7 @@ impl<S: ClientIo> Conn<S> {
                         self.worker.stats.upstream_retries.inc();
                         continue;
                     }
-                    self.worker.log_upstream_failure(
-                        &service.name,
-                        addr,
-                        kind,
-                        self.rid.as_deref().map(RequestId::value),
-                    );
+                    self.log_upstream_failure(service, addr, kind);
                     return self.fail(kind, &exchange, latency).await;
                 }
             };
@@ -1113,12 +1108,7 @@ impl<S: ClientIo> Conn<S> {
                 self.worker.stats.upstream_retries.inc();
                 continue;
             }
-            self.worker.log_upstream_failure(
-                &service.name,
-                addr,
-                failure,
-                self.rid.as_deref().map(RequestId::value),
-            );
+            self.log_upstream_failure(service, addr, failure);
             return self.fail(failure, &exchange, latency).await;
         }
     }
@@ -1314,12 +1304,7 @@ impl<S: ClientIo> Conn<S> {
             // Every attempt of every request to an upstream that answers TLS wrongly
             // fails so: said under the worker's limit on upstream failure lines.
             if let Some(tls) = &e.tls {
-                self.worker.log_upstream(
-                    &service.name,
-                    addr,
-                    format_args!("TLS to upstream {tls}"),
-                    self.rid.as_deref().map(RequestId::value),
-                );
+                self.log_upstream(service, addr, format_args!("TLS to upstream {tls}"));
             }
             e.kind
         })?;
@@ -1658,12 +1643,7 @@ impl<S: ClientIo> Conn<S> {
                 let used = match decoder.decode(&self.ubuf[pos..], &mut self.out, emit) {
                     Ok(used) => used,
                     Err(_) => {
-                        self.worker.log_upstream_failure(
-                            &service.name,
-                            addr,
-                            ErrorKind::BadResponse,
-                            self.rid.as_deref().map(RequestId::value),
-                        );
+                        self.log_upstream_failure(service, addr, ErrorKind::BadResponse);
                         return self.bad_response_after_head(plan).await;
                     }
                 };
@@ -1778,6 +1758,20 @@ impl<S: ClientIo> Conn<S> {
         });
     }
 
+    /// Logs what `service`'s upstream at `addr` did to this request, with its ID, under
+    /// the worker's limit on such lines.
+    fn log_upstream(&self, service: &Service, addr: SocketAddr, what: std::fmt::Arguments<'_>) {
+        let id = self.rid.as_deref().map(RequestId::value);
+        self.worker.log_upstream(&service.name, addr, what, id);
+    }
+
+    /// `log_upstream` for the failure a request is answered with (its 502 or 504).
+    fn log_upstream_failure(&self, service: &Service, addr: SocketAddr, kind: ErrorKind) {
+        let id = self.rid.as_deref().map(RequestId::value);
+        self.worker
+            .log_upstream_failure(&service.name, addr, kind, id);
+    }
+
     /// Counts and logs an upstream that broke off its response after the head.
     fn upstream_cut(&self, service: &Service, addr: SocketAddr, cut: BodyCut) {
         let outcome = if cut.cuts_response() {
@@ -1786,12 +1780,7 @@ impl<S: ClientIo> Conn<S> {
         } else {
             "they were dropped and the connection closed"
         };
-        self.worker.log_upstream(
-            &service.name,
-            addr,
-            format_args!("{}; {outcome}", cut.describe()),
-            self.rid.as_deref().map(RequestId::value),
-        );
+        self.log_upstream(service, addr, format_args!("{}; {outcome}", cut.describe()));
     }
 
     /// The upstream broke chunked framing before anything of the body was sent.
