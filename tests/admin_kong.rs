@@ -1461,11 +1461,13 @@ fn field_problems_are_worded_as_kong_words_them() {
             String::from_utf8_lossy(body)
         );
     }
-    let r = admin_json(
-        &gw,
-        "POST",
+    let post = |path: &str, body: Value| admin_json(&gw, "POST", path, &body);
+    // Kong's 400 body for schema problems.
+    let violation = |message: String, fields: Value| json!({ "code": 2, "name": "schema violation", "message": message, "fields": fields });
+
+    let r = post(
         "/plugins",
-        &json!({ "name": "rate-limiting", "config": { "minute": "abc", "policy": "foo" } }),
+        json!({ "name": "rate-limiting", "config": { "minute": "abc", "policy": "foo" } }),
     );
     let j = ok(&r, 400, "mistyped and unknown values");
     assert_eq!(j["fields"]["config"]["minute"], "expected a number", "{j}");
@@ -1474,106 +1476,81 @@ fn field_problems_are_worded_as_kong_words_them() {
         policy.starts_with("expected one of: ") && !policy.contains("got"),
         "{j}"
     );
+    let r = post(
+        "/plugins",
+        json!({ "name": "prometheus", "service": { "id": "bad" } }),
+    );
+    assert_eq!(
+        ok(&r, 400, "a reference by an id that is no UUID"),
+        violation(
+            "schema violation (service.id: expected a valid UUID)".into(),
+            json!({ "service": { "id": "expected a valid UUID" } })
+        )
+    );
+    let r = post(
+        "/plugins",
+        json!({ "name": "rate-limiting", "config": { "minute": 5, "limit_by": "header" } }),
+    );
+    let condition = "failed conditional validation given value of field 'config.limit_by'";
+    assert_eq!(
+        ok(&r, 400, "limit_by header without its name")["fields"],
+        json!({ "@entity": [condition], "config": { "header_name": "required field missing" } })
+    );
+    let r = post(
+        "/plugins",
+        json!({ "name": "correlation-id", "config": { "header_name": "" } }),
+    );
+    assert_eq!(
+        ok(&r, 400, "an empty header name")["fields"]["config"]["header_name"],
+        "length must be at least 1"
+    );
+    let r = post(
+        "/plugins",
+        json!({ "name": "rate-limiting", "config": { "minute": 100, "hour": 50, "day": 10 } }),
+    );
+    let order = "The limit for hour(50.0) cannot be lower than the limit for minute(100.0)";
+    assert_eq!(
+        ok(&r, 400, "periods out of order"),
+        violation(
+            format!("schema violation (config: {order})"),
+            json!({ "config": order })
+        )
+    );
+
+    let r = post("/consumers", json!({ "username": "" }));
+    let pair = "at least one of these fields must be non-empty: 'custom_id', 'username'";
+    assert_eq!(
+        ok(&r, 400, "an empty username alone")["fields"],
+        json!({ "@entity": [pair], "username": "length must be at least 1" })
+    );
     ok(
         &admin_form(&gw, "POST", "/consumers", &[("username", "jc")]),
         201,
         "consumer",
     );
-    let r = admin_json(
-        &gw,
-        "POST",
-        "/consumers/jc/jwt",
-        &json!({ "algorithm": "HS999" }),
-    );
-    let r2 = admin_json(
-        &gw,
-        "POST",
-        "/plugins",
-        &json!({ "name": "prometheus", "service": { "id": "bad" } }),
-    );
+    let r = admin_form(&gw, "POST", "/consumers/jc/plugins", &[("name", "jwt")]);
     assert_eq!(
-        ok(&r2, 400, "a reference by an id that is no UUID"),
-        json!({
-            "code": 2,
-            "name": "schema violation",
-            "message": "schema violation (service.id: expected a valid UUID)",
-            "fields": { "service": { "id": "expected a valid UUID" } },
-        })
+        ok(&r, 400, "jwt on a consumer"),
+        violation(
+            "schema violation (consumer: value must be null)".into(),
+            json!({ "consumer": "value must be null" })
+        )
     );
-    let header = admin_json(
-        &gw,
-        "POST",
-        "/plugins",
-        &json!({ "name": "rate-limiting", "config": { "minute": 5, "limit_by": "header" } }),
-    );
-    let condition = "failed conditional validation given value of field 'config.limit_by'";
-    assert_eq!(
-        ok(&header, 400, "limit_by header without its name")["fields"],
-        json!({ "@entity": [condition], "config": { "header_name": "required field missing" } })
-    );
-    let unnamed = admin_json(
-        &gw,
-        "POST",
-        "/plugins",
-        &json!({ "name": "correlation-id", "config": { "header_name": "" } }),
-    );
-    assert_eq!(
-        ok(&unnamed, 400, "an empty header name")["fields"]["config"]["header_name"],
-        "length must be at least 1"
-    );
-    let scoped = admin_form(&gw, "POST", "/consumers/jc/plugins", &[("name", "jwt")]);
-    assert_eq!(
-        ok(&scoped, 400, "jwt on a consumer"),
-        json!({
-            "code": 2,
-            "name": "schema violation",
-            "message": "schema violation (consumer: value must be null)",
-            "fields": { "consumer": "value must be null" },
-        })
-    );
-    let ordered = admin_json(
-        &gw,
-        "POST",
-        "/plugins",
-        &json!({ "name": "rate-limiting", "config": { "minute": 100, "hour": 50, "day": 10 } }),
-    );
-    let order = "The limit for hour(50.0) cannot be lower than the limit for minute(100.0)";
-    assert_eq!(
-        ok(&ordered, 400, "periods out of order"),
-        json!({
-            "code": 2,
-            "name": "schema violation",
-            "message": format!("schema violation (config: {order})"),
-            "fields": { "config": order },
-        })
-    );
-    let empty = admin_json(&gw, "POST", "/consumers", &json!({ "username": "" }));
-    let pair = "at least one of these fields must be non-empty: 'custom_id', 'username'";
-    assert_eq!(
-        ok(&empty, 400, "an empty username alone")["fields"],
-        json!({ "@entity": [pair], "username": "length must be at least 1" })
-    );
-    let rs = admin_json(
-        &gw,
-        "POST",
-        "/consumers/jc/jwt",
-        &json!({ "algorithm": "RS256" }),
-    );
-    let condition = "failed conditional validation given value of field 'algorithm'";
-    assert_eq!(
-        ok(&rs, 400, "RS256 without its key"),
-        json!({
-            "code": 2,
-            "name": "schema violation",
-            "message": format!("2 schema violations ({condition}; rsa_public_key: required field missing)"),
-            "fields": { "@entity": [condition], "rsa_public_key": "required field missing" },
-        })
-    );
+    let r = post("/consumers/jc/jwt", json!({ "algorithm": "HS999" }));
     let j = ok(&r, 400, "an unknown algorithm");
     assert_eq!(
         j["fields"]["algorithm"],
         "expected one of: HS256, HS384, HS512, RS256, RS384, RS512, ES256, ES384, ES512, PS256, PS384, PS512, EdDSA",
         "{j}"
+    );
+    let r = post("/consumers/jc/jwt", json!({ "algorithm": "RS256" }));
+    let condition = "failed conditional validation given value of field 'algorithm'";
+    assert_eq!(
+        ok(&r, 400, "RS256 without its key"),
+        violation(
+            format!("2 schema violations ({condition}; rsa_public_key: required field missing)"),
+            json!({ "@entity": [condition], "rsa_public_key": "required field missing" })
+        )
     );
 }
 
