@@ -140,12 +140,11 @@ pub struct TlsName {
 }
 
 impl TlsName {
-    /// The preserved `Host` as a server name: without its port (as nginx strips it from
-    /// `proxy_ssl_name`), its root dot or IPv6 brackets, lower-cased. `None` for a value
-    /// that is no server name: the service's own is used then.
+    /// The preserved `Host`, as routed (its root dot gone), as a server name: without its
+    /// port (as nginx strips it from `proxy_ssl_name`) or IPv6 brackets, lower-cased.
+    /// `None` for a value that is no server name: the service's own is used then.
     fn of_host(host: &str, service_key: u64) -> Option<TlsName> {
         let host = route::strip_port(host);
-        let host = host.strip_suffix('.').unwrap_or(host);
         let host = host
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
@@ -580,7 +579,7 @@ pub fn prepare(
         rare: {
             let rare = Rare {
                 upgrade: framing.upgrade.then(|| offered_protocols(headers)),
-                tls_name: match (route.preserve_host, host, &service.tls) {
+                tls_name: match (route.preserve_host, route_host.as_deref(), &service.tls) {
                     (true, Some(host), Some(tls)) => TlsName::of_host(host, tls.pool_key),
                     _ => None,
                 },
