@@ -55,36 +55,27 @@ enum Sink {
 /// Opens the target and starts the writer thread. A file that cannot be opened fails
 /// the start; a FIFO never holds it up.
 pub fn start(target: &AccessLog, dropped: Arc<AtomicU64>) -> anyhow::Result<Log> {
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use std::os::unix::fs::FileTypeExt;
     let mut reopenable = None;
     let sink = match target {
         AccessLog::Stdout => Sink::Open(Box::new(std::io::stdout())),
-        AccessLog::File(path) => {
-            // Non-blocking only to open: a FIFO without a reader answers ENXIO at once
-            // instead of holding the start (and SIGTERM) up; a regular file ignores it.
-            let opened = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open(path);
-            match opened {
-                Ok(file) if !file.metadata().is_ok_and(|m| m.file_type().is_fifo()) => {
-                    reopenable = Some(path.clone());
-                    Sink::Open(Box::new(file))
-                }
-                Ok(file) => Sink::Fifo(path.clone(), Some(file)),
-                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
-                    log::warn!(
+        AccessLog::File(path) => match open_append(path) {
+            Ok(file) if !file.metadata().is_ok_and(|m| m.file_type().is_fifo()) => {
+                reopenable = Some(path.clone());
+                Sink::Open(Box::new(file))
+            }
+            Ok(file) => Sink::Fifo(path.clone(), Some(file)),
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                log::warn!(
                         "access_log {} is a FIFO nobody reads yet: lines wait in the queue, and past it are dropped and counted, until a reader opens it",
                         path.display()
                     );
-                    Sink::Fifo(path.clone(), None)
-                }
-                Err(e) => {
-                    anyhow::bail!("cannot open access_log {}: {e}", path.display())
-                }
+                Sink::Fifo(path.clone(), None)
             }
-        }
+            Err(e) => {
+                anyhow::bail!("cannot open access_log {}: {e}", path.display())
+            }
+        },
     };
     let (queue, batches) = crossbeam_channel::bounded(QUEUE_BATCHES);
     let (returns, spare) = crossbeam_channel::bounded(QUEUE_BATCHES);
@@ -103,6 +94,18 @@ pub fn start(target: &AccessLog, dropped: Arc<AtomicU64>) -> anyhow::Result<Log>
         dropped,
         reopen,
     })
+}
+
+/// Opens the log file for appending, creating it. Non-blocking only to open: a FIFO
+/// without a reader answers ENXIO at once instead of holding the start (and SIGTERM) up;
+/// a regular file ignores it.
+fn open_append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
 }
 
 /// The writer's side of [`Log::reopen`]: the flag, and the path to open again (a regular
@@ -124,14 +127,8 @@ impl Reopen {
             log::info!("SIGUSR1: the access log is not a file; nothing to reopen");
             return None;
         };
-        use std::os::unix::fs::OpenOptionsExt;
         // Non-blocking as at start: a FIFO put in the file's place cannot hold the writer.
-        match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-        {
+        match open_append(path) {
             Ok(file) => {
                 log::info!("SIGUSR1: reopened access_log {}", path.display());
                 Some(file)
